@@ -1,0 +1,56 @@
+# Every target makes and uses the local virtualenv .venv by itself.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= $(firstword $(wildcard data/raw/dataset_SCL.csv.gz data/raw/dataset_SCL.csv) data/raw/dataset_SCL.csv.gz)
+MODELS_DIR ?= models
+REPORTS_DIR ?= reports
+BIND ?= 0.0.0.0:8000
+export BIND
+
+SERVE_STAMP := $(VENV)/.serve-installed
+DEV_STAMP := $(VENV)/.dev-installed
+TRAINING_CODE := $(wildcard train/*.py export/*.py) app/features.py app/flights.py
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(SERVE_STAMP)
+
+.PHONY: install
+install: $(DEV_STAMP) ## install the service, training and test tools into .venv
+
+.PHONY: serve
+serve: $(SERVE_STAMP) ## serve the committed models on $(BIND) (WORKERS= sets the worker count)
+	MODELS_DIR=$(MODELS_DIR) $(BIN)/gunicorn -c gunicorn.conf.py 'app.main:create_app()'
+
+.PHONY: export
+export: $(MODELS_DIR)/delay-full.onnx ## train, select and export the models (DATA=..., MODELS_DIR=...)
+
+# Reruns only when the data or the code that turns it into a model changed.
+$(MODELS_DIR)/delay-full.onnx: $(DATA) $(TRAINING_CODE) | $(DEV_STAMP)
+	$(BIN)/python -m export --data $(DATA) --models-dir $(MODELS_DIR) --reports-dir $(REPORTS_DIR)
+
+.PHONY: lint
+lint: $(DEV_STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: test
+test: lint ## lint, then every test (real-data tests run when ../shared/data has the file)
+	$(BIN)/pytest

@@ -1,0 +1,175 @@
+"""The model contract: load an exported model, predict, say whether it is ready.
+
+A model is an ONNX file plus its card (JSON): the card carries the feature encoding, the
+decision threshold and the file's sha256, so a model can never be served with another model's
+vocabulary or threshold, and a truncated or swapped file is refused at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+
+from app.errors import ModelLoadError
+from app.features import FeatureEncoder
+from app.flights import Flight, Schedule
+
+MINIMAL_MODEL = "delay-minimal"
+FULL_MODEL = "delay-full"
+MODEL_NAMES = (MINIMAL_MODEL, FULL_MODEL)
+ONNX_INPUT = "features"
+ONNX_PROBABILITIES = "probabilities"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    version: str
+    threshold: float
+    onnx_file: str
+    onnx_sha256: str
+    encoder: FeatureEncoder
+    operators: tuple[str, ...]
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelCard:
+        return cls(
+            name=str(data["name"]),
+            version=str(data["version"]),
+            threshold=float(data["threshold"]),
+            onnx_file=str(data["onnx"]["file"]),
+            onnx_sha256=str(data["onnx"]["sha256"]),
+            encoder=FeatureEncoder.from_json(data["encoder"]),
+            operators=tuple(_input(data, "OPERA")["allowed"]),
+            raw=data,
+        )
+
+
+def _input(card: dict[str, Any], name: str) -> dict[str, Any]:
+    for item in card["inputs"]:
+        if item["name"] == name:
+            return dict(item)
+    raise KeyError(f"input {name!r} not described")
+
+
+class OnnxModel:
+    """One exported model in one onnxruntime session."""
+
+    def __init__(self, card: ModelCard, session: ort.InferenceSession) -> None:
+        self.card = card
+        self.name = card.name
+        self.version = card.version
+        self.threshold = card.threshold
+        self._encode = card.encoder.encode
+        self._run = session.run
+        self._outputs = [ONNX_PROBABILITIES]
+        self.ready = False
+
+    @classmethod
+    def load(cls, models_dir: Path, name: str, threads: int = 1) -> OnnxModel:
+        card_path = models_dir / f"{name}.json"
+        try:
+            card = ModelCard.from_json(orjson.loads(card_path.read_bytes()))
+        except FileNotFoundError:
+            raise ModelLoadError(f"model card not found: {card_path}") from None
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ModelLoadError(f"model card unreadable: {card_path}: {error}") from None
+        onnx_path = models_dir / card.onnx_file
+        try:
+            onnx_bytes = onnx_path.read_bytes()
+        except FileNotFoundError:
+            raise ModelLoadError(f"model file not found: {onnx_path}") from None
+        if hashlib.sha256(onnx_bytes).hexdigest() != card.onnx_sha256:
+            raise ModelLoadError(f"model file does not match its card's sha256: {onnx_path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own untyped failures
+            raise ModelLoadError(f"model file unusable: {onnx_path}: {error}") from None
+        return cls(card, session)
+
+    def warm_up(self, flights: Sequence[Flight]) -> None:
+        """One real inference before serving, so the first client does not pay for it."""
+        probabilities = self.predict_proba(flights)
+        if probabilities.shape != (len(flights),) or not np.isfinite(probabilities).all():
+            raise ModelLoadError(f"model {self.name} gave no usable probabilities on warm-up")
+        self.ready = True
+
+    def predict_proba(self, flights: Sequence[Flight]) -> np.ndarray:
+        """Probability of a delay over 15 minutes, one per flight."""
+        features = self._encode(flights)
+        return self.predict_features(features)
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        probabilities: np.ndarray = self._run(self._outputs, {ONNX_INPUT: features})[0]
+        return probabilities[:, 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    labels: np.ndarray
+    """int64, 1 = delayed more than 15 minutes"""
+    probabilities: np.ndarray
+    """float32, in the order of the flights"""
+
+
+class ModelSet:
+    """Both contracts' models: each flight goes to the model its fields allow."""
+
+    def __init__(self, minimal: OnnxModel, full: OnnxModel) -> None:
+        if minimal.card.operators != full.card.operators:
+            raise ModelLoadError("the minimal and full models know different operators (OPERA)")
+        self.minimal = minimal
+        self.full = full
+        self.by_name = {minimal.name: minimal, full.name: full}
+        self.operators = minimal.card.operators
+
+    @classmethod
+    def load(cls, models_dir: Path, threads: int = 1) -> ModelSet:
+        models = cls(*(OnnxModel.load(models_dir, name, threads) for name in MODEL_NAMES))
+        example = Flight(models.operators[0], "I", 1, _EXAMPLE_SCHEDULE)
+        models.minimal.warm_up([Flight(example.operator, "I", 1)])
+        models.full.warm_up([example])
+        return models
+
+    @property
+    def ready(self) -> bool:
+        return self.minimal.ready and self.full.ready
+
+    def model_for(self, flights: Sequence[Flight]) -> OnnxModel | None:
+        """The one model that scores every flight, or None for a mixed batch."""
+        first = flights[0].schedule is None
+        if all((flight.schedule is None) is first for flight in flights):
+            return self.minimal if first else self.full
+        return None
+
+    def predict(self, flights: Sequence[Flight]) -> Prediction:
+        model = self.model_for(flights)
+        if model is not None:
+            probabilities = model.predict_proba(flights)
+            return Prediction((probabilities >= model.threshold).astype(np.int64), probabilities)
+        labels = np.empty(len(flights), dtype=np.int64)
+        probabilities = np.empty(len(flights), dtype=np.float32)
+        for model, scheduled in ((self.minimal, False), (self.full, True)):
+            rows = [
+                i for i, flight in enumerate(flights) if (flight.schedule is not None) is scheduled
+            ]
+            part = model.predict_proba([flights[i] for i in rows])
+            probabilities[rows] = part
+            labels[rows] = part >= model.threshold
+        return Prediction(labels, probabilities)
+
+
+_EXAMPLE_SCHEDULE = Schedule(datetime(2017, 1, 1, 12, 0), "SCFA", "LAN", "100")

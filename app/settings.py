@@ -1,0 +1,42 @@
+"""Every knob of the service, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_dir: Path = DEFAULT_MODELS_DIR
+    max_body_bytes: int = 1_048_576
+    max_flights: int = 10_000
+    ort_threads: int = 1
+    """intra- and inter-op threads per onnxruntime session: one per worker, the workers are the
+    parallelism; a thread pool in each of N workers only fights over the same cores."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        return cls(
+            models_dir=Path(env.get("MODELS_DIR", str(DEFAULT_MODELS_DIR))),
+            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
+            max_flights=_positive_int(env, "MAX_FLIGHTS", cls.max_flights),
+            ort_threads=_positive_int(env, "ORT_THREADS", cls.ort_threads),
+        )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value

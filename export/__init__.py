@@ -1,0 +1,1 @@
+"""ONNX export of the trained models, with the parity check that guards it (`make export`)."""

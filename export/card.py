@@ -1,0 +1,128 @@
+"""The model card: everything the service and a reader need to know about one exported model."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from dataclasses import asdict
+from importlib.metadata import version
+from typing import Any
+
+from app.features import OTHER, FeatureEncoder
+from app.flights import FLIGHT_TYPES
+from export.onnx import TARGET_OPSET, Parity
+from train.candidates import SEED
+from train.evaluate import ContractEvaluation
+
+THRESHOLD_RULE = "maximises F1 of the delayed class on the date-grouped out-of-fold predictions"
+LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
+
+
+def model_inputs(operators: list[str], encoder: FeatureEncoder) -> list[dict[str, Any]]:
+    inputs: list[dict[str, Any]] = [
+        {
+            "name": "OPERA",
+            "datatype": "BYTES",
+            "description": "operating airline",
+            "allowed": operators,
+        },
+        {
+            "name": "TIPOVUELO",
+            "datatype": "BYTES",
+            "description": "I = international, N = national",
+            "allowed": list(FLIGHT_TYPES),
+        },
+        {
+            "name": "MES",
+            "datatype": "INT64",
+            "description": "scheduled month",
+            "minimum": 1,
+            "maximum": 12,
+        },
+    ]
+    if encoder.schedule:
+        vocabularies = encoder.vocabularies
+        inputs += [
+            {
+                "name": "Fecha-I",
+                "datatype": "BYTES",
+                "format": "YYYY-MM-DD HH:MM:SS",
+                "description": "scheduled date and time (local); its month must equal MES",
+            },
+            {
+                "name": "Des-I",
+                "datatype": "BYTES",
+                "pattern": "^[A-Z]{4}$",
+                "description": "destination ICAO code; one not listed in the vocabulary is scored "
+                "as a rare destination",
+                "known": _known(vocabularies["Des-I"].values),
+            },
+            {
+                "name": "Emp-I",
+                "datatype": "BYTES",
+                "pattern": "^[A-Z]{3}$",
+                "description": "scheduled airline ICAO code",
+                "known": _known(vocabularies["Emp-I"].values),
+            },
+            {
+                "name": "Vlo-I",
+                "datatype": "BYTES",
+                "pattern": "^[0-9]{1,4}[A-Z]?$",
+                "description": "scheduled flight number (a JSON integer is also taken)",
+            },
+        ]
+    return inputs
+
+
+def build_card(
+    name: str,
+    evaluation: ContractEvaluation,
+    encoder: FeatureEncoder,
+    onnx_bytes: bytes,
+    parity: Parity,
+    operators: list[str],
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    chosen = evaluation.chosen
+    sha256 = hashlib.sha256(onnx_bytes).hexdigest()
+    return {
+        "name": name,
+        "version": sha256[:12],
+        "contract": evaluation.contract,
+        "description": f"P(delay > 15 min) of a flight leaving SCL, from the {evaluation.contract} contract",
+        "inputs": model_inputs(operators, encoder),
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "description": "1 = delayed over 15 minutes"},
+            {"name": "proba", "datatype": "FP32", "description": "probability of that delay"},
+        ],
+        "threshold": round(chosen.cv.threshold, 6),
+        "threshold_rule": THRESHOLD_RULE,
+        "model": {
+            "estimator": chosen.name,
+            "description": chosen.description,
+            "params": chosen.params,
+        },
+        "encoder": encoder.to_json(),
+        "onnx": {
+            "file": f"{name}.onnx",
+            "sha256": sha256,
+            "bytes": len(onnx_bytes),
+            "input": "features",
+            "output": "probabilities",
+            "opset": TARGET_OPSET,
+        },
+        "metrics": {
+            "cv_grouped_by_date": chosen.cv.to_json(),
+            "holdout_nov_dec": chosen.holdout.to_json(),
+            "baseline_cv_grouped_by_date": evaluation.baseline.cv.to_json(),
+        },
+        "parity": asdict(parity),
+        "data": data,
+        "seed": SEED,
+        "libraries": {"python": platform.python_version()}
+        | {lib: version(lib) for lib in LIBRARIES},
+    }
+
+
+def _known(values: tuple[str, ...]) -> list[str]:
+    return sorted(value for value in values if value != OTHER)

@@ -1,0 +1,72 @@
+"""scikit-learn estimator to ONNX bytes, and the parity check a model must pass to be written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+
+from app.model import ONNX_INPUT, ONNX_PROBABILITIES
+
+PARITY_TOLERANCE = 1e-4
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+
+class ParityError(Exception):
+    """The ONNX model does not reproduce scikit-learn: it must not be written."""
+
+
+@dataclass(frozen=True)
+class Parity:
+    rows: int
+    max_abs_diff: float
+    label_mismatches: int
+    """Rows whose label differs although sklearn's probability is clear of the threshold."""
+    near_threshold: int
+    """Rows within the tolerance of the threshold, where float32 rounding may flip the label."""
+
+
+def convert(estimator: Any, n_features: int) -> bytes:
+    """Probabilities as a plain [N, 2] float tensor (no ZipMap), input named `features`."""
+    model = to_onnx(
+        estimator,
+        initial_types=[(ONNX_INPUT, FloatTensorType([None, n_features]))],
+        options={"zipmap": False},
+        target_opset=TARGET_OPSET,
+    )
+    return bytes(model.SerializeToString())
+
+
+def onnx_probabilities(onnx_bytes: bytes, features: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    result: np.ndarray = session.run([ONNX_PROBABILITIES], {ONNX_INPUT: features})[0]
+    return result[:, 1]
+
+
+def check_parity(
+    onnx_bytes: bytes,
+    estimator: Any,
+    features: np.ndarray,
+    threshold: float,
+    tolerance: float = PARITY_TOLERANCE,
+) -> Parity:
+    expected = estimator.predict_proba(features)[:, 1]
+    actual = onnx_probabilities(onnx_bytes, features)
+    clear = np.abs(expected - threshold) > tolerance
+    parity = Parity(
+        rows=len(features),
+        max_abs_diff=float(np.max(np.abs(expected - actual))),
+        label_mismatches=int(np.sum(((expected >= threshold) != (actual >= threshold)) & clear)),
+        near_threshold=int(np.sum(~clear)),
+    )
+    if parity.max_abs_diff > tolerance or parity.label_mismatches:
+        raise ParityError(
+            f"ONNX differs from scikit-learn on {parity.rows} rows: max |dproba| "
+            f"{parity.max_abs_diff:.2e} (limit {tolerance:.0e}), "
+            f"{parity.label_mismatches} labels differ away from the threshold"
+        )
+    return parity

@@ -1,0 +1,1 @@
+"""Training and evaluation of the delay models (run by `make export`)."""

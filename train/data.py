@@ -1,0 +1,138 @@
+"""Reading the SCL 2017 flights file and deriving the challenge's columns.
+
+The raw file is never modified or copied: it is read from the path the user gives.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app.flights import Flight, FlightValidator
+
+CSV_SHA256 = "66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829"
+DEFAULT_DATA = Path("data/raw/dataset_SCL.csv.gz")
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared/data/dataset_SCL.csv.gz"
+REQUIRED_COLUMNS = ("Fecha-I", "Vlo-I", "Des-I", "Emp-I", "Fecha-O", "TIPOVUELO", "OPERA")
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+HIGH_SEASON = ((1215, 1231), (101, 303), (715, 731), (911, 930))
+"""(from, to) as month*100 + day, both days whole and included."""
+
+
+class DataError(Exception):
+    """The data file is missing or not the SCL flights file: the message says how."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    table: pd.DataFrame
+    """The raw columns plus the challenge's: high_season, min_diff, delay_15, period_day."""
+    csv_sha256: str
+
+    @property
+    def labels(self) -> np.ndarray:
+        labels: np.ndarray = self.table["delay_15"].to_numpy(dtype=np.int64)
+        return labels
+
+    @property
+    def dates(self) -> np.ndarray:
+        """Scheduled calendar date per row: the unit that cross-validation keeps together."""
+        dates: np.ndarray = self.table["Fecha-I"].dt.strftime("%Y-%m-%d").to_numpy()
+        return dates
+
+    def flights(self, schedule: bool) -> list[Flight]:
+        """Rows as the service will see them, through the service's own validator."""
+        table = self.table
+        operators = table["OPERA"].unique().tolist()
+        validator = FlightValidator(operators, max_flights=len(table))
+        records = {
+            "OPERA": table["OPERA"].tolist(),
+            "TIPOVUELO": table["TIPOVUELO"].tolist(),
+            # The data set's MES is the month of operation; the model may only know the
+            # scheduled one (they differ on 9 rows, flights pushed past midnight of a month's end).
+            "MES": table["Fecha-I"].dt.month.tolist(),
+        }
+        if schedule:
+            records["Fecha-I"] = table["Fecha-I"].dt.strftime(DATETIME_FORMAT).tolist()
+            for column in ("Des-I", "Emp-I", "Vlo-I"):
+                records[column] = table[column].str.strip().tolist()
+        rows = [
+            dict(zip(records, values, strict=True))
+            for values in zip(*records.values(), strict=True)
+        ]
+        return validator.flights(rows)
+
+
+def load(path: Path) -> Dataset:
+    if not path.is_file():
+        raise DataError(
+            f"data file not found: {path}. Put the SCL 2017 flights file (dataset_SCL.csv or .csv.gz, "
+            f"CSV sha256 {CSV_SHA256}) there, or pass DATA=/path/to/dataset_SCL.csv.gz"
+        )
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    table = _read_csv(raw, path)
+    return Dataset(derive_columns(table), hashlib.sha256(raw).hexdigest())
+
+
+def _read_csv(raw: bytes, path: Path) -> pd.DataFrame:
+
+    try:
+        table = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column {missing[0]!r} (needs {', '.join(REQUIRED_COLUMNS)})"
+        )
+    if table.empty:
+        raise DataError(f"{path}: the file has a header but no rows")
+    for column in ("Fecha-I", "Fecha-O"):
+        parsed = pd.to_datetime(table[column], format=DATETIME_FORMAT, errors="coerce")
+        bad = np.flatnonzero(parsed.isna().to_numpy())
+        if bad.size:
+            row = int(bad[0])
+            raise DataError(
+                f"{path}: row {row + 2} (line in the file), column {column}: "
+                f"unparseable date {table[column].iloc[row]!r}, expected YYYY-MM-DD HH:MM:SS"
+            )
+        table[column] = parsed
+    return table
+
+
+def derive_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Adds the challenge's columns exactly as the shared data README defines them."""
+    scheduled = table["Fecha-I"]
+    table = table.copy()
+    table["high_season"] = high_season(scheduled)
+    table["min_diff"] = (table["Fecha-O"] - scheduled).dt.total_seconds() / 60
+    table["delay_15"] = (table["min_diff"] > 15).astype(np.int64)
+    table["period_day"] = period_day(scheduled)
+    return table
+
+
+def high_season(scheduled: pd.Series) -> pd.Series:
+    month_day = scheduled.dt.month * 100 + scheduled.dt.day
+    inside = np.zeros(len(scheduled), dtype=bool)
+    for start, end in HIGH_SEASON:
+        inside |= ((month_day >= start) & (month_day <= end)).to_numpy()
+    return pd.Series(inside.astype(np.int64), index=scheduled.index)
+
+
+def period_day(scheduled: pd.Series) -> pd.Series:
+    """morning 05:00-11:59, afternoon 12:00-18:59, night 19:00-04:59."""
+    minutes = (scheduled.dt.hour * 60 + scheduled.dt.minute).to_numpy()
+    labels = np.where(
+        (minutes >= 5 * 60) & (minutes < 12 * 60),
+        "morning",
+        np.where((minutes >= 12 * 60) & (minutes < 19 * 60), "afternoon", "night"),
+    )
+    return pd.Series(labels, index=scheduled.index)

@@ -1,0 +1,78 @@
+"""Scores of a probabilistic classifier, and the rule that turns it into labels."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+)
+
+CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class Scores:
+    roc_auc: float
+    pr_auc: float
+    brier: float
+    ece: float
+    threshold: float
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    confusion: list[list[int]]
+    """[[true negatives, false positives], [false negatives, true positives]]"""
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: _rounded(value) for key, value in asdict(self).items()}
+
+
+def best_f1_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The threshold that maximises F1 of the delayed class: a delay missed and a false alarm
+    cost an operations desk about the same, and F1 weighs them evenly without caring about
+    the 81 % of flights that are on time."""
+    precision, recall, thresholds = precision_recall_curve(labels, probabilities)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean |observed rate - predicted probability| over equal-width bins, weighted by rows."""
+    bins = np.minimum((probabilities * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    error = 0.0
+    for k in range(CALIBRATION_BINS):
+        inside = bins == k
+        if inside.any():
+            error += inside.mean() * abs(labels[inside].mean() - probabilities[inside].mean())
+    return float(error)
+
+
+def score(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> Scores:
+    predicted = (probabilities >= threshold).astype(np.int64)
+    (tn, fp), (fn, tp) = confusion_matrix(labels, predicted, labels=[0, 1])
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return Scores(
+        roc_auc=float(roc_auc_score(labels, probabilities)),
+        pr_auc=float(average_precision_score(labels, probabilities)),
+        brier=float(brier_score_loss(labels, probabilities)),
+        ece=expected_calibration_error(labels, probabilities),
+        threshold=float(threshold),
+        accuracy=float((predicted == labels).mean()),
+        precision=float(precision),
+        recall=float(recall),
+        f1=float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
+        confusion=[[int(tn), int(fp)], [int(fn), int(tp)]],
+    )
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 6) if isinstance(value, float) else value
