@@ -86,23 +86,29 @@ class FlightValidator:
             raise InvalidFlight(index, unknown[0], "unknown field", None, list(ALLOWED_FIELDS))
         operator: Any = raw.get("OPERA")
         if operator not in self.operators:
-            self._missing_or_wrong(raw, index, "OPERA", operator, self._sorted_operators)
+            self._missing_or_wrong(
+                raw, index, "OPERA", operator, "unknown airline", self._sorted_operators
+            )
         flight_type: Any = raw.get("TIPOVUELO")
         if flight_type != "I" and flight_type != "N":
-            self._missing_or_wrong(raw, index, "TIPOVUELO", flight_type, list(FLIGHT_TYPES))
+            self._missing_or_wrong(
+                raw, index, "TIPOVUELO", flight_type, "not a flight type", list(FLIGHT_TYPES)
+            )
         month: Any = raw.get("MES")
         if type(month) is not int or not 1 <= month <= 12:
-            self._missing_or_wrong(raw, index, "MES", month, "an integer from 1 to 12")
+            self._missing_or_wrong(
+                raw, index, "MES", month, "not a month", "an integer from 1 to 12"
+            )
         schedule = _schedule(raw, index, month) if len(raw) > 3 else None
         return Flight(operator, flight_type, month, schedule)
 
     @staticmethod
     def _missing_or_wrong(
-        raw: dict[str, Any], index: int, field: str, value: Any, allowed: Any
+        raw: dict[str, Any], index: int, field: str, value: Any, problem: str, allowed: Any
     ) -> NoReturn:
         if field not in raw:
             raise InvalidFlight(index, field, "required field is missing", None, allowed)
-        raise InvalidFlight(index, field, "value not allowed", value, allowed)
+        raise InvalidFlight(index, field, problem, value, allowed)
 
 
 def _schedule(raw: dict[str, Any], index: int, month: int) -> Schedule | None:

@@ -8,7 +8,7 @@ vocabulary or threshold, and a truncated or swapped file is refused at start-up.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +27,10 @@ FULL_MODEL = "delay-full"
 MODEL_NAMES = (MINIMAL_MODEL, FULL_MODEL)
 ONNX_INPUT = "features"
 ONNX_PROBABILITIES = "probabilities"
+
+
+Observer = Callable[[str, "Prediction"], None]
+"""Told of every prediction (model name, result): how metrics count without this module knowing."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,14 @@ class ModelCard:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    labels: np.ndarray
+    """int64, 1 = delayed more than 15 minutes"""
+    probabilities: np.ndarray
+    """float32, in the order of the flights"""
+
+
 def _input(card: dict[str, Any], name: str) -> dict[str, Any]:
     for item in card["inputs"]:
         if item["name"] == name:
@@ -69,6 +81,7 @@ class OnnxModel:
         self.name = card.name
         self.version = card.version
         self.threshold = card.threshold
+        self.input_types = {item["name"]: item["datatype"] for item in card.raw["inputs"]}
         self._encode = card.encoder.encode
         self._run = session.run
         self._outputs = [ONNX_PROBABILITIES]
@@ -107,6 +120,10 @@ class OnnxModel:
             raise ModelLoadError(f"model {self.name} gave no usable probabilities on warm-up")
         self.ready = True
 
+    def predict(self, flights: Sequence[Flight]) -> Prediction:
+        probabilities = self.predict_proba(flights)
+        return Prediction((probabilities >= self.threshold).astype(np.int64), probabilities)
+
     def predict_proba(self, flights: Sequence[Flight]) -> np.ndarray:
         """Probability of a delay over 15 minutes, one per flight."""
         features = self._encode(flights)
@@ -117,28 +134,24 @@ class OnnxModel:
         return probabilities[:, 1]
 
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    labels: np.ndarray
-    """int64, 1 = delayed more than 15 minutes"""
-    probabilities: np.ndarray
-    """float32, in the order of the flights"""
-
-
 class ModelSet:
     """Both contracts' models: each flight goes to the model its fields allow."""
 
-    def __init__(self, minimal: OnnxModel, full: OnnxModel) -> None:
+    def __init__(
+        self, minimal: OnnxModel, full: OnnxModel, observe: Observer = lambda name, prediction: None
+    ) -> None:
         if minimal.card.operators != full.card.operators:
             raise ModelLoadError("the minimal and full models know different operators (OPERA)")
         self.minimal = minimal
         self.full = full
         self.by_name = {minimal.name: minimal, full.name: full}
         self.operators = minimal.card.operators
+        self._observe = observe
 
     @classmethod
-    def load(cls, models_dir: Path, threads: int = 1) -> ModelSet:
-        models = cls(*(OnnxModel.load(models_dir, name, threads) for name in MODEL_NAMES))
+    def load(cls, models_dir: Path, threads: int = 1, observe: Observer | None = None) -> ModelSet:
+        minimal, full = (OnnxModel.load(models_dir, name, threads) for name in MODEL_NAMES)
+        models = cls(minimal, full) if observe is None else cls(minimal, full, observe)
         example = Flight(models.operators[0], "I", 1, _EXAMPLE_SCHEDULE)
         models.minimal.warm_up([Flight(example.operator, "I", 1)])
         models.full.warm_up([example])
@@ -148,28 +161,25 @@ class ModelSet:
     def ready(self) -> bool:
         return self.minimal.ready and self.full.ready
 
-    def model_for(self, flights: Sequence[Flight]) -> OnnxModel | None:
-        """The one model that scores every flight, or None for a mixed batch."""
+    def predict(self, flights: Sequence[Flight]) -> Prediction:
         first = flights[0].schedule is None
         if all((flight.schedule is None) is first for flight in flights):
-            return self.minimal if first else self.full
-        return None
-
-    def predict(self, flights: Sequence[Flight]) -> Prediction:
-        model = self.model_for(flights)
-        if model is not None:
-            probabilities = model.predict_proba(flights)
-            return Prediction((probabilities >= model.threshold).astype(np.int64), probabilities)
+            return self.predict_with(self.minimal if first else self.full, flights)
         labels = np.empty(len(flights), dtype=np.int64)
         probabilities = np.empty(len(flights), dtype=np.float32)
         for model, scheduled in ((self.minimal, False), (self.full, True)):
             rows = [
                 i for i, flight in enumerate(flights) if (flight.schedule is not None) is scheduled
             ]
-            part = model.predict_proba([flights[i] for i in rows])
-            probabilities[rows] = part
-            labels[rows] = part >= model.threshold
+            part = self.predict_with(model, [flights[i] for i in rows])
+            labels[rows] = part.labels
+            probabilities[rows] = part.probabilities
         return Prediction(labels, probabilities)
+
+    def predict_with(self, model: OnnxModel, flights: Sequence[Flight]) -> Prediction:
+        prediction = model.predict(flights)
+        self._observe(model.name, prediction)
+        return prediction
 
 
 _EXAMPLE_SCHEDULE = Schedule(datetime(2017, 1, 1, 12, 0), "SCFA", "LAN", "100")

@@ -1,0 +1,102 @@
+"""The HTTP edge: bounded body reading, JSON responses, and the one place errors become JSON."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+)
+
+JSON_TYPE = "application/json"
+logger = logging.getLogger("app")
+
+
+class JSONResponse(Response):
+    """orjson-encoded, numpy arrays included (no per-element Python conversion)."""
+
+    media_type = JSON_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refused as soon as it is known to exceed `max_bytes`: from the
+    Content-Length header before reading anything, or while streaming a chunked body."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != JSON_TYPE:
+        raise UnsupportedMediaType(
+            f"Content-Type must be {JSON_TYPE}", received=content_type or None
+        )
+    return parse_json(await read_body(request, max_bytes))
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("the request body is empty: send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"malformed JSON: {error}") from None
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body over the {max_bytes:,}-byte limit", limit=max_bytes)
+
+
+async def service_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ServiceError)
+    return JSONResponse(error.to_json(), status_code=error.status_code)
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404/405 (no route, wrong method), in our JSON shape."""
+    assert isinstance(error, HTTPException)
+    mapped: ServiceError
+    if error.status_code == 404:
+        mapped = NotFound(f"no route for {request.method} {request.url.path}")
+    elif error.status_code == 405:
+        mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:
+        mapped = ServiceError(str(error.detail))
+        mapped.status_code = error.status_code
+    return JSONResponse(mapped.to_json(), status_code=mapped.status_code, headers=error.headers)
+
+
+async def unexpected_error(request: Request, error: Exception) -> Response:
+    """A bug, not a client error: logged with its traceback, answered without one."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
+EXCEPTION_HANDLERS = {
+    ServiceError: service_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}
