@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument(
+        "--search",
+        choices=("grid", "first"),
+        default="grid",
+        help="grid: every configuration of each candidate (the real run); first: only the "
+        "first, for quick smoke runs on small data",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
         dataset = load(args.data)
-        evaluations, staged = train_and_convert(dataset, args.data.name)
+        evaluations, staged = train_and_convert(
+            dataset, args.data.name, quick=args.search == "first"
+        )
     except (DataError, ParityError) as error:
         print(f"export: {error}", file=sys.stderr)
         return 1
@@ -62,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 def train_and_convert(
     dataset: Dataset,
     data_name: str,
+    quick: bool = False,
 ) -> tuple[dict[str, ContractEvaluation], dict[str, tuple[bytes, dict[str, Any]]]]:
     labels = dataset.labels
     months = dataset.table["Fecha-I"].dt.month.to_numpy()
@@ -72,16 +83,17 @@ def train_and_convert(
         "rows": len(labels),
         "delay_rate": round(float(labels.mean()), 6),
     }
+    candidates = [replace(c, grid=c.grid[:1]) for c in CANDIDATES] if quick else list(CANDIDATES)
     evaluations = {}
     staged = {}
     for contract, name in CONTRACT_MODELS.items():
         schedule = contract == "full"
         flights = dataset.flights(schedule)
-        evaluation = evaluate_contract(contract, flights, labels, dataset.dates, months)
+        evaluation = evaluate_contract(contract, flights, labels, dataset.dates, months, candidates)
         chosen = evaluation.chosen
         encoder = FeatureEncoder.fit(flights, labels.tolist(), schedule)
         features = encoder.encode(flights)
-        candidate = next(c for c in CANDIDATES if c.name == chosen.name)
+        candidate = next(c for c in candidates if c.name == chosen.name)
         estimator = candidate.build(evaluation.features, chosen.params).fit(features, labels)
         onnx_bytes = convert(estimator, features.shape[1])
         parity = check_parity(onnx_bytes, estimator, features, chosen.cv.threshold)
