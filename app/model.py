@@ -131,7 +131,7 @@ class OnnxModel:
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         probabilities: np.ndarray = self._run(self._outputs, {ONNX_INPUT: features})[0]
-        return probabilities[:, 1]
+        return np.ascontiguousarray(probabilities[:, 1])  # orjson serialises contiguous arrays only
 
 
 class ModelSet:

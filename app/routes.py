@@ -31,11 +31,12 @@ def _models(request: Request) -> ModelSet:
 
 
 async def predict(request: Request) -> Response:
+    models = _models(request)
     settings: Settings = request.app.state.settings
     validator: FlightValidator = request.app.state.validator
     with_proba = _flag(request, "proba")
     flights = validator.request(await read_json(request, settings.max_body_bytes))
-    prediction = _models(request).predict(flights)
+    prediction = models.predict(flights)
     body: dict[str, Any] = {"predict": prediction.labels}
     if with_proba:
         body["proba"] = prediction.probabilities

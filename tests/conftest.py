@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import random
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from train.data import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = ROOT / "models"
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
+
+COLUMNS = [
+    "Fecha-I", "Vlo-I", "Ori-I", "Des-I", "Emp-I", "Fecha-O", "Vlo-O", "Ori-O", "Des-O",
+    "Emp-O", "DIA", "MES", "AÑO", "DIANOM", "TIPOVUELO", "OPERA", "SIGLAORI", "SIGLADES",
+]
+SYNTHETIC_AIRLINES = {
+    "Grupo LATAM": ("LAN", 0.10), "Sky Airline": ("SKU", 0.25), "Copa Air": ("CMP", 0.05),
+    "Avianca": ("AVA", 0.35), "Iberia": ("IBE", 0.15),
+}
+SYNTHETIC_DESTINATIONS = {"SCFA": "N", "SCIE": "N", "SPJC": "I", "SAEZ": "I", "KMIA": "I", "SCDA": "N"}
+DAYS = ["Lunes", "Martes", "Miercoles", "Jueves", "Viernes", "Sabado", "Domingo"]
+
+
+def synthetic_rows(count: int, seed: int = 7) -> list[dict[str, str]]:
+    """Flights shaped like the SCL file, with delays that depend on airline and hour."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        operator = rng.choice(list(SYNTHETIC_AIRLINES))
+        airline, delay_rate = SYNTHETIC_AIRLINES[operator]
+        destination = rng.choice(list(SYNTHETIC_DESTINATIONS))
+        scheduled = datetime(2017, 1, 1) + timedelta(days=rng.randrange(365), minutes=5 * rng.randrange(288))
+        evening = 0.15 if scheduled.hour >= 18 else 0.0
+        delayed = rng.random() < delay_rate + evening
+        operated = scheduled + timedelta(minutes=rng.randint(16, 90) if delayed else rng.randint(-10, 15))
+        number = str(rng.randrange(100, 130))
+        rows.append({
+            "Fecha-I": scheduled.strftime("%Y-%m-%d %H:%M:%S"), "Vlo-I": number, "Ori-I": "SCEL",
+            "Des-I": destination, "Emp-I": airline,
+            "Fecha-O": operated.strftime("%Y-%m-%d %H:%M:%S"), "Vlo-O": number, "Ori-O": "SCEL",
+            "Des-O": destination, "Emp-O": airline, "DIA": str(operated.day),
+            "MES": str(operated.month), "AÑO": str(operated.year), "DIANOM": DAYS[operated.weekday()],
+            "TIPOVUELO": SYNTHETIC_DESTINATIONS[destination], "OPERA": operator,
+            "SIGLAORI": "Santiago", "SIGLADES": destination,
+        })
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str] = COLUMNS) -> Path:
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "flights.csv.gz", synthetic_rows(3000))
+
+
+@pytest.fixture(scope="session")
+def synthetic_export(tmp_path_factory: pytest.TempPathFactory, synthetic_csv: Path) -> Path:
+    """Models and report exported from the synthetic file (quick search): a tmp dir with
+    `models/` and `reports/`."""
+    from export.__main__ import main
+
+    out = tmp_path_factory.mktemp("export")
+    status = main([
+        "--data", str(synthetic_csv), "--models-dir", str(out / "models"),
+        "--reports-dir", str(out / "reports"), "--search", "first",
+    ])
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not SHARED_DATA.is_file():
+        pytest.skip(f"real data not found at {SHARED_DATA} (the shared SCL 2017 file)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    """The app in-process, serving the committed models."""
+    with TestClient(create_app(Settings(models_dir=MODELS_DIR, max_flights=1000))) as test_client:
+        yield test_client
+
+
+def payload_cases(name: str) -> list[Any]:
+    cases: list[Any] = json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
+    return [pytest.param(case, id=case["id"]) for case in cases]

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from typing import Any
+
+import json
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import MODELS_DIR, payload_cases
+
+MINIMAL = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
+
+
+@pytest.mark.parametrize("case", payload_cases("predict_valid.json"))
+def test_predict_answers_one_label_per_flight(client: TestClient, case: dict[str, Any]) -> None:
+    response = client.post("/predict", json=case["body"])
+    assert response.status_code == 200
+    body = response.json()
+    assert list(body) == ["predict"]
+    assert len(body["predict"]) == case["count"]
+    assert set(body["predict"]) <= {0, 1}
+
+
+def test_predict_is_byte_compatible_with_the_challenge(client: TestClient) -> None:
+    response = client.post("/predict", json={"flights": [MINIMAL]})
+    assert response.headers["content-type"] == "application/json"
+    assert response.content in (b'{"predict":[0]}', b'{"predict":[1]}')
+
+
+@pytest.mark.parametrize("case", payload_cases("predict_invalid.json"))
+def test_predict_refuses_bad_input_with_a_clear_error(client: TestClient, case: dict[str, Any]) -> None:
+    headers = {}
+    if "body" in case:
+        content = json.dumps(case["body"]).encode()
+    elif "raw_hex" in case:
+        content = bytes.fromhex(case["raw_hex"])
+    else:
+        content = case["raw"].encode()
+    content_type = case.get("content_type", "application/json")
+    if content_type is not None:
+        headers["content-type"] = content_type
+    url = "/predict" + ("?" + case["query"] if "query" in case else "")
+    response = client.post(url, content=content, headers=headers)
+    assert response.status_code == case["status"]
+    body = response.json()
+    assert isinstance(body["error"], str)
+    assert "Traceback" not in response.text
+    if "field" in case:
+        assert body["detail"]["field"] == case["field"]
+        assert body["detail"]["index"] == case.get("index", 0)
+        assert case["field"] in body["error"]
+    if "value" in case:
+        assert body["detail"]["value"] == case["value"]
+    if "error" in case:
+        assert case["error"] in body["error"]
+
+
+def test_unknown_opera_error_lists_the_allowed_airlines(client: TestClient) -> None:
+    body = client.post("/predict", json={"flights": [MINIMAL | {"OPERA": "Nope"}]}).json()
+    assert "Aerolineas Argentinas" in body["detail"]["allowed"]
+    assert "Grupo LATAM" in body["detail"]["allowed"]
+
+
+def test_predict_with_proba_adds_probabilities_consistent_with_labels(client: TestClient) -> None:
+    flights = [MINIMAL, MINIMAL | {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}]
+    body = client.post("/predict?proba=true", json={"flights": flights}).json()
+    threshold = orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes())["threshold"]
+    assert body["predict"] == [int(p >= threshold) for p in body["proba"]]
+    assert all(0.0 < p < 1.0 for p in body["proba"])
+    assert client.post("/predict?proba=false", json={"flights": flights}).json().keys() == {"predict"}
+
+
+def test_mixed_batch_scores_each_flight_with_its_own_model(client: TestClient) -> None:
+    full = {"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3, "Fecha-I": "2017-03-05 19:30:00",
+            "Des-I": "SCFA", "Emp-I": "LAN", "Vlo-I": "100"}
+    alone = [client.post("/predict?proba=true", json={"flights": [f]}).json()["proba"][0] for f in (MINIMAL, full)]
+    together = client.post("/predict?proba=true", json={"flights": [MINIMAL, full]}).json()["proba"]
+    assert together == pytest.approx(alone, abs=1e-7)
+    assert alone[0] != pytest.approx(alone[1], abs=1e-4)
+
+
+def test_body_over_the_limit_is_413_before_reading_it() -> None:
+    app = create_app(Settings(models_dir=MODELS_DIR, max_body_bytes=200))
+    with TestClient(app) as small:
+        big = orjson.dumps({"flights": [MINIMAL] * 10})
+        response = small.post("/predict", content=big, headers={"content-type": "application/json"})
+        assert response.status_code == 413
+        assert "200-byte limit" in response.json()["error"]
+
+        def chunks() -> Any:  # no Content-Length: the limit applies while streaming
+            yield big[:150]
+            yield big[150:]
+
+        streamed = small.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+
+
+def test_batch_over_the_limit_is_413(client: TestClient) -> None:
+    response = client.post("/predict", json={"flights": [MINIMAL] * 1001})
+    assert response.status_code == 413
+    assert response.json()["detail"] == {"limit": 1000}
+    assert client.post("/predict", json={"flights": [MINIMAL] * 1000}).status_code == 200
+
+
+def test_health_routes(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "OK"}
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_not_ready_before_models_load() -> None:
+    client = TestClient(create_app(Settings(models_dir=MODELS_DIR)))  # no lifespan: nothing loaded
+    assert client.get("/v2/health/live").status_code == 200
+    ready = client.get("/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (503, {"ready": False})
+    response = client.post("/predict", json={"flights": [MINIMAL]})
+    assert response.status_code == 503
+
+
+def test_unknown_route_and_wrong_method_are_json(client: TestClient) -> None:
+    missing = client.get("/nowhere")
+    assert (missing.status_code, missing.json()["error"]) == (404, "no route for GET /nowhere")
+    wrong = client.get("/predict")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"] == "GET is not allowed on /predict"
+
+
+def test_server_and_model_metadata(client: TestClient) -> None:
+    server = client.get("/v2").json()
+    assert server["name"] == "latam-delay"
+    assert "binary_tensor_data" in server["extensions"]
+    for name, inputs in (("delay-minimal", 3), ("delay-full", 7)):
+        metadata = client.get(f"/v2/models/{name}").json()
+        assert metadata["name"] == name
+        assert len(metadata["inputs"]) == inputs
+        assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {"label": "INT64", "proba": "FP32"}
+        version = metadata["versions"][0]
+        assert client.get(f"/v2/models/{name}/versions/{version}/ready").json() == {"name": name, "ready": True}
+    assert client.get("/v2/models/nope").status_code == 404
+    assert client.get("/v2/models/delay-minimal/versions/0/ready").status_code == 404
+
+
+def test_infer_json_matches_predict(client: TestClient) -> None:
+    flights = [MINIMAL, {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7}]
+    request = {
+        "id": "r1",
+        "inputs": [
+            {"name": "OPERA", "datatype": "BYTES", "shape": [2], "data": [f["OPERA"] for f in flights]},
+            {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [2, 1], "data": [["N"], ["I"]]},
+            {"name": "MES", "datatype": "INT64", "shape": [2], "data": [3, 7]},
+        ],
+    }
+    body = client.post("/v2/models/delay-minimal/infer", json=request).json()
+    predicted = client.post("/predict?proba=true", json={"flights": flights}).json()
+    outputs = {output["name"]: output for output in body["outputs"]}
+    assert body["id"] == "r1"
+    assert outputs["label"]["data"] == predicted["predict"]
+    assert outputs["proba"]["data"] == pytest.approx(predicted["proba"], abs=1e-7)
+
+
+def test_infer_errors_are_json_with_an_error_key(client: TestClient) -> None:
+    bad_month = {"inputs": [
+        {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["Grupo LATAM"]},
+        {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
+        {"name": "MES", "datatype": "INT64", "shape": [1], "data": [13]},
+    ]}
+    response = client.post("/v2/models/delay-minimal/infer", json=bad_month)
+    assert response.status_code == 400
+    assert "MES" in response.json()["error"]
+    schedule_on_minimal = {"inputs": [*bad_month["inputs"], {"name": "Des-I", "datatype": "BYTES", "shape": [1], "data": ["SCFA"]}]}
+    response = client.post("/v2/models/delay-minimal/infer", json=schedule_on_minimal)
+    assert response.status_code == 400
+    assert "unknown input 'Des-I'" in response.json()["error"]
+    response = client.post("/v2/models/delay-minimal/infer", content=b"x", headers={"content-type": "text/csv"})
+    assert response.status_code == 415
