@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from app.errors import ModelLoadError
+from app.flights import Flight
+from app.model import FULL_MODEL, MINIMAL_MODEL, ModelSet, OnnxModel, Prediction
+from tests.conftest import MODELS_DIR
+
+
+@pytest.fixture
+def models_copy(tmp_path: Path) -> Path:
+    for path in MODELS_DIR.glob("delay-*"):
+        shutil.copy(path, tmp_path / path.name)
+    return tmp_path
+
+
+def test_committed_models_load_and_are_ready() -> None:
+    models = ModelSet.load(MODELS_DIR)
+    assert models.ready
+    assert set(models.by_name) == {MINIMAL_MODEL, FULL_MODEL}
+    assert "Grupo LATAM" in models.operators
+
+
+def test_labels_follow_the_cards_threshold() -> None:
+    model = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
+    flights = [Flight(operator, kind, month) for operator in model.card.operators
+               for kind in ("I", "N") for month in range(1, 13)]
+    prediction = model.predict(flights)
+    np.testing.assert_array_equal(prediction.labels, prediction.probabilities >= model.threshold)
+    assert 0 < prediction.labels.sum() < len(flights)  # the threshold splits the domain
+
+
+def test_observer_sees_every_prediction() -> None:
+    seen: list[tuple[str, Prediction]] = []
+    models = ModelSet.load(MODELS_DIR, observe=lambda name, prediction: seen.append((name, prediction)))
+    assert seen == []  # the warm-up inference is nobody's prediction: not counted
+    models.predict([Flight("Grupo LATAM", "N", 3)])
+    assert [name for name, _ in seen] == [MINIMAL_MODEL]
+
+
+def test_missing_card_names_the_file(models_copy: Path) -> None:
+    (models_copy / "delay-full.json").unlink()
+    with pytest.raises(ModelLoadError, match=r"model card not found: .*delay-full\.json"):
+        ModelSet.load(models_copy)
+
+
+def test_missing_onnx_names_the_file(models_copy: Path) -> None:
+    (models_copy / "delay-minimal.onnx").unlink()
+    with pytest.raises(ModelLoadError, match=r"model file not found: .*delay-minimal\.onnx"):
+        ModelSet.load(models_copy)
+
+
+def test_truncated_onnx_is_refused_by_its_checksum(models_copy: Path) -> None:
+    path = models_copy / "delay-full.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match=r"does not match its card's sha256: .*delay-full\.onnx"):
+        ModelSet.load(models_copy)
+
+
+def test_garbage_onnx_with_a_matching_checksum_is_refused(models_copy: Path) -> None:
+    import hashlib
+
+    garbage = b"not an onnx model"
+    (models_copy / "delay-full.onnx").write_bytes(garbage)
+    card_path = models_copy / "delay-full.json"
+    card = orjson.loads(card_path.read_bytes())
+    card["onnx"]["sha256"] = hashlib.sha256(garbage).hexdigest()
+    card_path.write_bytes(orjson.dumps(card))
+    with pytest.raises(ModelLoadError, match=r"model file unusable: .*delay-full\.onnx"):
+        ModelSet.load(models_copy)
+
+
+def test_unreadable_card_is_refused(models_copy: Path) -> None:
+    (models_copy / "delay-minimal.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"model card unreadable: .*delay-minimal\.json"):
+        ModelSet.load(models_copy)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from app.routes import ROUTES
+
+
+def _document(client: TestClient) -> dict[str, Any]:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def test_every_route_is_documented_with_its_methods(client: TestClient) -> None:
+    paths = _document(client)["paths"]
+    for route in ROUTES:
+        assert isinstance(route, Route)
+        assert route.path in paths, f"{route.path} is not in openapi.json"
+        documented = {method.upper() for method in paths[route.path] if method != "parameters"}
+        assert documented == set(route.methods or ()) - {"HEAD"}, route.path
+    assert len(paths) == len(ROUTES)
+
+
+def test_every_ref_resolves(client: TestClient) -> None:
+    document = _document(client)
+    schemas = document["components"]["schemas"]
+    refs = re.findall(r'"\$ref": ?"#/components/schemas/([^"]+)"', str(document).replace("'", '"'))
+    assert refs
+    assert set(refs) <= set(schemas)
+
+
+def test_documented_examples_get_the_documented_answers(client: TestClient) -> None:
+    paths = _document(client)["paths"]
+    predict = paths["/predict"]["post"]
+    example = predict["requestBody"]["content"]["application/json"]["example"]
+    response = client.post("/predict", json=example)
+    assert str(response.status_code) in predict["responses"]
+    assert response.status_code == 200
+    assert len(response.json()["predict"]) == len(example["flights"])
+
+    infer = paths["/v2/models/{name}/infer"]["post"]
+    example = infer["requestBody"]["content"]["application/json"]["example"]
+    response = client.post("/v2/models/delay-minimal/infer", json=example)
+    assert response.status_code == 200
+    assert {output["name"] for output in response.json()["outputs"]} == {"label", "proba"}
+
+    for path in ("/health", "/v2/health/live", "/v2/health/ready"):
+        documented = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["example"]
+        assert client.get(path).json() == documented
+
+
+def test_flight_schema_lists_the_served_airlines(client: TestClient) -> None:
+    flight = _document(client)["components"]["schemas"]["Flight"]
+    assert "Grupo LATAM" in flight["properties"]["OPERA"]["enum"]
+    assert flight["additionalProperties"] is False
