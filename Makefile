@@ -23,13 +23,19 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e .
+# requirements.lock pins every version (constraints only: it installs nothing by itself), so a
+# fresh clone gets the libraries the committed models were exported and tested with.
+$(SERVE_STAMP): pyproject.toml requirements.lock | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -c requirements.lock -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(DEV_STAMP): pyproject.toml requirements.lock | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@ $(SERVE_STAMP)
+
+.PHONY: lock
+lock: $(DEV_STAMP) ## re-pin requirements.lock to what .venv has now
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
 
 .PHONY: install
 install: $(DEV_STAMP) ## install the service, training and test tools into .venv
@@ -52,5 +58,11 @@ lint: $(DEV_STAMP) ## ruff and mypy
 	$(BIN)/mypy
 
 .PHONY: test
-test: lint ## lint, then every test (real-data tests run when ../shared/data has the file)
+test: lint ## lint, then the test suite (real-data tests run when ../shared/data has the file)
 	$(BIN)/pytest
+
+.PHONY: test-slow
+test-slow: $(DEV_STAMP) ## the slow tests: real-data export reproduces models/, container image
+	$(BIN)/pytest -m slow
+
+-include mk/*.mk

@@ -27,6 +27,9 @@ accesslog = (
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 proc_name = "latam-delay"
+control_socket_disable = (
+    True  # gunicornc is not used; the shared default socket clashes between instances
+)
 
 # One prometheus directory per server run, made before any worker imports prometheus_client.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -48,6 +51,7 @@ def on_starting(server: Any) -> None:
         ModelSet.load(settings.models_dir, settings.ort_threads)
     except (ModelLoadError, ValueError) as error:
         print(f"latam-delay: cannot start: {error}", file=sys.stderr, flush=True)
+        on_exit(server)  # sys.exit here skips gunicorn's own on_exit call
         sys.exit(1)
 
 

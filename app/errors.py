@@ -1,6 +1,6 @@
 """One error hierarchy for everything a client can get wrong.
 
-Each subclass carries its HTTP status; `app.responses.error_response` is the single place
+Each subclass carries its HTTP status; `app.http.service_error` is the single place
 that turns one into JSON, so no route formats an error by hand.
 """
 

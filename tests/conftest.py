@@ -21,14 +21,40 @@ MODELS_DIR = ROOT / "models"
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
 
 COLUMNS = [
-    "Fecha-I", "Vlo-I", "Ori-I", "Des-I", "Emp-I", "Fecha-O", "Vlo-O", "Ori-O", "Des-O",
-    "Emp-O", "DIA", "MES", "AÑO", "DIANOM", "TIPOVUELO", "OPERA", "SIGLAORI", "SIGLADES",
+    "Fecha-I",
+    "Vlo-I",
+    "Ori-I",
+    "Des-I",
+    "Emp-I",
+    "Fecha-O",
+    "Vlo-O",
+    "Ori-O",
+    "Des-O",
+    "Emp-O",
+    "DIA",
+    "MES",
+    "AÑO",
+    "DIANOM",
+    "TIPOVUELO",
+    "OPERA",
+    "SIGLAORI",
+    "SIGLADES",
 ]
 SYNTHETIC_AIRLINES = {
-    "Grupo LATAM": ("LAN", 0.10), "Sky Airline": ("SKU", 0.25), "Copa Air": ("CMP", 0.05),
-    "Avianca": ("AVA", 0.35), "Iberia": ("IBE", 0.15),
+    "Grupo LATAM": ("LAN", 0.10),
+    "Sky Airline": ("SKU", 0.25),
+    "Copa Air": ("CMP", 0.05),
+    "Avianca": ("AVA", 0.35),
+    "Iberia": ("IBE", 0.15),
 }
-SYNTHETIC_DESTINATIONS = {"SCFA": "N", "SCIE": "N", "SPJC": "I", "SAEZ": "I", "KMIA": "I", "SCDA": "N"}
+SYNTHETIC_DESTINATIONS = {
+    "SCFA": "N",
+    "SCIE": "N",
+    "SPJC": "I",
+    "SAEZ": "I",
+    "KMIA": "I",
+    "SCDA": "N",
+}
 DAYS = ["Lunes", "Martes", "Miercoles", "Jueves", "Viernes", "Sabado", "Domingo"]
 
 
@@ -40,20 +66,37 @@ def synthetic_rows(count: int, seed: int = 7) -> list[dict[str, str]]:
         operator = rng.choice(list(SYNTHETIC_AIRLINES))
         airline, delay_rate = SYNTHETIC_AIRLINES[operator]
         destination = rng.choice(list(SYNTHETIC_DESTINATIONS))
-        scheduled = datetime(2017, 1, 1) + timedelta(days=rng.randrange(365), minutes=5 * rng.randrange(288))
+        scheduled = datetime(2017, 1, 1) + timedelta(
+            days=rng.randrange(365), minutes=5 * rng.randrange(288)
+        )
         evening = 0.15 if scheduled.hour >= 18 else 0.0
         delayed = rng.random() < delay_rate + evening
-        operated = scheduled + timedelta(minutes=rng.randint(16, 90) if delayed else rng.randint(-10, 15))
+        operated = scheduled + timedelta(
+            minutes=rng.randint(16, 90) if delayed else rng.randint(-10, 15)
+        )
         number = str(rng.randrange(100, 130))
-        rows.append({
-            "Fecha-I": scheduled.strftime("%Y-%m-%d %H:%M:%S"), "Vlo-I": number, "Ori-I": "SCEL",
-            "Des-I": destination, "Emp-I": airline,
-            "Fecha-O": operated.strftime("%Y-%m-%d %H:%M:%S"), "Vlo-O": number, "Ori-O": "SCEL",
-            "Des-O": destination, "Emp-O": airline, "DIA": str(operated.day),
-            "MES": str(operated.month), "AÑO": str(operated.year), "DIANOM": DAYS[operated.weekday()],
-            "TIPOVUELO": SYNTHETIC_DESTINATIONS[destination], "OPERA": operator,
-            "SIGLAORI": "Santiago", "SIGLADES": destination,
-        })
+        rows.append(
+            {
+                "Fecha-I": scheduled.strftime("%Y-%m-%d %H:%M:%S"),
+                "Vlo-I": number,
+                "Ori-I": "SCEL",
+                "Des-I": destination,
+                "Emp-I": airline,
+                "Fecha-O": operated.strftime("%Y-%m-%d %H:%M:%S"),
+                "Vlo-O": number,
+                "Ori-O": "SCEL",
+                "Des-O": destination,
+                "Emp-O": airline,
+                "DIA": str(operated.day),
+                "MES": str(operated.month),
+                "AÑO": str(operated.year),
+                "DIANOM": DAYS[operated.weekday()],
+                "TIPOVUELO": SYNTHETIC_DESTINATIONS[destination],
+                "OPERA": operator,
+                "SIGLAORI": "Santiago",
+                "SIGLADES": destination,
+            }
+        )
     return rows
 
 
@@ -78,10 +121,18 @@ def synthetic_export(tmp_path_factory: pytest.TempPathFactory, synthetic_csv: Pa
     from export.__main__ import main
 
     out = tmp_path_factory.mktemp("export")
-    status = main([
-        "--data", str(synthetic_csv), "--models-dir", str(out / "models"),
-        "--reports-dir", str(out / "reports"), "--search", "first",
-    ])
+    status = main(
+        [
+            "--data",
+            str(synthetic_csv),
+            "--models-dir",
+            str(out / "models"),
+            "--reports-dir",
+            str(out / "reports"),
+            "--search",
+            "first",
+        ]
+    )
     assert status == 0
     return out
 

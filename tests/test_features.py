@@ -11,7 +11,7 @@ from app.flights import Flight, Schedule
 
 def test_vocabulary_ranks_categories_by_delay_rate_and_pools_rare_ones() -> None:
     values = ["A"] * 4 + ["B"] * 4 + ["C"] * 4 + ["rare1", "rare2"]
-    labels = [1, 1, 1, 0] + [0, 0, 0, 0] + [1, 0, 0, 0] + [1, 1]
+    labels = [1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1]
     vocabulary = Vocabulary.fit(values, labels, min_count=3)
     assert vocabulary.values == ("B", "C", "A", OTHER)  # rates 0, .25, .75, 1.0
 

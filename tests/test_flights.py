@@ -8,8 +8,15 @@ from app.errors import BadRequest, InvalidFlight, PayloadTooLarge
 from app.flights import ALLOWED_FIELDS, Flight, FlightValidator, Schedule
 
 VALIDATOR = FlightValidator(["Grupo LATAM", "Sky Airline"], max_flights=3)
-SCHEDULED = {"OPERA": "Sky Airline", "TIPOVUELO": "N", "MES": 2, "Fecha-I": "2017-02-28 23:59:00",
-             "Des-I": "SCFA", "Emp-I": "SKU", "Vlo-I": "1104A"}
+SCHEDULED = {
+    "OPERA": "Sky Airline",
+    "TIPOVUELO": "N",
+    "MES": 2,
+    "Fecha-I": "2017-02-28 23:59:00",
+    "Des-I": "SCFA",
+    "Emp-I": "SKU",
+    "Vlo-I": "1104A",
+}
 
 
 def test_minimal_flight() -> None:
@@ -34,8 +41,18 @@ def test_flight_number_outside_the_data_sets_shape(value: object) -> None:
         VALIDATOR.flight(SCHEDULED | {"Vlo-I": value}, 0)
 
 
-@pytest.mark.parametrize("value", ["2017-02-28", "2017-02-28 23:59", "2017-02-28 23:59:00+00:00",
-                                   "2017-02-28 25:00:00", "2017-02-28X23:59:00", 20170228, None])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2017-02-28",
+        "2017-02-28 23:59",
+        "2017-02-28 23:59:00+00:00",
+        "2017-02-28 25:00:00",
+        "2017-02-28X23:59:00",
+        20170228,
+        None,
+    ],
+)
 def test_scheduled_time_must_be_the_data_sets_format(value: object) -> None:
     with pytest.raises(InvalidFlight, match="Fecha-I") as raised:
         VALIDATOR.flight(SCHEDULED | {"Fecha-I": value}, 4)
@@ -73,9 +90,18 @@ def test_batch_limits() -> None:
 
 def test_error_names_index_field_value_and_allowed() -> None:
     with pytest.raises(InvalidFlight) as raised:
-        VALIDATOR.flights([{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 1},
-                           {"OPERA": "LATAM", "TIPOVUELO": "I", "MES": 1}])
+        VALIDATOR.flights(
+            [
+                {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 1},
+                {"OPERA": "LATAM", "TIPOVUELO": "I", "MES": 1},
+            ]
+        )
     assert raised.value.to_json() == {
         "error": "flights[1].OPERA: unknown airline",
-        "detail": {"index": 1, "field": "OPERA", "value": "LATAM", "allowed": ["Grupo LATAM", "Sky Airline"]},
+        "detail": {
+            "index": 1,
+            "field": "OPERA",
+            "value": "LATAM",
+            "allowed": ["Grupo LATAM", "Sky Airline"],
+        },
     }

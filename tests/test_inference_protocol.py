@@ -17,14 +17,39 @@ def _bytes_tensor(values: list[str]) -> bytes:
     return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
 
 
-def _binary_request(opera: list[str], kinds: list[str], months: list[int], month_type: str = "INT64") -> tuple[bytes, str]:
-    parts = [_bytes_tensor(opera), _bytes_tensor(kinds),
-             np.array(months, dtype="<i8" if month_type == "INT64" else "<i4").tobytes()]
-    header = orjson.dumps({"inputs": [
-        {"name": "OPERA", "datatype": "BYTES", "shape": [len(opera)], "parameters": {"binary_data_size": len(parts[0])}},
-        {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [len(kinds)], "parameters": {"binary_data_size": len(parts[1])}},
-        {"name": "MES", "datatype": month_type, "shape": [len(months), 1], "parameters": {"binary_data_size": len(parts[2])}},
-    ], "parameters": {"binary_data_output": True}})
+def _binary_request(
+    opera: list[str], kinds: list[str], months: list[int], month_type: str = "INT64"
+) -> tuple[bytes, str]:
+    parts = [
+        _bytes_tensor(opera),
+        _bytes_tensor(kinds),
+        np.array(months, dtype="<i8" if month_type == "INT64" else "<i4").tobytes(),
+    ]
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "OPERA",
+                    "datatype": "BYTES",
+                    "shape": [len(opera)],
+                    "parameters": {"binary_data_size": len(parts[0])},
+                },
+                {
+                    "name": "TIPOVUELO",
+                    "datatype": "BYTES",
+                    "shape": [len(kinds)],
+                    "parameters": {"binary_data_size": len(parts[1])},
+                },
+                {
+                    "name": "MES",
+                    "datatype": month_type,
+                    "shape": [len(months), 1],
+                    "parameters": {"binary_data_size": len(parts[2])},
+                },
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
     return header + b"".join(parts), str(len(header))
 
 
@@ -40,36 +65,46 @@ def test_binary_inputs_decode_to_rows(month_type: str) -> None:
 
 
 def test_json_inputs_with_nested_data_decode_to_rows() -> None:
-    body = orjson.dumps({"inputs": [
-        {"name": "OPERA", "datatype": "BYTES", "shape": [2, 1], "data": [["A"], ["B"]]},
-        {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [2], "data": ["N", "I"]},
-        {"name": "MES", "datatype": "INT64", "shape": [2], "data": [1, 2]},
-    ], "outputs": [{"name": "proba"}]})
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "OPERA", "datatype": "BYTES", "shape": [2, 1], "data": [["A"], ["B"]]},
+                {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [2], "data": ["N", "I"]},
+                {"name": "MES", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+            ],
+            "outputs": [{"name": "proba"}],
+        }
+    )
     request = decode_request(body, None, INPUTS)
     assert [row["OPERA"] for row in request.rows()] == ["A", "B"]
     assert request.outputs == {"proba": False}
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda h: h["inputs"].pop(), "missing input"),
-    (lambda h: h["inputs"].append(h["inputs"][0]), "given twice"),
-    (lambda h: h["inputs"][0].update(name="Fecha-O"), "unknown input 'Fecha-O'"),
-    (lambda h: h["inputs"][2].update(datatype="FP32"), "expected INT64 or INT32"),
-    (lambda h: h["inputs"][0].update(shape=[3]), "shape [3] says 3"),
-    (lambda h: h["inputs"][0].update(shape=[1, 2]), "must be [N] or [N, 1]"),
-    (lambda h: h["inputs"][0].update(data="A"), "must be a list"),
-    (lambda h: h["inputs"][0].pop("data"), "neither 'data' nor binary_data_size"),
-    (lambda h: h["inputs"][1].update(data=["N", "I"], shape=[2]), "same number of elements"),
-    (lambda h: h.update(outputs=[{"name": "logits"}]), "unknown output 'logits'"),
-    (lambda h: h.update(id=7), "'id' must be a string"),
-    (lambda h: h.update(inputs=[]), "non-empty list"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda h: h["inputs"].pop(), "missing input"),
+        (lambda h: h["inputs"].append(h["inputs"][0]), "given twice"),
+        (lambda h: h["inputs"][0].update(name="Fecha-O"), "unknown input 'Fecha-O'"),
+        (lambda h: h["inputs"][2].update(datatype="FP32"), "expected INT64 or INT32"),
+        (lambda h: h["inputs"][0].update(shape=[3]), "shape [3] says 3"),
+        (lambda h: h["inputs"][0].update(shape=[1, 2]), "must be [N] or [N, 1]"),
+        (lambda h: h["inputs"][0].update(data="A"), "must be a list"),
+        (lambda h: h["inputs"][0].pop("data"), "neither 'data' nor binary_data_size"),
+        (lambda h: h["inputs"][1].update(data=["N", "I"], shape=[2]), "same number of elements"),
+        (lambda h: h.update(outputs=[{"name": "logits"}]), "unknown output 'logits'"),
+        (lambda h: h.update(id=7), "'id' must be a string"),
+        (lambda h: h.update(inputs=[]), "non-empty list"),
+    ],
+)
 def test_malformed_json_requests_are_refused(mutate: object, message: str) -> None:
-    header = {"inputs": [
-        {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["A"]},
-        {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
-        {"name": "MES", "datatype": "INT64", "shape": [1], "data": [1]},
-    ]}
+    header = {
+        "inputs": [
+            {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["A"]},
+            {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
+            {"name": "MES", "datatype": "INT64", "shape": [1], "data": [1]},
+        ]
+    }
     mutate(header)  # type: ignore[operator]
     with pytest.raises(BadRequest, match=message.replace("[", r"\[")):
         decode_request(orjson.dumps(header), None, INPUTS)
@@ -96,7 +131,9 @@ def test_bytes_elements_must_be_utf8() -> None:
 
 
 def test_response_mixes_json_and_binary_outputs() -> None:
-    prediction = Prediction(np.array([0, 1], dtype=np.int64), np.array([0.1, 0.9], dtype=np.float32))
+    prediction = Prediction(
+        np.array([0, 1], dtype=np.int64), np.array([0.1, 0.9], dtype=np.float32)
+    )
     request = InferenceRequest("abc", {}, {"label": True, "proba": False})
     body, headers = encode_response("delay-minimal", "v1", request, prediction)
     length = int(headers["inference-header-content-length"])
@@ -110,6 +147,10 @@ def test_response_mixes_json_and_binary_outputs() -> None:
 
 def test_all_json_response_has_no_binary_header() -> None:
     prediction = Prediction(np.array([1], dtype=np.int64), np.array([0.5], dtype=np.float32))
-    body, headers = encode_response("m", "v", InferenceRequest(None, {}, {"label": False}), prediction)
+    body, headers = encode_response(
+        "m", "v", InferenceRequest(None, {}, {"label": False}), prediction
+    )
     assert headers == {"content-type": "application/json"}
-    assert orjson.loads(body)["outputs"] == [{"name": "label", "datatype": "INT64", "shape": [1], "data": [1]}]
+    assert orjson.loads(body)["outputs"] == [
+        {"name": "label", "datatype": "INT64", "shape": [1], "data": [1]}
+    ]

@@ -29,8 +29,12 @@ def test_committed_models_load_and_are_ready() -> None:
 
 def test_labels_follow_the_cards_threshold() -> None:
     model = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
-    flights = [Flight(operator, kind, month) for operator in model.card.operators
-               for kind in ("I", "N") for month in range(1, 13)]
+    flights = [
+        Flight(operator, kind, month)
+        for operator in model.card.operators
+        for kind in ("I", "N")
+        for month in range(1, 13)
+    ]
     prediction = model.predict(flights)
     np.testing.assert_array_equal(prediction.labels, prediction.probabilities >= model.threshold)
     assert 0 < prediction.labels.sum() < len(flights)  # the threshold splits the domain
@@ -38,7 +42,9 @@ def test_labels_follow_the_cards_threshold() -> None:
 
 def test_observer_sees_every_prediction() -> None:
     seen: list[tuple[str, Prediction]] = []
-    models = ModelSet.load(MODELS_DIR, observe=lambda name, prediction: seen.append((name, prediction)))
+    models = ModelSet.load(
+        MODELS_DIR, observe=lambda name, prediction: seen.append((name, prediction))
+    )
     assert seen == []  # the warm-up inference is nobody's prediction: not counted
     models.predict([Flight("Grupo LATAM", "N", 3)])
     assert [name for name, _ in seen] == [MINIMAL_MODEL]
@@ -59,7 +65,9 @@ def test_missing_onnx_names_the_file(models_copy: Path) -> None:
 def test_truncated_onnx_is_refused_by_its_checksum(models_copy: Path) -> None:
     path = models_copy / "delay-full.onnx"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ModelLoadError, match=r"does not match its card's sha256: .*delay-full\.onnx"):
+    with pytest.raises(
+        ModelLoadError, match=r"does not match its card's sha256: .*delay-full\.onnx"
+    ):
         ModelSet.load(models_copy)
 
 

@@ -50,7 +50,9 @@ def test_documented_examples_get_the_documented_answers(client: TestClient) -> N
     assert {output["name"] for output in response.json()["outputs"]} == {"label", "proba"}
 
     for path in ("/health", "/v2/health/live", "/v2/health/ready"):
-        documented = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["example"]
+        documented = paths[path]["get"]["responses"]["200"]["content"]["application/json"][
+            "example"
+        ]
         assert client.get(path).json() == documented
 
 

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from typing import Any
-
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -32,7 +31,9 @@ def test_predict_is_byte_compatible_with_the_challenge(client: TestClient) -> No
 
 
 @pytest.mark.parametrize("case", payload_cases("predict_invalid.json"))
-def test_predict_refuses_bad_input_with_a_clear_error(client: TestClient, case: dict[str, Any]) -> None:
+def test_predict_refuses_bad_input_with_a_clear_error(
+    client: TestClient, case: dict[str, Any]
+) -> None:
     headers = {}
     if "body" in case:
         content = json.dumps(case["body"]).encode()
@@ -71,13 +72,25 @@ def test_predict_with_proba_adds_probabilities_consistent_with_labels(client: Te
     threshold = orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes())["threshold"]
     assert body["predict"] == [int(p >= threshold) for p in body["proba"]]
     assert all(0.0 < p < 1.0 for p in body["proba"])
-    assert client.post("/predict?proba=false", json={"flights": flights}).json().keys() == {"predict"}
+    assert client.post("/predict?proba=false", json={"flights": flights}).json().keys() == {
+        "predict"
+    }
 
 
 def test_mixed_batch_scores_each_flight_with_its_own_model(client: TestClient) -> None:
-    full = {"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3, "Fecha-I": "2017-03-05 19:30:00",
-            "Des-I": "SCFA", "Emp-I": "LAN", "Vlo-I": "100"}
-    alone = [client.post("/predict?proba=true", json={"flights": [f]}).json()["proba"][0] for f in (MINIMAL, full)]
+    full = {
+        "OPERA": "Grupo LATAM",
+        "TIPOVUELO": "N",
+        "MES": 3,
+        "Fecha-I": "2017-03-05 19:30:00",
+        "Des-I": "SCFA",
+        "Emp-I": "LAN",
+        "Vlo-I": "100",
+    }
+    alone = [
+        client.post("/predict?proba=true", json={"flights": [f]}).json()["proba"][0]
+        for f in (MINIMAL, full)
+    ]
     together = client.post("/predict?proba=true", json={"flights": [MINIMAL, full]}).json()["proba"]
     assert together == pytest.approx(alone, abs=1e-7)
     assert alone[0] != pytest.approx(alone[1], abs=1e-4)
@@ -95,7 +108,9 @@ def test_body_over_the_limit_is_413_before_reading_it() -> None:
             yield big[:150]
             yield big[150:]
 
-        streamed = small.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+        streamed = small.post(
+            "/predict", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert streamed.status_code == 413
 
 
@@ -137,9 +152,15 @@ def test_server_and_model_metadata(client: TestClient) -> None:
         metadata = client.get(f"/v2/models/{name}").json()
         assert metadata["name"] == name
         assert len(metadata["inputs"]) == inputs
-        assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {"label": "INT64", "proba": "FP32"}
+        assert {o["name"]: o["datatype"] for o in metadata["outputs"]} == {
+            "label": "INT64",
+            "proba": "FP32",
+        }
         version = metadata["versions"][0]
-        assert client.get(f"/v2/models/{name}/versions/{version}/ready").json() == {"name": name, "ready": True}
+        assert client.get(f"/v2/models/{name}/versions/{version}/ready").json() == {
+            "name": name,
+            "ready": True,
+        }
     assert client.get("/v2/models/nope").status_code == 404
     assert client.get("/v2/models/delay-minimal/versions/0/ready").status_code == 404
 
@@ -149,7 +170,12 @@ def test_infer_json_matches_predict(client: TestClient) -> None:
     request = {
         "id": "r1",
         "inputs": [
-            {"name": "OPERA", "datatype": "BYTES", "shape": [2], "data": [f["OPERA"] for f in flights]},
+            {
+                "name": "OPERA",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": [f["OPERA"] for f in flights],
+            },
             {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [2, 1], "data": [["N"], ["I"]]},
             {"name": "MES", "datatype": "INT64", "shape": [2], "data": [3, 7]},
         ],
@@ -163,17 +189,26 @@ def test_infer_json_matches_predict(client: TestClient) -> None:
 
 
 def test_infer_errors_are_json_with_an_error_key(client: TestClient) -> None:
-    bad_month = {"inputs": [
-        {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["Grupo LATAM"]},
-        {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
-        {"name": "MES", "datatype": "INT64", "shape": [1], "data": [13]},
-    ]}
+    bad_month = {
+        "inputs": [
+            {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["Grupo LATAM"]},
+            {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
+            {"name": "MES", "datatype": "INT64", "shape": [1], "data": [13]},
+        ]
+    }
     response = client.post("/v2/models/delay-minimal/infer", json=bad_month)
     assert response.status_code == 400
     assert "MES" in response.json()["error"]
-    schedule_on_minimal = {"inputs": [*bad_month["inputs"], {"name": "Des-I", "datatype": "BYTES", "shape": [1], "data": ["SCFA"]}]}
+    schedule_on_minimal = {
+        "inputs": [
+            *bad_month["inputs"],
+            {"name": "Des-I", "datatype": "BYTES", "shape": [1], "data": ["SCFA"]},
+        ]
+    }
     response = client.post("/v2/models/delay-minimal/infer", json=schedule_on_minimal)
     assert response.status_code == 400
     assert "unknown input 'Des-I'" in response.json()["error"]
-    response = client.post("/v2/models/delay-minimal/infer", content=b"x", headers={"content-type": "text/csv"})
+    response = client.post(
+        "/v2/models/delay-minimal/infer", content=b"x", headers={"content-type": "text/csv"}
+    )
     assert response.status_code == 415

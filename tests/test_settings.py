@@ -15,12 +15,20 @@ def test_defaults() -> None:
 
 
 def test_environment_overrides() -> None:
-    settings = Settings.from_env({"MODELS_DIR": "/srv/models", "MAX_BODY_BYTES": "2048",
-                                  "MAX_FLIGHTS": "10", "ORT_THREADS": "2"})
+    settings = Settings.from_env(
+        {
+            "MODELS_DIR": "/srv/models",
+            "MAX_BODY_BYTES": "2048",
+            "MAX_FLIGHTS": "10",
+            "ORT_THREADS": "2",
+        }
+    )
     assert settings == Settings(Path("/srv/models"), 2048, 10, 2)
 
 
-@pytest.mark.parametrize(("value", "message"), [("ten", "is not an integer"), ("0", "must be positive")])
+@pytest.mark.parametrize(
+    ("value", "message"), [("ten", "is not an integer"), ("0", "must be positive")]
+)
 def test_bad_numbers_name_the_variable(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=f"MAX_FLIGHTS='{value}' {message}"):
         Settings.from_env({"MAX_FLIGHTS": value})

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import COLUMNS, synthetic_rows, write_csv
+from train.data import CSV_SHA256, DataError, Dataset, derive_columns, load
+
+
+def _scheduled(*values: str) -> pd.DataFrame:
+    scheduled = pd.to_datetime(pd.Series(values))
+    return pd.DataFrame({"Fecha-I": scheduled, "Fecha-O": scheduled})
+
+
+@pytest.mark.parametrize(
+    ("when", "season"),
+    [
+        ("2017-12-14 23:59:00", 0),
+        ("2017-12-15 00:00:00", 1),
+        ("2017-12-31 23:59:00", 1),
+        ("2017-01-01 00:00:00", 1),
+        ("2017-03-03 23:59:00", 1),
+        ("2017-03-04 00:00:00", 0),
+        ("2017-07-14 23:59:00", 0),
+        ("2017-07-15 00:00:00", 1),
+        ("2017-07-31 23:59:00", 1),
+        ("2017-08-01 00:00:00", 0),
+        ("2017-09-10 23:59:00", 0),
+        ("2017-09-11 00:00:00", 1),
+        ("2017-09-30 23:59:00", 1),
+        ("2017-10-01 00:00:00", 0),
+    ],
+)
+def test_high_season_boundaries(when: str, season: int) -> None:
+    assert derive_columns(_scheduled(when))["high_season"].tolist() == [season]
+
+
+@pytest.mark.parametrize(
+    ("when", "period"),
+    [
+        ("2017-05-01 04:59:00", "night"),
+        ("2017-05-01 05:00:00", "morning"),
+        ("2017-05-01 11:59:00", "morning"),
+        ("2017-05-01 12:00:00", "afternoon"),
+        ("2017-05-01 18:59:00", "afternoon"),
+        ("2017-05-01 19:00:00", "night"),
+        ("2017-05-01 00:00:00", "night"),
+    ],
+)
+def test_period_day_boundaries(when: str, period: str) -> None:
+    assert derive_columns(_scheduled(when))["period_day"].tolist() == [period]
+
+
+@pytest.mark.parametrize(("minutes", "delayed"), [(-14, 0), (15, 0), (15.5, 1), (16, 1), (161, 1)])
+def test_delay_is_strictly_more_than_15_minutes(minutes: float, delayed: int) -> None:
+    table = _scheduled("2017-05-01 10:00:00")
+    table["Fecha-O"] = table["Fecha-I"] + pd.Timedelta(minutes=minutes)
+    derived = derive_columns(table)
+    assert derived["min_diff"].tolist() == [minutes]
+    assert derived["delay_15"].tolist() == [delayed]
+
+
+def test_missing_file_says_where_to_put_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"data file not found: .*nope.csv.*{CSV_SHA256}.*DATA="):
+        load(tmp_path / "nope.csv")
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    columns = [c for c in COLUMNS if c != "Emp-I"]
+    rows = [{k: v for k, v in row.items() if k != "Emp-I"} for row in synthetic_rows(5)]
+    with pytest.raises(DataError, match="missing column 'Emp-I'"):
+        load(write_csv(tmp_path / "f.csv", rows, columns))
+
+
+def test_unparseable_date_names_row_and_column(tmp_path: Path) -> None:
+    rows = synthetic_rows(5)
+    rows[3]["Fecha-O"] = "2017-13-01 00:00:00"
+    with pytest.raises(
+        DataError,
+        match=r"row 5 \(line in the file\), column Fecha-O: unparseable date '2017-13-01 00:00:00'",
+    ):
+        load(write_csv(tmp_path / "f.csv", rows))
+
+
+def test_empty_files(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="the file is empty"):
+        load(tmp_path / "empty.csv")
+    with pytest.raises(DataError, match="header but no rows"):
+        load(write_csv(tmp_path / "header.csv", []))
+
+
+def test_gzip_and_plain_give_the_same_dataset(tmp_path: Path) -> None:
+    rows = synthetic_rows(50)
+    plain = load(write_csv(tmp_path / "f.csv", rows))
+    packed = load(write_csv(tmp_path / "f.csv.gz", rows))
+    assert plain.csv_sha256 == packed.csv_sha256
+    pd.testing.assert_frame_equal(plain.table, packed.table)
+
+
+def test_no_as_operated_column_reaches_the_features(tmp_path: Path) -> None:
+    """Scramble every -O column but Fecha-O (the label's source): the flights, and so the
+    features, must not change."""
+    rows = synthetic_rows(200)
+    scrambled = [
+        row
+        | {
+            "Vlo-O": "9",
+            "Ori-O": "XXXX",
+            "Des-O": "YYYY",
+            "Emp-O": "ZZZ",
+            "DIA": "1",
+            "MES": "1",
+            "AÑO": "1999",
+            "DIANOM": "Lunes",
+        }
+        for row in rows
+    ]
+    original = load(write_csv(tmp_path / "a.csv", rows))
+    changed = load(write_csv(tmp_path / "b.csv", scrambled))
+    for schedule in (False, True):
+        assert original.flights(schedule) == changed.flights(schedule)
+    rows_late = [row | {"Fecha-O": "2017-12-31 23:59:00"} for row in rows]
+    assert load(write_csv(tmp_path / "c.csv", rows_late)).flights(True) == original.flights(True)
+
+
+def test_real_data_matches_the_shared_readme(real_data: Path) -> None:
+    dataset = load(real_data)
+    assert dataset.csv_sha256 == CSV_SHA256
+    assert len(dataset.table) == 68_206
+    assert int(dataset.labels.sum()) == 12_614
+    assert dataset.table["min_diff"].min() == -14
+    assert dataset.table["min_diff"].max() == 161
+    flights = dataset.flights(schedule=True)
+    assert len(flights) == 68_206
+    assert (
+        np.unique(dataset.dates).size == 365
+    )  # scheduled dates: all of 2017 (AÑO=2018 is as operated)
+
+
+def test_dataset_labels_and_dates(synthetic_csv: Path) -> None:
+    dataset: Dataset = load(synthetic_csv)
+    assert dataset.labels.dtype == np.int64
+    assert len(dataset.dates) == len(dataset.labels)
+    assert all(len(date) == 10 for date in dataset.dates[:20])

@@ -1,0 +1,625 @@
+"""The service as it is deployed: a real gunicorn master with two uvicorn workers on a loopback
+port, spoken to over real sockets by httpx and by the unmodified Triton HTTP client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+from tritonclient.utils import InferenceServerException
+
+pytestmark = pytest.mark.server
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = ROOT / "models"
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+HOST = "127.0.0.1"
+WORKERS = 2
+STARTUP_TIMEOUT = 30.0
+"""Seconds for the server to answer ready; start-up takes ~1 s on an idle machine."""
+FAILURE_TIMEOUT = 20.0
+"""Seconds for a server with a broken model to give up."""
+SHUTDOWN_TIMEOUT = 30.0
+"""Over gunicorn.conf.py's graceful_timeout (20 s)."""
+
+# Settings a developer's shell may carry that would change the server under test.
+_SERVICE_ENV = (
+    "BIND",
+    "WORKERS",
+    "MODELS_DIR",
+    "MAX_BODY_BYTES",
+    "MAX_FLIGHTS",
+    "ORT_THREADS",
+    "ACCESS_LOG",
+    "LOG_LEVEL",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "GUNICORN_CMD_ARGS",
+)
+
+MINIMAL_FLIGHTS: list[dict[str, Any]] = [
+    {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3},
+    {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 7},
+    {"OPERA": "Sky Airline", "TIPOVUELO": "N", "MES": 12},
+    {"OPERA": "Copa Air", "TIPOVUELO": "I", "MES": 1},
+    {"OPERA": "Avianca", "TIPOVUELO": "I", "MES": 9},
+    {"OPERA": "Latin American Wings", "TIPOVUELO": "N", "MES": 7},
+    {"OPERA": "JetSmart SPA", "TIPOVUELO": "N", "MES": 12},
+    {"OPERA": "Plus Ultra Lineas Aereas", "TIPOVUELO": "I", "MES": 7},
+    # Within 0.003 of the committed minimal model's threshold, one on each side.
+    {"OPERA": "Avianca", "TIPOVUELO": "I", "MES": 4},
+    {"OPERA": "British Airways", "TIPOVUELO": "N", "MES": 11},
+]
+FULL_FLIGHTS: list[dict[str, Any]] = [
+    {
+        "OPERA": "Grupo LATAM",
+        "TIPOVUELO": "I",
+        "MES": 1,
+        "Fecha-I": "2017-01-01 23:30:00",
+        "Des-I": "KMIA",
+        "Emp-I": "LAN",
+        "Vlo-I": "226",
+    },
+    {
+        "OPERA": "Sky Airline",
+        "TIPOVUELO": "N",
+        "MES": 7,
+        "Fecha-I": "2017-07-14 06:10:00",
+        "Des-I": "SCFA",
+        "Emp-I": "SKU",
+        "Vlo-I": "106",
+    },
+    {
+        "OPERA": "Aerolineas Argentinas",
+        "TIPOVUELO": "I",
+        "MES": 3,
+        "Fecha-I": "2017-03-05 19:45:00",
+        "Des-I": "SABE",
+        "Emp-I": "ARG",
+        "Vlo-I": "1283",
+    },
+    {
+        "OPERA": "Latin American Wings",
+        "TIPOVUELO": "N",
+        "MES": 7,
+        "Fecha-I": "2017-07-20 20:00:00",
+        "Des-I": "SCIE",
+        "Emp-I": "LAW",
+        "Vlo-I": "41",
+    },
+]
+MINIMAL_INPUTS = ("OPERA", "TIPOVUELO", "MES")
+FULL_INPUTS = (*MINIMAL_INPUTS, "Fecha-I", "Des-I", "Emp-I", "Vlo-I")
+
+
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+    """The server's TMPDIR: its prometheus multiprocess directory is made in here."""
+    stderr: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def log(self) -> str:
+        return self.stderr.read_text(encoding="utf-8", errors="replace")
+
+    def metrics_dir(self) -> Path:
+        (directory,) = self.workdir.glob("latam-delay-metrics-*")
+        return directory
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def spawn(workdir: Path, **env: str) -> Server:
+    """gunicorn exactly as deployed, in its own session, with its own temp and control-socket
+    directories so that concurrent test runs (or a developer's server) cannot collide."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    environment = {name: value for name, value in os.environ.items() if name not in _SERVICE_ENV}
+    port = free_port()
+    environment |= {
+        "BIND": f"{HOST}:{port}",
+        "WORKERS": str(WORKERS),
+        "LOG_LEVEL": "info",
+        "TMPDIR": str(workdir),
+        "XDG_RUNTIME_DIR": str(workdir),
+        **env,
+    }
+    stderr = workdir / "stderr.log"
+    with stderr.open("wb") as err, (workdir / "stdout.log").open("wb") as out:
+        process = subprocess.Popen(
+            [str(GUNICORN), "-c", "gunicorn.conf.py", "app.main:create_app()"],
+            cwd=ROOT,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    return Server(process, port, workdir, stderr)
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is not None:
+        return
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout=SHUTDOWN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.process.pid, signal.SIGKILL)  # the session start_new_session made
+        server.process.wait(timeout=SHUTDOWN_TIMEOUT)
+
+
+def wait_until_ready(server: Server) -> None:
+    """Ready = /v2/health/ready answers 200 and every worker has finished loading its models,
+    so that requests can land on either worker."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if server.process.poll() is not None:
+            pytest.fail(
+                f"gunicorn exited with {server.process.returncode} before it was ready:\n"
+                + server.log()
+            )
+        try:
+            status = httpx.get(server.url + "/v2/health/ready", timeout=5).status_code
+        except httpx.TransportError:
+            status = None
+        if status == 200 and server.log().count("Application startup complete") >= WORKERS:
+            return
+        if time.monotonic() > deadline:
+            stop(server)
+            pytest.fail(
+                f"gunicorn not ready after {STARTUP_TIMEOUT:.0f} s (last status {status}):\n"
+                + server.log()
+            )
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = spawn(tmp_path_factory.mktemp("gunicorn"))
+    try:
+        wait_until_ready(running)
+        yield running
+    finally:
+        stop(running)
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def triton_client(server: Server) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(
+        url=f"{HOST}:{server.port}", connection_timeout=30, network_timeout=30
+    )
+    yield client
+    client.close()
+
+
+def card(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((MODELS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    return data
+
+
+def predict(http: httpx.Client, flights: list[dict[str, Any]]) -> dict[str, Any]:
+    response = http.post("/predict?proba=true", json={"flights": flights})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# --- /predict ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flights",
+    [
+        pytest.param(MINIMAL_FLIGHTS[:1], id="challenge-minimal"),
+        pytest.param(MINIMAL_FLIGHTS, id="minimal"),
+        pytest.param(FULL_FLIGHTS, id="full"),
+        pytest.param(
+            [
+                flight
+                for pair in zip(MINIMAL_FLIGHTS, FULL_FLIGHTS, strict=False)
+                for flight in pair
+            ],
+            id="mixed",
+        ),
+    ],
+)
+def test_predict_serves_the_committed_models(
+    http: httpx.Client, client: TestClient, flights: list[dict[str, Any]]
+) -> None:
+    body = {"flights": flights}
+    served = http.post("/predict", json=body)
+    assert served.status_code == 200, served.text
+    assert served.headers["content-type"] == "application/json"
+    assert list(served.json()) == ["predict"]
+    assert len(served.json()["predict"]) == len(flights)
+    assert served.json() == client.post("/predict", json=body).json()
+
+    served_proba = http.post("/predict", params={"proba": "true"}, json=body).json()
+    local_proba = client.post("/predict", params={"proba": "true"}, json=body).json()
+    assert served_proba["predict"] == served.json()["predict"]
+    np.testing.assert_allclose(served_proba["proba"], local_proba["proba"], rtol=0, atol=1e-6)
+
+
+def test_predict_labels_follow_each_models_threshold(http: httpx.Client) -> None:
+    """Each label is the served probability against the committed card's threshold; both
+    labels occur in these flights, so the comparison above is not of all zeros."""
+    for flights, name in ((MINIMAL_FLIGHTS, "delay-minimal"), (FULL_FLIGHTS, "delay-full")):
+        body = predict(http, flights)
+        threshold = card(name)["threshold"]
+        assert body["predict"] == [int(p >= threshold) for p in body["proba"]]
+    assert set(predict(http, MINIMAL_FLIGHTS + FULL_FLIGHTS)["predict"]) == {0, 1}
+
+
+def test_bad_month_is_a_400_naming_the_field(http: httpx.Client) -> None:
+    flights = [
+        *MINIMAL_FLIGHTS[:2],
+        {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 13},
+    ]
+    response = http.post("/predict", json={"flights": flights})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["detail"] == {
+        "index": 2,
+        "field": "MES",
+        "value": 13,
+        "allowed": "an integer from 1 to 12",
+    }
+    assert "MES" in body["error"]
+
+
+def test_get_predict_is_a_405_in_json(http: httpx.Client) -> None:
+    response = http.get("/predict")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/json"
+    assert "GET" in response.json()["error"]
+
+
+def test_every_invalid_payload_gets_its_client_error_over_the_wire(http: httpx.Client) -> None:
+    """The shared invalid-payload cases through uvicorn's parser: the expected 4xx, never a
+    500 and never a traceback."""
+    cases = json.loads((PAYLOADS / "predict_invalid.json").read_text(encoding="utf-8"))
+    wrong = []
+    for case in cases:
+        if "body" in case:
+            content = json.dumps(case["body"]).encode()
+        elif "raw_hex" in case:
+            content = bytes.fromhex(case["raw_hex"])
+        else:
+            content = case["raw"].encode()
+        content_type = case.get("content_type", "application/json")
+        headers = {} if content_type is None else {"content-type": content_type}
+        url = "/predict" + ("?" + case["query"] if "query" in case else "")
+        response = http.post(url, content=content, headers=headers)
+        ok = (
+            response.status_code == case["status"]
+            and response.headers.get("content-type") == "application/json"
+            and isinstance(response.json().get("error"), str)
+            and "Traceback" not in response.text
+            and ("field" not in case or response.json()["detail"]["field"] == case["field"])
+        )
+        if not ok:
+            wrong.append((case["id"], response.status_code, response.text[:200]))
+    assert cases
+    assert wrong == []
+
+
+def test_body_over_the_limit_is_a_413(http: httpx.Client) -> None:
+    content = b'{"flights": [' + b" " * 1_100_000 + b"]}"
+    response = http.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["detail"] == {"limit": 1_048_576}
+
+
+def test_health_routes(http: httpx.Client) -> None:
+    assert http.get("/health").json() == {"status": "OK"}
+    assert http.get("/v2/health/live").json() == {"live": True}
+    ready = http.get("/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+
+
+# --- Open Inference Protocol through the Triton client ---------------------------------------
+
+
+def test_triton_client_health_and_metadata(triton_client: triton.InferenceServerClient) -> None:
+    assert triton_client.is_server_live()
+    assert triton_client.is_server_ready()
+    assert triton_client.is_model_ready("delay-minimal")
+    assert triton_client.is_model_ready("delay-full")
+    assert not triton_client.is_model_ready("delay-nope")
+    minimal_version = card("delay-minimal")["version"]
+    assert triton_client.is_model_ready("delay-minimal", model_version=minimal_version)
+    assert not triton_client.is_model_ready("delay-minimal", model_version="0")
+
+    server_metadata = triton_client.get_server_metadata()
+    assert server_metadata["name"] == "latam-delay"
+    assert server_metadata["version"] == version("latam-delay")
+    assert "binary_tensor_data" in server_metadata["extensions"]
+
+    metadata = triton_client.get_model_metadata("delay-full")
+    assert metadata["name"] == "delay-full"
+    assert metadata["versions"] == [card("delay-full")["version"]]
+    assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
+        ("OPERA", "BYTES"),
+        ("TIPOVUELO", "BYTES"),
+        ("MES", "INT64"),
+        ("Fecha-I", "BYTES"),
+        ("Des-I", "BYTES"),
+        ("Emp-I", "BYTES"),
+        ("Vlo-I", "BYTES"),
+    ]
+    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [
+        ("label", "INT64"),
+        ("proba", "FP32"),
+    ]
+    minimal = triton_client.get_model_metadata("delay-minimal")
+    assert [i["name"] for i in minimal["inputs"]] == list(MINIMAL_INPUTS)
+
+
+def infer_inputs(
+    flights: list[dict[str, Any]], names: tuple[str, ...], binary_data: bool
+) -> list[triton.InferInput]:
+    inputs = []
+    for name in names:
+        if name == "MES":
+            values = np.array([flight[name] for flight in flights], dtype=np.int64)
+            tensor = triton.InferInput(name, [len(flights)], "INT64")
+        else:
+            values = np.array([flight[name] for flight in flights], dtype=np.object_)
+            tensor = triton.InferInput(name, [len(flights)], "BYTES")
+        tensor.set_data_from_numpy(values, binary_data=binary_data)
+        inputs.append(tensor)
+    return inputs
+
+
+REQUESTED_OUTPUTS = [
+    triton.InferRequestedOutput("label", binary_data=True),
+    triton.InferRequestedOutput("proba", binary_data=False),
+]
+
+
+@pytest.mark.parametrize("binary_data", [True, False], ids=["binary-inputs", "json-inputs"])
+@pytest.mark.parametrize("versioned", [False, True], ids=["latest", "versioned"])
+def test_triton_infer_minimal_matches_predict(
+    http: httpx.Client,
+    triton_client: triton.InferenceServerClient,
+    binary_data: bool,
+    versioned: bool,
+) -> None:
+    expected = predict(http, MINIMAL_FLIGHTS)
+    result = triton_client.infer(
+        "delay-minimal",
+        infer_inputs(MINIMAL_FLIGHTS, MINIMAL_INPUTS, binary_data),
+        model_version=card("delay-minimal")["version"] if versioned else "",
+        outputs=REQUESTED_OUTPUTS,
+        request_id="minimal-1",
+    )
+    response = result.get_response()
+    assert response["model_name"] == "delay-minimal"
+    assert response["model_version"] == card("delay-minimal")["version"]
+    assert response["id"] == "minimal-1"
+    assert result.get_output("label")["parameters"]["binary_data_size"] == 8 * len(MINIMAL_FLIGHTS)
+    assert "data" in result.get_output("proba")
+
+    labels = result.as_numpy("label")
+    probabilities = result.as_numpy("proba")
+    assert labels.dtype == np.int64
+    assert probabilities.dtype == np.float32
+    assert labels.tolist() == expected["predict"]
+    np.testing.assert_allclose(probabilities, expected["proba"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("binary_data", [True, False], ids=["binary-inputs", "json-inputs"])
+def test_triton_infer_full_matches_predict(
+    http: httpx.Client, triton_client: triton.InferenceServerClient, binary_data: bool
+) -> None:
+    expected = predict(http, FULL_FLIGHTS)
+    result = triton_client.infer(
+        "delay-full",
+        infer_inputs(FULL_FLIGHTS, FULL_INPUTS, binary_data),
+        outputs=REQUESTED_OUTPUTS,
+    )
+    assert result.get_response()["model_version"] == card("delay-full")["version"]
+    assert result.as_numpy("label").tolist() == expected["predict"]
+    np.testing.assert_allclose(result.as_numpy("proba"), expected["proba"], rtol=0, atol=1e-6)
+
+
+def test_triton_infer_error_is_a_400_naming_the_input(
+    triton_client: triton.InferenceServerClient,
+) -> None:
+    flights = [
+        *MINIMAL_FLIGHTS[:2],
+        {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 13},
+    ]
+    with pytest.raises(InferenceServerException) as raised:
+        triton_client.infer(
+            "delay-minimal",
+            infer_inputs(flights, MINIMAL_INPUTS, binary_data=True),
+            outputs=REQUESTED_OUTPUTS,
+        )
+    assert raised.value.status() == "400"
+    assert "MES" in raised.value.message()
+
+    with pytest.raises(InferenceServerException) as unknown:
+        triton_client.infer(
+            "delay-nope", infer_inputs(flights[:1], MINIMAL_INPUTS, binary_data=True)
+        )
+    assert unknown.value.status() == "404"
+    assert "delay-nope" in unknown.value.message()
+
+
+# --- metrics across workers -------------------------------------------------------------------
+
+
+def scrape(url: str) -> list[Any]:
+    """One scrape over a new connection, so successive scrapes may reach either worker."""
+    with httpx.Client(base_url=url, timeout=30) as fresh:
+        response = fresh.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return list(text_string_to_metric_families(response.text))
+
+
+def predict_requests(families: list[Any]) -> float:
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "http_request_duration_seconds_count"
+        and sample.labels.get("route") == "/predict"
+        and sample.labels.get("method") == "POST"
+        and sample.labels.get("status") == "200"
+    )
+
+
+def predictions(families: list[Any], model: str) -> float:
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "predictions_total" and sample.labels.get("model") == model
+    )
+
+
+def totals(url: str, scrapes: int = 6) -> tuple[float, float, float]:
+    """Every scrape must give the same totals, whichever worker answers it."""
+    seen = set()
+    for _ in range(scrapes):
+        families = scrape(url)
+        seen.add(
+            (
+                predict_requests(families),
+                predictions(families, "delay-minimal"),
+                predictions(families, "delay-full"),
+            )
+        )
+    assert len(seen) == 1, f"scrapes disagree: {seen}"
+    (only,) = seen
+    return only
+
+
+def predict_requests_by_worker(metrics_dir: Path, scratch: Path) -> dict[str, float]:
+    """/predict 200s counted in each worker's own histogram file."""
+    counts = {}
+    for path in sorted(metrics_dir.glob("histogram_*.db")):
+        alone = scratch / path.stem
+        alone.mkdir(parents=True)
+        shutil.copy(path, alone)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(alone))
+        counts[path.stem.removeprefix("histogram_")] = predict_requests(list(registry.collect()))
+    return counts
+
+
+def test_metrics_sum_every_workers_requests(server: Server, tmp_path: Path) -> None:
+    requests = 200
+    bodies = [{"flights": MINIMAL_FLIGHTS[: 1 + i % 3]} for i in range(requests)]
+    flights = sum(len(body["flights"]) for body in bodies)
+    before = totals(server.url)
+
+    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection for every request
+    with (
+        httpx.Client(base_url=server.url, timeout=30, limits=limits) as fresh,
+        ThreadPoolExecutor(max_workers=8) as pool,
+    ):
+        statuses = list(
+            pool.map(lambda body: fresh.post("/predict", json=body).status_code, bodies)
+        )
+    assert statuses == [200] * requests
+
+    after = totals(server.url)
+    assert after[0] - before[0] == requests
+    assert after[1] - before[1] == flights
+    assert after[2] == before[2]
+
+    by_worker = predict_requests_by_worker(server.metrics_dir(), tmp_path)
+    served = {pid: count for pid, count in by_worker.items() if count}
+    assert len(served) >= 2, f"one worker served every /predict: {by_worker}"
+    assert sum(served.values()) == after[0]
+
+
+def test_metrics_label_unknown_paths_as_one_route(server: Server, http: httpx.Client) -> None:
+    for path in ("/wp-admin", "/etc/passwd", "/v3/anything"):
+        assert http.get(path).status_code == 404
+    families = scrape(server.url)
+    routes = {
+        sample.labels["route"]
+        for family in families
+        for sample in family.samples
+        if sample.name == "http_request_duration_seconds_count"
+    }
+    assert "<unmatched>" in routes
+    assert not routes & {"/wp-admin", "/etc/passwd", "/v3/anything"}
+
+
+# --- start-up failure -------------------------------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    with path.open("r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize(
+    ("damage", "broken"),
+    [
+        pytest.param(truncate, "delay-full.onnx", id="truncated-full-onnx"),
+        pytest.param(Path.unlink, "delay-minimal.json", id="missing-minimal-card"),
+    ],
+)
+def test_a_broken_model_stops_start_up_with_one_line(
+    tmp_path: Path, damage: Any, broken: str
+) -> None:
+    models = Path(shutil.copytree(MODELS_DIR, tmp_path / "models"))
+    damage(models / broken)
+    failing = spawn(tmp_path / "run", MODELS_DIR=str(models))
+    try:
+        returncode = failing.process.wait(timeout=FAILURE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        stop(failing)
+        pytest.fail(f"gunicorn still running {FAILURE_TIMEOUT:.0f} s on:\n" + failing.log())
+    log = failing.log()
+    assert returncode != 0, log
+    lines = [line for line in log.splitlines() if "cannot start" in line]
+    assert len(lines) == 1, log
+    assert lines[0].startswith("latam-delay: cannot start: "), log
+    assert str(models / broken) in lines[0]
+    assert "Traceback" not in log
+    assert "Booting worker" not in log  # stopped in the master, before any worker
+    assert not list((tmp_path / "run").glob("latam-delay-metrics-*"))  # no metrics dir left behind

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.metrics import best_f1_threshold, expected_calibration_error, score
+
+
+def test_perfectly_calibrated_probabilities_have_no_calibration_error() -> None:
+    probabilities = np.repeat([0.05, 0.25, 0.75], 20)
+    labels = np.concatenate([[1] + [0] * 19, [1] * 5 + [0] * 15, [1] * 15 + [0] * 5])
+    assert expected_calibration_error(labels, probabilities) == pytest.approx(0.0)
+
+
+def test_overconfident_probabilities_have_a_calibration_error() -> None:
+    labels = np.array([0, 1] * 50)
+    assert expected_calibration_error(labels, np.full(100, 0.95)) == pytest.approx(0.45)
+
+
+def test_best_f1_threshold_separates_separable_classes() -> None:
+    labels = np.array([0, 0, 0, 1, 1])
+    probabilities = np.array([0.1, 0.2, 0.3, 0.6, 0.9])
+    threshold = best_f1_threshold(labels, probabilities)
+    assert 0.3 < threshold <= 0.6
+    assert score(labels, probabilities, threshold).f1 == 1.0
+
+
+def test_score_counts_the_confusion_matrix_at_the_threshold() -> None:
+    labels = np.array([0, 0, 1, 1])
+    probabilities = np.array([0.2, 0.7, 0.4, 0.8])
+    scores = score(labels, probabilities, 0.5)
+    assert scores.confusion == [[1, 1], [1, 1]]
+    assert (scores.precision, scores.recall, scores.accuracy) == (0.5, 0.5, 0.5)
+    assert scores.roc_auc == pytest.approx(0.75)
+    assert set(scores.to_json()) >= {"roc_auc", "pr_auc", "brier", "ece", "threshold", "confusion"}
