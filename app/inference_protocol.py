@@ -81,7 +81,10 @@ def encode_response(
     prediction: Prediction,
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers: JSON, or JSON plus binary outputs when asked for."""
-    arrays = {"label": prediction.labels, "proba": prediction.probabilities}
+    arrays: dict[str, list[Any] | np.ndarray] = {
+        "label": prediction.labels,
+        "proba": prediction.probabilities,
+    }
     outputs = []
     binary = []
     for name, as_binary in request.outputs.items():
@@ -89,7 +92,7 @@ def encode_response(
         array = arrays[name]
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [len(array)]}
         if as_binary:
-            data = array.astype(_OUTPUT_DTYPES[datatype], copy=False).tobytes()
+            data = np.asarray(array, dtype=_OUTPUT_DTYPES[datatype]).tobytes()
             tensor["parameters"] = {"binary_data_size": len(data)}
             binary.append(data)
         else:

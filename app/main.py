@@ -25,7 +25,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Loaded in each worker after the fork: onnxruntime sessions are not fork-safe.
-        models = ModelSet.load(settings.models_dir, settings.ort_threads, count_predictions)
+        models = ModelSet.load(
+            settings.models_dir, settings.ort_threads, count_predictions, settings.tabulate_minimal
+        )
         app.state.validator = FlightValidator(models.operators, settings.max_flights)
         app.state.models = models
         logger.info(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,14 +41,20 @@ _PREDICTION_COUNTERS = {
     for model in MODEL_NAMES
     for label in (0, 1)
 }
+_LATENCY_CHILDREN: dict[tuple[str, str, int], Any] = {}
+"""labels() resolved once per (route, method, status): it costs more than the observation."""
 UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
 
 
 def count_predictions(model: str, prediction: Prediction) -> None:
-    delayed = int(prediction.labels.sum())
-    _PREDICTION_COUNTERS[model, 1].inc(delayed)
-    _PREDICTION_COUNTERS[model, 0].inc(len(prediction.labels) - delayed)
+    # Each inc is a write to a shared memory-mapped file under gunicorn: skip the zero ones.
+    delayed = prediction.delayed
+    on_time = len(prediction.labels) - delayed
+    if delayed:
+        _PREDICTION_COUNTERS[model, 1].inc(delayed)
+    if on_time:
+        _PREDICTION_COUNTERS[model, 0].inc(on_time)
 
 
 def exposition() -> tuple[bytes, str]:
@@ -69,15 +76,14 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
 
         async def send_with_status(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
-                LATENCY.labels(_route(scope), scope["method"], str(status)).observe(
-                    time.perf_counter() - start
-                )
+                key = (_route(scope), scope["method"], message["status"])
+                histogram = _LATENCY_CHILDREN.get(key)
+                if histogram is None:
+                    histogram = _LATENCY_CHILDREN[key] = LATENCY.labels(key[0], key[1], str(key[2]))
+                histogram.observe(time.perf_counter() - start)
             await send(message)
 
         await self.app(scope, receive, send_with_status)

@@ -20,7 +20,7 @@ import orjson
 
 from app.errors import ModelLoadError
 from app.features import FeatureEncoder
-from app.flights import Flight, Schedule
+from app.flights import FLIGHT_TYPES, Flight, Schedule
 
 MINIMAL_MODEL = "delay-minimal"
 FULL_MODEL = "delay-full"
@@ -60,10 +60,20 @@ class ModelCard:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    labels: np.ndarray
-    """int64, 1 = delayed more than 15 minutes"""
-    probabilities: np.ndarray
-    """float32, in the order of the flights"""
+    """One label and probability per flight, in order: numpy arrays from onnxruntime, plain
+    lists from a tabulated model (orjson writes either without converting element by element)."""
+
+    labels: list[int] | np.ndarray
+    """1 = delayed more than 15 minutes"""
+    probabilities: list[float] | np.ndarray
+    """float32 values"""
+    delayed: int
+    """how many labels are 1"""
+
+    @classmethod
+    def from_probabilities(cls, probabilities: np.ndarray, threshold: float) -> Prediction:
+        labels = (probabilities >= threshold).astype(np.int64)
+        return cls(labels, probabilities, int(np.count_nonzero(labels)))
 
 
 def _input(card: dict[str, Any], name: str) -> dict[str, Any]:
@@ -85,6 +95,7 @@ class OnnxModel:
         self._encode = card.encoder.encode
         self._run = session.run
         self._outputs = [ONNX_PROBABILITIES]
+        self._table: dict[tuple[str, str, int], tuple[int, float]] | None = None
         self.ready = False
 
     @classmethod
@@ -120,9 +131,41 @@ class OnnxModel:
             raise ModelLoadError(f"model {self.name} gave no usable probabilities on warm-up")
         self.ready = True
 
+    def tabulate(self) -> None:
+        """Scores the minimal model's whole input domain once, so that every later prediction
+        is a dict lookup instead of an onnxruntime call.
+
+        The domain is finite: 23 airlines x 2 flight types x 12 months = 552 flights, each
+        scored here by the same session with the same threshold, so a table answer is the
+        onnxruntime answer (tests/test_model.py checks every entry). It is not a cache: it is
+        complete before the first request, never misses and never evicts.
+        """
+        if self.card.encoder.schedule:
+            raise ValueError("only the minimal model has a finite input domain")
+        domain = [
+            Flight(operator, kind, month)
+            for operator in self.card.operators
+            for kind in FLIGHT_TYPES
+            for month in range(1, 13)
+        ]
+        prediction = Prediction.from_probabilities(self.predict_proba(domain), self.threshold)
+        self._table = {
+            (flight.operator, flight.flight_type, flight.month): (
+                int(label),
+                _shortest(probability),
+            )
+            for flight, label, probability in zip(
+                domain, prediction.labels, prediction.probabilities, strict=True
+            )
+        }
+
     def predict(self, flights: Sequence[Flight]) -> Prediction:
-        probabilities = self.predict_proba(flights)
-        return Prediction((probabilities >= self.threshold).astype(np.int64), probabilities)
+        table = self._table
+        if table is None:
+            return Prediction.from_probabilities(self.predict_proba(flights), self.threshold)
+        answers = [table[flight.operator, flight.flight_type, flight.month] for flight in flights]
+        labels = [label for label, _ in answers]
+        return Prediction(labels, [probability for _, probability in answers], sum(labels))
 
     def predict_proba(self, flights: Sequence[Flight]) -> np.ndarray:
         """Probability of a delay over 15 minutes, one per flight."""
@@ -132,6 +175,11 @@ class OnnxModel:
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         probabilities: np.ndarray = self._run(self._outputs, {ONNX_INPUT: features})[0]
         return np.ascontiguousarray(probabilities[:, 1])  # orjson serialises contiguous arrays only
+
+
+def _shortest(probability: float) -> float:
+    """The double whose shortest repr is the float32's, so JSON shows the same digits either way."""
+    return float(str(np.float32(probability)))
 
 
 class ModelSet:
@@ -149,12 +197,20 @@ class ModelSet:
         self._observe = observe
 
     @classmethod
-    def load(cls, models_dir: Path, threads: int = 1, observe: Observer | None = None) -> ModelSet:
+    def load(
+        cls,
+        models_dir: Path,
+        threads: int = 1,
+        observe: Observer | None = None,
+        tabulate_minimal: bool = True,
+    ) -> ModelSet:
         minimal, full = (OnnxModel.load(models_dir, name, threads) for name in MODEL_NAMES)
         models = cls(minimal, full) if observe is None else cls(minimal, full, observe)
         example = Flight(models.operators[0], "I", 1, _EXAMPLE_SCHEDULE)
         models.minimal.warm_up([Flight(example.operator, "I", 1)])
         models.full.warm_up([example])
+        if tabulate_minimal:
+            models.minimal.tabulate()
         return models
 
     @property
@@ -167,6 +223,7 @@ class ModelSet:
             return self.predict_with(self.minimal if first else self.full, flights)
         labels = np.empty(len(flights), dtype=np.int64)
         probabilities = np.empty(len(flights), dtype=np.float32)
+        delayed = 0
         for model, scheduled in ((self.minimal, False), (self.full, True)):
             rows = [
                 i for i, flight in enumerate(flights) if (flight.schedule is not None) is scheduled
@@ -174,7 +231,8 @@ class ModelSet:
             part = self.predict_with(model, [flights[i] for i in rows])
             labels[rows] = part.labels
             probabilities[rows] = part.probabilities
-        return Prediction(labels, probabilities)
+            delayed += part.delayed
+        return Prediction(labels, probabilities, delayed)
 
     def predict_with(self, model: OnnxModel, flights: Sequence[Flight]) -> Prediction:
         prediction = model.predict(flights)

@@ -18,6 +18,8 @@ class Settings:
     ort_threads: int = 1
     """intra- and inter-op threads per onnxruntime session: one per worker, the workers are the
     parallelism; a thread pool in each of N workers only fights over the same cores."""
+    tabulate_minimal: bool = True
+    """Serve the minimal model from a table of its whole 552-flight domain (see OnnxModel.tabulate)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -26,6 +28,7 @@ class Settings:
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             max_flights=_positive_int(env, "MAX_FLIGHTS", cls.max_flights),
             ort_threads=_positive_int(env, "ORT_THREADS", cls.ort_threads),
+            tabulate_minimal=_flag(env, "TABULATE_MINIMAL", cls.tabulate_minimal),
         )
 
 
@@ -40,3 +43,14 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ValueError(f"{name}={raw!r} must be positive")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (1/0, true/false)")

@@ -132,7 +132,7 @@ def test_bytes_elements_must_be_utf8() -> None:
 
 def test_response_mixes_json_and_binary_outputs() -> None:
     prediction = Prediction(
-        np.array([0, 1], dtype=np.int64), np.array([0.1, 0.9], dtype=np.float32)
+        np.array([0, 1], dtype=np.int64), np.array([0.1, 0.9], dtype=np.float32), 1
     )
     request = InferenceRequest("abc", {}, {"label": True, "proba": False})
     body, headers = encode_response("delay-minimal", "v1", request, prediction)
@@ -145,8 +145,17 @@ def test_response_mixes_json_and_binary_outputs() -> None:
     assert proba["data"] == pytest.approx([0.1, 0.9])
 
 
+def test_list_predictions_encode_like_arrays() -> None:
+    as_lists = Prediction([0, 1], [0.25, 0.75], 1)
+    as_arrays = Prediction(np.array([0, 1]), np.array([0.25, 0.75], dtype=np.float32), 1)
+    request = InferenceRequest(None, {}, {"label": True, "proba": True})
+    assert encode_response("m", "v", request, as_lists) == encode_response(
+        "m", "v", request, as_arrays
+    )
+
+
 def test_all_json_response_has_no_binary_header() -> None:
-    prediction = Prediction(np.array([1], dtype=np.int64), np.array([0.5], dtype=np.float32))
+    prediction = Prediction(np.array([1], dtype=np.int64), np.array([0.5], dtype=np.float32), 1)
     body, headers = encode_response(
         "m", "v", InferenceRequest(None, {}, {"label": False}), prediction
     )

@@ -40,6 +40,31 @@ def test_labels_follow_the_cards_threshold() -> None:
     assert 0 < prediction.labels.sum() < len(flights)  # the threshold splits the domain
 
 
+def test_the_minimal_table_gives_onnxruntimes_answers_on_the_whole_domain() -> None:
+    tabulated = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
+    tabulated.tabulate()
+    session = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
+    domain = [
+        Flight(operator, kind, month)
+        for operator in session.card.operators
+        for kind in ("I", "N")
+        for month in range(1, 13)
+    ]
+    assert len(domain) == 552
+    table = tabulated.predict(domain)
+    direct = session.predict(domain)
+    assert table.labels == direct.labels.tolist()
+    assert table.delayed == direct.delayed
+    assert orjson.dumps(table.probabilities) == orjson.dumps(
+        direct.probabilities, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+
+
+def test_the_full_model_has_no_finite_table() -> None:
+    with pytest.raises(ValueError, match="finite input domain"):
+        OnnxModel.load(MODELS_DIR, FULL_MODEL).tabulate()
+
+
 def test_observer_sees_every_prediction() -> None:
     seen: list[tuple[str, Prediction]] = []
     models = ModelSet.load(

@@ -34,6 +34,11 @@ def test_bad_numbers_name_the_variable(value: str, message: str) -> None:
         Settings.from_env({"MAX_FLIGHTS": value})
 
 
+def test_bad_boolean_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="TABULATE_MINIMAL='maybe' is not a boolean"):
+        Settings.from_env({"TABULATE_MINIMAL": "maybe"})
+
+
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().max_flights = 5  # type: ignore[misc]

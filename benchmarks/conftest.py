@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from app.main import create_app
+from app.model import FULL_MODEL, MINIMAL_MODEL
+from app.settings import Settings
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+SIZES = (1, 100, 1000)
+
+
+def _card(name: str) -> dict[str, Any]:
+    card: dict[str, Any] = orjson.loads((MODELS_DIR / f"{name}.json").read_bytes())
+    return card
+
+
+def _known(card: dict[str, Any], name: str) -> list[str]:
+    item = next(i for i in card["inputs"] if i["name"] == name)
+    return list(item.get("allowed") or item["known"])
+
+
+def make_flights(count: int, schedule: bool, seed: int = 0) -> list[dict[str, Any]]:
+    """Valid flights spread over the model's vocabulary: no two bodies the same cache entry."""
+    rng = random.Random(seed)
+    card = _card(FULL_MODEL if schedule else MINIMAL_MODEL)
+    operators = _known(card, "OPERA")
+    flights: list[dict[str, Any]] = []
+    for _ in range(count):
+        month = rng.randint(1, 12)
+        flight: dict[str, Any] = {
+            "OPERA": rng.choice(operators),
+            "TIPOVUELO": rng.choice("IN"),
+            "MES": month,
+        }
+        if schedule:
+            flight |= {
+                "Fecha-I": f"2017-{month:02d}-{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:{rng.choice((0, 15, 30, 45)):02d}:00",
+                "Des-I": rng.choice(_known(card, "Des-I")),
+                "Emp-I": rng.choice(_known(card, "Emp-I")),
+                "Vlo-I": str(rng.randint(1, 9999)),
+            }
+        flights.append(flight)
+    return flights
+
+
+@pytest.fixture(scope="session")
+def app() -> Iterator[Starlette]:
+    """The service app with its models loaded (the lifespan runs inside TestClient)."""
+    application = create_app(Settings(models_dir=MODELS_DIR))
+    with TestClient(application):
+        yield application

@@ -1,0 +1,302 @@
+"""A bounded wrk stress run of `POST /predict` against the service served as the README serves it.
+
+Starts `gunicorn -c gunicorn.conf.py 'app.main:create_app()'` on a free loopback port, waits
+until it is ready, runs wrk with `wrk/predict.lua`, stops the server, then writes
+`README.md` and `latency.png` to --out. Exits non-zero, saying why, when the run did not reach
+--min-requests or saw any socket error or non-2xx answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.stress_report import (
+    RunInfo,
+    failures,
+    parse_summary,
+    plot_latency,
+    render_markdown,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "app.main:create_app()"
+READY_PATH = "/v2/health/ready"
+WORKER_STARTED = "Application startup complete"
+"""uvicorn's line once a worker's lifespan (model loading) is done: one per worker."""
+
+
+class StressError(Exception):
+    """The run could not happen (no wrk, server never ready): no numbers to judge."""
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    command: list[str]
+    workers: int | None
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served(gunicorn: Path, port: int, ready_timeout: float, log_dir: Path) -> Iterator[Server]:
+    """The README's serve command on 127.0.0.1:port; SIGTERM and a bounded wait on exit."""
+    command = [str(gunicorn), "-c", "gunicorn.conf.py", APP]
+    env = {**os.environ, "BIND": f"127.0.0.1:{port}"}
+    log = log_dir / "server.log"
+    with log.open("wb") as sink:
+        try:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as error:
+            raise StressError(f"cannot start {gunicorn}: {error}") from None
+    server = Server(process, f"http://127.0.0.1:{port}", log, command, None)
+    try:
+        wait_ready(server, time.monotonic() + ready_timeout)
+        yield Server(process, server.url, log, command, worker_count(process.pid))
+    finally:
+        stop(process)
+
+
+def wait_ready(server: Server, deadline: float, worker_grace: float = 15) -> None:
+    """Ready answers 200, then every worker has loaded its models (else wrk meets cold ones).
+
+    Worker start-up is read from uvicorn's log line, so a quieter LOG_LEVEL only costs a
+    warning and `worker_grace` seconds, not the run.
+    """
+    while not _ready(server.url + READY_PATH):
+        _check_alive(server, deadline, f"{READY_PATH} never answered 200")
+        time.sleep(0.2)
+    grace = min(deadline, time.monotonic() + worker_grace)
+    while _started(server.log) < (worker_count(server.process.pid) or 1):
+        _check_alive(server, deadline, "not every worker finished starting")
+        if time.monotonic() > grace:
+            print(f"stress: warning: no {WORKER_STARTED!r} from every worker", file=sys.stderr)
+            return
+        time.sleep(0.2)
+
+
+# No proxy from the environment: the readiness probe, like wrk, only talks to 127.0.0.1.
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _ready(url: str) -> bool:
+    try:
+        with _LOOPBACK.open(url, timeout=2) as answer:
+            status: int = answer.status
+            return status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _started(log: Path) -> int:
+    return log.read_text(encoding="utf-8", errors="replace").count(WORKER_STARTED)
+
+
+def _check_alive(server: Server, deadline: float, problem: str) -> None:
+    if server.process.poll() is not None:
+        raise StressError(
+            f"the server exited with {server.process.returncode} before it was ready:\n"
+            + server.log_tail()
+        )
+    if time.monotonic() > deadline:
+        raise StressError(f"{problem} within the ready timeout:\n" + server.log_tail())
+
+
+def worker_count(pid: int) -> int | None:
+    """The master's child processes, from /proc (None where Linux does not expose them)."""
+    try:
+        return len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return None
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 30) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        # Only the session this run started: the master and its own workers.
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wrk_command(args: argparse.Namespace, script: str, url: str) -> list[str]:
+    return [
+        args.wrk,
+        f"--threads={args.threads}",
+        f"--connections={args.connections}",
+        f"--duration={args.duration}s",
+        f"--timeout={args.timeout}s",
+        f"--script={script}",
+        url,
+    ]
+
+
+def run_wrk(command: list[str], bodies: Path, duration: int) -> str:
+    env = {**os.environ, "WRK_BODIES": _display(bodies)}
+    try:
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=duration + 60,
+            check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise StressError(f"wrk did not finish within {duration + 60} s") from None
+    if done.returncode != 0:
+        raise StressError(f"wrk exited with {done.returncode}:\n{done.stderr}{done.stdout}")
+    return done.stdout
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def machine() -> tuple[str, str, int]:
+    """`uname -a`, the CPU model from /proc/cpuinfo and `nproc`."""
+    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=False)
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return uname.stdout.strip() or platform.platform(), model, len(os.sched_getaffinity(0))
+
+
+def _display(path: Path | str) -> str:
+    """Paths relative to the project, as someone would type them there."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.stress", description=__doc__)
+    parser.add_argument("--duration", type=int, default=45, help="seconds of traffic")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--timeout", type=int, default=5, help="wrk's per-request timeout, s")
+    parser.add_argument("--bodies", type=Path, default=Path("build/wrk/minimal.jsonl"))
+    parser.add_argument("--script", type=Path, default=Path("wrk/predict.lua"))
+    parser.add_argument("--out", type=Path, default=Path("reports/stress"))
+    parser.add_argument("--min-requests", type=int, default=50_000)
+    parser.add_argument("--ready-timeout", type=float, default=60, help="seconds")
+    parser.add_argument("--wrk", default="wrk", help="the wrk executable")
+    parser.add_argument(
+        "--gunicorn", type=Path, default=Path(sys.executable).parent / "gunicorn",
+        help="the project's .venv/bin/gunicorn",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.connections < args.threads:
+        parser.error("--connections must be at least --threads (wrk gives each thread a share)")
+    return args
+
+
+def run(args: argparse.Namespace, command: str) -> list[str]:
+    """One stress run; returns the reasons it failed (empty when it passed)."""
+    if shutil.which(args.wrk) is None:
+        raise StressError(f"{args.wrk!r} is not on PATH (apt-get install wrk)")
+    bodies = args.bodies.resolve()
+    if not bodies.is_file():
+        raise StressError(f"no bodies at {args.bodies}: run `make bodies` first")
+    script = args.script.resolve()
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    load = load_average()
+    with (
+        tempfile.TemporaryDirectory(prefix="stress-") as scratch,
+        served(args.gunicorn, free_port(), args.ready_timeout, Path(scratch)) as server,
+    ):
+        output = run_wrk(wrk_command(args, str(script), server.url), bodies, args.duration)
+        died = server.process.poll()
+        if died is not None:
+            raise StressError(f"the server died during the run ({died}):\n{server.log_tail()}")
+    summary = parse_summary(output)
+    uname, cpu, nproc = machine()
+    shown_wrk = wrk_command(args, _display(script), "http://127.0.0.1:<free port>")
+    info = RunInfo(
+        date_utc=date,
+        uname=uname,
+        cpu_model=cpu,
+        nproc=nproc,
+        load_average=load,
+        command=command,
+        server_command=(
+            f"BIND=127.0.0.1:<free port> {_display(server.command[0])} -c gunicorn.conf.py '{APP}'"
+        ),
+        wrk_command=f"WRK_BODIES={_display(bodies)} {shlex.join(shown_wrk)}",
+        workers=server.workers,
+        connections=args.connections,
+        wrk_output="\n".join(
+            line for line in output.splitlines() if not line.startswith('{"tool":"wrk"')
+        ),
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "README.md").write_text(
+        render_markdown(summary, info, args.min_requests), encoding="utf-8"
+    )
+    plot_latency(summary, args.out / "latency.png")
+    lat = summary.latency
+    print(
+        f"{summary.requests:,} requests in {summary.duration_s:.1f} s, "
+        f"{summary.requests_per_s:,.0f} req/s, p50 {lat.p50 / 1000:.2f} ms, "
+        f"p99 {lat.p99 / 1000:.2f} ms, max {lat.max / 1000:.2f} ms, "
+        f"{summary.errors.socket} socket errors, {summary.non_2xx} non-2xx; "
+        f"report in {args.out}/README.md"
+    )
+    return failures(summary, args.min_requests)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw)
+    command = shlex.join(["python", "-m", "benchmarks.stress", *raw])
+    try:
+        reasons = run(args, command)
+    except StressError as error:
+        print(f"stress: {error}", file=sys.stderr)
+        return 2
+    for reason in reasons:
+        print(f"stress: FAIL: {reason}", file=sys.stderr)
+    return 1 if reasons else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

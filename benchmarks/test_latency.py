@@ -1,0 +1,82 @@
+"""In-process latency of one request, without a server: `make bench`.
+
+Each benchmark checks its answer once before timing it, so a fast wrong path cannot pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from benchmarks.asgi import request_caller
+from benchmarks.conftest import SIZES, make_flights
+from benchmarks.noop_app import create_app as create_noop_app
+
+JSON = {"content-type": "application/json"}
+
+
+def _ok(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    assert messages[0]["status"] == 200, messages
+    body: dict[str, Any] = orjson.loads(messages[1]["body"])
+    return body
+
+
+def test_noop_ceiling(benchmark: Any) -> None:
+    """The same request into a Starlette app that only reads the body: the framework's share."""
+    call = request_caller(
+        create_noop_app(),
+        "POST",
+        "/predict",
+        orjson.dumps({"flights": make_flights(1, False)}),
+        headers=JSON,
+    )
+    _ok(call())
+    benchmark(call)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("contract", ["minimal", "full"])
+def test_predict(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
+    body = orjson.dumps({"flights": make_flights(size, contract == "full")})
+    call = request_caller(app, "POST", "/predict", body, headers=JSON)
+    assert len(_ok(call())["predict"]) == size
+    benchmark(call)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_infer_json(benchmark: Any, app: Starlette, size: int) -> None:
+    flights = make_flights(size, False)
+    request = {
+        "inputs": [
+            {
+                "name": name,
+                "datatype": "INT64" if name == "MES" else "BYTES",
+                "shape": [size],
+                "data": [flight[name] for flight in flights],
+            }
+            for name in ("OPERA", "TIPOVUELO", "MES")
+        ]
+    }
+    call = request_caller(
+        app, "POST", "/v2/models/delay-minimal/infer", orjson.dumps(request), headers=JSON
+    )
+    assert _ok(call())["outputs"][0]["shape"] == [size]
+    benchmark(call)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("contract", ["minimal", "full"])
+def test_onnxruntime_call(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
+    """The bare onnxruntime call on already-encoded features: the floor under /predict."""
+    models = app.state.models
+    model = models.full if contract == "full" else models.minimal
+    flights = app.state.validator.flights(make_flights(size, contract == "full"))
+    features = model.card.encoder.encode(flights)
+    probabilities = model.predict_features(features)
+    assert probabilities.shape == (size,)
+    assert np.all((probabilities > 0) & (probabilities < 1))
+    benchmark(model.predict_features, features)
