@@ -126,6 +126,8 @@ def _model(request: Request) -> OnnxModel:
 
 
 def _flag(request: Request, name: str) -> bool:
+    if not request.scope["query_string"]:  # the usual case: skip parsing an empty query
+        return False
     value = request.query_params.get(name)
     if value is None or value.lower() in _FALSE:
         return False
