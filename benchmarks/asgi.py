@@ -2,10 +2,12 @@
 
 The app never waits on anything real (the body is already in memory), so one `send(None)`
 runs the coroutine to completion; a suspension would mean the measurement is wrong, and raises.
+An event loop is marked as running meanwhile (never run), for code that schedules a timer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -47,13 +49,18 @@ def request_caller(
     async def send(reply: Message) -> None:
         sent.append(reply)
 
+    loop = asyncio.new_event_loop()
+
     def call() -> list[Message]:
         sent.clear()
         coroutine = app(dict(scope), receive, send)
+        asyncio._set_running_loop(loop)
         try:
             coroutine.send(None)
         except StopIteration:
             return sent
+        finally:
+            asyncio._set_running_loop(None)
         coroutine.close()
         raise RuntimeError(f"{method} {path} suspended: not measurable in-process")
 

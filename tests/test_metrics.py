@@ -43,3 +43,31 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
         "predictions_total", model="delay-minimal", label="1"
     )
     assert scored == 6
+
+
+def test_flushed_tallies_equal_direct_observations() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from app.metrics import BUCKETS, LATENCY, flush, observe_latency
+
+    values = [0.0, 0.0004, 0.0005, 0.00051, 0.3, 2.5, 7.0, *BUCKETS]
+    reference = Histogram(
+        "reference_seconds", "same buckets", buckets=BUCKETS, registry=CollectorRegistry()
+    )
+    for value in values:
+        reference.observe(value)
+        observe_latency("/flush-test", "GET", 200, value)
+
+    def samples(histogram: object) -> dict[str, float]:
+        return {
+            f"{sample.name.rsplit('_', 1)[-1]}{sample.labels.get('le', '')}": sample.value
+            for metric in histogram.collect()  # type: ignore[attr-defined]
+            for sample in metric.samples
+            if sample.labels.get("route", "/flush-test") == "/flush-test"
+        }
+
+    flush()
+    flushed = samples(LATENCY.labels("/flush-test", "GET", "200"))
+    assert flushed["count"] == len(values)
+    assert flushed["bucket+Inf"] == len(values)
+    assert flushed == samples(reference)

@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
+from app.metrics import FLUSH_SECONDS
+
 pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -518,7 +520,9 @@ def predictions(families: list[Any], model: str) -> float:
 
 
 def totals(url: str, scrapes: int = 6) -> tuple[float, float, float]:
-    """Every scrape must give the same totals, whichever worker answers it."""
+    """Every scrape must give the same totals, whichever worker answers it, once every worker
+    has flushed its tallies (app.metrics flushes them each FLUSH_SECONDS)."""
+    time.sleep(FLUSH_SECONDS + 0.5)
     seen = set()
     for _ in range(scrapes):
         families = scrape(url)

@@ -1,0 +1,13 @@
+# In-process latency benchmarks (pytest-benchmark); included by the Makefile. Kept out of the
+# default test run: timing never gates `make test`.
+BENCH_STORAGE ?= .benchmarks
+BENCH_ARGS = -p no:cacheprovider --benchmark-storage=$(BENCH_STORAGE) \
+	--benchmark-columns=min,median,iqr,ops --benchmark-sort=name
+
+.PHONY: bench bench-compare
+bench: $(DEV_STAMP) ## in-process latency of /predict, OIP infer and the bare onnxruntime call; saved to .benchmarks/ and reports/latency.json
+	$(BIN)/pytest benchmarks $(BENCH_ARGS) --benchmark-autosave --benchmark-json=$(REPORTS_DIR)/latency.json
+
+bench-compare: $(DEV_STAMP) ## run the benchmarks again and compare with the last saved run
+	$(BIN)/pytest benchmarks $(BENCH_ARGS) --benchmark-autosave \
+		$(if $(wildcard $(BENCH_STORAGE)/*/*.json),--benchmark-compare,)
