@@ -1,6 +1,7 @@
 """Writes wrk request bodies for `POST /predict`, drawn from the real SCL flights.
 
-The output is one JSON body per line (`minimal.jsonl`, `full.jsonl`, `batch.jsonl`) so the wrk
+The output is one JSON body per line (`minimal.jsonl`, `full.jsonl`, `batch.jsonl` of full
+flights, `batch-minimal.jsonl` of minimal ones) so the wrk
 Lua scripts can load it with `io.lines`. It goes to a git-ignored directory (`build/wrk`): the
 data set, and so any sample of it, is never committed.
 
@@ -32,7 +33,7 @@ MINIMAL_KEYS = ("OPERA", "TIPOVUELO", "MES")
 KEY_ORDERS = tuple(itertools.permutations(MINIMAL_KEYS))
 """The canonical order first: a triple's first body looks like the API's own example."""
 
-FILES = ("minimal.jsonl", "full.jsonl", "batch.jsonl")
+FILES = ("minimal.jsonl", "full.jsonl", "batch.jsonl", "batch-minimal.jsonl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +135,19 @@ def full_bodies(rows: Sequence[Row], count: int, rng: random.Random) -> list[str
     return [body([row.full()]) for row in rng.sample(list(rows), count)]
 
 
-def batch_bodies(rows: Sequence[Row], batches: int, size: int, rng: random.Random) -> list[str]:
-    """`batches` distinct bodies of `size` distinct full-contract flights each."""
+def batch_bodies(
+    rows: Sequence[Row], batches: int, size: int, rng: random.Random, minimal: bool = False
+) -> list[str]:
+    """`batches` distinct bodies of `size` distinct rows each, as full-contract flights or,
+    with `minimal`, as the challenge's three fields (the rows differ; the triples repeat)."""
     if size > len(rows):
         raise ValueError(f"only {len(rows)} distinct flights in the data; a batch needs {size}")
     population = list(rows)
     bodies: dict[str, None] = {}
     for _ in range(batches * 10):
-        bodies[body([row.full() for row in rng.sample(population, size)])] = None
+        sample = rng.sample(population, size)
+        flights = [row.minimal(KEY_ORDERS[0]) if minimal else row.full() for row in sample]
+        bodies[body(flights)] = None
         if len(bodies) == batches:
             return list(bodies)
     raise ValueError(f"could not draw {batches} distinct batches of {size} flights")
@@ -163,13 +169,14 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
 def generate(
     data: Path, out: Path, count: int, batch: int, batches: int, seed: int
 ) -> dict[Path, int]:
-    """Writes the three files; returns how many bodies each holds."""
+    """Writes the body files; returns how many bodies each holds."""
     rows = read_rows(data)
     rng = random.Random(seed)
     contents = {
         out / "minimal.jsonl": minimal_bodies(rows, count, rng),
         out / "full.jsonl": full_bodies(rows, count, rng),
         out / "batch.jsonl": batch_bodies(rows, batches, batch, rng),
+        out / "batch-minimal.jsonl": batch_bodies(rows, batches, batch, rng, minimal=True),
     }
     out.mkdir(parents=True, exist_ok=True)
     for path, lines in contents.items():

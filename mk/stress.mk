@@ -17,7 +17,7 @@ STRESS_ARGS = --connections $(STRESS_CONNECTIONS) --threads $(STRESS_THREADS) \
 .PHONY: bodies stress stress-smoke
 bodies: $(WRK_DIR)/minimal.jsonl ## generate wrk bodies from the data
 
-# One run writes minimal.jsonl, full.jsonl and batch.jsonl; minimal.jsonl stands for the three.
+# One run writes every body file (benchmarks.bodies.FILES); minimal.jsonl stands for them all.
 $(WRK_DIR)/minimal.jsonl: $(BODIES_DATA) benchmarks/bodies.py | $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.bodies --data $(BODIES_DATA) --out $(WRK_DIR)
 

@@ -72,7 +72,7 @@ def data_rows(path: Path) -> list[dict[str, str]]:
 
 def test_counts_and_distinct_bodies(data: Path, tmp_path: Path) -> None:
     files = generate(data, tmp_path / "wrk")
-    assert [len(files[name]) for name in bodies.FILES] == [150, 150, 4]
+    assert [len(files[name]) for name in bodies.FILES] == [150, 150, 4, 4]
     for lines in files.values():
         assert len(set(lines)) == len(lines)
     assert all(len(flights(line)) == 1 for line in files["minimal.jsonl"] + files["full.jsonl"])
@@ -80,6 +80,10 @@ def test_counts_and_distinct_bodies(data: Path, tmp_path: Path) -> None:
         batch = flights(line)
         assert len(batch) == 50
         assert len({json.dumps(flight) for flight in batch}) == 50
+    for line in files["batch-minimal.jsonl"]:
+        batch = flights(line)
+        assert len(batch) == 50
+        assert all(set(flight) == {"OPERA", "TIPOVUELO", "MES"} for flight in batch)
 
 
 def test_minimal_bodies_are_real_flights_with_the_scheduled_month(
