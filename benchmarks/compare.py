@@ -1,0 +1,402 @@
+"""`make compare`: the service and its variants under the same wrk load, side by side, in one run.
+
+The machine is shared and noisy, so variants alternate (A B C ... A B C ...) over --rounds, each
+run on a freshly started server: a burst of other work hits one round of every variant rather
+than every round of one. Per run: wrk's req/s, p50 and p99, errors, the server's own CPU-seconds
+(/proc utime+stime of master and workers), each worker's RSS, and spawn-to-ready seconds. Writes
+benchmarks.md, benchmarks.png and benchmarks.json to --out; exits 1 when any run saw an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.compare_report import (
+    BASELINE,
+    RunInfo,
+    RunResult,
+    Variant,
+    failing,
+    flagged,
+    write_all,
+)
+from benchmarks.stress import (
+    READY_PATH,
+    Server,
+    StressError,
+    _display,
+    free_port,
+    load_average,
+    machine,
+    run_wrk,
+    stop,
+    wait_ready,
+)
+from benchmarks.stress_report import parse_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE = "app.main:create_app()"
+SERVICE_KNOBS = (
+    "WORKERS", "TABULATE_MINIMAL", "ORT_THREADS", "ACCESS_LOG", "LOG_LEVEL", "MODELS_DIR",
+    "MAX_BODY_BYTES", "MAX_FLIGHTS", "MAX_HEAD_BYTES", "HEAD_TIMEOUT", "BODY_TIMEOUT",
+    "PROMETHEUS_MULTIPROC_DIR", "REFERENCE_MODEL",
+)  # fmt: skip
+"""Cleared from the inherited environment, with every LATAM_DELAY_* variable: the baseline is
+the README's defaults, whatever the shell running `make compare` has set."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def variants(reference_model: str) -> tuple[Variant, ...]:
+    """Every variant, in the order a round runs them."""
+    return (
+        Variant("noop", "framework ceiling: reads the body, answers a constant",
+                "benchmarks.noop_app:create_app()"),
+        Variant(BASELINE, "the product as the README serves it", SERVICE),
+        Variant("service-full", "full-schedule bodies (the stronger model, onnxruntime per "
+                "request)", SERVICE, bodies="full.jsonl"),
+        Variant("service-no-table", "minimal model through onnxruntime, not the 552-flight table",
+                SERVICE, env={"TABULATE_MINIMAL": "0"}),
+        Variant("service-1-worker", "one gunicorn worker instead of one per core", SERVICE,
+                env={"WORKERS": "1"}),
+        Variant("service-h11-asyncio", "uvicorn without uvloop and httptools", SERVICE,
+                gunicorn_args=("-k", "benchmarks.workers.PurePythonWorker")),
+        Variant("service-access-log", "gunicorn access log on (to the log file)", SERVICE,
+                env={"ACCESS_LOG": "-"}),
+        Variant("fastapi-pandas-pickle", "REFERENCE, not the product: FastAPI + pydantic + "
+                "pandas get_dummies + pickled scikit-learn LogisticRegression",
+                "benchmarks.reference_fastapi:create_app()",
+                env={"REFERENCE_MODEL": reference_model}, reference=True),
+        Variant("service-batch-1000", "1000-flight full-schedule bodies (wrk/batch.lua)",
+                SERVICE, bodies="batch.jsonl", script="wrk/batch.lua", connections=4,
+                flights_per_request=1000),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    server: Server
+    ready_s: float
+
+
+@contextmanager
+def served(variant: Variant, args: argparse.Namespace, log_dir: Path) -> Iterator[Started]:
+    """The variant's gunicorn on a free loopback port, timed from spawn to the first ready 200."""
+    port = free_port()
+    command = [str(args.gunicorn), "-c", "gunicorn.conf.py", *variant.gunicorn_args, variant.app]
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SERVICE_KNOBS and not key.startswith("LATAM_DELAY_")
+    }
+    env |= {**variant.env, "BIND": f"127.0.0.1:{port}"}
+    log = log_dir / f"{variant.name}.log"
+    with log.open("wb") as sink:
+        spawned = time.monotonic()
+        try:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as error:
+            raise StressError(f"cannot start {args.gunicorn}: {error}") from None
+    server = Server(process, f"http://127.0.0.1:{port}", log, command, None)
+    deadline = spawned + args.ready_timeout
+    try:
+        ready_s = _first_ready(server, spawned, deadline)
+        wait_ready(server, deadline)  # every worker started, or a warning
+        yield Started(server, ready_s)
+    finally:
+        stop(process)
+
+
+def _first_ready(server: Server, spawned: float, deadline: float) -> float:
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    while True:
+        try:
+            with opener.open(server.url + READY_PATH, timeout=2) as answer:
+                if answer.status == 200:
+                    return time.monotonic() - spawned
+        except (urllib.error.URLError, OSError):
+            pass
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            state = "exited" if server.process.poll() is not None else "was not ready in time"
+            raise StressError(f"{server.command[-1]} {state}:\n{server.log_tail()}")
+        time.sleep(0.05)
+
+
+def process_tree(master: int) -> list[int]:
+    """The master and its children (the workers), from /proc."""
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return [master, *(int(pid) for pid in children)]
+    except OSError:  # no CONFIG_PROC_CHILDREN: scan every process's parent
+        found = [master]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == master:
+                found.append(int(stat.parent.name))
+        return found
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of each process itself (not of its reaped children), summed."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return ticks / CLOCK_TICKS
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, Pss) in MB; 0 where the file is missing."""
+    return _kb(f"/proc/{pid}/status", "VmRSS:") / 1024, _kb(
+        f"/proc/{pid}/smaps_rollup", "Pss:"
+    ) / 1024
+
+
+def _kb(path: str, key: str) -> int:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def wrk_command(args: argparse.Namespace, variant: Variant, seconds: int, url: str) -> list[str]:
+    connections = variant.connections or args.connections
+    return [
+        args.wrk,
+        f"--threads={min(args.threads, connections)}",
+        f"--connections={connections}",
+        f"--duration={seconds}s",
+        f"--timeout={args.timeout}s",
+        f"--script={ROOT / variant.script}",
+        url,
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """CPU-seconds used so far, read at one instant."""
+
+    server: float | None
+    """The gunicorn master and workers; None if one of them is gone."""
+    children: float
+    """This process's waited-for children: wrk, once run_wrk has returned."""
+    machine: float
+    """Every core's busy time (/proc/stat): the server, wrk and everyone else."""
+
+
+def clocks(pids: Sequence[int]) -> Clocks:
+    try:
+        server: float | None = cpu_seconds(pids)
+    except (OSError, IndexError, ValueError):
+        server = None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[1:8])
+    busy = (user + nice + system + irq + softirq) / CLOCK_TICKS
+    return Clocks(server, usage.ru_utime + usage.ru_stime, busy)
+
+
+def measure(variant: Variant, round_: int, args: argparse.Namespace, scratch: Path) -> RunResult:
+    """Fresh server, warm-up (discarded), then the measured run between two clock readings."""
+    bodies = args.wrk_dir / variant.bodies
+    with served(variant, args, scratch) as started:
+        server = started.server
+        if args.warmup > 0:
+            run_wrk(wrk_command(args, variant, args.warmup, server.url), bodies, args.warmup)
+        load = float(load_average().split()[0])
+        pids = process_tree(server.process.pid)
+        before = clocks(pids)
+        measured = wrk_command(args, variant, args.duration, server.url)
+        output = run_wrk(measured, bodies, args.duration)
+        after = clocks(pids)
+        if server.process.poll() is not None:
+            raise StressError(
+                f"{variant.name}: the server died during the run:\n{server.log_tail()}"
+            )
+        now = process_tree(server.process.pid)
+        memory = [memory_mb(pid) for pid in now[1:]]
+    notes = []
+    cpu_s = None
+    if now != pids or before.server is None or after.server is None:
+        notes.append(f"worker processes changed during the run ({pids[1:]} -> {now[1:]})")
+    else:
+        cpu_s = after.server - before.server
+    wrk_cpu = after.children - before.children
+    summary = parse_summary(output)
+    raw = next(line for line in reversed(output.splitlines()) if line.startswith('{"tool":"wrk"'))
+    return RunResult(
+        variant=variant.name,
+        round=round_,
+        requests=summary.requests,
+        duration_s=summary.duration_s,
+        requests_per_s=summary.requests_per_s,
+        flights_per_request=variant.flights_per_request,
+        p50_ms=summary.latency.p50 / 1000,
+        p99_ms=summary.latency.p99 / 1000,
+        socket_errors=summary.errors.socket,
+        timeouts=summary.errors.timeout,
+        non_2xx=summary.non_2xx,
+        bad_bodies=summary.bad_bodies,
+        server_cpu_s=cpu_s,
+        wrk_cpu_s=wrk_cpu,
+        rss_mb=tuple(rss for rss, _ in memory),
+        pss_mb=tuple(pss for _, pss in memory),
+        ready_s=started.ready_s,
+        load_before=load,
+        other_cpu_s=after.machine - before.machine - wrk_cpu - (cpu_s or 0.0),
+        notes=tuple(notes),
+        wrk=json.loads(raw),
+    )
+
+
+def preflight(chosen: Sequence[Variant], args: argparse.Namespace) -> None:
+    """Everything a run needs, checked before the first server starts, not at minute six."""
+    if shutil.which(args.wrk) is None:
+        raise StressError(f"{args.wrk!r} is not on PATH (apt-get install wrk)")
+    if not Path(args.gunicorn).is_file():
+        raise StressError(f"no gunicorn at {args.gunicorn}: run `make install`")
+    for variant in chosen:
+        if not (args.wrk_dir / variant.bodies).is_file():
+            raise StressError(f"no bodies at {args.wrk_dir / variant.bodies}: run `make bodies`")
+        model = variant.env.get("REFERENCE_MODEL")
+        if model and not (ROOT / model).is_file():
+            raise StressError(f"no reference model at {model}: run `make reference`")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per run")
+    parser.add_argument("--warmup", type=int, default=2, help="discarded seconds of wrk per run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--timeout", type=int, default=5, help="wrk's per-request timeout, s")
+    parser.add_argument("--variants", help="comma-separated subset (default: all)")
+    parser.add_argument("--wrk-dir", type=Path, default=Path("build/wrk"), help="bodies")
+    parser.add_argument("--reference-model", type=Path, default=Path("build/reference/model.pkl"))
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--ready-timeout", type=float, default=60, help="seconds")
+    parser.add_argument("--wrk", default="wrk", help="the wrk executable")
+    parser.add_argument(
+        "--gunicorn", type=Path, default=Path(sys.executable).parent / "gunicorn",
+        help="the project's .venv/bin/gunicorn",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
+        parser.error("--rounds and --duration must be at least 1, --warmup at least 0")
+    if args.connections < args.threads:
+        parser.error("--connections must be at least --threads (wrk gives each thread a share)")
+    known = {variant.name: variant for variant in variants("")}
+    wanted = args.variants.split(",") if args.variants else list(known)
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
+    # The server runs in the project directory: a path relative to it works there.
+    args.chosen = [v for v in variants(_display(args.reference_model)) if v.name in wanted]
+    return args
+
+
+def run_info(args: argparse.Namespace, command: str, load: str) -> RunInfo:
+    uname, cpu, nproc = machine()
+    shown = (
+        f"WRK_BODIES=<bodies> {args.wrk} --threads={args.threads} "
+        f"--connections={args.connections} --duration={args.duration}s "
+        f"--timeout={args.timeout}s --script=<script> http://127.0.0.1:<free port>"
+    )
+    return RunInfo(
+        date_utc=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        uname=uname,
+        cpu_model=cpu,
+        nproc=nproc,
+        load_average=load,
+        command=command,
+        server_command=f"{_display(args.gunicorn)} -c gunicorn.conf.py",
+        wrk_command=shown,
+        rounds=args.rounds,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        threads=args.threads,
+        wrk_dir=_display(args.wrk_dir),
+        revision=revision(),
+    )
+
+
+def revision() -> str:
+    """The commit measured, and whether the work tree differed from it (others edit it too)."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted changes" if dirty.strip() else head
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw)
+    info = run_info(args, shlex.join(["python", "-m", "benchmarks.compare", *raw]), load_average())
+    runs: list[RunResult] = []
+    aborted = ""
+    try:
+        preflight(args.chosen, args)
+        with tempfile.TemporaryDirectory(prefix="compare-") as scratch:
+            for round_ in range(1, args.rounds + 1):
+                for variant in args.chosen:
+                    run = measure(variant, round_, args, Path(scratch))
+                    runs.append(run)
+                    print(_progress(run, args.rounds), flush=True)
+    except StressError as error:
+        aborted = str(error)
+        print(f"compare: {error}", file=sys.stderr)
+    if not runs:
+        return 2
+    finished = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    info = replace(info, finished_utc=finished, aborted=aborted)
+    paths = write_all(args.out, info, args.chosen, runs)
+    print("compare: wrote " + ", ".join(_display(path) for path in paths))
+    for problem in flagged(runs):
+        print(f"compare: FLAGGED: {problem}", file=sys.stderr)
+    return 2 if aborted else 1 if failing(runs, args.chosen) else 0
+
+
+def _progress(run: RunResult, rounds: int) -> str:
+    cpu = "n/a" if run.cpu_s_per_1k is None else f"{run.cpu_s_per_1k:.3f}"
+    rss = "/".join(f"{mb:.0f}" for mb in run.rss_mb)
+    return (
+        f"round {run.round}/{rounds} {run.variant:<22} {run.requests_per_s:>9,.0f} req/s "
+        f"p50 {run.p50_ms:6.2f} ms p99 {run.p99_ms:7.2f} ms CPU-s/1k {cpu} RSS {rss} MB "
+        f"ready {run.ready_s:.2f} s errors {run.errors}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
