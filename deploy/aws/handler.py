@@ -1,0 +1,161 @@
+"""AWS Lambda entry point: the service's own app (`app.main:create_app()`) behind API Gateway,
+through Mangum, the ASGI-to-Lambda adapter.
+
+Cold start, once per execution environment: when MODELS_S3_URI (`s3://bucket/prefix/`) is set,
+the model files under that prefix are downloaded to MODELS_DIR (default /tmp/models, the only
+writable path on Lambda); then the app's lifespan runs once, loading and warming the models.
+Mangum's own lifespan handling ("auto"/"on") would run the startup and the shutdown around every
+invocation, loading the models again for each request, so it is turned off and the lifespan is
+entered here and left open for the life of the environment.
+
+Deployed as `handler.handler` (deploy/aws/build.sh puts this file at the bundle's root).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from mangum import Mangum
+from mangum.protocols import LifespanCycle
+
+from app.main import create_app
+from app.settings import Settings
+
+logger = logging.getLogger("app.lambda")
+
+MODEL_SUFFIXES = (".onnx", ".json")
+"""What a models directory holds: the ONNX files and their cards."""
+DEFAULT_DOWNLOAD_DIR = "/tmp/models"
+
+
+class S3Client(Protocol):
+    """The two calls of boto3's S3 client that the download uses (a fake in tests)."""
+
+    def list_objects_v2(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def download_file(self, Bucket: str, Key: str, Filename: str) -> None: ...  # noqa: N803
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix/"): the prefix is a directory."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"MODELS_S3_URI={uri!r} is not an s3://bucket/prefix URI")
+    prefix = parsed.path.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return parsed.netloc, prefix
+
+
+def download_models(uri: str, destination: Path, client: S3Client) -> list[Path]:
+    """Copies the model files directly under the URI's prefix (not in sub-prefixes) into
+    `destination`. Each file lands under a temporary name first and is renamed when complete.
+    Their integrity is checked when the app loads them: each card holds its ONNX file's sha256."""
+    bucket, prefix = parse_s3_uri(uri)
+    destination.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = client.list_objects_v2(**request)
+        for item in page.get("Contents", []):
+            key: str = item["Key"]
+            name = key[len(prefix) :]
+            if "/" in name or PurePosixPath(name).suffix not in MODEL_SUFFIXES:
+                continue
+            target = destination / name
+            partial = target.with_name(name + ".partial")
+            client.download_file(Bucket=bucket, Key=key, Filename=str(partial))
+            partial.replace(target)
+            written.append(target)
+        if not page.get("IsTruncated"):
+            break
+        request["ContinuationToken"] = page["NextContinuationToken"]
+    if not written:
+        raise FileNotFoundError(f"no .onnx or .json files under {uri}")
+    return sorted(written)
+
+
+def _boto3_s3_client() -> S3Client:
+    # boto3 is in the Lambda Python runtime but not a dependency of the service: imported only
+    # when MODELS_S3_URI asks for it.
+    boto3 = importlib.import_module("boto3")
+    client: S3Client = boto3.client("s3")
+    return client
+
+
+@dataclass
+class LambdaService:
+    """The app with its lifespan entered, and the adapter that turns events into requests."""
+
+    adapter: Mangum
+    lifespan: ExitStack
+    loop: asyncio.AbstractEventLoop
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return self.adapter(event, context)
+
+    def close(self) -> None:
+        """Runs the app's shutdown. Lambda freezes and discards environments without a hook
+        for it; tests call it so that no startup is left pending."""
+        self.lifespan.close()
+        self.loop.close()
+
+
+def cold_start(
+    env: Mapping[str, str] = os.environ, s3_client: S3Client | None = None
+) -> LambdaService:
+    """Fetches the models when MODELS_S3_URI is set, builds the app and runs its startup."""
+    settings_env = dict(env)
+    uri = env.get("MODELS_S3_URI")
+    if uri:
+        models_dir = Path(env.get("MODELS_DIR") or DEFAULT_DOWNLOAD_DIR)
+        files = download_models(uri, models_dir, s3_client or _boto3_s3_client())
+        logger.info("downloaded %d model files from %s to %s", len(files), uri, models_dir)
+        settings_env["MODELS_DIR"] = str(models_dir)
+    app = create_app(Settings.from_env(settings_env))
+    # Mangum and the lifespan run on this loop; it stays the current loop between invocations.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    lifespan = ExitStack()
+    # Raises if the models do not load: the cold start fails, loudly, and Lambda retries it.
+    lifespan.enter_context(LifespanCycle(app, "on"))
+    return LambdaService(Mangum(app, lifespan="off"), lifespan, loop)
+
+
+_service: LambdaService | None = None
+
+
+def service() -> LambdaService:
+    """The environment's one LambdaService, made on first use."""
+    global _service
+    if _service is None:
+        _service = cold_start()
+    return _service
+
+
+def reset() -> None:
+    """Shuts the current service down, so that the next invocation is a cold start (tests)."""
+    global _service
+    if _service is not None:
+        _service.close()
+        _service = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda handler: one API Gateway event in, one response out."""
+    return service()(event, context)
+
+
+if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
+    # On Lambda, start in the init phase (at import): it runs before the first request's timeout
+    # starts counting, and with provisioned concurrency before any request at all.
+    service()

@@ -1,0 +1,233 @@
+"""The DVC pipeline (dvc.yaml, params.yaml, data.dvc, .dvc/config): `dvc repro` run for real in
+a temporary git repository holding a copy of the project, on a small synthetic flights file,
+offline and without the remote. Plus the prepare stage's own checks, in-process."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy.dvc.prepare import main as prepare
+from tests.conftest import ROOT, synthetic_rows, write_csv
+from train.data import CSV_SHA256
+
+VENV_BIN = Path(sys.executable).parent
+DVC = [sys.executable, "-m", "dvc"]
+# What a clone holds that the pipeline reads: its code, its definition, the committed outputs.
+PROJECT_FILES = [
+    "app",
+    "train",
+    "export",
+    "deploy/dvc",
+    "models",
+    "reports/model.md",
+    "reports/figures",
+    "dvc.yaml",
+    "params.yaml",
+    "data.dvc",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+]
+MODEL_FILES = ["delay-minimal.onnx", "delay-minimal.json", "delay-full.onnx", "delay-full.json"]
+
+
+def csv_sha256(path: Path) -> str:
+    return hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        # `python` in dvc.yaml's commands is this virtualenv's
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(cwd.parent / "dvc-site-cache"),
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # scikit-learn's OpenMP threads only fight over a busy machine's cores (the export took
+        # 17 s instead of 10 s on 2 cores at load 3, minutes at load 6); same model bytes.
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def dvc_yaml() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    return loaded
+
+
+def params() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return loaded
+
+
+# ---- the definition, checked without running it ----
+
+
+def test_params_name_the_challenges_data_and_the_full_search():
+    data = params()["data"]
+    assert data["sha256"] == CSV_SHA256
+    assert data["path"] == "data/raw/dataset_SCL.csv.gz"
+    assert params()["export"]["search"] == "grid"
+    tracked = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"]
+    assert [out["path"] for out in tracked] == [data["path"]]
+
+
+def test_the_export_stage_writes_every_model_the_app_serves_and_keeps_them_in_git():
+    stage = dvc_yaml()["stages"]["export"]
+    assert "python -m export" in stage["cmd"]
+    outs = {name: options for out in stage["outs"] for name, options in out.items()}
+    assert {f"models/{name}" for name in MODEL_FILES} <= set(outs)
+    for options in outs.values():
+        # In git, not the DVC cache: a clone serves without DVC. Never deleted before a run.
+        assert options == {"cache": False, "persist": True}
+
+
+def test_the_export_stage_depends_on_the_training_code_the_makefile_names():
+    deps = set(dvc_yaml()["stages"]["export"]["deps"])
+    assert {"train", "export", "app/features.py", "app/flights.py", "build/data.json"} <= deps
+
+
+def test_remote_is_configured_but_analytics_are_off():
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert "analytics = false" in config
+    assert "url = s3://" in config
+
+
+# ---- the prepare stage ----
+
+
+def test_prepare_records_the_data_it_checked(tmp_path):
+    data = write_csv(tmp_path / "flights.csv.gz", synthetic_rows(200))
+    out = tmp_path / "build" / "data.json"
+    assert prepare(["--data", str(data), "--sha256", csv_sha256(data), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["csv_sha256"] == csv_sha256(data)
+    assert record["rows"] == 200
+    assert record["challenge_data"] is False
+    assert 0 < record["delay_rate"] < 1
+
+
+def test_prepare_refuses_data_other_than_the_params_name(tmp_path, capsys):
+    data = write_csv(tmp_path / "flights.csv.gz", synthetic_rows(200))
+    out = tmp_path / "data.json"
+    assert prepare(["--data", str(data), "--sha256", CSV_SHA256, "--out", str(out)]) == 1
+    assert "set data.sha256" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_prepare_refuses_a_missing_file(tmp_path, capsys):
+    assert prepare(["--data", str(tmp_path / "nothing.csv.gz"), "--out", str(tmp_path / "o")]) == 1
+    assert "data file not found" in capsys.readouterr().err
+
+
+# ---- dvc repro, for real ----
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A git repository with the project's pipeline files, the synthetic data committed to DVC
+    (as `dvc commit data.dvc` does for new data) and params.yaml set for it."""
+    repo = tmp_path_factory.mktemp("dvc") / "repo"
+    for name in PROJECT_FILES:
+        source, target = ROOT / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    (repo / "data" / "raw").mkdir(parents=True)
+    data = write_csv(repo / "data" / "raw" / "dataset_SCL.csv.gz", synthetic_rows(2000))
+    settings = params()
+    settings["data"]["sha256"] = csv_sha256(data)
+    settings["export"]["search"] = "first"
+    (repo / "params.yaml").write_text(yaml.safe_dump(settings))
+    run(["git", "init", "--quiet"], repo)
+    run([*DVC, "commit", "--force", "data.dvc"], repo)
+    run(["git", "add", "--all"], repo)
+    run(["git", "commit", "--quiet", "--message", "pipeline"], repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def first_repro(clone) -> subprocess.CompletedProcess[str]:
+    return run([*DVC, "repro"], clone)
+
+
+@pytest.mark.slow
+def test_repro_exports_the_models_from_the_data(clone, first_repro):
+    assert "Running stage 'prepare'" in first_repro.stdout
+    assert "Running stage 'export'" in first_repro.stdout
+    data_sha = csv_sha256(clone / "data" / "raw" / "dataset_SCL.csv.gz")
+    for name in MODEL_FILES:
+        assert (clone / "models" / name).stat().st_size > 0
+    for card_name in ("delay-minimal.json", "delay-full.json"):
+        card = json.loads((clone / "models" / card_name).read_text())
+        assert card["data"]["csv_sha256"] == data_sha  # from this data, not the committed ones
+        assert card["data"]["rows"] == 2000
+    assert json.loads((clone / "build" / "data.json").read_text())["csv_sha256"] == data_sha
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prepare", "export"}
+    # The models stay git's (cache: false): DVC did not ignore them.
+    ignored = run(["git", "check-ignore", "models/delay-full.onnx"], clone, check=False)
+    assert ignored.returncode == 1
+
+
+@pytest.mark.slow
+def test_second_repro_is_a_no_op(clone, first_repro):
+    before = {name: (clone / "models" / name).stat().st_mtime_ns for name in MODEL_FILES}
+    second = run([*DVC, "repro"], clone)
+    assert "Data and pipelines are up to date." in second.stdout
+    assert "Running stage" not in second.stdout
+    after = {name: (clone / "models" / name).stat().st_mtime_ns for name in MODEL_FILES}
+    assert after == before
+
+
+@pytest.mark.slow
+def test_a_change_to_training_code_marks_only_the_export_stale(clone, first_repro):
+    candidates = clone / "train" / "candidates.py"
+    original = candidates.read_text()
+    try:
+        candidates.write_text(original + "\n# a change\n")
+        status = json.loads(run([*DVC, "status", "--json"], clone).stdout)
+    finally:
+        candidates.write_text(original)
+    assert set(status) == {"export"}
+    assert json.loads(run([*DVC, "status", "--json"], clone).stdout) == {}
+
+
+@pytest.mark.slow
+def test_other_data_stops_the_pipeline_before_the_export(clone, first_repro):
+    data = clone / "data" / "raw" / "dataset_SCL.csv.gz"
+    original = data.read_bytes()
+    models_before = {name: (clone / "models" / name).read_bytes() for name in MODEL_FILES}
+    try:
+        write_csv(data, synthetic_rows(2000, seed=8))
+        failed = run([*DVC, "repro"], clone, check=False)
+    finally:
+        data.write_bytes(original)
+    assert failed.returncode != 0
+    assert "set data.sha256" in failed.stdout + failed.stderr
+    assert "Running stage 'export'" not in failed.stdout
+    assert {name: (clone / "models" / name).read_bytes() for name in MODEL_FILES} == models_before

@@ -1,0 +1,241 @@
+"""The Kubernetes manifests in deploy/k8s/: every resource validated offline against the
+Kubernetes JSON schemas (kubernetes-validate ships them), and every cross-reference between the
+manifests, the app, the image and gunicorn's settings checked, since no schema sees those."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from app.routes import ROUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+KUSTOMIZATION = K8S / "kustomization.yaml"
+# The oldest Kubernetes the manifests promise to work on (autoscaling/v2, PDB
+# unhealthyPodEvictionPolicy) and the newest kubernetes-validate knows.
+KUBERNETES_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
+# Measured cost (README, reports/benchmarks.md): the gunicorn master, then each worker.
+MASTER_RSS_MIB = 100
+WORKER_RSS_MIB = 150
+MEMORY_HEADROOM = 1.2
+
+
+def manifest_files() -> list[Path]:
+    return sorted(path for path in K8S.glob("*.yaml") if path != KUSTOMIZATION)
+
+
+def load_resources() -> list[dict[str, Any]]:
+    resources = []
+    for path in manifest_files():
+        resources.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    return resources
+
+
+RESOURCES = load_resources()
+
+
+def the(kind: str) -> dict[str, Any]:
+    found = [resource for resource in RESOURCES if resource["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind} in deploy/k8s, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def deployment() -> dict[str, Any]:
+    return the("Deployment")
+
+
+@pytest.fixture(scope="module")
+def pod(deployment) -> dict[str, Any]:
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def container(pod) -> dict[str, Any]:
+    assert len(pod["containers"]) == 1
+    found: dict[str, Any] = pod["containers"][0]
+    return found
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", [])}
+
+
+def cpu_cores(quantity: str | int) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def mebibytes(quantity: str | int) -> float:
+    units = {
+        "Ki": 2**-10,
+        "Mi": 1,
+        "Gi": 2**10,
+        "K": 1e3 / 2**20,
+        "M": 1e6 / 2**20,
+        "G": 1e9 / 2**20,
+    }
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", str(quantity))
+    assert match, f"unsupported memory quantity {quantity!r}"
+    number, unit = match.groups()
+    return float(number) * (units[unit] if unit else 1 / 2**20)
+
+
+def gunicorn_setting(name: str) -> Any:
+    """A literal assignment in gunicorn.conf.py, read without executing the file (it makes
+    directories and sets environment variables)."""
+    tree = ast.parse((ROOT / "gunicorn.conf.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == name for target in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"gunicorn.conf.py does not set {name}")
+
+
+def get_routes() -> set[str]:
+    return {route.path for route in ROUTES if "GET" in (route.methods or set())}
+
+
+def test_every_manifest_holds_the_expected_kinds():
+    kinds = sorted(resource["kind"] for resource in RESOURCES)
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize(
+    "resource", RESOURCES, ids=[f"{r['kind']}/{r['metadata']['name']}" for r in RESOURCES]
+)
+def test_resource_is_valid_against_the_kubernetes_schema(resource, version):
+    # strict: an unknown field (a typo) is an error, not silently dropped by the API server.
+    # A kind with no schema raises SchemaNotFoundError, so it fails here rather than passing.
+    kubernetes_validate.validate(resource, version, strict=True)
+
+
+def test_the_validator_rejects_a_misspelled_field(deployment):
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    container = broken["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_kustomization_lists_every_manifest_and_names_the_container_image(container):
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert sorted(kustomization["resources"]) == [path.name for path in manifest_files()]
+    image_names = [image["name"] for image in kustomization["images"]]
+    assert container["image"].split(":")[0] in image_names
+
+
+def test_deployment_selector_matches_its_pod_labels(deployment):
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector
+    assert selector.items() <= labels.items()
+
+
+def test_service_selects_the_pods_on_a_port_the_container_exposes(deployment, container):
+    service = the("Service")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    port_names = {port["name"] for port in container["ports"]}
+    port_numbers = {port["containerPort"] for port in container["ports"]}
+    for port in service["spec"]["ports"]:
+        assert port["targetPort"] in port_names | port_numbers
+
+
+def test_the_container_listens_where_gunicorn_binds(container):
+    bind_port = int(env_of(container)["BIND"].rsplit(":", 1)[1])
+    assert bind_port in {port["containerPort"] for port in container["ports"]}
+    annotations = the("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == bind_port
+    assert annotations["prometheus.io/path"] in get_routes()
+
+
+@pytest.mark.parametrize(
+    ("probe", "path"),
+    [
+        ("livenessProbe", "/v2/health/live"),
+        ("readinessProbe", "/v2/health/ready"),
+        ("startupProbe", "/v2/health/ready"),
+    ],
+)
+def test_probes_call_the_apps_health_routes(container, probe, path):
+    http_get = container[probe]["httpGet"]
+    assert http_get["path"] == path
+    assert http_get["path"] in get_routes(), f"{path} is not a GET route of app.routes"
+    names = {port["name"] for port in container["ports"]}
+    assert http_get["port"] in names | {port["containerPort"] for port in container["ports"]}
+
+
+def test_workers_match_the_cpu_limit_and_requests_equal_limits(container):
+    resources = container["resources"]
+    cpu_limit = cpu_cores(resources["limits"]["cpu"])
+    assert cpu_limit == int(cpu_limit) >= 1, "a whole number of cores: one worker per core"
+    assert int(env_of(container)["WORKERS"]) == cpu_limit
+    assert resources["requests"] == resources["limits"], "Guaranteed QoS"
+
+
+def test_memory_limit_covers_the_master_and_every_worker(container):
+    workers = int(env_of(container)["WORKERS"])
+    needed = MEMORY_HEADROOM * (MASTER_RSS_MIB + workers * WORKER_RSS_MIB)
+    assert mebibytes(container["resources"]["limits"]["memory"]) >= needed
+
+
+def test_termination_grace_outlasts_the_prestop_sleep_and_gunicorns_drain(pod, container):
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop = int(command[1])
+    assert pre_stop >= 1
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + gunicorn_setting("graceful_timeout")
+
+
+def test_runs_as_the_images_non_root_user_on_a_read_only_root(pod, container):
+    user_lines = re.findall(r"^USER\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    image_uid = int(user_lines[-1].split(":")[0])
+    assert pod["securityContext"]["runAsUser"] == image_uid == 10001
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_tmp_is_a_writable_empty_dir(pod, container):
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert not any(mount.get("readOnly") for mount in container["volumeMounts"])
+
+
+def test_hpa_scales_the_deployment_on_cpu_and_the_deployment_leaves_it_the_count(deployment):
+    hpa = the("HorizontalPodAutoscaler")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        deployment["apiVersion"],
+        deployment["kind"],
+        deployment["metadata"]["name"],
+    )
+    metrics = [(m["type"], m["resource"]["name"]) for m in hpa["spec"]["metrics"]]
+    assert ("Resource", "cpu") in metrics
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_pdb_selects_the_pods_and_leaves_one_serving(deployment):
+    pdb = the("PodDisruptionBudget")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector
+    assert selector.items() <= labels.items()
+    min_replicas = the("HorizontalPodAutoscaler")["spec"]["minReplicas"]
+    assert pdb["spec"]["maxUnavailable"] < min_replicas
