@@ -62,5 +62,11 @@ class NotReady(ServiceError):
     status_code = 503
 
 
+class ClientClosedRequest(ServiceError):
+    """The client left before its body arrived: nobody reads the answer (nginx's 499)."""
+
+    status_code = 499
+
+
 class ModelLoadError(RuntimeError):
     """A model file is missing or unusable: start-up stops with this one-line message."""

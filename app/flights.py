@@ -85,7 +85,8 @@ class FlightValidator:
             unknown = sorted(raw.keys() - _ALLOWED)
             raise InvalidFlight(index, unknown[0], "unknown field", None, list(ALLOWED_FIELDS))
         operator: Any = raw.get("OPERA")
-        if operator not in self.operators:
+        # The type check first: a list or an object is unhashable, and `in` would raise (a 500).
+        if type(operator) is not str or operator not in self.operators:
             self._missing_or_wrong(
                 raw, index, "OPERA", operator, "unknown airline", self._sorted_operators
             )

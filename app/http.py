@@ -7,11 +7,12 @@ from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import (
     BadRequest,
+    ClientClosedRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -65,7 +66,7 @@ async def _read_body(request: Request, declared: bytes, max_bytes: int) -> bytes
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            raise ClientClosedRequest("client closed the request before its body arrived")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:

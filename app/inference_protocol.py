@@ -114,7 +114,10 @@ def encode_response(
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+    # isascii: str.isdigit() also holds for "²", which int() refuses
+    if not (header_length.isascii() and header_length.isdigit()) or not (
+        0 < int(header_length) <= len(body)
+    ):
         raise BadRequest(
             f"Inference-Header-Content-Length {header_length!r} is not a length within the "
             f"{len(body)}-byte body"
@@ -129,7 +132,7 @@ def _input(
     if not isinstance(tensor, dict):
         raise BadRequest("each input must be a JSON object")
     name = tensor.get("name")
-    if name not in inputs:
+    if type(name) is not str or name not in inputs:  # a list or object is unhashable: check first
         raise BadRequest(f"unknown input {name!r}; this model takes {list(inputs)}")
     datatype: str = tensor.get("datatype", "")
     expected = inputs[name]
@@ -221,7 +224,7 @@ def _requested_outputs(header: dict[str, Any]) -> dict[str, bool]:
     outputs: dict[str, bool] = {}
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in OUTPUTS:
+        if type(name) is not str or name not in OUTPUTS:
             raise BadRequest(f"unknown output {name!r}; this model gives {list(OUTPUTS)}")
         output_parameters = item.get("parameters") or {}
         binary = (

@@ -8,15 +8,25 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from app.flights import FlightValidator
 from app.http import EXCEPTION_HANDLERS
 from app.metrics import MetricsMiddleware, count_predictions
 from app.model import ModelSet
+from app.request_id import RequestIdMiddleware
 from app.routes import ROUTES
 from app.settings import Settings
 
 logger = logging.getLogger("app")
+
+
+class Service(Starlette):
+    """Starlette with the request-ID middleware outside its error middleware, which user
+    middleware cannot reach: so that a 500 carries `X-Request-ID` and its log line the ID."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIdMiddleware(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -24,9 +34,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Loaded in each worker after the fork: onnxruntime sessions are not fork-safe.
+        # Loaded in each worker after the fork: onnxruntime sessions are not fork-safe. The
+        # directory is resolved once, so a symlink swapped meanwhile cannot mix two releases.
         models = ModelSet.load(
-            settings.models_dir, settings.ort_threads, count_predictions, settings.tabulate_minimal
+            settings.models_dir.resolve(),
+            settings.ort_threads,
+            count_predictions,
+            settings.tabulate_minimal,
         )
         app.state.validator = FlightValidator(models.operators, settings.max_flights)
         app.state.models = models
@@ -36,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         yield
 
-    app = Starlette(
+    app = Service(
         routes=ROUTES,
         middleware=[Middleware(MetricsMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -49,8 +49,18 @@ _ERRORS = {
             },
         },
     ),
+    "408": _response(
+        "The request head or body was not received within HEAD_TIMEOUT or BODY_TIMEOUT "
+        "(answered by the server; the connection is then closed)",
+        "Error",
+    ),
     "413": _response("Body or batch over its limit", "Error"),
     "415": _response("Content-Type not accepted", "Error"),
+    "431": _response(
+        "Request line and headers over MAX_HEAD_BYTES (answered by the server; the connection "
+        "is then closed)",
+        "Error",
+    ),
     "503": _response("Models not loaded yet", "Error"),
 }
 _NAME = {

@@ -20,6 +20,12 @@ class Settings:
     parallelism; a thread pool in each of N workers only fights over the same cores."""
     tabulate_minimal: bool = True
     """Serve the minimal model from a table of its whole 552-flight domain (see OnnxModel.tabulate)."""
+    max_head_bytes: int = 16_384
+    """Request line + headers; larger heads get `431` (app.protocol: uvicorn has no limit)."""
+    head_timeout: int = 10
+    """Seconds for a request's head to arrive once its connection or request began (`408`)."""
+    body_timeout: int = 30
+    """Seconds for a request's body to arrive after its head (`408`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -29,6 +35,9 @@ class Settings:
             max_flights=_positive_int(env, "MAX_FLIGHTS", cls.max_flights),
             ort_threads=_positive_int(env, "ORT_THREADS", cls.ort_threads),
             tabulate_minimal=_flag(env, "TABULATE_MINIMAL", cls.tabulate_minimal),
+            max_head_bytes=_positive_int(env, "MAX_HEAD_BYTES", cls.max_head_bytes),
+            head_timeout=_positive_int(env, "HEAD_TIMEOUT", cls.head_timeout),
+            body_timeout=_positive_int(env, "BODY_TIMEOUT", cls.body_timeout),
         )
 
 

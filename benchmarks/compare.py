@@ -83,6 +83,9 @@ def variants(reference_model: str) -> tuple[Variant, ...]:
         Variant("service-batch-1000", "1000-flight full-schedule bodies (wrk/batch.lua)",
                 SERVICE, bodies="batch.jsonl", script="wrk/batch.lua", connections=4,
                 flights_per_request=1000),
+        Variant("service-batch-minimal-1000", "1000-flight minimal bodies (wrk/batch.lua)",
+                SERVICE, bodies="batch-minimal.jsonl", script="wrk/batch.lua", connections=4,
+                flights_per_request=1000),
     )  # fmt: skip
 
 

@@ -60,3 +60,18 @@ def test_flight_schema_lists_the_served_airlines(client: TestClient) -> None:
     flight = _document(client)["components"]["schemas"]["Flight"]
     assert "Grupo LATAM" in flight["properties"]["OPERA"]["enum"]
     assert flight["additionalProperties"] is False
+
+
+def test_server_answers_of_the_guarded_protocol_are_documented(client: TestClient) -> None:
+    """408 and 431 come from app.protocol, not from a route: documented all the same, with a
+    body of the documented Error shape."""
+    import json
+
+    from app.protocol import _response
+
+    paths = _document(client)["paths"]
+    for path in ("/predict", "/v2/models/{name}/infer"):
+        assert {"408", "431"} <= set(paths[path]["post"]["responses"])
+    for status, reason in ((408, "Request Timeout"), (431, "Request Header Fields Too Large")):
+        body = json.loads(_response(status, reason, "why").split(b"\r\n\r\n", 1)[1])
+        assert body == {"error": "why"}

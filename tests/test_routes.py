@@ -212,3 +212,24 @@ def test_infer_errors_are_json_with_an_error_key(client: TestClient) -> None:
         "/v2/models/delay-minimal/infer", content=b"x", headers={"content-type": "text/csv"}
     )
     assert response.status_code == 415
+
+
+def test_a_client_leaving_before_its_body_is_a_499_not_a_500(client: TestClient) -> None:
+    import asyncio
+
+    app = client.app
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+             "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                          (b"content-length", b"100")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {}, "app": app}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 499

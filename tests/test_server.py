@@ -581,6 +581,7 @@ def test_metrics_sum_every_workers_requests(server: Server, tmp_path: Path) -> N
 def test_metrics_label_unknown_paths_as_one_route(server: Server, http: httpx.Client) -> None:
     for path in ("/wp-admin", "/etc/passwd", "/v3/anything"):
         assert http.get(path).status_code == 404
+    time.sleep(FLUSH_SECONDS + 0.5)  # every worker has flushed its tallies
     families = scrape(server.url)
     routes = {
         sample.labels["route"]

@@ -1,0 +1,197 @@
+"""uvicorn's httptools protocol with the limits it lacks: head size, read timeouts, a drain.
+
+Under `uvicorn_worker.UvicornWorker` it is uvicorn, not gunicorn, that parses HTTP, so gunicorn's
+`limit_request_line`, `limit_request_fields` and `limit_request_field_size` do nothing, and
+uvicorn's httptools protocol has no limit of its own: it buffers a 5 MB header, keeps a
+connection that never sends a byte open forever, and waits forever on a trickled body
+(reports/reliability.md). This subclass adds, for a few attribute reads per chunk received
+(+0.5 us per request, benchmarks/edge_overhead.py):
+
+* a request head (request line + headers) over `max_head_bytes` gets `431` and the connection
+  is closed, counted per chunk only while a head is incomplete;
+* read timeouts, checked by one sweep a second over the worker's connections (no timer per
+  request): a head not complete within `head_timeout` s gets `408` (or a silent close if
+  nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
+* a graceful drain: on shutdown an idle keep-alive connection is closed only once it has been
+  quiet for a sweep of `DRAIN_INTERVAL`, and a request arriving meanwhile is answered with
+  `Connection: close`, instead of uvicorn closing it at once and racing the client's next
+  request (which the client then sees as a reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+SWEEP_INTERVAL = 1.0
+"""Seconds between timeout sweeps: the timeouts' resolution."""
+DRAIN_INTERVAL = 0.1
+"""Seconds between drain checks once the worker is shutting down."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_head_bytes: int = 16_384
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+
+
+def _response(status: int, reason: str, message: str) -> bytes:
+    body = b'{"error":"' + message.encode("ascii") + b'"}'
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode("ascii") + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """One instance per connection, as uvicorn's own; `limits` is set by `guarded_protocol`."""
+
+    limits = Limits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._partial_head = 0
+        """Bytes received while the current head is incomplete."""
+        self._watched: object = None
+        """The request (its scope, by identity) the last sweep saw waiting, in `_watched_phase`,
+        first seen at `_since`."""
+        self._watched_phase = "idle"
+        self._since = 0.0
+        self._idle_cycle: object = None
+        """While draining: the completed cycle the last drain check saw idle."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        _Sweeper.ensure(self.loop, self.connections)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        cycle = self.cycle
+        limit = self.limits.max_head_bytes
+        if cycle is not None and cycle.scope is self.scope:
+            # The usual case: the head that began is complete. Only when this chunk and the
+            # earlier chunks of the head could hold more than the limit is the head measured.
+            if (
+                self._partial_head + len(data) > limit
+                and not cycle.response_started
+                and self._head_size() > limit
+            ):
+                cycle.disconnected = True  # the app, already started, reads a disconnect
+                self._refuse_head()
+            self._partial_head = 0
+            return
+        if self.transport.is_closing():
+            return
+        self._partial_head += len(data)
+        if self._partial_head > limit:
+            self._refuse_head()
+
+    def _head_size(self) -> int:
+        """The parsed head's size, give or take the separators the parser drops."""
+        headers = self.headers or ()
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in headers)
+
+    def _refuse_head(self) -> None:
+        self._refuse(
+            431,
+            "Request Header Fields Too Large",
+            f"request head over the {self.limits.max_head_bytes}-byte limit",
+        )
+
+    def phase(self) -> str:
+        """What the connection waits for from the client: `fresh` (nothing sent yet), `head`,
+        `body`, or `idle` (nothing: the app is working, or a keep-alive wait)."""
+        cycle = self.cycle
+        if cycle is None:
+            return "fresh" if self.scope is None else "head"
+        if cycle.scope is not self.scope:
+            return "head"  # a new request has begun on a kept-alive connection
+        if cycle.more_body and not cycle.response_complete and not cycle.disconnected:
+            return "body"
+        return "idle"
+
+    def sweep(self, now: float) -> None:
+        """Once a second: the read timeouts. A (request, phase) pair seen again began at its
+        first sighting, so each timeout is honoured to within one sweep."""
+        if self.transport.is_closing():
+            return
+        phase = self.phase()
+        if phase == "idle":
+            self._watched, self._watched_phase = None, phase
+            return
+        if self._watched is not self.scope or self._watched_phase != phase:
+            self._watched, self._watched_phase, self._since = self.scope, phase, now
+            return
+        waited = now - self._since
+        if phase == "fresh" and waited >= self.limits.head_timeout:
+            self.transport.close()  # connected, never sent a byte: nothing to answer
+        elif phase == "head" and waited >= self.limits.head_timeout:
+            self._refuse(408, "Request Timeout", "request head not received in time")
+        elif phase == "body" and waited >= self.limits.body_timeout:
+            if self.cycle is not None and self.cycle.response_started:
+                self.transport.close()
+            else:
+                self._refuse(408, "Request Timeout", "request body not received in time")
+
+    def shutdown(self) -> None:
+        """Called once by uvicorn when the worker stops: drain instead of closing at once."""
+        self._drain()
+
+    def _drain(self) -> None:
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        phase = self.phase()
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # the response in progress closes the connection
+            self._idle_cycle = None
+        elif phase == "fresh":
+            self.transport.close()  # no request was sent on it
+            return
+        elif phase == "idle" and self._idle_cycle is cycle:
+            self.transport.close()  # quiet for a whole interval: no request in flight
+            return
+        elif phase == "idle":
+            self._idle_cycle = cycle
+        self.loop.call_later(DRAIN_INTERVAL, self._drain)
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self.logger.warning("%s %s (client %s)", status, message, self.client)
+        self.transport.write(_response(status, reason, message))
+        self.transport.close()
+
+
+class _Sweeper:
+    """One per worker event loop: walks uvicorn's set of open connections every
+    SWEEP_INTERVAL, and stops when there are none (the next connection restarts it)."""
+
+    _running: ClassVar[dict[int, _Sweeper]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        self.loop = loop
+        self.connections = connections
+
+    @classmethod
+    def ensure(cls, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        if id(loop) not in cls._running:
+            sweeper = cls._running[id(loop)] = cls(loop, connections)
+            loop.call_later(SWEEP_INTERVAL, sweeper.tick)
+
+    def tick(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            if isinstance(connection, GuardedHttpToolsProtocol):
+                connection.sweep(now)
+        if self.connections and not self.loop.is_closed():
+            self.loop.call_later(SWEEP_INTERVAL, self.tick)
+        else:
+            del self._running[id(self.loop)]
+
+
+def guarded_protocol(limits: Limits) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class uvicorn's `Config(http=...)` takes, with these limits."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})

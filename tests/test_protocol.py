@@ -1,0 +1,264 @@
+"""app.protocol on a real event loop with a fake transport: the head limit, the read timeouts
+(the sweep called with chosen clock values, so no test waits for them) and the drain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from app.protocol import DRAIN_INTERVAL, GuardedHttpToolsProtocol, Limits, guarded_protocol
+
+LIMITS = Limits(max_head_bytes=1024, head_timeout=10, body_timeout=30)
+SEEN: list[dict[str, Any]] = []
+
+
+async def reading_app(scope: Any, receive: Any, send: Any) -> None:
+    """Reads the whole body, then answers 200 with its length; records what it received."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        SEEN.append(message)
+        if message["type"] == "http.disconnect":
+            return
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    answer = str(len(body)).encode()
+    headers = [(b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def write(self, data: Any) -> None:
+        self.data += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+Scenario = Callable[[GuardedHttpToolsProtocol, FakeTransport], Awaitable[None]]
+
+
+def run(scenario: Scenario, limits: Limits = LIMITS) -> None:
+    async def main() -> None:
+        config = Config(app=reading_app, lifespan="off", log_config=None)
+        config.load()
+        protocol = guarded_protocol(limits)(config, ServerState(), {}, asyncio.get_running_loop())
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        await scenario(protocol, transport)
+        if not transport.closed:
+            protocol.connection_lost(None)
+        await asyncio.sleep(0)
+
+    SEEN.clear()
+    asyncio.run(main())
+
+
+def post(body: bytes, length: int | None = None, extra: bytes = b"") -> bytes:
+    declared = len(body) if length is None else length
+    return (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % declared
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_guarded_protocol_carries_its_limits() -> None:
+    cls = guarded_protocol(LIMITS)
+    assert issubclass(cls, GuardedHttpToolsProtocol)
+    assert cls.limits == LIMITS
+    assert GuardedHttpToolsProtocol.limits == Limits()
+
+
+def test_a_normal_request_is_served_and_kept_alive() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        assert protocol.phase() == "fresh"
+        protocol.data_received(post(b"x" * 5000))  # a body over the head limit is no head
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert transport.data.endswith(b"5000")
+        assert not transport.closed
+        assert protocol.phase() == "idle"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("chunk", [None, 100], ids=["one-chunk", "trickled"])
+def test_a_head_over_the_limit_is_a_431_and_closed(chunk: int | None) -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        data = post(b"{}", extra=b"X-Big: " + b"a" * 2000 + b"\r\n")
+        pieces = (
+            [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
+        )
+        for piece in pieces:
+            if transport.closed:
+                break
+            protocol.data_received(piece)
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        assert b"connection: close" in transport.data
+        assert b'{"error":"request head over the 1024-byte limit"}' in transport.data
+        assert transport.closed
+        assert all(message["type"] != "http.request" or not message["body"] for message in SEEN)
+
+    run(scenario)
+
+
+def test_a_head_just_over_the_limit_completed_by_its_second_chunk_is_a_431() -> None:
+    """Under the limit after the first chunk, over it once the second completes the head."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        data = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1100 + b"\r\n\r\n"
+        protocol.data_received(data[:1000])
+        assert not transport.closed
+        protocol.data_received(data[1000:])
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 431 ")
+        assert b"200" not in transport.data
+
+    run(scenario)
+
+
+def test_a_connection_that_sends_nothing_is_closed_silently_after_the_head_timeout() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.sweep(100.0)
+        protocol.sweep(109.0)
+        assert not transport.closed
+        protocol.sweep(110.0)
+        assert transport.closed
+        assert transport.data == b""
+
+    run(scenario)
+
+
+def test_a_head_not_complete_in_time_is_a_408() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        assert protocol.phase() == "head"
+        protocol.sweep(0.0)
+        protocol.data_received(b"X-Slow: 1\r\n")  # still trickling: the clock keeps running
+        protocol.sweep(9.0)
+        assert not transport.closed
+        protocol.sweep(10.0)
+        assert transport.data.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"request head not received in time" in transport.data
+        assert transport.closed
+
+    run(scenario)
+
+
+def test_a_body_not_complete_in_time_is_a_408_and_the_app_sees_a_disconnect() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"[1,", length=100))
+        await settle()
+        assert protocol.phase() == "body"
+        protocol.sweep(0.0)
+        protocol.data_received(b"2,")
+        protocol.sweep(29.0)
+        assert not transport.closed
+        protocol.sweep(30.0)
+        assert transport.data.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"request body not received in time" in transport.data
+        protocol.connection_lost(None)  # what the transport does once closed
+        await settle()
+        assert SEEN[-1] == {"type": "http.disconnect"}
+
+    run(scenario)
+
+
+def test_a_kept_alive_idle_connection_is_left_to_the_keep_alive_timeout() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}"))
+        await settle()
+        for now in (0.0, 50.0, 500.0):
+            protocol.sweep(now)
+        assert not transport.closed
+
+    run(scenario)
+
+
+def test_a_second_request_on_a_kept_alive_connection_gets_its_own_clock() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}"))
+        await settle()
+        protocol.sweep(0.0)  # idle
+        protocol.data_received(b"GET /health HTTP/1.1\r\n")
+        assert protocol.phase() == "head"
+        protocol.sweep(5.0)
+        protocol.sweep(14.0)
+        assert not transport.closed
+        protocol.sweep(15.0)
+        assert b"408" in transport.data
+
+    run(scenario)
+
+
+def test_drain_closes_an_idle_connection_only_after_a_quiet_interval() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}"))
+        await settle()
+        protocol.shutdown()
+        assert not transport.closed  # a request may be on its way: not yet
+        await asyncio.sleep(DRAIN_INTERVAL * 1.5)
+        assert transport.closed
+
+    run(scenario)
+
+
+def test_drain_answers_a_request_arriving_meanwhile_with_connection_close() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}"))
+        await settle()
+        protocol.shutdown()
+        protocol.data_received(post(b"[1,", length=5))  # arrives during the drain
+        await asyncio.sleep(DRAIN_INTERVAL * 1.5)
+        assert not transport.closed
+        protocol.data_received(b"2]")
+        await settle()
+        second = transport.data.split(b"HTTP/1.1 200 ")[-1]
+        assert b"connection: close" in second
+        assert transport.closed
+
+    run(scenario)
+
+
+def test_drain_closes_a_fresh_connection_at_once() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.shutdown()
+        assert transport.closed
+
+    run(scenario)

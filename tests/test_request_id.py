@@ -1,0 +1,130 @@
+"""app.request_id: the header on every answer, sane incoming IDs kept, others replaced, the ID
+in log records, and a fresh prefix in every forked worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from app import request_id
+from app.request_id import HEADER, MAX_LENGTH, RequestIdMiddleware, accepted, new_id
+from benchmarks.asgi import request_caller
+
+GENERATED = re.compile(r"[0-9a-f]{12}-[0-9a-f]+")
+
+
+def test_every_answer_carries_a_generated_id(client: TestClient) -> None:
+    answers = [
+        client.get("/health"),
+        client.get("/nope"),  # 404
+        client.get("/predict"),  # 405
+        client.post("/predict", content=b"{", headers={"content-type": "application/json"}),
+    ]
+    ids = [answer.headers["x-request-id"] for answer in answers]
+    assert all(GENERATED.fullmatch(value) for value in ids), ids
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize(
+    "incoming", ["abc-123", "lb.7f3a:9c2e/0001+x=", "a" * MAX_LENGTH, "0"], ids=str
+)
+def test_a_sane_incoming_id_is_kept(client: TestClient, incoming: str) -> None:
+    assert client.get("/health", headers={"X-Request-ID": incoming}).headers["x-request-id"] == (
+        incoming
+    )
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    ["a" * (MAX_LENGTH + 1), "has space", "semi;colon", 'quote"d', "<script>", "é", "tab\t"],
+)
+def test_an_insane_incoming_id_is_replaced(client: TestClient, incoming: str) -> None:
+    answer = client.get("/health", headers={"X-Request-ID": incoming.encode("utf-8")})
+    assert GENERATED.fullmatch(answer.headers["x-request-id"])
+
+
+def test_a_500_carries_the_id_and_its_log_line_too(caplog: pytest.LogCaptureFixture) -> None:
+    """The middleware sits outside Starlette's error middleware: the 500 it writes is covered."""
+    from app.main import Service
+
+    async def broken(request: Any) -> Any:
+        raise RuntimeError("boom")
+
+    from starlette.routing import Route
+
+    from app.http import EXCEPTION_HANDLERS
+
+    request_id.install_log_context()
+    app = Service(routes=[Route("/broken", broken)], exception_handlers=EXCEPTION_HANDLERS)
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
+        answer = client.get("/broken", headers={"X-Request-ID": "trace-500"})
+    assert answer.status_code == 500
+    assert answer.headers["x-request-id"] == "trace-500"
+    assert "Traceback" not in answer.text
+    records = [record for record in caplog.records if "unhandled error" in record.getMessage()]
+    assert records
+    assert records[0].request_id == "trace-500"  # type: ignore[attr-defined]
+
+
+def test_log_records_outside_a_request_show_a_dash() -> None:
+    request_id.REQUEST_ID.set(b"")  # in-process calls above ran in this thread's context
+    request_id.install_log_context()
+    request_id.install_log_context()  # idempotent: one wrapper, not two
+    record = logging.getLogger("app").makeRecord("app", logging.INFO, __file__, 1, "x", (), None)
+    assert record.request_id == request_id.NO_REQUEST  # type: ignore[attr-defined]
+
+
+def test_the_middleware_copies_a_shared_response_message() -> None:
+    """A response may send one prebuilt message: the ID must not accumulate in it."""
+    shared: dict[str, Any] = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/plain")],
+    }
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(shared)
+        await send({"type": "http.response.body", "body": b""})
+
+    call = request_caller(RequestIdMiddleware(app), "GET", "/")
+    for _ in range(3):
+        start = call()[0]
+        assert [name for name, _ in start["headers"]].count(HEADER) == 1
+    assert shared["headers"] == [(b"content-type", b"text/plain")]
+
+
+def test_lifespan_and_other_scopes_pass_through() -> None:
+    seen = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    middleware = RequestIdMiddleware(app)
+    coroutine = middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    with pytest.raises(StopIteration):
+        coroutine.send(None)
+    assert seen == ["lifespan"]
+
+
+def test_generated_ids_are_unique_and_accepted_back() -> None:
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(accepted(value) for value in ids)
+
+
+def test_a_forked_worker_gets_its_own_prefix() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first ID and leave at once
+        os.write(write, new_id())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child.split(b"-")[0] != new_id().split(b"-")[0]

@@ -1,0 +1,85 @@
+"""app.worker: uvicorn is configured with the guarded protocol, the settings' limits, and a
+shutdown deadline inside gunicorn's; the app logger goes to gunicorn's log with request IDs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gunicorn.config import Config as GunicornConfig
+from gunicorn.glogging import Logger
+
+from app.protocol import GuardedHttpToolsProtocol, Limits
+from app.request_id import REQUEST_ID
+from app.worker import SHUTDOWN_MARGIN, UvicornWorker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """A worker rewires the `app` and `uvicorn.error` loggers: put them back for other tests.
+    (The record factory stays: install_log_context is meant to be process-wide.)"""
+    saved = {}
+    for name in ("app", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        saved[name] = (logger.handlers[:], logger.propagate, logger.level)
+    yield
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers, logger.propagate = handlers, propagate
+        logger.setLevel(level)
+
+
+def make_worker(monkeypatch: pytest.MonkeyPatch, **env: str) -> UvicornWorker:
+    for name in ("MAX_HEAD_BYTES", "HEAD_TIMEOUT", "BODY_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = GunicornConfig()
+    cfg.set("graceful_timeout", 20)
+    worker = UvicornWorker(1, 0, [], None, 30, cfg, Logger(cfg))
+    worker.tmp.close()
+    return worker
+
+
+def test_uvicorn_serves_through_the_guarded_protocol_with_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = make_worker(monkeypatch, MAX_HEAD_BYTES="4096", HEAD_TIMEOUT="3", BODY_TIMEOUT="7")
+    protocol = worker.config.http
+    assert isinstance(protocol, type)
+    assert issubclass(protocol, GuardedHttpToolsProtocol)
+    assert protocol.limits == Limits(4096, 3, 7)
+
+
+def test_defaults_and_shutdown_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = make_worker(monkeypatch)
+    assert worker.config.http.limits == Limits()
+    assert worker.config.timeout_graceful_shutdown == 20 - SHUTDOWN_MARGIN
+    assert worker.config.timeout_keep_alive == worker.cfg.keepalive
+
+
+def test_the_app_logger_writes_to_gunicorns_log_with_the_request_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = make_worker(monkeypatch)
+    REQUEST_ID.set(b"")  # outside any request (an in-process test call may have set one here)
+    app_logger = logging.getLogger("app")
+    assert app_logger.handlers == worker.log.error_log.handlers
+    assert not app_logger.propagate
+    handler = worker.log.error_log.handlers[0]
+    assert handler.formatter is not None
+    record = app_logger.makeRecord("app", logging.ERROR, __file__, 1, "boom", (), None)
+    assert "[-] boom" in handler.formatter.format(record)
+    bare = logging.LogRecord("other", logging.ERROR, __file__, 1, "plain", (), None)
+    assert "[-] plain" in handler.formatter.format(bare)  # no request_id attribute: no error
+
+
+def test_gunicorn_conf_names_this_worker() -> None:
+    text = (ROOT / "gunicorn.conf.py").read_text()
+    assert 'worker_class = "app.worker.UvicornWorker"' in text
+    # gunicorn's own parser limits do nothing under a uvicorn worker: they must not pretend to.
+    assert "limit_request_field_size =" not in text
