@@ -32,14 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import stress
 from benchmarks.stress import (
     Server,
     StressError,
     free_port,
     load_average,
     machine,
-    stop,
-    wait_ready,
 )
 from benchmarks.stress_report import WrkSummary, parse_summary
 
@@ -90,21 +89,12 @@ def served(
         "TMPDIR": str(workdir),
         **env,
     }
-    if worker_class:
-        environment["GUNICORN_CMD_ARGS"] = f"--worker-class={worker_class}"
-    log = workdir / "server.log"
-    command = [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", APP]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdin=subprocess.DEVNULL, stdout=sink,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    server = Server(process, f"http://127.0.0.1:{port}", log, command, workers)
-    try:
-        wait_ready(server, time.monotonic() + 60)
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    extra_args = ("-k", worker_class) if worker_class else ()
+    with stress.served(
+        gunicorn, port, 60, workdir / "server.log", env=environment, extra_args=extra_args
+    ) as server:
         yield server
-    finally:
-        stop(process)
 
 
 def worker_pids(master: int) -> list[int]:

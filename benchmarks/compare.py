@@ -18,13 +18,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks import stress
 from benchmarks.compare_report import (
     BASELINE,
     RunInfo,
@@ -35,7 +35,6 @@ from benchmarks.compare_report import (
     write_all,
 )
 from benchmarks.stress import (
-    READY_PATH,
     Server,
     StressError,
     _display,
@@ -43,8 +42,6 @@ from benchmarks.stress import (
     load_average,
     machine,
     run_wrk,
-    stop,
-    wait_ready,
 )
 from benchmarks.stress_report import parse_summary
 
@@ -89,59 +86,20 @@ def variants(reference_model: str) -> tuple[Variant, ...]:
     )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Started:
-    server: Server
-    ready_s: float
-
-
 @contextmanager
-def served(variant: Variant, args: argparse.Namespace, log_dir: Path) -> Iterator[Started]:
-    """The variant's gunicorn on a free loopback port, timed from spawn to the first ready 200."""
-    port = free_port()
-    command = [str(args.gunicorn), "-c", "gunicorn.conf.py", *variant.gunicorn_args, variant.app]
+def served(variant: Variant, args: argparse.Namespace, log_dir: Path) -> Iterator[Server]:
+    """The variant's gunicorn on a free loopback port, from an environment cleared of the
+    service's own settings, so that a variant differs from the README's defaults by its row."""
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in SERVICE_KNOBS and not key.startswith("LATAM_DELAY_")
     }
-    env |= {**variant.env, "BIND": f"127.0.0.1:{port}"}
-    log = log_dir / f"{variant.name}.log"
-    with log.open("wb") as sink:
-        spawned = time.monotonic()
-        try:
-            process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        except OSError as error:
-            raise StressError(f"cannot start {args.gunicorn}: {error}") from None
-    server = Server(process, f"http://127.0.0.1:{port}", log, command, None)
-    deadline = spawned + args.ready_timeout
-    try:
-        ready_s = _first_ready(server, spawned, deadline)
-        wait_ready(server, deadline)  # every worker started, or a warning
-        yield Started(server, ready_s)
-    finally:
-        stop(process)
-
-
-def _first_ready(server: Server, spawned: float, deadline: float) -> float:
-    import urllib.error
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
-    while True:
-        try:
-            with opener.open(server.url + READY_PATH, timeout=2) as answer:
-                if answer.status == 200:
-                    return time.monotonic() - spawned
-        except (urllib.error.URLError, OSError):
-            pass
-        if server.process.poll() is not None or time.monotonic() > deadline:
-            state = "exited" if server.process.poll() is not None else "was not ready in time"
-            raise StressError(f"{server.command[-1]} {state}:\n{server.log_tail()}")
-        time.sleep(0.05)
+    with stress.served(
+        args.gunicorn, free_port(), args.ready_timeout, log_dir / f"{variant.name}.log",
+        variant.app, {**env, **variant.env}, variant.gunicorn_args,
+    ) as server:  # fmt: skip
+        yield server
 
 
 def process_tree(master: int) -> list[int]:
@@ -227,8 +185,7 @@ def clocks(pids: Sequence[int]) -> Clocks:
 def measure(variant: Variant, round_: int, args: argparse.Namespace, scratch: Path) -> RunResult:
     """Fresh server, warm-up (discarded), then the measured run between two clock readings."""
     bodies = args.wrk_dir / variant.bodies
-    with served(variant, args, scratch) as started:
-        server = started.server
+    with served(variant, args, scratch) as server:
         if args.warmup > 0:
             run_wrk(wrk_command(args, variant, args.warmup, server.url), bodies, args.warmup)
         load = float(load_average().split()[0])
@@ -269,7 +226,7 @@ def measure(variant: Variant, round_: int, args: argparse.Namespace, scratch: Pa
         wrk_cpu_s=wrk_cpu,
         rss_mb=tuple(rss for rss, _ in memory),
         pss_mb=tuple(pss for _, pss in memory),
-        ready_s=started.ready_s,
+        ready_s=server.ready_s,
         load_before=load,
         other_cpu_s=after.machine - before.machine - wrk_cpu - (cpu_s or 0.0),
         notes=tuple(notes),

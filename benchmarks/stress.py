@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +53,8 @@ class Server:
     log: Path
     command: list[str]
     workers: int | None
+    ready_s: float = 0.0
+    """Seconds from spawn to the first 200 of the readiness route."""
 
     def log_tail(self, lines: int = 30) -> str:
         text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -67,43 +69,55 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(gunicorn: Path, port: int, ready_timeout: float, log_dir: Path) -> Iterator[Server]:
-    """The README's serve command on 127.0.0.1:port; SIGTERM and a bounded wait on exit."""
-    command = [str(gunicorn), "-c", "gunicorn.conf.py", APP]
-    env = {**os.environ, "BIND": f"127.0.0.1:{port}"}
-    log = log_dir / "server.log"
+def served(
+    gunicorn: Path,
+    port: int,
+    ready_timeout: float,
+    log: Path,
+    app: str = APP,
+    env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> Iterator[Server]:
+    """The README's serve command (or `app` with `extra_args` and `env` instead of the
+    process's environment) on 127.0.0.1:port; SIGTERM and a bounded wait on exit."""
+    command = [str(gunicorn), "-c", "gunicorn.conf.py", *extra_args, app]
+    env = {**(os.environ if env is None else env), "BIND": f"127.0.0.1:{port}"}
     with log.open("wb") as sink:
+        spawned = time.monotonic()
         try:
             process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         except OSError as error:
             raise StressError(f"cannot start {gunicorn}: {error}") from None
     server = Server(process, f"http://127.0.0.1:{port}", log, command, None)
     try:
-        wait_ready(server, time.monotonic() + ready_timeout)
-        yield Server(process, server.url, log, command, worker_count(process.pid))
+        ready_s = wait_ready(server, spawned, spawned + ready_timeout)
+        yield Server(process, server.url, log, command, worker_count(process.pid), ready_s)
     finally:
         stop(process)
 
 
-def wait_ready(server: Server, deadline: float, worker_grace: float = 15) -> None:
+def wait_ready(server: Server, spawned: float, deadline: float, worker_grace: float = 15) -> float:
     """Ready answers 200, then every worker has loaded its models (else wrk meets cold ones).
+    Returns the seconds from `spawned` to the first 200.
 
     Worker start-up is read from uvicorn's log line, so a quieter LOG_LEVEL only costs a
     warning and `worker_grace` seconds, not the run.
     """
     while not _ready(server.url + READY_PATH):
         _check_alive(server, deadline, f"{READY_PATH} never answered 200")
-        time.sleep(0.2)
+        time.sleep(0.05)
+    ready_s = time.monotonic() - spawned
     grace = min(deadline, time.monotonic() + worker_grace)
     while _started(server.log) < (worker_count(server.process.pid) or 1):
         _check_alive(server, deadline, "not every worker finished starting")
         if time.monotonic() > grace:
             print(f"stress: warning: no {WORKER_STARTED!r} from every worker", file=sys.stderr)
-            return
+            return ready_s
         time.sleep(0.2)
+    return ready_s
 
 
 # No proxy from the environment: the readiness probe, like wrk, only talks to 127.0.0.1.
@@ -242,7 +256,9 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
     load = load_average()
     with (
         tempfile.TemporaryDirectory(prefix="stress-") as scratch,
-        served(args.gunicorn, free_port(), args.ready_timeout, Path(scratch)) as server,
+        served(
+            args.gunicorn, free_port(), args.ready_timeout, Path(scratch) / "server.log"
+        ) as server,
     ):
         output = run_wrk(wrk_command(args, str(script), server.url), bodies, args.duration)
         died = server.process.poll()
