@@ -9,6 +9,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.errors import (
     BadRequest,
@@ -33,30 +34,38 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     """The whole body, refused as soon as it is known to exceed `max_bytes`: from the
     Content-Length header before reading anything, or while streaming a chunked body."""
-    return await _read_body(request, _header(request, b"content-length"), max_bytes)
+    return await _read_body(receive, _header(scope, b"content-length"), max_bytes)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    content_type = _header(request, b"content-type")
+async def read_json(scope: Scope, receive: Receive, max_bytes: int) -> Any:
+    content_type = _header(scope, b"content-type")
     if content_type.partition(b";")[0].strip().lower() != b"application/json":
         received = content_type.decode("latin-1") or None
         raise UnsupportedMediaType(f"Content-Type must be {JSON_TYPE}", received=received)
-    return parse_json(await _read_body(request, _header(request, b"content-length"), max_bytes))
+    return parse_json(await _read_body(receive, _header(scope, b"content-length"), max_bytes))
 
 
-def _header(request: Request, name: bytes) -> bytes:
+async def send_json(send: Send, content: Any, status: int = 200) -> None:
+    """A JSON answer straight to ASGI `send`, for the routes that skip Starlette's Response."""
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
     """One raw header: ASGI servers lowercase the names, so a plain scan finds it faster than
     building Starlette's case-insensitive Headers for two lookups."""
-    for key, value in request.scope["headers"]:
+    for key, value in scope["headers"]:
         if key == name:
             return bytes(value)
     return b""
 
 
-async def _read_body(request: Request, declared: bytes, max_bytes: int) -> bytes:
+async def _read_body(receive: Receive, declared: bytes, max_bytes: int) -> bytes:
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     # Straight from ASGI receive rather than request.stream(): an async generator per request
@@ -64,7 +73,7 @@ async def _read_body(request: Request, declared: bytes, max_bytes: int) -> bytes
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientClosedRequest("client closed the request before its body arrived")
         chunk = message.get("body", b"")
