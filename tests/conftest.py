@@ -144,6 +144,20 @@ def real_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def wrk_bodies(real_data: Path, tmp_path: Path) -> Path:
+    """A directory of wrk bodies drawn from the real data, for short real load runs."""
+    import shutil
+
+    from benchmarks import bodies
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not on PATH (apt-get install wrk)")
+    out = tmp_path / "wrk"
+    bodies.generate(real_data, out, count=1000, batch=10, batches=1, seed=0)
+    return out
+
+
 @pytest.fixture(scope="session")
 def client() -> Iterator[TestClient]:
     """The app in-process, serving the committed models."""

@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import bodies
-
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.real_data,
-    pytest.mark.skipif(
-        shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk)"
-    ),
-]
+pytestmark = [pytest.mark.server, pytest.mark.real_data]
 
 
-def test_a_one_round_compare_writes_the_report_with_ratios(real_data: Path, tmp_path: Path) -> None:
-    bodies.generate(real_data, tmp_path / "wrk", count=1000, batch=10, batches=1, seed=0)
+def test_a_one_round_compare_writes_the_report_with_ratios(
+    wrk_bodies: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "reports"
     command = [
         sys.executable, "-m", "benchmarks.compare", "--rounds", "1", "--duration", "2",
         "--warmup", "1", "--variants", "noop,service", "--connections", "16",
-        "--wrk-dir", str(tmp_path / "wrk"), "--out", str(out),
+        "--wrk-dir", str(wrk_bodies), "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

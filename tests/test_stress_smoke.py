@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import bodies
-
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.real_data,
-    pytest.mark.skipif(
-        shutil.which("wrk") is None, reason="wrk is not on PATH (apt-get install wrk)"
-    ),
-]
+pytestmark = [pytest.mark.server, pytest.mark.real_data]
 
 
-def test_a_short_stress_run_passes_and_writes_its_report(real_data: Path, tmp_path: Path) -> None:
-    bodies.generate(real_data, tmp_path / "wrk", count=1000, batch=10, batches=1, seed=0)
+def test_a_short_stress_run_passes_and_writes_its_report(wrk_bodies: Path, tmp_path: Path) -> None:
     out = tmp_path / "stress"
     command = [
         sys.executable, "-m", "benchmarks.stress", "--duration", "3", "--connections", "8",
-        "--threads", "1", "--bodies", str(tmp_path / "wrk" / "minimal.jsonl"),
+        "--threads", "1", "--bodies", str(wrk_bodies / "minimal.jsonl"),
         "--out", str(out), "--min-requests", "500",
     ]  # fmt: skip
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
