@@ -186,7 +186,7 @@ class ModelSet:
     """Both contracts' models: each flight goes to the model its fields allow."""
 
     def __init__(
-        self, minimal: OnnxModel, full: OnnxModel, observe: Observer = lambda name, prediction: None
+        self, minimal: OnnxModel, full: OnnxModel, observe: Observer | None = None
     ) -> None:
         if minimal.card.operators != full.card.operators:
             raise ModelLoadError("the minimal and full models know different operators (OPERA)")
@@ -194,7 +194,7 @@ class ModelSet:
         self.full = full
         self.by_name = {minimal.name: minimal, full.name: full}
         self.operators = minimal.card.operators
-        self._observe = observe
+        self._observe: Observer = observe or (lambda name, prediction: None)
 
     @classmethod
     def load(
@@ -205,7 +205,7 @@ class ModelSet:
         tabulate_minimal: bool = True,
     ) -> ModelSet:
         minimal, full = (OnnxModel.load(models_dir, name, threads) for name in MODEL_NAMES)
-        models = cls(minimal, full) if observe is None else cls(minimal, full, observe)
+        models = cls(minimal, full, observe)
         example = Flight(models.operators[0], "I", 1, _EXAMPLE_SCHEDULE)
         models.minimal.warm_up([Flight(example.operator, "I", 1)])
         models.full.warm_up([example])

@@ -70,11 +70,11 @@ class RequestIdMiddleware:
         request_id = b""
         for name, value in scope["headers"]:
             if name == HEADER:
-                if _SANE.fullmatch(value):
+                if accepted(value):
                     request_id = bytes(value)
                 break
         if not request_id:
-            request_id = _prefix + b"%x" % next(_counter)
+            request_id = new_id()
         REQUEST_ID.set(request_id)  # each request runs in its own task: no reset needed
         header = (HEADER, request_id)
 

@@ -165,6 +165,20 @@ def client() -> Iterator[TestClient]:
         yield test_client
 
 
+def payload_request(case: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
+    """The URL, body and headers a payload case file describes (tests/payloads/*.json)."""
+    if "body" in case:
+        content = json.dumps(case["body"]).encode()
+    elif "raw_hex" in case:
+        content = bytes.fromhex(case["raw_hex"])
+    else:
+        content = case["raw"].encode()
+    content_type = case.get("content_type", "application/json")
+    headers = {} if content_type is None else {"content-type": content_type}
+    url = "/predict" + ("?" + case["query"] if "query" in case else "")
+    return url, content, headers
+
+
 def payload_cases(name: str) -> list[Any]:
     cases: list[Any] = json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
     return [pytest.param(case, id=case["id"]) for case in cases]

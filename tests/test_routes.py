@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
@@ -9,7 +8,7 @@ from starlette.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import MODELS_DIR, payload_cases
+from tests.conftest import MODELS_DIR, payload_cases, payload_request
 
 MINIMAL = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
 
@@ -34,17 +33,7 @@ def test_predict_is_byte_compatible_with_the_challenge(client: TestClient) -> No
 def test_predict_refuses_bad_input_with_a_clear_error(
     client: TestClient, case: dict[str, Any]
 ) -> None:
-    headers = {}
-    if "body" in case:
-        content = json.dumps(case["body"]).encode()
-    elif "raw_hex" in case:
-        content = bytes.fromhex(case["raw_hex"])
-    else:
-        content = case["raw"].encode()
-    content_type = case.get("content_type", "application/json")
-    if content_type is not None:
-        headers["content-type"] = content_type
-    url = "/predict" + ("?" + case["query"] if "query" in case else "")
+    url, content, headers = payload_request(case)
     response = client.post(url, content=content, headers=headers)
     assert response.status_code == case["status"]
     body = response.json()

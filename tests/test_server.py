@@ -29,12 +29,10 @@ from starlette.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from app.metrics import FLUSH_SECONDS
+from tests.conftest import MODELS_DIR, PAYLOADS, ROOT, payload_request
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = ROOT / "models"
-PAYLOADS = Path(__file__).resolve().parent / "payloads"
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 HOST = "127.0.0.1"
 WORKERS = 2
@@ -319,15 +317,7 @@ def test_every_invalid_payload_gets_its_client_error_over_the_wire(http: httpx.C
     cases = json.loads((PAYLOADS / "predict_invalid.json").read_text(encoding="utf-8"))
     wrong = []
     for case in cases:
-        if "body" in case:
-            content = json.dumps(case["body"]).encode()
-        elif "raw_hex" in case:
-            content = bytes.fromhex(case["raw_hex"])
-        else:
-            content = case["raw"].encode()
-        content_type = case.get("content_type", "application/json")
-        headers = {} if content_type is None else {"content-type": content_type}
-        url = "/predict" + ("?" + case["query"] if "query" in case else "")
+        url, content, headers = payload_request(case)
         response = http.post(url, content=content, headers=headers)
         ok = (
             response.status_code == case["status"]
