@@ -8,6 +8,38 @@ from __future__ import annotations
 
 from typing import Any
 
+SHOWN_CHARS = 80
+"""At most this many characters of a client's string are quoted back in an error."""
+SHOWN_ITEMS = 8
+"""A list of at most this many scalars is quoted item by item (a shape, say); longer or nested
+lists only by their size."""
+
+
+def shown(value: Any) -> Any:
+    """A client's value as an error may quote it: short and flat.
+
+    Scalars as they are (strings cut to SHOWN_CHARS), a short list of scalars item by item; any
+    other list or object only by its kind and size, never walked: a value nested hundreds of levels deep would otherwise overflow orjson's
+    recursion limit on the way out (a 500), and a megabyte string would be echoed whole.
+    """
+    if value is None or type(value) in (bool, int, float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "…"
+    if isinstance(value, list):
+        if len(value) <= SHOWN_ITEMS and not any(isinstance(item, list | dict) for item in value):
+            return [shown(item) for item in value]
+        return f"<a list of {len(value)} item{'' if len(value) == 1 else 's'}>"
+    if isinstance(value, dict):
+        return f"<an object of {len(value)} field{'' if len(value) == 1 else 's'}>"
+    return f"<{type(value).__name__}>"
+
+
+def quoted(value: Any) -> str:
+    """`shown(value)` for a message: a string's repr, a container's summary as it is."""
+    flat = shown(value)
+    return flat if isinstance(flat, str) and isinstance(value, list | dict) else repr(flat)
+
 
 class ServiceError(Exception):
     """A failure the client should see, with a status code and a JSON-able detail."""
@@ -36,10 +68,10 @@ class InvalidFlight(BadRequest):
     def __init__(
         self, index: int, field: str, problem: str, value: Any = None, allowed: Any = None
     ) -> None:
-        detail: dict[str, Any] = {"index": index, "field": field, "value": value}
+        detail: dict[str, Any] = {"index": index, "field": shown(field), "value": shown(value)}
         if allowed is not None:
             detail["allowed"] = allowed
-        super().__init__(f"flights[{index}].{field}: {problem}", **detail)
+        super().__init__(f"flights[{index}].{detail['field']}: {problem}", **detail)
 
 
 class NotFound(ServiceError):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.errors import BadRequest
+from app.errors import BadRequest, quoted
 from app.http import parse_json
 from app.model import Prediction
 
@@ -119,7 +119,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
         0 < int(header_length) <= len(body)
     ):
         raise BadRequest(
-            f"Inference-Header-Content-Length {header_length!r} is not a length within the "
+            f"Inference-Header-Content-Length {quoted(header_length)} is not a length within the "
             f"{len(body)}-byte body"
         )
     length = int(header_length)
@@ -133,13 +133,13 @@ def _input(
         raise BadRequest("each input must be a JSON object")
     name = tensor.get("name")
     if type(name) is not str or name not in inputs:  # a list or object is unhashable: check first
-        raise BadRequest(f"unknown input {name!r}; this model takes {list(inputs)}")
+        raise BadRequest(f"unknown input {quoted(name)}; this model takes {list(inputs)}")
     datatype: str = tensor.get("datatype", "")
     expected = inputs[name]
     allowed = ("INT64", "INT32") if expected == "INT64" else (expected,)
     if datatype not in allowed:
         raise BadRequest(
-            f"input {name!r} has datatype {datatype!r}; expected {' or '.join(allowed)}"
+            f"input {name!r} has datatype {quoted(datatype)}; expected {' or '.join(allowed)}"
         )
     shape = tensor.get("shape")
     if (
@@ -148,7 +148,7 @@ def _input(
         or not all(type(dim) is int and dim >= 0 for dim in shape)
         or (len(shape) == 2 and shape[1] != 1)
     ):
-        raise BadRequest(f"input {name!r} shape {shape!r} must be [N] or [N, 1]")
+        raise BadRequest(f"input {name!r} shape {quoted(shape)} must be [N] or [N, 1]")
     count = prod(shape)
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -156,7 +156,9 @@ def _input(
     size = parameters.get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0 or offset + size > len(binary):
-            raise BadRequest(f"input {name!r}: binary_data_size {size!r} overruns the binary data")
+            raise BadRequest(
+                f"input {name!r}: binary_data_size {quoted(size)} overruns the binary data"
+            )
         values = _from_binary(name, datatype, binary[offset : offset + size])
         offset += size
     else:
@@ -202,13 +204,16 @@ def _bytes_elements(name: str, data: bytes) -> list[Any]:
 
 
 def _flatten(data: Any) -> list[Any]:
+    """A flat list, or the rows of an [N, 1] tensor: never walked deeper (shapes have at most
+    two dimensions), so no nesting a client sends can recurse."""
     if not isinstance(data, list):
         raise BadRequest("tensor 'data' must be a list")
-    if data and all(isinstance(item, list) for item in data):
-        return [value for row in data for value in _flatten(row)]
-    if any(isinstance(item, list | dict) for item in data):
-        raise BadRequest("tensor 'data' must be a flat or row-major nested list of values")
-    return data
+    values: list[Any] = data
+    if values and all(isinstance(item, list) for item in values):
+        values = [value for row in values for value in row]
+    if any(isinstance(item, list | dict) for item in values):
+        raise BadRequest("tensor 'data' must be a flat list of values or a list of rows of values")
+    return values
 
 
 def _requested_outputs(header: dict[str, Any]) -> dict[str, bool]:
@@ -225,7 +230,7 @@ def _requested_outputs(header: dict[str, Any]) -> dict[str, bool]:
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
         if type(name) is not str or name not in OUTPUTS:
-            raise BadRequest(f"unknown output {name!r}; this model gives {list(OUTPUTS)}")
+            raise BadRequest(f"unknown output {quoted(name)}; this model gives {list(OUTPUTS)}")
         output_parameters = item.get("parameters") or {}
         binary = (
             output_parameters.get("binary_data", default_binary)

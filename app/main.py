@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from app.flights import FlightValidator
@@ -22,11 +21,12 @@ logger = logging.getLogger("app")
 
 
 class Service(Starlette):
-    """Starlette with the request-ID middleware outside its error middleware, which user
-    middleware cannot reach: so that a 500 carries `X-Request-ID` and its log line the ID."""
+    """Starlette with the request-ID and metrics middleware outside its error middleware, which
+    user middleware cannot reach: so that a 500 carries `X-Request-ID`, its log line the ID, and
+    is counted in the metrics like any other answer."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestIdMiddleware(super().build_middleware_stack())
+        return RequestIdMiddleware(MetricsMiddleware(super().build_middleware_stack()))
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -52,7 +52,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Service(
         routes=ROUTES,
-        middleware=[Middleware(MetricsMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -42,6 +42,11 @@ LATENCY = Histogram(
     ["route", "method", "status"],
     buckets=BUCKETS,
 )
+REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP answers, by route template, method and status (500s included)",
+    ["route", "method", "status"],
+)
 PREDICTIONS = Counter(
     "predictions_total", "Flights scored, by model and predicted label", ["model", "label"]
 )
@@ -87,6 +92,7 @@ def flush() -> None:
         for bucket, count in zip(child._buckets, tally[1:], strict=True):
             if count:
                 bucket.inc(count)
+        REQUESTS.labels(route, method, str(status)).inc(sum(tally[1:]))
     for key, count in predictions.items():
         if count:
             _PREDICTION_COUNTERS[key].inc(count)
@@ -110,7 +116,8 @@ def exposition() -> tuple[bytes, str]:
 
 
 class MetricsMiddleware:
-    """Times every HTTP request up to the start of its response."""
+    """Times and counts every HTTP request up to the start of its response; app.main puts it
+    outside Starlette's error middleware, so that the 500s that middleware sends count too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

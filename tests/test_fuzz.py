@@ -1,6 +1,7 @@
 """Fuzzing, in-process: schemathesis over the service's own /openapi.json (every route), and
 hypothesis over /predict and Open Inference Protocol bodies (wrong types, NaN and Infinity,
-huge numbers, unicode, deep nesting, duplicate keys, thousands of flights, raw bytes).
+huge numbers, unicode, duplicate keys, thousands of flights, raw bytes), and values nested up to
+1,100 levels deep inside every field of a flight, of an OIP tensor and of its `parameters`.
 
 Every answer must be below 500, JSON, a status the document lists for the route, and a body
 matching the documented schema for that status. The default run takes a few seconds;
@@ -43,8 +44,9 @@ OPERATIONS = len(ROUTES)
 SCHEMA_EXAMPLES = max(BUDGET * 3 // 10 // OPERATIONS, 20) if BUDGET else 8
 """Per operation for schemathesis: 30 % of the budget over the 13 operations (the GET ones
 run out of distinct requests long before: ~1,600 in all for a 10,000 budget)."""
-PREDICT_EXAMPLES = BUDGET * 5 // 10 if BUDGET else 60
-OIP_EXAMPLES = BUDGET * 3 // 10 if BUDGET else 30
+PREDICT_EXAMPLES = BUDGET * 35 // 100 if BUDGET else 60
+OIP_EXAMPLES = BUDGET * 25 // 100 if BUDGET else 30
+NESTED_EXAMPLES = BUDGET * 2 // 10 if BUDGET else 40
 RAW_EXAMPLES = BUDGET // 10 if BUDGET else 20
 FUZZ_SETTINGS = {
     "deadline": None,
@@ -288,6 +290,97 @@ def test_infer_never_fails_on_generated_tensors(
         assert "outputs" in json.loads(response.content[:length])
         return
     check(response, document, "/v2/models/{name}/infer", "post", "hypothesis OIP")
+
+
+# --- hypothesis: deep nesting inside every field, both routes ----------------------------------
+
+FULL_FLIGHT = (
+    '{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3,"Fecha-I":"2017-03-05 19:45:00",'
+    '"Des-I":"SCFA","Emp-I":"LAN","Vlo-I":"100"}'
+)
+OIP_TENSORS = (
+    '{"name":"OPERA","datatype":"BYTES","shape":[1],"data":["Grupo LATAM"]},'
+    '{"name":"TIPOVUELO","datatype":"BYTES","shape":[1],"data":["N"]},'
+    '{"name":"MES","datatype":"INT64","shape":[1],"data":[3]}'
+)
+NESTING_SITES: list[tuple[str, str]] = [
+    *[
+        (
+            "/predict",
+            '{"flights":[' + FULL_FLIGHT.split(f',"{field}":')[0] + f',"{field}":@' + "}]}",
+        )
+        for field in ("TIPOVUELO", "MES", "Fecha-I", "Des-I", "Emp-I", "Vlo-I")
+    ],
+    ("/predict", '{"flights":[{"OPERA":@,"TIPOVUELO":"N","MES":3}]}'),
+    ("/predict", '{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":@,"MES":3}]}'),
+    ("/predict", '{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":@}]}'),
+    ("/predict", '{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3,"Fecha-O":@}]}'),
+    ("/predict", '{"flights":[' + FULL_FLIGHT[:-1] + ',"Fecha-I":@}]}'),
+    ("/predict", '{"flights":[@]}'),
+    ("/predict", '{"flights":@}'),
+    ("/predict", '{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3}],"x":@}'),
+    ("/predict", "@"),
+    *[
+        ("oip", '{"inputs":[' + tensor + "]}")
+        for tensor in (
+            OIP_TENSORS.replace('"data":["Grupo LATAM"]', '"data":[@]'),
+            OIP_TENSORS.replace('"data":["Grupo LATAM"]', '"data":@'),
+            OIP_TENSORS.replace('"data":["Grupo LATAM"]', '"data":[[@]]'),
+            OIP_TENSORS.replace('"data":[3]', '"data":[@]'),
+            OIP_TENSORS.replace('"name":"OPERA"', '"name":@'),
+            OIP_TENSORS.replace('"datatype":"BYTES"', '"datatype":@'),
+            OIP_TENSORS.replace('"shape":[1]', '"shape":@'),
+            OIP_TENSORS.replace('"shape":[1]', '"shape":[@]'),
+            OIP_TENSORS.replace('"shape":[1]', '"shape":[1],"parameters":@'),
+            OIP_TENSORS.replace('"shape":[1]', '"shape":[1],"parameters":{"binary_data_size":@}'),
+            OIP_TENSORS + ",@",
+        )
+    ],
+    ("oip", '{"inputs":[' + OIP_TENSORS + '],"parameters":@}'),
+    ("oip", '{"inputs":[' + OIP_TENSORS + '],"parameters":{"binary_data_output":@}}'),
+    ("oip", '{"inputs":[' + OIP_TENSORS + '],"outputs":@}'),
+    ("oip", '{"inputs":[' + OIP_TENSORS + '],"outputs":[{"name":@}]}'),
+    ("oip", '{"inputs":[' + OIP_TENSORS + '],"outputs":[{"name":"label","parameters":@}]}'),
+    ("oip", '{"inputs":[' + OIP_TENSORS + '],"id":@}'),
+    ("oip", '{"inputs":@}'),
+]
+LEAVES = ("1", '"x"', "null", "[]", "{}", '"' + "y" * 300 + '"', "[1,2,3]")
+
+
+def nested(depth: int, kind: str, leaf: str) -> str:
+    """A JSON value `depth` containers deep: lists, objects, or both in turn."""
+    opening = {"list": "[", "object": '{"k":', "mixed": '[{"k":'}[kind]
+    closing = {"list": "]", "object": "}", "mixed": "}]"}[kind]
+    levels = depth if kind != "mixed" else max(depth // 2, 1)
+    return opening * levels + leaf + closing * levels
+
+
+@given(
+    site=st.sampled_from(NESTING_SITES),
+    depth=st.one_of(st.integers(1, 40), st.integers(200, 1100)),
+    kind=st.sampled_from(["list", "object", "mixed"]),
+    leaf=st.sampled_from(LEAVES),
+    model=st.sampled_from(["delay-minimal", "delay-full"]),
+)
+@settings(max_examples=NESTED_EXAMPLES, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+def test_deep_nesting_anywhere_is_a_short_client_error(
+    loaded: TestClient,
+    document: dict[str, Any],
+    site: tuple[str, str],
+    depth: int,
+    kind: str,
+    leaf: str,
+    model: str,
+) -> None:
+    """orjson parses up to 1,024 levels: every such value must be refused (or ignored) without
+    being walked recursively or echoed whole. The answer stays short, whatever the depth."""
+    route, template = site
+    content = template.replace("@", nested(depth, kind, leaf)).encode()
+    path = "/predict" if route == "/predict" else f"/v2/models/{model}/infer"
+    response = loaded.post(path, content=content, headers={"content-type": "application/json"})
+    template_path = "/predict" if route == "/predict" else "/v2/models/{name}/infer"
+    check(response, document, template_path, "post", "hypothesis nesting")
+    assert len(response.content) < 4096, response.content[:300]
 
 
 # --- hypothesis: raw bytes, and the hand-picked extremes ---------------------------------------

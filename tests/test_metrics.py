@@ -71,3 +71,49 @@ def test_flushed_tallies_equal_direct_observations() -> None:
     assert flushed["count"] == len(values)
     assert flushed["bucket+Inf"] == len(values)
     assert flushed == samples(reference)
+
+
+def test_a_500_is_counted_like_any_other_answer() -> None:
+    """A fault inside the app (a model that raises) is answered by Starlette's error middleware;
+    the metrics middleware sits outside it, so the 500 is timed and counted."""
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.conftest import MODELS_DIR
+
+    app = create_app(Settings(models_dir=MODELS_DIR))
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("injected fault")
+
+        app.state.models.predict = broken
+        before = _samples(client)
+        flight = {"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3}
+        assert client.post("/predict", json={"flights": [flight]}).status_code == 500
+        after = _samples(client)
+    labels = {"route": "/predict", "method": "POST", "status": "500"}
+    for name in ("http_requests_total", "http_request_duration_seconds_count"):
+        assert _value(after, name, **labels) - _value(before, name, **labels) == 1, name
+
+
+def test_requests_total_equals_the_histograms_count(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+    samples = _samples(client)
+    labels = {"route": "/health", "method": "GET", "status": "200"}
+    count = _value(samples, "http_request_duration_seconds_count", **labels)
+    assert count >= 1
+    assert _value(samples, "http_requests_total", **labels) == count
+
+
+def test_the_prometheus_client_internals_flush_relies_on_are_there() -> None:
+    """app.metrics.flush adds tallies to a histogram child's private `_sum` and `_buckets`
+    (prometheus_client has no bulk observe); pyproject pins a tested range, and this fails
+    loudly the day a release renames them."""
+    from app.metrics import BUCKETS, LATENCY
+
+    child = LATENCY.labels("/internals-test", "GET", "200")
+    assert hasattr(child, "_sum"), "prometheus_client Histogram child has no _sum any more"
+    assert hasattr(child, "_buckets"), "prometheus_client Histogram child has no _buckets"
+    assert len(child._buckets) == len(BUCKETS) + 1, "one bucket per bound plus +Inf expected"
+    assert callable(child._sum.inc)
+    assert all(callable(bucket.inc) for bucket in child._buckets)

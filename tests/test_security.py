@@ -143,3 +143,21 @@ def test_no_server_fingerprint_header(client: TestClient) -> None:
     assert "server" not in client.get("/health").headers
     worker = (ROOT / "app" / "worker.py").read_text()
     assert "server_header = False" in worker
+
+
+def test_errors_quote_client_values_short_and_flat() -> None:
+    from app.errors import SHOWN_CHARS, InvalidFlight, shown
+
+    deep: Any = 1
+    for _ in range(5_000):
+        deep = [deep]
+    assert shown(deep) == "<a list of 1 item>"
+    assert shown({"a": deep, "b": 2}) == "<an object of 2 fields>"
+    assert shown([2, 2, "x"]) == [2, 2, "x"]
+    assert shown(list(range(50))) == "<a list of 50 items>"
+    assert shown("z" * 10_000) == "z" * SHOWN_CHARS + "…"
+    assert shown(None) is None
+    assert shown(3.5) == 3.5
+    error = InvalidFlight(0, "x" * 10_000, "unknown field", deep)
+    assert len(str(error)) < 200
+    assert error.to_json()["detail"]["value"] == "<a list of 1 item>"
