@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from app.dataplane import DataPlane
 from app.flights import FlightValidator
 from app.http import EXCEPTION_HANDLERS
 from app.metrics import MetricsMiddleware, count_predictions
@@ -56,4 +57,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.dataplane = DataPlane(app.state)
     return app

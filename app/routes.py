@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
 from typing import Any
 
 from starlette.datastructures import QueryParams, State
@@ -12,7 +11,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app import inference_protocol as oip
-from app.errors import BadRequest, NotFound, NotReady, UnsupportedMediaType
+from app.dataplane import DataPlane
+from app.errors import BadRequest, UnsupportedMediaType
 from app.flights import FlightValidator
 from app.http import JSONResponse, read_body, read_json, send_json
 from app.metrics import exposition
@@ -20,16 +20,8 @@ from app.model import ModelSet, OnnxModel
 from app.openapi import openapi_document
 from app.settings import Settings
 
-SERVER_NAME = "latam-delay"
 _OIP_CONTENT_TYPES = {"", "application/json", "application/octet-stream"}
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
-
-
-def _models(state: State) -> ModelSet:
-    models: ModelSet | None = getattr(state, "models", None)
-    if models is None or not models.ready:
-        raise NotReady("models are not loaded yet")
-    return models
 
 
 class Predict:
@@ -39,7 +31,8 @@ class Predict:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: State = scope["app"].state
-        models = _models(state)
+        dataplane: DataPlane = state.dataplane
+        models = dataplane.models()
         settings: Settings = state.settings
         validator: FlightValidator = state.validator
         with_proba = _flag(scope, "proba")
@@ -60,36 +53,21 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    models: ModelSet | None = getattr(request.app.state, "models", None)
-    is_ready = models is not None and models.ready
+    is_ready = _dataplane(request).ready()
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 async def server_metadata(request: Request) -> Response:
-    return JSONResponse(
-        {"name": SERVER_NAME, "version": version(SERVER_NAME), "extensions": ["binary_tensor_data"]}
-    )
+    return JSONResponse(_dataplane(request).server_metadata())
 
 
 async def model_metadata(request: Request) -> Response:
-    model = _model(request)
-    return JSONResponse(
-        {
-            "name": model.name,
-            "versions": [model.version],
-            "platform": "onnxruntime_onnx",
-            "inputs": [
-                {"name": name, "datatype": datatype, "shape": [-1]}
-                for name, datatype in model.input_types.items()
-            ],
-            "outputs": oip.output_metadata(),
-            "card": model.card.raw,
-        }
-    )
+    dataplane = _dataplane(request)
+    return JSONResponse(dataplane.model_metadata(_model(request, dataplane)))
 
 
 async def model_ready(request: Request) -> Response:
-    model = _model(request)
+    model = _model(request, _dataplane(request))
     return JSONResponse(
         {"name": model.name, "ready": model.ready}, status_code=200 if model.ready else 503
     )
@@ -97,8 +75,8 @@ async def model_ready(request: Request) -> Response:
 
 async def infer(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    validator: FlightValidator = request.app.state.validator
-    model = _model(request)
+    dataplane = _dataplane(request)
+    model = _model(request, dataplane)
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type not in _OIP_CONTENT_TYPES:
         raise UnsupportedMediaType(
@@ -106,8 +84,7 @@ async def infer(request: Request) -> Response:
         )
     body = await read_body(request.scope, request.receive, settings.max_body_bytes)
     inference = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH), model.input_types)
-    flights = validator.flights(inference.rows())
-    prediction = _models(request.app.state).predict_with(model, flights)
+    prediction = dataplane.infer(model, inference)
     content, headers = oip.encode_response(model.name, model.version, inference, prediction)
     return Response(content, headers=headers)
 
@@ -122,16 +99,13 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document(models.operators if models else ()))
 
 
-def _model(request: Request) -> OnnxModel:
-    name = request.path_params["name"]
-    models = _models(request.app.state)
-    model = models.by_name.get(name)
-    if model is None:
-        raise NotFound(f"no model named {name!r}", models=sorted(models.by_name))
-    wanted = request.path_params.get("version")
-    if wanted is not None and wanted != model.version:
-        raise NotFound(f"model {name!r} has no version {wanted!r}", versions=[model.version])
-    return model
+def _dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
+
+
+def _model(request: Request, dataplane: DataPlane) -> OnnxModel:
+    return dataplane.model(request.path_params["name"], request.path_params.get("version"))
 
 
 def _flag(scope: Scope, name: str) -> bool:

@@ -1,0 +1,73 @@
+"""The Open Inference Protocol's data plane: what the REST routes and the gRPC servicer both
+serve (as MLServer's DataPlane). Transports only translate: their request into a model name,
+version and `InferenceRequest`, and this module's answers or `ServiceError`s into theirs.
+
+It reads the models from the app state at each call, so the same object serves before the
+worker's lifespan has loaded them (NotReady: 503, UNAVAILABLE) and after.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from starlette.datastructures import State
+
+from app.errors import NotFound, NotReady
+from app.flights import FlightValidator
+from app.model import ModelSet, OnnxModel, Prediction
+from app.tensors import InferenceRequest, output_metadata
+
+SERVER_NAME = "latam-delay"
+EXTENSIONS = ("binary_tensor_data",)
+PLATFORM = "onnxruntime_onnx"
+
+
+class DataPlane:
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def models(self) -> ModelSet:
+        models: ModelSet | None = getattr(self._state, "models", None)
+        if models is None or not models.ready:
+            raise NotReady("models are not loaded yet")
+        return models
+
+    def ready(self) -> bool:
+        models: ModelSet | None = getattr(self._state, "models", None)
+        return models is not None and models.ready
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {
+            "name": SERVER_NAME,
+            "version": version(SERVER_NAME),
+            "extensions": list(EXTENSIONS),
+        }
+
+    def model(self, name: str, wanted: str | None = None) -> OnnxModel:
+        """The model named `name`; `wanted`, when given, must be its version."""
+        models = self.models()
+        model = models.by_name.get(name)
+        if model is None:
+            raise NotFound(f"no model named {name!r}", models=sorted(models.by_name))
+        if wanted is not None and wanted != model.version:
+            raise NotFound(f"model {name!r} has no version {wanted!r}", versions=[model.version])
+        return model
+
+    def model_metadata(self, model: OnnxModel) -> dict[str, Any]:
+        return {
+            "name": model.name,
+            "versions": [model.version],
+            "platform": PLATFORM,
+            "inputs": [
+                {"name": name, "datatype": datatype, "shape": [-1]}
+                for name, datatype in model.input_types.items()
+            ],
+            "outputs": output_metadata(),
+            "card": model.card.raw,
+        }
+
+    def infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
+        validator: FlightValidator = self._state.validator
+        flights = validator.flights(request.rows())
+        return self.models().predict_with(model, flights)

@@ -1,0 +1,145 @@
+"""Open Inference Protocol tensors, whatever carries them: the checks every input tensor passes,
+the raw (little-endian) tensor encoding, and the outputs a model gives.
+
+REST's JSON and binary extension (app.inference_protocol) and gRPC's protobuf messages
+(app.grpc.codec) both read their tensors through `InputColumns` and the raw codec here, so the
+two transports accept and refuse exactly the same tensors, with the same messages.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+import numpy as np
+
+from app.errors import BadRequest, quoted
+from app.model import Prediction
+
+OUTPUTS = {"label": "INT64", "proba": "FP32"}
+_INTEGER_TYPES = {"INT64": "<i8", "INT32": "<i4"}
+_OUTPUT_DTYPES = {"INT64": "<i8", "FP32": "<f4"}
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    id: str | None
+    columns: dict[str, list[Any]]
+    """Input name → its elements, flattened in row-major order."""
+    outputs: dict[str, bool]
+    """Requested output → whether it is wanted as binary data (REST only; gRPC always is)."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        names = list(self.columns)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in zip(*self.columns.values(), strict=True)
+        ]
+
+
+class InputColumns:
+    """Collects a request's input tensors, one at a time, in the order a transport reads them:
+    `expect` checks a tensor's name, datatype and shape before its data is read, `add` its
+    element count, `columns` that every input came once with as many elements as the others."""
+
+    def __init__(self, inputs: dict[str, str]) -> None:
+        self.inputs = inputs
+        """Each input the model takes → its datatype (BYTES or INT64)."""
+        self._columns: dict[str, list[Any]] = {}
+
+    def expect(self, name: Any, datatype: Any, shape: Any) -> tuple[str, list[int], int]:
+        """The checked name and shape, and how many elements the tensor must hold."""
+        inputs = self.inputs
+        if type(name) is not str or name not in inputs:  # a list or dict is unhashable: check first
+            raise BadRequest(f"unknown input {quoted(name)}; this model takes {list(inputs)}")
+        expected = inputs[name]
+        allowed = ("INT64", "INT32") if expected == "INT64" else (expected,)
+        if datatype not in allowed:
+            raise BadRequest(
+                f"input {name!r} has datatype {quoted(datatype)}; expected {' or '.join(allowed)}"
+            )
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 2
+            or not all(type(dim) is int and dim >= 0 for dim in shape)
+            or (len(shape) == 2 and shape[1] != 1)
+        ):
+            raise BadRequest(f"input {name!r} shape {quoted(shape)} must be [N] or [N, 1]")
+        return name, shape, prod(shape)
+
+    def add(self, name: str, values: list[Any], shape: list[int], count: int) -> None:
+        if len(values) != count:
+            raise BadRequest(
+                f"input {name!r} has {len(values)} elements; its shape {shape} says {count}"
+            )
+        if name in self._columns:
+            raise BadRequest(f"input {name!r} is given twice")
+        self._columns[name] = values
+
+    def columns(self) -> dict[str, list[Any]]:
+        columns = self._columns
+        missing = [name for name in self.inputs if name not in columns]
+        if missing:
+            raise BadRequest(f"missing input(s) {missing}; this model takes {list(self.inputs)}")
+        counts = {len(values) for values in columns.values()}
+        if len(counts) != 1:
+            raise BadRequest("every input must have the same number of elements (one per flight)")
+        return columns
+
+
+def from_raw(name: str, datatype: str, data: bytes) -> list[Any]:
+    """A tensor's elements from its raw bytes (REST's binary extension, gRPC's
+    `raw_input_contents`): little-endian integers, or length-prefixed UTF-8 strings."""
+    if datatype in _INTEGER_TYPES:
+        width = np.dtype(_INTEGER_TYPES[datatype]).itemsize
+        if len(data) % width:
+            raise BadRequest(
+                f"input {name!r}: {len(data)} bytes is not a whole number of {datatype}"
+            )
+        values: list[Any] = np.frombuffer(data, dtype=_INTEGER_TYPES[datatype]).tolist()
+        return values
+    return _bytes_elements(name, data)
+
+
+def _bytes_elements(name: str, data: bytes) -> list[Any]:
+    """BYTES tensors: each element is a 4-byte little-endian length, then that many bytes."""
+    elements = []
+    offset = 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise BadRequest(f"input {name!r}: truncated BYTES element length")
+        (length,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if offset + length > len(data):
+            raise BadRequest(f"input {name!r}: BYTES element overruns the binary data")
+        try:
+            elements.append(data[offset : offset + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequest(f"input {name!r}: element {len(elements)} is not UTF-8") from None
+        offset += length
+    return elements
+
+
+def check_output(name: Any) -> str:
+    if type(name) is not str or name not in OUTPUTS:
+        raise BadRequest(f"unknown output {quoted(name)}; this model gives {list(OUTPUTS)}")
+    return name
+
+
+def output_values(name: str, prediction: Prediction) -> list[Any] | np.ndarray:
+    return prediction.labels if name == "label" else prediction.probabilities
+
+
+def to_raw(name: str, prediction: Prediction) -> bytes:
+    """An output's elements as raw little-endian bytes."""
+    dtype = _OUTPUT_DTYPES[OUTPUTS[name]]
+    return np.asarray(output_values(name, prediction), dtype=dtype).tobytes()
+
+
+def output_metadata() -> Sequence[dict[str, Any]]:
+    return [
+        {"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in OUTPUTS.items()
+    ]

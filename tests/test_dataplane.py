@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+from starlette.datastructures import State
+
+from app.dataplane import DataPlane
+from app.errors import NotFound, NotReady, PayloadTooLarge
+from app.flights import FlightValidator
+from app.model import FULL_MODEL, MINIMAL_MODEL, ModelSet
+from app.tensors import InferenceRequest
+from tests.conftest import MODELS_DIR
+
+MINIMAL_COLUMNS = {"OPERA": ["Grupo LATAM", "Sky Airline"], "TIPOVUELO": ["I", "N"], "MES": [1, 7]}
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelSet:
+    return ModelSet.load(MODELS_DIR)
+
+
+@pytest.fixture
+def dataplane(models: ModelSet) -> DataPlane:
+    state = State()
+    state.models = models
+    state.validator = FlightValidator(models.operators, max_flights=3)
+    return DataPlane(state)
+
+
+def test_before_the_models_load_it_is_live_but_not_ready() -> None:
+    dataplane = DataPlane(State())
+    assert not dataplane.ready()
+    with pytest.raises(NotReady):
+        dataplane.model(MINIMAL_MODEL)
+    assert dataplane.server_metadata()["extensions"] == ["binary_tensor_data"]
+
+
+def test_models_are_found_by_name_and_optional_version(dataplane: DataPlane) -> None:
+    assert dataplane.ready()
+    model = dataplane.model(FULL_MODEL)
+    assert model.name == FULL_MODEL
+    assert dataplane.model(FULL_MODEL, model.version) is model
+    with pytest.raises(NotFound, match="no version 'v0'") as wrong_version:
+        dataplane.model(FULL_MODEL, "v0")
+    assert wrong_version.value.detail == {"versions": [model.version]}
+    with pytest.raises(NotFound, match="no model named 'delay'") as unknown:
+        dataplane.model("delay")
+    assert unknown.value.detail == {"models": [FULL_MODEL, MINIMAL_MODEL]}
+
+
+def test_model_metadata_lists_the_cards_inputs_and_both_outputs(dataplane: DataPlane) -> None:
+    model = dataplane.model(MINIMAL_MODEL)
+    metadata = dataplane.model_metadata(model)
+    assert metadata["versions"] == [model.version]
+    assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
+        ("OPERA", "BYTES"),
+        ("TIPOVUELO", "BYTES"),
+        ("MES", "INT64"),
+    ]
+    assert [o["name"] for o in metadata["outputs"]] == ["label", "proba"]
+    assert metadata["card"] == model.card.raw
+
+
+def test_infer_scores_the_rows_with_the_named_model(dataplane: DataPlane, models: ModelSet) -> None:
+    model = dataplane.model(MINIMAL_MODEL)
+    prediction = dataplane.infer(model, InferenceRequest(None, MINIMAL_COLUMNS, {}))
+    direct = models.minimal.predict_proba(
+        FlightValidator(models.operators, 3).flights(
+            InferenceRequest(None, MINIMAL_COLUMNS, {}).rows()
+        )
+    )
+    assert list(prediction.probabilities) == pytest.approx(direct.tolist(), abs=1e-7)
+
+
+def test_infer_applies_the_flight_limit(dataplane: DataPlane) -> None:
+    model = dataplane.model(MINIMAL_MODEL)
+    columns = {name: values * 2 for name, values in MINIMAL_COLUMNS.items()}
+    with pytest.raises(PayloadTooLarge):
+        dataplane.infer(model, InferenceRequest(None, columns, {}))

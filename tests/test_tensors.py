@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from app.errors import BadRequest
+from app.model import Prediction
+from app.tensors import InputColumns, check_output, from_raw, output_metadata, to_raw
+
+INPUTS = {"OPERA": "BYTES", "MES": "INT64"}
+
+
+def test_columns_collect_checked_tensors() -> None:
+    columns = InputColumns(INPUTS)
+    assert columns.expect("MES", "INT32", [2, 1]) == ("MES", [2, 1], 2)
+    columns.add("MES", [1, 2], [2, 1], 2)
+    columns.add("OPERA", ["A", "B"], [2], 2)
+    assert columns.columns() == {"MES": [1, 2], "OPERA": ["A", "B"]}
+
+
+@pytest.mark.parametrize(
+    ("name", "datatype", "shape", "message"),
+    [
+        ("Fecha-O", "BYTES", [1], "unknown input 'Fecha-O'"),
+        (["OPERA"], "BYTES", [1], "unknown input"),
+        ("MES", "FP32", [1], "expected INT64 or INT32"),
+        ("OPERA", "INT64", [1], "expected BYTES"),
+        ("OPERA", "BYTES", [], "must be"),
+        ("OPERA", "BYTES", [-1], "must be"),
+        ("OPERA", "BYTES", [1, 2], "must be"),
+        ("OPERA", "BYTES", [1, 1, 1], "must be"),
+        ("OPERA", "BYTES", [True], "must be"),
+    ],
+)
+def test_tensor_headers_are_checked(
+    name: object, datatype: str, shape: object, message: str
+) -> None:
+    with pytest.raises(BadRequest, match=message.replace("[", r"\[")):
+        InputColumns(INPUTS).expect(name, datatype, shape)
+
+
+def test_a_huge_shape_costs_nothing_and_is_refused_by_its_count() -> None:
+    columns = InputColumns(INPUTS)
+    _, shape, count = columns.expect("OPERA", "BYTES", [10**15, 1])
+    with pytest.raises(BadRequest, match="has 1 elements"):
+        columns.add("OPERA", ["A"], shape, count)
+
+
+def test_duplicate_missing_and_ragged_inputs_are_refused() -> None:
+    columns = InputColumns(INPUTS)
+    columns.add("OPERA", ["A"], [1], 1)
+    with pytest.raises(BadRequest, match="given twice"):
+        columns.add("OPERA", ["A"], [1], 1)
+    with pytest.raises(BadRequest, match=r"missing input\(s\) \['MES'\]"):
+        columns.columns()
+    columns.add("MES", [1, 2], [2], 2)
+    with pytest.raises(BadRequest, match="same number of elements"):
+        columns.columns()
+
+
+def test_raw_tensors_decode_integers_and_length_prefixed_strings() -> None:
+    assert from_raw("MES", "INT64", np.array([3, 12], "<i8").tobytes()) == [3, 12]
+    assert from_raw("MES", "INT32", np.array([7], "<i4").tobytes()) == [7]
+    raw = b"".join(struct.pack("<I", len(s)) + s for s in (b"Sky", b"", "Ñ".encode()))
+    assert from_raw("OPERA", "BYTES", raw) == ["Sky", "", "Ñ"]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "message"),
+    [
+        ("INT64", b"\x01" * 12, "not a whole number of INT64"),
+        ("BYTES", b"\x01\x00", "truncated"),
+        ("BYTES", b"\x09\x00\x00\x00abc", "overruns"),
+        ("BYTES", b"\x01\x00\x00\x00\xff", "not UTF-8"),
+    ],
+)
+def test_malformed_raw_tensors_are_refused(datatype: str, data: bytes, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        from_raw("X", datatype, data)
+
+
+def test_outputs_encode_raw_little_endian() -> None:
+    prediction = Prediction([0, 1], [0.25, 0.75], 1)
+    assert to_raw("label", prediction) == np.array([0, 1], "<i8").tobytes()
+    assert to_raw("proba", prediction) == np.array([0.25, 0.75], "<f4").tobytes()
+    assert check_output("proba") == "proba"
+    with pytest.raises(BadRequest, match="unknown output 'logits'"):
+        check_output("logits")
+    assert [o["datatype"] for o in output_metadata()] == ["INT64", "FP32"]
