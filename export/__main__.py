@@ -19,7 +19,7 @@ import orjson
 
 from app.features import FeatureEncoder
 from app.model import FULL_MODEL, MINIMAL_MODEL
-from export.card import build_card
+from export.card import build_card, with_profile
 from export.onnx import ParityError, check_parity, convert
 from train.candidates import CANDIDATES
 from train.data import DEFAULT_DATA, DataError, Dataset, load
@@ -98,9 +98,10 @@ def train_and_convert(
         onnx_bytes = convert(estimator, features.shape[1])
         parity = check_parity(onnx_bytes, estimator, features, chosen.cv.threshold)
         evaluations[contract] = evaluation
+        card = build_card(name, evaluation, encoder, onnx_bytes, parity, operators, data)
         staged[name] = (
             onnx_bytes,
-            build_card(name, evaluation, encoder, onnx_bytes, parity, operators, data),
+            with_profile(card, flights, estimator.predict_proba(features)[:, 1]),
         )
     return evaluations, staged
 

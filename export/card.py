@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict
 from importlib.metadata import version
 from typing import Any
 
+import numpy as np
+
+from app import drift
 from app.features import OTHER, FeatureEncoder
-from app.flights import FLIGHT_TYPES
+from app.flights import FLIGHT_TYPES, Flight
 from export.onnx import TARGET_OPSET, Parity
 from train.candidates import SEED
 from train.evaluate import ContractEvaluation
@@ -126,3 +130,11 @@ def build_card(
 
 def _known(values: tuple[str, ...]) -> list[str]:
     return sorted(value for value in values if value != OTHER)
+
+
+def with_profile(
+    card: dict[str, Any], flights: Sequence[Flight], probabilities: np.ndarray
+) -> dict[str, Any]:
+    """The card plus the training distribution of every input and of the predicted
+    probability, which the service compares its traffic with (app.drift)."""
+    return card | {"profile": drift.profile(flights, probabilities, card["threshold"]).to_json()}

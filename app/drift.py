@@ -1,0 +1,287 @@
+"""Input drift: the training distribution of every input, kept in the model card, against the
+same buckets counted over the flights a worker scores, compared by the Population Stability
+Index (PSI).
+
+One module for both sides, export (`profile`) and serving (`Window`, `psi`), so that a flight
+falls in the same bucket in both. Buckets: the frequent values of each category plus OTHER,
+the month, the scheduled hour and weekday, and deciles of the training predicted probability.
+
+Serving keeps the hot path to incrementing counts in a list (`Window.observe`); PSI is computed
+from the counts summed over every worker, when /metrics is scraped (app.metrics).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.flights import Flight
+
+OTHER = "~other"
+"""The bucket of a category value too rare in training to have its own, or never seen."""
+MAX_CATEGORIES = 40
+MIN_SHARE = 0.002
+"""A category value needs this share of the training flights to get its own bucket."""
+PROBA_BINS = 10
+EPSILON = 1e-4
+"""Floor on a bucket's share in PSI: an empty bucket would make it infinite."""
+PSI_WARN, PSI_ALERT = 0.1, 0.2
+"""The usual reading of PSI: under 0.1 stable, 0.1-0.2 moderate shift, over 0.2 a real one."""
+
+MINIMAL_INPUTS = ("OPERA", "TIPOVUELO", "MES")
+SCHEDULE_INPUTS = ("Des-I", "Emp-I", "Vlo-I", "hour", "weekday")
+PROBA = "proba"
+_ORDINALS = {"MES": range(1, 13), "hour": range(24), "weekday": range(7)}
+
+_VALUE: dict[str, Callable[[Flight], Any]] = {
+    "OPERA": lambda flight: flight.operator,
+    "TIPOVUELO": lambda flight: flight.flight_type,
+    "MES": lambda flight: flight.month,
+    "Des-I": lambda flight: flight.schedule.destination,  # type: ignore[union-attr]
+    "Emp-I": lambda flight: flight.schedule.airline,  # type: ignore[union-attr]
+    "Vlo-I": lambda flight: flight.schedule.number,  # type: ignore[union-attr]
+    "hour": lambda flight: flight.schedule.departure.hour,  # type: ignore[union-attr]
+    "weekday": lambda flight: flight.schedule.departure.weekday(),  # type: ignore[union-attr]
+}
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One input's training distribution: bucket labels and the share of flights in each.
+    A category's last bucket is OTHER; the probability's buckets are cut at `edges`."""
+
+    buckets: tuple[str, ...]
+    shares: tuple[float, ...]
+    edges: tuple[float, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"buckets": list(self.buckets), "shares": list(self.shares)}
+        if self.edges:
+            data["edges"] = list(self.edges)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Histogram:
+        histogram = cls(
+            tuple(str(b) for b in data["buckets"]),
+            tuple(float(s) for s in data["shares"]),
+            tuple(float(e) for e in data.get("edges", ())),
+        )
+        if len(histogram.buckets) != len(histogram.shares) or not histogram.buckets:
+            raise ValueError("a histogram has one share per bucket")
+        if histogram.edges and len(histogram.edges) != len(histogram.buckets) - 1:
+            raise ValueError("a binned histogram has one edge fewer than buckets")
+        return histogram
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the card's `profile` holds: every input's histogram and the probability's."""
+
+    flights: int
+    alert_rate: float
+    """share of the training flights the model labels delayed"""
+    histograms: dict[str, Histogram]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flights": self.flights,
+            "alert_rate": self.alert_rate,
+            "features": {name: h.to_json() for name, h in self.histograms.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Profile:
+        histograms = {name: Histogram.from_json(h) for name, h in data["features"].items()}
+        if PROBA not in histograms or not set(MINIMAL_INPUTS) <= histograms.keys():
+            raise ValueError(f"a profile covers {list(MINIMAL_INPUTS)} and {PROBA!r}")
+        return cls(int(data["flights"]), float(data["alert_rate"]), histograms)
+
+
+def _rounded(shares: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(float(share), 6) for share in shares)
+
+
+def _category(values: Sequence[str]) -> Histogram:
+    counts = Counter(values)
+    total = len(values)
+    frequent = [
+        value
+        for value, count in counts.most_common(MAX_CATEGORIES)
+        if count >= MIN_SHARE * total and value != OTHER
+    ]
+    rest = total - sum(counts[value] for value in frequent)
+    shares = [counts[value] / total for value in frequent] + [rest / total]
+    return Histogram((*frequent, OTHER), _rounded(shares))
+
+
+def _ordinal(values: Sequence[int], domain: range) -> Histogram:
+    counts = Counter(values)
+    return Histogram(
+        tuple(str(value) for value in domain),
+        _rounded([counts[value] / len(values) for value in domain]),
+    )
+
+
+def _binned(probabilities: np.ndarray) -> Histogram:
+    inner = np.quantile(probabilities, np.linspace(0, 1, PROBA_BINS + 1)[1:-1])
+    edges = tuple(sorted({round(float(edge), 6) for edge in inner}))
+    counts = np.bincount(
+        np.searchsorted(edges, probabilities, side="right"), minlength=len(edges) + 1
+    )
+    labels = ["<" + f"{edges[0]:g}"] + [f">={edge:g}" for edge in edges]
+    return Histogram(tuple(labels), _rounded((counts / len(probabilities)).tolist()), edges)
+
+
+def profile(flights: Sequence[Flight], probabilities: np.ndarray, threshold: float) -> Profile:
+    """The training distribution the card carries (export.card calls this)."""
+    if not flights or len(flights) != len(probabilities):
+        raise ValueError("one probability per training flight")
+    names = MINIMAL_INPUTS + (SCHEDULE_INPUTS if flights[0].schedule is not None else ())
+    histograms = {}
+    for name in names:
+        values = [_VALUE[name](flight) for flight in flights]
+        domain = _ORDINALS.get(name)
+        histograms[name] = _category(values) if domain is None else _ordinal(values, domain)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    histograms[PROBA] = _binned(probabilities)
+    alert_rate = round(float(np.mean(probabilities >= threshold)), 6)
+    return Profile(len(flights), alert_rate, histograms)
+
+
+def psi(expected: Sequence[float], counts: Sequence[float]) -> float:
+    """Population Stability Index of observed bucket counts against expected shares."""
+    total = float(sum(counts))
+    if total <= 0:
+        raise ValueError("no observations")
+    value = 0.0
+    for share, count in zip(expected, counts, strict=True):
+        e = max(share, EPSILON)
+        a = max(count / total, EPSILON)
+        value += (a - e) * math.log(a / e)
+    return value
+
+
+class Window:
+    """Bucket counts of about the last `size` flights one worker scored with one model.
+
+    The counts of all inputs live in one flat list (a bucket = an offset in it); every
+    `size / SLOTS` flights the current counts close into a slot, and the oldest slot drops
+    out, so the window covers between `size` and `size + size / SLOTS` flights.
+    """
+
+    SLOTS = 10
+
+    def __init__(self, profile: Profile, size: int) -> None:
+        self.profile = profile
+        self.features = tuple(profile.histograms)
+        self.offsets: dict[str, int] = {}
+        offset = 0
+        for name, histogram in profile.histograms.items():
+            self.offsets[name] = offset
+            offset += len(histogram.buckets)
+        self._width = offset
+        self._slot_size = max(1, size // self.SLOTS)
+        self._closed: deque[tuple[np.ndarray, int, int]] = deque(maxlen=self.SLOTS)
+        self._counts = [0] * offset
+        self._flights = 0
+        self._delayed = 0
+        self._codes = {name: self._lookup(name) for name in self.features if name != PROBA}
+        self._other = {
+            name: self.offsets[name] + len(self.profile.histograms[name].buckets) - 1
+            for name in self.features
+        }
+        self._minimal: dict[tuple[str, str, int], tuple[int, int, int]] = {}
+        """(OPERA, TIPOVUELO, MES) → their three buckets: at most 552 keys, since only
+        validated flights (known airline, I or N, month 1-12) get here"""
+        self._edges = list(profile.histograms[PROBA].edges)
+        self._proba = self.offsets[PROBA]
+        self._schedule = "hour" in self.offsets
+        self.observed = 0
+        """flights ever observed: tells the flush whether anything changed"""
+
+    def _lookup(self, name: str) -> dict[Any, int]:
+        buckets = self.profile.histograms[name].buckets
+        offset = self.offsets[name]
+        if name in _ORDINALS:
+            return {value: offset + i for i, value in enumerate(_ORDINALS[name])}
+        return {value: offset + i for i, value in enumerate(buckets)}
+
+    def _minimal_codes(self, key: tuple[str, str, int]) -> tuple[int, int, int]:
+        operator, flight_type, month = key
+        codes, other = self._codes, self._other
+        return (
+            codes["OPERA"].get(operator, other["OPERA"]),
+            codes["TIPOVUELO"].get(flight_type, other["TIPOVUELO"]),
+            codes["MES"][month],
+        )
+
+    def observe(
+        self, flights: Sequence[Flight], probabilities: Sequence[float], delayed: int
+    ) -> None:
+        """The hot path: a few dict lookups and list increments per flight."""
+        counts = self._counts
+        minimal = self._minimal
+        edges = self._edges
+        proba = self._proba
+        if isinstance(probabilities, np.ndarray):
+            probabilities = probabilities.tolist()
+        for flight, probability in zip(flights, probabilities, strict=True):
+            key = (flight.operator, flight.flight_type, flight.month)
+            codes = minimal.get(key)
+            if codes is None:
+                codes = minimal[key] = self._minimal_codes(key)
+            counts[codes[0]] += 1
+            counts[codes[1]] += 1
+            counts[codes[2]] += 1
+            counts[proba + bisect_right(edges, probability)] += 1
+        if self._schedule:
+            self._observe_schedules(flights)
+        self._flights += len(flights)
+        self._delayed += delayed
+        self.observed += len(flights)
+        if self._flights >= self._slot_size:
+            self._closed.append((np.array(counts, dtype=np.int64), self._flights, self._delayed))
+            self._counts = [0] * self._width
+            self._flights = self._delayed = 0
+
+    def _observe_schedules(self, flights: Sequence[Flight]) -> None:
+        counts = self._counts
+        codes, other = self._codes, self._other
+        destinations, destination_other = codes["Des-I"], other["Des-I"]
+        airlines, airline_other = codes["Emp-I"], other["Emp-I"]
+        numbers, number_other = codes["Vlo-I"], other["Vlo-I"]
+        hours, weekdays = codes["hour"], codes["weekday"]
+        for flight in flights:
+            schedule = flight.schedule
+            if schedule is None:  # never: a model sees only flights of its own contract
+                continue
+            departure = schedule.departure
+            counts[destinations.get(schedule.destination, destination_other)] += 1
+            counts[airlines.get(schedule.airline, airline_other)] += 1
+            counts[numbers.get(schedule.number, number_other)] += 1
+            counts[hours[departure.hour]] += 1
+            counts[weekdays[departure.weekday()]] += 1
+
+    def totals(self) -> tuple[np.ndarray, int, int]:
+        """The window's counts (flat, as `offsets` lays them out), flights and delayed."""
+        counts = np.array(self._counts, dtype=np.int64)
+        flights, delayed = self._flights, self._delayed
+        for closed, closed_flights, closed_delayed in self._closed:
+            counts += closed
+            flights += closed_flights
+            delayed += closed_delayed
+        return counts, flights, delayed
+
+    def split(self, counts: Sequence[float]) -> dict[str, Sequence[float]]:
+        """Flat counts, feature by feature."""
+        return {
+            name: counts[offset : offset + len(self.profile.histograms[name].buckets)]
+            for name, offset in self.offsets.items()
+        }

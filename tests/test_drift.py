@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from app import drift
+from app.flights import Flight, Schedule
+from app.model import MODEL_NAMES, OnnxModel
+
+OPERATORS = ["Grupo LATAM", "Sky Airline", "Copa Air", "Avianca", "Rare Air"]
+
+
+def flights(count: int, seed: int = 0, schedule: bool = False, month: int = 0) -> list[Flight]:
+    """Airline shares 40/30/20/9.9/0.1 %, months uniform (or all `month`)."""
+    rng = random.Random(seed)
+    made = []
+    for _ in range(count):
+        operator = rng.choices(OPERATORS, weights=[400, 300, 200, 99, 1])[0]
+        chosen = month or rng.randint(1, 12)
+        plan = None
+        if schedule:
+            departure = datetime(2017, chosen, rng.randint(1, 28), rng.randrange(24), 0)
+            plan = Schedule(departure, rng.choice(["SCFA", "SCIE"]), "LAN", str(rng.randint(1, 3)))
+        made.append(Flight(operator, rng.choice("IN"), chosen, plan))
+    return made
+
+
+def probabilities(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).beta(2, 5, count).astype(np.float32)
+
+
+def test_profile_holds_every_inputs_shares_with_an_other_bucket() -> None:
+    training = flights(5000, schedule=True)
+    profile = drift.profile(training, probabilities(5000), threshold=0.3)
+    assert list(profile.histograms) == [*drift.MINIMAL_INPUTS, *drift.SCHEDULE_INPUTS, "proba"]
+    for histogram in profile.histograms.values():
+        assert math.isclose(sum(histogram.shares), 1, abs_tol=1e-5)
+    operators = profile.histograms["OPERA"]
+    assert operators.buckets[-1] == drift.OTHER
+    assert "Rare Air" not in operators.buckets  # under MIN_SHARE: counted in OTHER
+    counts = Counter(flight.operator for flight in training)
+    assert operators.shares[-1] == pytest.approx(counts["Rare Air"] / 5000, abs=1e-6)
+    assert operators.shares[operators.buckets.index("Sky Airline")] == pytest.approx(
+        counts["Sky Airline"] / 5000, abs=1e-6
+    )
+    assert profile.histograms["MES"].buckets == tuple(str(m) for m in range(1, 13))
+    assert len(profile.histograms["hour"].shares) == 24
+    assert len(profile.histograms["weekday"].shares) == 7
+    proba = profile.histograms["proba"]
+    assert len(proba.edges) == drift.PROBA_BINS - 1
+    assert all(abs(share - 0.1) < 0.01 for share in proba.shares)  # deciles
+    assert profile.alert_rate == pytest.approx(float(np.mean(probabilities(5000) >= 0.3)), abs=1e-6)
+    assert drift.Profile.from_json(orjson.loads(orjson.dumps(profile.to_json()))) == profile
+
+
+def test_minimal_flights_profile_only_the_minimal_inputs() -> None:
+    profile = drift.profile(flights(300), probabilities(300), threshold=0.5)
+    assert list(profile.histograms) == [*drift.MINIMAL_INPUTS, "proba"]
+
+
+def test_psi_is_zero_on_the_expected_shares_and_matches_its_formula() -> None:
+    assert drift.psi([0.5, 0.5], [10, 10]) == 0
+    expected = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5)
+    assert drift.psi([0.5, 0.5], [8, 2]) == pytest.approx(expected)
+    # an empty bucket is floored, not infinite
+    assert math.isfinite(drift.psi([0.5, 0.5], [10, 0]))
+    with pytest.raises(ValueError, match="no observations"):
+        drift.psi([0.5, 0.5], [0, 0])
+
+
+def window_psi(window: drift.Window) -> dict[str, float]:
+    counts, _, _ = window.totals()
+    return {
+        name: drift.psi(window.profile.histograms[name].shares, part)
+        for name, part in window.split(counts).items()
+    }
+
+
+@pytest.mark.parametrize("schedule", [False, True], ids=["minimal", "full"])
+def test_window_counts_every_flight_in_its_profiles_buckets(schedule: bool) -> None:
+    training = flights(4000, schedule=schedule)
+    profile = drift.profile(training, probabilities(4000), threshold=0.3)
+    window = drift.Window(profile, size=100_000)
+    served = flights(600, seed=1, schedule=schedule)
+    window.observe(served[:1], probabilities(1, seed=1).tolist(), 1)  # a list, as a table gives
+    window.observe(served[1:], probabilities(599, seed=2), 7)
+    counts, total, delayed = window.totals()
+    assert (total, delayed) == (600, 8)
+    parts = window.split(counts)
+    for name, part in parts.items():
+        assert sum(part) == 600, name
+    operators = profile.histograms["OPERA"].buckets
+    assert parts["OPERA"][-1] == sum(f.operator not in operators for f in served)
+    assert list(parts["MES"]) == [sum(f.month == m for f in served) for m in range(1, 13)]
+    if schedule:
+        hours = [sum(f.schedule.departure.hour == h for f in served) for h in range(24)]  # type: ignore[union-attr]
+        assert list(parts["hour"]) == hours
+
+
+def test_window_slides_over_the_last_flights() -> None:
+    training = flights(2000)
+    profile = drift.profile(training, probabilities(2000), threshold=0.3)
+    window = drift.Window(profile, size=1000)
+    for start in range(0, 3000, 50):
+        window.observe(flights(50, seed=start, month=1), probabilities(50), 0)
+    for start in range(0, 1000, 50):
+        window.observe(flights(50, seed=start, month=7), probabilities(50), 0)
+    counts, total, _ = window.totals()
+    assert 1000 <= total <= 1100
+    assert list(window.split(counts)["MES"]) == [0] * 6 + [1000] + [0] * 5
+
+
+def test_a_stream_of_one_month_drifts_and_one_like_training_does_not() -> None:
+    training = flights(20_000, seed=3)
+    profile = drift.profile(training, probabilities(20_000), threshold=0.3)
+    alike, july = drift.Window(profile, 5000), drift.Window(profile, 5000)
+    for seed in range(50):
+        alike.observe(flights(100, seed=100 + seed), probabilities(100, seed), 0)
+        july.observe(flights(100, seed=100 + seed, month=7), probabilities(100, seed), 0)
+    assert max(window_psi(alike).values()) < drift.PSI_WARN
+    assert window_psi(july)["MES"] > drift.PSI_ALERT
+    assert window_psi(july)["OPERA"] < drift.PSI_WARN
+
+
+def test_exported_cards_carry_the_training_profile(synthetic_export: Path) -> None:
+    for name in MODEL_NAMES:
+        card = orjson.loads((synthetic_export / "models" / f"{name}.json").read_bytes())
+        profile = drift.Profile.from_json(card["profile"])
+        assert profile.flights == card["data"]["rows"]
+        assert ("hour" in profile.histograms) is (name == "delay-full")
+        model = OnnxModel.load(synthetic_export / "models", name)
+        assert model.threshold == card["threshold"]
