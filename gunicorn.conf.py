@@ -1,8 +1,9 @@
 """gunicorn settings for the service: `gunicorn -c gunicorn.conf.py 'app.main:create_app()'`.
 
-BIND and WORKERS come from the environment (defaults 0.0.0.0:8000, one worker per CPU).
-SIGHUP reloads the models from MODELS_DIR, refusing (and keeping the old ones) when they do not
-load: see app/reload.py. gunicorn executes this file again on every SIGHUP.
+BIND, WORKERS and the rest come from the environment through app.settings (WORKERS defaults
+to the CPUs this process may use: app.cpus); a bad value stops start-up with one line naming
+it. SIGHUP reloads the models from MODELS_DIR, refusing (and keeping the old ones) when they do
+not load: see app/reload.py. gunicorn executes this file again on every SIGHUP.
 """
 
 from __future__ import annotations
@@ -10,12 +11,24 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-bind = [os.environ.get("BIND", "0.0.0.0:8000")]
-workers = int(os.environ.get("WORKERS") or os.cpu_count() or 1)
+from app.settings import Settings
+
+
+def _cannot_start(error: Exception) -> NoReturn:
+    print(f"latam-delay: cannot start: {error}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+try:
+    _SETTINGS = Settings.from_env()
+except ValueError as _error:
+    _cannot_start(_error)
+
+bind = [_SETTINGS.bind]
+workers = _SETTINGS.workers
 # uvicorn's worker with app.protocol's limits: head size, read timeouts, graceful drain. Under a
 # uvicorn worker, uvicorn parses HTTP, so gunicorn's limit_request_line, limit_request_fields and
 # limit_request_field_size have no effect: MAX_HEAD_BYTES (app.settings) is the limit.
@@ -24,43 +37,43 @@ keepalive = 75  # longer than the usual load balancer idle timeout (60 s): no re
 graceful_timeout = 20
 timeout = 30
 backlog = 2048
-accesslog = (
-    os.environ.get("ACCESS_LOG") or None
-)  # off by default: one log line costs more than a prediction
+accesslog = _SETTINGS.access_log  # off by default: one log line costs more than a prediction
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = _SETTINGS.log_level
 proc_name = "latam-delay"
 control_socket_disable = (
     True  # gunicornc is not used; the shared default socket clashes between instances
 )
 
 # One prometheus directory and one model-snapshot directory per server run, made before any
-# worker imports prometheus_client. RUN_DIR_ENV marks them as this run's own, so that the second
-# execution of this file on SIGHUP does not mistake them for a directory given from outside.
+# worker imports prometheus_client, named after the master's pid so that the next start removes
+# them if this master is killed before its on_exit. RUN_DIR_ENV marks them as this run's own, so
+# that the second execution of this file on SIGHUP does not mistake them for a directory given
+# from outside.
 _RUN_DIR_ENV = "LATAM_DELAY_RUN_DIR"
 if not os.environ.get(_RUN_DIR_ENV):
-    os.environ[_RUN_DIR_ENV] = tempfile.mkdtemp(prefix="latam-delay-run-")
+    from app.reload import clean_stale_runs, run_dir
+
+    clean_stale_runs()
+    os.environ[_RUN_DIR_ENV] = str(run_dir("run"))
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="latam-delay-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir("metrics"))
         os.environ["LATAM_DELAY_OWN_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 _RUN_DIR = Path(os.environ[_RUN_DIR_ENV])
 
 
 def on_starting(server: Any) -> None:
     """Checks the models once in the master and pins the workers to that checked copy
-    (app.reload): a missing or corrupt file stops start-up here with one line naming it,
-    instead of every worker failing to boot in turn."""
+    (app.reload): a missing, unreadable or corrupt file stops start-up here with one line naming
+    it, instead of every worker failing to boot in turn."""
     from app.errors import ModelLoadError
     from app.reload import pin, take_snapshot
-    from app.settings import Settings
 
     try:
-        settings = Settings.from_env()
-        release = take_snapshot(settings.models_dir, _RUN_DIR / "models", settings.ort_threads)
-    except (ModelLoadError, ValueError) as error:
-        print(f"latam-delay: cannot start: {error}", file=sys.stderr, flush=True)
+        release = take_snapshot(_SETTINGS.models_dir, _RUN_DIR / "models", _SETTINGS.ort_threads)
+    except ModelLoadError as error:
         on_exit(server)  # sys.exit here skips gunicorn's own on_exit call
-        sys.exit(1)
+        _cannot_start(error)
     pin(release)
     server.log.info("models checked: %s", release.describe())
 
@@ -68,17 +81,28 @@ def on_starting(server: Any) -> None:
 def on_reload(server: Any) -> None:
     """SIGHUP: the new workers get MODELS_DIR's models if they load, else the old ones."""
     from app.reload import reload_models
-    from app.settings import Settings
 
     reload_models(
-        _RUN_DIR / "models", Settings.from_env().ort_threads, server.log.info, server.log.error
+        _RUN_DIR / "models",
+        _SETTINGS.ort_threads,
+        server.log.info,
+        server.log.error,
+        workers=list(server.WORKERS.values()),
     )
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Tags the worker with the snapshot it will load, so that no reload prunes it meanwhile."""
+    worker.models_dir = os.environ["MODELS_DIR"]
 
 
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
+    from app.reload import in_use, prune
+
     multiprocess.mark_process_dead(worker.pid)
+    prune(_RUN_DIR / "models", in_use(os.environ, server.WORKERS.values()))
 
 
 def on_exit(server: Any) -> None:

@@ -105,13 +105,17 @@ class OnnxModel:
             card = ModelCard.from_json(orjson.loads(card_path.read_bytes()))
         except FileNotFoundError:
             raise ModelLoadError(f"model card not found: {card_path}") from None
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        except OSError as error:  # no permission, a directory in its place...
+            raise ModelLoadError(f"cannot read {card_path}: {error.strerror}") from None
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise ModelLoadError(f"model card unreadable: {card_path}: {error}") from None
         onnx_path = models_dir / card.onnx_file
         try:
             onnx_bytes = onnx_path.read_bytes()
         except FileNotFoundError:
             raise ModelLoadError(f"model file not found: {onnx_path}") from None
+        except OSError as error:
+            raise ModelLoadError(f"cannot read {onnx_path}: {error.strerror}") from None
         if hashlib.sha256(onnx_bytes).hexdigest() != card.onnx_sha256:
             raise ModelLoadError(f"model file does not match its card's sha256: {onnx_path}")
         options = ort.SessionOptions()
@@ -125,8 +129,14 @@ class OnnxModel:
         return cls(card, session)
 
     def warm_up(self, flights: Sequence[Flight]) -> None:
-        """One real inference before serving, so the first client does not pay for it."""
-        probabilities = self.predict_proba(flights)
+        """One real inference before serving, so the first client does not pay for it; a model
+        its card does not describe (another encoding) fails here, before any client sees it."""
+        try:
+            probabilities = self.predict_proba(flights)
+        except Exception as error:  # onnxruntime raises its own untyped failures
+            raise ModelLoadError(
+                f"model {self.name} failed its warm-up inference: {error}"
+            ) from None
         if probabilities.shape != (len(flights),) or not np.isfinite(probabilities).all():
             raise ModelLoadError(f"model {self.name} gave no usable probabilities on warm-up")
         self.ready = True

@@ -9,14 +9,22 @@ it does the same with whatever the operator's MODELS_DIR holds now; if that is m
 or unloadable, the reload is refused in one log line and the new workers load the previous
 snapshot, so the service keeps serving the old models. What is served is byte for byte what
 was checked: a file swapped or half-copied after the check cannot reach a worker.
+
+Whatever goes wrong with a release (a missing, unreadable or wrong-kind file, a corrupt model, a
+card whose encoding the model does not take, any error of onnxruntime) is that one refusal:
+nothing a release holds can stop the server. Reloads run one at a time (gunicorn calls on_reload
+from its main loop; a lock makes that true for any caller), and a snapshot is removed only once
+no live worker was forked to load it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +37,9 @@ SOURCE_ENV = "MODELS_SOURCE"
 """The operator's MODELS_DIR, kept by the master; MODELS_DIR itself then names the snapshot."""
 SERVED_ENV = "MODELS_SERVED"
 """What the pinned snapshot holds, for the log line of a refused reload."""
-SNAPSHOTS_KEPT = 2
-"""The current snapshot and the one before: a worker spawned just before a reload may still be
-loading the previous one."""
+RUN_DIR_PATTERN = re.compile(r"latam-delay-(?:run|metrics)-(\d+)-[a-z0-9_]+")
+"""A server run's temporary directories, named after its gunicorn master's pid (see run_dir)."""
+_reloading = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -52,18 +60,25 @@ class Release:
 def take_snapshot(source: Path, snapshots: Path, threads: int = 1) -> Release:
     """Copies the models `source` names into a new directory under `snapshots` and loads that
     copy; raises ModelLoadError naming the file in `source` that is missing or unusable."""
-    resolved = source.resolve()
-    snapshots.mkdir(parents=True, exist_ok=True)
-    snapshot = Path(tempfile.mkdtemp(prefix="release-", dir=snapshots))
+    try:
+        resolved = source.resolve()
+        snapshots.mkdir(parents=True, exist_ok=True)
+        snapshot = Path(tempfile.mkdtemp(prefix="release-", dir=snapshots))
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
+        raise ModelLoadError(_one_line(f"cannot snapshot {source}: {error}")) from None
     try:
         for name in MODEL_NAMES:
-            card = _copy(resolved / f"{name}.json", snapshot)
+            card = _copy(resolved / f"{name}.json", snapshot, source)
             if card is not None:
-                _copy(resolved / _onnx_file(card, source / f"{name}.json"), snapshot)
+                _copy(resolved / _onnx_file(card, source / f"{name}.json"), snapshot, source)
         models = ModelSet.load(snapshot, threads)
     except ModelLoadError as error:
         shutil.rmtree(snapshot, ignore_errors=True)
-        raise ModelLoadError(str(error).replace(str(snapshot), str(source))) from None
+        raise ModelLoadError(_one_line(str(error).replace(str(snapshot), str(source)))) from None
+    except Exception as error:  # onnxruntime, numpy or the OS: any failure refuses the release
+        shutil.rmtree(snapshot, ignore_errors=True)
+        message = f"release unusable: {source}: {type(error).__name__}: {error}"
+        raise ModelLoadError(_one_line(message.replace(str(snapshot), str(source)))) from None
     except BaseException:
         shutil.rmtree(snapshot, ignore_errors=True)
         raise
@@ -71,15 +86,22 @@ def take_snapshot(source: Path, snapshots: Path, threads: int = 1) -> Release:
     return Release(source, resolved, snapshot, versions)
 
 
-def _copy(path: Path, into: Path) -> bytes | None:
+def _copy(path: Path, into: Path, source: Path) -> bytes | None:
     """The file's bytes, written into `into`; None when it does not exist (the load that
-    follows then names it as missing)."""
+    follows then names it as missing). Any other reason it cannot be read (no permission, a
+    directory in its place) refuses the release, naming the file as the operator does."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as error:
+        raise ModelLoadError(f"cannot read {source / path.name}: {error.strerror}") from None
     (into / path.name).write_bytes(data)
     return data
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def _onnx_file(card: bytes, card_path: Path) -> str:
@@ -93,12 +115,46 @@ def _onnx_file(card: bytes, card_path: Path) -> str:
     return name
 
 
-def prune(snapshots: Path, keep: Path) -> None:
-    """Removes all but the newest SNAPSHOTS_KEPT snapshots; `keep` is never removed."""
-    releases = sorted(snapshots.glob("release-*"), key=lambda path: path.stat().st_mtime)
-    for old in releases[:-SNAPSHOTS_KEPT]:
-        if old != keep:
+def prune(snapshots: Path, keep: Collection[Path]) -> None:
+    """Removes every snapshot but those in `keep`: the pinned one and those live workers were
+    forked to load (a worker still loading must find its files)."""
+    for old in snapshots.glob("release-*"):
+        if old not in keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def in_use(environ: dict[str, str] | os._Environ[str], workers: Iterable[object]) -> set[Path]:
+    """The pinned snapshot and every live worker's (gunicorn.conf.py's pre_fork tags each
+    worker with the MODELS_DIR it was forked with)."""
+    used = {Path(environ["MODELS_DIR"])} if "MODELS_DIR" in environ else set()
+    return used | {Path(worker.models_dir) for worker in workers if hasattr(worker, "models_dir")}
+
+
+def run_dir(kind: str) -> Path:
+    """A new temporary directory for this server run, named after this (the master's) pid so
+    that a later start can tell a dead run's leftovers from a live one's (clean_stale_runs)."""
+    return Path(tempfile.mkdtemp(prefix=f"latam-delay-{kind}-{os.getpid()}-"))
+
+
+def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
+    """Removes the run directories of masters that are gone (killed before their on_exit)."""
+    removed = []
+    for path in Path(tmp or tempfile.gettempdir()).iterdir():
+        match = RUN_DIR_PATTERN.fullmatch(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def pin(release: Release, environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
@@ -114,19 +170,22 @@ def reload_models(
     info: Callable[[str], None],
     error: Callable[[str], None],
     environ: dict[str, str] | os._Environ[str] = os.environ,
+    workers: Iterable[object] = (),
 ) -> Release | None:
     """gunicorn's on_reload: the operator's MODELS_DIR as it is now, or the previous release.
-    Returns the new release, or None when it was refused."""
-    source = Path(environ.get(SOURCE_ENV) or environ.get("MODELS_DIR") or "models")
-    try:
-        release = take_snapshot(source, snapshots, threads)
-    except ModelLoadError as refused:
-        error(
-            f"model reload refused, still serving {environ.get(SERVED_ENV, '?')}: {refused}"
-            " (fix the release and send SIGHUP again)"
-        )
-        return None
-    pin(release, environ)
-    prune(snapshots, release.snapshot)
-    info(f"models reloaded: {release.describe()}")
-    return release
+    Returns the new release, or None when it was refused. `workers`: the live ones, whose
+    snapshots are kept."""
+    with _reloading:
+        source = Path(environ.get(SOURCE_ENV) or environ.get("MODELS_DIR") or "models")
+        try:
+            release = take_snapshot(source, snapshots, threads)
+        except ModelLoadError as refused:
+            error(
+                f"model reload refused, still serving {environ.get(SERVED_ENV, '?')}: {refused}"
+                " (fix the release and send SIGHUP again)"
+            )
+            return None
+        pin(release, environ)
+        prune(snapshots, in_use(environ, workers))
+        info(f"models reloaded: {release.describe()}")
+        return release

@@ -1,13 +1,22 @@
-"""Every knob of the service, read from the environment in one place."""
+"""Every knob of the service, read from the environment in one place.
+
+A bad value is a ValueError whose message names the variable, the value and what it accepts:
+gunicorn.conf.py prints it as one line and stops.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import cpus
+
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_BIND = re.compile(r"unix:.+|(?:\[[0-9a-fA-F:.]+\]|[^\s:\[\]]*):\d{1,5}")
 
 
 @dataclass(frozen=True)
@@ -26,11 +35,17 @@ class Settings:
     """Seconds for a request's head to arrive once its connection or request began (`408`)."""
     body_timeout: int = 30
     """Seconds for a request's body to arrive after its head (`408`)."""
+    bind: str = "0.0.0.0:8000"
+    workers: int = field(default_factory=cpus.available)
+    """gunicorn workers: the CPUs this process may use (app.cpus), not the host's."""
+    log_level: str = "info"
+    access_log: str | None = None
+    """`-` logs every request to stdout; off by default (a log line costs more than a prediction)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         return cls(
-            models_dir=Path(env.get("MODELS_DIR", str(DEFAULT_MODELS_DIR))),
+            models_dir=Path(env.get("MODELS_DIR") or str(DEFAULT_MODELS_DIR)),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             max_flights=_positive_int(env, "MAX_FLIGHTS", cls.max_flights),
             ort_threads=_positive_int(env, "ORT_THREADS", cls.ort_threads),
@@ -38,20 +53,20 @@ class Settings:
             max_head_bytes=_positive_int(env, "MAX_HEAD_BYTES", cls.max_head_bytes),
             head_timeout=_positive_int(env, "HEAD_TIMEOUT", cls.head_timeout),
             body_timeout=_positive_int(env, "BODY_TIMEOUT", cls.body_timeout),
+            bind=_bind(env),
+            workers=_positive_int(env, "WORKERS", 0) or cpus.available(),
+            log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOG_LEVELS),
+            access_log=env.get("ACCESS_LOG") or None,
         )
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
+    raw = env.get(name, "").strip()
+    if raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive")
-    return value
+    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 0:
+        raise ValueError(f"{name}={raw!r}: expected a positive integer")
+    return int(raw)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -62,4 +77,24 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{name}={raw!r} is not a boolean (1/0, true/false)")
+    raise ValueError(f"{name}={raw!r}: expected a boolean (1/0, true/false, yes/no, on/off)")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in allowed:
+        raise ValueError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
+    return raw
+
+
+def _bind(env: Mapping[str, str]) -> str:
+    raw = env.get("BIND", "").strip()
+    if raw == "":
+        return Settings.bind
+    if not _BIND.fullmatch(raw) or (
+        not raw.startswith("unix:") and int(raw.rsplit(":", 1)[1]) > 65535
+    ):
+        raise ValueError(f"BIND={raw!r}: expected HOST:PORT (port 0-65535) or unix:PATH")
+    return raw

@@ -262,3 +262,26 @@ def test_drain_closes_a_fresh_connection_at_once() -> None:
         assert transport.closed
 
     run(scenario)
+
+
+def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
+    """app.protocol subclasses uvicorn's HttpToolsProtocol and reads its per-connection state;
+    pyproject pins a tested uvicorn range, and this fails loudly the day a release changes it."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    for method in ("data_received", "connection_made", "shutdown", "on_headers_complete"):
+        assert callable(getattr(HttpToolsProtocol, method, None)), f"uvicorn lost {method}"
+    protocol_source = inspect.getsource(HttpToolsProtocol)
+    for attribute in (
+        "cycle", "scope", "connections", "tasks", "transport", "headers", "url", "loop",
+        "logger", "client", "server_state",
+    ):  # fmt: skip
+        assert f"self.{attribute} =" in protocol_source, f"HttpToolsProtocol lost {attribute}"
+    cycle_source = inspect.getsource(RequestResponseCycle)
+    for attribute in (
+        "scope", "response_started", "response_complete", "more_body", "disconnected",
+        "keep_alive",
+    ):  # fmt: skip
+        assert f"self.{attribute} =" in cycle_source, f"RequestResponseCycle lost {attribute}"

@@ -138,13 +138,6 @@ def test_there_is_no_admin_surface() -> None:
     assert not re.search(r"^reload = True", conf, re.MULTILINE)
 
 
-def test_no_server_fingerprint_header(client: TestClient) -> None:
-    """uvicorn's `server: uvicorn` is switched off in app.worker; in-process there is none."""
-    assert "server" not in client.get("/health").headers
-    worker = (ROOT / "app" / "worker.py").read_text()
-    assert "server_header = False" in worker
-
-
 def test_errors_quote_client_values_short_and_flat() -> None:
     from app.errors import SHOWN_CHARS, InvalidFlight, shown
 

@@ -591,19 +591,8 @@ def truncate(path: Path) -> None:
         handle.truncate(path.stat().st_size // 2)
 
 
-@pytest.mark.parametrize(
-    ("damage", "broken"),
-    [
-        pytest.param(truncate, "delay-full.onnx", id="truncated-full-onnx"),
-        pytest.param(Path.unlink, "delay-minimal.json", id="missing-minimal-card"),
-    ],
-)
-def test_a_broken_model_stops_start_up_with_one_line(
-    tmp_path: Path, damage: Any, broken: str
-) -> None:
-    models = Path(shutil.copytree(MODELS_DIR, tmp_path / "models"))
-    damage(models / broken)
-    failing = spawn(tmp_path / "run", MODELS_DIR=str(models))
+def failed_start(failing: Server) -> str:
+    """The log of a server that must exit non-zero on its own, soon."""
     try:
         returncode = failing.process.wait(timeout=FAILURE_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -611,6 +600,28 @@ def test_a_broken_model_stops_start_up_with_one_line(
         pytest.fail(f"gunicorn still running {FAILURE_TIMEOUT:.0f} s on:\n" + failing.log())
     log = failing.log()
     assert returncode != 0, log
+    return log
+
+
+def directory_in_place(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize(
+    ("damage", "broken"),
+    [
+        pytest.param(truncate, "delay-full.onnx", id="truncated-full-onnx"),
+        pytest.param(Path.unlink, "delay-minimal.json", id="missing-minimal-card"),
+        pytest.param(directory_in_place, "delay-full.onnx", id="directory-for-full-onnx"),
+    ],
+)
+def test_a_broken_model_stops_start_up_with_one_line(
+    tmp_path: Path, damage: Any, broken: str
+) -> None:
+    models = Path(shutil.copytree(MODELS_DIR, tmp_path / "models"))
+    damage(models / broken)
+    log = failed_start(spawn(tmp_path / "run", MODELS_DIR=str(models)))
     lines = [line for line in log.splitlines() if "cannot start" in line]
     assert len(lines) == 1, log
     assert lines[0].startswith("latam-delay: cannot start: "), log
@@ -618,3 +629,28 @@ def test_a_broken_model_stops_start_up_with_one_line(
     assert "Traceback" not in log
     assert "Booting worker" not in log  # stopped in the master, before any worker
     assert not list((tmp_path / "run").glob("latam-delay-metrics-*"))  # no metrics dir left behind
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("WORKERS", "abc"), ("BIND", "nowhere"), ("MAX_BODY_BYTES", "-1")]
+)
+def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, value: str) -> None:
+    log = failed_start(spawn(tmp_path / "run", **{name: value}))
+    assert log.strip().splitlines() == [
+        f"latam-delay: cannot start: {name}={value!r}: expected "
+        + log.split(": expected ", 1)[1].strip()
+    ], log
+    assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
+
+
+def test_the_real_server_sends_no_server_header(server: Server, http: httpx.Client) -> None:
+    """uvicorn adds `server: uvicorn` unless told not to (app.worker): ask the real server."""
+    answers = [
+        http.get("/health"),
+        http.get("/no/such/path"),
+        http.post("/predict", json={"flights": []}),
+        http.post("/predict", json={"flights": [MINIMAL_FLIGHTS[0]]}),
+    ]
+    assert [answer.status_code for answer in answers] == [200, 404, 400, 200]
+    for answer in answers:
+        assert "server" not in answer.headers, answer.headers

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from app import cpus
 from app.settings import DEFAULT_MODELS_DIR, Settings
 
 
@@ -27,16 +28,40 @@ def test_environment_overrides() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "message"), [("ten", "is not an integer"), ("0", "must be positive")]
+    ("name", "value", "accepts"),
+    [
+        ("MAX_FLIGHTS", "ten", "a positive integer"),
+        ("MAX_FLIGHTS", "0", "a positive integer"),
+        ("WORKERS", "abc", "a positive integer"),
+        ("WORKERS", "-2", "a positive integer"),
+        ("WORKERS", "²", "a positive integer"),
+        ("MAX_BODY_BYTES", "1e6", "a positive integer"),
+        ("ORT_THREADS", "1.5", "a positive integer"),
+        ("MAX_HEAD_BYTES", "x", "a positive integer"),
+        ("HEAD_TIMEOUT", "x", "a positive integer"),
+        ("BODY_TIMEOUT", "x", "a positive integer"),
+        ("TABULATE_MINIMAL", "maybe", "a boolean"),
+        ("LOG_LEVEL", "loud", "one of debug, info"),
+        ("BIND", "localhost", "HOST:PORT"),
+        ("BIND", "0.0.0.0:99999", "HOST:PORT"),
+    ],
 )
-def test_bad_numbers_name_the_variable(value: str, message: str) -> None:
-    with pytest.raises(ValueError, match=f"MAX_FLIGHTS='{value}' {message}"):
-        Settings.from_env({"MAX_FLIGHTS": value})
+def test_a_bad_value_names_the_variable_and_what_it_accepts(
+    name: str, value: str, accepts: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{name}='{value}': expected {accepts}") as error:
+        Settings.from_env({name: value})
+    assert "\n" not in str(error.value)
 
 
-def test_bad_boolean_names_the_variable() -> None:
-    with pytest.raises(ValueError, match="TABULATE_MINIMAL='maybe' is not a boolean"):
-        Settings.from_env({"TABULATE_MINIMAL": "maybe"})
+def test_workers_default_to_the_cpus_this_process_may_use() -> None:
+    assert Settings.from_env({}).workers == cpus.available()
+    assert Settings.from_env({"WORKERS": "3"}).workers == 3
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:8000", "127.0.0.1:0", "[::1]:8080", "unix:/run/s"])
+def test_bind_forms(bind: str) -> None:
+    assert Settings.from_env({"BIND": bind}).bind == bind
 
 
 def test_settings_are_frozen() -> None:

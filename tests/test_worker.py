@@ -4,6 +4,7 @@ shutdown deadline inside gunicorn's; the app logger goes to gunicorn's log with 
 from __future__ import annotations
 
 import logging
+import runpy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,8 +79,16 @@ def test_the_app_logger_writes_to_gunicorns_log_with_the_request_id(
     assert "[-] plain" in handler.formatter.format(bare)  # no request_id attribute: no error
 
 
-def test_gunicorn_conf_names_this_worker() -> None:
-    text = (ROOT / "gunicorn.conf.py").read_text()
-    assert 'worker_class = "app.worker.UvicornWorker"' in text
+def test_gunicorn_conf_names_this_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LATAM_DELAY_RUN_DIR", str(tmp_path))  # as on SIGHUP: makes no directory
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert conf["worker_class"] == "app.worker.UvicornWorker"
     # gunicorn's own parser limits do nothing under a uvicorn worker: they must not pretend to.
-    assert "limit_request_field_size =" not in text
+    assert not {"limit_request_line", "limit_request_fields", "limit_request_field_size"} & set(
+        conf
+    )
+
+
+def test_uvicorn_sends_no_server_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set on the worker's uvicorn config; tests/test_server.py asks the real server."""
+    assert make_worker(monkeypatch).config.server_header is False
