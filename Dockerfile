@@ -1,10 +1,11 @@
 # The flight-delay service: gunicorn + uvicorn workers serving the ONNX models in models/.
 #
-#   make image                      # buildah, with a base image made locally by debootstrap
-#   docker build --build-arg BASE_IMAGE=python:3.11-slim -t latam-delay .   # where a registry is reachable
+#   docker build -t latam-delay .   # anywhere a registry is reachable: the public python:3.11-slim
+#   make image                      # buildah, no registry: passes its own base, made locally by
+#                                   # debootstrap (BASE_IMAGE=localhost/latam-python-base:bookworm)
 #
 # Every stage uses the same base: the venv's python is a link to the base's interpreter.
-ARG BASE_IMAGE=localhost/latam-python-base:bookworm
+ARG BASE_IMAGE=python:3.11-slim
 
 # ---- requirements: [project].dependencies out of pyproject.toml ----
 # Its own stage so that an edit elsewhere in pyproject.toml (tool settings) leaves the builder's

@@ -1,6 +1,8 @@
 # Container image, built with buildah (no Docker engine needed). Included by the Makefile.
-# The base image is made locally by debootstrap the first time (a few minutes), then reused.
-#   IMAGE=...       tag to build       BASE_IMAGE=...  base of both stages (e.g. python:3.11-slim)
+# The base image is made locally by debootstrap the first time (a few minutes), then reused, and
+# passed explicitly: the Dockerfile's own default is the public python:3.11-slim, which a machine
+# without a registry cannot pull.
+#   IMAGE=...       tag to build       BASE_IMAGE=...  base of every stage (e.g. python:3.11-slim)
 IMAGE ?= localhost/latam-delay:latest
 BASE_IMAGE ?= localhost/latam-python-base:bookworm
 

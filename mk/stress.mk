@@ -1,8 +1,8 @@
-# wrk stress test of POST /predict; included from the Makefile (uses $(BIN), $(DATA), $(DEV_STAMP),
+# wrk stress test of POST /predict; included from the Makefile (uses $(BIN), $(SCL_DATA), $(DEV_STAMP),
 # $(REPORTS_DIR)). Bodies are drawn from the real data into a git-ignored directory: never commit them.
 
-# $(DATA) when that file exists, else the shared copy next to the project.
-BODIES_DATA ?= $(firstword $(wildcard $(DATA) ../shared/data/dataset_SCL.csv.gz) $(DATA))
+# $(SCL_DATA), the Makefile's real-data setting.
+BODIES_DATA ?= $(SCL_DATA)
 WRK_DIR ?= build/wrk
 WRK ?= wrk
 STRESS_DIR ?= $(REPORTS_DIR)/stress

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from train.data import SHARED_DATA
+from train.data import DATA_ENV, data_location
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -139,9 +139,10 @@ def synthetic_export(tmp_path_factory: pytest.TempPathFactory, synthetic_csv: Pa
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    if not SHARED_DATA.is_file():
-        pytest.skip(f"real data not found at {SHARED_DATA} (the shared SCL 2017 file)")
-    return SHARED_DATA
+    path = data_location()
+    if not path.is_file():
+        pytest.skip(f"real data not found at {path} (the SCL 2017 file; ${DATA_ENV} sets the path)")
+    return path
 
 
 @pytest.fixture

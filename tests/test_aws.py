@@ -16,6 +16,8 @@ import pytest
 from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import cfn_yaml
 from mangum import Mangum
+from samtranslator.translator.transform import transform as sam_transform
+from samtranslator.yaml_helper import yaml_parse
 
 from app.main import create_app
 from app.model import ModelSet
@@ -92,14 +94,24 @@ def function(template: dict[str, Any]) -> dict[str, Any]:
     return properties
 
 
+def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def api_routes(template: dict[str, Any]) -> set[tuple[str, str]]:
+    """(path, method) of every route of the HTTP API."""
+    routes = resources_of(template, "AWS::ApiGatewayV2::Route").values()
+    keys = [route["Properties"]["RouteKey"].split(" ", 1) for route in routes]
+    return {(path, method) for method, path in keys}
+
+
 def test_every_http_api_route_reaches_a_route_of_the_app(template):
-    events = list(function(template)["Events"].values())
-    assert {e["Type"] for e in events} == {"HttpApi"}
-    api_routes = {(e["Properties"]["Path"], e["Properties"]["Method"]) for e in events}
+    routes = api_routes(template)
     app_routes = {(route.path, method) for route in ROUTES for method in route.methods or ()}
-    assert {("/predict", "POST"), ("/health", "GET"), ("/v2/{proxy+}", "ANY")} <= api_routes
-    proxies = [path.removesuffix("{proxy+}") for path, _ in api_routes if path.endswith("{proxy+}")]
-    for path, method in api_routes:
+    assert {("/predict", "POST"), ("/health", "GET"), ("/v2/{proxy+}", "ANY")} <= routes
+    assert not function(template).get("Events"), "the routes are the ApiGatewayV2 resources"
+    proxies = [path.removesuffix("{proxy+}") for path, _ in routes if path.endswith("{proxy+}")]
+    for path, method in routes:
         if path.endswith("{proxy+}"):
             assert any(p.startswith(path.removesuffix("{proxy+}")) for p, _ in app_routes), path
         else:
@@ -107,8 +119,123 @@ def test_every_http_api_route_reaches_a_route_of_the_app(template):
     # Every Open Inference Protocol route of the app is reachable through the API.
     for path, method in app_routes:
         if path.startswith("/v2") and method != "HEAD":
-            reachable = (path, method) in api_routes or any(path.startswith(p) for p in proxies)
+            reachable = (path, method) in routes or any(path.startswith(p) for p in proxies)
             assert reachable, f"{method} {path} has no route in the HTTP API"
+    assert ("/metrics", "GET") not in routes
+
+
+# ---- the template as CloudFormation receives it: the SAM transform, run offline ----
+
+
+class NoManagedPolicies:
+    """The transform asks IAM for managed policy ARNs by name; the template names none."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def transformed(parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The template after the SAM transform, with CodeUri as `sam deploy` uploads it and the
+    conditions evaluated for these parameters (each `Fn::If` replaced by its branch)."""
+    source = yaml_parse(TEMPLATE.read_text().replace("../../build/lambda", "s3://bundle/code.zip"))
+    values = {"ModelsBucket": "models-bucket", **(parameters or {})}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the transform's pseudo-parameters
+        output: dict[str, Any] = sam_transform(source, values, NoManagedPolicies())
+    defaults = {name: p.get("Default") for name, p in output["Parameters"].items()}
+    return resolve_conditions(output, {**defaults, **values})
+
+
+def resolve_conditions(template: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1:
+            ((key, argument),) = node.items()
+            if key == "Ref" and argument in parameters:
+                return parameters[argument]
+            if key == "Fn::Equals":
+                return str(value(argument[0])) == str(value(argument[1]))
+            if key == "Fn::Not":
+                return not value(argument[0])
+            if key == "Condition":
+                return conditions[argument]
+            if key == "Fn::If":
+                return value(argument[1] if conditions[argument[0]] else argument[2])
+        if isinstance(node, dict):
+            return {k: value(v) for k, v in node.items() if value(v) != {"Ref": "AWS::NoValue"}}
+        if isinstance(node, list):
+            return [value(item) for item in node]
+        return node
+
+    conditions: dict[str, bool] = {}
+    for name, condition in template.get("Conditions", {}).items():
+        conditions[name] = value(condition)
+    resolved: dict[str, Any] = value(template)
+    return resolved
+
+
+@pytest.fixture(scope="module")
+def deployed() -> dict[str, Any]:
+    return transformed()
+
+
+def the_resource(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = list(resources_of(template, kind).values())
+    assert len(found) == 1, f"{len(found)} {kind}"
+    return found[0]
+
+
+def test_every_route_needs_iam_authorization_by_default(deployed):
+    routes = resources_of(deployed, "AWS::ApiGatewayV2::Route").values()
+    assert {r["Properties"]["AuthorizationType"] for r in routes} == {"AWS_IAM"}
+    policy = the_resource(deployed, "AWS::IAM::ManagedPolicy")["Properties"]["PolicyDocument"]
+    assert [s["Action"] for s in policy["Statement"]] == ["execute-api:Invoke"]
+
+
+def test_only_the_explicit_parameter_opens_the_api():
+    opened = transformed({"ApiAccess": "public"})
+    routes = resources_of(opened, "AWS::ApiGatewayV2::Route").values()
+    assert {r["Properties"]["AuthorizationType"] for r in routes} == {"NONE"}
+
+
+def test_no_concurrency_is_reserved_unless_asked(deployed):
+    function = the_resource(deployed, "AWS::Lambda::Function")["Properties"]
+    assert "ReservedConcurrentExecutions" not in function
+    reserved = the_resource(transformed({"ReservedConcurrency": "20"}), "AWS::Lambda::Function")
+    assert reserved["Properties"]["ReservedConcurrentExecutions"] == "20"
+
+
+def test_the_api_calls_the_alias_that_each_deploy_publishes(deployed):
+    alias_name, alias = next(iter(resources_of(deployed, "AWS::Lambda::Alias").items()))
+    assert alias["Properties"]["Name"] == "live"
+    assert "Version" in alias["Properties"]["FunctionVersion"]["Fn::GetAtt"]
+    integration = the_resource(deployed, "AWS::ApiGatewayV2::Integration")["Properties"]
+    assert integration["IntegrationUri"] == {"Ref": alias_name}
+    permission = the_resource(deployed, "AWS::Lambda::Permission")["Properties"]
+    assert permission["FunctionName"] == {"Ref": alias_name}
+
+
+def test_a_canary_shifts_traffic_and_rolls_back_on_the_5xx_errors_and_p99_alarms(deployed):
+    alias = the_resource(deployed, "AWS::Lambda::Alias")
+    group_ref = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]["DeploymentGroupName"]
+    group = deployed["Resources"][group_ref["Ref"]]["Properties"]
+    assert "Canary" in str(group["DeploymentConfigName"])
+    assert "DEPLOYMENT_STOP_ON_ALARM" in group["AutoRollbackConfiguration"]["Events"]
+    assert group["AlarmConfiguration"]["Enabled"] is True
+    watched = [
+        deployed["Resources"][a["Name"]["Ref"]]["Properties"]
+        for a in group["AlarmConfiguration"]["Alarms"]
+    ]
+    metrics = {(a["Namespace"], a["MetricName"], a.get("ExtendedStatistic")) for a in watched}
+    assert ("AWS/ApiGateway", "5xx", None) in metrics
+    assert ("AWS/Lambda", "Errors", None) in metrics
+    assert ("AWS/Lambda", "Duration", "p99") in metrics
+    api = next(iter(resources_of(deployed, "AWS::ApiGatewayV2::Api")))
+    for alarm in watched:
+        dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        if alarm["Namespace"] == "AWS/ApiGateway":
+            assert dimensions == {"ApiId": {"Ref": api}, "Stage": "$default"}
+        else:  # the alias, whichever version it sends a request to
+            assert dimensions["Resource"] == {"Fn::Sub": "${PredictFunction}:live"}
 
 
 def test_function_runs_this_handler_on_the_runtime_the_bundle_is_built_for(template):

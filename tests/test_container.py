@@ -132,3 +132,12 @@ def test_image_builds_and_serves_predictions():
     assert process.returncode == 0, output
     assert "POST /predict -> 200" in output, output
     assert re.search(r"SUMMARY image=\S+ size=.+ cold_start=[\d.]+s", output), output
+
+
+def test_docker_build_defaults_to_the_public_slim_base_and_buildah_passes_its_own():
+    args = re.findall(r"^ARG BASE_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert args == ["python:3.11-slim"], "`docker build .` pulls a public base"
+    container_mk = (ROOT / "mk" / "container.mk").read_text()
+    assert re.search(r"^BASE_IMAGE \?= localhost/", container_mk, re.MULTILINE)
+    assert container_mk.count("BASE_IMAGE=$(BASE_IMAGE) deploy/container/test-image.sh") == 2
+    assert '--build-arg "BASE_IMAGE=$BASE_IMAGE"' in TEST_IMAGE.read_text()

@@ -1,13 +1,24 @@
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import COLUMNS, synthetic_rows, write_csv
-from train.data import CSV_SHA256, DataError, Dataset, derive_columns, load
+from tests.conftest import COLUMNS, ROOT, synthetic_rows, write_csv
+from train.data import (
+    CSV_SHA256,
+    DATA_ENV,
+    SHARED_DATA,
+    DataError,
+    Dataset,
+    data_location,
+    derive_columns,
+    load,
+)
 
 
 def _scheduled(*values: str) -> pd.DataFrame:
@@ -146,3 +157,25 @@ def test_dataset_labels_and_dates(synthetic_csv: Path) -> None:
     assert dataset.labels.dtype == np.int64
     assert len(dataset.dates) == len(dataset.labels)
     assert all(len(date) == 10 for date in dataset.dates[:20])
+
+
+def test_one_setting_locates_the_real_data_for_tests_and_make_export(tmp_path: Path) -> None:
+    assert (
+        data_location({DATA_ENV: str(tmp_path / "flights.csv.gz")}) == tmp_path / "flights.csv.gz"
+    )
+    assert data_location({}) == SHARED_DATA
+    # The Makefile's default is the same file, and `make export` reads the same variable.
+    makefile = (ROOT / "Makefile").read_text()
+    default = re.search(r"^SCL_DATA \?= (\S+)$", makefile, re.MULTILINE)
+    assert default
+    assert (ROOT / default.group(1)).resolve() == SHARED_DATA
+    assert "export SCL_DATA" in makefile
+    data = write_csv(tmp_path / "x.csv.gz", synthetic_rows(10))
+    dry_run = subprocess.run(
+        ["make", "-n", "export", f"SCL_DATA={data}", f"MODELS_DIR={tmp_path}/models"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"--data {data} " in dry_run.stdout, dry_run.stdout + dry_run.stderr

@@ -1,11 +1,15 @@
-"""The Kubernetes manifests in deploy/k8s/: every resource validated offline against the
-Kubernetes JSON schemas (kubernetes-validate ships them), and every cross-reference between the
-manifests, the app, the image and gunicorn's settings checked, since no schema sees those."""
+"""The Kubernetes manifests in deploy/k8s/ and the environments' overlays in deploy/overlays/:
+every resource validated offline against the Kubernetes JSON schemas (kubernetes-validate ships
+them), and every cross-reference between the manifests, the app, the image and gunicorn's
+settings checked, since no schema sees those. The overlays are rendered by kubectl's own
+kustomize when kubectl is installed."""
 
 from __future__ import annotations
 
 import ast
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,10 @@ from app.routes import ROUTES
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATION = K8S / "kustomization.yaml"
+OVERLAYS = ROOT / "deploy" / "overlays"
+ENVIRONMENTS = ["staging", "production"]
+INGRESS_NAMESPACE = "ingress-nginx"
+PROMETHEUS_NAMESPACE = "monitoring"
 # The oldest Kubernetes the manifests promise to work on (autoscaling/v2, PDB
 # unhealthyPodEvictionPolicy) and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
@@ -107,7 +115,13 @@ def get_routes() -> set[str]:
 
 def test_every_manifest_holds_the_expected_kinds():
     kinds = sorted(resource["kind"] for resource in RESOURCES)
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    assert kinds == [
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+    ]
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -128,11 +142,15 @@ def test_the_validator_rejects_a_misspelled_field(deployment):
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_kustomization_lists_every_manifest_and_names_the_container_image(container):
+def test_kustomization_lists_every_manifest_and_each_overlay_names_the_container_image(container):
     kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
     assert sorted(kustomization["resources"]) == [path.name for path in manifest_files()]
-    image_names = [image["name"] for image in kustomization["images"]]
-    assert container["image"].split(":")[0] in image_names
+    assert "images" not in kustomization, "the base names no tag: each environment's is a SHA"
+    for environment in ENVIRONMENTS:
+        overlay = yaml.safe_load((OVERLAYS / environment / "kustomization.yaml").read_text())
+        assert overlay["resources"] == ["../../k8s"]
+        # The entry `kustomize edit set image latam-delay=...` rewrites (deploy-environment.yml).
+        assert [image["name"] for image in overlay["images"]] == [container["image"]]
 
 
 def test_deployment_selector_matches_its_pod_labels(deployment):
@@ -239,3 +257,92 @@ def test_pdb_selects_the_pods_and_leaves_one_serving(deployment):
     assert selector.items() <= labels.items()
     min_replicas = the("HorizontalPodAutoscaler")["spec"]["minReplicas"]
     assert pdb["spec"]["maxUnavailable"] < min_replicas
+
+
+# ---- who may connect ----
+
+
+def allowed_sources(port_name: str, container: dict[str, Any]) -> set[str]:
+    """The namespaces the NetworkPolicy admits to the container port named `port_name`."""
+    numbers = {port["name"]: port["containerPort"] for port in container["ports"]}
+    sources: set[str] = set()
+    for rule in the("NetworkPolicy")["spec"]["ingress"]:
+        ports = {numbers.get(p["port"], p["port"]) for p in rule["ports"]}
+        if numbers[port_name] in ports:
+            for peer in rule["from"]:
+                sources.add(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    return sources
+
+
+def test_network_policy_covers_the_pods_and_admits_only_named_namespaces(deployment, container):
+    policy = the("NetworkPolicy")["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    names = {port["name"] for port in container["ports"]}
+    for rule in policy["ingress"]:
+        # An empty `from` or `ports` would admit every source or every port.
+        assert rule["from"]
+        assert rule["ports"]
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector"}, "no pod-only or ipBlock peer"
+            assert list(peer["namespaceSelector"]) == ["matchLabels"]
+        for port in rule["ports"]:
+            assert port["port"] in names, f"{port['port']} is not a named port of the container"
+            assert port["protocol"] == "TCP"
+
+
+def test_the_api_port_admits_the_ingress_controller_and_metrics_admit_prometheus(container):
+    service_ports = {port["targetPort"] for port in the("Service")["spec"]["ports"]}
+    annotations = the("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    scraped = next(
+        port["name"]
+        for port in container["ports"]
+        if port["containerPort"] == int(annotations["prometheus.io/port"])
+    )
+    for port in container["ports"]:
+        expected = {INGRESS_NAMESPACE} if port["name"] in service_ports else set()
+        if port["name"] == scraped:
+            expected.add(PROMETHEUS_NAMESPACE)
+        assert allowed_sources(port["name"], container) == expected, port["name"]
+
+
+# ---- the environments, rendered as the deploy workflow renders them ----
+
+
+def render(environment: str, image: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """`kustomize build` of the overlay after `kustomize edit set image latam-delay=<image>`, as
+    deploy-environment.yml runs them, on a copy: the edit rewrites the overlay's `images:`
+    entry to that name and tag."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: its kustomize renders the overlays")
+    for tree in (K8S, OVERLAYS):
+        shutil.copytree(tree, tmp_path / "deploy" / tree.name)
+    overlay = tmp_path / "deploy" / "overlays" / environment / "kustomization.yaml"
+    kustomization = yaml.safe_load(overlay.read_text())
+    name, _, tag = image.rpartition(":")
+    kustomization["images"] = [{"name": "latam-delay", "newName": name, "newTag": tag}]
+    overlay.write_text(yaml.safe_dump(kustomization))
+    result = subprocess.run(
+        [kubectl, "kustomize", str(overlay.parent)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_each_overlay_renders_valid_resources_with_the_image_the_workflow_sets(
+    environment, tmp_path
+):
+    image = "ghcr.io/owner/latam-delay:" + "0123456789abcdef" * 2 + "01234567"
+    rendered = render(environment, image, tmp_path)
+    overlay = yaml.safe_load((OVERLAYS / environment / "kustomization.yaml").read_text())
+    assert sorted(r["kind"] for r in rendered) == sorted(r["kind"] for r in RESOURCES)
+    for resource in rendered:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSIONS[-1], strict=True)
+        assert resource["metadata"]["namespace"] == overlay["namespace"]
+    deployment = next(r for r in rendered if r["kind"] == "Deployment")
+    assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [image]
+    hpa = next(r for r in rendered if r["kind"] == "HorizontalPodAutoscaler")
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]

