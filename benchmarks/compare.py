@@ -18,8 +18,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,20 +103,35 @@ def served(variant: Variant, args: argparse.Namespace, log_dir: Path) -> Iterato
 
 
 def process_tree(master: int) -> list[int]:
-    """The master and its children (the workers), from /proc."""
-    try:
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        return [master, *(int(pid) for pid in children)]
-    except OSError:  # no CONFIG_PROC_CHILDREN: scan every process's parent
-        found = [master]
-        for stat in Path("/proc").glob("[0-9]*/stat"):
+    """The master and every process under it (workers, and the helpers a peer framework
+    spawns), from /proc: each thread's children, since a process started by a thread other
+    than the main one is listed under that thread."""
+    found = [master]
+    for pid in found:  # grows while it is walked: breadth first
+        found.extend(_children(pid))
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    listed = list(Path(f"/proc/{pid}/task").glob("*/children"))
+    if listed:
+        children: list[int] = []
+        for path in listed:
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+                children.extend(int(child) for child in path.read_text().split())
+            except OSError:  # the thread ended meanwhile
                 continue
-            if int(fields[1]) == master:
-                found.append(int(stat.parent.name))
-        return found
+        return children
+    # no CONFIG_PROC_CHILDREN: scan every process's parent
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
@@ -182,10 +197,16 @@ def clocks(pids: Sequence[int]) -> Clocks:
     return Clocks(server, usage.ru_utime + usage.ru_stime, busy)
 
 
-def measure(variant: Variant, round_: int, args: argparse.Namespace, scratch: Path) -> RunResult:
+Serve = Callable[[Variant, argparse.Namespace, Path], AbstractContextManager[Server]]
+"""How a variant's server is started: `served` (gunicorn), or benchmarks.peers' launchers."""
+
+
+def measure(
+    variant: Variant, round_: int, args: argparse.Namespace, scratch: Path, serve: Serve = served
+) -> RunResult:
     """Fresh server, warm-up (discarded), then the measured run between two clock readings."""
     bodies = args.wrk_dir / variant.bodies
-    with served(variant, args, scratch) as server:
+    with serve(variant, args, scratch) as server:
         if args.warmup > 0:
             run_wrk(wrk_command(args, variant, args.warmup, server.url), bodies, args.warmup)
         load = float(load_average().split()[0])
@@ -248,17 +269,16 @@ def preflight(chosen: Sequence[Variant], args: argparse.Namespace) -> None:
             raise StressError(f"no reference model at {model}: run `make reference`")
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
+def run_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The options of every alternating-rounds wrk run (this one, benchmarks.peers.run)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per run")
     parser.add_argument("--warmup", type=int, default=2, help="discarded seconds of wrk per run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--timeout", type=int, default=5, help="wrk's per-request timeout, s")
-    parser.add_argument("--variants", help="comma-separated subset (default: all)")
     parser.add_argument("--wrk-dir", type=Path, default=Path("build/wrk"), help="bodies")
-    parser.add_argument("--reference-model", type=Path, default=Path("build/reference/model.pkl"))
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--ready-timeout", type=float, default=60, help="seconds")
     parser.add_argument("--wrk", default="wrk", help="the wrk executable")
@@ -266,11 +286,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--gunicorn", type=Path, default=Path(sys.executable).parent / "gunicorn",
         help="the project's .venv/bin/gunicorn",
     )  # fmt: skip
+    return parser
+
+
+def parse_run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
         parser.error("--rounds and --duration must be at least 1, --warmup at least 0")
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads (wrk gives each thread a share)")
+    return args
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = run_parser("python -m benchmarks.compare", __doc__)
+    parser.add_argument("--variants", help="comma-separated subset (default: all)")
+    parser.add_argument("--reference-model", type=Path, default=Path("build/reference/model.pkl"))
+    args = parse_run(parser, argv)
     known = {variant.name: variant for variant in variants("")}
     wanted = args.variants.split(",") if args.variants else list(known)
     unknown = [name for name in wanted if name not in known]

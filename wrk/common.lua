@@ -47,7 +47,11 @@ local function object(fields)
 end
 
 -- Installs wrk's global hooks. `name` tags the summary; `default_path` is used without WRK_BODIES.
-function M.install(name, default_path)
+-- `target` (default /predict) is the path POSTed to; a 200 must contain `marker` (default
+-- "predict"), e.g. "outputs" for an Open Inference Protocol infer route.
+function M.install(name, default_path, target, marker)
+  target = target or "/predict"
+  local expected = '"' .. (marker or "predict") .. '"'
   local path = os.getenv("WRK_BODIES") or default_path
   local check = os.getenv("WRK_CHECK") ~= "0"
 
@@ -64,7 +68,7 @@ function M.install(name, default_path)
   function init(args)
     requests = {}
     for i, body in ipairs(load_bodies(path)) do
-      requests[i] = wrk.format("POST", "/predict", { ["Content-Type"] = "application/json" }, body)
+      requests[i] = wrk.format("POST", target, { ["Content-Type"] = "application/json" }, body)
     end
     statuses = {}
     bad_bodies = 0
@@ -82,7 +86,7 @@ function M.install(name, default_path)
 
   function response(status, headers, body)
     statuses[status] = (statuses[status] or 0) + 1
-    if status == 200 and not body:find('"predict"', 1, true) then
+    if status == 200 and not body:find(expected, 1, true) then
       bad_bodies = bad_bodies + 1
     end
   end

@@ -1,0 +1,30 @@
+# `make peers`, `make compare-peers`: the serving frameworks a user would pick instead (MLServer,
+# BentoML, LitServe, PyTriton) and Granian, each in its own virtualenv under build/peers/, never
+# in .venv: benchmark subjects, not dependencies. Not part of `make test` or CI. Included by the
+# Makefile; uses $(PYTHON), $(BIN), $(DEV_STAMP), $(REPORTS_DIR), and $(WRK_DIR), $(WRK) and
+# `bodies` from mk/stress.mk.
+PEERS_DIR ?= build/peers
+PEERS := mlserver bentoml litserve pytriton granian
+PEERS_ROUNDS ?= 3
+PEERS_DURATION ?= 10
+PEERS_CONNECTIONS ?= 64
+PEERS_GROUPS ?=
+PEER_STAMPS := $(foreach peer,$(PEERS),$(PEERS_DIR)/$(peer)/.installed)
+
+.PHONY: peers compare-peers
+peers: $(PEER_STAMPS) ## install the peer frameworks and Granian into build/peers/ (a few minutes)
+
+# A peer that fails to install leaves no stamp: compare-peers then reports it as not installed.
+$(PEERS_DIR)/%/.installed: benchmarks/peers/requirements/%.txt
+	rm -rf $(PEERS_DIR)/$*
+	$(PYTHON) -m venv $(PEERS_DIR)/$*
+	$(PEERS_DIR)/$*/bin/pip install --quiet --upgrade pip
+	$(if $(filter granian,$*),$(PEERS_DIR)/$*/bin/pip install --quiet -c requirements.lock -e .)
+	$(PEERS_DIR)/$*/bin/pip install --quiet -r $<
+	touch $@
+
+compare-peers: bodies | $(DEV_STAMP) ## the service vs MLServer, BentoML, LitServe, PyTriton, and gunicorn vs Granian (about 20 minutes)
+	-$(MAKE) --no-print-directory --keep-going peers
+	$(BIN)/python -m benchmarks.peers.run --rounds $(PEERS_ROUNDS) --duration $(PEERS_DURATION) \
+		--connections $(PEERS_CONNECTIONS) --wrk $(WRK) --wrk-dir $(WRK_DIR) --out $(REPORTS_DIR) \
+		$(if $(PEERS_GROUPS),--groups $(PEERS_GROUPS))
