@@ -28,3 +28,6 @@ compare-peers: bodies | $(DEV_STAMP) ## the service vs MLServer, BentoML, LitSer
 	$(BIN)/python -m benchmarks.peers.run --rounds $(PEERS_ROUNDS) --duration $(PEERS_DURATION) \
 		--connections $(PEERS_CONNECTIONS) --wrk $(WRK) --wrk-dir $(WRK_DIR) --out $(REPORTS_DIR) \
 		$(if $(PEERS_GROUPS),--groups $(PEERS_GROUPS))
+
+# Granian runs the project's own app: reinstall when its requirements move.
+$(PEERS_DIR)/granian/.installed: requirements.lock pyproject.toml
