@@ -69,5 +69,5 @@ class DataPlane:
 
     def infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
         validator: FlightValidator = self._state.validator
-        flights = validator.flights(request.rows())
-        return self.models().predict_with(model, flights)
+        columns = validator.batch(request.rows()).single()
+        return self.models().predict_with(model, columns)

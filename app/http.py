@@ -40,12 +40,14 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     return await _read_body(receive, _header(scope, b"content-length"), max_bytes)
 
 
-async def read_json(scope: Scope, receive: Receive, max_bytes: int) -> Any:
+async def read_json_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """The body of a request that says it is JSON (415 otherwise), not yet parsed: the caller
+    decodes it straight into its own types."""
     content_type = _header(scope, b"content-type")
     if content_type.partition(b";")[0].strip().lower() != b"application/json":
         received = content_type.decode("latin-1") or None
         raise UnsupportedMediaType(f"Content-Type must be {JSON_TYPE}", received=received)
-    return parse_json(await _read_body(receive, _header(scope, b"content-length"), max_bytes))
+    return await _read_body(receive, _header(scope, b"content-length"), max_bytes)
 
 
 async def send_json(send: Send, content: Any, status: int = 200) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import orjson
 
 from app.errors import ModelLoadError
 from app.features import FeatureEncoder
-from app.flights import FLIGHT_TYPES, Flight, Schedule
+from app.flights import FLIGHT_TYPES, Batch, Columns
 
 MINIMAL_MODEL = "delay-minimal"
 FULL_MODEL = "delay-full"
@@ -128,7 +127,7 @@ class OnnxModel:
             raise ModelLoadError(f"model file unusable: {onnx_path}: {error}") from None
         return cls(card, session)
 
-    def warm_up(self, flights: Sequence[Flight]) -> None:
+    def warm_up(self, flights: Columns) -> None:
         """One real inference before serving, so the first client does not pay for it; a model
         its card does not describe (another encoding) fails here, before any client sees it."""
         try:
@@ -152,35 +151,32 @@ class OnnxModel:
         """
         if self.card.encoder.schedule:
             raise ValueError("only the minimal model has a finite input domain")
-        domain = [
-            Flight(operator, kind, month)
-            for operator in self.card.operators
-            for kind in FLIGHT_TYPES
-            for month in range(1, 13)
-        ]
+        domain = minimal_domain(self.card.operators)
         prediction = Prediction.from_probabilities(self.predict_proba(domain), self.threshold)
         self._table = {
-            (flight.operator, flight.flight_type, flight.month): (
-                int(label),
-                _shortest(probability),
-            )
-            for flight, label, probability in zip(
-                domain, prediction.labels, prediction.probabilities, strict=True
+            key: (int(label), _shortest(probability))
+            for key, label, probability in zip(
+                zip(domain.operator, domain.flight_type, domain.month, strict=True),
+                prediction.labels,
+                prediction.probabilities,
+                strict=True,
             )
         }
 
-    def predict(self, flights: Sequence[Flight]) -> Prediction:
+    def predict(self, columns: Columns) -> Prediction:
         table = self._table
         if table is None:
-            return Prediction.from_probabilities(self.predict_proba(flights), self.threshold)
-        answers = [table[flight.operator, flight.flight_type, flight.month] for flight in flights]
+            return Prediction.from_probabilities(self.predict_proba(columns), self.threshold)
+        answers = [
+            table[key]
+            for key in zip(columns.operator, columns.flight_type, columns.month, strict=True)
+        ]
         labels = [label for label, _ in answers]
         return Prediction(labels, [probability for _, probability in answers], sum(labels))
 
-    def predict_proba(self, flights: Sequence[Flight]) -> np.ndarray:
+    def predict_proba(self, columns: Columns) -> np.ndarray:
         """Probability of a delay over 15 minutes, one per flight."""
-        features = self._encode(flights)
-        return self.predict_features(features)
+        return self.predict_features(self._encode(columns.flights()))
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         probabilities: np.ndarray = self._run(self._outputs, {ONNX_INPUT: features})[0]
@@ -216,9 +212,12 @@ class ModelSet:
     ) -> ModelSet:
         minimal, full = (OnnxModel.load(models_dir, name, threads) for name in MODEL_NAMES)
         models = cls(minimal, full, observe)
-        example = Flight(models.operators[0], "I", 1, _EXAMPLE_SCHEDULE)
-        models.minimal.warm_up([Flight(example.operator, "I", 1)])
-        models.full.warm_up([example])
+        example = Columns(
+            [models.operators[0]], ["I"], [1], np.array(["2017-01-01T12:00"], "datetime64[m]"),
+            ["SCFA"], ["LAN"], ["100"],
+        )  # fmt: skip
+        models.minimal.warm_up(example)
+        models.full.warm_up(example)
         if tabulate_minimal:
             models.minimal.tabulate()
         return models
@@ -227,27 +226,34 @@ class ModelSet:
     def ready(self) -> bool:
         return self.minimal.ready and self.full.ready
 
-    def predict(self, flights: Sequence[Flight]) -> Prediction:
-        first = flights[0].schedule is None
-        if all((flight.schedule is None) is first for flight in flights):
-            return self.predict_with(self.minimal if first else self.full, flights)
-        labels = np.empty(len(flights), dtype=np.int64)
-        probabilities = np.empty(len(flights), dtype=np.float32)
+    def predict(self, batch: Batch) -> Prediction:
+        """Each flight scored by its contract's model, in request order."""
+        if batch.full is None:
+            assert batch.minimal is not None
+            return self.predict_with(self.minimal, batch.minimal)
+        if batch.minimal is None:
+            return self.predict_with(self.full, batch.full)
+        labels = np.empty(batch.size, dtype=np.int64)
+        probabilities = np.empty(batch.size, dtype=np.float32)
         delayed = 0
-        for model, scheduled in ((self.minimal, False), (self.full, True)):
-            rows = [
-                i for i, flight in enumerate(flights) if (flight.schedule is not None) is scheduled
-            ]
-            part = self.predict_with(model, [flights[i] for i in rows])
+        for model, columns, rows in (
+            (self.minimal, batch.minimal, batch.minimal_rows),
+            (self.full, batch.full, batch.full_rows),
+        ):
+            part = self.predict_with(model, columns)
             labels[rows] = part.labels
             probabilities[rows] = part.probabilities
             delayed += part.delayed
         return Prediction(labels, probabilities, delayed)
 
-    def predict_with(self, model: OnnxModel, flights: Sequence[Flight]) -> Prediction:
-        prediction = model.predict(flights)
+    def predict_with(self, model: OnnxModel, columns: Columns) -> Prediction:
+        prediction = model.predict(columns)
         self._observe(model.name, prediction)
         return prediction
 
 
-_EXAMPLE_SCHEDULE = Schedule(datetime(2017, 1, 1, 12, 0), "SCFA", "LAN", "100")
+def minimal_domain(operators: Sequence[str]) -> Columns:
+    """Every minimal flight there can be: each operator, flight type and month."""
+    rows = [(o, kind, month) for o in operators for kind in FLIGHT_TYPES for month in range(1, 13)]
+    operator, flight_type, month = (list(column) for column in zip(*rows, strict=True))
+    return Columns(operator, flight_type, month)

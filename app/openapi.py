@@ -1,23 +1,23 @@
-"""The OpenAPI 3.1 description of every route, written by hand and kept true by
-tests/test_openapi.py (each route documented, each example answered as documented)."""
+"""The OpenAPI 3.1 description of every route, kept true by tests/test_openapi.py (each route
+documented, each example answered as documented).
+
+The `/predict` request (`PredictRequest`, `Flight`) is not written here: its schema is generated
+from the same msgspec declaration that decodes and validates it (`app.flights.Field`), and its
+400 example is the error the validator gives for `app.flights.INVALID_EXAMPLE`. The rest of the
+document (responses, the inference protocol's shapes) is written by hand.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from app.flights import FLIGHT_TYPES
+import msgspec
 
-MINIMAL_EXAMPLE = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
-FULL_EXAMPLE = {
-    "OPERA": "Grupo LATAM",
-    "TIPOVUELO": "I",
-    "MES": 1,
-    "Fecha-I": "2017-01-01 23:30:00",
-    "Des-I": "KMIA",
-    "Emp-I": "LAN",
-    "Vlo-I": "226",
-}
+from app.errors import ServiceError
+from app.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
+from app.settings import Settings
+
+_REF_TEMPLATE = "#/components/schemas/{name}"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -35,34 +35,39 @@ def _response(description: str, schema: str, example: Any = None) -> dict[str, A
     return {"description": description} | _json(_ref(schema), example)
 
 
-_ERRORS = {
-    "400": _response(
-        "Invalid input: the body names the flight, field, value and what is allowed",
-        "Error",
-        {
-            "error": "flights[0].MES: value not allowed",
-            "detail": {
-                "index": 0,
-                "field": "MES",
-                "value": 13,
-                "allowed": "an integer from 1 to 12",
-            },
-        },
-    ),
-    "408": _response(
-        "The request head or body was not received within HEAD_TIMEOUT or BODY_TIMEOUT "
-        "(answered by the server; the connection is then closed)",
-        "Error",
-    ),
-    "413": _response("Body or batch over its limit", "Error"),
-    "415": _response("Content-Type not accepted", "Error"),
-    "431": _response(
-        "Request line and headers over MAX_HEAD_BYTES (answered by the server; the connection "
-        "is then closed)",
-        "Error",
-    ),
-    "503": _response("Models not loaded yet", "Error"),
-}
+def _errors(invalid: dict[str, Any]) -> dict[str, Any]:
+    """The error answers of a route that validates flights; `invalid` is the 400 example."""
+    return {
+        "400": _response(
+            "Invalid input: the body names the flight, field, value and what is allowed",
+            "Error",
+            invalid,
+        ),
+        "408": _response(
+            "The request head or body was not received within HEAD_TIMEOUT or BODY_TIMEOUT "
+            "(answered by the server; the connection is then closed)",
+            "Error",
+        ),
+        "413": _response("Body or batch over its limit", "Error"),
+        "415": _response("Content-Type not accepted", "Error"),
+        "431": _response(
+            "Request line and headers over MAX_HEAD_BYTES (answered by the server; the "
+            "connection is then closed)",
+            "Error",
+        ),
+        "503": _response("Models not loaded yet", "Error"),
+    }
+
+
+def invalid_example(validator: FlightValidator) -> dict[str, Any]:
+    """What the validator answers to the documented invalid flight."""
+    try:
+        validator.request({"flights": [INVALID_EXAMPLE]})
+    except ServiceError as error:
+        return error.to_json()
+    raise AssertionError(f"{INVALID_EXAMPLE} is valid")  # a broken declaration, not a request
+
+
 _NAME = {
     "name": "name",
     "in": "path",
@@ -81,7 +86,9 @@ def _get(summary: str, schema: str, example: Any = None, **responses: Any) -> di
     }
 
 
-def _model_paths(prefix: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+def _model_paths(
+    prefix: str, parameters: list[dict[str, Any]], errors: dict[str, Any]
+) -> dict[str, Any]:
     not_found = {"404": _response("No such model or version", "Error")}
     return {
         prefix: {"parameters": parameters}
@@ -134,41 +141,20 @@ def _model_paths(prefix: str, parameters: list[dict[str, Any]]) -> dict[str, Any
                     )
                 }
                 | not_found
-                | _ERRORS,
+                | errors,
             },
         },
     }
 
 
-def openapi_document(operators: Sequence[str] = ()) -> dict[str, Any]:
-    operator_schema: dict[str, Any] = {"type": "string", "description": "operating airline"}
-    if operators:
-        operator_schema["enum"] = list(operators)
-    flight = {
-        "type": "object",
-        "description": "The minimal contract is OPERA, TIPOVUELO, MES. Adding all four scheduled "
-        "fields selects the full-schedule model. Any other field is refused (400).",
-        "required": ["OPERA", "TIPOVUELO", "MES"],
-        "additionalProperties": False,
-        "properties": {
-            "OPERA": operator_schema,
-            "TIPOVUELO": {"type": "string", "enum": list(FLIGHT_TYPES)},
-            "MES": {"type": "integer", "minimum": 1, "maximum": 12},
-            "Fecha-I": {
-                "type": "string",
-                "pattern": r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$",
-                "description": "scheduled departure, local time; month must equal MES",
-            },
-            "Des-I": {"type": "string", "pattern": "^[A-Z]{4}$"},
-            "Emp-I": {"type": "string", "pattern": "^[A-Z]{3}$"},
-            "Vlo-I": {
-                "oneOf": [
-                    {"type": "string", "pattern": "^[0-9]{1,4}[A-Z]?$"},
-                    {"type": "integer", "minimum": 0, "maximum": 9999},
-                ]
-            },
-        },
-    }
+def openapi_document(validator: FlightValidator | None = None) -> dict[str, Any]:
+    """The document for the flights `validator` accepts (its operators, its batch limit); by
+    default, the contract before any model is loaded: any operator, the default limit."""
+    validator = validator or FlightValidator((), Settings.max_flights)
+    errors = _errors(invalid_example(validator))
+    _, declared = msgspec.json.schema_components(
+        [validator.request_type], ref_template=_REF_TEMPLATE
+    )
     tensor = {
         "type": "object",
         "required": ["name", "datatype", "shape"],
@@ -181,13 +167,7 @@ def openapi_document(operators: Sequence[str] = ()) -> dict[str, Any]:
         },
     }
     schemas = {
-        "Flight": flight,
-        "PredictRequest": {
-            "type": "object",
-            "required": ["flights"],
-            "additionalProperties": False,
-            "properties": {"flights": {"type": "array", "minItems": 1, "items": _ref("Flight")}},
-        },
+        **declared,
         "PredictResponse": {
             "type": "object",
             "required": ["predict"],
@@ -283,7 +263,7 @@ def openapi_document(operators: Sequence[str] = ()) -> dict[str, Any]:
                         "One label per flight, in order", "PredictResponse", {"predict": [0, 1]}
                     )
                 }
-                | _ERRORS,
+                | errors,
             }
         },
         "/health": _get("Liveness (the challenge's)", "Status", {"status": "OK"}),
@@ -295,8 +275,8 @@ def openapi_document(operators: Sequence[str] = ()) -> dict[str, Any]:
             **{"503": _response("Not ready", "Ready")},
         ),
         "/v2": _get("Server metadata (Open Inference Protocol)", "ServerMetadata"),
-        **_model_paths("/v2/models/{name}", [_NAME]),
-        **_model_paths("/v2/models/{name}/versions/{version}", [_NAME, _VERSION]),
+        **_model_paths("/v2/models/{name}", [_NAME], errors),
+        **_model_paths("/v2/models/{name}/versions/{version}", [_NAME, _VERSION], errors),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of all workers",

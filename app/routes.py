@@ -14,7 +14,7 @@ from app import inference_protocol as oip
 from app.dataplane import DataPlane
 from app.errors import BadRequest, UnsupportedMediaType
 from app.flights import FlightValidator
-from app.http import JSONResponse, read_body, read_json, send_json
+from app.http import JSONResponse, read_body, read_json_body, send_json
 from app.metrics import exposition
 from app.model import ModelSet, OnnxModel
 from app.openapi import openapi_document
@@ -36,8 +36,8 @@ class Predict:
         settings: Settings = state.settings
         validator: FlightValidator = state.validator
         with_proba = _flag(scope, "proba")
-        flights = validator.request(await read_json(scope, receive, settings.max_body_bytes))
-        prediction = models.predict(flights)
+        batch = validator.decode(await read_json_body(scope, receive, settings.max_body_bytes))
+        prediction = models.predict(batch)
         body: dict[str, Any] = {"predict": prediction.labels}
         if with_proba:
             body["proba"] = prediction.probabilities
@@ -95,8 +95,11 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    models: ModelSet | None = getattr(request.app.state, "models", None)
-    return JSONResponse(openapi_document(models.operators if models else ()))
+    state = request.app.state
+    validator: FlightValidator | None = getattr(state, "validator", None)
+    if validator is None:  # models not loaded yet: the contract without its operators
+        validator = FlightValidator((), state.settings.max_flights)
+    return JSONResponse(openapi_document(validator))
 
 
 def _dataplane(request: Request) -> DataPlane:

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 
-from app.errors import BadRequest, InvalidFlight, PayloadTooLarge
+from app.errors import BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
 from app.flights import ALLOWED_FIELDS, Flight, FlightValidator, Schedule
 
 VALIDATOR = FlightValidator(["Grupo LATAM", "Sky Airline"], max_flights=3)
@@ -49,6 +54,12 @@ def test_flight_number_outside_the_data_sets_shape(value: object) -> None:
         "2017-02-28 23:59:00+00:00",
         "2017-02-28 25:00:00",
         "2017-02-28X23:59:00",
+        "2017-W09-2 23:59:00",  # ISO week date: fromisoformat took it
+        "2017-02-28T235900.5",  # compact time with a fraction: fromisoformat took it
+        "2017-02-28T23:59:00Z",
+        "2017-02-28 23:59:00\n",
+        "0000-02-28 23:59:00",
+        "\uff12\uff10\uff11\uff17-02-28 23:59:00",  # full-width digits: \d would match them
         20170228,
         None,
     ],
@@ -81,7 +92,7 @@ def test_extra_fields_are_refused_with_the_allowed_list() -> None:
 
 def test_batch_limits() -> None:
     flight = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 1}
-    assert len(VALIDATOR.request({"flights": [flight] * 3})) == 3
+    assert VALIDATOR.request({"flights": [flight] * 3}).size == 3
     with pytest.raises(PayloadTooLarge):
         VALIDATOR.request({"flights": [flight] * 4})
     with pytest.raises(BadRequest, match="empty"):
@@ -105,3 +116,101 @@ def test_error_names_index_field_value_and_allowed() -> None:
             "allowed": ["Grupo LATAM", "Sky Airline"],
         },
     }
+
+
+@pytest.mark.parametrize("value", ["2017-02-28 23:59:00", "2017-02-28T23:59:00"])
+def test_scheduled_time_takes_exactly_the_documented_forms(value: str) -> None:
+    schedule = VALIDATOR.flight(SCHEDULED | {"Fecha-I": value}, 0).schedule
+    assert schedule is not None
+    assert schedule.departure == datetime(2017, 2, 28, 23, 59)
+
+
+def _decoded(flights: list[Any]) -> Any:
+    return VALIDATOR.decode(orjson.dumps({"flights": flights}))
+
+
+def test_a_mixed_batch_keeps_request_order_and_splits_by_contract() -> None:
+    minimal = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 12}
+    batch = _decoded([minimal, SCHEDULED | {"Vlo-I": 7}, minimal])
+    assert (batch.size, batch.minimal_rows, batch.full_rows) == (3, [0, 2], [1])
+    assert batch.minimal.month == [12, 12]
+    assert batch.full.number == ["7"]
+    assert batch.full.departure.tolist() == [datetime(2017, 2, 28, 23, 59)]
+    assert batch.flights() == [
+        VALIDATOR.flight(minimal, 0),
+        VALIDATOR.flight(SCHEDULED | {"Vlo-I": "7"}, 0),
+        VALIDATOR.flight(minimal, 0),
+    ]
+
+
+def test_a_batch_of_one_contract_is_not_split() -> None:
+    batch = _decoded([SCHEDULED] * 3)
+    assert batch.minimal is None
+    assert batch.full_rows is None
+    assert batch.full.departure.dtype == np.dtype("datetime64[m]")
+
+
+def test_the_first_wrong_flight_is_named_whatever_rule_it_breaks() -> None:
+    """The compiled pass meets flight 2's type error before checking the rules that join
+    fields; the error still names flight 1, whose month contradicts its date."""
+    wrong_month = SCHEDULED | {"MES": 3}
+    wrong_type = SCHEDULED | {"TIPOVUELO": "X"}
+    with pytest.raises(InvalidFlight) as raised:
+        _decoded([SCHEDULED, wrong_month, wrong_type])
+    assert raised.value.detail["index"] == 1
+    assert raised.value.message == "flights[1].Fecha-I: month 2 contradicts MES=3"
+
+
+WEIRD = [None, True, 0, 13, -1, 2.0, "", "I", "N", "x", "SCFA", "SKU", "226", "2017-02-28 23:59:00",
+         "2017-02-30 23:59:00", "Sky Airline", [], {}, 10000, 226, "SCFA\n"]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", ALLOWED_FIELDS)
+def test_the_compiled_pass_and_the_explanation_agree(field: str) -> None:
+    """Every field of a minimal and of a scheduled flight set to each odd value: the one-pass
+    decoder refuses exactly the flights the field-by-field check explains, with its error."""
+    minimal = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 2}
+    for base, value in itertools.product((minimal, SCHEDULED), WEIRD):
+        flight = base | {field: value}
+        assert _answer(_decoded, [SCHEDULED, flight]) == _answer(VALIDATOR.flight, flight, 1), (
+            flight
+        )
+
+
+def _answer(call: Callable[..., object], *args: Any) -> dict[str, Any] | None:
+    """The error's JSON, or None when the call accepts."""
+    try:
+        call(*args)
+    except ServiceError as error:
+        return error.to_json()
+    return None
+
+
+def test_missing_and_unknown_fields_are_named_as_before() -> None:
+    with pytest.raises(InvalidFlight) as raised:
+        _decoded([{"TIPOVUELO": "N", "MES": 3}])
+    assert raised.value.to_json()["detail"] == {
+        "index": 0,
+        "field": "OPERA",
+        "value": None,
+        "allowed": ["Grupo LATAM", "Sky Airline"],
+    }
+    with pytest.raises(InvalidFlight) as raised:
+        _decoded([SCHEDULED | {"b": 1, "a": 2}])
+    assert raised.value.detail["field"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"", "empty"),
+        (b"[]", "JSON object"),
+        (b'{"flights": 1}', "must be a list"),
+        (b'{"flights": [], "x": 1}', "unknown top-level"),
+        (b'{"flights": [1, 2, 3, 4]}', "limit is 3"),
+        (b'{"flights": [', "malformed JSON"),
+    ],
+)
+def test_body_errors(body: bytes, error: str) -> None:
+    with pytest.raises(BadRequest if error != "limit is 3" else PayloadTooLarge, match=error):
+        VALIDATOR.decode(body)

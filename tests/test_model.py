@@ -8,8 +8,15 @@ import orjson
 import pytest
 
 from app.errors import ModelLoadError
-from app.flights import Flight
-from app.model import FULL_MODEL, MINIMAL_MODEL, ModelSet, OnnxModel, Prediction
+from app.flights import Batch, Columns
+from app.model import (
+    FULL_MODEL,
+    MINIMAL_MODEL,
+    ModelSet,
+    OnnxModel,
+    Prediction,
+    minimal_domain,
+)
 from tests.conftest import MODELS_DIR
 
 
@@ -29,12 +36,7 @@ def test_committed_models_load_and_are_ready() -> None:
 
 def test_labels_follow_the_cards_threshold() -> None:
     model = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
-    flights = [
-        Flight(operator, kind, month)
-        for operator in model.card.operators
-        for kind in ("I", "N")
-        for month in range(1, 13)
-    ]
+    flights = minimal_domain(model.card.operators)
     prediction = model.predict(flights)
     np.testing.assert_array_equal(prediction.labels, prediction.probabilities >= model.threshold)
     assert 0 < prediction.labels.sum() < len(flights)  # the threshold splits the domain
@@ -44,12 +46,7 @@ def test_the_minimal_table_gives_onnxruntimes_answers_on_the_whole_domain() -> N
     tabulated = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
     tabulated.tabulate()
     session = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
-    domain = [
-        Flight(operator, kind, month)
-        for operator in session.card.operators
-        for kind in ("I", "N")
-        for month in range(1, 13)
-    ]
+    domain = minimal_domain(session.card.operators)
     assert len(domain) == 552
     table = tabulated.predict(domain)
     direct = session.predict(domain)
@@ -71,7 +68,7 @@ def test_observer_sees_every_prediction() -> None:
         MODELS_DIR, observe=lambda name, prediction: seen.append((name, prediction))
     )
     assert seen == []  # the warm-up inference is nobody's prediction: not counted
-    models.predict([Flight("Grupo LATAM", "N", 3)])
+    models.predict(Batch(1, Columns(["Grupo LATAM"], ["N"], [3]), None))
     assert [name for name, _ in seen] == [MINIMAL_MODEL]
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from app.flights import ALLOWED_FIELDS, INVALID_EXAMPLE
 from app.routes import ROUTES
 
 
@@ -60,6 +61,34 @@ def test_flight_schema_lists_the_served_airlines(client: TestClient) -> None:
     flight = _document(client)["components"]["schemas"]["Flight"]
     assert "Grupo LATAM" in flight["properties"]["OPERA"]["enum"]
     assert flight["additionalProperties"] is False
+
+
+def test_the_documented_400_is_the_servers_answer(client: TestClient) -> None:
+    """The example comes from the validator, so it cannot drift from what clients get."""
+    documented = _document(client)["paths"]["/predict"]["post"]["responses"]["400"]
+    example = documented["content"]["application/json"]["example"]
+    response = client.post("/predict", json={"flights": [INVALID_EXAMPLE]})
+    assert response.status_code == 400
+    assert response.json() == example
+    assert example["error"] == "flights[0].MES: not a month"
+
+
+def test_the_flight_schema_is_the_validators_declaration(client: TestClient) -> None:
+    """Each declared field is documented with its constraints, and each field's documented
+    example is accepted by the server in a flight."""
+    schemas = _document(client)["components"]["schemas"]
+    flight = schemas["Flight"]
+    assert list(flight["properties"]) == list(ALLOWED_FIELDS)
+    assert flight["required"] == ["OPERA", "TIPOVUELO", "MES"]
+    assert (
+        flight["properties"]["MES"] | {"minimum": 1, "maximum": 12} == flight["properties"]["MES"]
+    )
+    limit = client.app.state.settings.max_flights  # type: ignore[attr-defined]
+    assert schemas["PredictRequest"]["properties"]["flights"]["maxItems"] == limit
+    example = {name: schema["examples"][0] for name, schema in flight["properties"].items()}
+    example["MES"] = int(example["Fecha-I"][5:7])
+    response = client.post("/predict", json={"flights": [example]})
+    assert response.status_code == 200, response.json()
 
 
 def test_server_answers_of_the_guarded_protocol_are_documented(client: TestClient) -> None:
