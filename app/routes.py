@@ -16,7 +16,7 @@ from app.errors import BadRequest, UnsupportedMediaType
 from app.flights import FlightValidator
 from app.http import JSONResponse, read_body, read_json_body, send_json
 from app.metrics import exposition
-from app.model import ModelSet, OnnxModel
+from app.model import OnnxModel
 from app.openapi import openapi_document
 from app.settings import Settings
 

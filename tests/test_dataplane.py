@@ -64,9 +64,9 @@ def test_infer_scores_the_rows_with_the_named_model(dataplane: DataPlane, models
     model = dataplane.model(MINIMAL_MODEL)
     prediction = dataplane.infer(model, InferenceRequest(None, MINIMAL_COLUMNS, {}))
     direct = models.minimal.predict_proba(
-        FlightValidator(models.operators, 3).flights(
-            InferenceRequest(None, MINIMAL_COLUMNS, {}).rows()
-        )
+        FlightValidator(models.operators, 3)
+        .batch(InferenceRequest(None, MINIMAL_COLUMNS, {}).rows())
+        .single()
     )
     assert list(prediction.probabilities) == pytest.approx(direct.tolist(), abs=1e-7)
 

@@ -49,7 +49,7 @@ def domain(models: ModelSet) -> list[dict[str, object]]:
 
 def test_the_predict_scorer_gives_the_services_labels_over_the_minimal_domain(served):
     flights = domain(served)
-    expected = served.predict(FlightValidator(served.operators, len(flights)).flights(flights))
+    expected = served.predict(FlightValidator(served.operators, len(flights)).batch(flights))
     scorer = PredictScorer(MODELS_DIR)
     got = [scorer.predict({"flights": [flight]})["predict"][0] for flight in flights]
     assert got == np.asarray(expected.labels).tolist()
@@ -67,9 +67,7 @@ def test_an_oip_body_decodes_to_the_same_flight_and_label_in_the_service_and_the
     validator = FlightValidator(served.operators, 1)
     assert validator.flights([row]) == validator.flights([flight])
     labels, probabilities = TensorScorer(name, MODELS_DIR).infer({k: [v] for k, v in row.items()})
-    assert (
-        labels.tolist() == np.asarray(served.predict(validator.flights([flight])).labels).tolist()
-    )
+    assert labels.tolist() == np.asarray(served.predict(validator.batch([flight])).labels).tolist()
     assert probabilities.dtype == np.float32
 
 

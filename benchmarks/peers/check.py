@@ -56,7 +56,7 @@ def cases(models_dir: Path, full_bodies: Path, full_sample: int) -> list[Case]:
     validator = FlightValidator(models.operators, len(raw))
     labels = np.concatenate(
         [
-            np.asarray(models.predict(validator.flights(part)).labels)
+            np.asarray(models.predict(validator.batch(part)).labels)
             for part in (domain, sample)
             if part
         ]

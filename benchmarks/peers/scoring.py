@@ -34,8 +34,8 @@ class PredictScorer:
         self.validator = FlightValidator(self.models.operators, MAX_FLIGHTS)
 
     def predict(self, payload: Any) -> dict[str, list[int]]:
-        flights = self.validator.request(payload)
-        return {"predict": np.asarray(self.models.predict(flights).labels).tolist()}
+        batch = self.validator.request(payload)
+        return {"predict": np.asarray(self.models.predict(batch).labels).tolist()}
 
 
 class TensorScorer:
@@ -53,6 +53,6 @@ class TensorScorer:
         rows = [
             dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)
         ]
-        flights = self.validator.flights(rows)
+        flights = self.validator.batch(rows).single()
         prediction = self.model.predict(flights)  # never tabulated: one onnxruntime call
         return np.asarray(prediction.labels), np.asarray(prediction.probabilities, np.float32)
