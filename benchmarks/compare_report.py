@@ -42,6 +42,45 @@ class Variant:
 
 
 @dataclass(frozen=True, slots=True)
+class Goal:
+    """A target the report judges: `variant`'s metric per round (a ratio to `against` in the
+    same round when given), its median against `target`."""
+
+    name: str
+    variant: str
+    metric: Callable[[RunResult], float | None]
+    unit: str
+    target: float
+    against: str | None = None
+    at_most: bool = False
+    """The target is a ceiling (RSS, start-up), not a floor."""
+
+    def values(self, runs: Sequence[RunResult]) -> list[float]:
+        """One value per round in which the variant (and `against`) ran."""
+        if self.against is None:
+            found = (self.metric(run) for run in runs if run.variant == self.variant)
+            return [value for value in found if value is not None]
+        return ratios(runs, self.metric, self.against).get(self.variant, [])
+
+    def verdict(self, values: Sequence[float]) -> str:
+        """met: every round on the right side; missed: the median on the wrong side; within
+        the noise otherwise (the median meets it, some round does not)."""
+        if not values:
+            return "not measured"
+        passes = [
+            value <= self.target if self.at_most else value >= self.target for value in values
+        ]
+        median_passes = (
+            statistics.median(values) <= self.target
+            if self.at_most
+            else statistics.median(values) >= self.target
+        )
+        if all(passes):
+            return "met"
+        return "within the noise (some rounds miss)" if median_passes else "**missed**"
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """One measured wrk run against a freshly started server."""
 
@@ -269,6 +308,35 @@ def headline(
     return [*lines, ""] if lines else []
 
 
+def goal_lines(goals: Sequence[Goal], runs: Sequence[RunResult]) -> list[str]:
+    """The goals table: median, range over rounds, target, verdict."""
+    if not goals:
+        return []
+    lines = [
+        "## Goals",
+        "",
+        "Each measured per round (a ratio is taken between two runs of the same round), then the "
+        "median over rounds; the range shows how far single rounds spread on this machine.",
+        "",
+        "| goal | variant | median | rounds' range | target | verdict |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for goal in goals:
+        values = goal.values(runs)
+        shown = (
+            (f"{statistics.median(values):,.2f}", f"{min(values):,.2f} to {max(values):,.2f}")
+            if values
+            else ("n/a", "n/a")
+        )
+        against = f" / `{goal.against}`" if goal.against else ""
+        bound = "≤" if goal.at_most else "≥"
+        lines.append(
+            f"| {goal.name} | `{goal.variant}`{against} | {shown[0]} {goal.unit} | {shown[1]} | "
+            f"{bound} {goal.target:,} {goal.unit} | {goal.verdict(values)} |"
+        )
+    return [*lines, ""]
+
+
 def other_load(runs: Sequence[RunResult], nproc: int) -> tuple[float, float, float] | None:
     """Median, min and max share of the machine's CPU that other work took during the runs."""
     shares = [
@@ -285,6 +353,7 @@ def render_markdown(
     runs: Sequence[RunResult],
     chart: str = "benchmarks.png",
     baseline: str = BASELINE,
+    goals: Sequence[Goal] = (),
 ) -> str:
     summaries = summarize(runs, baseline)
     described = {variant.name: variant for variant in variants}
@@ -361,6 +430,7 @@ def render_markdown(
         *headline(summaries, references, baseline),
         f"![median flights/s and server CPU per 1,000 flights by variant]({chart})",
         "",
+        *goal_lines(goals, runs),
         "## Variants",
         "",
         "| variant | what | server | bodies, script, connections |",
@@ -521,12 +591,18 @@ def to_json(info: RunInfo, variants: Sequence[Variant], runs: Sequence[RunResult
 
 
 def write_all(
-    out: Path, info: RunInfo, variants: Sequence[Variant], runs: Sequence[RunResult]
+    out: Path,
+    info: RunInfo,
+    variants: Sequence[Variant],
+    runs: Sequence[RunResult],
+    goals: Sequence[Goal] = (),
 ) -> list[Path]:
     """benchmarks.md, benchmarks.png and benchmarks.json in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "benchmarks.md", out / "benchmarks.png", out / "benchmarks.json"]
-    paths[0].write_text(render_markdown(info, variants, runs, paths[1].name), encoding="utf-8")
+    paths[0].write_text(
+        render_markdown(info, variants, runs, paths[1].name, goals=goals), encoding="utf-8"
+    )
     plot(runs, paths[1], [variant.name for variant in variants if variant.reference])
     paths[2].write_text(to_json(info, variants, runs), encoding="utf-8")
     return paths

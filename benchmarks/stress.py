@@ -38,6 +38,11 @@ from benchmarks.stress_report import (
 ROOT = Path(__file__).resolve().parent.parent
 APP = "app.main:create_app()"
 READY_PATH = "/v2/health/ready"
+MIXES = {
+    "minimal.jsonl": "minimal single flights: the table path, as served by default",
+    "full.jsonl": "full-schedule single flights: onnxruntime full",
+}
+"""What each body file measures, for the report's title (issue 10: every figure names its path)."""
 WORKER_STARTED = "Application startup complete"
 """uvicorn's line once a worker's lifespan (model loading) is done: one per worker."""
 
@@ -280,6 +285,7 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
         wrk_command=f"WRK_BODIES={_display(bodies)} {shlex.join(shown_wrk)}",
         workers=server.workers,
         connections=args.connections,
+        mix=MIXES.get(bodies.name, bodies.name),
         wrk_output="\n".join(
             line for line in output.splitlines() if not line.startswith('{"tool":"wrk"')
         ),

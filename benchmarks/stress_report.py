@@ -73,6 +73,8 @@ class RunInfo:
     workers: int | None
     connections: int
     wrk_output: str
+    mix: str = ""
+    """What the bodies are and which path serves them."""
 
 
 def parse_summary(output: str) -> WrkSummary:
@@ -133,7 +135,7 @@ def render_markdown(summary: WrkSummary, run: RunInfo, min_requests: int) -> str
     e, lat = summary.errors, summary.latency
     statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(summary.statuses.items())) or "n/a"
     lines = [
-        "# Stress test of `POST /predict`",
+        "# Stress test of `POST /predict`" + (f": {run.mix}" if run.mix else ""),
         "",
         f"{verdict} (rule: at least {min_requests:,} requests, no socket error, no non-2xx).",
         "",

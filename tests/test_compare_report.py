@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.compare_report import (
+    Goal,
     RunInfo,
     RunResult,
     Variant,
@@ -240,3 +241,30 @@ def test_write_all_writes_the_three_files(tmp_path: Path) -> None:
     paths = write_all(tmp_path / "reports", INFO, VARIANTS, rounds())
     assert [path.name for path in paths] == ["benchmarks.md", "benchmarks.png", "benchmarks.json"]
     assert all(path.stat().st_size > 0 for path in paths)
+
+
+def _rps(result: RunResult) -> float:
+    return result.requests_per_s
+
+
+def test_goals_are_judged_on_every_round_not_only_the_median() -> None:
+    runs = rounds()  # service / noop per round: 0.5, 0.67, 0.42
+    met = Goal("g", "service", _rps, "x", 0.4, against="noop")
+    assert met.verdict(met.values(runs)) == "met"
+    within = Goal("g", "service", _rps, "x", 0.45, against="noop")
+    assert within.values(runs) == pytest.approx([0.5, 1200 / 1800, 1100 / 2600])
+    assert within.verdict(within.values(runs)).startswith("within the noise")
+    missed = Goal("g", "service", _rps, "x", 0.6, against="noop")
+    assert "missed" in missed.verdict(missed.values(runs))
+    ceiling = Goal("ready", "service", lambda r: r.ready_s, "s", 0.5, at_most=True)
+    assert "missed" in ceiling.verdict(ceiling.values(runs))
+    absent = Goal("g", "service-full", _rps, "x", 0.7, against="noop")
+    assert absent.verdict(absent.values(runs)) == "not measured"
+
+
+def test_the_report_has_a_goals_table_when_given_goals() -> None:
+    goal = Goal("flights per second", "service-batch-1000", lambda r: r.flights_per_s, "f/s", 1)
+    text = render_markdown(INFO, VARIANTS, rounds(), goals=[goal])
+    assert "## Goals" in text
+    assert "| flights per second | `service-batch-1000` | 33,000.00 f/s |" in text
+    assert "## Goals" not in render_markdown(INFO, VARIANTS, rounds())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ def test_markdown_carries_the_numbers_and_the_caveat() -> None:
         RUN.uname, RUN.command, RUN.wrk_command, "same 2-core machine", "latency.png",
     ):  # fmt: skip
         assert expected in text
+
+
+def test_the_title_names_the_body_mix_and_its_path() -> None:
+    run = replace(RUN, mix="full-schedule single flights: onnxruntime full")
+    text = render_markdown(parse_summary(output()), run, min_requests=50_000)
+    assert text.startswith(
+        "# Stress test of `POST /predict`: full-schedule single flights: onnxruntime full\n"
+    )
 
 
 def test_passing_run_has_no_failures() -> None:
