@@ -11,7 +11,9 @@ PEERS_CONNECTIONS ?= 64
 PEERS_GROUPS ?=
 PEER_STAMPS := $(foreach peer,$(PEERS),$(PEERS_DIR)/$(peer)/.installed)
 
-.PHONY: peers compare-peers
+GRANIAN_RELIABILITY ?= $(PEERS_DIR)/granian-reliability.xml
+
+.PHONY: peers compare-peers granian-reliability
 peers: $(PEER_STAMPS) ## install the peer frameworks and Granian into build/peers/ (a few minutes)
 
 # A peer that fails to install leaves no stamp: compare-peers then reports it as not installed.
@@ -23,11 +25,19 @@ $(PEERS_DIR)/%/.installed: benchmarks/peers/requirements/%.txt
 	$(PEERS_DIR)/$*/bin/pip install --quiet -r $<
 	touch $@
 
-compare-peers: bodies | $(DEV_STAMP) ## the service vs MLServer, BentoML, LitServe, PyTriton, and gunicorn vs Granian (about 20 minutes)
+compare-peers: bodies | $(DEV_STAMP) ## the service vs MLServer, BentoML, LitServe, PyTriton, and gunicorn vs Granian (about 25 minutes)
 	-$(MAKE) --no-print-directory --keep-going peers
+	-$(MAKE) --no-print-directory granian-reliability
 	$(BIN)/python -m benchmarks.peers.run --rounds $(PEERS_ROUNDS) --duration $(PEERS_DURATION) \
 		--connections $(PEERS_CONNECTIONS) --wrk $(WRK) --wrk-dir $(WRK_DIR) --out $(REPORTS_DIR) \
+		$$(test -f $(GRANIAN_RELIABILITY) && echo --reliability $(GRANIAN_RELIABILITY)) \
 		$(if $(PEERS_GROUPS),--groups $(PEERS_GROUPS))
+
+# The real-server suites, unchanged, against the app under Granian: which behaviours carry over.
+granian-reliability: $(PEERS_DIR)/granian/.installed | $(DEV_STAMP) ## tests/test_server.py and test_reliability.py against Granian (fails where a behaviour does not hold)
+	rm -f $(GRANIAN_RELIABILITY)
+	$(BIN)/python -m pytest -p benchmarks.peers.under_granian -p no:cacheprovider -q \
+		--junitxml=$(GRANIAN_RELIABILITY) tests/test_server.py tests/test_reliability.py
 
 # Granian runs the project's own app: reinstall when its requirements move.
 $(PEERS_DIR)/granian/.installed: requirements.lock pyproject.toml

@@ -18,6 +18,7 @@ from app.model import ModelSet, OnnxModel
 from benchmarks.compare_report import RunInfo, RunResult
 from benchmarks.peers import bodies
 from benchmarks.peers.check import Outcome
+from benchmarks.peers.junit import CaseOutcome, outcomes
 from benchmarks.peers.launch import LAUNCHERS
 from benchmarks.peers.report import Group, Results, render_markdown, to_json, verdicts
 from benchmarks.peers.run import ENTRIES, GROUPS
@@ -163,3 +164,20 @@ def test_requirements_keep_the_peers_out_of_the_project():
     for name in ("mlserver", "bentoml", "litserve", "pytriton", "granian"):
         assert name not in project.split("[tool.mypy]")[0]
     assert Path(ROOT / "mk" / "peers.mk").is_file()
+
+
+def test_junit_outcomes_name_each_test_and_its_first_failure_line(tmp_path):
+    report = tmp_path / "junit.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_reliability" name="test_a[one-write]"/>'
+        '<testcase classname="tests.test_server" name="test_b">'
+        '<failure message="assert 200 == 431\n  more">trace</failure></testcase>'
+        '<testcase classname="tests.test_server" name="test_c"><skipped message="no wrk"/>'
+        "</testcase></testsuite></testsuites>"
+    )
+    assert outcomes(report) == [
+        CaseOutcome("tests/test_reliability.py::test_a[one-write]", "passed", ""),
+        CaseOutcome("tests/test_server.py::test_b", "failed", "assert 200 == 431 more"),
+        CaseOutcome("tests/test_server.py::test_c", "skipped", "no wrk"),
+    ]

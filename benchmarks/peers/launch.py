@@ -51,8 +51,8 @@ class Launcher:
     """The distribution whose version the report names."""
     ready_paths: tuple[str, ...]
     """Every one must answer 200 before the server counts as ready."""
-    argv: Callable[[Path, Ports, Path], list[str]]
-    """(virtualenv, ports, scratch directory) -> the command."""
+    argv: Callable[[Path, Ports, Path, Mapping[str, str]], list[str]]
+    """(virtualenv, ports, scratch directory, its environment) -> the command."""
     env: Callable[[Path, Path], Mapping[str, str]] = lambda venv, scratch: {}
     """(virtualenv, scratch directory) -> what its environment needs besides the common part."""
 
@@ -70,7 +70,7 @@ class Launcher:
         return found[-1].name.removesuffix(".dist-info").split("-", 1)[1] if found else "?"
 
 
-def _mlserver(venv: Path, ports: Ports, scratch: Path) -> list[str]:
+def _mlserver(venv: Path, ports: Ports, scratch: Path, env: Mapping[str, str]) -> list[str]:
     """MLServer's settings folder: the server's settings and one model-settings.json per model."""
     root = Path(tempfile.mkdtemp(prefix="mlserver-", dir=scratch))
     settings = {
@@ -90,32 +90,43 @@ def _mlserver(venv: Path, ports: Ports, scratch: Path) -> list[str]:
     return [str(venv / "bin" / "mlserver"), "start", str(root)]
 
 
-def _bentoml(venv: Path, ports: Ports, scratch: Path) -> list[str]:
+def _bentoml(venv: Path, ports: Ports, scratch: Path, env: Mapping[str, str]) -> list[str]:
     return [
         str(venv / "bin" / "bentoml"), "serve", "benchmarks.peers.bentoml_service:Delay",
         "--host", "127.0.0.1", "--port", str(ports.http),
     ]  # fmt: skip
 
 
-def _litserve(venv: Path, ports: Ports, scratch: Path) -> list[str]:
+def _litserve(venv: Path, ports: Ports, scratch: Path, env: Mapping[str, str]) -> list[str]:
     return [str(venv / "bin" / "python"), "-m", "benchmarks.peers.litserve_server",
             "--port", str(ports.http), "--workers", str(WORKERS)]  # fmt: skip
 
 
-def _pytriton(venv: Path, ports: Ports, scratch: Path) -> list[str]:
+def _pytriton(venv: Path, ports: Ports, scratch: Path, env: Mapping[str, str]) -> list[str]:
     return [
         str(venv / "bin" / "python"), "-m", "benchmarks.peers.pytriton_server",
         "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
         "--metrics-port", str(ports.metrics), "--instances", str(WORKERS),
+        # in the run's scratch directory, not ~/.cache/pytriton, where a killed run leaves it
+        "--workspace", str(Path(tempfile.mkdtemp(prefix="pytriton-", dir=scratch)) / "triton"),
     ]  # fmt: skip
 
 
-def _granian(venv: Path, ports: Ports, scratch: Path) -> list[str]:
+def granian_command(venv: Path, host: str, port: int | str, env: Mapping[str, str]) -> list[str]:
+    """The service's own app under Granian, as a deployment would run it: WORKERS, LOG_LEVEL
+    and HEAD_TIMEOUT mapped to Granian's options where it has one, access log off (as the
+    service's default), failed workers respawned (as gunicorn does)."""
+    head_timeout_ms = round(float(env.get("HEAD_TIMEOUT") or 10) * 1000)
     return [
         str(venv / "bin" / "granian"), "--interface", "asgi", "--factory",
-        "--workers", str(WORKERS), "--host", "127.0.0.1", "--port", str(ports.http),
-        "--log-level", "warning", "app.main:create_app",
+        "--workers", env.get("WORKERS") or str(WORKERS), "--host", host, "--port", str(port),
+        "--http1-header-read-timeout", str(head_timeout_ms), "--respawn-failed-workers",
+        "--log-level", env.get("LOG_LEVEL") or "warning", "app.main:create_app",
     ]  # fmt: skip
+
+
+def _granian(venv: Path, ports: Ports, scratch: Path, env: Mapping[str, str]) -> list[str]:
+    return granian_command(venv, "127.0.0.1", ports.http, env)
 
 
 def _python_library(venv: Path, scratch: Path) -> dict[str, str]:
@@ -147,17 +158,18 @@ LAUNCHERS = {
 
 
 def environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """compare.served's cleared environment, the project importable, the committed models."""
+    """compare.served's cleared environment, the project importable, the committed models
+    unless `extra` names others."""
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in SERVICE_KNOBS and not key.startswith("LATAM_DELAY_")
     }
+    env["PYTHONPATH"] = str(ROOT)
+    env["MODELS_DIR"] = str(ROOT / "models")
     library = env.get("LD_LIBRARY_PATH")
     for key, value in extra.items():
         env[key] = f"{value}:{library}" if key == "LD_LIBRARY_PATH" and library else value
-    env["PYTHONPATH"] = str(ROOT)
-    env["MODELS_DIR"] = str(ROOT / "models")
     return env
 
 
@@ -169,8 +181,8 @@ def launched(
     if not launcher.installed():
         raise StressError(f"{launcher.name} is not installed in {launcher.venv} (make peers)")
     ports = Ports.free()
-    command = launcher.argv(launcher.venv, ports, log.parent)
     full_env = environment({**launcher.env(launcher.venv, log.parent), **(env or {})})
+    command = launcher.argv(launcher.venv, ports, log.parent, full_env)
     with log.open("wb") as sink:
         spawned = time.monotonic()
         process = subprocess.Popen(

@@ -60,13 +60,14 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--instances", type=int, default=2, help="instances of each model")
+    parser.add_argument("--workspace", required=True, help="Triton's model store and sockets")
     args = parser.parse_args()
     config = TritonConfig(
         http_address="127.0.0.1", http_port=args.http_port,
         grpc_address="127.0.0.1", grpc_port=args.grpc_port,
         metrics_address="127.0.0.1", metrics_port=args.metrics_port,
     )  # fmt: skip
-    with Triton(config=config) as triton:
+    with Triton(config=config, workspace=args.workspace) as triton:
         for name in ("delay-minimal", "delay-full"):
             bind(triton, name, args.instances)
         triton.serve()

@@ -28,6 +28,7 @@ from benchmarks.compare_report import (
     summarize,
 )
 from benchmarks.peers.check import Outcome
+from benchmarks.peers.junit import CaseOutcome
 
 PEER_GOAL = 10.0
 """The service's requests/s over each peer's, on the same route with real inference."""
@@ -58,6 +59,9 @@ class Verdict:
     low: float
     high: float
     goal: float
+    cpu: float | None = None
+    """Median over rounds of the same ratio in server CPU-seconds per request (peer / service,
+    or service / Granian): above 1, the winner also does less work per request."""
 
     @property
     def word(self) -> str:
@@ -72,15 +76,28 @@ def verdicts(group: Group, runs: Sequence[RunResult]) -> list[Verdict]:
     """Per non-baseline variant, the group's goal ratio: median and range over rounds."""
     mine = [run for run in runs if run.variant in group.variants]
     per_round = ratios(mine, lambda run: run.requests_per_s, group.baseline)
+    cpu = ratios(mine, lambda run: run.cpu_s_per_1k, group.baseline)
     found = []
     for name in group.variants[1:]:
         values = per_round.get(name, [])
         if not values:
             continue
+        costs = cpu.get(name, [])
         if group.kind == "peer":  # the service over the peer
             values = [1 / value for value in values if value]
+        else:  # the service's CPU per request over Granian's
+            costs = [1 / value for value in costs if value]
         goal = PEER_GOAL if group.kind == "peer" else SERVER_GOAL
-        found.append(Verdict(name, statistics.median(values), min(values), max(values), goal))
+        found.append(
+            Verdict(
+                name,
+                statistics.median(values),
+                min(values),
+                max(values),
+                goal,
+                statistics.median(costs) if costs else None,
+            )
+        )
     return found
 
 
@@ -98,6 +115,8 @@ class Results:
     """Variants left out of the timing (not installed, did not start, labels differ): why."""
     versions: Mapping[str, str]
     """Each framework's installed version."""
+    reliability: Sequence[CaseOutcome] = ()
+    """The real-server suites run against Granian (`make granian-reliability`), if they ran."""
 
 
 def _table(group: Group, summaries: Sequence[Summary], labels: Mapping[str, str]) -> list[str]:
@@ -121,6 +140,25 @@ def _table(group: Group, summaries: Sequence[Summary], labels: Mapping[str, str]
 
 def _span(summary: Summary) -> str:
     return "n/a" if summary.flights_ratio is None else f"x{summary.flights_ratio:.3f}"
+
+
+def _reliability(outcomes: Sequence[CaseOutcome]) -> list[str]:
+    failed = [o for o in outcomes if o.outcome != "passed"]
+    lines = [
+        "## The real-server test suites under Granian",
+        "",
+        "`make granian-reliability`: tests/test_server.py and tests/test_reliability.py, "
+        "unchanged, with the server they start swapped for the same app under Granian "
+        "(benchmarks/peers/under_granian.py). "
+        f"{len(outcomes) - len(failed)} passed, {len(failed)} did not:",
+        "",
+        "| test | outcome | first line of the failure |",
+        "| --- | --- | --- |",
+    ]
+    for o in failed:
+        lines.append(f"| `{o.name}` | {o.outcome} | {o.message.replace('|', '/')} |")
+    passed = ", ".join(f"`{o.name.split('::')[-1]}`" for o in outcomes if o.outcome == "passed")
+    return [*lines, "", f"Passed: {passed}.", ""]
 
 
 def render_markdown(results: Results) -> str:
@@ -187,19 +225,25 @@ def render_markdown(results: Results) -> str:
         lines += [f"## {group.title}", "", *_table(group, summarize(mine, group.baseline), labels)]
         lines += [""]
         for verdict in verdicts(group, runs):
+            cpu = "n/a" if verdict.cpu is None else f"x{verdict.cpu:.2f}"
             if group.kind == "peer":
                 lines.append(
                     f"- `{group.baseline}` / `{verdict.variant}`: x{verdict.ratio:.1f} requests/s "
                     f"(rounds x{verdict.low:.1f}-x{verdict.high:.1f}); goal x{verdict.goal:.0f}: "
-                    f"**{verdict.word}**."
+                    f"**{verdict.word}**. Server CPU per request, `{verdict.variant}` / "
+                    f"`{group.baseline}`: {cpu}."
                 )
             else:
                 lines.append(
                     f"- `{verdict.variant}` / `{group.baseline}`: x{verdict.ratio:.3f} "
                     f"requests/s (rounds x{verdict.low:.3f}-x{verdict.high:.3f}); needed "
-                    f"x{verdict.goal:.2f} to be made a supported server: **{verdict.word}**."
+                    f"x{verdict.goal:.2f} (and the reliability behaviours) to be made a supported "
+                    f"server: **{verdict.word}**. Server CPU per request, `{group.baseline}` / "
+                    f"`{verdict.variant}`: {cpu} (below 1: Granian spends more per request)."
                 )
         lines += [""]
+    if results.reliability:
+        lines += _reliability(results.reliability)
     lines += [
         "## Every run",
         "",
@@ -259,6 +303,7 @@ def to_json(results: Results) -> str:
         "variants": [asdict(variant) for variant in results.variants],
         "checked": {name: asdict(outcome) for name, outcome in results.checked.items()},
         "dropped": dict(results.dropped),
+        "granian_reliability": [asdict(outcome) for outcome in results.reliability],
         "runs": [run_json(run) for run in runs],
         "flagged": flagged(runs),
     }

@@ -26,6 +26,7 @@ from benchmarks.compare import SERVICE, measure, parse_run, run_info, run_parser
 from benchmarks.compare_report import RunResult, Variant
 from benchmarks.peers import bodies
 from benchmarks.peers.check import Case, Outcome, cases, check
+from benchmarks.peers.junit import outcomes
 from benchmarks.peers.launch import LAUNCHERS, launched
 from benchmarks.peers.report import Group, Results, write_all
 from benchmarks.stress import ROOT, Server, StressError, load_average
@@ -132,6 +133,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--groups", help="comma-separated subset (default: all)")
     parser.add_argument("--full-sample", type=int, default=200,
                         help="full-schedule flights in the label check")  # fmt: skip
+    parser.add_argument("--reliability", type=Path, help="make granian-reliability's JUnit XML")
     parser.set_defaults(ready_timeout=120)  # MLServer and PyTriton take seconds to load
     args = parse_run(parser, argv)
     known = {group.name: group for group in GROUPS}
@@ -173,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = replace(info, finished_utc=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"))
     versions = {name: launcher.version() for name, launcher in LAUNCHERS.items()}
     variants = [entry.variant for entry in chosen]
-    results = Results(info, args.groups, variants, runs, checked, dropped, versions)
+    reliability = outcomes(args.reliability) if args.reliability else []
+    results = Results(info, args.groups, variants, runs, checked, dropped, versions, reliability)
     paths = write_all(args.out, results)
     print("peers: wrote " + ", ".join(str(path) for path in paths))
     return 1 if dropped or any(run.errors for run in runs) else 0
