@@ -4,10 +4,13 @@ BENCH_STORAGE ?= .benchmarks
 BENCH_ARGS = -p no:cacheprovider --benchmark-storage=$(BENCH_STORAGE) \
 	--benchmark-columns=min,median,iqr,ops --benchmark-sort=name
 
-.PHONY: bench bench-compare
+.PHONY: bench bench-compare bench-ort
 bench: $(DEV_STAMP) ## in-process latency of /predict, OIP infer and the bare onnxruntime call; saved to .benchmarks/ and reports/latency.json
 	$(BIN)/pytest benchmarks $(BENCH_ARGS) --benchmark-autosave --benchmark-json=$(REPORTS_DIR)/latency.json
 
 bench-compare: $(DEV_STAMP) ## run the benchmarks again and compare with the last saved run
 	$(BIN)/pytest benchmarks $(BENCH_ARGS) --benchmark-autosave \
 		$(if $(wildcard $(BENCH_STORAGE)/*/*.json),--benchmark-compare,)
+
+bench-ort: $(DEV_STAMP) ## onnxruntime session options and the most micro-batching could save, in-process (reports/benchmarks-ort.md)
+	$(BIN)/python -m benchmarks.ort_options --out $(REPORTS_DIR)
