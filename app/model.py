@@ -57,7 +57,7 @@ class ModelCard:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prediction:
     """One label and probability per flight, in order: numpy arrays from onnxruntime, plain
     lists from a tabulated model (orjson writes either without converting element by element)."""
