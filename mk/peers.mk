@@ -10,6 +10,12 @@ PEERS_DURATION ?= 10
 PEERS_CONNECTIONS ?= 64
 PEERS_GROUPS ?=
 PEER_STAMPS := $(foreach peer,$(PEERS),$(PEERS_DIR)/$(peer)/.installed)
+# What each virtualenv must import, the project on PYTHONPATH, before it counts as installed.
+PEER_MODULE_mlserver := benchmarks.peers.mlserver_runtime
+PEER_MODULE_bentoml := benchmarks.peers.bentoml_service
+PEER_MODULE_litserve := benchmarks.peers.litserve_server
+PEER_MODULE_pytriton := benchmarks.peers.pytriton_server
+PEER_MODULE_granian := app.main
 
 GRANIAN_RELIABILITY ?= $(PEERS_DIR)/granian-reliability.xml
 
@@ -23,6 +29,7 @@ $(PEERS_DIR)/%/.installed: benchmarks/peers/requirements/%.txt
 	$(PEERS_DIR)/$*/bin/pip install --quiet --upgrade pip
 	$(if $(filter granian,$*),$(PEERS_DIR)/$*/bin/pip install --quiet -c requirements.lock -e .)
 	$(PEERS_DIR)/$*/bin/pip install --quiet -r $<
+	PYTHONPATH=. $(PEERS_DIR)/$*/bin/python -c 'import $(PEER_MODULE_$*)'
 	touch $@
 
 compare-peers: bodies | $(DEV_STAMP) ## the service vs MLServer, BentoML, LitServe, PyTriton, and gunicorn vs Granian (about 25 minutes)

@@ -144,8 +144,12 @@ def test_a_goal_is_met_only_when_every_round_meets_it():
 
 def test_the_report_names_revision_checks_drops_and_goals():
     checked = {"slow": Outcome(752, ("{...}: 0, expected 1",), 1), "close": Outcome(752, (), 0)}
+    suites = [
+        CaseOutcome("tests/test_server.py::test_ok", "passed", ""),
+        CaseOutcome("tests/test_reliability.py::test_431", "failed", "assert 200 == 431"),
+    ]
     results = Results(
-        INFO, [PEER, SERVER], [], RUNS, checked, {"x": "x is not installed"}, {"a": "1.0"}
+        INFO, [PEER, SERVER], [], RUNS, checked, {"x": "x is not installed"}, {"a": "1.0"}, suites
     )
     text = render_markdown(results)
     assert "`abc1234`" in text
@@ -154,6 +158,8 @@ def test_the_report_names_revision_checks_drops_and_goals():
     assert "- `x`: x is not installed" in text
     assert "`service-full` / `slow`: x10.5 requests/s (rounds x10.4-x15.0)" in text
     assert "goal x10: **met**" in text
+    assert "| `tests/test_reliability.py::test_431` | failed | assert 200 == 431 |" in text
+    assert "Reliability half of the bar: 1 of the suites' checks do not hold" in text
     document = json.loads(to_json(results))
     assert document["groups"][0]["verdicts"][0]["verdict"] == "met"
     assert len(document["runs"]) == len(RUNS)
