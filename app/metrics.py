@@ -59,12 +59,13 @@ UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
 
 
-_latency: dict[tuple[str, str, int], list[float]] = {}
+_latency: dict[tuple[str, str, int | str], list[float]] = {}
 """(route, method, status) → [sum of seconds, count in bucket 0, ..., count above the last]"""
 _predictions: dict[tuple[str, int], int] = {}
 
 
-def observe_latency(route: str, method: str, status: int, seconds: float) -> None:
+def observe_latency(route: str, method: str, status: int | str, seconds: float) -> None:
+    """`status`: an HTTP status, or a gRPC status code's name (app.grpc, method "GRPC")."""
     tally = _latency.get((route, method, status))
     if tally is None:
         tally = _latency[route, method, status] = [0.0] * (len(BUCKETS) + 2)
@@ -103,6 +104,19 @@ def _flush_every_second(loop: asyncio.AbstractEventLoop) -> None:
     loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
 
 
+_flushing_loop: asyncio.AbstractEventLoop | None = None
+
+
+def keep_flushing() -> None:
+    """Flushes every second on the running loop from now on: once per loop, whether HTTP or
+    gRPC (app.grpc) asks first."""
+    global _flushing_loop
+    loop = asyncio.get_running_loop()
+    if loop is not _flushing_loop:
+        _flushing_loop = loop
+        loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
+
+
 atexit.register(flush)  # a graceful worker exit keeps its last second
 
 
@@ -129,8 +143,7 @@ class MetricsMiddleware:
             return
         if not self._flushing:
             self._flushing = True
-            loop = asyncio.get_running_loop()
-            loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
+            keep_flushing()
         start = time.perf_counter()
 
         async def send_with_status(message: Message) -> None:

@@ -41,6 +41,10 @@ class Settings:
     log_level: str = "info"
     access_log: str | None = None
     """`-` logs every request to stdout; off by default (a log line costs more than a prediction)."""
+    grpc_bind: str = "0.0.0.0:8001"
+    """Where every worker also serves the OIP over gRPC (app.grpc); empty: no gRPC."""
+    grpc_max_streams: int = 100
+    """Concurrent gRPC calls (HTTP/2 streams) per client connection."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -57,6 +61,8 @@ class Settings:
             workers=_positive_int(env, "WORKERS", 0) or cpus.available(),
             log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOG_LEVELS),
             access_log=env.get("ACCESS_LOG") or None,
+            grpc_bind=env.get("GRPC_BIND", cls.grpc_bind).strip(),
+            grpc_max_streams=_positive_int(env, "GRPC_MAX_STREAMS", cls.grpc_max_streams),
         )
 
 

@@ -4,16 +4,24 @@ gunicorn.conf.py names it (`worker_class = "app.worker.UvicornWorker"`). Besides
 it wires two things uvicorn_worker leaves out: uvicorn's own graceful-shutdown timeout, set
 inside gunicorn's `graceful_timeout` so that a worker cancels what is left and exits cleanly
 before the master's SIGKILL, and the `app` logger, sent to gunicorn's error log with the
-request ID (app.request_id) in every line.
+request ID (app.request_id) in every line. It also serves gRPC (app.grpc) on GRPC_BIND from
+the same event loop: started once the app is ready, drained together with HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import sys
 from typing import Any
 
+from gunicorn.arbiter import Arbiter
+from uvicorn import Config
+from uvicorn import Server as _Server
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
+from app.dataplane import DataPlane
 from app.protocol import Limits, guarded_protocol
 from app.request_id import RequestIdFormatter, install_log_context
 from app.settings import Settings
@@ -22,12 +30,46 @@ LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] [%(request_id)s] %(messa
 LOG_DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 SHUTDOWN_MARGIN = 2
 """Seconds between uvicorn's own shutdown deadline and gunicorn's SIGKILL."""
+logger = logging.getLogger("app")
+
+
+class Server(_Server):
+    """uvicorn's server, which also serves gRPC once the app has started (so a worker binds
+    the gRPC port only when its models are ready) and stops it while HTTP drains."""
+
+    def __init__(self, config: Config, settings: Settings, dataplane: DataPlane) -> None:
+        super().__init__(config)
+        self.settings = settings
+        self.dataplane = dataplane
+        self.grpc: Any = None
+        self.grpc_failed = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        bind = self.settings.grpc_bind
+        if self.should_exit or not bind:
+            return
+        from app.grpc.server import start  # only where gRPC is served: see app/grpc/__init__.py
+
+        try:
+            self.grpc = await start(self.settings, self.dataplane)
+        except RuntimeError as error:
+            logger.error("cannot serve gRPC on %s: %s", bind, error)
+            self.grpc_failed = self.should_exit = True
+            return
+        logger.info("gRPC serving on %s", bind)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        draining = [super().shutdown(sockets)]
+        if self.grpc is not None:
+            draining.append(self.grpc.stop(self.config.timeout_graceful_shutdown))
+        await asyncio.gather(*draining)
 
 
 class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings = Settings.from_env()
+        self.settings = settings = Settings.from_env()
         self.config.http = guarded_protocol(
             Limits(settings.max_head_bytes, settings.head_timeout, settings.body_timeout)
         )
@@ -41,3 +83,12 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         app_logger.handlers = self.log.error_log.handlers
         app_logger.setLevel(self.log.error_log.level)
         app_logger.propagate = False
+
+    async def _serve(self) -> None:
+        """uvicorn_worker's, with the Server above."""
+        self.config.app = self.wsgi
+        server = Server(self.config, self.settings, self.wsgi.state.dataplane)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started or server.grpc_failed:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
