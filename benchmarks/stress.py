@@ -86,7 +86,8 @@ def served(
     """The README's serve command (or `app` with `extra_args` and `env` instead of the
     process's environment) on 127.0.0.1:port; SIGTERM and a bounded wait on exit."""
     command = [str(gunicorn), "-c", "gunicorn.conf.py", *extra_args, app]
-    env = {**(os.environ if env is None else env), "BIND": f"127.0.0.1:{port}"}
+    # gRPC (GRPC_BIND, default 0.0.0.0:8001) only where a caller asks for it, on loopback
+    env = {"GRPC_BIND": "", **(os.environ if env is None else env), "BIND": f"127.0.0.1:{port}"}
     with log.open("wb") as sink:
         spawned = time.monotonic()
         try:

@@ -55,6 +55,8 @@ _SERVICE_ENV = (
     "LOG_LEVEL",
     "PROMETHEUS_MULTIPROC_DIR",
     "GUNICORN_CMD_ARGS",
+    "GRPC_BIND",
+    "GRPC_MAX_STREAMS",
 )
 
 MINIMAL_FLIGHTS: list[dict[str, Any]] = [
@@ -151,6 +153,7 @@ def spawn(workdir: Path, **env: str) -> Server:
         "LOG_LEVEL": "info",
         "TMPDIR": str(workdir),
         "XDG_RUNTIME_DIR": str(workdir),
+        "GRPC_BIND": "",  # tests/test_grpc_server.py gives its servers a free loopback port
         **env,
     }
     stderr = workdir / "stderr.log"

@@ -1,0 +1,436 @@
+"""The OIP over gRPC as deployed: a real gunicorn with two workers, each serving GRPC_BIND on a
+loopback port, spoken to by the unmodified `tritonclient.grpc` (and its own protobuf stubs for
+the messages that client cannot send: typed contents, hostile requests).
+
+This process never imports app.grpc: its messages and tritonclient's share the `inference`
+proto package, which one process cannot hold twice (app/grpc/__init__.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx2 as httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from google.protobuf import json_format
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.utils import InferenceServerException
+
+from app.metrics import FLUSH_SECONDS
+from benchmarks.chaos import point, retagged_release, wait_for
+from tests.conftest import MODELS_DIR, PAYLOADS
+from tests.test_server import (
+    FULL_FLIGHTS,
+    FULL_INPUTS,
+    HOST,
+    MINIMAL_FLIGHTS,
+    MINIMAL_INPUTS,
+    WORKERS,
+    Server,
+    card,
+    free_port,
+    predict,
+    spawn,
+    stop,
+    wait_until_ready,
+)
+
+pytestmark = pytest.mark.server
+
+MAX_FLIGHTS = 100
+MAX_STREAMS = 32
+SERVICE = "/inference.GRPCInferenceService/"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = (0).to_bytes(3, "big") + bytes([4, 0]) + (0).to_bytes(4, "big")
+"""An HTTP/2 frame: length 0, type SETTINGS, no flags, stream 0."""
+MODELS = {
+    "delay-minimal": (MINIMAL_FLIGHTS, MINIMAL_INPUTS),
+    "delay-full": (FULL_FLIGHTS, FULL_INPUTS),
+}
+
+
+@dataclass(frozen=True)
+class GrpcServer:
+    http: Server
+    target: str
+    early_status: grpc.StatusCode | None
+    """What a call got right after gunicorn was spawned, before any worker was ready."""
+
+
+def serving(server: Server, target: str) -> GrpcServer:
+    channel = grpc.insecure_channel(target)
+    try:
+        pb_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=5)
+        early = None
+    except grpc.RpcError as error:
+        early = error.code()
+    finally:
+        channel.close()
+    wait_until_ready(server)
+    if not wait_for(lambda: server.log().count("gRPC serving on") >= WORKERS, timeout=30):
+        stop(server)
+        pytest.fail("the workers did not all start gRPC:\n" + server.log())
+    return GrpcServer(server, target, early)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
+    target = f"{HOST}:{free_port()}"
+    running = spawn(
+        tmp_path_factory.mktemp("grpc"),
+        GRPC_BIND=target,
+        MAX_FLIGHTS=str(MAX_FLIGHTS),
+        GRPC_MAX_STREAMS=str(MAX_STREAMS),
+    )
+    try:
+        yield serving(running, target)
+    finally:
+        stop(running)
+
+
+@pytest.fixture(scope="module")
+def client(served: GrpcServer) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(served.target) as grpc_client:
+        yield grpc_client
+
+
+@pytest.fixture(scope="module")
+def stub(served: GrpcServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(served.target) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def http(served: GrpcServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served.http.url, timeout=30) as http_client:
+        yield http_client
+
+
+def raw_inputs(flights: list[dict[str, Any]], names: tuple[str, ...]) -> list[triton.InferInput]:
+    inputs = []
+    for name in names:
+        integers = name == "MES"
+        tensor = triton.InferInput(name, [len(flights)], "INT64" if integers else "BYTES")
+        values = [flight[name] for flight in flights]
+        tensor.set_data_from_numpy(np.array(values, dtype=np.int64 if integers else object))
+        inputs.append(tensor)
+    return inputs
+
+
+def typed_request(model: str, flights: list[dict[str, Any]], names: tuple[str, ...]) -> Any:
+    request = pb.ModelInferRequest(model_name=model)
+    for name in names:
+        values = [flight[name] for flight in flights]
+        if name == "MES":
+            tensor = request.inputs.add(name=name, datatype="INT64", shape=[len(flights)])
+            tensor.contents.int64_contents.extend(values)
+        else:
+            tensor = request.inputs.add(name=name, datatype="BYTES", shape=[len(flights)])
+            tensor.contents.bytes_contents.extend(value.encode() for value in values)
+    return request
+
+
+def outputs(result: triton.InferResult) -> tuple[list[int], np.ndarray]:
+    labels = result.as_numpy("label")
+    probabilities = result.as_numpy("proba")
+    assert labels.dtype == np.int64
+    assert probabilities.dtype == np.float32
+    return labels.tolist(), probabilities
+
+
+def status_of(call: Any) -> grpc.StatusCode:
+    try:
+        call()
+    except InferenceServerException as error:
+        return getattr(grpc.StatusCode, str(error.status()).removeprefix("StatusCode."))
+    except grpc.RpcError as error:
+        code: grpc.StatusCode = error.code()
+        return code
+    return grpc.StatusCode.OK
+
+
+# --- the unmodified client ---------------------------------------------------------------------
+
+
+def test_health_and_metadata_answer_like_rest(
+    client: triton.InferenceServerClient, http: httpx.Client
+) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    server = client.get_server_metadata(as_json=True)
+    assert server == http.get("/v2").json()
+    for name in MODELS:
+        version = card(name)["version"]
+        assert client.is_model_ready(name)
+        assert client.is_model_ready(name, version)
+        metadata = client.get_model_metadata(name, as_json=True)
+        rest = http.get(f"/v2/models/{name}").json()
+        assert metadata["versions"] == rest["versions"] == [version]
+        assert metadata["platform"] == rest["platform"]
+        for key in ("inputs", "outputs"):
+            assert [
+                (t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in metadata[key]
+            ] == [(t["name"], t["datatype"], t["shape"]) for t in rest[key]]
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_raw_contents_round_trip_gives_rests_labels_and_probabilities(
+    client: triton.InferenceServerClient, http: httpx.Client, model: str
+) -> None:
+    flights, names = MODELS[model]
+    result = client.infer(model, raw_inputs(flights, names), request_id="round-trip-1")
+    labels, probabilities = outputs(result)
+    response = result.get_response(as_json=True)
+    assert response["model_name"] == model
+    assert response["model_version"] == card(model)["version"]
+    assert response["id"] == "round-trip-1"
+    rest = predict(http, flights)
+    assert labels == rest["predict"]
+    assert probabilities.tolist() == np.array(rest["proba"], dtype=np.float32).tolist()
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_typed_contents_give_the_same_answer_as_raw_contents(
+    client: triton.InferenceServerClient,
+    stub: pb_grpc.GRPCInferenceServiceStub,
+    http: httpx.Client,
+    model: str,
+) -> None:
+    flights, names = MODELS[model]
+    typed = triton.InferResult(stub.ModelInfer(typed_request(model, flights, names), timeout=10))
+    raw = client.infer(model, raw_inputs(flights, names))
+    assert outputs(typed)[0] == outputs(raw)[0]
+    assert outputs(typed)[1].tobytes() == outputs(raw)[1].tobytes()
+    rest_oip = http.post(
+        f"/v2/models/{model}/infer",
+        json={
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": "INT64" if name == "MES" else "BYTES",
+                    "shape": [len(flights)],
+                    "data": [flight[name] for flight in flights],
+                }
+                for name in names
+            ]
+        },
+    ).json()
+    rest_labels, rest_proba = (output["data"] for output in rest_oip["outputs"])
+    assert outputs(typed)[0] == rest_labels
+    assert outputs(typed)[1].tolist() == np.array(rest_proba, dtype=np.float32).tolist()
+
+
+def test_requested_outputs_only_and_in_order(client: triton.InferenceServerClient) -> None:
+    flights, names = MODELS["delay-minimal"]
+    result = client.infer(
+        "delay-minimal",
+        raw_inputs(flights, names),
+        outputs=[triton.InferRequestedOutput("proba")],
+    )
+    assert [output["name"] for output in result.get_response(as_json=True)["outputs"]] == ["proba"]
+    assert result.as_numpy("label") is None
+
+
+def test_the_version_rules_are_rests(client: triton.InferenceServerClient) -> None:
+    flights, names = MODELS["delay-full"]
+    version = card("delay-full")["version"]
+    assert client.infer("delay-full", raw_inputs(flights, names), model_version=version)
+    for call in (
+        lambda: client.infer("delay-full", raw_inputs(flights, names), model_version="1"),
+        lambda: client.get_model_metadata("delay-full", "1"),
+        lambda: client.is_model_ready("delay-fullest"),
+    ):
+        assert status_of(call) == grpc.StatusCode.NOT_FOUND
+
+
+# --- errors and limits ---------------------------------------------------------------------------
+
+
+def payload_cases(name: str) -> list[Any]:
+    cases: list[Any] = json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
+    return [pytest.param(case, id=case["id"]) for case in cases]
+
+
+@pytest.mark.parametrize("case", payload_cases("grpc_infer_invalid.json"))
+def test_hostile_requests_get_a_status_code_naming_the_problem(
+    stub: pb_grpc.GRPCInferenceServiceStub, case: dict[str, Any]
+) -> None:
+    request = json_format.ParseDict(case["request"], pb.ModelInferRequest())
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.ModelInfer(request, timeout=10)
+    assert raised.value.code() == getattr(grpc.StatusCode, case["code"])
+    assert case["match"] in raised.value.details()
+
+
+def test_more_flights_than_the_limit_is_resource_exhausted(
+    client: triton.InferenceServerClient,
+) -> None:
+    flights = [MINIMAL_FLIGHTS[0]] * (MAX_FLIGHTS + 1)
+    with pytest.raises(InferenceServerException, match=f"the limit is {MAX_FLIGHTS}") as raised:
+        client.infer("delay-minimal", raw_inputs(flights, MINIMAL_INPUTS))
+    assert raised.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+
+
+def test_a_message_over_the_body_limit_is_resource_exhausted(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+) -> None:
+    request = typed_request("delay-minimal", MINIMAL_FLIGHTS[:1], MINIMAL_INPUTS)
+    request.inputs[0].contents.bytes_contents[0] = b"x" * 1_100_000  # MAX_BODY_BYTES: 1 MiB
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.ModelInfer(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_connection_may_carry_max_streams_calls_at_once(served: GrpcServer) -> None:
+    """The server's HTTP/2 SETTINGS frame, read off the wire, announces GRPC_MAX_STREAMS."""
+    host, port = served.target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(PREFACE + EMPTY_SETTINGS)
+        header = _read(sock, 9)
+        length, kind = int.from_bytes(header[:3], "big"), header[3]
+        assert kind == 4  # SETTINGS
+        payload = _read(sock, length)
+    settings = dict(struct.iter_unpack(">HI", payload))
+    assert settings[0x3] == MAX_STREAMS  # SETTINGS_MAX_CONCURRENT_STREAMS
+
+
+def _read(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
+def test_no_hostile_request_crashed_or_logged_an_error(served: GrpcServer) -> None:
+    log = served.http.log()
+    assert "unhandled error" not in log
+    assert "Traceback" not in log
+    assert served.http.process.poll() is None
+
+
+def test_before_the_workers_are_ready_calls_are_unavailable(served: GrpcServer) -> None:
+    assert served.early_status == grpc.StatusCode.UNAVAILABLE
+
+
+# --- request IDs and metrics ---------------------------------------------------------------------
+
+
+def test_the_callers_request_id_comes_back_and_a_bad_one_is_replaced(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+) -> None:
+    _, call = stub.ServerLive.with_call(
+        pb.ServerLiveRequest(), metadata=(("x-request-id", "trace-42"),), timeout=5
+    )
+    assert ("x-request-id", "trace-42") in call.trailing_metadata()
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.ModelMetadata(
+            pb.ModelMetadataRequest(name="nope"), metadata=(("x-request-id", "no spaces"),)
+        )
+    ids = [value for key, value in raised.value.trailing_metadata() if key == "x-request-id"]
+    assert len(ids) == 1
+    assert ids[0] != "no spaces"
+
+
+def samples(http: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = http.get("/metrics").text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def grpc_count(metrics: dict[Any, float], method: str, status: str) -> float:
+    labels = frozenset({("route", SERVICE + method), ("method", "GRPC"), ("status", status)})
+    return metrics.get(("http_requests_total", labels), 0.0)
+
+
+def test_calls_are_counted_by_method_and_status_code(
+    client: triton.InferenceServerClient, http: httpx.Client
+) -> None:
+    time.sleep(FLUSH_SECONDS * 1.5)  # earlier tests' calls reach the shared files
+    before = samples(http)
+    flights, names = MODELS["delay-minimal"]
+    for _ in range(5):
+        client.infer("delay-minimal", raw_inputs(flights, names))
+    for _ in range(3):
+        status_of(
+            lambda: client.infer("delay-minimal", raw_inputs([{**flights[0], "MES": 0}], names))
+        )
+    status_of(lambda: client.get_model_metadata("nope"))
+    time.sleep(FLUSH_SECONDS * 1.5)
+    after = samples(http)
+
+    def delta(method: str, status: str) -> float:
+        return grpc_count(after, method, status) - grpc_count(before, method, status)
+
+    assert delta("ModelInfer", "OK") == 5
+    assert delta("ModelInfer", "INVALID_ARGUMENT") == 3
+    assert delta("ModelMetadata", "NOT_FOUND") == 1
+    predicted = sum(
+        after.get(
+            ("predictions_total", frozenset({("model", "delay-minimal"), ("label", label)})), 0
+        )
+        - before.get(
+            ("predictions_total", frozenset({("model", "delay-minimal"), ("label", label)})), 0
+        )
+        for label in ("0", "1")
+    )
+    assert predicted == 5 * len(flights)
+    duration = frozenset({("route", SERVICE + "ModelInfer"), ("method", "GRPC"), ("status", "OK")})
+    assert after[("http_request_duration_seconds_count", duration)] >= 5
+
+
+# --- reload --------------------------------------------------------------------------------------
+
+
+def test_a_sighup_reload_reaches_grpc(tmp_path: Path) -> None:
+    releases = tmp_path / "releases"
+    current = tmp_path / "current"
+    current.symlink_to(MODELS_DIR)
+    new_versions = retagged_release(MODELS_DIR, releases / "r2", "grpc r2")
+    target = f"{HOST}:{free_port()}"
+    server = spawn(tmp_path / "run", GRPC_BIND=target, MODELS_DIR=str(current))
+    try:
+        serving(server, target)
+        model = "delay-full"
+
+        def served_versions() -> set[str]:
+            seen = set()
+            for _ in range(6):  # new connections: either worker
+                with triton.InferenceServerClient(target) as fresh:
+                    try:
+                        seen.add(fresh.get_model_metadata(model, as_json=True)["versions"][0])
+                    except InferenceServerException:  # a worker being replaced
+                        seen.add("")
+            return seen
+
+        assert served_versions() == {card(model)["version"]}
+        point(current, releases / "r2")
+        os.kill(server.process.pid, signal.SIGHUP)
+        assert wait_for(lambda: served_versions() == {new_versions[model]}, timeout=60), (
+            server.log()
+        )
+        flights, names = MODELS[model]
+        with triton.InferenceServerClient(target) as fresh:
+            result = fresh.infer(
+                model, raw_inputs(flights, names), model_version=new_versions[model]
+            )
+        assert result.get_response(as_json=True)["model_version"] == new_versions[model]
+    finally:
+        stop(server)
