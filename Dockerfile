@@ -66,6 +66,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 USER 10001:10001
 EXPOSE 8000
+EXPOSE 8001
 # No curl in the image: python's urllib, on the port BIND names. urlopen raises on a non-2xx.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('BIND', '0.0.0.0:8000').rsplit(':', 1)[-1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/v2/health/ready', timeout=2)"]

@@ -61,7 +61,7 @@ class Settings:
             workers=_positive_int(env, "WORKERS", 0) or cpus.available(),
             log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOG_LEVELS),
             access_log=env.get("ACCESS_LOG") or None,
-            grpc_bind=env.get("GRPC_BIND", cls.grpc_bind).strip(),
+            grpc_bind=_grpc_bind(env),
             grpc_max_streams=_positive_int(env, "GRPC_MAX_STREAMS", cls.grpc_max_streams),
         )
 
@@ -97,10 +97,20 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
 
 def _bind(env: Mapping[str, str]) -> str:
     raw = env.get("BIND", "").strip()
-    if raw == "":
-        return Settings.bind
+    return Settings.bind if raw == "" else _address("BIND", raw)
+
+
+def _grpc_bind(env: Mapping[str, str]) -> str:
+    """Unset: the default; empty: no gRPC."""
+    raw = env.get("GRPC_BIND")
+    if raw is None:
+        return Settings.grpc_bind
+    return _address("GRPC_BIND", raw.strip()) if raw.strip() else ""
+
+
+def _address(name: str, raw: str) -> str:
     if not _BIND.fullmatch(raw) or (
         not raw.startswith("unix:") and int(raw.rsplit(":", 1)[1]) > 65535
     ):
-        raise ValueError(f"BIND={raw!r}: expected HOST:PORT (port 0-65535) or unix:PATH")
+        raise ValueError(f"{name}={raw!r}: expected HOST:PORT (port 0-65535) or unix:PATH")
     return raw

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -90,5 +91,9 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         server = Server(self.config, self.settings, self.wsgi.state.dataplane)
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
-        if not server.started or server.grpc_failed:
+        if server.grpc_failed:
+            # A gRPC server that failed to bind keeps the interpreter from finishing its exit
+            # (grpcio's threads): leave at once, with the code that makes gunicorn halt.
+            os._exit(Arbiter.WORKER_BOOT_ERROR)
+        if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

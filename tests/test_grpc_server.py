@@ -41,6 +41,7 @@ from tests.test_server import (
     WORKERS,
     Server,
     card,
+    failed_start,
     free_port,
     predict,
     spawn,
@@ -434,3 +435,12 @@ def test_a_sighup_reload_reaches_grpc(tmp_path: Path) -> None:
         assert result.get_response(as_json=True)["model_version"] == new_versions[model]
     finally:
         stop(server)
+
+
+def test_a_grpc_port_that_cannot_be_bound_stops_start_up(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # listening without SO_REUSEPORT: gRPC cannot share it
+        taken.bind((HOST, 0))
+        taken.listen()
+        target = f"{HOST}:{taken.getsockname()[1]}"
+        log = failed_start(spawn(tmp_path / "run", GRPC_BIND=target))
+    assert f"cannot serve gRPC on {target}" in log

@@ -44,6 +44,8 @@ def test_environment_overrides() -> None:
         ("LOG_LEVEL", "loud", "one of debug, info"),
         ("BIND", "localhost", "HOST:PORT"),
         ("BIND", "0.0.0.0:99999", "HOST:PORT"),
+        ("GRPC_BIND", "8001", "HOST:PORT"),
+        ("GRPC_MAX_STREAMS", "0", "a positive integer"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_accepts(
@@ -62,6 +64,12 @@ def test_workers_default_to_the_cpus_this_process_may_use() -> None:
 @pytest.mark.parametrize("bind", ["0.0.0.0:8000", "127.0.0.1:0", "[::1]:8080", "unix:/run/s"])
 def test_bind_forms(bind: str) -> None:
     assert Settings.from_env({"BIND": bind}).bind == bind
+
+
+def test_grpc_is_on_port_8001_unless_turned_off() -> None:
+    assert Settings.from_env({}).grpc_bind == "0.0.0.0:8001"
+    assert Settings.from_env({"GRPC_BIND": "127.0.0.1:9001"}).grpc_bind == "127.0.0.1:9001"
+    assert Settings.from_env({"GRPC_BIND": ""}).grpc_bind == ""
 
 
 def test_settings_are_frozen() -> None:

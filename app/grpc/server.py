@@ -27,8 +27,7 @@ async def start(settings: Settings, dataplane: DataPlane) -> grpc.aio.Server:
         ]
     )
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]
-    if not server.add_insecure_port(settings.grpc_bind):  # older grpcio: 0 instead of raising
-        raise RuntimeError(f"cannot bind {settings.grpc_bind}")
+    server.add_insecure_port(settings.grpc_bind)
     await server.start()
     keep_flushing()
     return server
