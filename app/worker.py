@@ -38,22 +38,25 @@ class Server(_Server):
     """uvicorn's server, which also serves gRPC once the app has started (so a worker binds
     the gRPC port only when its models are ready) and stops it while HTTP drains."""
 
-    def __init__(self, config: Config, settings: Settings, dataplane: DataPlane) -> None:
+    def __init__(self, config: Config, settings: Settings) -> None:
         super().__init__(config)
         self.settings = settings
-        self.dataplane = dataplane
         self.grpc: Any = None
         self.grpc_failed = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         bind = self.settings.grpc_bind
-        if self.should_exit or not bind:
+        # the service's app has a data plane; an app without one (a benchmark's) serves no gRPC
+        dataplane: DataPlane | None = getattr(
+            getattr(self.config.app, "state", None), "dataplane", None
+        )
+        if self.should_exit or not bind or dataplane is None:
             return
         from app.grpc.server import start  # only where gRPC is served: see app/grpc/__init__.py
 
         try:
-            self.grpc = await start(self.settings, self.dataplane)
+            self.grpc = await start(self.settings, dataplane)
         except RuntimeError as error:
             logger.error("cannot serve gRPC on %s: %s", bind, error)
             self.grpc_failed = self.should_exit = True
@@ -88,7 +91,7 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
     async def _serve(self) -> None:
         """uvicorn_worker's, with the Server above."""
         self.config.app = self.wsgi
-        server = Server(self.config, self.settings, self.wsgi.state.dataplane)
+        server = Server(self.config, self.settings)
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if server.grpc_failed:
