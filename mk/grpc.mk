@@ -6,3 +6,13 @@ GRPC_PROTO := app/grpc/grpc_predict_v2.proto
 .PHONY: grpc-stubs
 grpc-stubs: $(DEV_STAMP) ## regenerate app/grpc's protobuf and gRPC stubs from the vendored proto
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(GRPC_PROTO)
+
+# `make compare-grpc` (run by `make compare` too): gRPC ModelInfer against the REST OIP route,
+# single-flight and 1000-flight, alternating rounds, into $(REPORTS_DIR)/grpc.md. Uses
+# $(COMPARE_*) from mk/compare.mk and $(WRK_DIR), $(WRK) and `bodies` from mk/stress.mk.
+.PHONY: compare-grpc
+compare-grpc: bodies | $(DEV_STAMP) ## gRPC ModelInfer vs the REST OIP route, same flights (about 5 minutes)
+	$(BIN)/python -m benchmarks.grpc_load --rounds $(COMPARE_ROUNDS) --duration $(COMPARE_DURATION) \
+		--threads $(COMPARE_THREADS) --wrk $(WRK) --wrk-dir $(WRK_DIR) --out $(REPORTS_DIR)
+
+compare: compare-grpc
