@@ -5,8 +5,9 @@ BENCH_ARGS = -p no:cacheprovider --benchmark-storage=$(BENCH_STORAGE) \
 	--benchmark-columns=min,median,iqr,ops --benchmark-sort=name
 
 .PHONY: bench bench-compare bench-ort
-bench: $(DEV_STAMP) ## in-process latency of /predict, OIP infer and the bare onnxruntime call; saved to .benchmarks/ and reports/latency.json
+bench: $(DEV_STAMP) ## in-process latency of /predict, OIP infer and the bare onnxruntime call; saved to .benchmarks/, reports/latency.json and reports/latency.md
 	$(BIN)/pytest benchmarks $(BENCH_ARGS) --benchmark-autosave --benchmark-json=$(REPORTS_DIR)/latency.json
+	$(BIN)/python -m benchmarks.latency_report $(REPORTS_DIR)/latency.json --out $(REPORTS_DIR)/latency.md
 
 bench-compare: $(DEV_STAMP) ## run the benchmarks again and compare with the last saved run
 	$(BIN)/pytest benchmarks $(BENCH_ARGS) --benchmark-autosave \
