@@ -13,10 +13,10 @@ from starlette.types import Receive, Scope, Send
 from app import inference_protocol as oip
 from app.dataplane import DataPlane
 from app.errors import BadRequest, UnsupportedMediaType
-from app.flights import FlightValidator
+from app.flights import Batch, FlightValidator
 from app.http import JSONResponse, read_body, read_json_body, send_json
 from app.metrics import exposition
-from app.model import OnnxModel
+from app.model import ModelSet, OnnxModel, Prediction
 from app.openapi import openapi_document
 from app.settings import Settings
 
@@ -30,16 +30,25 @@ class Predict:
     would get all three; docs/performance.md)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        models, batch = await self.request(scope, receive)
+        await self.respond(scope, send, models.predict(batch))
+
+    @staticmethod
+    async def request(scope: Scope, receive: Receive) -> tuple[ModelSet, Batch]:
+        """The models (503 before they are loaded) and the body's validated flights."""
         state: State = scope["app"].state
         dataplane: DataPlane = state.dataplane
         models = dataplane.models()
         settings: Settings = state.settings
         validator: FlightValidator = state.validator
-        with_proba = _flag(scope, "proba")
-        batch = validator.decode(await read_json_body(scope, receive, settings.max_body_bytes))
-        prediction = models.predict(batch)
+        return models, validator.decode(
+            await read_json_body(scope, receive, settings.max_body_bytes)
+        )
+
+    @staticmethod
+    async def respond(scope: Scope, send: Send, prediction: Prediction) -> None:
         body: dict[str, Any] = {"predict": prediction.labels}
-        if with_proba:
+        if _flag(scope, "proba"):
             body["proba"] = prediction.probabilities
         await send_json(send, body)
 

@@ -51,7 +51,7 @@ SERVICE = "app.main:create_app()"
 SERVICE_KNOBS = (
     "WORKERS", "TABULATE_MINIMAL", "ORT_THREADS", "ACCESS_LOG", "LOG_LEVEL", "MODELS_DIR",
     "MAX_BODY_BYTES", "MAX_FLIGHTS", "MAX_HEAD_BYTES", "HEAD_TIMEOUT", "BODY_TIMEOUT",
-    "PROMETHEUS_MULTIPROC_DIR", "REFERENCE_MODEL",
+    "PROMETHEUS_MULTIPROC_DIR", "REFERENCE_MODEL", "MICROBATCH_WINDOW_US",
 )  # fmt: skip
 """Cleared from the inherited environment, with every LATAM_DELAY_* variable: the baseline is
 the README's defaults, whatever the shell running `make compare` has set."""
@@ -68,6 +68,10 @@ def variants(reference_model: str) -> tuple[Variant, ...]:
                 "serves it", SERVICE),
         Variant("service-full", "onnxruntime full, full-schedule single flights", SERVICE,
                 bodies="full.jsonl"),
+        Variant("service-full-microbatch", "onnxruntime full, full-schedule single flights, "
+                "concurrent requests of a worker merged into one onnxruntime call "
+                "(benchmarks/microbatch_app.py, an experiment)",
+                "benchmarks.microbatch_app:create_app()", bodies="full.jsonl"),
         Variant("service-no-table", "onnxruntime minimal, minimal single flights "
                 "(TABULATE_MINIMAL=0)", SERVICE, env={"TABULATE_MINIMAL": "0"}),
         Variant("service-1-worker", "table path, one gunicorn worker instead of one per core",
