@@ -28,6 +28,8 @@ except ValueError as _error:
     _cannot_start(_error)
 
 bind = [_SETTINGS.bind]
+if _SETTINGS.metrics_bind:  # /metrics only, on its own port (app.metrics_port)
+    bind.append(_SETTINGS.metrics_bind)
 workers = _SETTINGS.workers
 # uvicorn's worker with app.protocol's limits: head size, read timeouts, graceful drain. Under a
 # uvicorn worker, uvicorn parses HTTP, so gunicorn's limit_request_line, limit_request_fields and
@@ -39,6 +41,7 @@ timeout = 30
 backlog = 2048
 accesslog = _SETTINGS.access_log  # off by default: one log line costs more than a prediction
 errorlog = "-"
+logger_class = "app.logs.GunicornLogger"  # JSON lines in the master too, with LOG_FORMAT=json
 loglevel = _SETTINGS.log_level
 proc_name = "latam-delay"
 control_socket_disable = (

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.flights import Flight
+from app.flights import Columns, Flight
 
 OTHER = "~other"
 """The bucket of a category value too rare in training to have its own, or never seen."""
@@ -38,6 +38,10 @@ MINIMAL_INPUTS = ("OPERA", "TIPOVUELO", "MES")
 SCHEDULE_INPUTS = ("Des-I", "Emp-I", "Vlo-I", "hour", "weekday")
 PROBA = "proba"
 _ORDINALS = {"MES": range(1, 13), "hour": range(24), "weekday": range(7)}
+_VECTOR_FROM = 32
+"""Flights from which numpy buckets the departures faster than a loop (a few µs to set up)."""
+_THURSDAY = 3
+"""weekday() of 1970-01-01, numpy's day 0 (Monday = 0)"""
 
 _VALUE: dict[str, Callable[[Flight], Any]] = {
     "OPERA": lambda flight: flight.operator,
@@ -197,9 +201,6 @@ class Window:
             name: self.offsets[name] + len(self.profile.histograms[name].buckets) - 1
             for name in self.features
         }
-        self._minimal: dict[tuple[str, str, int], tuple[int, int, int]] = {}
-        """(OPERA, TIPOVUELO, MES) → their three buckets: at most 552 keys, since only
-        validated flights (known airline, I or N, month 1-12) get here"""
         self._edges = list(profile.histograms[PROBA].edges)
         self._proba = self.offsets[PROBA]
         self._schedule = "hour" in self.offsets
@@ -213,61 +214,59 @@ class Window:
             return {value: offset + i for i, value in enumerate(_ORDINALS[name])}
         return {value: offset + i for i, value in enumerate(buckets)}
 
-    def _minimal_codes(self, key: tuple[str, str, int]) -> tuple[int, int, int]:
-        operator, flight_type, month = key
-        codes, other = self._codes, self._other
-        return (
-            codes["OPERA"].get(operator, other["OPERA"]),
-            codes["TIPOVUELO"].get(flight_type, other["TIPOVUELO"]),
-            codes["MES"][month],
-        )
-
     def observe(
-        self, flights: Sequence[Flight], probabilities: Sequence[float], delayed: int
+        self, columns: Columns, probabilities: Sequence[float] | np.ndarray, delayed: int
     ) -> None:
-        """The hot path: a few dict lookups and list increments per flight."""
+        """The hot path: one dict lookup and one list increment per flight and input."""
         counts = self._counts
-        minimal = self._minimal
-        edges = self._edges
-        proba = self._proba
+        codes, other = self._codes, self._other
+        categories: list[tuple[str, Sequence[Any]]] = [
+            ("OPERA", columns.operator),
+            ("TIPOVUELO", columns.flight_type),
+            ("MES", columns.month),
+        ]
+        schedule = self._schedule and columns.departure is not None
+        if schedule:
+            categories += [
+                ("Des-I", columns.destination or ()),
+                ("Emp-I", columns.airline or ()),
+                ("Vlo-I", columns.number or ()),
+            ]
+        for name, column in categories:
+            lookup, missing = codes[name], other[name]
+            for value in column:
+                counts[lookup.get(value, missing)] += 1
+        edges, proba = self._edges, self._proba
         if isinstance(probabilities, np.ndarray):
             probabilities = probabilities.tolist()
-        for flight, probability in zip(flights, probabilities, strict=True):
-            key = (flight.operator, flight.flight_type, flight.month)
-            codes = minimal.get(key)
-            if codes is None:
-                codes = minimal[key] = self._minimal_codes(key)
-            counts[codes[0]] += 1
-            counts[codes[1]] += 1
-            counts[codes[2]] += 1
+        for probability in probabilities:
             counts[proba + bisect_right(edges, probability)] += 1
-        if self._schedule:
-            self._observe_schedules(flights)
-        self._flights += len(flights)
+        if schedule:
+            self._observe_departures(columns)
+        self._flights += len(columns)
         self._delayed += delayed
-        self.observed += len(flights)
+        self.observed += len(columns)
         if self._flights >= self._slot_size:
             self._closed.append((np.array(counts, dtype=np.int64), self._flights, self._delayed))
             self._counts = [0] * self._width
             self._flights = self._delayed = 0
 
-    def _observe_schedules(self, flights: Sequence[Flight]) -> None:
+    def _observe_departures(self, columns: Columns) -> None:
         counts = self._counts
-        codes, other = self._codes, self._other
-        destinations, destination_other = codes["Des-I"], other["Des-I"]
-        airlines, airline_other = codes["Emp-I"], other["Emp-I"]
-        numbers, number_other = codes["Vlo-I"], other["Vlo-I"]
-        hours, weekdays = codes["hour"], codes["weekday"]
-        for flight in flights:
-            schedule = flight.schedule
-            if schedule is None:  # never: a model sees only flights of its own contract
-                continue
-            departure = schedule.departure
-            counts[destinations.get(schedule.destination, destination_other)] += 1
-            counts[airlines.get(schedule.airline, airline_other)] += 1
-            counts[numbers.get(schedule.number, number_other)] += 1
-            counts[hours[departure.hour]] += 1
-            counts[weekdays[departure.weekday()]] += 1
+        assert columns.departure is not None
+        hour, weekday = self.offsets["hour"], self.offsets["weekday"]
+        if len(columns) < _VECTOR_FROM:
+            for departure in columns.departure.tolist():  # datetime objects
+                counts[hour + departure.hour] += 1
+                counts[weekday + departure.weekday()] += 1
+            return
+        minutes = columns.departure.astype("datetime64[m]").astype(np.int64)
+        for offset, values, buckets in (
+            (hour, minutes // 60 % 24, 24),
+            (weekday, (minutes // 1440 + _THURSDAY) % 7, 7),  # 1970-01-01, day 0, a Thursday
+        ):
+            for bucket, count in enumerate(np.bincount(values, minlength=buckets).tolist()):
+                counts[offset + bucket] += count
 
     def totals(self) -> tuple[np.ndarray, int, int]:
         """The window's counts (flat, as `offsets` lays them out), flights and delayed."""

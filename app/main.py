@@ -9,10 +9,13 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from app import metrics_port, tracing
 from app.dataplane import DataPlane
+from app.drift_metrics import DriftMonitor
 from app.flights import FlightValidator
 from app.http import EXCEPTION_HANDLERS
-from app.metrics import MetricsMiddleware, count_predictions
+from app.logs import AccessLogMiddleware
+from app.metrics import MetricsMiddleware, count_predictions, expect_models
 from app.model import ModelSet
 from app.request_id import RequestIdMiddleware
 from app.routes import ROUTES
@@ -24,10 +27,21 @@ logger = logging.getLogger("app")
 class Service(Starlette):
     """Starlette with the request-ID and metrics middleware outside its error middleware, which
     user middleware cannot reach: so that a 500 carries `X-Request-ID`, its log line the ID, and
-    is counted in the metrics like any other answer."""
+    is counted in the metrics like any other answer. Around them, when configured: the access
+    log, OpenTelemetry, and the metrics port."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestIdMiddleware(MetricsMiddleware(super().build_middleware_stack()))
+        settings: Settings = getattr(self.state, "settings", None) or Settings()
+        app: ASGIApp = MetricsMiddleware(super().build_middleware_stack())
+        # The optional layers are in the stack only when on: off, they cost nothing.
+        if settings.access_log:
+            app = AccessLogMiddleware(app)
+        app = RequestIdMiddleware(app)
+        if settings.otel_endpoint:
+            app = tracing.traced(app)
+        if settings.metrics_port is not None:
+            app = metrics_port.MetricsPortMiddleware(app, settings.metrics_port)
+        return app
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -37,12 +51,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Loaded in each worker after the fork: onnxruntime sessions are not fork-safe. The
         # directory is resolved once, so a symlink swapped meanwhile cannot mix two releases.
+        stop_tracing = tracing.start() if settings.otel_endpoint else None
         models = ModelSet.load(
             settings.models_dir.resolve(),
             settings.ort_threads,
             count_predictions,
             settings.tabulate_minimal,
         )
+        served = list(models.by_name.values())
+        monitor = DriftMonitor(served, settings.drift_window) if settings.drift else None
+        if monitor is not None and monitor.watching:
+            models.observe = monitor.after(count_predictions)
+        else:
+            monitor = None  # no card has a profile: no drift gauges, nothing on the hot path
+        expect_models(served, monitor)
         app.state.validator = FlightValidator(models.operators, settings.max_flights)
         app.state.models = models
         logger.info(
@@ -50,9 +72,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ", ".join(f"{name} {model.version}" for name, model in models.by_name.items()),
         )
         yield
+        if stop_tracing is not None:
+            stop_tracing()  # exports the last spans
 
     app = Service(
-        routes=ROUTES,
+        routes=[
+            route
+            for route in ROUTES  # /metrics on its own port only, when METRICS_BIND is set
+            if not (settings.metrics_bind and getattr(route, "path", None) == metrics_port.PATH)
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -17,6 +17,8 @@ import atexit
 import os
 import time
 from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,9 +30,12 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.model import MODEL_NAMES, Prediction
+from app.flights import Columns
+from app.model import OnnxModel, Prediction
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise for counters that only grow
 
@@ -48,20 +53,29 @@ REQUESTS = Counter(
     ["route", "method", "status"],
 )
 PREDICTIONS = Counter(
-    "predictions_total", "Flights scored, by model and predicted label", ["model", "label"]
+    "predictions_total",
+    "Flights scored, by model, model version and predicted label",
+    ["model", "version", "label"],
 )
-_PREDICTION_COUNTERS = {
-    (model, label): PREDICTIONS.labels(model, str(label))
-    for model in MODEL_NAMES
-    for label in (0, 1)
-}
 UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
 
 
 _latency: dict[tuple[str, str, int | str], list[float]] = {}
 """(route, method, status) → [sum of seconds, count in bucket 0, ..., count above the last]"""
-_predictions: dict[tuple[str, int], int] = {}
+_predictions: dict[tuple[str, str, int], int] = {}
+"""(model, version, label) → flights"""
+
+
+class Derived(Protocol):
+    """Metrics computed from the families every worker flushed, at scrape time (app.drift_metrics)."""
+
+    def flush(self) -> None: ...
+
+    def derive(self, families: list[Metric]) -> list[Metric]: ...
+
+
+_derived: Derived | None = None
 
 
 def observe_latency(route: str, method: str, status: int | str, seconds: float) -> None:
@@ -73,12 +87,22 @@ def observe_latency(route: str, method: str, status: int | str, seconds: float) 
     tally[bisect_left(BUCKETS, seconds) + 1] += 1  # a bucket holds values <= its bound
 
 
-def count_predictions(model: str, prediction: Prediction) -> None:
+def count_predictions(model: OnnxModel, columns: Columns, prediction: Prediction) -> None:
     delayed = prediction.delayed
-    key = (model, 1)
+    key = (model.name, model.version, 1)
     _predictions[key] = _predictions.get(key, 0) + delayed
-    key = (model, 0)
+    key = (model.name, model.version, 0)
     _predictions[key] = _predictions.get(key, 0) + len(prediction.labels) - delayed
+
+
+def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
+    """Shows every served model's prediction counts from zero, before its first prediction
+    (so that `rate()` sees the first ones), and sets what a scrape derives (None: nothing)."""
+    global _derived
+    for model in models:
+        for label in ("0", "1"):
+            PREDICTIONS.labels(model.name, model.version, label)
+    _derived = derived
 
 
 def flush() -> None:
@@ -94,9 +118,11 @@ def flush() -> None:
             if count:
                 bucket.inc(count)
         REQUESTS.labels(route, method, str(status)).inc(sum(tally[1:]))
-    for key, count in predictions.items():
+    for (model, version, label), count in predictions.items():
         if count:
-            _PREDICTION_COUNTERS[key].inc(count)
+            PREDICTIONS.labels(model, version, str(label)).inc(count)
+    if _derived is not None:
+        _derived.flush()
 
 
 def _flush_every_second(loop: asyncio.AbstractEventLoop) -> None:
@@ -122,11 +148,23 @@ atexit.register(flush)  # a graceful worker exit keeps its last second
 
 def exposition() -> tuple[bytes, str]:
     flush()
+    source: Collector = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        source = CollectorRegistry()
+        multiprocess.MultiProcessCollector(source)  # type: ignore[no-untyped-call]
+    if _derived is None:
+        return generate_latest(source), CONTENT_TYPE_LATEST
+    return generate_latest(_Families(_derived.derive(list(source.collect())))), CONTENT_TYPE_LATEST
+
+
+class _Families(Collector):
+    """Already collected families, for generate_latest."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
 
 
 class MetricsMiddleware:

@@ -28,8 +28,9 @@ ONNX_INPUT = "features"
 ONNX_PROBABILITIES = "probabilities"
 
 
-Observer = Callable[[str, "Prediction"], None]
-"""Told of every prediction (model name, result): how metrics count without this module knowing."""
+Observer = Callable[["OnnxModel", Columns, "Prediction"], None]
+"""Told of every prediction (model, its flights, result): how metrics count and drift is watched
+without this module knowing."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ class ModelSet:
         self.full = full
         self.by_name = {minimal.name: minimal, full.name: full}
         self.operators = minimal.card.operators
-        self._observe: Observer = observe or (lambda name, prediction: None)
+        self.observe: Observer = observe or (lambda model, columns, prediction: None)
+        """public: app.main adds the drift monitor once the models are loaded"""
 
     @classmethod
     def load(
@@ -248,7 +250,7 @@ class ModelSet:
 
     def predict_with(self, model: OnnxModel, columns: Columns) -> Prediction:
         prediction = model.predict(columns)
-        self._observe(model.name, prediction)
+        self.observe(model, columns, prediction)
         return prediction
 
 

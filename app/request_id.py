@@ -1,13 +1,18 @@
-"""Request IDs: one per request, in the `X-Request-ID` response header and in every log line.
+"""Request IDs and W3C trace context: one ID per request, in the `X-Request-ID` response header
+and in every log line, and the caller's trace ID when it sent a valid `traceparent`.
 
 An incoming `X-Request-ID` is kept when it is sane (1-128 characters of `A-Z a-z 0-9 . _ : + / = -`)
 so that a caller's or a load balancer's ID follows the request through; anything else is
 replaced by a generated one. A generated ID is this process's random prefix plus a counter:
 unique across workers and restarts, and about ten times cheaper than a uuid4.
 
-The ID lives in a context variable, so any log record made while the request is handled,
-including uvicorn's own "Exception in ASGI application", carries it as `%(request_id)s`
-(`install_log_context`, called by app.worker).
+A `traceparent` (https://www.w3.org/TR/trace-context/) is checked to the letter of the
+specification (`trace_id`); a valid one is echoed in the response and its trace ID tags the
+log lines; an invalid one, or two of them, is ignored as the specification asks: never a 4xx.
+
+The IDs live in context variables, so any log record made while the request is handled,
+including uvicorn's own "Exception in ASGI application", carries them as `%(request_id)s` and
+`%(trace_id)s` (`install_log_context`, called by app.worker).
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-request-id"
+TRACEPARENT = b"traceparent"
 NO_REQUEST = "-"
 """What log lines made outside any request show."""
 MAX_LENGTH = 128
 
 REQUEST_ID: ContextVar[bytes] = ContextVar("request_id", default=b"")
+TRACE_ID: ContextVar[bytes] = ContextVar("trace_id", default=b"")
 _SANE = re.compile(rb"[A-Za-z0-9._:+/=-]{1,%d}" % MAX_LENGTH)
+_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?", re.S)
+_ZERO_TRACE, _ZERO_PARENT = b"0" * 32, b"0" * 16
 _prefix = b""
 _counter = itertools.count()
 
@@ -52,6 +61,21 @@ def accepted(value: bytes) -> bool:
     return _SANE.fullmatch(value) is not None
 
 
+def trace_id(traceparent: bytes) -> bytes:
+    """The trace ID of a valid `traceparent`, else b"": lowercase hex only; version `ff` is
+    invalid; version `00` has exactly four fields; a later version may append fields after a
+    `-`; an all-zero trace ID or parent ID is invalid."""
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None:
+        return b""
+    version, trace, parent, rest = match.groups()
+    if version == b"ff" or (version == b"00" and rest is not None):
+        return b""
+    if trace == _ZERO_TRACE or parent == _ZERO_PARENT:
+        return b""
+    return bytes(trace)
+
+
 class RequestIdMiddleware:
     """Pure ASGI, outermost (app.main puts it outside Starlette's error middleware, so that a
     500 carries the ID too).
@@ -68,15 +92,25 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             return self.app(scope, receive, send)
         request_id = b""
+        traceparent: bytes | None = None
+        several = False
         for name, value in scope["headers"]:
             if name == HEADER:
                 if accepted(value):
                     request_id = bytes(value)
-                break
+            elif name == TRACEPARENT:
+                several = traceparent is not None
+                traceparent = bytes(value)
         if not request_id:
             request_id = new_id()
         REQUEST_ID.set(request_id)  # each request runs in its own task: no reset needed
         header = (HEADER, request_id)
+        echo = None
+        if traceparent is not None and not several:  # two traceparents: ignored, as one bad
+            trace = trace_id(traceparent)
+            if trace:
+                TRACE_ID.set(trace)
+                echo = (TRACEPARENT, traceparent)
 
         def send_with_id(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
@@ -85,6 +119,8 @@ class RequestIdMiddleware:
                 message = dict(message)
                 headers = list(message.get("headers", ()))
                 headers.append(header)
+                if echo is not None:
+                    headers.append(echo)
                 message["headers"] = headers
             return send(message)
 
@@ -96,6 +132,11 @@ def current() -> str:
     return REQUEST_ID.get().decode("ascii") or NO_REQUEST
 
 
+def current_trace() -> str | None:
+    """The caller's trace ID for the request being handled, if it sent a valid traceparent."""
+    return TRACE_ID.get().decode("ascii") or None
+
+
 class RequestIdFormatter(logging.Formatter):
     """A formatter that may use `%(request_id)s` on any record: one made before
     `install_log_context`, or by a logger outside it, gets the current ID as it is formatted."""
@@ -103,11 +144,12 @@ class RequestIdFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):
             record.request_id = current()
+            record.trace_id = current_trace()
         return super().format(record)
 
 
 def install_log_context() -> None:
-    """Gives every log record a `request_id` attribute (idempotent)."""
+    """Gives every log record `request_id` and `trace_id` attributes (idempotent)."""
     factory = logging.getLogRecordFactory()
     if getattr(factory, "adds_request_id", False):
         return
@@ -115,6 +157,7 @@ def install_log_context() -> None:
     def record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = factory(*args, **kwargs)
         record.request_id = current()
+        record.trace_id = current_trace()
         return record
 
     record_with_request_id.adds_request_id = True  # type: ignore[attr-defined]

@@ -10,12 +10,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
 from app import cpus
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.instrumentation.asgi")
 _BIND = re.compile(r"unix:.+|(?:\[[0-9a-fA-F:.]+\]|[^\s:\[\]]*):\d{1,5}")
 
 
@@ -45,6 +48,16 @@ class Settings:
     """Where every worker also serves the OIP over gRPC (app.grpc); empty: no gRPC."""
     grpc_max_streams: int = 100
     """Concurrent gRPC calls (HTTP/2 streams) per client connection."""
+    # observability (app.logs, app.tracing, app.drift_metrics, metrics_bind)
+    log_format: str = "text"
+    """`text` or `json`: one JSON object per log line."""
+    metrics_bind: str = ""
+    """`host:port` serving /metrics alone, which the public port then does not serve."""
+    otel_endpoint: str = ""
+    """OTEL_EXPORTER_OTLP_ENDPOINT: OpenTelemetry tracing on when set (the `otel` extra)."""
+    drift: bool = True
+    drift_window: int = 10_000
+    """Flights per worker over which input drift is measured."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -63,7 +76,16 @@ class Settings:
             access_log=env.get("ACCESS_LOG") or None,
             grpc_bind=_grpc_bind(env),
             grpc_max_streams=_positive_int(env, "GRPC_MAX_STREAMS", cls.grpc_max_streams),
+            log_format=_choice(env, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
+            metrics_bind=_host_port(env, "METRICS_BIND"),
+            otel_endpoint=_otel(env),
+            drift=_flag(env, "DRIFT", cls.drift),
+            drift_window=_positive_int(env, "DRIFT_WINDOW", cls.drift_window),
         )
+
+    @property
+    def metrics_port(self) -> int | None:
+        return int(self.metrics_bind.rpartition(":")[2]) if self.metrics_bind else None
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -114,3 +136,30 @@ def _address(name: str, raw: str) -> str:
     ):
         raise ValueError(f"{name}={raw!r}: expected HOST:PORT (port 0-65535) or unix:PATH")
     return raw
+
+
+def _host_port(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name}={raw!r}: expected HOST:PORT (port 1-65535)")
+    return raw
+
+
+def _otel(env: Mapping[str, str]) -> str:
+    raw = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if raw and not all(_installed(name) for name in OTEL_MODULES):
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT={raw!r}: tracing needs the otel extra, "
+            "pip install '.[otel]'"
+        )
+    return raw
+
+
+def _installed(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False

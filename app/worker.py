@@ -22,13 +22,12 @@ from uvicorn import Config
 from uvicorn import Server as _Server
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
+from app import logs
 from app.dataplane import DataPlane
 from app.protocol import Limits, guarded_protocol
-from app.request_id import RequestIdFormatter, install_log_context
+from app.request_id import install_log_context
 from app.settings import Settings
 
-LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] [%(request_id)s] %(message)s"
-LOG_DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 SHUTDOWN_MARGIN = 2
 """Seconds between uvicorn's own shutdown deadline and gunicorn's SIGKILL."""
 logger = logging.getLogger("app")
@@ -80,13 +79,19 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         self.config.timeout_graceful_shutdown = max(1, self.cfg.graceful_timeout - SHUTDOWN_MARGIN)
         self.config.server_header = False  # no `server: uvicorn`: nothing to fingerprint
         install_log_context()
-        formatter = RequestIdFormatter(LOG_FORMAT, LOG_DATE_FORMAT)
-        for handler in self.log.error_log.handlers:
+        formatter = logs.formatter(settings.log_format)  # text or JSON lines (LOG_FORMAT)
+        for handler in self.log.error_log.handlers + self.log.access_log.handlers:
             handler.setFormatter(formatter)
         app_logger = logging.getLogger("app")
         app_logger.handlers = self.log.error_log.handlers
         app_logger.setLevel(self.log.error_log.level)
         app_logger.propagate = False
+        if settings.access_log:  # app.logs.AccessLogMiddleware's line replaces uvicorn's
+            logging.getLogger("uvicorn.access").handlers = []  # uvicorn logs when it has any
+            access_logger = logging.getLogger(logs.access_logger.name)
+            access_logger.handlers = self.log.access_log.handlers
+            access_logger.setLevel(logging.INFO)
+            access_logger.propagate = False
 
     async def _serve(self) -> None:
         """uvicorn_worker's, with the Server above."""

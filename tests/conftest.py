@@ -4,14 +4,16 @@ import csv
 import gzip
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from app.flights import Columns, Flight
 from app.main import create_app
 from app.settings import Settings
 from train.data import DATA_ENV, data_location
@@ -183,3 +185,41 @@ def payload_request(case: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
 def payload_cases(name: str) -> list[Any]:
     cases: list[Any] = json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
     return [pytest.param(case, id=case["id"]) for case in cases]
+
+
+def add_profiles(models_dir: Path, flights_for: Callable[[bool], list[Flight]]) -> None:
+    """Gives every card in `models_dir` that has none a drift profile (app.drift) of the flights
+    `flights_for(schedule)` returns, scored by the card's own model: what export writes."""
+    from app import drift
+    from app.model import MODEL_NAMES, OnnxModel
+
+    for name in MODEL_NAMES:
+        path = models_dir / f"{name}.json"
+        card = json.loads(path.read_text(encoding="utf-8"))
+        if "profile" in card:
+            continue
+        model = OnnxModel.load(models_dir, name)
+        flights = flights_for(model.card.encoder.schedule)
+        probabilities = model.predict_proba(columns_of(flights))
+        profile = drift.profile(flights, probabilities, model.threshold)
+        card["profile"] = profile.to_json()
+        path.write_text(json.dumps(card, indent=2), encoding="utf-8")
+
+
+def columns_of(flights: list[Flight]) -> Columns:
+    """Flights of one contract as the columns the model and the drift window take."""
+    minimal = Columns(
+        [f.operator for f in flights], [f.flight_type for f in flights], [f.month for f in flights]
+    )
+    schedules = [f.schedule for f in flights if f.schedule is not None]
+    if not schedules:
+        return minimal
+    return Columns(
+        minimal.operator,
+        minimal.flight_type,
+        minimal.month,
+        np.array([s.departure for s in schedules], dtype="datetime64[m]"),
+        [s.destination for s in schedules],
+        [s.airline for s in schedules],
+        [s.number for s in schedules],
+    )

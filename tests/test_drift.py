@@ -13,6 +13,7 @@ import pytest
 from app import drift
 from app.flights import Flight, Schedule
 from app.model import MODEL_NAMES, OnnxModel
+from tests.conftest import columns_of
 
 OPERATORS = ["Grupo LATAM", "Sky Airline", "Copa Air", "Avianca", "Rare Air"]
 
@@ -89,8 +90,10 @@ def test_window_counts_every_flight_in_its_profiles_buckets(schedule: bool) -> N
     profile = drift.profile(training, probabilities(4000), threshold=0.3)
     window = drift.Window(profile, size=100_000)
     served = flights(600, seed=1, schedule=schedule)
-    window.observe(served[:1], probabilities(1, seed=1).tolist(), 1)  # a list, as a table gives
-    window.observe(served[1:], probabilities(599, seed=2), 7)
+    window.observe(
+        columns_of(served[:1]), probabilities(1, seed=1).tolist(), 1
+    )  # a list, as a table gives
+    window.observe(columns_of(served[1:]), probabilities(599, seed=2), 7)
     counts, total, delayed = window.totals()
     assert (total, delayed) == (600, 8)
     parts = window.split(counts)
@@ -102,6 +105,8 @@ def test_window_counts_every_flight_in_its_profiles_buckets(schedule: bool) -> N
     if schedule:
         hours = [sum(f.schedule.departure.hour == h for f in served) for h in range(24)]  # type: ignore[union-attr]
         assert list(parts["hour"]) == hours
+        weekdays = [sum(f.schedule.departure.weekday() == d for f in served) for d in range(7)]  # type: ignore[union-attr]
+        assert list(parts["weekday"]) == weekdays
 
 
 def test_window_slides_over_the_last_flights() -> None:
@@ -109,9 +114,9 @@ def test_window_slides_over_the_last_flights() -> None:
     profile = drift.profile(training, probabilities(2000), threshold=0.3)
     window = drift.Window(profile, size=1000)
     for start in range(0, 3000, 50):
-        window.observe(flights(50, seed=start, month=1), probabilities(50), 0)
+        window.observe(columns_of(flights(50, seed=start, month=1)), probabilities(50), 0)
     for start in range(0, 1000, 50):
-        window.observe(flights(50, seed=start, month=7), probabilities(50), 0)
+        window.observe(columns_of(flights(50, seed=start, month=7)), probabilities(50), 0)
     counts, total, _ = window.totals()
     assert 1000 <= total <= 1100
     assert list(window.split(counts)["MES"]) == [0] * 6 + [1000] + [0] * 5
@@ -122,8 +127,10 @@ def test_a_stream_of_one_month_drifts_and_one_like_training_does_not() -> None:
     profile = drift.profile(training, probabilities(20_000), threshold=0.3)
     alike, july = drift.Window(profile, 5000), drift.Window(profile, 5000)
     for seed in range(50):
-        alike.observe(flights(100, seed=100 + seed), probabilities(100, seed), 0)
-        july.observe(flights(100, seed=100 + seed, month=7), probabilities(100, seed), 0)
+        alike.observe(columns_of(flights(100, seed=100 + seed)), probabilities(100, seed), 0)
+        july.observe(
+            columns_of(flights(100, seed=100 + seed, month=7)), probabilities(100, seed), 0
+        )
     assert max(window_psi(alike).values()) < drift.PSI_WARN
     assert window_psi(july)["MES"] > drift.PSI_ALERT
     assert window_psi(july)["OPERA"] < drift.PSI_WARN

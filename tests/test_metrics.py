@@ -39,8 +39,9 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
     assert delta(count, route="/predict", method="POST", status="400") == 1
     assert delta(count, route="/v2/models/{name}/ready", method="GET", status="200") == 1
     assert delta(count, route="<unmatched>", method="GET", status="404") == 1
-    scored = delta("predictions_total", model="delay-minimal", label="0") + delta(
-        "predictions_total", model="delay-minimal", label="1"
+    version = client.app.state.models.minimal.version  # type: ignore[attr-defined]
+    scored = delta("predictions_total", model="delay-minimal", version=version, label="0") + delta(
+        "predictions_total", model="delay-minimal", version=version, label="1"
     )
     assert scored == 6
 

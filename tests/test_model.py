@@ -65,7 +65,7 @@ def test_the_full_model_has_no_finite_table() -> None:
 def test_observer_sees_every_prediction() -> None:
     seen: list[tuple[str, Prediction]] = []
     models = ModelSet.load(
-        MODELS_DIR, observe=lambda name, prediction: seen.append((name, prediction))
+        MODELS_DIR, observe=lambda model, columns, prediction: seen.append((model.name, prediction))
     )
     assert seen == []  # the warm-up inference is nobody's prediction: not counted
     models.predict(Batch(1, Columns(["Grupo LATAM"], ["N"], [3]), None))

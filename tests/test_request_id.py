@@ -77,6 +77,7 @@ def test_log_records_outside_a_request_show_a_dash() -> None:
     request_id.install_log_context()  # idempotent: one wrapper, not two
     record = logging.getLogger("app").makeRecord("app", logging.INFO, __file__, 1, "x", (), None)
     assert record.request_id == request_id.NO_REQUEST  # type: ignore[attr-defined]
+    assert record.trace_id is None  # type: ignore[attr-defined]
 
 
 def test_the_middleware_copies_a_shared_response_message() -> None:
@@ -128,3 +129,97 @@ def test_a_forked_worker_gets_its_own_prefix() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     assert child.split(b"-")[0] != new_id().split(b"-")[0]
+
+
+VALID_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "trace"),
+    [
+        (VALID_TRACEPARENT, "4bf92f3577b34da6a3ce929d0e0e4736"),
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        # a later version may append fields after a dash
+        (
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        (
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+    ],
+)
+def test_a_valid_traceparent_gives_its_trace_id(traceparent: str, trace: str) -> None:
+    assert request_id.trace_id(traceparent.encode()) == trace.encode()
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",  # uppercase
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace ID
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero parent ID
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # forbidden version
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",  # v00 has 4 fields
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01extra",  # no dash before more
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  # short trace ID
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+        "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bg-01",  # not hex
+    ],
+)
+def test_an_invalid_traceparent_is_ignored_never_refused(
+    client: TestClient, traceparent: str
+) -> None:
+    assert request_id.trace_id(traceparent.encode()) == b""
+    if "\n" in traceparent:
+        return  # not a header value an HTTP client will send
+    answer = client.post(
+        "/predict",
+        json={"flights": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3}]},
+        headers={"traceparent": traceparent},
+    )
+    assert answer.status_code == 200
+    assert "traceparent" not in answer.headers
+
+
+def test_a_valid_traceparent_is_echoed_and_tags_the_log_records(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from app.main import Service
+
+    async def logs(request: Any) -> Any:
+        logging.getLogger("app").warning("inside")
+        return PlainTextResponse("ok")
+
+    request_id.install_log_context()
+    with (
+        TestClient(Service(routes=[Route("/logs", logs)])) as local,
+        caplog.at_level(logging.WARNING),
+    ):
+        answer = local.get("/logs", headers={"traceparent": VALID_TRACEPARENT})
+    assert answer.headers["traceparent"] == VALID_TRACEPARENT
+    (record,) = [r for r in caplog.records if r.getMessage() == "inside"]
+    assert record.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"  # type: ignore[attr-defined]
+    assert (
+        client.get("/health", headers={"traceparent": VALID_TRACEPARENT}).headers["traceparent"]
+        == VALID_TRACEPARENT
+    )
+
+
+def test_two_traceparents_are_ignored(client: TestClient) -> None:
+    answer = client.get(
+        "/health", headers=[("traceparent", VALID_TRACEPARENT), ("traceparent", VALID_TRACEPARENT)]
+    )
+    assert answer.status_code == 200
+    assert "traceparent" not in answer.headers

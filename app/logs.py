@@ -1,0 +1,117 @@
+"""Log lines: text (the default) or, with LOG_FORMAT=json, one JSON object per line.
+
+Every line made while a request is handled carries its request ID, and the caller's trace ID
+when it sent a valid `traceparent` (app.request_id). With ACCESS_LOG set, `AccessLogMiddleware`
+writes one line per request with its route template, status and duration, instead of uvicorn's
+(which knows neither the route nor the duration). The gunicorn master's own lines (start-up,
+reload, worker exits) take the same format through `GunicornLogger` (gunicorn.conf.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from gunicorn.glogging import Logger
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import UNMATCHED_ROUTE
+from app.request_id import NO_REQUEST, RequestIdFormatter, current, current_trace
+
+TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] [%(request_id)s] %(message)s"
+DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
+ACCESS_FIELDS = ("method", "path", "route", "status", "duration_ms")
+access_logger = logging.getLogger("app.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """time (UTC, ISO 8601, milliseconds), level, message, logger, pid, request_id and
+    trace_id (null outside a request), the access fields when the record has them, and the
+    traceback as `exception`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", None) or current()
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "pid": record.process,
+            "request_id": None if request_id == NO_REQUEST else request_id,
+            "trace_id": getattr(record, "trace_id", None) or current_trace(),
+        }
+        for field in ACCESS_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                entry[field] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of every worker log line, for LOG_FORMAT."""
+    if log_format == "json":
+        return JsonFormatter()
+    return RequestIdFormatter(TEXT_FORMAT, DATE_FORMAT)
+
+
+class GunicornLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger with JSON lines in the master too, when LOG_FORMAT=json (gunicorn
+    calls `setup` again on SIGHUP, so the format survives a reload)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+            for log in (self.error_log, self.access_log):
+                for handler in log.handlers:
+                    handler.setFormatter(JsonFormatter())
+
+
+class AccessLogMiddleware:
+    """One line per HTTP request, once it is answered: method, path, route template, status
+    and milliseconds from the request to the end of the answer. Only in the stack when
+    ACCESS_LOG is set (app.main): off, it costs nothing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 0
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            duration_ms = round((time.perf_counter() - start) * 1000, 3)
+            route = scope.get("route")
+            template = getattr(route, "path", None)
+            trace = current_trace()
+            access_logger.info(
+                "%s %s %d %.3f ms%s",
+                scope["method"],
+                scope["path"],
+                status,
+                duration_ms,
+                f" trace={trace}" if trace else "",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": template if isinstance(template, str) else UNMATCHED_ROUTE,
+                    "status": status,
+                    "duration_ms": duration_ms,
+                },
+            )

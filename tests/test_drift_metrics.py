@@ -1,0 +1,138 @@
+"""Drift gauges in-process: cards given a profile of synthetic flights (the real-data stream
+against a real server is in tests/test_observability_server.py)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from app.drift_metrics import MIN_FLIGHTS
+from app.flights import Flight, FlightValidator
+from app.main import create_app
+from app.metrics import count_predictions
+from app.model import MODEL_NAMES, OnnxModel
+from app.settings import Settings
+from benchmarks.conftest import make_flights
+from tests.conftest import MODELS_DIR, add_profiles
+
+
+def synthetic(schedule: bool) -> list[Flight]:
+    operators = OnnxModel.load(MODELS_DIR, MODEL_NAMES[0]).card.operators
+    return FlightValidator(operators, 10**6).flights(make_flights(3000, schedule, seed=1))
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = Path(shutil.copytree(MODELS_DIR, tmp_path_factory.mktemp("cards") / "models"))
+    add_profiles(models, synthetic)
+    return models
+
+
+def metrics(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def drift_samples(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> dict[Any, float]:
+    return {key: value for key, value in samples.items() if key[0].startswith("drift_")}
+
+
+@pytest.fixture
+def served(profiled: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    settings = Settings(models_dir=profiled, max_flights=10_000, **getattr(request, "param", {}))
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def send(client: TestClient, flights: list[dict[str, Any]], batch: int = 500) -> list[int]:
+    labels: list[int] = []
+    for start in range(0, len(flights), batch):
+        response = client.post("/predict", json={"flights": flights[start : start + batch]})
+        assert response.status_code == 200, response.text
+        labels += response.json()["predict"]
+    return labels
+
+
+def version(name: str) -> str:
+    return OnnxModel.load(MODELS_DIR, name).version
+
+
+def test_one_month_moves_the_month_psi_and_the_alert_rate_is_the_labels_share(
+    served: TestClient,
+) -> None:
+    minimal = version("delay-minimal")
+    july = [dict(flight, MES=7) for flight in make_flights(MIN_FLIGHTS + 200, False, seed=2)]
+    labels = send(served, july[:100])
+    before = drift_samples(metrics(served))
+    assert (
+        before[
+            ("drift_window_flights", frozenset({("model", "delay-minimal"), ("version", minimal)}))
+        ]
+        == 100
+    )
+    assert not any(name == "drift_psi" for name, _ in before)  # under MIN_FLIGHTS: noise, not shown
+    labels += send(served, july[100:])
+
+    after = drift_samples(metrics(served))
+    key = frozenset({("model", "delay-minimal"), ("version", minimal)})
+    assert after[("drift_window_flights", key)] == len(july)
+    assert after[("drift_alert_rate", key)] == pytest.approx(sum(labels) / len(labels))
+    assert 0 < after[("drift_training_alert_rate", key)] < 1
+    psi = {
+        dict(labels_)["feature"]: value
+        for (name, labels_), value in after.items()
+        if name == "drift_psi" and dict(labels_)["model"] == "delay-minimal"
+    }
+    assert set(psi) == {"OPERA", "TIPOVUELO", "MES", "proba"}
+    assert psi["MES"] > 0.2
+    assert psi["OPERA"] < 0.1  # airlines drawn as in the profile's flights
+    assert not any(name == "drift_window_bucket_flights" for name, _ in after)  # summed away
+
+
+@pytest.mark.parametrize("served", [{"drift": False}], indirect=True)
+def test_drift_off_leaves_the_counting_observer_alone(served: TestClient) -> None:
+    assert served.app.state.models.observe is count_predictions  # type: ignore[attr-defined]
+    assert not any(name.startswith("drift_psi") for name, _ in drift_samples(metrics(served)))
+
+
+def test_cards_without_a_profile_serve_without_drift_gauges(tmp_path: Path) -> None:
+    models = Path(shutil.copytree(MODELS_DIR, tmp_path / "models"))
+    for name in MODEL_NAMES:
+        card = models / f"{name}.json"
+        card.write_text(card.read_text().replace('"profile"', '"_no_profile"'))
+    with TestClient(create_app(Settings(models_dir=models))) as client:
+        assert client.app.state.models.observe is count_predictions  # type: ignore[attr-defined]
+        send(client, make_flights(50, False))
+        samples = metrics(client)
+    assert not any(name in ("drift_psi", "drift_alert_rate") for name, _ in samples)
+
+
+def test_predictions_are_counted_by_model_version(served: TestClient) -> None:
+    minimal, full = version("delay-minimal"), version("delay-full")
+    before = metrics(served)
+    labels = send(served, make_flights(7, False, seed=3) + make_flights(3, True, seed=4))
+    after = metrics(served)
+
+    def delta(model: str, model_version: str, label: str) -> float:
+        key = (
+            "predictions_total",
+            frozenset({("model", model), ("version", model_version), ("label", label)}),
+        )
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("delay-minimal", minimal, "0") + delta("delay-minimal", minimal, "1") == 7
+    assert delta("delay-full", full, "0") + delta("delay-full", full, "1") == 3
+    assert sum(
+        delta(m, v, "1") for m, v in (("delay-minimal", minimal), ("delay-full", full))
+    ) == sum(labels)

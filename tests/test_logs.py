@@ -1,0 +1,117 @@
+"""app.logs in-process: JSON lines, the text format, the access line (the deployed server's
+lines: tests/test_server_observability.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+import pytest
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from app import logs, request_id
+from app.main import Service
+from app.settings import Settings
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def record(
+    message: str = "hello %s", args: tuple[Any, ...] = ("world",), **extra: Any
+) -> logging.LogRecord:
+    made = logging.getLogger("app").makeRecord(
+        "app", logging.WARNING, __file__, 1, message, args, None
+    )
+    for name, value in extra.items():
+        setattr(made, name, value)
+    return made
+
+
+def test_a_json_line_is_one_object_with_time_level_message_and_ids() -> None:
+    line = logs.JsonFormatter().format(record(request_id="abc-1", trace_id="4bf9"))
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "hello world"
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "app"
+    assert (entry["request_id"], entry["trace_id"]) == ("abc-1", "4bf9")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", entry["time"])
+
+
+def test_a_json_line_outside_a_request_has_null_ids_and_keeps_a_traceback_on_one_line() -> None:
+    request_id.REQUEST_ID.set(b"")
+    try:
+        raise ValueError("multi\nline")
+    except ValueError:
+        failed = record("failed", (), exc_info=sys.exc_info())
+        failed.exc_info = sys.exc_info()
+    line = logs.JsonFormatter().format(failed)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert (entry["request_id"], entry["trace_id"]) == (None, None)
+    assert "ValueError: multi\nline" in entry["exception"]
+
+
+def test_text_is_the_default_format() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    line = logs.formatter("text").format(record(request_id="abc-1"))
+    assert re.fullmatch(r"\[.+\] \[\d+\] \[WARNING\] \[abc-1\] hello world", line)
+    with pytest.raises(ValueError, match="LOG_FORMAT='xml'"):
+        Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+def app_with_access_log() -> Service:
+    async def ok(request: Any) -> Any:
+        return PlainTextResponse("ok")
+
+    async def broken(request: Any) -> Any:
+        raise RuntimeError("boom")
+
+    app = Service(routes=[Route("/items/{id}", ok), Route("/broken", broken)])
+    app.state.settings = Settings(access_log="-")
+    return app
+
+
+def test_the_access_line_has_route_status_and_duration(caplog: pytest.LogCaptureFixture) -> None:
+    request_id.install_log_context()
+    with (
+        TestClient(app_with_access_log(), raise_server_exceptions=False) as client,
+        caplog.at_level(logging.INFO, logger="app.access"),
+    ):
+        client.get("/items/7", headers={"X-Request-ID": "req-7", "traceparent": TRACEPARENT})
+        client.get("/broken")
+        client.get("/nowhere")
+    lines = [
+        json.loads(logs.JsonFormatter().format(r)) for r in caplog.records if r.name == "app.access"
+    ]
+    assert [(line["route"], line["status"]) for line in lines] == [
+        ("/items/{id}", 200),
+        ("/broken", 500),
+        ("<unmatched>", 404),
+    ]
+    first = lines[0]
+    assert (first["method"], first["path"], first["request_id"]) == ("GET", "/items/7", "req-7")
+    assert first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert first["message"].startswith("GET /items/7 200 ")
+    assert all(0 < line["duration_ms"] < 10_000 for line in lines)
+
+
+def test_the_access_log_is_not_in_the_stack_unless_asked() -> None:
+    app = app_with_access_log()
+    app.state.settings = Settings()
+
+    def layers(stack: Any) -> list[type]:
+        found = []
+        while stack is not None:
+            found.append(type(stack))
+            stack = getattr(stack, "app", None)
+        return found
+
+    assert logs.AccessLogMiddleware not in layers(app.build_middleware_stack())
+    app.state.settings = Settings(access_log="-")
+    assert logs.AccessLogMiddleware in layers(app.build_middleware_stack())
