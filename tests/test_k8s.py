@@ -175,7 +175,9 @@ def test_the_container_listens_where_gunicorn_binds(container):
     bind_port = int(env_of(container)["BIND"].rsplit(":", 1)[1])
     assert bind_port in {port["containerPort"] for port in container["ports"]}
     annotations = the("Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert int(annotations["prometheus.io/port"]) == bind_port
+    metrics_port = int(env_of(container)["METRICS_BIND"].rsplit(":", 1)[1])  # /metrics alone
+    assert metrics_port in {port["containerPort"] for port in container["ports"]}
+    assert int(annotations["prometheus.io/port"]) == metrics_port != bind_port
     assert annotations["prometheus.io/path"] in get_routes()
 
 
@@ -301,7 +303,8 @@ def test_the_api_port_admits_the_ingress_controller_and_metrics_admit_prometheus
         if port["containerPort"] == int(annotations["prometheus.io/port"])
     )
     for port in container["ports"]:
-        expected = {INGRESS_NAMESPACE} if port["name"] in service_ports else set()
+        api = port["name"] in service_ports and port["name"] != scraped
+        expected = {INGRESS_NAMESPACE} if api else set()
         if port["name"] == scraped:
             expected.add(PROMETHEUS_NAMESPACE)
         assert allowed_sources(port["name"], container) == expected, port["name"]

@@ -1,0 +1,216 @@
+"""deploy/k8s/monitoring, offline: the ServiceMonitor and PrometheusRule against the Prometheus
+Operator's CRD schemas, the rules through `promtool check rules` and `promtool test rules`, the
+dashboard against Grafana's dashboard JSON schema (all vendored in monitoring/schemas/ with
+their source and version), and every metric they name against what the service exports."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+from app.drift_metrics import DriftMonitor
+from tests.test_k8s import K8S, env_of, the
+
+MONITORING = K8S / "monitoring"
+SCHEMAS = MONITORING / "schemas"
+PROMTOOL = shutil.which("promtool")
+NOT_OURS = {"up", "kube_pod_status_ready"}
+"""Prometheus's own and kube-state-metrics' series that the rules and the dashboard also read."""
+PROMQL_FUNCTIONS = {
+    "sum", "max", "avg", "rate", "histogram_quantile", "abs",
+}  # fmt: skip
+
+
+def load(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((MONITORING / name).read_text())
+    return loaded
+
+
+def strict(schema: Any) -> Any:
+    """The CRD schema as the API server's strict field validation reads it: an object with
+    declared properties takes no other (structural schemas prune them silently otherwise)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+def crd_validator(kind: str) -> jsonschema.Draft7Validator:
+    schema = json.loads((SCHEMAS / f"{kind}-v1.json").read_text())
+    # apiVersion, kind and metadata are checked by the API server, not declared in the schema
+    return jsonschema.Draft7Validator(strict(schema))
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("servicemonitor.yaml", "servicemonitor"), ("prometheusrule.yaml", "prometheusrule")],
+)
+def test_the_custom_resources_match_the_operators_schema(name: str, kind: str) -> None:
+    resource = load(name)
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1"
+    errors = [error.message for error in crd_validator(kind).iter_errors(resource)]
+    assert errors == []
+
+
+def test_the_schema_check_rejects_a_misspelled_field() -> None:
+    broken = load("servicemonitor.yaml")
+    broken["spec"]["endpoints"][0]["intervall"] = broken["spec"]["endpoints"][0].pop("interval")
+    assert any(
+        "intervall" in e.message for e in crd_validator("servicemonitor").iter_errors(broken)
+    )
+
+
+def test_the_servicemonitor_scrapes_the_metrics_port_of_the_service() -> None:
+    monitor = load("servicemonitor.yaml")["spec"]
+    service = the("Service")
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["endpoints"]
+    ports = {port["name"]: port for port in service["spec"]["ports"]}
+    assert endpoint["port"] == "metrics"
+    container = the("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    numbers = {port["name"]: port["containerPort"] for port in container["ports"]}
+    target = ports["metrics"]["targetPort"]
+    metrics_bind = env_of(container)["METRICS_BIND"]
+    assert numbers.get(target, target) == int(metrics_bind.rsplit(":", 1)[1]) == 9100
+    assert endpoint["path"] == "/metrics"
+    assert monitor["jobLabel"] in service["metadata"]["labels"]
+    assert service["metadata"]["labels"][monitor["jobLabel"]] == "latam-delay"
+
+
+def rule_groups(tmp_path: Path) -> Path:
+    rules = tmp_path / "prometheusrule.rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": load("prometheusrule.yaml")["spec"]["groups"]}))
+    return rules
+
+
+@pytest.fixture
+def promtool() -> str:
+    if PROMTOOL is None:
+        pytest.skip("promtool is not installed (Debian package prometheus; .ci/run installs it)")
+    return PROMTOOL
+
+
+def test_promtool_checks_the_rules(promtool: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rule_groups(tmp_path))], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 9 rules found" in result.stdout
+
+
+def test_promtool_check_refuses_a_broken_expression(promtool: str, tmp_path: Path) -> None:
+    rules = rule_groups(tmp_path)
+    rules.write_text(rules.read_text().replace("> 0.2", "> > 0.2"))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+
+
+def test_each_alert_fires_on_its_series_and_not_before(promtool: str, tmp_path: Path) -> None:
+    rule_groups(tmp_path)
+    shutil.copy(MONITORING / "prometheusrule.test.yaml", tmp_path)
+    result = subprocess.run(
+        [promtool, "test", "rules", "prometheusrule.test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = {
+        test["alertname"]
+        for case in load("prometheusrule.test.yaml")["tests"]
+        for test in case["alert_rule_test"]
+    }
+    alerts = {
+        rule["alert"]
+        for group in load("prometheusrule.yaml")["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    assert tested == alerts
+
+
+def test_the_dashboard_matches_grafanas_schema() -> None:
+    schema = json.loads((SCHEMAS / "grafana-dashboard.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    dashboard = json.loads((MONITORING / "dashboard.json").read_text())
+    assert [error.message for error in validator.iter_errors(dashboard)] == []
+    dashboard["panel"] = dashboard.pop("panels")
+    assert any("panel" in error.message for error in validator.iter_errors(dashboard))
+
+
+def exported_names(client: TestClient) -> set[str]:
+    """Every series name the service's /metrics can show, drift included."""
+    text = client.get("/metrics").text
+    names = set(re.findall(r"^# TYPE (\S+)", text, re.MULTILINE))
+    names |= {family.name for family in DriftMonitor([], 1).derive([])}
+    names.add("drift_window_flights")
+    histograms = {name for name in names if f"# TYPE {name} histogram" in text}
+    names |= {f"{name}_{suffix}" for name in histograms for suffix in ("bucket", "sum", "count")}
+    names |= {f"{name}_total" for name in names if f"# TYPE {name} counter" in text}
+    return names
+
+
+def named_series(expression: str) -> set[str]:
+    without_labels = re.sub(
+        r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"|\b(?:by|without|on|ignoring)\s*\([^)]*\)", "", expression
+    )
+    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_labels))
+    return {w for w in words if w not in PROMQL_FUNCTIONS and ":" not in w}
+
+
+def test_rules_and_panels_read_only_series_that_exist(client: TestClient) -> None:
+    exported = exported_names(client) | NOT_OURS
+    rules = [
+        rule["expr"]
+        for group in load("prometheusrule.yaml")["spec"]["groups"]
+        for rule in group["rules"]
+    ]
+    panels = json.loads((MONITORING / "dashboard.json").read_text())["panels"]
+    queries = [target["expr"] for panel in panels for target in panel["targets"]]
+    used = set().union(*(named_series(expression) for expression in rules + queries))
+    assert "drift_psi" in used
+    assert "http_requests_total" in used
+    assert used <= exported, used - exported
+
+
+def test_kustomize_builds_the_monitoring_resources_and_the_dashboard_configmap() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: its kustomize builds deploy/k8s/monitoring")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(MONITORING)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    built = {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
+    assert set(built) == {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    configmap = built["ConfigMap"]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["latam-delay.json"]) == json.loads(
+        (MONITORING / "dashboard.json").read_text()
+    )
