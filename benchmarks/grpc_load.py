@@ -84,6 +84,7 @@ class Result:
     p99_ms: float
     errors: int
     server_cpu_s: float | None
+    """The server's CPU-seconds over the measured window (master and workers, /proc)."""
     load_before: float
     notes: list[str] = field(default_factory=list)
 
@@ -233,19 +234,25 @@ def client_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def run_clients(
+def start_clients(
     target: str, requests: Path, processes: int, connections: int, args: argparse.Namespace
-) -> tuple[list[float], dict[str, int]]:
-    """`processes` client processes sharing `connections` calls in flight; their latencies."""
+) -> list[subprocess.Popen[bytes]]:
+    """`processes` client processes sharing `connections` calls in flight."""
     command = [sys.executable, "-m", "benchmarks.grpc_load", "client", "--target", target,
                "--requests", str(requests), "--warmup", str(args.warmup),
                "--duration", str(args.duration),
                "--channels", str(max(1, min(args.channels, connections // processes))),
                "--concurrency", str(max(1, connections // processes))]  # fmt: skip
-    running = [
+    return [
         subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(processes)
     ]
+
+
+def collect(
+    running: list[subprocess.Popen[bytes]], args: argparse.Namespace
+) -> tuple[list[float], dict[str, int]]:
+    """The clients' latencies (seconds) and errors by status code."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     for process in running:
@@ -302,10 +309,13 @@ def measure(row: Row, round_: int, args: argparse.Namespace, scratch: Path) -> R
             errors += summary.bad_bodies
         else:
             pids = compare.process_tree(server.process.pid)
+            running = start_clients(target, scratch / f"{row.name}.bin", args.clients,
+                                    row.connections, args)  # fmt: skip
+            time.sleep(args.warmup)  # the clients' own warm-up: their window starts now
             before = compare.clocks(pids)
-            latencies, failed = run_clients(target, scratch / f"{row.name}.bin", args.clients,
-                                            row.connections, args)  # fmt: skip
+            time.sleep(args.duration)
             after = compare.clocks(pids)
+            latencies, failed = collect(running, args)
             requests, seconds = len(latencies), float(args.duration)
             ordered = sorted(latencies) or [0.0]
             p50 = ordered[len(ordered) // 2] * 1000
@@ -314,10 +324,9 @@ def measure(row: Row, round_: int, args: argparse.Namespace, scratch: Path) -> R
     cpu = None
     if before.server is not None and after.server is not None:
         cpu = after.server - before.server
-    # the gRPC clients' warm-up falls inside the clock readings; per-1k CPU is for REST only
     return Result(row.name, round_, requests, seconds, requests / seconds,
                   requests * row.flights_per_request / seconds, p50, p99, errors,
-                  cpu if row.transport == "rest" else None, load)  # fmt: skip
+                  cpu, load)  # fmt: skip
 
 
 def run_wrk_with(command: list[str], bodies: Path, seconds: int, env: dict[str, str]) -> str:
@@ -357,6 +366,12 @@ GOALS = (
 )  # fmt: skip
 
 
+def _cpu_per_call(results: list[Result]) -> str:
+    """Median over rounds of the server's CPU-milliseconds per call answered."""
+    values = [r.server_cpu_s * 1000 / r.requests for r in results if r.server_cpu_s and r.requests]
+    return f"{statistics.median(values):.3f}" if values else "n/a"
+
+
 def report(info: dict[str, Any], results: list[Result]) -> str:
     lines = [
         "# gRPC vs the REST OIP route (`make compare-grpc`)",
@@ -377,8 +392,9 @@ def report(info: dict[str, Any], results: list[Result]) -> str:
         "batches. REST bodies are JSON tensors; gRPC requests carry `raw_input_contents` or "
         "typed `contents`; gRPC answers are raw outputs.",
         "",
-        "| row | what | calls in flight | median req/s | median flights/s | p50 ms | p99 ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| row | what | calls in flight | median req/s | median flights/s | p50 ms | p99 ms "
+        "| server CPU ms per call | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in ROWS:
         mine = [r for r in results if r.row == row.name]
@@ -390,6 +406,7 @@ def report(info: dict[str, Any], results: list[Result]) -> str:
             f"| {statistics.median(r.flights_per_s for r in mine):,.0f} "
             f"| {statistics.median(r.p50_ms for r in mine):.2f} "
             f"| {statistics.median(r.p99_ms for r in mine):.2f} "
+            f"| {_cpu_per_call(mine)} "
             f"| {sum(r.errors for r in mine)} |"
         )
     lines += [

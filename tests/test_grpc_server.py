@@ -444,3 +444,12 @@ def test_a_grpc_port_that_cannot_be_bound_stops_start_up(tmp_path: Path) -> None
         target = f"{HOST}:{taken.getsockname()[1]}"
         log = failed_start(spawn(tmp_path / "run", GRPC_BIND=target))
     assert f"cannot serve gRPC on {target}" in log
+
+
+def test_a_message_that_does_not_parse_is_invalid_argument(served: GrpcServer) -> None:
+    with grpc.insecure_channel(served.target) as channel:
+        infer = channel.unary_unary(SERVICE + "ModelInfer")  # bytes in, bytes out
+        with pytest.raises(grpc.RpcError) as raised:
+            infer(b"\xff\xff\xff\xff", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a ModelInferRequest" in raised.value.details()

@@ -10,16 +10,8 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PROTO = Path("app/grpc/grpc_predict_v2.proto")
-PROTOC = [
-    "-m",
-    "grpc_tools.protoc",
-    "-I",
-    ".",
-    "--python_out=.",
-    "--pyi_out=.",
-    "--grpc_python_out=.",
-]
-STUBS = ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py")
+PROTOC = ["-m", "grpc_tools.protoc", "-I", ".", "--python_out=.", "--pyi_out=."]
+STUBS = ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi")
 
 
 def test_committed_stubs_are_generated_from_the_vendored_proto(tmp_path: Path) -> None:

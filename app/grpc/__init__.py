@@ -1,8 +1,8 @@
 """The Open Inference Protocol over gRPC: KServe V2's `GRPCInferenceService`.
 
-`grpc_predict_v2.proto` is KServe's, vendored unchanged (see its README.md); the `_pb2` modules
-beside it are generated from it by `make grpc-stubs`. Every worker serves it on GRPC_BIND from
-its own event loop (app.worker), through the same data plane as the REST routes
+`grpc_predict_v2.proto` is KServe's, vendored unchanged (see README.md); the `_pb2` message
+modules beside it are generated from it by `make grpc-stubs`. Every worker serves it on
+GRPC_BIND from its own event loop (app.worker), through the same data plane as the REST routes
 (app.dataplane): `codec` translates the messages, `servicer` maps errors to status codes.
 
 Import `app.grpc.server` only to serve: its generated messages live in the `inference` proto

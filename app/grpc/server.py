@@ -11,8 +11,7 @@ from __future__ import annotations
 import grpc
 
 from app.dataplane import DataPlane
-from app.grpc.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
-from app.grpc.servicer import InferenceServicer
+from app.grpc.servicer import InferenceServicer, generic_handler
 from app.metrics import keep_flushing
 from app.settings import Settings
 
@@ -26,7 +25,7 @@ async def start(settings: Settings, dataplane: DataPlane) -> grpc.aio.Server:
             ("grpc.max_concurrent_streams", settings.grpc_max_streams),
         ]
     )
-    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]
+    server.add_generic_rpc_handlers((generic_handler(InferenceServicer(dataplane)),))
     server.add_insecure_port(settings.grpc_bind)
     await server.start()
     keep_flushing()

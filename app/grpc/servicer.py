@@ -1,5 +1,9 @@
 """`GRPCInferenceService`: each call translated to the data plane and back.
 
+Each method reads its request's bytes itself, so that a message that does not parse is an
+INVALID_ARGUMENT the metrics count, like REST's malformed JSON, rather than grpcio's INTERNAL
+before any handler runs.
+
 Every call is timed and counted in the HTTP metrics (route = the gRPC method's path, method
 `GRPC`, status = the status code's name), runs under the caller's `x-request-id` metadata (or
 a new ID) so its log lines carry it, and returns that ID as trailing metadata. A ServiceError
@@ -16,12 +20,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from app.dataplane import DataPlane
-from app.errors import ServiceError
+from app.errors import BadRequest, ServiceError
 from app.grpc import codec
 from app.grpc import grpc_predict_v2_pb2 as pb
-from app.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer
 from app.grpc.status import details_of, status_of
 from app.metrics import observe_latency
 from app.request_id import HEADER, REQUEST_ID, accepted, new_id
@@ -31,39 +35,59 @@ METHOD_LABEL = "GRPC"
 _HEADER = HEADER.decode("ascii")
 logger = logging.getLogger("app")
 
-Request = TypeVar("Request")
-Response = TypeVar("Response")
+Request = TypeVar("Request", bound=Message)
+Response = TypeVar("Response", bound=Message)
 Context: TypeAlias = grpc.aio.ServicerContext
 Method = Callable[[Any, Request, Context], Awaitable[Response]]
+Handler = Callable[[Any, bytes, Context], Awaitable[Response]]
+METHODS = (
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelInfer",
+)
 
 
-def _rpc(method: Method[Request, Response]) -> Method[Request, Response]:
-    route = f"/{SERVICE}/{method.__name__}"
+def _rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Handler[Response]]:
+    def wrap(method: Method[Request, Response]) -> Handler[Response]:
+        route = f"/{SERVICE}/{method.__name__}"
 
-    @functools.wraps(method)
-    async def call(self: Any, request: Request, context: Context) -> Response:
-        start = time.perf_counter()
-        request_id = _request_id(context)
-        REQUEST_ID.set(request_id)  # each call runs in its own task: no reset needed
-        trailer = ((_HEADER, request_id.decode("ascii")),)
-        context.set_trailing_metadata(trailer)
-        code = grpc.StatusCode.OK
-        try:
-            return await method(self, request, context)
-        except ServiceError as error:
-            code = status_of(error)
-            await _abort(context, code, details_of(error), trailer)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            logger.exception("unhandled error in %s", route)
-            await _abort(context, code, "internal error", trailer)
-        finally:
-            observe_latency(route, METHOD_LABEL, code.name, time.perf_counter() - start)
+        @functools.wraps(method)
+        async def call(self: Any, data: bytes, context: Context) -> Response:
+            start = time.perf_counter()
+            request_id = _request_id(context)
+            REQUEST_ID.set(request_id)  # each call runs in its own task: no reset needed
+            trailer = ((_HEADER, request_id.decode("ascii")),)
+            context.set_trailing_metadata(trailer)
+            code = grpc.StatusCode.OK
+            try:
+                return await method(self, _parse(request_type, data), context)
+            except ServiceError as error:
+                code = status_of(error)
+                await _abort(context, code, details_of(error), trailer)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                logger.exception("unhandled error in %s", route)
+                await _abort(context, code, "internal error", trailer)
+            finally:
+                observe_latency(route, METHOD_LABEL, code.name, time.perf_counter() - start)
 
-    return call
+        return call
+
+    return wrap
+
+
+def _parse(request_type: type[Request], data: bytes) -> Request:
+    try:
+        parsed: Request = request_type.FromString(data)
+    except DecodeError:
+        raise BadRequest(f"the message is not a {request_type.__name__}") from None
+    return parsed
 
 
 async def _abort(
@@ -84,43 +108,43 @@ def _request_id(context: Context) -> bytes:
     return new_id()
 
 
-class InferenceServicer(GRPCInferenceServiceServicer):
+class InferenceServicer:
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
 
-    @_rpc
+    @_rpc(pb.ServerLiveRequest)
     async def ServerLive(  # noqa: N802 (the proto's method names)
         self, request: pb.ServerLiveRequest, context: Context
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @_rpc
+    @_rpc(pb.ServerReadyRequest)
     async def ServerReady(  # noqa: N802
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
-    @_rpc
+    @_rpc(pb.ModelReadyRequest)
     async def ModelReady(  # noqa: N802
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
         model = self.dataplane.model(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=model.ready)
 
-    @_rpc
+    @_rpc(pb.ServerMetadataRequest)
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**self.dataplane.server_metadata())
 
-    @_rpc
+    @_rpc(pb.ModelMetadataRequest)
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         model = self.dataplane.model(request.name, request.version or None)
         return codec.model_metadata(self.dataplane.model_metadata(model))
 
-    @_rpc
+    @_rpc(pb.ModelInferRequest)
     async def ModelInfer(  # noqa: N802
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
@@ -128,3 +152,22 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         inference = codec.decode_request(request, model.input_types)
         prediction = self.dataplane.infer(model, inference)
         return codec.encode_response(model, inference, prediction)
+
+
+def generic_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The service's methods: requests as bytes (each method parses its own), responses
+    serialised by protobuf."""
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            name: grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, name), response_serializer=_serialize
+            )
+            for name in METHODS
+        },
+    )
+
+
+def _serialize(message: Message) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
