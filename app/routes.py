@@ -31,7 +31,7 @@ class Predict:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         models, batch = await self.request(scope, receive)
-        await self.respond(scope, send, models.predict(batch))
+        await send_json(send, self.answer(scope, models.predict(batch)))
 
     @staticmethod
     async def request(scope: Scope, receive: Receive) -> tuple[ModelSet, Batch]:
@@ -46,11 +46,11 @@ class Predict:
         )
 
     @staticmethod
-    async def respond(scope: Scope, send: Send, prediction: Prediction) -> None:
+    def answer(scope: Scope, prediction: Prediction) -> dict[str, Any]:
         body: dict[str, Any] = {"predict": prediction.labels}
         if _flag(scope, "proba"):
             body["proba"] = prediction.probabilities
-        await send_json(send, body)
+        return body
 
 
 async def health(request: Request) -> Response:

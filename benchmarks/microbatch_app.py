@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.flights import Batch, Columns
+from app.http import send_json
 from app.main import create_app as create_service
 from app.model import ModelSet, Prediction
 from app.routes import Predict
@@ -92,7 +93,7 @@ class MicroBatchedPredict(Predict):
         batcher: MicroBatcher | None = getattr(state, "batcher", None)
         if batcher is None or batcher.models is not models:  # first request, or a reload
             batcher = state.batcher = MicroBatcher(models, _window_s())
-        await self.respond(scope, send, await batcher.predict(batch))
+        await send_json(send, self.answer(scope, await batcher.predict(batch)))
 
 
 def _window_s() -> float:
