@@ -14,16 +14,24 @@ import json
 import statistics
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+
+from benchmarks.stress import load_average
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKTREES = ROOT / "build" / "revisions"
+_MINIMAL = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
+_FULL = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 1, "Fecha-I": "2017-01-01 23:30:00",
+         "Des-I": "KMIA", "Emp-I": "LAN", "Vlo-I": "226"}  # fmt: skip
 BODIES = {
-    "minimal": {"flights": [{"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}]},
-    "full": {"flights": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 1,
-                          "Fecha-I": "2017-01-01 23:30:00", "Des-I": "KMIA", "Emp-I": "LAN",
-                          "Vlo-I": "226"}]},
-}  # fmt: skip
+    "minimal": {"flights": [_MINIMAL]},
+    "full": {"flights": [_FULL]},
+    "batch-minimal": {"flights": [_MINIMAL] * 1000},
+    "batch-full": {"flights": [_FULL] * 1000},
+}
+"""What each --body sends: one flight, or 1,000 (the same flight: the cost per flight is what
+is compared, not the model's answers)."""
 
 # Runs inside the revision's worktree; prints the median microseconds of one request.
 _CHILD = """
@@ -37,10 +45,11 @@ from app.settings import Settings
 assert Path(sys.modules["app"].__file__).resolve().is_relative_to(Path.cwd().resolve())
 app = create_app(Settings(models_dir=Path("models")))
 body = sys.argv[2].encode()
+number = int(sys.argv[3])
 with TestClient(app):
     call = request_caller(app, "POST", "/predict", body, headers={"content-type": "application/json"})
     assert call()[0]["status"] == 200
-    times = [min(timeit.repeat(call, number=2000, repeat=3)) / 2000 * 1e6 for _ in range(5)]
+    times = [min(timeit.repeat(call, number=number, repeat=3)) / number * 1e6 for _ in range(5)]
 print(json.dumps(statistics.median(times)))
 """
 
@@ -60,9 +69,10 @@ def worktree(revision: str) -> Path:
     return path
 
 
-def measure(path: Path, body: str) -> float:
+def measure(path: Path, body: str, flights: int) -> float:
+    number = str(max(2, 2000 // flights))
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(ROOT / "benchmarks"), body],
+        [sys.executable, "-c", _CHILD, str(ROOT / "benchmarks"), body, number],
         cwd=path,
         env={"PYTHONPATH": str(path), "PATH": "/usr/bin:/bin"},
         check=True,
@@ -77,21 +87,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("revisions", nargs="+")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--body", choices=sorted(BODIES), default="minimal")
+    parser.add_argument("--out", type=Path, help="a Markdown file to append the result to")
     args = parser.parse_args(argv)
+    flights = len(BODIES[args.body]["flights"])
     body = json.dumps(BODIES[args.body])
     paths = {revision: worktree(revision) for revision in args.revisions}
     results: dict[str, list[float]] = {revision: [] for revision in paths}
     for round_number in range(1, args.rounds + 1):
         for revision, path in paths.items():
-            results[revision].append(measure(path, body))
+            results[revision].append(measure(path, body, flights))
         print(f"round {round_number}: " + ", ".join(f"{r} {v[-1]:.1f} µs" for r, v in results.items()),
               flush=True)  # fmt: skip
     first = args.revisions[0]
-    print(f"\n{args.body} single-flight /predict, in-process, median of {args.rounds} rounds:")
+    lines = [
+        f"### `{args.body}` body ({flights:,} flight{'s' if flights > 1 else ''}): in-process "
+        f"`/predict`, median of {args.rounds} alternating rounds",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average before: {load_average()}; "
+        f"`python -m benchmarks.revisions {' '.join(args.revisions)} --rounds {args.rounds} "
+        f"--body {args.body}`",
+        "",
+        f"| revision | µs per request | µs per flight | x {first} (median of per-round ratios) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for revision, values in results.items():
         ratios = [value / base for value, base in zip(values, results[first], strict=True)]
-        print(f"  {revision:>12}  {statistics.median(values):7.1f} µs   "
-              f"x{statistics.median(ratios):.2f} of {first}")  # fmt: skip
+        median = statistics.median(values)
+        lines.append(
+            f"| `{revision}` | {median:,.1f} | {median / flights:,.2f} | "
+            f"x{statistics.median(ratios):.2f} |"
+        )
+    text = "\n".join([*lines, ""])
+    print(text)
+    if args.out:
+        with args.out.open("a", encoding="utf-8") as out:
+            out.write("\n" + text)
     return 0
 
 
