@@ -44,8 +44,8 @@ from app.main import create_app
 from app.settings import Settings
 assert Path(sys.modules["app"].__file__).resolve().is_relative_to(Path.cwd().resolve())
 app = create_app(Settings(models_dir=Path("models")))
-body = sys.argv[2].encode()
-number = int(sys.argv[3])
+body = sys.stdin.buffer.read()
+number = int(sys.argv[2])
 with TestClient(app):
     call = request_caller(app, "POST", "/predict", body, headers={"content-type": "application/json"})
     assert call()[0]["status"] == 200
@@ -72,7 +72,8 @@ def worktree(revision: str) -> Path:
 def measure(path: Path, body: str, flights: int) -> float:
     number = str(max(2, 2000 // flights))
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(ROOT / "benchmarks"), body, number],
+        [sys.executable, "-c", _CHILD, str(ROOT / "benchmarks"), number],
+        input=body,
         cwd=path,
         env={"PYTHONPATH": str(path), "PATH": "/usr/bin:/bin"},
         check=True,
