@@ -63,7 +63,7 @@ class MicroBatcher:
             part = probabilities[start : start + len(columns)]
             start += len(columns)
             prediction = Prediction.from_probabilities(part, self.models.full.threshold)
-            self.models._observe(self.models.full.name, prediction)  # as predict_with does
+            self.models.observe(self.models.full, columns, prediction)  # as predict_with does
             future.set_result(prediction)
 
 
