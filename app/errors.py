@@ -94,6 +94,12 @@ class NotReady(ServiceError):
     status_code = 503
 
 
+class Overloaded(ServiceError):
+    """More requests are waiting in this worker than it may queue (app.overload)."""
+
+    status_code = 503
+
+
 class ClientClosedRequest(ServiceError):
     """The client left before its body arrived: nobody reads the answer (nginx's 499)."""
 

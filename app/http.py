@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from app.errors import (
     PayloadTooLarge,
     ServiceError,
     UnsupportedMediaType,
+    shown,
 )
 
 JSON_TYPE = "application/json"
@@ -45,15 +47,18 @@ async def read_json_body(scope: Scope, receive: Receive, max_bytes: int) -> byte
     decodes it straight into its own types."""
     content_type = _header(scope, b"content-type")
     if content_type.partition(b";")[0].strip().lower() != b"application/json":
-        received = content_type.decode("latin-1") or None
+        received = shown(content_type.decode("latin-1")) or None
         raise UnsupportedMediaType(f"Content-Type must be {JSON_TYPE}", received=received)
     return await _read_body(receive, _header(scope, b"content-length"), max_bytes)
 
 
-async def send_json(send: Send, content: Any, status: int = 200) -> None:
+async def send_json(
+    send: Send, content: Any, status: int = 200, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     """A JSON answer straight to ASGI `send`, for the routes that skip Starlette's Response."""
     body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from app.http import EXCEPTION_HANDLERS
 from app.logs import AccessLogMiddleware
 from app.metrics import MetricsMiddleware, count_predictions, expect_models
 from app.model import ModelSet
+from app.overload import BatchThread, on_event_loop
 from app.request_id import RequestIdMiddleware
 from app.routes import ROUTES
 from app.settings import Settings
@@ -65,6 +67,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         else:
             monitor = None  # no card has a profile: no drift gauges, nothing on the hot path
         expect_models(served, monitor)
+        # Batches scored in the batch thread tell their observers on the event loop, like every
+        # other request: the tallies and drift windows are never touched by two threads.
+        models.observe = on_event_loop(models.observe, asyncio.get_running_loop())
         app.state.validator = FlightValidator(models.operators, settings.max_flights)
         app.state.models = models
         logger.info(
@@ -86,4 +91,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.dataplane = DataPlane(app.state)
+    app.state.batches = BatchThread(settings.offload_flights)
     return app

@@ -18,6 +18,7 @@ from app.http import JSONResponse, read_body, read_json_body, send_json
 from app.metrics import exposition
 from app.model import ModelSet, OnnxModel, Prediction
 from app.openapi import openapi_document
+from app.overload import BatchThread
 from app.settings import Settings
 
 _OIP_CONTENT_TYPES = {"", "application/json", "application/octet-stream"}
@@ -31,7 +32,10 @@ class Predict:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         models, batch = await self.request(scope, receive)
-        await send_json(send, self.answer(scope, models.predict(batch)))
+        _flag(scope, "proba")  # a bad flag is a 400 before any scoring (answer reads it again)
+        batches: BatchThread = scope["app"].state.batches
+        prediction = await batches.run(batch.size, models.predict, batch)
+        await send_json(send, self.answer(scope, prediction))
 
     @staticmethod
     async def request(scope: Scope, receive: Receive) -> tuple[ModelSet, Batch]:
@@ -93,7 +97,9 @@ async def infer(request: Request) -> Response:
         )
     body = await read_body(request.scope, request.receive, settings.max_body_bytes)
     inference = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH), model.input_types)
-    prediction = dataplane.infer(model, inference)
+    batches: BatchThread = request.app.state.batches
+    size = len(next(iter(inference.columns.values())))
+    prediction = await batches.run(size, dataplane.infer, model, inference)
     content, headers = oip.encode_response(model.name, model.version, inference, prediction)
     return Response(content, headers=headers)
 

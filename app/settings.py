@@ -38,6 +38,12 @@ class Settings:
     """Seconds for a request's head to arrive once its connection or request began (`408`)."""
     body_timeout: int = 30
     """Seconds for a request's body to arrive after its head (`408`)."""
+    max_in_flight: int = 256
+    """Unfinished requests per worker past which a new one gets `503` + Retry-After at once
+    (app.overload; measured in reports/reliability.md)."""
+    offload_flights: int = 256
+    """Batches of this many flights or more are scored in the worker's batch thread, so that
+    they do not hold its event loop (app.overload)."""
     bind: str = "0.0.0.0:8000"
     workers: int = field(default_factory=cpus.available)
     """gunicorn workers: the CPUs this process may use (app.cpus), not the host's."""
@@ -70,6 +76,8 @@ class Settings:
             max_head_bytes=_positive_int(env, "MAX_HEAD_BYTES", cls.max_head_bytes),
             head_timeout=_positive_int(env, "HEAD_TIMEOUT", cls.head_timeout),
             body_timeout=_positive_int(env, "BODY_TIMEOUT", cls.body_timeout),
+            max_in_flight=_positive_int(env, "MAX_IN_FLIGHT", cls.max_in_flight),
+            offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
             bind=_bind(env),
             workers=_positive_int(env, "WORKERS", 0) or cpus.available(),
             log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOG_LEVELS),

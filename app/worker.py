@@ -74,7 +74,12 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.settings = settings = Settings.from_env()
         self.config.http = guarded_protocol(
-            Limits(settings.max_head_bytes, settings.head_timeout, settings.body_timeout)
+            Limits(
+                settings.max_head_bytes,
+                settings.head_timeout,
+                settings.body_timeout,
+                settings.max_in_flight,
+            )
         )
         self.config.timeout_graceful_shutdown = max(1, self.cfg.graceful_timeout - SHUTDOWN_MARGIN)
         self.config.server_header = False  # no `server: uvicorn`: nothing to fingerprint

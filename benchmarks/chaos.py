@@ -3,6 +3,7 @@
     python -m benchmarks.chaos worker-kill   # SIGKILL one worker mid-run; the master replaces it
     python -m benchmarks.chaos reload        # SIGHUP with a new model release, then a corrupt one
     python -m benchmarks.chaos shutdown      # SIGTERM mid-run, with slow requests in flight
+    python -m benchmarks.chaos storm         # 20 SIGHUPs in 2 s, good and broken releases
     python -m benchmarks.chaos all
 
 Each starts gunicorn with gunicorn.conf.py (2 workers) on a free loopback port, runs wrk with
@@ -25,8 +26,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,11 +76,24 @@ class Outcome:
 # --- the server ------------------------------------------------------------------------------
 
 
-@contextmanager
 def served(
     workdir: Path, models_dir: Path, workers: int = 2, worker_class: str = "", **env: str
-) -> Iterator[Server]:
+) -> AbstractContextManager[Server]:
     """gunicorn as deployed, in its own session; SIGTERM and a bounded wait on exit."""
+    return served_by(Path(sys.executable).parent / "gunicorn", workdir, models_dir, workers,
+                     worker_class, env)  # fmt: skip
+
+
+@contextmanager
+def served_by(
+    gunicorn: Path,
+    workdir: Path,
+    models_dir: Path,
+    workers: int = 2,
+    worker_class: str = "",
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """`served`, started by `gunicorn` (a launcher that drops privileges, say)."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k not in _SERVICE_ENV}
     environment |= {
@@ -87,9 +101,8 @@ def served(
         "WORKERS": str(workers),
         "MODELS_DIR": str(models_dir),
         "TMPDIR": str(workdir),
-        **env,
+        **(env or {}),
     }
-    gunicorn = Path(sys.executable).parent / "gunicorn"
     extra_args = ("-k", worker_class) if worker_class else ()
     with stress.served(
         gunicorn, port, 60, workdir / "server.log", env=environment, extra_args=extra_args
@@ -168,12 +181,13 @@ class Wrk:
         threads: int,
         bodies: Path,
         wrk: str = "wrk",
+        timeout: float = 5,
     ) -> None:
         self.duration = duration
         self.command = [
             wrk, f"--threads={threads}", f"--connections={connections}",
-            f"--duration={duration}s", "--timeout=5s", f"--script={ROOT / 'wrk' / 'predict.lua'}",
-            url,
+            f"--duration={duration}s", f"--timeout={timeout:g}s",
+            f"--script={ROOT / 'wrk' / 'predict.lua'}", url,
         ]  # fmt: skip
         env = {**os.environ, "WRK_BODIES": str(bodies)}
         self.process = subprocess.Popen(
@@ -198,6 +212,8 @@ class Tally:
     (reset or closed before its answer), or never sent (the connect was refused)."""
 
     answered: dict[str, int] = field(default_factory=dict)
+    timed: list[tuple[int, float]] = field(default_factory=list, repr=False)
+    """(status, seconds from send to the whole answer) of each answered request."""
     lost: int = 0
     lost_errors: dict[str, int] = field(default_factory=dict)
     refused_connects: int = 0
@@ -216,6 +232,7 @@ async def _client(port: int, request: bytes, deadline: float, tally: Tally) -> N
             continue
         try:
             while loop.time() < deadline:
+                sent = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
                 writer.write(request)
                 try:
                     await writer.drain()
@@ -232,6 +249,7 @@ async def _client(port: int, request: bytes, deadline: float, tally: Tally) -> N
                     break
                 status = head.split(b" ", 2)[1].decode()
                 tally.answered[status] = tally.answered.get(status, 0) + 1
+                tally.timed.append((int(status), time.perf_counter() - sent))
                 if b"connection: close" in head.lower():
                     break  # the server said so: this is no failure, reconnect
         finally:
@@ -528,10 +546,144 @@ def _finish_slow_request(sock: socket.socket, body: bytes) -> int | str:
         return f"{type(error).__name__}"
 
 
+def unreadable_release(source: Path, target: Path) -> None:
+    """A copy whose files are mode 000: unreadable to the unprivileged user the storm's server
+    runs as (root would read them anyway)."""
+    shutil.copytree(source, target)
+    for path in target.iterdir():
+        path.chmod(0)
+
+
+def directory_release(source: Path, target: Path) -> None:
+    """A copy with a directory where the full model's ONNX file should be."""
+    shutil.copytree(source, target)
+    (target / "delay-full.onnx").unlink()
+    (target / "delay-full.onnx").mkdir()
+
+
+UNPRIVILEGED = "65534"
+"""nobody/nogroup: the storm's server runs as this user, so that mode 000 really is unreadable."""
+
+
+def as_unprivileged(workdir: Path) -> Path:
+    """A gunicorn launcher that drops root (setpriv) before exec: the arbiter and its workers
+    then run as nobody, as the container's uid 10001 would."""
+    launcher = workdir / "gunicorn-as-nobody"
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    launcher.write_text(
+        "#!/bin/sh\n"
+        f"exec setpriv --reuid={UNPRIVILEGED} --regid={UNPRIVILEGED} --clear-groups "
+        f'--inh-caps=-all {gunicorn} "$@"\n'
+    )
+    launcher.chmod(0o755)
+    workdir.chmod(0o777)  # the server's TMPDIR: its run, metrics and snapshot directories
+    return launcher
+
+
+STORM_KINDS = ("unreadable", "directory", "corrupt", "good")
+STORM_SIGNALS = 20
+STORM_SECONDS = 2.0
+
+
+def storm(args: argparse.Namespace, workdir: Path) -> Outcome:
+    """Under wrk load, with the server running as nobody: 20 SIGHUPs in 2 s, MODELS_DIR
+    repointed before each at, in turn, an unreadable, a directory-in-place-of-file, a corrupt
+    and a good release (new versions each; the last is good). gunicorn handles the signals one
+    after another, each reading MODELS_DIR as it is by then, so most of the burst sees the last
+    release: a paced round follows, one SIGHUP per kind, each waited for, then the last good
+    release again. No request may fail, the server must stay up, every SIGHUP be answered by
+    one log line, each kind of bad release be refused, and the last good release be served."""
+    outcome = new_outcome("storm", args)
+    releases = workdir / "releases"
+    makers: dict[str, Callable[[Path], None]] = {
+        "unreadable": lambda target: unreadable_release(MODELS_DIR, target),
+        "directory": lambda target: directory_release(MODELS_DIR, target),
+        "corrupt": lambda target: corrupt_release(MODELS_DIR, target),
+    }
+    sequence: list[tuple[str, Path]] = []
+    good_versions: dict[Path, dict[str, str]] = {}
+    for number in range(STORM_SIGNALS):
+        kind = STORM_KINDS[number % len(STORM_KINDS)]
+        target = releases / f"{number:02d}-{kind}"
+        if kind == "good":
+            good_versions[target] = retagged_release(MODELS_DIR, target, f"storm {number}")
+        else:
+            makers[kind](target)
+        sequence.append((kind, target))
+    last_good = sequence[-1][1]
+    paced = [*sequence[:3], (STORM_KINDS[-1], last_good)]
+    shutil.copytree(MODELS_DIR, releases / "initial")
+    current = workdir / "current"
+    current.symlink_to(releases / "initial")
+    launcher = as_unprivileged(workdir)
+    outcome.settings |= {"signals": STORM_SIGNALS, "seconds": STORM_SECONDS,
+                         "server_user": f"uid {UNPRIVILEGED} (setpriv)",
+                         "sequence": [kind for kind, _ in sequence],
+                         "paced": [kind for kind, _ in paced]}  # fmt: skip
+
+    def handled() -> int:
+        return len(log_lines(server, "models reloaded", "model reload refused"))
+
+    with served_by(launcher, workdir, current) as server:
+        start = time.monotonic()
+        main = Wrk(server.url, args.duration, args.connections, args.threads, args.bodies, args.wrk)
+        until(start, 5)
+        outcome.event(start, "storm starts", served=served_version(server))
+        for number, (_, target) in enumerate(sequence):
+            until(start, 5 + number * STORM_SECONDS / STORM_SIGNALS)
+            point(current, target)
+            os.kill(server.process.pid, signal.SIGHUP)
+        outcome.event(start, "storm sent", signals=STORM_SIGNALS)
+        settled = wait_for(lambda: handled() >= STORM_SIGNALS, timeout=60)
+        outcome.event(start, "storm handled" if settled else "storm not handled in 60 s",
+                      handled=handled())  # fmt: skip
+        for kind, target in paced:
+            before = handled()
+            point(current, target)
+            os.kill(server.process.pid, signal.SIGHUP)
+            answered = wait_for(lambda: handled() > before, timeout=30)  # noqa: B023
+            outcome.event(start, f"paced SIGHUP: {kind}", handled=answered)
+        wait_for(lambda: _stable_version(server) == good_versions[last_good][MODEL], 15)
+        served_now = _stable_version(server)
+        outcome.event(start, "version served at the end", version=served_now,
+                      last_good=good_versions[last_good][MODEL])  # fmt: skip
+        main_result = main.result()
+        reloaded = log_lines(server, "models reloaded")
+        refused = log_lines(server, "model reload refused")
+        outcome.wrk["main"] = wrk_figures(main_result)
+        outcome.checks["zero failed requests"] = (
+            failed_requests(main_result) == 0 and main_result.errors.connect == 0
+        )
+        outcome.checks["server still running"] = server.process.poll() is None
+        outcome.checks["every SIGHUP answered by one log line"] = len(reloaded) + len(
+            refused
+        ) == STORM_SIGNALS + len(paced)
+        for kind in STORM_KINDS[:-1]:
+            line = next((line for line in refused if _REFUSAL_WORDS[kind] in line), "")
+            outcome.checks[f"{kind} release refused"] = bool(line)
+            outcome.events.append({"refusal": kind, "line": line.split("] ", 1)[-1]})
+        outcome.checks["the last good release served"] = (
+            served_now == good_versions[last_good][MODEL]
+        )
+        outcome.checks["no worker failed to boot, no traceback"] = not log_lines(
+            server, "Worker failed to boot", "Traceback"
+        )
+        outcome.log_excerpt = (reloaded + refused)[-8:]
+    return outcome
+
+
+_REFUSAL_WORDS = {
+    "unreadable": "Permission denied",
+    "directory": "Is a directory",
+    "corrupt": "does not match its card's sha256",
+}
+
+
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace, Path], Outcome]] = {
     "worker-kill": worker_kill,
     "reload": reload,
     "shutdown": shutdown,
+    "storm": storm,
 }
 
 

@@ -5,18 +5,26 @@ FUZZ_CASES ?= 10000
 CHAOS_DURATION ?= 45
 SOAK_DURATION ?= 600
 
-.PHONY: fuzz chaos soak audit edge-overhead
+OVERLOAD_DURATION ?= 15
+OVERLOAD_ROUNDS ?= 3
+
+.PHONY: fuzz chaos soak overload audit edge-overhead
 fuzz: $(DEV_STAMP) ## property + OpenAPI fuzzing, $(FUZZ_CASES)+ generated requests in-process; zero 5xx, every answer as documented
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_REPORT=$(RELIABILITY_DIR)/fuzz.json \
 		$(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider -q
 
-chaos: bodies ## worker SIGKILL, model reload (SIGHUP) and SIGTERM experiments under $(CHAOS_DURATION)-s wrk runs
+chaos: bodies ## worker SIGKILL, model reload (SIGHUP), a 20-SIGHUP storm and SIGTERM experiments under $(CHAOS_DURATION)-s wrk runs
 	$(BIN)/python -m benchmarks.chaos all --duration $(CHAOS_DURATION) --wrk $(WRK) \
 		--bodies $(WRK_DIR)/minimal.jsonl --out $(RELIABILITY_DIR)
 
 soak: bodies ## $(SOAK_DURATION) s of steady wrk load, worker RSS sampled every 10 s: < 5 % growth, zero errors
 	$(BIN)/python -m benchmarks.soak --duration $(SOAK_DURATION) --wrk $(WRK) \
 		--wrk-dir $(WRK_DIR) --out $(RELIABILITY_DIR)
+
+overload: bodies ## wrk at 16-1,024 connections, in-flight bound on and off; single-flight latency beside the largest batches
+	nice $(BIN)/python -m benchmarks.overload --duration $(OVERLOAD_DURATION) \
+		--rounds $(OVERLOAD_ROUNDS) --wrk $(WRK) --bodies $(WRK_DIR)/minimal.jsonl \
+		--full-bodies $(WRK_DIR)/full.jsonl --out $(RELIABILITY_DIR)
 
 audit: $(DEV_STAMP) ## pip-audit of requirements.lock (needs PyPI's vulnerability data over the network)
 	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip --progress-spinner off

@@ -3,6 +3,7 @@ against a real server is in tests/test_observability_server.py)."""
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_one_month_moves_the_month_psi_and_the_alert_rate_is_the_labels_share(
 
 @pytest.mark.parametrize("served", [{"drift": False}], indirect=True)
 def test_drift_off_leaves_the_counting_observer_alone(served: TestClient) -> None:
-    assert served.app.state.models.observe is count_predictions  # type: ignore[attr-defined]
+    assert inspect.unwrap(served.app.state.models.observe) is count_predictions  # type: ignore[attr-defined]
     assert not any(name.startswith("drift_psi") for name, _ in drift_samples(metrics(served)))
 
 
@@ -112,7 +113,7 @@ def test_cards_without_a_profile_serve_without_drift_gauges(tmp_path: Path) -> N
         card = models / f"{name}.json"
         card.write_text(card.read_text().replace('"profile"', '"_no_profile"'))
     with TestClient(create_app(Settings(models_dir=models))) as client:
-        assert client.app.state.models.observe is count_predictions  # type: ignore[attr-defined]
+        assert inspect.unwrap(client.app.state.models.observe) is count_predictions  # type: ignore[attr-defined]
         send(client, make_flights(50, False))
         samples = metrics(client)
     assert not any(name in ("drift_psi", "drift_alert_rate") for name, _ in samples)

@@ -11,7 +11,14 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.protocol import DRAIN_INTERVAL, GuardedHttpToolsProtocol, Limits, guarded_protocol
+from app.overload import _BODY
+from app.protocol import (
+    DRAIN_INTERVAL,
+    DRAIN_QUIET,
+    GuardedHttpToolsProtocol,
+    Limits,
+    guarded_protocol,
+)
 
 LIMITS = Limits(max_head_bytes=1024, head_timeout=10, body_timeout=30)
 SEEN: list[dict[str, Any]] = []
@@ -233,7 +240,9 @@ def test_drain_closes_an_idle_connection_only_after_a_quiet_interval() -> None:
         await settle()
         protocol.shutdown()
         assert not transport.closed  # a request may be on its way: not yet
-        await asyncio.sleep(DRAIN_INTERVAL * 1.5)
+        await asyncio.sleep(DRAIN_QUIET - DRAIN_INTERVAL)
+        assert not transport.closed
+        await asyncio.sleep(DRAIN_INTERVAL * 2.5)
         assert transport.closed
 
     run(scenario)
@@ -256,9 +265,27 @@ def test_drain_answers_a_request_arriving_meanwhile_with_connection_close() -> N
     run(scenario)
 
 
-def test_drain_closes_a_fresh_connection_at_once() -> None:
+def test_drain_serves_a_request_arriving_on_a_just_accepted_connection() -> None:
+    """Accepted just before the worker stopped, nothing received yet: the client's first request
+    may be on its way, so the connection is not closed under it."""
+
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.shutdown()
+        await asyncio.sleep(DRAIN_INTERVAL * 1.5)
+        assert not transport.closed
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+
+    run(scenario)
+
+
+def test_drain_closes_a_just_accepted_connection_that_stays_quiet() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.shutdown()
+        await asyncio.sleep(DRAIN_QUIET - DRAIN_INTERVAL)
+        assert not transport.closed
+        await asyncio.sleep(DRAIN_INTERVAL * 2.5)
         assert transport.closed
 
     run(scenario)
@@ -271,7 +298,9 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
 
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-    for method in ("data_received", "connection_made", "shutdown", "on_headers_complete"):
+    for method in (
+        "data_received", "connection_made", "shutdown", "on_headers_complete", "_start_asgi_task",
+    ):  # fmt: skip
         assert callable(getattr(HttpToolsProtocol, method, None)), f"uvicorn lost {method}"
     protocol_source = inspect.getsource(HttpToolsProtocol)
     for attribute in (
@@ -285,3 +314,41 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
         "keep_alive",
     ):  # fmt: skip
         assert f"self.{attribute} =" in cycle_source, f"RequestResponseCycle lost {attribute}"
+
+
+def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
+    """Requests of this worker still unfinished (uvicorn's task set) when a head completes: at
+    `max_in_flight`, the request gets app.overload's 503 without the app; below it, the app."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        loop = asyncio.get_running_loop()
+        unfinished = {loop.create_future() for _ in range(2)}
+        protocol.tasks.update(unfinished)  # type: ignore[arg-type]
+        protocol.data_received(post(b"{}", extra=b"X-Request-ID: mine-1\r\n"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nretry-after: 1\r\n" in transport.data
+        assert b"\r\nx-request-id: mine-1\r\n" in transport.data
+        assert transport.data.endswith(_BODY)
+        assert SEEN == []  # the app never ran
+        assert not transport.closed  # kept alive
+        protocol.tasks.difference_update(unfinished)  # type: ignore[arg-type]
+        transport.data = b""
+        protocol.data_received(post(b"{}"))  # the next request on the kept-alive connection
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert SEEN
+
+    run(scenario, Limits(max_in_flight=2))
+
+
+def test_a_shed_http_10_request_closes_its_connection() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.tasks.add(asyncio.get_running_loop().create_future())  # type: ignore[arg-type]
+        protocol.data_received(b"GET /health HTTP/1.0\r\n\r\n")
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 503 ")
+        assert b"connection: close" in transport.data
+        assert transport.closed
+
+    run(scenario, Limits(max_in_flight=1))

@@ -657,3 +657,39 @@ def test_the_real_server_sends_no_server_header(server: Server, http: httpx.Clie
     assert [answer.status_code for answer in answers] == [200, 404, 400, 200]
     for answer in answers:
         assert "server" not in answer.headers, answer.headers
+
+
+def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    """One worker that may hold one request: while the largest batch is being scored (in the
+    batch thread), a one-flight request gets the shed answer at once."""
+    running = spawn(tmp_path / "run", WORKERS="1", MAX_IN_FLIGHT="1")
+    large = json.dumps({"flights": [FULL_FLIGHTS[0]] * 7_000}).encode()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while "Application startup complete" not in running.log():
+            assert running.process.poll() is None, running.log()
+            assert time.monotonic() < deadline, running.log()
+            time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=running.url, timeout=30) as http:
+            shed = None
+            for _ in range(5):
+                big = pool.submit(
+                    http.post, "/predict", content=large,
+                    headers={"content-type": "application/json"},
+                )  # fmt: skip
+                time.sleep(0.05)
+                with httpx.Client(base_url=running.url, timeout=30) as other:
+                    answer = other.post("/predict", json={"flights": [MINIMAL_FLIGHTS[0]]})
+                assert big.result().status_code == 200
+                if answer.status_code == 503:
+                    shed = answer
+                    break
+                assert answer.status_code == 200
+        assert shed is not None, "no request was shed while the batch was being scored"
+        assert shed.headers["retry-after"] == "1"
+        assert shed.headers["x-request-id"]
+        assert shed.json()["error"].startswith("overloaded")
+    finally:
+        stop(running)

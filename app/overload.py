@@ -1,0 +1,77 @@
+"""Overload: shed what a worker cannot start soon, and keep large batches off its event loop.
+
+A worker's requests queue as asyncio tasks: uvicorn starts one per request whose head has
+arrived, and they run one after another. Past `max_in_flight` unfinished ones, waiting longer
+only makes every answer later (at 1,024 connections on 2 workers, p99 went to 5 s), so
+app.protocol answers the request at once with `shed_response`: 503 with Retry-After and an
+X-Request-ID, counted in the metrics like any other answer, without running the app.
+
+A large batch is CPU work of tens of milliseconds (feature encoding, onnxruntime; the one-pass
+decoding of app.flights is a few ms even for the largest body and stays on the loop). Run on
+the event loop it holds every other request of its worker for that long. Batches of
+`offload_flights` or more are therefore scored in one thread per worker: onnxruntime releases
+the GIL, and the Python parts give it up every switch interval (5 ms), so small requests keep
+being answered meanwhile. One thread, so that batches queue behind one another instead of
+multiplying GIL contention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+import orjson
+
+from app.errors import Overloaded
+
+RETRY_AFTER = 1
+SHED_ROUTE = "<shed>"
+"""The route label of shed answers in the metrics (they never reach routing)."""
+_BODY = orjson.dumps(Overloaded("overloaded: too many requests in flight, retry later").to_json())
+_HEAD = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nretry-after: %d\r\n" % (len(_BODY), RETRY_AFTER)
+)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def shed_response(request_id: bytes, close: bool) -> bytes:
+    """The whole 503 answer, written by app.protocol without starting the app: a shed request
+    must cost a small fraction of a served one, or shedding itself eats the capacity."""
+    connection = b"connection: close\r\n" if close else b""
+    return _HEAD + connection + b"x-request-id: " + request_id + b"\r\n\r\n" + _BODY
+
+
+class BatchThread:
+    """Runs the scoring of batches of `min_flights` or more in this worker's one batch thread."""
+
+    def __init__(self, min_flights: int) -> None:
+        self.min_flights = min_flights
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="batch")
+
+    async def run(self, flights: int, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if flights < self.min_flights:
+            return work(*args, **kwargs)
+        call = functools.partial(work, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+def on_event_loop(observe: Callable[P, None], loop: asyncio.AbstractEventLoop) -> Callable[P, None]:
+    """`observe`, run on `loop` when called from another thread (the batch thread's
+    predictions), so that what it tallies is only ever touched by the event loop."""
+    loop_thread = threading.get_ident()
+
+    @functools.wraps(observe)  # inspect.unwrap finds the observer itself
+    def observed(*args: P.args, **kwargs: P.kwargs) -> None:
+        if threading.get_ident() == loop_thread:
+            observe(*args, **kwargs)
+        else:
+            loop.call_soon_threadsafe(functools.partial(observe, *args, **kwargs))
+
+    return observed

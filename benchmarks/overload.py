@@ -1,0 +1,269 @@
+"""Overload and starvation, against the service as deployed (2 workers, 127.0.0.1).
+
+    python -m benchmarks.overload --duration 15 --rounds 3 --out reports/reliability
+
+Overload: wrk posts one-flight bodies over C - 8 keep-alive connections while a timing probe
+(8 more connections, this process) records the status and latency of each of its own requests,
+for C = 16, 64, 256, 1,024. wrk's summary mixes 200s and 503s in its percentiles; the probe's
+requests queue like wrk's, so the p50/p99 of the 200s are the probe's. Two servers, alternated
+round by round: the default in-flight bound, and the bound off (MAX_IN_FLIGHT=1000000).
+
+Starvation: 2 wrk connections post the largest full-schedule batch the limits admit (just under
+MAX_BODY_BYTES) back to back while the probe (4 connections) posts one-flight bodies; batches
+offloaded to the batch thread (default OFFLOAD_FLIGHTS) against offload off, alternated.
+
+Writes --out/overload.json; exits non-zero when a target of issue 11 is missed, saying which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.chaos import Tally, Wrk, accounting_load, served_by, wrk_figures
+from benchmarks.stress import Server, load_average, machine
+from benchmarks.stress_report import WrkSummary
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+PROBE_CONNECTIONS = 8
+STARVATION_PROBES = 4
+CONNECTIONS = (16, 64, 256, 1024)
+UNBOUNDED = "1000000"
+PROBE_BODY = b'{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3}]}'
+
+
+def probe_figures(tally: Tally) -> dict[str, Any]:
+    ok = sorted(seconds for status, seconds in tally.timed if status == 200)
+    return {
+        "requests": len(tally.timed),
+        "statuses": tally.answered,
+        "lost": tally.lost,
+        "ok_p50_ms": round(_percentile(ok, 50) * 1000, 2) if ok else None,
+        "ok_p99_ms": round(_percentile(ok, 99) * 1000, 2) if ok else None,
+        "ok_max_ms": round(ok[-1] * 1000, 2) if ok else None,
+    }
+
+
+def _percentile(sorted_values: Sequence[float], p: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def measure(
+    server: Server, bodies: Path, connections: int, probes: int, seconds: int, wrk: str
+) -> dict[str, Any]:
+    """wrk with `connections` and the probe with `probes` connections, at the same time."""
+    port = int(server.url.rsplit(":", 1)[1])
+    load = Wrk(server.url, seconds, connections, 2, bodies, wrk, timeout=2)
+    result: dict[str, Tally] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(probe=accounting_load(port, seconds - 1, probes, PROBE_BODY))
+    )
+    thread.start()
+    summary: WrkSummary = load.result()
+    thread.join(timeout=seconds + 60)
+    figures = wrk_figures(summary)
+    duration = summary.duration_s or seconds
+    probe = probe_figures(result["probe"])
+    ok = summary.statuses.get(200, 0) + probe["statuses"].get("200", 0)
+    shed = summary.statuses.get(503, 0) + probe["statuses"].get("503", 0)
+    other = sum(n for s, n in summary.statuses.items() if s not in (200, 503))
+    other += sum(n for s, n in probe["statuses"].items() if s not in ("200", "503"))
+    return {
+        "connections": connections + probes,
+        "ok_per_s": round(ok / duration),
+        "shed_per_s": round(shed / duration),
+        "other_statuses": other,
+        "socket_errors": figures["errors"],
+        "probe_lost": probe["lost"],
+        "ok_p50_ms": probe["ok_p50_ms"],
+        "ok_p99_ms": probe["ok_p99_ms"],
+        "probe": probe,
+        "wrk": figures,
+        "load_average": load_average(),
+    }
+
+
+def largest_batch(full_bodies: Path, max_bytes: int, max_flights: int, out: Path) -> int:
+    """One line: as many full-schedule flights (from the real-data bodies) as fit in
+    `max_bytes` and `max_flights`. Returns the flight count."""
+    flights = [
+        flight
+        for line in full_bodies.read_text().splitlines()
+        if line.strip()
+        for flight in json.loads(line)["flights"]
+    ]
+    chosen: list[str] = []
+    size = len('{"flights":[]}')
+    while len(chosen) < max_flights:
+        text = json.dumps(flights[len(chosen) % len(flights)], separators=(",", ":"))
+        if size + len(text) + 1 > max_bytes:
+            break
+        chosen.append(text)
+        size += len(text) + 1
+    out.write_text('{"flights":[' + ",".join(chosen) + "]}\n")
+    return len(chosen)
+
+
+@contextmanager
+def servers(workdir: Path, **variants: dict[str, str]) -> Iterator[dict[str, Server]]:
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(
+                served_by(GUNICORN, _made(workdir / name), ROOT / "models", env=env)
+            )
+            for name, env in variants.items()
+        }
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def overload(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {"bounded": {}, "unbounded": {}}
+    bounded = {"MAX_IN_FLIGHT": str(args.max_in_flight)} if args.max_in_flight else {}
+    with servers(workdir, bounded=bounded, unbounded={"MAX_IN_FLIGHT": UNBOUNDED}) as running:
+        for server in running.values():  # warm both: first requests, page cache
+            measure(server, args.bodies, 56, PROBE_CONNECTIONS, 3, args.wrk)
+        for round_ in range(args.rounds):
+            for connections in args.connections:
+                for name in (
+                    ("bounded", "unbounded") if round_ % 2 == 0 else ("unbounded", "bounded")
+                ):
+                    run = measure(
+                        running[name], args.bodies, connections - PROBE_CONNECTIONS,
+                        PROBE_CONNECTIONS, args.duration, args.wrk,
+                    )  # fmt: skip
+                    runs[name].setdefault(connections, []).append(run)
+                    print(f"overload {name} {connections}: {_line(run)}", flush=True)
+    return {name: {str(c): r for c, r in by_c.items()} for name, by_c in runs.items()}
+
+
+def starvation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    batch = workdir / "largest.jsonl"
+    flights = largest_batch(args.full_bodies, 1_048_576, 10_000, batch)
+    runs: dict[str, list[dict[str, Any]]] = {"offloaded": [], "on the event loop": []}
+    variants = {"offloaded": {}, "on the event loop": {"OFFLOAD_FLIGHTS": "1000000"}}
+    with servers(workdir, **{k.replace(" ", "-"): v for k, v in variants.items()}) as running:
+        for round_ in range(args.rounds):
+            order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
+            for name in order:
+                run = measure(
+                    running[name.replace(" ", "-")], batch, 2, STARVATION_PROBES,
+                    args.duration, args.wrk,
+                )  # fmt: skip
+                runs[name].append(run)
+                print(f"starvation {name}: {_line(run)}", flush=True)
+    return {"batch_flights": flights, "batch_bytes": batch.stat().st_size, "runs": runs}
+
+
+def _line(run: dict[str, Any]) -> str:
+    return (
+        f"200/s {run['ok_per_s']}, 503/s {run['shed_per_s']}, other {run['other_statuses']}, "
+        f"200 p50 {run['ok_p50_ms']} ms p99 {run['ok_p99_ms']} ms, "
+        f"socket errors {run['socket_errors']}, probe lost {run['probe_lost']}"
+    )
+
+
+def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("ok_per_s", "shed_per_s", "ok_p50_ms", "ok_p99_ms")
+    summary: dict[str, Any] = {
+        key: statistics.median(r[key] for r in runs if r[key] is not None) for key in keys
+    }
+    summary["ok_p99_ms_range"] = [
+        min(r["ok_p99_ms"] for r in runs),
+        max(r["ok_p99_ms"] for r in runs),
+    ]
+    summary["ok_per_s_range"] = [min(r["ok_per_s"] for r in runs), max(r["ok_per_s"] for r in runs)]
+    summary["other_statuses"] = sum(r["other_statuses"] for r in runs)
+    summary["socket_errors"] = {
+        kind: sum(r["socket_errors"][kind] for r in runs)
+        for kind in ("connect", "read", "write", "timeout")
+    }
+    summary["probe_lost"] = sum(r["probe_lost"] for r in runs)
+    return summary
+
+
+def verdicts(result: dict[str, Any]) -> dict[str, bool]:
+    bounded = {int(c): medians(r) for c, r in result["overload"]["bounded"].items()}
+    unloaded_max = max(bounded[16]["ok_per_s"], bounded[64]["ok_per_s"])
+    checks: dict[str, bool] = {}
+    for connections in (64, 256, 1024):
+        row = bounded[connections]
+        errors = row["socket_errors"]
+        checks[f"{connections}: zero non-503 errors"] = row["other_statuses"] == 0
+        checks[f"{connections}: zero socket errors (connect/read/write)"] = (
+            errors["connect"] + errors["read"] + errors["write"] + row["probe_lost"] == 0
+        )
+        checks[f"{connections}: zero wrk timeouts (2 s)"] = errors["timeout"] == 0
+        checks[f"{connections}: p99 of 200s <= 5 x unloaded p99 (16 connections)"] = (
+            row["ok_p99_ms"] <= 5 * bounded[16]["ok_p99_ms"]
+        )
+        checks[f"{connections}: 200/s >= 90 % of the unloaded maximum"] = (
+            row["ok_per_s"] >= 0.9 * unloaded_max
+        )
+    offloaded = medians(result["starvation"]["runs"]["offloaded"])
+    checks["starvation: single-flight p99 <= 50 ms while the largest batches are scored"] = (
+        offloaded["ok_p99_ms"] <= 50
+    )
+    return checks
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overload", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bodies", type=Path, default=ROOT / "build" / "wrk" / "minimal.jsonl")
+    parser.add_argument("--full-bodies", type=Path, default=ROOT / "build" / "wrk" / "full.jsonl")
+    parser.add_argument("--wrk", default="wrk")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "reliability")
+    parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
+    parser.add_argument("--max-in-flight", type=int, default=0, help="default: the setting's")
+    parser.add_argument("--only", choices=["overload", "starvation"], default=None)
+    args = parser.parse_args(argv)
+    for path in (args.bodies, args.full_bodies):
+        if not path.is_file():
+            print(f"overload: no bodies at {path}: run `make bodies` first", file=sys.stderr)
+            return 2
+    args.bodies, args.full_bodies = args.bodies.resolve(), args.full_bodies.resolve()
+    uname, cpu, nproc = machine()
+    result: dict[str, Any] = {
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"uname": uname, "cpu": cpu, "nproc": nproc},
+        "load_average_before": load_average(),
+        "settings": {"duration_s": args.duration, "rounds": args.rounds, "workers": 2,
+                     "probe_connections": PROBE_CONNECTIONS, "wrk_timeout_s": 2},
+        "git_revision": os.popen("git rev-parse HEAD").read().strip(),
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="overload-") as scratch:
+        if args.only in (None, "overload"):
+            result["overload"] = overload(args, Path(scratch))
+        if args.only in (None, "starvation"):
+            result["starvation"] = starvation(args, Path(scratch))
+    result["load_average_after"] = load_average()
+    if args.only is None:
+        result["checks"] = verdicts(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "overload.json" if args.only is None else f"overload-{args.only}.json"
+    (args.out / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    for check, ok in result.get("checks", {}).items():
+        print(f"overload: {'ok  ' if ok else 'MISS'} {check}")
+    return 0 if all(result.get("checks", {}).values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

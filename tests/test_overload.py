@@ -1,0 +1,112 @@
+"""app.overload: a request marked over the in-flight bound is answered 503 + Retry-After at once
+and counted; a large body is scored off the event loop, so a small request is not held behind
+it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx2 as httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.main import create_app
+from app.overload import RETRY_AFTER, SHED_ROUTE, BatchThread, shed_response
+from app.settings import Settings
+from tests.conftest import MODELS_DIR
+from tests.test_server import FULL_FLIGHTS
+
+SMALL = {"flights": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3}]}
+FULL = FULL_FLIGHTS[0]
+
+
+def test_the_shed_answer_is_a_complete_http_response() -> None:
+    answer = shed_response(b"abc", close=False)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 503 Service Unavailable"
+    headers = dict(line.split(b": ", 1) for line in lines[1:])
+    assert headers[b"retry-after"] == b"%d" % RETRY_AFTER
+    assert headers[b"x-request-id"] == b"abc"
+    assert int(headers[b"content-length"]) == len(body)
+    assert orjson.loads(body)["error"].startswith("overloaded")
+    assert b"connection: close" in shed_response(b"abc", close=True)
+
+
+def test_shed_answers_are_counted_under_their_own_route() -> None:
+    from app.metrics import exposition, observe_latency
+
+    observe_latency(SHED_ROUTE, "POST", 503, 0.0)  # what app.protocol does for each
+    samples = {
+        (s.name, s.labels.get("route"), s.labels.get("status")): s.value
+        for family in text_string_to_metric_families(exposition()[0].decode())
+        for s in family.samples
+    }
+    assert samples[("http_requests_total", SHED_ROUTE, "503")] >= 1
+
+
+def test_batches_from_the_size_on_run_in_the_batch_thread() -> None:
+    batches = BatchThread(min_flights=100)
+    here = threading.get_ident()
+
+    async def both() -> tuple[int, int]:
+        return (
+            await batches.run(99, threading.get_ident),
+            await batches.run(100, threading.get_ident),
+        )
+
+    inline, offloaded = asyncio.run(both())
+    assert inline == here
+    assert offloaded != here
+
+
+@pytest.mark.parametrize(("offload_flights", "small_first"), [(256, True), (10**6, False)])
+def test_a_small_request_is_not_held_behind_a_large_batch(
+    offload_flights: int, small_first: bool
+) -> None:
+    """The largest batch the limits admit, then a one-flight request: with the batch thread the
+    small one is answered first; with everything on the event loop (offload off) it waits."""
+    app = create_app(Settings(models_dir=MODELS_DIR, offload_flights=offload_flights))
+    large = orjson.dumps({"flights": [FULL] * 7_000})
+    assert len(large) < Settings().max_body_bytes
+    finished: list[str] = []
+
+    async def scenario() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+
+                async def post(name: str, content: bytes) -> None:
+                    headers = {"content-type": "application/json"}
+                    response = await client.post("/predict", content=content, headers=headers)
+                    assert response.status_code == 200
+                    finished.append(name)
+
+                big = asyncio.create_task(post("large", large))
+                await asyncio.sleep(0.01)  # the large one is being scored
+                await post("small", orjson.dumps(SMALL))
+                await big
+
+    asyncio.run(scenario())
+    assert finished == (["small", "large"] if small_first else ["large", "small"])
+
+
+def test_observers_of_batch_thread_predictions_run_on_the_event_loop() -> None:
+    from app.overload import on_event_loop
+
+    seen: list[tuple[int, int]] = []
+
+    def observe(value: int) -> None:
+        seen.append((value, threading.get_ident()))
+
+    async def scenario() -> int:
+        observed = on_event_loop(observe, asyncio.get_running_loop())
+        observed(1)  # on the loop: at once
+        await asyncio.get_running_loop().run_in_executor(None, observed, 2)
+        await asyncio.sleep(0)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert seen == [(1, loop_thread), (2, loop_thread)]
