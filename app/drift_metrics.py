@@ -17,6 +17,7 @@ The per-bucket counts are not exposed: a couple of hundred series per model that
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from prometheus_client import Gauge
@@ -27,6 +28,7 @@ from app.drift import Profile, Window, psi
 from app.flights import Columns
 from app.model import Observer, OnnxModel, Prediction
 
+logger = logging.getLogger("app")
 MIN_FLIGHTS = 1000
 """Fewer flights in the merged window, and PSI is noise (about buckets/flights): not shown."""
 
@@ -58,8 +60,19 @@ class DriftMonitor:
         self._windows: dict[OnnxModel, Window] = {}
         for model in models:
             raw = model.card.raw.get("profile")
-            if raw is not None:
-                self._windows[model] = Window(Profile.from_json(raw), size)
+            if raw is None:
+                continue
+            try:
+                profile = Profile.from_json(raw)
+            except (KeyError, TypeError, ValueError) as error:  # drift is no reason not to serve
+                logger.warning(
+                    "%s %s: unreadable drift profile, no drift gauges: %r",
+                    model.name,
+                    model.version,
+                    error,
+                )
+                continue
+            self._windows[model] = Window(profile, size)
         self._flushed: dict[OnnxModel, int] = {}
         self._gauges = {
             model: [

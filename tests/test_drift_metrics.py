@@ -4,6 +4,7 @@ against a real server is in tests/test_observability_server.py)."""
 from __future__ import annotations
 
 import inspect
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +138,22 @@ def test_predictions_are_counted_by_model_version(served: TestClient) -> None:
     assert sum(
         delta(m, v, "1") for m, v in (("delay-minimal", minimal), ("delay-full", full))
     ) == sum(labels)
+
+
+def test_an_unreadable_profile_leaves_that_model_unwatched(
+    profiled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = Path(shutil.copytree(profiled, tmp_path / "models"))
+    card = models / "delay-full.json"
+    data = json.loads(card.read_text())
+    del data["profile"]["features"]["proba"]
+    card.write_text(json.dumps(data))
+    with TestClient(create_app(Settings(models_dir=models))) as client:
+        state = client.app.state  # type: ignore[attr-defined]
+        monitor_models = [m.name for m in (state.models.minimal, state.models.full)]
+        send(client, make_flights(MIN_FLIGHTS, False) + make_flights(10, True))
+        samples = drift_samples(metrics(client))
+    assert monitor_models == ["delay-minimal", "delay-full"]  # both served
+    assert f"delay-full {version('delay-full')}: unreadable drift profile" in caplog.text
+    watched = {dict(labels)["model"] for name, labels in samples if name == "drift_psi"}
+    assert watched == {"delay-minimal"}

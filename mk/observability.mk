@@ -1,0 +1,7 @@
+# What observability costs in-process (reports/observability.md); included by the Makefile.
+# `make bench` runs the same benchmarks among the others; this runs them alone and keeps the JSON.
+.PHONY: bench-observability
+bench-observability: $(DEV_STAMP) ## drift per flight, traceparent scan, each optional layer on: reports/observability.json
+	$(BIN)/pytest benchmarks/test_observability.py -p no:cacheprovider \
+		--benchmark-columns=min,median,iqr,ops --benchmark-sort=name \
+		--benchmark-json=$(REPORTS_DIR)/observability.json
