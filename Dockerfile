@@ -65,6 +65,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     BIND=0.0.0.0:8000
 
 USER 10001:10001
+# The release check (app/check_models.py, `make check-models`) on exactly what the image will
+# serve, as the user that serves it: models that do not load, warm up or reproduce the export's
+# probabilities fail the build.
+RUN python -m app.check_models "$MODELS_DIR"
 EXPOSE 8000
 EXPOSE 8001
 # No curl in the image: python's urllib, on the port BIND names. urlopen raises on a non-2xx.

@@ -54,6 +54,10 @@ export: $(MODELS_DIR)/delay-full.onnx ## train, select and export the models (SC
 $(MODELS_DIR)/delay-full.onnx: $(SCL_DATA) $(TRAINING_CODE) | $(DEV_STAMP)
 	$(BIN)/python -m export --data $(SCL_DATA) --models-dir $(MODELS_DIR) --reports-dir $(REPORTS_DIR)
 
+.PHONY: check-models
+check-models: $(SERVE_STAMP) ## check a model directory before it goes live (MODELS_DIR=...)
+	$(BIN)/python -m app.check_models $(MODELS_DIR)
+
 .PHONY: lint
 lint: $(DEV_STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ import orjson
 
 from app.features import FeatureEncoder
 from app.model import FULL_MODEL, MINIMAL_MODEL
-from export.card import build_card, with_profile
+from export.card import METRICS_FILE, build_card, metrics_summary, with_profile, with_samples
 from export.onnx import ParityError, check_parity, convert
 from train.candidates import CANDIDATES
 from train.data import DEFAULT_DATA, DataError, Dataset, load
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     cards = {contract: staged[name][1] for contract, name in CONTRACT_MODELS.items()}
     report = write_report(evaluations, cards, args.reports_dir)
+    metrics = orjson.dumps(metrics_summary(list(cards.values())), option=orjson.OPT_INDENT_2)
+    _write_atomically(args.reports_dir / METRICS_FILE, metrics)
     for card in cards.values():
         cv = card["metrics"]["cv_grouped_by_date"]
         print(
@@ -99,9 +101,10 @@ def train_and_convert(
         parity = check_parity(onnx_bytes, estimator, features, chosen.cv.threshold)
         evaluations[contract] = evaluation
         card = build_card(name, evaluation, encoder, onnx_bytes, parity, operators, data)
+        probabilities = estimator.predict_proba(features)[:, 1]
         staged[name] = (
             onnx_bytes,
-            with_profile(card, flights, estimator.predict_proba(features)[:, 1]),
+            with_samples(with_profile(card, flights, probabilities), flights, probabilities),
         )
     return evaluations, staged
 

@@ -138,3 +138,47 @@ def with_profile(
     """The card plus the training distribution of every input and of the predicted
     probability, which the service compares its traffic with (app.drift)."""
     return card | {"profile": drift.profile(flights, probabilities, card["threshold"]).to_json()}
+
+
+SAMPLES = 8
+"""Flights whose scikit-learn probabilities each card keeps, for `make check-models`."""
+METRICS_FILE = "metrics.json"
+"""Every model's metrics in one file under the reports directory, for `dvc metrics`."""
+
+
+def with_samples(
+    card: dict[str, Any], flights: Sequence[Flight], probabilities: np.ndarray
+) -> dict[str, Any]:
+    """The card plus a few training flights, as a client sends them, with scikit-learn's
+    probability for each: from the lowest probability to the highest, so the threshold falls
+    between them. The release check (app.check_models) runs them through onnxruntime in the
+    serving image, which has no scikit-learn, and compares."""
+    order = np.argsort(probabilities, kind="stable")
+    picks = order[np.linspace(0, len(order) - 1, SAMPLES).round().astype(int)]
+    samples = [
+        {"flight": _request_fields(flights[i]), "proba": round(float(probabilities[i]), 8)}
+        for i in picks
+    ]
+    return card | {"samples": samples}
+
+
+def _request_fields(flight: Flight) -> dict[str, Any]:
+    """The flight as a `/predict` body lists it."""
+    fields: dict[str, Any] = {
+        "OPERA": flight.operator,
+        "TIPOVUELO": flight.flight_type,
+        "MES": flight.month,
+    }
+    if flight.schedule is not None:
+        fields |= {
+            "Fecha-I": flight.schedule.departure.strftime("%Y-%m-%d %H:%M:%S"),
+            "Des-I": flight.schedule.destination,
+            "Emp-I": flight.schedule.airline,
+            "Vlo-I": flight.schedule.number,
+        }
+    return fields
+
+
+def metrics_summary(cards: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each model's evaluation metrics (its threshold among them), keyed by model name."""
+    return {card["name"]: card["metrics"] for card in cards}

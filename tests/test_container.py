@@ -141,3 +141,20 @@ def test_docker_build_defaults_to_the_public_slim_base_and_buildah_passes_its_ow
     assert re.search(r"^BASE_IMAGE \?= localhost/", container_mk, re.MULTILINE)
     assert container_mk.count("BASE_IMAGE=$(BASE_IMAGE) deploy/container/test-image.sh") == 2
     assert '--build-arg "BASE_IMAGE=$BASE_IMAGE"' in TEST_IMAGE.read_text()
+
+
+def test_the_build_runs_the_release_check_on_the_models_it_ships(dockerfile):
+    stage = final_stage(dockerfile)
+    checks = [
+        i
+        for i, (keyword, args) in enumerate(stage)
+        if keyword == "RUN" and "app.check_models" in args
+    ]
+    assert len(checks) == 1
+    copy_models = next(
+        i for i, (k, a) in enumerate(stage) if k == "COPY" and a.split()[0] == "models"
+    )
+    user = max(i for i, (keyword, _) in enumerate(stage) if keyword == "USER")
+    assert copy_models < checks[0]
+    assert user < checks[0], "as the user that serves them"
+    assert '"$MODELS_DIR"' in stage[checks[0]][1]

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from deploy.dvc.prepare import main as prepare
+from export.card import METRICS_FILE
 from tests.conftest import ROOT, synthetic_rows, write_csv
 from train.data import CSV_SHA256
 
@@ -31,6 +32,7 @@ PROJECT_FILES = [
     "deploy/dvc",
     "models",
     "reports/model.md",
+    "reports/metrics.json",
     "reports/figures",
     "dvc.yaml",
     "params.yaml",
@@ -104,6 +106,18 @@ def test_the_export_stage_writes_every_model_the_app_serves_and_keeps_them_in_gi
         assert options == {"cache": False, "persist": True}
 
 
+def test_the_export_stage_declares_the_models_metrics_and_the_figures_as_plots():
+    stage = dvc_yaml()["stages"]["export"]
+    metrics = {name: options for out in stage["metrics"] for name, options in out.items()}
+    plots = {name: options for out in stage["plots"] for name, options in out.items()}
+    assert metrics == {f"reports/{METRICS_FILE}": {"cache": False, "persist": True}}
+    assert plots == {"reports/figures": {"cache": False, "persist": True}}
+    committed = json.loads((ROOT / "reports" / METRICS_FILE).read_text())
+    for name in ("delay-minimal", "delay-full"):
+        card = json.loads((ROOT / "models" / f"{name}.json").read_text())
+        assert committed[name] == card["metrics"], "reports/metrics.json is the cards' metrics"
+
+
 def test_the_export_stage_depends_on_the_training_code_the_makefile_names():
     deps = set(dvc_yaml()["stages"]["export"]["deps"])
     assert {"train", "export", "app/features.py", "app/flights.py", "build/data.json"} <= deps
@@ -164,6 +178,10 @@ def clone(tmp_path_factory) -> Path:
     settings["export"]["search"] = "first"
     (repo / "params.yaml").write_text(yaml.safe_dump(settings))
     run(["git", "init", "--quiet"], repo)
+    # The remote, for this clone only, a local directory: DVC loads the default remote's
+    # filesystem for `dvc plots`, and S3's needs dvc-s3 (retrain.yml installs it).
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    run([*DVC, "remote", "modify", "--local", "storage", "url", str(remote)], repo)
     run([*DVC, "commit", "--force", "data.dvc"], repo)
     run(["git", "add", "--all"], repo)
     run(["git", "commit", "--quiet", "--message", "pipeline"], repo)
@@ -189,6 +207,12 @@ def test_repro_exports_the_models_from_the_data(clone, first_repro):
     assert json.loads((clone / "build" / "data.json").read_text())["csv_sha256"] == data_sha
     lock = yaml.safe_load((clone / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"prepare", "export"}
+    # `dvc metrics show` reads what the export wrote, for both models; the figures are plots.
+    metrics = json.loads(run([*DVC, "metrics", "show", "--json"], clone).stdout)
+    shown = metrics[""]["data"][f"reports/{METRICS_FILE}"]["data"]
+    assert set(shown) == {"delay-minimal", "delay-full"}
+    plots = run([*DVC, "plots", "show", "--json"], clone).stdout
+    assert "reports/figures/roc.png" in plots
     # The models stay git's (cache: false): DVC did not ignore them.
     ignored = run(["git", "check-ignore", "models/delay-full.onnx"], clone, check=False)
     assert ignored.returncode == 1

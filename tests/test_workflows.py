@@ -244,18 +244,49 @@ def test_each_environment_deploys_the_lambda_stack_through_its_canary():
     )
 
 
-def test_retrain_pulls_reproduces_tests_then_opens_a_pull_request():
+def test_retrain_pulls_gates_checks_tests_then_opens_a_pull_request():
     workflow = load(RETRAIN)
+    commands = (
+        "dvc pull",
+        "dvc repro prepare",
+        "make export GATE=1",
+        "dvc commit --force",
+        "make check-models MODELS_DIR=models",
+        "make test",
+        "dvc metrics diff",
+    )
     order: list[str] = []
     for step in steps(workflow):
-        commands = [line.strip() for line in step.get("run", "").splitlines()]
-        for command in ("dvc pull", "dvc repro", "make test"):
-            if any(line == command or line.startswith(command + " ") for line in commands):
-                order.append(command)
+        lines = [line.strip() for line in step.get("run", "").splitlines()]
+        order += [c for c in commands if any(line.startswith(c) for line in lines)]
         if step.get("uses", "").startswith("peter-evans/create-pull-request@"):
             order.append("create-pull-request")
-    assert order == ["dvc pull", "dvc repro", "make test", "create-pull-request"]
+    assert order == [*commands, "create-pull-request"]
     assert "workflow_dispatch" in workflow["on"]
+
+
+def test_retrains_real_data_tests_read_the_data_dvc_pulls():
+    """One data setting: `dvc pull` writes params.yaml's data.path, and SCL_DATA (read by
+    `make export` and by tests/conftest.py's real_data) names the same file."""
+    env = load(RETRAIN)["jobs"]["retrain"]["env"]
+    data_path = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["path"]
+    assert env["SCL_DATA"] == data_path
+    tracked = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"]
+    assert [out["path"] for out in tracked] == [data_path]
+
+
+def test_retrain_attaches_the_report_diff_to_its_pull_request():
+    workflow = load(RETRAIN)
+    job = workflow["jobs"]["retrain"]
+    report = step_running(job, "dvc metrics diff")
+    assert "git diff -- reports/model.md" in report["run"]
+    assert "dvc plots diff" in report["run"]
+    assert 'echo "PR_BODY=$body" >> "$GITHUB_ENV"' in report["run"]
+    create = step_using(job, "peter-evans/create-pull-request")
+    assert create["with"]["body-path"] == "${{ env.PR_BODY }}"
+    upload = step_using(job, "actions/upload-artifact")
+    assert upload["with"]["path"] == "${{ runner.temp }}/report-diff"
+    assert index_of(job, report) < index_of(job, upload) < index_of(job, create)
 
 
 def test_retrain_triggers_on_every_input_of_the_pipeline():
@@ -274,10 +305,9 @@ def test_retrain_triggers_on_every_input_of_the_pipeline():
 def test_retrain_pull_request_carries_every_output_of_the_export():
     create = next(s for s in steps(load(RETRAIN)) if s.get("uses", "").startswith("peter-evans/"))
     add_paths = create["with"]["add-paths"].split()
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["export"]
     outs = [
-        name
-        for out in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["export"]["outs"]
-        for name in out
+        name for section in ("outs", "metrics", "plots") for out in stage[section] for name in out
     ]
     for out in [*outs, "dvc.lock"]:
         candidates = [out, f"{out}/figure.png"]

@@ -1,0 +1,193 @@
+"""app.check_models: the release check passes the committed models and fails each way a release
+can be unfit (files, cards, threshold, parity), naming the model and what is wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.check_models import PARITY_TOLERANCE, check, main
+from export.card import SAMPLES
+from tests.conftest import MODELS_DIR, ROOT
+
+
+def edit_card(directory: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+    path = directory / f"{name}.json"
+    card = json.loads(path.read_text())
+    change(card)
+    path.write_text(json.dumps(card, indent=2))
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    """A copy of the committed models, to break."""
+    target = tmp_path / "release"
+    shutil.copytree(MODELS_DIR, target)
+    return target
+
+
+def test_the_committed_models_are_fit_to_serve() -> None:
+    passed, failed = check(MODELS_DIR)
+    assert failed == []
+    assert [line.split()[0] for line in passed] == ["delay-minimal", "delay-full"]
+    for name in ("delay-minimal", "delay-full"):
+        card = json.loads((MODELS_DIR / f"{name}.json").read_text())
+        assert any(line.startswith(f"{name} {card['version']}:") for line in passed)
+        assert len(card["samples"]) >= 2
+
+
+def test_the_samples_span_the_threshold() -> None:
+    """The export samples from the lowest probability to the highest (export.card.with_samples),
+    so that a check of the threshold against them means something."""
+    for name in ("delay-minimal", "delay-full"):
+        card = json.loads((MODELS_DIR / f"{name}.json").read_text())
+        probabilities = [sample["proba"] for sample in card["samples"]]
+        assert probabilities == sorted(probabilities)
+        assert probabilities[0] < card["threshold"] < probabilities[-1]
+
+
+def cut_onnx(release: Path) -> None:
+    onnx = release / "delay-full.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-16])
+
+
+def drop_card(release: Path) -> None:
+    (release / "delay-minimal.json").unlink()
+
+
+def stale_version(release: Path) -> None:
+    edit_card(release, "delay-full", lambda card: card.update(version="0123456789ab"))
+
+
+def wrong_name(release: Path) -> None:
+    edit_card(release, "delay-minimal", lambda card: card.update(name="delay-minimal-v2"))
+
+
+def threshold_not_a_probability(release: Path) -> None:
+    edit_card(release, "delay-full", lambda card: card.update(threshold=1.5))
+
+
+def threshold_above_every_sample(release: Path) -> None:
+    def change(card: dict[str, Any]) -> None:
+        card["threshold"] = max(sample["proba"] for sample in card["samples"]) + 0.01
+
+    edit_card(release, "delay-minimal", change)
+
+
+def probabilities_drift(release: Path) -> None:
+    def change(card: dict[str, Any]) -> None:
+        card["samples"][3]["proba"] += 10 * PARITY_TOLERANCE
+
+    edit_card(release, "delay-full", change)
+
+
+def no_samples(release: Path) -> None:
+    edit_card(release, "delay-full", lambda card: card.pop("samples"))
+
+
+def sample_of_the_other_contract(release: Path) -> None:
+    def change(card: dict[str, Any]) -> None:
+        flight = card["samples"][0]["flight"]
+        card["samples"][0]["flight"] = {k: flight[k] for k in ("OPERA", "TIPOVUELO", "MES")}
+
+    edit_card(release, "delay-full", change)
+
+
+def unknown_airline_in_a_sample(release: Path) -> None:
+    def change(card: dict[str, Any]) -> None:
+        card["samples"][0]["flight"]["OPERA"] = "Pan Am"
+
+    edit_card(release, "delay-minimal", change)
+
+
+def onnx_outside_the_directory(release: Path) -> None:
+    def change(card: dict[str, Any]) -> None:
+        card["onnx"]["file"] = "../delay-full.onnx"
+
+    shutil.copy(release / "delay-full.onnx", release.parent / "delay-full.onnx")
+    edit_card(release, "delay-full", change)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (cut_onnx, "does not match its card's sha256: "),
+        (drop_card, "model card not found"),
+        (onnx_outside_the_directory, "no plain ONNX file name"),
+        (stale_version, "delay-full: version '0123456789ab' is not the start of its ONNX sha256"),
+        (wrong_name, "delay-minimal: the card names itself 'delay-minimal-v2'"),
+        (threshold_not_a_probability, "delay-full: threshold 1.5 is not a probability"),
+        (threshold_above_every_sample, "delay-minimal: threshold"),
+        (probabilities_drift, "delay-full: sample 3: onnxruntime gives"),
+        (no_samples, "delay-full: the card holds no parity samples"),
+        (sample_of_the_other_contract, "delay-full: a parity sample is not a flight of this"),
+        (unknown_airline_in_a_sample, "delay-minimal: unreadable parity samples"),
+    ],
+    ids=lambda value: value.__name__ if callable(value) else "",
+)
+def test_an_unfit_release_fails_naming_the_model_and_the_problem(
+    release: Path, breakage: Callable[[Path], None], message: str
+) -> None:
+    breakage(release)
+    passed, failed = check(release)
+    assert any(message in line for line in failed), failed
+    if breakage is cut_onnx:
+        assert failed[0].endswith(str(release / "delay-full.onnx"))
+    if breakage is threshold_above_every_sample:
+        assert "every flight would get one label" in " ".join(failed)
+    # Only the broken model fails when the directory itself loads.
+    broken = {line.split(":")[0] for line in failed}
+    assert len(passed) + len(broken) in (1, 2)
+
+
+def test_the_command_exits_non_zero_on_an_unfit_release(
+    release: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(MODELS_DIR)]) == 0
+    assert capsys.readouterr().out.endswith(f"{MODELS_DIR}: fit to serve\n")
+    probabilities_drift(release)
+    assert main([str(release)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  delay-full: sample 3" in out
+    assert "ok    delay-minimal" in out
+    assert out.endswith(f"{release}: NOT fit to serve (1 problems)\n")
+
+
+def test_make_check_models_runs_it_on_the_directory_given(release: Path) -> None:
+    stale_version(release)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "check-models", f"MODELS_DIR={release}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"{release}: NOT fit to serve" in result.stdout
+
+
+def test_it_needs_no_training_library() -> None:
+    """It runs in the serving image: importing it loads neither scikit-learn nor pandas."""
+    code = "import sys, app.check_models; print(sorted({'sklearn', 'pandas'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_a_fresh_export_passes_the_release_check(synthetic_export: Path) -> None:
+    """The export's hook (export.card.with_samples) writes what the check reads, and the
+    metrics file dvc reads (export.card.metrics_summary) holds each card's metrics."""
+    passed, failed = check(synthetic_export / "models")
+    assert failed == []
+    assert len(passed) == 2
+    metrics = json.loads((synthetic_export / "reports" / "metrics.json").read_text())
+    for name in ("delay-minimal", "delay-full"):
+        card = json.loads((synthetic_export / "models" / f"{name}.json").read_text())
+        assert metrics[name] == card["metrics"]
+        assert len(card["samples"]) == SAMPLES
