@@ -4,12 +4,12 @@
 # Makefile; uses $(PYTHON), $(BIN), $(DEV_STAMP), $(REPORTS_DIR), and $(WRK_DIR), $(WRK) and
 # `bodies` from mk/stress.mk.
 PEERS_DIR ?= build/peers
-PEERS := mlserver bentoml litserve pytriton granian
+PEER_NAMES := mlserver bentoml litserve pytriton granian
 PEERS_ROUNDS ?= 3
 PEERS_DURATION ?= 10
 PEERS_CONNECTIONS ?= 64
 PEERS_GROUPS ?=
-PEER_STAMPS := $(foreach peer,$(PEERS),$(PEERS_DIR)/$(peer)/.installed)
+PEER_STAMPS := $(foreach peer,$(PEER_NAMES),$(PEERS_DIR)/$(peer)/.installed)
 # What each virtualenv must import, the project on PYTHONPATH, before it counts as installed.
 PEER_MODULE_mlserver := benchmarks.peers.mlserver_runtime
 PEER_MODULE_bentoml := benchmarks.peers.bentoml_service
@@ -39,6 +39,11 @@ compare-peers: bodies | $(DEV_STAMP) ## the service vs MLServer, BentoML, LitSer
 		--connections $(PEERS_CONNECTIONS) --wrk $(WRK) --wrk-dir $(WRK_DIR) --out $(REPORTS_DIR) \
 		$$(test -f $(GRANIAN_RELIABILITY) && echo --reliability $(GRANIAN_RELIABILITY)) \
 		$(if $(PEERS_GROUPS),--groups $(PEERS_GROUPS))
+
+# `make compare COMPARE_PEERS=1` runs this too (off by default: it installs five frameworks and
+# takes about 25 minutes more).
+COMPARE_PEERS ?=
+compare: $(if $(filter 1,$(COMPARE_PEERS)),compare-peers)
 
 # The real-server suites, unchanged, against the app under Granian: which behaviours carry over.
 granian-reliability: $(PEERS_DIR)/granian/.installed | $(DEV_STAMP) ## tests/test_server.py and test_reliability.py against Granian (fails where a behaviour does not hold)
