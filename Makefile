@@ -48,11 +48,11 @@ serve: $(SERVE_STAMP) ## serve the committed models on $(BIND) (WORKERS= sets th
 	MODELS_DIR=$(MODELS_DIR) $(BIN)/gunicorn -c gunicorn.conf.py 'app.main:create_app()'
 
 .PHONY: export
-export: $(MODELS_DIR)/delay-full.onnx ## train, select and export the models (SCL_DATA=..., MODELS_DIR=...)
+export: $(MODELS_DIR)/delay-full.onnx ## train, select and export the models (SCL_DATA=..., MODELS_DIR=..., GATE=1: keep the current models if the new ones score worse forward)
 
 # Reruns only when the data or the code that turns it into a model changed.
 $(MODELS_DIR)/delay-full.onnx: $(SCL_DATA) $(TRAINING_CODE) | $(DEV_STAMP)
-	$(BIN)/python -m export --data $(SCL_DATA) --models-dir $(MODELS_DIR) --reports-dir $(REPORTS_DIR)
+	nice $(BIN)/python -m export --data $(SCL_DATA) --models-dir $(MODELS_DIR) --reports-dir $(REPORTS_DIR) $(if $(GATE),--gate)
 
 .PHONY: check-models
 check-models: $(SERVE_STAMP) ## check a model directory before it goes live (MODELS_DIR=...)

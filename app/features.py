@@ -1,31 +1,115 @@
 """Flights become the float32 matrix the ONNX models take.
 
-Training and serving both call this module, so the encoding cannot drift between them.
-A category becomes an integer code ranked by its delay rate in the training data: a tree then
-splits on the code as it would on the category (Fisher's ordering for a binary target), without
-HistGradientBoosting's native categorical splits, which skl2onnx 1.20 converts wrongly.
+Training and serving both call this module, so the encoding cannot drift between them. The
+work is column-wise: `Columns` holds a batch as numpy arrays (one per request field), and
+`FeatureEncoder.encode_columns` turns them into the matrix; `encode(flights)` is the thin
+wrapper for `app.flights.Flight` objects.
+
+Features come in named groups (`GROUPS`) so that training can drop a group that does not help
+on future months. Two kinds of encoding:
+
+* `OPERA` and `TIPOVUELO` become integer codes ranked by their training delay rate (a tree
+  splits on the code as on the category; a linear model one-hot encodes it). HistGradient-
+  Boosting's native categorical splits are avoided: skl2onnx 1.20 converts them wrongly.
+* Destination, airline and flight number become the logit of a smoothed delay rate. The flight
+  number's rate is shrunk toward its route's (airline + destination), the route's toward the
+  airline's, the airline's toward the overall rate; a value never seen in training takes its
+  parent's rate, so a new flight number is scored like its route, not like a pooled rare bucket.
+
+Calendar features recur from one year to the next (weekday, hour, the challenge's high season,
+Chilean public holidays); the holiday calendar is written into the model card at export, so the
+service needs no holiday library.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from app.flights import Flight
+from app.flights import Columns, Flight
 
 OTHER = "~other"
-"""The bucket for values too rare in training, or never seen: ranked like any category."""
+"""The code of an OPERA or TIPOVUELO value never seen in training."""
 
-MINIMAL_FEATURES = ("OPERA", "TIPOVUELO", "MES")
-SCHEDULE_FEATURES = ("Des-I", "Emp-I", "Emp-I+Vlo-I", "hour", "weekday", "day", "day_of_year")
-FULL_FEATURES = MINIMAL_FEATURES + SCHEDULE_FEATURES
+GROUPS: dict[str, tuple[str, ...]] = {
+    "OPERA": ("OPERA",),
+    "TIPOVUELO": ("TIPOVUELO",),
+    "MES": ("MES",),
+    "hour": ("hour",),
+    "weekday": ("weekday",),
+    "day": ("day",),
+    "day_of_year": ("day_of_year",),
+    "high season": ("high_season",),
+    "holidays": ("holiday", "days_to_holiday", "days_after_holiday"),
+    "Des-I": ("destination_rate",),
+    "Emp-I": ("airline_rate",),
+    "flight number": ("flight_rate",),
+}
+"""Feature group -> the matrix columns it adds, in this order."""
+MINIMAL_GROUPS = ("OPERA", "TIPOVUELO", "MES")
+SCHEDULE_GROUPS = tuple(group for group in GROUPS if group not in MINIMAL_GROUPS)
+RANKED = ("OPERA", "TIPOVUELO")
+RATE_FEATURES = ("destination_rate", "airline_rate", "flight_rate")
+"""Columns computed from training labels: fitted out of fold on training rows."""
+HIGH_SEASON = ((1215, 1231), (101, 303), (715, 731), (911, 930))
+"""The challenge's high season: (from, to) as month*100 + day, both days included."""
+HOLIDAY_HORIZON = 7
+"""Days to or after a holiday are counted up to this many; further is this many."""
+SMOOTHING = 30.0
+"""Pseudo-rows of the parent's rate mixed into each smoothed rate (flight, route, airline)."""
 
-MIN_COUNT = {"OPERA": 1, "TIPOVUELO": 1, "Des-I": 20, "Emp-I": 20, "Emp-I+Vlo-I": 40}
-"""Training rows a category needs to get its own code; fewer, and it joins OTHER."""
+
+def feature_names(groups: Sequence[str]) -> tuple[str, ...]:
+    return tuple(name for group in GROUPS if group in groups for name in GROUPS[group])
+
+
+def from_flights(flights: Sequence[Flight]) -> Columns:
+    """Flight objects as columns; the schedule columns only if every flight has a schedule."""
+    operator = [flight.operator for flight in flights]
+    flight_type = [flight.flight_type for flight in flights]
+    month = [flight.month for flight in flights]
+    schedules = [flight.schedule for flight in flights]
+    if not schedules or any(schedule is None for schedule in schedules):
+        return Columns(operator, flight_type, month)
+    return Columns(
+        operator,
+        flight_type,
+        month,
+        np.array([s.departure for s in schedules if s], dtype="datetime64[m]"),
+        [s.destination for s in schedules if s],
+        [s.airline for s in schedules if s],
+        [s.number for s in schedules if s],
+    )
+
+
+def take(columns: Columns, rows: np.ndarray) -> Columns:
+    """The rows `rows` of every column."""
+
+    def pick(column: Any) -> Any:
+        return None if column is None else np.asarray(column)[rows]
+
+    return Columns(
+        pick(columns.operator),
+        pick(columns.flight_type),
+        pick(columns.month),
+        pick(columns.departure),
+        pick(columns.destination),
+        pick(columns.airline),
+        pick(columns.number),
+    )
+
+
+def hierarchy_keys(columns: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flight, route, airline) keys, most specific first."""
+    if columns.airline is None or columns.destination is None or columns.number is None:
+        raise ValueError("the full-schedule model needs flights with their schedule")
+    airline = np.asarray(columns.airline, dtype=str)
+    route = np.char.add(np.char.add(airline, ">"), np.asarray(columns.destination, dtype=str))
+    flight = np.char.add(np.char.add(airline, " "), np.asarray(columns.number, dtype=str))
+    return flight, route, airline
 
 
 @dataclass(frozen=True)
@@ -38,125 +122,325 @@ class Vocabulary:
         if OTHER not in self.values or len(set(self.values)) != len(self.values):
             raise ValueError("a vocabulary lists each value once, OTHER included")
 
-    @property
-    def codes(self) -> dict[str, int]:
-        return {value: code for code, value in enumerate(self.values)}
-
     @classmethod
-    def fit(cls, values: Sequence[str], labels: Sequence[int], min_count: int) -> Vocabulary:
-        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for value, label in zip(values, labels, strict=True):
-            counts[value][0] += 1
-            counts[value][1] += label
-        rare = [0, 0]
-        rates: dict[str, float] = {}
-        for value, (count, delayed) in counts.items():
-            if count >= min_count:
-                rates[value] = delayed / count
-            else:
-                rare[0] += count
-                rare[1] += delayed
-        overall = sum(labels) / len(labels) if labels else 0.0
-        rates[OTHER] = rare[1] / rare[0] if rare[0] else overall
+    def fit(cls, values: Sequence[str] | np.ndarray, labels: np.ndarray) -> Vocabulary:
+        keys, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+        rates = dict(
+            zip(
+                keys.tolist(),
+                (np.bincount(inverse, labels) / np.bincount(inverse)).tolist(),
+                strict=True,
+            )
+        )
+        rates[OTHER] = float(labels.mean()) if len(labels) else 0.0
         return cls(tuple(sorted(rates, key=lambda value: (rates[value], value))))
 
+    def encode(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+        codes = {value: code for code, value in enumerate(self.values)}
+        return _mapped(values, codes, codes[OTHER])
 
-class FeatureEncoder:
-    """Encodes validated flights for one model: minimal or full schedule."""
 
-    def __init__(self, vocabularies: Mapping[str, Vocabulary], schedule: bool) -> None:
-        self.schedule = schedule
-        self.feature_names = FULL_FEATURES if schedule else MINIMAL_FEATURES
-        categories = [name for name in self.feature_names if name in MIN_COUNT]
-        if sorted(vocabularies) != sorted(categories):
-            raise ValueError(f"vocabularies for {categories} expected, got {sorted(vocabularies)}")
-        self.vocabularies = dict(vocabularies)
-        self._row = self._full_row if schedule else self._minimal_row
-        self._operator = _lookup(vocabularies["OPERA"])
-        self._flight_type = _lookup(vocabularies["TIPOVUELO"])
-        if schedule:
-            self._destination = _lookup(vocabularies["Des-I"])
-            self._airline = _lookup(vocabularies["Emp-I"])
-            self._flight_number = _lookup(vocabularies["Emp-I+Vlo-I"])
+@dataclass(frozen=True)
+class RateTable:
+    """Smoothed delay rates (as logits) by key; `default` for a key it does not hold."""
 
-    def encode(self, flights: Sequence[Flight]) -> np.ndarray:
-        row = self._row
-        return np.array([row(flight) for flight in flights], dtype=np.float32)
-
-    def _minimal_row(self, flight: Flight) -> list[float]:
-        return [
-            self._operator(flight.operator),
-            self._flight_type(flight.flight_type),
-            flight.month,
-        ]
-
-    def _full_row(self, flight: Flight) -> list[float]:
-        schedule = flight.schedule
-        if schedule is None:
-            raise ValueError("the full-schedule model needs a flight with its schedule")
-        departure = schedule.departure
-        return [
-            self._operator(flight.operator),
-            self._flight_type(flight.flight_type),
-            flight.month,
-            self._destination(schedule.destination),
-            self._airline(schedule.airline),
-            self._flight_number(schedule.airline + schedule.number),
-            departure.hour + departure.minute / 60,
-            departure.weekday(),
-            departure.day,
-            departure.timetuple().tm_yday,
-        ]
+    logits: dict[str, float]
+    default: float
 
     @classmethod
     def fit(
-        cls, flights: Sequence[Flight], labels: Sequence[int], schedule: bool
-    ) -> FeatureEncoder:
-        names = FULL_FEATURES if schedule else MINIMAL_FEATURES
-        columns = {
-            name: [categories(flight)[name] for flight in flights]
-            for name in names
-            if name in MIN_COUNT
-        }
-        vocabularies = {
-            name: Vocabulary.fit(values, labels, MIN_COUNT[name])
-            for name, values in columns.items()
-        }
-        return cls(vocabularies, schedule)
+        cls, keys: np.ndarray, labels: np.ndarray, prior: np.ndarray, default: float
+    ) -> RateTable:
+        """Each key's rate is shrunk toward the mean `prior` (a probability) of its rows."""
+        unique, inverse = np.unique(keys, return_inverse=True)
+        counts = np.bincount(inverse)
+        parent = np.bincount(inverse, prior) / counts
+        rates = (np.bincount(inverse, labels) + SMOOTHING * parent) / (counts + SMOOTHING)
+        return cls(dict(zip(unique.tolist(), _logit(rates).tolist(), strict=True)), default)
+
+    def lookup(self, keys: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+        """Logit per key; a key not held takes `fallback` (per row), else the default."""
+        found = _mapped(keys, self.logits, np.nan)
+        return np.where(np.isnan(found), self.default if fallback is None else fallback, found)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"default": self.default, "logits": dict(sorted(self.logits.items()))}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RateTable:
+        return cls(dict(data["logits"]), float(data["default"]))
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Flight number -> route (airline + destination) -> airline -> overall delay rate."""
+
+    airline: RateTable
+    route: RateTable
+    flight: RateTable
+
+    @classmethod
+    def fit(cls, columns: Columns, labels: np.ndarray) -> Hierarchy:
+        flight, route, airline = hierarchy_keys(columns)
+        overall = float(labels.mean())
+        airlines = RateTable.fit(
+            airline, labels, np.full(len(labels), overall), float(_logit(np.array(overall)))
+        )
+        airline_rate = _expit(airlines.lookup(airline))
+        routes = RateTable.fit(route, labels, airline_rate, airlines.default)
+        route_rate = _expit(routes.lookup(route))
+        return cls(airlines, routes, RateTable.fit(flight, labels, route_rate, airlines.default))
+
+    def encode(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """(airline logit, flight logit) per row, each falling back to its parent."""
+        flight, route, airline = hierarchy_keys(columns)
+        airline_logit = self.airline.lookup(airline)
+        return airline_logit, self.flight.lookup(flight, self.route.lookup(route, airline_logit))
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schedule": self.schedule,
+            "airline": self.airline.to_json(),
+            "route": self.route.to_json(),
+            "flight": self.flight.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Hierarchy:
+        return cls(*(RateTable.from_json(data[level]) for level in ("airline", "route", "flight")))
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Chilean public holidays, as sorted datetime64[D] (written into the card at export)."""
+
+    holidays: np.ndarray
+
+    def encode(self, departure: np.ndarray) -> np.ndarray:
+        """[is a holiday, days to the next, days since the last] per departure."""
+        days = departure.astype("datetime64[D]")
+        after = np.searchsorted(self.holidays, days, side="left")
+        next_day = self.holidays[np.minimum(after, len(self.holidays) - 1)]
+        before = np.maximum(np.searchsorted(self.holidays, days, side="right") - 1, 0)
+        last_day = self.holidays[before]
+        to_next = (next_day - days).astype(np.int64)
+        since = (days - last_day).astype(np.int64)
+        to_next = np.where(to_next < 0, HOLIDAY_HORIZON, to_next)
+        since = np.where(since < 0, HOLIDAY_HORIZON, since)
+        return np.stack(
+            [
+                to_next == 0,
+                np.minimum(to_next, HOLIDAY_HORIZON),
+                np.minimum(since, HOLIDAY_HORIZON),
+            ],
+            axis=1,
+        )
+
+
+class FeatureEncoder:
+    """Encodes flights for one model: the groups it was trained on, and their fitted tables."""
+
+    def __init__(
+        self,
+        groups: Sequence[str],
+        vocabularies: Mapping[str, Vocabulary],
+        destinations: RateTable | None = None,
+        hierarchy: Hierarchy | None = None,
+        calendar: Calendar | None = None,
+    ) -> None:
+        unknown = [group for group in groups if group not in GROUPS]
+        if unknown:
+            raise ValueError(f"unknown feature group(s) {unknown}")
+        self.groups = tuple(group for group in GROUPS if group in groups)
+        self.schedule = any(group in SCHEDULE_GROUPS for group in self.groups)
+        self.feature_names = feature_names(self.groups)
+        ranked = [name for name in RANKED if name in self.groups]
+        if sorted(vocabularies) != sorted(ranked):
+            raise ValueError(f"vocabularies for {ranked} expected, got {sorted(vocabularies)}")
+        self.vocabularies = dict(vocabularies)
+        self.destinations = destinations
+        self.hierarchy = hierarchy
+        self.calendar = calendar
+        needs = {
+            "Des-I": destinations,
+            "Emp-I": hierarchy,
+            "flight number": hierarchy,
+            "holidays": calendar,
+        }
+        missing = [group for group, part in needs.items() if group in self.groups and part is None]
+        if missing:
+            raise ValueError(f"no fitted table for feature group(s) {missing}")
+
+    @classmethod
+    def fit(
+        cls,
+        columns: Columns,
+        labels: np.ndarray,
+        groups: Sequence[str],
+        holidays: np.ndarray | None = None,
+    ) -> FeatureEncoder:
+        labels = np.asarray(labels, dtype=np.float64)
+        vocabularies = {
+            name: Vocabulary.fit(getattr(columns, _FIELD[name]), labels)
+            for name in RANKED
+            if name in groups
+        }
+        destinations = hierarchy = calendar = None
+        if "Des-I" in groups:
+            assert columns.destination is not None
+            overall = float(labels.mean())
+            destinations = RateTable.fit(
+                np.asarray(columns.destination, dtype=str),
+                labels,
+                np.full(len(labels), overall),
+                float(_logit(np.array(overall))),
+            )
+        if "Emp-I" in groups or "flight number" in groups:
+            hierarchy = Hierarchy.fit(columns, labels)
+        if "holidays" in groups:
+            if holidays is None:
+                raise ValueError("the holidays group needs the holiday calendar")
+            calendar = Calendar(np.sort(holidays.astype("datetime64[D]")))
+        return cls(groups, vocabularies, destinations, hierarchy, calendar)
+
+    def encode_training(
+        self, columns: Columns, labels: np.ndarray, folds: np.ndarray
+    ) -> np.ndarray:
+        """The training matrix, its delay-rate columns computed out of fold.
+
+        A flight number's rate fitted on the rows it encodes would contain their own labels;
+        each fold's rows get the rates fitted on the other folds instead (`folds`: fold id per
+        row), so the model learns how far a rate from other days can be trusted.
+        """
+        matrix = self.encode_columns(columns)
+        rated = np.array(
+            [i for i, name in enumerate(self.feature_names) if name in RATE_FEATURES], dtype=np.intp
+        )
+        if not rated.size:
+            return matrix
+        holidays = None if self.calendar is None else self.calendar.holidays
+        for fold in np.unique(folds):
+            inside = folds == fold
+            outside = np.flatnonzero(~inside)
+            encoder = FeatureEncoder.fit(
+                take(columns, outside), labels[outside], self.groups, holidays
+            )
+            rows = np.flatnonzero(inside)
+            matrix[np.ix_(rows, rated)] = encoder.encode_columns(take(columns, rows))[:, rated]
+        return matrix
+
+    def encode(self, flights: Sequence[Flight]) -> np.ndarray:
+        return self.encode_columns(from_flights(flights))
+
+    def encode_columns(self, columns: Columns) -> np.ndarray:
+        rows = len(columns)
+        matrix = np.empty((rows, len(self.feature_names)), dtype=np.float32)
+        position = 0
+        for group in self.groups:
+            block = self._group(group, columns)
+            width = len(GROUPS[group])
+            matrix[:, position : position + width] = block.reshape(rows, width)
+            position += width
+        return matrix
+
+    def _group(self, group: str, columns: Columns) -> np.ndarray:
+        if group in self.vocabularies:
+            return self.vocabularies[group].encode(getattr(columns, _FIELD[group]))
+        if group == "MES":
+            return np.asarray(columns.month)
+        departure = columns.departure
+        if departure is None:
+            raise ValueError("the full-schedule model needs flights with their schedule")
+        days = departure.astype("datetime64[D]")
+        if group == "hour":
+            return np.asarray((departure - days).astype(np.int64) / 60)
+        if group == "weekday":
+            # 1970-01-01 was a Thursday: Monday = 0, as datetime.weekday()
+            return np.asarray((days.astype(np.int64) + 3) % 7)
+        if group == "day":
+            return np.asarray((days - departure.astype("datetime64[M]")).astype(np.int64) + 1)
+        if group == "day_of_year":
+            return np.asarray((days - departure.astype("datetime64[Y]")).astype(np.int64) + 1)
+        if group == "high season":
+            return high_season(departure)
+        if group == "holidays":
+            assert self.calendar is not None
+            return self.calendar.encode(departure)
+        if group == "Des-I":
+            assert self.destinations is not None
+            assert columns.destination is not None
+            return self.destinations.lookup(np.asarray(columns.destination, dtype=str))
+        assert self.hierarchy is not None
+        airline, flight = self.hierarchy.encode(columns)
+        return airline if group == "Emp-I" else flight
+
+    def known_destinations(self) -> list[str]:
+        """Destinations with a delay rate of their own (or, without that group, in a route)."""
+        if self.destinations is not None:
+            return sorted(self.destinations.logits)
+        if self.hierarchy is not None:
+            return sorted({route.split(">")[1] for route in self.hierarchy.route.logits})
+        return []
+
+    def known_airlines(self) -> list[str]:
+        return [] if self.hierarchy is None else sorted(self.hierarchy.airline.logits)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "groups": list(self.groups),
             "features": list(self.feature_names),
             "vocabularies": {name: list(v.values) for name, v in self.vocabularies.items()},
         }
+        if self.destinations is not None:
+            data["destinations"] = self.destinations.to_json()
+        if self.hierarchy is not None:
+            data["hierarchy"] = self.hierarchy.to_json()
+        if self.calendar is not None:
+            data["holidays"] = [str(day) for day in self.calendar.holidays]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FeatureEncoder:
         encoder = cls(
+            data["groups"],
             {name: Vocabulary(tuple(values)) for name, values in data["vocabularies"].items()},
-            bool(data["schedule"]),
+            RateTable.from_json(data["destinations"]) if "destinations" in data else None,
+            Hierarchy.from_json(data["hierarchy"]) if "hierarchy" in data else None,
+            Calendar(np.array(data["holidays"], dtype="datetime64[D]"))
+            if "holidays" in data
+            else None,
         )
         if list(encoder.feature_names) != list(data["features"]):
             raise ValueError(f"features {data['features']} do not match this code's")
         return encoder
 
 
-def categories(flight: Flight) -> dict[str, str]:
-    """The categorical inputs of a flight, by feature name."""
-    values = {"OPERA": flight.operator, "TIPOVUELO": flight.flight_type}
-    if flight.schedule is not None:
-        values["Des-I"] = flight.schedule.destination
-        values["Emp-I"] = flight.schedule.airline
-        values["Emp-I+Vlo-I"] = flight.schedule.airline + flight.schedule.number
-    return values
+_FIELD = {"OPERA": "operator", "TIPOVUELO": "flight_type"}
 
 
-def _lookup(vocabulary: Vocabulary) -> Callable[[str], int]:
-    codes = vocabulary.codes
-    other = codes[OTHER]
+def high_season(departure: np.ndarray) -> np.ndarray:
+    """1 inside the challenge's high-season periods, by scheduled month and day."""
+    days = departure.astype("datetime64[D]")
+    month = days.astype("datetime64[M]")
+    month_day = (month.astype(np.int64) % 12 + 1) * 100 + (days - month).astype(np.int64) + 1
+    inside = np.zeros(len(days), dtype=bool)
+    for start, end in HIGH_SEASON:
+        inside |= (month_day >= start) & (month_day <= end)
+    return inside.astype(np.int64)
 
-    def code(value: str) -> int:
-        return codes.get(value, other)
 
-    return code
+def _mapped(
+    values: Sequence[str] | np.ndarray, table: Mapping[str, Any], missing: float
+) -> np.ndarray:
+    """table[value] per value (missing where absent), one dict lookup per distinct value."""
+    unique, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+    mapped = np.array([table.get(value, missing) for value in unique.tolist()], dtype=np.float64)
+    return mapped[inverse.reshape(-1)] if len(unique) else np.zeros(0)
+
+
+def _logit(rates: np.ndarray) -> np.ndarray:
+    clipped = np.clip(rates, 1e-4, 1 - 1e-4)
+    return np.asarray(np.log(clipped / (1 - clipped)))
+
+
+def _expit(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(1 / (1 + np.exp(-logits)))

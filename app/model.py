@@ -92,7 +92,7 @@ class OnnxModel:
         self.version = card.version
         self.threshold = card.threshold
         self.input_types = {item["name"]: item["datatype"] for item in card.raw["inputs"]}
-        self._encode = card.encoder.encode
+        self._encode = card.encoder.encode_columns
         self._run = session.run
         self._outputs = [ONNX_PROBABILITIES]
         self._table: dict[tuple[str, str, int], tuple[int, float]] | None = None
@@ -177,7 +177,7 @@ class OnnxModel:
 
     def predict_proba(self, columns: Columns) -> np.ndarray:
         """Probability of a delay over 15 minutes, one per flight."""
-        return self.predict_features(self._encode(columns.flights()))
+        return self.predict_features(self._encode(columns))
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         probabilities: np.ndarray = self._run(self._outputs, {ONNX_INPUT: features})[0]

@@ -12,14 +12,19 @@ from typing import Any
 import numpy as np
 
 from app import drift
-from app.features import OTHER, FeatureEncoder
+from app.features import FeatureEncoder
 from app.flights import FLIGHT_TYPES, Flight
 from export.onnx import TARGET_OPSET, Parity
-from train.candidates import SEED
-from train.evaluate import ContractEvaluation
+from train.candidates import CANDIDATES, SEED
+from train.data import HOLIDAY_YEARS
+from train.evaluate import Forward
+from train.select import FORWARD, REPORT, ContractEvaluation
 
-THRESHOLD_RULE = "maximises F1 of the delayed class on the date-grouped out-of-fold predictions"
-LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
+THRESHOLD_RULE = (
+    "alerts as many flights as were delayed (precision = recall) on the forward predictions "
+    "of every month before the one scored; the served model's on those of every forward month"
+)
+LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "holidays")
 
 
 def model_inputs(operators: list[str], encoder: FeatureEncoder) -> list[dict[str, Any]]:
@@ -45,7 +50,6 @@ def model_inputs(operators: list[str], encoder: FeatureEncoder) -> list[dict[str
         },
     ]
     if encoder.schedule:
-        vocabularies = encoder.vocabularies
         inputs += [
             {
                 "name": "Fecha-I",
@@ -57,16 +61,17 @@ def model_inputs(operators: list[str], encoder: FeatureEncoder) -> list[dict[str
                 "name": "Des-I",
                 "datatype": "BYTES",
                 "pattern": "^[A-Z]{4}$",
-                "description": "destination ICAO code; one not listed in the vocabulary is scored "
-                "as a rare destination",
-                "known": _known(vocabularies["Des-I"].values),
+                "description": "destination ICAO code; a flight number the model has not seen "
+                "is scored by its route (airline + destination), an unseen route by its airline",
+                "known": encoder.known_destinations(),
             },
             {
                 "name": "Emp-I",
                 "datatype": "BYTES",
                 "pattern": "^[A-Z]{3}$",
-                "description": "scheduled airline ICAO code",
-                "known": _known(vocabularies["Emp-I"].values),
+                "description": "scheduled airline ICAO code; an unseen one is scored at the "
+                "overall delay rate",
+                "known": encoder.known_airlines(),
             },
             {
                 "name": "Vlo-I",
@@ -99,12 +104,14 @@ def build_card(
             {"name": "label", "datatype": "INT64", "description": "1 = delayed over 15 minutes"},
             {"name": "proba", "datatype": "FP32", "description": "probability of that delay"},
         ],
-        "threshold": round(chosen.cv.threshold, 6),
+        "threshold": round(chosen.threshold, 6),
         "threshold_rule": THRESHOLD_RULE,
         "model": {
-            "estimator": chosen.name,
-            "description": chosen.description,
-            "params": chosen.params,
+            "estimator": chosen.recipe.candidate,
+            "description": next(
+                c.description for c in CANDIDATES if c.name == chosen.recipe.candidate
+            ),
+            "params": chosen.recipe.params,
         },
         "encoder": encoder.to_json(),
         "onnx": {
@@ -116,9 +123,16 @@ def build_card(
             "opset": TARGET_OPSET,
         },
         "metrics": {
-            "cv_grouped_by_date": chosen.cv.to_json(),
-            "holdout_nov_dec": chosen.holdout.to_json(),
-            "baseline_cv_grouped_by_date": evaluation.baseline.cv.to_json(),
+            "forward": forward_summary(evaluation, chosen),
+            "baseline_forward": forward_summary(evaluation, evaluation.baseline),
+            "holdout_last_two_months": _scores(chosen.holdout),
+            "baseline_holdout_last_two_months": _scores(evaluation.baseline.holdout),
+            "cv_grouped_by_week": evaluation.cv["week"]["chosen"].to_json(),
+            "cv_grouped_by_date_optimistic": evaluation.cv["date"]["chosen"].to_json(),
+        },
+        "feature_groups": {
+            "used": list(encoder.groups),
+            "holiday_calendar": f"Chile, {HOLIDAY_YEARS[0]}-{HOLIDAY_YEARS[1]}, holidays package",
         },
         "parity": asdict(parity),
         "data": data,
@@ -128,8 +142,27 @@ def build_card(
     }
 
 
-def _known(values: tuple[str, ...]) -> list[str]:
-    return sorted(value for value in values if value != OTHER)
+def forward_summary(evaluation: ContractEvaluation, forward: Forward) -> dict[str, Any]:
+    mean, low, high = evaluation.means(forward, FORWARD)
+    report, report_low, report_high = evaluation.means(forward, REPORT)
+    return {
+        "mean_roc_auc": round(mean, 6),
+        "interval": [round(low, 6), round(high, 6)],
+        "report_months_mean_roc_auc": round(report, 6),
+        "report_months_interval": [round(report_low, 6), round(report_high, 6)],
+        "ece": round(forward.ece(FORWARD), 6),
+        "months": [
+            {
+                key: round(value, 6) if isinstance(value, float) else value
+                for key, value in asdict(month).items()
+            }
+            for month in forward.months
+        ],
+    }
+
+
+def _scores(scores: Any) -> dict[str, Any] | None:
+    return None if scores is None else dict(scores.to_json())
 
 
 def with_profile(

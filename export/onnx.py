@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,25 @@ def onnx_probabilities(onnx_bytes: bytes, features: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     result: np.ndarray = session.run([ONNX_PROBABILITIES], {ONNX_INPUT: features})[0]
     return result[:, 1]
+
+
+def cost_per_row(
+    onnx_bytes: bytes, features: np.ndarray, repeats: int = 200
+) -> tuple[float, float]:
+    """onnxruntime microseconds per row at 1 and at 1,000 rows (medians; one thread, as served)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    costs = []
+    for rows in (1, 1000):
+        batch = np.ascontiguousarray(np.resize(features, (rows, features.shape[1])))
+        timings = []
+        for _ in range(repeats if rows == 1 else repeats // 10):
+            start = time.perf_counter()
+            session.run([ONNX_PROBABILITIES], {ONNX_INPUT: batch})
+            timings.append(time.perf_counter() - start)
+        costs.append(float(np.median(timings)) * 1e6 / rows)
+    return costs[0], costs[1]
 
 
 def check_parity(

@@ -1,41 +1,148 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
-from train.data import load
-from train.evaluate import FOLDS, evaluate_contract, grouped_folds
+from app.features import from_flights
+from train.candidates import CANDIDATES
+from train.data import DataError, chilean_holidays, load
+from train.evaluate import (
+    Forward,
+    Recipe,
+    _weighted_aucs,
+    bootstrap_means,
+    forward_folds,
+    grouped_folds,
+    holdout_fold,
+    month_keys,
+)
+from train.metrics import alert_as_many_as_delayed
+from train.select import evaluate_contract, prepare
 
 
-def test_folds_never_split_a_day() -> None:
-    dates = np.array([f"2017-01-{day:02d}" for day in range(1, 31) for _ in range(7)])
-    folds = grouped_folds(dates)
-    assert len(folds) == FOLDS
-    tested = np.concatenate([test for _, test in folds])
-    assert sorted(tested) == list(range(len(dates)))
-    for train, test in folds:
-        assert not set(dates[train]) & set(dates[test])
+def _months(count: int, rows: int = 10) -> np.ndarray:
+    return np.array([f"2017-{m:02d}" for m in range(1, count + 1) for _ in range(rows)])
 
 
-def test_evaluation_finds_the_signal_and_beats_chance(synthetic_csv: Path) -> None:
-    from dataclasses import replace
+def test_forward_folds_train_only_on_earlier_months() -> None:
+    months = _months(12)
+    folds = forward_folds(months)
+    assert [fold.role for fold in folds] == ["warm-up"] + ["select"] * 3 + ["report"] * 4
+    assert [fold.name for fold in folds] == [f"2017-{m:02d}" for m in range(5, 13)]
+    for fold in folds:
+        assert set(months[fold.test_rows]) == {fold.name}
+        assert set(months[fold.train_rows]) == {m for m in set(months) if m < fold.name}
 
-    from train.candidates import CANDIDATES
 
+def test_forward_folds_adapt_to_four_months() -> None:
+    folds = forward_folds(_months(4))
+    assert [(fold.name, fold.role) for fold in folds] == [
+        ("2017-02", "warm-up"),
+        ("2017-03", "select"),
+        ("2017-04", "report"),
+    ]
+    holdout = holdout_fold(_months(4))
+    assert holdout.name == "2017-03..2017-04"
+    assert len(holdout.train_rows) == 20
+
+
+def test_fewer_than_four_months_is_a_one_line_error() -> None:
+    with pytest.raises(DataError, match="covers 3 month") as error:
+        forward_folds(_months(3))
+    assert "\n" not in str(error.value)
+
+
+def test_grouped_folds_never_split_a_group() -> None:
+    days = np.array([f"2017-01-{day:02d}" for day in range(1, 31) for _ in range(7)])
+    folds = grouped_folds(days)
+    tested = np.concatenate([fold.test_rows for fold in folds])
+    assert sorted(tested) == list(range(len(days)))
+    for fold in folds:
+        assert not set(days[fold.train_rows]) & set(days[fold.test_rows])
+
+
+def _forward(seed: int = 0) -> Forward:
+    rng = np.random.default_rng(seed)
+    months = _months(8, rows=200)
+    folds = forward_folds(months)
+    labels = [(rng.random(200) < 0.2).astype(np.int64) for _ in folds]
+    probabilities = [np.clip(0.2 + 0.3 * (y - 0.2) + rng.normal(0, 0.1, 200), 0, 1) for y in labels]
+    days = [np.repeat(np.arange(20), 10) for _ in folds]
+    recipe = Recipe("logreg", CANDIDATES[1].build, {}, ("OPERA",))
+    return Forward(recipe, folds, labels, probabilities, days, None, 0.0)
+
+
+def test_each_months_threshold_comes_from_earlier_months_only() -> None:
+    forward = _forward()
+    for k, month in enumerate(forward.months, start=1):
+        expected = alert_as_many_as_delayed(
+            np.concatenate(forward.labels[:k]), np.concatenate(forward.probabilities[:k])
+        )
+        assert month.threshold == expected
+    changed = _forward()
+    changed.probabilities[-1][:] = 0.99  # the last month's own scores cannot move its threshold
+    assert (
+        Forward(
+            changed.recipe,
+            changed.folds,
+            changed.labels,
+            changed.probabilities,
+            changed.days,
+            None,
+            0,
+        )
+        .months[-1]
+        .threshold
+        == forward.months[-1].threshold
+    )
+
+
+def test_weighted_auc_matches_scikit_learn() -> None:
+    rng = np.random.default_rng(1)
+    labels = (rng.random(300) < 0.3).astype(np.int64)
+    scores = np.round(rng.random(300), 2)  # ties count half
+    weights = rng.integers(0, 3, size=(2, 300)).astype(float)
+    for w, auc in zip(weights, _weighted_aucs(labels, scores, weights), strict=True):
+        assert auc == pytest.approx(roc_auc_score(labels, scores, sample_weight=w))
+
+
+def test_bootstrap_is_paired_and_centred() -> None:
+    forward = _forward()
+    draws = bootstrap_means([forward, forward], ("select", "report"))
+    np.testing.assert_array_equal(draws[:, 0], draws[:, 1])
+    assert np.percentile(draws[:, 0], 2.5) < forward.mean_auc(("select", "report"))
+    assert np.percentile(draws[:, 0], 97.5) > forward.mean_auc(("select", "report"))
+
+
+@pytest.mark.slow
+def test_selection_finds_the_signal_and_beats_chance(synthetic_csv: Path) -> None:
     dataset = load(synthetic_csv)
     quick = [replace(c, grid=c.grid[:1]) for c in CANDIDATES]
-    months = dataset.table["Fecha-I"].dt.month.to_numpy()
-    evaluation = evaluate_contract(
-        "full", dataset.flights(True), dataset.labels, dataset.dates, months, quick
+    departure = dataset.table["Fecha-I"].to_numpy().astype("datetime64[m]")
+    data = prepare(
+        from_flights(dataset.flights(True)), dataset.labels, chilean_holidays(), departure
     )
-    assert [r.name for r in evaluation.results] == ["baseline-logreg", "logreg", "hgb"]
-    assert evaluation.chosen.cv.roc_auc > 0.6  # airline and hour carry the synthetic delays
-    assert evaluation.chosen.cv.roc_auc >= max(r.cv.roc_auc for r in evaluation.results) - 1e-4
-    assert set(evaluation.importance) == set(evaluation.features)
-    assert max(evaluation.importance, key=lambda f: evaluation.importance[f][0]) in {
-        "OPERA",
-        "Emp-I",
-        "hour",
-        "Emp-I+Vlo-I",
-    }
+    with threadpool_limits(limits=1):  # as export runs it: spinning OpenMP threads crawl
+        evaluation = evaluate_contract("full", data, quick, log=lambda message: None)
+    assert [f.recipe.candidate for f in evaluation.finalists] == ["logreg", "hgb"]
+    assert evaluation.chosen.mean_auc(("select", "report")) > 0.6  # airline and hour
+    kept = {row.group for row in evaluation.ablation if row.kept}
+    assert kept == set(evaluation.chosen.recipe.groups)
+    assert kept & {"OPERA", "Emp-I", "flight number", "hour"}
+    assert {"date", "week"} == set(evaluation.cv)
+
+
+def test_real_forward_folds_never_test_a_month_they_trained_on(real_data: Path) -> None:
+    dataset = load(real_data)
+    months = month_keys(dataset.table["Fecha-I"].to_numpy().astype("datetime64[m]"))
+    folds = forward_folds(months)
+    assert [f.name for f in folds if f.role != "warm-up"] == [f"2017-{m:02d}" for m in range(6, 13)]
+    departure = dataset.table["Fecha-I"].to_numpy()
+    for fold in folds:
+        assert departure[fold.train_rows].max() < departure[fold.test_rows].min()
+        assert not set(months[fold.train_rows]) & set(months[fold.test_rows])

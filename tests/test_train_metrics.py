@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.metrics import best_f1_threshold, expected_calibration_error, score
+from train.metrics import alert_as_many_as_delayed, expected_calibration_error, score
 
 
 def test_perfectly_calibrated_probabilities_have_no_calibration_error() -> None:
@@ -17,12 +17,14 @@ def test_overconfident_probabilities_have_a_calibration_error() -> None:
     assert expected_calibration_error(labels, np.full(100, 0.95)) == pytest.approx(0.45)
 
 
-def test_best_f1_threshold_separates_separable_classes() -> None:
-    labels = np.array([0, 0, 0, 1, 1])
-    probabilities = np.array([0.1, 0.2, 0.3, 0.6, 0.9])
-    threshold = best_f1_threshold(labels, probabilities)
-    assert 0.3 < threshold <= 0.6
-    assert score(labels, probabilities, threshold).f1 == 1.0
+def test_the_threshold_alerts_as_many_flights_as_were_delayed() -> None:
+    rng = np.random.default_rng(0)
+    probabilities = rng.random(1000)
+    labels = (rng.random(1000) < 0.2).astype(np.int64)
+    threshold = alert_as_many_as_delayed(labels, probabilities)
+    assert (probabilities >= threshold).mean() == pytest.approx(labels.mean(), abs=0.002)
+    scores = score(labels, probabilities, threshold)
+    assert scores.precision == pytest.approx(scores.recall, abs=0.02)
 
 
 def test_score_counts_the_confusion_matrix_at_the_threshold() -> None:

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import holidays
 import numpy as np
 import pandas as pd
 
+from app import features
 from app.flights import Flight, FlightValidator
 
 CSV_SHA256 = "66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829"
@@ -26,8 +28,8 @@ DATA_ENV = "SCL_DATA"
 Makefile exports it with the same default) and the retrain workflow (its `dvc pull` target)."""
 REQUIRED_COLUMNS = ("Fecha-I", "Vlo-I", "Des-I", "Emp-I", "Fecha-O", "TIPOVUELO", "OPERA")
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-HIGH_SEASON = ((1215, 1231), (101, 303), (715, 731), (911, 930))
-"""(from, to) as month*100 + day, both days whole and included."""
+HOLIDAY_YEARS = (2016, 2036)
+"""The Chilean holiday calendar written into the model card covers these years (inclusive)."""
 
 
 def data_location(environ: Mapping[str, str] = os.environ) -> Path:
@@ -77,6 +79,13 @@ class Dataset:
             for values in zip(*records.values(), strict=True)
         ]
         return validator.flights(rows)
+
+
+def chilean_holidays(years: tuple[int, int] = HOLIDAY_YEARS) -> np.ndarray:
+    """Public holidays of Chile, from the `holidays` package (training-time dependency only:
+    the calendar goes into the model card, so the service needs no holiday library)."""
+    days = holidays.country_holidays("CL", years=range(years[0], years[1] + 1))
+    return np.array(sorted(days), dtype="datetime64[D]")
 
 
 def load(path: Path) -> Dataset:
@@ -130,11 +139,8 @@ def derive_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def high_season(scheduled: pd.Series) -> pd.Series:
-    month_day = scheduled.dt.month * 100 + scheduled.dt.day
-    inside = np.zeros(len(scheduled), dtype=bool)
-    for start, end in HIGH_SEASON:
-        inside |= ((month_day >= start) & (month_day <= end)).to_numpy()
-    return pd.Series(inside.astype(np.int64), index=scheduled.index)
+    departure = scheduled.to_numpy().astype("datetime64[m]")
+    return pd.Series(features.high_season(departure), index=scheduled.index)
 
 
 def period_day(scheduled: pd.Series) -> pd.Series:

@@ -1,184 +1,332 @@
-"""Model selection on folds grouped by calendar date, plus a time-ordered holdout.
+"""Forward-in-time evaluation: every model is judged on months it was not trained on.
 
-Flights of one day share weather and airport congestion; a random split puts the same day in
-train and test and flatters every model. The encoder is fitted inside each fold, so a
-category's delay rate never comes from the rows it is tested on.
+A served model scores flights that have not happened yet, so the yardstick is an expanding
+window: train on every month before month k, test on month k. Flights of one day share weather
+and congestion, so intervals come from a bootstrap over days, not single flights. Encodings
+(rate tables, holiday calendar) are fitted inside each fold, on its training months only, and
+the decision threshold of month k comes from the forward predictions of the months before k.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.inspection import permutation_importance
 from sklearn.model_selection import GroupKFold
 
-from app.features import FeatureEncoder
-from app.flights import Flight
-from train.candidates import CANDIDATES, CONTRACT_FEATURES, SEED, Candidate
-from train.metrics import Scores, best_f1_threshold, score
+from app.features import FeatureEncoder, feature_names, take
+from app.flights import Columns
+from train.data import DataError
+from train.metrics import Scores, alert_as_many_as_delayed, expected_calibration_error, score
 
-FOLDS = 5
-HOLDOUT_FROM_MONTH = 11
-"""Time-ordered holdout: train on January-October, test on November-December."""
+MIN_MONTHS = 4
+FIRST_TEST_MONTH = 6
+"""The first forward test month is the 6th month present (earlier with less data)."""
+INNER_FOLDS = 5
+"""Out-of-fold rate encoding of training rows: folds of whole weeks."""
+CV_FOLDS = 5
+BOOTSTRAP = 300
+SEED = 0
+
+Log = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    """The default log: say nothing."""
 
 
 @dataclass(frozen=True)
-class EncodedSplit:
+class Fold:
+    name: str
+    """the tested month, YYYY-MM (or the holdout's first and last)"""
     train_rows: np.ndarray
     test_rows: np.ndarray
+    role: str
+    """warm-up (gives the first threshold), select (chooses models), report (judges them)"""
+
+
+def month_keys(departure: np.ndarray) -> np.ndarray:
+    return np.datetime_as_string(departure.astype("datetime64[M]"))
+
+
+def forward_folds(months: np.ndarray) -> list[Fold]:
+    """Expanding window: test each month from the 6th on, train on all months before it.
+
+    The first half of the tested months chooses hyperparameters and feature groups, the second
+    half only reports; one extra month before them only supplies the first threshold.
+    """
+    present = sorted(set(months.tolist()))
+    if len(present) < MIN_MONTHS:
+        raise DataError(
+            f"the data covers {len(present)} month(s) ({', '.join(present)}); the forward "
+            f"evaluation needs at least {MIN_MONTHS}"
+        )
+    first = min(FIRST_TEST_MONTH - 1, len(present) - 2)
+    selecting = (len(present) - first) // 2
+    folds = []
+    for k in range(first - 1, len(present)):
+        role = "warm-up" if k < first else "select" if k < first + selecting else "report"
+        folds.append(
+            Fold(
+                present[k],
+                np.flatnonzero(months < present[k]),
+                np.flatnonzero(months == present[k]),
+                role,
+            )
+        )
+    return folds
+
+
+def holdout_fold(months: np.ndarray) -> Fold:
+    """Train on everything before the last two months present, test on those two."""
+    present = sorted(set(months.tolist()))
+    start = present[-2]
+    return Fold(
+        f"{start}..{present[-1]}",
+        np.flatnonzero(months < start),
+        np.flatnonzero(months >= start),
+        "holdout",
+    )
+
+
+def grouped_folds(groups: np.ndarray) -> list[Fold]:
+    """CV folds that keep each group (a date, a week) on one side; reported, never chosen on."""
+    splitter = GroupKFold(n_splits=CV_FOLDS, shuffle=True, random_state=SEED)
+    return [
+        Fold(f"cv{i + 1}", train, test, "cv")
+        for i, (train, test) in enumerate(splitter.split(np.zeros(len(groups)), groups=groups))
+    ]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One fold's matrices, every feature group of the contract."""
+
+    fold: Fold
     train: np.ndarray
     test: np.ndarray
-
-
-@dataclass(frozen=True)
-class CandidateResult:
-    name: str
-    description: str
-    params: dict[str, Any]
-    out_of_fold: np.ndarray
-    cv: Scores
-    holdout: Scores
-    fit_seconds: float
-    """Mean wall time of one fit on a training fold (2-core machine)."""
-    search: list[tuple[dict[str, Any], float]]
-    """Every configuration tried, with its out-of-fold ROC-AUC."""
-
-
-@dataclass(frozen=True)
-class ContractEvaluation:
-    contract: str
     features: tuple[str, ...]
-    labels: np.ndarray
-    results: list[CandidateResult]
-    importance: dict[str, tuple[float, float]]
-    """Chosen model: permutation importance (mean, std of ROC-AUC drop) on the first fold."""
+
+    def columns(self, groups: Sequence[str]) -> list[int]:
+        return [self.features.index(name) for name in feature_names(groups)]
+
+
+def encode_fold(
+    columns: Columns,
+    labels: np.ndarray,
+    fold: Fold,
+    groups: Sequence[str],
+    holidays: np.ndarray | None,
+) -> Encoded:
+    train_columns = take(columns, fold.train_rows)
+    train_labels = labels[fold.train_rows]
+    encoder = FeatureEncoder.fit(train_columns, train_labels, groups, holidays)
+    return Encoded(
+        fold,
+        encoder.encode_training(train_columns, train_labels, inner_folds(train_columns)),
+        encoder.encode_columns(take(columns, fold.test_rows)),
+        encoder.feature_names,
+    )
+
+
+def inner_folds(columns: Columns) -> np.ndarray:
+    """Fold id per row by calendar week (rows of a week share weather), or by row if unscheduled."""
+    if columns.departure is None:
+        return np.arange(len(columns)) % INNER_FOLDS
+    weeks = columns.departure.astype("datetime64[W]").astype(np.int64)
+    return weeks % INNER_FOLDS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to fit: a candidate, its parameters and its feature groups."""
+
+    candidate: str
+    build: Callable[[tuple[str, ...], dict[str, Any]], Any]
+    params: dict[str, Any]
+    groups: tuple[str, ...]
 
     @property
-    def chosen(self) -> CandidateResult:
-        """Highest out-of-fold ROC-AUC; Brier score breaks a tie."""
-        return max(self.results, key=lambda r: (round(r.cv.roc_auc, 4), -r.cv.brier))
-
-    @property
-    def baseline(self) -> CandidateResult:
-        return self.results[0]
+    def label(self) -> str:
+        params = ", ".join(f"{key}={value}" for key, value in self.params.items())
+        return f"{self.candidate}({params or 'defaults'})"
 
 
-def grouped_folds(dates: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    splitter = GroupKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
-    return list(splitter.split(np.zeros(len(dates)), groups=dates))
+@dataclass(frozen=True)
+class MonthScores:
+    month: str
+    role: str
+    rows: int
+    roc_auc: float
+    delay_rate: float
+    alert_rate: float
+    precision: float
+    recall: float
+    ece: float
+    threshold: float
 
 
-def encode_split(
-    flights: Sequence[Flight],
-    labels: np.ndarray,
-    train_rows: np.ndarray,
-    test_rows: np.ndarray,
-    schedule: bool,
-) -> EncodedSplit:
-    train_flights = [flights[i] for i in train_rows]
-    encoder = FeatureEncoder.fit(train_flights, labels[train_rows].tolist(), schedule)
-    return EncodedSplit(
-        train_rows,
-        test_rows,
-        encoder.encode(train_flights),
-        encoder.encode([flights[i] for i in test_rows]),
-    )
+@dataclass
+class Forward:
+    """One recipe's forward predictions, month by month, and the holdout's."""
 
+    recipe: Recipe
+    folds: list[Fold]
+    labels: list[np.ndarray]
+    probabilities: list[np.ndarray]
+    days: list[np.ndarray]
+    holdout: Scores | None
+    fit_seconds: float
+    months: list[MonthScores] = field(default_factory=list)
 
-def evaluate_contract(
-    contract: str,
-    flights: Sequence[Flight],
-    labels: np.ndarray,
-    dates: np.ndarray,
-    months: np.ndarray,
-    candidates: Sequence[Candidate] = CANDIDATES,
-) -> ContractEvaluation:
-    schedule = contract == "full"
-    features = CONTRACT_FEATURES[contract]
-    splits = [encode_split(flights, labels, tr, te, schedule) for tr, te in grouped_folds(dates)]
-    holdout = encode_split(
-        flights,
-        labels,
-        np.flatnonzero(months < HOLDOUT_FROM_MONTH),
-        np.flatnonzero(months >= HOLDOUT_FROM_MONTH),
-        schedule,
-    )
-    results = [_evaluate(candidate, features, labels, splits, holdout) for candidate in candidates]
-    evaluation = ContractEvaluation(contract, features, labels, results, {})
-    chosen = evaluation.chosen
-    model = _candidate(chosen.name, candidates).build(features, chosen.params)
-    first = splits[0]
-    model.fit(first.train, labels[first.train_rows])
-    importance = permutation_importance(
-        model,
-        first.test,
-        labels[first.test_rows],
-        scoring="roc_auc",
-        n_repeats=5,
-        random_state=SEED,
-    )
-    evaluation.importance.update(
-        {
-            name: (float(mean), float(std))
-            for name, mean, std in zip(
-                features, importance.importances_mean, importance.importances_std, strict=True
+    def __post_init__(self) -> None:
+        for k, fold in enumerate(self.folds):
+            if fold.role == "warm-up":
+                continue
+            threshold = self.threshold_before(k)
+            labels, probabilities = self.labels[k], self.probabilities[k]
+            scores = score(labels, probabilities, threshold)
+            alerts = probabilities >= threshold
+            self.months.append(
+                MonthScores(
+                    fold.name,
+                    fold.role,
+                    len(labels),
+                    scores.roc_auc,
+                    float(labels.mean()),
+                    float(alerts.mean()),
+                    scores.precision,
+                    scores.recall,
+                    scores.ece,
+                    threshold,
+                )
             )
-        }
-    )
-    return evaluation
+
+    def threshold_before(self, k: int) -> float:
+        """The threshold rule, fitted on the forward predictions of the months before fold k."""
+        return alert_as_many_as_delayed(
+            np.concatenate(self.labels[:k]), np.concatenate(self.probabilities[:k])
+        )
+
+    @property
+    def threshold(self) -> float:
+        """For the served model: fitted on every forward month."""
+        return self.threshold_before(len(self.folds))
+
+    def mean_auc(self, roles: Sequence[str]) -> float:
+        return float(np.mean([m.roc_auc for m in self.months if m.role in roles]))
+
+    def pooled(self, roles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        chosen = [k for k, fold in enumerate(self.folds) if fold.role in roles]
+        return (
+            np.concatenate([self.labels[k] for k in chosen]),
+            np.concatenate([self.probabilities[k] for k in chosen]),
+        )
+
+    def ece(self, roles: Sequence[str]) -> float:
+        return expected_calibration_error(*self.pooled(roles))
 
 
-def _evaluate(
-    candidate: Candidate,
-    features: tuple[str, ...],
+def run_forward(
+    recipe: Recipe,
     labels: np.ndarray,
-    splits: list[EncodedSplit],
-    holdout: EncodedSplit,
-) -> CandidateResult:
-    search = []
-    best: tuple[float, dict[str, Any], np.ndarray, float] | None = None
-    for params in candidate.grid:
-        model = candidate.build(features, params)
-        out_of_fold, seconds = cross_validate(model, labels, splits)
-        auc = score(labels, out_of_fold, 0.5).roc_auc
-        search.append((params, auc))
-        if best is None or auc > best[0]:
-            best = (auc, params, out_of_fold, seconds)
-    assert best is not None
-    _, params, out_of_fold, seconds = best
-    threshold = best_f1_threshold(labels, out_of_fold)
-    model = candidate.build(features, params).fit(holdout.train, labels[holdout.train_rows])
-    holdout_probabilities = model.predict_proba(holdout.test)[:, 1]
-    return CandidateResult(
-        candidate.name,
-        candidate.description,
-        params,
-        out_of_fold,
-        score(labels, out_of_fold, threshold),
-        score(labels[holdout.test_rows], holdout_probabilities, threshold),
-        seconds,
-        search,
+    days: np.ndarray,
+    encoded: Sequence[Encoded],
+    holdout: Encoded | None,
+    log: Log = _quiet,
+) -> Forward:
+    """Fits the recipe on each fold's training months and predicts its test month."""
+    fold_labels, fold_probabilities, fold_days = [], [], []
+    seconds = 0.0
+    for i, split in enumerate(encoded):
+        log(f"  {recipe.label}: fold {i + 1}/{len(encoded)} (test {split.fold.name})")
+        probabilities, elapsed = fit_predict(recipe, labels, split)
+        seconds += elapsed
+        fold_labels.append(labels[split.fold.test_rows])
+        fold_probabilities.append(probabilities)
+        fold_days.append(days[split.fold.test_rows])
+    folds = [split.fold for split in encoded]
+    holdout_scores = None
+    if holdout is not None:
+        log(f"  {recipe.label}: holdout {holdout.fold.name}")
+        probabilities, _ = fit_predict(recipe, labels, holdout)
+        earlier = [
+            k for k, fold in enumerate(folds) if fold.name < holdout.fold.name.split("..")[0]
+        ]
+        threshold = alert_as_many_as_delayed(
+            np.concatenate([fold_labels[k] for k in earlier]),
+            np.concatenate([fold_probabilities[k] for k in earlier]),
+        )
+        holdout_scores = score(labels[holdout.fold.test_rows], probabilities, threshold)
+    return Forward(
+        recipe,
+        folds,
+        fold_labels,
+        fold_probabilities,
+        fold_days,
+        holdout_scores,
+        seconds / len(encoded),
     )
 
 
-def cross_validate(
-    model: Any, labels: np.ndarray, splits: list[EncodedSplit]
-) -> tuple[np.ndarray, float]:
+def fit_predict(recipe: Recipe, labels: np.ndarray, split: Encoded) -> tuple[np.ndarray, float]:
+    columns = split.columns(recipe.groups)
+    features = feature_names(recipe.groups)
+    model = clone(recipe.build(features, recipe.params))
+    start = time.perf_counter()
+    model.fit(split.train[:, columns], labels[split.fold.train_rows])
+    elapsed = time.perf_counter() - start
+    probabilities: np.ndarray = model.predict_proba(split.test[:, columns])[:, 1]
+    return probabilities, elapsed
+
+
+def cross_validated(recipe: Recipe, labels: np.ndarray, encoded: Sequence[Encoded]) -> Scores:
+    """Out-of-fold scores of grouped CV (threshold: F1-best on those same predictions)."""
     out_of_fold = np.zeros(len(labels))
-    seconds = 0.0
-    for split in splits:
-        fold_model = clone(model)
-        start = time.perf_counter()
-        fold_model.fit(split.train, labels[split.train_rows])
-        seconds += time.perf_counter() - start
-        out_of_fold[split.test_rows] = fold_model.predict_proba(split.test)[:, 1]
-    return out_of_fold, seconds / len(splits)
+    for split in encoded:
+        out_of_fold[split.fold.test_rows] = fit_predict(recipe, labels, split)[0]
+    return score(labels, out_of_fold, alert_as_many_as_delayed(labels, out_of_fold))
 
 
-def _candidate(name: str, candidates: Sequence[Candidate]) -> Candidate:
-    return next(candidate for candidate in candidates if candidate.name == name)
+def bootstrap_means(
+    forwards: Sequence[Forward], roles: Sequence[str], replicates: int = BOOTSTRAP
+) -> np.ndarray:
+    """[replicate, forward]: mean monthly ROC-AUC with each month's days resampled.
+
+    Every forward sees the same resampled days, so differences between columns are paired.
+    """
+    rng = np.random.default_rng(SEED)
+    reference = forwards[0]
+    chosen = [k for k, fold in enumerate(reference.folds) if fold.role in roles]
+    totals = np.zeros((replicates, len(forwards)))
+    for k in chosen:
+        unique_days, day_index = np.unique(reference.days[k], return_inverse=True)
+        draws = rng.integers(0, len(unique_days), size=(replicates, len(unique_days)))
+        weights = np.stack([np.bincount(draw, minlength=len(unique_days)) for draw in draws])
+        row_weights = weights[:, day_index]
+        for j, forward in enumerate(forwards):
+            totals[:, j] += _weighted_aucs(forward.labels[k], forward.probabilities[k], row_weights)
+    means: np.ndarray = totals / len(chosen)
+    return means
+
+
+def interval(values: np.ndarray) -> tuple[float, float]:
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC under each row of `weights` (ties count half), in one pass per replicate."""
+    _, rank = np.unique(scores, return_inverse=True)
+    size = rank.max() + 1
+    aucs = np.empty(len(weights))
+    for r, w in enumerate(weights):
+        positive = np.bincount(rank, w * labels, minlength=size)
+        negative = np.bincount(rank, w * (1 - labels), minlength=size)
+        below = np.cumsum(negative) - negative
+        aucs[r] = np.sum(positive * (below + negative / 2)) / (positive.sum() * negative.sum())
+    return aucs

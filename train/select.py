@@ -1,0 +1,252 @@
+"""Choosing a contract's model on the earlier forward months, judging it on the later ones.
+
+The rule (stated in reports/model.md): hyperparameters, feature groups and the candidate are
+chosen on the `select` months only; the `report` months, the holdout and the grouped CVs never
+influence a choice. Among the candidates within noise of the best (the paired day-bootstrap
+interval of the difference contains 0), one that is cheaper to run at both 1 and 1,000 rows
+wins. A feature group is kept only if removing it costs the select months at least
+`MATERIAL_GAIN` of mean ROC-AUC: a smaller gain is below what a few months resolve, and each
+kept group is one more effect the served model assumes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.features import GROUPS, MINIMAL_GROUPS
+from app.flights import Columns
+from train.candidates import CANDIDATES, Candidate
+from train.evaluate import (
+    Encoded,
+    Forward,
+    Log,
+    Recipe,
+    bootstrap_means,
+    cross_validated,
+    encode_fold,
+    forward_folds,
+    grouped_folds,
+    holdout_fold,
+    interval,
+    month_keys,
+    run_forward,
+)
+from train.metrics import Scores
+
+CONTRACT_GROUPS = {"minimal": MINIMAL_GROUPS, "full": tuple(GROUPS)}
+SELECT = ("select",)
+REPORT = ("report",)
+FORWARD = ("select", "report")
+MATERIAL_GAIN = 0.002
+Cost = Callable[[Recipe], tuple[float, float]]
+"""onnxruntime microseconds per row at 1 and at 1,000 rows of a recipe fitted on all rows"""
+
+
+@dataclass(frozen=True)
+class Ablation:
+    group: str
+    select_gain: float
+    """mean ROC-AUC of the recipe minus that without the group, on the select months"""
+    select_interval: tuple[float, float]
+    report_gain: float
+    report_interval: tuple[float, float]
+    kept: bool
+
+
+@dataclass
+class ContractEvaluation:
+    contract: str
+    baseline: Forward
+    finalists: list[Forward]
+    """each candidate's best configuration on the kept groups, full forward run"""
+    chosen: Forward
+    search: list[tuple[str, float]]
+    """every configuration tried (all groups), with its select-months mean ROC-AUC"""
+    ablation: list[Ablation]
+    ablation_with: str
+    """the recipe the ablation was run with"""
+    cv: dict[str, dict[str, Scores]] = field(default_factory=dict)
+    """{"date"|"week": {"chosen"|"baseline": out-of-fold scores}}: optimistic, never chosen on"""
+    cost: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """candidate -> onnxruntime microseconds per row at 1 and at 1,000 rows"""
+    champion: Forward | None = None
+    champion_note: str = ""
+
+    def means(self, forward: Forward, roles: Sequence[str]) -> tuple[float, float, float]:
+        """mean monthly ROC-AUC and its 95 % day-bootstrap interval"""
+        draws = bootstrap_means([forward], roles)[:, 0]
+        return (forward.mean_auc(roles), *interval(draws))
+
+    def difference(
+        self, first: Forward, second: Forward, roles: Sequence[str]
+    ) -> tuple[float, float, float]:
+        """first minus second: mean ROC-AUC gap and its paired 95 % interval"""
+        draws = bootstrap_means([first, second], roles)
+        return (
+            first.mean_auc(roles) - second.mean_auc(roles),
+            *interval(draws[:, 0] - draws[:, 1]),
+        )
+
+
+@dataclass(frozen=True)
+class Data:
+    """A contract's rows, as the service will see them, and what the folds need."""
+
+    columns: Columns
+    labels: np.ndarray
+    days: np.ndarray
+    months: np.ndarray
+    weeks: np.ndarray
+    holidays: np.ndarray | None
+
+
+def prepare(
+    columns: Columns, labels: np.ndarray, holidays: np.ndarray | None, departure: np.ndarray
+) -> Data:
+    days = departure.astype("datetime64[D]")
+    return Data(
+        columns,
+        labels,
+        np.datetime_as_string(days),
+        month_keys(departure),
+        days.astype("datetime64[W]").astype(np.int64),
+        holidays,
+    )
+
+
+def evaluate_contract(
+    contract: str,
+    data: Data,
+    candidates: Sequence[Candidate] = CANDIDATES,
+    champion: Recipe | None = None,
+    cost: Cost | None = None,
+    log: Log = print,
+) -> ContractEvaluation:
+    groups = CONTRACT_GROUPS[contract]
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        log(f"[{time.perf_counter() - started:5.0f} s] {contract}: {message}")
+
+    folds = forward_folds(data.months)
+    say(
+        f"{len(folds)} forward folds (test {folds[0].name}..{folds[-1].name}), "
+        f"encoding each on its training months"
+    )
+    encoded = [
+        encode_fold(data.columns, data.labels, fold, groups, data.holidays) for fold in folds
+    ]
+    holdout = encode_fold(
+        data.columns, data.labels, holdout_fold(data.months), groups, data.holidays
+    )
+    selecting = [split for split in encoded if split.fold.role in ("warm-up", "select")]
+
+    def forward(
+        recipe: Recipe, splits: Sequence[Encoded] = encoded, with_holdout: bool = True
+    ) -> Forward:
+        say(f"fitting {recipe.label} on {len(recipe.groups)} feature groups")
+        return run_forward(
+            recipe, data.labels, data.days, splits, holdout if with_holdout else None, say
+        )
+
+    baseline_candidate, *others = candidates
+    baseline = forward(_recipe(baseline_candidate, {}, groups))
+    search: list[tuple[str, float]] = []
+    best: dict[str, tuple[float, Recipe]] = {}
+    for candidate in others:
+        for params in candidate.grid:
+            recipe = _recipe(candidate, params, groups)
+            mean = forward(recipe, selecting, with_holdout=False).mean_auc(SELECT)
+            search.append((recipe.label, mean))
+            if candidate.name not in best or mean > best[candidate.name][0]:
+                best[candidate.name] = (mean, recipe)
+    leader = max(best.values(), key=lambda item: item[0])[1]
+    say(f"ablation of each feature group with {leader.label}")
+    ablation, kept = _ablation(leader, data, encoded, forward)
+    finalists = [
+        forward(Recipe(recipe.candidate, recipe.build, recipe.params, kept))
+        for _, recipe in best.values()
+    ]
+    costs = {}
+    if cost is not None:
+        for item in [baseline, *finalists]:
+            say(f"onnxruntime cost of {item.recipe.label}")
+            costs[item.recipe.candidate] = cost(item.recipe)
+    chosen = _cheapest_within_noise(finalists, costs)
+    evaluation = ContractEvaluation(
+        contract, baseline, finalists, chosen, search, ablation, leader.label, cost=costs
+    )
+    for kind, keys in (("date", data.days), ("week", data.weeks)):
+        say(f"{kind}-grouped {len(set(keys.tolist()))}-group CV (reported only)")
+        splits = [
+            encode_fold(data.columns, data.labels, fold, groups, data.holidays)
+            for fold in grouped_folds(keys)
+        ]
+        evaluation.cv[kind] = {
+            "chosen": cross_validated(chosen.recipe, data.labels, splits),
+            "baseline": cross_validated(baseline.recipe, data.labels, splits),
+        }
+    if champion is not None:
+        evaluation.champion = forward(champion)
+    return evaluation
+
+
+def _recipe(candidate: Candidate, params: Mapping[str, Any], groups: tuple[str, ...]) -> Recipe:
+    return Recipe(candidate.name, candidate.build, dict(params), candidate.groups or groups)
+
+
+def _ablation(
+    leader: Recipe, data: Data, encoded: Sequence[Encoded], forward: Any
+) -> tuple[list[Ablation], tuple[str, ...]]:
+    """Drop one group at a time; keep the groups whose loss lowers the select-months mean."""
+    full = forward(leader, encoded, with_holdout=False)
+    results = []
+    for group in leader.groups:
+        rest = tuple(g for g in leader.groups if g != group)
+        if not rest:
+            continue
+        without = forward(
+            Recipe(leader.candidate, leader.build, leader.params, rest), encoded, with_holdout=False
+        )
+        select = bootstrap_means([full, without], SELECT)
+        report = bootstrap_means([full, without], REPORT)
+        select_gain = full.mean_auc(SELECT) - without.mean_auc(SELECT)
+        results.append(
+            Ablation(
+                group,
+                select_gain,
+                interval(select[:, 0] - select[:, 1]),
+                full.mean_auc(REPORT) - without.mean_auc(REPORT),
+                interval(report[:, 0] - report[:, 1]),
+                select_gain >= MATERIAL_GAIN,
+            )
+        )
+    kept = tuple(result.group for result in results if result.kept) or leader.groups[:1]
+    return results, kept
+
+
+def _cheapest_within_noise(
+    finalists: Sequence[Forward], costs: Mapping[str, tuple[float, float]]
+) -> Forward:
+    """The best select-months mean, unless a finalist within noise of it (paired interval of
+    the gap contains 0) is cheaper at both 1 and 1,000 rows; then the cheapest such one."""
+    best = max(finalists, key=lambda forward: forward.mean_auc(SELECT))
+    contenders = [best]
+    for forward in finalists:
+        if forward is best or forward.recipe.candidate not in costs:
+            continue
+        draws = bootstrap_means([best, forward], SELECT)
+        cheaper = all(
+            mine < theirs
+            for mine, theirs in zip(
+                costs[forward.recipe.candidate], costs[best.recipe.candidate], strict=True
+            )
+        )
+        if cheaper and interval(draws[:, 0] - draws[:, 1])[0] <= 0:
+            contenders.append(forward)
+    return min(contenders, key=lambda forward: costs.get(forward.recipe.candidate, (0.0, 0.0))[1])
