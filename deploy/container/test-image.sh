@@ -67,7 +67,9 @@ mapfile -t CMD < <("$PY" -c 'import json,sys; print(*json.loads(sys.argv[1])["cm
 mapfile -t HEALTH < <("$PY" -c 'import json,sys; print(*json.loads(sys.argv[1])["health"], sep="\n")' "$config_summary")
 
 # ---- run it ----
-port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+grpc_port=$(free_port)  # the host's network: not GRPC_BIND's default 0.0.0.0:8001
 base_url="http://127.0.0.1:$port"
 ctr=$(buildah from --pull=never "$IMAGE")
 server_log=$(mktemp)
@@ -140,7 +142,8 @@ trap "exit 143" TERM
 
 echo "serving ${CMD[*]} from $IMAGE on $base_url (2 workers) ..."
 launch=$("$PY" -c 'import time; print(time.monotonic())')
-buildah run --isolation chroot --env "BIND=127.0.0.1:$port" --env WORKERS=2 "$ctr" -- "${CMD[@]}" \
+buildah run --isolation chroot --env "BIND=127.0.0.1:$port" --env "GRPC_BIND=127.0.0.1:$grpc_port" \
+    --env WORKERS=2 "$ctr" -- "${CMD[@]}" \
     >"$server_log" 2>&1 &
 server_pid=$!
 
