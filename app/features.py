@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -102,13 +103,14 @@ def take(columns: Columns, rows: np.ndarray) -> Columns:
     )
 
 
-def hierarchy_keys(columns: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(flight, route, airline) keys, most specific first."""
+def hierarchy_keys(columns: Columns) -> tuple[list[str], list[str], list[str]]:
+    """(flight, route, airline) keys, most specific first. Python string concatenation: faster
+    than np.char.add at every batch size, and ~20x for one flight."""
     if columns.airline is None or columns.destination is None or columns.number is None:
         raise ValueError("the full-schedule model needs flights with their schedule")
-    airline = np.asarray(columns.airline, dtype=str)
-    route = np.char.add(np.char.add(airline, ">"), np.asarray(columns.destination, dtype=str))
-    flight = np.char.add(np.char.add(airline, " "), np.asarray(columns.number, dtype=str))
+    airline = [str(value) for value in columns.airline]
+    route = [a + ">" + str(d) for a, d in zip(airline, columns.destination, strict=True)]
+    flight = [a + " " + str(n) for a, n in zip(airline, columns.number, strict=True)]
     return flight, route, airline
 
 
@@ -135,8 +137,12 @@ class Vocabulary:
         rates[OTHER] = float(labels.mean()) if len(labels) else 0.0
         return cls(tuple(sorted(rates, key=lambda value: (rates[value], value))))
 
+    @cached_property
+    def codes(self) -> dict[str, int]:
+        return {value: code for code, value in enumerate(self.values)}
+
     def encode(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
-        codes = {value: code for code, value in enumerate(self.values)}
+        codes = self.codes
         return _mapped(values, codes, codes[OTHER])
 
 
@@ -149,7 +155,7 @@ class RateTable:
 
     @classmethod
     def fit(
-        cls, keys: np.ndarray, labels: np.ndarray, prior: np.ndarray, default: float
+        cls, keys: Sequence[str] | np.ndarray, labels: np.ndarray, prior: np.ndarray, default: float
     ) -> RateTable:
         """Each key's rate is shrunk toward the mean `prior` (a probability) of its rows."""
         unique, inverse = np.unique(keys, return_inverse=True)
@@ -158,7 +164,9 @@ class RateTable:
         rates = (np.bincount(inverse, labels) + SMOOTHING * parent) / (counts + SMOOTHING)
         return cls(dict(zip(unique.tolist(), _logit(rates).tolist(), strict=True)), default)
 
-    def lookup(self, keys: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+    def lookup(
+        self, keys: Sequence[str] | np.ndarray, fallback: np.ndarray | None = None
+    ) -> np.ndarray:
         """Logit per key; a key not held takes `fallback` (per row), else the default."""
         found = _mapped(keys, self.logits, np.nan)
         return np.where(np.isnan(found), self.default if fallback is None else fallback, found)
@@ -335,14 +343,15 @@ class FeatureEncoder:
         rows = len(columns)
         matrix = np.empty((rows, len(self.feature_names)), dtype=np.float32)
         position = 0
+        shared = _Shared(columns, self.hierarchy)
         for group in self.groups:
-            block = self._group(group, columns)
+            block = self._group(group, columns, shared)
             width = len(GROUPS[group])
             matrix[:, position : position + width] = block.reshape(rows, width)
             position += width
         return matrix
 
-    def _group(self, group: str, columns: Columns) -> np.ndarray:
+    def _group(self, group: str, columns: Columns, shared: _Shared) -> np.ndarray:
         if group in self.vocabularies:
             return self.vocabularies[group].encode(getattr(columns, _FIELD[group]))
         if group == "MES":
@@ -350,16 +359,19 @@ class FeatureEncoder:
         departure = columns.departure
         if departure is None:
             raise ValueError("the full-schedule model needs flights with their schedule")
-        days = departure.astype("datetime64[D]")
         if group == "hour":
-            return np.asarray((departure - days).astype(np.int64) / 60)
+            return np.asarray((departure - shared.days).astype(np.int64) / 60)
         if group == "weekday":
             # 1970-01-01 was a Thursday: Monday = 0, as datetime.weekday()
-            return np.asarray((days.astype(np.int64) + 3) % 7)
+            return np.asarray((shared.days.astype(np.int64) + 3) % 7)
         if group == "day":
-            return np.asarray((days - departure.astype("datetime64[M]")).astype(np.int64) + 1)
+            return np.asarray(
+                (shared.days - departure.astype("datetime64[M]")).astype(np.int64) + 1
+            )
         if group == "day_of_year":
-            return np.asarray((days - departure.astype("datetime64[Y]")).astype(np.int64) + 1)
+            return np.asarray(
+                (shared.days - departure.astype("datetime64[Y]")).astype(np.int64) + 1
+            )
         if group == "high season":
             return high_season(departure)
         if group == "holidays":
@@ -368,9 +380,8 @@ class FeatureEncoder:
         if group == "Des-I":
             assert self.destinations is not None
             assert columns.destination is not None
-            return self.destinations.lookup(np.asarray(columns.destination, dtype=str))
-        assert self.hierarchy is not None
-        airline, flight = self.hierarchy.encode(columns)
+            return self.destinations.lookup(columns.destination)
+        airline, flight = shared.hierarchy
         return airline if group == "Emp-I" else flight
 
     def known_destinations(self) -> list[str]:
@@ -417,6 +428,24 @@ class FeatureEncoder:
 _FIELD = {"OPERA": "operator", "TIPOVUELO": "flight_type"}
 
 
+class _Shared:
+    """What several groups of one `encode_columns` call need, computed once for all of them."""
+
+    def __init__(self, columns: Columns, hierarchy: Hierarchy | None) -> None:
+        self._columns = columns
+        self._hierarchy = hierarchy
+
+    @cached_property
+    def days(self) -> np.ndarray:
+        assert self._columns.departure is not None
+        return self._columns.departure.astype("datetime64[D]")
+
+    @cached_property
+    def hierarchy(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self._hierarchy is not None
+        return self._hierarchy.encode(self._columns)
+
+
 def high_season(departure: np.ndarray) -> np.ndarray:
     """1 inside the challenge's high-season periods, by scheduled month and day."""
     days = departure.astype("datetime64[D]")
@@ -431,10 +460,11 @@ def high_season(departure: np.ndarray) -> np.ndarray:
 def _mapped(
     values: Sequence[str] | np.ndarray, table: Mapping[str, Any], missing: float
 ) -> np.ndarray:
-    """table[value] per value (missing where absent), one dict lookup per distinct value."""
-    unique, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
-    mapped = np.array([table.get(value, missing) for value in unique.tolist()], dtype=np.float64)
-    return mapped[inverse.reshape(-1)] if len(unique) else np.zeros(0)
+    """table[value] per value (missing where absent): one dict lookup a value, cheaper than
+    np.unique's sort of the strings at every size (and ~50x for one flight)."""
+    get = table.get
+    items = values.tolist() if isinstance(values, np.ndarray) else values
+    return np.array([get(str(value), missing) for value in items], dtype=np.float64)
 
 
 def _logit(rates: np.ndarray) -> np.ndarray:
