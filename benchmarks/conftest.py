@@ -54,7 +54,9 @@ def make_flights(count: int, schedule: bool, seed: int = 0) -> list[dict[str, An
 
 @pytest.fixture(scope="session")
 def app() -> Iterator[Starlette]:
-    """The service app with its models loaded (the lifespan runs inside TestClient)."""
-    application = create_app(Settings(models_dir=MODELS_DIR))
+    """The service app with its models loaded (the lifespan runs inside TestClient). Batches are
+    scored on the calling thread (no OFFLOAD_FLIGHTS hand-off to the batch thread, which a
+    synchronous in-process call cannot wait for): these timings are the request path's CPU."""
+    application = create_app(Settings(models_dir=MODELS_DIR, offload_flights=1_000_000))
     with TestClient(application):
         yield application
