@@ -184,6 +184,7 @@ async def drive(
     calls = [channel.unary_unary(INFER) for channel in opened]  # bytes in, bytes out
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    print("started", file=sys.stderr, flush=True)  # start_clients waits for this line
     begin = time.perf_counter() + warmup
     end = begin + seconds
 
@@ -237,16 +238,21 @@ def client_main(argv: Sequence[str]) -> int:
 def start_clients(
     target: str, requests: Path, processes: int, connections: int, args: argparse.Namespace
 ) -> list[subprocess.Popen[bytes]]:
-    """`processes` client processes sharing `connections` calls in flight."""
+    """`processes` client processes sharing `connections` calls in flight, each started."""
     command = [sys.executable, "-m", "benchmarks.grpc_load", "client", "--target", target,
                "--requests", str(requests), "--warmup", str(args.warmup),
                "--duration", str(args.duration),
                "--channels", str(max(1, min(args.channels, connections // processes))),
                "--concurrency", str(max(1, connections // processes))]  # fmt: skip
-    return [
+    running = [
         subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(processes)
     ]
+    for process in running:  # so that the server's CPU is read over the clients' window
+        assert process.stderr is not None
+        if process.stderr.readline().strip() != b"started":
+            raise StressError(f"gRPC client failed: {process.communicate()[1][-2000:]!r}")
+    return running
 
 
 def collect(
