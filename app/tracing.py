@@ -4,7 +4,8 @@ added to the request path.
 
 On, every HTTP request is a server span (opentelemetry-instrumentation-asgi, which also
 continues the caller's `traceparent`), exported over OTLP/HTTP in batches by a thread that each
-worker starts after the fork (`start`, from the app's lifespan). The exporter reads the
+worker starts after the fork (`start`, from the app's lifespan); the request's log lines carry
+the span's trace ID, so a trace leads to its logs even when the caller sent no traceparent. The exporter reads the
 standard OTEL_* variables (endpoint, headers, OTEL_SERVICE_NAME, ...).
 """
 
@@ -14,6 +15,8 @@ import os
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.request_id import TRACE_ID
 
 SERVICE_NAME = "latam-delay"
 NOT_TRACED = "/metrics,/health,/v2/health/live,/v2/health/ready"
@@ -33,6 +36,9 @@ def traced(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         span = trace.get_current_span()  # the server span, which ends with the answer
+        context = span.get_span_context()
+        if context.is_valid:  # log lines carry the span's trace ID, the caller's or a new one
+            TRACE_ID.set(b"%032x" % context.trace_id)
 
         async def send_naming_the_span(message: Message) -> None:
             route = getattr(scope.get("route"), "path", None)

@@ -4,6 +4,7 @@ exports a span per request, continuing the caller's traceparent, to an OTLP/HTTP
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -110,6 +111,8 @@ def test_a_served_request_is_a_span_of_the_callers_trace(
         tmp_path,
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{HOST}:{collector.server_address[1]}",
         OTEL_BSP_SCHEDULE_DELAY="100",  # ms between exports, instead of 5 s
+        LOG_FORMAT="json",
+        ACCESS_LOG="-",
     )
     try:
         wait_until_ready(running)
@@ -120,12 +123,22 @@ def test_a_served_request_is_a_span_of_the_callers_trace(
         )
         assert answer.status_code == 200
         assert answer.headers["traceparent"] == TRACEPARENT
+        # no traceparent: a new trace, whose ID the request's log line carries
+        untraced = httpx.get(running.url + "/v2", headers={"X-Request-ID": "no-trace"})
+        assert untraced.status_code == 200
         deadline = time.monotonic() + 20
-        while not any(s.trace_id.hex() == TRACE_ID for s in collector.spans()):
-            assert time.monotonic() < deadline, "no span of the trace reached the collector"
+        while not (
+            any(s.trace_id.hex() == TRACE_ID for s in collector.spans())
+            and any(s.name == "GET /v2" for s in collector.spans())
+        ):
+            assert time.monotonic() < deadline, "the spans did not reach the collector"
             time.sleep(0.1)
     finally:
         stop(running)
+    lines = [json.loads(line) for line in (tmp_path / "stdout.log").read_text().splitlines()]
+    (logged,) = [line for line in lines if line["request_id"] == "no-trace"]
+    (new_trace,) = [span for span in collector.spans() if span.name == "GET /v2"]
+    assert logged["trace_id"] == new_trace.trace_id.hex() != TRACE_ID
     spans = [span for span in collector.spans() if span.trace_id.hex() == TRACE_ID]
     server_spans = [span for span in spans if span.parent_span_id.hex() == PARENT_ID]
     assert len(server_spans) == len(spans) == 1  # no span per ASGI receive or send
