@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from app.routes import ROUTES
+from app.settings import Settings
 from tests.conftest import ROOT
 
 KSERVE = ROOT / "deploy" / "kserve"
@@ -67,7 +68,9 @@ def test_the_runtime_serves_the_models_kserve_downloads(container):
 
 def test_the_runtime_listens_where_its_port_and_probe_say(runtime, container):
     port = int(env_of(container)["BIND"].rsplit(":", 1)[1])
-    assert [p["containerPort"] for p in container["ports"]] == [port]
+    ports = [p["containerPort"] for p in container["ports"]]
+    assert ports[0] == port  # KServe's Service sends its port 80 to the first
+    assert ports[1:] == [int(Settings().grpc_bind.rsplit(":", 1)[1])]  # gRPC, GRPC_BIND's default
     probe = container["readinessProbe"]["httpGet"]
     assert probe == {"path": "/v2/health/ready", "port": port}
     assert probe["path"] in {route.path for route in ROUTES}
