@@ -64,11 +64,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODELS_DIR=/srv/app/models \
     BIND=0.0.0.0:8000
 
-USER 10001:10001
 # The release check (app/check_models.py, `make check-models`) on exactly what the image will
-# serve, as the user that serves it: models that do not load, warm up or reproduce the export's
-# probabilities fail the build.
+# serve: models that do not load, warm up or reproduce the export's probabilities fail the build.
+# Before USER: nothing runs after it (tests/test_security.py).
 RUN python -m app.check_models "$MODELS_DIR"
+USER 10001:10001
 EXPOSE 8000
 EXPOSE 8001
 # No curl in the image: python's urllib, on the port BIND names. urlopen raises on a non-2xx.
