@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from app.flights import Columns, FlightValidator
 from app.main import create_app
+from app.model import ModelSet, OnnxModel
 from app.settings import Settings
-from tests.conftest import MODELS_DIR, payload_cases, payload_request
+from tests.conftest import MODELS_DIR, ROOT, payload_cases, payload_request
 
 MINIMAL = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
 
@@ -23,10 +27,100 @@ def test_predict_answers_one_label_per_flight(client: TestClient, case: dict[str
     assert set(body["predict"]) <= {0, 1}
 
 
-def test_predict_is_byte_compatible_with_the_challenge(client: TestClient) -> None:
+def test_predict_is_byte_compatible_with_the_challenge(
+    client: TestClient, onnxruntime_minimal: OnnxModel
+) -> None:
+    """The challenge's exact shape, with the label onnxruntime gives (not a table, not a guess)."""
     response = client.post("/predict", json={"flights": [MINIMAL]})
     assert response.headers["content-type"] == "application/json"
-    assert response.content in (b'{"predict":[0]}', b'{"predict":[1]}')
+    label = int(onnxruntime_minimal.predict(columns([MINIMAL])).labels[0])
+    assert response.content == b'{"predict":[%d]}' % label
+
+
+@pytest.fixture(scope="module")
+def onnxruntime_minimal() -> OnnxModel:
+    """The minimal model answering through onnxruntime, not through its table."""
+    models = ModelSet.load(MODELS_DIR, tabulate_minimal=False)
+    return models.minimal
+
+
+def columns(flights: list[dict[str, Any]]) -> Columns:
+    batch = FlightValidator(ModelSet.load(MODELS_DIR).operators, 10_000).decode(
+        orjson.dumps({"flights": flights})
+    )
+    assert batch.minimal is not None
+    return batch.minimal
+
+
+def test_single_flight_answers_from_the_table_equal_onnxruntime(
+    client: TestClient, onnxruntime_minimal: OnnxModel
+) -> None:
+    """Every flight of the minimal model's 552-flight domain, each in its own request (the table
+    answers them), against onnxruntime scoring the same flights: same label, same probability."""
+    domain = [
+        {"OPERA": operator, "TIPOVUELO": kind, "MES": month}
+        for operator in onnxruntime_minimal.card.operators
+        for kind in ("I", "N")
+        for month in range(1, 13)
+    ]
+    expected = onnxruntime_minimal.predict(columns(domain))
+    for flight, label, probability in zip(
+        domain, expected.labels, expected.probabilities, strict=True
+    ):
+        body = client.post("/predict?proba=true", json={"flights": [flight]}).json()
+        assert body == {"predict": [int(label)], "proba": [float(str(probability))]}, flight
+
+
+def readme_examples() -> list[Any]:
+    """Each `$ curl` of README.md's console blocks with the output shown under it (those piped
+    into grep show a filtered server-wide view and are left out)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    examples = []
+    for block in re.findall(r"```console\n(.*?)```", text, re.DOTALL):
+        command: str | None = None
+        output: list[str] = []
+        for line in [*block.splitlines(), "$ end"]:
+            if line.startswith("$ ") or (command is not None and command.endswith("\\")):
+                if command is not None and command.endswith("\\"):
+                    command = command[:-1] + " " + line.strip()
+                    continue
+                if command is not None and "|" not in shlex.split(command):
+                    examples.append(pytest.param(command, "\n".join(output), id=command[:60]))
+                command, output = line[2:], []
+            else:
+                output.append(line)
+    return examples
+
+
+README_EXAMPLES = readme_examples()
+
+
+def test_the_readme_shows_examples() -> None:
+    assert len(README_EXAMPLES) >= 5
+
+
+@pytest.mark.parametrize(("command", "shown"), README_EXAMPLES)
+def test_readme_example_answers_as_shown(client: TestClient, command: str, shown: str) -> None:
+    """The README's curl examples, run in-process: the answer is the README's, byte for byte,
+    so that neither the README nor the behaviour can drift from the other."""
+    arguments = shlex.split(command)
+    assert arguments[0] == "curl"
+    method, headers, data, url = "GET", {}, None, ""
+    words = iter(arguments[1:])
+    for word in words:
+        if word == "-X":
+            method = next(words)
+        elif word == "-H":
+            name, _, value = next(words).partition(":")
+            headers[name.strip()] = value.strip()
+        elif word == "-d":
+            data = next(words)
+            method = "POST" if method == "GET" else method
+        elif not word.startswith("-"):
+            url = word
+    path = "/" + url.split("/", 1)[1]
+    response = client.request(method, path, content=data, headers=headers)
+    assert response.text == shown
 
 
 @pytest.mark.parametrize("case", payload_cases("predict_invalid.json"))
