@@ -1,7 +1,8 @@
 """Fuzzing, in-process: schemathesis over the service's own /openapi.json (every route), and
 hypothesis over /predict and Open Inference Protocol bodies (wrong types, NaN and Infinity,
-huge numbers, unicode, duplicate keys, thousands of flights, raw bytes), and values nested up to
-1,100 levels deep inside every field of a flight, of an OIP tensor and of its `parameters`.
+huge numbers, unicode, duplicate keys, thousands of flights, raw bytes), values nested up to
+1,100 levels deep inside every field of a flight, of an OIP tensor and of its `parameters`, and
+requests to an app whose model fails (each such 500 plain and counted in the metrics).
 
 Every answer must be below 500, JSON, a status the document lists for the route, and a body
 matching the documented schema for that status. The default run takes a few seconds;
@@ -453,6 +454,69 @@ def test_extremes_get_their_status(
     )
     check(response, document, "/predict", "post", "hand-picked extremes")
     assert response.status_code == status, response.text[:300]
+
+
+# --- hypothesis: injected faults ----------------------------------------------------------------
+
+FAULT_EXAMPLES = BUDGET // 20 if BUDGET else 20
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[TestClient]:
+    """The app whose every scoring raises (a fault inside the service, not the client's)."""
+    app = create_app(Settings(models_dir=MODELS_DIR))
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("injected fault")
+
+        app.state.models.predict = broken
+        app.state.models.predict_with = broken
+        yield client
+
+
+def _count_500s(client: TestClient) -> float:
+    text = client.get("/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("http_requests_total{") and 'status="500"' in line
+    )
+
+
+@given(
+    body=st.fixed_dictionaries({"flights": st.lists(SCHEDULED | FLIGHT, min_size=1, max_size=4)}),
+    route=st.sampled_from(["/predict", "/predict?proba=true", "oip"]),
+)
+@settings(max_examples=FAULT_EXAMPLES, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+def test_a_fault_is_a_counted_500_that_leaks_nothing(
+    faulty: TestClient, document: dict[str, Any], body: dict[str, Any], route: str
+) -> None:
+    """Valid-looking requests to a service whose model fails: a request that passes validation
+    gets the plain 500 (counted in http_requests_total), one that does not its usual 4xx."""
+    before = _count_500s(faulty)
+    if route == "oip":
+        flight = {"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3}
+        inputs = [
+            {"name": name, "datatype": "INT64" if name == "MES" else "BYTES", "shape": [1],
+             "data": [value]}
+            for name, value in flight.items()
+        ]  # fmt: skip
+        response = faulty.post("/v2/models/delay-minimal/infer", json={"inputs": inputs})
+        path = "/v2/models/{name}/infer"
+    else:
+        response = faulty.post(route, json=body)
+        path = "/predict"
+    assert "Traceback" not in response.text
+    assert "injected fault" not in response.text
+    if response.status_code == 500:
+        COUNTS["hypothesis faults"] += 1
+        COUNTS["status 500 (injected fault)"] += 1
+        assert response.json() == {"error": "internal error"}
+        assert _count_500s(faulty) == before + 1
+    else:
+        check(response, document, path, "post", "hypothesis faults")
+        assert _count_500s(faulty) == before
 
 
 def test_budget_reached_and_recorded() -> None:
