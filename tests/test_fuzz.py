@@ -505,7 +505,9 @@ def test_a_fault_is_a_counted_500_that_leaks_nothing(
         response = faulty.post("/v2/models/delay-minimal/infer", json={"inputs": inputs})
         path = "/v2/models/{name}/infer"
     else:
-        response = faulty.post(route, json=body)
+        response = faulty.post(
+            route, content=_encode(body, 0), headers={"content-type": "application/json"}
+        )
         path = "/predict"
     assert "Traceback" not in response.text
     assert "injected fault" not in response.text
