@@ -120,7 +120,18 @@ def test_readme_example_answers_as_shown(client: TestClient, command: str, shown
             url = word
     path = "/" + url.split("/", 1)[1]
     response = client.request(method, path, content=data, headers=headers)
-    assert response.text == shown
+    if "-i" not in arguments:
+        assert response.text == shown
+        return
+    # -i: the status line and the headers shown (but the date) as well as the body
+    head, _, body = shown.partition("\n\n")
+    status_line, *header_lines = head.splitlines()
+    assert int(status_line.split()[1]) == response.status_code
+    for line in header_lines:
+        name, _, value = line.partition(": ")
+        if name.lower() != "date":
+            assert response.headers.get(name) == value, line
+    assert response.text == body
 
 
 @pytest.mark.parametrize("case", payload_cases("predict_invalid.json"))
