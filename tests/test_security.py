@@ -37,9 +37,8 @@ def test_the_container_runs_as_uid_10001_created_for_it(dockerfile: list[tuple[s
     assert gid == "" or (gid.isdigit() and int(gid) != 0)
     created = " ".join(arguments for keyword, arguments in runtime if keyword == "RUN")
     assert re.search(rf"useradd\b.*--uid {uid}\b", created), "the user exists in the image"
-    # A RUN after the last USER runs as that user (delivery's release check of the models does):
-    # what matters is that no later instruction switches back to root, which `users[-1]` being
-    # the last USER and non-root already says.
+    last_user = max(i for i, (keyword, _) in enumerate(runtime) if keyword == "USER")
+    assert not [k for k, _ in runtime[last_user:] if k == "RUN"], "nothing runs after USER"
     assert "sudo" not in created
 
 
