@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,9 @@ def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def served(settings: Settings) -> Iterator[Starlette]:
-    application = create_app(settings)
+    # Batches scored on the calling thread, as benchmarks/conftest.py's app: the synchronous
+    # in-process driver cannot wait for OFFLOAD_FLIGHTS' batch thread.
+    application = create_app(replace(settings, offload_flights=1_000_000))
     with TestClient(application):
         yield application
 
