@@ -110,7 +110,8 @@ def test_drift_window_observe(
     window.observe(columns, prediction.probabilities, prediction.delayed)
     assert window.totals()[1] == size
     benchmark(window.observe, columns, prediction.probabilities, prediction.delayed)
-    benchmark.extra_info["ns_per_flight"] = benchmark.stats.stats.median * 1e9 / size
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["ns_per_flight"] = benchmark.stats.stats.median * 1e9 / size
 
 
 async def _constant(scope: Any, receive: Any, send: Any) -> None:
