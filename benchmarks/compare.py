@@ -15,7 +15,6 @@ import os
 import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +41,7 @@ from benchmarks.stress import (
     free_port,
     load_average,
     machine,
+    revision,
     run_wrk,
 )
 from benchmarks.stress_report import parse_summary
@@ -384,19 +384,6 @@ def run_info(args: argparse.Namespace, command: str, load: str) -> RunInfo:
         wrk_dir=_display(args.wrk_dir),
         revision=revision(),
     )
-
-
-def revision() -> str:
-    """The commit measured, and whether the work tree differed from it (others edit it too)."""
-    git = ["git", "-C", str(ROOT)]
-    try:
-        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head} + uncommitted changes" if dirty.strip() else head
 
 
 def main(argv: Sequence[str] | None = None) -> int:

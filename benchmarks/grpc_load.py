@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     uname, cpu, nproc = machine()
     info = {
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "revision": compare.revision(),
+        "revision": stress.revision(),
         "machine": f"{cpu}, {nproc} CPUs ({uname})",
         "load_average": load_average(),
         "command": shlex.join(["python", "-m", "benchmarks.grpc_load", *raw]),

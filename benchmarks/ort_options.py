@@ -29,9 +29,8 @@ import onnxruntime as ort
 
 from app.flights import FlightValidator
 from app.model import MODEL_NAMES, ONNX_INPUT, ONNX_PROBABILITIES, OnnxModel
-from benchmarks.compare import revision
 from benchmarks.conftest import MODELS_DIR, make_flights
-from benchmarks.stress import load_average, machine
+from benchmarks.stress import load_average, machine, revision
 
 LEVELS = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

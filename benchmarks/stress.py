@@ -206,6 +206,19 @@ def load_average() -> str:
         return "unknown"
 
 
+def revision() -> str:
+    """The commit measured, and whether the work tree differed from it (others edit it too)."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted changes" if dirty.strip() else head
+
+
 def machine() -> tuple[str, str, int]:
     """`uname -a`, the CPU model from /proc/cpuinfo and `nproc`."""
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=False)
@@ -287,6 +300,7 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
         workers=server.workers,
         connections=args.connections,
         mix=MIXES.get(bodies.name, bodies.name),
+        revision=revision(),
         wrk_output="\n".join(
             line for line in output.splitlines() if not line.startswith('{"tool":"wrk"')
         ),

@@ -75,6 +75,8 @@ class RunInfo:
     wrk_output: str
     mix: str = ""
     """What the bodies are and which path serves them."""
+    revision: str = ""
+    """The commit measured (and whether the work tree differed from it)."""
 
 
 def parse_summary(output: str) -> WrkSummary:
@@ -140,6 +142,7 @@ def render_markdown(summary: WrkSummary, run: RunInfo, min_requests: int) -> str
         f"{verdict} (rule: at least {min_requests:,} requests, no socket error, no non-2xx).",
         "",
         f"- Date (UTC): {run.date_utc}",
+        *([f"- Code: {run.revision}"] if run.revision else []),
         f"- Machine: `{run.uname}`",
         f"- CPU: {run.cpu_model}, {run.nproc} cores (`nproc`); "
         f"load average before the run: {run.load_average}",
