@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -275,7 +276,12 @@ def test_fewer_than_four_months_of_real_data_is_a_one_line_error(
 
 
 @pytest.mark.slow
-def test_export_works_on_january_to_october(real_data: Path, tmp_path: Path) -> None:
+def test_export_works_on_january_to_october(
+    real_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Today's crash: no November-December. The holdout becomes September-October."""
     arguments = ["--data", str(_subset(real_data, tmp_path, 10)), "--search", "first"]
     arguments += ["--models-dir", str(tmp_path / "m"), "--reports-dir", str(tmp_path / "r")]
@@ -284,6 +290,16 @@ def test_export_works_on_january_to_october(real_data: Path, tmp_path: Path) -> 
     months = [m["month"] for m in card["metrics"]["forward"]["months"]]
     assert months == [f"2017-{m:02d}" for m in range(6, 11)]
     assert "2017-09..2017-10" in (tmp_path / "r" / "model.md").read_text()
+    # The gate on real data: challengers that only know TIPOVUELO lose to these champions.
+    before = {path.name: path.read_bytes() for path in (tmp_path / "m").iterdir()}
+    crippled = [CANDIDATES[0]] + [
+        replace(candidate, grid=candidate.grid[:1], groups=("TIPOVUELO",))
+        for candidate in CANDIDATES[1:]
+    ]
+    monkeypatch.setattr(export_main, "CANDIDATES", crippled)
+    assert export_main.main([*arguments, "--gate"]) == 1
+    assert "worse than champion" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in (tmp_path / "m").iterdir()} == before
 
 
 @pytest.mark.slow

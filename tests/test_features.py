@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +207,36 @@ def test_from_json_refuses_features_of_another_code_version() -> None:
 def test_unknown_groups_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown feature group"):
         FeatureEncoder(("weather",), {})
+
+
+def test_committed_full_model_scores_an_unseen_flight_number_like_its_route(
+    real_data: Path,
+) -> None:
+    """On the real data: a new LAN flight number to SCFA is scored by LAN's SCFA route, not
+    by a pooled rare bucket; a new route by the airline."""
+    from app.model import ModelSet
+    from tests.conftest import MODELS_DIR
+
+    encoder = ModelSet.load(MODELS_DIR).full.card.encoder
+    assert encoder.hierarchy is not None
+    hierarchy = encoder.hierarchy
+    index = encoder.feature_names.index("flight_rate")
+
+    def flight_logit(airline: str, destination: str, number: str) -> float:
+        return float(encoder.encode_columns(_one(airline, destination, number))[0, index])
+
+    assert "LAN>SCFA" in hierarchy.route.logits
+    assert "LAN 9999" not in hierarchy.flight.logits
+    assert flight_logit("LAN", "SCFA", "9999") == pytest.approx(
+        hierarchy.route.logits["LAN>SCFA"], abs=1e-6
+    )
+    assert flight_logit("LAN", "ZZZZ", "9999") == pytest.approx(
+        hierarchy.airline.logits["LAN"], abs=1e-6
+    )
+    known = next(key for key in hierarchy.flight.logits if key.startswith("LAN "))
+    assert flight_logit("LAN", "SCFA", known.split()[1]) == pytest.approx(
+        hierarchy.flight.logits[known], abs=1e-6
+    )
+    # routes of one airline differ, so the route level carries information of its own
+    lan_routes = [v for k, v in hierarchy.route.logits.items() if k.startswith("LAN>")]
+    assert max(lan_routes) - min(lan_routes) > 0.5
