@@ -23,7 +23,7 @@ from app.features import FeatureEncoder, from_flights
 from app.flights import Columns
 from app.model import FULL_MODEL, MINIMAL_MODEL
 from export.card import METRICS_FILE, build_card, metrics_summary, with_profile, with_samples
-from export.onnx import ParityError, check_parity, convert, cost_per_row
+from export.onnx import Calibrated, ParityError, check_parity, convert, cost_per_row, with_platt
 from train.candidates import CANDIDATES, Candidate
 from train.data import DEFAULT_DATA, DataError, Dataset, chilean_holidays, load
 from train.evaluate import Recipe, inner_folds
@@ -193,9 +193,10 @@ def _export_contract(
     evaluation.champion_note = note
     chosen = evaluation.chosen
     print(f"{contract}: converting {chosen.recipe.label} fitted on all {len(labels):,} rows")
-    estimator, encoder = fit_all(chosen.recipe, columns, labels, holidays)
+    fitted, encoder = fit_all(chosen.recipe, columns, labels, holidays)
+    estimator = Calibrated(fitted, chosen.platt)
     served = encoder.encode_columns(columns)
-    onnx_bytes = convert(estimator, served.shape[1])
+    onnx_bytes = with_platt(convert(fitted, served.shape[1]), chosen.platt)
     parity = check_parity(onnx_bytes, estimator, served, chosen.threshold)
     card = build_card(name, evaluation, encoder, onnx_bytes, parity, operators, data)
     probabilities = estimator.predict_proba(served)[:, 1]

@@ -22,7 +22,8 @@ from train.select import FORWARD, REPORT, ContractEvaluation
 
 THRESHOLD_RULE = (
     "alerts as many flights as were delayed (precision = recall) on the forward predictions "
-    "of every month before the one scored; the served model's on those of every forward month"
+    "of every month before the one scored (the served model's: of every forward month), "
+    "expressed on the calibrated probability"
 )
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "holidays")
 
@@ -112,6 +113,12 @@ def build_card(
                 c.description for c in CANDIDATES if c.name == chosen.recipe.candidate
             ),
             "params": chosen.recipe.params,
+        },
+        "calibration": {
+            "method": "Platt, inside the ONNX graph: q = sigmoid(a * logit(p) + b)",
+            "a": round(chosen.platt.a, 6),
+            "b": round(chosen.platt.b, 6),
+            "fitted_on": "the forward predictions of every forward month",
         },
         "encoder": encoder.to_json(),
         "onnx": {

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
 from app.model import ONNX_INPUT, ONNX_PROBABILITIES
+from train.metrics import Platt
 
 PARITY_TOLERANCE = 1e-4
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -46,6 +49,60 @@ def onnx_probabilities(onnx_bytes: bytes, features: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     result: np.ndarray = session.run([ONNX_PROBABILITIES], {ONNX_INPUT: features})[0]
     return result[:, 1]
+
+
+def with_platt(onnx_bytes: bytes, platt: Platt) -> bytes:
+    """The model's probabilities passed through the Platt map inside the graph, so the service
+    runs the calibrated model as one onnxruntime call: [1 - q, q], q = sigmoid(a logit(p) + b)."""
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    raw = "uncalibrated_probabilities"
+    for node in graph.node:
+        node.output[:] = [raw if name == ONNX_PROBABILITIES else name for name in node.output]
+    constants: dict[str, np.ndarray] = {
+        "platt_one": np.array(1.0, dtype=np.float32),
+        "platt_a": np.array(platt.a, dtype=np.float32),
+        "platt_b": np.array(platt.b, dtype=np.float32),
+        "platt_start": np.array([1], dtype=np.int64),
+        "platt_end": np.array([2], dtype=np.int64),
+        "platt_axis": np.array([1], dtype=np.int64),
+    }
+    graph.initializer.extend(
+        helper.make_tensor(
+            name,
+            TensorProto.FLOAT if value.dtype == np.float32 else TensorProto.INT64,
+            value.shape,
+            value.flatten().tolist(),
+        )
+        for name, value in constants.items()
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Slice", [raw, "platt_start", "platt_end", "platt_axis"], ["p"]),
+            helper.make_node("Sub", ["platt_one", "p"], ["not_p"]),
+            helper.make_node("Div", ["p", "not_p"], ["odds"]),
+            helper.make_node("Log", ["odds"], ["logit"]),
+            helper.make_node("Mul", ["logit", "platt_a"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "platt_b"], ["shifted"]),
+            helper.make_node("Sigmoid", ["shifted"], ["q"]),
+            helper.make_node("Sub", ["platt_one", "q"], ["not_q"]),
+            helper.make_node("Concat", ["not_q", "q"], [ONNX_PROBABILITIES], axis=1),
+        ]
+    )
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A fitted estimator and its Platt map: what the exported graph computes, in numpy."""
+
+    estimator: Any
+    platt: Platt
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        q = self.platt.apply(self.estimator.predict_proba(features)[:, 1])
+        return np.stack([1 - q, q], axis=1)
 
 
 def cost_per_row(

@@ -21,7 +21,7 @@ from train.evaluate import (
     holdout_fold,
     month_keys,
 )
-from train.metrics import alert_as_many_as_delayed
+from train.metrics import Platt, alert_as_many_as_delayed
 from train.select import evaluate_contract, prepare
 
 
@@ -80,10 +80,11 @@ def _forward(seed: int = 0) -> Forward:
 def test_each_months_threshold_comes_from_earlier_months_only() -> None:
     forward = _forward()
     for k, month in enumerate(forward.months, start=1):
-        expected = alert_as_many_as_delayed(
-            np.concatenate(forward.labels[:k]), np.concatenate(forward.probabilities[:k])
-        )
-        assert month.threshold == expected
+        labels = np.concatenate(forward.labels[:k])
+        raw = alert_as_many_as_delayed(labels, np.concatenate(forward.probabilities[:k]))
+        platt = Platt.fit(labels, np.concatenate(forward.probabilities[:k]))
+        assert month.threshold == pytest.approx(float(platt.apply(np.array(raw))))
+        np.testing.assert_allclose(forward.calibrated[k], platt.apply(forward.probabilities[k]))
     changed = _forward()
     changed.probabilities[-1][:] = 0.99  # the last month's own scores cannot move its threshold
     assert (

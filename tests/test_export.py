@@ -16,11 +16,19 @@ import export.__main__ as export_main
 from app.main import create_app
 from app.model import MODEL_NAMES, ModelSet
 from app.settings import Settings
-from export.onnx import ParityError, check_parity, convert, onnx_probabilities
+from export.onnx import (
+    Calibrated,
+    ParityError,
+    check_parity,
+    convert,
+    onnx_probabilities,
+    with_platt,
+)
 from tests.conftest import MODELS_DIR
 from train.candidates import CANDIDATES
 from train.data import CSV_SHA256, load
 from train.evaluate import Forward, Recipe, forward_folds
+from train.metrics import Platt
 from train.report import FIGURES
 from train.select import ContractEvaluation
 
@@ -40,6 +48,17 @@ def test_a_small_tree_ensemble_converts_under_the_installed_protobuf() -> None:
     parity = check_parity(onnx_bytes, model, features, threshold=0.5)
     assert parity.max_abs_diff < 1e-5
     assert convert(model, 3) == onnx_bytes  # same model, same bytes
+
+
+def test_the_platt_map_inside_the_graph_matches_numpy() -> None:
+    features, labels = _toy()
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(features, labels)
+    platt = Platt(a=0.8, b=-0.3)
+    onnx_bytes = with_platt(convert(model, 3), platt)
+    parity = check_parity(onnx_bytes, Calibrated(model, platt), features, threshold=0.5)
+    assert parity.max_abs_diff < 1e-5
+    raw = model.predict_proba(features)[:, 1]
+    assert not np.allclose(onnx_probabilities(onnx_bytes, features), raw)
 
 
 @pytest.mark.xfail(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.metrics import alert_as_many_as_delayed, expected_calibration_error, score
+from train.metrics import Platt, alert_as_many_as_delayed, expected_calibration_error, score
 
 
 def test_perfectly_calibrated_probabilities_have_no_calibration_error() -> None:
@@ -35,3 +35,15 @@ def test_score_counts_the_confusion_matrix_at_the_threshold() -> None:
     assert (scores.precision, scores.recall, scores.accuracy) == (0.5, 0.5, 0.5)
     assert scores.roc_auc == pytest.approx(0.75)
     assert set(scores.to_json()) >= {"roc_auc", "pr_auc", "brier", "ece", "threshold", "confusion"}
+
+
+def test_platt_recalibrates_a_shifted_model_without_reordering_it() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.random(5000) * 0.5
+    labels = (rng.random(5000) < truth).astype(np.int64)
+    shifted = np.clip(truth * 0.5, 1e-3, 1)  # ranks right, half the level
+    platt = Platt.fit(labels, shifted)
+    calibrated = platt.apply(shifted)
+    assert expected_calibration_error(labels, calibrated) < 0.02
+    assert expected_calibration_error(labels, shifted) > 0.05
+    assert (np.argsort(calibrated, kind="stable") == np.argsort(shifted, kind="stable")).all()

@@ -21,7 +21,13 @@ from sklearn.model_selection import GroupKFold
 from app.features import FeatureEncoder, feature_names, take
 from app.flights import Columns
 from train.data import DataError
-from train.metrics import Scores, alert_as_many_as_delayed, expected_calibration_error, score
+from train.metrics import (
+    Platt,
+    Scores,
+    alert_as_many_as_delayed,
+    expected_calibration_error,
+    score,
+)
 
 MIN_MONTHS = 4
 FIRST_TEST_MONTH = 6
@@ -181,16 +187,25 @@ class Forward:
     days: list[np.ndarray]
     holdout: Scores | None
     fit_seconds: float
+    holdout_months: str = ""
+    """the holdout's first and last month, YYYY-MM..YYYY-MM"""
     months: list[MonthScores] = field(default_factory=list)
+    calibrated: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        """Each month's probabilities calibrated by a Platt map fitted on the months before it
+        (the first month stays raw), then scored at the threshold of the months before it."""
+        self.calibrated = [self.probabilities[0]] + [
+            self.platt_before(k).apply(self.probabilities[k]) for k in range(1, len(self.folds))
+        ]
         for k, fold in enumerate(self.folds):
             if fold.role == "warm-up":
                 continue
-            threshold = self.threshold_before(k)
-            labels, probabilities = self.labels[k], self.probabilities[k]
+            raw_threshold = self.threshold_before(k)
+            labels, probabilities = self.labels[k], self.calibrated[k]
+            threshold = float(self.platt_before(k).apply(np.array(raw_threshold)))
             scores = score(labels, probabilities, threshold)
-            alerts = probabilities >= threshold
+            alerts = self.probabilities[k] >= raw_threshold
             self.months.append(
                 MonthScores(
                     fold.name,
@@ -206,6 +221,15 @@ class Forward:
                 )
             )
 
+    def platt_before(self, k: int) -> Platt:
+        """The calibration, fitted on the raw forward predictions of the months before fold k."""
+        return Platt.fit(np.concatenate(self.labels[:k]), np.concatenate(self.probabilities[:k]))
+
+    @property
+    def platt(self) -> Platt:
+        """For the served model: fitted on every forward month."""
+        return self.platt_before(len(self.folds))
+
     def threshold_before(self, k: int) -> float:
         """The threshold rule, fitted on the forward predictions of the months before fold k."""
         return alert_as_many_as_delayed(
@@ -214,8 +238,8 @@ class Forward:
 
     @property
     def threshold(self) -> float:
-        """For the served model: fitted on every forward month."""
-        return self.threshold_before(len(self.folds))
+        """For the served (calibrated) model: both fitted on every forward month."""
+        return float(self.platt.apply(np.array(self.threshold_before(len(self.folds)))))
 
     def mean_auc(self, roles: Sequence[str]) -> float:
         return float(np.mean([m.roc_auc for m in self.months if m.role in roles]))
@@ -224,7 +248,7 @@ class Forward:
         chosen = [k for k, fold in enumerate(self.folds) if fold.role in roles]
         return (
             np.concatenate([self.labels[k] for k in chosen]),
-            np.concatenate([self.probabilities[k] for k in chosen]),
+            np.concatenate([self.calibrated[k] for k in chosen]),
         )
 
     def ece(self, roles: Sequence[str]) -> float:
@@ -257,11 +281,15 @@ def run_forward(
         earlier = [
             k for k, fold in enumerate(folds) if fold.name < holdout.fold.name.split("..")[0]
         ]
-        threshold = alert_as_many_as_delayed(
-            np.concatenate([fold_labels[k] for k in earlier]),
-            np.concatenate([fold_probabilities[k] for k in earlier]),
+        earlier_labels = np.concatenate([fold_labels[k] for k in earlier])
+        earlier_probabilities = np.concatenate([fold_probabilities[k] for k in earlier])
+        platt = Platt.fit(earlier_labels, earlier_probabilities)
+        threshold = alert_as_many_as_delayed(earlier_labels, earlier_probabilities)
+        holdout_scores = score(
+            labels[holdout.fold.test_rows],
+            platt.apply(probabilities),
+            float(platt.apply(np.array(threshold))),
         )
-        holdout_scores = score(labels[holdout.fold.test_rows], probabilities, threshold)
     return Forward(
         recipe,
         folds,
@@ -270,6 +298,7 @@ def run_forward(
         fold_days,
         holdout_scores,
         seconds / len(encoded),
+        "" if holdout is None else holdout.fold.name,
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -42,6 +43,27 @@ def alert_as_many_as_delayed(labels: np.ndarray, probabilities: np.ndarray) -> f
     its flights), this one sits in the upper tail, so a month's alert rate follows its risk.
     """
     return float(np.quantile(probabilities, 1 - labels.mean()))
+
+
+@dataclass(frozen=True)
+class Platt:
+    """p -> sigmoid(a * logit(p) + b): a monotone map, so rankings and alerts do not change."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    @classmethod
+    def fit(cls, labels: np.ndarray, probabilities: np.ndarray) -> Platt:
+        model = LogisticRegression(C=1e6).fit(_logit(probabilities).reshape(-1, 1), labels)
+        return cls(float(model.coef_[0, 0]), float(model.intercept_[0]))
+
+    def apply(self, probabilities: np.ndarray) -> np.ndarray:
+        return np.asarray(1 / (1 + np.exp(-(self.a * _logit(probabilities) + self.b))))
+
+
+def _logit(probabilities: np.ndarray) -> np.ndarray:
+    clipped = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.asarray(np.log(clipped / (1 - clipped)))
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray) -> float:
