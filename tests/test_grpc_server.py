@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -474,3 +475,36 @@ def test_a_message_that_does_not_parse_is_invalid_argument(served: GrpcServer) -
             infer(b"\xff\xff\xff\xff", timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a ModelInferRequest" in raised.value.details()
+
+
+def test_sigterm_lets_in_flight_grpc_calls_finish(tmp_path: Path) -> None:
+    target = f"{HOST}:{free_port()}"
+    server = spawn(tmp_path / "run", GRPC_BIND=target)
+    try:
+        serving(server, target)
+        # 10,000 full-schedule flights a call (~0.7 MB): onnxruntime is busy for a while
+        inputs = raw_inputs(FULL_FLIGHTS * 2500, FULL_INPUTS)
+        ended: list[tuple[str, float]] = []
+        with triton.InferenceServerClient(target) as client:
+            client.is_server_ready()  # the connection is up before the calls start
+
+            def call() -> None:
+                try:
+                    client.infer("delay-full", inputs, client_timeout=60)
+                    ended.append(("OK", time.monotonic()))
+                except InferenceServerException as error:
+                    ended.append((str(error.status()), time.monotonic()))
+
+            calls = [threading.Thread(target=call) for _ in range(4)]
+            for thread in calls:
+                thread.start()
+            time.sleep(0.05)
+            stopped_at = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            for thread in calls:
+                thread.join(timeout=60)
+        assert [status for status, _ in ended] == ["OK"] * 4, server.log()
+        assert any(at > stopped_at for _, at in ended), "no call was still in flight at SIGTERM"
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        stop(server)
