@@ -16,6 +16,7 @@ from starlette.datastructures import State
 from app.errors import NotFound, NotReady
 from app.flights import FlightValidator
 from app.model import ModelSet, OnnxModel, Prediction
+from app.overload import BatchThread
 from app.tensors import InferenceRequest, output_metadata
 
 SERVER_NAME = "latam-delay"
@@ -67,7 +68,14 @@ class DataPlane:
             "card": model.card.raw,
         }
 
-    def infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
+    async def infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
+        """Large batches are scored in the worker's batch thread (app.overload), off the event
+        loop, so that the worker keeps answering (and, for gRPC, taking in) other calls."""
+        batches: BatchThread = self._state.batches
+        size = len(next(iter(request.columns.values())))
+        return await batches.run(size, self._infer, model, request)
+
+    def _infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
         validator: FlightValidator = self._state.validator
         columns = validator.batch(request.rows()).single()
         return self.models().predict_with(model, columns)

@@ -97,9 +97,7 @@ async def infer(request: Request) -> Response:
         )
     body = await read_body(request.scope, request.receive, settings.max_body_bytes)
     inference = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH), model.input_types)
-    batches: BatchThread = request.app.state.batches
-    size = len(next(iter(inference.columns.values())))
-    prediction = await batches.run(size, dataplane.infer, model, inference)
+    prediction = await dataplane.infer(model, inference)
     content, headers = oip.encode_response(model.name, model.version, inference, prediction)
     return Response(content, headers=headers)
 

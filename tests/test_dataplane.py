@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from starlette.datastructures import State
 
@@ -7,6 +9,7 @@ from app.dataplane import DataPlane
 from app.errors import NotFound, NotReady, PayloadTooLarge
 from app.flights import FlightValidator
 from app.model import FULL_MODEL, MINIMAL_MODEL, ModelSet
+from app.overload import BatchThread
 from app.tensors import InferenceRequest
 from tests.conftest import MODELS_DIR
 
@@ -23,6 +26,7 @@ def dataplane(models: ModelSet) -> DataPlane:
     state = State()
     state.models = models
     state.validator = FlightValidator(models.operators, max_flights=3)
+    state.batches = BatchThread(min_flights=2)  # the 2-flight requests below go to the thread
     return DataPlane(state)
 
 
@@ -62,7 +66,7 @@ def test_model_metadata_lists_the_cards_inputs_and_both_outputs(dataplane: DataP
 
 def test_infer_scores_the_rows_with_the_named_model(dataplane: DataPlane, models: ModelSet) -> None:
     model = dataplane.model(MINIMAL_MODEL)
-    prediction = dataplane.infer(model, InferenceRequest(None, MINIMAL_COLUMNS, {}))
+    prediction = asyncio.run(dataplane.infer(model, InferenceRequest(None, MINIMAL_COLUMNS, {})))
     direct = models.minimal.predict_proba(
         FlightValidator(models.operators, 3)
         .batch(InferenceRequest(None, MINIMAL_COLUMNS, {}).rows())
@@ -75,4 +79,4 @@ def test_infer_applies_the_flight_limit(dataplane: DataPlane) -> None:
     model = dataplane.model(MINIMAL_MODEL)
     columns = {name: values * 2 for name, values in MINIMAL_COLUMNS.items()}
     with pytest.raises(PayloadTooLarge):
-        dataplane.infer(model, InferenceRequest(None, columns, {}))
+        asyncio.run(dataplane.infer(model, InferenceRequest(None, columns, {})))

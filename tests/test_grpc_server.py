@@ -495,7 +495,7 @@ def test_sigterm_lets_in_flight_grpc_calls_finish(tmp_path: Path) -> None:
                 except InferenceServerException as error:
                     ended.append((str(error.status()), time.monotonic()))
 
-            calls = [threading.Thread(target=call) for _ in range(4)]
+            calls = [threading.Thread(target=call) for _ in range(8)]
             for thread in calls:
                 thread.start()
             time.sleep(0.05)
@@ -503,7 +503,7 @@ def test_sigterm_lets_in_flight_grpc_calls_finish(tmp_path: Path) -> None:
             server.process.send_signal(signal.SIGTERM)
             for thread in calls:
                 thread.join(timeout=60)
-        assert [status for status, _ in ended] == ["OK"] * 4, server.log()
+        assert [status for status, _ in ended] == ["OK"] * 8, server.log()
         assert any(at > stopped_at for _, at in ended), "no call was still in flight at SIGTERM"
         assert server.process.wait(timeout=30) == 0
     finally:

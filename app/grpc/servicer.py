@@ -150,7 +150,7 @@ class InferenceServicer:
     ) -> pb.ModelInferResponse:
         model = self.dataplane.model(request.model_name, request.model_version or None)
         inference = codec.decode_request(request, model.input_types)
-        prediction = self.dataplane.infer(model, inference)
+        prediction = await self.dataplane.infer(model, inference)
         return codec.encode_response(model, inference, prediction)
 
 
