@@ -30,8 +30,6 @@ from app.settings import Settings
 
 SHUTDOWN_MARGIN = 2
 """Seconds between uvicorn's own shutdown deadline and gunicorn's SIGKILL."""
-GRPC_HANDOVER_SECONDS = 0.2
-"""Serving time before gRPC stops, for calls already received to reach the servicer."""
 logger = logging.getLogger("app")
 
 
@@ -67,16 +65,8 @@ class Server(_Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         draining = [super().shutdown(sockets)]
         if self.grpc is not None:
-            draining.append(self._stop_grpc())
+            draining.append(self.grpc.stop(self.config.timeout_graceful_shutdown))
         await asyncio.gather(*draining)
-
-    async def _stop_grpc(self) -> None:
-        """grpcio's stop lets the calls it has handed to the servicer finish within the grace
-        time, but cancels those it received and has not handed over yet: under a long batch
-        the event loop is busy and such calls wait. A moment of serving first hands them over
-        (tests/test_grpc_server.py sends SIGTERM with batches in flight)."""
-        await asyncio.sleep(GRPC_HANDOVER_SECONDS)
-        await self.grpc.stop(self.config.timeout_graceful_shutdown)
 
 
 class UvicornWorker(_UvicornWorker):  # type: ignore[misc]

@@ -62,6 +62,7 @@ def _rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], H
             trailer = ((_HEADER, request_id.decode("ascii")),)
             context.set_trailing_metadata(trailer)
             code = grpc.StatusCode.OK
+            self.in_flight += 1
             try:
                 return await method(self, _parse(request_type, data), context)
             except ServiceError as error:
@@ -75,6 +76,7 @@ def _rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], H
                 logger.exception("unhandled error in %s", route)
                 await _abort(context, code, "internal error", trailer)
             finally:
+                self.in_flight -= 1
                 observe_latency(route, METHOD_LABEL, code.name, time.perf_counter() - start)
 
         return call
@@ -111,6 +113,8 @@ def _request_id(context: Context) -> bytes:
 class InferenceServicer:
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
+        self.in_flight = 0
+        """Calls started and not answered yet (app.grpc.server drains on it)."""
 
     @_rpc(pb.ServerLiveRequest)
     async def ServerLive(  # noqa: N802 (the proto's method names)
