@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from export.onnx import (
     onnx_probabilities,
     with_platt,
 )
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, ROOT
 from train.candidates import CANDIDATES
 from train.data import CSV_SHA256, load
 from train.evaluate import Forward, Recipe, forward_folds
@@ -323,17 +325,12 @@ def test_export_works_on_january_to_october(
 
 @pytest.mark.slow
 def test_make_export_reproduces_the_committed_models(real_data: Path, tmp_path: Path) -> None:
-    status = export_main.main(
-        [
-            "--data",
-            str(real_data),
-            "--models-dir",
-            str(tmp_path / "models"),
-            "--reports-dir",
-            str(tmp_path / "reports"),
-        ]
-    )
-    assert status == 0
+    """Run as `make export` runs it, in its own process: the same export run inside pytest's
+    process gave the same metrics but a minimal model differing in its ONNX bytes (cause not
+    found; see the model notes)."""
+    arguments = ["--data", str(real_data), "--models-dir", str(tmp_path / "models")]
+    arguments += ["--reports-dir", str(tmp_path / "reports")]
+    subprocess.run([sys.executable, "-m", "export", *arguments], check=True, cwd=ROOT)
     for name in MODEL_NAMES:
         committed = orjson.loads((MODELS_DIR / f"{name}.json").read_bytes())
         rebuilt = orjson.loads((tmp_path / "models" / f"{name}.json").read_bytes())
