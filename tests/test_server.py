@@ -662,34 +662,38 @@ def test_the_real_server_sends_no_server_header(server: Server, http: httpx.Clie
 def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
     tmp_path: Path,
 ) -> None:
-    """One worker that may hold one request: while the largest batch is being scored (in the
-    batch thread), a one-flight request gets the shed answer at once."""
+    """One worker that may hold one request: while a request is in flight (its head sent, its
+    body held back by the client, so no timing decides it), another gets the shed answer at
+    once, and the held request still completes."""
     running = spawn(tmp_path / "run", WORKERS="1", MAX_IN_FLIGHT="1")
-    large = json.dumps({"flights": [FULL_FLIGHTS[0]] * 7_000}).encode()
+    body = json.dumps({"flights": [MINIMAL_FLIGHTS[0]]}).encode()
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while "Application startup complete" not in running.log():
             assert running.process.poll() is None, running.log()
             assert time.monotonic() < deadline, running.log()
             time.sleep(0.1)
-        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=running.url, timeout=30) as http:
-            shed = None
-            for _ in range(5):
-                big = pool.submit(
-                    http.post, "/predict", content=large,
-                    headers={"content-type": "application/json"},
-                )  # fmt: skip
-                time.sleep(0.05)
-                with httpx.Client(base_url=running.url, timeout=30) as other:
-                    answer = other.post("/predict", json={"flights": [MINIMAL_FLIGHTS[0]]})
-                assert big.result().status_code == 200
-                if answer.status_code == 503:
-                    shed = answer
+        with socket.create_connection((HOST, running.port), timeout=30) as held:
+            held.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body[:5]
+            )
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while True:  # the held request becomes in flight once the worker has read its head
+                shed = httpx.post(running.url + "/predict", content=body, timeout=30,
+                                  headers={"content-type": "application/json"})  # fmt: skip
+                if shed.status_code == 503 or time.monotonic() > deadline:
                     break
-                assert answer.status_code == 200
-        assert shed is not None, "no request was shed while the batch was being scored"
+                time.sleep(0.05)
+            held.sendall(body[5:])
+            answer = held.recv(65536)
+        assert shed.status_code == 503, shed.text
         assert shed.headers["retry-after"] == "1"
         assert shed.headers["x-request-id"]
         assert shed.json()["error"].startswith("overloaded")
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        after = httpx.post(running.url + "/predict", content=body, timeout=30,
+                           headers={"content-type": "application/json"})  # fmt: skip
+        assert after.status_code == 200, "the bound was released with the held request"
     finally:
         stop(running)
