@@ -193,6 +193,22 @@ class Flight:
     month: int
     schedule: Schedule | None = None
 
+    def request_fields(self) -> dict[str, Any]:
+        """The flight as a `/predict` body lists it (model cards' samples, tests' streams)."""
+        fields: dict[str, Any] = {
+            "OPERA": self.operator,
+            "TIPOVUELO": self.flight_type,
+            "MES": self.month,
+        }
+        if self.schedule is not None:
+            fields |= {
+                "Fecha-I": self.schedule.departure.strftime("%Y-%m-%d %H:%M:%S"),
+                "Des-I": self.schedule.destination,
+                "Emp-I": self.schedule.airline,
+                "Vlo-I": self.schedule.number,
+            }
+        return fields
+
 
 @dataclass(slots=True)
 class Columns:

@@ -196,27 +196,10 @@ def with_samples(
     order = np.argsort(probabilities, kind="stable")
     picks = order[np.linspace(0, len(order) - 1, SAMPLES).round().astype(int)]
     samples = [
-        {"flight": _request_fields(flights[i]), "proba": round(float(probabilities[i]), 8)}
+        {"flight": flights[i].request_fields(), "proba": round(float(probabilities[i]), 8)}
         for i in picks
     ]
     return card | {"samples": samples}
-
-
-def _request_fields(flight: Flight) -> dict[str, Any]:
-    """The flight as a `/predict` body lists it."""
-    fields: dict[str, Any] = {
-        "OPERA": flight.operator,
-        "TIPOVUELO": flight.flight_type,
-        "MES": flight.month,
-    }
-    if flight.schedule is not None:
-        fields |= {
-            "Fecha-I": flight.schedule.departure.strftime("%Y-%m-%d %H:%M:%S"),
-            "Des-I": flight.schedule.destination,
-            "Emp-I": flight.schedule.airline,
-            "Vlo-I": flight.schedule.number,
-        }
-    return fields
 
 
 def metrics_summary(cards: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -157,27 +157,11 @@ def test_metrics_move_to_metrics_bind(observed: Observed) -> None:
     assert httpx.get(metrics_url + "/predict").status_code == 404
 
 
-def as_request(flight: Flight) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "OPERA": flight.operator,
-        "TIPOVUELO": flight.flight_type,
-        "MES": flight.month,
-    }
-    if flight.schedule is not None:
-        body |= {
-            "Fecha-I": flight.schedule.departure.strftime("%Y-%m-%d %H:%M:%S"),
-            "Des-I": flight.schedule.destination,
-            "Emp-I": flight.schedule.airline,
-            "Vlo-I": flight.schedule.number,
-        }
-    return body
-
-
 def stream(server: Server, flights: list[Flight]) -> None:
     limits = httpx.Limits(max_keepalive_connections=0)  # new connections: both workers serve
     with httpx.Client(base_url=server.url, timeout=30, limits=limits) as fresh:
         for start in range(0, len(flights), 100):
-            batch = [as_request(flight) for flight in flights[start : start + 100]]
+            batch = [flight.request_fields() for flight in flights[start : start + 100]]
             assert fresh.post("/predict", json={"flights": batch}).status_code == 200
 
 
