@@ -32,10 +32,10 @@ class Predict:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         models, batch = await self.request(scope, receive)
-        _flag(scope, "proba")  # a bad flag is a 400 before any scoring (answer reads it again)
+        with_proba = self.with_proba(scope)  # a bad flag is a 400 before any scoring
         batches: BatchThread = scope["app"].state.batches
         prediction = await batches.run(batch.size, models.predict, batch)
-        await send_json(send, self.answer(scope, prediction))
+        await send_json(send, self.answer(prediction, with_proba))
 
     @staticmethod
     async def request(scope: Scope, receive: Receive) -> tuple[ModelSet, Batch]:
@@ -50,9 +50,14 @@ class Predict:
         )
 
     @staticmethod
-    def answer(scope: Scope, prediction: Prediction) -> dict[str, Any]:
+    def with_proba(scope: Scope) -> bool:
+        """`?proba=true`: the probabilities too."""
+        return _flag(scope, "proba")
+
+    @staticmethod
+    def answer(prediction: Prediction, with_proba: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"predict": prediction.labels}
-        if _flag(scope, "proba"):
+        if with_proba:
             body["proba"] = prediction.probabilities
         return body
 

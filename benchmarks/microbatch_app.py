@@ -89,11 +89,12 @@ def _concatenated(parts: list[Columns]) -> Columns:
 class MicroBatchedPredict(Predict):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         models, batch = await self.request(scope, receive)
+        with_proba = self.with_proba(scope)
         state = scope["app"].state
         batcher: MicroBatcher | None = getattr(state, "batcher", None)
         if batcher is None or batcher.models is not models:  # first request, or a reload
             batcher = state.batcher = MicroBatcher(models, _window_s())
-        await send_json(send, self.answer(scope, await batcher.predict(batch)))
+        await send_json(send, self.answer(await batcher.predict(batch), with_proba))
 
 
 def _window_s() -> float:
