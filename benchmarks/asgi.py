@@ -3,15 +3,43 @@
 The app never waits on anything real (the body is already in memory), so one `send(None)`
 runs the coroutine to completion; a suspension would mean the measurement is wrong, and raises.
 An event loop is marked as running meanwhile (never run), for code that schedules a timer.
+
+`started` runs an app's lifespan on that same loop, in the calling thread, as a uvicorn worker
+runs its lifespan and its requests: one thread. (Starlette's TestClient runs the lifespan on a
+loop in a thread of its own; the app then hands each prediction's observers to that thread,
+app.overload.on_event_loop, and the two threads' fight over the GIL put a ~5 ms stall, the
+switch interval, on calls that release it, such as onnxruntime's, which no server has.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from starlette.applications import Starlette
+
 Message = dict[str, Any]
+
+
+@functools.cache
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The one event loop of this process's in-process calls."""
+    return asyncio.new_event_loop()
+
+
+@contextmanager
+def started(app: Starlette) -> Iterator[Starlette]:
+    """`app` with its lifespan entered on `event_loop()`, in this thread; left on exit."""
+    loop = event_loop()
+    lifespan = app.router.lifespan_context(app)
+    loop.run_until_complete(lifespan.__aenter__())
+    try:
+        yield app
+    finally:
+        loop.run_until_complete(lifespan.__aexit__(None, None, None))
 
 
 def request_caller(
@@ -49,7 +77,7 @@ def request_caller(
     async def send(reply: Message) -> None:
         sent.append(reply)
 
-    loop = asyncio.new_event_loop()
+    loop = event_loop()
 
     def call() -> list[Message]:
         sent.clear()

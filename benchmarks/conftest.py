@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 from starlette.applications import Starlette
-from starlette.testclient import TestClient
 
 from app.main import create_app
 from app.model import FULL_MODEL, MINIMAL_MODEL
 from app.settings import Settings
+from benchmarks.asgi import started
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SIZES = (1, 100, 1000)
@@ -54,9 +54,9 @@ def make_flights(count: int, schedule: bool, seed: int = 0) -> list[dict[str, An
 
 @pytest.fixture(scope="session")
 def app() -> Iterator[Starlette]:
-    """The service app with its models loaded (the lifespan runs inside TestClient). Batches are
-    scored on the calling thread (no OFFLOAD_FLIGHTS hand-off to the batch thread, which a
-    synchronous in-process call cannot wait for): these timings are the request path's CPU."""
-    application = create_app(Settings(models_dir=MODELS_DIR, offload_flights=1_000_000))
-    with TestClient(application):
-        yield application
+    """The service app with its models loaded, its lifespan run in this thread as a worker runs
+    it. Batches are scored on the calling thread (no OFFLOAD_FLIGHTS hand-off to the batch
+    thread, which a synchronous in-process call cannot wait for): these timings are the request
+    path's CPU, prediction observers included."""
+    with started(create_app(Settings(models_dir=MODELS_DIR, offload_flights=1_000_000))) as app:
+        yield app

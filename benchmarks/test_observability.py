@@ -24,7 +24,6 @@ from typing import Any
 import orjson
 import pytest
 from starlette.applications import Starlette
-from starlette.testclient import TestClient
 
 from app.drift import Profile, Window
 from app.flights import FlightValidator
@@ -33,7 +32,7 @@ from app.main import create_app
 from app.model import MINIMAL_MODEL, OnnxModel
 from app.request_id import RequestIdMiddleware
 from app.settings import Settings
-from benchmarks.asgi import request_caller
+from benchmarks.asgi import request_caller, started
 from benchmarks.conftest import MODELS_DIR, SIZES, make_flights
 from tests.conftest import add_profiles
 
@@ -55,9 +54,8 @@ def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def served(settings: Settings) -> Iterator[Starlette]:
     # Batches scored on the calling thread, as benchmarks/conftest.py's app: the synchronous
     # in-process driver cannot wait for OFFLOAD_FLIGHTS' batch thread.
-    application = create_app(replace(settings, offload_flights=1_000_000))
-    with TestClient(application):
-        yield application
+    with started(create_app(replace(settings, offload_flights=1_000_000))) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")
