@@ -1,35 +1,45 @@
 """gRPC rows of `make compare`: ModelInfer against the REST OIP route, same server, same flights.
 
-No gRPC load generator is packaged for Debian (`ghz` is not), so the gRPC load is this module's
-`client`: asyncio processes on grpc.aio, each holding --channels HTTP/2 connections with
---concurrency calls in flight in total, sending requests serialised once beforehand and
-reading raw response bytes (so the client spends its CPU on the calls, as wrk does). The REST
-rows are wrk (benchmarks.compare's measurement) on the same flights as OIP JSON bodies.
+Both transports are driven by a load generator written in C, so that the client's own cost per
+call is small beside the server's on the shared cores: wrk (benchmarks.compare's measurement)
+for REST, h2load (Debian's `nghttp2-client`; `ghz` is not packaged) for gRPC. h2load posts a
+pre-built gRPC frame (a serialised ModelInferRequest behind its 5-byte prefix) over h2c with
+gRPC's headers, many streams per connection. It reads neither gRPC status nor answer, so each
+run checks both elsewhere: one call through grpcio must answer what the REST route answers for
+the same flights, and the server's own counters (`http_requests_total` by gRPC status code)
+must show every call of the run OK.
 
-Variants alternate over --rounds (A B C D A B C D ...), each on a fresh server (the README's
-gunicorn, 2 workers, gRPC on a free loopback port), so that a burst of other work on the shared
-machine hits one round of each rather than every round of one. Writes grpc.md and grpc.json.
+Each row repeats one request: the first body of its `make bodies` file, for REST and gRPC alike
+(h2load posts one body; the minimal model answers from its table, whose cost does not depend on
+the flight). Variants alternate over --rounds (A B C D A B C D ...), each on a fresh server (the
+README's gunicorn, 2 workers, gRPC on a free loopback port), so that a burst of other work on the
+shared machine hits one round of each rather than every round of one. Writes grpc.md and
+grpc.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import re
 import shlex
+import shutil
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import compare, stress
 from benchmarks.chaos import wait_for
@@ -40,13 +50,15 @@ from benchmarks.stress_report import parse_summary
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "delay-minimal"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+FLUSH_WAIT = 1.5
+"""Seconds for every worker's metrics of a run to reach /metrics (app.metrics flushes each 1 s)."""
 OIP_SCRIPT = "benchmarks/grpc_oip.lua"
 FIELDS = ("OPERA", "TIPOVUELO", "MES")
 
 
 @dataclass(frozen=True)
 class Row:
-    """One variant: the same flights over REST (wrk) or gRPC (this module's client)."""
+    """One variant: the same flights over REST (wrk) or gRPC (h2load)."""
 
     name: str
     description: str
@@ -58,16 +70,26 @@ class Row:
     contents: str = "raw"
     """gRPC only: "raw" (raw_input_contents) or "typed" (each tensor's contents)."""
     connections: int = 64
+    streams: int = 1
+    """gRPC only: calls in flight on each HTTP/2 connection (HTTP/1.1 carries one)."""
+
+    @property
+    def in_flight(self) -> int:
+        return self.connections * self.streams
 
 
+# The same calls in flight on both sides: wrk's 64 connections against 8 HTTP/2 connections of 8
+# streams each (a gRPC client multiplexes; 8 connections so that SO_REUSEPORT spreads them over
+# both workers), and 4 against 4 for the 1,000-flight batches.
 ROWS = (
     Row("rest-oip-1", "REST OIP route, JSON tensors, 1 flight (wrk)", "rest", "minimal.jsonl", 1),
-    Row("grpc-1", "gRPC ModelInfer, raw_input_contents, 1 flight", "grpc", "minimal.jsonl", 1),
+    Row("grpc-1", "gRPC ModelInfer, raw_input_contents, 1 flight (h2load)", "grpc",
+        "minimal.jsonl", 1, connections=8, streams=8),
     Row("rest-oip-1000", "REST OIP route, JSON tensors, 1000 flights (wrk)", "rest",
         "batch-minimal.jsonl", 1000, connections=4),
-    Row("grpc-raw-1000", "gRPC ModelInfer, raw_input_contents, 1000 flights", "grpc",
+    Row("grpc-raw-1000", "gRPC ModelInfer, raw_input_contents, 1000 flights (h2load)", "grpc",
         "batch-minimal.jsonl", 1000, connections=4),
-    Row("grpc-typed-1000", "gRPC ModelInfer, typed contents, 1000 flights", "grpc",
+    Row("grpc-typed-1000", "gRPC ModelInfer, typed contents, 1000 flights (h2load)", "grpc",
         "batch-minimal.jsonl", 1000, "typed", connections=4),
 )  # fmt: skip
 
@@ -141,135 +163,130 @@ def infer_request(flights: list[dict[str, Any]], contents: str) -> bytes:
 
 
 def write_bodies(wrk_dir: Path, scratch: Path) -> None:
-    """OIP JSON bodies (for wrk) and serialised requests (for the client) of each row."""
+    """Each row's request, from the first body of its file: an OIP JSON body (for wrk, and the
+    answer check) and, for gRPC rows, the framed ModelInferRequest h2load posts."""
     for row in ROWS:
-        batches = flights_of(wrk_dir / row.bodies)
-        if row.transport == "rest":
-            lines = [oip_body(flights) for flights in batches]
-            (scratch / f"{row.name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        else:
-            requests = [infer_request(flights, row.contents) for flights in batches]
-            with (scratch / f"{row.name}.bin").open("wb") as out:
-                for request in requests:
-                    out.write(struct.pack("<I", len(request)) + request)
+        flights = flights_of(wrk_dir / row.bodies)[0]
+        (scratch / f"{row.name}.oip.json").write_text(oip_body(flights), encoding="utf-8")
+        if row.transport == "grpc":
+            (scratch / f"{row.name}.frame").write_bytes(
+                grpc_frame(infer_request(flights, row.contents))
+            )
 
 
-def read_requests(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    requests, offset = [], 0
-    while offset < len(data):
-        (length,) = struct.unpack_from("<I", data, offset)
-        requests.append(data[offset + 4 : offset + 4 + length])
-        offset += 4 + length
-    return requests
+# --- the gRPC load: h2load ----------------------------------------------------------------------
 
 
-# --- the gRPC client -----------------------------------------------------------------------------
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC message as it travels in HTTP/2 DATA: uncompressed flag, big-endian length."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
 
 
-async def drive(
-    target: str,
-    requests: list[bytes],
-    channels: int,
-    concurrency: int,
-    warmup: float,
-    seconds: float,
-) -> dict[str, Any]:
-    """`concurrency` loops, spread over `channels` connections, each sending the next request
-    as soon as its last answer came; latencies and errors of the calls ended in the measured
-    window (after `warmup` seconds)."""
-    import grpc
-
-    opened = [grpc.aio.insecure_channel(target) for _ in range(channels)]
-    calls = [channel.unary_unary(INFER) for channel in opened]  # bytes in, bytes out
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    print("started", file=sys.stderr, flush=True)  # start_clients waits for this line
-    begin = time.perf_counter() + warmup
-    end = begin + seconds
-
-    async def loop(worker: int) -> None:
-        call = calls[worker % channels]
-        index = worker
-        while (now := time.perf_counter()) < end:
-            try:
-                answer = await call(requests[index % len(requests)], timeout=10)
-                ok = bool(answer)
-                problem = "" if ok else "empty answer"
-            except grpc.aio.AioRpcError as error:
-                problem = error.code().name
-            done = time.perf_counter()
-            if done >= begin and now >= begin:
-                if problem:
-                    errors[problem] = errors.get(problem, 0) + 1
-                else:
-                    latencies.append(done - now)
-            index += concurrency
-
-    try:
-        await asyncio.gather(*(loop(worker) for worker in range(concurrency)))
-    finally:
-        for channel in opened:
-            await channel.close()
-    return {"latencies": latencies, "errors": errors, "seconds": seconds}
-
-
-def client_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc_load client")
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--requests", type=Path, required=True)
-    parser.add_argument("--channels", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--duration", type=float, default=10)
-    args = parser.parse_args(argv)
-    import uvloop
-
-    tally = uvloop.run(
-        drive(
-            args.target, read_requests(args.requests), args.channels, args.concurrency,
-            args.warmup, args.duration,
-        )
-    )  # fmt: skip
-    json.dump(tally, sys.stdout)
-    return 0
-
-
-def start_clients(
-    target: str, requests: Path, processes: int, connections: int, args: argparse.Namespace
-) -> list[subprocess.Popen[bytes]]:
-    """`processes` client processes sharing `connections` calls in flight, each started."""
-    command = [sys.executable, "-m", "benchmarks.grpc_load", "client", "--target", target,
-               "--requests", str(requests), "--warmup", str(args.warmup),
-               "--duration", str(args.duration),
-               "--channels", str(max(1, min(args.channels, connections // processes))),
-               "--concurrency", str(max(1, connections // processes))]  # fmt: skip
-    running = [
-        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(processes)
+def h2load_command(
+    args: argparse.Namespace, row: Row, target: str, frame: Path, log: Path
+) -> list[str]:
+    """h2load posting the row's frame over h2c for --warmup + --duration seconds, with the
+    headers a gRPC call carries: --connections HTTP/2 connections, each with --streams calls
+    in flight."""
+    return [
+        args.h2load,
+        f"--threads={min(args.threads, row.connections)}",
+        f"--clients={row.connections}",
+        f"--max-concurrent-streams={row.streams}",
+        f"--duration={args.duration}",
+        f"--warm-up-time={args.warmup}",
+        f"--log-file={log}",
+        "--header=content-type: application/grpc",
+        "--header=te: trailers",
+        f"--data={frame}",
+        f"http://{target}{INFER}",
     ]
-    for process in running:  # so that the server's CPU is read over the clients' window
-        assert process.stderr is not None
-        if process.stderr.readline().strip() != b"started":
-            raise StressError(f"gRPC client failed: {process.communicate()[1][-2000:]!r}")
-    return running
 
 
-def collect(
-    running: list[subprocess.Popen[bytes]], args: argparse.Namespace
-) -> tuple[list[float], dict[str, int]]:
-    """The clients' latencies (seconds) and errors by status code."""
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    for process in running:
-        out, err = process.communicate(timeout=args.warmup + args.duration + 60)
-        if process.returncode != 0:
-            raise StressError(f"gRPC client failed: {err.decode(errors='replace')[-2000:]}")
-        tally = json.loads(out)
-        latencies += tally["latencies"]
-        for code, count in tally["errors"].items():
-            errors[code] = errors.get(code, 0) + count
-    return latencies, errors
+@dataclass(frozen=True)
+class H2loadRun:
+    requests: int
+    """Calls answered with HTTP 200 in the measured window (whatever their gRPC status)."""
+    failures: int
+    """h2load's failed, errored and timed-out requests, and answers other than 200."""
+    latencies_us: list[int]
+
+
+def parse_h2load(output: str, log: Path) -> H2loadRun:
+    """h2load's summary line `requests: N total, N started, N done, N succeeded, F failed, E
+    errored, T timeout`, and the latencies of its --log-file (start µs, HTTP status, µs)."""
+    match = re.search(
+        r"^requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        output,
+        re.MULTILINE,
+    )
+    if match is None:
+        raise StressError(f"no summary in h2load's output:\n{output[-2000:]}")
+    succeeded, failed, errored, timeout = (int(group) for group in match.groups())
+    latencies, other = [], 0
+    for line in log.read_text(encoding="utf-8").splitlines():
+        _start, status, micros = line.split("\t")[:3]
+        if status == "200":
+            latencies.append(int(micros))
+        else:
+            other += 1
+    return H2loadRun(succeeded, failed + errored + timeout + other, latencies)
+
+
+def grpc_counts(url: str) -> dict[str, float]:
+    """The server's ModelInfer calls so far by gRPC status code, from its /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+        text = answer.read().decode("utf-8")
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "http_requests_total"
+                and labels.get("method") == "GRPC"
+                and labels.get("route") == INFER
+            ):
+                counts[labels["status"]] = counts.get(labels["status"], 0) + sample.value
+    return counts
+
+
+def unexpected(counted: dict[str, float], answered: int, in_flight: int) -> list[str]:
+    """What the server's counts of a run's calls by status code show beyond h2load's `answered`
+    OK calls, one line each: nothing when every call was OK. The calls in flight when h2load
+    stops, at most `in_flight`, are cancelled by h2load: CANCELLED up to that many is no error."""
+    notes = [
+        f"{count:.0f} calls answered {code}"
+        for code, count in sorted(counted.items())
+        if count and code != "OK" and not (code == "CANCELLED" and count <= in_flight)
+    ]
+    if counted.get("OK", 0) < answered:
+        notes.append(f"the server counted {counted.get('OK', 0):.0f} OK calls, h2load {answered}")
+    return notes
+
+
+def check_answer(url: str, target: str, scratch: Path, row: Row) -> None:
+    """One call of the row's request through grpcio must answer what the REST OIP route
+    answers for the same flights: h2load does not read gRPC answers."""
+    import grpc
+    import numpy as np
+
+    from app.grpc import grpc_predict_v2_pb2 as pb  # client side only: see app/grpc/__init__.py
+
+    request = (scratch / (row.name + ".frame")).read_bytes()[5:]
+    with grpc.insecure_channel(target) as channel:
+        answer = pb.ModelInferResponse.FromString(channel.unary_unary(INFER)(request, timeout=10))
+    raw = dict(zip((o.name for o in answer.outputs), answer.raw_output_contents, strict=True))
+    body = (scratch / (row.name + ".oip.json")).read_bytes()
+    rest = urllib.request.Request(f"{url}/v2/models/{MODEL}/infer", body, method="POST",
+                                  headers={"content-type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(rest, timeout=10) as reply:
+        outputs = {o["name"]: o["data"] for o in json.loads(reply.read())["outputs"]}
+    same = np.array_equal(np.frombuffer(raw["label"], "<i8"), outputs["label"]) and (
+        np.array_equal(np.frombuffer(raw["proba"], "<f4"), np.float32(outputs["proba"]))
+    )
+    if not same:
+        raise StressError(f"{row.name}: gRPC answered {answer} where REST answered {outputs}")
 
 
 # --- rounds --------------------------------------------------------------------------------------
@@ -293,11 +310,12 @@ def _log(server: Server) -> str:
 def measure(row: Row, round_: int, args: argparse.Namespace, scratch: Path) -> Result:
     with served(args, scratch, row.name) as (server, target):
         load = float(load_average().split()[0])
+        pids = compare.process_tree(server.process.pid)
         if row.transport == "rest":
-            variant = Variant(row.name, row.description, compare.SERVICE, bodies=row.name + ".jsonl",
-                              script=OIP_SCRIPT, connections=row.connections,
+            variant = Variant(row.name, row.description, compare.SERVICE,
+                              bodies=row.name + ".oip.json", script=OIP_SCRIPT,
+                              connections=row.connections,
                               flights_per_request=row.flights_per_request)  # fmt: skip
-            pids = compare.process_tree(server.process.pid)
             url = server.url
             bodies = scratch / variant.bodies
             env_target = {"WRK_TARGET": f"/v2/models/{MODEL}/infer"}
@@ -313,26 +331,50 @@ def measure(row: Row, round_: int, args: argparse.Namespace, scratch: Path) -> R
             p50, p99 = summary.latency.p50 / 1000, summary.latency.p99 / 1000
             errors = summary.errors.socket + summary.errors.timeout + summary.non_2xx
             errors += summary.bad_bodies
+            notes: list[str] = []
         else:
-            pids = compare.process_tree(server.process.pid)
-            running = start_clients(target, scratch / f"{row.name}.bin", args.clients,
-                                    row.connections, args)  # fmt: skip
-            time.sleep(args.warmup)  # the clients' own warm-up: their window starts now
-            before = compare.clocks(pids)
-            time.sleep(args.duration)
-            after = compare.clocks(pids)
-            latencies, failed = collect(running, args)
-            requests, seconds = len(latencies), float(args.duration)
-            ordered = sorted(latencies) or [0.0]
-            p50 = ordered[len(ordered) // 2] * 1000
-            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
-            errors = sum(failed.values())
+            check_answer(server.url, target, scratch, row)
+            run, before, after, notes = run_h2load(args, row, server, target, pids, scratch)
+            requests, seconds = run.requests, float(args.duration)
+            ordered = sorted(run.latencies_us) or [0]
+            p50 = ordered[len(ordered) // 2] / 1000
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000
+            errors = run.failures + len(notes)
     cpu = None
     if before.server is not None and after.server is not None:
         cpu = after.server - before.server
     return Result(row.name, round_, requests, seconds, requests / seconds,
                   requests * row.flights_per_request / seconds, p50, p99, errors,
-                  cpu, load)  # fmt: skip
+                  cpu, load, notes)  # fmt: skip
+
+
+def run_h2load(
+    args: argparse.Namespace, row: Row, server: Server, target: str, pids: list[int], scratch: Path
+) -> tuple[H2loadRun, compare.Clocks, compare.Clocks, list[str]]:
+    """h2load's run, the server's clocks around its measured window, and what the server's
+    counters say went wrong (`unexpected`)."""
+    log = scratch / f"{row.name}.h2load.log"
+    earlier = grpc_counts(server.url)
+    command = h2load_command(args, row, target, scratch / f"{row.name}.frame", log)
+    process = subprocess.Popen(command, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    time.sleep(args.warmup)  # h2load's own warm-up: its measured window starts now
+    before = compare.clocks(pids)
+    time.sleep(args.duration)
+    after = compare.clocks(pids)
+    try:
+        output = process.communicate(timeout=60)[0].decode("utf-8", errors="replace")
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise StressError("h2load did not finish within 60 s of its duration") from None
+    if process.returncode != 0:
+        raise StressError(f"h2load exited with {process.returncode}:\n{output[-2000:]}")
+    run = parse_h2load(output, log)
+    time.sleep(FLUSH_WAIT)  # each worker adds its tallies to the shared metrics every second
+    now = grpc_counts(server.url)
+    counted = {code: now[code] - earlier.get(code, 0) for code in now}
+    notes = unexpected(counted, run.requests, row.in_flight)
+    return run, before, after, notes
 
 
 def run_wrk_with(command: list[str], bodies: Path, seconds: int, env: dict[str, str]) -> str:
@@ -387,18 +429,22 @@ def report(info: dict[str, Any], results: list[Result]) -> str:
         "",
         f"{info['rounds']} rounds of {info['duration_s']} s (after {info['warmup_s']} s of "
         "discarded warm-up) per row, rows alternating within each round, each run on a fresh "
-        "server: the README's gunicorn with 2 workers, gRPC on a loopback port. The load "
-        "generators (wrk for REST; for gRPC, "
-        f"{info['clients']} processes of this module's grpc.aio client, `benchmarks/grpc_load.py`) "
-        "run on the same 2 cores as the server, and other helpers' work was running: absolute "
-        "figures are low and noisy, the ratios within a round are the comparison.",
+        "server: the README's gunicorn with 2 workers, gRPC on a loopback port. Load "
+        f"generators, both in C ({info['tools']}): wrk drives the REST rows (HTTP/1.1, one call "
+        "in flight per connection), h2load the gRPC rows (h2c, a pre-built gRPC frame, several "
+        "streams per connection); they run on the same 2 cores as the server. h2load reads no "
+        "gRPC status: a gRPC row's errors are h2load's failures plus every call the server's "
+        "own metrics counted with a status other than OK, and before each gRPC run one call "
+        "through grpcio must answer what the REST route answers for the same flights.",
         "",
-        "Flights: the minimal model (`delay-minimal`), the same flights for every row (from "
-        "the wrk bodies of the real data, `make bodies`): 1,000 single-flight bodies, and 1,000-flight "
-        "batches. REST bodies are JSON tensors; gRPC requests carry `raw_input_contents` or "
-        "typed `contents`; gRPC answers are raw outputs.",
+        "Flights: the minimal model (`delay-minimal`, answered from its table), one request "
+        "repeated per row, the same flights for REST and gRPC (the first body of `make bodies`' "
+        "single-flight and 1,000-flight files, from the real data). REST bodies are JSON "
+        "tensors; gRPC requests carry `raw_input_contents` or typed `contents`; gRPC answers "
+        "are raw outputs.",
         "",
-        "| row | what | calls in flight | median req/s | median flights/s | p50 ms | p99 ms "
+        "| row | what | calls in flight (connections x streams) | median req/s "
+        "| median flights/s | p50 ms | p99 ms "
         "| server CPU ms per call | errors |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -407,7 +453,8 @@ def report(info: dict[str, Any], results: list[Result]) -> str:
         if not mine:
             continue
         lines.append(
-            f"| {row.name} | {row.description} | {row.connections} "
+            f"| {row.name} | {row.description} | {row.in_flight} "
+            f"({row.connections} x {row.streams}) "
             f"| {statistics.median(r.requests_per_s for r in mine):,.0f} "
             f"| {statistics.median(r.flights_per_s for r in mine):,.0f} "
             f"| {statistics.median(r.p50_ms for r in mine):.2f} "
@@ -436,18 +483,26 @@ def report(info: dict[str, Any], results: list[Result]) -> str:
             f"| {r.round} | {r.row} | {r.requests_per_s:,.0f} | {r.flights_per_s:,.0f} "
             f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.load_before:.2f} |"
         )
+    noted = [f"- round {r.round}, {r.row}: {note}" for r in results for note in r.notes]
+    if noted:
+        lines += ["", "What the server's metrics counted besides OK calls:", "", *noted]
     return "\n".join(lines) + "\n"
+
+
+def _version(tool: str, flag: str) -> str:
+    """The first line a tool prints about itself (wrk prints it with its usage, and fails)."""
+    done = subprocess.run([tool, flag], capture_output=True, text=True, check=False)
+    return (done.stdout + done.stderr).strip().splitlines()[0].split(" Copyright")[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    if raw[:1] == ["client"]:
-        return client_main(raw[1:])
     parser = compare.run_parser("python -m benchmarks.grpc_load", __doc__)
-    parser.add_argument("--clients", type=int, default=2, help="gRPC client processes")
-    parser.add_argument("--channels", type=int, default=4, help="gRPC connections per client")
+    parser.add_argument("--h2load", default="h2load", help="h2load (Debian: nghttp2-client)")
     parser.add_argument("--rows", help="comma-separated subset (default: all)")
     args = compare.parse_run(parser, raw)
+    if shutil.which(args.h2load) is None:
+        parser.error(f"no {args.h2load!r}: install Debian's nghttp2-client (h2load drives gRPC)")
     chosen = [row for row in ROWS if not args.rows or row.name in args.rows.split(",")]
     uname, cpu, nproc = machine()
     info = {
@@ -459,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": args.rounds,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "clients": args.clients,
+        "tools": f"{_version(args.wrk, '--version')}; {_version(args.h2load, '--version')}",
     }
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="compare-grpc-") as scratch:

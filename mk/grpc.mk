@@ -8,11 +8,15 @@ grpc-stubs: $(DEV_STAMP) ## regenerate app/grpc's protobuf messages from the ven
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. $(GRPC_PROTO)
 
 # `make compare-grpc` (run by `make compare` too): gRPC ModelInfer against the REST OIP route,
-# single-flight and 1000-flight, alternating rounds, into $(REPORTS_DIR)/grpc.md. Uses
-# $(COMPARE_*) from mk/compare.mk and $(WRK_DIR), $(WRK) and `bodies` from mk/stress.mk.
+# single-flight and 1000-flight, alternating rounds, into $(REPORTS_DIR)/grpc.md: wrk drives
+# REST, h2load (Debian's nghttp2-client) gRPC. Uses $(COMPARE_*) from mk/compare.mk and
+# $(WRK_DIR), $(WRK) and `bodies` from mk/stress.mk.
+H2LOAD ?= h2load
+
 .PHONY: compare-grpc
 compare-grpc: bodies | $(DEV_STAMP) ## gRPC ModelInfer vs the REST OIP route, same flights (about 5 minutes)
 	$(BIN)/python -m benchmarks.grpc_load --rounds $(COMPARE_ROUNDS) --duration $(COMPARE_DURATION) \
-		--threads $(COMPARE_THREADS) --wrk $(WRK) --wrk-dir $(WRK_DIR) --out $(REPORTS_DIR)
+		--threads $(COMPARE_THREADS) --wrk $(WRK) --h2load $(H2LOAD) --wrk-dir $(WRK_DIR) \
+		--out $(REPORTS_DIR)
 
 compare: compare-grpc

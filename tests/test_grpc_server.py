@@ -7,11 +7,14 @@ proto package, which one process cannot hold twice (app/grpc/__init__.py)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +34,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from app.metrics import FLUSH_SECONDS
+from benchmarks import grpc_load
 from benchmarks.chaos import point, retagged_release, wait_for
 from tests.conftest import MODELS_DIR, PAYLOADS
 from tests.test_server import (
@@ -466,6 +470,41 @@ def test_a_grpc_port_that_cannot_be_bound_stops_start_up(tmp_path: Path) -> None
         target = f"{HOST}:{taken.getsockname()[1]}"
         log = failed_start(spawn(tmp_path / "run", GRPC_BIND=target))
     assert f"cannot serve gRPC on {target}" in log
+
+
+@pytest.mark.parametrize(("model", "answered"), [("delay-minimal", "OK"), ("nope", "NOT_FOUND")])
+def test_h2load_calls_are_served_and_the_servers_counts_tell_their_status(
+    served: GrpcServer, tmp_path: Path, model: str, answered: str
+) -> None:
+    """make compare-grpc's gRPC load: h2load posts one pre-built frame over h2c and takes every
+    HTTP 200 for a success, so only the server's counters show a call that was not OK."""
+    if shutil.which("h2load") is None:
+        pytest.skip("h2load is not on PATH (apt-get install nghttp2-client)")
+    flights, names = MODELS["delay-minimal"]
+    frame = tmp_path / "frame"
+    frame.write_bytes(
+        grpc_load.grpc_frame(typed_request(model, flights, names).SerializeToString())
+    )
+    row = grpc_load.Row("h2load", "", "grpc", "", len(flights), connections=2, streams=4)
+    args = argparse.Namespace(h2load="h2load", threads=1, duration=1, warmup=0)
+    log = tmp_path / "requests.tsv"
+    earlier = grpc_load.grpc_counts(served.http.url)
+    done = subprocess.run(
+        grpc_load.h2load_command(args, row, served.target, frame, log),
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    run = grpc_load.parse_h2load(done.stdout, log)
+    time.sleep(FLUSH_SECONDS + 0.5)
+    now = grpc_load.grpc_counts(served.http.url)
+    counted = {code: now[code] - earlier.get(code, 0) for code in now}
+    assert run.requests > 0
+    assert run.failures == 0  # h2load saw nothing wrong either way
+    assert counted[answered] >= run.requests
+    problems = grpc_load.unexpected(counted, run.requests, row.in_flight)
+    if answered == "OK":
+        assert problems == []
+    else:
+        assert problems[0] == f"{counted[answered]:.0f} calls answered NOT_FOUND"
 
 
 def test_a_message_that_does_not_parse_is_invalid_argument(served: GrpcServer) -> None:
