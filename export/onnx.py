@@ -9,9 +9,12 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from lightgbm import LGBMClassifier
 from onnx import TensorProto, helper
-from skl2onnx import to_onnx
+from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+from skl2onnx import to_onnx, update_registered_converter
 from skl2onnx.common.data_types import FloatTensorType
+from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
 
 from app.model import ONNX_INPUT, ONNX_PROBABILITIES
 from train.metrics import Platt
@@ -34,15 +37,45 @@ class Parity:
     """Rows within the tolerance of the threshold, where float32 rounding may flip the label."""
 
 
+def _register_lightgbm() -> None:
+    """skl2onnx converts LightGBM with onnxmltools' converter once it is registered."""
+    update_registered_converter(
+        LGBMClassifier,
+        "LightGbmLGBMClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_lightgbm,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
+
+
 def convert(estimator: Any, n_features: int) -> bytes:
     """Probabilities as a plain [N, 2] float tensor (no ZipMap), input named `features`."""
+    _register_lightgbm()
     model = to_onnx(
         estimator,
         initial_types=[(ONNX_INPUT, FloatTensorType([None, n_features]))],
         options={"zipmap": False},
         target_opset=TARGET_OPSET,
     )
+    _order_opset_imports(model)
     return bytes(model.SerializeToString())
+
+
+def _order_opset_imports(model: onnx.ModelProto) -> None:
+    """skl2onnx lists the opset imports in the order of a set of (domain, version), which
+    follows the process's string-hash seed: the same model came out as two different byte
+    strings. Ordered by the first node of each domain (stable), the bytes depend on the model
+    alone."""
+    first: dict[str, int] = {}
+    for position, node in enumerate(model.graph.node):
+        first.setdefault(node.domain, position)
+    ordered = sorted(
+        model.opset_import,
+        key=lambda opset: (first.get(opset.domain, len(model.graph.node)), opset.domain),
+    )
+    copies = [onnx.OperatorSetIdProto(domain=o.domain, version=o.version) for o in ordered]
+    del model.opset_import[:]
+    model.opset_import.extend(copies)
 
 
 def onnx_probabilities(onnx_bytes: bytes, features: np.ndarray) -> np.ndarray:

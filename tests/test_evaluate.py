@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from app.features import from_flights
-from train.candidates import CANDIDATES
+from train.candidates import CANDIDATES, HALF_LIVES, Candidate
 from train.data import DataError, chilean_holidays, load
 from train.evaluate import (
     Forward,
@@ -19,7 +19,10 @@ from train.evaluate import (
     forward_folds,
     grouped_folds,
     holdout_fold,
+    month_ages,
     month_keys,
+    next_month,
+    recency_weights,
 )
 from train.metrics import Platt, alert_as_many_as_delayed
 from train.select import evaluate_contract, prepare
@@ -37,6 +40,42 @@ def test_forward_folds_train_only_on_earlier_months() -> None:
     for fold in folds:
         assert set(months[fold.test_rows]) == {fold.name}
         assert set(months[fold.train_rows]) == {m for m in set(months) if m < fold.name}
+
+
+def test_training_rows_know_their_age_before_the_month_scored() -> None:
+    months = _months(12)
+    for fold in forward_folds(months):
+        ages = fold.train_age
+        assert len(ages) == len(fold.train_rows)
+        assert ages.min() == 1  # the month just before the tested one
+        assert ages.max() == int(fold.name[5:]) - 1  # January
+    holdout = holdout_fold(months)
+    assert set(holdout.train_age.tolist()) == set(range(1, 11))
+    assert next_month(months) == "2018-01"
+    assert month_ages(months, np.array([0, len(months) - 1]), "2018-01").tolist() == [12, 1]
+
+
+def test_recency_weights_halve_every_half_life() -> None:
+    weights = recency_weights(np.array([1, 2, 3, 5]), half_life=2.0)
+    np.testing.assert_allclose(weights, [1.0, 0.5**0.5, 0.5, 0.25])
+
+
+@pytest.mark.parametrize("candidate", CANDIDATES[1:], ids=lambda c: c.name)
+def test_a_recipe_with_a_half_life_fits_on_weighted_rows(candidate: Candidate) -> None:
+    """The weights reach the estimator (last step of a pipeline) and change the model."""
+    rng = np.random.default_rng(0)
+    features = rng.integers(0, 4, size=(800, 2)).astype(np.float32)
+    ages = np.repeat([4, 3, 2, 1], 200)
+    # the effect of the first feature flips in the recent months
+    sign = np.where(ages <= 2, 1.0, -1.0)
+    labels = (sign * (features[:, 0] - 1.5) + rng.normal(0, 1, 800) > 0).astype(np.int64)
+    recipe = Recipe(candidate.name, candidate.build, dict(candidate.grid[0]), ("OPERA", "MES"))
+    weighted = replace(recipe, half_life=1.0)
+    assert "half-life 1 months" in weighted.label
+    probe = np.array([[0, 0], [3, 0]], dtype=np.float32)
+    plain = recipe.fit(features, labels, ages).predict_proba(probe)[:, 1]
+    recent = weighted.fit(features, labels, ages).predict_proba(probe)[:, 1]
+    assert recent[1] - recent[0] > plain[1] - plain[0]
 
 
 def test_forward_folds_adapt_to_four_months() -> None:
@@ -59,7 +98,7 @@ def test_fewer_than_four_months_is_a_one_line_error() -> None:
 
 def test_grouped_folds_never_split_a_group() -> None:
     days = np.array([f"2017-01-{day:02d}" for day in range(1, 31) for _ in range(7)])
-    folds = grouped_folds(days)
+    folds = grouped_folds(days, np.array([day[:7] for day in days]))
     tested = np.concatenate([fold.test_rows for fold in folds])
     assert sorted(tested) == list(range(len(days)))
     for fold in folds:
@@ -130,12 +169,15 @@ def test_selection_finds_the_signal_and_beats_chance(synthetic_csv: Path) -> Non
     )
     with threadpool_limits(limits=1):  # as export runs it: spinning OpenMP threads crawl
         evaluation = evaluate_contract("full", data, quick, log=lambda message: None)
-    assert [f.recipe.candidate for f in evaluation.finalists] == ["logreg", "hgb"]
+    assert [f.recipe.candidate for f in evaluation.finalists] == ["logreg", "hgb", "lgbm"]
     assert evaluation.chosen.mean_auc(("select", "report")) > 0.6  # airline and hour
     kept = {row.group for row in evaluation.ablation if row.kept}
     assert kept == set(evaluation.chosen.recipe.groups)
     assert kept & {"OPERA", "Emp-I", "flight number", "hour"}
     assert {"date", "week"} == set(evaluation.cv)
+    assert [variant.recipe for variant in evaluation.recency] == [
+        replace(evaluation.chosen.recipe, half_life=half_life) for half_life in HALF_LIVES
+    ]
 
 
 def test_real_forward_folds_never_test_a_month_they_trained_on(real_data: Path) -> None:

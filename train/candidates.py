@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightgbm import LGBMClassifier
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -49,6 +50,19 @@ HGB_GRID: tuple[dict[str, Any], ...] = (
     },
 )
 """Few, shallow trees: searched on the earlier forward months, and cheap to serve."""
+LGBM_GRID: tuple[dict[str, Any], ...] = (
+    {"learning_rate": 0.1, "n_estimators": 100, "num_leaves": 15, "min_child_samples": 200},
+    {
+        "learning_rate": 0.05,
+        "n_estimators": 200,
+        "num_leaves": 15,
+        "min_child_samples": 200,
+        "reg_lambda": 1.0,
+    },
+)
+"""LightGBM at HGB's sizes: the same family, tried because it converts to ONNX (onnxmltools)."""
+HALF_LIVES = (1.0, 3.0)
+"""Recency weighting tried on each candidate's best configuration: half-lives in months."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,13 @@ def gradient_boosting(
     return HistGradientBoostingClassifier(random_state=SEED, early_stopping=False, **params)
 
 
+def light_gradient_boosting(features: tuple[str, ...], params: dict[str, Any]) -> LGBMClassifier:
+    """One thread and deterministic histograms, so an export reproduces its model byte for byte."""
+    return LGBMClassifier(
+        random_state=SEED, n_jobs=1, deterministic=True, force_row_wise=True, verbose=-1, **params
+    )
+
+
 def _onehot() -> OneHotEncoder:
     return OneHotEncoder(handle_unknown="ignore", sparse_output=True)
 
@@ -123,5 +144,11 @@ CANDIDATES = (
         "scikit-learn HistGradientBoostingClassifier on rate-ranked codes and delay-rate logits",
         gradient_boosting,
         grid=HGB_GRID,
+    ),
+    Candidate(
+        "lgbm",
+        "LightGBM LGBMClassifier on the same matrix as HistGradientBoosting",
+        light_gradient_boosting,
+        grid=LGBM_GRID,
     ),
 )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline
 
 from app.features import FeatureEncoder, feature_names, take
 from app.flights import Columns
@@ -53,10 +54,34 @@ class Fold:
     test_rows: np.ndarray
     role: str
     """warm-up (gives the first threshold), select (chooses models), report (judges them)"""
+    train_age: np.ndarray
+    """per training row: months from its month to the first tested month (1 = the month before)"""
 
 
 def month_keys(departure: np.ndarray) -> np.ndarray:
     return np.datetime_as_string(departure.astype("datetime64[M]"))
+
+
+def month_ages(months: np.ndarray, rows: np.ndarray, reference: str) -> np.ndarray:
+    """Months from each row's month (YYYY-MM) to `reference`: 1 for the month before it."""
+
+    ages: np.ndarray = (
+        np.datetime64(reference, "M") - months[rows].astype("datetime64[M]")
+    ).astype(np.int64)
+    return ages
+
+
+def next_month(months: np.ndarray) -> str:
+    """The month after the last one present: what a model fitted on every row will score."""
+    last = np.array(sorted(set(months.tolist()))[-1], dtype="datetime64[M]")
+    return str(last + 1)
+
+
+def recency_weights(ages: np.ndarray, half_life: float) -> np.ndarray:
+    """Airline and route delay rates drift: a training row weighs half as much every
+    `half_life` months before the month scored (the month before it weighs 1)."""
+    weights: np.ndarray = 0.5 ** ((ages - 1) / half_life)
+    return weights
 
 
 def forward_folds(months: np.ndarray) -> list[Fold]:
@@ -76,12 +101,14 @@ def forward_folds(months: np.ndarray) -> list[Fold]:
     folds = []
     for k in range(first - 1, len(present)):
         role = "warm-up" if k < first else "select" if k < first + selecting else "report"
+        train = np.flatnonzero(months < present[k])
         folds.append(
             Fold(
                 present[k],
-                np.flatnonzero(months < present[k]),
+                train,
                 np.flatnonzero(months == present[k]),
                 role,
+                month_ages(months, train, present[k]),
             )
         )
     return folds
@@ -91,19 +118,23 @@ def holdout_fold(months: np.ndarray) -> Fold:
     """Train on everything before the last two months present, test on those two."""
     present = sorted(set(months.tolist()))
     start = present[-2]
+    train = np.flatnonzero(months < start)
     return Fold(
         f"{start}..{present[-1]}",
-        np.flatnonzero(months < start),
+        train,
         np.flatnonzero(months >= start),
         "holdout",
+        month_ages(months, train, start),
     )
 
 
-def grouped_folds(groups: np.ndarray) -> list[Fold]:
-    """CV folds that keep each group (a date, a week) on one side; reported, never chosen on."""
+def grouped_folds(groups: np.ndarray, months: np.ndarray) -> list[Fold]:
+    """CV folds that keep each group (a date, a week) on one side; reported, never chosen on.
+    Row ages count to the month after the data, as for the model fitted on every row."""
     splitter = GroupKFold(n_splits=CV_FOLDS, shuffle=True, random_state=SEED)
+    after = next_month(months)
     return [
-        Fold(f"cv{i + 1}", train, test, "cv")
+        Fold(f"cv{i + 1}", train, test, "cv", month_ages(months, train, after))
         for i, (train, test) in enumerate(splitter.split(np.zeros(len(groups)), groups=groups))
     ]
 
@@ -155,11 +186,24 @@ class Recipe:
     build: Callable[[tuple[str, ...], dict[str, Any]], Any]
     params: dict[str, Any]
     groups: tuple[str, ...]
+    half_life: float | None = None
+    """recency weighting of the training rows, in months (None: every row weighs the same)"""
 
     @property
     def label(self) -> str:
         params = ", ".join(f"{key}={value}" for key, value in self.params.items())
-        return f"{self.candidate}({params or 'defaults'})"
+        recency = "" if self.half_life is None else f", half-life {self.half_life:g} months"
+        return f"{self.candidate}({params or 'defaults'}{recency})"
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, ages: np.ndarray) -> Any:
+        """A fresh estimator fitted on the rows, weighted by recency if the recipe says so."""
+        model = clone(self.build(feature_names(self.groups), self.params))
+        if self.half_life is None:
+            return model.fit(features, labels)
+        weight = "sample_weight"
+        if isinstance(model, Pipeline):
+            weight = f"{model.steps[-1][0]}__{weight}"
+        return model.fit(features, labels, **{weight: recency_weights(ages, self.half_life)})
 
 
 @dataclass(frozen=True)
@@ -304,10 +348,8 @@ def run_forward(
 
 def fit_predict(recipe: Recipe, labels: np.ndarray, split: Encoded) -> tuple[np.ndarray, float]:
     columns = split.columns(recipe.groups)
-    features = feature_names(recipe.groups)
-    model = clone(recipe.build(features, recipe.params))
     start = time.perf_counter()
-    model.fit(split.train[:, columns], labels[split.fold.train_rows])
+    model = recipe.fit(split.train[:, columns], labels[split.fold.train_rows], split.fold.train_age)
     elapsed = time.perf_counter() - start
     probabilities: np.ndarray = model.predict_proba(split.test[:, columns])[:, 1]
     return probabilities, elapsed
