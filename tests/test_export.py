@@ -154,6 +154,11 @@ def test_export_writes_models_cards_and_report(synthetic_export: Path, synthetic
     assert "## full contract" in report
     assert "Nested rule" in report
     assert "Champion/challenger" in report
+    assert "Recency weighting of the served recipe" in report
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    assert f"at code revision `{head}`" in report
     for figure in FIGURES:
         assert (synthetic_export / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
 
