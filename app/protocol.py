@@ -19,7 +19,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
   only once it has been quiet for `DRAIN_QUIET`, and a request arriving meanwhile is answered
   with `Connection: close`, instead of uvicorn closing it at once and racing the client's next
   (or first) request, which the client then sees as a reset (measured: 2-3 failed requests per
-  20-SIGHUP storm before, none after).
+  20-SIGHUP storm before, none after). A connection the event loop hands over after shutdown
+  began (accepted just before the listener closed) drains too (`begin_drain`).
 
 It also writes a response's head and its first body chunk in one `transport.write` (uvicorn
 makes two: two system calls, each doing the loopback TCP work; about half of a worker's samples
@@ -29,11 +30,13 @@ on the table path, docs/performance.md): `_HeadWithBody`.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
 
 from app import request_id as request_ids
 from app.metrics import observe_latency
@@ -46,6 +49,18 @@ DRAIN_INTERVAL = 0.1
 _UNSEEN = object()
 DRAIN_QUIET = 0.5
 """Seconds a connection must have received nothing, while draining, before it is closed."""
+_DRAINING: weakref.WeakSet[ServerState] = weakref.WeakSet()
+"""The servers (uvicorn's per-worker state) shutting down."""
+
+
+def begin_drain(server_state: ServerState) -> None:
+    """From now on every connection of this server drains from the moment it is made.
+
+    uvicorn asks only the connections in its set to shut down, but a connection accepted just
+    before the listener closed is made (`connection_made`) one loop turn later: left alone, it
+    was served as keep-alive until uvicorn's graceful timeout cancelled its request 18 s later,
+    the request a reload lost (1 in 171,056 in `chaos reload`, reports/reliability.md §9)."""
+    _DRAINING.add(server_state)
 
 
 @dataclass(frozen=True)
@@ -82,10 +97,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """While draining: the cycle (None: no request yet) the drain checks have seen idle
         since `_quiet_since`."""
         self._quiet_since = 0.0
+        self._draining = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         _Sweeper.ensure(self.loop, self.connections)
+        if self.server_state in _DRAINING:
+            self.shutdown()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -110,6 +128,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_head()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if self._draining:
+            cycle.keep_alive = False  # the worker is stopping: this answer closes the connection
         if len(self.tasks) >= self.limits.max_in_flight:
             self._shed(cycle)
         else:
@@ -180,8 +200,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(408, "Request Timeout", "request body not received in time")
 
     def shutdown(self) -> None:
-        """Called once by uvicorn when the worker stops: drain instead of closing at once."""
-        self._drain()
+        """Called by uvicorn when the worker stops (and by `connection_made` once it has begun
+        to): drain instead of closing at once."""
+        if not self._draining:
+            self._draining = True
+            self._drain()
 
     def _drain(self) -> None:
         if self.transport.is_closing():

@@ -24,7 +24,7 @@ from uvicorn_worker import UvicornWorker as _UvicornWorker
 
 from app import logs
 from app.dataplane import DataPlane
-from app.protocol import Limits, guarded_protocol
+from app.protocol import Limits, begin_drain, guarded_protocol
 from app.request_id import install_log_context
 from app.settings import Settings
 
@@ -63,6 +63,7 @@ class Server(_Server):
         logger.info("gRPC serving on %s", bind)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        begin_drain(self.server_state)  # before uvicorn closes the listener: see app.protocol
         draining = [super().shutdown(sockets)]
         if self.grpc is not None:
             draining.append(self.grpc.stop(self.config.timeout_graceful_shutdown))

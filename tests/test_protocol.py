@@ -17,6 +17,7 @@ from app.protocol import (
     DRAIN_QUIET,
     GuardedHttpToolsProtocol,
     Limits,
+    begin_drain,
     guarded_protocol,
 )
 
@@ -75,11 +76,16 @@ class FakeTransport(asyncio.Transport):
 Scenario = Callable[[GuardedHttpToolsProtocol, FakeTransport], Awaitable[None]]
 
 
-def run(scenario: Scenario, limits: Limits = LIMITS) -> None:
+def run(scenario: Scenario, limits: Limits = LIMITS, draining: bool = False) -> None:
+    """`scenario` on one connection; `draining`: made after its server began to shut down."""
+
     async def main() -> None:
         config = Config(app=reading_app, lifespan="off", log_config=None)
         config.load()
-        protocol = guarded_protocol(limits)(config, ServerState(), {}, asyncio.get_running_loop())
+        state = ServerState()
+        if draining:
+            begin_drain(state)
+        protocol = guarded_protocol(limits)(config, state, {}, asyncio.get_running_loop())
         transport = FakeTransport()
         protocol.connection_made(transport)
         await scenario(protocol, transport)
@@ -303,6 +309,8 @@ def test_drain_serves_a_request_arriving_on_a_just_accepted_connection() -> None
         protocol.data_received(post(b"{}"))
         await settle()
         assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" in transport.data  # then the client reconnects elsewhere
+        assert transport.closed
 
     run(scenario)
 
@@ -314,6 +322,42 @@ def test_drain_closes_a_just_accepted_connection_that_stays_quiet() -> None:
         assert not transport.closed
         await asyncio.sleep(DRAIN_INTERVAL * 2.5)
         assert transport.closed
+
+    run(scenario)
+
+
+def test_a_connection_made_after_shutdown_began_drains_its_first_request() -> None:
+    """Accepted just before the listener closed, made after uvicorn asked its connections to
+    shut down: its request is answered with `Connection: close`, not kept alive until
+    uvicorn's graceful timeout cancels a later one."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" in transport.data
+        assert transport.closed
+
+    run(scenario, draining=True)
+
+
+def test_a_connection_made_after_shutdown_began_is_closed_once_quiet() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.shutdown()  # uvicorn's own call too: still one drain
+        await asyncio.sleep(DRAIN_QUIET + DRAIN_INTERVAL * 1.5)
+        assert transport.closed
+
+    run(scenario, draining=True)
+
+
+def test_a_connection_of_a_running_server_is_kept_alive() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        await asyncio.sleep(DRAIN_QUIET + DRAIN_INTERVAL * 1.5)
+        assert not transport.closed
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert b"connection: close" not in transport.data
+        assert not transport.closed
 
     run(scenario)
 

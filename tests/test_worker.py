@@ -92,3 +92,27 @@ def test_gunicorn_conf_names_this_worker(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_uvicorn_sends_no_server_header(monkeypatch: pytest.MonkeyPatch) -> None:
     """Set on the worker's uvicorn config; tests/test_server.py asks the real server."""
     assert make_worker(monkeypatch).config.server_header is False
+
+
+def test_shutdown_marks_the_server_draining_before_uvicorn_closes_its_listener(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """So that a connection made after uvicorn's shutdown began drains too (app.protocol)."""
+    import asyncio
+
+    import uvicorn
+
+    from app import protocol
+    from app.settings import Settings
+    from app.worker import Server
+
+    draining_when_uvicorn_shut_down: list[bool] = []
+
+    async def uvicorn_shutdown(self: uvicorn.Server, sockets: object = None) -> None:
+        draining_when_uvicorn_shut_down.append(self.server_state in protocol._DRAINING)
+
+    monkeypatch.setattr(uvicorn.Server, "shutdown", uvicorn_shutdown)
+    server = Server(uvicorn.Config(app=lambda: None), Settings.from_env({}))
+    assert server.server_state not in protocol._DRAINING
+    asyncio.run(server.shutdown())
+    assert draining_when_uvicorn_shut_down == [True]
