@@ -15,6 +15,7 @@ import msgspec
 
 from app.errors import ServiceError
 from app.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
+from app.overload import RETRY_AFTER, SHED_ERROR
 from app.settings import Settings
 
 _REF_TEMPLATE = "#/components/schemas/{name}"
@@ -57,6 +58,30 @@ def _errors(invalid: dict[str, Any]) -> dict[str, Any]:
         ),
         "503": _response("Models not loaded yet", "Error"),
     }
+
+
+def _sheddable(paths: dict[str, Any]) -> dict[str, Any]:
+    """`paths` with app.overload's 503 on every operation: the server gives it to any request
+    whose head completes while MAX_IN_FLIGHT requests of its worker are unfinished."""
+    shed = "Overloaded: MAX_IN_FLIGHT requests unfinished in this worker (answered by the server"
+    shed += f" at once, with `Retry-After: {RETRY_AFTER}`)"
+    retry_after = {
+        "description": "Seconds to wait before retrying (overload only)",
+        "schema": {"type": "integer"},
+    }
+    for item in paths.values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            own = operation["responses"].get("503")
+            answer = _response(shed, "Error", SHED_ERROR.to_json())
+            if own is not None:  # not ready, or overloaded
+                schemas = [own["content"]["application/json"]["schema"], _ref("Error")]
+                answer = {"description": f"{own['description']}; or {shed}"} | _json(
+                    schemas[0] if schemas[0] == schemas[1] else {"anyOf": schemas}
+                )
+            operation["responses"]["503"] = answer | {"headers": {"Retry-After": retry_after}}
+    return paths
 
 
 def invalid_example(validator: FlightValidator) -> dict[str, Any]:
@@ -308,6 +333,6 @@ def openapi_document(validator: FlightValidator | None = None) -> dict[str, Any]
             "description": "Predicts whether a flight leaving Santiago (SCL) is delayed by more "
             "than 15 minutes.",
         },
-        "paths": paths,
+        "paths": _sheddable(paths),
         "components": {"schemas": schemas},
     }

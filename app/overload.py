@@ -31,7 +31,9 @@ from app.errors import Overloaded
 RETRY_AFTER = 1
 SHED_ROUTE = "<shed>"
 """The route label of shed answers in the metrics (they never reach routing)."""
-_BODY = orjson.dumps(Overloaded("overloaded: too many requests in flight, retry later").to_json())
+SHED_ERROR = Overloaded("overloaded: too many requests in flight, retry later")
+"""The error of every shed answer (app.openapi documents it on each route)."""
+_BODY = orjson.dumps(SHED_ERROR.to_json())
 _HEAD = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\nretry-after: %d\r\n" % (len(_BODY), RETRY_AFTER)

@@ -14,7 +14,7 @@ connection that never sends a byte open forever, and waits forever on a trickled
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
   worker are unfinished is answered 503 + Retry-After at once, without running the app
-  (app.overload);
+  (app.overload), counted in the metrics and, with ACCESS_LOG, in the access log;
 * a graceful drain: on shutdown an idle keep-alive connection, or one just accepted, is closed
   only once it has been quiet for `DRAIN_QUIET`, and a request arriving meanwhile is answered
   with `Connection: close`, instead of uvicorn closing it at once and racing the client's next
@@ -39,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from app import request_id as request_ids
+from app.logs import log_access
 from app.metrics import observe_latency
 from app.overload import SHED_ROUTE, shed_response
 
@@ -83,6 +84,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """One instance per connection, as uvicorn's own; `limits` is set by `guarded_protocol`."""
 
     limits = Limits()
+    log_shed = False
+    """Whether a shed request gets its access-log line (ACCESS_LOG)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -147,6 +150,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             request_id = request_ids.new_id()
         self.transport.write(shed_response(request_id, not cycle.keep_alive))
         observe_latency(SHED_ROUTE, cycle.scope["method"], 503, 0.0)
+        if self.log_shed:
+            token = request_ids.REQUEST_ID.set(request_id)  # the line carries the answer's ID
+            log_access(cycle.scope["method"], cycle.scope["path"], SHED_ROUTE, 503, 0.0)
+            request_ids.REQUEST_ID.reset(token)
         cycle.response_started = cycle.response_complete = True
         if not cycle.keep_alive:
             self.transport.close()
@@ -306,6 +313,7 @@ class _Sweeper:
             del self._running[id(self.loop)]
 
 
-def guarded_protocol(limits: Limits) -> type[GuardedHttpToolsProtocol]:
+def guarded_protocol(limits: Limits, log_shed: bool = False) -> type[GuardedHttpToolsProtocol]:
     """The protocol class uvicorn's `Config(http=...)` takes, with these limits."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+    attributes = {"limits": limits, "log_shed": log_shed}
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), attributes)

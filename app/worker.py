@@ -80,7 +80,8 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
                 settings.head_timeout,
                 settings.body_timeout,
                 settings.max_in_flight,
-            )
+            ),
+            log_shed=settings.access_log is not None,
         )
         self.config.timeout_graceful_shutdown = max(1, self.cfg.graceful_timeout - SHUTDOWN_MARGIN)
         self.config.server_header = False  # no `server: uvicorn`: nothing to fingerprint

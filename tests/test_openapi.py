@@ -104,3 +104,31 @@ def test_server_answers_of_the_guarded_protocol_are_documented(client: TestClien
     for status, reason in ((408, "Request Timeout"), (431, "Request Header Fields Too Large")):
         body = json.loads(_response(status, reason, "why").split(b"\r\n\r\n", 1)[1])
         assert body == {"error": "why"}
+
+
+def test_every_operation_documents_the_shed_503_with_retry_after(client: TestClient) -> None:
+    """app.protocol sheds any request past MAX_IN_FLIGHT, whatever its route: every operation
+    lists that 503, its Retry-After header, and a schema the shed body (app.overload's) fits."""
+    import json
+
+    import jsonschema_rs
+
+    from app.overload import shed_response
+
+    document = _document(client)
+    head, body = shed_response(b"id-1", False).split(b"\r\n\r\n", 1)
+    assert b"\r\nretry-after: 1\r\n" in head
+    operations = [
+        (path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method != "parameters"
+    ]
+    assert len(operations) == 13
+    for path, operation in operations:
+        answer = operation["responses"]["503"]
+        assert "MAX_IN_FLIGHT" in answer["description"], path
+        assert set(answer["headers"]) == {"Retry-After"}, path
+        schema = answer["content"]["application/json"]["schema"]
+        validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+        assert validator.is_valid(json.loads(body)), path

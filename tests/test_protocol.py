@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.overload import _BODY
+from app import request_id as request_ids
+from app.logs import access_logger
+from app.overload import _BODY, SHED_ROUTE
 from app.protocol import (
     DRAIN_INTERVAL,
     DRAIN_QUIET,
@@ -76,7 +79,9 @@ class FakeTransport(asyncio.Transport):
 Scenario = Callable[[GuardedHttpToolsProtocol, FakeTransport], Awaitable[None]]
 
 
-def run(scenario: Scenario, limits: Limits = LIMITS, draining: bool = False) -> None:
+def run(
+    scenario: Scenario, limits: Limits = LIMITS, draining: bool = False, log_shed: bool = False
+) -> None:
     """`scenario` on one connection; `draining`: made after its server began to shut down."""
 
     async def main() -> None:
@@ -85,7 +90,8 @@ def run(scenario: Scenario, limits: Limits = LIMITS, draining: bool = False) -> 
         state = ServerState()
         if draining:
             begin_drain(state)
-        protocol = guarded_protocol(limits)(config, state, {}, asyncio.get_running_loop())
+        protocol_class = guarded_protocol(limits, log_shed)
+        protocol = protocol_class(config, state, {}, asyncio.get_running_loop())
         transport = FakeTransport()
         protocol.connection_made(transport)
         await scenario(protocol, transport)
@@ -423,3 +429,39 @@ def test_a_shed_http_10_request_closes_its_connection() -> None:
         assert transport.closed
 
     run(scenario, Limits(max_in_flight=1))
+
+
+class AccessLines(logging.Handler):
+    """The access lines logged, with the request ID current when each was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        route = getattr(record, "route", "")
+        self.lines.append((record.getMessage(), route, request_ids.current()))
+
+
+@pytest.mark.parametrize("log_shed", [True, False])
+def test_a_shed_request_has_its_access_line_when_the_access_log_is_on(log_shed: bool) -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.tasks.add(asyncio.get_running_loop().create_future())  # type: ignore[arg-type]
+        protocol.data_received(post(b"{}", extra=b"X-Request-ID: shed-7\r\n"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 503 ")
+
+    handler = AccessLines()
+    access_logger.addHandler(handler)
+    level = access_logger.level
+    access_logger.setLevel(logging.INFO)
+    try:
+        protocol = guarded_protocol(Limits(max_in_flight=1), log_shed=log_shed)
+        assert protocol.log_shed is log_shed
+        run(scenario, protocol.limits, log_shed=log_shed)
+    finally:
+        access_logger.removeHandler(handler)
+        access_logger.setLevel(level)
+    expected = [("POST /predict 503 0.000 ms", SHED_ROUTE, "shed-7")] if log_shed else []
+    assert handler.lines == expected
+    assert request_ids.current() == request_ids.NO_REQUEST  # reset after the line

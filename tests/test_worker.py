@@ -59,6 +59,7 @@ def test_uvicorn_serves_through_the_guarded_protocol_with_the_settings(
 def test_defaults_and_shutdown_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     worker = make_worker(monkeypatch)
     assert worker.config.http.limits == Limits()
+    assert worker.config.http.log_shed is False
     assert worker.config.timeout_graceful_shutdown == 20 - SHUTDOWN_MARGIN
     assert worker.config.timeout_keep_alive == worker.cfg.keepalive
 
@@ -77,6 +78,10 @@ def test_the_app_logger_writes_to_gunicorns_log_with_the_request_id(
     assert "[-] boom" in handler.formatter.format(record)
     bare = logging.LogRecord("other", logging.ERROR, __file__, 1, "plain", (), None)
     assert "[-] plain" in handler.formatter.format(bare)  # no request_id attribute: no error
+
+
+def test_shed_requests_are_access_logged_with_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert make_worker(monkeypatch, ACCESS_LOG="-").config.http.log_shed is True
 
 
 def test_gunicorn_conf_names_this_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
