@@ -200,10 +200,22 @@ class Hierarchy:
         return cls(airlines, routes, RateTable.fit(flight, labels, route_rate, airlines.default))
 
     def encode(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
-        """(airline logit, flight logit) per row, each falling back to its parent."""
+        """(airline logit, flight logit) per row, each falling back to its parent: the three
+        lookups of a row in one pass of dict lookups (one `RateTable.lookup` per level cost
+        three numpy round trips, most of a one-flight request's encoding)."""
         flight, route, airline = hierarchy_keys(columns)
-        airline_logit = self.airline.lookup(airline)
-        return airline_logit, self.flight.lookup(flight, self.route.lookup(route, airline_logit))
+        airline_get, route_get, flight_get = (
+            self.airline.logits.get,
+            self.route.logits.get,
+            self.flight.logits.get,
+        )
+        default = self.airline.default
+        airline_logit = [airline_get(key, default) for key in airline]
+        flight_logit = [
+            flight_get(key, route_get(parent, logit))
+            for key, parent, logit in zip(flight, route, airline_logit, strict=True)
+        ]
+        return np.array(airline_logit, dtype=np.float64), np.array(flight_logit, dtype=np.float64)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -347,7 +359,10 @@ class FeatureEncoder:
         for group in self.groups:
             block = self._group(group, columns, shared)
             width = len(GROUPS[group])
-            matrix[:, position : position + width] = block.reshape(rows, width)
+            if width == 1:  # a column: no reshape (about 0.3 us a group, most of one flight's)
+                matrix[:, position] = block
+            else:
+                matrix[:, position : position + width] = block.reshape(rows, width)
             position += width
         return matrix
 
