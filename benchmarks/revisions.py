@@ -34,22 +34,23 @@ BODIES = {
 is compared, not the model's answers)."""
 
 # Runs inside the revision's worktree; prints the median microseconds of one request.
+# The lifespan runs on a loop in this thread, as in a worker (not in TestClient's thread: the
+# observers would then be handed to that thread, benchmarks/asgi.py).
 _CHILD = """
-import json, statistics, sys, timeit
+import asyncio, json, statistics, sys, timeit
 sys.path.insert(0, sys.argv[1])  # this revision's benchmarks/asgi.py driver
 from pathlib import Path
 from asgi import request_caller
-from starlette.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 assert Path(sys.modules["app"].__file__).resolve().is_relative_to(Path.cwd().resolve())
 app = create_app(Settings(models_dir=Path("models")))
 body = sys.stdin.buffer.read()
 number = int(sys.argv[2])
-with TestClient(app):
-    call = request_caller(app, "POST", "/predict", body, headers={"content-type": "application/json"})
-    assert call()[0]["status"] == 200
-    times = [min(timeit.repeat(call, number=number, repeat=3)) / number * 1e6 for _ in range(5)]
+asyncio.new_event_loop().run_until_complete(app.router.lifespan_context(app).__aenter__())
+call = request_caller(app, "POST", "/predict", body, headers={"content-type": "application/json"})
+assert call()[0]["status"] == 200
+times = [min(timeit.repeat(call, number=number, repeat=3)) / number * 1e6 for _ in range(5)]
 print(json.dumps(statistics.median(times)))
 """
 
