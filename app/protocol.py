@@ -21,10 +21,6 @@ connection that never sends a byte open forever, and waits forever on a trickled
   (or first) request, which the client then sees as a reset (measured: 2-3 failed requests per
   20-SIGHUP storm before, none after). A connection the event loop hands over after shutdown
   began (accepted just before the listener closed) drains too (`begin_drain`).
-
-It also writes a response's head and its first body chunk in one `transport.write` (uvicorn
-makes two: two system calls, each doing the loopback TCP work; about half of a worker's samples
-on the table path, docs/performance.md): `_HeadWithBody`.
 """
 
 from __future__ import annotations
@@ -136,7 +132,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.tasks) >= self.limits.max_in_flight:
             self._shed(cycle)
         else:
-            cycle.transport = _HeadWithBody(self.transport, cycle, self.loop)  # type: ignore[assignment]
             super()._start_asgi_task(cycle, app)
 
     def _shed(self, cycle: RequestResponseCycle) -> None:
@@ -238,52 +233,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning("%s %s (client %s)", status, message, self.client)
         self.transport.write(_response(status, reason, message))
         self.transport.close()
-
-
-class _HeadWithBody:
-    """The transport as one request's cycle sees it: the response head is held back and written
-    together with the write that follows it, or at the end of this event-loop turn if none
-    does (a streamed body, an app that fails after its head), or before a close."""
-
-    __slots__ = ("_cycle", "_head", "_loop", "_started", "_transport")
-
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        cycle: RequestResponseCycle,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self._transport = transport
-        self._cycle = cycle
-        self._loop = loop
-        self._head: bytes | None = None
-        self._started = False
-
-    def write(self, data: bytes) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._transport.write(head + data)
-        elif self._cycle.response_started and not self._started:
-            # uvicorn has just set response_started and this is the head it writes (a
-            # `100 Continue` comes before response_started and goes out at once).
-            self._started = True
-            self._head = data
-            self._loop.call_soon(self._flush)
-        else:
-            self._transport.write(data)
-
-    def _flush(self) -> None:
-        head, self._head = self._head, None
-        if head is not None and not self._transport.is_closing():
-            self._transport.write(head)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 class _Sweeper:
