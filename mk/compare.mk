@@ -8,8 +8,10 @@ COMPARE_CONNECTIONS ?= 64
 COMPARE_THREADS ?= 2
 COMPARE_VARIANTS ?=
 
-.PHONY: compare reference
-compare: bodies $(REFERENCE_MODEL) ## side-by-side HTTP benchmark of the service and its variants (about 10 minutes)
+.PHONY: compare compare-http reference
+compare: compare-http ## side-by-side benchmark of the service and its variants: HTTP (compare-http), then gRPC (compare-grpc)
+
+compare-http: bodies $(REFERENCE_MODEL) ## the HTTP part of `make compare` alone: reports/benchmarks.* (about 10 minutes; COMPARE_VARIANTS=a,b for some)
 	$(BIN)/python -m benchmarks.compare --rounds $(COMPARE_ROUNDS) --duration $(COMPARE_DURATION) \
 		--connections $(COMPARE_CONNECTIONS) --threads $(COMPARE_THREADS) --wrk $(WRK) \
 		--wrk-dir $(WRK_DIR) --reference-model $(REFERENCE_MODEL) --out $(REPORTS_DIR) \
