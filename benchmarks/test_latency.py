@@ -70,6 +70,29 @@ def test_infer_json(benchmark: Any, app: Starlette, size: int) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("contract", ["minimal", "full"])
+def test_decode(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
+    """Decoding and validating a /predict body into columns: the request's first step."""
+    validator = app.state.validator
+    body = orjson.dumps({"flights": make_flights(size, contract == "full")})
+    assert validator.decode(body).size == size
+    benchmark(validator.decode, body)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("contract", ["minimal", "full"])
+def test_encode(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
+    """The feature encoding alone (app.features), on validated columns: the step between."""
+    models = app.state.models
+    model = models.full if contract == "full" else models.minimal
+    body = orjson.dumps({"flights": make_flights(size, contract == "full")})
+    columns = app.state.validator.decode(body).single()
+    encoder = model.card.encoder
+    assert encoder.encode_columns(columns).shape == (size, len(encoder.feature_names))
+    benchmark(encoder.encode_columns, columns)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("contract", ["minimal", "full"])
 def test_onnxruntime_call(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
     """The bare onnxruntime call on already-encoded features: the floor under /predict."""
     models = app.state.models
