@@ -5,7 +5,8 @@ it wires two things uvicorn_worker leaves out: uvicorn's own graceful-shutdown t
 inside gunicorn's `graceful_timeout` so that a worker cancels what is left and exits cleanly
 before the master's SIGKILL, and the `app` logger, sent to gunicorn's error log with the
 request ID (app.request_id) in every line. It also serves gRPC (app.grpc) on GRPC_BIND from
-the same event loop: started once the app is ready, drained together with HTTP.
+the same event loop: started once the app is ready, drained together with HTTP; and accepts
+HTTP connections through app.acceptor.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from uvicorn import Server as _Server
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
 from app import logs
+from app.acceptor import Acceptor
 from app.dataplane import DataPlane
 from app.protocol import Limits, begin_drain, guarded_protocol
 from app.request_id import install_log_context
@@ -44,7 +46,21 @@ class Server(_Server):
         self.grpc_failed = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        # gunicorn's sockets are served by app.acceptor's acceptors, not by uvloop's servers
+        # (which accept one connection per event-loop turn): uvicorn starts with none of them
+        await super().startup(None if sockets is None else [])
+        if sockets:
+            config, state = self.config, self.server_state
+
+            def protocol() -> asyncio.Protocol:
+                app_state = self.lifespan.state
+                return config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=state, app_state=app_state
+                )
+
+            loop = asyncio.get_running_loop()
+            acceptors = [Acceptor(loop, listener, protocol) for listener in sockets]
+            self.servers.extend(acceptors)  # type: ignore[arg-type]  # closed by uvicorn's shutdown
         bind = self.settings.grpc_bind
         # the service's app has a data plane; an app without one (a benchmark's) serves no gRPC
         dataplane: DataPlane | None = getattr(

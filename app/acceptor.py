@@ -1,0 +1,69 @@
+"""Accepting every waiting connection each event-loop turn, instead of uvloop's one.
+
+libuv (under uvloop) accepts one connection per event-loop turn since 1.45 (libuv PR #3696,
+"don't accept() connections in a loop"; uvloop 0.23 bundles 1.52). A turn of a worker serving
+hundreds of connections takes 100-300 ms on this machine, so at 1,024 connections opened at
+once 200-400 of them waited seconds in the kernel's accept queue, draining at about 30 a second
+(`ss`, strace: one accept4 per epoll_pwait): their first requests were wrk's 2-s timeouts,
+with and without the in-flight bound (reports/reliability.md §10). `Acceptor` watches a
+listening socket with `add_reader` and hands up to `BURST` connections a turn to the event loop
+(`connect_accepted_socket`: uvloop's own TCP transport, TCP_NODELAY set), as asyncio's own
+loop does. app.worker puts one in uvicorn's place for each of gunicorn's sockets; it has the
+two methods uvicorn's shutdown calls on a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+BURST = 128
+"""Connections accepted per turn at most: a worker takes its share of a burst of connects in a
+few turns, and a loop serving requests is not held up by accepting alone."""
+_RETRY = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNABORTED}
+logger = logging.getLogger("app")
+
+
+class Acceptor:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: socket.socket,
+        protocol_factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.loop = loop
+        self.listener = listener
+        self.protocol_factory = protocol_factory
+        self._fd = listener.fileno()
+        self._connecting: set[asyncio.Task[object]] = set()
+        listener.setblocking(False)
+        loop.add_reader(self._fd, self.accept)
+
+    def accept(self) -> None:
+        for _ in range(BURST):
+            try:
+                connection, _ = self.listener.accept()
+            except OSError as error:
+                if error.errno not in _RETRY:  # EMFILE and the like: log, try next turn
+                    logger.error("cannot accept a connection: %s", error)
+                return
+            task = self.loop.create_task(
+                self.loop.connect_accepted_socket(self.protocol_factory, connection)
+            )
+            self._connecting.add(task)  # held until connected: the loop keeps weak references
+            task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[object]) -> None:
+        self._connecting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("accepted connection lost at once: %s", task.exception())
+
+    def close(self) -> None:
+        """Stops accepting; the listening socket itself is gunicorn's (uvicorn closes it)."""
+        self.loop.remove_reader(self._fd)
+
+    async def wait_closed(self) -> None:
+        """Nothing to wait for: the connections are uvicorn's to drain."""

@@ -1,0 +1,136 @@
+"""app.acceptor: every waiting connection is taken in one turn (up to BURST), handed to the
+protocol; closing stops accepting; an accept error is a log line, not an exception."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+
+from app import acceptor
+from app.acceptor import Acceptor
+
+
+class Counting(asyncio.Protocol):
+    made: ClassVar[list[asyncio.BaseTransport]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        Counting.made.append(transport)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+    Counting.made = []
+    yield sock
+    sock.close()
+
+
+def connect(listener: socket.socket, count: int) -> list[socket.socket]:
+    """`count` connections the kernel has completed and queued, none accepted yet."""
+    return [socket.create_connection(listener.getsockname()) for _ in range(count)]
+
+
+async def turns(count: int = 5) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_one_turn_accepts_every_waiting_connection(listener: socket.socket) -> None:
+    clients = connect(listener, 20)
+
+    async def main() -> None:
+        taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
+        taker.close()  # only the explicit call below accepts
+        taker.accept()
+        await turns()
+        assert len(Counting.made) == 20
+        for transport in Counting.made:
+            transport.close()
+
+    asyncio.run(main())
+    for client in clients:
+        client.close()
+
+
+def test_a_turn_accepts_at_most_a_burst(
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(acceptor, "BURST", 3)
+    clients = connect(listener, 5)
+
+    async def main() -> None:
+        taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
+        taker.close()
+        taker.accept()
+        await turns()
+        assert len(Counting.made) == 3
+        taker.accept()
+        await turns()
+        assert len(Counting.made) == 5
+        for transport in Counting.made:
+            transport.close()
+
+    asyncio.run(main())
+    for client in clients:
+        client.close()
+
+
+def test_the_loop_accepts_while_watching_and_not_after_close(listener: socket.socket) -> None:
+    async def main() -> None:
+        taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
+        first = connect(listener, 2)
+        for _ in range(50):
+            if len(Counting.made) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(Counting.made) == 2
+        taker.close()
+        await taker.wait_closed()
+        later = connect(listener, 1)
+        await asyncio.sleep(0.1)
+        assert len(Counting.made) == 2  # queued in the kernel, not taken
+        for transport in Counting.made:
+            transport.close()
+        for client in first + later:
+            client.close()
+
+    asyncio.run(main())
+
+
+def test_an_accept_error_is_logged_and_accepting_goes_on(
+    listener: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Exhausted:
+        def __init__(self, real: socket.socket) -> None:
+            self.real = real
+
+        def fileno(self) -> int:
+            return self.real.fileno()
+
+        def setblocking(self, flag: bool) -> None:
+            self.real.setblocking(flag)
+
+        def accept(self) -> tuple[socket.socket, object]:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    async def main() -> None:
+        taker = Acceptor(asyncio.get_running_loop(), Exhausted(listener), Counting)  # type: ignore[arg-type]
+        taker.close()
+        with caplog.at_level(logging.ERROR, logger="app"):
+            taker.accept()
+        assert "cannot accept a connection" in caplog.text
+        taker.listener = listener  # the descriptors are back
+        client = connect(listener, 1)
+        taker.accept()
+        await turns()
+        assert len(Counting.made) == 1
+        Counting.made[0].close()
+        client[0].close()
+
+    asyncio.run(main())
