@@ -41,44 +41,35 @@ async def turns(count: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-def test_one_turn_accepts_every_waiting_connection(listener: socket.socket) -> None:
-    clients = connect(listener, 20)
+def accepting_by_hand(listener: socket.socket, waiting: int, counts: list[int]) -> None:
+    """`waiting` queued connections; one explicit `accept()` per entry of `counts`, each
+    followed by the connections handed over so far."""
+    clients = connect(listener, waiting)
 
     async def main() -> None:
         taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
-        taker.close()  # only the explicit call below accepts
-        taker.accept()
-        await turns()
-        assert len(Counting.made) == 20
+        taker.close()  # only the explicit calls accept
+        for expected in counts:
+            taker.accept()
+            await turns()
+            assert len(Counting.made) == expected
         for transport in Counting.made:
             transport.close()
 
     asyncio.run(main())
     for client in clients:
         client.close()
+
+
+def test_one_turn_accepts_every_waiting_connection(listener: socket.socket) -> None:
+    accepting_by_hand(listener, 20, [20])
 
 
 def test_a_turn_accepts_at_most_a_burst(
     listener: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(acceptor, "BURST", 3)
-    clients = connect(listener, 5)
-
-    async def main() -> None:
-        taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
-        taker.close()
-        taker.accept()
-        await turns()
-        assert len(Counting.made) == 3
-        taker.accept()
-        await turns()
-        assert len(Counting.made) == 5
-        for transport in Counting.made:
-            transport.close()
-
-    asyncio.run(main())
-    for client in clients:
-        client.close()
+    accepting_by_hand(listener, 5, [3, 5])
 
 
 def test_the_loop_accepts_while_watching_and_not_after_close(listener: socket.socket) -> None:
