@@ -24,6 +24,10 @@ BURST = 128
 """Connections accepted per turn at most: a worker takes its share of a burst of connects in a
 few turns, and a loop serving requests is not held up by accepting alone."""
 _RETRY = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNABORTED}
+PAUSE = 1.0
+"""Seconds without accepting after any other error (EMFILE and the like), as asyncio's own
+loop does: the waiting connection keeps the listener readable, so accepting again at once would
+spin the loop and write the same log line every turn."""
 logger = logging.getLogger("app")
 
 
@@ -39,6 +43,8 @@ class Acceptor:
         self.protocol_factory = protocol_factory
         self._fd = listener.fileno()
         self._connecting: set[asyncio.Task[object]] = set()
+        self._closed = False
+        self._resume: asyncio.TimerHandle | None = None
         listener.setblocking(False)
         loop.add_reader(self._fd, self.accept)
 
@@ -47,8 +53,11 @@ class Acceptor:
             try:
                 connection, _ = self.listener.accept()
             except OSError as error:
-                if error.errno not in _RETRY:  # EMFILE and the like: log, try next turn
-                    logger.error("cannot accept a connection: %s", error)
+                if error.errno not in _RETRY:  # EMFILE and the like
+                    logger.error(
+                        "cannot accept a connection: %s; accepting again in %s s", error, PAUSE
+                    )
+                    self._pause()
                 return
             task = self.loop.create_task(
                 self.loop.connect_accepted_socket(self.protocol_factory, connection)
@@ -61,8 +70,20 @@ class Acceptor:
         if not task.cancelled() and task.exception() is not None:
             logger.warning("accepted connection lost at once: %s", task.exception())
 
+    def _pause(self) -> None:
+        self.loop.remove_reader(self._fd)
+        self._resume = self.loop.call_later(PAUSE, self._watch)
+
+    def _watch(self) -> None:
+        self._resume = None
+        if not self._closed:
+            self.loop.add_reader(self._fd, self.accept)
+
     def close(self) -> None:
         """Stops accepting; the listening socket itself is gunicorn's (uvicorn closes it)."""
+        self._closed = True
+        if self._resume is not None:
+            self._resume.cancel()
         self.loop.remove_reader(self._fd)
 
     async def wait_closed(self) -> None:

@@ -94,34 +94,61 @@ def test_the_loop_accepts_while_watching_and_not_after_close(listener: socket.so
     asyncio.run(main())
 
 
-def test_an_accept_error_is_logged_and_accepting_goes_on(
-    listener: socket.socket, caplog: pytest.LogCaptureFixture
+class Exhausted:
+    """A listener whose accept() fails as a process out of descriptors does."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.real.setblocking(flag)
+
+    def accept(self) -> tuple[socket.socket, object]:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_an_accept_error_is_one_log_line_a_pause_then_accepting_again(
+    listener: socket.socket, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Exhausted:
-        def __init__(self, real: socket.socket) -> None:
-            self.real = real
-
-        def fileno(self) -> int:
-            return self.real.fileno()
-
-        def setblocking(self, flag: bool) -> None:
-            self.real.setblocking(flag)
-
-        def accept(self) -> tuple[socket.socket, object]:
-            raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(acceptor, "PAUSE", 0.3)
+    client = connect(listener, 1)  # keeps the listener readable: every turn would retry
 
     async def main() -> None:
         taker = Acceptor(asyncio.get_running_loop(), Exhausted(listener), Counting)  # type: ignore[arg-type]
-        taker.close()
         with caplog.at_level(logging.ERROR, logger="app"):
-            taker.accept()
-        assert "cannot accept a connection" in caplog.text
+            await asyncio.sleep(0.2)
+        errors = [r for r in caplog.records if "cannot accept a connection" in r.getMessage()]
+        assert len(errors) == 1  # paused, not spinning on the readable listener
+        assert Counting.made == []
         taker.listener = listener  # the descriptors are back
-        client = connect(listener, 1)
-        taker.accept()
-        await turns()
-        assert len(Counting.made) == 1
+        for _ in range(100):
+            if Counting.made:
+                break
+            await asyncio.sleep(0.01)
+        assert len(Counting.made) == 1  # accepting resumed after the pause
+        taker.close()
         Counting.made[0].close()
-        client[0].close()
 
     asyncio.run(main())
+    client[0].close()
+
+
+def test_close_during_a_pause_keeps_the_acceptor_closed(
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(acceptor, "PAUSE", 0.05)
+    client = connect(listener, 1)
+
+    async def main() -> None:
+        taker = Acceptor(asyncio.get_running_loop(), Exhausted(listener), Counting)  # type: ignore[arg-type]
+        await turns()
+        taker.close()
+        taker.listener = listener
+        await asyncio.sleep(0.2)
+        assert Counting.made == []  # the pause's end did not start watching again
+
+    asyncio.run(main())
+    client[0].close()
