@@ -80,7 +80,12 @@ class Acceptor:
             self.loop.add_reader(self._fd, self.accept)
 
     def close(self) -> None:
-        """Stops accepting; the listening socket itself is gunicorn's (uvicorn closes it)."""
+        """Stops accepting, after taking the connections queued now (they drain like the
+        others): once the last process holding the listener closes it, the kernel resets every
+        connection still queued, requests sent on them included (SIGTERM). The listening
+        socket itself is gunicorn's (uvicorn closes it)."""
+        if not self._closed and self._resume is None:
+            self.accept()  # an error here pauses: the timer is cancelled below
         self._closed = True
         if self._resume is not None:
             self._resume.cancel()

@@ -44,11 +44,12 @@ async def turns(count: int = 5) -> None:
 def accepting_by_hand(listener: socket.socket, waiting: int, counts: list[int]) -> None:
     """`waiting` queued connections; one explicit `accept()` per entry of `counts`, each
     followed by the connections handed over so far."""
-    clients = connect(listener, waiting)
+    clients: list[socket.socket] = []
 
     async def main() -> None:
         taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
-        taker.close()  # only the explicit calls accept
+        taker.close()  # only the explicit calls below accept
+        clients.extend(connect(listener, waiting))
         for expected in counts:
             taker.accept()
             await turns()
@@ -152,3 +153,20 @@ def test_close_during_a_pause_keeps_the_acceptor_closed(
 
     asyncio.run(main())
     client[0].close()
+
+
+def test_closing_takes_the_connections_queued_at_that_moment(listener: socket.socket) -> None:
+    """The last process to close a listener makes the kernel reset what is still queued."""
+    clients = connect(listener, 4)
+
+    async def main() -> None:
+        taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
+        taker.close()  # before the loop ran its reader once
+        await turns()
+        assert len(Counting.made) == 4
+        for transport in Counting.made:
+            transport.close()
+
+    asyncio.run(main())
+    for client in clients:
+        client.close()
