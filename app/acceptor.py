@@ -18,6 +18,7 @@ import asyncio
 import errno
 import logging
 import socket
+import struct
 from collections.abc import Callable
 
 BURST = 128
@@ -29,16 +30,37 @@ PAUSE = 1.0
 loop does: the waiting connection keeps the listener readable, so accepting again at once would
 spin the loop and write the same log line every turn."""
 logger = logging.getLogger("app")
+_TCPI_UNACKED = 24
+"""Offset of `tcpi_unacked` in Linux's `struct tcp_info`: on a listening socket, the number of
+connections waiting in its accept queue."""
+
+
+def waiting(listener: socket.socket) -> int | None:
+    """Connections queued on `listener` (Linux TCP), or None where the kernel cannot say."""
+    try:
+        info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except (AttributeError, OSError):  # no TCP_INFO (not Linux), or not a TCP socket
+        return None
+    return int(struct.unpack_from("I", info, _TCPI_UNACKED)[0])
 
 
 class Acceptor:
+    """Takes, each turn, a share of the queue: `1/share` of the connections waiting (at least
+    one, at most BURST). The workers share one listener and all wake when it is readable; one
+    that took the whole queue would get every connection of a pool opened at once (measured: 61
+    of 64 wrk connections on one worker, 64 of 64 in one run, where uvloop's one-a-turn split them
+    about evenly), while one a turn leaves a long queue waiting seconds. With `share` twice the
+    workers, each wakeup of each worker takes a small slice and the slices alternate."""
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         listener: socket.socket,
         protocol_factory: Callable[[], asyncio.Protocol],
+        share: int = 1,
     ) -> None:
         self.loop = loop
+        self.share = share
         self.listener = listener
         self.protocol_factory = protocol_factory
         self._fd = listener.fileno()
@@ -48,8 +70,10 @@ class Acceptor:
         listener.setblocking(False)
         loop.add_reader(self._fd, self.accept)
 
-    def accept(self) -> None:
-        for _ in range(BURST):
+    def accept(self, every: bool = False) -> None:
+        queued = None if every else waiting(self.listener)
+        take = BURST if queued is None else min(BURST, max(1, -(-queued // self.share)))
+        for _ in range(take):
             try:
                 connection, _ = self.listener.accept()
             except OSError as error:
@@ -85,7 +109,7 @@ class Acceptor:
         connection still queued, requests sent on them included (SIGTERM). The listening
         socket itself is gunicorn's (uvicorn closes it)."""
         if not self._closed and self._resume is None:
-            self.accept()  # an error here pauses: the timer is cancelled below
+            self.accept(every=True)  # an error here pauses: the timer is cancelled below
         self._closed = True
         if self._resume is not None:
             self._resume.cancel()

@@ -59,7 +59,8 @@ class Server(_Server):
                 )
 
             loop = asyncio.get_running_loop()
-            acceptors = [Acceptor(loop, listener, protocol) for listener in sockets]
+            share = 2 * self.settings.workers
+            acceptors = [Acceptor(loop, listener, protocol, share) for listener in sockets]
             self.servers.extend(acceptors)  # type: ignore[arg-type]  # closed by uvicorn's shutdown
         bind = self.settings.grpc_bind
         # the service's app has a data plane; an app without one (a benchmark's) serves no gRPC

@@ -41,13 +41,15 @@ async def turns(count: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-def accepting_by_hand(listener: socket.socket, waiting: int, counts: list[int]) -> None:
+def accepting_by_hand(
+    listener: socket.socket, waiting: int, counts: list[int], share: int = 1
+) -> None:
     """`waiting` queued connections; one explicit `accept()` per entry of `counts`, each
     followed by the connections handed over so far."""
     clients: list[socket.socket] = []
 
     async def main() -> None:
-        taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
+        taker = Acceptor(asyncio.get_running_loop(), listener, Counting, share)
         taker.close()  # only the explicit calls below accept
         clients.extend(connect(listener, waiting))
         for expected in counts:
@@ -64,6 +66,18 @@ def accepting_by_hand(listener: socket.socket, waiting: int, counts: list[int]) 
 
 def test_one_turn_accepts_every_waiting_connection(listener: socket.socket) -> None:
     accepting_by_hand(listener, 20, [20])
+
+
+def test_the_kernel_says_how_many_connections_wait(listener: socket.socket) -> None:
+    clients = connect(listener, 7)
+    assert acceptor.waiting(listener) == 7
+    for client in clients:
+        client.close()
+
+
+def test_a_turn_takes_its_share_of_the_queue(listener: socket.socket) -> None:
+    # 20 waiting, share 4: a quarter of what waits, rounded up, each turn (5, then 4 of 15, 3 of 11)
+    accepting_by_hand(listener, 20, [5, 9, 12], share=4)
 
 
 def test_a_turn_accepts_at_most_a_burst(
