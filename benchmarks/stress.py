@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.settings import Settings
 from benchmarks.stress_report import (
     RunInfo,
     failures,
@@ -99,15 +100,33 @@ def served(
             raise StressError(f"cannot start {gunicorn}: {error}") from None
     server = Server(process, f"http://127.0.0.1:{port}", log, command, None)
     try:
-        ready_s = wait_ready(server, spawned, spawned + ready_timeout)
+        ready_s = wait_ready(server, spawned, spawned + ready_timeout, expected_workers(env))
         yield Server(process, server.url, log, command, worker_count(process.pid), ready_s)
     finally:
         stop(process)
 
 
-def wait_ready(server: Server, spawned: float, deadline: float, worker_grace: float = 15) -> float:
-    """Ready answers 200, then every worker has loaded its models (else wrk meets cold ones).
-    Returns the seconds from `spawned` to the first 200.
+def expected_workers(env: Mapping[str, str]) -> int | None:
+    """The workers gunicorn.conf.py starts with `env` (None if its settings are refused)."""
+    try:
+        return Settings.from_env(env).workers
+    except ValueError:  # a refused setting: the server will say so itself
+        return None
+
+
+def wait_ready(
+    server: Server,
+    spawned: float,
+    deadline: float,
+    workers: int | None = None,
+    worker_grace: float = 15,
+) -> float:
+    """Ready answers 200, then every worker has loaded its models (else wrk meets cold ones,
+    or one worker takes every connection while the next is still starting). Returns the
+    seconds from `spawned` to the first 200.
+
+    `workers` is how many gunicorn starts; counting the master's children instead misses a
+    worker not yet forked when the first answers (a full stress run was served by one).
 
     Worker start-up is read from uvicorn's log line, so a quieter LOG_LEVEL only costs a
     warning and `worker_grace` seconds, not the run.
@@ -117,7 +136,7 @@ def wait_ready(server: Server, spawned: float, deadline: float, worker_grace: fl
         time.sleep(0.05)
     ready_s = time.monotonic() - spawned
     grace = min(deadline, time.monotonic() + worker_grace)
-    while _started(server.log) < (worker_count(server.process.pid) or 1):
+    while _started(server.log) < (workers or worker_count(server.process.pid) or 1):
         _check_alive(server, deadline, "not every worker finished starting")
         if time.monotonic() > grace:
             print(f"stress: warning: no {WORKER_STARTED!r} from every worker", file=sys.stderr)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.stress import expected_workers
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.server, pytest.mark.real_data]
@@ -25,3 +27,8 @@ def test_a_short_stress_run_passes_and_writes_its_report(wrk_bodies: Path, tmp_p
     report = (out / "README.md").read_text(encoding="utf-8")
     assert "**PASS**" in report
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_harness_waits_for_the_workers_gunicorn_starts_not_those_forked_so_far() -> None:
+    assert expected_workers({"WORKERS": "3"}) == 3
+    assert expected_workers({"WORKERS": "abc"}) is None  # refused: the server says why
