@@ -12,6 +12,7 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
+from app.model import ModelSet, OnnxModel
 from benchmarks.asgi import request_caller
 from benchmarks.conftest import SIZES, make_flights
 from benchmarks.noop_app import create_app as create_noop_app
@@ -38,10 +39,20 @@ def test_noop_ceiling(benchmark: Any) -> None:
     benchmark(call)
 
 
+def predict_body(contract: str, size: int) -> bytes:
+    """A /predict body of `size` synthetic flights of the contract."""
+    return orjson.dumps({"flights": make_flights(size, contract == "full")})
+
+
+def served_model(app: Starlette, contract: str) -> OnnxModel:
+    models: ModelSet = app.state.models
+    return models.full if contract == "full" else models.minimal
+
+
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("contract", ["minimal", "full"])
 def test_predict(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
-    body = orjson.dumps({"flights": make_flights(size, contract == "full")})
+    body = predict_body(contract, size)
     call = request_caller(app, "POST", "/predict", body, headers=JSON)
     assert len(_ok(call())["predict"]) == size
     benchmark(call)
@@ -73,7 +84,7 @@ def test_infer_json(benchmark: Any, app: Starlette, size: int) -> None:
 def test_decode(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
     """Decoding and validating a /predict body into columns: the request's first step."""
     validator = app.state.validator
-    body = orjson.dumps({"flights": make_flights(size, contract == "full")})
+    body = predict_body(contract, size)
     assert validator.decode(body).size == size
     benchmark(validator.decode, body)
 
@@ -82,9 +93,8 @@ def test_decode(benchmark: Any, app: Starlette, contract: str, size: int) -> Non
 @pytest.mark.parametrize("contract", ["minimal", "full"])
 def test_encode(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
     """The feature encoding alone (app.features), on validated columns: the step between."""
-    models = app.state.models
-    model = models.full if contract == "full" else models.minimal
-    body = orjson.dumps({"flights": make_flights(size, contract == "full")})
+    model = served_model(app, contract)
+    body = predict_body(contract, size)
     columns = app.state.validator.decode(body).single()
     encoder = model.card.encoder
     assert encoder.encode_columns(columns).shape == (size, len(encoder.feature_names))
@@ -95,8 +105,7 @@ def test_encode(benchmark: Any, app: Starlette, contract: str, size: int) -> Non
 @pytest.mark.parametrize("contract", ["minimal", "full"])
 def test_onnxruntime_call(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
     """The bare onnxruntime call on already-encoded features: the floor under /predict."""
-    models = app.state.models
-    model = models.full if contract == "full" else models.minimal
+    model = served_model(app, contract)
     flights = app.state.validator.flights(make_flights(size, contract == "full"))
     features = model.card.encoder.encode(flights)
     probabilities = model.predict_features(features)
