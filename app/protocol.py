@@ -13,7 +13,7 @@ connection that never sends a byte open forever, and waits forever on a trickled
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
-  worker are unfinished is answered 503 + Retry-After at once, without running the app
+  worker are unanswered is answered 503 + Retry-After at once, without running the app
   (app.overload), counted in the metrics and, with ACCESS_LOG, in the access log;
 * a graceful drain: on shutdown an idle keep-alive connection, or one just accepted, is closed
   only once it has been quiet for `DRAIN_QUIET`, and a request arriving meanwhile is answered
@@ -48,6 +48,13 @@ DRAIN_QUIET = 0.5
 """Seconds a connection must have received nothing, while draining, before it is closed."""
 _DRAINING: weakref.WeakSet[ServerState] = weakref.WeakSet()
 """The servers (uvicorn's per-worker state) shutting down."""
+_ANSWERED: weakref.WeakKeyDictionary[ServerState, set[asyncio.Task[None]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per server: the tasks in uvicorn's task set whose response is complete. uvicorn drops a
+task from its set one loop turn after it ends, and the client's next request is often read in
+between: counted, the answered requests of one turn pushed a worker with 39 connections past a
+bound of 64 (503s at 64 connections, where nothing should be shed)."""
 
 
 def begin_drain(server_state: ServerState) -> None:
@@ -97,6 +104,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         since `_quiet_since`."""
         self._quiet_since = 0.0
         self._draining = False
+        self._answered = _ANSWERED.setdefault(self.server_state, set())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -129,10 +137,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if self._draining:
             cycle.keep_alive = False  # the worker is stopping: this answer closes the connection
-        if len(self.tasks) >= self.limits.max_in_flight:
+        if len(self.tasks) - len(self._answered) >= self.limits.max_in_flight:
             self._shed(cycle)
         else:
             super()._start_asgi_task(cycle, app)
+
+    def on_response_complete(self) -> None:
+        """uvicorn calls this from the task whose response just completed (or from `_shed`,
+        outside any task): from now on that task no longer counts against the bound."""
+        task = asyncio.current_task(self.loop)
+        if task is not None and task in self.tasks:
+            self._answered.add(task)
+            task.add_done_callback(self._answered.discard)
+        super().on_response_complete()
 
     def _shed(self, cycle: RequestResponseCycle) -> None:
         """503 at once, written here: no task, no app. The cycle is then complete as if the

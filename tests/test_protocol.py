@@ -364,6 +364,10 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
         "keep_alive",
     ):  # fmt: skip
         assert f"self.{attribute} =" in cycle_source, f"RequestResponseCycle lost {attribute}"
+    # the bound stops counting a task once its response is complete (`on_response_complete`,
+    # which uvicorn's cycle calls from within the task)
+    assert "self.on_response()" in cycle_source, "RequestResponseCycle no longer calls on_response"
+    assert callable(getattr(HttpToolsProtocol, "on_response_complete", None))
 
 
 def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
@@ -390,6 +394,34 @@ def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
         assert SEEN
 
     run(scenario, Limits(max_in_flight=2))
+
+
+def test_an_answered_request_whose_task_has_not_ended_does_not_count() -> None:
+    """uvicorn drops a task from its set only after the task ends, and the client's next
+    request may be read before that: a request already answered must not count, or a worker
+    sheds at loads where its connections cannot have `max_in_flight` requests unanswered."""
+    after_response = asyncio.Event()
+
+    async def lingering_app(scope: Any, receive: Any, send: Any) -> None:
+        """Answers at once, then stays in its task (as a task does until its next step)."""
+        await reading_app(scope, receive, send)
+        await after_response.wait()
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.app = lingering_app
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert len(protocol.tasks) == 1  # answered, not ended
+        transport.data = b""
+        protocol.data_received(post(b"{}"))  # the next request on the kept-alive connection
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 "), transport.data
+        after_response.set()
+        await settle()
+        assert not protocol.tasks
+
+    run(scenario, Limits(max_in_flight=1))
 
 
 def test_a_shed_http_10_request_closes_its_connection() -> None:
