@@ -182,12 +182,13 @@ class Wrk:
         bodies: Path,
         wrk: str = "wrk",
         timeout: float = 5,
+        script: str = "predict.lua",
     ) -> None:
         self.duration = duration
         self.command = [
             wrk, f"--threads={threads}", f"--connections={connections}",
             f"--duration={duration}s", f"--timeout={timeout:g}s",
-            f"--script={ROOT / 'wrk' / 'predict.lua'}", url,
+            f"--script={ROOT / 'wrk' / script}", url,
         ]  # fmt: skip
         env = {**os.environ, "WRK_BODIES": str(bodies)}
         self.process = subprocess.Popen(
@@ -219,7 +220,9 @@ class Tally:
     refused_connects: int = 0
 
 
-async def _client(port: int, request: bytes, deadline: float, tally: Tally) -> None:
+async def _client(
+    port: int, request: bytes, deadline: float, tally: Tally, backoff: bool = False
+) -> None:
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -250,14 +253,29 @@ async def _client(port: int, request: bytes, deadline: float, tally: Tally) -> N
                 status = head.split(b" ", 2)[1].decode()
                 tally.answered[status] = tally.answered.get(status, 0) + 1
                 tally.timed.append((int(status), time.perf_counter() - sent))
+                if backoff and status == "503":
+                    await asyncio.sleep(min(retry_after(head), max(0, deadline - loop.time())))
                 if b"connection: close" in head.lower():
                     break  # the server said so: this is no failure, reconnect
         finally:
             writer.close()
 
 
-def accounting_load(port: int, seconds: float, connections: int, body: bytes) -> Tally:
-    """`connections` keep-alive clients posting `body` for `seconds`, in this thread."""
+def retry_after(head: bytes) -> int:
+    """The seconds of a response head's Retry-After (delta-seconds; 0 if none)."""
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"retry-after" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def accounting_load(
+    port: int, seconds: float, connections: int, body: bytes, backoff: bool = False
+) -> Tally:
+    """`connections` keep-alive clients posting `body` for `seconds`, in this thread. With
+    `backoff`, a client answered 503 waits its Retry-After before the next request, as the
+    service's users are expected to (wrk/backoff.lua does the same for wrk)."""
     import asyncio
 
     import uvloop
@@ -270,7 +288,9 @@ def accounting_load(port: int, seconds: float, connections: int, body: bytes) ->
 
     async def clients() -> None:
         deadline = asyncio.get_running_loop().time() + seconds
-        await asyncio.gather(*(_client(port, request, deadline, tally) for _ in range(connections)))
+        await asyncio.gather(
+            *(_client(port, request, deadline, tally, backoff) for _ in range(connections))
+        )
 
     uvloop.run(clients())
     return tally

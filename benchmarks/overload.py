@@ -5,8 +5,12 @@
 Overload: wrk posts one-flight bodies over C - 8 keep-alive connections while a timing probe
 (8 more connections, this process) records the status and latency of each of its own requests,
 for C = 16, 64, 256, 1,024. wrk's summary mixes 200s and 503s in its percentiles; the probe's
-requests queue like wrk's, so the p50/p99 of the 200s are the probe's. Two servers, alternated
-round by round: the default in-flight bound, and the bound off (MAX_IN_FLIGHT=1000000).
+requests queue like wrk's, so the p50/p99 of the 200s are the probe's. Two kinds of clients:
+`at-once` re-sends the instant it is answered, 503 or not (wrk's own behaviour), `backoff`
+honours Retry-After as the service's users are expected to (wrk/backoff.lua, and the probe
+likewise). Servers with each in-flight bound of --bounds (default: the setting's default) and
+one with the bound off (MAX_IN_FLIGHT=1000000; it never sheds, so its clients are `at-once`),
+all alternated within each round.
 
 Starvation: 2 wrk connections post the largest full-schedule batch the limits admit (just under
 MAX_BODY_BYTES) back to back while the probe (4 connections) posts one-flight bodies; batches
@@ -30,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.settings import Settings
 from benchmarks.chaos import Tally, Wrk, accounting_load, served_by, wrk_figures
 from benchmarks.stress import Server, load_average, machine
 from benchmarks.stress_report import WrkSummary
@@ -40,6 +45,9 @@ PROBE_CONNECTIONS = 8
 STARVATION_PROBES = 4
 CONNECTIONS = (16, 64, 256, 1024)
 UNBOUNDED = "1000000"
+CLIENTS = {"at-once": "predict.lua", "backoff": "backoff.lua"}
+"""wrk's script for each kind of client: re-send at once, or wait the 503's Retry-After."""
+OFF = "off"
 PROBE_BODY = b'{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3}]}'
 
 
@@ -61,14 +69,24 @@ def _percentile(sorted_values: Sequence[float], p: float) -> float:
 
 
 def measure(
-    server: Server, bodies: Path, connections: int, probes: int, seconds: int, wrk: str
+    server: Server,
+    bodies: Path,
+    connections: int,
+    probes: int,
+    seconds: int,
+    wrk: str,
+    client: str = "at-once",
 ) -> dict[str, Any]:
-    """wrk with `connections` and the probe with `probes` connections, at the same time."""
+    """wrk with `connections` and the probe with `probes` connections, at the same time, both
+    behaving as `client` (a key of CLIENTS)."""
     port = int(server.url.rsplit(":", 1)[1])
-    load = Wrk(server.url, seconds, connections, 2, bodies, wrk, timeout=2)
+    load = Wrk(server.url, seconds, connections, 2, bodies, wrk, timeout=2, script=CLIENTS[client])
+    backoff = client == "backoff"
     result: dict[str, Tally] = {}
     thread = threading.Thread(
-        target=lambda: result.update(probe=accounting_load(port, seconds - 1, probes, PROBE_BODY))
+        target=lambda: result.update(
+            probe=accounting_load(port, seconds - 1, probes, PROBE_BODY, backoff)
+        )
     )
     thread.start()
     summary: WrkSummary = load.result()
@@ -133,23 +151,32 @@ def _made(directory: Path) -> Path:
 
 
 def overload(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {"bounded": {}, "unbounded": {}}
-    bounded = {"MAX_IN_FLIGHT": str(args.max_in_flight)} if args.max_in_flight else {}
-    with servers(workdir, bounded=bounded, unbounded={"MAX_IN_FLIGHT": UNBOUNDED}) as running:
-        for server in running.values():  # warm both: first requests, page cache
+    """runs[client][bound][connections]: one run per round, the variants alternated."""
+    env = {str(bound): {"MAX_IN_FLIGHT": str(bound)} for bound in args.bounds}
+    variants = [(client, str(bound)) for client in args.clients for bound in args.bounds]
+    if args.unbounded:
+        env[OFF] = {"MAX_IN_FLIGHT": UNBOUNDED}
+        variants.append(("at-once", OFF))
+    runs: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {}
+    with servers(workdir, **{f"bound-{name}": e for name, e in env.items()}) as running:
+        for server in running.values():  # warm each: first requests, page cache
             measure(server, args.bodies, 56, PROBE_CONNECTIONS, 3, args.wrk)
         for round_ in range(args.rounds):
             for connections in args.connections:
-                for name in (
-                    ("bounded", "unbounded") if round_ % 2 == 0 else ("unbounded", "bounded")
-                ):
+                for client, bound in variants if round_ % 2 == 0 else variants[::-1]:
                     run = measure(
-                        running[name], args.bodies, connections - PROBE_CONNECTIONS,
-                        PROBE_CONNECTIONS, args.duration, args.wrk,
+                        running[f"bound-{bound}"], args.bodies, connections - PROBE_CONNECTIONS,
+                        PROBE_CONNECTIONS, args.duration, args.wrk, client,
                     )  # fmt: skip
-                    runs[name].setdefault(connections, []).append(run)
-                    print(f"overload {name} {connections}: {_line(run)}", flush=True)
-    return {name: {str(c): r for c, r in by_c.items()} for name, by_c in runs.items()}
+                    by_bound = runs.setdefault(client, {}).setdefault(bound, {})
+                    by_bound.setdefault(connections, []).append(run)
+                    print(
+                        f"overload {client} bound {bound} {connections}: {_line(run)}", flush=True
+                    )
+    return {
+        client: {bound: {str(c): r for c, r in by_c.items()} for bound, by_c in by_bound.items()}
+        for client, by_bound in runs.items()
+    }
 
 
 def starvation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -198,27 +225,38 @@ def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def verdicts(result: dict[str, Any]) -> dict[str, bool]:
-    bounded = {int(c): medians(r) for c, r in result["overload"]["bounded"].items()}
-    unloaded_max = max(bounded[16]["ok_per_s"], bounded[64]["ok_per_s"])
+    """Issue 11's targets for each kind of client and each bound measured, each against its
+    own unloaded figures: the p99 of the 200s at 16 connections, the 200/s at 16 or 64."""
     checks: dict[str, bool] = {}
-    for connections in (64, 256, 1024):
-        row = bounded[connections]
-        errors = row["socket_errors"]
-        checks[f"{connections}: zero non-503 errors"] = row["other_statuses"] == 0
-        checks[f"{connections}: zero socket errors (connect/read/write)"] = (
-            errors["connect"] + errors["read"] + errors["write"] + row["probe_lost"] == 0
+    for client, by_bound in result.get("overload", {}).items():
+        for bound, by_c in by_bound.items():
+            if bound == OFF:
+                continue
+            rows = {int(c): medians(r) for c, r in by_c.items()}
+            for connections in (64, 256, 1024):
+                if connections not in rows:
+                    continue
+                row, errors = rows[connections], rows[connections]["socket_errors"]
+                name = f"{client}, bound {bound}, {connections}:"
+                checks[f"{name} zero non-503 errors"] = row["other_statuses"] == 0
+                checks[f"{name} zero socket errors (connect/read/write)"] = (
+                    errors["connect"] + errors["read"] + errors["write"] + row["probe_lost"] == 0
+                )
+                checks[f"{name} zero wrk timeouts (2 s)"] = errors["timeout"] == 0
+                if 16 not in rows or 64 not in rows:
+                    continue
+                checks[f"{name} p99 of 200s <= 5 x unloaded p99 (16 connections)"] = (
+                    row["ok_p99_ms"] <= 5 * rows[16]["ok_p99_ms"]
+                )
+                unloaded_max = max(rows[c]["ok_per_s"] for c in (16, 64))
+                checks[f"{name} 200/s >= 90 % of the unloaded maximum"] = (
+                    row["ok_per_s"] >= 0.9 * unloaded_max
+                )
+    if "starvation" in result:
+        offloaded = medians(result["starvation"]["runs"]["offloaded"])
+        checks["starvation: single-flight p99 <= 50 ms while the largest batches are scored"] = (
+            offloaded["ok_p99_ms"] <= 50
         )
-        checks[f"{connections}: zero wrk timeouts (2 s)"] = errors["timeout"] == 0
-        checks[f"{connections}: p99 of 200s <= 5 x unloaded p99 (16 connections)"] = (
-            row["ok_p99_ms"] <= 5 * bounded[16]["ok_p99_ms"]
-        )
-        checks[f"{connections}: 200/s >= 90 % of the unloaded maximum"] = (
-            row["ok_per_s"] >= 0.9 * unloaded_max
-        )
-    offloaded = medians(result["starvation"]["runs"]["offloaded"])
-    checks["starvation: single-flight p99 <= 50 ms while the largest batches are scored"] = (
-        offloaded["ok_p99_ms"] <= 50
-    )
     return checks
 
 
@@ -232,7 +270,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wrk", default="wrk")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "reliability")
     parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
-    parser.add_argument("--max-in-flight", type=int, default=0, help="default: the setting's")
+    parser.add_argument(
+        "--bounds",
+        type=int,
+        nargs="+",
+        default=[Settings.max_in_flight],
+        help="MAX_IN_FLIGHT values, a server each (default: the setting's)",
+    )
+    parser.add_argument("--clients", nargs="+", choices=list(CLIENTS), default=list(CLIENTS))
+    parser.add_argument(
+        "--unbounded",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also a server with the bound off (at-once clients)",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="report file name (default overload.json, or overload-ONLY.json)",
+    )
     parser.add_argument("--only", choices=["overload", "starvation"], default=None)
     args = parser.parse_args(argv)
     for path in (args.bodies, args.full_bodies):
@@ -246,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"uname": uname, "cpu": cpu, "nproc": nproc},
         "load_average_before": load_average(),
         "settings": {"duration_s": args.duration, "rounds": args.rounds, "workers": 2,
-                     "probe_connections": PROBE_CONNECTIONS, "wrk_timeout_s": 2},
+                     "probe_connections": PROBE_CONNECTIONS, "wrk_timeout_s": 2,
+                     "bounds": args.bounds, "clients": args.clients,
+                     "default_max_in_flight": Settings.max_in_flight},
         "git_revision": os.popen("git rev-parse HEAD").read().strip(),
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="overload-") as scratch:
@@ -255,10 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only in (None, "starvation"):
             result["starvation"] = starvation(args, Path(scratch))
     result["load_average_after"] = load_average()
-    if args.only is None:
-        result["checks"] = verdicts(result)
+    result["checks"] = verdicts(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "overload.json" if args.only is None else f"overload-{args.only}.json"
+    name = args.name or ("overload.json" if args.only is None else f"overload-{args.only}.json")
     (args.out / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for check, ok in result.get("checks", {}).items():
         print(f"overload: {'ok  ' if ok else 'MISS'} {check}")

@@ -21,7 +21,7 @@ soak: bodies ## $(SOAK_DURATION) s of steady wrk load, worker RSS sampled every 
 	$(BIN)/python -m benchmarks.soak --duration $(SOAK_DURATION) --wrk $(WRK) \
 		--wrk-dir $(WRK_DIR) --out $(RELIABILITY_DIR)
 
-overload: bodies ## wrk at 16-1,024 connections, in-flight bound on and off; single-flight latency beside the largest batches
+overload: bodies ## wrk at 16-1,024 connections re-sending at once or honouring Retry-After, in-flight bound on and off; single-flight latency beside the largest batches
 	nice $(BIN)/python -m benchmarks.overload --duration $(OVERLOAD_DURATION) \
 		--rounds $(OVERLOAD_ROUNDS) --wrk $(WRK) --bodies $(WRK_DIR)/minimal.jsonl \
 		--full-bodies $(WRK_DIR)/full.jsonl --out $(RELIABILITY_DIR)
