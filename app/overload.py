@@ -29,6 +29,9 @@ import orjson
 from app.errors import Overloaded
 
 RETRY_AFTER = 1
+"""Seconds a shed client is asked to wait: the smallest positive delta-seconds. With 1,024
+connections that honour it, the 503s are a few per cent of the answers (reports/reliability.md
+§10); a longer or load-scaled wait would save little of that and delay every shed client more."""
 SHED_ROUTE = "<shed>"
 """The route label of shed answers in the metrics (they never reach routing)."""
 SHED_ERROR = Overloaded("overloaded: too many requests in flight, retry later")

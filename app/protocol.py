@@ -72,7 +72,7 @@ class Limits:
     max_head_bytes: int = 16_384
     head_timeout: float = 10.0
     body_timeout: float = 30.0
-    max_in_flight: int = 256
+    max_in_flight: int = 64
 
 
 def _response(status: int, reason: str, message: str) -> bytes:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from app import cpus
+from app.protocol import Limits
 from app.settings import DEFAULT_MODELS_DIR, Settings
 
 
@@ -13,6 +14,14 @@ def test_defaults() -> None:
     assert settings == Settings()
     assert settings.models_dir == DEFAULT_MODELS_DIR
     assert settings.ort_threads == 1
+
+
+def test_the_in_flight_bound_has_one_documented_default() -> None:
+    """app.protocol's Limits and the setting agree, and the README states that value."""
+    default = Settings().max_in_flight
+    assert Limits().max_in_flight == default
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"| `MAX_IN_FLIGHT` | {default} |" in readme
 
 
 def test_environment_overrides() -> None:
