@@ -224,6 +224,30 @@ def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def table(result: dict[str, Any]) -> str:
+    """The report's overload table (markdown) from a result file: medians [min-max of rounds]."""
+    lines = [
+        "| clients | bound | connections | 200 req/s | 503 req/s | 200 p50 ms | 200 p99 ms "
+        "| non-503 errors | socket errors: connect / read / write | wrk timeouts (2 s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for client, by_bound in result.get("overload", {}).items():
+        for bound, by_c in by_bound.items():
+            for connections, runs in by_c.items():
+                m = medians(runs)
+                low, high = m["ok_per_s_range"]
+                p99_low, p99_high = m["ok_p99_ms_range"]
+                e = m["socket_errors"]
+                lines.append(
+                    f"| {client} | {bound} | {int(connections):,} "
+                    f"| {m['ok_per_s']:,.0f} [{low:,}-{high:,}] | {m['shed_per_s']:,.0f} "
+                    f"| {m['ok_p50_ms']:.2f} | {m['ok_p99_ms']:.1f} [{p99_low:.1f}-{p99_high:.1f}] "
+                    f"| {m['other_statuses']} | {e['connect']} / {e['read']} / {e['write']} "
+                    f"| {e['timeout']} |"
+                )
+    return "\n".join(lines)
+
+
 def verdicts(result: dict[str, Any]) -> dict[str, bool]:
     """Issue 11's targets for each kind of client and each bound measured, each against its
     own unloaded figures: the p99 of the 200s at 16 connections, the 200/s at 16 or 64."""
@@ -290,7 +314,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="report file name (default overload.json, or overload-ONLY.json)",
     )
     parser.add_argument("--only", choices=["overload", "starvation"], default=None)
+    parser.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        help="print the overload table of this result file and exit",
+    )
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text(encoding="utf-8"))))
+        return 0
     for path in (args.bodies, args.full_bodies):
         if not path.is_file():
             print(f"overload: no bodies at {path}: run `make bodies` first", file=sys.stderr)
@@ -306,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "bounds": args.bounds, "clients": args.clients,
                      "default_max_in_flight": Settings.max_in_flight},
         "git_revision": os.popen("git rev-parse HEAD").read().strip(),
+        "git_dirty": bool(os.popen("git status --porcelain --untracked-files=no").read().strip()),
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="overload-") as scratch:
         if args.only in (None, "overload"):
