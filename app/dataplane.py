@@ -77,5 +77,7 @@ class DataPlane:
 
     def _infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
         validator: FlightValidator = self._state.validator
-        columns = validator.batch(request.rows()).single()
+        columns = validator.columns(request.columns)
+        if columns is None:  # a check failed: flight by flight, to name the first wrong one
+            columns = validator.batch(request.rows()).single()
         return self.models().predict_with(model, columns)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from starlette.datastructures import State
 
 from app.dataplane import DataPlane
-from app.errors import NotFound, NotReady, PayloadTooLarge
+from app.errors import InvalidFlight, NotFound, NotReady, PayloadTooLarge
 from app.flights import FlightValidator
 from app.model import FULL_MODEL, MINIMAL_MODEL, ModelSet
 from app.overload import BatchThread
@@ -80,3 +81,25 @@ def test_infer_applies_the_flight_limit(dataplane: DataPlane) -> None:
     columns = {name: values * 2 for name, values in MINIMAL_COLUMNS.items()}
     with pytest.raises(PayloadTooLarge):
         asyncio.run(dataplane.infer(model, InferenceRequest(None, columns, {})))
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize(
+    ("field", "value"), [("OPERA", "Nope Air"), ("TIPOVUELO", "X"), ("MES", 13), ("MES", True)]
+)
+def test_a_wrong_flight_is_named_as_the_row_checks_name_it(
+    dataplane: DataPlane, models: ModelSet, field: str, value: object, index: int
+) -> None:
+    """The column checks refuse, the rows name: the error /predict gives for the same flights."""
+    columns: dict[str, list[Any]] = {
+        name: [values[0]] * 3 for name, values in MINIMAL_COLUMNS.items()
+    }
+    columns[field][index] = value
+    request = InferenceRequest(None, columns, {})
+    with pytest.raises(InvalidFlight) as raised:
+        asyncio.run(dataplane.infer(dataplane.model(MINIMAL_MODEL), request))
+    with pytest.raises(InvalidFlight) as by_rows:
+        FlightValidator(models.operators, 3).batch(request.rows())
+    assert raised.value.to_json() == by_rows.value.to_json()
+    assert raised.value.detail["index"] == index
+    assert raised.value.message.startswith(f"flights[{index}].{field}: ")

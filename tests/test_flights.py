@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from datetime import datetime
@@ -10,7 +11,9 @@ import orjson
 import pytest
 
 from app.errors import BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
-from app.flights import ALLOWED_FIELDS, Flight, FlightValidator, Schedule
+from app.flights import ALLOWED_FIELDS, Columns, Flight, FlightValidator, Schedule
+from app.model import ModelCard, minimal_domain
+from tests.conftest import MODELS_DIR, synthetic_rows
 
 VALIDATOR = FlightValidator(["Grupo LATAM", "Sky Airline"], max_flights=3)
 SCHEDULED = {
@@ -214,3 +217,78 @@ def test_missing_and_unknown_fields_are_named_as_before() -> None:
 def test_body_errors(body: bytes, error: str) -> None:
     with pytest.raises(BadRequest if error != "limit is 3" else PayloadTooLarge, match=error):
         VALIDATOR.decode(body)
+
+
+# --- the inference protocol's columns -------------------------------------------------------------
+
+
+def _by_rows(validator: FlightValidator, columns: dict[str, list[Any]]) -> Columns:
+    """The flights of `columns` the row way: one dict per flight through `batch`."""
+    rows = [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+    return validator.batch(rows).single()
+
+
+def _fields(columns: Columns) -> list[Any]:
+    return [
+        value.tolist() if isinstance(value, np.ndarray) else None if value is None else list(value)
+        for value in (getattr(columns, field.name) for field in dataclasses.fields(columns))
+    ]
+
+
+def test_the_column_checks_give_the_rows_columns_over_the_whole_minimal_domain() -> None:
+    operators = ModelCard.from_json(orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes()))
+    validator = FlightValidator(operators.operators, max_flights=1000)
+    domain = minimal_domain(operators.operators)
+    columns = {"OPERA": domain.operator, "TIPOVUELO": domain.flight_type, "MES": domain.month}
+    assert len(domain) == 552
+    checked = validator.columns(columns)
+    assert checked is not None
+    assert _fields(checked) == _fields(_by_rows(validator, columns))
+
+
+def test_the_column_checks_give_the_rows_columns_for_scheduled_flights() -> None:
+    rows = synthetic_rows(1000, seed=3)
+    validator = FlightValidator({row["OPERA"] for row in rows}, max_flights=1000)
+    columns: dict[str, list[Any]] = {
+        "OPERA": [row["OPERA"] for row in rows],
+        "TIPOVUELO": [row["TIPOVUELO"] for row in rows],
+        "MES": [int(row["Fecha-I"][5:7]) for row in rows],
+        "Fecha-I": [row["Fecha-I"].replace(" ", "T", index % 2) for index, row in enumerate(rows)],
+        "Des-I": [row["Des-I"] for row in rows],
+        "Emp-I": [row["Emp-I"] for row in rows],
+        "Vlo-I": [int(row["Vlo-I"]) if i % 3 else row["Vlo-I"] for i, row in enumerate(rows)],
+    }
+    checked = validator.columns(columns)
+    assert checked is not None
+    assert _fields(checked) == _fields(_by_rows(validator, columns))
+
+
+@pytest.mark.parametrize("field", ALLOWED_FIELDS)
+def test_the_column_checks_accept_only_what_the_rows_accept(field: str) -> None:
+    """Each odd value as the first, middle and last of three flights: the column checks either
+    give the rows' columns or leave the request to the rows (None), which then name it."""
+    minimal = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 2}
+    for base, value, index in itertools.product((minimal, SCHEDULED), WEIRD, range(3)):
+        flights = [base, base, base]
+        flights[index] = base | {field: value}
+        if flights[index].keys() != base.keys():
+            continue  # a field only some flights have is not a column
+        columns = {name: [flight[name] for flight in flights] for name in base}
+        checked = VALIDATOR.columns(columns)
+        answer = _answer(_by_rows, VALIDATOR, columns)
+        if answer is not None:
+            assert checked is None, columns
+            assert answer["detail"]["index"] == index
+        elif checked is not None:
+            assert _fields(checked) == _fields(_by_rows(VALIDATOR, columns)), columns
+
+
+def test_the_column_checks_leave_sizes_and_unknown_inputs_to_the_rows() -> None:
+    minimal = {"OPERA": ["Sky Airline"], "TIPOVUELO": ["N"], "MES": [3]}
+    assert VALIDATOR.columns(minimal) is not None
+    assert VALIDATOR.columns({name: [] for name in minimal}) is None
+    assert VALIDATOR.columns({name: values * 4 for name, values in minimal.items()}) is None
+    assert VALIDATOR.columns(minimal | {"Fecha-O": ["2017-03-01 10:00:00"]}) is None
+    assert VALIDATOR.columns({"OPERA": ["Sky Airline"], "MES": [3]}) is None

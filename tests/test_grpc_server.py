@@ -239,6 +239,27 @@ def test_typed_contents_give_the_same_answer_as_raw_contents(
     assert outputs(typed)[1].tolist() == np.array(rest_proba, dtype=np.float32).tolist()
 
 
+@pytest.mark.parametrize("model", list(MODELS))
+def test_a_full_batch_gives_rests_answer_typed_or_raw(
+    client: triton.InferenceServerClient,
+    stub: pb_grpc.GRPCInferenceServiceStub,
+    http: httpx.Client,
+    model: str,
+) -> None:
+    """MAX_FLIGHTS flights: enough for the raw BYTES tensors of equal-length elements (flight
+    type, codes, dates) to be split by numpy, and for the column checks to see whole columns."""
+    flights, names = MODELS[model]
+    flights = (flights * MAX_FLIGHTS)[:MAX_FLIGHTS]
+    rest = predict(http, flights)
+    for result in (
+        client.infer(model, raw_inputs(flights, names)),
+        triton.InferResult(stub.ModelInfer(typed_request(model, flights, names), timeout=10)),
+    ):
+        labels, probabilities = outputs(result)
+        assert labels == rest["predict"]
+        assert probabilities.tolist() == np.array(rest["proba"], dtype=np.float32).tolist()
+
+
 def test_requested_outputs_only_and_in_order(client: triton.InferenceServerClient) -> None:
     flights, names = MODELS["delay-minimal"]
     result = client.infer(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 import struct
 
 import numpy as np
@@ -89,3 +90,46 @@ def test_outputs_encode_raw_little_endian() -> None:
     with pytest.raises(BadRequest, match="unknown output 'logits'"):
         check_output("logits")
     assert [o["datatype"] for o in output_metadata()] == ["INT64", "FP32"]
+
+
+def _raw(elements: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(element)) + element for element in elements)
+
+
+@pytest.mark.parametrize("length", [1, 3, 19])
+def test_equal_length_bytes_elements_decode_as_the_loop_does(length: int) -> None:
+    """From 64 elements, equal lengths take numpy's path; anything it cannot vouch for (an
+    element ending in NUL, UTF-8 beyond ASCII, another length) gives the loop's answer."""
+    rng = random.Random(length)
+    for count in (63, 64, 1000):
+        elements = [bytes(rng.choices(b"ABCXYZ019 -", k=length)) for _ in range(count)]
+        assert from_raw("X", "BYTES", _raw(elements)) == [e.decode() for e in elements]
+        for odd in (b"\x00" * length, "Ñ".encode()[:length], b"A" * (length + 1), b""):
+            for index in (0, count // 2, count - 1):
+                changed = [*elements[:index], odd, *elements[index + 1 :]]
+                try:
+                    expected = [e.decode() for e in changed]
+                except UnicodeDecodeError:
+                    with pytest.raises(BadRequest, match=f"element {index} is not UTF-8"):
+                        from_raw("X", "BYTES", _raw(changed))
+                    continue
+                assert from_raw("X", "BYTES", _raw(changed)) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_raw([b"I"] * 100)[:-1], "overruns"),
+        (_raw([b"I"] * 100) + b"\x01", "truncated"),
+        (_raw([b"I"] * 99) + b"\x05\x00\x00\x00N", "overruns"),
+        (_raw([b"I"] * 99 + [b"\xff"]), "element 99 is not UTF-8"),
+    ],
+)
+def test_malformed_equal_length_bytes_are_refused_as_by_the_loop(data: bytes, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        from_raw("X", "BYTES", data)
+
+
+def test_empty_bytes_elements_decode_as_the_loop_does() -> None:
+    assert from_raw("X", "BYTES", _raw([b""] * 1000)) == [""] * 1000
+    assert from_raw("X", "BYTES", _raw([b""] * 999 + [b"I"])) == [""] * 999 + ["I"]

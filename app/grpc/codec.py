@@ -52,13 +52,19 @@ def _typed(name: str, datatype: str, contents: pb.InferTensorContents) -> list[A
         raise BadRequest(f"input {name!r}: a {datatype} tensor's elements go in contents.{field}")
     if datatype != "BYTES":
         return values
-    elements: list[Any] = []
-    for value in values:
-        try:
-            elements.append(value.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise BadRequest(f"input {name!r}: element {len(elements)} is not UTF-8") from None
-    return elements
+    try:
+        return list(map(bytes.decode, values))
+    except UnicodeDecodeError:
+        bad = next(index for index, value in enumerate(values) if not _is_utf8(value))
+        raise BadRequest(f"input {name!r}: element {bad} is not UTF-8") from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def encode_response(
