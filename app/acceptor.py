@@ -71,8 +71,14 @@ class Acceptor:
         loop.add_reader(self._fd, self.accept)
 
     def accept(self, every: bool = False) -> None:
-        queued = None if every else waiting(self.listener)
-        take = BURST if queued is None else min(BURST, max(1, -(-queued // self.share)))
+        """A turn's share of the queue; `every` (at close): all of it, even past BURST."""
+        queued = waiting(self.listener)
+        if queued is None:
+            take = BURST
+        elif every:
+            take = max(BURST, queued)
+        else:
+            take = min(BURST, max(1, -(-queued // self.share)))
         for _ in range(take):
             try:
                 connection, _ = self.listener.accept()
@@ -104,10 +110,10 @@ class Acceptor:
             self.loop.add_reader(self._fd, self.accept)
 
     def close(self) -> None:
-        """Stops accepting, after taking the connections queued now (they drain like the
-        others): once the last process holding the listener closes it, the kernel resets every
-        connection still queued, requests sent on them included (SIGTERM). The listening
-        socket itself is gunicorn's (uvicorn closes it)."""
+        """Stops accepting, after taking all the connections queued now, past BURST too (they
+        drain like the others): once the last process holding the listener closes it, the
+        kernel resets every connection still queued, requests sent on them included (SIGTERM).
+        The listening socket itself is gunicorn's (uvicorn closes it)."""
         if not self._closed and self._resume is None:
             self.accept(every=True)  # an error here pauses: the timer is cancelled below
         self._closed = True

@@ -184,3 +184,25 @@ def test_closing_takes_the_connections_queued_at_that_moment(listener: socket.so
     asyncio.run(main())
     for client in clients:
         client.close()
+
+
+def test_closing_takes_every_queued_connection_even_past_a_burst(
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn takes at most BURST; the last one, at close, must not leave the rest to be reset
+    (a SIGTERM while a 1,024-connection load reconnects can queue more than BURST)."""
+    monkeypatch.setattr(acceptor, "BURST", 3)
+    clients = connect(listener, 7)
+
+    async def main() -> None:
+        taker = Acceptor(asyncio.get_running_loop(), listener, Counting)
+        taker.close()
+        await turns()
+        assert len(Counting.made) == 7
+        assert acceptor.waiting(listener) == 0
+        for transport in Counting.made:
+            transport.close()
+
+    asyncio.run(main())
+    for client in clients:
+        client.close()
