@@ -7,6 +7,7 @@ SOAK_DURATION ?= 600
 
 OVERLOAD_DURATION ?= 15
 OVERLOAD_ROUNDS ?= 3
+OVERLOAD_ARGS ?=
 
 .PHONY: fuzz chaos soak overload audit edge-overhead
 fuzz: $(DEV_STAMP) ## property + OpenAPI fuzzing, $(FUZZ_CASES)+ generated requests in-process; zero 5xx, every answer as documented
@@ -24,7 +25,7 @@ soak: bodies ## $(SOAK_DURATION) s of steady wrk load, worker RSS sampled every 
 overload: bodies ## wrk at 16-1,024 connections re-sending at once or honouring Retry-After, in-flight bound on and off; single-flight latency beside the largest batches
 	nice $(BIN)/python -m benchmarks.overload --duration $(OVERLOAD_DURATION) \
 		--rounds $(OVERLOAD_ROUNDS) --wrk $(WRK) --bodies $(WRK_DIR)/minimal.jsonl \
-		--full-bodies $(WRK_DIR)/full.jsonl --out $(RELIABILITY_DIR)
+		--full-bodies $(WRK_DIR)/full.jsonl --out $(RELIABILITY_DIR) $(OVERLOAD_ARGS)
 
 audit: $(DEV_STAMP) ## pip-audit of requirements.lock (needs PyPI's vulnerability data over the network)
 	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip --progress-spinner off
