@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -258,6 +259,28 @@ class Columns:
                 strict=True,
             )
         ]
+
+    @classmethod
+    def joined(cls, parts: Sequence[Columns]) -> Columns:
+        """Several requests' flights of one contract as one set of columns, in order: how
+        app.microbatch scores concurrent requests in one onnxruntime call."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def column(name: str) -> list[Any]:
+            return list(chain.from_iterable(getattr(part, name) for part in parts))
+
+        minimal = (column("operator"), column("flight_type"), column("month"))
+        if parts[0].departure is None:
+            return cls(*minimal)
+        departures = [part.departure for part in parts if part.departure is not None]
+        return cls(
+            *minimal,
+            np.concatenate(departures),
+            column("destination"),
+            column("airline"),
+            column("number"),
+        )
 
 
 @dataclass(slots=True)

@@ -253,6 +253,20 @@ class ModelSet:
         self.observe(model, columns, prediction)
         return prediction
 
+    def predict_each(self, model: OnnxModel, parts: Sequence[Columns]) -> list[Prediction]:
+        """Several requests' flights, scored by `model` in one onnxruntime call (app.microbatch);
+        each request's prediction is observed as if it had been scored alone."""
+        probabilities = model.predict_proba(Columns.joined(parts))
+        predictions = []
+        start = 0
+        for columns in parts:
+            end = start + len(columns)
+            prediction = Prediction.from_probabilities(probabilities[start:end], model.threshold)
+            self.observe(model, columns, prediction)
+            predictions.append(prediction)
+            start = end
+        return predictions
+
 
 def minimal_domain(operators: Sequence[str]) -> Columns:
     """Every minimal flight there can be: each operator, flight type and month."""

@@ -16,9 +16,9 @@ from app.errors import BadRequest, UnsupportedMediaType
 from app.flights import Batch, FlightValidator
 from app.http import JSONResponse, read_body, read_json_body, send_json
 from app.metrics import exposition
+from app.microbatch import Scorer
 from app.model import ModelSet, OnnxModel, Prediction
 from app.openapi import openapi_document
-from app.overload import BatchThread
 from app.settings import Settings
 
 _OIP_CONTENT_TYPES = {"", "application/json", "application/octet-stream"}
@@ -33,8 +33,8 @@ class Predict:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         models, batch = await self.request(scope, receive)
         with_proba = self.with_proba(scope)  # a bad flag is a 400 before any scoring
-        batches: BatchThread = scope["app"].state.batches
-        prediction = await batches.run(batch.size, models.predict, batch)
+        scorer: Scorer = scope["app"].state.scorer
+        prediction = await scorer.predict(models, batch)
         await send_json(send, self.answer(prediction, with_proba))
 
     @staticmethod

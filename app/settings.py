@@ -47,6 +47,9 @@ class Settings:
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
     they do not hold its event loop (app.overload)."""
+    microbatch: bool = True
+    """Score the full-schedule `/predict` requests a worker has in hand at once in one
+    onnxruntime call (app.microbatch; measured in reports/benchmarks.md)."""
     bind: str = "0.0.0.0:8000"
     workers: int = field(default_factory=cpus.available)
     """gunicorn workers: the CPUs this process may use (app.cpus), not the host's."""
@@ -81,6 +84,7 @@ class Settings:
             body_timeout=_positive_int(env, "BODY_TIMEOUT", cls.body_timeout),
             max_in_flight=_positive_int(env, "MAX_IN_FLIGHT", cls.max_in_flight),
             offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
+            microbatch=_flag(env, "MICROBATCH", cls.microbatch),
             bind=_bind(env),
             workers=_positive_int(env, "WORKERS", 0) or cpus.available(),
             log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOG_LEVELS),

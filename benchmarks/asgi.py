@@ -1,8 +1,11 @@
 """Calls an ASGI app in-process with no server and no event loop: the request path alone.
 
 The app never waits on anything real (the body is already in memory), so one `send(None)`
-runs the coroutine to completion; a suspension would mean the measurement is wrong, and raises.
-An event loop is marked as running meanwhile (never run), for code that schedules a timer.
+runs the coroutine to completion, but for one thing: a full-schedule `/predict` waits for the
+merge that app.microbatch schedules on the loop. The driver then runs one pass of the loop, in
+which the merge runs, as a worker's next pass does, and goes on. Any other suspension would
+mean the measurement is wrong, and raises. An event loop is marked as running
+while the app's code runs, for code that schedules a callback or a timer.
 
 `started` runs an app's lifespan on that same loop, in the calling thread, as a uvicorn worker
 runs its lifespan and its requests: one thread. (Starlette's TestClient runs the lifespan on a
@@ -82,14 +85,22 @@ def request_caller(
     def call() -> list[Message]:
         sent.clear()
         coroutine = app(dict(scope), receive, send)
-        asyncio._set_running_loop(loop)
-        try:
-            coroutine.send(None)
-        except StopIteration:
-            return sent
-        finally:
-            asyncio._set_running_loop(None)
-        coroutine.close()
-        raise RuntimeError(f"{method} {path} suspended: not measurable in-process")
+        while True:
+            asyncio._set_running_loop(loop)
+            try:
+                waited = coroutine.send(None)
+            except StopIteration:
+                return sent
+            finally:
+                asyncio._set_running_loop(None)
+            if isinstance(waited, asyncio.Future) and waited.get_loop() is loop:
+                asyncio._set_running_loop(loop)
+                try:
+                    loop._run_once()  # type: ignore[attr-defined]  # one pass: the merge runs
+                finally:
+                    asyncio._set_running_loop(None)
+            if not (isinstance(waited, asyncio.Future) and waited.done()):
+                coroutine.close()
+                raise RuntimeError(f"{method} {path} suspended: not measurable in-process")
 
     return call

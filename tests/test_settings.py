@@ -50,6 +50,7 @@ def test_environment_overrides() -> None:
         ("HEAD_TIMEOUT", "x", "a positive integer"),
         ("BODY_TIMEOUT", "x", "a positive integer"),
         ("TABULATE_MINIMAL", "maybe", "a boolean"),
+        ("MICROBATCH", "maybe", "a boolean"),
         ("LOG_LEVEL", "loud", "one of debug, info"),
         ("BIND", "localhost", "HOST:PORT"),
         ("BIND", "0.0.0.0:99999", "HOST:PORT"),

@@ -1,0 +1,83 @@
+"""Micro-batching: the onnxruntime calls of a worker's concurrent `/predict` requests, merged.
+
+A worker's requests are tasks on one event loop; the requests whose bodies arrived in the same
+poll run one after another in one pass of the loop. A request of full-schedule flights smaller
+than a batch for the batch thread queues its flights here and waits. The first one to queue
+schedules the merge with `call_soon`, which runs after every task of that pass has queued: one
+onnxruntime call for all of them, and each request gets its own slice of the answer. There is no
+window to wait out: a request alone is scored alone, one loop pass later.
+
+A merged flight's probability can differ from its probability alone in the last float32 digits:
+onnxruntime's tree ensemble adds up a call of several rows in another order than a call of one,
+as it already does for a request of several flights. Measured on 11,994 flights in requests of
+1 to 7: 214 differ, by at most 12 units in the last place (about 1e-6 of the value), no label.
+A label differs only if that digit crosses the threshold.
+
+Merging saves, per request, most of the fixed cost of an onnxruntime call and of the feature
+encoder's numpy work (docs/performance.md). Its cost was the tail: the waiting requests' objects
+outlive the collections of the young generation, so full collections came every few hundred
+milliseconds and each walked every object of the worker (25-45 ms): the p99 doubled. app.main
+therefore freezes the objects of start-up (`gc.freeze`): a full collection then walks only the
+requests' objects.
+
+Minimal flights (the table's, or with TABULATE_MINIMAL=0 onnxruntime's), batches mixing both
+contracts and large batches are scored as without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from app.flights import Batch, Columns
+from app.model import ModelSet, OnnxModel, Prediction
+from app.overload import BatchThread
+
+_Waiting = tuple[Columns, "asyncio.Future[Prediction]"]
+
+
+class Scorer:
+    """How a worker scores a `/predict` batch: large ones in its batch thread (app.overload),
+    the full-schedule ones of concurrent requests merged (when `merge`), the rest at once."""
+
+    def __init__(self, batches: BatchThread, merge: bool) -> None:
+        self.batches = batches
+        self.merge = merge
+        self._waiting: dict[OnnxModel, list[_Waiting]] = {}
+
+    async def predict(self, models: ModelSet, batch: Batch) -> Prediction:
+        flights = batch.full
+        small = batch.size < self.batches.min_flights
+        if not (self.merge and small and flights is not None and batch.minimal is None):
+            return await self.batches.run(batch.size, models.predict, batch)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Prediction] = loop.create_future()
+        waiting = self._waiting.get(models.full)
+        if waiting is None:  # a reload's new models get their own queue: keyed by the model
+            waiting = self._waiting[models.full] = []
+            loop.call_soon(self._score, models, models.full)
+        waiting.append((flights, future))
+        return await future
+
+    def _score(self, models: ModelSet, model: OnnxModel) -> None:
+        waiting = self._waiting.pop(model)
+        parts = [columns for columns, _ in waiting]
+        results: Sequence[Prediction | Exception]
+        try:
+            results = models.predict_each(model, parts)
+        except Exception as error:  # any request's flights may be the cause: each scored alone
+            results = [error] if len(parts) == 1 else [_alone(models, model, p) for p in parts]
+        for (_, future), result in zip(waiting, results, strict=True):
+            if future.cancelled():  # its request was cancelled meanwhile (shutdown)
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+def _alone(models: ModelSet, model: OnnxModel, columns: Columns) -> Prediction | Exception:
+    try:
+        return models.predict_with(model, columns)
+    except Exception as error:  # handed to its own request, which raises it as it would alone
+        return error

@@ -1,0 +1,159 @@
+"""Micro-batching answers what the unbatched service answers, in fewer onnxruntime calls, and one
+request's failure stays that request's."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from app.flights import Batch, Columns, FlightValidator
+from app.microbatch import Scorer
+from app.model import ModelSet, OnnxModel, Prediction
+from app.overload import BatchThread
+from benchmarks.conftest import make_flights
+from tests.conftest import MODELS_DIR
+
+SIZES = (1, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelSet:
+    """Both models on onnxruntime (TABULATE_MINIMAL=0), so that every flight is a call."""
+    return ModelSet.load(MODELS_DIR, tabulate_minimal=False)
+
+
+@pytest.fixture
+def calls(models: ModelSet, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Each onnxruntime scoring call: the model's name and how many flights it scored."""
+    made: list[tuple[str, int]] = []
+    for model in (models.minimal, models.full):
+
+        def counted(columns: Columns, model: OnnxModel = model) -> np.ndarray:
+            made.append((model.name, len(columns)))
+            return type(model).predict_proba(model, columns)
+
+        monkeypatch.setattr(model, "predict_proba", counted)
+    return made
+
+
+def batches(models: ModelSet, schedule: bool, sizes: tuple[int, ...] = SIZES) -> list[Batch]:
+    validator = FlightValidator(models.operators, 1_000)
+    return [
+        validator.decode(orjson.dumps({"flights": make_flights(size, schedule, seed)}))
+        for seed, size in enumerate(sizes)
+    ]
+
+
+def concurrently(scorer: Scorer, models: ModelSet, requests: list[Batch]) -> list[Any]:
+    async def run() -> list[Any]:
+        return await asyncio.gather(
+            *(scorer.predict(models, batch) for batch in requests), return_exceptions=True
+        )
+
+    return asyncio.run(run())
+
+
+def assert_same(got: Prediction, expected: Prediction) -> None:
+    """The same labels, the same float32 probabilities but for their last digits, which
+    onnxruntime's tree ensemble rounds differently in calls of different sizes."""
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, rtol=1e-5)
+    assert got.delayed == expected.delayed
+
+
+def test_concurrent_requests_are_scored_in_one_call_as_each_alone(
+    models: ModelSet, calls: list[tuple[str, int]]
+) -> None:
+    """Forty requests of 1 to 7 flights: one call, and each request its own answer."""
+    sizes = tuple(1 + seed % 7 for seed in range(40))
+    requests = batches(models, True, sizes)
+    expected = [models.predict(batch) for batch in requests]
+    observed: list[int] = []
+    models.observe = lambda model, columns, prediction: observed.append(len(columns))
+    calls.clear()
+    got = concurrently(Scorer(BatchThread(256), merge=True), models, requests)
+    assert calls == [(models.full.name, sum(sizes))]
+    assert observed == list(sizes)  # each request counted as its own prediction
+    for mine, theirs in zip(got, expected, strict=True):
+        assert_same(mine, theirs)
+
+
+def test_without_merging_each_request_is_its_own_call(
+    models: ModelSet, calls: list[tuple[str, int]]
+) -> None:
+    requests = batches(models, True)
+    expected = [models.predict(batch) for batch in requests]
+    calls.clear()
+    got = concurrently(Scorer(BatchThread(256), merge=False), models, requests)
+    assert calls == [(models.full.name, size) for size in SIZES]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert_same(mine, theirs)
+
+
+def test_large_minimal_and_mixed_batches_are_not_merged(
+    models: ModelSet, calls: list[tuple[str, int]]
+) -> None:
+    """Minimal flights are not merged even through onnxruntime (TABULATE_MINIMAL=0, as
+    `models`): their probabilities move in the last digit with the size of the call."""
+    validator = FlightValidator(models.operators, 1_000)
+    mixed = make_flights(2, True, 7) + make_flights(1, False, 8)
+    requests = [
+        *batches(models, True, (1, 5)),  # 5 flights: the batch thread's, at min_flights=5
+        *batches(models, False, (1, 2)),
+        validator.decode(orjson.dumps({"flights": mixed})),
+    ]
+    expected = [models.predict(batch) for batch in requests]
+    calls.clear()
+    got = concurrently(Scorer(BatchThread(5), merge=True), models, requests)
+    full, minimal = models.full.name, models.minimal.name
+    each = [(full, 1), (full, 5), (minimal, 1), (minimal, 2), (full, 2), (minimal, 1)]
+    assert sorted(calls) == sorted(each)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert_same(mine, theirs)
+
+
+def test_a_failing_request_fails_alone(
+    models: ModelSet, monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, int]]
+) -> None:
+    """The merged call fails because of one request's flights: every request is then scored
+    alone, the others get their answers and only that one its error."""
+    requests = batches(models, True)
+    expected = [models.predict(batch) for batch in requests]
+    poisoned = requests[1].full
+    assert poisoned is not None
+    assert poisoned.number is not None
+    number = poisoned.number[0]
+    failure = RuntimeError("onnxruntime failed")
+    score = models.full.predict_proba
+
+    def failing(columns: Columns) -> np.ndarray:
+        if number in (columns.number or ()):
+            raise failure
+        return score(columns)
+
+    monkeypatch.setattr(models.full, "predict_proba", failing)
+    got = concurrently(Scorer(BatchThread(256), merge=True), models, requests)
+    assert got[1] is failure
+    for index in (0, 2, 3):
+        assert_same(got[index], expected[index])
+
+
+def test_a_cancelled_request_does_not_stop_the_others(models: ModelSet) -> None:
+    requests = batches(models, True)
+    expected = [models.predict(batch) for batch in requests]
+    scorer = Scorer(BatchThread(256), merge=True)
+
+    async def run() -> list[Any]:
+        tasks = [asyncio.ensure_future(scorer.predict(models, batch)) for batch in requests]
+        await asyncio.sleep(0)  # every task has queued its flights; the merge is next
+        tasks[0].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    got = asyncio.run(run())
+    assert isinstance(got[0], asyncio.CancelledError)
+    for index in (1, 2, 3):
+        assert_same(got[index], expected[index])
