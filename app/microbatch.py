@@ -1,17 +1,18 @@
 """Micro-batching: the onnxruntime calls of a worker's concurrent `/predict` requests, merged.
 
 A worker's requests are tasks on one event loop; the requests whose bodies arrived in the same
-poll run one after another in one pass of the loop. A request of full-schedule flights smaller
-than a batch for the batch thread queues its flights here and waits. The first one to queue
+poll run one after another in one pass of the loop. A request that onnxruntime scores (its
+flights all full-schedule, or all minimal with TABULATE_MINIMAL=0) and that is smaller than a
+batch for the batch thread queues its flights here and waits. The first one to queue for a model
 schedules the merge with `call_soon`, which runs after every task of that pass has queued: one
 onnxruntime call for all of them, and each request gets its own slice of the answer. There is no
 window to wait out: a request alone is scored alone, one loop pass later.
 
 A merged flight's probability can differ from its probability alone in the last float32 digits:
-onnxruntime's tree ensemble adds up a call of several rows in another order than a call of one,
-as it already does for a request of several flights. Measured on 11,994 flights in requests of
-1 to 7: 214 differ, by at most 12 units in the last place (about 1e-6 of the value), no label.
-A label differs only if that digit crosses the threshold.
+onnxruntime adds up a call of several rows in another order than a call of one, as it already
+does for a request of several flights. Measured on 11,994 flights in requests of 1 to 7, merged
+by 40: 214 (full-schedule model) and 326 (minimal) differ, by at most 12 units in the last place
+(about 1e-6 of the value), no label. A label differs only if that digit crosses the threshold.
 
 Merging saves, per request, most of the fixed cost of an onnxruntime call and of the feature
 encoder's numpy work (docs/performance.md). Its cost was the tail: the waiting requests' objects
@@ -20,8 +21,8 @@ milliseconds and each walked every object of the worker (25-45 ms): the p99 doub
 therefore freezes the objects of start-up (`gc.freeze`): a full collection then walks only the
 requests' objects.
 
-Minimal flights (the table's, or with TABULATE_MINIMAL=0 onnxruntime's), batches mixing both
-contracts and large batches are scored as without it.
+Table answers (minimal flights, by default), batches mixing both contracts and large batches
+are scored as without it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _Waiting = tuple[Columns, "asyncio.Future[Prediction]"]
 
 class Scorer:
     """How a worker scores a `/predict` batch: large ones in its batch thread (app.overload),
-    the full-schedule ones of concurrent requests merged (when `merge`), the rest at once."""
+    the onnxruntime ones of concurrent requests merged (when `merge`), the rest at once."""
 
     def __init__(self, batches: BatchThread, merge: bool) -> None:
         self.batches = batches
@@ -46,17 +47,16 @@ class Scorer:
         self._waiting: dict[OnnxModel, list[_Waiting]] = {}
 
     async def predict(self, models: ModelSet, batch: Batch) -> Prediction:
-        flights = batch.full
-        small = batch.size < self.batches.min_flights
-        if not (self.merge and small and flights is not None and batch.minimal is None):
+        model = models.onnxruntime_model(batch) if self.merge else None
+        if model is None or batch.size >= self.batches.min_flights:
             return await self.batches.run(batch.size, models.predict, batch)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
-        waiting = self._waiting.get(models.full)
-        if waiting is None:  # a reload's new models get their own queue: keyed by the model
-            waiting = self._waiting[models.full] = []
-            loop.call_soon(self._score, models, models.full)
-        waiting.append((flights, future))
+        waiting = self._waiting.get(model)
+        if waiting is None:  # one queue per model (a reload's new models get their own)
+            waiting = self._waiting[model] = []
+            loop.call_soon(self._score, models, model)
+        waiting.append((batch.single(), future))
         return await future
 
     def _score(self, models: ModelSet, model: OnnxModel) -> None:

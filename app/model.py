@@ -164,6 +164,11 @@ class OnnxModel:
             )
         }
 
+    @property
+    def tabulated(self) -> bool:
+        """Whether a prediction is a table lookup (`tabulate`) rather than an onnxruntime call."""
+        return self._table is not None
+
     def predict(self, columns: Columns) -> Prediction:
         table = self._table
         if table is None:
@@ -252,6 +257,14 @@ class ModelSet:
         prediction = model.predict(columns)
         self.observe(model, columns, prediction)
         return prediction
+
+    def onnxruntime_model(self, batch: Batch) -> OnnxModel | None:
+        """The model that scores every flight of `batch` by one onnxruntime call; None when the
+        batch mixes the contracts or the table answers it."""
+        if batch.minimal is not None and batch.full is not None:
+            return None
+        model = self.minimal if batch.full is None else self.full
+        return None if model.tabulated else model
 
     def predict_each(self, model: OnnxModel, parts: Sequence[Columns]) -> list[Prediction]:
         """Several requests' flights, scored by `model` in one onnxruntime call (app.microbatch);

@@ -48,8 +48,8 @@ class Settings:
     """Batches of this many flights or more are scored in the worker's batch thread, so that
     they do not hold its event loop (app.overload)."""
     microbatch: bool = True
-    """Score the full-schedule `/predict` requests a worker has in hand at once in one
-    onnxruntime call (app.microbatch; measured in reports/benchmarks.md)."""
+    """Score the onnxruntime `/predict` requests a worker has in hand at once in one call per
+    model (app.microbatch; measured in reports/benchmarks.md)."""
     bind: str = "0.0.0.0:8000"
     workers: int = field(default_factory=cpus.available)
     """gunicorn workers: the CPUs this process may use (app.cpus), not the host's."""

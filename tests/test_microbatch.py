@@ -22,7 +22,7 @@ SIZES = (1, 3, 1, 2)
 
 @pytest.fixture(scope="module")
 def models() -> ModelSet:
-    """Both models on onnxruntime (TABULATE_MINIMAL=0), so that every flight is a call."""
+    """Both models on onnxruntime (TABULATE_MINIMAL=0), so that both contracts are merged."""
     return ModelSet.load(MODELS_DIR, tabulate_minimal=False)
 
 
@@ -59,24 +59,26 @@ def concurrently(scorer: Scorer, models: ModelSet, requests: list[Batch]) -> lis
 
 def assert_same(got: Prediction, expected: Prediction) -> None:
     """The same labels, the same float32 probabilities but for their last digits, which
-    onnxruntime's tree ensemble rounds differently in calls of different sizes."""
+    onnxruntime rounds differently in calls of different sizes."""
     np.testing.assert_array_equal(got.labels, expected.labels)
     np.testing.assert_allclose(got.probabilities, expected.probabilities, rtol=1e-5)
     assert got.delayed == expected.delayed
 
 
+@pytest.mark.parametrize("schedule", [True, False], ids=["full", "minimal-onnxruntime"])
 def test_concurrent_requests_are_scored_in_one_call_as_each_alone(
-    models: ModelSet, calls: list[tuple[str, int]]
+    models: ModelSet, calls: list[tuple[str, int]], schedule: bool
 ) -> None:
     """Forty requests of 1 to 7 flights: one call, and each request its own answer."""
     sizes = tuple(1 + seed % 7 for seed in range(40))
-    requests = batches(models, True, sizes)
+    requests = batches(models, schedule, sizes)
     expected = [models.predict(batch) for batch in requests]
     observed: list[int] = []
     models.observe = lambda model, columns, prediction: observed.append(len(columns))
     calls.clear()
     got = concurrently(Scorer(BatchThread(256), merge=True), models, requests)
-    assert calls == [(models.full.name, sum(sizes))]
+    model = models.full if schedule else models.minimal
+    assert calls == [(model.name, sum(sizes))]
     assert observed == list(sizes)  # each request counted as its own prediction
     for mine, theirs in zip(got, expected, strict=True):
         assert_same(mine, theirs)
@@ -94,15 +96,13 @@ def test_without_merging_each_request_is_its_own_call(
         assert_same(mine, theirs)
 
 
-def test_large_minimal_and_mixed_batches_are_not_merged(
+def test_each_model_gets_its_merge_and_large_or_mixed_batches_none(
     models: ModelSet, calls: list[tuple[str, int]]
 ) -> None:
-    """Minimal flights are not merged even through onnxruntime (TABULATE_MINIMAL=0, as
-    `models`): their probabilities move in the last digit with the size of the call."""
     validator = FlightValidator(models.operators, 1_000)
     mixed = make_flights(2, True, 7) + make_flights(1, False, 8)
     requests = [
-        *batches(models, True, (1, 5)),  # 5 flights: the batch thread's, at min_flights=5
+        *batches(models, True, (1, 2, 5)),  # 5 flights: the batch thread's, at min_flights=5
         *batches(models, False, (1, 2)),
         validator.decode(orjson.dumps({"flights": mixed})),
     ]
@@ -110,10 +110,19 @@ def test_large_minimal_and_mixed_batches_are_not_merged(
     calls.clear()
     got = concurrently(Scorer(BatchThread(5), merge=True), models, requests)
     full, minimal = models.full.name, models.minimal.name
-    each = [(full, 1), (full, 5), (minimal, 1), (minimal, 2), (full, 2), (minimal, 1)]
+    each = [(full, 1 + 2), (full, 5), (minimal, 1 + 2), (full, 2), (minimal, 1)]
     assert sorted(calls) == sorted(each)
     for mine, theirs in zip(got, expected, strict=True):
         assert_same(mine, theirs)
+
+
+def test_table_answers_are_not_merged() -> None:
+    tabulated = ModelSet.load(MODELS_DIR)
+    requests = batches(tabulated, False)
+    assert tabulated.onnxruntime_model(requests[0]) is None
+    got = concurrently(Scorer(BatchThread(256), merge=True), tabulated, requests)
+    for mine, batch in zip(got, requests, strict=True):
+        assert_same(mine, tabulated.predict(batch))
 
 
 def test_a_failing_request_fails_alone(
