@@ -86,10 +86,11 @@ ENTRIES = {
     )
 }  # fmt: skip
 GROUPS = (
-    Group("predict-full", "POST /predict, single full-schedule flights (onnxruntime per request)",
+    Group("predict-full", "POST /predict, single full-schedule flights through onnxruntime "
+          "(the service micro-batched, the peers one call per request)",
           ("service-full", "bentoml-full", "litserve-full"), "peer"),
     Group("predict-minimal", "POST /predict, single minimal flights through onnxruntime "
-          "(the service with TABULATE_MINIMAL=0)",
+          "(the service with TABULATE_MINIMAL=0, micro-batched)",
           ("service-no-table", "bentoml-minimal", "litserve-minimal"), "peer"),
     Group("oip-full", "POST /v2/models/delay-full/infer (Open Inference Protocol), one flight",
           ("service-oip-full", "mlserver-oip-full", "pytriton-oip-full"), "peer"),
