@@ -14,7 +14,8 @@ from typing import Any
 from starlette.datastructures import State
 
 from app.errors import NotFound, NotReady
-from app.flights import FlightValidator
+from app.flights import Columns, FlightValidator
+from app.microbatch import Scorer
 from app.model import ModelSet, OnnxModel, Prediction
 from app.overload import BatchThread
 from app.tensors import InferenceRequest, output_metadata
@@ -70,14 +71,21 @@ class DataPlane:
 
     async def infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
         """Large batches are scored in the worker's batch thread (app.overload), off the event
-        loop, so that the worker keeps answering (and, for gRPC, taking in) other calls."""
+        loop, so that the worker keeps answering (and, for gRPC, taking in) other calls; the
+        others with the concurrent requests of the same model (app.microbatch)."""
         batches: BatchThread = self._state.batches
         size = len(next(iter(request.columns.values())))
-        return await batches.run(size, self._infer, model, request)
+        if size >= batches.min_flights:
+            return await batches.run(size, self._infer, model, request)
+        scorer: Scorer = self._state.scorer
+        return await scorer.score(self.models(), model, self._columns(request))
 
     def _infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
+        return self.models().predict_with(model, self._columns(request))
+
+    def _columns(self, request: InferenceRequest) -> Columns:
         validator: FlightValidator = self._state.validator
         columns = validator.columns(request.columns)
         if columns is None:  # a check failed: flight by flight, to name the first wrong one
             columns = validator.batch(request.rows()).single()
-        return self.models().predict_with(model, columns)
+        return columns

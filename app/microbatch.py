@@ -2,8 +2,9 @@
 
 A worker's requests are tasks on one event loop; the requests whose bodies arrived in the same
 poll run one after another in one pass of the loop. A request that onnxruntime scores (its
-flights all full-schedule, or all minimal with TABULATE_MINIMAL=0) and that is smaller than a
-batch for the batch thread queues its flights here and waits. The first one to queue for a model
+flights all full-schedule, or all minimal with TABULATE_MINIMAL=0; on `/predict`, the OIP route
+or gRPC) and that is smaller than a batch for the batch thread queues its flights here and
+waits. The first one to queue for a model
 schedules the merge with `call_soon`, which runs after every task of that pass has queued: one
 onnxruntime call for all of them, and each request gets its own slice of the answer. There is no
 window to wait out: a request alone is scored alone, one loop pass later.
@@ -47,16 +48,25 @@ class Scorer:
         self._waiting: dict[OnnxModel, list[_Waiting]] = {}
 
     async def predict(self, models: ModelSet, batch: Batch) -> Prediction:
+        """A `/predict` body's flights."""
         model = models.onnxruntime_model(batch) if self.merge else None
         if model is None or batch.size >= self.batches.min_flights:
             return await self.batches.run(batch.size, models.predict, batch)
+        return await self.score(models, model, batch.single())
+
+    async def score(self, models: ModelSet, model: OnnxModel, columns: Columns) -> Prediction:
+        """Flights of one model, fewer than a batch for the batch thread (the caller sends
+        those there), merged when onnxruntime scores them: also the OIP route's and gRPC's
+        (app.dataplane)."""
+        if not self.merge or model.tabulated:
+            return models.predict_with(model, columns)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
         waiting = self._waiting.get(model)
         if waiting is None:  # one queue per model (a reload's new models get their own)
             waiting = self._waiting[model] = []
             loop.call_soon(self._score, models, model)
-        waiting.append((batch.single(), future))
+        waiting.append((columns, future))
         return await future
 
     def _score(self, models: ModelSet, model: OnnxModel) -> None:

@@ -9,6 +9,7 @@ from starlette.datastructures import State
 from app.dataplane import DataPlane
 from app.errors import InvalidFlight, NotFound, NotReady, PayloadTooLarge
 from app.flights import FlightValidator
+from app.microbatch import Scorer
 from app.model import FULL_MODEL, MINIMAL_MODEL, ModelSet
 from app.overload import BatchThread
 from app.tensors import InferenceRequest
@@ -28,6 +29,7 @@ def dataplane(models: ModelSet) -> DataPlane:
     state.models = models
     state.validator = FlightValidator(models.operators, max_flights=3)
     state.batches = BatchThread(min_flights=2)  # the 2-flight requests below go to the thread
+    state.scorer = Scorer(state.batches, merge=True)
     return DataPlane(state)
 
 

@@ -9,11 +9,14 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from starlette.datastructures import State
 
+from app.dataplane import DataPlane
 from app.flights import Batch, Columns, FlightValidator
 from app.microbatch import Scorer
 from app.model import ModelSet, OnnxModel, Prediction
 from app.overload import BatchThread
+from app.tensors import InferenceRequest
 from benchmarks.conftest import make_flights
 from tests.conftest import MODELS_DIR
 
@@ -166,3 +169,28 @@ def test_a_cancelled_request_does_not_stop_the_others(models: ModelSet) -> None:
     assert isinstance(got[0], asyncio.CancelledError)
     for index in (1, 2, 3):
         assert_same(got[index], expected[index])
+
+
+def test_the_inference_protocol_merges_too(models: ModelSet, calls: list[tuple[str, int]]) -> None:
+    """OIP (REST and gRPC) requests of one flight, through the data plane: one call."""
+    state = State()
+    state.models = models
+    state.validator = FlightValidator(models.operators, 1_000)
+    state.batches = BatchThread(256)
+    state.scorer = Scorer(state.batches, merge=True)
+    dataplane = DataPlane(state)
+    flights = make_flights(5, True, 11)
+    requests = [
+        InferenceRequest(None, {name: [value] for name, value in flight.items()}, {})
+        for flight in flights
+    ]
+    expected = models.predict(state.validator.decode(orjson.dumps({"flights": flights})))
+    calls.clear()
+
+    async def run() -> list[Prediction]:
+        model = dataplane.model(models.full.name)
+        return await asyncio.gather(*(dataplane.infer(model, request) for request in requests))
+
+    got = asyncio.run(run())
+    assert calls == [(models.full.name, len(flights))]
+    np.testing.assert_array_equal(np.concatenate([p.labels for p in got]), expected.labels)
