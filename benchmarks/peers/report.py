@@ -208,9 +208,9 @@ def render_markdown(results: Results) -> str:
         "Each peer serves the same `models/*.onnx` with onnxruntime on every request (no table), "
         "through the project's own validation and feature encoder (`benchmarks/peers/scoring.py`),"
         " with 2 workers (Triton: 2 instances of each model); the service runs as `make serve` "
-        "runs it, with 2 gunicorn workers: on `/predict` it scores the onnxruntime requests a "
-        "worker has in hand at once in one call (micro-batching, `MICROBATCH=1`, its default; "
-        "app/microbatch.py), on the OIP route one call per request.",
+        "runs it, with 2 gunicorn workers: on `/predict` and the OIP route it scores the "
+        "onnxruntime requests a worker has in hand at once in one call (micro-batching, "
+        "`MICROBATCH=1`, its default; app/microbatch.py), each peer one call per request.",
         "",
         "## Labels checked before timing",
         "",

@@ -92,10 +92,11 @@ GROUPS = (
     Group("predict-minimal", "POST /predict, single minimal flights through onnxruntime "
           "(the service with TABULATE_MINIMAL=0, micro-batched)",
           ("service-no-table", "bentoml-minimal", "litserve-minimal"), "peer"),
-    Group("oip-full", "POST /v2/models/delay-full/infer (Open Inference Protocol), one flight",
+    Group("oip-full", "POST /v2/models/delay-full/infer (Open Inference Protocol), one flight "
+          "(the service micro-batched)",
           ("service-oip-full", "mlserver-oip-full", "pytriton-oip-full"), "peer"),
     Group("oip-minimal", "POST /v2/models/delay-minimal/infer, one flight, through onnxruntime "
-          "(the service with TABULATE_MINIMAL=0)",
+          "(the service with TABULATE_MINIMAL=0, micro-batched)",
           ("service-oip-no-table", "mlserver-oip-minimal", "pytriton-oip-minimal"), "peer"),
     Group("granian-table", "gunicorn + uvicorn vs Granian, POST /predict, minimal flights "
           "(the table: the default path)", ("service", "granian"), "server"),
