@@ -75,6 +75,17 @@ class Prediction:
         labels = (probabilities >= threshold).astype(np.int64)
         return cls(labels, probabilities, int(np.count_nonzero(labels)))
 
+    def split(self, sizes: Sequence[int]) -> list[Prediction]:
+        """Consecutive parts of `sizes` flights each, in order."""
+        parts = []
+        start = 0
+        for size in sizes:
+            labels = self.labels[start : start + size]
+            probabilities = self.probabilities[start : start + size]
+            parts.append(Prediction(labels, probabilities, int(np.count_nonzero(labels))))
+            start += size
+        return parts
+
 
 def _input(card: dict[str, Any], name: str) -> dict[str, Any]:
     for item in card["inputs"]:
@@ -267,18 +278,12 @@ class ModelSet:
         return None if model.tabulated else model
 
     def predict_each(self, model: OnnxModel, parts: Sequence[Columns]) -> list[Prediction]:
-        """Several requests' flights, scored by `model` in one onnxruntime call (app.microbatch);
-        each request's prediction is observed as if it had been scored alone."""
-        probabilities = model.predict_proba(Columns.joined(parts))
-        predictions = []
-        start = 0
-        for columns in parts:
-            end = start + len(columns)
-            prediction = Prediction.from_probabilities(probabilities[start:end], model.threshold)
-            self.observe(model, columns, prediction)
-            predictions.append(prediction)
-            start = end
-        return predictions
+        """Several requests' flights, scored by `model` in one onnxruntime call and observed once,
+        as the same flights in one request would be (app.microbatch); each request its slice."""
+        columns = Columns.joined(parts)
+        prediction = Prediction.from_probabilities(model.predict_proba(columns), model.threshold)
+        self.observe(model, columns, prediction)
+        return prediction.split([len(part) for part in parts])
 
 
 def minimal_domain(operators: Sequence[str]) -> Columns:
