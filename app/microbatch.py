@@ -1,13 +1,13 @@
-"""Micro-batching: the onnxruntime calls of a worker's concurrent `/predict` requests, merged.
+"""Micro-batching: the onnxruntime calls of a worker's concurrent requests, merged.
 
 A worker's requests are tasks on one event loop; the requests whose bodies arrived in the same
 poll run one after another in one pass of the loop. A request that onnxruntime scores (its
 flights all full-schedule, or all minimal with TABULATE_MINIMAL=0; on `/predict`, the OIP route
 or gRPC) and that is smaller than a batch for the batch thread queues its flights here and
-waits. The first one to queue for a model
-schedules the merge with `call_soon`, which runs after every task of that pass has queued: one
-onnxruntime call for all of them, and each request gets its own slice of the answer. There is no
-window to wait out: a request alone is scored alone, one loop pass later.
+waits. The first one to queue for a model schedules the merge with `call_soon`, which runs after
+every task of that pass has queued: one onnxruntime call for all of them, and each request gets
+its own slice of the answer. There is no window to wait out: a request alone is scored alone,
+one loop pass later.
 
 A merged flight's probability can differ from its probability alone in the last float32 digits:
 onnxruntime adds up a call of several rows in another order than a call of one, as it already
@@ -39,8 +39,9 @@ _Waiting = tuple[Columns, "asyncio.Future[Prediction]"]
 
 
 class Scorer:
-    """How a worker scores a `/predict` batch: large ones in its batch thread (app.overload),
-    the onnxruntime ones of concurrent requests merged (when `merge`), the rest at once."""
+    """How a worker scores its requests' flights: large batches in its batch thread
+    (app.overload), the onnxruntime ones of concurrent requests merged (when `merge`), the rest
+    at once."""
 
     def __init__(self, batches: BatchThread, merge: bool) -> None:
         self.batches = batches
