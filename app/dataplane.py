@@ -75,7 +75,7 @@ class DataPlane:
         others with the concurrent requests of the same model (app.microbatch)."""
         batches: BatchThread = self._state.batches
         size = len(next(iter(request.columns.values())))
-        if size >= batches.min_flights:
+        if batches.offloads(size):
             return await batches.run(size, self._infer, model, request)
         scorer: Scorer = self._state.scorer
         return await scorer.score(self.models(), model, self._columns(request))

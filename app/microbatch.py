@@ -51,7 +51,7 @@ class Scorer:
     async def predict(self, models: ModelSet, batch: Batch) -> Prediction:
         """A `/predict` body's flights."""
         model = models.onnxruntime_model(batch) if self.merge else None
-        if model is None or batch.size >= self.batches.min_flights:
+        if model is None or self.batches.offloads(batch.size):
             return await self.batches.run(batch.size, models.predict, batch)
         return await self.score(models, model, batch.single())
 

@@ -60,8 +60,12 @@ class BatchThread:
         self.min_flights = min_flights
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="batch")
 
+    def offloads(self, flights: int) -> bool:
+        """Whether a batch of `flights` is scored in the batch thread rather than inline."""
+        return flights >= self.min_flights
+
     async def run(self, flights: int, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        if flights < self.min_flights:
+        if not self.offloads(flights):
             return work(*args, **kwargs)
         call = functools.partial(work, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
