@@ -280,9 +280,7 @@ class ModelSet:
     def predict_each(self, model: OnnxModel, parts: Sequence[Columns]) -> list[Prediction]:
         """Several requests' flights, scored by `model` in one onnxruntime call and observed once,
         as the same flights in one request would be (app.microbatch); each request its slice."""
-        columns = Columns.joined(parts)
-        prediction = Prediction.from_probabilities(model.predict_proba(columns), model.threshold)
-        self.observe(model, columns, prediction)
+        prediction = self.predict_with(model, Columns.joined(parts))
         return prediction.split([len(part) for part in parts])
 
 
