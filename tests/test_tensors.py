@@ -2,13 +2,23 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.errors import BadRequest
 from app.model import Prediction
-from app.tensors import InputColumns, check_output, from_raw, output_metadata, to_raw
+from app.tensors import (
+    InputColumns,
+    _varied_elements,
+    check_output,
+    from_raw,
+    output_metadata,
+    to_raw,
+)
 
 INPUTS = {"OPERA": "BYTES", "MES": "INT64"}
 
@@ -133,3 +143,98 @@ def test_malformed_equal_length_bytes_are_refused_as_by_the_loop(data: bytes, me
 def test_empty_bytes_elements_decode_as_the_loop_does() -> None:
     assert from_raw("X", "BYTES", _raw([b""] * 1000)) == [""] * 1000
     assert from_raw("X", "BYTES", _raw([b""] * 999 + [b"I"])) == [""] * 999 + ["I"]
+
+
+def _names(count: int, seed: int) -> list[bytes]:
+    """Category-like elements of varied lengths, up to the 255 bytes numpy's path takes."""
+    rng = random.Random(seed)
+    lengths = [1, 2, 11, 21, 127, 128, 255]
+    return [
+        bytes(rng.choices(b"ABCXYZ019 .-", k=rng.choice(lengths))) + "Ñ".encode() * (i % 3 == 0)
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("count", [2, 100, 1000])
+def test_varied_length_bytes_elements_decode_as_the_loop_does(count: int) -> None:
+    """From 64 elements' worth of bytes (320), elements of 1 to 255 bytes take numpy's path; anything
+    it cannot vouch for (an empty or longer element, a NUL anywhere in one, bytes that are not
+    UTF-8) gives the loop's answer, whichever element it is."""
+    elements = _names(count, count)
+    assert from_raw("X", "BYTES", _raw(elements)) == [e.decode() for e in elements]
+    odds = (b"", b"\x00", b"AB\x00", b"\x00AB", b"A\x00\x00\x00B", b"A" * 256, b"\xff")
+    for odd in (*odds, "Ñ".encode()[:1], b"\xe2\x82", b"\x80A", "Ñ".encode()):
+        for index in (0, 1, count // 2, count - 1):
+            changed = [*elements[:index], odd, *elements[index + 1 :]]
+            try:
+                expected = [e.decode() for e in changed]
+            except UnicodeDecodeError:
+                with pytest.raises(BadRequest, match=f"element {index} is not UTF-8"):
+                    from_raw("X", "BYTES", _raw(changed))
+                continue
+            assert from_raw("X", "BYTES", _raw(changed)) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_raw(_names(100, 1))[:-1], "overruns"),
+        (_raw(_names(100, 1)) + b"\x01", "truncated"),
+        (_raw(_names(100, 1)) + b"\x01\x00\x00", "truncated"),
+        (_raw(_names(99, 1)) + b"\x05\x00\x00\x00N", "overruns"),
+        (_raw([*_names(99, 1), b"A\xff"]), "element 99 is not UTF-8"),
+    ],
+)
+def test_malformed_varied_length_bytes_are_refused_as_by_the_loop(
+    data: bytes, message: str
+) -> None:
+    with pytest.raises(BadRequest, match=message):
+        from_raw("X", "BYTES", data)
+
+
+def _bytes(name: str, data: bytes) -> object:
+    return from_raw(name, "BYTES", data)
+
+
+def _answer(decode: Callable[[str, bytes], object], data: bytes) -> object:
+    """The elements decode gives, or its message."""
+    try:
+        return decode("X", data)
+    except BadRequest as error:
+        return str(error)
+
+
+@pytest.mark.parametrize("index", [0, 1, 50, 99])
+@pytest.mark.parametrize("delta", [-4, -1, 1, 4])
+def test_a_wrong_length_anywhere_gets_the_loops_answer(index: int, delta: int) -> None:
+    """One length prefix off: every prefix still looks like one, but the chain is broken."""
+    elements = [b"Grupo LATAM", b"Sky Airline", b"Copa Air", b"Iberia"] * 25
+    offset = sum(4 + len(element) for element in elements[:index])
+    data = bytearray(_raw(elements))
+    data[offset] += delta
+    assert _answer(_varied_elements, bytes(data)) != [element.decode() for element in elements]
+    assert _answer(_bytes, bytes(data)) == _answer(_varied_elements, bytes(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 2000),
+    st.binary(max_size=8),
+    st.integers(0, 999),
+    st.sampled_from(["replace", "insert", "cut"]),
+)
+def test_any_bytes_tensor_gets_the_loops_answer(
+    seed: int, patch: bytes, where: int, how: str
+) -> None:
+    """Whatever a buffer holds (a valid one with a few bytes replaced, inserted or cut off),
+    from_raw answers exactly what the element-by-element loop does: the same elements or the
+    same message."""
+    data = _raw(_names(80, seed))
+    at = where * len(data) // 1000
+    if how == "replace":
+        data = data[:at] + patch + data[at + len(patch) :]
+    elif how == "insert":
+        data = data[:at] + patch + data[at:]
+    else:
+        data = data[:at]
+    assert _answer(_bytes, data) == _answer(_varied_elements, data)
