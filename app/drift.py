@@ -39,7 +39,7 @@ SCHEDULE_INPUTS = ("Des-I", "Emp-I", "Vlo-I", "hour", "weekday")
 PROBA = "proba"
 _ORDINALS = {"MES": range(1, 13), "hour": range(24), "weekday": range(7)}
 _VECTOR_FROM = 32
-"""Flights from which numpy buckets the departures faster than a loop (a few µs to set up)."""
+"""Flights from which Counter and numpy count a batch faster than a loop (a few µs to set up)."""
 _THURSDAY = 3
 """weekday() of 1970-01-01, numpy's day 0 (Monday = 0)"""
 
@@ -201,7 +201,8 @@ class Window:
             name: self.offsets[name] + len(self.profile.histograms[name].buckets) - 1
             for name in self.features
         }
-        self._edges = list(profile.histograms[PROBA].edges)
+        self._edge_list = list(profile.histograms[PROBA].edges)
+        self._edges = np.array(self._edge_list, dtype=np.float64)
         self._proba = self.offsets[PROBA]
         self._schedule = "hour" in self.offsets
         self.observed = 0
@@ -217,7 +218,8 @@ class Window:
     def observe(
         self, columns: Columns, probabilities: Sequence[float] | np.ndarray, delayed: int
     ) -> None:
-        """The hot path: one dict lookup and one list increment per flight and input."""
+        """The hot path: one list increment per flight and input, or for a batch one pass in C
+        per input (Counter, numpy) and one increment per distinct value or bucket."""
         counts = self._counts
         codes, other = self._codes, self._other
         categories: list[tuple[str, Sequence[Any]]] = [
@@ -232,15 +234,23 @@ class Window:
                 ("Emp-I", columns.airline or ()),
                 ("Vlo-I", columns.number or ()),
             ]
+        batch = len(columns) >= _VECTOR_FROM
         for name, column in categories:
             lookup, missing = codes[name], other[name]
-            for value in column:
-                counts[lookup.get(value, missing)] += 1
-        edges, proba = self._edges, self._proba
-        if isinstance(probabilities, np.ndarray):
-            probabilities = probabilities.tolist()
-        for probability in probabilities:
-            counts[proba + bisect_right(edges, probability)] += 1
+            if batch:
+                for value, count in Counter(column).items():
+                    counts[lookup.get(value, missing)] += count
+            else:
+                for value in column:
+                    counts[lookup.get(value, missing)] += 1
+        if batch:
+            self._add(self._proba, np.searchsorted(self._edges, probabilities, side="right"))
+        else:
+            edges, proba = self._edge_list, self._proba
+            if isinstance(probabilities, np.ndarray):
+                probabilities = probabilities.tolist()
+            for probability in probabilities:
+                counts[proba + bisect_right(edges, probability)] += 1
         if schedule:
             self._observe_departures(columns)
         self._flights += len(columns)
@@ -261,12 +271,14 @@ class Window:
                 counts[weekday + departure.weekday()] += 1
             return
         minutes = columns.departure.astype("datetime64[m]").astype(np.int64)
-        for offset, values, buckets in (
-            (hour, minutes // 60 % 24, 24),
-            (weekday, (minutes // 1440 + _THURSDAY) % 7, 7),  # 1970-01-01, day 0, a Thursday
-        ):
-            for bucket, count in enumerate(np.bincount(values, minlength=buckets).tolist()):
-                counts[offset + bucket] += count
+        self._add(hour, minutes // 60 % 24)
+        self._add(weekday, (minutes // 1440 + _THURSDAY) % 7)  # 1970-01-01, day 0, a Thursday
+
+    def _add(self, offset: int, buckets: np.ndarray) -> None:
+        """Counts a batch's bucket numbers (one per flight) into the buckets from `offset`."""
+        counts = self._counts
+        for bucket, count in enumerate(np.bincount(buckets).tolist()):
+            counts[offset + bucket] += count
 
     def totals(self) -> tuple[np.ndarray, int, int]:
         """The window's counts (flat, as `offsets` lays them out), flights and delayed."""

@@ -144,3 +144,24 @@ def test_exported_cards_carry_the_training_profile(synthetic_export: Path) -> No
         assert ("hour" in profile.histograms) is (name == "delay-full")
         model = OnnxModel.load(synthetic_export / "models", name)
         assert model.threshold == card["threshold"]
+
+
+@pytest.mark.parametrize("schedule", [False, True], ids=["minimal", "full"])
+def test_a_batch_counts_as_its_flights_one_at_a_time(schedule: bool) -> None:
+    """A batch is counted by Counter and numpy, a flight alone by a loop: the same buckets,
+    probabilities on an edge and either side of it included, given as a list or float32."""
+    profile = drift.profile(flights(4000, schedule=schedule), probabilities(4000), threshold=0.3)
+    edges = profile.histograms["proba"].edges
+    served = flights(300, seed=5, schedule=schedule)
+    edge_values = [p for e in edges for p in (e, np.nextafter(e, 0), np.nextafter(e, 1))]
+    chances = [*edge_values, 0.0, 1.0, *probabilities(300 - len(edge_values) - 2, seed=6).tolist()]
+    chances = [float(chance) for chance in chances]  # as a table gives them
+    for given in (chances, np.array(chances, dtype=np.float32)):
+        batch, alone = drift.Window(profile, 100_000), drift.Window(profile, 100_000)
+        batch.observe(columns_of(served), given, 3)
+        for index in range(len(served)):
+            alone.observe(columns_of(served[index : index + 1]), given[index : index + 1], 0)
+        batch_counts, _, _ = batch.totals()
+        alone_counts, _, _ = alone.totals()
+        assert batch_counts.tolist() == alone_counts.tolist()
+        assert batch_counts[batch.offsets["proba"] :].sum() == len(served)  # the last input
