@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,16 @@ HOLIDAY_HORIZON = 7
 """Days to or after a holiday are counted up to this many; further is this many."""
 SMOOTHING = 30.0
 """Pseudo-rows of the parent's rate mixed into each smoothed rate (flight, route, airline)."""
+CALENDAR_GROUPS = ("weekday", "day", "day_of_year", "high season", "holidays")
+"""The groups that depend on the departure's date alone (consecutive in GROUPS)."""
+ROWS_BELOW = 16
+"""Batches of fewer flights are encoded value by value in Python (`FeatureEncoder._rows`),
+larger ones column by column in numpy: each numpy operation has a fixed cost of about 1 us,
+which is most of the cost of a few flights (one flight of the served full model, in-process:
+15 us column-wise, 7 us by rows; the two are equal at about 16)."""
+CALENDAR_DAYS = 4096
+"""Dates whose calendar features an encoder remembers (`FeatureEncoder._calendar`): the dates
+of a schedule are few, and one not remembered costs what the column-wise encoding does."""
 
 
 def feature_names(groups: Sequence[str]) -> tuple[str, ...]:
@@ -142,8 +152,11 @@ class Vocabulary:
         return {value: code for code, value in enumerate(self.values)}
 
     def encode(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+        return np.array(self.encoded(values), dtype=np.float64)
+
+    def encoded(self, values: Sequence[str] | np.ndarray) -> list[int]:
         codes = self.codes
-        return _mapped(values, codes, codes[OTHER])
+        return _looked_up(values, codes, codes[OTHER])
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,10 @@ class Hierarchy:
         return cls(airlines, routes, RateTable.fit(flight, labels, route_rate, airlines.default))
 
     def encode(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
+        airline_logit, flight_logit = self.logits(columns)
+        return np.array(airline_logit, dtype=np.float64), np.array(flight_logit, dtype=np.float64)
+
+    def logits(self, columns: Columns) -> tuple[list[float], list[float]]:
         """(airline logit, flight logit) per row, each falling back to its parent: the three
         lookups of a row in one pass of dict lookups (one `RateTable.lookup` per level cost
         three numpy round trips, most of a one-flight request's encoding)."""
@@ -215,7 +232,7 @@ class Hierarchy:
             flight_get(key, route_get(parent, logit))
             for key, parent, logit in zip(flight, route, airline_logit, strict=True)
         ]
-        return np.array(airline_logit, dtype=np.float64), np.array(flight_logit, dtype=np.float64)
+        return airline_logit, flight_logit
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -289,6 +306,11 @@ class FeatureEncoder:
         missing = [group for group, part in needs.items() if group in self.groups and part is None]
         if missing:
             raise ValueError(f"no fitted table for feature group(s) {missing}")
+        self._calendar_columns: dict[str, tuple[int, int]] = {}
+        for group in (group for group in self.groups if group in CALENDAR_GROUPS):
+            start = sum(len(GROUPS[g]) for g in self._calendar_columns)
+            self._calendar_columns[group] = (start, start + len(GROUPS[group]))
+        self._calendar = lru_cache(maxsize=CALENDAR_DAYS)(self._calendar_day)
 
     @classmethod
     def fit(
@@ -353,6 +375,8 @@ class FeatureEncoder:
 
     def encode_columns(self, columns: Columns) -> np.ndarray:
         rows = len(columns)
+        if 0 < rows < ROWS_BELOW:
+            return self._rows(columns)
         matrix = np.empty((rows, len(self.feature_names)), dtype=np.float32)
         position = 0
         shared = _Shared(columns, self.hierarchy)
@@ -371,33 +395,80 @@ class FeatureEncoder:
             return self.vocabularies[group].encode(getattr(columns, _FIELD[group]))
         if group == "MES":
             return np.asarray(columns.month)
-        departure = columns.departure
-        if departure is None:
-            raise ValueError("the full-schedule model needs flights with their schedule")
+        departure = _departure(columns)
         if group == "hour":
             return np.asarray((departure - shared.days).astype(np.int64) / 60)
-        if group == "weekday":
-            # 1970-01-01 was a Thursday: Monday = 0, as datetime.weekday()
-            return np.asarray((shared.days.astype(np.int64) + 3) % 7)
-        if group == "day":
-            return np.asarray(
-                (shared.days - departure.astype("datetime64[M]")).astype(np.int64) + 1
-            )
-        if group == "day_of_year":
-            return np.asarray(
-                (shared.days - departure.astype("datetime64[Y]")).astype(np.int64) + 1
-            )
-        if group == "high season":
-            return high_season(departure)
-        if group == "holidays":
-            assert self.calendar is not None
-            return self.calendar.encode(departure)
+        if group in CALENDAR_GROUPS:
+            return self._calendar_group(group, departure, shared.days)
         if group == "Des-I":
             assert self.destinations is not None
             assert columns.destination is not None
             return self.destinations.lookup(columns.destination)
         airline, flight = shared.hierarchy
         return airline if group == "Emp-I" else flight
+
+    def _calendar_group(self, group: str, departure: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """A group of CALENDAR_GROUPS, column-wise; `days`: the departures' dates."""
+        if group == "weekday":
+            # 1970-01-01 was a Thursday: Monday = 0, as datetime.weekday()
+            return np.asarray((days.astype(np.int64) + 3) % 7)
+        if group == "day":
+            return np.asarray((days - departure.astype("datetime64[M]")).astype(np.int64) + 1)
+        if group == "day_of_year":
+            return np.asarray((days - departure.astype("datetime64[Y]")).astype(np.int64) + 1)
+        if group == "high season":
+            return high_season(departure)
+        assert self.calendar is not None
+        return self.calendar.encode(departure)
+
+    def _calendar_day(self, day: int) -> tuple[int, ...]:
+        """The calendar groups' values of the date `day` (days since 1970-01-01), by the
+        column-wise code: the by-rows encoding remembers them per date (`_calendar`)."""
+        departure = np.array([day], dtype="datetime64[D]")
+        return tuple(
+            value
+            for group in self._calendar_columns
+            for value in self._calendar_group(group, departure, departure).reshape(-1).tolist()
+        )
+
+    def _rows(self, columns: Columns) -> np.ndarray:
+        """What the column-wise encoding gives, computed value by value (ROWS_BELOW): the same
+        dict lookups, the same integer arithmetic on the departure's minutes since 1970, the
+        calendar groups from the column-wise code once per date; one conversion to float32
+        at the end, as the column-wise assignments do."""
+        features: list[Sequence[Any]] = []
+        hierarchy: tuple[list[float], list[float]] | None = None
+        minutes: list[int] = []
+        if self.schedule:
+            minutes = (
+                _departure(columns).astype("datetime64[m]", copy=False).view(np.int64).tolist()
+            )
+        calendar = (
+            [self._calendar(minute // 1440) for minute in minutes] if self._calendar_columns else []
+        )
+        for group in self.groups:
+            if group in self.vocabularies:
+                features.append(self.vocabularies[group].encoded(getattr(columns, _FIELD[group])))
+            elif group == "MES":
+                features.append(_items(columns.month))
+            elif group == "hour":
+                features.append([minute % 1440 / 60 for minute in minutes])
+            elif group in CALENDAR_GROUPS:
+                start, stop = self._calendar_columns[group]
+                features.extend(zip(*(day[start:stop] for day in calendar), strict=True))
+            elif group == "Des-I":
+                assert self.destinations is not None
+                assert columns.destination is not None
+                destinations = self.destinations
+                features.append(
+                    _looked_up(columns.destination, destinations.logits, destinations.default)
+                )
+            else:  # "Emp-I", "flight number": one pass of the hierarchy for both
+                if hierarchy is None:
+                    assert self.hierarchy is not None
+                    hierarchy = self.hierarchy.logits(columns)
+                features.append(hierarchy[0] if group == "Emp-I" else hierarchy[1])
+        return np.array(list(zip(*features, strict=True)), dtype=np.float32)
 
     def known_destinations(self) -> list[str]:
         """Destinations with a delay rate of their own (or, without that group, in a route)."""
@@ -461,6 +532,12 @@ class _Shared:
         return self._hierarchy.encode(self._columns)
 
 
+def _departure(columns: Columns) -> np.ndarray:
+    if columns.departure is None:
+        raise ValueError("the full-schedule model needs flights with their schedule")
+    return columns.departure
+
+
 def high_season(departure: np.ndarray) -> np.ndarray:
     """1 inside the challenge's high-season periods, by scheduled month and day."""
     days = departure.astype("datetime64[D]")
@@ -475,11 +552,21 @@ def high_season(departure: np.ndarray) -> np.ndarray:
 def _mapped(
     values: Sequence[str] | np.ndarray, table: Mapping[str, Any], missing: float
 ) -> np.ndarray:
+    return np.array(_looked_up(values, table, missing), dtype=np.float64)
+
+
+def _looked_up(
+    values: Sequence[Any] | np.ndarray, table: Mapping[str, Any], missing: Any
+) -> list[Any]:
     """table[value] per value (missing where absent): one dict lookup a value, cheaper than
     np.unique's sort of the strings at every size (and ~50x for one flight)."""
     get = table.get
-    items = values.tolist() if isinstance(values, np.ndarray) else values
-    return np.array([get(str(value), missing) for value in items], dtype=np.float64)
+    return [get(str(value), missing) for value in _items(values)]
+
+
+def _items(values: Sequence[Any] | np.ndarray) -> Sequence[Any]:
+    """A column as Python values."""
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def _logit(rates: np.ndarray) -> np.ndarray:

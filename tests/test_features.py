@@ -10,6 +10,7 @@ from app.features import (
     GROUPS,
     MINIMAL_GROUPS,
     OTHER,
+    ROWS_BELOW,
     SMOOTHING,
     FeatureEncoder,
     Vocabulary,
@@ -172,6 +173,63 @@ def test_column_wise_and_flight_encodings_agree() -> None:
     columns = from_flights(_flights())
     np.testing.assert_array_equal(encoder.encode(_flights()), encoder.encode_columns(columns))
     assert encoder.encode(_flights()).dtype == np.float32
+
+
+def _random_columns(count: int) -> tuple[Columns, np.ndarray]:
+    """Flights from 1930 to 2050 (before 1970: negative minutes), known and unknown values."""
+    rng = np.random.default_rng(7)
+    departure = rng.integers(-40 * 525_960, 80 * 525_960, count).astype("datetime64[m]")
+
+    def pick(values: list[str]) -> list[str]:
+        return [values[i] for i in rng.integers(0, len(values), count)]
+
+    columns = Columns(
+        pick(["Grupo LATAM", "Sky Airline", "American Airlines", "Nuevo"]),
+        pick(["I", "N"]),
+        (departure.astype("datetime64[M]").astype(np.int64) % 12 + 1).tolist(),
+        departure,
+        pick(["SCFA", "KMIA", "SABE", "ZZZZ"]),
+        pick(["LAN", "SKU", "AAL", "ZZZ"]),
+        [str(number) for number in rng.integers(0, 40, count)],
+    )
+    return columns, rng.integers(0, 2, count).astype(np.float64)
+
+
+def _encoder(which: str) -> FeatureEncoder:
+    if which == "committed full model":
+        from app.model import ModelSet
+        from tests.conftest import MODELS_DIR
+
+        return ModelSet.load(MODELS_DIR).full.card.encoder
+    columns, labels = _random_columns(2_000)
+    holidays = np.concatenate([HOLIDAYS, np.array(["1950-05-01", "2040-01-01"], "datetime64[D]")])
+    return FeatureEncoder.fit(columns, labels, tuple(GROUPS), holidays)
+
+
+@pytest.mark.parametrize("which", ["every group", "committed full model"])
+def test_small_batches_encode_by_rows_bit_for_bit_as_columns(which: str) -> None:
+    """Batches under ROWS_BELOW flights take the by-rows path, larger ones the column-wise one:
+    every flight's features are the same float32 bits either way, whatever the batch size."""
+    encoder = _encoder(which)
+    columns, _ = _random_columns(600)
+    whole = encoder.encode_columns(columns)
+    assert len(columns) >= ROWS_BELOW
+    for size in (1, 3, ROWS_BELOW - 1):
+        parts = [
+            encoder.encode_columns(take(columns, np.arange(start, min(start + size, 600))))
+            for start in range(0, 600, size)
+        ]
+        joined = np.concatenate(parts)
+        assert joined.dtype == whole.dtype == np.float32
+        assert joined.shape == whole.shape
+        assert joined.tobytes() == whole.tobytes(), size
+    # as the validator gives them: lists, not arrays
+    first = Columns(
+        *(list(getattr(columns, name)[:5]) for name in ("operator", "flight_type", "month")),
+        columns.departure[:5] if columns.departure is not None else None,
+        *(list(getattr(columns, name)[:5]) for name in ("destination", "airline", "number")),
+    )
+    assert encoder.encode_columns(first).tobytes() == whole[:5].tobytes()
 
 
 def test_minimal_encoding_ignores_the_schedule() -> None:
