@@ -110,3 +110,18 @@ def test_unreadable_card_is_refused(models_copy: Path) -> None:
     (models_copy / "delay-minimal.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"model card unreadable: .*delay-minimal\.json"):
         ModelSet.load(models_copy)
+
+
+def test_a_prediction_splits_into_its_requests_parts() -> None:
+    probabilities = np.array([0.1, 0.9, 0.8, 0.2, 0.7], dtype=np.float32)
+    whole = Prediction.from_probabilities(probabilities, 0.5)
+    parts = whole.split([2, 1, 2])
+    assert [part.labels.tolist() for part in parts] == [[0, 1], [1], [0, 1]]
+    assert [part.probabilities.tolist() for part in parts] == [
+        probabilities[:2].tolist(),
+        probabilities[2:3].tolist(),
+        probabilities[3:].tolist(),
+    ]
+    assert [part.delayed for part in parts] == [1, 1, 1]
+    (alone,) = whole.split([5])
+    assert alone is whole  # one request's merge: its prediction as it is
