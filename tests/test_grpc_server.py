@@ -545,6 +545,7 @@ def test_sigterm_lets_in_flight_grpc_calls_finish(tmp_path: Path) -> None:
         # 10,000 full-schedule flights a call (~0.7 MB): onnxruntime is busy for a while
         inputs = raw_inputs(FULL_FLIGHTS * 2500, FULL_INPUTS)
         ended: list[tuple[str, float]] = []
+        some_ended = threading.Event()
         with triton.InferenceServerClient(target) as client:
             client.is_server_ready()  # the connection is up before the calls start
 
@@ -554,11 +555,15 @@ def test_sigterm_lets_in_flight_grpc_calls_finish(tmp_path: Path) -> None:
                     ended.append(("OK", time.monotonic()))
                 except InferenceServerException as error:
                     ended.append((str(error.status()), time.monotonic()))
+                if len(ended) >= 4:
+                    some_ended.set()
 
             calls = [threading.Thread(target=call) for _ in range(16)]
             for thread in calls:
                 thread.start()
-            time.sleep(0.3)  # every call has reached a worker; some are still queued
+            # a quarter answered: every call has reached the worker (one connection), the rest
+            # are queued (a fixed 0.3 s wait once saw all 16 answered before it: ~0.03 s each)
+            assert some_ended.wait(timeout=60)
             stopped_at = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             for thread in calls:
