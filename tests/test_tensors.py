@@ -106,6 +106,22 @@ def _raw(elements: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(element)) + element for element in elements)
 
 
+def _each_odd_decodes_as_the_loop(
+    elements: list[bytes], odds: tuple[bytes, ...], indexes: tuple[int, ...]
+) -> None:
+    """Each odd element in place of each indexed one: the elements, or the loop's message."""
+    for odd in odds:
+        for index in indexes:
+            changed = [*elements[:index], odd, *elements[index + 1 :]]
+            try:
+                expected = [e.decode() for e in changed]
+            except UnicodeDecodeError:
+                with pytest.raises(BadRequest, match=f"element {index} is not UTF-8"):
+                    from_raw("X", "BYTES", _raw(changed))
+                continue
+            assert from_raw("X", "BYTES", _raw(changed)) == expected
+
+
 @pytest.mark.parametrize("length", [1, 3, 19])
 def test_equal_length_bytes_elements_decode_as_the_loop_does(length: int) -> None:
     """From 64 elements, equal lengths take numpy's path; anything it cannot vouch for (an
@@ -114,16 +130,8 @@ def test_equal_length_bytes_elements_decode_as_the_loop_does(length: int) -> Non
     for count in (63, 64, 1000):
         elements = [bytes(rng.choices(b"ABCXYZ019 -", k=length)) for _ in range(count)]
         assert from_raw("X", "BYTES", _raw(elements)) == [e.decode() for e in elements]
-        for odd in (b"\x00" * length, "Ñ".encode()[:length], b"A" * (length + 1), b""):
-            for index in (0, count // 2, count - 1):
-                changed = [*elements[:index], odd, *elements[index + 1 :]]
-                try:
-                    expected = [e.decode() for e in changed]
-                except UnicodeDecodeError:
-                    with pytest.raises(BadRequest, match=f"element {index} is not UTF-8"):
-                        from_raw("X", "BYTES", _raw(changed))
-                    continue
-                assert from_raw("X", "BYTES", _raw(changed)) == expected
+        odds = (b"\x00" * length, "Ñ".encode()[:length], b"A" * (length + 1), b"")
+        _each_odd_decodes_as_the_loop(elements, odds, (0, count // 2, count - 1))
 
 
 @pytest.mark.parametrize(
@@ -157,22 +165,14 @@ def _names(count: int, seed: int) -> list[bytes]:
 
 @pytest.mark.parametrize("count", [2, 100, 1000])
 def test_varied_length_bytes_elements_decode_as_the_loop_does(count: int) -> None:
-    """From 64 elements' worth of bytes (320), elements of 1 to 255 bytes take numpy's path; anything
-    it cannot vouch for (an empty or longer element, a NUL anywhere in one, bytes that are not
-    UTF-8) gives the loop's answer, whichever element it is."""
+    """From 64 elements' worth of bytes (320), elements of 1 to 255 bytes take numpy's path;
+    anything it cannot vouch for (an empty or longer element, a NUL anywhere in one, bytes that
+    are not UTF-8) gives the loop's answer, whichever element it is."""
     elements = _names(count, count)
     assert from_raw("X", "BYTES", _raw(elements)) == [e.decode() for e in elements]
     odds = (b"", b"\x00", b"AB\x00", b"\x00AB", b"A\x00\x00\x00B", b"A" * 256, b"\xff")
-    for odd in (*odds, "Ñ".encode()[:1], b"\xe2\x82", b"\x80A", "Ñ".encode()):
-        for index in (0, 1, count // 2, count - 1):
-            changed = [*elements[:index], odd, *elements[index + 1 :]]
-            try:
-                expected = [e.decode() for e in changed]
-            except UnicodeDecodeError:
-                with pytest.raises(BadRequest, match=f"element {index} is not UTF-8"):
-                    from_raw("X", "BYTES", _raw(changed))
-                continue
-            assert from_raw("X", "BYTES", _raw(changed)) == expected
+    odds += ("Ñ".encode()[:1], b"\xe2\x82", b"\x80A", "Ñ".encode())
+    _each_odd_decodes_as_the_loop(elements, odds, (0, 1, count // 2, count - 1))
 
 
 @pytest.mark.parametrize(
