@@ -33,7 +33,12 @@ class JSONResponse(Response):
     media_type = JSON_TYPE
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        return dumps(content)
+
+
+def dumps(content: Any) -> bytes:
+    """JSON bytes, numpy arrays included."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
@@ -56,7 +61,13 @@ async def send_json(
     send: Send, content: Any, status: int = 200, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     """A JSON answer straight to ASGI `send`, for the routes that skip Starlette's Response."""
-    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    await send_json_body(send, dumps(content), status, extra)
+
+
+async def send_json_body(
+    send: Send, body: bytes, status: int = 200, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """`send_json` of a body already serialised."""
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -135,3 +146,16 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_error,
     Exception: unexpected_error,
 }
+
+
+async def send_error(scope: Scope, receive: Receive, send: Send, error: Exception) -> None:
+    """`error`, raised before its response started, answered as Starlette's error middleware
+    answers it, for a route served ahead of that middleware (app.routes.PredictFirst): by the
+    handler its class maps to in EXCEPTION_HANDLERS; an unexpected error (a 500) is then raised
+    again for the server to log, as Starlette's ServerErrorMiddleware does."""
+    # the most specific class mapped: Exception, in every exception's MRO, at worst
+    handler = next(EXCEPTION_HANDLERS[c] for c in type(error).__mro__ if c in EXCEPTION_HANDLERS)
+    response = await handler(Request(scope, receive), error)
+    await response(scope, receive, send)
+    if handler is unexpected_error:
+        raise error

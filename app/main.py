@@ -22,7 +22,7 @@ from app.microbatch import Scorer
 from app.model import ModelSet
 from app.overload import BatchThread, on_event_loop
 from app.request_id import RequestIdMiddleware
-from app.routes import ROUTES
+from app.routes import ROUTES, PredictFirst
 from app.settings import Settings
 
 logger = logging.getLogger("app")
@@ -32,11 +32,12 @@ class Service(Starlette):
     """Starlette with the request-ID and metrics middleware outside its error middleware, which
     user middleware cannot reach: so that a 500 carries `X-Request-ID`, its log line the ID, and
     is counted in the metrics like any other answer. Around them, when configured: the access
-    log, OpenTelemetry, and the metrics port."""
+    log, OpenTelemetry, and the metrics port. Inside them, `POST /predict` skips Starlette's
+    layers (app.routes.PredictFirst)."""
 
     def build_middleware_stack(self) -> ASGIApp:
         settings: Settings = getattr(self.state, "settings", None) or Settings()
-        app: ASGIApp = MetricsMiddleware(super().build_middleware_stack())
+        app: ASGIApp = MetricsMiddleware(PredictFirst(super().build_middleware_stack()))
         # The optional layers are in the stack only when on: off, they cost nothing.
         if settings.access_log:
             app = AccessLogMiddleware(app)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from starlette.testclient import TestClient
 from app.flights import Columns, FlightValidator
 from app.main import create_app
 from app.model import ModelSet, OnnxModel
+from app.routes import PREDICT_ROUTE
 from app.settings import Settings
 from tests.conftest import MODELS_DIR, ROOT, payload_cases, payload_request
 
@@ -327,3 +329,60 @@ def test_a_client_leaving_before_its_body_is_a_499_not_a_500(client: TestClient)
 
     asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
     assert sent[0]["status"] == 499
+
+
+def test_predict_is_served_ahead_of_the_router() -> None:
+    """PredictFirst answers `POST /predict` even with the router's own route gone; any other
+    request, here `GET /predict`, still goes to the router."""
+    app = create_app(Settings(models_dir=MODELS_DIR))
+    app.router.routes.remove(PREDICT_ROUTE)
+    with TestClient(app) as client:
+        assert client.post("/predict", json={"flights": [MINIMAL]}).status_code == 200
+        assert client.get("/predict").status_code == 404  # the router no longer knows /predict
+
+
+@pytest.fixture(scope="module")
+def both_paths() -> Iterator[tuple[TestClient, TestClient]]:
+    """One app, requested straight and under a root path: the router then serves /predict."""
+    app = create_app(Settings(models_dir=MODELS_DIR, max_flights=1000))
+    with TestClient(app) as direct, TestClient(app, root_path="/api") as routed:
+        yield direct, routed
+
+
+def _answer(client: TestClient, url: str, content: bytes, headers: dict[str, str]) -> Any:
+    response = client.post(url, content=content, headers=headers)
+    shown = {k: v for k, v in response.headers.items() if k not in ("x-request-id", "date")}
+    return response.status_code, shown, response.content
+
+
+@pytest.mark.parametrize(
+    "case", payload_cases("predict_invalid.json") + payload_cases("predict_valid.json")
+)
+def test_predict_answers_alike_ahead_of_the_router_and_through_it(
+    both_paths: tuple[TestClient, TestClient], case: dict[str, Any]
+) -> None:
+    """Status, headers and body: the errors PredictFirst maps (app.http.send_error) are the ones
+    Starlette's error middleware maps on the router's path."""
+    direct, routed = both_paths
+    url, content, headers = payload_request(case)
+    assert _answer(direct, url, content, headers) == _answer(routed, "/api" + url, content, headers)
+
+
+def test_an_unexpected_error_is_a_500_and_raised_again_on_both_paths() -> None:
+    """A 500 in the JSON shape, then the error raised again for the server to log, as Starlette's
+    ServerErrorMiddleware does on the router's path."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected fault")
+
+    app = create_app(Settings(models_dir=MODELS_DIR))
+    body = {"flights": [MINIMAL]}
+    for root_path in ("", "/api"):
+        with TestClient(app, root_path=root_path, raise_server_exceptions=False) as client:
+            app.state.models.predict = broken
+            response = client.post(root_path + "/predict", json=body)
+            assert (response.status_code, response.json()) == (500, {"error": "internal error"})
+        with TestClient(app, root_path=root_path) as client:
+            app.state.models.predict = broken
+            with pytest.raises(RuntimeError, match="injected fault"):
+                client.post(root_path + "/predict", json=body)
