@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from typing import Any
 
 from app.settings import Settings
 from benchmarks.chaos import Tally, Wrk, accounting_load, served_by, wrk_figures
-from benchmarks.stress import Server, load_average, machine
+from benchmarks.stress import Server, commit, load_average, machine
 from benchmarks.stress_report import WrkSummary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -330,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     args.bodies, args.full_bodies = args.bodies.resolve(), args.full_bodies.resolve()
     uname, cpu, nproc = machine()
+    state = commit(short=False)
     result: dict[str, Any] = {
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"uname": uname, "cpu": cpu, "nproc": nproc},
@@ -338,8 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "probe_connections": PROBE_CONNECTIONS, "wrk_timeout_s": 2,
                      "bounds": args.bounds, "clients": args.clients,
                      "default_max_in_flight": Settings.max_in_flight},
-        "git_revision": os.popen("git rev-parse HEAD").read().strip(),
-        "git_dirty": bool(os.popen("git status --porcelain --untracked-files=no").read().strip()),
+        "git_revision": state[0] if state else "unknown",
+        "git_dirty": state[1] if state else None,
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="overload-") as scratch:
         if args.only in (None, "overload"):

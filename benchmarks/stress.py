@@ -225,17 +225,27 @@ def load_average() -> str:
         return "unknown"
 
 
-def revision() -> str:
-    """The commit measured, and whether the work tree differed from it (others edit it too)."""
+def commit(short: bool = True) -> tuple[str, bool] | None:
+    """HEAD (abbreviated, or the full hash) and whether tracked files differ from it (others
+    edit the tree too); None where git cannot tell. One helper for every benchmark's report."""
     git = ["git", "-C", str(ROOT)]
+    head = [*git, "rev-parse", *(["--short"] if short else []), "HEAD"]
     try:
-        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        sha = subprocess.run(head, capture_output=True, text=True, timeout=10, check=True).stdout
         dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.strip(), bool(dirty.strip())
+
+
+def revision() -> str:
+    """The commit measured, as a report states it: `abc1234`, or `abc1234 + uncommitted changes`."""
+    state = commit()
+    if state is None:
         return "unknown"
-    return f"{head} + uncommitted changes" if dirty.strip() else head
+    head, dirty = state
+    return f"{head} + uncommitted changes" if dirty else head
 
 
 def machine() -> tuple[str, str, int]:
@@ -273,6 +283,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=60, help="seconds")
     parser.add_argument("--wrk", default="wrk", help="the wrk executable")
     parser.add_argument(
+        "--revision",
+        help="the code's revision as the report states it (default: `revision()` as the run "
+        "starts); `make stress` takes it once before its first run, whose report would "
+        "otherwise make the tree look changed to the second",
+    )
+    parser.add_argument(
         "--gunicorn", type=Path, default=Path(sys.executable).parent / "gunicorn",
         help="the project's .venv/bin/gunicorn",
     )  # fmt: skip
@@ -292,6 +308,7 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
     script = args.script.resolve()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     load = load_average()
+    measured = revision()  # before the run: the code as it is served
     with (
         tempfile.TemporaryDirectory(prefix="stress-") as scratch,
         served(
@@ -319,7 +336,7 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
         workers=server.workers,
         connections=args.connections,
         mix=MIXES.get(bodies.name, bodies.name),
-        revision=revision(),
+        revision=args.revision or measured,
         wrk_output="\n".join(
             line for line in output.splitlines() if not line.startswith('{"tool":"wrk"')
         ),

@@ -22,10 +22,13 @@ bodies: $(WRK_DIR)/minimal.jsonl ## generate wrk bodies from the data
 $(WRK_DIR)/minimal.jsonl: $(BODIES_DATA) benchmarks/bodies.py | $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.bodies --data $(BODIES_DATA) --out $(WRK_DIR)
 
+# The revision is taken once, before the first run: the first mix's fresh report would otherwise
+# make the tree look changed to the second.
 stress: bodies ## 45-second wrk stress of the served API, minimal then full-schedule bodies; fails under 50,000 requests or on any error in either
-	@status=0; for mix in $(STRESS_MIXES); do \
+	@status=0; revision="$$($(BIN)/python -c 'from benchmarks.stress import revision; print(revision())')"; \
+	for mix in $(STRESS_MIXES); do \
 		$(BIN)/python -m benchmarks.stress --duration $(STRESS_DURATION) $(STRESS_ARGS) \
-			--bodies $(WRK_DIR)/$$mix.jsonl --out $(STRESS_DIR)/$$mix \
+			--bodies $(WRK_DIR)/$$mix.jsonl --out $(STRESS_DIR)/$$mix --revision "$$revision" \
 			--min-requests $(STRESS_MIN_REQUESTS) || status=1; \
 	done; exit $$status
 

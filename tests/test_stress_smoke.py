@@ -20,12 +20,13 @@ def test_a_short_stress_run_passes_and_writes_its_report(wrk_bodies: Path, tmp_p
     command = [
         sys.executable, "-m", "benchmarks.stress", "--duration", "3", "--connections", "8",
         "--threads", "1", "--bodies", str(wrk_bodies / "minimal.jsonl"),
-        "--out", str(out), "--min-requests", "500",
+        "--out", str(out), "--min-requests", "500", "--revision", "abc1234 (as given)",
     ]  # fmt: skip
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
     report = (out / "README.md").read_text(encoding="utf-8")
     assert "**PASS**" in report
+    assert "- Code: abc1234 (as given)" in report  # make stress's label, taken before its runs
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
