@@ -7,8 +7,10 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.types import ASGIApp
 
 from app import metrics_port, tracing
@@ -28,12 +30,30 @@ from app.settings import Settings
 logger = logging.getLogger("app")
 
 
+class AttributeState(State):
+    """Starlette's `app.state`, each value also a plain attribute: Starlette's finds a value by a
+    failed attribute lookup and then `__getattr__`, and `/predict` reads five of them a request
+    (15-20 % of its in-process time; docs/performance.md)."""
+
+    def __setattr__(self, key: Any, value: Any) -> None:
+        super().__setattr__(key, value)
+        object.__setattr__(self, key, value)
+
+    def __delattr__(self, key: Any) -> None:
+        super().__delattr__(key)
+        object.__delattr__(self, key)
+
+
 class Service(Starlette):
     """Starlette with the request-ID and metrics middleware outside its error middleware, which
     user middleware cannot reach: so that a 500 carries `X-Request-ID`, its log line the ID, and
     is counted in the metrics like any other answer. Around them, when configured: the access
     log, OpenTelemetry, and the metrics port. Inside them, `POST /predict` skips Starlette's
     layers (app.routes.PredictFirst)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state = AttributeState()
 
     def build_middleware_stack(self) -> ASGIApp:
         settings: Settings = getattr(self.state, "settings", None) or Settings()
