@@ -16,6 +16,7 @@ from app.features import (
     Vocabulary,
     feature_names,
     from_flights,
+    hierarchy_keys,
     high_season,
     take,
 )
@@ -139,6 +140,20 @@ def test_unseen_flight_numbers_fall_back_to_route_then_airline_then_overall() ->
     assert new_airline == pytest.approx(1 / 3, abs=1e-6)  # the overall rate
     # the same number under another airline is another flight
     assert rate("SKU", "SCFA", "1") == pytest.approx(rate("SKU", "SCFA", "7"), abs=0.05)
+
+
+def test_hierarchy_logits_are_the_rate_tables_lookups_level_by_level() -> None:
+    """One loop a row (Hierarchy.logits) against one RateTable.lookup a level on the keys
+    hierarchy_keys gives, as numbers of flights, as strings, known and unknown."""
+    columns, labels = _random_columns(2_000)
+    hierarchy = FeatureEncoder.fit(columns, labels, ("Emp-I", "flight number")).hierarchy
+    assert hierarchy is not None
+    columns.number = [int(n) if i % 2 else n for i, n in enumerate(columns.number or ())]
+    flight, route, airline = hierarchy_keys(columns)
+    airline_logit = hierarchy.airline.lookup(airline)
+    flight_logit = hierarchy.flight.lookup(flight, hierarchy.route.lookup(route, airline_logit))
+    assert hierarchy.logits(columns) == (airline_logit.tolist(), flight_logit.tolist())
+    assert len(set(flight_logit.tolist())) > 40  # flights, routes and airlines of their own
 
 
 def test_rates_are_shrunk_toward_the_parent_by_the_smoothing() -> None:
