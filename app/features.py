@@ -63,11 +63,11 @@ SMOOTHING = 30.0
 """Pseudo-rows of the parent's rate mixed into each smoothed rate (flight, route, airline)."""
 CALENDAR_GROUPS = ("weekday", "day", "day_of_year", "high season", "holidays")
 """The groups that depend on the departure's date alone (consecutive in GROUPS)."""
-ROWS_BELOW = 16
+ROWS_BELOW = 32
 """Batches of fewer flights are encoded value by value in Python (`FeatureEncoder._rows`),
 larger ones column by column in numpy: each numpy operation has a fixed cost of about 1 us,
 which is most of the cost of a few flights (one flight of the served full model, in-process:
-15 us column-wise, 7 us by rows; the two are equal at about 16)."""
+15-20 us column-wise, 6-8 us by rows; the two are about equal at 32 flights)."""
 CALENDAR_DAYS = 4096
 """Dates whose calendar features an encoder remembers (`FeatureEncoder._calendar`): the dates
 of a schedule are few, and one not remembered costs what the column-wise encoding does."""
