@@ -45,6 +45,8 @@ from benchmarks.stress_report import WrkSummary, parse_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
+UNBOUNDED = "1000000"
+"""`MAX_IN_FLIGHT` for a server whose in-flight bound never sheds in these experiments."""
 APP = "app.main:create_app()"
 MODEL = "delay-minimal"
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -397,7 +399,7 @@ def worker_kill(args: argparse.Namespace, workdir: Path) -> Outcome:
     What this measures is losing only the killed worker's requests, not shedding."""
     outcome = new_outcome("worker-kill", args)
     with served(
-        workdir, MODELS_DIR, worker_class=args.worker_class, MAX_IN_FLIGHT="1000000"
+        workdir, MODELS_DIR, worker_class=args.worker_class, MAX_IN_FLIGHT=UNBOUNDED
     ) as server:
         port = int(server.url.rsplit(":", 1)[1])
         start = time.monotonic()
@@ -520,7 +522,7 @@ def shutdown(args: argparse.Namespace, workdir: Path) -> Outcome:
     outcome = new_outcome("shutdown", args)
     body = json.dumps({"flights": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 7}]}).encode()
     with served(
-        workdir, MODELS_DIR, worker_class=args.worker_class, MAX_IN_FLIGHT="1000000"
+        workdir, MODELS_DIR, worker_class=args.worker_class, MAX_IN_FLIGHT=UNBOUNDED
     ) as server:
         port = int(server.url.rsplit(":", 1)[1])
         start = time.monotonic()

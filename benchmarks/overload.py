@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from app.settings import Settings
-from benchmarks.chaos import Tally, Wrk, accounting_load, served_by, wrk_figures
+from benchmarks.chaos import UNBOUNDED, Tally, Wrk, accounting_load, served_by, wrk_figures
 from benchmarks.stress import Server, commit, load_average, machine
 from benchmarks.stress_report import WrkSummary
 
@@ -43,7 +43,6 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 PROBE_CONNECTIONS = 8
 STARVATION_PROBES = 4
 CONNECTIONS = (16, 64, 256, 1024)
-UNBOUNDED = "1000000"
 CLIENTS = {"at-once": "predict.lua", "backoff": "backoff.lua"}
 """wrk's script for each kind of client: re-send at once, or wait the 503's Retry-After."""
 OFF = "off"
