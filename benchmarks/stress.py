@@ -308,7 +308,7 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
     script = args.script.resolve()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     load = load_average()
-    measured = revision()  # before the run: the code as it is served
+    measured = args.revision or revision()  # before the run: the code as it is served
     with (
         tempfile.TemporaryDirectory(prefix="stress-") as scratch,
         served(
@@ -336,7 +336,7 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
         workers=server.workers,
         connections=args.connections,
         mix=MIXES.get(bodies.name, bodies.name),
-        revision=args.revision or measured,
+        revision=measured,
         wrk_output="\n".join(
             line for line in output.splitlines() if not line.startswith('{"tool":"wrk"')
         ),
