@@ -9,13 +9,14 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from app.features import from_flights
-from train.candidates import CANDIDATES, HALF_LIVES, Candidate
+from train.candidates import CANDIDATES, HALF_LIVES, Candidate, gradient_boosting, logistic
 from train.data import DataError, chilean_holidays, load
 from train.evaluate import (
     Forward,
     Recipe,
     _weighted_aucs,
     bootstrap_means,
+    fit_weighted,
     forward_folds,
     grouped_folds,
     holdout_fold,
@@ -25,7 +26,7 @@ from train.evaluate import (
     recency_weights,
 )
 from train.metrics import Platt, alert_as_many_as_delayed
-from train.select import evaluate_contract, prepare
+from train.select import _blends, evaluate_contract, prepare
 
 
 def _months(count: int, rows: int = 10) -> np.ndarray:
@@ -62,7 +63,8 @@ def test_recency_weights_halve_every_half_life() -> None:
 
 @pytest.mark.parametrize("candidate", CANDIDATES[1:], ids=lambda c: c.name)
 def test_a_recipe_with_a_half_life_fits_on_weighted_rows(candidate: Candidate) -> None:
-    """The weights reach the estimator (last step of a pipeline) and change the model."""
+    """The weights reach the estimator (last step of a pipeline, each member of a blend) and
+    change the model."""
     rng = np.random.default_rng(0)
     features = rng.integers(0, 4, size=(800, 2)).astype(np.float32)
     ages = np.repeat([4, 3, 2, 1], 200)
@@ -76,6 +78,64 @@ def test_a_recipe_with_a_half_life_fits_on_weighted_rows(candidate: Candidate) -
     plain = recipe.fit(features, labels, ages).predict_proba(probe)[:, 1]
     recent = weighted.fit(features, labels, ages).predict_proba(probe)[:, 1]
     assert recent[1] - recent[0] > plain[1] - plain[0]
+
+
+def test_a_blend_is_made_of_its_components_best_searched_configurations() -> None:
+    """Not searched itself: one finalist per blend, its members at their own best params, on
+    the kept groups, and none when a member was not searched."""
+    searched = [c for c in CANDIDATES if not c.components]
+    blend = next(c for c in CANDIDATES if c.components)
+    best = {
+        "logreg": (0.6, Recipe("logreg", searched[1].build, {"C": 0.1}, ("OPERA", "hour"))),
+        "hgb": (0.7, Recipe("hgb", searched[2].build, {"max_iter": 7}, ("OPERA", "hour"))),
+    }
+    (recipe,) = _blends(CANDIDATES, best, ("OPERA",))
+    assert recipe.candidate == blend.name
+    assert recipe.params == {"logreg": {"C": 0.1}, "hgb": {"max_iter": 7}}
+    assert recipe.groups == ("OPERA",)
+    assert recipe.label == "blend(logreg(C=0.1) + hgb(max_iter=7))"
+    model = recipe.build(("OPERA",), recipe.params)
+    assert [name for name, _ in model.estimators] == ["logreg", "hgb"]
+    assert model.estimators[1][1].max_iter == 7
+    assert _blends(CANDIDATES, {"hgb": best["hgb"]}, ("OPERA",)) == []
+
+
+def test_a_blend_averages_the_probabilities_of_its_members() -> None:
+    rng = np.random.default_rng(0)
+    features = np.column_stack(
+        [rng.integers(0, 4, 600), rng.integers(0, 2, 600), rng.normal(0, 1, 600)]
+    ).astype(np.float32)
+    labels = (features[:, 0] + features[:, 2] + rng.normal(0, 1, 600) > 1.5).astype(np.int64)
+    names = ("OPERA", "TIPOVUELO", "airline_rate")
+    params = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 20}}
+    blend = next(c for c in CANDIDATES if c.components).build(names, params)
+    members = [
+        c.build(names, params[c.name]).fit(features, labels) for c in CANDIDATES if c.name in params
+    ]
+    expected = np.mean([m.predict_proba(features)[:, 1] for m in members], axis=0)
+    actual = blend.fit(features, labels).predict_proba(features)[:, 1]
+    np.testing.assert_allclose(actual, expected, rtol=1e-12)
+
+
+def test_weights_reach_each_member_of_a_blend_and_never_its_encoders() -> None:
+    """Weighted members fitted one by one, the weights given to each classifier only: the
+    blend fitted through metadata routing must be their exact average (weights reaching the
+    pipeline's scaler would move it)."""
+    rng = np.random.default_rng(1)
+    features = np.column_stack([rng.integers(0, 4, 600), rng.normal(0, 2, 600)]).astype(np.float32)
+    labels = (features[:, 0] + rng.normal(0, 1, 600) > 1.5).astype(np.int64)
+    weights = np.linspace(0.1, 1.0, 600)
+    names = ("OPERA", "airline_rate")
+    params = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 20}}
+    logreg = logistic(names, params["logreg"]).fit(features, labels, logreg__sample_weight=weights)
+    hgb = gradient_boosting(names, params["hgb"]).fit(features, labels, sample_weight=weights)
+    expected = (logreg.predict_proba(features)[:, 1] + hgb.predict_proba(features)[:, 1]) / 2
+    blend = fit_weighted(
+        next(c for c in CANDIDATES if c.components).build(names, params), features, labels, weights
+    )
+    np.testing.assert_allclose(blend.predict_proba(features)[:, 1], expected, rtol=1e-12)
+    unweighted = logistic(names, params["logreg"]).fit(features, labels)
+    assert not np.allclose(unweighted.predict_proba(features), logreg.predict_proba(features))
 
 
 def test_forward_folds_adapt_to_four_months() -> None:
@@ -169,7 +229,7 @@ def test_selection_finds_the_signal_and_beats_chance(synthetic_csv: Path) -> Non
     )
     with threadpool_limits(limits=1):  # as export runs it: spinning OpenMP threads crawl
         evaluation = evaluate_contract("full", data, quick, log=lambda message: None)
-    assert [f.recipe.candidate for f in evaluation.finalists] == ["logreg", "hgb", "lgbm"]
+    assert [f.recipe.candidate for f in evaluation.finalists] == ["logreg", "hgb", "lgbm", "blend"]
     assert evaluation.chosen.mean_auc(("select", "report")) > 0.6  # airline and hour
     kept = {row.group for row in evaluation.ablation if row.kept}
     assert kept == set(evaluation.chosen.recipe.groups)

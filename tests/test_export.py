@@ -64,6 +64,20 @@ def test_lightgbm_converts_through_onnxmltools() -> None:
     assert convert(model, 3) == onnx_bytes
 
 
+def test_the_blend_converts_to_one_graph() -> None:
+    """The logistic-regression pipeline and the trees averaged in one ONNX graph: parity with
+    scikit-learn, and the same bytes twice."""
+    features, labels = _toy()
+    names = ("OPERA", "hour", "airline_rate")
+    blend = next(c for c in CANDIDATES if c.components)
+    model = blend.build(names, {"logreg": {"C": 0.1}, "hgb": {"max_iter": 20}})
+    model.fit(features, labels)
+    onnx_bytes = convert(model, 3)
+    parity = check_parity(onnx_bytes, model, features, threshold=0.5)
+    assert parity.max_abs_diff < 1e-5
+    assert convert(model, 3) == onnx_bytes
+
+
 _CONVERT_A_PIPELINE = """
 import hashlib
 import numpy as np
@@ -155,6 +169,8 @@ def test_export_writes_models_cards_and_report(synthetic_export: Path, synthetic
     assert "Nested rule" in report
     assert "Champion/challenger" in report
     assert "Recency weighting of the served recipe" in report
+    assert "| blend(logreg(C=" in report  # a finalist in both contracts' tables
+    assert report.count("Choice (select months only): best mean") == 2
     head = subprocess.run(
         ["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -310,6 +326,14 @@ def test_champion_recipe_is_read_from_the_card(synthetic_export: Path, tmp_path:
     assert recipe.groups == tuple(card["encoder"]["groups"])
     assert recipe.params == card["model"]["params"]
     assert card["version"] in note
+    blend = tmp_path / "blend.json"
+    params = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 7}}
+    blend_card = card | {"model": {"estimator": "blend", "params": params}}
+    blend.write_bytes(orjson.dumps(blend_card))
+    blended = export_main.champion_recipe(blend)[0]
+    assert blended is not None
+    assert blended.params == params
+    assert blended.build(blended.groups, blended.params).estimators[1][1].max_iter == 7
     old = tmp_path / "old.json"
     old.write_bytes(orjson.dumps({"version": "x", "model": {"estimator": "hgb"}, "encoder": {}}))
     assert export_main.champion_recipe(old)[0] is None

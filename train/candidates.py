@@ -9,7 +9,7 @@ from typing import Any
 
 from lightgbm import LGBMClassifier
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, VotingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
@@ -61,6 +61,8 @@ LGBM_GRID: tuple[dict[str, Any], ...] = (
     },
 )
 """LightGBM at HGB's sizes: the same family, tried because it converts to ONNX (onnxmltools)."""
+BLENDED = ("logreg", "hgb")
+"""The candidates a blend averages, each at its own best configuration of the search."""
 HALF_LIVES = (1.0, 3.0)
 """Recency weighting tried on each candidate's best configuration: half-lives in months."""
 
@@ -73,6 +75,8 @@ class Candidate:
     grid: tuple[dict[str, Any], ...] = field(default=({},))
     groups: tuple[str, ...] | None = None
     """Fixed feature groups (the baseline's); None: the groups selected for the contract."""
+    components: tuple[str, ...] = ()
+    """A blend's candidates: not searched; its params are each component's best search params."""
 
 
 def baseline(features: tuple[str, ...], params: dict[str, Any]) -> Pipeline:
@@ -121,6 +125,18 @@ def light_gradient_boosting(features: tuple[str, ...], params: dict[str, Any]) -
     )
 
 
+def blend(features: tuple[str, ...], params: dict[str, Any]) -> VotingClassifier:
+    """Equal-weight average of the components' probabilities (soft vote), each component on
+    its own encoding of the same features; params: component name -> its params (default: the
+    first of its grid). `flatten_transform=False`: the only form skl2onnx converts."""
+    members = [c for c in CANDIDATES if c.name in BLENDED]
+    return VotingClassifier(
+        [(c.name, c.build(features, params.get(c.name, c.grid[0]))) for c in members],
+        voting="soft",
+        flatten_transform=False,
+    )
+
+
 def _onehot() -> OneHotEncoder:
     return OneHotEncoder(handle_unknown="ignore", sparse_output=True)
 
@@ -150,5 +166,12 @@ CANDIDATES = (
         "LightGBM LGBMClassifier on the same matrix as HistGradientBoosting",
         light_gradient_boosting,
         grid=LGBM_GRID,
+    ),
+    Candidate(
+        "blend",
+        "equal-weight average of the probabilities of the best logistic regression and the "
+        "best HistGradientBoosting (scikit-learn VotingClassifier, soft vote)",
+        blend,
+        components=BLENDED,
     ),
 )

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
+from sklearn import config_context
+from sklearn.base import BaseEstimator, clone
+from sklearn.ensemble import VotingClassifier
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 
@@ -191,19 +193,35 @@ class Recipe:
 
     @property
     def label(self) -> str:
-        params = ", ".join(f"{key}={value}" for key, value in self.params.items())
         recency = "" if self.half_life is None else f", half-life {self.half_life:g} months"
-        return f"{self.candidate}({params or 'defaults'}{recency})"
+        return f"{self.candidate}({_arguments(self.params) or 'defaults'}{recency})"
 
     def fit(self, features: np.ndarray, labels: np.ndarray, ages: np.ndarray) -> Any:
         """A fresh estimator fitted on the rows, weighted by recency if the recipe says so."""
         model = clone(self.build(feature_names(self.groups), self.params))
         if self.half_life is None:
             return model.fit(features, labels)
-        weight = "sample_weight"
-        if isinstance(model, Pipeline):
-            weight = f"{model.steps[-1][0]}__{weight}"
-        return model.fit(features, labels, **{weight: recency_weights(ages, self.half_life)})
+        return fit_weighted(model, features, labels, recency_weights(ages, self.half_life))
+
+
+def _arguments(params: dict[str, Any]) -> str:
+    """key=value, ...; a blend's components as name(key=value, ...) + name(...)."""
+    if params and all(isinstance(value, dict) for value in params.values()):
+        return " + ".join(f"{name}({_arguments(value)})" for name, value in params.items())
+    return ", ".join(f"{key}={value}" for key, value in params.items())
+
+
+def fit_weighted(model: Any, features: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> Any:
+    """Sample weights reach each classifier only (the last step of a pipeline, every member of
+    a blend), never the encoders before it, through scikit-learn's metadata routing: a
+    VotingClassifier cannot hand them to a pipeline member otherwise."""
+    members = [m for _, m in model.estimators] if isinstance(model, VotingClassifier) else [model]
+    classifiers = [m.steps[-1][1] if isinstance(m, Pipeline) else m for m in members]
+    with config_context(enable_metadata_routing=True):
+        for part in [model, *model.get_params(deep=True).values()]:
+            if isinstance(part, BaseEstimator) and hasattr(part, "set_fit_request"):
+                part.set_fit_request(sample_weight=any(part is c for c in classifiers))
+        return model.fit(features, labels, sample_weight=weights)
 
 
 @dataclass(frozen=True)

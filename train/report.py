@@ -18,7 +18,15 @@ from sklearn.metrics import roc_curve
 from train.candidates import HALF_LIVES
 from train.evaluate import BOOTSTRAP, Forward
 from train.metrics import CALIBRATION_BINS
-from train.select import FORWARD, MATERIAL_GAIN, REPORT, SELECT, ContractEvaluation
+from train.select import (
+    CHEAPER,
+    FORWARD,
+    MATERIAL_GAIN,
+    REPORT,
+    SELECT,
+    ContractEvaluation,
+    best_on_select,
+)
 
 FIGURES = ("forward", "alerts", "calibration", "ablation", "roc")
 _PNG_METADATA = {"Software": None}  # no library version in the file: reruns give the same bytes
@@ -214,6 +222,10 @@ def _markdown(
         f"*select* months ({', '.join(select)}) and nothing else; the *report* months "
         f"({', '.join(report)}), the holdout and the grouped CVs never influence a choice. "
         "Figures headed *report months* are therefore free of selection.",
+        "- **Choice**: the finalist (each candidate's best configuration of the search, on "
+        "the kept feature groups) with the best select-months mean is served, unless a "
+        "finalist within noise of it (the paired interval of the gap contains 0) is at least "
+        f"{CHEAPER:g} times cheaper to run per row at 1,000 rows; then the cheapest such one.",
         "- **Threshold rule**: " + next(iter(cards.values()))["threshold_rule"] + ".",
         "- **Calibration**: every model's probabilities for month k pass through a Platt map "
         "(sigmoid(a logit(p) + b)) fitted on the forward predictions of the months before k; "
@@ -230,7 +242,10 @@ def _markdown(
         "- **Candidates**: the baseline, logistic regression, scikit-learn's "
         "HistGradientBoosting and LightGBM (few shallow trees; LightGBM converted to ONNX by "
         "onnxmltools, a training-only dependency). XGBoost is not tried: the same histogram "
-        "gradient-boosting family, already represented twice.",
+        "gradient-boosting family, already represented twice. The **blend** is the "
+        "equal-weight average of the probabilities of the best logistic regression and the "
+        "best HistGradientBoosting of the search (a soft-voting VotingClassifier, one ONNX "
+        "graph), Platt map after, as for every candidate; it is a finalist, not searched.",
         "- **Recency weighting** (airline and route delay rates drift): each contract's served "
         "recipe is also fitted with training rows weighted 0.5^((age - 1) / half-life), age in "
         f"months before the month scored, half-life {' or '.join(f'{h:g}' for h in HALF_LIVES)} "
@@ -246,7 +261,10 @@ def _markdown(
         "months are not untouched by their author's eyes. LightGBM and recency weighting were "
         "added in a later session, after the earlier report had been read; recency-weighted "
         "rate tables and airline-by-hour and route-by-hour delay rates were tried on the select "
-        "months only, lost there, and were not added.",
+        "months only, lost there, and were not added. The blend was added in a fifth session, "
+        "after this report had been read; its definition (the two components, equal weights, "
+        "probabilities averaged) and the unchanged rules above were written down before its "
+        "first forward run, and no other blend was tried.",
         "",
         "## Headline",
         "",
@@ -346,6 +364,8 @@ def _contract_section(
         )
     lines += [
         "",
+        *_choice(evaluation),
+        "",
         f"Served model against the baseline, paired: select months "
         f"{_gap(evaluation.difference(chosen, evaluation.baseline, SELECT))}, report months "
         f"{_gap(evaluation.difference(chosen, evaluation.baseline, REPORT))}.",
@@ -421,6 +441,32 @@ def _contract_section(
         "",
     ]
     return lines
+
+
+def _choice(evaluation: ContractEvaluation) -> list[str]:
+    """The figures the choice rule read: select-months gaps to the best and cost ratios."""
+    best = best_on_select(evaluation.finalists)
+    nan = (float("nan"),) * 2
+    best_cost = evaluation.cost.get(best.recipe.candidate, nan)[1]
+    others = [
+        f"`{forward.recipe.candidate}` {_gap(evaluation.difference(forward, best, SELECT))}, "
+        f"cost {evaluation.cost.get(forward.recipe.candidate, nan)[1] / best_cost:.2f} x"
+        for forward in evaluation.finalists
+        if forward is not best
+    ]
+    served = evaluation.chosen
+    why = (
+        "the best select-months mean, and no finalist within noise of it is at least "
+        f"{CHEAPER:g} times cheaper"
+        if served is best
+        else f"within noise of the best and at least {CHEAPER:g} times cheaper"
+    )
+    return [
+        f"Choice (select months only): best mean `{best.recipe.candidate}` "
+        f"{best.mean_auc(SELECT):.4f}; each other finalist minus it, paired, and its cost per "
+        "row at 1,000 rows relative to it: " + "; ".join(others) + f". Served: "
+        f"`{served.recipe.candidate}`, {why}."
+    ]
 
 
 def _recency(evaluation: ContractEvaluation) -> list[str]:

@@ -11,6 +11,8 @@ what a few months resolve, and each kept group is one more effect the served mod
 Recency-weighted variants of the chosen recipe (`HALF_LIVES`) are fitted and reported, never
 chosen: tried as a selection option, they won the select months for the minimal model and then
 tied its report months and lost its holdout (reports/model.md), a gain inside the noise.
+A blend (`Candidate.components`) is one more finalist, made of its components' best searched
+configurations: it is not searched itself, and the rules above choose among the finalists.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def evaluate_contract(
     baseline = forward(_recipe(baseline_candidate, {}, groups))
     search: list[tuple[str, float]] = []
     best: dict[str, tuple[float, Recipe]] = {}
-    for candidate in others:
+    for candidate in (c for c in others if not c.components):
         for params in candidate.grid:
             recipe = _recipe(candidate, params, groups)
             mean = forward(recipe, selecting, with_holdout=False).mean_auc(SELECT)
@@ -175,7 +177,11 @@ def evaluate_contract(
     leader = max(best.values(), key=lambda item: item[0])[1]
     say(f"ablation of each feature group with {leader.label}")
     ablation, kept = _ablation(leader, data, encoded, forward)
-    finalists = [forward(replace(recipe, groups=kept)) for _, recipe in best.values()]
+    finalists = [
+        forward(recipe)
+        for recipe in [replace(r, groups=kept) for _, r in best.values()]
+        + _blends(others, best, kept)
+    ]
     costs = {}
     if cost is not None:
         for item in [baseline, *finalists]:
@@ -214,6 +220,19 @@ def _recipe(candidate: Candidate, params: Mapping[str, Any], groups: tuple[str, 
     return Recipe(candidate.name, candidate.build, dict(params), candidate.groups or groups)
 
 
+def _blends(
+    candidates: Sequence[Candidate], best: Mapping[str, tuple[float, Recipe]], kept: tuple[str, ...]
+) -> list[Recipe]:
+    """Each blend of the components' best searched configurations, on the kept groups (as
+    every finalist); not in the search, so the ablation and the other finalists stay as they
+    are with or without it."""
+    return [
+        Recipe(c.name, c.build, {name: best[name][1].params for name in c.components}, kept)
+        for c in candidates
+        if c.components and all(name in best for name in c.components)
+    ]
+
+
 def _ablation(
     leader: Recipe, data: Data, encoded: Sequence[Encoded], forward: Any
 ) -> tuple[list[Ablation], tuple[str, ...]]:
@@ -242,12 +261,16 @@ def _ablation(
     return results, kept
 
 
+def best_on_select(finalists: Sequence[Forward]) -> Forward:
+    return max(finalists, key=lambda forward: forward.mean_auc(SELECT))
+
+
 def _cheapest_within_noise(
     finalists: Sequence[Forward], costs: Mapping[str, tuple[float, float]]
 ) -> Forward:
     """The best select-months mean, unless a finalist within noise of it (paired interval of
     the gap contains 0) is `CHEAPER` times cheaper at 1,000 rows; then the cheapest such one."""
-    best = max(finalists, key=lambda forward: forward.mean_auc(SELECT))
+    best = best_on_select(finalists)
     contenders = [best]
     for forward in finalists:
         if forward is best or forward.recipe.candidate not in costs:
