@@ -171,6 +171,7 @@ def test_export_writes_models_cards_and_report(synthetic_export: Path, synthetic
     assert "Recency weighting of the served recipe" in report
     assert "| blend(logreg(C=" in report  # a finalist in both contracts' tables
     assert report.count("Choice (select months only): best mean") == 2
+    assert report.count("Never chosen on, for the record: each other finalist") == 2
     head = subprocess.run(
         ["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()

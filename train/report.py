@@ -461,11 +461,20 @@ def _choice(evaluation: ContractEvaluation) -> list[str]:
         if served is best
         else f"within noise of the best and at least {CHEAPER:g} times cheaper"
     )
+    after = [
+        f"`{forward.recipe.candidate}` {_gap(evaluation.difference(forward, served, REPORT))} "
+        f"and {_gap(evaluation.difference(forward, served, FORWARD))}"
+        for forward in evaluation.finalists
+        if forward is not served
+    ]
     return [
         f"Choice (select months only): best mean `{best.recipe.candidate}` "
         f"{best.mean_auc(SELECT):.4f}; each other finalist minus it, paired, and its cost per "
         "row at 1,000 rows relative to it: " + "; ".join(others) + f". Served: "
-        f"`{served.recipe.candidate}`, {why}."
+        f"`{served.recipe.candidate}`, {why}.",
+        "",
+        "Never chosen on, for the record: each other finalist minus the served model, paired, "
+        "on the report months and on all forward months: " + "; ".join(after) + ".",
     ]
 
 
