@@ -6,6 +6,17 @@ only makes every answer later (at 1,024 connections on 2 workers, p99 went to 5 
 app.protocol answers the request at once with `shed_response`: 503 with Retry-After and an
 X-Request-ID, counted in the metrics like any other answer, without running the app.
 
+A client that ignores Retry-After and re-sends at once would turn that 503 into a loop: each
+costs parsing and a write on the same cores, and at 1,024 such connections the 503s ate four
+fifths of the capacity (reports/reliability.md §10). So Retry-After is enforced, as rate
+limiters do: a request a connection sends within `RETRY_AFTER - EARLY_GRACE` s of its last 503
+is held (its connection's reading paused: nothing parsed, no app, not in flight) and answered
+503 once that Retry-After has elapsed (`hold_until`); a connection's first shed request is
+still answered at once, and a client that waits is served as any other. The held answer keeps
+the connection alive: closing it too was measured, and cost a fifth or more of the 200s at
+1,024 connections (each client then reconnects and is shed at once again) without changing
+how a crashed worker's clients spread (reports/reliability.md §3, §10).
+
 A large batch is CPU work of tens of milliseconds (feature encoding, onnxruntime; the one-pass
 decoding of app.flights is a few ms even for the largest body and stays on the loop). Run on
 the event loop it holds every other request of its worker for that long. Batches of
@@ -32,6 +43,10 @@ RETRY_AFTER = 1
 """Seconds a shed client is asked to wait: the smallest positive delta-seconds. With 1,024
 connections that honour it, the 503s are a few per cent of the answers (reports/reliability.md
 §10); a longer or load-scaled wait would save little of that and delay every shed client more."""
+EARLY_GRACE = 0.1
+"""Seconds by which a request may come before its Retry-After has elapsed and not be held:
+the client's timer and this worker's clock (uvloop's ticks in ms, read once per loop turn) may
+each be off by a few ms, and a client that waits 0.9 s of a 1-s Retry-After honours it."""
 SHED_ROUTE = "<shed>"
 """The route label of shed answers in the metrics (they never reach routing)."""
 SHED_ERROR = Overloaded("overloaded: too many requests in flight, retry later")
@@ -51,6 +66,15 @@ def shed_response(request_id: bytes, close: bool) -> bytes:
     must cost a small fraction of a served one, or shedding itself eats the capacity."""
     connection = b"connection: close\r\n" if close else b""
     return _HEAD + connection + b"x-request-id: " + request_id + b"\r\n\r\n" + _BODY
+
+
+def hold_until(last_shed: float | None, now: float) -> float | None:
+    """When a request arriving at `now` on a connection last answered 503 at `last_shed` (None:
+    never) is to be answered: None, at once as any request; else its 503, once the Retry-After
+    of the last has elapsed."""
+    if last_shed is None or now - last_shed >= RETRY_AFTER - EARLY_GRACE:
+        return None
+    return last_shed + RETRY_AFTER
 
 
 class BatchThread:

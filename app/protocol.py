@@ -14,7 +14,11 @@ connection that never sends a byte open forever, and waits forever on a trickled
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
   worker are unanswered is answered 503 + Retry-After at once, without running the app
-  (app.overload), counted in the metrics and, with ACCESS_LOG, in the access log;
+  (app.overload), counted in the metrics and, with ACCESS_LOG, in the access log; with
+  `hold_early_retries`, a request sent on a connection before the Retry-After of its last 503
+  has elapsed is held instead: reading paused, nothing parsed, no app, not in flight, and
+  answered 503 once the Retry-After has elapsed (one held answer per connection at most;
+  written at once, closing, on shutdown; dropped if the connection is lost);
 * a graceful drain: on shutdown an idle keep-alive connection, or one just accepted, is closed
   only once it has been quiet for `DRAIN_QUIET`, and a request arriving meanwhile is answered
   with `Connection: close`, instead of uvicorn closing it at once and racing the client's next
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from asyncio import TimerHandle
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,7 +42,7 @@ from uvicorn.server import ServerState
 from app import request_id as request_ids
 from app.logs import log_access
 from app.metrics import observe_latency
-from app.overload import SHED_ROUTE, shed_response
+from app.overload import SHED_ROUTE, hold_until, shed_response
 
 SWEEP_INTERVAL = 1.0
 """Seconds between timeout sweeps: the timeouts' resolution."""
@@ -73,6 +78,7 @@ class Limits:
     head_timeout: float = 10.0
     body_timeout: float = 30.0
     max_in_flight: int = 64
+    hold_early_retries: bool = True
 
 
 def _response(status: int, reason: str, message: str) -> bytes:
@@ -105,6 +111,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._quiet_since = 0.0
         self._draining = False
         self._answered = _ANSWERED.setdefault(self.server_state, set())
+        self._last_shed: float | None = None
+        """When this connection's last 503 was written (loop time), for its Retry-After."""
+        self._held: RequestResponseCycle | None = None
+        """The request held until `_release` answers it (at most one: reading is paused)."""
+        self._held_since = 0.0
+        self._release_timer: TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -135,12 +147,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_head()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if self._held is not None:  # pipelined behind a held request: after its answer
+            self.pipeline.appendleft((cycle, app))
+            self.flow.pause_reading()
+            return
         if self._draining:
             cycle.keep_alive = False  # the worker is stopping: this answer closes the connection
+        elif self._last_shed is not None and self.limits.hold_early_retries:
+            now = self.loop.time()
+            until = hold_until(self._last_shed, now)
+            if until is not None:
+                self._hold(cycle, now, until)
+                return
+            self._last_shed = None
         if len(self.tasks) - len(self._answered) >= self.limits.max_in_flight:
             self._shed(cycle)
         else:
             super()._start_asgi_task(cycle, app)
+
+    def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
+        """Sent before the Retry-After of this connection's last 503: answered 503 at `until`.
+        Until then the connection is not read; the request's body, if any came with its head,
+        is skipped, as a shed request's (its cycle counts as complete for the parser)."""
+        cycle.response_complete = True
+        self.flow.pause_reading()
+        self._held, self._held_since = cycle, now
+        self._release_timer = self.loop.call_at(until, self._release)
+
+    def _release(self) -> None:
+        """The held request's 503; reading resumes (`on_response_complete`)."""
+        cycle, self._held, self._release_timer = self._held, None, None
+        if cycle is None or self.transport.is_closing():
+            return
+        if self._draining:
+            cycle.keep_alive = False
+        self._shed(cycle, self.loop.time() - self._held_since)
 
     def on_response_complete(self) -> None:
         """uvicorn calls this from the task whose response just completed (or from `_shed`,
@@ -151,9 +192,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             task.add_done_callback(self._answered.discard)
         super().on_response_complete()
 
-    def _shed(self, cycle: RequestResponseCycle) -> None:
-        """503 at once, written here: no task, no app. The cycle is then complete as if the
-        app had answered, so the rest of its body is skipped and keep-alive goes on."""
+    def _shed(self, cycle: RequestResponseCycle, waited: float = 0.0) -> None:
+        """503, written here: no task, no app (at once, or after `waited` s held). The cycle is
+        then complete as if the app had answered, so the rest of its body is skipped and
+        keep-alive goes on (unless the answer closes the connection)."""
         request_id = b""
         for name, value in cycle.scope["headers"]:
             if name == request_ids.HEADER:
@@ -161,10 +203,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not request_ids.accepted(request_id):
             request_id = request_ids.new_id()
         self.transport.write(shed_response(request_id, not cycle.keep_alive))
-        observe_latency(SHED_ROUTE, cycle.scope["method"], 503, 0.0)
+        self._last_shed = self.loop.time()
+        observe_latency(SHED_ROUTE, cycle.scope["method"], 503, waited)
         if self.log_shed:
             token = request_ids.REQUEST_ID.set(request_id)  # the line carries the answer's ID
-            log_access(cycle.scope["method"], cycle.scope["path"], SHED_ROUTE, 503, 0.0)
+            log_access(cycle.scope["method"], cycle.scope["path"], SHED_ROUTE, 503, waited * 1e3)
             request_ids.REQUEST_ID.reset(token)
         cycle.response_started = cycle.response_complete = True
         if not cycle.keep_alive:
@@ -220,10 +263,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """Called by uvicorn when the worker stops (and by `connection_made` once it has begun
-        to): drain instead of closing at once."""
+        to): drain instead of closing at once. A held request is answered now."""
         if not self._draining:
             self._draining = True
+            if self._release_timer is not None:
+                self._release_timer.cancel()
+                self._release()
             self._drain()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn's, and a held request is dropped: nothing is left to answer it later."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._held = self._release_timer = None
+        super().connection_lost(exc)
 
     def _drain(self) -> None:
         if self.transport.is_closing():

@@ -44,6 +44,10 @@ class Settings:
     they spread over the workers, and beyond them a request waits behind at most 64 others;
     with clients that honour Retry-After, the 200s' p99 at 1,024 connections is several times
     lower than with 256, at no cost in throughput (reports/reliability.md §10)."""
+    hold_early_retries: bool = True
+    """A request a connection sends before the Retry-After of its last 503 has elapsed is held
+    and answered 503 (closing the connection) when it has, instead of at once (app.overload):
+    clients that ignore Retry-After cannot spend the workers' time on a loop of 503s."""
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
     they do not hold its event loop (app.overload)."""
@@ -83,6 +87,7 @@ class Settings:
             head_timeout=_positive_int(env, "HEAD_TIMEOUT", cls.head_timeout),
             body_timeout=_positive_int(env, "BODY_TIMEOUT", cls.body_timeout),
             max_in_flight=_positive_int(env, "MAX_IN_FLIGHT", cls.max_in_flight),
+            hold_early_retries=_flag(env, "HOLD_EARLY_RETRIES", cls.hold_early_retries),
             offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
             microbatch=_flag(env, "MICROBATCH", cls.microbatch),
             bind=_bind(env),

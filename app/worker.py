@@ -97,6 +97,7 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
                 settings.head_timeout,
                 settings.body_timeout,
                 settings.max_in_flight,
+                settings.hold_early_retries,
             ),
             log_shed=settings.access_log is not None,
         )

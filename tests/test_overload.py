@@ -13,7 +13,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
-from app.overload import RETRY_AFTER, SHED_ROUTE, BatchThread, shed_response
+from app.overload import (
+    EARLY_GRACE,
+    RETRY_AFTER,
+    SHED_ROUTE,
+    BatchThread,
+    hold_until,
+    shed_response,
+)
 from app.settings import Settings
 from tests.conftest import MODELS_DIR
 from tests.test_server import FULL_FLIGHTS
@@ -33,6 +40,15 @@ def test_the_shed_answer_is_a_complete_http_response() -> None:
     assert int(headers[b"content-length"]) == len(body)
     assert orjson.loads(body)["error"].startswith("overloaded")
     assert b"connection: close" in shed_response(b"abc", close=True)
+
+
+def test_a_request_before_the_retry_after_has_elapsed_is_held_until_it_has() -> None:
+    assert hold_until(None, 100.0) is None  # never shed: answered as any request
+    assert hold_until(100.0, 100.0) == 100.0 + RETRY_AFTER  # re-sent at once
+    early = 100.0 + RETRY_AFTER - EARLY_GRACE - 0.001
+    assert hold_until(100.0, early) == 100.0 + RETRY_AFTER
+    assert hold_until(100.0, early + 0.002) is None  # within the grace: honoured
+    assert hold_until(100.0, 100.0 + RETRY_AFTER + 5) is None
 
 
 def test_shed_answers_are_counted_under_their_own_route() -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from app import request_id as request_ids
 from app.logs import access_logger
-from app.overload import _BODY, SHED_ROUTE
+from app.metrics import exposition
+from app.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE
 from app.protocol import (
     DRAIN_INTERVAL,
     DRAIN_QUIET,
@@ -52,6 +55,7 @@ class FakeTransport(asyncio.Transport):
         super().__init__()
         self.data = b""
         self.closed = False
+        self.reading = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
@@ -68,10 +72,10 @@ class FakeTransport(asyncio.Transport):
         self.closed = True
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
 
 Scenario = Callable[[GuardedHttpToolsProtocol, FakeTransport], Awaitable[None]]
@@ -349,15 +353,17 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
     for method in (
-        "data_received", "connection_made", "shutdown", "on_headers_complete", "_start_asgi_task",
+        "data_received", "connection_made", "connection_lost", "shutdown", "on_headers_complete",
+        "_start_asgi_task",
     ):  # fmt: skip
         assert callable(getattr(HttpToolsProtocol, method, None)), f"uvicorn lost {method}"
     protocol_source = inspect.getsource(HttpToolsProtocol)
     for attribute in (
         "cycle", "scope", "connections", "tasks", "transport", "headers", "url", "loop",
-        "logger", "client", "server_state",
+        "logger", "client", "server_state", "flow", "pipeline",
     ):  # fmt: skip
-        assert f"self.{attribute} =" in protocol_source, f"HttpToolsProtocol lost {attribute}"
+        assigned = re.search(rf"self\.{attribute}(: [^=\n]+)? =", protocol_source)
+        assert assigned, f"HttpToolsProtocol lost {attribute}"
     cycle_source = inspect.getsource(RequestResponseCycle)
     for attribute in (
         "scope", "response_started", "response_complete", "more_body", "disconnected",
@@ -368,6 +374,12 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
     # which uvicorn's cycle calls from within the task)
     assert "self.on_response()" in cycle_source, "RequestResponseCycle no longer calls on_response"
     assert callable(getattr(HttpToolsProtocol, "on_response_complete", None))
+    # a held request: its connection's reading resumes, and a request pipelined behind it starts,
+    # when its answer completes; the parser skips the body of a cycle already complete
+    answered = inspect.getsource(HttpToolsProtocol.on_response_complete)
+    assert "self.flow.resume_reading()" in answered
+    assert "self.pipeline.pop()" in answered
+    assert "self.cycle.response_complete" in inspect.getsource(HttpToolsProtocol.on_body)
 
 
 def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
@@ -390,10 +402,153 @@ def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
         transport.data = b""
         protocol.data_received(post(b"{}"))  # the next request on the kept-alive connection
         await settle()
-        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert transport.data.startswith(b"HTTP/1.1 200 ")  # not held: the hold is off
         assert SEEN
 
-    run(scenario, Limits(max_in_flight=2))
+    run(scenario, Limits(max_in_flight=2, hold_early_retries=False))
+
+
+def shed_count() -> float:
+    """The 503s counted under the shed route so far (this process's metrics)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition()[0].decode())
+        for sample in family.samples
+        if sample.name == "http_requests_total"
+        and sample.labels.get("route") == SHED_ROUTE
+        and sample.labels.get("status") == "503"
+    )
+
+
+async def shed_once(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> float:
+    """One request shed at once (a request of another connection in flight, bound 1), then that
+    request gone: the bound no longer sheds. Returns when the 503 was written (loop time)."""
+    unfinished = asyncio.get_running_loop().create_future()
+    protocol.tasks.add(unfinished)  # type: ignore[arg-type]
+    protocol.data_received(post(b"{}"))
+    shed_at = asyncio.get_running_loop().time()
+    await settle()
+    assert transport.data.startswith(b"HTTP/1.1 503 ")  # the first: at once
+    assert not transport.closed  # kept alive
+    assert transport.reading
+    protocol.tasks.discard(unfinished)  # type: ignore[arg-type]
+    transport.data = b""
+    return shed_at
+
+
+def test_a_request_sent_before_the_retry_after_elapsed_is_held_until_it_has() -> None:
+    """The connection's first shed request is answered at once; the next, re-sent at once,
+    waits out the Retry-After unread and unserved (room or not), then gets its 503, and the
+    connection is read again: a request re-sent at once after that is held in turn."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        loop = asyncio.get_running_loop()
+        shed_at = await shed_once(protocol, transport)
+        counted = shed_count()
+        protocol.data_received(post(b"{}", extra=b"X-Request-ID: early-2\r\n"))
+        await settle()
+        assert transport.data == b""  # held
+        assert not transport.reading  # nothing more is read meanwhile
+        assert not protocol.tasks  # not in flight, no app
+        assert SEEN == []
+        while not transport.data and loop.time() < shed_at + 3 * RETRY_AFTER:
+            await asyncio.sleep(0.01)
+        answered = loop.time()
+        assert answered >= shed_at + RETRY_AFTER  # no sooner than the Retry-After
+        assert transport.data.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nretry-after: 1\r\n" in transport.data
+        assert b"\r\nx-request-id: early-2\r\n" in transport.data
+        assert b"connection: close" not in transport.data
+        assert not transport.closed  # kept alive, read again
+        assert transport.reading
+        assert SEEN == []
+        assert shed_count() == counted + 1
+        transport.data = b""
+        protocol.data_received(post(b"{}"))  # ignoring this Retry-After too
+        await settle()
+        assert transport.data == b""
+        assert not transport.reading
+        protocol.shutdown()  # the worker stops: the held answer goes at once, closing
+        assert transport.data.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nconnection: close\r\n" in transport.data
+        assert transport.closed
+
+    run(scenario, Limits(max_in_flight=1))
+
+
+def test_a_request_sent_once_the_retry_after_elapsed_is_served() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        shed_at = await shed_once(protocol, transport)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(shed_at + RETRY_AFTER - EARLY_GRACE / 2 - loop.time())
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert not transport.closed
+
+    run(scenario, Limits(max_in_flight=1))
+
+
+def test_with_the_hold_off_an_early_request_is_answered_at_once() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        await shed_once(protocol, transport)
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+
+    run(scenario, Limits(max_in_flight=1, hold_early_retries=False))
+
+
+def test_shutdown_answers_a_held_request_at_once() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        await shed_once(protocol, transport)
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data == b""
+        protocol.shutdown()
+        assert transport.data.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nconnection: close\r\n" in transport.data
+        assert transport.closed
+        assert protocol._release_timer is None
+
+    run(scenario, Limits(max_in_flight=1))
+
+
+def test_a_held_request_whose_client_went_away_leaves_nothing_behind() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        loop = asyncio.get_running_loop()
+        shed_at = await shed_once(protocol, transport)
+        protocol.data_received(post(b"{}"))
+        await settle()
+        timer = protocol._release_timer
+        assert timer is not None
+        assert protocol._held is not None
+        counted = shed_count()
+        protocol.connection_lost(ConnectionResetError())
+        assert timer.cancelled()
+        assert protocol._held is None
+        assert protocol._release_timer is None
+        await asyncio.sleep(shed_at + RETRY_AFTER + 0.05 - loop.time())
+        assert transport.data == b""  # nothing written when the Retry-After elapsed
+        assert shed_count() == counted  # nor counted: nothing was answered
+
+    run(scenario, Limits(max_in_flight=1))
+
+
+def test_a_request_pipelined_behind_a_held_one_is_not_started() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        await shed_once(protocol, transport)
+        protocol.data_received(post(b"{}") + post(b"{}"))  # two requests in one chunk
+        await settle()
+        assert transport.data == b""
+        assert not protocol.tasks
+        assert SEEN == []
+        protocol.shutdown()  # answers the held one, closing: the second is never served
+        assert transport.data.count(b"HTTP/1.1 ") == 1
+        await settle()
+        assert SEEN == []
+
+    run(scenario, Limits(max_in_flight=1))
 
 
 def test_an_answered_request_whose_task_has_not_ended_does_not_count() -> None:

@@ -664,7 +664,8 @@ def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
 ) -> None:
     """One worker that may hold one request: while a request is in flight (its head sent, its
     body held back by the client, so no timing decides it), another gets the shed answer at
-    once, and the held request still completes."""
+    once, and the in-flight request still completes. The shed client, re-sending at once on
+    its kept-alive connection, gets its next 503 only once the Retry-After has elapsed."""
     running = spawn(tmp_path / "run", WORKERS="1", MAX_IN_FLIGHT="1")
     body = json.dumps({"flights": [MINIMAL_FLIGHTS[0]]}).encode()
     try:
@@ -679,18 +680,24 @@ def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
                 b"Content-Length: %d\r\n\r\n" % len(body) + body[:5]
             )
             deadline = time.monotonic() + STARTUP_TIMEOUT
-            while True:  # the held request becomes in flight once the worker has read its head
-                shed = httpx.post(running.url + "/predict", content=body, timeout=30,
-                                  headers={"content-type": "application/json"})  # fmt: skip
-                if shed.status_code == 503 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+            headers = {"content-type": "application/json"}
+            with httpx.Client(base_url=running.url, timeout=30) as client:
+                while True:  # the request is in flight once the worker has read its head
+                    shed = client.post("/predict", content=body, headers=headers)
+                    if shed.status_code == 503 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                shed_at = time.monotonic()
+                again = client.post("/predict", content=body, headers=headers)  # at once
+                waited = time.monotonic() - shed_at
             held.sendall(body[5:])
             answer = held.recv(65536)
         assert shed.status_code == 503, shed.text
         assert shed.headers["retry-after"] == "1"
         assert shed.headers["x-request-id"]
         assert shed.json()["error"].startswith("overloaded")
+        assert again.status_code == 503, again.text
+        assert waited >= 0.5, "answered at once, not held until its Retry-After had elapsed"
         assert answer.startswith(b"HTTP/1.1 200"), answer
         after = httpx.post(running.url + "/predict", content=body, timeout=30,
                            headers={"content-type": "application/json"})  # fmt: skip

@@ -16,12 +16,15 @@ def test_defaults() -> None:
     assert settings.ort_threads == 1
 
 
-def test_the_in_flight_bound_has_one_documented_default() -> None:
-    """app.protocol's Limits and the setting agree, and the README states that value."""
+def test_the_in_flight_bound_and_the_hold_have_one_documented_default() -> None:
+    """app.protocol's Limits and the settings agree, and the README states those values."""
     default = Settings().max_in_flight
     assert Limits().max_in_flight == default
+    assert Limits().hold_early_retries is Settings().hold_early_retries is True
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert f"| `MAX_IN_FLIGHT` | {default} |" in readme
+    assert "| `HOLD_EARLY_RETRIES` | 1 |" in readme
+    assert Settings.from_env({"HOLD_EARLY_RETRIES": "off"}).hold_early_retries is False
 
 
 def test_environment_overrides() -> None:
@@ -51,6 +54,7 @@ def test_environment_overrides() -> None:
         ("BODY_TIMEOUT", "x", "a positive integer"),
         ("TABULATE_MINIMAL", "maybe", "a boolean"),
         ("MICROBATCH", "maybe", "a boolean"),
+        ("HOLD_EARLY_RETRIES", "maybe", "a boolean"),
         ("LOG_LEVEL", "loud", "one of debug, info"),
         ("BIND", "localhost", "HOST:PORT"),
         ("BIND", "0.0.0.0:99999", "HOST:PORT"),
