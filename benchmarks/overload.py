@@ -10,7 +10,8 @@ requests queue like wrk's, so the p50/p99 of the 200s are the probe's. Two kinds
 honours Retry-After as the service's users are expected to (wrk/backoff.lua, and the probe
 likewise). Servers with each in-flight bound of --bounds (default: the setting's default) and
 one with the bound off (MAX_IN_FLIGHT=1000000; it never sheds, so its clients are `at-once`),
-all alternated within each round.
+and with --hold-off each bound again with HOLD_EARLY_RETRIES off, all alternated within each
+round.
 
 Starvation: 2 wrk connections post the largest full-schedule batch the limits admit (just under
 MAX_BODY_BYTES) back to back while the probe (4 connections) posts one-flight bodies; batches
@@ -46,6 +47,8 @@ CONNECTIONS = (16, 64, 256, 1024)
 CLIENTS = {"at-once": "predict.lua", "backoff": "backoff.lua"}
 """wrk's script for each kind of client: re-send at once, or wait the 503's Retry-After."""
 OFF = "off"
+HOLD_OFF = "hold off"
+"""A bound's variant with HOLD_EARLY_RETRIES off: every shed request answered at once."""
 PROBE_BODY = b'{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3}]}'
 
 
@@ -151,19 +154,22 @@ def _made(directory: Path) -> Path:
 def overload(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """runs[client][bound][connections]: one run per round, the variants alternated."""
     env = {str(bound): {"MAX_IN_FLIGHT": str(bound)} for bound in args.bounds}
-    variants = [(client, str(bound)) for client in args.clients for bound in args.bounds]
+    if args.hold_off:
+        for bound in args.bounds:
+            env[f"{bound} {HOLD_OFF}"] = {"MAX_IN_FLIGHT": str(bound), "HOLD_EARLY_RETRIES": "0"}
+    variants = [(client, name) for client in args.clients for name in env]
     if args.unbounded:
         env[OFF] = {"MAX_IN_FLIGHT": UNBOUNDED}
         variants.append(("at-once", OFF))
     runs: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {}
-    with servers(workdir, **{f"bound-{name}": e for name, e in env.items()}) as running:
+    with servers(workdir, **{_server(name): e for name, e in env.items()}) as running:
         for server in running.values():  # warm each: first requests, page cache
             measure(server, args.bodies, 56, PROBE_CONNECTIONS, 3, args.wrk)
         for round_ in range(args.rounds):
             for connections in args.connections:
                 for client, bound in variants if round_ % 2 == 0 else variants[::-1]:
                     run = measure(
-                        running[f"bound-{bound}"], args.bodies, connections - PROBE_CONNECTIONS,
+                        running[_server(bound)], args.bodies, connections - PROBE_CONNECTIONS,
                         PROBE_CONNECTIONS, args.duration, args.wrk, client,
                     )  # fmt: skip
                     by_bound = runs.setdefault(client, {}).setdefault(bound, {})
@@ -175,6 +181,10 @@ def overload(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         client: {bound: {str(c): r for c, r in by_c.items()} for bound, by_c in by_bound.items()}
         for client, by_bound in runs.items()
     }
+
+
+def _server(bound: str) -> str:
+    return "bound-" + bound.replace(" ", "-")
 
 
 def starvation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -208,10 +218,8 @@ def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         key: statistics.median(r[key] for r in runs if r[key] is not None) for key in keys
     }
-    summary["ok_p99_ms_range"] = [
-        min(r["ok_p99_ms"] for r in runs),
-        max(r["ok_p99_ms"] for r in runs),
-    ]
+    p99s = [r["ok_p99_ms"] for r in runs if r["ok_p99_ms"] is not None]  # None: no 200 at all
+    summary["ok_p99_ms_range"] = [min(p99s), max(p99s)] if p99s else [None, None]
     summary["ok_per_s_range"] = [min(r["ok_per_s"] for r in runs), max(r["ok_per_s"] for r in runs)]
     summary["other_statuses"] = sum(r["other_statuses"] for r in runs)
     summary["socket_errors"] = {
@@ -301,6 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--clients", nargs="+", choices=list(CLIENTS), default=list(CLIENTS))
     parser.add_argument(
+        "--hold-off",
+        action="store_true",
+        help="also each bound with HOLD_EARLY_RETRIES off (every 503 at once), for comparison",
+    )
+    parser.add_argument(
         "--unbounded",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -335,8 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average_before": load_average(),
         "settings": {"duration_s": args.duration, "rounds": args.rounds, "workers": 2,
                      "probe_connections": PROBE_CONNECTIONS, "wrk_timeout_s": 2,
-                     "bounds": args.bounds, "clients": args.clients,
-                     "default_max_in_flight": Settings.max_in_flight},
+                     "bounds": args.bounds, "clients": args.clients, "hold_off": args.hold_off,
+                     "default_max_in_flight": Settings.max_in_flight,
+                     "default_hold_early_retries": Settings.hold_early_retries},
         "git_revision": state[0] if state else "unknown",
         "git_dirty": state[1] if state else None,
     }  # fmt: skip
