@@ -172,6 +172,7 @@ def test_export_writes_models_cards_and_report(synthetic_export: Path, synthetic
     assert "| blend(logreg(C=" in report  # a finalist in both contracts' tables
     assert report.count("Choice (select months only): best mean") == 2
     assert report.count("Never chosen on, for the record: each other finalist") == 2
+    assert report.count("What any model of this contract can reach") == 1  # minimal only
     head = subprocess.run(
         ["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()

@@ -430,7 +430,7 @@ def _contract_section(
             f"| {label} | {scores['chosen'].roc_auc:.4f} | {scores['chosen'].ece:.4f} | "
             f"{scores['baseline'].roc_auc:.4f} |"
         )
-    lines += ["", *_recency(evaluation), "", *_champion(evaluation)]
+    lines += ["", *_ceiling(evaluation), *_recency(evaluation), "", *_champion(evaluation)]
     parity = card["parity"]
     lines += [
         "",
@@ -476,6 +476,58 @@ def _choice(evaluation: ContractEvaluation) -> list[str]:
         "Never chosen on, for the record: each other finalist minus the served model, paired, "
         "on the report months and on all forward months: " + "; ".join(after) + ".",
     ]
+
+
+def _ceiling(evaluation: ContractEvaluation) -> list[str]:
+    """Why a model of OPERA, TIPOVUELO and MES ties the baseline: computed, never chosen on."""
+    ceiling = evaluation.ceiling
+    if ceiling is None:
+        return []
+    baseline = evaluation.baseline
+    rows = [
+        ("baseline", baseline),
+        (
+            "each cell's delay rate in the earlier months (the most flexible forward model)",
+            ceiling.earlier,
+        ),
+        (
+            "each cell's delay rate in the month itself (has seen the labels it is scored on)",
+            ceiling.own_month,
+        ),
+    ]
+    lines = [
+        "What any model of this contract can reach (computed, never chosen on): within a test "
+        "month `MES` is constant, so every model of the contract, the baseline included, ranks "
+        "the month's flights by a function of their `OPERA` x `TIPOVUELO` cell alone, and no "
+        "such function ranks a month better than its cells' own delay rates in that month.",
+        "",
+        "| cells scored by | select months | report months | all forward | minus baseline, all "
+        "forward (paired) |",
+        "|---|---|---|---|---|",
+    ]
+    for label, forward in rows:
+        gap = "" if forward is baseline else _gap(evaluation.difference(forward, baseline, FORWARD))
+        lines.append(
+            f"| {label} | {_ci(evaluation.means(forward, SELECT))} | "
+            f"{_ci(evaluation.means(forward, REPORT))} | {_ci(evaluation.means(forward, FORWARD))} "
+            f"| {gap} |"
+        )
+    earlier = evaluation.difference(ceiling.earlier, baseline, FORWARD)
+    own = evaluation.difference(ceiling.own_month, baseline, FORWARD)
+    verdict = (
+        "not better than the baseline beyond the noise"
+        if earlier[1] <= 0
+        else "better than the baseline beyond the noise"
+    )
+    lines += [
+        "",
+        f"Even knowing each month's outcomes, a model of these inputs could rank that month at "
+        f"most {own[0]:+.4f} above the baseline; fitted on the earlier months, the cells' rates "
+        f"are {_gap(earlier)}: {verdict}. What lies between is each month's own shift of its "
+        "cells' delay rates (and, in small cells, chance), which the earlier months do not show.",
+        "",
+    ]
+    return lines
 
 
 def _recency(evaluation: ContractEvaluation) -> list[str]:

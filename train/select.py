@@ -27,6 +27,7 @@ import numpy as np
 from app.features import GROUPS, MINIMAL_GROUPS
 from app.flights import Columns
 from train.candidates import CANDIDATES, HALF_LIVES, Candidate
+from train.ceiling import Ceiling, cell_ceiling
 from train.evaluate import (
     Encoded,
     Forward,
@@ -85,6 +86,8 @@ class ContractEvaluation:
     """candidate -> onnxruntime microseconds per row at 1 and at 1,000 rows"""
     champion: Forward | None = None
     champion_note: str = ""
+    ceiling: Ceiling | None = None
+    """minimal contract: what any function of the OPERA x TIPOVUELO cell reaches per month"""
 
     def means(self, forward: Forward, roles: Sequence[str]) -> tuple[float, float, float]:
         """mean monthly ROC-AUC and its 95 % day-bootstrap interval"""
@@ -213,6 +216,9 @@ def evaluate_contract(
         }
     if champion is not None:
         evaluation.champion = forward(champion)
+    if contract == "minimal":
+        say("cell rates of the earlier months and of the month itself (reported only)")
+        evaluation.ceiling = cell_ceiling(data.labels, data.days, encoded)
     return evaluation
 
 
