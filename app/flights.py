@@ -401,6 +401,14 @@ class FlightValidator:
         """Columns of the decoded flights, after the rules that join fields: a schedule is all
         four fields or none, a real date and time, in the month MES says."""
         size = len(flights)
+        if size == 1:  # most requests: none of the comprehensions below
+            flight = flights[0]
+            schedule = (flight.departure, flight.destination, flight.airline, flight.number)
+            if schedule == _UNSCHEDULED:
+                return Batch(
+                    1, Columns([flight.operator], [flight.flight_type], [flight.month]), None
+                )
+            return Batch(1, None, self._full(flights, [schedule], raw, body))
         schedules = [(f.departure, f.destination, f.airline, f.number) for f in flights]
         unscheduled = schedules.count(_UNSCHEDULED)
         if unscheduled == size:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from app.errors import BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
-from app.flights import ALLOWED_FIELDS, Columns, Flight, FlightValidator, Schedule
+from app.flights import ALLOWED_FIELDS, Batch, Columns, Flight, FlightValidator, Schedule
 from app.model import ModelCard, minimal_domain
 from tests.conftest import MODELS_DIR, synthetic_rows
 
@@ -151,6 +151,41 @@ def test_a_batch_of_one_contract_is_not_split() -> None:
     assert batch.minimal is None
     assert batch.full_rows is None
     assert batch.full.departure.dtype == np.dtype("datetime64[m]")
+
+
+@pytest.mark.parametrize(
+    "flight",
+    [
+        {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 12},
+        SCHEDULED | {"Vlo-I": 7},
+        {k: v for k, v in SCHEDULED.items() if k != "Des-I"},
+    ],
+    ids=["minimal", "full", "partial-schedule"],
+)
+def test_a_lone_flight_decodes_as_in_a_batch(flight: dict[str, Any]) -> None:
+    """One flight skips the batch's comprehensions: the same columns, or the same error."""
+
+    def decoded(flights: list[dict[str, Any]]) -> Batch | str:
+        try:
+            return _decoded(flights)
+        except ServiceError as error:
+            return str(error.to_json())
+
+    alone, batch = decoded([flight]), decoded([flight, flight])
+    if isinstance(batch, str):
+        assert alone == batch
+        return
+    assert isinstance(alone, Batch)
+    assert (alone.size, alone.minimal_rows, alone.full_rows) == (1, None, None)
+    for part, twice in ((alone.minimal, batch.minimal), (alone.full, batch.full)):
+        assert (part is None) is (twice is None)
+        if part is not None and twice is not None:
+            for field in dataclasses.fields(Columns):
+                value, values = getattr(part, field.name), getattr(twice, field.name)
+                if value is None or values is None:
+                    assert value is values is None, field.name
+                else:
+                    assert list(value) * 2 == list(values), field.name
 
 
 def test_the_first_wrong_flight_is_named_whatever_rule_it_breaks() -> None:
