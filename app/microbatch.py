@@ -50,9 +50,11 @@ class Scorer:
 
     async def predict(self, models: ModelSet, batch: Batch) -> Prediction:
         """A `/predict` body's flights."""
-        model = models.onnxruntime_model(batch) if self.merge else None
-        if model is None or self.batches.offloads(batch.size):
+        if self.batches.offloads(batch.size):
             return await self.batches.run(batch.size, models.predict, batch)
+        model = models.onnxruntime_model(batch) if self.merge else None
+        if model is None:  # the table's answers, a mixed batch, or no merging: scored at once
+            return models.predict(batch)
         return await self.score(models, model, batch.single())
 
     async def score(self, models: ModelSet, model: OnnxModel, columns: Columns) -> Prediction:

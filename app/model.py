@@ -186,6 +186,11 @@ class OnnxModel:
         table = self._table
         if table is None:
             return Prediction.from_probabilities(self.predict_proba(columns), self.threshold)
+        if len(columns) == 1:  # a lone flight, the usual request: a third of the general way
+            label, probability = table[
+                columns.operator[0], columns.flight_type[0], columns.month[0]
+            ]
+            return Prediction([label], [probability], label)
         answers = [
             table[key]
             for key in zip(columns.operator, columns.flight_type, columns.month, strict=True)

@@ -57,6 +57,21 @@ def test_the_minimal_table_gives_onnxruntimes_answers_on_the_whole_domain() -> N
     )
 
 
+def test_a_lone_flight_gets_the_tables_answer() -> None:
+    """A request's lone flight skips the table's general loop: the same answer for each."""
+    tabulated = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
+    tabulated.tabulate()
+    domain = minimal_domain(tabulated.card.operators)
+    whole = tabulated.predict(domain)
+    for index, row in enumerate(
+        zip(domain.operator, domain.flight_type, domain.month, strict=True)
+    ):
+        alone = tabulated.predict(Columns(*([value] for value in row)))
+        assert alone.labels == [whole.labels[index]]
+        assert alone.probabilities == [whole.probabilities[index]]
+        assert alone.delayed == whole.labels[index]
+
+
 def test_the_full_model_has_no_finite_table() -> None:
     with pytest.raises(ValueError, match="finite input domain"):
         OnnxModel.load(MODELS_DIR, FULL_MODEL).tabulate()
