@@ -178,6 +178,10 @@ class Window:
     The counts of all inputs live in one flat list (a bucket = an offset in it); every
     `size / SLOTS` flights the current counts close into a slot, and the oldest slot drops
     out, so the window covers between `size` and `size + size / SLOTS` flights.
+
+    A lone minimal flight, the usual request, is only tallied by its inputs and probability
+    (one dict increment, a third of counting its buckets); the tallies go into the counts
+    before a slot closes and before anyone reads them (`totals`), so every count is the same.
     """
 
     SLOTS = 10
@@ -194,6 +198,8 @@ class Window:
         self._slot_size = max(1, size // self.SLOTS)
         self._closed: deque[tuple[np.ndarray, int, int]] = deque(maxlen=self.SLOTS)
         self._counts = [0] * offset
+        self._lone: dict[tuple[str, str, int, float], int] = {}
+        """lone minimal flights not yet in `_counts`: (operator, type, month, probability) → flights"""
         self._flights = 0
         self._delayed = 0
         self._codes = {name: self._lookup(name) for name in self.features if name != PROBA}
@@ -218,8 +224,31 @@ class Window:
     def observe(
         self, columns: Columns, probabilities: Sequence[float] | np.ndarray, delayed: int
     ) -> None:
-        """The hot path: one list increment per flight and input, or for a batch one pass in C
-        per input (Counter, numpy) and one increment per distinct value or bucket."""
+        """The hot path: one dict increment for a lone minimal flight, one list increment per
+        flight and input for a few, or for a batch one pass in C per input (Counter, numpy)
+        and one increment per distinct value or bucket."""
+        if len(columns) == 1 and columns.departure is None:
+            key = (
+                columns.operator[0],
+                columns.flight_type[0],
+                columns.month[0],
+                float(probabilities[0]),
+            )
+            self._lone[key] = self._lone.get(key, 0) + 1
+        else:
+            self._count(columns, probabilities)
+        self._flights += len(columns)
+        self._delayed += delayed
+        self.observed += len(columns)
+        if self._flights >= self._slot_size:
+            self._count_lone()
+            self._closed.append(
+                (np.array(self._counts, dtype=np.int64), self._flights, self._delayed)
+            )
+            self._counts = [0] * self._width
+            self._flights = self._delayed = 0
+
+    def _count(self, columns: Columns, probabilities: Sequence[float] | np.ndarray) -> None:
         counts = self._counts
         codes, other = self._codes, self._other
         categories: list[tuple[str, Sequence[Any]]] = [
@@ -253,13 +282,19 @@ class Window:
                 counts[proba + bisect_right(edges, probability)] += 1
         if schedule:
             self._observe_departures(columns)
-        self._flights += len(columns)
-        self._delayed += delayed
-        self.observed += len(columns)
-        if self._flights >= self._slot_size:
-            self._closed.append((np.array(counts, dtype=np.int64), self._flights, self._delayed))
-            self._counts = [0] * self._width
-            self._flights = self._delayed = 0
+
+    def _count_lone(self) -> None:
+        """The lone flights tallied since the last call, into the counts."""
+        if not self._lone:
+            return
+        counts, codes, other = self._counts, self._codes, self._other
+        edges, proba = self._edge_list, self._proba
+        for (operator, kind, month, probability), flights in self._lone.items():
+            counts[codes["OPERA"].get(operator, other["OPERA"])] += flights
+            counts[codes["TIPOVUELO"].get(kind, other["TIPOVUELO"])] += flights
+            counts[codes["MES"].get(month, other["MES"])] += flights
+            counts[proba + bisect_right(edges, probability)] += flights
+        self._lone = {}
 
     def _observe_departures(self, columns: Columns) -> None:
         counts = self._counts
@@ -282,6 +317,7 @@ class Window:
 
     def totals(self) -> tuple[np.ndarray, int, int]:
         """The window's counts (flat, as `offsets` lays them out), flights and delayed."""
+        self._count_lone()
         counts = np.array(self._counts, dtype=np.int64)
         flights, delayed = self._flights, self._delayed
         for closed, closed_flights, closed_delayed in self._closed:

@@ -122,6 +122,19 @@ def test_window_slides_over_the_last_flights() -> None:
     assert list(window.split(counts)["MES"]) == [0] * 6 + [1000] + [0] * 5
 
 
+def test_lone_flights_slide_out_of_the_window_as_batches_do() -> None:
+    """Lone minimal flights are tallied apart and counted when their slot closes: the window
+    keeps the same last flights as when each was counted at once."""
+    profile = drift.profile(flights(2000), probabilities(2000), threshold=0.3)
+    window = drift.Window(profile, size=100)
+    for index, flight in enumerate([*flights(250, month=1), *flights(105, seed=1, month=7)]):
+        window.observe(columns_of([flight]), [0.5], index % 2)
+    counts, total, delayed = window.totals()
+    assert (total, delayed) == (105, 52)  # ten closed slots of 10 and 5 flights since
+    assert list(window.split(counts)["MES"]) == [0] * 6 + [105] + [0] * 5
+    assert sum(window.split(counts)["proba"]) == 105
+
+
 def test_a_stream_of_one_month_drifts_and_one_like_training_does_not() -> None:
     training = flights(20_000, seed=3)
     profile = drift.profile(training, probabilities(20_000), threshold=0.3)
