@@ -63,8 +63,8 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 _latency: dict[tuple[str, str, int | str], list[float]] = {}
 """(route, method, status) → [sum of seconds, count in bucket 0, ..., count above the last]"""
-_predictions: dict[tuple[str, str, int], int] = {}
-"""(model, version, label) → flights"""
+_predictions: dict[OnnxModel, list[int]] = {}
+"""model → [flights labelled 0, flights labelled 1]"""
 
 
 class Derived(Protocol):
@@ -88,11 +88,12 @@ def observe_latency(route: str, method: str, status: int | str, seconds: float) 
 
 
 def count_predictions(model: OnnxModel, columns: Columns, prediction: Prediction) -> None:
+    tally = _predictions.get(model)
+    if tally is None:
+        tally = _predictions[model] = [0, 0]
     delayed = prediction.delayed
-    key = (model.name, model.version, 1)
-    _predictions[key] = _predictions.get(key, 0) + delayed
-    key = (model.name, model.version, 0)
-    _predictions[key] = _predictions.get(key, 0) + len(prediction.labels) - delayed
+    tally[0] += len(prediction.labels) - delayed
+    tally[1] += delayed
 
 
 def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
@@ -118,9 +119,10 @@ def flush() -> None:
             if count:
                 bucket.inc(count)
         REQUESTS.labels(route, method, str(status)).inc(sum(tally[1:]))
-    for (model, version, label), count in predictions.items():
-        if count:
-            PREDICTIONS.labels(model, version, str(label)).inc(count)
+    for model, counts in predictions.items():
+        for label, count in enumerate(counts):
+            if count:
+                PREDICTIONS.labels(model.name, model.version, str(label)).inc(count)
     if _derived is not None:
         _derived.flush()
 
