@@ -405,9 +405,7 @@ class FlightValidator:
             flight = flights[0]
             schedule = (flight.departure, flight.destination, flight.airline, flight.number)
             if schedule == _UNSCHEDULED:
-                return Batch(
-                    1, Columns([flight.operator], [flight.flight_type], [flight.month]), None
-                )
+                return Batch(1, _minimal(flights), None)
             return Batch(1, None, self._full(flights, [schedule], raw, body))
         schedules = [(f.departure, f.destination, f.airline, f.number) for f in flights]
         unscheduled = schedules.count(_UNSCHEDULED)
@@ -536,7 +534,10 @@ _UNSCHEDULED = (msgspec.UNSET,) * 4
 
 
 def _minimal_columns(flights: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
-    # three comprehensions: cheaper than zip(*rows, strict=True) for the one-flight requests
+    if len(flights) == 1:  # most requests: no comprehension
+        flight = flights[0]
+        return [flight.operator], [flight.flight_type], [flight.month]
+    # three comprehensions: cheaper than zip(*rows, strict=True) for a few flights
     return (
         [f.operator for f in flights],
         [f.flight_type for f in flights],
