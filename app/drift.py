@@ -227,7 +227,8 @@ class Window:
         """The hot path: one dict increment for a lone minimal flight, one list increment per
         flight and input for a few, or for a batch one pass in C per input (Counter, numpy)
         and one increment per distinct value or bucket."""
-        if len(columns) == 1 and columns.departure is None:
+        flights = len(columns)
+        if flights == 1 and columns.departure is None:
             key = (
                 columns.operator[0],
                 columns.flight_type[0],
@@ -237,9 +238,9 @@ class Window:
             self._lone[key] = self._lone.get(key, 0) + 1
         else:
             self._count(columns, probabilities)
-        self._flights += len(columns)
+        self._flights += flights
         self._delayed += delayed
-        self.observed += len(columns)
+        self.observed += flights
         if self._flights >= self._slot_size:
             self._count_lone()
             self._closed.append(
