@@ -10,7 +10,7 @@ A client that ignores Retry-After and re-sends at once would turn that 503 into 
 costs parsing and a write on the same cores, and at 1,024 such connections the 503s ate four
 fifths of the capacity (reports/reliability.md §10). So Retry-After is enforced, as rate
 limiters do: a request a connection sends within `RETRY_AFTER - EARLY_GRACE` s of its last 503
-is held (its connection's reading paused: nothing parsed, no app, not in flight) and answered
+is held (nothing more of its connection parsed, no app, not in flight) and answered
 503 once that Retry-After has elapsed (`hold_until`); a connection's first shed request is
 still answered at once, and a client that waits is served as any other. The held answer keeps
 the connection alive: closing it too was measured, and cost a fifth or more of the 200s at

@@ -16,9 +16,10 @@ connection that never sends a byte open forever, and waits forever on a trickled
   worker are unanswered is answered 503 + Retry-After at once, without running the app
   (app.overload), counted in the metrics and, with ACCESS_LOG, in the access log; with
   `hold_early_retries`, a request sent on a connection before the Retry-After of its last 503
-  has elapsed is held instead: reading paused, nothing parsed, no app, not in flight, and
-  answered 503 once the Retry-After has elapsed (one held answer per connection at most;
-  written at once, closing, on shutdown; dropped if the connection is lost);
+  has elapsed is held instead: nothing more parsed, no app, not in flight, and answered 503
+  once the Retry-After has elapsed (one held answer per connection at most, and one chunk
+  kept unparsed; written at once, closing, on shutdown; dropped as soon as the connection is
+  lost);
 * a graceful drain: on shutdown an idle keep-alive connection, or one just accepted, is closed
   only once it has been quiet for `DRAIN_QUIET`, and a request arriving meanwhile is answered
   with `Connection: close`, instead of uvicorn closing it at once and racing the client's next
@@ -117,6 +118,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """The request held until `_release` answers it (at most one: reading is paused)."""
         self._held_since = 0.0
         self._release_timer: TimerHandle | None = None
+        self._unparsed = b""
+        """What the client sent while a request was held, parsed after its answer."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -125,6 +128,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.shutdown()
 
     def data_received(self, data: bytes) -> None:
+        if self._held is not None:  # parsed once the held answer is written (`_release`)
+            self._unparsed += data
+            self.flow.pause_reading()  # one chunk kept at most
+            return
         super().data_received(data)
         cycle = self.cycle
         limit = self.limits.max_head_bytes
@@ -167,21 +174,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
         """Sent before the Retry-After of this connection's last 503: answered 503 at `until`.
-        Until then the connection is not read; the request's body, if any came with its head,
-        is skipped, as a shed request's (its cycle counts as complete for the parser)."""
+        The request's body, if any came with its head, is skipped, as a shed request's (its
+        cycle counts as complete for the parser). Until `until` nothing more is parsed: the
+        connection is still read, so that a client that goes away is noticed at once (the
+        connection is lost, `connection_lost`), but what it sends is kept unparsed, and
+        reading pauses once anything is."""
         cycle.response_complete = True
-        self.flow.pause_reading()
         self._held, self._held_since = cycle, now
         self._release_timer = self.loop.call_at(until, self._release)
 
     def _release(self) -> None:
-        """The held request's 503; reading resumes (`on_response_complete`)."""
+        """The held request's 503; then reading resumes (`on_response_complete`) and what came
+        meanwhile is parsed."""
         cycle, self._held, self._release_timer = self._held, None, None
         if cycle is None or self.transport.is_closing():
             return
         if self._draining:
             cycle.keep_alive = False
         self._shed(cycle, self.loop.time() - self._held_since)
+        unparsed, self._unparsed = self._unparsed, b""
+        if unparsed and not self.transport.is_closing():
+            self.data_received(unparsed)
 
     def on_response_complete(self) -> None:
         """uvicorn calls this from the task whose response just completed (or from `_shed`,
@@ -276,6 +289,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._release_timer is not None:
             self._release_timer.cancel()
             self._held = self._release_timer = None
+            self._unparsed = b""
         super().connection_lost(exc)
 
     def _drain(self) -> None:

@@ -438,8 +438,9 @@ async def shed_once(protocol: GuardedHttpToolsProtocol, transport: FakeTransport
 
 def test_a_request_sent_before_the_retry_after_elapsed_is_held_until_it_has() -> None:
     """The connection's first shed request is answered at once; the next, re-sent at once,
-    waits out the Retry-After unread and unserved (room or not), then gets its 503, and the
-    connection is read again: a request re-sent at once after that is held in turn."""
+    waits out the Retry-After unserved (room or not), then gets its 503 on the kept-alive
+    connection. What the client sends meanwhile is not parsed until then: a request in it,
+    sent before that Retry-After too, is held in turn."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         loop = asyncio.get_running_loop()
@@ -448,14 +449,21 @@ def test_a_request_sent_before_the_retry_after_elapsed_is_held_until_it_has() ->
         protocol.data_received(post(b"{}", extra=b"X-Request-ID: early-2\r\n"))
         await settle()
         assert transport.data == b""  # held
-        assert not transport.reading  # nothing more is read meanwhile
+        assert transport.reading  # still read: a client that goes away is noticed
         assert not protocol.tasks  # not in flight, no app
         assert SEEN == []
+        held = protocol.cycle
+        protocol.data_received(post(b"{}", extra=b"X-Request-ID: early-3\r\n"))
+        await settle()
+        assert protocol.cycle is held  # kept, not parsed
+        assert not protocol.pipeline
+        assert not transport.reading  # and nothing more is read
         while not transport.data and loop.time() < shed_at + 3 * RETRY_AFTER:
             await asyncio.sleep(0.01)
         answered = loop.time()
         assert answered >= shed_at + RETRY_AFTER  # no sooner than the Retry-After
         assert transport.data.startswith(b"HTTP/1.1 503 ")
+        assert transport.data.count(b"HTTP/1.1 ") == 1
         assert b"\r\nretry-after: 1\r\n" in transport.data
         assert b"\r\nx-request-id: early-2\r\n" in transport.data
         assert b"connection: close" not in transport.data
@@ -463,13 +471,12 @@ def test_a_request_sent_before_the_retry_after_elapsed_is_held_until_it_has() ->
         assert transport.reading
         assert SEEN == []
         assert shed_count() == counted + 1
+        assert protocol.cycle is not held  # the kept request is parsed now, and held in turn
+        assert protocol._held is protocol.cycle
         transport.data = b""
-        protocol.data_received(post(b"{}"))  # ignoring this Retry-After too
-        await settle()
-        assert transport.data == b""
-        assert not transport.reading
         protocol.shutdown()  # the worker stops: the held answer goes at once, closing
         assert transport.data.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nx-request-id: early-3\r\n" in transport.data
         assert b"\r\nconnection: close\r\n" in transport.data
         assert transport.closed
 
@@ -520,14 +527,17 @@ def test_a_held_request_whose_client_went_away_leaves_nothing_behind() -> None:
         shed_at = await shed_once(protocol, transport)
         protocol.data_received(post(b"{}"))
         await settle()
+        protocol.data_received(post(b"{}"))  # sent meanwhile: kept unparsed
         timer = protocol._release_timer
         assert timer is not None
         assert protocol._held is not None
+        assert protocol._unparsed
         counted = shed_count()
         protocol.connection_lost(ConnectionResetError())
         assert timer.cancelled()
         assert protocol._held is None
         assert protocol._release_timer is None
+        assert protocol._unparsed == b""
         await asyncio.sleep(shed_at + RETRY_AFTER + 0.05 - loop.time())
         assert transport.data == b""  # nothing written when the Retry-After elapsed
         assert shed_count() == counted  # nor counted: nothing was answered

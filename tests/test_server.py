@@ -665,9 +665,14 @@ def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
     """One worker that may hold one request: while a request is in flight (its head sent, its
     body held back by the client, so no timing decides it), another gets the shed answer at
     once, and the in-flight request still completes. The shed client, re-sending at once on
-    its kept-alive connection, gets its next 503 only once the Retry-After has elapsed."""
+    its kept-alive connection, gets its next 503 only once the Retry-After has elapsed; a
+    request it re-sends and then leaves is dropped, neither answered nor counted."""
     running = spawn(tmp_path / "run", WORKERS="1", MAX_IN_FLIGHT="1")
     body = json.dumps({"flights": [MINIMAL_FLIGHTS[0]]}).encode()
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while "Application startup complete" not in running.log():
@@ -675,32 +680,43 @@ def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
             assert time.monotonic() < deadline, running.log()
             time.sleep(0.1)
         with socket.create_connection((HOST, running.port), timeout=30) as held:
-            held.sendall(
-                b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body) + body[:5]
-            )
+            held.sendall(request[: len(request) - len(body) + 5])
             deadline = time.monotonic() + STARTUP_TIMEOUT
-            headers = {"content-type": "application/json"}
-            with httpx.Client(base_url=running.url, timeout=30) as client:
-                while True:  # the request is in flight once the worker has read its head
-                    shed = client.post("/predict", content=body, headers=headers)
-                    if shed.status_code == 503 or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.05)
+            while True:  # the request is in flight once the worker has read its head
+                shed = httpx.post(running.url + "/predict", content=body, timeout=30,
+                                  headers={"content-type": "application/json"})  # fmt: skip
+                if shed.status_code == 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            with socket.create_connection((HOST, running.port), timeout=30) as client:
+                client.sendall(request)
+                first = client.recv(65536)  # this connection's first shed request: at once
                 shed_at = time.monotonic()
-                again = client.post("/predict", content=body, headers=headers)  # at once
+                client.sendall(request)  # re-sent at once
+                again = client.recv(65536)
                 waited = time.monotonic() - shed_at
+                client.sendall(request)  # re-sent at once again, then the client leaves
             held.sendall(body[5:])
             answer = held.recv(65536)
         assert shed.status_code == 503, shed.text
         assert shed.headers["retry-after"] == "1"
         assert shed.headers["x-request-id"]
         assert shed.json()["error"].startswith("overloaded")
-        assert again.status_code == 503, again.text
+        assert first.startswith(b"HTTP/1.1 503 "), first
+        assert again.startswith(b"HTTP/1.1 503 "), again
+        assert b"\r\nretry-after: 1\r\n" in again
         assert waited >= 0.5, "answered at once, not held until its Retry-After had elapsed"
         assert answer.startswith(b"HTTP/1.1 200"), answer
         after = httpx.post(running.url + "/predict", content=body, timeout=30,
                            headers={"content-type": "application/json"})  # fmt: skip
         assert after.status_code == 200, "the bound was released with the held request"
+        time.sleep(1 + FLUSH_SECONDS + 0.5)  # the third's Retry-After, then the flush
+        counted = sum(
+            sample.value
+            for family in scrape(running.url)
+            for sample in family.samples
+            if sample.name == "http_requests_total" and sample.labels.get("route") == "<shed>"
+        )
+        assert counted == 3, "shed, first, again: the request of the client that left is not"
     finally:
         stop(running)
