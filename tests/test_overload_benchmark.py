@@ -45,3 +45,12 @@ def test_the_table_has_a_row_per_client_bound_and_connections() -> None:
     lines = table(result).splitlines()
     assert len(lines) == 2 + 3
     assert lines[-1].startswith("| backoff | 64 | 1,024 | 27,000 [27,000-27,000] | 900 |")
+
+
+def test_a_row_whose_probe_got_no_200_is_a_missed_p99_and_printed_as_such() -> None:
+    starved = run(25_000, 0.0) | {"ok_p50_ms": None, "ok_p99_ms": None}
+    result = {"overload": {"at-once": {"64": rows(starved)}}}
+    checks = verdicts(result)
+    assert not checks["at-once, bound 64, 1024: p99 of 200s <= 5 x unloaded p99 (16 connections)"]
+    (line,) = [row for row in table(result).splitlines() if "| 1,024 |" in row]
+    assert "| n/a | n/a |" in line
