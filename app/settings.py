@@ -46,7 +46,7 @@ class Settings:
     lower than with 256, at no cost in throughput (reports/reliability.md §10)."""
     hold_early_retries: bool = True
     """A request a connection sends before the Retry-After of its last 503 has elapsed is held
-    and answered 503 (closing the connection) when it has, instead of at once (app.overload):
+    and answered 503 (keeping the connection) when it has, instead of at once (app.overload):
     clients that ignore Retry-After cannot spend the workers' time on a loop of 503s."""
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
