@@ -215,13 +215,14 @@ def _line(run: dict[str, Any]) -> str:
 
 def medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     keys = ("ok_per_s", "shed_per_s", "ok_p50_ms", "ok_p99_ms")
-    summary: dict[str, Any] = {}
-    for key in keys:  # the probe's p50/p99 are None in a run where it got no 200
-        values = [r[key] for r in runs if r[key] is not None]
-        summary[key] = statistics.median(values) if values else None
-    p99s = [r["ok_p99_ms"] for r in runs if r["ok_p99_ms"] is not None]  # None: no 200 at all
-    summary["ok_p99_ms_range"] = [min(p99s), max(p99s)] if p99s else [None, None]
-    summary["ok_per_s_range"] = [min(r["ok_per_s"] for r in runs), max(r["ok_per_s"] for r in runs)]
+    # the probe's p50/p99 are None in a run where it got no 200
+    present = {key: [r[key] for r in runs if r[key] is not None] for key in keys}
+    summary: dict[str, Any] = {
+        key: statistics.median(values) if values else None for key, values in present.items()
+    }
+    for key in ("ok_p99_ms", "ok_per_s"):
+        values = present[key]
+        summary[f"{key}_range"] = [min(values), max(values)] if values else [None, None]
     summary["other_statuses"] = sum(r["other_statuses"] for r in runs)
     summary["socket_errors"] = {
         kind: sum(r["socket_errors"][kind] for r in runs)
