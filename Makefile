@@ -16,7 +16,8 @@ export BIND
 
 SERVE_STAMP := $(VENV)/.serve-installed
 DEV_STAMP := $(VENV)/.dev-installed
-TRAINING_CODE := $(wildcard train/*.py export/*.py) app/features.py app/flights.py
+# The code `python -m export` imports (dvc.yaml's export stage names the same files).
+TRAINING_CODE := $(wildcard train/*.py export/*.py) $(addprefix app/,__init__.py drift.py errors.py features.py flights.py http.py model.py)
 
 .PHONY: help
 help: ## list the targets

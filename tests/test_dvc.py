@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,9 +119,60 @@ def test_the_export_stage_declares_the_models_metrics_and_the_figures_as_plots()
         assert committed[name] == card["metrics"], "reports/metrics.json is the cards' metrics"
 
 
-def test_the_export_stage_depends_on_the_training_code_the_makefile_names():
-    deps = set(dvc_yaml()["stages"]["export"]["deps"])
-    assert {"train", "export", "app/features.py", "app/flights.py", "build/data.json"} <= deps
+def exported_imports() -> set[str]:
+    """The project's files a fresh `python -m export` imports, relative to the root."""
+    listing = (
+        "import sys, export.__main__\n"
+        "for module in list(sys.modules.values()):\n"
+        "    print(getattr(module, '__file__', None) or '')\n"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", listing], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    root = ROOT.resolve()
+    files = {Path(name).resolve() for name in printed}
+    return {
+        file.relative_to(root).as_posix()
+        for file in files
+        if file.is_relative_to(root) and not file.is_relative_to(root / ".venv")
+    }
+
+
+def test_the_export_stage_depends_on_exactly_the_code_the_export_imports():
+    stage = dvc_yaml()["stages"]
+    deps = stage["export"]["deps"]
+    made = {out if isinstance(out, str) else next(iter(out)) for out in stage["prepare"]["outs"]}
+    for dep in deps:
+        if dep not in made and "${" not in dep:
+            assert (ROOT / dep).exists(), f"dvc.yaml's export stage names {dep}, which is absent"
+    imported = exported_imports()
+    assert {"export/__main__.py", "train/select.py", "app/features.py"} <= imported
+    for file in imported:
+        assert any(file == dep or file.startswith(f"{dep}/") for dep in deps), (
+            f"the export imports {file}; dvc.yaml's export stage does not depend on it"
+        )
+    app_deps = {dep for dep in deps if dep.startswith("app/")}
+    assert app_deps == {file for file in imported if file.startswith("app/")}
+    # `make export` reruns on the same files.
+    training_code = re.search(r"^TRAINING_CODE := (.*)$", (ROOT / "Makefile").read_text(), re.M)
+    assert training_code is not None
+    named = re.search(r"\$\(addprefix app/,([^)]*)\)", training_code.group(1))
+    assert named is not None
+    assert {f"app/{name}" for name in named.group(1).split()} == app_deps
+
+
+def test_the_lock_records_the_stages_dependencies_and_the_committed_outputs():
+    """After a change of dvc.yaml's dependencies or of the outputs (a new export), the lock
+    must be refreshed (`dvc commit export`), or `dvc repro` reruns a stage for nothing."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    data_path = params()["data"]["path"]
+    for name, stage in dvc_yaml()["stages"].items():
+        named = {dep.replace("${data.path}", data_path) for dep in stage["deps"]}
+        assert {dep["path"] for dep in lock[name]["deps"]} == named
+    for out in lock["export"]["outs"]:
+        if "nfiles" not in out:  # a file, not a directory
+            digest = hashlib.md5((ROOT / out["path"]).read_bytes()).hexdigest()
+            assert digest == out["md5"], f"dvc.lock's md5 of {out['path']} is stale"
 
 
 def test_remote_is_configured_but_analytics_are_off():
