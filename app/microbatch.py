@@ -7,7 +7,10 @@ or gRPC) and that is smaller than a batch for the batch thread queues its flight
 waits. The first one to queue for a model schedules the merge with `call_soon`, which runs after
 every task of that pass has queued: one onnxruntime call for all of them, and each request gets
 its own slice of the answer. There is no window to wait out: a request alone is scored alone,
-one loop pass later.
+one loop pass later; and a `/predict` request that the server says is alone in its worker
+(`Scorer.in_flight`, set by app.worker from app.protocol's count) is scored at once, without
+that pass: in-process, the pass, its future and the merge's bookkeeping were a fifth of a
+full-schedule request's time (docs/performance.md).
 
 A merged flight's probability can differ from its probability alone in the last float32 digits:
 onnxruntime adds up a call of several rows in another order than a call of one, as it already
@@ -29,7 +32,7 @@ are scored as without it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.flights import Batch, Columns
 from app.model import ModelSet, OnnxModel, Prediction
@@ -47,13 +50,19 @@ class Scorer:
         self.batches = batches
         self.merge = merge
         self._waiting: dict[OnnxModel, list[_Waiting]] = {}
+        self.in_flight: Callable[[], int] | None = None
+        """public: the HTTP requests in flight in this worker, this one included (app.worker
+        sets it from app.protocol's count); None (no server says): every request may merge."""
 
     async def predict(self, models: ModelSet, batch: Batch) -> Prediction:
         """A `/predict` body's flights."""
         if self.batches.offloads(batch.size):
             return await self.batches.run(batch.size, models.predict, batch)
         model = models.onnxruntime_model(batch) if self.merge else None
-        if model is None:  # the table's answers, a mixed batch, or no merging: scored at once
+        in_flight = self.in_flight
+        if model is None or (in_flight is not None and in_flight() <= 1):
+            # the table's answers, a mixed batch, no merging, or nothing to merge with (no
+            # other request of this worker has started): scored at once
             return models.predict(batch)
         return await self.score(models, model, batch.single())
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from asyncio import TimerHandle
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -61,6 +62,13 @@ _ANSWERED: weakref.WeakKeyDictionary[ServerState, set[asyncio.Task[None]]] = (
 task from its set one loop turn after it ends, and the client's next request is often read in
 between: counted, the answered requests of one turn pushed a worker with 39 connections past a
 bound of 64 (503s at 64 connections, where nothing should be shed)."""
+
+
+def in_flight(server_state: ServerState) -> Callable[[], int]:
+    """The count of this server's requests the in-flight bound counts (started, not yet
+    answered), as a function: app.microbatch scores a request alone in its worker at once."""
+    tasks, answered = server_state.tasks, _ANSWERED.setdefault(server_state, set())
+    return lambda: len(tasks) - len(answered)
 
 
 def begin_drain(server_state: ServerState) -> None:

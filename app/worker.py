@@ -26,7 +26,8 @@ from uvicorn_worker import UvicornWorker as _UvicornWorker
 from app import logs
 from app.acceptor import Acceptor
 from app.dataplane import DataPlane
-from app.protocol import Limits, begin_drain, guarded_protocol
+from app.microbatch import Scorer
+from app.protocol import Limits, begin_drain, guarded_protocol, in_flight
 from app.request_id import install_log_context
 from app.settings import Settings
 
@@ -62,6 +63,10 @@ class Server(_Server):
             share = 2 * self.settings.workers
             acceptors = [Acceptor(loop, listener, protocol, share) for listener in sockets]
             self.servers.extend(acceptors)  # type: ignore[arg-type]  # closed by uvicorn's shutdown
+        # a /predict request alone in this worker is scored at once, not merged (app.microbatch)
+        scorer: Scorer | None = getattr(getattr(self.config.app, "state", None), "scorer", None)
+        if scorer is not None:
+            scorer.in_flight = in_flight(self.server_state)
         bind = self.settings.grpc_bind
         # the service's app has a data plane; an app without one (a benchmark's) serves no gRPC
         dataplane: DataPlane | None = getattr(

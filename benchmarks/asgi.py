@@ -1,8 +1,11 @@
 """Calls an ASGI app in-process with no server and no event loop: the request path alone.
 
 The app never waits on anything real (the body is already in memory), so one `send(None)`
-runs the coroutine to completion, but for one thing: a full-schedule `/predict` waits for the
-merge that app.microbatch schedules on the loop. The driver then runs one pass of the loop
+runs the coroutine to completion, but for one thing: a request that app.microbatch merges (an
+OIP request onnxruntime scores) waits for the merge it schedules on the loop. (A `/predict`
+request is not merged here: `started` tells the app's scorer what a worker's server would,
+one request in flight at a time, so it is scored at once, as a worker's lone request is.)
+The driver then runs one pass of the loop
 (`stop()` then `run_forever()`, public API: about 1.5 us more than the private `_run_once()` it
 replaced, paid only by a request that waits for its merge, as a worker pays a pass of its own
 loop), in which the merge runs, and goes on. Any other suspension would mean the measurement is
@@ -40,6 +43,9 @@ def event_loop() -> asyncio.AbstractEventLoop:
 def started(app: Starlette) -> Iterator[Starlette]:
     """`app` with its lifespan entered on `event_loop()`, in this thread; left on exit."""
     loop = event_loop()
+    scorer = getattr(app.state, "scorer", None)
+    if scorer is not None:  # this driver's requests: one at a time (app.worker tells a worker's)
+        scorer.in_flight = lambda: 1
     lifespan = app.router.lifespan_context(app)
     loop.run_until_complete(lifespan.__aenter__())
     try:

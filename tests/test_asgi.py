@@ -12,7 +12,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from benchmarks.asgi import request_caller, started
+from benchmarks.asgi import event_loop, request_caller, started
 from benchmarks.conftest import make_flights
 from benchmarks.noop_app import create_app as create_noop_app
 from tests.conftest import MODELS_DIR
@@ -34,6 +34,7 @@ def test_a_full_schedule_flight_gets_its_merge_in_one_loop_pass(microbatch: bool
     The loop is the running loop while the app runs (its metrics ask for it)."""
     app = create_app(Settings(models_dir=MODELS_DIR, microbatch=microbatch))
     with started(app):
+        app.state.scorer.in_flight = None  # no server's count: every request may merge
         body = orjson.dumps({"flights": make_flights(3, True)})
         call = request_caller(app, "POST", "/predict", body, headers=JSON)
         for _ in range(2):
@@ -42,6 +43,21 @@ def test_a_full_schedule_flight_gets_its_merge_in_one_loop_pass(microbatch: bool
             assert len(orjson.loads(messages[1]["body"])["predict"]) == 3
     with pytest.raises(RuntimeError):  # left as found: no loop running
         asyncio.get_running_loop()
+
+
+def test_started_scores_a_predict_request_as_alone_in_its_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One request at a time, as a worker's server would say of a lone request: no loop pass."""
+    app = create_app(Settings(models_dir=MODELS_DIR))
+    with started(app):
+        body = orjson.dumps({"flights": make_flights(1, True)})
+        call = request_caller(app, "POST", "/predict", body, headers=JSON)
+        with monkeypatch.context() as patch:
+            patch.setattr(event_loop(), "run_forever", None)  # a pass would fail
+            messages = call()
+        assert messages[0]["status"] == 200
+        assert app.state.scorer.in_flight() == 1
 
 
 def test_any_other_wait_is_refused() -> None:

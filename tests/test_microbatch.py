@@ -87,6 +87,29 @@ def test_concurrent_requests_are_scored_in_one_call_as_each_alone(
         assert_same(mine, theirs)
 
 
+def test_a_request_alone_in_its_worker_is_scored_at_once(
+    models: ModelSet, calls: list[tuple[str, int]]
+) -> None:
+    """The server says no other request is in flight: scored without waiting for a loop pass
+    (the coroutine finishes on its first step); with others in flight, merged as before."""
+    requests = batches(models, True, (1, 2))
+    expected = [models.predict(batch) for batch in requests]
+    scorer = Scorer(BatchThread(256), merge=True)
+    scorer.in_flight = lambda: 1
+    calls.clear()
+    coroutine = scorer.predict(models, requests[0])
+    with pytest.raises(StopIteration) as finished:
+        coroutine.send(None)
+    assert calls == [(models.full.name, 1)]
+    assert_same(finished.value.value, expected[0])
+    scorer.in_flight = lambda: len(requests)
+    calls.clear()
+    got = concurrently(scorer, models, requests)
+    assert calls == [(models.full.name, 3)]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert_same(mine, theirs)
+
+
 def test_without_merging_each_request_is_its_own_call(
     models: ModelSet, calls: list[tuple[str, int]]
 ) -> None:

@@ -25,6 +25,7 @@ from app.protocol import (
     Limits,
     begin_drain,
     guarded_protocol,
+    in_flight,
 )
 
 LIMITS = Limits(max_head_bytes=1024, head_timeout=10, body_timeout=30)
@@ -406,6 +407,27 @@ def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
         assert SEEN
 
     run(scenario, Limits(max_in_flight=2, hold_early_retries=False))
+
+
+def test_in_flight_counts_what_the_bound_counts() -> None:
+    """app.microbatch's count of the worker's requests: started (their task made, even not yet
+    run) and not answered, as the in-flight bound counts them."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        count = in_flight(protocol.server_state)
+        assert count() == 0
+        unfinished = {asyncio.get_running_loop().create_future() for _ in range(2)}
+        protocol.tasks.update(unfinished)  # type: ignore[arg-type]
+        assert count() == 2
+        protocol.data_received(post(b"{}"))
+        assert count() == 3  # its task is made, not yet run
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert count() == 2  # answered: no longer in flight
+        protocol.tasks.difference_update(unfinished)  # type: ignore[arg-type]
+        assert count() == 0
+
+    run(scenario)
 
 
 def shed_count() -> float:

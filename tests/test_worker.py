@@ -121,3 +121,28 @@ def test_shutdown_marks_the_server_draining_before_uvicorn_closes_its_listener(
     assert server.server_state not in protocol._DRAINING
     asyncio.run(server.shutdown())
     assert draining_when_uvicorn_shut_down == [True]
+
+
+def test_the_scorer_is_told_the_servers_requests_in_flight() -> None:
+    """So that app.microbatch scores a request alone in its worker at once."""
+    import asyncio
+
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from app.microbatch import Scorer
+    from app.overload import BatchThread
+    from app.settings import Settings
+    from app.worker import Server
+
+    app = Starlette()
+    app.state.scorer = Scorer(BatchThread(256), merge=True)
+    config = uvicorn.Config(app=app, lifespan="off", log_config=None)
+    config.load()
+    server = Server(config, Settings.from_env({}))
+    server.lifespan = config.lifespan_class(config)  # as uvicorn's serve() makes it
+    asyncio.run(server.startup(sockets=[]))
+    assert app.state.scorer.in_flight is not None
+    assert app.state.scorer.in_flight() == 0
+    server.server_state.tasks.add(object())  # type: ignore[arg-type]
+    assert app.state.scorer.in_flight() == 1
