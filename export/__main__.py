@@ -26,7 +26,7 @@ from export.card import METRICS_FILE, build_card, metrics_summary, with_profile,
 from export.onnx import Calibrated, ParityError, check_parity, convert, cost_per_row, with_platt
 from train.candidates import CANDIDATES, Candidate
 from train.data import DEFAULT_DATA, DataError, Dataset, chilean_holidays, load
-from train.evaluate import Recipe, inner_folds
+from train.evaluate import Recipe, ages_after, inner_folds
 from train.report import write_report
 from train.select import FORWARD, ContractEvaluation, evaluate_contract, prepare
 
@@ -114,9 +114,15 @@ def champion_recipe(card_path: Path) -> tuple[Recipe | None, str]:
             f"{card_path.name} {card.get('version')} predates feature groups: its recipe "
             "cannot be refitted by this code"
         )
-    return Recipe(candidate.name, candidate.build, dict(card["model"]["params"]), tuple(groups)), (
-        f"{card_path.name} {card['version']}"
+    model = card["model"]
+    recipe = Recipe(
+        candidate.name,
+        candidate.build,
+        dict(model["params"]),
+        tuple(groups),
+        model.get("half_life_months"),
     )
+    return recipe, f"{card_path.name} {card['version']}"
 
 
 def gate_refusal(evaluation: ContractEvaluation) -> str | None:
@@ -153,7 +159,9 @@ def train_and_convert(
         "delay_rate": round(float(labels.mean()), 6),
     }
     candidates: list[Candidate] = (
-        [replace(c, grid=c.grid[:1]) for c in CANDIDATES] if quick else list(CANDIDATES)
+        [replace(c, grid=c.grid[:1], half_lives=c.half_lives[:1]) for c in CANDIDATES]
+        if quick
+        else list(CANDIDATES)
     )
     evaluations = {}
     staged = {}
@@ -185,7 +193,7 @@ def _export_contract(
     champion, note = champions.get(contract, (None, "no champion given"))
 
     def cost(recipe: Recipe) -> tuple[float, float]:
-        estimator, encoder = fit_all(recipe, columns, labels, holidays)
+        estimator, encoder = fit_all(recipe, columns, labels, holidays, prepared.months)
         matrix = encoder.encode_columns(columns)
         return cost_per_row(convert(estimator, matrix.shape[1]), matrix)
 
@@ -193,7 +201,7 @@ def _export_contract(
     evaluation.champion_note = note
     chosen = evaluation.chosen
     print(f"{contract}: converting {chosen.recipe.label} fitted on all {len(labels):,} rows")
-    fitted, encoder = fit_all(chosen.recipe, columns, labels, holidays)
+    fitted, encoder = fit_all(chosen.recipe, columns, labels, holidays, prepared.months)
     estimator = Calibrated(fitted, chosen.platt)
     served = encoder.encode_columns(columns)
     onnx_bytes = with_platt(convert(fitted, served.shape[1]), chosen.platt)
@@ -205,13 +213,13 @@ def _export_contract(
 
 
 def fit_all(
-    recipe: Recipe, columns: Columns, labels: np.ndarray, holidays: np.ndarray
+    recipe: Recipe, columns: Columns, labels: np.ndarray, holidays: np.ndarray, months: np.ndarray
 ) -> tuple[Any, FeatureEncoder]:
-    """The recipe fitted on every row (rate columns out of fold, as in each forward fold)."""
+    """The recipe fitted on every row (rate columns out of fold, as in each forward fold; a
+    recency weighting counts each row's age to the month after the data)."""
     encoder = FeatureEncoder.fit(columns, labels, recipe.groups, holidays)
     features = encoder.encode_training(columns, labels, inner_folds(columns))
-    estimator = recipe.build(encoder.feature_names, recipe.params).fit(features, labels)
-    return estimator, encoder
+    return recipe.fit(features, labels, ages_after(months)), encoder
 
 
 def _write_atomically(path: Path, content: bytes) -> None:

@@ -94,6 +94,7 @@ def build_card(
     data: dict[str, Any],
 ) -> dict[str, Any]:
     chosen = evaluation.chosen
+    half_life = chosen.recipe.half_life
     sha256 = hashlib.sha256(onnx_bytes).hexdigest()
     return {
         "name": name,
@@ -113,6 +114,8 @@ def build_card(
                 c.description for c in CANDIDATES if c.name == chosen.recipe.candidate
             ),
             "params": chosen.recipe.params,
+            # recency weighting of the training rows, named only when there is one
+            **({} if half_life is None else {"half_life_months": half_life}),
         },
         "calibration": {
             "method": "Platt, inside the ONNX graph: q = sigmoid(a * logit(p) + b)",

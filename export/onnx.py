@@ -90,7 +90,10 @@ def with_platt(onnx_bytes: bytes, platt: Platt) -> bytes:
     model = onnx.load_from_string(onnx_bytes)
     graph = model.graph
     raw = "uncalibrated_probabilities"
+    # a blend's graph also reads its probabilities (its label is their ArgMax): those nodes
+    # read the raw ones, computed before them, and the graph stays topologically sorted
     for node in graph.node:
+        node.input[:] = [raw if name == ONNX_PROBABILITIES else name for name in node.input]
         node.output[:] = [raw if name == ONNX_PROBABILITIES else name for name in node.output]
     constants: dict[str, np.ndarray] = {
         "platt_one": np.array(1.0, dtype=np.float32),

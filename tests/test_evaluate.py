@@ -9,12 +9,20 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from app.features import from_flights
-from train.candidates import CANDIDATES, HALF_LIVES, Candidate, gradient_boosting, logistic
+from train.candidates import (
+    CANDIDATES,
+    REPORTED_HALF_LIVES,
+    SEARCHED_HALF_LIVES,
+    Candidate,
+    gradient_boosting,
+    logistic,
+)
 from train.data import DataError, chilean_holidays, load
 from train.evaluate import (
     Forward,
     Recipe,
     _weighted_aucs,
+    ages_after,
     bootstrap_means,
     fit_weighted,
     forward_folds,
@@ -54,6 +62,8 @@ def test_training_rows_know_their_age_before_the_month_scored() -> None:
     assert set(holdout.train_age.tolist()) == set(range(1, 11))
     assert next_month(months) == "2018-01"
     assert month_ages(months, np.array([0, len(months) - 1]), "2018-01").tolist() == [12, 1]
+    # the served model, fitted on every row, is weighted for the month after the data
+    assert ages_after(months).tolist() == [age for age in range(12, 0, -1) for _ in range(10)]
 
 
 def test_recency_weights_halve_every_half_life() -> None:
@@ -98,6 +108,18 @@ def test_a_blend_is_made_of_its_components_best_searched_configurations() -> Non
     assert [name for name, _ in model.estimators] == ["logreg", "hgb"]
     assert model.estimators[1][1].max_iter == 7
     assert _blends(CANDIDATES, {"hgb": best["hgb"]}, ("OPERA",)) == []
+
+
+def test_a_blend_is_weighted_only_when_its_components_share_a_half_life() -> None:
+    """One weight vector reaches both members of a blend."""
+    logreg = Recipe("logreg", CANDIDATES[1].build, {"C": 0.1}, ("OPERA",), half_life=3.0)
+    hgb = Recipe("hgb", CANDIDATES[2].build, {"max_iter": 7}, ("OPERA",), half_life=3.0)
+    shared = {"logreg": (0.6, logreg), "hgb": (0.7, hgb)}
+    assert _blends(CANDIDATES, shared, ("OPERA",))[0].half_life == 3.0
+    mixed = {"logreg": (0.6, logreg), "hgb": (0.7, replace(hgb, half_life=6.0))}
+    assert _blends(CANDIDATES, mixed, ("OPERA",))[0].half_life is None
+    unweighted = {"logreg": (0.6, logreg), "hgb": (0.7, replace(hgb, half_life=None))}
+    assert _blends(CANDIDATES, unweighted, ("OPERA",))[0].half_life is None
 
 
 def test_a_blend_averages_the_probabilities_of_its_members() -> None:
@@ -235,8 +257,23 @@ def test_selection_finds_the_signal_and_beats_chance(synthetic_csv: Path) -> Non
     assert kept == set(evaluation.chosen.recipe.groups)
     assert kept & {"OPERA", "Emp-I", "flight number", "hour"}
     assert {"date", "week"} == set(evaluation.cv)
+    # recency weighting is searched with every configuration of logreg and hgb, and each
+    # finalist keeps the half-life of its best searched configuration
+    searched = [label for label, _ in evaluation.search]
+    for name in ("logreg", "hgb"):
+        for half_life in SEARCHED_HALF_LIVES[1:]:
+            weighted = f"half-life {half_life:g} months"
+            assert sum(weighted in label for label in searched if label.startswith(name)) == 1
+    assert not any("half-life" in label for label in searched if label.startswith("lgbm("))
+    assert len(searched) == len(SEARCHED_HALF_LIVES) * 2 + 1
+    best = {f.recipe.candidate: f.recipe for f in evaluation.finalists}
+    for name in ("logreg", "hgb"):
+        means = {label: mean for label, mean in evaluation.search if label.startswith(f"{name}(")}
+        assert best[name].label == max(means, key=means.__getitem__)
     assert [variant.recipe for variant in evaluation.recency] == [
-        replace(evaluation.chosen.recipe, half_life=half_life) for half_life in HALF_LIVES
+        replace(evaluation.chosen.recipe, half_life=half_life)
+        for half_life in REPORTED_HALF_LIVES
+        if half_life != evaluation.chosen.recipe.half_life
     ]
 
 

@@ -16,6 +16,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from starlette.testclient import TestClient
 
 import export.__main__ as export_main
+from app.features import from_flights
 from app.main import create_app
 from app.model import MODEL_NAMES, ModelSet
 from app.settings import Settings
@@ -29,8 +30,15 @@ from export.onnx import (
 )
 from tests.conftest import MODELS_DIR, ROOT
 from train.candidates import CANDIDATES, light_gradient_boosting
-from train.data import CSV_SHA256, load
-from train.evaluate import Forward, Recipe, forward_folds
+from train.data import CSV_SHA256, chilean_holidays, load
+from train.evaluate import (
+    Forward,
+    Recipe,
+    ages_after,
+    forward_folds,
+    inner_folds,
+    month_keys,
+)
 from train.metrics import Platt
 from train.report import FIGURES
 from train.select import ContractEvaluation
@@ -76,6 +84,10 @@ def test_the_blend_converts_to_one_graph() -> None:
     parity = check_parity(onnx_bytes, model, features, threshold=0.5)
     assert parity.max_abs_diff < 1e-5
     assert convert(model, 3) == onnx_bytes
+    # served, it carries its Platt map (its graph reads its own probabilities for the label)
+    platt = Platt(a=0.8, b=-0.3)
+    calibrated = with_platt(onnx_bytes, platt)
+    assert check_parity(calibrated, Calibrated(model, platt), features, 0.5).max_abs_diff < 1e-5
 
 
 _CONVERT_A_PIPELINE = """
@@ -168,7 +180,7 @@ def test_export_writes_models_cards_and_report(synthetic_export: Path, synthetic
     assert "## full contract" in report
     assert "Nested rule" in report
     assert "Champion/challenger" in report
-    assert "Recency weighting of the served recipe" in report
+    assert "at other recency weightings (reported only" in report
     assert "| blend(logreg(C=" in report  # a finalist in both contracts' tables
     assert report.count("Choice (select months only): best mean") == 2
     assert report.count("Never chosen on, for the record: each other finalist") == 2
@@ -336,6 +348,14 @@ def test_champion_recipe_is_read_from_the_card(synthetic_export: Path, tmp_path:
     assert blended is not None
     assert blended.params == params
     assert blended.build(blended.groups, blended.params).estimators[1][1].max_iter == 7
+    # an unweighted model's card names no half-life; a weighted one's is refitted weighted
+    assert "half_life_months" not in card["model"]
+    assert recipe.half_life is None
+    weighted = tmp_path / "weighted.json"
+    weighted_model = card["model"] | {"half_life_months": 3.0}
+    weighted.write_bytes(orjson.dumps(card | {"model": weighted_model}))
+    refitted = export_main.champion_recipe(weighted)[0]
+    assert refitted == replace(recipe, half_life=3.0)
     old = tmp_path / "old.json"
     old.write_bytes(orjson.dumps({"version": "x", "model": {"estimator": "hgb"}, "encoder": {}}))
     assert export_main.champion_recipe(old)[0] is None
@@ -343,6 +363,28 @@ def test_champion_recipe_is_read_from_the_card(synthetic_export: Path, tmp_path:
         None,
         f"no model at {tmp_path / 'none.json'}",
     )
+
+
+def test_a_weighted_recipe_is_served_fitted_on_rows_weighted_for_the_month_after_the_data(
+    synthetic_csv: Path,
+) -> None:
+    dataset = load(synthetic_csv)
+    flights = dataset.flights(True)
+    columns = from_flights(flights)
+    departure = dataset.table["Fecha-I"].to_numpy().astype("datetime64[m]")
+    months = month_keys(departure)
+    hgb = next(c for c in CANDIDATES if c.name == "hgb")
+    recipe = Recipe("hgb", hgb.build, {"max_iter": 20}, ("OPERA", "hour"))
+    weighted = replace(recipe, half_life=1.0)
+    labels, holidays = dataset.labels, chilean_holidays()
+    plain, encoder = export_main.fit_all(recipe, columns, labels, holidays, months)
+    served, _ = export_main.fit_all(weighted, columns, labels, holidays, months)
+    features = encoder.encode_training(columns, labels, inner_folds(columns))
+    by_hand = weighted.fit(features, labels, ages_after(months))
+    matrix = encoder.encode_columns(columns)
+    probabilities = served.predict_proba(matrix)[:, 1]
+    np.testing.assert_array_equal(probabilities, by_hand.predict_proba(matrix)[:, 1])
+    assert not np.array_equal(probabilities, plain.predict_proba(matrix)[:, 1])
 
 
 def _subset(real_data: Path, tmp_path: Path, last_month: int) -> Path:

@@ -79,6 +79,11 @@ def next_month(months: np.ndarray) -> str:
     return str(last + 1)
 
 
+def ages_after(months: np.ndarray) -> np.ndarray:
+    """Every row's age counted to the month after the data: the served model's first month."""
+    return month_ages(months, np.arange(len(months)), next_month(months))
+
+
 def recency_weights(ages: np.ndarray, half_life: float) -> np.ndarray:
     """Airline and route delay rates drift: a training row weighs half as much every
     `half_life` months before the month scored (the month before it weighs 1)."""
@@ -134,9 +139,9 @@ def grouped_folds(groups: np.ndarray, months: np.ndarray) -> list[Fold]:
     """CV folds that keep each group (a date, a week) on one side; reported, never chosen on.
     Row ages count to the month after the data, as for the model fitted on every row."""
     splitter = GroupKFold(n_splits=CV_FOLDS, shuffle=True, random_state=SEED)
-    after = next_month(months)
+    ages = ages_after(months)
     return [
-        Fold(f"cv{i + 1}", train, test, "cv", month_ages(months, train, after))
+        Fold(f"cv{i + 1}", train, test, "cv", ages[train])
         for i, (train, test) in enumerate(splitter.split(np.zeros(len(groups)), groups=groups))
     ]
 

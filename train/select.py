@@ -8,9 +8,10 @@ interval of the difference contains 0), one at least `CHEAPER` times cheaper to 
 and a smaller ratio would let timing noise decide). A feature group is kept only if removing
 it costs the select months at least `MATERIAL_GAIN` of mean ROC-AUC: a smaller gain is below
 what a few months resolve, and each kept group is one more effect the served model assumes.
-Recency-weighted variants of the chosen recipe (`HALF_LIVES`) are fitted and reported, never
-chosen: tried as a selection option, they won the select months for the minimal model and then
-tied its report months and lost its holdout (reports/model.md), a gain inside the noise.
+Recency weighting (`Candidate.half_lives`) is one more hyperparameter of the search: a
+configuration is its params and its half-life, and the rules above choose among them. The
+chosen recipe at each other half-life of `REPORTED_HALF_LIVES` is fitted and reported, never
+chosen on.
 A blend (`Candidate.components`) is one more finalist, made of its components' best searched
 configurations: it is not searched itself, and the rules above choose among the finalists.
 """
@@ -20,13 +21,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import product
 from typing import Any
 
 import numpy as np
 
 from app.features import GROUPS, MINIMAL_GROUPS
 from app.flights import Columns
-from train.candidates import CANDIDATES, HALF_LIVES, Candidate
+from train.candidates import CANDIDATES, REPORTED_HALF_LIVES, Candidate
 from train.ceiling import Ceiling, cell_ceiling
 from train.evaluate import (
     Encoded,
@@ -79,7 +81,7 @@ class ContractEvaluation:
     ablation_with: str
     """the recipe the ablation was run with"""
     recency: list[Forward] = field(default_factory=list)
-    """the chosen recipe with recency-weighted training rows, one per half-life: reported only"""
+    """the chosen recipe at each other half-life (None: unweighted): reported only"""
     cv: dict[str, dict[str, Scores]] = field(default_factory=dict)
     """{"date"|"week": {"chosen"|"baseline": out-of-fold scores}}: optimistic, never chosen on"""
     cost: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -171,8 +173,8 @@ def evaluate_contract(
     search: list[tuple[str, float]] = []
     best: dict[str, tuple[float, Recipe]] = {}
     for candidate in (c for c in others if not c.components):
-        for params in candidate.grid:
-            recipe = _recipe(candidate, params, groups)
+        for params, half_life in product(candidate.grid, candidate.half_lives):
+            recipe = replace(_recipe(candidate, params, groups), half_life=half_life)
             mean = forward(recipe, selecting, with_holdout=False).mean_auc(SELECT)
             search.append((recipe.label, mean))
             if candidate.name not in best or mean > best[candidate.name][0]:
@@ -191,8 +193,12 @@ def evaluate_contract(
             say(f"onnxruntime cost of {item.recipe.label}")
             costs[item.recipe.candidate] = cost(item.recipe)
     chosen = _cheapest_within_noise(finalists, costs)
-    say("recency-weighted variants of the chosen recipe (reported only)")
-    recency = [forward(replace(chosen.recipe, half_life=half_life)) for half_life in HALF_LIVES]
+    say("the chosen recipe at other half-lives (reported only)")
+    recency = [
+        forward(replace(chosen.recipe, half_life=half_life))
+        for half_life in REPORTED_HALF_LIVES
+        if half_life != chosen.recipe.half_life
+    ]
     evaluation = ContractEvaluation(
         contract,
         baseline,
@@ -231,12 +237,17 @@ def _blends(
 ) -> list[Recipe]:
     """Each blend of the components' best searched configurations, on the kept groups (as
     every finalist); not in the search, so the ablation and the other finalists stay as they
-    are with or without it."""
-    return [
-        Recipe(c.name, c.build, {name: best[name][1].params for name in c.components}, kept)
-        for c in candidates
-        if c.components and all(name in best for name in c.components)
-    ]
+    are with or without it. One weight vector reaches every member: the blend is weighted only
+    if its components' best configurations share a half-life."""
+    blends = []
+    for c in candidates:
+        if c.components and all(name in best for name in c.components):
+            members = [best[name][1] for name in c.components]
+            half_lives = {member.half_life for member in members}
+            params = {member.candidate: member.params for member in members}
+            shared = half_lives.pop() if len(half_lives) == 1 else None
+            blends.append(Recipe(c.name, c.build, params, kept, shared))
+    return blends
 
 
 def _ablation(
