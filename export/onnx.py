@@ -58,7 +58,19 @@ def convert(estimator: Any, n_features: int) -> bytes:
         target_opset=TARGET_OPSET,
     )
     _order_opset_imports(model)
+    _drop_unused_initializers(model)
     return bytes(model.SerializeToString())
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """skl2onnx leaves a blend's `classes_ind` in the graph, read by no node: onnxruntime then
+    warns on stderr, outside the service's JSON logs, at every session it opens."""
+    graph = model.graph
+    used = {name for node in graph.node for name in node.input}
+    used |= {output.name for output in graph.output}
+    kept = [initializer for initializer in graph.initializer if initializer.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _order_opset_imports(model: onnx.ModelProto) -> None:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import orjson
 import pandas as pd
 import pytest
@@ -84,6 +85,10 @@ def test_the_blend_converts_to_one_graph() -> None:
     parity = check_parity(onnx_bytes, model, features, threshold=0.5)
     assert parity.max_abs_diff < 1e-5
     assert convert(model, 3) == onnx_bytes
+    # no initializer that no node reads (onnxruntime warns about each on stderr)
+    graph = onnx.load_from_string(onnx_bytes).graph
+    read = {name for node in graph.node for name in node.input}
+    assert {initializer.name for initializer in graph.initializer} <= read
     # served, it carries its Platt map (its graph reads its own probabilities for the label)
     platt = Platt(a=0.8, b=-0.3)
     calibrated = with_platt(onnx_bytes, platt)
