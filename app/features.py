@@ -480,17 +480,20 @@ class FeatureEncoder:
                 start, stop = self._calendar_columns[group]
                 row.extend(calendar[start:stop])
             elif group == "Des-I":
-                assert self.destinations is not None
-                assert columns.destination is not None
-                destinations = self.destinations
-                destination = str(_items(columns.destination)[0])
-                row.append(destinations.logits.get(destination, destinations.default))
+                row.append(self._destination_logits(columns)[0])
             else:  # "Emp-I", "flight number": one pass of the hierarchy for both
                 if hierarchy is None:
                     assert self.hierarchy is not None
                     hierarchy = self.hierarchy.logits(columns)
                 row.append(hierarchy[0][0] if group == "Emp-I" else hierarchy[1][0])
         return np.array([row], dtype=np.float32)
+
+    def _destination_logits(self, columns: Columns) -> list[float]:
+        """Des-I's logit per flight, by rows (`_row`, `_rows`)."""
+        assert self.destinations is not None
+        assert columns.destination is not None
+        destinations = self.destinations
+        return _looked_up(columns.destination, destinations.logits, destinations.default)
 
     def _rows(self, columns: Columns) -> np.ndarray:
         """What the column-wise encoding gives, computed value by value (ROWS_BELOW): the same
@@ -519,12 +522,7 @@ class FeatureEncoder:
                 start, stop = self._calendar_columns[group]
                 features.extend(calendar[start:stop])
             elif group == "Des-I":
-                assert self.destinations is not None
-                assert columns.destination is not None
-                destinations = self.destinations
-                features.append(
-                    _looked_up(columns.destination, destinations.logits, destinations.default)
-                )
+                features.append(self._destination_logits(columns))
             else:  # "Emp-I", "flight number": one pass of the hierarchy for both
                 if hierarchy is None:
                     assert self.hierarchy is not None
