@@ -44,17 +44,17 @@ def dumps(content: Any) -> bytes:
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     """The whole body, refused as soon as it is known to exceed `max_bytes`: from the
     Content-Length header before reading anything, or while streaming a chunked body."""
-    return await _read_body(receive, _header(scope, b"content-length"), max_bytes)
+    return await _read_body(receive, _content_headers(scope)[1], max_bytes)
 
 
 async def read_json_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     """The body of a request that says it is JSON (415 otherwise), not yet parsed: the caller
     decodes it straight into its own types."""
-    content_type = _header(scope, b"content-type")
+    content_type, declared = _content_headers(scope)
     if content_type.partition(b";")[0].strip().lower() != b"application/json":
         received = shown(content_type.decode("latin-1")) or None
         raise UnsupportedMediaType(f"Content-Type must be {JSON_TYPE}", received=received)
-    return await _read_body(receive, _header(scope, b"content-length"), max_bytes)
+    return await _read_body(receive, declared, max_bytes)
 
 
 async def send_json(
@@ -74,13 +74,24 @@ async def send_json_body(
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> bytes:
-    """One raw header: ASGI servers lowercase the names, so a plain scan finds it faster than
-    building Starlette's case-insensitive Headers for two lookups."""
+def _content_headers(scope: Scope) -> tuple[bytes, bytes]:
+    """The raw Content-Type and Content-Length (the first of each; b"" when absent), in one
+    scan that stops once both are found: ASGI servers lowercase the names, so a plain scan
+    finds them faster than building Starlette's case-insensitive Headers."""
+    content_type: bytes | None = None
+    length: bytes | None = None
     for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return b""
+        if key == b"content-type":
+            if content_type is None:
+                content_type = bytes(value)
+        elif key == b"content-length":
+            if length is None:
+                length = bytes(value)
+        else:
+            continue
+        if content_type is not None and length is not None:
+            break
+    return content_type or b"", length or b""
 
 
 async def _read_body(receive: Receive, declared: bytes, max_bytes: int) -> bytes:

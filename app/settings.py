@@ -43,7 +43,9 @@ class Settings:
     (app.overload). 64: up to 64 clients that wait for each answer are never shed, however
     they spread over the workers, and beyond them a request waits behind at most 64 others;
     with clients that honour Retry-After, the 200s' p99 at 1,024 connections is several times
-    lower than with 256, at no cost in throughput (reports/reliability.md §10)."""
+    lower than with 256, at no cost in throughput. Lower bounds, measured with the hold, cut
+    that p99 only within the noise, and shed the clients that land unevenly: 32 at 64
+    connections, 48 during a SIGHUP storm's reconnects (reports/reliability.md §10)."""
     hold_early_retries: bool = True
     """A request a connection sends before the Retry-After of its last 503 has elapsed is held
     and answered 503 (keeping the connection) when it has, instead of at once (app.overload):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
@@ -245,6 +246,28 @@ def test_small_batches_encode_by_rows_bit_for_bit_as_columns(which: str) -> None
         *(list(getattr(columns, name)[:5]) for name in ("destination", "airline", "number")),
     )
     assert encoder.encode_columns(first).tobytes() == whole[:5].tobytes()
+    for row in range(5):  # one flight (FeatureEncoder._row), as the validator gives it
+        alone = Columns(*(getattr(first, field.name)[row : row + 1] for field in fields(first)))
+        assert encoder.encode_columns(alone).tobytes() == whole[row : row + 1].tobytes()
+
+
+def test_one_flight_encodes_bit_for_bit_as_in_the_whole_real_data(real_data: Path) -> None:
+    """Every flight of the real data alone (a one-flight request's path, FeatureEncoder._row)
+    gets the float32 bits the column-wise encoding of all 68,206 gives it, for both served
+    models."""
+    from app.model import ModelSet
+    from tests.conftest import MODELS_DIR
+    from train.data import load
+
+    models = ModelSet.load(MODELS_DIR)
+    dataset = load(real_data)
+    for model in (models.minimal, models.full):
+        flights = dataset.flights(model.card.encoder.schedule)
+        whole = model.card.encoder.encode_columns(from_flights(flights))
+        assert len(flights) == len(whole) == 68_206
+        for row, flight in enumerate(flights):
+            alone = model.card.encoder.encode_columns(from_flights([flight]))
+            assert alone.tobytes() == whole[row : row + 1].tobytes(), (model.name, row)
 
 
 def test_minimal_encoding_ignores_the_schedule() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from app.errors import ModelLoadError
 from app.flights import Batch, Columns
+from app.http import dumps
 from app.model import (
     FULL_MODEL,
     MINIMAL_MODEL,
@@ -125,6 +126,24 @@ def test_unreadable_card_is_refused(models_copy: Path) -> None:
     (models_copy / "delay-minimal.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"model card unreadable: .*delay-minimal\.json"):
         ModelSet.load(models_copy)
+
+
+def test_one_flights_label_is_the_arrays_comparison() -> None:
+    """A lone flight's label (a Python comparison) is numpy's float32 comparison of an array,
+    at the float32 neighbours of thresholds that a float32 cannot hold exactly, and JSON writes
+    it the same."""
+    rng = np.random.default_rng(3)
+    for threshold in [0.5, 0.1, 0.3, 1 / 3, 0.2900000001, *rng.random(200).tolist()]:
+        near = np.float32(threshold)
+        candidates = [np.nextafter(near, np.float32(0)), near, np.nextafter(near, np.float32(1))]
+        for probability in [*candidates, *rng.random(20).astype(np.float32)]:
+            one = np.array([probability], dtype=np.float32)
+            alone = Prediction.from_probabilities(one, threshold)
+            expected = (one >= threshold).astype(np.int64)
+            assert alone.labels == expected.tolist(), (threshold, probability)
+            assert alone.delayed == int(expected[0])
+            assert dumps({"predict": alone.labels}) == dumps({"predict": expected})
+            assert alone.probabilities is one
 
 
 def test_a_prediction_splits_into_its_requests_parts() -> None:

@@ -1,0 +1,48 @@
+"""app.http's body reading, on raw ASGI scopes: which header values it goes by."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from app.errors import PayloadTooLarge, UnsupportedMediaType
+from app.http import read_body, read_json_body
+
+BODY = b'{"flights":[]}'
+
+
+def body_of(headers: list[tuple[bytes, bytes]], json: bool = True, max_bytes: int = 100) -> bytes:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    read = read_json_body if json else read_body
+    return asyncio.run(read({"headers": headers}, receive, max_bytes))
+
+
+def test_a_json_body_is_read_whatever_the_order_of_its_headers() -> None:
+    for headers in (
+        [(b"content-type", b"application/json"), (b"content-length", b"14")],
+        [(b"content-length", b"14"), (b"host", b"x"), (b"content-type", b"application/json")],
+        [(b"content-type", b"Application/JSON; charset=utf-8")],  # no length: read as it comes
+    ):
+        assert body_of(headers) == BODY
+
+
+def test_the_first_of_repeated_headers_counts() -> None:
+    with pytest.raises(UnsupportedMediaType):
+        body_of([(b"content-type", b"text/plain"), (b"content-type", b"application/json")])
+    assert body_of([(b"content-type", b"application/json"), (b"content-type", b"text/plain")])
+    too_long = [(b"content-type", b"application/json"), (b"content-length", b"101")]
+    with pytest.raises(PayloadTooLarge):  # refused before reading, by the first length
+        body_of([*too_long, (b"content-length", b"14")])
+    assert body_of([too_long[0], (b"content-length", b"14"), too_long[1]]) == BODY
+
+
+def test_a_missing_content_type_is_415_for_json_only() -> None:
+    with pytest.raises(UnsupportedMediaType):
+        body_of([(b"content-length", b"14")])
+    assert body_of([(b"content-length", b"14")], json=False) == BODY
+    with pytest.raises(PayloadTooLarge):
+        body_of([(b"content-length", b"101")], json=False)
