@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from app.features import FeatureEncoder, from_flights
 from app.flights import Columns
 from app.model import FULL_MODEL, MINIMAL_MODEL
 from export.card import METRICS_FILE, build_card, metrics_summary, with_profile, with_samples
-from export.onnx import Calibrated, ParityError, check_parity, convert, cost_per_row, with_platt
+from export.onnx import Calibrated, ParityError, check_parity, convert, costs_per_row, with_platt
 from train.candidates import CANDIDATES, Candidate
 from train.data import DEFAULT_DATA, DataError, Dataset, chilean_holidays, load
 from train.evaluate import Recipe, ages_after, inner_folds
@@ -192,10 +193,13 @@ def _export_contract(
     prepared = prepare(columns, labels, holidays if schedule else None, departure)
     champion, note = champions.get(contract, (None, "no champion given"))
 
-    def cost(recipe: Recipe) -> tuple[float, float]:
-        estimator, encoder = fit_all(recipe, columns, labels, holidays, prepared.months)
-        matrix = encoder.encode_columns(columns)
-        return cost_per_row(convert(estimator, matrix.shape[1]), matrix)
+    def cost(recipes: Sequence[Recipe]) -> list[tuple[float, float]]:
+        models = []
+        for recipe in recipes:
+            estimator, encoder = fit_all(recipe, columns, labels, holidays, prepared.months)
+            matrix = encoder.encode_columns(columns)
+            models.append((convert(estimator, matrix.shape[1]), matrix))
+        return costs_per_row(models)
 
     evaluation = evaluate_contract(contract, prepared, candidates, champion, cost)
     evaluation.champion_note = note

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,23 +154,36 @@ class Calibrated:
         return np.stack([1 - q, q], axis=1)
 
 
-def cost_per_row(
-    onnx_bytes: bytes, features: np.ndarray, repeats: int = 200
-) -> tuple[float, float]:
-    """onnxruntime microseconds per row at 1 and at 1,000 rows (medians; one thread, as served)."""
+def costs_per_row(
+    models: Sequence[tuple[bytes, np.ndarray]], rounds: int = 15
+) -> list[tuple[float, float]]:
+    """onnxruntime microseconds per row of each model at 1 and at 1,000 rows (one thread, as
+    served), timed in alternating rounds (A B C A B C ...) and the median round taken: the
+    choice compares these costs, and timing the models one after another let a slow stretch of
+    the machine land on one of them (a fresh-clone export once priced the HGB at 0.49 x the
+    blend that other exports priced at 0.83-0.87 x, and so served another model)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    costs = []
-    for rows in (1, 1000):
-        batch = np.ascontiguousarray(np.resize(features, (rows, features.shape[1])))
-        timings = []
-        for _ in range(repeats if rows == 1 else repeats // 10):
-            start = time.perf_counter()
-            session.run([ONNX_PROBABILITIES], {ONNX_INPUT: batch})
-            timings.append(time.perf_counter() - start)
-        costs.append(float(np.median(timings)) * 1e6 / rows)
-    return costs[0], costs[1]
+    sessions = [
+        ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        for onnx_bytes, _ in models
+    ]
+    costs: list[list[float]] = [[] for _ in models]
+    for rows, calls in ((1, 20), (1000, 4)):
+        batches = [
+            {ONNX_INPUT: np.ascontiguousarray(np.resize(features, (rows, features.shape[1])))}
+            for _, features in models
+        ]
+        rounds_taken: list[list[float]] = [[] for _ in models]
+        for _ in range(rounds):
+            for session, batch, taken in zip(sessions, batches, rounds_taken, strict=True):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    session.run([ONNX_PROBABILITIES], batch)
+                taken.append((time.perf_counter() - start) / calls)
+        for cost, taken in zip(costs, rounds_taken, strict=True):
+            cost.append(float(np.median(taken)) * 1e6 / rows)
+    return [(cost[0], cost[1]) for cost in costs]
 
 
 def check_parity(

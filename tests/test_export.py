@@ -26,6 +26,7 @@ from export.onnx import (
     ParityError,
     check_parity,
     convert,
+    costs_per_row,
     onnx_probabilities,
     with_platt,
 )
@@ -60,6 +61,21 @@ def test_a_small_tree_ensemble_converts_under_the_installed_protobuf() -> None:
     parity = check_parity(onnx_bytes, model, features, threshold=0.5)
     assert parity.max_abs_diff < 1e-5
     assert convert(model, 3) == onnx_bytes  # same model, same bytes
+
+
+def test_costs_are_priced_together_one_pair_per_model_in_order() -> None:
+    """The choice compares these costs: each model gets its own pair, in the order given (a
+    2,000-leaf ensemble against a 3-tree one: far apart at 1,000 rows whatever the machine)."""
+    features, labels = _toy()
+    small = HistGradientBoostingClassifier(max_iter=3, max_leaf_nodes=4, random_state=0)
+    large = HistGradientBoostingClassifier(
+        max_iter=200, max_leaf_nodes=10, min_samples_leaf=1, early_stopping=False, random_state=0
+    )
+    models = [(convert(m.fit(features, labels), 3), features) for m in (large, small, small)]
+    costs = costs_per_row(models, rounds=3)
+    assert len(costs) == 3
+    assert all(0 < c < 1e6 for pair in costs for c in pair)
+    assert costs[0][1] > 3 * max(costs[1][1], costs[2][1])
 
 
 def test_lightgbm_converts_through_onnxmltools() -> None:
