@@ -54,8 +54,8 @@ FORWARD = ("select", "report")
 MATERIAL_GAIN = 0.002
 CHEAPER = 2.0
 Cost = Callable[[Sequence[Recipe]], list[tuple[float, float]]]
-"""onnxruntime µs per row at 1 and 1,000 rows of each recipe, measured together (alternating)."""
-"""onnxruntime microseconds per row at 1 and at 1,000 rows of a recipe fitted on all rows"""
+"""onnxruntime microseconds per row at 1 and at 1,000 rows of each recipe fitted on all rows,
+timed together in alternating rounds"""
 
 
 @dataclass(frozen=True)
