@@ -24,10 +24,12 @@ from app.features import FeatureEncoder, from_flights
 from app.flights import Columns
 from app.model import FULL_MODEL, MINIMAL_MODEL
 from export.card import METRICS_FILE, build_card, metrics_summary, with_profile, with_samples
-from export.onnx import Calibrated, ParityError, check_parity, convert, costs_per_row, with_platt
+from export.lean import LeanGraphError, served_onnx
+from export.onnx import Calibrated, ParityError, check_parity, costs_per_row
 from train.candidates import CANDIDATES, Candidate
 from train.data import DEFAULT_DATA, DataError, Dataset, chilean_holidays, load
 from train.evaluate import Recipe, ages_after, inner_folds
+from train.metrics import Platt
 from train.report import write_report
 from train.select import FORWARD, ContractEvaluation, evaluate_contract, prepare
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluations, staged = train_and_convert(
             dataset, args.data.name, quick=args.search == "first", champions=champions
         )
-    except (DataError, ParityError) as error:
+    except (DataError, ParityError, LeanGraphError) as error:
         print(f"export: {error}", file=sys.stderr)
         return 1
     refusals = [gate_refusal(evaluation) for evaluation in evaluations.values()]
@@ -194,11 +196,13 @@ def _export_contract(
     champion, note = champions.get(contract, (None, "no champion given"))
 
     def cost(recipes: Sequence[Recipe]) -> list[tuple[float, float]]:
+        """The cost of the graph each would be served as (its Platt map's coefficients do not
+        change it: a neutral one stands in)."""
         models = []
         for recipe in recipes:
             estimator, encoder = fit_all(recipe, columns, labels, holidays, prepared.months)
             matrix = encoder.encode_columns(columns)
-            models.append((convert(estimator, matrix.shape[1]), matrix))
+            models.append((served_onnx(estimator, matrix.shape[1], Platt()), matrix))
         return costs_per_row(models)
 
     evaluation = evaluate_contract(contract, prepared, candidates, champion, cost)
@@ -208,7 +212,7 @@ def _export_contract(
     fitted, encoder = fit_all(chosen.recipe, columns, labels, holidays, prepared.months)
     estimator = Calibrated(fitted, chosen.platt)
     served = encoder.encode_columns(columns)
-    onnx_bytes = with_platt(convert(fitted, served.shape[1]), chosen.platt)
+    onnx_bytes = served_onnx(fitted, served.shape[1], chosen.platt, reference=served)
     parity = check_parity(onnx_bytes, estimator, served, chosen.threshold)
     card = build_card(name, evaluation, encoder, onnx_bytes, parity, operators, data)
     probabilities = estimator.predict_proba(served)[:, 1]

@@ -10,6 +10,7 @@ from importlib.metadata import version
 from typing import Any
 
 import numpy as np
+import onnx
 
 from app import drift
 from app.features import FeatureEncoder
@@ -84,6 +85,13 @@ def model_inputs(operators: list[str], encoder: FeatureEncoder) -> list[dict[str
     return inputs
 
 
+def _graph_summary(onnx_bytes: bytes) -> dict[str, Any]:
+    """Who wrote the graph (export.lean, or skl2onnx for a model without a lean form) and its
+    size: onnxruntime's cost for a few rows is mostly per node."""
+    graph = onnx.load_from_string(onnx_bytes)
+    return {"producer": graph.producer_name, "nodes": len(graph.graph.node)}
+
+
 def build_card(
     name: str,
     evaluation: ContractEvaluation,
@@ -131,6 +139,7 @@ def build_card(
             "input": "features",
             "output": "probabilities",
             "opset": TARGET_OPSET,
+            **_graph_summary(onnx_bytes),
         },
         "metrics": {
             "forward": forward_summary(evaluation, chosen),

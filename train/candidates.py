@@ -96,7 +96,8 @@ def baseline(features: tuple[str, ...], params: dict[str, Any]) -> Pipeline:
 
 
 def logistic(features: tuple[str, ...], params: dict[str, Any]) -> Pipeline:
-    """One-hot codes, binned hour, scaled delay-rate logits; unweighted, so it stays calibrated."""
+    """One-hot codes, binned hour, scaled delay-rate logits; no class weights (the training
+    rows' recency weights, if any, are the search's). Served as export.lean's few-node graph."""
     transformers: list[tuple[str, Any, list[int]]] = []
     categorical = [i for i, name in enumerate(features) if name in CATEGORICAL]
     if categorical:
@@ -156,7 +157,8 @@ CANDIDATES = (
     ),
     Candidate(
         "logreg",
-        "logistic regression: one-hot codes, binned hour, scaled delay-rate logits; unweighted",
+        "logistic regression: one-hot codes, binned hour, scaled delay-rate logits; no class "
+        "weights (the recency weighting of the training rows is searched)",
         logistic,
         grid=({"C": 0.1}, {"C": 1.0}),
         half_lives=SEARCHED_HALF_LIVES,
