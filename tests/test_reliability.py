@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import select
 import shutil
 import socket
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from app.protocol import SWEEP_INTERVAL
+from app.settings import Settings
 from benchmarks import chaos
 from tests.test_server import Server, spawn, stop, wait_until_ready
 
@@ -145,20 +148,27 @@ def test_many_headers_within_the_limit_are_fine(server: Server) -> None:
 
 def test_slow_clients_do_not_block_others_and_are_cut_off(server: Server) -> None:
     """50 slowloris connections (a head byte every 0.5 s) on two workers: ordinary requests
-    keep their latency, and every slow connection is answered 408 after HEAD_TIMEOUT."""
+    are answered while the slow heads are still pending, and every slow connection is answered
+    408 once HEAD_TIMEOUT has passed.
+
+    Judged by order, not by the client's clock (a max-latency bound of 1 s failed at load
+    average 10 with 1.2 s): a server the slow heads blocked would answer the first round's
+    requests only once it had cut them off, and it cuts none before HEAD_TIMEOUT (2 s) after
+    its head began, by its own sweep, however loaded the machine. Each request on a new
+    connection, so that they land on both workers."""
     slow = [connect(server) for _ in range(50)]
     for sock in slow:
         sock.sendall(b"GET /health HTTP/1.1\r\n")
-    latencies = []
-    with httpx.Client(base_url=server.url, timeout=5) as client:
+    answered_while_pending = []
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=server.url, timeout=HEAD_TIMEOUT + 10, limits=fresh) as client:
         for _ in range(4):
             for sock in slow:
                 with contextlib.suppress(OSError):
                     sock.sendall(b"X")
             for _ in range(5):
-                started = time.monotonic()
                 assert client.post("/predict", json={"flights": [FLIGHT]}).status_code == 200
-                latencies.append(time.monotonic() - started)
+                answered_while_pending.append(not any(map(answered, slow)))
             time.sleep(0.5)
     deadline = time.monotonic() + HEAD_TIMEOUT + 3
     answers = []
@@ -166,8 +176,14 @@ def test_slow_clients_do_not_block_others_and_are_cut_off(server: Server) -> Non
         sock.settimeout(max(0.1, deadline - time.monotonic()))
         with sock:
             answers.append(status(read_answer(sock)))
-    assert max(latencies) < 1.0, latencies
+    assert all(answered_while_pending[:5]), answered_while_pending  # the first round's
     assert answers == [408] * 50
+
+
+def answered(sock: socket.socket) -> bool:
+    """Whether the server has written to or closed `sock` (readable now; nothing is read)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 def test_an_idle_connection_is_closed_after_the_head_timeout(server: Server) -> None:
@@ -178,15 +194,25 @@ def test_an_idle_connection_is_closed_after_the_head_timeout(server: Server) -> 
 
 
 def test_a_body_that_never_completes_is_a_408(server: Server) -> None:
-    with connect(server) as sock:
+    """Answered 408 no sooner than BODY_TIMEOUT, and well before the default a lost setting
+    would give. The bound is not the sweep's precision (test_protocol.py checks that with a
+    chosen clock): it is the latest a sweep decides on time, BODY_TIMEOUT + SWEEP_INTERVAL,
+    and twice as much again for a loaded machine (3.9 s late, 408 after 6.9 s, was seen at
+    load average 6)."""
+    latest = 3 * (BODY_TIMEOUT + SWEEP_INTERVAL)
+    assert 2 * latest <= Settings.body_timeout  # the default stays well beyond it
+    answer = b""
+    with connect(server, timeout=latest + 1) as sock:
         sock.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100\r\n\r\n{"
         )
         started = time.monotonic()
-        answer = read_answer(sock)
-    assert status(answer) == 408, answer
-    assert BODY_TIMEOUT <= time.monotonic() - started < BODY_TIMEOUT + 2
+        with contextlib.suppress(TimeoutError):
+            answer = read_answer(sock)
+        waited = time.monotonic() - started
+    assert status(answer) == 408, (answer, waited)
+    assert BODY_TIMEOUT <= waited < latest
 
 
 def test_protocol_answers_leak_nothing(server: Server) -> None:
