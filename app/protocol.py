@@ -42,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from app import request_id as request_ids
+from app.coalesce import CoalescingTransport
 from app.logs import log_access
 from app.metrics import observe_latency
 from app.overload import SHED_ROUTE, hold_until, shed_response
@@ -131,6 +132,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
+        self._writer = CoalescingTransport(self.transport)  # a response in one write: see there
         _Sweeper.ensure(self.loop, self.connections)
         if self.server_state in _DRAINING:
             self.shutdown()
@@ -178,6 +180,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.tasks) - len(self._answered) >= self.limits.max_in_flight:
             self._shed(cycle)
         else:
+            self._writer.serve(cycle)
             super()._start_asgi_task(cycle, app)
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
