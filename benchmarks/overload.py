@@ -328,25 +328,30 @@ def table(result: dict[str, Any]) -> str:
         "| non-503 errors | socket errors: connect / read / write | wrk timeouts (2 s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    for row, runs in _rows(result):
+        m = medians(runs)
+        low, high = m["ok_per_s_range"]
+        p99_low, p99_high = m["ok_p99_ms_range"]
+        e = m["socket_errors"]
+        p50 = "n/a" if m["ok_p50_ms"] is None else f"{m['ok_p50_ms']:.2f}"
+        p99 = "n/a" if m["ok_p99_ms"] is None else f"{m['ok_p99_ms']:.1f}"
+        if p99_low is not None:
+            p99 += f" [{p99_low:.1f}-{p99_high:.1f}]"
+        lines.append(
+            f"{row} | {m['ok_per_s']:,.0f} [{low:,}-{high:,}] | {m['shed_per_s']:,.0f} "
+            f"| {p50} | {p99} "
+            f"| {m['other_statuses']} | {e['connect']} / {e['read']} / {e['write']} "
+            f"| {e['timeout']} |"
+        )
+    return "\n".join(lines)
+
+
+def _rows(result: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Each row's first cells (clients, bound, connections) and its runs, in the file's order."""
     for client, by_bound in result.get("overload", {}).items():
         for bound, by_c in by_bound.items():
             for connections, runs in by_c.items():
-                m = medians(runs)
-                low, high = m["ok_per_s_range"]
-                p99_low, p99_high = m["ok_p99_ms_range"]
-                e = m["socket_errors"]
-                p50 = "n/a" if m["ok_p50_ms"] is None else f"{m['ok_p50_ms']:.2f}"
-                p99 = "n/a" if m["ok_p99_ms"] is None else f"{m['ok_p99_ms']:.1f}"
-                if p99_low is not None:
-                    p99 += f" [{p99_low:.1f}-{p99_high:.1f}]"
-                lines.append(
-                    f"| {client} | {bound} | {int(connections):,} "
-                    f"| {m['ok_per_s']:,.0f} [{low:,}-{high:,}] | {m['shed_per_s']:,.0f} "
-                    f"| {p50} | {p99} "
-                    f"| {m['other_statuses']} | {e['connect']} / {e['read']} / {e['write']} "
-                    f"| {e['timeout']} |"
-                )
-    return "\n".join(lines)
+                yield f"| {client} | {bound} | {int(connections):,}", runs
 
 
 def cpu_table(result: dict[str, Any]) -> str:
@@ -358,13 +363,10 @@ def cpu_table(result: dict[str, Any]) -> str:
         "| workers' CPU per 200 | per answer |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for client, by_bound in result.get("overload", {}).items():
-        for bound, by_c in by_bound.items():
-            for connections, runs in by_c.items():
-                cpus = [run["cpu"] for run in runs if "cpu" in run]
-                if cpus:
-                    cells = " | ".join(_cpu_cells(cpus))
-                    lines.append(f"| {client} | {bound} | {int(connections):,} | {cells} |")
+    for row, runs in _rows(result):
+        cpus = [run["cpu"] for run in runs if "cpu" in run]
+        if cpus:
+            lines.append(f"{row} | {' | '.join(_cpu_cells(cpus))} |")
     return "\n".join(lines)
 
 
