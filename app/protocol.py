@@ -42,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from app import request_id as request_ids
+from app.coalesce import CoalescingTransport
 from app.logs import log_access
 from app.metrics import observe_latency
 from app.overload import SHED_ROUTE, hold_until, shed_response
@@ -65,8 +66,9 @@ bound of 64 (503s at 64 connections, where nothing should be shed)."""
 
 
 def in_flight(server_state: ServerState) -> Callable[[], int]:
-    """The count of this server's requests the in-flight bound counts (started, not yet
-    answered), as a function: app.microbatch scores a request alone in its worker at once."""
+    """The count of this server's requests in flight (started, not yet answered), as a
+    function: what the in-flight bound counts, and what app.microbatch reads to score a request
+    alone in its worker at once."""
     tasks, answered = server_state.tasks, _ANSWERED.setdefault(server_state, set())
     return lambda: len(tasks) - len(answered)
 
@@ -120,6 +122,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._quiet_since = 0.0
         self._draining = False
         self._answered = _ANSWERED.setdefault(self.server_state, set())
+        self._in_flight = in_flight(self.server_state)
         self._last_shed: float | None = None
         """When this connection's last 503 was written (loop time), for its Retry-After."""
         self._held: RequestResponseCycle | None = None
@@ -131,6 +134,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
+        self._writer = CoalescingTransport(self.transport)  # a response in one write: see there
         _Sweeper.ensure(self.loop, self.connections)
         if self.server_state in _DRAINING:
             self.shutdown()
@@ -175,9 +179,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._hold(cycle, now, until)
                 return
             self._last_shed = None
-        if len(self.tasks) - len(self._answered) >= self.limits.max_in_flight:
+        if self._in_flight() >= self.limits.max_in_flight:
             self._shed(cycle)
         else:
+            self._writer.serve(cycle)
             super()._start_asgi_task(cycle, app)
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:

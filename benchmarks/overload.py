@@ -17,6 +17,10 @@ Starvation: 2 wrk connections post the largest full-schedule batch the limits ad
 MAX_BODY_BYTES) back to back while the probe (4 connections) posts one-flight bodies; batches
 offloaded to the batch thread (default OFFLOAD_FLIGHTS) against offload off, alternated.
 
+Each run also records where the 2 cores' time went (`cpu`): the server's workers, wrk, the
+probe (this process) and everything else, from /proc and getrusage, since wrk and the probe
+share the cores with the server (reports/reliability.md §10).
+
 Writes --out/overload.json; exits non-zero when a target of issue 11 is missed, saying which.
 """
 
@@ -24,18 +28,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from app.settings import Settings
-from benchmarks.chaos import UNBOUNDED, Tally, Wrk, accounting_load, served_by, wrk_figures
+from benchmarks.chaos import (
+    UNBOUNDED,
+    Tally,
+    Wrk,
+    accounting_load,
+    served_by,
+    worker_pids,
+    wrk_figures,
+)
 from benchmarks.stress import Server, commit, load_average, machine
 from benchmarks.stress_report import WrkSummary
 
@@ -50,6 +66,73 @@ OFF = "off"
 HOLD_OFF = "hold off"
 """A bound's variant with HOLD_EARLY_RETRIES off: every shed request answered at once."""
 PROBE_BODY = b'{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3}]}'
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(stat: str) -> float:
+    """utime + stime, in seconds, of a /proc/<pid>/stat line (all its threads). The command
+    name, in parentheses, may itself hold spaces and parentheses: fields count from its end."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_cpu_s(proc_stat: str) -> tuple[float, float]:
+    """(busy, all) CPU seconds of every core since boot, from /proc/stat's `cpu` line: all is
+    user .. steal; busy is all but idle and iowait."""
+    ticks = [int(value) for value in proc_stat.split("\n", 1)[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far by the server's workers (by pid), this process (the probe's
+    thread) and its reaped children (wrk, once waited for), and the whole machine."""
+
+    at: float
+    workers: dict[int, float]
+    own: float
+    children: float
+    busy: float
+    capacity: float
+
+    @classmethod
+    def take(cls, master: int) -> CpuSnapshot:
+        workers = {}
+        for pid in worker_pids(master):
+            try:
+                workers[pid] = process_cpu_s(Path(f"/proc/{pid}/stat").read_text())
+            except OSError:
+                continue  # exited meanwhile
+        own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                              resource.RUSAGE_CHILDREN))  # fmt: skip
+        busy, capacity = machine_cpu_s(Path("/proc/stat").read_text())
+        return cls(time.monotonic(), workers, own.ru_utime + own.ru_stime,
+                   children.ru_utime + children.ru_stime, busy, capacity)  # fmt: skip
+
+
+def cpu_split(before: CpuSnapshot, after: CpuSnapshot, ok: int, shed: int) -> dict[str, Any]:
+    """Where the machine's CPU went between two snapshots around one run (wrk reaped in
+    between, so that its CPU is in `children`): the workers' (a worker new since `before`
+    counts from 0), wrk's, the probe's, and the rest (the master, other processes, the
+    kernel's softirqs not charged to any of these); and the workers' per answer."""
+    workers = sum(cpu - before.workers.get(pid, 0.0) for pid, cpu in after.workers.items())
+    wrk, probe = after.children - before.children, after.own - before.own
+    busy = after.busy - before.busy
+    answers = ok + shed
+    return {
+        "seconds": round(after.at - before.at, 3),
+        "capacity_s": round(after.capacity - before.capacity, 2),
+        "busy_s": round(busy, 2),
+        "workers_s": round(workers, 2),
+        "wrk_s": round(wrk, 2),
+        "probe_s": round(probe, 2),
+        "other_s": round(busy - workers - wrk - probe, 2),
+        "workers_us_per_answer": round(workers / answers * 1e6, 1) if answers else None,
+        "workers_us_per_200": round(workers / ok * 1e6, 1) if ok else None,
+    }
 
 
 def probe_figures(tally: Tally) -> dict[str, Any]:
@@ -81,6 +164,7 @@ def measure(
     """wrk with `connections` and the probe with `probes` connections, at the same time, both
     behaving as `client` (a key of CLIENTS)."""
     port = int(server.url.rsplit(":", 1)[1])
+    before = CpuSnapshot.take(server.process.pid)
     load = Wrk(server.url, seconds, connections, 2, bodies, wrk, timeout=2, script=CLIENTS[client])
     backoff = client == "backoff"
     result: dict[str, Tally] = {}
@@ -92,10 +176,11 @@ def measure(
     thread.start()
     summary: WrkSummary = load.result()
     thread.join(timeout=seconds + 60)
+    after = CpuSnapshot.take(server.process.pid)
     figures = wrk_figures(summary)
     duration = summary.duration_s or seconds
     probe = probe_figures(result["probe"])
-    ok = summary.statuses.get(200, 0) + probe["statuses"].get("200", 0)
+    ok = summary.statuses.get(200, 0) + probe["statuses"].get("200", 0)  # answers, not per s
     shed = summary.statuses.get(503, 0) + probe["statuses"].get("503", 0)
     other = sum(n for s, n in summary.statuses.items() if s not in (200, 503))
     other += sum(n for s, n in probe["statuses"].items() if s not in ("200", "503"))
@@ -110,6 +195,7 @@ def measure(
         "ok_p99_ms": probe["ok_p99_ms"],
         "probe": probe,
         "wrk": figures,
+        "cpu": cpu_split(before, after, ok, shed),
         "load_average": load_average(),
     }
 
@@ -206,10 +292,13 @@ def starvation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def _line(run: dict[str, Any]) -> str:
+    cpu = run["cpu"]
     return (
         f"200/s {run['ok_per_s']}, 503/s {run['shed_per_s']}, other {run['other_statuses']}, "
         f"200 p50 {run['ok_p50_ms']} ms p99 {run['ok_p99_ms']} ms, "
-        f"socket errors {run['socket_errors']}, probe lost {run['probe_lost']}"
+        f"socket errors {run['socket_errors']}, probe lost {run['probe_lost']}, "
+        f"CPU s: workers {cpu['workers_s']}, wrk {cpu['wrk_s']}, probe {cpu['probe_s']}, "
+        f"other {cpu['other_s']} of {cpu['capacity_s']}"
     )
 
 
@@ -239,25 +328,59 @@ def table(result: dict[str, Any]) -> str:
         "| non-503 errors | socket errors: connect / read / write | wrk timeouts (2 s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    for row, runs in _rows(result):
+        m = medians(runs)
+        low, high = m["ok_per_s_range"]
+        p99_low, p99_high = m["ok_p99_ms_range"]
+        e = m["socket_errors"]
+        p50 = "n/a" if m["ok_p50_ms"] is None else f"{m['ok_p50_ms']:.2f}"
+        p99 = "n/a" if m["ok_p99_ms"] is None else f"{m['ok_p99_ms']:.1f}"
+        if p99_low is not None:
+            p99 += f" [{p99_low:.1f}-{p99_high:.1f}]"
+        lines.append(
+            f"{row} | {m['ok_per_s']:,.0f} [{low:,}-{high:,}] | {m['shed_per_s']:,.0f} "
+            f"| {p50} | {p99} "
+            f"| {m['other_statuses']} | {e['connect']} / {e['read']} / {e['write']} "
+            f"| {e['timeout']} |"
+        )
+    return "\n".join(lines)
+
+
+def _rows(result: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Each row's first cells (clients, bound, connections) and its runs, in the file's order."""
     for client, by_bound in result.get("overload", {}).items():
         for bound, by_c in by_bound.items():
             for connections, runs in by_c.items():
-                m = medians(runs)
-                low, high = m["ok_per_s_range"]
-                p99_low, p99_high = m["ok_p99_ms_range"]
-                e = m["socket_errors"]
-                p50 = "n/a" if m["ok_p50_ms"] is None else f"{m['ok_p50_ms']:.2f}"
-                p99 = "n/a" if m["ok_p99_ms"] is None else f"{m['ok_p99_ms']:.1f}"
-                if p99_low is not None:
-                    p99 += f" [{p99_low:.1f}-{p99_high:.1f}]"
-                lines.append(
-                    f"| {client} | {bound} | {int(connections):,} "
-                    f"| {m['ok_per_s']:,.0f} [{low:,}-{high:,}] | {m['shed_per_s']:,.0f} "
-                    f"| {p50} | {p99} "
-                    f"| {m['other_statuses']} | {e['connect']} / {e['read']} / {e['write']} "
-                    f"| {e['timeout']} |"
-                )
+                yield f"| {client} | {bound} | {int(connections):,}", runs
+
+
+def cpu_table(result: dict[str, Any]) -> str:
+    """Where the 2 cores went in each row (markdown), medians of the rounds: the shares of the
+    machine's CPU time of the server's workers, wrk, the probe and the rest (other processes,
+    unattributed kernel time, idle), and the workers' CPU per 200 and per answer (200 or 503)."""
+    lines = [
+        "| clients | bound | connections | workers | wrk | probe | rest "
+        "| workers' CPU per 200 | per answer |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row, runs in _rows(result):
+        cpus = [run["cpu"] for run in runs if "cpu" in run]
+        if cpus:
+            lines.append(f"{row} | {' | '.join(_cpu_cells(cpus))} |")
     return "\n".join(lines)
+
+
+def _cpu_cells(cpus: Sequence[dict[str, Any]]) -> list[str]:
+    shares = {
+        part: statistics.median(c[f"{part}_s"] / c["capacity_s"] for c in cpus)
+        for part in ("workers", "wrk", "probe")
+    }
+    cells = [f"{share:.0%}" for share in shares.values()]
+    cells.append(f"{1 - sum(shares.values()):.0%}")
+    for key in ("workers_us_per_200", "workers_us_per_answer"):
+        values = [c[key] for c in cpus if c[key] is not None]
+        cells.append(f"{statistics.median(values):.0f} µs" if values else "n/a")
+    return cells
 
 
 def verdicts(result: dict[str, Any]) -> dict[str, bool]:
@@ -336,11 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--table",
         type=Path,
         default=None,
-        help="print the overload table of this result file and exit",
+        help="print the overload and CPU tables of this result file and exit",
     )
     args = parser.parse_args(argv)
     if args.table is not None:
-        print(table(json.loads(args.table.read_text(encoding="utf-8"))))
+        recorded = json.loads(args.table.read_text(encoding="utf-8"))
+        print(table(recorded) + "\n\n" + cpu_table(recorded))
         return 0
     for path in (args.bodies, args.full_bodies):
         if not path.is_file():

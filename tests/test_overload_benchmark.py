@@ -1,11 +1,21 @@
 """benchmarks.overload's verdicts and table, on made-up runs (no server): each kind of client
-and each bound is judged against its own unloaded rows; the bound off is never judged."""
+and each bound is judged against its own unloaded rows; the bound off is never judged. And its
+CPU accounting, on made-up /proc lines and snapshots."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.overload import table, verdicts
+from benchmarks.overload import (
+    CLOCK_TICKS,
+    CpuSnapshot,
+    cpu_split,
+    cpu_table,
+    machine_cpu_s,
+    process_cpu_s,
+    table,
+    verdicts,
+)
 
 NO_ERRORS = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
 
@@ -54,3 +64,48 @@ def test_a_row_whose_probe_got_no_200_is_a_missed_p99_and_printed_as_such() -> N
     assert not checks["at-once, bound 64, 1024: p99 of 200s <= 5 x unloaded p99 (16 connections)"]
     (line,) = [row for row in table(result).splitlines() if "| 1,024 |" in row]
     assert "| n/a | n/a |" in line
+
+
+def test_a_process_cpu_is_read_past_a_command_name_with_spaces_and_parentheses() -> None:
+    ticks = CLOCK_TICKS
+    fields = ["S", "1", "2", "3", "0", "-1", "4194560", "10", "0", "0", "0"]
+    stat = f"4242 (gunicorn: ) worker (x)) {' '.join(fields)} {3 * ticks} {ticks} 0 0 20 0 1"
+    assert process_cpu_s(stat) == 4.0  # utime 3 s + stime 1 s
+
+
+def test_the_machine_cpu_is_busy_all_but_idle_and_iowait() -> None:
+    ticks = CLOCK_TICKS
+    line = " ".join(str(n * ticks) for n in (5, 1, 2, 10, 3, 0, 1, 0, 7, 0))  # guest: in user
+    busy, capacity = machine_cpu_s(f"cpu  {line}\ncpu0 1 2 3\n")
+    assert (busy, capacity) == (9.0, 22.0)
+
+
+def test_the_cpu_split_charges_each_part_and_the_rest_to_other() -> None:
+    before = CpuSnapshot(at=10.0, workers={1: 5.0, 2: 7.0}, own=1.0, children=2.0,
+                         busy=100.0, capacity=200.0)  # fmt: skip
+    # worker 2 replaced by 3 during the run: 2's last figure is lost with it, 3 counts from 0
+    after = CpuSnapshot(at=20.0, workers={1: 11.0, 3: 2.0}, own=1.5, children=6.0,
+                        busy=118.0, capacity=220.0)  # fmt: skip
+    split = cpu_split(before, after, ok=60_000, shed=20_000)
+    assert split["seconds"] == 10.0
+    assert split["capacity_s"] == 20.0
+    assert split["workers_s"] == 8.0
+    assert split["wrk_s"] == 4.0
+    assert split["probe_s"] == 0.5
+    assert split["other_s"] == 18.0 - 8.0 - 4.0 - 0.5
+    assert split["workers_us_per_200"] == round(8.0 / 60_000 * 1e6, 1)
+    assert split["workers_us_per_answer"] == 100.0
+    assert cpu_split(before, before, ok=0, shed=0)["workers_us_per_200"] is None
+
+
+def test_the_cpu_table_gives_median_shares_and_the_workers_cpu_per_answer() -> None:
+    def cpu(workers: float, per_200: float | None) -> dict[str, Any]:
+        return {"capacity_s": 20.0, "workers_s": workers, "wrk_s": 4.0, "probe_s": 1.0,
+                "workers_us_per_200": per_200, "workers_us_per_answer": 50.0}  # fmt: skip
+
+    runs = [run(20_000, 1.0) | {"cpu": cpu(w, p)} for w, p in ((10.0, 60.0), (12.0, 70.0))]
+    runs.append(run(0, 1.0) | {"cpu": cpu(14.0, None)})  # no 200: no CPU per 200
+    result = {"overload": {"at-once": {"64": {"1024": runs, "16": [run(1, 1.0)]}}}}
+    lines = cpu_table(result).splitlines()
+    assert len(lines) == 2 + 1  # the row without CPU figures (an older file) is left out
+    assert lines[-1] == "| at-once | 64 | 1,024 | 60% | 20% | 5% | 15% | 65 µs | 50 µs |"

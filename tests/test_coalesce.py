@@ -1,0 +1,361 @@
+"""app.coalesce on a real server: uvicorn on uvloop, a real socket, the guarded protocol, with
+the connection's transport wrapped to record each write; an h11 client reads the answers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import h11
+import pytest
+import uvicorn
+import uvloop
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from app.main import create_app
+from app.protocol import GuardedHttpToolsProtocol
+from app.settings import Settings
+from tests.conftest import MODELS_DIR, PAYLOADS
+
+WRITES: list[bytes] = []
+"""What the server wrote to the socket, write by write (one connection at a time); an empty
+write is left out, as the transport ignores it (no send)."""
+
+
+class RecordedTransport:
+    """The server's transport, every write recorded; anything else passes through."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        if data:
+            WRITES.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class RecordedProtocol(GuardedHttpToolsProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(RecordedTransport(transport))  # type: ignore[arg-type]
+
+
+async def json_answer(request: Request) -> Response:
+    return JSONResponse({"ok": True, "padding": "x" * 100})
+
+
+async def echo(request: Request) -> Response:
+    return Response(await request.body(), media_type="application/octet-stream")
+
+
+async def empty(request: Request) -> Response:
+    return Response(status_code=204)
+
+
+async def not_modified(request: Request) -> Response:
+    return Response(status_code=304, headers={"etag": '"1"'})
+
+
+async def stream(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for chunk in (b"one", b"two", b"three"):
+            yield chunk
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+async def fails(request: Request) -> Response:
+    raise RuntimeError("before the response")
+
+
+async def fails_halfway(scope: Any, receive: Any, send: Any) -> None:
+    """Starts a 10-byte response, sends 4 bytes of it, then fails."""
+    headers = [(b"content-length", b"10")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"four", "more_body": True})
+    raise RuntimeError("halfway")
+
+
+async def stops_after_the_head(scope: Any, receive: Any, send: Any) -> None:
+    """Starts a 10-byte response, then stops without a byte of it."""
+    headers = [(b"content-length", b"10")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+RAW = {"/fails-halfway": fails_halfway, "/stops-after-the-head": stops_after_the_head}
+
+
+async def toy(scope: Any, receive: Any, send: Any) -> None:
+    """`TOY`, but the raw ASGI apps of `RAW` by their path."""
+    await RAW.get(scope.get("path", ""), TOY)(scope, receive, send)
+
+
+TOY = Starlette(
+    routes=[
+        Route("/json", json_answer, methods=["GET"]),  # HEAD too, as Starlette adds it
+        Route("/echo", echo, methods=["POST"]),
+        Route("/empty", empty),
+        Route("/not-modified", not_modified),
+        Route("/stream", stream),
+        Route("/fails", fails),
+    ]
+)
+
+Client = Callable[[], Awaitable["Connection"]]
+
+
+class Connection:
+    """One client connection: h11 on an asyncio stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.h11 = h11.Connection(our_role=h11.CLIENT)
+
+    async def send(self, *events: Any) -> None:
+        for event in events:
+            self.writer.write(self.h11.send(event) or b"")
+        await self.writer.drain()
+
+    async def next_event(self) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.h11.receive_data(await self.reader.read(65536))
+
+    async def answer(self) -> tuple[h11.Response, bytes]:
+        """The next final response and its body."""
+        event = await self.next_event()
+        while isinstance(event, h11.InformationalResponse):
+            event = await self.next_event()
+        assert isinstance(event, h11.Response), event
+        body = b""
+        while not isinstance(part := await self.next_event(), h11.EndOfMessage):
+            body += part.data
+        return event, body
+
+    async def request(
+        self, method: str, target: str, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()
+    ) -> tuple[h11.Response, bytes]:
+        if self.h11.our_state is h11.DONE:
+            self.h11.start_next_cycle()
+        fields = [("host", "test"), ("content-length", str(len(body))), *headers]
+        await self.send(h11.Request(method=method, target=target, headers=fields))
+        await self.send(h11.Data(data=body), h11.EndOfMessage())
+        return await self.answer()
+
+    async def rest(self) -> bytes:
+        """Everything the server sends until it closes the connection."""
+        data = b""
+        while chunk := await asyncio.wait_for(self.reader.read(65536), 5):
+            data += chunk
+        return data
+
+
+def serve(app: Any, scenario: Callable[[Client], Awaitable[None]]) -> None:
+    """`scenario` against `app` served by uvicorn with the recorded guarded protocol."""
+
+    async def main() -> None:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        config = uvicorn.Config(app, http=RecordedProtocol, log_config=None, access_log=False)
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+
+        async def connect() -> Connection:
+            WRITES.clear()
+            return Connection(*await asyncio.open_connection("127.0.0.1", port))
+
+        try:
+            await asyncio.wait_for(scenario(connect), 20)
+        finally:
+            server.should_exit = True
+            await serving
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def test_a_response_with_a_body_is_one_write() -> None:
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        response, body = await client.request("GET", "/json")
+        assert response.status_code == 200
+        assert json.loads(body)["ok"] is True
+        assert len(WRITES) == 1
+        assert WRITES[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert WRITES[0].endswith(b"\r\n\r\n" + body)
+
+    serve(toy, scenario)
+
+
+def test_each_response_of_a_kept_alive_connection_is_one_write() -> None:
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        for index in range(3):
+            response, body = await client.request("POST", "/echo", b"body %d" % index)
+            assert (response.status_code, body) == (200, b"body %d" % index)
+        assert len(WRITES) == 3
+
+    serve(toy, scenario)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [("HEAD", "/json", 200), ("GET", "/empty", 204), ("GET", "/not-modified", 304)],
+)
+def test_a_response_without_a_body_is_its_head_written_at_once(
+    method: str, target: str, status: int
+) -> None:
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        response, body = await client.request(method, target)
+        assert (response.status_code, body) == (status, b"")
+        assert len(WRITES) == 1
+        assert WRITES[0].endswith(b"\r\n\r\n")
+        # and the connection serves the next request
+        response, _ = await client.request("GET", "/json")
+        assert response.status_code == 200
+        assert len(WRITES) == 2
+
+    serve(toy, scenario)
+
+
+def test_a_chunked_response_writes_its_head_at_once_and_each_chunk_as_it_comes() -> None:
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        response, body = await client.request("GET", "/stream")
+        assert (response.status_code, body) == (200, b"onetwothree")
+        assert WRITES[0].endswith(b"transfer-encoding: chunked\r\n\r\n")  # the head alone
+        assert b"".join(WRITES[1:]) == b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n"
+
+    serve(toy, scenario)
+
+
+def test_a_100_continue_goes_out_before_the_answer() -> None:
+    """uvicorn's cycle writes `100 Continue` when the app first reads the body, before any
+    response has started: the client, which waits for it to send its body, gets it."""
+
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        headers = [("host", "test"), ("content-length", "5"), ("expect", "100-continue")]
+        await client.send(h11.Request(method="POST", target="/echo", headers=headers))
+        informational = await client.next_event()
+        assert isinstance(informational, h11.InformationalResponse)
+        assert informational.status_code == 100
+        await client.send(h11.Data(data=b"hello"), h11.EndOfMessage())
+        response, body = await client.answer()
+        assert (response.status_code, body) == (200, b"hello")
+        assert WRITES[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert len(WRITES) == 2  # the answer: one write
+
+    serve(toy, scenario)
+
+
+def test_a_connection_close_answer_is_one_write_then_the_close() -> None:
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        response, _ = await client.request("GET", "/json", headers=(("connection", "close"),))
+        assert response.status_code == 200
+        assert (b"connection", b"close") in response.headers
+        assert await client.rest() == b""  # closed
+        assert len(WRITES) == 1
+
+    serve(toy, scenario)
+
+
+def test_an_app_failing_before_its_response_gets_a_500_in_one_write() -> None:
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        response, body = await client.request("GET", "/fails")
+        assert (response.status_code, body) == (500, b"Internal Server Error")
+        assert len(WRITES) == 1
+
+    serve(toy, scenario)
+
+
+@pytest.mark.parametrize("target", ["/fails-halfway", "/stops-after-the-head"])
+def test_an_app_stopping_halfway_still_sends_the_head_before_the_close(target: str) -> None:
+    """uvicorn closes the connection of a response the app left incomplete: the held head
+    goes out first, as uvicorn's own write had sent it."""
+
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        await client.send(
+            h11.Request(method="GET", target=target, headers=[("host", "test")]),
+            h11.EndOfMessage(),
+        )
+        received = await client.rest()
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"content-length: 10\r\n" in received
+        assert received.endswith(b"\r\n\r\nfour" if target == "/fails-halfway" else b"\r\n\r\n")
+
+    serve(toy, scenario)
+
+
+def test_the_service_answers_each_request_in_one_write() -> None:
+    """The project's app (request IDs, metrics, its errors): every /predict answer, valid or
+    not, and the other routes' with a body, in one write."""
+    cases = json.loads((PAYLOADS / "predict_valid.json").read_text(encoding="utf-8"))
+    cases += json.loads((PAYLOADS / "predict_invalid.json").read_text(encoding="utf-8"))[:5]
+    app = create_app(Settings(models_dir=MODELS_DIR, max_flights=1000))
+
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        headers = (("content-type", "application/json"), ("x-request-id", "coalesce-1"))
+        for case in cases:
+            if "body" not in case:
+                continue
+            body = json.dumps(case["body"]).encode()
+            response, answer = await client.request("POST", "/predict", body, headers)
+            assert response.status_code in (200, 400, 413, 415, 422), answer
+            assert (b"x-request-id", b"coalesce-1") in response.headers
+            assert WRITES[-1].endswith(answer)
+        response, _ = await client.request("GET", "/v2/health/ready")
+        assert response.status_code == 200
+        predictions = sum(1 for case in cases if "body" in case)
+        assert len(WRITES) == predictions + 1
+
+    serve(app, scenario)
+
+
+def test_the_uvicorn_internals_the_coalescing_relies_on_are_there() -> None:
+    """app.coalesce stands in for the transport of uvicorn's cycle and reads the cycle's state
+    when it writes the head; pyproject pins a tested uvicorn range, and this fails loudly the
+    day a release changes what it relies on."""
+    cycle_source = inspect.getsource(RequestResponseCycle)
+    # the cycle uses no more of its transport than app.coalesce passes on
+    used = set(re.findall(r"self\.transport\.(\w+)", cycle_source))
+    assert used == {"write", "close", "is_closing"}, used
+    assert "self.transport = transport" in cycle_source
+    # the head is written once the response has started, with its framing read from the headers
+    send = inspect.getsource(RequestResponseCycle.send)
+    started = send.index("self.response_started = True")
+    length = send.index("self.expected_content_length = int(")
+    chunked = send.index("self.chunked_encoding = True")
+    head = send.index('self.transport.write(b"".join(content))')
+    assert started < length < chunked < head
+    # a HEAD answer's body is never written; a Content-Length body is, even empty, when complete
+    assert 'if self.scope["method"] == "HEAD":' in send
+    assert "self.transport.write(body)" in send
+    # every cycle starts through `_start_asgi_task`, which the guarded protocol overrides
+    headers_complete = inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    assert "transport=self.transport" in headers_complete
+    assert "self._start_asgi_task(self.cycle, app)" in headers_complete
+    assert "self._start_asgi_task(cycle, app)" in inspect.getsource(
+        HttpToolsProtocol.on_response_complete
+    )
