@@ -1,7 +1,8 @@
 """Few-node ONNX graphs of the logistic regressions and of the blend that contains one.
 
 Why: onnxruntime's cost for a few rows is per node (about 0.2 us a node plus about 5 us a
-call, measured by an onnxruntime profile: the tree ensemble itself was 3 % of the kernel time),
+call, measured by an onnxruntime profile of the served blend in the sixth session: its tree
+ensemble was 3 % of the kernel time),
 and skl2onnx writes a one-hot logistic regression as Gathers, Casts, OneHotEncoders, Concats and
 a LinearClassifier (the served minimal model: 18 nodes with its Platt map; the blend: 52). The
 function is small, so it is written here as:
@@ -9,15 +10,17 @@ function is small, so it is written here as:
 * each one-hot or binned column's contribution to the logit, a step function of that column,
   as one small tree of ONE ai.onnx.ml TreeEnsembleRegressor (leaves = coefficients; the
   intercept in its base values); a blend's HistGradientBoosting trees are skl2onnx's own,
-  copied into the same ensemble as a second target;
+  copied into a single-target TreeEnsembleRegressor of their own (as a second target of the
+  same ensemble they cost 1.4 x as much at 1,000 rows);
 * the standardised rate columns as one Gemm over the whole input row (mean and scale folded
   into the weights and the bias), which also adds the ensemble's output;
 * a lone logistic regression's Platt map folded in (sigmoid(a z + b) is again a logistic of the
   same features): [1 - q, q] is one Sigmoid of [-(a z + b), a z + b], so the model is
   TreeEnsembleRegressor -> Gemm -> Sigmoid (no Gemm without rate columns);
-* a blend: Sigmoid of each member's logit, then [S, k - S] (S the sum of the k members'
-  probabilities, one Gemm), Log, and the Platt map on log S - log(k - S) = logit(S / k) as one
-  Gemm giving [-(a l + b), a l + b], then Sigmoid: seven nodes.
+* a blend: the members' logits concatenated, Sigmoid, then [S, k - S] (S the sum of the k
+  members' probabilities, one Gemm), Log, and the Platt map on log S - log(k - S) =
+  logit(S / k) as one Gemm giving [-(a l + b), a l + b], then Sigmoid: nine nodes for the
+  served blend (two ensembles, the logistic regression's Gemm, Concat, five more).
 
 The graph has skl2onnx's input (`features`, [N, F] float) and `probabilities` ([N, 2] float),
 the only output the service asks for (app.model); skl2onnx's `label` output (the argmax of the
@@ -26,12 +29,14 @@ uncalibrated probabilities, not the card's threshold) is not written.
 Codes: a one-hot column's step function takes a code's integer part, as skl2onnx's graph does
 (it casts the float to int64 before its OneHotEncoder): the same for every float the encoder
 emits (integer codes) and for any other, in range or not: a code that is no category, a
-fraction's integer part that is none, a code below 0 or above the last category (and NaN,
-which the encoder never emits) contribute 0, like OneHotEncoder's "ignore". scikit-learn itself
-ignores a fraction (1.5 is no category), so there both graphs differ from it; the encoder never
-emits one. A binned column's thresholds are the bin edges rounded up to float32, so a float32
-value falls in scikit-learn's bin (searchsorted in float64) whatever its value. A tree never
-fails on any input: no lookup can be out of range.
+fraction's integer part that is none, a code below 0 or above the last category contribute 0,
+like OneHotEncoder's "ignore". scikit-learn itself ignores a fraction (1.5 is no category), so
+there both graphs differ from it; the encoder never emits one. A binned column's thresholds are
+the bin edges rounded up to float32, so a float32 value falls in scikit-learn's bin
+(searchsorted in float64) whatever its value. A tree never fails on any input: no lookup can
+be out of range. NaN or an infinity in a code column (never emitted either) counts as no
+category too, unless the model has rate columns: then the Gemm over the whole row (0 x NaN)
+makes the probability NaN, where skl2onnx's graph, scaling the rate columns alone, ignores it.
 
 tests/test_lean.py checks these graphs against skl2onnx's (the reference) on every code each
 column can take and on real rows; the export checks them against skl2onnx's on the served rows
