@@ -135,6 +135,29 @@ def test_lone_flights_slide_out_of_the_window_as_batches_do() -> None:
     assert sum(window.split(counts)["proba"]) == 105
 
 
+def test_lone_scheduled_flights_count_as_when_counted_at_once() -> None:
+    """Lone scheduled flights are kept apart and counted together when their slot closes or
+    the counts are read. Against a window of twice the size given each flight twice in one
+    batch (counted at once; its slots close after the same flights): twice the counts at every
+    read, between slot closures and across them."""
+    training = flights(3000, schedule=True)
+    profile = drift.profile(training, probabilities(3000), threshold=0.3)
+    served = flights(357, seed=8, schedule=True)
+    chances = probabilities(357, seed=9)
+    kept, doubled = drift.Window(profile, size=100), drift.Window(profile, size=200)
+    for index, flight in enumerate(served):
+        delayed = int(index % 3 == 0)
+        kept.observe(columns_of([flight]), chances[index : index + 1], delayed)
+        doubled.observe(columns_of([flight, flight]), chances[[index, index]], 2 * delayed)
+        if index in (0, 5, 99, 150, 356):
+            counts, flights_seen, delayed_seen = kept.totals()
+            twice, twice_flights, twice_delayed = doubled.totals()
+            assert (2 * counts).tolist() == twice.tolist(), index
+            assert (2 * flights_seen, 2 * delayed_seen) == (twice_flights, twice_delayed)
+    assert flights_seen == 107  # ten closed slots of 10 and 7 flights since
+    assert sum(kept.split(counts)["hour"]) == 107
+
+
 def test_a_stream_of_one_month_drifts_and_one_like_training_does_not() -> None:
     training = flights(20_000, seed=3)
     profile = drift.profile(training, probabilities(20_000), threshold=0.3)
