@@ -35,12 +35,14 @@ from benchmarks.compare_report import (
     write_all,
 )
 from benchmarks.stress import (
+    CLOCK_TICKS,
     Server,
     StressError,
     _display,
     free_port,
     load_average,
     machine,
+    process_cpu_s,
     revision,
     run_wrk,
 )
@@ -55,7 +57,6 @@ SERVICE_KNOBS = (
 )  # fmt: skip
 """Cleared from the inherited environment, with every LATAM_DELAY_* variable: the baseline is
 the README's defaults, whatever the shell running `make compare` has set."""
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def variants(reference_model: str) -> tuple[Variant, ...]:
@@ -193,11 +194,7 @@ def _children(pid: int) -> list[int]:
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """utime + stime of each process itself (not of its reaped children), summed."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-    return ticks / CLOCK_TICKS
+    return sum(process_cpu_s(Path(f"/proc/{pid}/stat").read_text()) for pid in pids)
 
 
 def memory_mb(pid: int) -> tuple[float, float]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import sys
@@ -52,7 +51,14 @@ from benchmarks.chaos import (
     worker_pids,
     wrk_figures,
 )
-from benchmarks.stress import Server, commit, load_average, machine
+from benchmarks.stress import (
+    CLOCK_TICKS,
+    Server,
+    commit,
+    load_average,
+    machine,
+    process_cpu_s,
+)
 from benchmarks.stress_report import WrkSummary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,16 +72,6 @@ OFF = "off"
 HOLD_OFF = "hold off"
 """A bound's variant with HOLD_EARLY_RETRIES off: every shed request answered at once."""
 PROBE_BODY = b'{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3}]}'
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(stat: str) -> float:
-    """utime + stime, in seconds, of a /proc/<pid>/stat line (all its threads). The command
-    name, in parentheses, may itself hold spaces and parentheses: fields count from its end."""
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def machine_cpu_s(proc_stat: str) -> tuple[float, float]:

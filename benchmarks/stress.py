@@ -218,6 +218,16 @@ def run_wrk(command: list[str], bodies: Path, duration: int) -> str:
     return done.stdout
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(stat: str) -> float:
+    """utime + stime, in seconds, of a /proc/<pid>/stat line (all its threads). The command
+    name, in parentheses, may itself hold spaces and parentheses: fields count from its end."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -7,15 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.overload import (
-    CLOCK_TICKS,
     CpuSnapshot,
     cpu_split,
     cpu_table,
     machine_cpu_s,
-    process_cpu_s,
     table,
     verdicts,
 )
+from benchmarks.stress import CLOCK_TICKS, process_cpu_s
 
 NO_ERRORS = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
 
