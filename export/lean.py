@@ -45,7 +45,7 @@ before writing them (`served_onnx`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,9 +141,9 @@ class _Trees:
         build(0, len(leaves) - 1)
         self.trees += 1
 
-    def add_skl2onnx_trees(self, classifier: onnx.NodeProto) -> None:
-        """A binary TreeEnsembleClassifier's trees (its raw score) as the one target."""
-        attributes = {a.name: helper.get_attribute_value(a) for a in classifier.attribute}
+    def add_skl2onnx_trees(self, attributes: Mapping[str, Any]) -> None:
+        """A binary TreeEnsembleClassifier's trees (`_skl2onnx_trees`), their raw score as the
+        one target."""
         offset = self.trees
         tree_ids = [offset + tree for tree in attributes["nodes_treeids"]]
         for key in self.nodes:
@@ -373,9 +373,10 @@ def _member_logits(
     logistic regression with rate columns a Gemm adding their terms; returns the output."""
     trees = _Trees()
     if part is None:
-        classifier = _skl2onnx_tree_classifier(member, n_features)
-        trees.add_skl2onnx_trees(classifier)
-        nodes.append(trees.node([_only(_attribute(classifier, "base_values")) + shifts[0]], name))
+        attributes = _skl2onnx_trees(member, n_features)
+        trees.add_skl2onnx_trees(attributes)
+        (base,) = attributes["base_values"]
+        nodes.append(trees.node([base + shifts[0]], name))
         return name
     for column, breaks, leaves in part.steps:
         trees.add_steps(column, breaks, leaves, factors)
@@ -389,15 +390,10 @@ def _member_logits(
     return name
 
 
-def _attribute(node: onnx.NodeProto, name: str) -> Any:
-    return next(helper.get_attribute_value(a) for a in node.attribute if a.name == name)
-
-
-def _skl2onnx_tree_classifier(member: Any, n_features: int) -> onnx.NodeProto:
-    """skl2onnx's TreeEnsembleClassifier of a binary HistGradientBoosting: p = sigmoid(base +
-    the trees' sum)."""
+def _skl2onnx_trees(member: Any, n_features: int) -> dict[str, Any]:
+    """The attributes of skl2onnx's TreeEnsembleClassifier of a binary HistGradientBoosting,
+    parsed: p = sigmoid(base + the trees' sum)."""
     model = onnx.load_from_string(convert(member, n_features))
-    classifier: onnx.NodeProto
     (classifier,) = [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
     attributes = {a.name: helper.get_attribute_value(a) for a in classifier.attribute}
     if (
@@ -407,7 +403,7 @@ def _skl2onnx_tree_classifier(member: Any, n_features: int) -> onnx.NodeProto:
         or len(attributes.get("base_values", [])) != 1
     ):
         raise LeanGraphError("skl2onnx wrote a HistGradientBoosting in an unexpected form")
-    return classifier
+    return attributes
 
 
 def served_onnx(
@@ -429,11 +425,6 @@ def served_onnx(
                 f"(limit {REFERENCE_TOLERANCE:.0e})"
             )
     return lean
-
-
-def _only(values: Sequence[float]) -> float:
-    (value,) = values
-    return float(value)
 
 
 def _f32(value: float) -> float:
