@@ -1,4 +1,4 @@
-"""Few-node ONNX graphs of the logistic regressions and of the blend that contains one.
+"""Few-node ONNX graphs of the logistic regressions, the tree models and the blend.
 
 Why: onnxruntime's cost for a few rows is per node (about 0.2 us a node plus about 5 us a
 call, measured by an onnxruntime profile of the served blend in the sixth session: its tree
@@ -17,6 +17,10 @@ function is small, so it is written here as:
 * a lone logistic regression's Platt map folded in (sigmoid(a z + b) is again a logistic of the
   same features): [1 - q, q] is one Sigmoid of [-(a z + b), a z + b], so the model is
   TreeEnsembleRegressor -> Gemm -> Sigmoid (no Gemm without rate columns);
+* a tree model alone (HistGradientBoosting, LightGBM): skl2onnx's trees (onnxmltools' for
+  LightGBM) in one single-target TreeEnsembleRegressor, their leaves and base value scaled
+  and shifted so that it gives a z + b, the Platt map's logit; a Mul by [-1, 1] and a Sigmoid
+  give [1 - q, q] (three nodes; skl2onnx's classifier with the Platt map appended is ten);
 * a blend: the members' logits concatenated, Sigmoid, then [S, k - S] (S the sum of the k
   members' probabilities, one Gemm), Log, and the Platt map on log S - log(k - S) =
   logit(S / k) as one Gemm giving [-(a l + b), a l + b], then Sigmoid: nine nodes for the
@@ -35,7 +39,7 @@ there both graphs differ from it; the encoder never emits one. A binned column's
 the bin edges rounded up to float32, so a float32 value falls in scikit-learn's bin
 (searchsorted in float64) whatever its value. A tree never fails on any input: no lookup can
 be out of range. NaN or an infinity in a code column (never emitted either) counts as no
-category too, unless the model has rate columns: then the Gemm over the whole row (0 x NaN)
+category too (a tree model's copied trees send it where skl2onnx's do), unless the model has rate columns: then the Gemm over the whole row (0 x NaN)
 makes the probability NaN, where skl2onnx's graph, scaling the rate columns alone, ignores it.
 
 tests/test_lean.py checks these graphs against skl2onnx's (the reference) on every code each
@@ -51,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from lightgbm import LGBMClassifier
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, VotingClassifier
@@ -62,6 +67,8 @@ from app.model import ONNX_INPUT, ONNX_PROBABILITIES
 from export.onnx import TARGET_OPSET, convert, onnx_probabilities, with_platt
 from train.metrics import Platt
 
+TREE_MODELS = (HistGradientBoostingClassifier, LGBMClassifier)
+"""Written with skl2onnx's (onnxmltools') trees, copied into a TreeEnsembleRegressor."""
 REFERENCE_TOLERANCE = 1e-5
 """Largest |dproba| allowed between a lean graph and skl2onnx's on the served rows."""
 IR_VERSION = 8
@@ -141,9 +148,9 @@ class _Trees:
         build(0, len(leaves) - 1)
         self.trees += 1
 
-    def add_skl2onnx_trees(self, attributes: Mapping[str, Any]) -> None:
-        """A binary TreeEnsembleClassifier's trees (`_skl2onnx_trees`), their raw score as the
-        one target."""
+    def add_skl2onnx_trees(self, attributes: Mapping[str, Any], factor: float) -> None:
+        """A binary TreeEnsembleClassifier's trees (`_skl2onnx_trees`), factor times their raw
+        score as the one target."""
         offset = self.trees
         tree_ids = [offset + tree for tree in attributes["nodes_treeids"]]
         for key in self.nodes:
@@ -154,7 +161,7 @@ class _Trees:
         self.targets["target_treeids"].extend(offset + t for t in attributes["class_treeids"])
         self.targets["target_nodeids"].extend(attributes["class_nodeids"])
         self.targets["target_ids"].extend(0 for _ in attributes["class_ids"])
-        self.targets["target_weights"].extend(attributes["class_weights"])
+        self.targets["target_weights"].extend(factor * w for w in attributes["class_weights"])
         self.trees = max(tree_ids, default=offset - 1) + 1
 
     def node(self, base_values: Sequence[float], output: str) -> onnx.NodeProto:
@@ -292,22 +299,33 @@ def _members(estimator: Any) -> list[Any] | None:
 
 
 def lean_onnx(estimator: Any, n_features: int, platt: Platt) -> bytes | None:
-    """The lean graph of a logistic regression pipeline, or of a soft-vote blend of such
-    pipelines and HistGradientBoostings, with its Platt map; None for any other model."""
+    """The lean graph of a logistic regression pipeline, of a HistGradientBoosting or LightGBM
+    classifier, or of a soft-vote blend of these, with its Platt map; None for any other model."""
     members = _members(estimator)
     if members is None:
         return None
     linear = [_linear(member, n_features) for member in members]
-    trees = [isinstance(member, HistGradientBoostingClassifier) for member in members]
-    k = len(members)
-    # a HistGradientBoosting alone keeps skl2onnx's graph (its trees are most of its cost)
     if not all(
-        part is not None or (tree and k > 1) for part, tree in zip(linear, trees, strict=True)
+        part is not None or isinstance(member, TREE_MODELS)
+        for member, part in zip(members, linear, strict=True)
     ):
         return None
+    k = len(members)
     nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
-    if k == 1:
+    if k == 1 and linear[0] is None:
+        # a tree model alone, its Platt map folded in: one single-target ensemble of a z + b
+        # (as two targets [-(a z + b), a z + b] its trees cost 1.2-1.5 x as much at 1,000
+        # rows), then [-1, 1] times it and a Sigmoid
+        logits = _member_logits(
+            members[0], None, n_features, [platt.a], [platt.b], "z", nodes, initializers
+        )
+        initializers.append(_tensor("signs", np.array([-1.0, 1.0])))
+        nodes += [
+            helper.make_node("Mul", [logits, "signs"], ["calibrated_logits"]),
+            helper.make_node("Sigmoid", ["calibrated_logits"], [ONNX_PROBABILITIES]),
+        ]
+    elif k == 1:
         # a lone logistic regression, its Platt map folded in: targets [-(a z + b), a z + b]
         logits = _member_logits(
             members[0],
@@ -369,14 +387,15 @@ def _member_logits(
     initializers: list[onnx.TensorProto],
 ) -> str:
     """Appends the nodes computing factor_t * (the member's logit) + shift_t for each target
-    t: one TreeEnsembleRegressor (skl2onnx's trees for a HistGradientBoosting), then for a
-    logistic regression with rate columns a Gemm adding their terms; returns the output."""
+    t: one TreeEnsembleRegressor (skl2onnx's trees for a tree model, one target only), then
+    for a logistic regression with rate columns a Gemm adding their terms; returns the output."""
     trees = _Trees()
     if part is None:
+        (factor,), (shift,) = factors, shifts
         attributes = _skl2onnx_trees(member, n_features)
-        trees.add_skl2onnx_trees(attributes)
+        trees.add_skl2onnx_trees(attributes, factor)
         (base,) = attributes["base_values"]
-        nodes.append(trees.node([base + shifts[0]], name))
+        nodes.append(trees.node([factor * base + shift], name))
         return name
     for column, breaks, leaves in part.steps:
         trees.add_steps(column, breaks, leaves, factors)
@@ -391,18 +410,20 @@ def _member_logits(
 
 
 def _skl2onnx_trees(member: Any, n_features: int) -> dict[str, Any]:
-    """The attributes of skl2onnx's TreeEnsembleClassifier of a binary HistGradientBoosting,
-    parsed: p = sigmoid(base + the trees' sum)."""
+    """The attributes of the TreeEnsembleClassifier skl2onnx writes for a binary
+    HistGradientBoosting (onnxmltools' for LightGBM, which writes no base value: 0), parsed:
+    p = sigmoid(base + the trees' sum)."""
     model = onnx.load_from_string(convert(member, n_features))
     (classifier,) = [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
     attributes = {a.name: helper.get_attribute_value(a) for a in classifier.attribute}
+    attributes.setdefault("base_values", [0.0])
     if (
         attributes.get("post_transform") != b"LOGISTIC"
         or list(attributes.get("classlabels_int64s", [])) != [0, 1]
         or set(attributes["class_ids"]) != {0}
-        or len(attributes.get("base_values", [])) != 1
+        or len(attributes["base_values"]) != 1
     ):
-        raise LeanGraphError("skl2onnx wrote a HistGradientBoosting in an unexpected form")
+        raise LeanGraphError(f"skl2onnx wrote a {type(member).__name__} in an unexpected form")
     return attributes
 
 

@@ -246,13 +246,14 @@ def _markdown(
         "equal-weight average of the probabilities of the best logistic regression and the "
         "best HistGradientBoosting of the search (a soft-voting VotingClassifier, one ONNX "
         "graph), Platt map after, as for every candidate; it is a finalist, not searched.",
-        "- **ONNX graphs and costs**: a logistic regression, and the blend, are written by "
-        "`export/lean.py` as a few nodes (the one-hot and binned columns as small trees of one "
-        "TreeEnsembleRegressor, the rate columns as one Gemm, the Platt map folded in; checked "
-        "against skl2onnx's graph at every export); the tree models alone by skl2onnx (or "
-        "onnxmltools), the Platt map appended. The cost columns time the graph each model would "
-        "be served as (one onnxruntime thread, all finalists in alternating rounds, median "
-        "round); onnxruntime's cost for a few rows is mostly per node.",
+        "- **ONNX graphs and costs**: every candidate is written by `export/lean.py` as a few "
+        "nodes (a logistic regression's one-hot and binned columns as small trees of one "
+        "TreeEnsembleRegressor and its rate columns as one Gemm; a tree model's trees, "
+        "skl2onnx's (onnxmltools' for LightGBM), copied into a single-target "
+        "TreeEnsembleRegressor; the Platt map folded in; the served graph checked against "
+        "skl2onnx's, the Platt map appended, at every export). The cost columns time the graph "
+        "each model would be served as (one onnxruntime thread, all finalists in alternating "
+        "rounds, median round); onnxruntime's cost for a few rows is mostly per node.",
         "- **Recency weighting** (airline and route delay rates drift): a hyperparameter of "
         "the search for logistic regression and HistGradientBoosting: training rows weighted "
         "0.5^((age - 1) / half-life), age in months before the month scored (the served model: "
@@ -278,7 +279,11 @@ def _markdown(
         "its first run, with the earlier half-life 1 and 3 rows of the served recipes already "
         "read. A seventh session changed the cost rule's inputs, not the rule: the logistic "
         "regressions and the blend are priced (and served) as export/lean.py's graphs, and "
-        "every finalist with its Platt map (until then: skl2onnx's graphs without it).",
+        "every finalist with its Platt map (until then: skl2onnx's graphs without it). An "
+        "eighth session changed the cost rule's input for the tree models alone, not the rule: "
+        "HistGradientBoosting and LightGBM alone are priced (and would be served) as "
+        "export/lean.py's graphs too (until then: skl2onnx's or onnxmltools' graph, the Platt "
+        "map appended); it changed neither contract's served recipe.",
         "",
         "## Headline",
         "",
