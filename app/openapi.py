@@ -64,7 +64,8 @@ def _sheddable(paths: dict[str, Any]) -> dict[str, Any]:
     """`paths` with app.overload's 503 on every operation: the server gives it to any request
     whose head completes while MAX_IN_FLIGHT requests of its worker are unfinished, or that
     comes too soon after one on the same connection (held, app.overload)."""
-    shed = "Overloaded: MAX_IN_FLIGHT requests unfinished in this worker (answered by the server"
+    shed = "Overloaded: MAX_IN_FLIGHT requests unfinished in this worker, CROWDED_IN_FLIGHT"
+    shed += " while it holds more than CROWDED_CONNECTIONS connections (answered by the server"
     shed += f" at once, with `Retry-After: {RETRY_AFTER}`; a request sent on the same connection"
     shed += " before that Retry-After has elapsed is held and answered 503 once it has)"
     retry_after = {

@@ -13,7 +13,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
-  worker are unanswered is answered 503 + Retry-After at once, without running the app
+  worker are unanswered (`crowded_in_flight` while it holds more than `crowded_connections`
+  open connections) is answered 503 + Retry-After at once, without running the app
   (app.overload), counted in the metrics and, with ACCESS_LOG, in the access log; with
   `hold_early_retries`, a request sent on a connection before the Retry-After of its last 503
   has elapsed is held instead: nothing more parsed, no app, not in flight, and answered 503
@@ -90,6 +91,15 @@ class Limits:
     body_timeout: float = 30.0
     max_in_flight: int = 64
     hold_early_retries: bool = True
+    crowded_connections: int = 128
+    crowded_in_flight: int = 16
+
+    def bound(self, connections: int) -> int:
+        """The in-flight bound of a worker with `connections` open: `max_in_flight`, or, past
+        `crowded_connections`, the lower `crowded_in_flight` (app.overload)."""
+        if connections > self.crowded_connections:
+            return min(self.crowded_in_flight, self.max_in_flight)
+        return self.max_in_flight
 
 
 def _response(status: int, reason: str, message: str) -> bytes:
@@ -179,7 +189,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._hold(cycle, now, until)
                 return
             self._last_shed = None
-        if self._in_flight() >= self.limits.max_in_flight:
+        if self._in_flight() >= self.limits.bound(len(self.connections)):
             self._shed(cycle)
         else:
             self._writer.serve(cycle)

@@ -45,11 +45,18 @@ class Settings:
     with clients that honour Retry-After, the 200s' p99 at 1,024 connections is several times
     lower than with 256, at no cost in throughput. Lower bounds, measured with the hold, cut
     that p99 only within the noise, and shed the clients that land unevenly: 32 at 64
-    connections, 48 during a SIGHUP storm's reconnects (reports/reliability.md §10)."""
+    connections, 48 during a SIGHUP storm's reconnects (reports/reliability.md §10); hence a
+    lower bound only for a crowded worker (below)."""
     hold_early_retries: bool = True
     """A request a connection sends before the Retry-After of its last 503 has elapsed is held
     and answered 503 (keeping the connection) when it has, instead of at once (app.overload):
     clients that ignore Retry-After cannot spend the workers' time on a loop of 503s."""
+    crowded_connections: int = 128
+    crowded_in_flight: int = 16
+    """A worker holding more than `crowded_connections` open connections sheds past
+    `crowded_in_flight` unanswered requests instead of `max_in_flight` (app.overload): with
+    that many clients most are shed anyway, and the fewer it serves at once, the sooner each
+    is answered."""
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
     they do not hold its event loop (app.overload)."""
@@ -90,6 +97,8 @@ class Settings:
             body_timeout=_positive_int(env, "BODY_TIMEOUT", cls.body_timeout),
             max_in_flight=_positive_int(env, "MAX_IN_FLIGHT", cls.max_in_flight),
             hold_early_retries=_flag(env, "HOLD_EARLY_RETRIES", cls.hold_early_retries),
+            crowded_connections=_positive_int(env, "CROWDED_CONNECTIONS", cls.crowded_connections),
+            crowded_in_flight=_positive_int(env, "CROWDED_IN_FLIGHT", cls.crowded_in_flight),
             offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
             microbatch=_flag(env, "MICROBATCH", cls.microbatch),
             bind=_bind(env),

@@ -103,6 +103,8 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
                 settings.body_timeout,
                 settings.max_in_flight,
                 settings.hold_early_retries,
+                settings.crowded_connections,
+                settings.crowded_in_flight,
             ),
             log_shed=settings.access_log is not None,
         )

@@ -52,6 +52,18 @@ def make_flights(count: int, schedule: bool, seed: int = 0) -> list[dict[str, An
     return flights
 
 
+def predict_body(contract: str, size: int) -> bytes:
+    """A /predict body of `size` synthetic flights of the contract."""
+    return orjson.dumps({"flights": make_flights(size, contract == "full")})
+
+
+def ok_body(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON body of an in-process call's 200 (anything else fails the benchmark)."""
+    assert messages[0]["status"] == 200, messages
+    body: dict[str, Any] = orjson.loads(messages[1]["body"])
+    return body
+
+
 @pytest.fixture(scope="session")
 def app() -> Iterator[Starlette]:
     """The service app with its models loaded, its lifespan run in this thread as a worker runs

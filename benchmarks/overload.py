@@ -71,6 +71,9 @@ CLIENTS = {"at-once": "predict.lua", "backoff": "backoff.lua"}
 OFF = "off"
 HOLD_OFF = "hold off"
 """A bound's variant with HOLD_EARLY_RETRIES off: every shed request answered at once."""
+CROWDED_OFF = "crowded off"
+"""A bound's variant without the crowded bound (CROWDED_IN_FLIGHT = the bound): a worker sheds
+past MAX_IN_FLIGHT however many connections it holds, as before the eighth session."""
 PROBE_BODY = b'{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3}]}'
 
 
@@ -236,9 +239,12 @@ def _made(directory: Path) -> Path:
 def overload(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """runs[client][bound][connections]: one run per round, the variants alternated."""
     env = {str(bound): {"MAX_IN_FLIGHT": str(bound)} for bound in args.bounds}
-    if args.hold_off:
-        for bound in args.bounds:
+    for bound in args.bounds:
+        if args.hold_off:
             env[f"{bound} {HOLD_OFF}"] = {"MAX_IN_FLIGHT": str(bound), "HOLD_EARLY_RETRIES": "0"}
+        if args.crowded_off:
+            env[f"{bound} {CROWDED_OFF}"] = {"MAX_IN_FLIGHT": str(bound),
+                                             "CROWDED_IN_FLIGHT": str(bound)}  # fmt: skip
     variants = [(client, name) for client in args.clients for name in env]
     if args.unbounded:
         env[OFF] = {"MAX_IN_FLIGHT": UNBOUNDED}
@@ -440,6 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also each bound with HOLD_EARLY_RETRIES off (every 503 at once), for comparison",
     )
     parser.add_argument(
+        "--crowded-off",
+        action="store_true",
+        help="also each bound without the crowded bound (CROWDED_IN_FLIGHT = the bound)",
+    )
+    parser.add_argument(
         "--unbounded",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -476,8 +487,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"duration_s": args.duration, "rounds": args.rounds, "workers": 2,
                      "probe_connections": PROBE_CONNECTIONS, "wrk_timeout_s": 2,
                      "bounds": args.bounds, "clients": args.clients, "hold_off": args.hold_off,
+                     "crowded_off": args.crowded_off,
                      "default_max_in_flight": Settings.max_in_flight,
-                     "default_hold_early_retries": Settings.hold_early_retries},
+                     "default_hold_early_retries": Settings.hold_early_retries,
+                     "default_crowded": [Settings.crowded_connections,
+                                         Settings.crowded_in_flight]},
         "git_revision": state[0] if state else "unknown",
         "git_dirty": state[1] if state else None,
     }  # fmt: skip

@@ -14,16 +14,10 @@ from starlette.applications import Starlette
 
 from app.model import ModelSet, OnnxModel
 from benchmarks.asgi import request_caller
-from benchmarks.conftest import SIZES, make_flights
+from benchmarks.conftest import SIZES, make_flights, ok_body, predict_body
 from benchmarks.noop_app import create_app as create_noop_app
 
 JSON = {"content-type": "application/json"}
-
-
-def _ok(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    assert messages[0]["status"] == 200, messages
-    body: dict[str, Any] = orjson.loads(messages[1]["body"])
-    return body
 
 
 def test_noop_ceiling(benchmark: Any) -> None:
@@ -35,13 +29,8 @@ def test_noop_ceiling(benchmark: Any) -> None:
         orjson.dumps({"flights": make_flights(1, False)}),
         headers=JSON,
     )
-    _ok(call())
+    ok_body(call())
     benchmark(call)
-
-
-def predict_body(contract: str, size: int) -> bytes:
-    """A /predict body of `size` synthetic flights of the contract."""
-    return orjson.dumps({"flights": make_flights(size, contract == "full")})
 
 
 def served_model(app: Starlette, contract: str) -> OnnxModel:
@@ -54,7 +43,7 @@ def served_model(app: Starlette, contract: str) -> OnnxModel:
 def test_predict(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
     body = predict_body(contract, size)
     call = request_caller(app, "POST", "/predict", body, headers=JSON)
-    assert len(_ok(call())["predict"]) == size
+    assert len(ok_body(call())["predict"]) == size
     benchmark(call)
 
 
@@ -75,7 +64,7 @@ def test_infer_json(benchmark: Any, app: Starlette, size: int) -> None:
     call = request_caller(
         app, "POST", "/v2/models/delay-minimal/infer", orjson.dumps(request), headers=JSON
     )
-    assert _ok(call())["outputs"][0]["shape"] == [size]
+    assert ok_body(call())["outputs"][0]["shape"] == [size]
     benchmark(call)
 
 

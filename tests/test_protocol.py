@@ -409,6 +409,39 @@ def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
     run(scenario, Limits(max_in_flight=2, hold_early_retries=False))
 
 
+@pytest.mark.parametrize(("connections", "bound"), [(3, 4), (4, 2)])
+def test_a_crowded_worker_sheds_past_the_crowded_bound(connections: int, bound: int) -> None:
+    """A worker holding more than `crowded_connections` open connections sheds past
+    `crowded_in_flight` unanswered requests; one holding that many or fewer, past
+    `max_in_flight`."""
+    limits = Limits(
+        max_in_flight=4, hold_early_retries=False, crowded_connections=3, crowded_in_flight=2
+    )
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.connections.update(object() for _ in range(connections - 1))  # + this one
+        assert len(protocol.connections) == connections
+        loop = asyncio.get_running_loop()
+        unfinished = {loop.create_future() for _ in range(bound - 1)}
+        protocol.tasks.update(unfinished)  # type: ignore[arg-type]
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")  # bound - 1 others: served
+        transport.data = b""
+        protocol.tasks.add(loop.create_future())  # type: ignore[arg-type]
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 503 ")  # bound others: shed
+
+    run(scenario, limits)
+
+
+def test_the_crowded_bound_never_raises_the_bound() -> None:
+    limits = Limits(max_in_flight=8, crowded_connections=10, crowded_in_flight=16)
+    assert limits.bound(10) == limits.bound(11) == 8
+    assert Limits(max_in_flight=8, crowded_connections=10, crowded_in_flight=3).bound(11) == 3
+
+
 def test_in_flight_counts_what_the_bound_counts() -> None:
     """app.microbatch's count of the worker's requests: started (their task made, even not yet
     run) and not answered, as the in-flight bound counts them."""

@@ -27,6 +27,19 @@ def test_the_in_flight_bound_and_the_hold_have_one_documented_default() -> None:
     assert Settings.from_env({"HOLD_EARLY_RETRIES": "off"}).hold_early_retries is False
 
 
+def test_the_crowded_bound_has_one_documented_default() -> None:
+    settings, limits = Settings(), Limits()
+    assert (limits.crowded_connections, limits.crowded_in_flight) == (
+        settings.crowded_connections,
+        settings.crowded_in_flight,
+    )
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"| `CROWDED_CONNECTIONS` | {settings.crowded_connections} |" in readme
+    assert f"| `CROWDED_IN_FLIGHT` | {settings.crowded_in_flight} |" in readme
+    crowded = Settings.from_env({"CROWDED_CONNECTIONS": "300", "CROWDED_IN_FLIGHT": "8"})
+    assert (crowded.crowded_connections, crowded.crowded_in_flight) == (300, 8)
+
+
 def test_environment_overrides() -> None:
     settings = Settings.from_env(
         {
@@ -55,6 +68,8 @@ def test_environment_overrides() -> None:
         ("TABULATE_MINIMAL", "maybe", "a boolean"),
         ("MICROBATCH", "maybe", "a boolean"),
         ("HOLD_EARLY_RETRIES", "maybe", "a boolean"),
+        ("CROWDED_CONNECTIONS", "many", "a positive integer"),
+        ("CROWDED_IN_FLIGHT", "0", "a positive integer"),
         ("LOG_LEVEL", "loud", "one of debug, info"),
         ("BIND", "localhost", "HOST:PORT"),
         ("BIND", "0.0.0.0:99999", "HOST:PORT"),
