@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.chaos import Tally
 from benchmarks.overload import (
+    P99_MIN_SAMPLES,
     CpuSnapshot,
     cpu_split,
     cpu_table,
     machine_cpu_s,
+    probe_figures,
     table,
     verdicts,
 )
@@ -108,3 +111,14 @@ def test_the_cpu_table_gives_median_shares_and_the_workers_cpu_per_answer() -> N
     lines = cpu_table(result).splitlines()
     assert len(lines) == 2 + 1  # the row without CPU figures (an older file) is left out
     assert lines[-1] == "| at-once | 64 | 1,024 | 60% | 20% | 5% | 15% | 65 µs | 50 µs |"
+
+
+def test_the_probe_gives_a_p99_only_from_enough_200s() -> None:
+    """A p99 of fewer than P99_MIN_SAMPLES 200s is None (the 503s do not count); the p50 and
+    the maximum are given from any."""
+    few = Tally(timed=[(200, 0.001)] * (P99_MIN_SAMPLES - 2) + [(200, 0.2)] + [(503, 1.0)] * 50)
+    figures = probe_figures(few)
+    assert figures["ok_p99_ms"] is None
+    assert (figures["ok_p50_ms"], figures["ok_max_ms"]) == (1.0, 200.0)
+    enough = Tally(timed=[(200, 0.001)] * (P99_MIN_SAMPLES - 1) + [(200, 0.2)])
+    assert probe_figures(enough)["ok_p99_ms"] == 1.0
