@@ -78,9 +78,9 @@ def _rounds_lines(data: dict[str, Any]) -> list[str]:
         "## Alternating rounds: issue 10's in-process goal",
         "",
         "benchmarks/test_alternating.py: the no-op (`noop`, minimal body), the table path "
-        "(`minimal-1`) and onnxruntime full (`full-1`), one flight a request, take turns call "
-        "by call (the order reversed every other time), so each round's medians come from the "
-        "same moments. Each round's ratio is its path's median over the same round's no-op "
+        "(`minimal-1`) and onnxruntime full (`full-1`), one flight a request, take turns in runs "
+        "of 50 calls (the order reversed every other turn), so each round's medians come from "
+        "the same moments. Each round's ratio is its path's median over the same round's no-op "
         "median; a verdict only when every round agrees, otherwise within the noise.",
         "",
         "| path | median of the rounds' ratios to the no-op | rounds' range | rounds | target "

@@ -1,7 +1,7 @@
 """Issue 10's in-process goal, judged over alternating rounds: `make bench`.
 
-The no-op and the paths compared with it take turns call by call (the order reversed every
-other time), so a stretch of slower machine (the shared cores run at two speeds, a few tenths
+The no-op and the paths compared with it take turns in runs of RUN calls (the order reversed
+every other turn), so a stretch of slower machine (the shared cores run at two speeds, a few tenths
 of a second each) slows them all alike, and a round's medians are measured over the same
 moments. pytest-benchmark times each round; the calls' own timings give each path's median a
 round (extra_info "rounds"), which benchmarks.latency_report turns into each round's ratio to
