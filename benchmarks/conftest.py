@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,12 @@ from starlette.applications import Starlette
 from app.main import create_app
 from app.model import FULL_MODEL, MINIMAL_MODEL
 from app.settings import Settings
-from benchmarks.asgi import started
+from benchmarks.asgi import Message, request_caller, started
+from benchmarks.noop_app import create_app as create_noop_app
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SIZES = (1, 100, 1000)
+JSON = {"content-type": "application/json"}
 
 
 def _card(name: str) -> dict[str, Any]:
@@ -55,6 +57,14 @@ def make_flights(count: int, schedule: bool, seed: int = 0) -> list[dict[str, An
 def predict_body(contract: str, size: int) -> bytes:
     """A /predict body of `size` synthetic flights of the contract."""
     return orjson.dumps({"flights": make_flights(size, contract == "full")})
+
+
+def noop_caller() -> Callable[[], list[Message]]:
+    """The framework ceiling: one minimal flight's /predict body into a Starlette app that only
+    reads it (benchmarks/noop_app.py)."""
+    return request_caller(
+        create_noop_app(), "POST", "/predict", predict_body("minimal", 1), headers=JSON
+    )
 
 
 def ok_body(messages: list[dict[str, Any]]) -> dict[str, Any]:

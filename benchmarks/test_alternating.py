@@ -15,12 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 
 from benchmarks.asgi import Message, request_caller
-from benchmarks.conftest import make_flights, ok_body, predict_body
-from benchmarks.noop_app import create_app as create_noop_app
+from benchmarks.conftest import JSON, noop_caller, ok_body, predict_body
 
 ROUNDS = 15
 CALLS = 2000
@@ -28,15 +26,13 @@ CALLS = 2000
 caches, as in a server that answers only it); WARMUP untimed calls a path go first."""
 RUN = 50
 WARMUP = 500
-JSON = {"content-type": "application/json"}
 
 
 def callers(app: Starlette) -> dict[str, Callable[[], list[Message]]]:
     """The no-op ceiling (minimal body), the table path and onnxruntime full, one flight each,
     their answers checked once before any timing."""
-    noop_body = orjson.dumps({"flights": make_flights(1, False)})
     calls = {
-        "noop": request_caller(create_noop_app(), "POST", "/predict", noop_body, headers=JSON),
+        "noop": noop_caller(),
         **{
             f"{contract}-1": request_caller(
                 app, "POST", "/predict", predict_body(contract, 1), headers=JSON

@@ -14,21 +14,12 @@ from starlette.applications import Starlette
 
 from app.model import ModelSet, OnnxModel
 from benchmarks.asgi import request_caller
-from benchmarks.conftest import SIZES, make_flights, ok_body, predict_body
-from benchmarks.noop_app import create_app as create_noop_app
-
-JSON = {"content-type": "application/json"}
+from benchmarks.conftest import JSON, SIZES, make_flights, noop_caller, ok_body, predict_body
 
 
 def test_noop_ceiling(benchmark: Any) -> None:
     """The same request into a Starlette app that only reads the body: the framework's share."""
-    call = request_caller(
-        create_noop_app(),
-        "POST",
-        "/predict",
-        orjson.dumps({"flights": make_flights(1, False)}),
-        headers=JSON,
-    )
+    call = noop_caller()
     ok_body(call())
     benchmark(call)
 

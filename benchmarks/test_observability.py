@@ -33,10 +33,9 @@ from app.model import MINIMAL_MODEL, OnnxModel
 from app.request_id import RequestIdMiddleware
 from app.settings import Settings
 from benchmarks.asgi import request_caller, started
-from benchmarks.conftest import MODELS_DIR, SIZES, make_flights
+from benchmarks.conftest import JSON, MODELS_DIR, SIZES, make_flights
 from tests.conftest import add_profiles
 
-JSON = {"content-type": "application/json"}
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
