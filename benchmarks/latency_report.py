@@ -79,7 +79,7 @@ def _rounds_lines(data: dict[str, Any]) -> list[str]:
         "",
         "benchmarks/test_alternating.py: the no-op (`noop`, minimal body), the table path "
         "(`minimal-1`) and onnxruntime full (`full-1`), one flight a request, take turns in runs "
-        "of 50 calls (the order reversed every other turn), so each round's medians come from "
+        "of `RUN` calls (benchmarks/test_alternating.py; the order reversed every other turn), so each round's medians come from "
         "the same moments. Each round's ratio is its path's median over the same round's no-op "
         "median; a verdict only when every round agrees, otherwise within the noise.",
         "",
