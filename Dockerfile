@@ -64,10 +64,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODELS_DIR=/srv/app/models \
     BIND=0.0.0.0:8000
 
-# The release check (app/check_models.py, `make check-models`) on exactly what the image will
+# The release check (app/inference/check_models.py, `make check-models`) on exactly what the image will
 # serve: models that do not load, warm up or reproduce the export's probabilities fail the build.
 # Before USER: nothing runs after it (tests/test_security.py).
-RUN python -m app.check_models "$MODELS_DIR"
+RUN python -m app.inference.check_models "$MODELS_DIR"
 USER 10001:10001
 EXPOSE 8000
 EXPOSE 8001

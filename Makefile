@@ -17,7 +17,9 @@ export BIND
 SERVE_STAMP := $(VENV)/.serve-installed
 DEV_STAMP := $(VENV)/.dev-installed
 # The code `python -m export` imports (dvc.yaml's export stage names the same files).
-TRAINING_CODE := $(wildcard train/*.py export/*.py) $(addprefix app/,__init__.py drift.py errors.py features.py flights.py http.py model.py)
+TRAINING_CODE := $(wildcard train/*.py export/*.py) $(addprefix app/,__init__.py errors.py \
+	inference/__init__.py inference/features.py inference/flights.py inference/model.py \
+	observability/__init__.py observability/drift.py rest/__init__.py rest/http.py)
 
 .PHONY: help
 help: ## list the targets
@@ -57,7 +59,7 @@ $(MODELS_DIR)/delay-full.onnx: $(SCL_DATA) $(TRAINING_CODE) | $(DEV_STAMP)
 
 .PHONY: check-models
 check-models: $(SERVE_STAMP) ## check a model directory before it goes live (MODELS_DIR=...)
-	$(BIN)/python -m app.check_models $(MODELS_DIR)
+	$(BIN)/python -m app.inference.check_models $(MODELS_DIR)
 
 .PHONY: lint
 lint: $(DEV_STAMP) ## ruff and mypy

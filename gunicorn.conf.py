@@ -3,7 +3,7 @@
 BIND, WORKERS and the rest come from the environment through app.settings (WORKERS defaults
 to the CPUs this process may use: app.cpus); a bad value stops start-up with one line naming
 it. SIGHUP reloads the models from MODELS_DIR, refusing (and keeping the old ones) when they do
-not load: see app/reload.py. gunicorn executes this file again on every SIGHUP.
+not load: see app/server/reload.py. gunicorn executes this file again on every SIGHUP.
 """
 
 from __future__ import annotations
@@ -28,20 +28,23 @@ except ValueError as _error:
     _cannot_start(_error)
 
 bind = [_SETTINGS.bind]
-if _SETTINGS.metrics_bind:  # /metrics only, on its own port (app.metrics_port)
+if _SETTINGS.metrics_bind:  # /metrics only, on its own port (app.observability.metrics_port)
     bind.append(_SETTINGS.metrics_bind)
 workers = _SETTINGS.workers
-# uvicorn's worker with app.protocol's limits: head size, read timeouts, graceful drain. Under a
-# uvicorn worker, uvicorn parses HTTP, so gunicorn's limit_request_line, limit_request_fields and
-# limit_request_field_size have no effect: MAX_HEAD_BYTES (app.settings) is the limit.
-worker_class = "app.worker.UvicornWorker"
+# uvicorn's worker with app.server.protocol's limits: head size, read timeouts, graceful drain.
+# Under a uvicorn worker, uvicorn parses HTTP, so gunicorn's limit_request_line,
+# limit_request_fields and limit_request_field_size have no effect: MAX_HEAD_BYTES (app.settings) is
+# the limit.
+worker_class = "app.server.worker.UvicornWorker"
 keepalive = 75  # longer than the usual load balancer idle timeout (60 s): no reset races
 graceful_timeout = 20
 timeout = 30
 backlog = 2048
 accesslog = _SETTINGS.access_log  # off by default: one log line costs more than a prediction
 errorlog = "-"
-logger_class = "app.logs.GunicornLogger"  # JSON lines in the master too, with LOG_FORMAT=json
+logger_class = (
+    "app.observability.logs.GunicornLogger"  # JSON lines in the master too, with LOG_FORMAT=json
+)
 loglevel = _SETTINGS.log_level
 proc_name = "latam-delay"
 control_socket_disable = (
@@ -55,7 +58,7 @@ control_socket_disable = (
 # from outside.
 _RUN_DIR_ENV = "LATAM_DELAY_RUN_DIR"
 if not os.environ.get(_RUN_DIR_ENV):
-    from app.reload import clean_stale_runs, run_dir
+    from app.server.reload import clean_stale_runs, run_dir
 
     clean_stale_runs()
     os.environ[_RUN_DIR_ENV] = str(run_dir("run"))
@@ -67,10 +70,10 @@ _RUN_DIR = Path(os.environ[_RUN_DIR_ENV])
 
 def on_starting(server: Any) -> None:
     """Checks the models once in the master and pins the workers to that checked copy
-    (app.reload): a missing, unreadable or corrupt file stops start-up here with one line naming
-    it, instead of every worker failing to boot in turn."""
+    (app.server.reload): a missing, unreadable or corrupt file stops start-up here with one line
+    naming it, instead of every worker failing to boot in turn."""
     from app.errors import ModelLoadError
-    from app.reload import pin, take_snapshot
+    from app.server.reload import pin, take_snapshot
 
     try:
         release = take_snapshot(_SETTINGS.models_dir, _RUN_DIR / "models", _SETTINGS.ort_threads)
@@ -83,7 +86,7 @@ def on_starting(server: Any) -> None:
 
 def on_reload(server: Any) -> None:
     """SIGHUP: the new workers get MODELS_DIR's models if they load, else the old ones."""
-    from app.reload import reload_models
+    from app.server.reload import reload_models
 
     reload_models(
         _RUN_DIR / "models",
@@ -102,7 +105,7 @@ def pre_fork(server: Any, worker: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    from app.reload import in_use, prune
+    from app.server.reload import in_use, prune
 
     multiprocess.mark_process_dead(worker.pid)
     prune(_RUN_DIR / "models", in_use(os.environ, server.WORKERS.values()))

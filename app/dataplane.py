@@ -14,10 +14,10 @@ from typing import Any
 from starlette.datastructures import State
 
 from app.errors import NotFound, NotReady
-from app.flights import Columns, FlightValidator
-from app.microbatch import Scorer
-from app.model import ModelSet, OnnxModel, Prediction
-from app.overload import BatchThread
+from app.inference.flights import Columns, FlightValidator
+from app.inference.microbatch import Scorer
+from app.inference.model import ModelSet, OnnxModel, Prediction
+from app.server.overload import BatchThread
 from app.tensors import InferenceRequest, output_metadata
 
 SERVER_NAME = "latam-delay"
@@ -70,9 +70,9 @@ class DataPlane:
         }
 
     async def infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
-        """Large batches are scored in the worker's batch thread (app.overload), off the event
-        loop, so that the worker keeps answering (and, for gRPC, taking in) other calls; the
-        others with the concurrent requests of the same model (app.microbatch)."""
+        """Large batches are scored in the worker's batch thread (app.server.overload), off the
+        event loop, so that the worker keeps answering (and, for gRPC, taking in) other calls; the
+        others with the concurrent requests of the same model (app.inference.microbatch)."""
         batches: BatchThread = self._state.batches
         size = len(next(iter(request.columns.values())))
         if batches.offloads(size):

@@ -1,6 +1,6 @@
 """One error hierarchy for everything a client can get wrong.
 
-Each subclass carries its HTTP status; `app.http.service_error` is the single place
+Each subclass carries its HTTP status; `app.rest.http.service_error` is the single place
 that turns one into JSON, so no route formats an error by hand.
 """
 
@@ -19,8 +19,9 @@ def shown(value: Any) -> Any:
     """A client's value as an error may quote it: short and flat.
 
     Scalars as they are (strings cut to SHOWN_CHARS), a short list of scalars item by item; any
-    other list or object only by its kind and size, never walked: a value nested hundreds of levels deep would otherwise overflow orjson's
-    recursion limit on the way out (a 500), and a megabyte string would be echoed whole.
+    other list or object only by its kind and size, never walked: a value nested hundreds of levels
+    deep would otherwise overflow orjson's recursion limit on the way out (a 500), and a megabyte
+    string would be echoed whole.
     """
     if value is None or type(value) in (bool, int, float):
         return value
@@ -95,7 +96,7 @@ class NotReady(ServiceError):
 
 
 class Overloaded(ServiceError):
-    """More requests are waiting in this worker than it may queue (app.overload)."""
+    """More requests are waiting in this worker than it may queue (app.server.overload)."""
 
     status_code = 503
 

@@ -13,18 +13,18 @@ from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.types import ASGIApp
 
-from app import metrics_port, tracing
 from app.dataplane import DataPlane
-from app.drift_metrics import DriftMonitor
-from app.flights import FlightValidator
-from app.http import EXCEPTION_HANDLERS
-from app.logs import AccessLogMiddleware
-from app.metrics import MetricsMiddleware, count_predictions, expect_models
-from app.microbatch import Scorer
-from app.model import ModelSet
-from app.overload import BatchThread, on_event_loop
-from app.request_id import RequestIdMiddleware
-from app.routes import ROUTES, PredictFirst
+from app.inference.flights import FlightValidator
+from app.inference.microbatch import Scorer
+from app.inference.model import ModelSet
+from app.observability import metrics_port, tracing
+from app.observability.drift_metrics import DriftMonitor
+from app.observability.logs import AccessLogMiddleware
+from app.observability.metrics import MetricsMiddleware, count_predictions, expect_models
+from app.observability.request_id import RequestIdMiddleware
+from app.rest.http import EXCEPTION_HANDLERS
+from app.rest.routes import ROUTES, PredictFirst
+from app.server.overload import BatchThread, on_event_loop
 from app.settings import Settings
 
 logger = logging.getLogger("app")
@@ -49,7 +49,7 @@ class Service(Starlette):
     user middleware cannot reach: so that a 500 carries `X-Request-ID`, its log line the ID, and
     is counted in the metrics like any other answer. Around them, when configured: the access
     log, OpenTelemetry, and the metrics port. Inside them, `POST /predict` skips Starlette's
-    layers (app.routes.PredictFirst)."""
+    layers (app.rest.routes.PredictFirst)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         # Start-up's objects (modules, models, the table) out of every later collection: the
         # full collections that requests' surviving objects trigger walk only theirs (a merge's
-        # waiting requests made them 25-45 ms each: app.microbatch).
+        # waiting requests made them 25-45 ms each: app.inference.microbatch).
         gc.collect()
         gc.freeze()
         yield

@@ -31,16 +31,18 @@ class Settings:
     """intra- and inter-op threads per onnxruntime session: one per worker, the workers are the
     parallelism; a thread pool in each of N workers only fights over the same cores."""
     tabulate_minimal: bool = True
-    """Serve the minimal model from a table of its whole 552-flight domain (see OnnxModel.tabulate)."""
+    """Serve the minimal model from a table of its whole 552-flight domain (see
+    OnnxModel.tabulate)."""
     max_head_bytes: int = 16_384
-    """Request line + headers; larger heads get `431` (app.protocol: uvicorn has no limit)."""
+    """Request line + headers; larger heads get `431` (app.server.protocol: uvicorn has no
+    limit)."""
     head_timeout: int = 10
     """Seconds for a request's head to arrive once its connection or request began (`408`)."""
     body_timeout: int = 30
     """Seconds for a request's body to arrive after its head (`408`)."""
     max_in_flight: int = 64
     """Unanswered requests per worker past which a new one gets `503` + Retry-After at once
-    (app.overload). 64: up to 64 clients that wait for each answer are never shed, however
+    (app.server.overload). 64: up to 64 clients that wait for each answer are never shed, however
     they spread over the workers, and beyond them a request waits behind at most 64 others;
     with clients that honour Retry-After, the 200s' p99 at 1,024 connections is several times
     lower than with 256, at no cost in throughput. Lower bounds, measured with the hold, cut
@@ -49,31 +51,33 @@ class Settings:
     lower bound only for a crowded worker (below)."""
     hold_early_retries: bool = True
     """A request a connection sends before the Retry-After of its last 503 has elapsed is held
-    and answered 503 (keeping the connection) when it has, instead of at once (app.overload):
+    and answered 503 (keeping the connection) when it has, instead of at once (app.server.overload):
     clients that ignore Retry-After cannot spend the workers' time on a loop of 503s."""
     crowded_connections: int = 128
     crowded_in_flight: int = 16
     """A worker holding more than `crowded_connections` open connections sheds past
-    `crowded_in_flight` unanswered requests instead of `max_in_flight` (app.overload): with
+    `crowded_in_flight` unanswered requests instead of `max_in_flight` (app.server.overload): with
     that many clients most are shed anyway, and the fewer it serves at once, the sooner each
     is answered."""
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
-    they do not hold its event loop (app.overload)."""
+    they do not hold its event loop (app.server.overload)."""
     microbatch: bool = True
     """Score the onnxruntime `/predict` requests a worker has in hand at once in one call per
-    model (app.microbatch; measured in reports/benchmarks.md)."""
+    model (app.inference.microbatch; measured in reports/benchmarks.md)."""
     bind: str = "0.0.0.0:8000"
     workers: int = field(default_factory=cpus.available)
     """gunicorn workers: the CPUs this process may use (app.cpus), not the host's."""
     log_level: str = "info"
     access_log: str | None = None
-    """`-` logs every request to stdout; off by default (a log line costs more than a prediction)."""
+    """`-` logs every request to stdout; off by default (a log line costs more than a
+    prediction)."""
     grpc_bind: str = "0.0.0.0:8001"
     """Where every worker also serves the OIP over gRPC (app.grpc); empty: no gRPC."""
     grpc_max_streams: int = 100
     """Concurrent gRPC calls (HTTP/2 streams) per client connection."""
-    # observability (app.logs, app.tracing, app.drift_metrics, metrics_bind)
+    # observability (app.observability.logs, app.observability.tracing,
+    # app.observability.drift_metrics, metrics_bind)
     log_format: str = "text"
     """`text` or `json`: one JSON object per log line."""
     metrics_bind: str = ""

@@ -1,7 +1,7 @@
 """Open Inference Protocol tensors, whatever carries them: the checks every input tensor passes,
 the raw (little-endian) tensor encoding, and the outputs a model gives.
 
-REST's JSON and binary extension (app.inference_protocol) and gRPC's protobuf messages
+REST's JSON and binary extension (app.rest.inference_protocol) and gRPC's protobuf messages
 (app.grpc.codec) both read their tensors through `InputColumns` and the raw codec here, so the
 two transports accept and refuse exactly the same tensors, with the same messages.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import BadRequest, quoted
-from app.model import Prediction
+from app.inference.model import Prediction
 
 OUTPUTS = {"label": "INT64", "proba": "FP32"}
 _INTEGER_TYPES = {"INT64": "<i8", "INT32": "<i4"}

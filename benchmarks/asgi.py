@@ -1,8 +1,8 @@
 """Calls an ASGI app in-process with no server and no event loop: the request path alone.
 
 The app never waits on anything real (the body is already in memory), so one `send(None)`
-runs the coroutine to completion, but for one thing: a request that app.microbatch merges (an
-OIP request onnxruntime scores) waits for the merge it schedules on the loop. (A `/predict`
+runs the coroutine to completion, but for one thing: a request that app.inference.microbatch merges
+(an OIP request onnxruntime scores) waits for the merge it schedules on the loop. (A `/predict`
 request is not merged here: `started` tells the app's scorer what a worker's server would,
 one request in flight at a time, so it is scored at once, as a worker's lone request is.)
 The driver then runs one pass of the loop
@@ -16,7 +16,7 @@ implementations (uvloop sets it the same way), checked by tests/test_asgi.py.
 `started` runs an app's lifespan on that same loop, in the calling thread, as a uvicorn worker
 runs its lifespan and its requests: one thread. (Starlette's TestClient runs the lifespan on a
 loop in a thread of its own; the app then hands each prediction's observers to that thread,
-app.overload.on_event_loop, and the two threads' fight over the GIL put a ~5 ms stall, the
+app.server.overload.on_event_loop, and the two threads' fight over the GIL put a ~5 ms stall, the
 switch interval, on calls that release it, such as onnxruntime's, which no server has.)
 """
 
@@ -44,7 +44,9 @@ def started(app: Starlette) -> Iterator[Starlette]:
     """`app` with its lifespan entered on `event_loop()`, in this thread; left on exit."""
     loop = event_loop()
     scorer = getattr(app.state, "scorer", None)
-    if scorer is not None:  # this driver's requests: one at a time (app.worker tells a worker's)
+    if (
+        scorer is not None
+    ):  # this driver's requests: one at a time (app.server.worker tells a worker's)
         scorer.in_flight = lambda: 1
     lifespan = app.router.lifespan_context(app)
     loop.run_until_complete(lifespan.__aenter__())

@@ -383,7 +383,8 @@ def new_outcome(name: str, args: argparse.Namespace) -> Outcome:
             "threads": args.threads,
             "workers": 2,
             "bodies": str(args.bodies),
-            "worker_class": args.worker_class or "gunicorn.conf.py's (app.worker.UvicornWorker)",
+            "worker_class": args.worker_class
+            or "gunicorn.conf.py's (app.server.worker.UvicornWorker)",
         },
     )
 

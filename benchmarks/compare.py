@@ -68,7 +68,7 @@ def variants(reference_model: str) -> tuple[Variant, ...]:
         Variant(BASELINE, "table path, minimal single flights: the product as the README "
                 "serves it", SERVICE),
         Variant("service-full", "onnxruntime full, full-schedule single flights (concurrent "
-                "requests of a worker merged into one onnxruntime call: app.microbatch)",
+                "requests of a worker merged into one onnxruntime call: app.inference.microbatch)",
                 SERVICE, bodies="full.jsonl"),
         Variant("service-full-unbatched", "onnxruntime full, full-schedule single flights, one "
                 "onnxruntime call per request (MICROBATCH=0)", SERVICE,

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
+from app.inference.model import FULL_MODEL, MINIMAL_MODEL
 from app.main import create_app
-from app.model import FULL_MODEL, MINIMAL_MODEL
 from app.settings import Settings
 from benchmarks.asgi import Message, request_caller, started
 from benchmarks.noop_app import create_app as create_noop_app

@@ -1,10 +1,11 @@
 """What the reliability edge costs per request, in-process: `python -m benchmarks.edge_overhead`.
 
-* `app.request_id.RequestIdMiddleware` around a constant ASGI app, against the bare app, with and
-  without an incoming X-Request-ID (benchmarks.asgi's caller: no server, no event loop);
-* `app.protocol.GuardedHttpToolsProtocol` against uvicorn's `HttpToolsProtocol`: one keep-alive
-  connection fed the same POST /predict request over and over on a uvloop loop, with a fake
-  transport and a constant app, so the difference is the subclass alone.
+* `app.observability.request_id.RequestIdMiddleware` around a constant ASGI app, against the bare
+  app, with and without an incoming X-Request-ID (benchmarks.asgi's caller: no server, no event
+  loop);
+* `app.server.protocol.GuardedHttpToolsProtocol` against uvicorn's `HttpToolsProtocol`: one
+  keep-alive connection fed the same POST /predict request over and over on a uvloop loop, with a
+  fake transport and a constant app, so the difference is the subclass alone.
 
 Prints ns per request, best of --rounds; the figures go into reports/reliability.md.
 """
@@ -22,8 +23,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.protocol import GuardedHttpToolsProtocol
-from app.request_id import RequestIdMiddleware
+from app.observability.request_id import RequestIdMiddleware
+from app.server.protocol import GuardedHttpToolsProtocol
 from benchmarks.asgi import request_caller
 from benchmarks.stress import load_average
 

@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "delay-minimal"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 FLUSH_WAIT = 1.5
-"""Seconds for every worker's metrics of a run to reach /metrics (app.metrics flushes each 1 s)."""
+"""Seconds for every worker's metrics of a run to reach /metrics (app.observability.metrics flushes
+each 1 s)."""
 OIP_SCRIPT = "benchmarks/grpc_oip.lua"
 FIELDS = ("OPERA", "TIPOVUELO", "MES")
 

@@ -4,7 +4,7 @@ Each option set gets its own session on the committed model; the sets take turns
 A B C ...) over --rounds, each turn timing --calls runs of the same encoded batch, so a burst
 of other work on the shared machine hits one turn of every set rather than every turn of one.
 Reports the median over rounds of each set's median call, and its ratio to the served options
-(`served`: what app/model.py uses) in the same round. Writes benchmarks-ort.md and .json.
+(`served`: what app/inference/model.py uses) in the same round. Writes benchmarks-ort.md and .json.
 
 The options tried are the ones that can matter for a TreeEnsemble graph: the graph
 optimisation level (the graph is one or two nodes, so little is expected) and intra-op threads
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.flights import FlightValidator
-from app.model import MODEL_NAMES, ONNX_INPUT, ONNX_PROBABILITIES, OnnxModel
+from app.inference.flights import FlightValidator
+from app.inference.model import MODEL_NAMES, ONNX_INPUT, ONNX_PROBABILITIES, OnnxModel
 from benchmarks.conftest import MODELS_DIR, make_flights
 from benchmarks.stress import load_average, machine, revision
 
@@ -62,7 +62,7 @@ class Options:
 
 SERVED = "served"
 OPTIONS = (
-    Options(SERVED),  # app/model.py: onnxruntime's default level (all), one thread
+    Options(SERVED),  # app/inference/model.py: onnxruntime's default level (all), one thread
     Options("optimisation disabled", level="disabled"),
     Options("optimisation basic", level="basic"),
     Options("optimisation extended", level="extended"),

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
-from app.model import ModelSet, OnnxModel
+from app.inference.model import ModelSet, OnnxModel
 from benchmarks.asgi import request_caller
 from benchmarks.conftest import JSON, SIZES, make_flights, noop_caller, ok_body, predict_body
 
@@ -72,7 +72,8 @@ def test_decode(benchmark: Any, app: Starlette, contract: str, size: int) -> Non
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("contract", ["minimal", "full"])
 def test_encode(benchmark: Any, app: Starlette, contract: str, size: int) -> None:
-    """The feature encoding alone (app.features), on validated columns: the step between."""
+    """The feature encoding alone (app.inference.features), on validated columns: the step
+    between."""
     model = served_model(app, contract)
     body = predict_body(contract, size)
     columns = app.state.validator.decode(body).single()

@@ -25,12 +25,12 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
-from app.drift import Profile, Window
-from app.flights import FlightValidator
-from app.logs import JsonFormatter
+from app.inference.flights import FlightValidator
+from app.inference.model import MINIMAL_MODEL, OnnxModel
 from app.main import create_app
-from app.model import MINIMAL_MODEL, OnnxModel
-from app.request_id import RequestIdMiddleware
+from app.observability.drift import Profile, Window
+from app.observability.logs import JsonFormatter
+from app.observability.request_id import RequestIdMiddleware
 from app.settings import Settings
 from benchmarks.asgi import request_caller, started
 from benchmarks.conftest import JSON, MODELS_DIR, SIZES, make_flights

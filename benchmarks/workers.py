@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from app.worker import UvicornWorker
+from app.server.worker import UvicornWorker
 
 
 class PurePythonWorker(UvicornWorker):
     """The service's worker on asyncio's own event loop and the pure-Python h11 parser: uvicorn
-    without its extras. (app.protocol's guards extend the httptools protocol, so they are off
+    without its extras. (app.server.protocol's guards extend the httptools protocol, so they are off
     here; they cost about 0.5 us a request, reports/reliability.md.)"""
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "asyncio", "http": "h11"}

@@ -20,9 +20,9 @@ import numpy as np
 import orjson
 from threadpoolctl import threadpool_limits
 
-from app.features import FeatureEncoder, from_flights
-from app.flights import Columns
-from app.model import FULL_MODEL, MINIMAL_MODEL
+from app.inference.features import FeatureEncoder, from_flights
+from app.inference.flights import Columns
+from app.inference.model import FULL_MODEL, MINIMAL_MODEL
 from export.card import METRICS_FILE, build_card, metrics_summary, with_profile, with_samples
 from export.lean import LeanGraphError, served_onnx
 from export.onnx import Calibrated, ParityError, check_parity, costs_per_row

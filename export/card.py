@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from app import drift
-from app.features import FeatureEncoder
-from app.flights import FLIGHT_TYPES, Flight
+from app.inference.features import FeatureEncoder
+from app.inference.flights import FLIGHT_TYPES, Flight
+from app.observability import drift
 from export.onnx import TARGET_OPSET, Parity
 from train.candidates import CANDIDATES, SEED
 from train.data import HOLIDAY_YEARS
@@ -188,7 +188,7 @@ def with_profile(
     card: dict[str, Any], flights: Sequence[Flight], probabilities: np.ndarray
 ) -> dict[str, Any]:
     """The card plus the training distribution of every input and of the predicted
-    probability, which the service compares its traffic with (app.drift)."""
+    probability, which the service compares its traffic with (app.observability.drift)."""
     return card | {"profile": drift.profile(flights, probabilities, card["threshold"]).to_json()}
 
 
@@ -203,8 +203,8 @@ def with_samples(
 ) -> dict[str, Any]:
     """The card plus a few training flights, as a client sends them, with scikit-learn's
     probability for each: from the lowest probability to the highest, so the threshold falls
-    between them. The release check (app.check_models) runs them through onnxruntime in the
-    serving image, which has no scikit-learn, and compares."""
+    between them. The release check (app.inference.check_models) runs them through onnxruntime in
+    the serving image, which has no scikit-learn, and compares."""
     order = np.argsort(probabilities, kind="stable")
     picks = order[np.linspace(0, len(order) - 1, SAMPLES).round().astype(int)]
     samples = [

@@ -27,8 +27,8 @@ function is small, so it is written here as:
   served blend (two ensembles, the logistic regression's Gemm, Concat, five more).
 
 The graph has skl2onnx's input (`features`, [N, F] float) and `probabilities` ([N, 2] float),
-the only output the service asks for (app.model); skl2onnx's `label` output (the argmax of the
-uncalibrated probabilities, not the card's threshold) is not written.
+the only output the service asks for (app.inference.model); skl2onnx's `label` output (the argmax of
+the uncalibrated probabilities, not the card's threshold) is not written.
 
 Codes: a one-hot column's step function takes a code's integer part, as skl2onnx's graph does
 (it casts the float to int64 before its OneHotEncoder): the same for every float the encoder
@@ -39,8 +39,9 @@ there both graphs differ from it; the encoder never emits one. A binned column's
 the bin edges rounded up to float32, so a float32 value falls in scikit-learn's bin
 (searchsorted in float64) whatever its value. A tree never fails on any input: no lookup can
 be out of range. NaN or an infinity in a code column (never emitted either) counts as no
-category too (a tree model's copied trees send it where skl2onnx's do), unless the model has rate columns: then the Gemm over the whole row (0 x NaN)
-makes the probability NaN, where skl2onnx's graph, scaling the rate columns alone, ignores it.
+category too (a tree model's copied trees send it where skl2onnx's do), unless the model has rate
+columns: then the Gemm over the whole row (0 x NaN) makes the probability NaN, where skl2onnx's
+graph, scaling the rate columns alone, ignores it.
 
 tests/test_lean.py checks these graphs against skl2onnx's (the reference) on every code each
 column can take and on real rows; the export checks them against skl2onnx's on the served rows
@@ -63,7 +64,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
 
-from app.model import ONNX_INPUT, ONNX_PROBABILITIES
+from app.inference.model import ONNX_INPUT, ONNX_PROBABILITIES
 from export.onnx import TARGET_OPSET, convert, onnx_probabilities, with_platt
 from train.metrics import Platt
 

@@ -17,7 +17,7 @@ from skl2onnx import to_onnx, update_registered_converter
 from skl2onnx.common.data_types import FloatTensorType
 from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
 
-from app.model import ONNX_INPUT, ONNX_PROBABILITIES
+from app.inference.model import ONNX_INPUT, ONNX_PROBABILITIES
 from train.metrics import Platt
 
 PARITY_TOLERANCE = 1e-4

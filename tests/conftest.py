@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from app.flights import Columns, Flight
+from app.inference.flights import Columns, Flight
 from app.main import create_app
 from app.settings import Settings
 from train.data import DATA_ENV, data_location
@@ -188,10 +188,11 @@ def payload_cases(name: str) -> list[Any]:
 
 
 def add_profiles(models_dir: Path, flights_for: Callable[[bool], list[Flight]]) -> None:
-    """Gives every card in `models_dir` that has none a drift profile (app.drift) of the flights
-    `flights_for(schedule)` returns, scored by the card's own model: what export writes."""
-    from app import drift
-    from app.model import MODEL_NAMES, OnnxModel
+    """Gives every card in `models_dir` that has none a drift profile (app.observability.drift) of
+    the flights `flights_for(schedule)` returns, scored by the card's own model: what export
+    writes."""
+    from app.inference.model import MODEL_NAMES, OnnxModel
+    from app.observability import drift
 
     for name in MODEL_NAMES:
         path = models_dir / f"{name}.json"

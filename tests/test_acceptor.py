@@ -1,4 +1,4 @@
-"""app.acceptor: every waiting connection is taken in one turn (up to BURST), handed to the
+"""app.server.acceptor: every waiting connection is taken in one turn (up to BURST), handed to the
 protocol; closing stops accepting; an accept error is a log line, not an exception."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import pytest
 
-from app import acceptor
-from app.acceptor import Acceptor
+from app.server import acceptor
+from app.server.acceptor import Acceptor
 
 
 class Counting(asyncio.Protocol):

@@ -30,8 +30,8 @@ def test_a_request_that_never_waits_is_run_to_its_answer() -> None:
 
 @pytest.mark.parametrize("microbatch", [True, False])
 def test_a_full_schedule_flight_gets_its_merge_in_one_loop_pass(microbatch: bool) -> None:
-    """Merged (app.microbatch), the request waits for a callback of the loop: one pass runs it.
-    The loop is the running loop while the app runs (its metrics ask for it)."""
+    """Merged (app.inference.microbatch), the request waits for a callback of the loop: one pass
+    runs it. The loop is the running loop while the app runs (its metrics ask for it)."""
     app = create_app(Settings(models_dir=MODELS_DIR, microbatch=microbatch))
     with started(app):
         app.state.scorer.in_flight = None  # no server's count: every request may merge

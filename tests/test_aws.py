@@ -19,9 +19,9 @@ from mangum import Mangum
 from samtranslator.translator.transform import transform as sam_transform
 from samtranslator.yaml_helper import yaml_parse
 
+from app.inference.model import ModelSet
 from app.main import create_app
-from app.model import ModelSet
-from app.routes import ROUTES
+from app.rest.routes import ROUTES
 from app.settings import Settings
 from deploy.aws import handler as lambda_handler
 from tests.conftest import MODELS_DIR, PAYLOADS, ROOT
@@ -115,7 +115,9 @@ def test_every_http_api_route_reaches_a_route_of_the_app(template):
         if path.endswith("{proxy+}"):
             assert any(p.startswith(path.removesuffix("{proxy+}")) for p, _ in app_routes), path
         else:
-            assert (path, method) in app_routes, f"{method} {path} is not a route of app.routes"
+            assert (path, method) in app_routes, (
+                f"{method} {path} is not a route of app.rest.routes"
+            )
     # Every Open Inference Protocol route of the app is reachable through the API.
     for path, method in app_routes:
         if path.startswith("/v2") and method != "HEAD":

@@ -1,5 +1,5 @@
-"""app.check_models: the release check passes the committed models and fails each way a release
-can be unfit (files, cards, threshold, parity), naming the model and what is wrong."""
+"""app.inference.check_models: the release check passes the committed models and fails each way a
+release can be unfit (files, cards, threshold, parity), naming the model and what is wrong."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.check_models import PARITY_TOLERANCE, check, main
+from app.inference.check_models import PARITY_TOLERANCE, check, main
 from export.card import SAMPLES
 from tests.conftest import MODELS_DIR, ROOT
 
@@ -175,7 +175,7 @@ def test_make_check_models_runs_it_on_the_directory_given(release: Path) -> None
 
 def test_it_needs_no_training_library() -> None:
     """It runs in the serving image: importing it loads neither scikit-learn nor pandas."""
-    code = "import sys, app.check_models; print(sorted({'sklearn', 'pandas'} & set(sys.modules)))"
+    code = "import sys, app.inference.check_models; print(sorted({'sklearn', 'pandas'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip() == "[]", result.stderr
 

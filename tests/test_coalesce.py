@@ -1,5 +1,5 @@
-"""app.coalesce on a real server: uvicorn on uvloop, a real socket, the guarded protocol, with
-the connection's transport wrapped to record each write; an h11 client reads the answers."""
+"""app.server.coalesce on a real server: uvicorn on uvloop, a real socket, the guarded protocol,
+with the connection's transport wrapped to record each write; an h11 client reads the answers."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.main import create_app
-from app.protocol import GuardedHttpToolsProtocol
+from app.server.protocol import GuardedHttpToolsProtocol
 from app.settings import Settings
 from tests.conftest import MODELS_DIR, PAYLOADS
 
@@ -334,11 +334,11 @@ def test_the_service_answers_each_request_in_one_write() -> None:
 
 
 def test_the_uvicorn_internals_the_coalescing_relies_on_are_there() -> None:
-    """app.coalesce stands in for the transport of uvicorn's cycle and reads the cycle's state
-    when it writes the head; pyproject pins a tested uvicorn range, and this fails loudly the
+    """app.server.coalesce stands in for the transport of uvicorn's cycle and reads the cycle's
+    state when it writes the head; pyproject pins a tested uvicorn range, and this fails loudly the
     day a release changes what it relies on."""
     cycle_source = inspect.getsource(RequestResponseCycle)
-    # the cycle uses no more of its transport than app.coalesce passes on
+    # the cycle uses no more of its transport than app.server.coalesce passes on
     used = set(re.findall(r"self\.transport\.(\w+)", cycle_source))
     assert used == {"write", "close", "is_closing"}, used
     assert "self.transport = transport" in cycle_source

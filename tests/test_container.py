@@ -148,7 +148,7 @@ def test_the_build_runs_the_release_check_on_the_models_it_ships(dockerfile):
     checks = [
         i
         for i, (keyword, args) in enumerate(stage)
-        if keyword == "RUN" and "app.check_models" in args
+        if keyword == "RUN" and "app.inference.check_models" in args
     ]
     assert len(checks) == 1
     copy_models = next(

@@ -8,10 +8,10 @@ from starlette.datastructures import State
 
 from app.dataplane import DataPlane
 from app.errors import InvalidFlight, NotFound, NotReady, PayloadTooLarge
-from app.flights import FlightValidator
-from app.microbatch import Scorer
-from app.model import FULL_MODEL, MINIMAL_MODEL, ModelSet
-from app.overload import BatchThread
+from app.inference.flights import FlightValidator
+from app.inference.microbatch import Scorer
+from app.inference.model import FULL_MODEL, MINIMAL_MODEL, ModelSet
+from app.server.overload import BatchThread
 from app.tensors import InferenceRequest
 from tests.conftest import MODELS_DIR
 

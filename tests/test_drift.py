@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from app import drift
-from app.flights import Flight, Schedule
-from app.model import MODEL_NAMES, OnnxModel
+from app.inference.flights import Flight, Schedule
+from app.inference.model import MODEL_NAMES, OnnxModel
+from app.observability import drift
 from tests.conftest import columns_of
 
 OPERATORS = ["Grupo LATAM", "Sky Airline", "Copa Air", "Avianca", "Rare Air"]

@@ -14,11 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from app.drift_metrics import MIN_FLIGHTS
-from app.flights import Flight, FlightValidator
+from app.inference.flights import Flight, FlightValidator
+from app.inference.model import MODEL_NAMES, OnnxModel
 from app.main import create_app
-from app.metrics import count_predictions
-from app.model import MODEL_NAMES, OnnxModel
+from app.observability.drift_metrics import MIN_FLIGHTS
+from app.observability.metrics import count_predictions
 from app.settings import Settings
 from benchmarks.conftest import make_flights
 from tests.conftest import MODELS_DIR, add_profiles

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from app.features import from_flights
+from app.inference.features import from_flights
 from train.candidates import (
     CANDIDATES,
     REPORTED_HALF_LIVES,

@@ -17,9 +17,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from starlette.testclient import TestClient
 
 import export.__main__ as export_main
-from app.features import from_flights
+from app.inference.features import from_flights
+from app.inference.model import MODEL_NAMES, ModelSet
 from app.main import create_app
-from app.model import MODEL_NAMES, ModelSet
 from app.settings import Settings
 from export.onnx import (
     Calibrated,

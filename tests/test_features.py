@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.features import (
+from app.inference.features import (
     GROUPS,
     MINIMAL_GROUPS,
     OTHER,
@@ -21,7 +21,7 @@ from app.features import (
     high_season,
     take,
 )
-from app.flights import Columns, Flight, Schedule
+from app.inference.flights import Columns, Flight, Schedule
 
 HOLIDAYS = np.array(["2017-01-01", "2017-09-18", "2017-09-19", "2017-12-25"], dtype="datetime64[D]")
 
@@ -213,7 +213,7 @@ def _random_columns(count: int) -> tuple[Columns, np.ndarray]:
 
 def _encoder(which: str) -> FeatureEncoder:
     if which == "committed full model":
-        from app.model import ModelSet
+        from app.inference.model import ModelSet
         from tests.conftest import MODELS_DIR
 
         return ModelSet.load(MODELS_DIR).full.card.encoder
@@ -255,7 +255,7 @@ def test_one_flight_encodes_bit_for_bit_as_in_the_whole_real_data(real_data: Pat
     """Every flight of the real data alone (a one-flight request's path, FeatureEncoder._row)
     gets the float32 bits the column-wise encoding of all 68,206 gives it, for both served
     models."""
-    from app.model import ModelSet
+    from app.inference.model import ModelSet
     from tests.conftest import MODELS_DIR
     from train.data import load
 
@@ -310,7 +310,7 @@ def test_committed_full_model_scores_an_unseen_flight_number_like_its_route(
 ) -> None:
     """On the real data: a new LAN flight number to SCFA is scored by LAN's SCFA route, not
     by a pooled rare bucket; a new route by the airline."""
-    from app.model import ModelSet
+    from app.inference.model import ModelSet
     from tests.conftest import MODELS_DIR
 
     encoder = ModelSet.load(MODELS_DIR).full.card.encoder

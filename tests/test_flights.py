@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from app.errors import BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
-from app.flights import ALLOWED_FIELDS, Batch, Columns, Flight, FlightValidator, Schedule
-from app.model import ModelCard, minimal_domain
+from app.inference.flights import ALLOWED_FIELDS, Batch, Columns, Flight, FlightValidator, Schedule
+from app.inference.model import ModelCard, minimal_domain
 from tests.conftest import MODELS_DIR, synthetic_rows
 
 VALIDATOR = FlightValidator(["Grupo LATAM", "Sky Airline"], max_flights=3)

@@ -33,10 +33,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.testclient import TestClient
 
-from app.flights import FlightValidator
+from app.inference.flights import FlightValidator
 from app.main import create_app
-from app.openapi import openapi_document
-from app.routes import ROUTES
+from app.rest.openapi import openapi_document
+from app.rest.routes import ROUTES
 from app.settings import Settings
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"

@@ -33,7 +33,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
-from app.metrics import FLUSH_SECONDS
+from app.observability.metrics import FLUSH_SECONDS
 from benchmarks import grpc_load
 from benchmarks.chaos import point, retagged_release, wait_for
 from tests.conftest import MODELS_DIR, PAYLOADS

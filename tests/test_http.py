@@ -1,4 +1,4 @@
-"""app.http's body reading, on raw ASGI scopes: which header values it goes by."""
+"""app.rest.http's body reading, on raw ASGI scopes: which header values it goes by."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.errors import PayloadTooLarge, UnsupportedMediaType
-from app.http import read_body, read_json_body
+from app.rest.http import read_body, read_json_body
 
 BODY = b'{"flights":[]}'
 

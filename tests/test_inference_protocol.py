@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from app.errors import BadRequest
-from app.inference_protocol import InferenceRequest, decode_request, encode_response
-from app.model import Prediction
+from app.inference.model import Prediction
+from app.rest.inference_protocol import InferenceRequest, decode_request, encode_response
 
 INPUTS = {"OPERA": "BYTES", "TIPOVUELO": "BYTES", "MES": "INT64"}
 

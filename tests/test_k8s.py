@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.routes import ROUTES
+from app.rest.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -192,7 +192,7 @@ def test_the_container_listens_where_gunicorn_binds(container):
 def test_probes_call_the_apps_health_routes(container, probe, path):
     http_get = container[probe]["httpGet"]
     assert http_get["path"] == path
-    assert http_get["path"] in get_routes(), f"{path} is not a GET route of app.routes"
+    assert http_get["path"] in get_routes(), f"{path} is not a GET route of app.rest.routes"
     names = {port["name"] for port in container["ports"]}
     assert http_get["port"] in names | {port["containerPort"] for port in container["ports"]}
 

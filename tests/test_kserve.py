@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.routes import ROUTES
+from app.rest.routes import ROUTES
 from app.settings import Settings
 from tests.conftest import ROOT
 

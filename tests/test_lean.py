@@ -15,9 +15,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 import export.lean as lean
-from app.features import HOLIDAY_HORIZON, Calendar, FeatureEncoder, from_flights
-from app.flights import Columns
-from app.model import ONNX_INPUT, ONNX_PROBABILITIES
+from app.inference.features import HOLIDAY_HORIZON, Calendar, FeatureEncoder, from_flights
+from app.inference.flights import Columns
+from app.inference.model import ONNX_INPUT, ONNX_PROBABILITIES
 from export.__main__ import champion_recipe, fit_all
 from export.lean import TREE_MODELS, LeanGraphError, lean_onnx, served_onnx
 from export.onnx import Calibrated, check_parity, convert, onnx_probabilities, with_platt
@@ -41,7 +41,7 @@ RATES = ("airline_rate", "flight_rate")
 
 
 def domain(name: str, encoder: FeatureEncoder | None = None, operators: int = 24) -> np.ndarray:
-    """Every value app.features.FeatureEncoder can put in the column `name` (the rate
+    """Every value app.inference.features.FeatureEncoder can put in the column `name` (the rate
     columns, continuous, by a grid over the logits' clipped range): the request validator
     bounds MES to 1-12, a departure's minute gives the hour."""
     if name in ("OPERA", "TIPOVUELO"):

@@ -1,5 +1,5 @@
-"""app.logs in-process: JSON lines, the text format, the access line (the deployed server's
-lines: tests/test_server_observability.py)."""
+"""app.observability.logs in-process: JSON lines, the text format, the access line (the deployed
+server's lines: tests/test_server_observability.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from app import logs, request_id
 from app.main import Service
+from app.observability import logs, request_id
 from app.settings import Settings
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -49,7 +49,7 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
 def test_flushed_tallies_equal_direct_observations() -> None:
     from prometheus_client import CollectorRegistry, Histogram
 
-    from app.metrics import BUCKETS, LATENCY, flush, observe_latency
+    from app.observability.metrics import BUCKETS, LATENCY, flush, observe_latency
 
     values = [0.0, 0.0004, 0.0005, 0.00051, 0.3, 2.5, 7.0, *BUCKETS]
     reference = Histogram(
@@ -107,10 +107,10 @@ def test_requests_total_equals_the_histograms_count(client: TestClient) -> None:
 
 
 def test_the_prometheus_client_internals_flush_relies_on_are_there() -> None:
-    """app.metrics.flush adds tallies to a histogram child's private `_sum` and `_buckets`
-    (prometheus_client has no bulk observe); pyproject pins a tested range, and this fails
-    loudly the day a release renames them."""
-    from app.metrics import BUCKETS, LATENCY
+    """app.observability.metrics.flush adds tallies to a histogram child's private `_sum` and
+    `_buckets` (prometheus_client has no bulk observe); pyproject pins a tested range, and this
+    fails loudly the day a release renames them."""
+    from app.observability.metrics import BUCKETS, LATENCY
 
     child = LATENCY.labels("/internals-test", "GET", "200")
     assert hasattr(child, "_sum"), "prometheus_client Histogram child has no _sum any more"

@@ -1,5 +1,5 @@
-"""app.metrics_port in-process: a request is told apart by the port it came in on (the real
-server listening on both: tests/test_server_observability.py)."""
+"""app.observability.metrics_port in-process: a request is told apart by the port it came in on (the
+real server listening on both: tests/test_server_observability.py)."""
 
 from __future__ import annotations
 

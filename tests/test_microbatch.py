@@ -12,10 +12,10 @@ import pytest
 from starlette.datastructures import State
 
 from app.dataplane import DataPlane
-from app.flights import Batch, Columns, FlightValidator
-from app.microbatch import Scorer
-from app.model import ModelSet, OnnxModel, Prediction
-from app.overload import BatchThread
+from app.inference.flights import Batch, Columns, FlightValidator
+from app.inference.microbatch import Scorer
+from app.inference.model import ModelSet, OnnxModel, Prediction
+from app.server.overload import BatchThread
 from app.tensors import InferenceRequest
 from benchmarks.conftest import make_flights
 from tests.conftest import MODELS_DIR

@@ -8,9 +8,8 @@ import orjson
 import pytest
 
 from app.errors import ModelLoadError
-from app.flights import Batch, Columns
-from app.http import dumps
-from app.model import (
+from app.inference.flights import Batch, Columns
+from app.inference.model import (
     FULL_MODEL,
     MINIMAL_MODEL,
     ModelSet,
@@ -18,6 +17,7 @@ from app.model import (
     Prediction,
     minimal_domain,
 )
+from app.rest.http import dumps
 from tests.conftest import MODELS_DIR
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from app.drift_metrics import DriftMonitor
+from app.observability.drift_metrics import DriftMonitor
 from tests.test_k8s import K8S, env_of, the
 
 MONITORING = K8S / "monitoring"

@@ -6,8 +6,8 @@ from typing import Any
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from app.flights import ALLOWED_FIELDS, INVALID_EXAMPLE
-from app.routes import ROUTES
+from app.inference.flights import ALLOWED_FIELDS, INVALID_EXAMPLE
+from app.rest.routes import ROUTES
 
 
 def _document(client: TestClient) -> dict[str, Any]:
@@ -92,11 +92,11 @@ def test_the_flight_schema_is_the_validators_declaration(client: TestClient) -> 
 
 
 def test_server_answers_of_the_guarded_protocol_are_documented(client: TestClient) -> None:
-    """408 and 431 come from app.protocol, not from a route: documented all the same, with a
+    """408 and 431 come from app.server.protocol, not from a route: documented all the same, with a
     body of the documented Error shape."""
     import json
 
-    from app.protocol import _response
+    from app.server.protocol import _response
 
     paths = _document(client)["paths"]
     for path in ("/predict", "/v2/models/{name}/infer"):
@@ -107,13 +107,14 @@ def test_server_answers_of_the_guarded_protocol_are_documented(client: TestClien
 
 
 def test_every_operation_documents_the_shed_503_with_retry_after(client: TestClient) -> None:
-    """app.protocol sheds any request past MAX_IN_FLIGHT, whatever its route: every operation
-    lists that 503, its Retry-After header, and a schema the shed body (app.overload's) fits."""
+    """app.server.protocol sheds any request past MAX_IN_FLIGHT, whatever its route: every operation
+    lists that 503, its Retry-After header, and a schema the shed body (app.server.overload's)
+    fits."""
     import json
 
     import jsonschema_rs
 
-    from app.overload import shed_response
+    from app.server.overload import shed_response
 
     document = _document(client)
     head, body = shed_response(b"id-1", False).split(b"\r\n\r\n", 1)

@@ -1,5 +1,5 @@
-"""app.overload: a request marked over the in-flight bound is answered 503 + Retry-After at once
-and counted; a large body is scored off the event loop, so a small request is not held behind
+"""app.server.overload: a request marked over the in-flight bound is answered 503 + Retry-After at
+once and counted; a large body is scored off the event loop, so a small request is not held behind
 it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
-from app.overload import (
+from app.server.overload import (
     EARLY_GRACE,
     RETRY_AFTER,
     SHED_ROUTE,
@@ -52,9 +52,9 @@ def test_a_request_before_the_retry_after_has_elapsed_is_held_until_it_has() -> 
 
 
 def test_shed_answers_are_counted_under_their_own_route() -> None:
-    from app.metrics import exposition, observe_latency
+    from app.observability.metrics import exposition, observe_latency
 
-    observe_latency(SHED_ROUTE, "POST", 503, 0.0)  # what app.protocol does for each
+    observe_latency(SHED_ROUTE, "POST", 503, 0.0)  # what app.server.protocol does for each
     samples = {
         (s.name, s.labels.get("route"), s.labels.get("status")): s.value
         for family in text_string_to_metric_families(exposition()[0].decode())
@@ -110,7 +110,7 @@ def test_a_small_request_is_not_held_behind_a_large_batch(
 
 
 def test_observers_of_batch_thread_predictions_run_on_the_event_loop() -> None:
-    from app.overload import on_event_loop
+    from app.server.overload import on_event_loop
 
     seen: list[tuple[int, int]] = []
 

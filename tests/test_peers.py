@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.flights import FLIGHT_TYPES, FlightValidator
-from app.inference_protocol import decode_request
-from app.model import ModelSet, OnnxModel
+from app.inference.flights import FLIGHT_TYPES, FlightValidator
+from app.inference.model import ModelSet, OnnxModel
+from app.rest.inference_protocol import decode_request
 from benchmarks.compare_report import RunInfo, RunResult
 from benchmarks.peers import bodies
 from benchmarks.peers.check import Outcome

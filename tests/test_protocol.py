@@ -1,4 +1,4 @@
-"""app.protocol on a real event loop with a fake transport: the head limit, the read timeouts
+"""app.server.protocol on a real event loop with a fake transport: the head limit, the read timeouts
 (the sweep called with chosen clock values, so no test waits for them) and the drain."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app import request_id as request_ids
-from app.logs import access_logger
-from app.metrics import exposition
-from app.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE
-from app.protocol import (
+from app.observability import request_id as request_ids
+from app.observability.logs import access_logger
+from app.observability.metrics import exposition
+from app.server.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE
+from app.server.protocol import (
     DRAIN_INTERVAL,
     DRAIN_QUIET,
     GuardedHttpToolsProtocol,
@@ -347,8 +347,9 @@ def test_a_connection_of_a_running_server_is_kept_alive() -> None:
 
 
 def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
-    """app.protocol subclasses uvicorn's HttpToolsProtocol and reads its per-connection state;
-    pyproject pins a tested uvicorn range, and this fails loudly the day a release changes it."""
+    """app.server.protocol subclasses uvicorn's HttpToolsProtocol and reads its per-connection
+    state; pyproject pins a tested uvicorn range, and this fails loudly the day a release changes
+    it."""
     import inspect
 
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -385,7 +386,8 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
 
 def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
     """Requests of this worker still unfinished (uvicorn's task set) when a head completes: at
-    `max_in_flight`, the request gets app.overload's 503 without the app; below it, the app."""
+    `max_in_flight`, the request gets app.server.overload's 503 without the app; below it, the
+    app."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         loop = asyncio.get_running_loop()
@@ -443,8 +445,8 @@ def test_the_crowded_bound_never_raises_the_bound() -> None:
 
 
 def test_in_flight_counts_what_the_bound_counts() -> None:
-    """app.microbatch's count of the worker's requests: started (their task made, even not yet
-    run) and not answered, as the in-flight bound counts them."""
+    """app.inference.microbatch's count of the worker's requests: started (their task made, even not
+    yet run) and not answered, as the in-flight bound counts them."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         count = in_flight(protocol.server_state)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from app.protocol import SWEEP_INTERVAL
+from app.server.protocol import SWEEP_INTERVAL
 from app.settings import Settings
 from benchmarks import chaos
 from tests.test_server import Server, spawn, stop, wait_until_ready

@@ -1,4 +1,4 @@
-"""app.reload: a release is copied and loaded before any worker may use it; a broken one is
+"""app.server.reload: a release is copied and loaded before any worker may use it; a broken one is
 refused naming the operator's file, and the previous snapshot stays pinned."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from app import reload as reload_module
 from app.errors import ModelLoadError
-from app.model import ModelSet
-from app.reload import (
+from app.inference.model import ModelSet
+from app.server import reload as reload_module
+from app.server.reload import (
     RUN_DIR_PATTERN,
     SERVED_ENV,
     SOURCE_ENV,
@@ -189,7 +189,8 @@ def test_an_unreadable_file_is_refused_naming_it(
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     with pytest.raises(ModelLoadError, match=r"cannot read .*delay-full\.onnx: Permission denied"):
         take_snapshot(models, tmp_path / "snapshots")
-    # and the same file read by a worker at start-up (app.model): the same kind of one line
+    # and the same file read by a worker at start-up (app.inference.model): the same kind of one
+    # line
     with pytest.raises(ModelLoadError, match=r"cannot read .*delay-full\.onnx: Permission denied"):
         ModelSet.load(models)
 

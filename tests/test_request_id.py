@@ -1,5 +1,5 @@
-"""app.request_id: the header on every answer, sane incoming IDs kept, others replaced, the ID
-in log records, and a fresh prefix in every forked worker."""
+"""app.observability.request_id: the header on every answer, sane incoming IDs kept, others
+replaced, the ID in log records, and a fresh prefix in every forked worker."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from app import request_id
-from app.request_id import HEADER, MAX_LENGTH, RequestIdMiddleware, accepted, new_id
+from app.observability import request_id
+from app.observability.request_id import HEADER, MAX_LENGTH, RequestIdMiddleware, accepted, new_id
 from benchmarks.asgi import request_caller
 
 GENERATED = re.compile(r"[0-9a-f]{12}-[0-9a-f]+")
@@ -57,7 +57,7 @@ def test_a_500_carries_the_id_and_its_log_line_too(caplog: pytest.LogCaptureFixt
 
     from starlette.routing import Route
 
-    from app.http import EXCEPTION_HANDLERS
+    from app.rest.http import EXCEPTION_HANDLERS
 
     request_id.install_log_context()
     app = Service(routes=[Route("/broken", broken)], exception_handlers=EXCEPTION_HANDLERS)

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from app.flights import Columns, FlightValidator
+from app.inference.flights import Columns, FlightValidator
+from app.inference.model import ModelSet, OnnxModel
 from app.main import create_app
-from app.model import ModelSet, OnnxModel
-from app.routes import PREDICT_ROUTE
+from app.rest.routes import PREDICT_ROUTE
 from app.settings import Settings
 from tests.conftest import MODELS_DIR, ROOT, payload_cases, payload_request
 
@@ -361,8 +361,8 @@ def _answer(client: TestClient, url: str, content: bytes, headers: dict[str, str
 def test_predict_answers_alike_ahead_of_the_router_and_through_it(
     both_paths: tuple[TestClient, TestClient], case: dict[str, Any]
 ) -> None:
-    """Status, headers and body: the errors PredictFirst maps (app.http.send_error) are the ones
-    Starlette's error middleware maps on the router's path."""
+    """Status, headers and body: the errors PredictFirst maps (app.rest.http.send_error) are the
+    ones Starlette's error middleware maps on the router's path."""
     direct, routed = both_paths
     url, content, headers = payload_request(case)
     assert _answer(direct, url, content, headers) == _answer(routed, "/api" + url, content, headers)

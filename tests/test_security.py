@@ -13,7 +13,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from app.main import create_app
-from app.routes import ROUTES
+from app.rest.routes import ROUTES
 from app.settings import Settings
 from tests.test_container import final_stage, instructions
 
@@ -60,7 +60,7 @@ def failing_client() -> Iterator[TestClient]:
         models: Any = app.state.models
 
         def broken(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError(f"boom in {ROOT}/app/model.py (site-packages/onnxruntime)")
+            raise RuntimeError(f"boom in {ROOT}/app/inference/model.py (site-packages/onnxruntime)")
 
         models.predict = broken
         models.predict_with = broken

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
-from app.metrics import FLUSH_SECONDS
+from app.observability.metrics import FLUSH_SECONDS
 from tests.conftest import MODELS_DIR, PAYLOADS, ROOT, payload_request
 
 pytestmark = pytest.mark.server
@@ -514,7 +514,7 @@ def predictions(families: list[Any], model: str) -> float:
 
 def totals(url: str, scrapes: int = 6) -> tuple[float, float, float]:
     """Every scrape must give the same totals, whichever worker answers it, once every worker
-    has flushed its tallies (app.metrics flushes them each FLUSH_SECONDS)."""
+    has flushed its tallies (app.observability.metrics flushes them each FLUSH_SECONDS)."""
     time.sleep(FLUSH_SECONDS + 0.5)
     seen = set()
     for _ in range(scrapes):
@@ -647,7 +647,8 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, v
 
 
 def test_the_real_server_sends_no_server_header(server: Server, http: httpx.Client) -> None:
-    """uvicorn adds `server: uvicorn` unless told not to (app.worker): ask the real server."""
+    """uvicorn adds `server: uvicorn` unless told not to (app.server.worker): ask the real
+    server."""
     answers = [
         http.get("/health"),
         http.get("/no/such/path"),

@@ -17,9 +17,9 @@ import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.drift import PSI_ALERT, PSI_WARN
-from app.flights import Flight
-from app.metrics import FLUSH_SECONDS
+from app.inference.flights import Flight
+from app.observability.drift import PSI_ALERT, PSI_WARN
+from app.observability.metrics import FLUSH_SECONDS
 from tests.conftest import MODELS_DIR, add_profiles
 from tests.test_server import HOST, Server, free_port, spawn, stop, wait_until_ready
 from train.data import DATA_ENV, data_location, load

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from app import cpus
-from app.protocol import Limits
+from app.server.protocol import Limits
 from app.settings import DEFAULT_MODELS_DIR, Settings
 
 
@@ -17,7 +17,7 @@ def test_defaults() -> None:
 
 
 def test_the_in_flight_bound_and_the_hold_have_one_documented_default() -> None:
-    """app.protocol's Limits and the settings agree, and the README states those values."""
+    """app.server.protocol's Limits and the settings agree, and the README states those values."""
     default = Settings().max_in_flight
     assert Limits().max_in_flight == default
     assert Limits().hold_early_retries is Settings().hold_early_retries is True

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.errors import BadRequest
-from app.model import Prediction
+from app.inference.model import Prediction
 from app.tensors import (
     InputColumns,
     _varied_elements,

@@ -1,6 +1,6 @@
-"""app.tracing: off, nothing of OpenTelemetry is loaded or in the request path; on, a real server
-exports a span per request, continuing the caller's traceparent, to an OTLP/HTTP collector
-(a stub on a loopback port that keeps what it receives)."""
+"""app.observability.tracing: off, nothing of OpenTelemetry is loaded or in the request path; on, a
+real server exports a span per request, continuing the caller's traceparent, to an OTLP/HTTP
+collector (a stub on a loopback port that keeps what it receives)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""app.worker: uvicorn is configured with the guarded protocol, the settings' limits, and a
+"""app.server.worker: uvicorn is configured with the guarded protocol, the settings' limits, and a
 shutdown deadline inside gunicorn's; the app logger goes to gunicorn's log with request IDs."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.glogging import Logger
 
-from app.protocol import GuardedHttpToolsProtocol, Limits
-from app.request_id import REQUEST_ID
-from app.worker import SHUTDOWN_MARGIN, UvicornWorker
+from app.observability.request_id import REQUEST_ID
+from app.server.protocol import GuardedHttpToolsProtocol, Limits
+from app.server.worker import SHUTDOWN_MARGIN, UvicornWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def test_shed_requests_are_access_logged_with_access_log(monkeypatch: pytest.Mon
 def test_gunicorn_conf_names_this_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LATAM_DELAY_RUN_DIR", str(tmp_path))  # as on SIGHUP: makes no directory
     conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    assert conf["worker_class"] == "app.worker.UvicornWorker"
+    assert conf["worker_class"] == "app.server.worker.UvicornWorker"
     # gunicorn's own parser limits do nothing under a uvicorn worker: they must not pretend to.
     assert not {"limit_request_line", "limit_request_fields", "limit_request_field_size"} & set(
         conf
@@ -102,14 +102,14 @@ def test_uvicorn_sends_no_server_header(monkeypatch: pytest.MonkeyPatch) -> None
 def test_shutdown_marks_the_server_draining_before_uvicorn_closes_its_listener(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """So that a connection made after uvicorn's shutdown began drains too (app.protocol)."""
+    """So that a connection made after uvicorn's shutdown began drains too (app.server.protocol)."""
     import asyncio
 
     import uvicorn
 
-    from app import protocol
+    from app.server import protocol
+    from app.server.worker import Server
     from app.settings import Settings
-    from app.worker import Server
 
     draining_when_uvicorn_shut_down: list[bool] = []
 
@@ -124,16 +124,16 @@ def test_shutdown_marks_the_server_draining_before_uvicorn_closes_its_listener(
 
 
 def test_the_scorer_is_told_the_servers_requests_in_flight() -> None:
-    """So that app.microbatch scores a request alone in its worker at once."""
+    """So that app.inference.microbatch scores a request alone in its worker at once."""
     import asyncio
 
     import uvicorn
     from starlette.applications import Starlette
 
-    from app.microbatch import Scorer
-    from app.overload import BatchThread
+    from app.inference.microbatch import Scorer
+    from app.server.overload import BatchThread
+    from app.server.worker import Server
     from app.settings import Settings
-    from app.worker import Server
 
     app = Starlette()
     app.state.scorer = Scorer(BatchThread(256), merge=True)

@@ -1,5 +1,5 @@
 """The models we compare. Each is a scikit-learn estimator over the encoded matrix of
-`app.features`, so whichever wins exports to ONNX as it is."""
+`app.inference.features`, so whichever wins exports to ONNX as it is."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
 
-from app.features import MINIMAL_GROUPS, RATE_FEATURES, feature_names
+from app.inference.features import MINIMAL_GROUPS, RATE_FEATURES, feature_names
 
 SEED = 0
 CATEGORICAL = (

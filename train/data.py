@@ -17,8 +17,8 @@ import holidays
 import numpy as np
 import pandas as pd
 
-from app import features
-from app.flights import Flight, FlightValidator
+from app.inference import features
+from app.inference.flights import Flight, FlightValidator
 
 CSV_SHA256 = "66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829"
 DEFAULT_DATA = Path("data/raw/dataset_SCL.csv.gz")

@@ -21,8 +21,8 @@ from sklearn.ensemble import VotingClassifier
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 
-from app.features import FeatureEncoder, feature_names, take
-from app.flights import Columns
+from app.inference.features import FeatureEncoder, feature_names, take
+from app.inference.flights import Columns
 from train.data import DataError
 from train.metrics import (
     Platt,

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from app.features import GROUPS, MINIMAL_GROUPS
-from app.flights import Columns
+from app.inference.features import GROUPS, MINIMAL_GROUPS
+from app.inference.flights import Columns
 from train.candidates import CANDIDATES, REPORTED_HALF_LIVES, Candidate
 from train.ceiling import Ceiling, cell_ceiling
 from train.evaluate import (

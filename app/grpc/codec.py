@@ -1,4 +1,4 @@
-"""gRPC messages ↔ the data plane's terms: the protobuf twin of app.inference_protocol.
+"""gRPC messages ↔ the data plane's terms: the protobuf twin of app.rest.inference_protocol.
 
 Inputs come either all in `raw_input_contents` (one little-endian buffer per input, the
 encoding of REST's binary extension) or each in its tensor's typed `contents`; both pass
@@ -12,7 +12,7 @@ from typing import Any
 
 from app.errors import BadRequest
 from app.grpc import grpc_predict_v2_pb2 as pb
-from app.model import OnnxModel, Prediction
+from app.inference.model import OnnxModel, Prediction
 from app.tensors import OUTPUTS, InferenceRequest, InputColumns, check_output, from_raw, to_raw
 
 _CONTENTS = {"BYTES": "bytes_contents", "INT64": "int64_contents", "INT32": "int_contents"}

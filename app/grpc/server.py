@@ -15,7 +15,7 @@ import grpc
 
 from app.dataplane import DataPlane
 from app.grpc.servicer import InferenceServicer, generic_handler
-from app.metrics import keep_flushing
+from app.observability.metrics import keep_flushing
 from app.settings import Settings
 
 HANDOVER_SECONDS = 0.2

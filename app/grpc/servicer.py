@@ -27,8 +27,8 @@ from app.errors import BadRequest, ServiceError
 from app.grpc import codec
 from app.grpc import grpc_predict_v2_pb2 as pb
 from app.grpc.status import details_of, status_of
-from app.metrics import observe_latency
-from app.request_id import HEADER, REQUEST_ID, accepted, new_id
+from app.observability.metrics import observe_latency
+from app.observability.request_id import HEADER, REQUEST_ID, accepted, new_id
 
 SERVICE = "inference.GRPCInferenceService"
 METHOD_LABEL = "GRPC"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app.flights import MINIMAL_FIELDS, SCHEDULE_FIELDS
+from app.inference.flights import MINIMAL_FIELDS, SCHEDULE_FIELDS
 
 FILES = {"oip-minimal.jsonl": "minimal.jsonl", "oip-full.jsonl": "full.jsonl"}
 """Each OIP body file and the /predict body file it is made from."""

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from app.flights import FLIGHT_TYPES, FlightValidator
-from app.model import ModelSet
+from app.inference.flights import FLIGHT_TYPES, FlightValidator
+from app.inference.model import ModelSet
 from benchmarks.peers.bodies import flights, infer_body, model_name
 
 

@@ -210,7 +210,7 @@ def render_markdown(results: Results) -> str:
         " with 2 workers (Triton: 2 instances of each model); the service runs as `make serve` "
         "runs it, with 2 gunicorn workers: on `/predict` and the OIP route it scores the "
         "onnxruntime requests a worker has in hand at once in one call (micro-batching, "
-        "`MICROBATCH=1`, its default; app/microbatch.py), each peer one call per request.",
+        "`MICROBATCH=1`, its default; app/inference/microbatch.py), each peer one call per request.",
         "",
         "## Labels checked before timing",
         "",

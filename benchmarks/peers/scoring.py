@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from app.flights import FlightValidator
-from app.model import ModelSet, OnnxModel
+from app.inference.flights import FlightValidator
+from app.inference.model import ModelSet, OnnxModel
 
 MAX_FLIGHTS = 10_000
 """The service's default MAX_FLIGHTS."""

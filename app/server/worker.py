@@ -1,12 +1,12 @@
-"""The gunicorn worker class: uvicorn's, serving through `app.protocol`'s guarded protocol.
+"""The gunicorn worker class: uvicorn's, serving through `app.server.protocol`'s guarded protocol.
 
-gunicorn.conf.py names it (`worker_class = "app.worker.UvicornWorker"`). Besides the protocol
+gunicorn.conf.py names it (`worker_class = "app.server.worker.UvicornWorker"`). Besides the protocol
 it wires two things uvicorn_worker leaves out: uvicorn's own graceful-shutdown timeout, set
 inside gunicorn's `graceful_timeout` so that a worker cancels what is left and exits cleanly
 before the master's SIGKILL, and the `app` logger, sent to gunicorn's error log with the
-request ID (app.request_id) in every line. It also serves gRPC (app.grpc) on GRPC_BIND from
-the same event loop: started once the app is ready, drained together with HTTP; and accepts
-HTTP connections through app.acceptor.
+request ID (app.observability.request_id) in every line. It also serves gRPC (app.grpc) on GRPC_BIND
+from the same event loop: started once the app is ready, drained together with HTTP; and accepts
+HTTP connections through app.server.acceptor.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from uvicorn import Config
 from uvicorn import Server as _Server
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
-from app import logs
-from app.acceptor import Acceptor
 from app.dataplane import DataPlane
-from app.microbatch import Scorer
-from app.protocol import Limits, begin_drain, guarded_protocol, in_flight
-from app.request_id import install_log_context
+from app.inference.microbatch import Scorer
+from app.observability import logs
+from app.observability.request_id import install_log_context
+from app.server.acceptor import Acceptor
+from app.server.protocol import Limits, begin_drain, guarded_protocol, in_flight
 from app.settings import Settings
 
 SHUTDOWN_MARGIN = 2
@@ -47,7 +47,7 @@ class Server(_Server):
         self.grpc_failed = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # gunicorn's sockets are served by app.acceptor's acceptors, not by uvloop's servers
+        # gunicorn's sockets are served by app.server.acceptor's acceptors, not by uvloop's servers
         # (which accept one connection per event-loop turn): uvicorn starts with none of them
         await super().startup(None if sockets is None else [])
         if sockets:
@@ -63,7 +63,8 @@ class Server(_Server):
             share = 2 * self.settings.workers
             acceptors = [Acceptor(loop, listener, protocol, share) for listener in sockets]
             self.servers.extend(acceptors)  # type: ignore[arg-type]  # closed by uvicorn's shutdown
-        # a /predict request alone in this worker is scored at once, not merged (app.microbatch)
+        # a /predict request alone in this worker is scored at once, not merged
+        # (app.inference.microbatch)
         scorer: Scorer | None = getattr(getattr(self.config.app, "state", None), "scorer", None)
         if scorer is not None:
             scorer.in_flight = in_flight(self.server_state)
@@ -85,7 +86,9 @@ class Server(_Server):
         logger.info("gRPC serving on %s", bind)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        begin_drain(self.server_state)  # before uvicorn closes the listener: see app.protocol
+        begin_drain(
+            self.server_state
+        )  # before uvicorn closes the listener: see app.server.protocol
         draining = [super().shutdown(sockets)]
         if self.grpc is not None:
             draining.append(self.grpc.stop(self.config.timeout_graceful_shutdown))
@@ -118,7 +121,9 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         app_logger.handlers = self.log.error_log.handlers
         app_logger.setLevel(self.log.error_log.level)
         app_logger.propagate = False
-        if settings.access_log:  # app.logs.AccessLogMiddleware's line replaces uvicorn's
+        if (
+            settings.access_log
+        ):  # app.observability.logs.AccessLogMiddleware's line replaces uvicorn's
             logging.getLogger("uvicorn.access").handlers = []  # uvicorn logs when it has any
             access_logger = logging.getLogger(logs.access_logger.name)
             access_logger.handlers = self.log.access_log.handlers

@@ -34,8 +34,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.flights import Columns
-from app.model import OnnxModel, Prediction
+from app.inference.flights import Columns
+from app.inference.model import OnnxModel, Prediction
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise for counters that only grow
 
@@ -68,7 +68,8 @@ _predictions: dict[OnnxModel, list[int]] = {}
 
 
 class Derived(Protocol):
-    """Metrics computed from the families every worker flushed, at scrape time (app.drift_metrics)."""
+    """Metrics computed from the families every worker flushed, at scrape time
+    (app.observability.drift_metrics)."""
 
     def flush(self) -> None: ...
 
@@ -173,9 +174,10 @@ class MetricsMiddleware:
     """Times and counts every HTTP request up to the start of its response; app.main puts it
     outside Starlette's error middleware, so that the 500s that middleware sends count too.
 
-    Like app.request_id's, neither `__call__` nor the send wrapper is a coroutine function: each
-    returns the awaitable of the layer below, a coroutine frame fewer per call (in-process, with
-    the caches cooled between requests as a server's are: 24.1 -> 21.9 us a table request)."""
+    Like app.observability.request_id's, neither `__call__` nor the send wrapper is a coroutine
+    function: each returns the awaitable of the layer below, a coroutine frame fewer per call
+    (in-process, with the caches cooled between requests as a server's are: 24.1 -> 21.9 us a table
+    request)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

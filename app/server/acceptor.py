@@ -8,7 +8,7 @@ once 200-400 of them waited seconds in the kernel's accept queue, draining at ab
 with and without the in-flight bound (reports/reliability.md §10). `Acceptor` watches a
 listening socket with `add_reader` and hands up to `BURST` connections a turn to the event loop
 (`connect_accepted_socket`: uvloop's own TCP transport, TCP_NODELAY set), as asyncio's own
-loop does. app.worker puts one in uvicorn's place for each of gunicorn's sockets; it has the
+loop does. app.server.worker puts one in uvicorn's place for each of gunicorn's sockets; it has the
 two methods uvicorn's shutdown calls on a server.
 """
 

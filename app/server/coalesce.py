@@ -4,7 +4,7 @@ uvicorn's cycle (`RequestResponseCycle.send`) writes the status line and headers
 transport as soon as the app starts its response, and the body with a second write when the
 app sends it; on loopback each write is a send syscall the kernel charges to the worker
 (py-spy under wrk: 44 % of a worker's samples in that `send`, the no-op's requests too). The
-guarded protocol (app.protocol) hands each cycle this transport instead of its own: the head
+guarded protocol (app.server.protocol) hands each cycle this transport instead of its own: the head
 of a response with a Content-Length and a body to come is held, and written with the body's
 first bytes. Every other write passes at once, in order: a `100 Continue`, the head of a
 chunked response, of a HEAD request's answer or of one with no body (Content-Length 0, as a

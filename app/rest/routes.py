@@ -10,15 +10,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import inference_protocol as oip
 from app.dataplane import DataPlane
 from app.errors import BadRequest, UnsupportedMediaType
-from app.flights import Batch, FlightValidator
-from app.http import JSONResponse, dumps, read_body, read_json_body, send_error, send_json_body
-from app.metrics import exposition
-from app.microbatch import Scorer
-from app.model import ModelSet, OnnxModel, Prediction
-from app.openapi import openapi_document
+from app.inference.flights import Batch, FlightValidator
+from app.inference.microbatch import Scorer
+from app.inference.model import ModelSet, OnnxModel, Prediction
+from app.observability.metrics import exposition
+from app.rest import inference_protocol as oip
+from app.rest.http import JSONResponse, dumps, read_body, read_json_body, send_error, send_json_body
+from app.rest.openapi import openapi_document
 from app.settings import Settings
 
 _OIP_CONTENT_TYPES = {"", "application/json", "application/octet-stream"}
@@ -75,7 +75,7 @@ class PredictFirst:
     a request touches counts (docs/performance.md). Skipping them for this one route: x0.88 the
     server CPU a request (development A/B over HTTP, table path). Nothing else changes: the route
     still owns 405s and the OpenAPI document, its errors go to the same handlers
-    (app.http.send_error), and the metrics, request-ID and access-log layers stay outside."""
+    (app.rest.http.send_error), and the metrics, request-ID and access-log layers stay outside."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,11 +1,11 @@
-"""`python -m app.check_models DIR`: is this model directory fit to go live?
+"""`python -m app.inference.check_models DIR`: is this model directory fit to go live?
 
 Run before models are served: by `make check-models MODELS_DIR=...` ahead of a reload (README),
 by the image build on the models it ships, and by the retrain workflow on the models it
 proposes. It runs in the serving image, which has onnxruntime but no scikit-learn:
 
 - the directory passes what start-up and a SIGHUP reload do, by the same code
-  (app.reload.take_snapshot): each card and its ONNX file, the sha256 the card holds, an
+  (app.server.reload.take_snapshot): each card and its ONNX file, the sha256 the card holds, an
   onnxruntime session, the warm-up;
 - each card is the file it claims: its name, and its version the first 12 hex of that sha256;
 - the threshold is a probability strictly inside the range of the card's sample probabilities,
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from app.errors import ModelLoadError, ServiceError
-from app.flights import FlightValidator
-from app.model import MODEL_NAMES, ModelSet, OnnxModel
-from app.reload import take_snapshot
+from app.inference.flights import FlightValidator
+from app.inference.model import MODEL_NAMES, ModelSet, OnnxModel
+from app.server.reload import take_snapshot
 
 PARITY_TOLERANCE = 1e-4
 """The export's own limit (export.onnx.PARITY_TOLERANCE, there on every training row)."""
@@ -113,7 +113,9 @@ def _sample_problems(models: ModelSet, model: OnnxModel, validator: FlightValida
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.check_models", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m app.inference.check_models", description=__doc__
+    )
     parser.add_argument("models_dir", type=Path, help="the directory to check (a release)")
     args = parser.parse_args(argv)
     passed, failed = check(args.models_dir)

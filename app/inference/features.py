@@ -3,7 +3,7 @@
 Training and serving both call this module, so the encoding cannot drift between them. The
 work is column-wise: `Columns` holds a batch as numpy arrays (one per request field), and
 `FeatureEncoder.encode_columns` turns them into the matrix; `encode(flights)` is the thin
-wrapper for `app.flights.Flight` objects.
+wrapper for `app.inference.flights.Flight` objects.
 
 Features come in named groups (`GROUPS`) so that training can drop a group that does not help
 on future months. Two kinds of encoding:
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from app.flights import Columns, Flight
+from app.inference.flights import Columns, Flight
 
 OTHER = "~other"
 """The code of an OPERA or TIPOVUELO value never seen in training."""

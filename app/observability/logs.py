@@ -1,10 +1,11 @@
 """Log lines: text (the default) or, with LOG_FORMAT=json, one JSON object per line.
 
 Every line made while a request is handled carries its request ID, and the caller's trace ID
-when it sent a valid `traceparent` (app.request_id). With ACCESS_LOG set, `AccessLogMiddleware`
-writes one line per request with its route template, status and duration, instead of uvicorn's
-(which knows neither the route nor the duration). The gunicorn master's own lines (start-up,
-reload, worker exits) take the same format through `GunicornLogger` (gunicorn.conf.py).
+when it sent a valid `traceparent` (app.observability.request_id). With ACCESS_LOG set,
+`AccessLogMiddleware` writes one line per request with its route template, status and duration,
+instead of uvicorn's (which knows neither the route nor the duration). The gunicorn master's own
+lines (start-up, reload, worker exits) take the same format through `GunicornLogger`
+(gunicorn.conf.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import orjson
 from gunicorn.glogging import Logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import UNMATCHED_ROUTE
-from app.request_id import NO_REQUEST, RequestIdFormatter, current, current_trace
+from app.observability.metrics import UNMATCHED_ROUTE
+from app.observability.request_id import NO_REQUEST, RequestIdFormatter, current, current_trace
 
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] [%(request_id)s] %(message)s"
 DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
@@ -103,8 +104,8 @@ class AccessLogMiddleware:
 
 
 def log_access(method: str, path: str, route: str, status: int, duration_ms: float) -> None:
-    """The access line of one answer: AccessLogMiddleware's, and app.protocol's for a request it
-    sheds without running the app."""
+    """The access line of one answer: AccessLogMiddleware's, and app.server.protocol's for a request
+    it sheds without running the app."""
     trace = current_trace()
     access_logger.info(
         "%s %s %d %.3f ms%s",

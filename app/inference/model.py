@@ -18,8 +18,8 @@ import onnxruntime as ort
 import orjson
 
 from app.errors import ModelLoadError
-from app.features import FeatureEncoder
-from app.flights import FLIGHT_TYPES, Batch, Columns
+from app.inference.features import FeatureEncoder
+from app.inference.flights import FLIGHT_TYPES, Batch, Columns
 
 MINIMAL_MODEL = "delay-minimal"
 FULL_MODEL = "delay-full"
@@ -291,7 +291,8 @@ class ModelSet:
 
     def predict_each(self, model: OnnxModel, parts: Sequence[Columns]) -> list[Prediction]:
         """Several requests' flights, scored by `model` in one onnxruntime call and observed once,
-        as the same flights in one request would be (app.microbatch); each request its slice."""
+        as the same flights in one request would be (app.inference.microbatch); each request its
+        slice."""
         prediction = self.predict_with(model, Columns.joined(parts))
         return prediction.split([len(part) for part in parts])
 

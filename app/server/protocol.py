@@ -15,7 +15,7 @@ connection that never sends a byte open forever, and waits forever on a trickled
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
   worker are unanswered (`crowded_in_flight` while it holds more than `crowded_connections`
   open connections) is answered 503 + Retry-After at once, without running the app
-  (app.overload), counted in the metrics and, with ACCESS_LOG, in the access log; with
+  (app.server.overload), counted in the metrics and, with ACCESS_LOG, in the access log; with
   `hold_early_retries`, a request sent on a connection before the Retry-After of its last 503
   has elapsed is held instead: nothing more parsed, no app, not in flight, and answered 503
   once the Retry-After has elapsed (one held answer per connection at most, and one chunk
@@ -42,11 +42,11 @@ from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from app import request_id as request_ids
-from app.coalesce import CoalescingTransport
-from app.logs import log_access
-from app.metrics import observe_latency
-from app.overload import SHED_ROUTE, hold_until, shed_response
+from app.observability import request_id as request_ids
+from app.observability.logs import log_access
+from app.observability.metrics import observe_latency
+from app.server.coalesce import CoalescingTransport
+from app.server.overload import SHED_ROUTE, hold_until, shed_response
 
 SWEEP_INTERVAL = 1.0
 """Seconds between timeout sweeps: the timeouts' resolution."""
@@ -68,8 +68,8 @@ bound of 64 (503s at 64 connections, where nothing should be shed)."""
 
 def in_flight(server_state: ServerState) -> Callable[[], int]:
     """The count of this server's requests in flight (started, not yet answered), as a
-    function: what the in-flight bound counts, and what app.microbatch reads to score a request
-    alone in its worker at once."""
+    function: what the in-flight bound counts, and what app.inference.microbatch reads to score a
+    request alone in its worker at once."""
     tasks, answered = server_state.tasks, _ANSWERED.setdefault(server_state, set())
     return lambda: len(tasks) - len(answered)
 
@@ -96,7 +96,7 @@ class Limits:
 
     def bound(self, connections: int) -> int:
         """The in-flight bound of a worker with `connections` open: `max_in_flight`, or, past
-        `crowded_connections`, the lower `crowded_in_flight` (app.overload)."""
+        `crowded_connections`, the lower `crowded_in_flight` (app.server.overload)."""
         if connections > self.crowded_connections:
             return min(self.crowded_in_flight, self.max_in_flight)
         return self.max_in_flight

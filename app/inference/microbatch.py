@@ -8,8 +8,8 @@ waits. The first one to queue for a model schedules the merge with `call_soon`, 
 every task of that pass has queued: one onnxruntime call for all of them, and each request gets
 its own slice of the answer. There is no window to wait out: a request alone is scored alone,
 one loop pass later; and a `/predict` request that the server says is alone in its worker
-(`Scorer.in_flight`, set by app.worker from app.protocol's count) is scored at once, without
-that pass: in-process, the pass, its future and the merge's bookkeeping were a fifth of a
+(`Scorer.in_flight`, set by app.server.worker from app.server.protocol's count) is scored at once,
+without that pass: in-process, the pass, its future and the merge's bookkeeping were a fifth of a
 full-schedule request's time (docs/performance.md).
 
 A merged flight's probability can differ from its probability alone in the last float32 digits:
@@ -34,25 +34,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from app.flights import Batch, Columns
-from app.model import ModelSet, OnnxModel, Prediction
-from app.overload import BatchThread
+from app.inference.flights import Batch, Columns
+from app.inference.model import ModelSet, OnnxModel, Prediction
+from app.server.overload import BatchThread
 
 _Waiting = tuple[Columns, "asyncio.Future[Prediction]"]
 
 
 class Scorer:
     """How a worker scores its requests' flights: large batches in its batch thread
-    (app.overload), the onnxruntime ones of concurrent requests merged (when `merge`), the rest
-    at once."""
+    (app.server.overload), the onnxruntime ones of concurrent requests merged (when `merge`), the
+    rest at once."""
 
     def __init__(self, batches: BatchThread, merge: bool) -> None:
         self.batches = batches
         self.merge = merge
         self._waiting: dict[OnnxModel, list[_Waiting]] = {}
         self.in_flight: Callable[[], int] | None = None
-        """public: the HTTP requests in flight in this worker, this one included (app.worker
-        sets it from app.protocol's count); None (no server says): every request may merge."""
+        """public: the HTTP requests in flight in this worker, this one included (app.server.worker
+        sets it from app.server.protocol's count); None (no server says): every request may
+        merge."""
 
     async def predict(self, models: ModelSet, batch: Batch) -> Prediction:
         """A `/predict` body's flights."""

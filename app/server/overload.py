@@ -3,7 +3,7 @@
 A worker's requests queue as asyncio tasks: uvicorn starts one per request whose head has
 arrived, and they run one after another. Past `max_in_flight` unfinished ones, waiting longer
 only makes every answer later (at 1,024 connections on 2 workers, p99 went to 5 s), so
-app.protocol answers the request at once with `shed_response`: 503 with Retry-After and an
+app.server.protocol answers the request at once with `shed_response`: 503 with Retry-After and an
 X-Request-ID, counted in the metrics like any other answer, without running the app.
 
 Past `crowded_connections` (128) open connections a worker's bound is `crowded_in_flight`
@@ -26,8 +26,8 @@ the connection alive: closing it too was measured, and cost a fifth or more of t
 how a crashed worker's clients spread (reports/reliability.md §3, §10).
 
 A large batch is CPU work of tens of milliseconds (feature encoding, onnxruntime; the one-pass
-decoding of app.flights is a few ms even for the largest body and stays on the loop). Run on
-the event loop it holds every other request of its worker for that long. Batches of
+decoding of app.inference.flights is a few ms even for the largest body and stays on the loop). Run
+on the event loop it holds every other request of its worker for that long. Batches of
 `offload_flights` or more are therefore scored in one thread per worker: onnxruntime releases
 the GIL, and the Python parts give it up every switch interval (5 ms), so small requests keep
 being answered meanwhile. One thread, so that batches queue behind one another instead of
@@ -58,7 +58,7 @@ each be off by a few ms, and a client that waits 0.9 s of a 1-s Retry-After hono
 SHED_ROUTE = "<shed>"
 """The route label of shed answers in the metrics (they never reach routing)."""
 SHED_ERROR = Overloaded("overloaded: too many requests in flight, retry later")
-"""The error of every shed answer (app.openapi documents it on each route)."""
+"""The error of every shed answer (app.rest.openapi documents it on each route)."""
 _BODY = orjson.dumps(SHED_ERROR.to_json())
 _HEAD = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
@@ -70,7 +70,7 @@ P = ParamSpec("P")
 
 
 def shed_response(request_id: bytes, close: bool) -> bytes:
-    """The whole 503 answer, written by app.protocol without starting the app: a shed request
+    """The whole 503 answer, written by app.server.protocol without starting the app: a shed request
     must cost a small fraction of a served one, or shedding itself eats the capacity."""
     connection = b"connection: close\r\n" if close else b""
     return _HEAD + connection + b"x-request-id: " + request_id + b"\r\n\r\n" + _BODY

@@ -2,9 +2,9 @@
 documented, each example answered as documented).
 
 The `/predict` request (`PredictRequest`, `Flight`) is not written here: its schema is generated
-from the same msgspec declaration that decodes and validates it (`app.flights.Field`), and its
-400 example is the error the validator gives for `app.flights.INVALID_EXAMPLE`. The rest of the
-document (responses, the inference protocol's shapes) is written by hand.
+from the same msgspec declaration that decodes and validates it (`app.inference.flights.Field`), and
+its 400 example is the error the validator gives for `app.inference.flights.INVALID_EXAMPLE`. The
+rest of the document (responses, the inference protocol's shapes) is written by hand.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 
 from app.errors import ServiceError
-from app.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
-from app.overload import RETRY_AFTER, SHED_ERROR
+from app.inference.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
+from app.server.overload import RETRY_AFTER, SHED_ERROR
 from app.settings import Settings
 
 _REF_TEMPLATE = "#/components/schemas/{name}"
@@ -61,9 +61,9 @@ def _errors(invalid: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sheddable(paths: dict[str, Any]) -> dict[str, Any]:
-    """`paths` with app.overload's 503 on every operation: the server gives it to any request
+    """`paths` with app.server.overload's 503 on every operation: the server gives it to any request
     whose head completes while MAX_IN_FLIGHT requests of its worker are unfinished, or that
-    comes too soon after one on the same connection (held, app.overload)."""
+    comes too soon after one on the same connection (held, app.server.overload)."""
     shed = "Overloaded: MAX_IN_FLIGHT requests unfinished in this worker, CROWDED_IN_FLIGHT"
     shed += " while it holds more than CROWDED_CONNECTIONS connections (answered by the server"
     shed += f" at once, with `Retry-After: {RETRY_AFTER}`; a request sent on the same connection"

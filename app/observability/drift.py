@@ -7,7 +7,7 @@ falls in the same bucket in both. Buckets: the frequent values of each category 
 the month, the scheduled hour and weekday, and deciles of the training predicted probability.
 
 Serving keeps the hot path to incrementing counts in a list (`Window.observe`); PSI is computed
-from the counts summed over every worker, when /metrics is scraped (app.metrics).
+from the counts summed over every worker, when /metrics is scraped (app.observability.metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.flights import Columns, Flight
+from app.inference.flights import Columns, Flight
 
 OTHER = "~other"
 """The bucket of a category value too rare in training to have its own, or never seen."""
@@ -201,7 +201,8 @@ class Window:
         self._closed: deque[tuple[np.ndarray, int, int]] = deque(maxlen=self.SLOTS)
         self._counts = [0] * offset
         self._lone: dict[tuple[str, str, int, float], int] = {}
-        """lone minimal flights not yet in `_counts`: (operator, type, month, probability) → flights"""
+        """lone minimal flights not yet in `_counts`: (operator, type, month, probability) →
+        flights"""
         self._lone_scheduled: list[tuple[Any, ...]] = []
         """lone scheduled flights not yet in `_counts`: (operator, type, month, departure,
         destination, airline, number, probability)"""

@@ -8,7 +8,7 @@ an as-operated field (`Fecha-O`, known only after the flight) never passes silen
 The `Field`s below are the one declaration: each field's msgspec type (with its constraints,
 description and example), the problem an error names and what it allows. From them come the
 compiled decoder that validates a whole body in one pass (msgspec), the OpenAPI schema
-(`app.openapi`), and the error of a refused body, found by checking the same types field by
+(`app.rest.openapi`), and the error of a refused body, found by checking the same types field by
 field. The rules that join fields (a schedule is all four or none, a real date in the month MES
 says) are checked column-wise after the compiled pass, and again flight by flight only to name
 the first flight that breaks one. The inference protocol's flights come as columns already:
@@ -29,7 +29,7 @@ import msgspec
 import numpy as np
 
 from app.errors import BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
-from app.http import parse_json
+from app.rest.http import parse_json
 
 FLIGHT_TYPES = ("I", "N")
 DATETIME_FORMAT = "YYYY-MM-DD HH:MM:SS"
@@ -181,7 +181,7 @@ FULL_EXAMPLE = {
     "Vlo-I": "226",
 }
 INVALID_EXAMPLE = MINIMAL_EXAMPLE | {"MES": 13}
-"""The documented 400: app.openapi shows the error the validator gives for it."""
+"""The documented 400: app.rest.openapi shows the error the validator gives for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +263,7 @@ class Columns:
     @classmethod
     def joined(cls, parts: Sequence[Columns]) -> Columns:
         """Several requests' flights of one contract as one set of columns, in order: how
-        app.microbatch scores concurrent requests in one onnxruntime call."""
+        app.inference.microbatch scores concurrent requests in one onnxruntime call."""
         if len(parts) == 1:
             return parts[0]
 

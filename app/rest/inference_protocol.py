@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from app.errors import BadRequest, quoted
-from app.http import parse_json
-from app.model import Prediction
+from app.inference.model import Prediction
+from app.rest.http import parse_json
 from app.tensors import (
     OUTPUTS,
     InferenceRequest,

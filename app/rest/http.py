@@ -161,7 +161,7 @@ EXCEPTION_HANDLERS = {
 
 async def send_error(scope: Scope, receive: Receive, send: Send, error: Exception) -> None:
     """`error`, raised before its response started, answered as Starlette's error middleware
-    answers it, for a route served ahead of that middleware (app.routes.PredictFirst): by the
+    answers it, for a route served ahead of that middleware (app.rest.routes.PredictFirst): by the
     handler its class maps to in EXCEPTION_HANDLERS; an unexpected error (a 500) is then raised
     again for the server to log, as Starlette's ServerErrorMiddleware does."""
     # the most specific class mapped: Exception, in every exception's MRO, at worst

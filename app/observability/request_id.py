@@ -12,7 +12,7 @@ log lines; an invalid one, or two of them, is ignored as the specification asks:
 
 The IDs live in context variables, so any log record made while the request is handled,
 including uvicorn's own "Exception in ASGI application", carries them as `%(request_id)s` and
-`%(trace_id)s` (`install_log_context`, called by app.worker).
+`%(trace_id)s` (`install_log_context`, called by app.server.worker).
 """
 
 from __future__ import annotations

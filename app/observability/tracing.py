@@ -5,8 +5,8 @@ added to the request path.
 On, every HTTP request is a server span (opentelemetry-instrumentation-asgi, which also
 continues the caller's `traceparent`), exported over OTLP/HTTP in batches by a thread that each
 worker starts after the fork (`start`, from the app's lifespan); the request's log lines carry
-the span's trace ID, so a trace leads to its logs even when the caller sent no traceparent. The exporter reads the
-standard OTEL_* variables (endpoint, headers, OTEL_SERVICE_NAME, ...).
+the span's trace ID, so a trace leads to its logs even when the caller sent no traceparent. The
+exporter reads the standard OTEL_* variables (endpoint, headers, OTEL_SERVICE_NAME, ...).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.request_id import TRACE_ID
+from app.observability.request_id import TRACE_ID
 
 SERVICE_NAME = "latam-delay"
 NOT_TRACED = "/metrics,/health,/v2/health/live,/v2/health/ready"

@@ -10,8 +10,8 @@ from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.http import send_json
-from app.metrics import exposition
+from app.observability.metrics import exposition
+from app.rest.http import send_json
 
 PATH = "/metrics"
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import orjson
 
 from app.errors import ModelLoadError
-from app.model import MODEL_NAMES, ModelSet
+from app.inference.model import MODEL_NAMES, ModelSet
 
 SOURCE_ENV = "MODELS_SOURCE"
 """The operator's MODELS_DIR, kept by the master; MODELS_DIR itself then names the snapshot."""

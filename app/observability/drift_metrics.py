@@ -1,10 +1,10 @@
-"""Drift as Prometheus metrics: each worker's windows (app.drift) flushed as bucket counts,
-summed over the workers, and turned into PSI at scrape time.
+"""Drift as Prometheus metrics: each worker's windows (app.observability.drift) flushed as bucket
+counts, summed over the workers, and turned into PSI at scrape time.
 
 A worker keeps one `Window` per served model whose card has a profile (a card without one gets
-no window and no gauges). Once a second (app.metrics.flush) it writes its windows' bucket
-counts to `livesum` gauges, which prometheus_client sums over the live workers; the worker that
-answers a scrape computes, from those sums, per model:
+no window and no gauges). Once a second (app.observability.metrics.flush) it writes its windows'
+bucket counts to `livesum` gauges, which prometheus_client sums over the live workers; the worker
+that answers a scrape computes, from those sums, per model:
 
 * `drift_psi{model,version,feature}`: PSI of each input and of the predicted probability
   (`proba`) against the training profile, once the window holds MIN_FLIGHTS flights;
@@ -24,9 +24,9 @@ from prometheus_client import Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from app.drift import Profile, Window, psi
-from app.flights import Columns
-from app.model import Observer, OnnxModel, Prediction
+from app.inference.flights import Columns
+from app.inference.model import Observer, OnnxModel, Prediction
+from app.observability.drift import Profile, Window, psi
 
 logger = logging.getLogger("app")
 MIN_FLIGHTS = 1000

@@ -1,0 +1,1 @@
+"""What operators watch: Prometheus metrics, input drift, logs, request IDs and tracing."""
