@@ -55,10 +55,13 @@ class Settings:
     clients that ignore Retry-After cannot spend the workers' time on a loop of 503s."""
     crowded_connections: int = 128
     crowded_in_flight: int = 16
-    """A worker holding more than `crowded_connections` open connections sheds past
+    crowded_window: int = 2
+    """A worker with more than `crowded_connections` busy connections sheds past
     `crowded_in_flight` unanswered requests instead of `max_in_flight` (app.server.overload): with
     that many clients most are shed anyway, and the fewer it serves at once, the sooner each
-    is answered."""
+    is answered. Busy: a request in progress, or a 503 less than `crowded_window` s ago (its
+    client is expected back after the Retry-After; ended by the once-a-second sweep, so 1 s
+    later at most); idle keep-alive connections do not count (app.server.protocol)."""
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
     they do not hold its event loop (app.server.overload)."""
@@ -103,6 +106,7 @@ class Settings:
             hold_early_retries=_flag(env, "HOLD_EARLY_RETRIES", cls.hold_early_retries),
             crowded_connections=_positive_int(env, "CROWDED_CONNECTIONS", cls.crowded_connections),
             crowded_in_flight=_positive_int(env, "CROWDED_IN_FLIGHT", cls.crowded_in_flight),
+            crowded_window=_positive_int(env, "CROWDED_WINDOW", cls.crowded_window),
             offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
             microbatch=_flag(env, "MICROBATCH", cls.microbatch),
             bind=_bind(env),

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -411,31 +412,205 @@ def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
     run(scenario, Limits(max_in_flight=2, hold_early_retries=False))
 
 
-@pytest.mark.parametrize(("connections", "bound"), [(3, 4), (4, 2)])
-def test_a_crowded_worker_sheds_past_the_crowded_bound(connections: int, bound: int) -> None:
-    """A worker holding more than `crowded_connections` open connections sheds past
-    `crowded_in_flight` unanswered requests; one holding that many or fewer, past
-    `max_in_flight`."""
-    limits = Limits(
-        max_in_flight=4, hold_early_retries=False, crowded_connections=3, crowded_in_flight=2
+CROWDED = Limits(
+    max_in_flight=6,
+    hold_early_retries=False,
+    crowded_connections=4,
+    crowded_in_flight=2,
+    crowded_window=2.0,
+)
+"""A worker crowded past 4 busy connections: then 2 requests in flight at most, else 6."""
+Connection = tuple[GuardedHttpToolsProtocol, FakeTransport]
+
+
+class Worker:
+    """Connections of one worker (one uvicorn server state), on fake transports."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.config = Config(app=reading_app, lifespan="off", log_config=None)
+        self.config.load()
+        self.state = ServerState()
+        self.protocol = guarded_protocol(limits)
+        self.limits = limits
+        self.unfinished: set[asyncio.Future[None]] = set()
+        """Requests in flight whose connections are not among these: the worker's others."""
+
+    def connect(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        protocol = self.protocol(self.config, self.state, {}, loop)
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        return protocol, transport
+
+    def in_flight(self, count: int) -> None:
+        """`count` requests of other connections in flight from now on."""
+        self.state.tasks.difference_update(self.unfinished)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        self.unfinished = {loop.create_future() for _ in range(count)}
+        self.state.tasks.update(self.unfinished)  # type: ignore[arg-type]
+
+    async def send(self, connection: Connection, request: bytes = post(b"{}")) -> bytes:
+        """The status line of the answer to `request` (b"" while the app waits for its body)."""
+        protocol, transport = connection
+        transport.data = b""
+        protocol.data_received(request)
+        await settle()
+        return transport.data.split(b"\r\n", 1)[0]
+
+    async def refused(self, count: int) -> list[Connection]:
+        """`count` connections, each answered 503 once (the worker full meanwhile), then idle."""
+        self.in_flight(self.limits.max_in_flight)
+        connections = [self.connect() for _ in range(count)]
+        for connection in connections:
+            assert await self.send(connection) == b"HTTP/1.1 503 Service Unavailable"
+        self.in_flight(0)
+        return connections
+
+    async def crowded(self) -> bool:
+        """Whether a request on one more connection, with at least `crowded_in_flight` and
+        fewer than `max_in_flight` others in flight, is shed: whether the worker has
+        `crowded_connections` busy connections or more. The probe's connection is closed
+        after, leaving nothing behind."""
+        self.in_flight(0)
+        started = in_flight(self.state)()  # by these connections
+        self.in_flight(max(0, self.limits.crowded_in_flight - started))
+        assert in_flight(self.state)() < self.limits.max_in_flight
+        probe = self.connect()
+        status = await self.send(probe)
+        probe[0].connection_lost(None)
+        self.in_flight(0)
+        assert status in (b"HTTP/1.1 200 OK", b"HTTP/1.1 503 Service Unavailable")
+        return status.startswith(b"HTTP/1.1 503")
+
+    def sweep(self, connections: list[Connection], after: float) -> None:
+        """The once-a-second sweep, `after` s from now."""
+        now = asyncio.get_running_loop().time() + after
+        for protocol, _ in connections:
+            protocol.sweep(now)
+
+
+def on_worker(scenario: Callable[[Worker], Awaitable[None]], limits: Limits = CROWDED) -> None:
+    async def main() -> None:
+        worker = Worker(limits)
+        await scenario(worker)
+        for connection in list(worker.state.connections):
+            connection.connection_lost(None)  # the apps waiting for a body read a disconnect
+        await settle()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("pool", "admitted"), [("idle", 4), ("refused", 2)])
+def test_a_burst_is_bounded_by_the_busy_connections_not_the_open_ones(
+    pool: str, admitted: int
+) -> None:
+    """A burst of 4 requests (as many as `crowded_connections`, under `max_in_flight`) on a
+    pool of 10 keep-alive connections: idle (each answered 200 once), all 4 are served; each
+    answered 503 within the window (clients waiting out the Retry-After), the worker is
+    crowded and serves 2 (`crowded_in_flight`). Counting open connections shed both."""
+
+    async def scenario(worker: Worker) -> None:
+        if pool == "idle":
+            connections = [worker.connect() for _ in range(10)]
+            for connection in connections:
+                assert await worker.send(connection) == b"HTTP/1.1 200 OK"
+        else:
+            connections = await worker.refused(10)
+        statuses = [await worker.send(c, post(b"{}", length=10)) for c in connections[:4]]
+        assert statuses == [b""] * admitted + [b"HTTP/1.1 503 Service Unavailable"] * (4 - admitted)
+        for protocol, transport in connections[:admitted]:
+            transport.data = b""
+            protocol.data_received(b"x" * 8)  # the rest of the body
+            await settle()
+            assert transport.data.startswith(b"HTTP/1.1 200 ")
+
+    on_worker(scenario)
+
+
+@pytest.mark.parametrize("busy", [3, 4])
+def test_a_worker_is_crowded_past_crowded_connections_busy_ones(busy: int) -> None:
+    """With 3 busy connections, the probe's makes 4 = `crowded_connections`: not crowded; with
+    4, 5: crowded. However many idle ones it also holds."""
+
+    async def scenario(worker: Worker) -> None:
+        for connection in [worker.connect() for _ in range(20)]:
+            assert await worker.send(connection) == b"HTTP/1.1 200 OK"  # idle from now on
+        await worker.refused(busy)
+        assert await worker.crowded() is (busy == 4)
+
+    on_worker(scenario)
+
+
+def test_a_closed_connection_is_no_longer_busy() -> None:
+    async def scenario(worker: Worker) -> None:
+        refused = await worker.refused(4)
+        assert await worker.crowded()
+        refused[0][0].connection_lost(None)
+        assert not await worker.crowded()
+
+    on_worker(scenario)
+
+
+def test_a_connection_the_app_answers_is_no_longer_busy_at_once() -> None:
+    """A refused client that comes back and is served waits no more: it stops counting then,
+    not at the end of the window."""
+
+    async def scenario(worker: Worker) -> None:
+        refused = await worker.refused(4)
+        assert await worker.send(refused[0]) == b"HTTP/1.1 200 OK"
+        assert not await worker.crowded()
+
+    on_worker(scenario)
+
+
+def test_a_refused_connection_is_busy_until_the_window_has_passed() -> None:
+    async def scenario(worker: Worker) -> None:
+        refused = await worker.refused(4)
+        worker.sweep(refused, CROWDED.crowded_window - 0.1)
+        assert await worker.crowded()  # clients still waiting out their Retry-After
+        worker.sweep(refused, CROWDED.crowded_window + 0.1)
+        assert not await worker.crowded()  # gone quiet: idle connections
+
+    on_worker(scenario)
+
+
+@pytest.mark.parametrize("waiting", ["in progress", "held"])
+def test_a_connection_waiting_for_its_answer_stays_busy_past_the_window(waiting: str) -> None:
+    """A request whose app still waits for its body, or one held until its Retry-After."""
+
+    async def scenario(worker: Worker) -> None:
+        if waiting == "in progress":
+            connections = [worker.connect() for _ in range(4)]
+            for connection in connections:
+                assert await worker.send(connection, post(b"{}", length=10)) == b""
+        else:
+            connections = await worker.refused(4)
+            for connection in connections:
+                assert await worker.send(connection) == b""  # re-sent at once: held
+        worker.sweep(connections, CROWDED.crowded_window + 10)
+        assert await worker.crowded()
+
+    on_worker(
+        scenario, CROWDED if waiting == "in progress" else replace(CROWDED, hold_early_retries=True)
     )
 
-    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
-        protocol.connections.update(object() for _ in range(connections - 1))  # + this one
-        assert len(protocol.connections) == connections
-        loop = asyncio.get_running_loop()
-        unfinished = {loop.create_future() for _ in range(bound - 1)}
-        protocol.tasks.update(unfinished)  # type: ignore[arg-type]
-        protocol.data_received(post(b"{}"))
-        await settle()
-        assert transport.data.startswith(b"HTTP/1.1 200 ")  # bound - 1 others: served
-        transport.data = b""
-        protocol.tasks.add(loop.create_future())  # type: ignore[arg-type]
-        protocol.data_received(post(b"{}"))
-        await settle()
-        assert transport.data.startswith(b"HTTP/1.1 503 ")  # bound others: shed
 
-    run(scenario, limits)
+def test_a_request_shed_behind_a_pipelined_one_keeps_its_connection_busy() -> None:
+    """The second of two pipelined requests is started, and shed, from the first's task."""
+
+    async def scenario(worker: Worker) -> None:
+        refused = await worker.refused(3)
+        protocol, transport = pipelining = worker.connect()
+        transport.data = b""
+        protocol.data_received(post(b"{}") + post(b"{}"))
+        worker.in_flight(worker.limits.max_in_flight)  # full once the first is answered
+        await settle()
+        assert transport.data.count(b"HTTP/1.1 200 ") == transport.data.count(b"HTTP/1.1 503 ") == 1
+        worker.sweep([*refused, pipelining], CROWDED.crowded_window - 0.1)
+        worker.in_flight(0)
+        assert await worker.crowded()  # 3 + the pipelining one
+
+    on_worker(scenario)
 
 
 def test_the_crowded_bound_never_raises_the_bound() -> None:

@@ -29,15 +29,20 @@ def test_the_in_flight_bound_and_the_hold_have_one_documented_default() -> None:
 
 def test_the_crowded_bound_has_one_documented_default() -> None:
     settings, limits = Settings(), Limits()
-    assert (limits.crowded_connections, limits.crowded_in_flight) == (
+    assert (limits.crowded_connections, limits.crowded_in_flight, limits.crowded_window) == (
         settings.crowded_connections,
         settings.crowded_in_flight,
+        settings.crowded_window,
     )
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert f"| `CROWDED_CONNECTIONS` | {settings.crowded_connections} |" in readme
     assert f"| `CROWDED_IN_FLIGHT` | {settings.crowded_in_flight} |" in readme
-    crowded = Settings.from_env({"CROWDED_CONNECTIONS": "300", "CROWDED_IN_FLIGHT": "8"})
+    assert f"| `CROWDED_WINDOW` | {settings.crowded_window} |" in readme
+    crowded = Settings.from_env(
+        {"CROWDED_CONNECTIONS": "300", "CROWDED_IN_FLIGHT": "8", "CROWDED_WINDOW": "5"}
+    )
     assert (crowded.crowded_connections, crowded.crowded_in_flight) == (300, 8)
+    assert crowded.crowded_window == 5
 
 
 def test_environment_overrides() -> None:
@@ -70,6 +75,8 @@ def test_environment_overrides() -> None:
         ("HOLD_EARLY_RETRIES", "maybe", "a boolean"),
         ("CROWDED_CONNECTIONS", "many", "a positive integer"),
         ("CROWDED_IN_FLIGHT", "0", "a positive integer"),
+        ("CROWDED_WINDOW", "0.5", "a positive integer"),
+        ("CROWDED_WINDOW", "0", "a positive integer"),
         ("LOG_LEVEL", "loud", "one of debug, info"),
         ("BIND", "localhost", "HOST:PORT"),
         ("BIND", "0.0.0.0:99999", "HOST:PORT"),

@@ -49,11 +49,13 @@ def make_worker(monkeypatch: pytest.MonkeyPatch, **env: str) -> UvicornWorker:
 def test_uvicorn_serves_through_the_guarded_protocol_with_the_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    worker = make_worker(monkeypatch, MAX_HEAD_BYTES="4096", HEAD_TIMEOUT="3", BODY_TIMEOUT="7")
+    worker = make_worker(
+        monkeypatch, MAX_HEAD_BYTES="4096", HEAD_TIMEOUT="3", BODY_TIMEOUT="7", CROWDED_WINDOW="5"
+    )
     protocol = worker.config.http
     assert isinstance(protocol, type)
     assert issubclass(protocol, GuardedHttpToolsProtocol)
-    assert protocol.limits == Limits(4096, 3, 7)
+    assert protocol.limits == Limits(4096, 3, 7, crowded_window=5)
 
 
 def test_defaults_and_shutdown_deadline(monkeypatch: pytest.MonkeyPatch) -> None:

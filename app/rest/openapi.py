@@ -65,7 +65,7 @@ def _sheddable(paths: dict[str, Any]) -> dict[str, Any]:
     whose head completes while MAX_IN_FLIGHT requests of its worker are unfinished, or that
     comes too soon after one on the same connection (held, app.server.overload)."""
     shed = "Overloaded: MAX_IN_FLIGHT requests unfinished in this worker, CROWDED_IN_FLIGHT"
-    shed += " while it holds more than CROWDED_CONNECTIONS connections (answered by the server"
+    shed += " while it has more than CROWDED_CONNECTIONS busy connections (answered by the server"
     shed += f" at once, with `Retry-After: {RETRY_AFTER}`; a request sent on the same connection"
     shed += " before that Retry-After has elapsed is held and answered 503 once it has)"
     retry_after = {

@@ -6,13 +6,15 @@ only makes every answer later (at 1,024 connections on 2 workers, p99 went to 5 
 app.server.protocol answers the request at once with `shed_response`: 503 with Retry-After and an
 X-Request-ID, counted in the metrics like any other answer, without running the app.
 
-Past `crowded_connections` (128) open connections a worker's bound is `crowded_in_flight`
+Past `crowded_connections` (128) busy connections a worker's bound is `crowded_in_flight`
 (16), not `max_in_flight` (64): with that many clients most are shed anyway, and the queue in
 front of each served request is what the p99 of the 200s is made of (Little's law: the
 requests admitted over the rate they are answered). In development runs at 1,024 connections
 on 2 workers this cut that p99 about four-fold without fewer 200s; a worker holding 128
 connections or fewer (so 64 clients, however they spread over the workers) never meets the
-lower bound, which a plain bound of 32 or 48 shed (reports/reliability.md §10).
+lower bound, which a plain bound of 32 or 48 shed (reports/reliability.md §10). Busy: a
+request in progress, or a 503 within `crowded_window` s (app.server.protocol); counting every open
+connection instead, a pool of idle keep-alive connections made a worker shed a small burst.
 
 A client that ignores Retry-After and re-sends at once would turn that 503 into a loop: each
 costs parsing and a write on the same cores, and at 1,024 such connections the 503s ate four

@@ -108,6 +108,7 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
                 settings.hold_early_retries,
                 settings.crowded_connections,
                 settings.crowded_in_flight,
+                settings.crowded_window,
             ),
             log_shed=settings.access_log is not None,
         )
