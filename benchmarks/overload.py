@@ -11,7 +11,9 @@ honours Retry-After as the service's users are expected to (wrk/backoff.lua, and
 likewise). Servers with each in-flight bound of --bounds (default: the setting's default) and
 one with the bound off (MAX_IN_FLIGHT=1000000; it never sheds, so its clients are `at-once`),
 and with --hold-off each bound again with HOLD_EARLY_RETRIES off, all alternated within each
-round.
+round. With --idle-pool N, N more keep-alive connections, each answered once and then idle
+(a client's connection pool), stay open through every overload run: they must not make a worker
+crowded (app.protocol counts busy connections), so 64 connections are still never shed.
 
 Starvation: 2 wrk connections post the largest full-schedule batch the limits admit (just under
 MAX_BODY_BYTES) back to back while the probe (4 connections) posts one-flight bodies; batches
@@ -27,6 +29,7 @@ Writes --out/overload.json; exits non-zero when a target of issue 11 is missed, 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import resource
 import statistics
@@ -47,6 +50,7 @@ from benchmarks.chaos import (
     Tally,
     Wrk,
     accounting_load,
+    established_connections,
     served_by,
     worker_pids,
     wrk_figures,
@@ -152,6 +156,26 @@ def probe_figures(tally: Tally) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def idle_pool(port: int, connections: int) -> Iterator[list[http.client.HTTPConnection]]:
+    """`connections` keep-alive connections to 127.0.0.1:`port`, each answered once (GET
+    /health) and then left idle, as a client's pool holds them; closed on exit."""
+    pool: list[http.client.HTTPConnection] = []
+    try:
+        for _ in range(connections):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            pool.append(connection)
+            connection.request("GET", "/health")
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status != 200 or answer.will_close:
+                raise RuntimeError(f"idle pool: GET /health answered {answer.status}, not kept")
+        yield pool
+    finally:
+        for connection in pool:
+            connection.close()
+
+
 def _percentile(sorted_values: Sequence[float], p: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
     return sorted_values[index]
@@ -165,23 +189,29 @@ def measure(
     seconds: int,
     wrk: str,
     client: str = "at-once",
+    idle: int = 0,
 ) -> dict[str, Any]:
     """wrk with `connections` and the probe with `probes` connections, at the same time, both
-    behaving as `client` (a key of CLIENTS)."""
+    behaving as `client` (a key of CLIENTS), beside an `idle_pool` of `idle` connections."""
     port = int(server.url.rsplit(":", 1)[1])
-    before = CpuSnapshot.take(server.process.pid)
-    load = Wrk(server.url, seconds, connections, 2, bodies, wrk, timeout=2, script=CLIENTS[client])
-    backoff = client == "backoff"
-    result: dict[str, Tally] = {}
-    thread = threading.Thread(
-        target=lambda: result.update(
-            probe=accounting_load(port, seconds - 1, probes, PROBE_BODY, backoff)
+    with idle_pool(port, idle):
+        idle_per_worker = sorted(
+            established_connections(pid, port) for pid in worker_pids(server.process.pid)
         )
-    )
-    thread.start()
-    summary: WrkSummary = load.result()
-    thread.join(timeout=seconds + 60)
-    after = CpuSnapshot.take(server.process.pid)
+        before = CpuSnapshot.take(server.process.pid)
+        script = CLIENTS[client]
+        load = Wrk(server.url, seconds, connections, 2, bodies, wrk, timeout=2, script=script)
+        backoff = client == "backoff"
+        result: dict[str, Tally] = {}
+        thread = threading.Thread(
+            target=lambda: result.update(
+                probe=accounting_load(port, seconds - 1, probes, PROBE_BODY, backoff)
+            )
+        )
+        thread.start()
+        summary: WrkSummary = load.result()
+        thread.join(timeout=seconds + 60)
+        after = CpuSnapshot.take(server.process.pid)
     figures = wrk_figures(summary)
     duration = summary.duration_s or seconds
     probe = probe_figures(result["probe"])
@@ -191,6 +221,8 @@ def measure(
     other += sum(n for s, n in probe["statuses"].items() if s not in ("200", "503"))
     return {
         "connections": connections + probes,
+        "idle_connections": idle,
+        "idle_per_worker": idle_per_worker,
         "ok_per_s": round(ok / duration),
         "shed_per_s": round(shed / duration),
         "other_statuses": other,
@@ -264,7 +296,7 @@ def overload(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 for client, bound in variants if round_ % 2 == 0 else variants[::-1]:
                     run = measure(
                         running[_server(bound)], args.bodies, connections - PROBE_CONNECTIONS,
-                        PROBE_CONNECTIONS, args.duration, args.wrk, client,
+                        PROBE_CONNECTIONS, args.duration, args.wrk, client, args.idle_pool,
                     )  # fmt: skip
                     by_bound = runs.setdefault(client, {}).setdefault(bound, {})
                     by_bound.setdefault(connections, []).append(run)
@@ -355,11 +387,14 @@ def table(result: dict[str, Any]) -> str:
 
 
 def _rows(result: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """Each row's first cells (clients, bound, connections) and its runs, in the file's order."""
+    """Each row's first cells (clients, bound, connections, and the idle pool's beside them)
+    and its runs, in the file's order."""
+    idle = result.get("settings", {}).get("idle_pool", 0)
+    pool = f" + {idle:,} idle" if idle else ""
     for client, by_bound in result.get("overload", {}).items():
         for bound, by_c in by_bound.items():
             for connections, runs in by_c.items():
-                yield f"| {client} | {bound} | {int(connections):,}", runs
+                yield f"| {client} | {bound} | {int(connections):,}{pool}", runs
 
 
 def cpu_table(result: dict[str, Any]) -> str:
@@ -395,6 +430,8 @@ def verdicts(result: dict[str, Any]) -> dict[str, bool]:
     """Issue 11's targets for each kind of client and each bound measured, each against its
     own unloaded figures: the p99 of the 200s at 16 connections, the 200/s at 16 or 64."""
     checks: dict[str, bool] = {}
+    pool = result.get("settings", {}).get("idle_pool", 0)
+    idle = f", beside {pool:,} idle connections" if pool else ""
     for client, by_bound in result.get("overload", {}).items():
         for bound, by_c in by_bound.items():
             if bound == OFF:
@@ -410,6 +447,10 @@ def verdicts(result: dict[str, Any]) -> dict[str, bool]:
                     errors["connect"] + errors["read"] + errors["write"] + row["probe_lost"] == 0
                 )
                 checks[f"{name} zero wrk timeouts (2 s)"] = errors["timeout"] == 0
+                if connections == 64 and bound.isdigit() and int(bound) >= 64:
+                    checks[f"{name} no 503 (64 clients are never shed){idle}"] = (
+                        row["shed_per_s"] == 0
+                    )
                 if 16 not in rows or 64 not in rows:
                     continue
                 p99, unloaded_p99 = row["ok_p99_ms"], rows[16]["ok_p99_ms"]
@@ -457,6 +498,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also each bound without the crowded bound (CROWDED_IN_FLIGHT = the bound)",
     )
     parser.add_argument(
+        "--idle-pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N keep-alive connections, answered once then idle, open through each overload run",
+    )
+    parser.add_argument(
         "--unbounded",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -493,11 +541,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"duration_s": args.duration, "rounds": args.rounds, "workers": 2,
                      "probe_connections": PROBE_CONNECTIONS, "wrk_timeout_s": 2,
                      "bounds": args.bounds, "clients": args.clients, "hold_off": args.hold_off,
-                     "crowded_off": args.crowded_off,
+                     "crowded_off": args.crowded_off, "idle_pool": args.idle_pool,
                      "default_max_in_flight": Settings.max_in_flight,
                      "default_hold_early_retries": Settings.hold_early_retries,
                      "default_crowded": [Settings.crowded_connections,
-                                         Settings.crowded_in_flight]},
+                                         Settings.crowded_in_flight, Settings.crowded_window]},
         "git_revision": state[0] if state else "unknown",
         "git_dirty": state[1] if state else None,
     }  # fmt: skip

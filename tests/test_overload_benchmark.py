@@ -1,10 +1,18 @@
 """benchmarks.overload's verdicts and table, on made-up runs (no server): each kind of client
 and each bound is judged against its own unloaded rows; the bound off is never judged. And its
-CPU accounting, on made-up /proc lines and snapshots."""
+CPU accounting, on made-up /proc lines and snapshots; its idle pool, against a small local
+HTTP server."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 from benchmarks.chaos import Tally
 from benchmarks.overload import (
@@ -12,6 +20,7 @@ from benchmarks.overload import (
     CpuSnapshot,
     cpu_split,
     cpu_table,
+    idle_pool,
     machine_cpu_s,
     probe_figures,
     table,
@@ -122,3 +131,88 @@ def test_the_probe_gives_a_p99_only_from_enough_200s() -> None:
     assert (figures["ok_p50_ms"], figures["ok_max_ms"]) == (1.0, 200.0)
     enough = Tally(timed=[(200, 0.001)] * (P99_MIN_SAMPLES - 1) + [(200, 0.2)])
     assert probe_figures(enough)["ok_p99_ms"] == 1.0
+
+
+def test_64_connections_are_judged_never_shed_and_named_with_the_idle_pool() -> None:
+    shed = {"16": [run(20_000, 1.0)], "64": [run(30_000, 3.0, shed=12)]}
+    result = {
+        "settings": {"idle_pool": 600},
+        "overload": {"backoff": {"64": rows(run(27_000, 5.0)), "32": shed, "128": shed}},
+    }
+    checks = verdicts(result)
+    name = "bound {}, 64: no 503 (64 clients are never shed), beside 600 idle connections"
+    assert checks[f"backoff, {name.format(64)}"]
+    assert not checks[f"backoff, {name.format(128)}"]
+    assert not any(check.startswith("backoff, bound 32, 64: no 503") for check in checks)
+    assert table(result).splitlines()[3].startswith("| backoff | 64 | 64 + 600 idle | 30,000 ")
+
+
+class Health(BaseHTTPRequestHandler):
+    """GET /health: 200, kept alive (HTTP/1.1), or as `status` and `close` say; counts the
+    connections it holds open in `open`."""
+
+    protocol_version = "HTTP/1.1"
+    status, close, open = 200, False, 0
+    lock = threading.Lock()
+
+    def setup(self) -> None:
+        super().setup()
+        with Health.lock:
+            Health.open += 1
+
+    def finish(self) -> None:
+        super().finish()
+        with Health.lock:
+            Health.open -= 1
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/health" else 404)
+        self.send_header("Content-Length", "2")
+        if self.close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def health_server(status: int = 200, close: bool = False) -> Iterator[int]:
+    handler = type("Handler", (Health,), {"status": status, "close": close})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def eventually(condition: Any, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(condition())
+
+
+def test_the_idle_pool_holds_its_connections_open_each_answered_once_and_closes_them() -> None:
+    Health.open = 0
+    with health_server() as port:
+        with idle_pool(port, 7) as pool:
+            assert len(pool) == 7
+            assert all(connection.sock is not None for connection in pool)  # kept alive
+            assert eventually(lambda: Health.open == 7)
+        assert eventually(lambda: Health.open == 0)
+
+
+@pytest.mark.parametrize(("status", "close"), [(503, False), (200, True)])
+def test_an_idle_pool_the_server_does_not_keep_is_an_error(status: int, close: bool) -> None:
+    with (
+        health_server(status, close) as port,
+        pytest.raises(RuntimeError, match="idle pool"),
+        idle_pool(port, 3),
+    ):
+        pass
