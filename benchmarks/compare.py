@@ -3,7 +3,8 @@
 The machine is shared and noisy, so variants alternate (A B C ... A B C ...) over --rounds, each
 run on a freshly started server: a burst of other work hits one round of every variant rather
 than every round of one. Per run: wrk's req/s, p50 and p99, errors, the server's own CPU-seconds
-(/proc utime+stime of master and workers), each worker's RSS, and spawn-to-ready seconds. Writes
+(/proc utime+stime of master and workers), each worker's RSS, spawn-to-ready seconds, and for a
+micro-batched variant what its server merged (its /metrics scraped before and after). Writes
 benchmarks.md, benchmarks.png and benchmarks.json to --out; exits 1 when any run saw an error.
 """
 
@@ -17,6 +18,8 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -27,11 +30,13 @@ from benchmarks import stress
 from benchmarks.compare_report import (
     BASELINE,
     Goal,
+    Merged,
     RunInfo,
     RunResult,
     Variant,
     failing,
     flagged,
+    merged_between,
     write_all,
 )
 from benchmarks.stress import (
@@ -53,10 +58,14 @@ SERVICE = "app.main:create_app()"
 SERVICE_KNOBS = (
     "WORKERS", "TABULATE_MINIMAL", "ORT_THREADS", "ACCESS_LOG", "LOG_LEVEL", "MODELS_DIR",
     "MAX_BODY_BYTES", "MAX_FLIGHTS", "MAX_HEAD_BYTES", "HEAD_TIMEOUT", "BODY_TIMEOUT",
-    "PROMETHEUS_MULTIPROC_DIR", "REFERENCE_MODEL", "MICROBATCH",
+    "PROMETHEUS_MULTIPROC_DIR", "REFERENCE_MODEL", "MICROBATCH", "METRICS_BIND",
 )  # fmt: skip
 """Cleared from the inherited environment, with every LATAM_DELAY_* variable: the baseline is
 the README's defaults, whatever the shell running `make compare` has set."""
+SETTLE_S = 1.5
+"""Seconds between wrk and the measured run's start, and after its end: every worker has added
+its tallies to the shared metrics by then (app.observability.metrics.FLUSH_SECONDS, once a second), so a
+scrape of /metrics sees the run whole and nothing of the warm-up."""
 
 
 def variants(reference_model: str) -> tuple[Variant, ...]:
@@ -69,12 +78,12 @@ def variants(reference_model: str) -> tuple[Variant, ...]:
                 "serves it", SERVICE),
         Variant("service-full", "onnxruntime full, full-schedule single flights (concurrent "
                 "requests of a worker merged into one onnxruntime call: app.inference.microbatch)",
-                SERVICE, bodies="full.jsonl"),
+                SERVICE, bodies="full.jsonl", merges=True),
         Variant("service-full-unbatched", "onnxruntime full, full-schedule single flights, one "
                 "onnxruntime call per request (MICROBATCH=0)", SERVICE,
                 env={"MICROBATCH": "0"}, bodies="full.jsonl"),
         Variant("service-no-table", "onnxruntime minimal, minimal single flights "
-                "(TABULATE_MINIMAL=0)", SERVICE, env={"TABULATE_MINIMAL": "0"}),
+                "(TABULATE_MINIMAL=0)", SERVICE, env={"TABULATE_MINIMAL": "0"}, merges=True),
         Variant("service-1-worker", "table path, one gunicorn worker instead of one per core",
                 SERVICE, env={"WORKERS": "1"}),
         Variant("service-h11-asyncio", "table path, uvicorn without uvloop and httptools",
@@ -258,17 +267,24 @@ Serve = Callable[[Variant, argparse.Namespace, Path], AbstractContextManager[Ser
 def measure(
     variant: Variant, round_: int, args: argparse.Namespace, scratch: Path, serve: Serve = served
 ) -> RunResult:
-    """Fresh server, warm-up (discarded), then the measured run between two clock readings."""
+    """Fresh server, warm-up (discarded), SETTLE_S, then the measured run between two clock
+    readings; for a variant that `merges`, what the server merged in it (two scrapes)."""
     bodies = args.wrk_dir / variant.bodies
+    merged: Merged | None = None
     with serve(variant, args, scratch) as server:
         if args.warmup > 0:
             run_wrk(wrk_command(args, variant, args.warmup, server.url), bodies, args.warmup)
+        time.sleep(SETTLE_S)
+        scraped = scrape(server.url) if variant.merges else ""
         load = float(load_average().split()[0])
         pids = process_tree(server.process.pid)
         before = clocks(pids)
         measured = wrk_command(args, variant, args.duration, server.url)
         output = run_wrk(measured, bodies, args.duration)
         after = clocks(pids)
+        if variant.merges:
+            time.sleep(SETTLE_S)
+            merged = merged_between(scraped, scrape(server.url))
         if server.process.poll() is not None:
             raise StressError(
                 f"{variant.name}: the server died during the run:\n{server.log_tail()}"
@@ -306,7 +322,15 @@ def measure(
         other_cpu_s=after.machine - before.machine - wrk_cpu - (cpu_s or 0.0),
         notes=tuple(notes),
         wrk=json.loads(raw),
+        merged=merged,
     )
+
+
+def scrape(url: str) -> str:
+    """The server's /metrics (Prometheus text)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text: str = response.read().decode("utf-8")
+        return text
 
 
 def preflight(chosen: Sequence[Variant], args: argparse.Namespace) -> None:

@@ -14,7 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 BASELINE = "service"
+MERGE_METRIC = "microbatch_call_requests"
+"""app.observability.metrics' histogram of the requests each merged onnxruntime call scored (app.inference.microbatch)."""
 CAVEAT = (
     "**wrk runs on the same {nproc}-core machine as the server and takes CPU from it: every "
     "throughput here is a lower bound of what the server alone would do, and latency includes "
@@ -39,6 +43,8 @@ class Variant:
     flights_per_request: int = 1
     reference: bool = False
     """Not the product: its errors are flagged in the report but do not fail the run."""
+    merges: bool = False
+    """Micro-batched (app.inference.microbatch): the run records what the server merged (`Merged`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,67 @@ class Goal:
 
 
 @dataclass(frozen=True, slots=True)
+class Merged:
+    """What app.inference.microbatch merged during one run: how much the server's MERGE_METRIC histogram
+    (every model) grew between a scrape just before the run and one after it."""
+
+    calls: int
+    """Merged onnxruntime calls."""
+    requests: int
+    """Requests scored by them; the run's other requests were scored at once, each alone in
+    its worker."""
+    bounds: tuple[float, ...]
+    """The histogram's finite bucket bounds."""
+    counts: tuple[int, ...]
+    """Calls of at most each bound's requests and more than the bound before it; the last:
+    above the last bound."""
+
+    @property
+    def mean(self) -> float | None:
+        """Requests a merged call."""
+        return self.requests / self.calls if self.calls else None
+
+    def labels(self) -> list[str]:
+        """Each bucket's range of requests: "1", "2", "3-4", ..., "over 64"."""
+        labels, low = [], 1
+        for bound in self.bounds:
+            high = int(bound)
+            labels.append(f"{low}" if low == high else f"{low}-{high}")
+            low = high + 1
+        return [*labels, f"over {int(self.bounds[-1])}"]
+
+
+def merged_between(before: str, after: str) -> Merged:
+    """`Merged` from two Prometheus text scrapes of the same server, before and after."""
+    start, end = _merge_samples(before), _merge_samples(after)
+    grown = {key: end.get(key, 0.0) - start.get(key, 0.0) for key in end}
+    cumulative = sorted(
+        (float(key[1]), count) for key, count in grown.items() if key[0] == "bucket"
+    )
+    bounds = tuple(bound for bound, _ in cumulative[:-1])  # the last: +Inf
+    counts = [round(count) for _, count in cumulative]
+    return Merged(
+        calls=round(grown.get(("count", ""), 0.0)),
+        requests=round(grown.get(("sum", ""), 0.0)),
+        bounds=bounds,
+        counts=tuple(high - low for low, high in zip([0, *counts[:-1]], counts, strict=True)),
+    )
+
+
+def _merge_samples(text: str) -> dict[tuple[str, str], float]:
+    """MERGE_METRIC's count, sum and cumulative buckets (by bound), summed over models."""
+    found: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != MERGE_METRIC:
+            continue
+        for sample in family.samples:
+            kind = sample.name.removeprefix(MERGE_METRIC + "_")
+            key = (kind, sample.labels.get("le", "") if kind == "bucket" else "")
+            found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """One measured wrk run against a freshly started server."""
 
@@ -113,6 +180,8 @@ class RunResult:
     notes: tuple[str, ...] = ()
     wrk: Mapping[str, Any] = field(default_factory=dict)
     """wrk/common.lua's summary line, as printed."""
+    merged: Merged | None = None
+    """What the server merged during the run: for a variant that `merges` only."""
 
     @property
     def errors(self) -> int:
@@ -472,8 +541,8 @@ def render_markdown(
             f"{_num(run.wrk_cpu_s, 2)} | {_num(run.other_cpu_s, 2)} | {rss} | {_num(run.ready_s, 2)} | "
             f"{run.load_before:.2f} | {_errors(run.errors)} |"
         )
+    lines += ["", *merged_lines(runs)]
     lines += [
-        "",
         "## How the numbers are taken",
         "",
         "- req/s, p50 and p99 come from wrk's own summary (`wrk/common.lua`); errors are wrk's "
@@ -500,6 +569,45 @@ def render_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def merged_lines(runs: Sequence[RunResult]) -> list[str]:
+    """Per run of a micro-batched variant: its req/s beside what the server merged."""
+    measured = [run for run in runs if run.merged is not None]
+    if not measured:
+        return []
+    first = measured[0].merged
+    assert first is not None
+    buckets = first.labels()
+    lines = [
+        "## Requests merged into one onnxruntime call (app.inference.microbatch)",
+        "",
+        f"From the server's `{MERGE_METRIC}` histogram (app.observability.metrics), scraped just before and "
+        "just after each measured run of a micro-batched variant, each time after a pause in "
+        "which every worker adds its tallies to the shared metrics (`SETTLE_S` in "
+        "benchmarks/compare.py, before every variant's measured run alike): the merged "
+        "onnxruntime calls of the run, the requests they scored and how "
+        "many of the run's requests (wrk's count) that is; the rest were scored at once, each "
+        "alone in its worker. The last columns: the share of the merged calls that scored that "
+        "many requests.",
+        "",
+        "| round | variant | req/s | CPU-s / 1k req | merged calls | requests in them | share "
+        "of the run's requests | requests a call, mean | " + " | ".join(buckets) + " |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(buckets),
+    ]
+    for run in measured:
+        merged = run.merged
+        assert merged is not None
+        share = f"{merged.requests / run.requests:.0%}" if run.requests else "n/a"
+        spread = [
+            f"{count / merged.calls:.0%}" if merged.calls else "n/a" for count in merged.counts
+        ]
+        lines.append(
+            f"| {run.round} | `{run.variant}` | {_num(run.requests_per_s)} | "
+            f"{_num(run.cpu_s_per_1k, 3)} | {merged.calls:,} | {merged.requests:,} | {share} | "
+            f"{_num(merged.mean, 1)} | " + " | ".join(spread) + " |"
+        )
+    return [*lines, ""]
 
 
 def plot(

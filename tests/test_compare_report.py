@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 
 from benchmarks.compare_report import (
+    MERGE_METRIC,
     Goal,
+    Merged,
     RunInfo,
     RunResult,
     Variant,
     failing,
     flagged,
+    merged_between,
     other_load,
     plot,
     ratios,
@@ -268,3 +271,46 @@ def test_the_report_has_a_goals_table_when_given_goals() -> None:
     assert "## Goals" in text
     assert "| flights per second | `service-batch-1000` | 33,000.00 f/s |" in text
     assert "## Goals" not in render_markdown(INFO, VARIANTS, rounds())
+
+
+def test_merged_is_what_the_servers_histogram_grew_between_the_two_scrapes() -> None:
+    """Two models' calls summed; the calls before the first scrape left out."""
+    from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
+
+    from app.observability.metrics import MERGE_BUCKETS
+
+    assert MERGE_METRIC in {family.name for family in REGISTRY.collect()}  # the service's name
+    registry = CollectorRegistry()
+    histogram = Histogram(
+        MERGE_METRIC,
+        "as app.observability.metrics'",
+        ["model"],
+        buckets=MERGE_BUCKETS,
+        registry=registry,
+    )
+    for requests in (3, 40):  # before the run
+        histogram.labels("delay-full").observe(requests)
+    before = generate_latest(registry).decode()
+    for model, requests in (("delay-full", 1), ("delay-full", 5), ("delay-full", 8), ("m", 70)):
+        histogram.labels(model).observe(requests)
+    merged = merged_between(before, generate_latest(registry).decode())
+    assert merged == Merged(
+        calls=4, requests=84, bounds=(1, 2, 4, 8, 16, 32, 64), counts=(1, 0, 0, 2, 0, 0, 0, 1)
+    )
+    assert merged.mean == 21
+    assert merged.labels() == ["1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "over 64"]
+
+
+def test_merged_calls_are_reported_beside_each_runs_requests() -> None:
+    merged = Merged(calls=500, requests=7_000, bounds=(1, 2, 4), counts=(100, 0, 150, 250))
+    runs = [*rounds(), run("service-full", 1, 800, merged=merged)]  # 8,000 requests
+    text = render_markdown(INFO, VARIANTS, runs)
+    assert "## Requests merged into one onnxruntime call (app.inference.microbatch)" in text
+    assert "| requests a call, mean | 1 | 2 | 3-4 | over 4 |" in text
+    assert (
+        "| 1 | `service-full` | 800 | 0.200 | 500 | 7,000 | 88% | 14.0 | 20% | 0% | 30% | 50% |"
+        in text
+    )
+    document = json.loads(to_json(INFO, VARIANTS, runs))
+    assert document["runs"][-1]["merged"]["counts"] == [100, 0, 150, 250]
+    assert "Requests merged" not in render_markdown(INFO, VARIANTS, rounds())

@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from starlette.datastructures import State
 
 from app.dataplane import DataPlane
 from app.inference.flights import Batch, Columns, FlightValidator
 from app.inference.microbatch import Scorer
 from app.inference.model import ModelSet, OnnxModel, Prediction
+from app.observability.metrics import MERGE_BUCKETS, flush
 from app.server.overload import BatchThread
 from app.tensors import InferenceRequest
 from benchmarks.conftest import make_flights
@@ -217,3 +219,41 @@ def test_the_inference_protocol_merges_too(models: ModelSet, calls: list[tuple[s
     got = asyncio.run(run())
     assert calls == [(models.full.name, len(flights))]
     np.testing.assert_array_equal(np.concatenate([p.labels for p in got]), expected.labels)
+
+
+def _merged(model: OnnxModel) -> dict[str, float]:
+    """`microbatch_call_requests` of `model` so far, the worker's tallies flushed: count, sum
+    and each cumulative bucket (by its bound)."""
+    flush()
+    samples = {}
+    for name in ("count", "sum"):
+        value = REGISTRY.get_sample_value(f"microbatch_call_requests_{name}", {"model": model.name})
+        samples[name] = value or 0.0
+    for bound in (*(str(float(b)) for b in MERGE_BUCKETS), "+Inf"):
+        labels = {"model": model.name, "le": bound}
+        samples[bound] = REGISTRY.get_sample_value("microbatch_call_requests_bucket", labels) or 0.0
+    return samples
+
+
+def test_each_merged_call_is_observed_with_its_number_of_requests(models: ModelSet) -> None:
+    """Five full-schedule requests merge into one call of 5 (bucket le=8, not le=4), two minimal
+    ones into one of 2; a request scored at once, alone in its worker, and requests scored
+    without merging are in no call."""
+    before = {model: _merged(model) for model in (models.full, models.minimal)}
+    scorer = Scorer(BatchThread(256), merge=True)
+    scorer.in_flight = lambda: 1
+    concurrently(scorer, models, batches(models, True, (2,)))
+    concurrently(Scorer(BatchThread(256), merge=False), models, batches(models, True))
+    assert _merged(models.full) == before[models.full]
+    concurrently(
+        Scorer(BatchThread(256), merge=True), models, batches(models, True, (1, 3, 1, 2, 1))
+    )
+    concurrently(Scorer(BatchThread(256), merge=True), models, batches(models, False, (1, 2)))
+    for model, requests in ((models.full, 5), (models.minimal, 2)):
+        after = _merged(model)
+        grown = {key: after[key] - before[model][key] for key in after}
+        assert grown["count"] == 1
+        assert grown["sum"] == requests
+        assert grown["+Inf"] == 1
+        for bound in MERGE_BUCKETS:
+            assert grown[str(float(bound))] == (1 if requests <= bound else 0), bound

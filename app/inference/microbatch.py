@@ -27,6 +27,10 @@ requests' objects.
 
 Table answers (minimal flights, by default), batches mixing both contracts and large batches
 are scored as without it.
+
+Each merged call is observed in the `microbatch_call_requests` histogram (app.observability.metrics) with the
+number of requests it scored: its sum against the requests served is the share merged; a
+request scored at once, alone in its worker, is in no call.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collections.abc import Callable, Sequence
 
 from app.inference.flights import Batch, Columns
 from app.inference.model import ModelSet, OnnxModel, Prediction
+from app.observability.metrics import observe_merge
 from app.server.overload import BatchThread
 
 _Waiting = tuple[Columns, "asyncio.Future[Prediction]"]
@@ -90,6 +95,8 @@ class Scorer:
             results = models.predict_each(model, parts)
         except Exception as error:  # any request's flights may be the cause: each scored alone
             results = [error] if len(parts) == 1 else [_alone(models, model, p) for p in parts]
+        else:
+            observe_merge(model, len(parts))
         for (_, future), result in zip(waiting, results, strict=True):
             if future.cancelled():  # its request was cancelled meanwhile (shutdown)
                 continue

@@ -18,7 +18,7 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -57,6 +57,14 @@ PREDICTIONS = Counter(
     "Flights scored, by model, model version and predicted label",
     ["model", "version", "label"],
 )
+MERGE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+MERGED = Histogram(
+    "microbatch_call_requests",
+    "Requests scored by one merged onnxruntime call (app.inference.microbatch), by model: one "
+    "observation per call; a request scored at once, alone in its worker, is in none",
+    ["model"],
+    buckets=MERGE_BUCKETS,
+)
 UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
 
@@ -65,6 +73,8 @@ _latency: dict[tuple[str, str, int | str], list[float]] = {}
 """(route, method, status) → [sum of seconds, count in bucket 0, ..., count above the last]"""
 _predictions: dict[OnnxModel, list[int]] = {}
 """model → [flights labelled 0, flights labelled 1]"""
+_merged: dict[str, list[float]] = {}
+"""model name → [sum of requests, count in bucket 0, ..., count above the last]"""
 
 
 class Derived(Protocol):
@@ -81,11 +91,23 @@ _derived: Derived | None = None
 
 def observe_latency(route: str, method: str, status: int | str, seconds: float) -> None:
     """`status`: an HTTP status, or a gRPC status code's name (app.grpc, method "GRPC")."""
-    tally = _latency.get((route, method, status))
+    _tally(_latency, (route, method, status), BUCKETS, seconds)
+
+
+def observe_merge(model: OnnxModel, requests: int) -> None:
+    """One onnxruntime call of app.inference.microbatch, for `requests` requests' flights."""
+    _tally(_merged, model.name, MERGE_BUCKETS, requests)
+
+
+def _tally(
+    tallies: dict[Any, list[float]], key: Any, bounds: tuple[float, ...], value: float
+) -> None:
+    """A histogram observation, into the plain list `flush` adds to the shared metric."""
+    tally = tallies.get(key)
     if tally is None:
-        tally = _latency[route, method, status] = [0.0] * (len(BUCKETS) + 2)
-    tally[0] += seconds
-    tally[bisect_left(BUCKETS, seconds) + 1] += 1  # a bucket holds values <= its bound
+        tally = tallies[key] = [0.0] * (len(bounds) + 2)
+    tally[0] += value
+    tally[bisect_left(bounds, value) + 1] += 1  # a bucket holds values <= its bound
 
 
 def count_predictions(model: OnnxModel, columns: Columns, prediction: Prediction) -> None:
@@ -104,28 +126,36 @@ def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
     for model in models:
         for label in ("0", "1"):
             PREDICTIONS.labels(model.name, model.version, label)
+        MERGED.labels(model.name)
     _derived = derived
 
 
 def flush() -> None:
     """Adds this worker's tallies to the shared metrics and starts new ones."""
-    global _latency, _predictions
+    global _latency, _predictions, _merged
     latency, _latency = _latency, {}
     predictions, _predictions = _predictions, {}
+    merged, _merged = _merged, {}
     for (route, method, status), tally in latency.items():
-        child = LATENCY.labels(route, method, str(status))
-        # prometheus_client has no bulk observe: add to the child's values as observe() does.
-        child._sum.inc(tally[0])
-        for bucket, count in zip(child._buckets, tally[1:], strict=True):
-            if count:
-                bucket.inc(count)
+        _add(LATENCY.labels(route, method, str(status)), tally)
         REQUESTS.labels(route, method, str(status)).inc(sum(tally[1:]))
+    for name, tally in merged.items():
+        _add(MERGED.labels(name), tally)
     for model, counts in predictions.items():
         for label, count in enumerate(counts):
             if count:
                 PREDICTIONS.labels(model.name, model.version, str(label)).inc(count)
     if _derived is not None:
         _derived.flush()
+
+
+def _add(child: Histogram, tally: list[float]) -> None:
+    """A `_tally` list into a histogram's child: prometheus_client has no bulk observe, so this
+    adds to the child's values as observe() does."""
+    child._sum.inc(tally[0])
+    for bucket, count in zip(child._buckets, tally[1:], strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def _flush_every_second(loop: asyncio.AbstractEventLoop) -> None:
