@@ -62,6 +62,9 @@ SERVICE = "/inference.GRPCInferenceService/"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = (0).to_bytes(3, "big") + bytes([4, 0]) + (0).to_bytes(4, "big")
 """An HTTP/2 frame: length 0, type SETTINGS, no flags, stream 0."""
+FRESH = [("grpc.use_local_subchannel_pool", 1)]
+"""Channel options that give a channel its own connection: by default grpc shares one between
+channels to the same target, so a "new" channel may reuse an open connection."""
 MODELS = {
     "delay-minimal": (MINIMAL_FLIGHTS, MINIMAL_INPUTS),
     "delay-full": (FULL_FLIGHTS, FULL_INPUTS),
@@ -447,7 +450,35 @@ def test_calls_are_counted_by_method_and_status_code(
 # --- reload --------------------------------------------------------------------------------------
 
 
+def workers_serving(http: httpx.Client, model: str) -> dict[str, float]:
+    """`model_workers` of `model`: version -> live workers that loaded it."""
+    return {
+        dict(labels)["version"]: value
+        for (name, labels), value in samples(http).items()
+        if name == "model_workers" and ("model", model) in labels
+    }
+
+
+def fresh_answers(server: Server, target: str, model: str, times: int) -> set[str]:
+    """The versions of `model` that `times` new connections of each transport were answered
+    with ("" for a call that failed)."""
+    seen = set()
+    for _ in range(times):
+        with grpc.insecure_channel(target, options=FRESH) as channel:  # a connection of its own
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            try:
+                metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=5)
+                seen.add(metadata.versions[0])
+            except grpc.RpcError:
+                seen.add("")
+        answer = httpx.get(f"{server.url}/v2/models/{model}", timeout=5)  # a new connection too
+        seen.add(answer.json()["versions"][0] if answer.status_code == 200 else "")
+    return seen
+
+
 def test_a_sighup_reload_reaches_grpc(tmp_path: Path) -> None:
+    """A reload has completed everywhere when /metrics counts only the new version's workers
+    (README, Serving): from then on every new connection of either transport gets it."""
     releases = tmp_path / "releases"
     current = tmp_path / "current"
     current.symlink_to(MODELS_DIR)
@@ -457,29 +488,21 @@ def test_a_sighup_reload_reaches_grpc(tmp_path: Path) -> None:
     try:
         serving(server, target)
         model = "delay-full"
-
-        def served_versions() -> set[str]:
-            seen = set()
-            for _ in range(6):  # new connections: either worker
-                with triton.InferenceServerClient(target) as fresh:
-                    try:
-                        seen.add(fresh.get_model_metadata(model, as_json=True)["versions"][0])
-                    except InferenceServerException:  # a worker being replaced
-                        seen.add("")
-            return seen
-
-        assert served_versions() == {card(model)["version"]}
-        point(current, releases / "r2")
-        os.kill(server.process.pid, signal.SIGHUP)
-        assert wait_for(lambda: served_versions() == {new_versions[model]}, timeout=60), (
-            server.log()
-        )
+        old, new = card(model)["version"], new_versions[model]
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert workers_serving(http, model) == {old: WORKERS}
+            assert fresh_answers(server, target, model, 4) == {old}
+            point(current, releases / "r2")
+            os.kill(server.process.pid, signal.SIGHUP)
+            assert wait_for(lambda: workers_serving(http, model) == {new: WORKERS}, 60), (
+                workers_serving(http, model),
+                server.log(),
+            )
+        assert fresh_answers(server, target, model, 10) == {new}
         flights, names = MODELS[model]
         with triton.InferenceServerClient(target) as fresh:
-            result = fresh.infer(
-                model, raw_inputs(flights, names), model_version=new_versions[model]
-            )
-        assert result.get_response(as_json=True)["model_version"] == new_versions[model]
+            result = fresh.infer(model, raw_inputs(flights, names), model_version=new)
+        assert result.get_response(as_json=True)["model_version"] == new
     finally:
         stop(server)
 
@@ -537,7 +560,20 @@ def test_a_message_that_does_not_parse_is_invalid_argument(served: GrpcServer) -
     assert "not a ModelInferRequest" in raised.value.details()
 
 
-def test_sigterm_lets_in_flight_grpc_calls_finish(tmp_path: Path) -> None:
+def probe(target: str) -> grpc.StatusCode:
+    """A ServerLive call on a new connection."""
+    with grpc.insecure_channel(target, options=FRESH) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        return status_of(lambda: stub.ServerLive(pb.ServerLiveRequest(), timeout=5))
+
+
+CALLS = 24
+"""10,000-flight calls in flight on one connection when the SIGTERM test stops the server."""
+
+
+def test_sigterm_lets_in_flight_grpc_calls_finish_and_takes_no_new_connection(
+    tmp_path: Path,
+) -> None:
     target = f"{HOST}:{free_port()}"
     server = spawn(tmp_path / "run", GRPC_BIND=target)
     try:
@@ -558,20 +594,28 @@ def test_sigterm_lets_in_flight_grpc_calls_finish(tmp_path: Path) -> None:
                 if len(ended) >= 4:
                     some_ended.set()
 
-            calls = [threading.Thread(target=call) for _ in range(16)]
+            calls = [threading.Thread(target=call) for _ in range(CALLS)]
             for thread in calls:
                 thread.start()
-            # a quarter answered: every call has reached the worker (one connection), the rest
-            # are queued (a fixed 0.3 s wait once saw all 16 answered before it: ~0.03 s each)
+            # 4 answered: every call has reached the worker (one connection), the rest are
+            # queued (a fixed 0.3 s wait once saw all 16 answered before it: ~0.03 s each; the
+            # last of 16 ended 0.24-0.39 s after the probes in 6 runs, hence 24)
             assert some_ended.wait(timeout=60)
             stopped_at = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
+            # both workers stopping (uvicorn's line comes after the gRPC listener closed)
+            assert wait_for(lambda: server.log().count("Shutting down") >= WORKERS, 10, 0.01)
+            probes = [probe(target) for _ in range(4)]
+            probed_at = time.monotonic()
             for thread in calls:
                 thread.join(timeout=60)
-        assert [status for status, _ in ended] == ["OK"] * 16, [
+        assert [status for status, _ in ended] == ["OK"] * CALLS, [
             (s, round(t - stopped_at, 3)) for s, t in ended
         ]
-        assert any(at > stopped_at for _, at in ended), "no call was still in flight at SIGTERM"
+        assert any(at > probed_at for _, at in ended), [round(t - probed_at, 3) for _, t in ended]
+        # new connections are refused while the calls in flight finish: the kernel gives a
+        # stopping worker none (before, its listener stayed open until they had finished)
+        assert probes == [grpc.StatusCode.UNAVAILABLE] * 4
         assert server.process.wait(timeout=30) == 0
     finally:
         stop(server)

@@ -25,6 +25,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -64,6 +65,13 @@ MERGED = Histogram(
     "observation per call; a request scored at once, alone in its worker, is in none",
     ["model"],
     buckets=MERGE_BUCKETS,
+)
+WORKERS = Gauge(
+    "model_workers",
+    "Live workers that loaded each model version: after a reload, the old version's series "
+    "stays until the last worker serving it has exited",
+    ["model", "version"],
+    multiprocess_mode="livesum",  # a worker's share leaves with it (gunicorn.conf.py's child_exit)
 )
 UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
@@ -120,10 +128,12 @@ def count_predictions(model: OnnxModel, columns: Columns, prediction: Prediction
 
 
 def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
-    """Shows every served model's prediction counts from zero, before its first prediction
-    (so that `rate()` sees the first ones), and sets what a scrape derives (None: nothing)."""
+    """Counts this worker in `model_workers` of every model it serves, shows their prediction
+    counts from zero, before the first prediction (so that `rate()` sees the first ones), and
+    sets what a scrape derives (None: nothing)."""
     global _derived
     for model in models:
+        WORKERS.labels(model.name, model.version).set(1)
         for label in ("0", "1"):
             PREDICTIONS.labels(model.name, model.version, label)
         MERGED.labels(model.name)

@@ -38,7 +38,8 @@ logger = logging.getLogger("app")
 
 class Server(_Server):
     """uvicorn's server, which also serves gRPC once the app has started (so a worker binds
-    the gRPC port only when its models are ready) and stops it while HTTP drains."""
+    the gRPC port only when its models are ready) and stops it while HTTP drains; a stopping
+    worker takes no new connection of either kind."""
 
     def __init__(self, config: Config, settings: Settings) -> None:
         super().__init__(config)
@@ -86,10 +87,10 @@ class Server(_Server):
         logger.info("gRPC serving on %s", bind)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        begin_drain(
-            self.server_state
-        )  # before uvicorn closes the listener: see app.server.protocol
-        draining = [super().shutdown(sockets)]
+        begin_drain(self.server_state)  # before uvicorn closes the listener: app.server.protocol
+        if self.grpc is not None:  # new gRPC connections go to the other workers from now on
+            self.grpc.stop_accepting()
+        draining = [super().shutdown(sockets)]  # uvicorn stops accepting HTTP first thing
         if self.grpc is not None:
             draining.append(self.grpc.stop(self.config.timeout_graceful_shutdown))
         await asyncio.gather(*draining)
