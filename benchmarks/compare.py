@@ -64,8 +64,8 @@ SERVICE_KNOBS = (
 the README's defaults, whatever the shell running `make compare` has set."""
 SETTLE_S = 1.5
 """Seconds between wrk and the measured run's start, and after its end: every worker has added
-its tallies to the shared metrics by then (app.observability.metrics.FLUSH_SECONDS, once a second), so a
-scrape of /metrics sees the run whole and nothing of the warm-up."""
+its tallies to the shared metrics by then (app.observability.metrics.FLUSH_SECONDS, once a second),
+so a scrape of /metrics sees the run whole and nothing of the warm-up."""
 
 
 def variants(reference_model: str) -> tuple[Variant, ...]:

@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 BASELINE = "service"
 MERGE_METRIC = "microbatch_call_requests"
-"""app.observability.metrics' histogram of the requests each merged onnxruntime call scored (app.inference.microbatch)."""
+"""app.observability.metrics' histogram of the requests each merged onnxruntime call scored
+(app.inference.microbatch)."""
 CAVEAT = (
     "**wrk runs on the same {nproc}-core machine as the server and takes CPU from it: every "
     "throughput here is a lower bound of what the server alone would do, and latency includes "
@@ -44,7 +45,8 @@ class Variant:
     reference: bool = False
     """Not the product: its errors are flagged in the report but do not fail the run."""
     merges: bool = False
-    """Micro-batched (app.inference.microbatch): the run records what the server merged (`Merged`)."""
+    """Micro-batched (app.inference.microbatch): the run records what the server merged
+    (`Merged`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,8 @@ class Goal:
 
 @dataclass(frozen=True, slots=True)
 class Merged:
-    """What app.inference.microbatch merged during one run: how much the server's MERGE_METRIC histogram
-    (every model) grew between a scrape just before the run and one after it."""
+    """What app.inference.microbatch merged during one run: how much the server's MERGE_METRIC
+    histogram (every model) grew between a scrape just before the run and one after it."""
 
     calls: int
     """Merged onnxruntime calls."""

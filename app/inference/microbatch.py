@@ -28,8 +28,8 @@ requests' objects.
 Table answers (minimal flights, by default), batches mixing both contracts and large batches
 are scored as without it.
 
-Each merged call is observed in the `microbatch_call_requests` histogram (app.observability.metrics) with the
-number of requests it scored: its sum against the requests served is the share merged; a
+Each merged call is observed in the `microbatch_call_requests` histogram (app.observability.metrics)
+with the number of requests it scored: its sum against the requests served is the share merged; a
 request scored at once, alone in its worker, is in no call.
 """
 
