@@ -42,9 +42,8 @@ timeout = 30
 backlog = 2048
 accesslog = _SETTINGS.access_log  # off by default: one log line costs more than a prediction
 errorlog = "-"
-logger_class = (
-    "app.observability.logs.GunicornLogger"  # JSON lines in the master too, with LOG_FORMAT=json
-)
+# JSON lines in the master too, with LOG_FORMAT=json
+logger_class = "app.observability.logs.GunicornLogger"
 loglevel = _SETTINGS.log_level
 proc_name = "latam-delay"
 control_socket_disable = (

@@ -44,9 +44,8 @@ def started(app: Starlette) -> Iterator[Starlette]:
     """`app` with its lifespan entered on `event_loop()`, in this thread; left on exit."""
     loop = event_loop()
     scorer = getattr(app.state, "scorer", None)
-    if (
-        scorer is not None
-    ):  # this driver's requests: one at a time (app.server.worker tells a worker's)
+    # this driver's requests: one at a time (app.server.worker tells a worker's)
+    if scorer is not None:
         scorer.in_flight = lambda: 1
     lifespan = app.router.lifespan_context(app)
     loop.run_until_complete(lifespan.__aenter__())

@@ -123,9 +123,8 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         app_logger.handlers = self.log.error_log.handlers
         app_logger.setLevel(self.log.error_log.level)
         app_logger.propagate = False
-        if (
-            settings.access_log
-        ):  # app.observability.logs.AccessLogMiddleware's line replaces uvicorn's
+        # app.observability.logs.AccessLogMiddleware's line replaces uvicorn's
+        if settings.access_log:
             logging.getLogger("uvicorn.access").handlers = []  # uvicorn logs when it has any
             access_logger = logging.getLogger(logs.access_logger.name)
             access_logger.handlers = self.log.access_log.handlers
