@@ -237,10 +237,8 @@ def parse_h2load(output: str, log: Path) -> H2loadRun:
 
 def grpc_counts(url: str) -> dict[str, float]:
     """The server's ModelInfer calls so far by gRPC status code, from its /metrics."""
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
-        text = answer.read().decode("utf-8")
     counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(compare.scrape(url)):
         for sample in family.samples:
             labels = sample.labels
             if (
