@@ -13,7 +13,8 @@ one with the bound off (MAX_IN_FLIGHT=1000000; it never sheds, so its clients ar
 and with --hold-off each bound again with HOLD_EARLY_RETRIES off, all alternated within each
 round. With --idle-pool N, N more keep-alive connections, each answered once and then idle
 (a client's connection pool), stay open through every overload run: they must not make a worker
-crowded (app.protocol counts busy connections), so 64 connections are still never shed.
+crowded (app.server.protocol counts busy connections), so 64 connections are still never
+shed.
 
 Starvation: 2 wrk connections post the largest full-schedule batch the limits admit (just under
 MAX_BODY_BYTES) back to back while the probe (4 connections) posts one-flight bodies; batches
