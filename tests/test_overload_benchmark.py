@@ -6,7 +6,6 @@ HTTP server."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.chaos import Tally
+from benchmarks.chaos import Tally, wait_for
 from benchmarks.overload import (
     P99_MIN_SAMPLES,
     CpuSnapshot,
@@ -191,21 +190,14 @@ def health_server(status: int = 200, close: bool = False) -> Iterator[int]:
         server.server_close()
 
 
-def eventually(condition: Any, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return bool(condition())
-
-
 def test_the_idle_pool_holds_its_connections_open_each_answered_once_and_closes_them() -> None:
     Health.open = 0
     with health_server() as port:
         with idle_pool(port, 7) as pool:
             assert len(pool) == 7
             assert all(connection.sock is not None for connection in pool)  # kept alive
-            assert eventually(lambda: Health.open == 7)
-        assert eventually(lambda: Health.open == 0)
+            assert wait_for(lambda: Health.open == 7, 5, 0.01)
+        assert wait_for(lambda: Health.open == 0, 5, 0.01)
 
 
 @pytest.mark.parametrize(("status", "close"), [(503, False), (200, True)])
