@@ -251,6 +251,33 @@ def test_small_batches_encode_by_rows_bit_for_bit_as_columns(which: str) -> None
         assert encoder.encode_columns(alone).tobytes() == whole[row : row + 1].tobytes()
 
 
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_one_flight_of_a_single_group_encodes_as_columns(group: str) -> None:
+    """`_row` lays out each group's values by itself (flags decided once per encoder): any
+    group alone gives the column-wise bits."""
+    columns, labels = _random_columns(300)
+    encoder = FeatureEncoder.fit(columns, labels, (group,), HOLIDAYS)
+    whole = encoder.encode_columns(columns)
+    for row in range(100):
+        alone = encoder.encode_columns(take(columns, np.arange(row, row + 1)))
+        assert alone.tobytes() == whole[row : row + 1].tobytes(), row
+
+
+@pytest.mark.parametrize("which", ["every group", "committed full model"])
+@pytest.mark.parametrize("size", [1, 3, ROWS_BELOW - 1, ROWS_BELOW, 100])
+def test_encoding_into_a_buffer_writes_the_same_bits(which: str, size: int) -> None:
+    """`into` (app.inference.model's bound input buffer) gets the float32 bits of a new matrix,
+    by rows, by `_row` and column-wise, known and unknown values, whatever the buffer held."""
+    encoder = _encoder(which)
+    columns, _ = _random_columns(600)
+    whole = encoder.encode_columns(columns)
+    buffer = np.full((size, len(encoder.feature_names)), np.nan, dtype=np.float32)
+    for start in range(0, 600 - size + 1, size):
+        part = take(columns, np.arange(start, start + size))
+        assert encoder.encode_columns(part, buffer) is buffer
+        assert buffer.tobytes() == whole[start : start + size].tobytes(), start
+
+
 def test_one_flight_encodes_bit_for_bit_as_in_the_whole_real_data(real_data: Path) -> None:
     """Every flight of the real data alone (a one-flight request's path, FeatureEncoder._row)
     gets the float32 bits the column-wise encoding of all 68,206 gives it, for both served

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +10,13 @@ import orjson
 import pytest
 
 from app.errors import ModelLoadError
+from app.inference.features import from_flights, take
 from app.inference.flights import Batch, Columns
 from app.inference.model import (
+    BOUND_ROWS_BELOW,
     FULL_MODEL,
     MINIMAL_MODEL,
+    MODEL_NAMES,
     ModelSet,
     OnnxModel,
     Prediction,
@@ -76,6 +81,93 @@ def test_a_lone_flight_gets_the_tables_answer() -> None:
 def test_the_full_model_has_no_finite_table() -> None:
     with pytest.raises(ValueError, match="finite input domain"):
         OnnxModel.load(MODELS_DIR, FULL_MODEL).tabulate()
+
+
+def _random_columns(model: OnnxModel, count: int, seed: int) -> Columns:
+    """Flights of the model's contract from 2015 to 2019, as the validator gives them (lists):
+    known and unseen destinations, airlines and flight numbers."""
+    rng = np.random.default_rng(seed)
+
+    def pick(values: list[str]) -> list[str]:
+        return [values[i] for i in rng.integers(0, len(values), count)]
+
+    departure = np.datetime64("2015-01-01T00:00") + rng.integers(0, 5 * 525_960, count)
+    month = (departure.astype("datetime64[M]").astype(np.int64) % 12 + 1).tolist()
+    minimal = (pick(list(model.card.operators)), pick(["I", "N"]), month)
+    encoder = model.card.encoder
+    if not encoder.schedule:
+        return Columns(*minimal)
+    return Columns(
+        *minimal,
+        departure.astype("datetime64[m]"),
+        pick([*encoder.known_destinations(), "ZZZZ"]),
+        pick([*encoder.known_airlines(), "ZZZ"]),
+        [str(number) for number in rng.integers(1, 3000, count)],
+    )
+
+
+def _session_run(model: OnnxModel, columns: Columns) -> bytes:
+    """The probabilities by `session.run` on the encoder's new matrix, as bytes."""
+    return model.predict_features(model.card.encoder.encode_columns(columns)).tobytes()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_small_calls_give_session_runs_probabilities_bit_for_bit(name: str) -> None:
+    """Calls of fewer than BOUND_ROWS_BELOW flights run on an IOBinding: the float32 bits of
+    session.run, each call's answer an array of its own (the next call reuses the buffers)."""
+    model = OnnxModel.load(MODELS_DIR, name)
+    columns = _random_columns(model, 400, seed=1)
+    for size in (1, 2, 7, BOUND_ROWS_BELOW - 1, BOUND_ROWS_BELOW):
+        answers = []
+        for start in range(0, 400 - size + 1, size):
+            part = take(columns, np.arange(start, start + size))
+            answers.append((model.predict_proba(part), _session_run(model, part)))
+        assert all(answer.tobytes() == expected for answer, expected in answers), size
+        assert len({answer.tobytes() for answer, _ in answers}) > 1
+
+
+def test_every_real_flight_alone_gets_session_runs_probabilities(real_data: Path) -> None:
+    """A one-flight request's path (FeatureEncoder._row into the bound buffer) against
+    session.run on the column-wise encoding of all 68,206 flights, both served models."""
+    from train.data import load
+
+    dataset = load(real_data)
+    for name in MODEL_NAMES:
+        model = OnnxModel.load(MODELS_DIR, name)
+        flights = dataset.flights(model.card.encoder.schedule)
+        whole = model.card.encoder.encode_columns(from_flights(flights))
+        for row, flight in enumerate(flights):
+            expected = model.predict_features(whole[row : row + 1]).tobytes()
+            assert model.predict_proba(from_flights([flight])).tobytes() == expected, (name, row)
+
+
+def test_threads_scoring_at_once_get_their_own_answers() -> None:
+    """The event loop and the batch thread may score small calls at the same moment: each
+    thread has bindings of its own, so neither reads the other's features or probabilities."""
+    model = OnnxModel.load(MODELS_DIR, FULL_MODEL)
+    flights = [take(_random_columns(model, 2, seed), np.arange(1)) for seed in (1, 2)]
+    expected = [_session_run(model, columns) for columns in flights]
+    assert expected[0] != expected[1]
+    start = threading.Barrier(2)
+    wrong: list[int] = []
+
+    def score(which: int) -> None:
+        start.wait()
+        for _ in range(3000):
+            if model.predict_proba(flights[which]).tobytes() != expected[which]:
+                wrong.append(which)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns every few operations, not every 5 ms
+    try:
+        threads = [threading.Thread(target=score, args=(which,)) for which in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
 
 
 def test_observer_sees_every_prediction() -> None:
