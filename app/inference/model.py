@@ -11,6 +11,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ class Prediction:
         if len(probabilities) == 1:  # one flight: a Python comparison, not three numpy calls
             # numpy compares a float32 array with a Python float in float32 (NEP 50): so does
             # this, exactly, on the two float32 values widened to doubles (1.8 -> 0.3 us)
-            label = int(probabilities.item(0) >= float(np.float32(threshold)))
+            label = int(probabilities.item(0) >= _float32(threshold))
             return cls([label], probabilities, label)
         labels = (probabilities >= threshold).astype(np.int64)
         return cls(labels, probabilities, int(np.count_nonzero(labels)))
@@ -264,6 +265,13 @@ class _Bindings(threading.local):
         if binding is None:
             binding = self._by_rows[rows] = _Binding(self._session, rows, self._width)
         return binding
+
+
+@lru_cache(maxsize=64)
+def _float32(value: float) -> float:
+    """`value` rounded to float32 and widened back; remembered, since a model's threshold is one
+    value and np.float32() was most of a lone flight's label (0.2 of 0.3 us)."""
+    return float(np.float32(value))
 
 
 def _shortest(probability: float) -> float:
