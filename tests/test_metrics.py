@@ -28,6 +28,7 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
         assert client.post("/predict", json={"flights": [flight, flight]}).status_code == 200
     assert client.post("/predict", json={"flights": []}).status_code == 400
     assert client.get("/v2/models/delay-full/ready").status_code == 200
+    assert client.post("/v2/models/delay-minimal/infer", json={"inputs": []}).status_code == 400
     assert client.get("/no/such/path").status_code == 404
     after = _samples(client)
 
@@ -38,6 +39,7 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
     assert delta(count, route="/predict", method="POST", status="200") == 3
     assert delta(count, route="/predict", method="POST", status="400") == 1
     assert delta(count, route="/v2/models/{name}/ready", method="GET", status="200") == 1
+    assert delta(count, route="/v2/models/{name}/infer", method="POST", status="400") == 1
     assert delta(count, route="<unmatched>", method="GET", status="404") == 1
     version = client.app.state.models.minimal.version  # type: ignore[attr-defined]
     scored = delta("predictions_total", model="delay-minimal", version=version, label="0") + delta(

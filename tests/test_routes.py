@@ -12,11 +12,20 @@ from starlette.testclient import TestClient
 from app.inference.flights import Columns, FlightValidator
 from app.inference.model import ModelSet, OnnxModel
 from app.main import create_app
-from app.rest.routes import PREDICT_ROUTE
+from app.rest.routes import INFER_ROUTE, PREDICT_ROUTE
 from app.settings import Settings
 from tests.conftest import MODELS_DIR, ROOT, payload_cases, payload_request
 
 MINIMAL = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
+FULL = {
+    "OPERA": "Grupo LATAM",
+    "TIPOVUELO": "N",
+    "MES": 3,
+    "Fecha-I": "2017-03-05 19:30:00",
+    "Des-I": "SCFA",
+    "Emp-I": "LAN",
+    "Vlo-I": "100",
+}
 
 
 @pytest.mark.parametrize("case", payload_cases("predict_valid.json"))
@@ -174,20 +183,11 @@ def test_predict_with_proba_adds_probabilities_consistent_with_labels(client: Te
 
 
 def test_mixed_batch_scores_each_flight_with_its_own_model(client: TestClient) -> None:
-    full = {
-        "OPERA": "Grupo LATAM",
-        "TIPOVUELO": "N",
-        "MES": 3,
-        "Fecha-I": "2017-03-05 19:30:00",
-        "Des-I": "SCFA",
-        "Emp-I": "LAN",
-        "Vlo-I": "100",
-    }
     alone = [
         client.post("/predict?proba=true", json={"flights": [f]}).json()["proba"][0]
-        for f in (MINIMAL, full)
+        for f in (MINIMAL, FULL)
     ]
-    together = client.post("/predict?proba=true", json={"flights": [MINIMAL, full]}).json()["proba"]
+    together = client.post("/predict?proba=true", json={"flights": [MINIMAL, FULL]}).json()["proba"]
     assert together == pytest.approx(alone, abs=1e-7)
     assert alone[0] != pytest.approx(alone[1], abs=1e-4)
 
@@ -366,6 +366,61 @@ def test_predict_answers_alike_ahead_of_the_router_and_through_it(
     direct, routed = both_paths
     url, content, headers = payload_request(case)
     assert _answer(direct, url, content, headers) == _answer(routed, "/api" + url, content, headers)
+
+
+def test_infer_is_served_ahead_of_the_router() -> None:
+    """PredictFirst answers each model's unversioned infer route even with the router's own
+    route gone; the versioned route and unknown models still go to the router."""
+    app = create_app(Settings(models_dir=MODELS_DIR))
+    app.router.routes.remove(INFER_ROUTE)
+    with TestClient(app) as client:
+        request = _oip_request(MINIMAL)
+        assert client.post("/v2/models/delay-minimal/infer", json=request).status_code == 200
+        version = client.get("/v2/models/delay-minimal").json()["versions"][0]
+        versioned = f"/v2/models/delay-minimal/versions/{version}/infer"
+        assert client.post(versioned, json=request).status_code == 200
+        assert client.post("/v2/models/nope/infer", json=request).status_code == 404
+
+
+def _oip_request(flight: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    inputs = [
+        {"name": name, "datatype": "INT64" if name == "MES" else "BYTES", "shape": [1],
+         "data": [value]}
+        for name, value in flight.items()
+    ]  # fmt: skip
+    return {"inputs": inputs, **extra}
+
+
+_BINARY_OUTPUTS = {"outputs": [{"name": "label", "parameters": {"binary_data": True}}]}
+_OIP_CASES = {
+    "json": (orjson.dumps(_oip_request(MINIMAL, id="a")), {"content-type": "application/json"}),
+    "binary outputs": (
+        orjson.dumps(_oip_request(MINIMAL, **_BINARY_OUTPUTS)),
+        {"content-type": "application/json"},
+    ),
+    "full schedule": (orjson.dumps(_oip_request(FULL)), {}),
+    "bad content type": (orjson.dumps(_oip_request(MINIMAL)), {"content-type": "text/plain"}),
+    "not JSON": (b"{", {"content-type": "application/json"}),
+    "bad header length": (
+        orjson.dumps(_oip_request(MINIMAL)),
+        {"inference-header-content-length": "x"},
+    ),
+    "bad month": (orjson.dumps(_oip_request({**MINIMAL, "MES": 13})), {}),
+}
+
+
+@pytest.mark.parametrize("case", list(_OIP_CASES), ids=list(_OIP_CASES))
+@pytest.mark.parametrize("model", ["delay-minimal", "delay-full"])
+def test_infer_answers_alike_ahead_of_the_router_and_through_it(
+    both_paths: tuple[TestClient, TestClient], case: str, model: str
+) -> None:
+    """Status, headers and body, answers and errors, as for /predict above."""
+    direct, routed = both_paths
+    content, headers = _OIP_CASES[case]
+    url = f"/v2/models/{model}/infer"
+    answer = _answer(direct, url, content, headers)
+    assert answer == _answer(routed, "/api" + url, content, headers)
+    assert answer[0] in (200, 400, 415)
 
 
 def test_an_unexpected_error_is_a_500_and_raised_again_on_both_paths() -> None:

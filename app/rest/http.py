@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -71,6 +71,15 @@ async def send_json_body(
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_body(send: Send, body: bytes, headers: Mapping[str, str]) -> None:
+    """A 200 of a body already serialised, with its headers (lowercase names) and its length: the
+    OIP route's JSON or binary-extension answer (app.rest.inference_protocol.encode_response)."""
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    raw.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": 200, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.datastructures import QueryParams, State
+from starlette.datastructures import Headers, QueryParams, State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,10 +14,18 @@ from app.dataplane import DataPlane
 from app.errors import BadRequest, UnsupportedMediaType
 from app.inference.flights import Batch, FlightValidator
 from app.inference.microbatch import Scorer
-from app.inference.model import ModelSet, OnnxModel, Prediction
+from app.inference.model import MODEL_NAMES, ModelSet, OnnxModel, Prediction
 from app.observability.metrics import exposition
 from app.rest import inference_protocol as oip
-from app.rest.http import JSONResponse, dumps, read_body, read_json_body, send_error, send_json_body
+from app.rest.http import (
+    JSONResponse,
+    dumps,
+    read_body,
+    read_json_body,
+    send_body,
+    send_error,
+    send_json_body,
+)
 from app.rest.openapi import openapi_document
 from app.settings import Settings
 
@@ -67,37 +75,50 @@ class Predict:
 
 
 class PredictFirst:
-    """The innermost layer of the service's own middleware (app.main): `POST /predict` served
-    ahead of Starlette's error middleware and router, every other request passed to them.
+    """The innermost layer of the service's own middleware (app.main): `POST /predict` and each
+    model's unversioned OIP infer route served ahead of Starlette's error middleware and router,
+    every other request passed to them.
 
     Under the server those layers cost the hottest route more than in-process: its Python runs
     on caches the previous response's loopback write has just cooled, so every frame and object
     a request touches counts (docs/performance.md). Skipping them for this one route: x0.88 the
-    server CPU a request (development A/B over HTTP, table path). Nothing else changes: the route
-    still owns 405s and the OpenAPI document, its errors go to the same handlers
+    server CPU a request (development A/B over HTTP, table path). Nothing else changes: the routes
+    still own 405s, unknown models' 404s and the OpenAPI document, its errors go to the same handlers
     (app.rest.http.send_error), and the metrics, request-ID and access-log layers stay outside."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.route = PREDICT_ROUTE
-        self.predict = PREDICT
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or scope["path"] != PREDICT_ROUTE.path
             or scope["method"] != "POST"
             or scope.get("root_path")  # Starlette's router knows what to strip
         ):
             await self.app(scope, receive, send)
             return
-        scope["route"] = self.route  # as the router sets it: the metrics', logs' and traces' label
+        path = scope["path"]
+        if path == PREDICT_ROUTE.path:
+            scope["route"] = PREDICT_ROUTE  # as the router sets it: the metrics', logs', traces'
+            try:
+                body = await PREDICT.body(scope, receive)
+            except Exception as error:
+                await send_error(scope, receive, send, error)
+                return
+            await send_json_body(send, body)
+            return
+        name = INFER_PATHS.get(path)
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = INFER_ROUTE
+        scope["path_params"] = {"name": name}
         try:
-            body = await self.predict.body(scope, receive)
+            answer = await INFER.answer(scope, receive)
         except Exception as error:
             await send_error(scope, receive, send, error)
             return
-        await send_json_body(send, body)
+        await send_body(send, *answer)
 
 
 async def health(request: Request) -> Response:
@@ -129,20 +150,33 @@ async def model_ready(request: Request) -> Response:
     )
 
 
-async def infer(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
-    dataplane = _dataplane(request)
-    model = _model(request, dataplane)
-    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if content_type not in _OIP_CONTENT_TYPES:
-        raise UnsupportedMediaType(
-            f"Content-Type {content_type!r} is not JSON nor binary tensor data"
-        )
-    body = await read_body(request.scope, request.receive, settings.max_body_bytes)
-    inference = oip.decode_request(body, request.headers.get(oip.HEADER_LENGTH), model.input_types)
-    prediction = await dataplane.infer(model, inference)
-    content, headers = oip.encode_response(model.name, model.version, inference, prediction)
-    return Response(content, headers=headers)
+class Infer:
+    """`POST /v2/models/{name}[/versions/{version}]/infer` as a bare ASGI app, as `Predict` is,
+    and served ahead of Starlette's error middleware and router like it for each model's
+    unversioned route (`PredictFirst`): a function endpoint's Request, Response and wrappers
+    were about a third of an OIP request's own time in-process (docs/performance.md)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_body(send, *await self.answer(scope, receive))
+
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[bytes, dict[str, str]]:
+        """The answer's body and headers; any error raised is what the request is answered
+        instead."""
+        state: State = scope["app"].state
+        dataplane: DataPlane = state.dataplane
+        params = scope["path_params"]
+        model = dataplane.model(params["name"], params.get("version"))
+        headers = Headers(scope=scope)
+        content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type not in _OIP_CONTENT_TYPES:
+            raise UnsupportedMediaType(
+                f"Content-Type {content_type!r} is not JSON nor binary tensor data"
+            )
+        settings: Settings = state.settings
+        body = await read_body(scope, receive, settings.max_body_bytes)
+        inference = oip.decode_request(body, headers.get(oip.HEADER_LENGTH), model.input_types)
+        prediction = await dataplane.infer(model, inference)
+        return oip.encode_response(model.name, model.version, inference, prediction)
 
 
 async def metrics(request: Request) -> Response:
@@ -183,19 +217,26 @@ def _model_routes(prefix: str) -> list[Route]:
     return [
         Route(prefix, model_metadata, methods=["GET"]),
         Route(prefix + "/ready", model_ready, methods=["GET"]),
-        Route(prefix + "/infer", infer, methods=["POST"]),
+        INFER_ROUTE
+        if prefix == MODEL_PREFIX
+        else Route(prefix + "/infer", INFER, methods=["POST"]),
     ]
 
 
 PREDICT = Predict()
 PREDICT_ROUTE = Route("/predict", PREDICT, methods=["POST"])
+INFER = Infer()
+MODEL_PREFIX = "/v2/models/{name}"
+INFER_ROUTE = Route(MODEL_PREFIX + "/infer", INFER, methods=["POST"])
+INFER_PATHS = {f"/v2/models/{name}/infer": name for name in MODEL_NAMES}
+"""Each model's unversioned infer path, and its name (the router's path parameter)."""
 ROUTES = [
     PREDICT_ROUTE,
     Route("/health", health, methods=["GET"]),
     Route("/v2/health/live", live, methods=["GET"]),
     Route("/v2/health/ready", ready, methods=["GET"]),
     Route("/v2", server_metadata, methods=["GET"]),
-    *_model_routes("/v2/models/{name}"),
+    *_model_routes(MODEL_PREFIX),
     *_model_routes("/v2/models/{name}/versions/{version}"),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
