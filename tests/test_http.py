@@ -46,3 +46,17 @@ def test_a_missing_content_type_is_415_for_json_only() -> None:
     assert body_of([(b"content-length", b"14")], json=False) == BODY
     with pytest.raises(PayloadTooLarge):
         body_of([(b"content-length", b"101")], json=False)
+
+
+def test_a_compressed_body_is_415_naming_its_coding_and_identity_passes() -> None:
+    json_type = (b"content-type", b"application/json")
+    for json in (True, False):
+        for encoding in (b"gzip", b"GZIP", b"identity, br", b"deflate"):
+            with pytest.raises(UnsupportedMediaType, match="Content-Encoding") as refused:
+                body_of([json_type, (b"content-encoding", encoding)], json=json)
+            assert refused.value.to_json()["detail"]["received"] == encoding.decode().lower()
+        # a second header is a coding too: not hidden behind an identity first
+        with pytest.raises(UnsupportedMediaType):
+            body_of([json_type, (b"content-encoding", b"identity"), (b"content-encoding", b"gzip")])
+        assert body_of([json_type, (b"content-encoding", b"identity")], json=json) == BODY
+        assert body_of([json_type, (b"content-encoding", b" Identity ")], json=json) == BODY

@@ -310,6 +310,20 @@ def test_infer_errors_are_json_with_an_error_key(client: TestClient) -> None:
     assert response.status_code == 415
 
 
+def test_a_gzipped_body_is_a_415_naming_its_coding_on_both_routes(client: TestClient) -> None:
+    import gzip
+
+    body = gzip.compress(orjson.dumps({"flights": [MINIMAL]}))
+    for path in ("/predict", "/v2/models/delay-minimal/infer"):
+        response = client.post(
+            path,
+            content=body,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        assert response.status_code == 415, (path, response.text)
+        assert response.json()["error"].startswith("Content-Encoding 'gzip' is not supported")
+
+
 def test_a_client_leaving_before_its_body_is_a_499_not_a_500(client: TestClient) -> None:
     import asyncio
 

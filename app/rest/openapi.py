@@ -50,7 +50,9 @@ def _errors(invalid: dict[str, Any]) -> dict[str, Any]:
             "Error",
         ),
         "413": _response("Body or batch over its limit", "Error"),
-        "415": _response("Content-Type not accepted", "Error"),
+        "415": _response(
+            "Content-Type not accepted, or a compressed body (Content-Encoding)", "Error"
+        ),
         "431": _response(
             "Request line and headers over MAX_HEAD_BYTES (answered by the server; the "
             "connection is then closed)",
