@@ -216,9 +216,14 @@ class OnnxModel:
         rows = len(columns)
         if not 0 < rows < BOUND_ROWS_BELOW:
             return self.predict_features(self._encode(columns))
-        binding = self._bindings.of(rows)
+        binding = self.binding(rows)
         self._encode(columns, binding.features)
         return binding.run()
+
+    def binding(self, rows: int) -> _Binding:
+        """The calling thread's IOBinding for calls of `rows` flights (fewer than
+        BOUND_ROWS_BELOW): how `predict_proba` runs them (and `make bench` times them)."""
+        return self._bindings.of(rows)
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         probabilities: np.ndarray = self._run(self._outputs, {ONNX_INPUT: features})[0]
