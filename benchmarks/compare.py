@@ -29,6 +29,7 @@ from pathlib import Path
 from benchmarks import stress
 from benchmarks.compare_report import (
     BASELINE,
+    SETTLE_S,
     Goal,
     Merged,
     RunInfo,
@@ -62,10 +63,6 @@ SERVICE_KNOBS = (
 )  # fmt: skip
 """Cleared from the inherited environment, with every LATAM_DELAY_* variable: the baseline is
 the README's defaults, whatever the shell running `make compare` has set."""
-SETTLE_S = 1.5
-"""Seconds between wrk and the measured run's start, and after its end: every worker has added
-its tallies to the shared metrics by then (app.observability.metrics.FLUSH_SECONDS, once a second),
-so a scrape of /metrics sees the run whole and nothing of the warm-up."""
 
 
 def variants(reference_model: str) -> tuple[Variant, ...]:

@@ -16,6 +16,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+SETTLE_S = 1.5
+"""Seconds between wrk and the measured run's start, and after its end: every worker has added
+its tallies to the shared metrics by then (app.observability.metrics.FLUSH_SECONDS, once a second),
+so a scrape of /metrics sees the run whole and nothing of the warm-up."""
+
 BASELINE = "service"
 MERGE_METRIC = "microbatch_call_requests"
 """app.observability.metrics' histogram of the requests each merged onnxruntime call scored
@@ -441,8 +446,8 @@ def render_markdown(
         f"- CPU: {info.cpu_model}, {info.nproc} cores (`nproc`); "
         f"load average before the first run: {info.load_average}",
         f"- {info.rounds} rounds; each round runs every variant once, in the order below, on a "
-        f"freshly started server: ready, {info.warmup_s} s of wrk discarded, then "
-        f"{info.duration_s} s measured with {info.threads} wrk threads and "
+        f"freshly started server: ready, {info.warmup_s} s of wrk discarded, a "
+        f"{SETTLE_S} s pause (`SETTLE_S`), then {info.duration_s} s measured with {info.threads} wrk threads and "
         f"{info.connections} connections (unless the variant says otherwise)",
         f"- Medians over rounds; `x {baseline}` is the median over rounds of the ratio to "
         f"`{baseline}` in the same round (the product as the README serves it)",
@@ -587,7 +592,7 @@ def merged_lines(runs: Sequence[RunResult]) -> list[str]:
         f"From the server's `{MERGE_METRIC}` histogram (app.observability.metrics), scraped just before and "
         "just after each measured run of a micro-batched variant, each time after a pause in "
         "which every worker adds its tallies to the shared metrics (`SETTLE_S` in "
-        "benchmarks/compare.py, before every variant's measured run alike): the merged "
+        "benchmarks/compare_report.py, before every variant's measured run alike): the merged "
         "onnxruntime calls of the run, the requests they scored and how "
         "many of the run's requests (wrk's count) that is; the rest were scored at once, each "
         "alone in its worker. The last columns: the share of the merged calls that scored that "

@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmarks.compare_report import (
     CAVEAT,
+    SETTLE_S,
     RunInfo,
     RunResult,
     Summary,
@@ -197,7 +198,8 @@ def render_markdown(results: Results) -> str:
         CAVEAT.format(nproc=info.nproc),
         "",
         f"{info.rounds} alternating rounds, each variant on a freshly started server: "
-        f"{info.warmup_s} s of discarded warm-up, then {info.duration_s} s measured, "
+        f"{info.warmup_s} s of discarded warm-up, a {SETTLE_S} s pause (`SETTLE_S` in "
+        f"benchmarks/compare_report.py), then {info.duration_s} s measured, "
         f"{info.connections} connections. Command:",
         "",
         "```sh",
