@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,16 @@ import orjson
 import pytest
 
 from app.errors import BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
-from app.inference.flights import ALLOWED_FIELDS, Batch, Columns, Flight, FlightValidator, Schedule
+from app.inference.flights import (
+    ALLOWED_FIELDS,
+    SCHEDULE_FIELDS,
+    SCHEDULE_FIELDS_DECLARED,
+    Batch,
+    Columns,
+    Flight,
+    FlightValidator,
+    Schedule,
+)
 from app.inference.model import ModelCard, minimal_domain
 from tests.conftest import MODELS_DIR, synthetic_rows
 
@@ -213,6 +223,41 @@ def test_the_compiled_pass_and_the_explanation_agree(field: str) -> None:
         assert _answer(_decoded, [SCHEDULED, flight]) == _answer(VALIDATOR.flight, flight, 1), (
             flight
         )
+
+
+SEPARATED = [
+    "KMIA\x00LAN",
+    "\x00",
+    "LAN\x01",
+    "2017-02-01 10:00:00\x00KMIA",
+    "22\x006",
+    "226\x012017-02-28 23:59:00\x00SCFA\x00SKU\x00226",  # the rest of a row, then a whole row
+]
+"""Values holding the schedule check's field and row separators: each would pass for two."""
+
+
+@pytest.mark.parametrize("field", SCHEDULE_FIELDS)
+def test_a_lone_flight_is_refused_as_the_explanation_says(field: str) -> None:
+    """A lone flight's schedule is checked alone, without the batch's separator counts: the
+    same verdict and error as the field-by-field check, separators included."""
+    for value in WEIRD + SEPARATED:
+        flight = SCHEDULED | {field: value}
+        assert _answer(_decoded, [flight]) == _answer(VALIDATOR.flight, flight, 0), flight
+        assert _answer(_decoded, [flight, SCHEDULED]) == _answer(VALIDATOR.flight, flight, 0)
+
+
+def test_no_schedule_pattern_matches_a_separator() -> None:
+    """What a lone flight's check relies on: a value holding a separator makes a field too many."""
+    for field in SCHEDULE_FIELDS_DECLARED:
+        valid = SCHEDULED[field.name]
+        assert field.pattern is not None
+        assert re.fullmatch(field.pattern, valid)
+        for separator, at in itertools.product(("\x00", "\x01"), range(len(valid) + 1)):
+            for value in (
+                valid[:at] + separator + valid[at:],
+                valid[:at] + separator + valid[at + 1 :],
+            ):
+                assert not re.fullmatch(field.pattern, value), (field.name, value)
 
 
 def _answer(call: Callable[..., object], *args: Any) -> dict[str, Any] | None:
