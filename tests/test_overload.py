@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import httpx2 as httpx
 import orjson
@@ -112,17 +113,17 @@ def test_a_small_request_is_not_held_behind_a_large_batch(
 def test_observers_of_batch_thread_predictions_run_on_the_event_loop() -> None:
     from app.server.overload import on_event_loop
 
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[Any, int]] = []
 
-    def observe(value: int) -> None:
-        seen.append((value, threading.get_ident()))
+    def observe(model: Any, columns: Any, prediction: Any) -> None:
+        seen.append(((model, columns, prediction), threading.get_ident()))
 
     async def scenario() -> int:
         observed = on_event_loop(observe, asyncio.get_running_loop())
-        observed(1)  # on the loop: at once
-        await asyncio.get_running_loop().run_in_executor(None, observed, 2)
+        observed(1, 2, 3)  # type: ignore[arg-type]  # on the loop: at once
+        await asyncio.get_running_loop().run_in_executor(None, observed, 4, 5, 6)
         await asyncio.sleep(0)
         return threading.get_ident()
 
     loop_thread = asyncio.run(scenario())
-    assert seen == [(1, loop_thread), (2, loop_thread)]
+    assert seen == [((1, 2, 3), loop_thread), ((4, 5, 6), loop_thread)]
