@@ -84,9 +84,12 @@ def on_starting(server: Any) -> None:
 
 
 def on_reload(server: Any) -> None:
-    """SIGHUP: the new workers get MODELS_DIR's models if they load, else the old ones."""
+    """SIGHUP: the new workers get MODELS_DIR's models if they load, else the old ones; the old
+    workers hand the gRPC port over to them (app.server.handoff)."""
+    from app.server.handoff import advance
     from app.server.reload import reload_models
 
+    advance(_RUN_DIR / "handoff", server.cfg.workers)
     reload_models(
         _RUN_DIR / "models",
         _SETTINGS.ort_threads,
@@ -104,9 +107,11 @@ def pre_fork(server: Any, worker: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
+    from app.server.handoff import forget
     from app.server.reload import in_use, prune
 
     multiprocess.mark_process_dead(worker.pid)
+    forget(_RUN_DIR / "handoff", worker.pid)
     prune(_RUN_DIR / "models", in_use(os.environ, server.WORKERS.values()))
 
 

@@ -8,6 +8,7 @@ proto package, which one process cannot hold twice (app/grpc/__init__.py)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,9 @@ import struct
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -504,6 +507,109 @@ def test_a_sighup_reload_reaches_grpc(tmp_path: Path) -> None:
             result = fresh.infer(model, raw_inputs(flights, names), model_version=new)
         assert result.get_response(as_json=True)["model_version"] == new
     finally:
+        stop(server)
+
+
+HANDED_OVER = 8
+"""Seconds for a reload's old workers to exit: the new ones listen within ~1 s, and old workers
+that missed them would wait for the hand-off's bound (9 s) instead."""
+
+
+def fresh_calls(target: str, until: threading.Event) -> Counter[str]:
+    """ServerLive calls, each on a new connection and without wait_for_ready, until `until` is
+    set: the status codes they got."""
+    codes: Counter[str] = Counter()
+    while not until.is_set():
+        codes[probe(target).name] += 1
+    return codes
+
+
+def handoff_markers(server: Server) -> set[str]:
+    return {marker.name for marker in server.workdir.glob("latam-delay-run-*/handoff/ready-*")}
+
+
+def children(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_a_sighup_reload_refuses_no_new_grpc_connection(tmp_path: Path) -> None:
+    """The old workers close their gRPC listeners only once the new ones listen
+    (app.server.handoff): before, new connections were refused for 0.4-1 s of every reload.
+    A SIGTERM after it stops at once: the workers of the newest generation await no one."""
+    target = f"{HOST}:{free_port()}"
+    server = spawn(tmp_path / "run", GRPC_BIND=target)
+    try:
+        serving(server, target)
+        done = threading.Event()
+        with ThreadPoolExecutor(2) as clients:
+            calls = [clients.submit(fresh_calls, target, done) for _ in range(2)]
+            time.sleep(0.3)
+            os.kill(server.process.pid, signal.SIGHUP)
+            reloaded = wait_for(
+                lambda: (
+                    server.log().count("gRPC serving on") >= 2 * WORKERS
+                    and server.log().count("Finished server process") >= WORKERS
+                ),
+                HANDED_OVER,
+            )
+            time.sleep(0.3)
+            done.set()
+            codes = sum((call.result() for call in calls), Counter[str]())
+        assert reloaded, server.log()
+        assert codes["OK"] > 100, codes
+        assert codes == Counter(OK=codes["OK"]), codes
+        # the hand-off's markers name the listening workers only, a killed one's too
+        listening = handoff_markers(server)
+        assert listening == {f"ready-1-{pid}" for pid in children(server.process.pid)}
+        os.kill(int(min(listening).rsplit("-", 1)[1]), signal.SIGKILL)
+        assert wait_for(
+            lambda: (
+                len(handoff_markers(server) - listening) == 1
+                and len(handoff_markers(server)) == WORKERS
+            ),
+            30,
+        ), (handoff_markers(server), server.log())
+        stopping = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+        assert time.monotonic() - stopping < 3
+    finally:
+        stop(server)
+
+
+def test_new_workers_that_never_listen_hold_a_reloads_old_ones_for_the_bound_only(
+    tmp_path: Path,
+) -> None:
+    """New workers stopped (SIGSTOP) before they listen, as if they hung booting: the old ones
+    serve on for the hand-off's bound, half of uvicorn's graceful shutdown (here 2 s of 4: a
+    graceful timeout of 6 s), then drain and exit as before."""
+    target = f"{HOST}:{free_port()}"
+    server = spawn(tmp_path / "run", GRPC_BIND=target, GUNICORN_CMD_ARGS="--graceful-timeout 6")
+    master = server.process.pid
+    stopped: set[int] = set()
+    try:
+        serving(server, target)
+        old = children(master)
+        reloaded_at = time.monotonic()
+        os.kill(master, signal.SIGHUP)
+        while len(stopped) < WORKERS and time.monotonic() - reloaded_at < 5:
+            for pid in children(master) - old - stopped:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.add(pid)
+        assert len(stopped) == WORKERS
+        assert handoff_markers(server) == {f"ready-0-{pid}" for pid in old}, "one listened first"
+        time.sleep(1)
+        assert probe(target) == grpc.StatusCode.OK  # the old workers serve on
+        assert wait_for(lambda: not children(master) & old, 10, 0.01), server.log()
+        assert 2 <= time.monotonic() - reloaded_at < 4
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        assert wait_for(lambda: server.log().count("gRPC serving on") >= 2 * WORKERS, 30)
+        assert probe(target) == grpc.StatusCode.OK
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         stop(server)
 
 

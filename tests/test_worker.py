@@ -148,3 +148,58 @@ def test_the_scorer_is_told_the_servers_requests_in_flight() -> None:
     assert app.state.scorer.in_flight() == 0
     server.server_state.tasks.add(object())  # type: ignore[arg-type]
     assert app.state.scorer.in_flight() == 1
+
+
+def test_a_reloads_old_worker_serves_until_the_handoff_then_drains_in_what_is_left(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """app.server.handoff: new workers that never listen hold the old one for half of uvicorn's
+    graceful shutdown, listening and not draining; the drain then has the other half."""
+    import asyncio
+    import time
+
+    import uvicorn
+
+    from app.server import protocol
+    from app.server.handoff import Handoff, advance
+    from app.server.worker import Server
+    from app.settings import Settings
+
+    events: list[tuple[str, float]] = []
+
+    class Grpc:
+        async def stop_accepting(self) -> None:
+            events.append(("stop accepting", time.monotonic()))
+
+        async def stop(self, grace: float) -> None:
+            events.append((f"stop within {grace}", time.monotonic()))
+
+    async def uvicorn_shutdown(self: uvicorn.Server, sockets: object = None) -> None:
+        events.append((f"uvicorn drains within {self.config.timeout_graceful_shutdown}", 0))
+
+    monkeypatch.setattr(uvicorn.Server, "shutdown", uvicorn_shutdown)
+    environ: dict[str, str] = {}
+    handoff = Handoff(tmp_path, 0, 10)
+    handoff.listening()
+    advance(tmp_path, 2, environ)  # a reload: two new workers, which never listen
+    config = uvicorn.Config(app=lambda: None, timeout_graceful_shutdown=4)
+    server = Server(config, Settings.from_env({}), handoff)
+    server.grpc = Grpc()
+    started = time.monotonic()
+
+    async def shutdown() -> None:
+        stopping = asyncio.create_task(server.shutdown())
+        await asyncio.sleep(1)
+        assert not events  # still serving gRPC
+        assert server.server_state not in protocol._DRAINING  # and HTTP as usual
+        assert handoff.marker.exists()
+        await stopping
+
+    asyncio.run(shutdown())
+    assert [name for name, _ in events] == [
+        "stop accepting",
+        "uvicorn drains within 2",
+        "stop within 2",
+    ]
+    assert 2 <= events[0][1] - started < 2.5
+    assert not handoff.marker.exists()

@@ -11,14 +11,12 @@ applies through the data plane, and one connection may carry GRPC_MAX_STREAMS ca
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import stat
 import time
 
 import grpc
 
 from app.dataplane import DataPlane
+from app.grpc.listeners import close_listeners
 from app.grpc.servicer import InferenceServicer, generic_handler
 from app.observability.metrics import keep_flushing
 from app.settings import Settings
@@ -37,18 +35,12 @@ class GrpcServer:
         self.servicer = servicer
         self.port = port
 
-    def stop_accepting(self) -> None:
+    async def stop_accepting(self) -> None:
         """Closes the listening socket now, while the calls in flight go on: grpcio closes it only
         in `stop`, which must wait for them, and until then the kernel kept handing this worker
         new connections (a reload's old worker answered them with the old models, seconds after
-        the new workers served). grpcio has no call that closes a port alone, so each descriptor
-        of its listener is pointed (dup2) at a stand-in socket: the listener itself closes,
-        leaving the SO_REUSEPORT group and grpcio's poller, and `stop` later closes the
-        stand-in where it would have closed the listener (tests/test_grpc_server.py)."""
-        stand_in, peer = socket.socketpair()
-        with stand_in, peer:
-            for descriptor in listening_descriptors(self.port):
-                os.dup2(stand_in.fileno(), descriptor)
+        the new workers served): app.grpc.listeners."""
+        await close_listeners(self.port)
 
     async def stop(self, grace: float) -> None:
         """After `stop_accepting`. grpcio's stop cancels calls its servicer is still working on
@@ -78,30 +70,3 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
     await server.start()
     keep_flushing()
     return GrpcServer(server, servicer, port)
-
-
-def listening_descriptors(port: int) -> list[int]:
-    """This process's descriptors of TCP sockets listening on `port` (Linux's /proc/self/fd;
-    none elsewhere, where a stopping worker then accepts until grpcio's stop, as before)."""
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return []
-    found = []
-    for name in names:
-        descriptor = int(name)
-        try:
-            if not stat.S_ISSOCK(os.fstat(descriptor).st_mode):
-                continue
-            probe = socket.socket(fileno=os.dup(descriptor))
-        except OSError:  # closed since the listing (the listing's own descriptor among them)
-            continue
-        with probe:
-            if (
-                probe.family in (socket.AF_INET, socket.AF_INET6)
-                and probe.type == socket.SOCK_STREAM
-                and probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                and probe.getsockname()[1] == port
-            ):
-                found.append(descriptor)
-    return found

@@ -6,7 +6,8 @@ inside gunicorn's `graceful_timeout` so that a worker cancels what is left and e
 before the master's SIGKILL, and the `app` logger, sent to gunicorn's error log with the
 request ID (app.observability.request_id) in every line. It also serves gRPC (app.grpc) on GRPC_BIND
 from the same event loop: started once the app is ready, drained together with HTTP; and accepts
-HTTP connections through app.server.acceptor.
+HTTP connections through app.server.acceptor. A reload's old worker hands the gRPC port over to the
+new ones before it stops: app.server.handoff.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.inference.microbatch import Scorer
 from app.observability import logs
 from app.observability.request_id import install_log_context
 from app.server.acceptor import Acceptor
+from app.server.handoff import Handoff
 from app.server.protocol import Limits, begin_drain, guarded_protocol, in_flight
 from app.settings import Settings
 
@@ -41,9 +43,10 @@ class Server(_Server):
     the gRPC port only when its models are ready) and stops it while HTTP drains; a stopping
     worker takes no new connection of either kind."""
 
-    def __init__(self, config: Config, settings: Settings) -> None:
+    def __init__(self, config: Config, settings: Settings, handoff: Handoff | None = None) -> None:
         super().__init__(config)
         self.settings = settings
+        self.handoff = handoff
         self.grpc: Any = None
         self.grpc_failed = False
 
@@ -85,11 +88,21 @@ class Server(_Server):
             self.grpc_failed = self.should_exit = True
             return
         logger.info("gRPC serving on %s", bind)
+        if self.handoff is not None:
+            self.handoff.listening()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc is not None and self.handoff is not None:
+            # a reload's old worker serves as usual until the new workers listen, for at most
+            # half of uvicorn's graceful shutdown; the drain then has what is left
+            grace = self.config.timeout_graceful_shutdown or 0
+            waited = await self.handoff.handed_over(grace / 2)
+            self.config.timeout_graceful_shutdown = max(1, round(grace - waited))
         begin_drain(self.server_state)  # before uvicorn closes the listener: app.server.protocol
         if self.grpc is not None:  # new gRPC connections go to the other workers from now on
-            self.grpc.stop_accepting()
+            await self.grpc.stop_accepting()
+            if self.handoff is not None:
+                self.handoff.leaving()
         draining = [super().shutdown(sockets)]  # uvicorn stops accepting HTTP first thing
         if self.grpc is not None:
             draining.append(self.grpc.stop(self.config.timeout_graceful_shutdown))
@@ -134,7 +147,7 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
     async def _serve(self) -> None:
         """uvicorn_worker's, with the Server above."""
         self.config.app = self.wsgi
-        server = Server(self.config, self.settings)
+        server = Server(self.config, self.settings, Handoff.from_env())
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if server.grpc_failed:
