@@ -99,3 +99,17 @@ def test_outside_a_server_run_there_is_no_handoff(tmp_path: Path) -> None:
     handoff = Handoff.from_env({"LATAM_DELAY_RUN_DIR": str(tmp_path), GENERATION_ENV: "4"})
     assert handoff is not None
     assert (handoff.directory, handoff.generation) == (tmp_path / "handoff", 4)
+
+
+def test_a_run_directory_that_cannot_be_written_costs_the_handoff_only(tmp_path: Path) -> None:
+    """These calls run in gunicorn's hooks and a worker's start, where an error would stop it."""
+    directory = tmp_path / "handoff"
+    directory.write_text("a file where the directory should be")
+    environ: dict[str, str] = {}
+    old = worker(directory, environ, 10)
+    old.listening()
+    assert advance(directory, 2, environ) == 1
+    assert environ[GENERATION_ENV] == "1"
+    assert old.successors() is None  # so it does not wait
+    old.leaving()
+    forget(directory, 10)

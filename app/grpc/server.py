@@ -2,8 +2,9 @@
 
 Every worker binds GRPC_BIND itself: gRPC sets SO_REUSEPORT on Linux, so the kernel spreads
 connections over the workers as gunicorn's shared socket does for HTTP. A worker that begins to
-stop (a reload's old worker, a shutdown) leaves that group at once (`stop_accepting`), so new
-connections reach only the workers that keep serving, then drains its own. The limits mirror
+stop (a shutdown; a reload's old worker once the new ones listen: app.server.handoff) leaves
+that group first (`stop_accepting`, app.grpc.listeners), so new connections reach only the
+workers that keep serving, then drains its own. The limits mirror
 REST's: a message over MAX_BODY_BYTES is RESOURCE_EXHAUSTED before it is read, MAX_FLIGHTS
 applies through the data plane, and one connection may carry GRPC_MAX_STREAMS calls at once.
 """

@@ -14,12 +14,15 @@ in the server run's directory. A worker writes a marker there once its gRPC serv
 removes the marker of a worker that died before). A stopping worker waits (`handed_over`) only
 when the master has recorded a generation newer than its own: a plain shutdown, with no new
 generation coming, does not wait. The wait is bounded, so new workers that never listen (they
-failed to boot, or hang) hold the old ones back by at most that bound.
+failed to boot, or hang) hold the old ones back by at most that bound. A file that cannot be
+written or removed costs the hand-off only, never the server: these calls run in the master's
+hooks and in a worker's start, where an error would stop it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import MutableMapping
@@ -37,17 +40,19 @@ def advance(directory: Path, workers: int, environ: MutableMapping[str, str] = o
     """A reload: the workers forked from now on are the next generation, `workers` of them."""
     generation = int(environ.get(GENERATION_ENV, "0")) + 1
     environ[GENERATION_ENV] = str(generation)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = directory / f".{CURRENT}.{os.getpid()}"
-    written.write_text(f"{generation} {workers}\n")
-    os.replace(written, directory / CURRENT)  # a worker never reads half a record
+    with contextlib.suppress(OSError):
+        directory.mkdir(parents=True, exist_ok=True)
+        written = directory / f".{CURRENT}.{os.getpid()}"
+        written.write_text(f"{generation} {workers}\n")
+        os.replace(written, directory / CURRENT)  # a worker never reads half a record
     return generation
 
 
 def forget(directory: Path, pid: int) -> None:
     """Removes the marker of a worker that is gone (gunicorn.conf.py's child_exit)."""
-    for marker in directory.glob(f"ready-*-{pid}"):
-        marker.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        for marker in directory.glob(f"ready-*-{pid}"):
+            marker.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -71,25 +76,27 @@ class Handoff:
         return self.directory / f"ready-{self.generation}-{self.pid}"
 
     def listening(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.marker.touch()
+        with contextlib.suppress(OSError):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.marker.touch()
 
     def leaving(self) -> None:
-        self.marker.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.marker.unlink(missing_ok=True)
 
     def successors(self) -> int | None:
         """How many workers of a newer generation are coming, or None when none is (the master
         has not reloaded since this worker was forked)."""
         try:
-            generation, workers = (self.directory / CURRENT).read_text().split()
+            generation, workers = map(int, (self.directory / CURRENT).read_text().split())
         except (OSError, ValueError):
             return None
-        return int(workers) if int(generation) > self.generation else None
+        return workers if generation > self.generation else None
 
     def newer_listening(self) -> int:
         """Workers of a newer generation whose gRPC server listens."""
         count = 0
-        for marker in self.directory.glob("ready-*-*"):
+        for marker in self.directory.glob("ready-*-*"):  # none when it cannot be read
             generation = marker.name.split("-")[1]
             count += generation.isdigit() and int(generation) > self.generation
         return count

@@ -41,7 +41,7 @@ logger = logging.getLogger("app")
 class Server(_Server):
     """uvicorn's server, which also serves gRPC once the app has started (so a worker binds
     the gRPC port only when its models are ready) and stops it while HTTP drains; a stopping
-    worker takes no new connection of either kind."""
+    worker (a reload's old one once the new ones listen) takes no new connection of either kind."""
 
     def __init__(self, config: Config, settings: Settings, handoff: Handoff | None = None) -> None:
         super().__init__(config)
