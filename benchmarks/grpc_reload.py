@@ -130,7 +130,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> Outcome:
     )
     outcome = Outcome(
         revision(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), cpu, nproc,
-        load_average(), " ".join(sys.argv), args.workers, args.clients,
+        load_average(), " ".join(["python -m benchmarks.grpc_reload", *sys.argv[1:]]),
+        args.workers, args.clients,
     )  # fmt: skip
     with compare.served(variant, args, scratch) as server:
         _wait(server, lambda: _count(server, SERVING) >= args.workers, "gRPC never served")
@@ -173,7 +174,7 @@ def _wait(server: Server, condition: Callable[[], bool], problem: str) -> None:
 
 def render(outcome: Outcome) -> str:
     seconds = sorted(reload.seconds for reload in outcome.reloads)
-    verdict = "PASS: no call failed" if outcome.failed == 0 else f"FAIL: {outcome.failed} failed"
+    verdict = "PASS: no call failed" if outcome.failed == 0 else f"FAIL: {outcome.failed:,} failed"
     lines = [
         "# gRPC across model reloads (`make grpc-reload`)",
         "",

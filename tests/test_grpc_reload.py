@@ -23,8 +23,8 @@ def test_the_report_passes_only_when_no_call_failed() -> None:
     assert "**PASS: no call failed** of 2,205 calls over 3 reloads" in report
     assert "0.70 s (median; 0.60-0.80 s)" in report
     assert "| 2 | 0.80 | 1,200 | 0 | OK 1,200 |" in report
-    failing = outcome(Reload(0.6, {"OK": 1000}), Reload(0.5, {"OK": 10, "UNAVAILABLE": 3}))
+    failing = outcome(Reload(0.6, {"OK": 1000}), Reload(0.5, {"OK": 10, "UNAVAILABLE": 3000}))
     failing.failures = ["UNAVAILABLE: failed to connect to all addresses"]
     report = render(failing)
-    assert "**FAIL: 3 failed** of 1,013 calls" in report
+    assert "**FAIL: 3,000 failed** of 4,010 calls" in report
     assert "- `UNAVAILABLE: failed to connect to all addresses`" in report
