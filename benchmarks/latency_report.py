@@ -136,7 +136,8 @@ def render(data: dict[str, Any]) -> str:
         "work on the shared machine can hit one test and not another (IQR shows the spread): "
         "the goal is judged on the alternating rounds below instead.",
         "- Paths: `test_predict[minimal-N]` is the table path; `[full-N]` onnxruntime full; "
-        "`test_onnxruntime_call` the bare session call on encoded features; N flights a request.",
+        "`test_onnxruntime_call` the onnxruntime call the service makes on encoded features (its "
+        "IOBinding below 32 flights, `session.run` above); N flights a request.",
         "",
         "| test | min µs | median µs | IQR µs | median x `test_noop_ceiling` |",
         "| --- | ---: | ---: | ---: | ---: |",

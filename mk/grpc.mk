@@ -20,3 +20,15 @@ compare-grpc: bodies | $(DEV_STAMP) ## gRPC ModelInfer vs the REST OIP route, sa
 		--out $(REPORTS_DIR)
 
 compare: compare-grpc
+
+# `make grpc-reload`: what a gRPC client meets across model reloads (app.server.handoff): calls on
+# new connections from GRPC_RELOAD_CLIENTS threads while GRPC_RELOADS SIGHUPs follow one another;
+# fails if any call fails. Writes $(REPORTS_DIR)/$(GRPC_RELOAD_NAME).md.
+GRPC_RELOADS ?= 10
+GRPC_RELOAD_CLIENTS ?= 2
+GRPC_RELOAD_NAME ?= grpc-reload
+
+.PHONY: grpc-reload
+grpc-reload: | $(DEV_STAMP) ## gRPC calls on new connections across $(GRPC_RELOADS) SIGHUP reloads: none may fail (reports/grpc-reload.md)
+	$(BIN)/python -m benchmarks.grpc_reload --reloads $(GRPC_RELOADS) \
+		--clients $(GRPC_RELOAD_CLIENTS) --out $(REPORTS_DIR) --name $(GRPC_RELOAD_NAME)

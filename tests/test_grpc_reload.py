@@ -1,0 +1,30 @@
+"""benchmarks.grpc_reload's verdict and report, on outcomes made here (the real server's
+reloads are tests/test_grpc_server.py's)."""
+
+from __future__ import annotations
+
+from benchmarks.grpc_reload import Outcome, Reload, render
+
+
+def outcome(*reloads: Reload) -> Outcome:
+    return Outcome("abc1234", "2026-12-03 07:00:00 UTC", "CPU", 2, "0.1 0.2 0.3", "cmd", 2, 2,
+                   list(reloads), 0.52, [])  # fmt: skip
+
+
+def test_a_reload_counts_every_status_but_ok_as_failed() -> None:
+    reload = Reload(0.7, {"OK": 900, "UNAVAILABLE": 12, "DEADLINE_EXCEEDED": 1})
+    assert reload.failed == 13
+    assert Reload(0.5, {"OK": 10}).failed == 0
+
+
+def test_the_report_passes_only_when_no_call_failed() -> None:
+    clean = outcome(Reload(0.6, {"OK": 1000}), Reload(0.8, {"OK": 1200}), Reload(0.7, {"OK": 5}))
+    report = render(clean)
+    assert "**PASS: no call failed** of 2,205 calls over 3 reloads" in report
+    assert "0.70 s (median; 0.60-0.80 s)" in report
+    assert "| 2 | 0.80 | 1,200 | 0 | OK 1,200 |" in report
+    failing = outcome(Reload(0.6, {"OK": 1000}), Reload(0.5, {"OK": 10, "UNAVAILABLE": 3000}))
+    failing.failures = ["UNAVAILABLE: failed to connect to all addresses"]
+    report = render(failing)
+    assert "**FAIL: 3,000 failed** of 4,010 calls" in report
+    assert "- `UNAVAILABLE: failed to connect to all addresses`" in report
