@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from app.inference.flights import Columns, Flight
+from app.inference.flights import DEPARTURE_DTYPE, Columns, Flight
 
 OTHER = "~other"
 """The code of an OPERA or TIPOVUELO value never seen in training."""
@@ -613,14 +613,13 @@ def _departure(columns: Columns) -> np.ndarray:
     return columns.departure
 
 
-_MINUTES = np.dtype("datetime64[m]")
 _INT64 = np.dtype(np.int64)
 
 
 def _minutes(columns: Columns) -> np.ndarray:
     """The departures as minutes since 1970 (int64), a view when they are datetime64[m] already
     (dtype objects, not strings: numpy parses a string on every call, 0.1 us)."""
-    return _departure(columns).astype(_MINUTES, copy=False).view(_INT64)
+    return _departure(columns).astype(DEPARTURE_DTYPE, copy=False).view(_INT64)
 
 
 def high_season(departure: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ from app.rest.http import parse_json
 FLIGHT_TYPES = ("I", "N")
 DATETIME_FORMAT = "YYYY-MM-DD HH:MM:SS"
 _FIELD_SEPARATOR, _ROW_SEPARATOR = "\x00", "\x01"
+DEPARTURE_DTYPE = np.dtype("datetime64[m]")
+"""`Columns.departure`'s dtype, as an object: numpy parses a dtype string on every call (0.1 us)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +231,7 @@ class Columns:
     flight_type: Sequence[str]
     month: Sequence[int]
     departure: np.ndarray | None = None
-    """datetime64[m], local scheduled time"""
+    """datetime64[m] (DEPARTURE_DTYPE), local scheduled time"""
     destination: Sequence[str] | None = None
     airline: Sequence[str] | None = None
     number: Sequence[str] | None = None
@@ -532,8 +534,6 @@ class FlightValidator:
 
 
 _UNSCHEDULED = (msgspec.UNSET,) * 4
-_MINUTES = np.dtype("datetime64[m]")
-"""a dtype object: numpy parses a dtype string on every call (0.1 us)"""
 
 
 def _minimal_columns(flights: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
@@ -616,7 +616,7 @@ def _field_error(field: Field, value: Any, index: int) -> InvalidFlight | None:
 def _departures(values: Sequence[str]) -> np.ndarray:
     """Scheduled departures (already of the declared pattern) as datetime64[m]; ValueError for
     a date or time that does not exist."""
-    return np.array(values, dtype=_MINUTES)
+    return np.array(values, dtype=DEPARTURE_DTYPE)
 
 
 def _is_departure(value: Any) -> bool:
