@@ -55,6 +55,8 @@ FLUSH_WAIT = 1.5
 each 1 s)."""
 OIP_SCRIPT = "benchmarks/grpc_oip.lua"
 FIELDS = ("OPERA", "TIPOVUELO", "MES")
+GRPC_SERVING = "gRPC serving on"
+"""app.server.worker's line once a worker's gRPC server listens"""
 
 
 @dataclass(frozen=True)
@@ -292,17 +294,22 @@ def check_answer(url: str, target: str, scratch: Path, row: Row) -> None:
 
 
 @contextmanager
-def served(args: argparse.Namespace, scratch: Path, name: str) -> Iterator[tuple[Server, str]]:
-    """The README's gunicorn (compare's cleared environment) with gRPC on a free port."""
+def served(
+    args: argparse.Namespace, scratch: Path, name: str, workers: int | None = None
+) -> Iterator[tuple[Server, str]]:
+    """The README's gunicorn (compare's cleared environment) with gRPC on a free port, once
+    every worker serves it; `workers`: WORKERS (None: the README's default, 2 on this machine)."""
     target = f"127.0.0.1:{free_port()}"
-    variant = Variant(name, "", compare.SERVICE, env={"GRPC_BIND": target})
+    env = {"GRPC_BIND": target} | ({} if workers is None else {"WORKERS": str(workers)})
+    variant = Variant(name, "", compare.SERVICE, env=env)
     with compare.served(variant, args, scratch) as server:
-        if not wait_for(lambda: _log(server).count("gRPC serving on") >= 2, 30):
+        serving = workers or 2
+        if not wait_for(lambda: log_text(server).count(GRPC_SERVING) >= serving, 30):
             raise StressError(f"gRPC not served:\n{server.log_tail()}")
         yield server, target
 
 
-def _log(server: Server) -> str:
+def log_text(server: Server) -> str:
     return server.log.read_text(encoding="utf-8", errors="replace")
 
 

@@ -29,14 +29,11 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks import compare
 from benchmarks.chaos import wait_for
-from benchmarks.compare_report import Variant
-from benchmarks.stress import Server, StressError, free_port, load_average, machine, revision
+from benchmarks.grpc_load import GRPC_SERVING, log_text, served
+from benchmarks.stress import Server, StressError, load_average, machine, revision
 
 LIVE = "/inference.GRPCInferenceService/ServerLive"
-SERVING = "gRPC serving on"
-"""app.server.worker's line once a worker's gRPC server listens"""
 EXITED = "Finished server process"
 """uvicorn's line as a worker exits"""
 FRESH_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
@@ -124,21 +121,16 @@ class Callers:
 
 def measure(args: argparse.Namespace, scratch: Path) -> Outcome:
     _, cpu, nproc = machine()
-    target = f"127.0.0.1:{free_port()}"
-    variant = Variant(
-        "grpc-reload", "", compare.SERVICE, env={"GRPC_BIND": target, "WORKERS": str(args.workers)}
-    )
     outcome = Outcome(
         revision(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), cpu, nproc,
         load_average(), " ".join(["python -m benchmarks.grpc_reload", *sys.argv[1:]]),
         args.workers, args.clients,
     )  # fmt: skip
-    with compare.served(variant, args, scratch) as server:
-        _wait(server, lambda: _count(server, SERVING) >= args.workers, "gRPC never served")
+    with served(args, scratch, "grpc-reload", args.workers) as (server, target):
         with Callers(target, args.clients) as callers:
             time.sleep(SETTLE_S)
             for reload in range(1, args.reloads + 1):
-                before, exited = callers.counts(), _count(server, EXITED)
+                before, exited = callers.counts(), log_text(server).count(EXITED)
                 sent = time.monotonic()
                 server.process.send_signal(signal.SIGHUP)
                 completed = functools.partial(
@@ -160,11 +152,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> Outcome:
 
 def _completed(server: Server, serving: int, exited: int) -> bool:
     """Whether `serving` workers in all have served gRPC and `exited` have exited."""
-    return _count(server, SERVING) >= serving and _count(server, EXITED) >= exited
-
-
-def _count(server: Server, line: str) -> int:
-    return server.log.read_text(encoding="utf-8", errors="replace").count(line)
+    log = log_text(server)
+    return log.count(GRPC_SERVING) >= serving and log.count(EXITED) >= exited
 
 
 def _wait(server: Server, condition: Callable[[], bool], problem: str) -> None:
