@@ -447,8 +447,9 @@ def render_markdown(
         f"load average before the first run: {info.load_average}",
         f"- {info.rounds} rounds; each round runs every variant once, in the order below, on a "
         f"freshly started server: ready, {info.warmup_s} s of wrk discarded, a "
-        f"{SETTLE_S} s pause (`SETTLE_S`), then {info.duration_s} s measured with {info.threads} wrk threads and "
-        f"{info.connections} connections (unless the variant says otherwise)",
+        f"{SETTLE_S} s pause (`SETTLE_S`), then {info.duration_s} s measured with "
+        f"{info.threads} wrk threads and {info.connections} connections (unless the variant "
+        "says otherwise)",
         f"- Medians over rounds; `x {baseline}` is the median over rounds of the ratio to "
         f"`{baseline}` in the same round (the product as the README serves it)",
         *(
