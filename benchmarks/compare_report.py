@@ -25,6 +25,8 @@ BASELINE = "service"
 MERGE_METRIC = "microbatch_call_requests"
 """app.observability.metrics' histogram of the requests each merged onnxruntime call scored
 (app.inference.microbatch)."""
+CALL_METRIC = "model_call_seconds"
+"""app.observability.metrics' histogram of each onnxruntime model call's wall time."""
 CAVEAT = (
     "**wrk runs on the same {nproc}-core machine as the server and takes CPU from it: every "
     "throughput here is a lower bound of what the server alone would do, and latency includes "
@@ -108,11 +110,21 @@ class Merged:
     counts: tuple[int, ...]
     """Calls of at most each bound's requests and more than the bound before it; the last:
     above the last bound."""
+    model_calls: int = 0
+    """onnxruntime model calls in the run (CALL_METRIC's count): the merged ones and those of
+    requests scored at once."""
+    model_s: float = 0.0
+    """Their wall time, features' encoding included (CALL_METRIC's sum)."""
 
     @property
     def mean(self) -> float | None:
         """Requests a merged call."""
         return self.requests / self.calls if self.calls else None
+
+    @property
+    def model_call_us(self) -> float | None:
+        """Wall microseconds an onnxruntime model call, in the running server."""
+        return self.model_s / self.model_calls * 1e6 if self.model_calls else None
 
     def labels(self) -> list[str]:
         """Each bucket's range of requests: "1", "2", "3-4", ..., "over 64"."""
@@ -126,8 +138,13 @@ class Merged:
 
 def merged_between(before: str, after: str) -> Merged:
     """`Merged` from two Prometheus text scrapes of the same server, before and after."""
-    start, end = _merge_samples(before), _merge_samples(after)
+    start, end = _samples(before, MERGE_METRIC), _samples(after, MERGE_METRIC)
     grown = {key: end.get(key, 0.0) - start.get(key, 0.0) for key in end}
+    calls_before, calls_after = _samples(before, CALL_METRIC), _samples(after, CALL_METRIC)
+    model_calls, model_s = (
+        calls_after.get((kind, ""), 0.0) - calls_before.get((kind, ""), 0.0)
+        for kind in ("count", "sum")
+    )
     cumulative = sorted(
         (float(key[1]), count) for key, count in grown.items() if key[0] == "bucket"
     )
@@ -138,17 +155,19 @@ def merged_between(before: str, after: str) -> Merged:
         requests=round(grown.get(("sum", ""), 0.0)),
         bounds=bounds,
         counts=tuple(high - low for low, high in zip([0, *counts[:-1]], counts, strict=True)),
+        model_calls=round(model_calls),
+        model_s=model_s,
     )
 
 
-def _merge_samples(text: str) -> dict[tuple[str, str], float]:
-    """MERGE_METRIC's count, sum and cumulative buckets (by bound), summed over models."""
+def _samples(text: str, metric: str) -> dict[tuple[str, str], float]:
+    """A histogram's count, sum and cumulative buckets (by bound), summed over models."""
     found: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != MERGE_METRIC:
+        if family.name != metric:
             continue
         for sample in family.samples:
-            kind = sample.name.removeprefix(MERGE_METRIC + "_")
+            kind = sample.name.removeprefix(metric + "_")
             key = (kind, sample.labels.get("le", "") if kind == "bucket" else "")
             found[key] = found.get(key, 0.0) + sample.value
     return found
@@ -597,11 +616,16 @@ def merged_lines(runs: Sequence[RunResult]) -> list[str]:
         "onnxruntime calls of the run, the requests they scored and how "
         "many of the run's requests (wrk's count) that is; the rest were scored at once, each "
         "alone in its worker. The last columns: the share of the merged calls that scored that "
-        "many requests.",
+        f"many requests. The model-call columns come from its `{CALL_METRIC}` histogram, scraped "
+        "alike: every onnxruntime call of the run (merged or not), its mean wall time with the "
+        "features' encoding (in a server that wrk shares the cores with: time waiting for a core "
+        "included), and that time a request of the run.",
         "",
         "| round | variant | req/s | CPU-s / 1k req | merged calls | requests in them | share "
-        "of the run's requests | requests a call, mean | " + " | ".join(buckets) + " |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(buckets),
+        "of the run's requests | requests a call, mean | model calls | µs a model call | model "
+        "µs a request | " + " | ".join(buckets) + " |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        + " ---: |" * len(buckets),
     ]
     for run in measured:
         merged = run.merged
@@ -613,7 +637,10 @@ def merged_lines(runs: Sequence[RunResult]) -> list[str]:
         lines.append(
             f"| {run.round} | `{run.variant}` | {_num(run.requests_per_s)} | "
             f"{_num(run.cpu_s_per_1k, 3)} | {merged.calls:,} | {merged.requests:,} | {share} | "
-            f"{_num(merged.mean, 1)} | " + " | ".join(spread) + " |"
+            f"{_num(merged.mean, 1)} | {merged.model_calls:,} | {_num(merged.model_call_us, 1)} | "
+            f"{_num(merged.model_s / run.requests * 1e6 if run.requests else None, 1)} | "
+            + " | ".join(spread)
+            + " |"
         )
     return [*lines, ""]
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.compare_report import (
+    CALL_METRIC,
     MERGE_METRIC,
     Goal,
     Merged,
@@ -277,9 +278,10 @@ def test_merged_is_what_the_servers_histogram_grew_between_the_two_scrapes() -> 
     """Two models' calls summed; the calls before the first scrape left out."""
     from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
-    from app.observability.metrics import MERGE_BUCKETS
+    from app.observability.metrics import CALL_BUCKETS, MERGE_BUCKETS
 
-    assert MERGE_METRIC in {family.name for family in REGISTRY.collect()}  # the service's name
+    names = {family.name for family in REGISTRY.collect()}
+    assert {MERGE_METRIC, CALL_METRIC} <= names  # the service's names
     registry = CollectorRegistry()
     histogram = Histogram(
         MERGE_METRIC,
@@ -288,28 +290,51 @@ def test_merged_is_what_the_servers_histogram_grew_between_the_two_scrapes() -> 
         buckets=MERGE_BUCKETS,
         registry=registry,
     )
+    timed = Histogram(
+        CALL_METRIC,
+        "as app.observability.metrics'",
+        ["model"],
+        buckets=CALL_BUCKETS,
+        registry=registry,
+    )
     for requests in (3, 40):  # before the run
         histogram.labels("delay-full").observe(requests)
+        timed.labels("delay-full").observe(1.0)
     before = generate_latest(registry).decode()
     for model, requests in (("delay-full", 1), ("delay-full", 5), ("delay-full", 8), ("m", 70)):
         histogram.labels(model).observe(requests)
+        timed.labels(model).observe(0.000125)
+    timed.labels("delay-full").observe(0.0005)  # a call of a request scored at once
     merged = merged_between(before, generate_latest(registry).decode())
     assert merged == Merged(
-        calls=4, requests=84, bounds=(1, 2, 4, 8, 16, 32, 64), counts=(1, 0, 0, 2, 0, 0, 0, 1)
+        calls=4,
+        requests=84,
+        bounds=(1, 2, 4, 8, 16, 32, 64),
+        counts=(1, 0, 0, 2, 0, 0, 0, 1),
+        model_calls=5,
+        model_s=pytest.approx(0.001),
     )
     assert merged.mean == 21
+    assert merged.model_call_us == pytest.approx(200)
     assert merged.labels() == ["1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "over 64"]
 
 
 def test_merged_calls_are_reported_beside_each_runs_requests() -> None:
-    merged = Merged(calls=500, requests=7_000, bounds=(1, 2, 4), counts=(100, 0, 150, 250))
+    merged = Merged(
+        calls=500,
+        requests=7_000,
+        bounds=(1, 2, 4),
+        counts=(100, 0, 150, 250),
+        model_calls=1_500,
+        model_s=0.15,
+    )
     runs = [*rounds(), run("service-full", 1, 800, merged=merged)]  # 8,000 requests
     text = render_markdown(INFO, VARIANTS, runs)
     assert "## Requests merged into one onnxruntime call (app.inference.microbatch)" in text
-    assert "| requests a call, mean | 1 | 2 | 3-4 | over 4 |" in text
+    assert "| model calls | µs a model call | model µs a request | 1 | 2 | 3-4 | over 4 |" in text
     assert (
-        "| 1 | `service-full` | 800 | 0.200 | 500 | 7,000 | 88% | 14.0 | 20% | 0% | 30% | 50% |"
-        in text
+        "| 1 | `service-full` | 800 | 0.200 | 500 | 7,000 | 88% | 14.0 | 1,500 | 100.0 | 18.8 | "
+        "20% | 0% | 30% | 50% |" in text
     )
     document = json.loads(to_json(INFO, VARIANTS, runs))
     assert document["runs"][-1]["merged"]["counts"] == [100, 0, 150, 250]

@@ -48,6 +48,34 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
     assert scored == 6
 
 
+def test_each_onnxruntime_model_call_is_timed_once_and_table_answers_never(
+    client: TestClient,
+) -> None:
+    minimal = {"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3}
+    full = minimal | {
+        "Fecha-I": "2017-03-05 19:30:00",
+        "Des-I": "SCFA",
+        "Emp-I": "LAN",
+        "Vlo-I": "226",
+    }
+    before = _samples(client)
+    for _ in range(2):  # two flights, one call each: a request's flights are scored together
+        assert client.post("/predict", json={"flights": [full, full]}).status_code == 200
+    assert client.post("/predict", json={"flights": [minimal, minimal]}).status_code == 200
+    after = _samples(client)
+
+    def delta(name: str, model: str, **labels: str) -> float:
+        return _value(after, name, model=model, **labels) - _value(
+            before, name, model=model, **labels
+        )
+
+    assert delta("model_call_seconds_count", "delay-full") == 2
+    assert 0 < delta("model_call_seconds_sum", "delay-full") < 2.0
+    assert delta("model_call_seconds_bucket", "delay-full", le="+Inf") == 2
+    assert delta("model_call_seconds_count", "delay-minimal") == 0  # the table answered
+    assert ("model_call_seconds_count", frozenset({("model", "delay-minimal")})) in after
+
+
 def test_flushed_tallies_equal_direct_observations() -> None:
     from prometheus_client import CollectorRegistry, Histogram
 

@@ -251,3 +251,14 @@ def test_a_prediction_splits_into_its_requests_parts() -> None:
     assert [part.delayed for part in parts] == [1, 1, 1]
     (alone,) = whole.split([5])
     assert alone is whole  # one request's merge: its prediction as it is
+
+
+def test_an_onnxruntime_prediction_carries_its_calls_time_and_a_table_answer_none() -> None:
+    model = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)  # not tabulated: onnxruntime scores
+    lone = Columns(["Grupo LATAM"], ["N"], [3])
+    timed = model.predict(lone)
+    assert 0 < timed.seconds < 1.0
+    model.tabulate()
+    assert model.predict(lone).seconds == 0.0  # the table's answer
+    whole = Prediction.from_probabilities(np.array([0.1, 0.9], np.float32), 0.5, timed.seconds)
+    assert [part.seconds for part in whole.split([1, 1])] == [0.0, 0.0]  # the call counts once

@@ -66,6 +66,14 @@ MERGED = Histogram(
     ["model"],
     buckets=MERGE_BUCKETS,
 )
+CALL_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1)
+MODEL_CALLS = Histogram(
+    "model_call_seconds",
+    "Wall time of one onnxruntime model call, its features' encoding included, by model: one "
+    "observation per call (a merged call or a batch counts once; the table's answers never)",
+    ["model"],
+    buckets=CALL_BUCKETS,
+)
 WORKERS = Gauge(
     "model_workers",
     "Live workers that loaded each model version: after a reload, the old version's series "
@@ -83,6 +91,8 @@ _predictions: dict[OnnxModel, list[int]] = {}
 """model → [flights labelled 0, flights labelled 1]"""
 _merged: dict[str, list[float]] = {}
 """model name → [sum of requests, count in bucket 0, ..., count above the last]"""
+_model_calls: dict[str, list[float]] = {}
+"""model name → [sum of seconds, count in bucket 0, ..., count above the last]"""
 
 
 class Derived(Protocol):
@@ -125,6 +135,8 @@ def count_predictions(model: OnnxModel, columns: Columns, prediction: Prediction
     delayed = prediction.delayed
     tally[0] += len(prediction.labels) - delayed
     tally[1] += delayed
+    if prediction.seconds:
+        _tally(_model_calls, model.name, CALL_BUCKETS, prediction.seconds)
 
 
 def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
@@ -137,20 +149,24 @@ def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
         for label in ("0", "1"):
             PREDICTIONS.labels(model.name, model.version, label)
         MERGED.labels(model.name)
+        MODEL_CALLS.labels(model.name)
     _derived = derived
 
 
 def flush() -> None:
     """Adds this worker's tallies to the shared metrics and starts new ones."""
-    global _latency, _predictions, _merged
+    global _latency, _predictions, _merged, _model_calls
     latency, _latency = _latency, {}
     predictions, _predictions = _predictions, {}
     merged, _merged = _merged, {}
+    model_calls, _model_calls = _model_calls, {}
     for (route, method, status), tally in latency.items():
         _add(LATENCY.labels(route, method, str(status)), tally)
         REQUESTS.labels(route, method, str(status)).inc(sum(tally[1:]))
     for name, tally in merged.items():
         _add(MERGED.labels(name), tally)
+    for name, tally in model_calls.items():
+        _add(MODEL_CALLS.labels(name), tally)
     for model, counts in predictions.items():
         for label, count in enumerate(counts):
             if count:
