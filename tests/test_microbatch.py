@@ -112,6 +112,36 @@ def test_a_request_alone_in_its_worker_is_scored_at_once(
         assert_same(mine, theirs)
 
 
+@pytest.mark.parametrize(
+    ("in_flight", "expected_calls"),
+    [(3, [6]), (2, [3, 3]), (100, [6])],
+    ids=["one-not-queued-yet", "all-queued", "count-never-comes-down"],
+)
+def test_a_merge_waits_one_pass_for_requests_read_but_not_queued_yet(
+    models: ModelSet, calls: list[tuple[str, int]], in_flight: int, expected_calls: list[int]
+) -> None:
+    """Two requests queue in one pass and a third in the next, as one read in the loop's
+    following poll would. The server counting three in flight, the merge waits that pass and
+    takes all three; counting only the two queued, it does not wait; counting more than ever
+    come, it still waits one pass only."""
+    requests = batches(models, True, (1, 2, 3))
+    expected = [models.predict(batch) for batch in requests]
+    scorer = Scorer(BatchThread(256), merge=True)
+    scorer.in_flight = lambda: in_flight
+
+    async def run() -> list[Prediction]:
+        first = [asyncio.ensure_future(scorer.predict(models, b)) for b in requests[:2]]
+        await asyncio.sleep(0)  # the two queue; the merge comes up in the next pass
+        third = asyncio.ensure_future(scorer.predict(models, requests[2]))
+        return await asyncio.gather(*first, third)
+
+    calls.clear()
+    got = asyncio.run(run())
+    assert calls == [(models.full.name, flights) for flights in expected_calls]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert_same(mine, theirs)
+
+
 def test_without_merging_each_request_is_its_own_call(
     models: ModelSet, calls: list[tuple[str, int]]
 ) -> None:

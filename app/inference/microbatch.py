@@ -6,11 +6,15 @@ flights all full-schedule, or all minimal with TABULATE_MINIMAL=0; on `/predict`
 or gRPC) and that is smaller than a batch for the batch thread queues its flights here and
 waits. The first one to queue for a model schedules the merge with `call_soon`, which runs after
 every task of that pass has queued: one onnxruntime call for all of them, and each request gets
-its own slice of the answer. There is no window to wait out: a request alone is scored alone,
-one loop pass later; and a `/predict` request that the server says is alone in its worker
-(`Scorer.in_flight`, set by app.server.worker from app.server.protocol's count) is scored at once,
-without that pass: in-process, the pass, its future and the merge's bookkeeping were a fifth of a
-full-schedule request's time (docs/performance.md).
+its own slice of the answer. When the merge comes up while the server counts more requests in
+flight in its worker than are queued (`Scorer.in_flight`, set by app.server.worker from
+app.server.protocol's count: requests read in the loop's last poll, whose tasks run in the next
+pass), it waits that one pass more, once, and takes them too: in a server under load a merge is
+then twice as large, and an onnxruntime call there costs about ten times what it does in a hot
+loop, most of it fixed per call (docs/performance.md). There is no window to wait out: a request
+alone is scored alone, one or two loop passes later; and a `/predict` request that the server
+says is alone in its worker is scored at once, without that pass: in-process, the pass, its
+future and the merge's bookkeeping were a fifth of a full-schedule request's time.
 
 A merged flight's probability can differ from its probability alone in the last float32 digits:
 onnxruntime adds up a call of several rows in another order than a call of one, as it already
@@ -83,11 +87,16 @@ class Scorer:
         waiting = self._waiting.get(model)
         if waiting is None:  # one queue per model (a reload's new models get their own)
             waiting = self._waiting[model] = []
-            loop.call_soon(self._score, models, model)
+            loop.call_soon(self._score, models, model, True)
         waiting.append((columns, future))
         return await future
 
-    def _score(self, models: ModelSet, model: OnnxModel) -> None:
+    def _score(self, models: ModelSet, model: OnnxModel, may_wait: bool = False) -> None:
+        in_flight = self.in_flight
+        if may_wait and in_flight is not None and in_flight() > len(self._waiting[model]):
+            # requests the server has read that have not queued yet: one pass more, once
+            asyncio.get_running_loop().call_soon(self._score, models, model)
+            return
         waiting = self._waiting.pop(model)
         parts = [columns for columns, _ in waiting]
         results: Sequence[Prediction | Exception]
