@@ -9,12 +9,12 @@ every task of that pass has queued: one onnxruntime call for all of them, and ea
 its own slice of the answer. When the merge comes up while the server counts more requests in
 flight in its worker than are queued (`Scorer.in_flight`, set by app.server.worker from
 app.server.protocol's count: requests read in the loop's last poll, whose tasks run in the next
-pass), it waits that one pass more, once, and takes them too: in a server under load a merge is
-then twice as large, and an onnxruntime call there costs about ten times what it does in a hot
-loop, most of it fixed per call (docs/performance.md). There is no window to wait out: a request
-alone is scored alone, one or two loop passes later; and a `/predict` request that the server
-says is alone in its worker is scored at once, without that pass: in-process, the pass, its
-future and the merge's bookkeeping were a fifth of a full-schedule request's time.
+pass), it waits that one pass more, once, and takes them too: in a server under load a merge
+is then about twice as large, and an onnxruntime call there costs several times what it does in
+a hot loop, most of it per call rather than per flight (docs/performance.md). No window to wait
+out: a request alone is scored alone, one or two loop passes later; and a `/predict` request
+that the server says is alone in its worker is scored at once, without that pass: in-process,
+the pass, its future and the merge's bookkeeping were a fifth of a full-schedule request's time.
 
 A merged flight's probability can differ from its probability alone in the last float32 digits:
 onnxruntime adds up a call of several rows in another order than a call of one, as it already
