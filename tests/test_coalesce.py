@@ -21,9 +21,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from app.inference.flights import FULL_EXAMPLE
 from app.main import create_app
 from app.server.protocol import GuardedHttpToolsProtocol
 from app.settings import Settings
+from benchmarks.peers.bodies import infer_body
 from tests.conftest import MODELS_DIR, PAYLOADS
 
 WRITES: list[bytes] = []
@@ -75,6 +77,16 @@ async def stream(request: Request) -> Response:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+RELEASE: dict[str, asyncio.Event] = {}
+"""The event `/held` waits for, made by the test on the server's loop."""
+
+
+async def held(request: Request) -> Response:
+    """Answers once the test sets RELEASE["held"]: a request still being answered."""
+    await RELEASE["held"].wait()
+    return JSONResponse({"ok": True})
+
+
 async def fails(request: Request) -> Response:
     raise RuntimeError("before the response")
 
@@ -109,6 +121,7 @@ TOY = Starlette(
         Route("/not-modified", not_modified),
         Route("/stream", stream),
         Route("/fails", fails),
+        Route("/held", held),
     ]
 )
 
@@ -305,6 +318,59 @@ def test_an_app_stopping_halfway_still_sends_the_head_before_the_close(target: s
         assert received.endswith(b"\r\n\r\nfour" if target == "/fails-halfway" else b"\r\n\r\n")
 
     serve(toy, scenario)
+
+
+def test_a_connection_closed_under_a_pipelined_answer_drops_it_without_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request still being answered, a request pipelined behind it, and then the connection
+    closes (here uvicorn's 400 for the bytes that follow): uvicorn marks only the queued cycle
+    disconnected, so the first one writes on a closed transport (uvloop raises: an "Exception in
+    ASGI application" traceback a request). The write is dropped, as a write on a lost
+    connection is: no error, and the server serves on."""
+
+    async def scenario(connect: Client) -> None:
+        RELEASE["held"] = release = asyncio.Event()
+        client = await connect()
+        held, queued = (b"GET /%s HTTP/1.1\r\nhost: t\r\n\r\n" % p for p in (b"held", b"json"))
+        client.writer.write(held + queued + b"NOT HTTP\r\n\r\n")
+        try:
+            assert (await client.rest()).startswith(b"HTTP/1.1 400 ")  # before any answer
+        finally:
+            release.set()  # the held request is answered on a closed connection
+        response, _ = await (await connect()).request("GET", "/json")
+        assert response.status_code == 200
+
+    with caplog.at_level("ERROR"):
+        serve(toy, scenario)
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
+
+
+def test_the_service_drops_a_merged_answer_whose_connection_closed_without_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The fuzz's case: an OIP request to the full model waits a loop pass for its merged
+    onnxruntime call; a request pipelined behind it and bytes that are not HTTP close the
+    connection meanwhile."""
+    body = json.dumps(infer_body(FULL_EXAMPLE)).encode()
+    head = b"POST /v2/models/delay-full/infer HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+    app = create_app(Settings(models_dir=MODELS_DIR))
+
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        request = head + b"content-length: %d\r\n\r\n" % len(body) + body
+        client.writer.write(
+            request + b"GET /v2/health/ready HTTP/1.1\r\nhost: t\r\n\r\nNOT HTTP\r\n\r\n"
+        )
+        assert (await client.rest()).startswith(b"HTTP/1.1 400 ")
+        response, answer = await (await connect()).request(
+            "POST", "/v2/models/delay-full/infer", body, (("content-type", "application/json"),)
+        )
+        assert response.status_code == 200, answer
+
+    with caplog.at_level("ERROR"):
+        serve(app, scenario)
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
 
 
 def test_the_service_answers_each_request_in_one_write() -> None:
