@@ -2,6 +2,7 @@
 # $(BIN), $(DEV_STAMP), $(REPORTS_DIR), and $(WRK_DIR), $(WRK) and `bodies` from mk/stress.mk.
 RELIABILITY_DIR ?= $(REPORTS_DIR)/reliability
 FUZZ_CASES ?= 10000
+WIRE_FUZZ_CASES ?= 4000
 CHAOS_DURATION ?= 45
 SOAK_DURATION ?= 600
 
@@ -9,10 +10,13 @@ OVERLOAD_DURATION ?= 15
 OVERLOAD_ROUNDS ?= 3
 OVERLOAD_ARGS ?=
 
-.PHONY: fuzz chaos soak overload audit edge-overhead
+.PHONY: fuzz fuzz-wire chaos soak overload audit edge-overhead
 fuzz: $(DEV_STAMP) ## property + OpenAPI fuzzing, $(FUZZ_CASES)+ generated requests in-process; zero 5xx, every answer as documented
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_REPORT=$(RELIABILITY_DIR)/fuzz.json \
 		$(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider -q
+
+fuzz-wire: $(DEV_STAMP) ## $(WIRE_FUZZ_CASES) mutated raw HTTP requests (pipelined, chunked, trickled, half-closed) against gunicorn as deployed: zero 5xx, no traceback, no worker lost
+	$(BIN)/python -m benchmarks.wire_fuzz --cases $(WIRE_FUZZ_CASES) --out $(RELIABILITY_DIR)
 
 chaos: bodies ## worker SIGKILL, model reload (SIGHUP), a 20-SIGHUP storm and SIGTERM experiments under $(CHAOS_DURATION)-s wrk runs
 	$(BIN)/python -m benchmarks.chaos all --duration $(CHAOS_DURATION) --wrk $(WRK) \

@@ -1,0 +1,279 @@
+"""Wire-level fuzzing: mutated raw HTTP/1.1 requests against the service as deployed.
+
+    python -m benchmarks.wire_fuzz --cases 4000 --seed 1    # make fuzz-wire
+
+tests/test_fuzz.py fuzzes the ASGI app in-process, so the server's own HTTP layer is out of its
+reach: uvicorn's parser under app.server.protocol's limits and app.server.coalesce's writes.
+This starts gunicorn with gunicorn.conf.py (2 workers) on a free loopback port and sends it
+seeded mutations of valid requests (bytes changed, inserted, deleted or copied, headers given
+odd values, chunked bodies, several requests pipelined on one connection, odd targets), each on
+a connection of its own, sometimes trickled in small pieces or half-closed after sending, a few
+connections at a time. The cases of bugs it found lead every run (`REGRESSIONS`). It checks
+that no answer is a 5xx, that the server logged no traceback, that the same workers serve at the
+end (none crashed) and that the service is ready, and writes what it saw to --out/wire-fuzz.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from app.inference.flights import FULL_EXAMPLE, MINIMAL_EXAMPLE
+from benchmarks.chaos import MODELS_DIR, Outcome, get_json, log_lines, served, worker_pids
+from benchmarks.peers.bodies import infer_body
+from benchmarks.stress import StressError, load_average, machine, revision
+
+TRACEBACKS = ("Traceback", "Exception in ASGI application")
+"""Log text that means a request made the server fail somewhere."""
+JUNK = (b"\x00", b"\xff", b"{", b"}", b"[", b"]", b'"', b"\\", b",", b":", b"-1", b"1e999",
+        b"NaN", b"9" * 30, b"\r\n", b"\r\n\r\n", b" ", b"null", b'"\\ud800"', b"[" * 8, b"%",
+        b"\xc3\x28", b"HTTP/1.1")  # fmt: skip
+"""Bytes a mutation inserts: JSON and HTTP syntax, invalid UTF-8, numbers JSON cannot hold."""
+HEADER_VALUES = ("", "-1", "0", "1,2", "99999999999999999999", "gzip", "100-continue", "close",
+                 "chunked", "application/json; charset=latin1", "\x01", "a" * 9000)  # fmt: skip
+HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "Content-Encoding", "Expect",
+           "Connection", "Inference-Header-Content-Length", "X-Request-ID", "Accept")  # fmt: skip
+ODD_TARGETS = ("/v2/models/%00/infer", "/v2/models/delay-full/versions/%ff/infer", "//predict",
+               "/predict?" + "a" * 5000, "/v2/models/" + "x" * 3000, "/predict/../predict",
+               "/v2/models/delay-full/versions//ready", "*", "http://other/predict")  # fmt: skip
+LOG_SETTLE_S = 1.0
+"""Seconds the workers get to write their last log lines before the log is read."""
+_STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) [^\r\n]*\r\n")
+_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)\r\n", re.IGNORECASE)
+
+Request = tuple[str, str, dict[str, str], bytes]
+
+
+@dataclass(frozen=True)
+class Case:
+    raw: bytes
+    trickle: bool = False
+    """Sent in pieces of at most 64 bytes."""
+    half_close: bool = False
+    """The client shuts its side down once everything is sent."""
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def valid_requests() -> list[Request]:
+    """The service's own requests, each answered 200: the material mutations start from."""
+    predict = {"Content-Type": "application/json"}
+    bodies = [{"flights": [MINIMAL_EXAMPLE]}, {"flights": [FULL_EXAMPLE]},
+              {"flights": [MINIMAL_EXAMPLE, FULL_EXAMPLE] * 3}]  # fmt: skip
+    requests: list[Request] = [("POST", "/predict", predict, _json(body)) for body in bodies]
+    for name, flight in (("delay-full", FULL_EXAMPLE), ("delay-minimal", MINIMAL_EXAMPLE)):
+        requests.append(("POST", f"/v2/models/{name}/infer", predict, _json(infer_body(flight))))
+    for target in ("/health", "/v2/health/ready", "/v2", "/v2/models/delay-full", "/metrics"):
+        requests.append(("GET", target, {}, b""))
+    return requests
+
+
+def render(request: Request, chunked: bool = False, rng: random.Random | None = None) -> bytes:
+    method, target, headers, body = request
+    lines = [f"{method} {target} HTTP/1.1", "Host: fuzz"]
+    if chunked and rng is not None:
+        lines.append("Transfer-Encoding: chunked")
+        pieces, start = [], 0
+        while start < len(body):
+            piece = body[start : start + rng.randint(1, max(1, len(body) // 3))]
+            pieces.append(b"%x\r\n%s\r\n" % (len(piece), piece))
+            start += len(piece)
+        body = b"".join(pieces) + b"0\r\n\r\n"
+    else:
+        lines.append(f"Content-Length: {len(body)}")
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    mutated = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        where = rng.randrange(len(mutated) + 1)
+        roll = rng.random()
+        if roll < 0.3 and mutated:
+            mutated[min(where, len(mutated) - 1)] = rng.randrange(256)
+        elif roll < 0.6:
+            mutated[where:where] = rng.choice(JUNK)
+        elif roll < 0.8 and mutated:
+            del mutated[where : where + rng.randint(1, 8)]
+        else:
+            source = rng.randrange(len(mutated) + 1)
+            mutated[where:where] = mutated[source : source + rng.randint(1, 40)]
+    return bytes(mutated)
+
+
+def regressions() -> list[Case]:
+    """The bugs this fuzz found, always sent first. 2026-12-04: a request answered after a loop
+    pass (a merged onnxruntime call), with a request pipelined behind it, on a connection that
+    closed meanwhile (uvicorn's 400 for what followed, or the client's half-close), wrote on a
+    closed transport: a traceback a request (fixed in app.server.coalesce)."""
+    requests = valid_requests()
+    infer, ready = render(requests[3]), render(("GET", "/v2/health/ready", {}, b""))
+    return [Case(infer + ready + b"NOT HTTP\x00\r\n\r\n"), Case(infer + ready, half_close=True)]
+
+
+def cases(count: int, seed: int) -> Iterator[Case]:
+    """`count` cases, the same for the same seed: the regressions, then mutations."""
+    rng = random.Random(seed)
+    requests = valid_requests()
+    fixed = regressions()[:count]
+    yield from fixed
+    for _ in range(count - len(fixed)):
+        method, target, headers, body = rng.choice(requests)
+        headers = dict(headers)
+        roll = rng.random()
+        if roll < 0.35:  # the body
+            raw = render((method, target, headers, mutate(body, rng)), rng.random() < 0.2, rng)
+        elif roll < 0.5:  # a header
+            headers[rng.choice(HEADERS)] = rng.choice(HEADER_VALUES)
+            raw = render((method, target, headers, body), rng.random() < 0.2, rng)
+        elif roll < 0.7:  # anywhere
+            raw = mutate(render((method, target, headers, body)), rng)
+        elif roll < 0.85:  # pipelined
+            raw = b"".join(render(rng.choice(requests)) for _ in range(rng.randint(2, 6)))
+            raw = mutate(raw, rng) if rng.random() < 0.5 else raw
+        else:  # the request line
+            verb = rng.choice(("GET", "POST", "PUT", "OPTIONS", "HEAD", "DELETE"))
+            raw = render((verb, rng.choice(ODD_TARGETS), headers, body))
+        yield Case(raw, trickle=rng.random() < 0.2, half_close=rng.random() < 0.3)
+
+
+def statuses(received: bytes) -> tuple[list[int], bool]:
+    """The statuses of the responses in `received`, read one after another by their
+    Content-Length (a body quoting a status line is not one), and whether bytes were left that
+    are not a whole response."""
+    found: list[int] = []
+    at = 0
+    while at < len(received):
+        status = _STATUS.match(received, at)
+        head_end = received.find(b"\r\n\r\n", at)
+        if status is None or head_end < 0:
+            return found, True
+        found.append(int(status.group(1)))
+        length = _LENGTH.search(received, at, head_end + 2)
+        at = head_end + 4 + (int(length.group(1)) if length else 0)
+    return found, at > len(received)
+
+
+def send(port: int, case: Case, read_timeout: float) -> bytes:
+    """What the server answered `case` until it closed or `read_timeout` s passed quietly."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as connection:
+        try:
+            step = 64 if case.trickle else len(case.raw)
+            for start in range(0, len(case.raw), step):
+                connection.sendall(case.raw[start : start + step])
+            if case.half_close:
+                connection.shutdown(socket.SHUT_WR)
+        except OSError:  # the server closed first (an early 400, say): read what it sent
+            pass
+        while len(received) < 4_000_000:
+            try:
+                chunk = connection.recv(65536)
+            except (TimeoutError, OSError):
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def run(args: argparse.Namespace, workdir: Path) -> Outcome:
+    uname, cpu, nproc = machine()
+    outcome = Outcome(
+        experiment="wire-fuzz",
+        date_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        machine={"uname": uname, "cpu": cpu, "nproc": nproc},
+        load_average_before=load_average(),
+        settings={
+            "code": revision(),
+            "cases": args.cases,
+            "seed": args.seed,
+            "connections": args.connections,
+            "read_timeout_s": args.read_timeout,
+            "workers": 2,
+            "regressions": len(regressions()),
+        },
+    )
+    tally: Counter[str] = Counter()
+    server_errors: list[dict[str, str]] = []
+    start = time.monotonic()
+    with served(workdir, args.models_dir) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        workers = sorted(worker_pids(server.process.pid))
+        with ThreadPoolExecutor(args.connections) as pool:
+            answers = pool.map(lambda case: (case, send(port, case, args.read_timeout)),
+                               cases(args.cases, args.seed))  # fmt: skip
+            for case, received in answers:
+                found, partial = statuses(received)
+                tally.update(str(status) for status in found)
+                tally["no answer"] += not found
+                tally["answer not read to its end"] += partial  # a HEAD's, or cut by the timeout
+                if any(status >= 500 for status in found):
+                    server_errors.append({"sent": repr(case.raw[:300]),
+                                          "received": repr(received[:300])})  # fmt: skip
+        outcome.event(start, "cases sent", seconds=round(time.monotonic() - start, 1))
+        time.sleep(LOG_SETTLE_S)
+        tracebacks = log_lines(server, *TRACEBACKS)
+        workers_now = sorted(worker_pids(server.process.pid))
+        outcome.checks = {
+            "no 5xx answer": not server_errors,
+            "no traceback in the server log": not tracebacks,
+            "the same workers at the end (none crashed)": workers_now == workers,
+            "ready at the end": get_json(f"{server.url}/v2/health/ready") == {"ready": True},
+        }
+        outcome.log_excerpt = tracebacks[:20]
+    outcome.settings["answers"] = dict(sorted(tally.items()))
+    outcome.settings["server_errors"] = server_errors[:20]
+    outcome.load_average_after = load_average()
+    return outcome
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.wire_fuzz", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--cases", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=8, help="cases sent at once")
+    parser.add_argument("--read-timeout", type=float, default=0.5,
+                        help="seconds of quiet after which a case's connection is closed")  # fmt: skip
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
+    parser.add_argument("--out", type=Path, default=None, help="folder for wire-fuzz.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="wire-fuzz-") as scratch:
+            outcome = run(args, Path(scratch))
+    except StressError as error:
+        print(f"wire-fuzz: {error}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / "wire-fuzz.json"
+        path.write_text(json.dumps(asdict(outcome), indent=2) + "\n", encoding="utf-8")
+        print(f"wire-fuzz: written to {path}")
+    print(f"wire-fuzz: {args.cases:,} cases, answers {outcome.settings['answers']}")
+    for check, ok in outcome.checks.items():
+        print(f"wire-fuzz: {'ok  ' if ok else 'FAIL'} {check}")
+    return 0 if outcome.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""benchmarks.wire_fuzz: its cases, how it reads answers, and a short run against a real server."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from benchmarks import wire_fuzz
+from benchmarks.wire_fuzz import cases, regressions, render, statuses, valid_requests
+
+
+def test_the_cases_are_the_same_for_a_seed_and_the_regressions_lead() -> None:
+    first = list(cases(200, seed=5))
+    assert first == list(cases(200, seed=5))
+    assert first != list(cases(200, seed=6))
+    assert first[: len(regressions())] == regressions()
+    assert len(first) == 200
+    assert any(case.trickle for case in first)
+    assert any(case.half_close for case in first)
+
+
+def test_the_requests_mutations_start_from_are_answered_200(client: TestClient) -> None:
+    for method, target, headers, body in valid_requests():
+        answer = client.request(method, target, headers=headers, content=body)
+        assert answer.status_code == 200, (target, answer.text)
+
+
+def test_pipelined_answers_are_read_by_their_length_not_by_what_their_bodies_say() -> None:
+    quoting = b'{"error": "x"}HTTP/1.1 500 Internal Server Error\r\n'
+    answers = (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+        + b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(quoting)
+        + quoting
+    )
+    assert statuses(answers) == ([200, 400], False)
+    assert statuses(answers + b"HTTP/1.1 2") == ([200, 400], True)
+    assert statuses(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}") == ([200], True)
+    assert statuses(b"") == ([], False)
+
+
+def test_a_chunked_rendering_carries_the_same_body() -> None:
+    request = valid_requests()[0]
+    raw = render(request, chunked=True, rng=random.Random(0))
+    head, _, chunks = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert b"Content-Length" not in head
+    body, rest = b"", chunks
+    while (size := int(rest.split(b"\r\n", 1)[0], 16)) > 0:
+        body += rest.split(b"\r\n", 1)[1][:size]
+        rest = rest.split(b"\r\n", 1)[1][size + 2 :]
+    assert body == request[3]
+
+
+def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
+    """The regressions and some mutations against gunicorn with 2 workers: fails on the code
+    before app.server.coalesce dropped writes on a closing connection (a traceback a case)."""
+    assert wire_fuzz.main(["--cases", "60", "--seed", "0", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "wire-fuzz.json").read_text(encoding="utf-8"))
+    assert all(report["checks"].values()), report["checks"]
+    answers = report["settings"]["answers"]
+    assert answers.get("200", 0) > 0, answers
+    assert answers.get("400", 0) > 0, answers
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_fewer_cases_than_regressions_sends_that_many(count: int) -> None:
+    assert len(list(cases(count, seed=0))) == count
