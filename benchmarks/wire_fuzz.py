@@ -238,6 +238,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
         }
         outcome.log_excerpt = tracebacks[:20]
     outcome.settings["answers"] = dict(sorted(tally.items()))
+    outcome.settings["tracebacks_logged"] = sum(line.startswith("Traceback") for line in tracebacks)
     outcome.settings["server_errors"] = server_errors[:20]
     outcome.load_average_after = load_average()
     return outcome
@@ -269,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = args.out / "wire-fuzz.json"
         path.write_text(json.dumps(asdict(outcome), indent=2) + "\n", encoding="utf-8")
         print(f"wire-fuzz: written to {path}")
-    print(f"wire-fuzz: {args.cases:,} cases, answers {outcome.settings['answers']}")
+    print(f"wire-fuzz: {args.cases:,} cases, answers {outcome.settings['answers']}, "
+          f"{outcome.settings['tracebacks_logged']} tracebacks logged")  # fmt: skip
     for check, ok in outcome.checks.items():
         print(f"wire-fuzz: {'ok  ' if ok else 'FAIL'} {check}")
     return 0 if outcome.passed else 1

@@ -61,6 +61,7 @@ def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
     assert wire_fuzz.main(["--cases", "60", "--seed", "0", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "wire-fuzz.json").read_text(encoding="utf-8"))
     assert all(report["checks"].values()), report["checks"]
+    assert report["settings"]["tracebacks_logged"] == 0
     answers = report["settings"]["answers"]
     assert answers.get("200", 0) > 0, answers
     assert answers.get("400", 0) > 0, answers
