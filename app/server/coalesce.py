@@ -11,14 +11,6 @@ chunked response, of a HEAD request's answer or of one with no body (Content-Len
 204 or a 304), and the chunks that follow. A head still held when the cycle closes the
 connection (the app failed or stopped halfway) is written first, as uvicorn would have; a
 connection already lost drops it, as uvicorn's writes are.
-
-A write once the connection is closing is dropped, as uvicorn drops the writes of a cycle it
-knows is disconnected. It does not always know: uvicorn (0.54) marks only the last cycle of a
-connection disconnected when the connection is lost, so a request still being answered with a
-pipelined one queued behind it writes on a closed transport when the connection ends under it
-(uvicorn's 400 for bytes that follow, the client's half-close), and uvloop raises there: an
-"Exception in ASGI application" traceback a request, which any client could send in a loop
-(found by a raw-socket fuzz, 2026-12-04; stock uvicorn on uvloop does the same).
 """
 
 from __future__ import annotations
@@ -50,9 +42,6 @@ class CoalescingTransport(asyncio.Transport):
         cycle.transport = self
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._transport.is_closing():  # closed under a running cycle: see the module's doc
-            self._head = b""
-            return
         if self._head:
             head, self._head = self._head, b""
             self._transport.write(head + data)
