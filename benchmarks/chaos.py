@@ -747,11 +747,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(name: str, args: argparse.Namespace) -> Outcome:
-    with tempfile.TemporaryDirectory(prefix=f"chaos-{name}-") as scratch:
-        outcome = EXPERIMENTS[name](args, Path(scratch))
+def in_scratch(
+    prefix: str, experiment: Callable[[argparse.Namespace, Path], Outcome], args: argparse.Namespace
+) -> Outcome:
+    """`experiment` run in a scratch directory removed afterwards (its server's log and run
+    directories), with the load average at its end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        outcome = experiment(args, Path(scratch))
     outcome.load_average_after = load_average()
     return outcome
+
+
+def run(name: str, args: argparse.Namespace) -> Outcome:
+    return in_scratch(f"chaos-{name}-", EXPERIMENTS[name], args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

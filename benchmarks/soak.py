@@ -13,7 +13,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -26,6 +25,7 @@ from benchmarks.chaos import (
     ROOT,
     Outcome,
     Wrk,
+    in_scratch,
     new_outcome,
     served,
     worker_pids,
@@ -146,12 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"soak: no bodies in {args.wrk_dir}: run `make bodies` first", file=sys.stderr)
         return 2
     try:
-        with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
-            outcome = soak(args, Path(scratch))
+        outcome = in_scratch("soak-", soak, args)
     except StressError as error:
         print(f"soak: {error}", file=sys.stderr)
         return 2
-    outcome.load_average_after = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(asdict(outcome), indent=2) + "\n")
     plot(outcome, args.out / "soak.png")

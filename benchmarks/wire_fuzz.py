@@ -21,7 +21,6 @@ import random
 import re
 import socket
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from app.inference.flights import FULL_EXAMPLE, MINIMAL_EXAMPLE
-from benchmarks.chaos import MODELS_DIR, Outcome, get_json, log_lines, served, worker_pids
+from benchmarks.chaos import (
+    MODELS_DIR,
+    Outcome,
+    get_json,
+    in_scratch,
+    log_lines,
+    served,
+    worker_pids,
+)
 from benchmarks.peers.bodies import infer_body
 from benchmarks.stress import StressError, load_average, machine, revision
 
@@ -240,7 +247,6 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
     outcome.settings["answers"] = dict(sorted(tally.items()))
     outcome.settings["tracebacks_logged"] = sum(line.startswith("Traceback") for line in tracebacks)
     outcome.settings["server_errors"] = server_errors[:20]
-    outcome.load_average_after = load_average()
     return outcome
 
 
@@ -260,8 +266,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        with tempfile.TemporaryDirectory(prefix="wire-fuzz-") as scratch:
-            outcome = run(args, Path(scratch))
+        outcome = in_scratch("wire-fuzz-", run, args)
     except StressError as error:
         print(f"wire-fuzz: {error}", file=sys.stderr)
         return 2
