@@ -1,6 +1,6 @@
 """Wire-level fuzzing: mutated raw HTTP/1.1 requests against the service as deployed.
 
-    python -m benchmarks.wire_fuzz --cases 4000 --seed 1    # make fuzz-wire
+    python -m benchmarks.wire_fuzz --cases 4000 --grpc-cases 2000 --seed 1    # make fuzz-wire
 
 tests/test_fuzz.py fuzzes the ASGI app in-process, so the server's own HTTP layer is out of its
 reach: uvicorn's parser under app.server.protocol's limits and app.server.coalesce's writes.
@@ -8,9 +8,11 @@ This starts gunicorn with gunicorn.conf.py (2 workers) on a free loopback port a
 seeded mutations of valid requests (bytes changed, inserted, deleted or copied, headers given
 odd values, chunked bodies, several requests pipelined on one connection, odd targets), each on
 a connection of its own, sometimes trickled in small pieces or half-closed after sending, a few
-connections at a time. The cases of bugs it found lead every run (`REGRESSIONS`). It checks
-that no answer is a 5xx, that the server logged no traceback, that the same workers serve at the
-end (none crashed) and that the service is ready, and writes what it saw to --out/wire-fuzz.json.
+connections at a time; the cases of bugs it found lead every run (`regressions`). Then, on the
+workers' gRPC port, mutated ModelInferRequests (both models, typed and raw contents) and random
+bytes to every method of the service. It checks that no answer is a 5xx nor a gRPC status of a
+server failure, that the server logged no traceback, that the same workers serve at the end
+(none crashed) and that the service is ready, and writes what it saw to --out/wire-fuzz.json.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from app.inference.flights import FULL_EXAMPLE, MINIMAL_EXAMPLE
 from benchmarks.chaos import (
     MODELS_DIR,
@@ -39,8 +43,9 @@ from benchmarks.chaos import (
     served,
     worker_pids,
 )
+from benchmarks.grpc_load import infer_request
 from benchmarks.peers.bodies import infer_body
-from benchmarks.stress import StressError, load_average, machine, revision
+from benchmarks.stress import StressError, free_port, load_average, machine, revision
 
 TRACEBACKS = ("Traceback", "Exception in ASGI application")
 """Log text that means a request made the server fail somewhere."""
@@ -57,6 +62,11 @@ ODD_TARGETS = ("/v2/models/%00/infer", "/v2/models/delay-full/versions/%ff/infer
                "/v2/models/delay-full/versions//ready", "*", "http://other/predict")  # fmt: skip
 LOG_SETTLE_S = 1.0
 """Seconds the workers get to write their last log lines before the log is read."""
+GRPC_SERVICE = "/inference.GRPCInferenceService"
+GRPC_METHODS = ("ModelInfer", "ModelMetadata", "ModelReady", "ServerMetadata", "ServerLive",
+                "ServerReady")  # fmt: skip
+GRPC_FAILURES = ("INTERNAL", "UNKNOWN", "DATA_LOSS")
+"""gRPC statuses that say the server failed, not the request: a 5xx's kin."""
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) [^\r\n]*\r\n")
 _LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)\r\n", re.IGNORECASE)
 
@@ -199,6 +209,70 @@ def send(port: int, case: Case, read_timeout: float) -> bytes:
     return received
 
 
+def grpc_requests() -> list[bytes]:
+    """The service's own ModelInferRequests, each answered OK: both models, typed and raw."""
+    return [
+        infer_request([flight], contents, model, tuple(flight))
+        for model, flight in (("delay-full", FULL_EXAMPLE), ("delay-minimal", MINIMAL_EXAMPLE))
+        for contents in ("typed", "raw")
+    ]
+
+
+def grpc_cases(count: int, seed: int) -> Iterator[tuple[str, bytes]]:
+    """`count` (method, message) pairs, the same for the same seed: the valid requests, then
+    mutated ModelInferRequests and, one in five, random bytes to any method."""
+    rng = random.Random(seed)
+    requests = grpc_requests()
+    fixed = [("ModelInfer", request) for request in requests][:count]
+    yield from fixed
+    for _ in range(count - len(fixed)):
+        if rng.random() < 0.8:
+            yield "ModelInfer", mutate(rng.choice(requests), rng)
+        else:
+            junk = bytes(rng.randrange(256) for _ in range(rng.randint(0, 60)))
+            yield rng.choice(GRPC_METHODS), junk
+
+
+def _send_http(port: int, args: argparse.Namespace) -> tuple[Counter[str], list[dict[str, str]]]:
+    """The HTTP cases, a few connections at a time: the statuses seen, and the 5xx answers."""
+    tally: Counter[str] = Counter()
+    errors: list[dict[str, str]] = []
+    with ThreadPoolExecutor(args.connections) as pool:
+        answers = pool.map(lambda case: (case, send(port, case, args.read_timeout)),
+                           cases(args.cases, args.seed))  # fmt: skip
+        for case, received in answers:
+            found, partial = statuses(received)
+            tally.update(str(status) for status in found)
+            tally["no answer"] += not found
+            tally["answer not read to its end"] += partial  # a HEAD's, or cut by the timeout
+            if any(status >= 500 for status in found):
+                errors.append({"sent": repr(case.raw[:300]), "received": repr(received[:300])})
+    return tally, errors
+
+
+def _send_grpc(address: str, args: argparse.Namespace) -> tuple[Counter[str], list[str]]:
+    """The gRPC cases, one after another: the status codes seen, and the server failures."""
+    tally: Counter[str] = Counter()
+    failures: list[str] = []
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=15)
+        for method, message in grpc_cases(args.grpc_cases, args.seed):
+            call = channel.unary_unary(f"{GRPC_SERVICE}/{method}", _identity, _identity)
+            try:
+                call(message, timeout=5)
+                code = "OK"
+            except grpc.RpcError as error:
+                code = error.code().name
+            tally[code] += 1
+            if code in GRPC_FAILURES:
+                failures.append(f"{method} {message[:200]!r}: {code}")
+    return tally, failures
+
+
+def _identity(message: bytes) -> bytes:
+    return message
+
+
 def run(args: argparse.Namespace, workdir: Path) -> Outcome:
     uname, cpu, nproc = machine()
     outcome = Outcome(
@@ -209,6 +283,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
         settings={
             "code": revision(),
             "cases": args.cases,
+            "grpc_cases": args.grpc_cases,
             "seed": args.seed,
             "connections": args.connections,
             "read_timeout_s": args.read_timeout,
@@ -216,37 +291,29 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
             "regressions": len(regressions()),
         },
     )
-    tally: Counter[str] = Counter()
-    server_errors: list[dict[str, str]] = []
+    grpc_address = f"127.0.0.1:{free_port()}"
     start = time.monotonic()
-    with served(workdir, args.models_dir) as server:
-        port = int(server.url.rsplit(":", 1)[1])
+    with served(workdir, args.models_dir, GRPC_BIND=grpc_address) as server:
         workers = sorted(worker_pids(server.process.pid))
-        with ThreadPoolExecutor(args.connections) as pool:
-            answers = pool.map(lambda case: (case, send(port, case, args.read_timeout)),
-                               cases(args.cases, args.seed))  # fmt: skip
-            for case, received in answers:
-                found, partial = statuses(received)
-                tally.update(str(status) for status in found)
-                tally["no answer"] += not found
-                tally["answer not read to its end"] += partial  # a HEAD's, or cut by the timeout
-                if any(status >= 500 for status in found):
-                    server_errors.append({"sent": repr(case.raw[:300]),
-                                          "received": repr(received[:300])})  # fmt: skip
-        outcome.event(start, "cases sent", seconds=round(time.monotonic() - start, 1))
+        answers, server_errors = _send_http(int(server.url.rsplit(":", 1)[1]), args)
+        outcome.event(start, "HTTP cases sent", seconds=round(time.monotonic() - start, 1))
+        codes, grpc_failures = _send_grpc(grpc_address, args)
+        outcome.event(start, "gRPC cases sent", seconds=round(time.monotonic() - start, 1))
         time.sleep(LOG_SETTLE_S)
         tracebacks = log_lines(server, *TRACEBACKS)
         workers_now = sorted(worker_pids(server.process.pid))
         outcome.checks = {
             "no 5xx answer": not server_errors,
+            "no gRPC status of a server failure (INTERNAL, UNKNOWN, DATA_LOSS)": not grpc_failures,
             "no traceback in the server log": not tracebacks,
             "the same workers at the end (none crashed)": workers_now == workers,
             "ready at the end": get_json(f"{server.url}/v2/health/ready") == {"ready": True},
         }
         outcome.log_excerpt = tracebacks[:20]
-    outcome.settings["answers"] = dict(sorted(tally.items()))
+    outcome.settings["answers"] = dict(sorted(answers.items()))
+    outcome.settings["grpc_codes"] = dict(sorted(codes.items()))
     outcome.settings["tracebacks_logged"] = sum(line.startswith("Traceback") for line in tracebacks)
-    outcome.settings["server_errors"] = server_errors[:20]
+    outcome.settings["server_errors"] = server_errors[:20] + grpc_failures[:20]
     return outcome
 
 
@@ -254,6 +321,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.wire_fuzz", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--cases", type=int, default=4000)
+    parser.add_argument("--grpc-cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--connections", type=int, default=8, help="cases sent at once")
     parser.add_argument("--read-timeout", type=float, default=0.5,
@@ -275,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = args.out / "wire-fuzz.json"
         path.write_text(json.dumps(asdict(outcome), indent=2) + "\n", encoding="utf-8")
         print(f"wire-fuzz: written to {path}")
-    print(f"wire-fuzz: {args.cases:,} cases, answers {outcome.settings['answers']}, "
+    print(f"wire-fuzz: {args.cases:,} HTTP cases, answers {outcome.settings['answers']}; "
+          f"{args.grpc_cases:,} gRPC cases, codes {outcome.settings['grpc_codes']}; "
           f"{outcome.settings['tracebacks_logged']} tracebacks logged")  # fmt: skip
     for check, ok in outcome.checks.items():
         print(f"wire-fuzz: {'ok  ' if ok else 'FAIL'} {check}")

@@ -3,6 +3,7 @@
 RELIABILITY_DIR ?= $(REPORTS_DIR)/reliability
 FUZZ_CASES ?= 10000
 WIRE_FUZZ_CASES ?= 4000
+WIRE_FUZZ_GRPC_CASES ?= 2000
 CHAOS_DURATION ?= 45
 SOAK_DURATION ?= 600
 
@@ -15,8 +16,8 @@ fuzz: $(DEV_STAMP) ## property + OpenAPI fuzzing, $(FUZZ_CASES)+ generated reque
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_REPORT=$(RELIABILITY_DIR)/fuzz.json \
 		$(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider -q
 
-fuzz-wire: $(DEV_STAMP) ## $(WIRE_FUZZ_CASES) mutated raw HTTP requests (pipelined, chunked, trickled, half-closed) against gunicorn as deployed: zero 5xx, no traceback, no worker lost
-	$(BIN)/python -m benchmarks.wire_fuzz --cases $(WIRE_FUZZ_CASES) --out $(RELIABILITY_DIR)
+fuzz-wire: $(DEV_STAMP) ## $(WIRE_FUZZ_CASES) mutated raw HTTP requests (pipelined, chunked, trickled, half-closed) and $(WIRE_FUZZ_GRPC_CASES) gRPC messages against gunicorn as deployed: no 5xx or INTERNAL, no traceback, no worker lost
+	$(BIN)/python -m benchmarks.wire_fuzz --cases $(WIRE_FUZZ_CASES) --grpc-cases $(WIRE_FUZZ_GRPC_CASES) --out $(RELIABILITY_DIR)
 
 chaos: bodies ## worker SIGKILL, model reload (SIGHUP), a 20-SIGHUP storm and SIGTERM experiments under $(CHAOS_DURATION)-s wrk runs
 	$(BIN)/python -m benchmarks.chaos all --duration $(CHAOS_DURATION) --wrk $(WRK) \

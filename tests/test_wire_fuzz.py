@@ -10,7 +10,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from benchmarks import wire_fuzz
-from benchmarks.wire_fuzz import cases, regressions, render, statuses, valid_requests
+from benchmarks.wire_fuzz import (
+    cases,
+    grpc_cases,
+    grpc_requests,
+    regressions,
+    render,
+    statuses,
+    valid_requests,
+)
 
 
 def test_the_cases_are_the_same_for_a_seed_and_the_regressions_lead() -> None:
@@ -21,6 +29,13 @@ def test_the_cases_are_the_same_for_a_seed_and_the_regressions_lead() -> None:
     assert len(first) == 200
     assert any(case.trickle for case in first)
     assert any(case.half_close for case in first)
+
+
+def test_the_grpc_cases_are_the_same_for_a_seed_and_the_valid_requests_lead() -> None:
+    first = list(grpc_cases(300, seed=5))
+    assert first == list(grpc_cases(300, seed=5))
+    assert first[:4] == [("ModelInfer", request) for request in grpc_requests()]
+    assert {method for method, _ in first} > {"ModelInfer", "ServerLive"}
 
 
 def test_the_requests_mutations_start_from_are_answered_200(client: TestClient) -> None:
@@ -56,15 +71,20 @@ def test_a_chunked_rendering_carries_the_same_body() -> None:
 
 
 def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
-    """The regressions and some mutations against gunicorn with 2 workers: fails on the code
-    before app.server.coalesce dropped writes on a closing connection (a traceback a case)."""
-    assert wire_fuzz.main(["--cases", "60", "--seed", "0", "--out", str(tmp_path)]) == 0
+    """The regressions and some mutations, HTTP and gRPC, against gunicorn with 2 workers: fails
+    on the code before app.server.coalesce dropped writes on a closing connection (a traceback a
+    case)."""
+    arguments = ["--cases", "60", "--grpc-cases", "60", "--seed", "0", "--out", str(tmp_path)]
+    assert wire_fuzz.main(arguments) == 0
     report = json.loads((tmp_path / "wire-fuzz.json").read_text(encoding="utf-8"))
     assert all(report["checks"].values()), report["checks"]
     assert report["settings"]["tracebacks_logged"] == 0
     answers = report["settings"]["answers"]
     assert answers.get("200", 0) > 0, answers
     assert answers.get("400", 0) > 0, answers
+    codes = report["settings"]["grpc_codes"]
+    assert codes.get("OK", 0) >= len(grpc_requests()), codes  # the valid requests
+    assert codes.get("INVALID_ARGUMENT", 0) > 0, codes
 
 
 @pytest.mark.parametrize("count", [0, 1])
