@@ -140,18 +140,12 @@ def oip_body(flights: list[dict[str, Any]]) -> str:
     return json.dumps({"inputs": inputs}, separators=(",", ":"))
 
 
-def infer_request(
-    flights: list[dict[str, Any]],
-    contents: str,
-    model: str = MODEL,
-    fields: Sequence[str] = FIELDS,
-) -> bytes:
-    """The flights as one serialised ModelInferRequest to `model`, one tensor per field, typed
-    contents (`contents` "typed") or raw."""
+def infer_request(flights: list[dict[str, Any]], contents: str) -> bytes:
+    """The flights as one serialised ModelInferRequest."""
     from app.grpc import grpc_predict_v2_pb2 as pb  # client side only: see app/grpc/__init__.py
 
-    request = pb.ModelInferRequest(model_name=model)
-    for name in fields:
+    request = pb.ModelInferRequest(model_name=MODEL)
+    for name in FIELDS:
         values = [flight[name] for flight in flights]
         datatype = "INT64" if name == "MES" else "BYTES"
         tensor = request.inputs.add(name=name, datatype=datatype, shape=[len(flights)])

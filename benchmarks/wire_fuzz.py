@@ -22,6 +22,7 @@ import json
 import random
 import re
 import socket
+import struct
 import sys
 import time
 from collections import Counter
@@ -43,7 +44,6 @@ from benchmarks.chaos import (
     served,
     worker_pids,
 )
-from benchmarks.grpc_load import infer_request
 from benchmarks.peers.bodies import infer_body
 from benchmarks.stress import StressError, free_port, load_average, machine, revision
 
@@ -211,11 +211,28 @@ def send(port: int, case: Case, read_timeout: float) -> bytes:
 
 def grpc_requests() -> list[bytes]:
     """The service's own ModelInferRequests, each answered OK: both models, typed and raw."""
-    return [
-        infer_request([flight], contents, model, tuple(flight))
-        for model, flight in (("delay-full", FULL_EXAMPLE), ("delay-minimal", MINIMAL_EXAMPLE))
-        for contents in ("typed", "raw")
-    ]
+    # tritonclient's stubs, as a client's: app.grpc's share their `inference` package, and
+    # protobuf refuses both in one process (app/grpc/__init__.py); tests import tritonclient's
+    from tritonclient.grpc import service_pb2 as pb
+
+    requests = []
+    for model, flight in (("delay-full", FULL_EXAMPLE), ("delay-minimal", MINIMAL_EXAMPLE)):
+        for raw in (False, True):
+            request = pb.ModelInferRequest(model_name=model)
+            for name, value in flight.items():
+                number = isinstance(value, int)
+                tensor = request.inputs.add(name=name, shape=[1])
+                tensor.datatype = "INT64" if number else "BYTES"
+                if raw:
+                    data = str(value).encode()
+                    packed = struct.pack("<q", value) if number else struct.pack("<I", len(data))
+                    request.raw_input_contents.append(packed + (b"" if number else data))
+                elif number:
+                    tensor.contents.int64_contents.append(value)
+                else:
+                    tensor.contents.bytes_contents.append(str(value).encode())
+            requests.append(request.SerializeToString())
+    return requests
 
 
 def grpc_cases(count: int, seed: int) -> Iterator[tuple[str, bytes]]:
