@@ -370,14 +370,22 @@ def point(link: Path, release: Path) -> None:
 # --- experiments -----------------------------------------------------------------------------
 
 
-def new_outcome(name: str, args: argparse.Namespace) -> Outcome:
+def started_outcome(name: str, settings: dict[str, Any]) -> Outcome:
+    """An experiment's record as it starts: when, on what machine, at what load."""
     uname, cpu, nproc = machine()
     return Outcome(
         experiment=name,
         date_utc=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         machine={"uname": uname, "cpu": cpu, "nproc": nproc},
         load_average_before=load_average(),
-        settings={
+        settings=settings,
+    )
+
+
+def new_outcome(name: str, args: argparse.Namespace) -> Outcome:
+    return started_outcome(
+        name,
+        {
             "duration_s": args.duration,
             "connections": args.connections,
             "threads": args.threads,

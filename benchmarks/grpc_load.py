@@ -15,6 +15,11 @@ the flight). Variants alternate over --rounds (A B C D A B C D ...), each on a f
 README's gunicorn, 2 workers, gRPC on a free loopback port), so that a burst of other work on the
 shared machine hits one round of each rather than every round of one. Writes grpc.md and
 grpc.json.
+
+The messages it builds and reads are tritonclient's, as a client's: app.grpc's stubs share
+their `inference` protobuf package, and protobuf refuses both in one process
+(app/grpc/__init__.py); tests/test_grpc_server.py imports tritonclient's, so a test that builds
+a request here (tests/test_wire_fuzz.py) needs them too. The serialised bytes are the same.
 """
 
 from __future__ import annotations
@@ -140,12 +145,18 @@ def oip_body(flights: list[dict[str, Any]]) -> str:
     return json.dumps({"inputs": inputs}, separators=(",", ":"))
 
 
-def infer_request(flights: list[dict[str, Any]], contents: str) -> bytes:
-    """The flights as one serialised ModelInferRequest."""
-    from app.grpc import grpc_predict_v2_pb2 as pb  # client side only: see app/grpc/__init__.py
+def infer_request(
+    flights: list[dict[str, Any]],
+    contents: str,
+    model: str = MODEL,
+    fields: Sequence[str] = FIELDS,
+) -> bytes:
+    """The flights as one serialised ModelInferRequest to `model`, a tensor per field, its
+    contents typed (`contents` "typed") or raw."""
+    from tritonclient.grpc import service_pb2 as pb  # a client's: see the module's doc
 
-    request = pb.ModelInferRequest(model_name=MODEL)
-    for name in FIELDS:
+    request = pb.ModelInferRequest(model_name=model)
+    for name in fields:
         values = [flight[name] for flight in flights]
         datatype = "INT64" if name == "MES" else "BYTES"
         tensor = request.inputs.add(name=name, datatype=datatype, shape=[len(flights)])
@@ -271,8 +282,7 @@ def check_answer(url: str, target: str, scratch: Path, row: Row) -> None:
     answers for the same flights: h2load does not read gRPC answers."""
     import grpc
     import numpy as np
-
-    from app.grpc import grpc_predict_v2_pb2 as pb  # client side only: see app/grpc/__init__.py
+    from tritonclient.grpc import service_pb2 as pb  # a client's: see the module's doc
 
     request = (scratch / (row.name + ".frame")).read_bytes()[5:]
     with grpc.insecure_channel(target) as channel:

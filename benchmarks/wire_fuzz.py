@@ -22,7 +22,6 @@ import json
 import random
 import re
 import socket
-import struct
 import sys
 import time
 from collections import Counter
@@ -42,10 +41,12 @@ from benchmarks.chaos import (
     in_scratch,
     log_lines,
     served,
+    started_outcome,
     worker_pids,
 )
+from benchmarks.grpc_load import infer_request
 from benchmarks.peers.bodies import infer_body
-from benchmarks.stress import StressError, free_port, load_average, machine, revision
+from benchmarks.stress import StressError, free_port, revision
 
 TRACEBACKS = ("Traceback", "Exception in ASGI application")
 """Log text that means a request made the server fail somewhere."""
@@ -138,8 +139,9 @@ def regressions() -> list[Case]:
     pass (a merged onnxruntime call), with a request pipelined behind it, on a connection that
     closed meanwhile (uvicorn's 400 for what followed, or the client's half-close), wrote on a
     closed transport: a traceback a request (fixed in app.server.coalesce)."""
-    requests = valid_requests()
-    infer, ready = render(requests[3]), render(("GET", "/v2/health/ready", {}, b""))
+    by_target = {request[1]: request for request in valid_requests()}
+    infer = render(by_target["/v2/models/delay-full/infer"])
+    ready = render(by_target["/v2/health/ready"])
     return [Case(infer + ready + b"NOT HTTP\x00\r\n\r\n"), Case(infer + ready, half_close=True)]
 
 
@@ -211,28 +213,11 @@ def send(port: int, case: Case, read_timeout: float) -> bytes:
 
 def grpc_requests() -> list[bytes]:
     """The service's own ModelInferRequests, each answered OK: both models, typed and raw."""
-    # tritonclient's stubs, as a client's: app.grpc's share their `inference` package, and
-    # protobuf refuses both in one process (app/grpc/__init__.py); tests import tritonclient's
-    from tritonclient.grpc import service_pb2 as pb
-
-    requests = []
-    for model, flight in (("delay-full", FULL_EXAMPLE), ("delay-minimal", MINIMAL_EXAMPLE)):
-        for raw in (False, True):
-            request = pb.ModelInferRequest(model_name=model)
-            for name, value in flight.items():
-                number = isinstance(value, int)
-                tensor = request.inputs.add(name=name, shape=[1])
-                tensor.datatype = "INT64" if number else "BYTES"
-                if raw:
-                    data = str(value).encode()
-                    packed = struct.pack("<q", value) if number else struct.pack("<I", len(data))
-                    request.raw_input_contents.append(packed + (b"" if number else data))
-                elif number:
-                    tensor.contents.int64_contents.append(value)
-                else:
-                    tensor.contents.bytes_contents.append(str(value).encode())
-            requests.append(request.SerializeToString())
-    return requests
+    return [
+        infer_request([flight], contents, model, tuple(flight))
+        for model, flight in (("delay-full", FULL_EXAMPLE), ("delay-minimal", MINIMAL_EXAMPLE))
+        for contents in ("typed", "raw")
+    ]
 
 
 def grpc_cases(count: int, seed: int) -> Iterator[tuple[str, bytes]]:
@@ -291,13 +276,9 @@ def _identity(message: bytes) -> bytes:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> Outcome:
-    uname, cpu, nproc = machine()
-    outcome = Outcome(
-        experiment="wire-fuzz",
-        date_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        machine={"uname": uname, "cpu": cpu, "nproc": nproc},
-        load_average_before=load_average(),
-        settings={
+    outcome = started_outcome(
+        "wire-fuzz",
+        {
             "code": revision(),
             "cases": args.cases,
             "grpc_cases": args.grpc_cases,
