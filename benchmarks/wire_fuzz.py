@@ -11,7 +11,8 @@ a connection of its own, sometimes trickled in small pieces or half-closed after
 connections at a time; the cases of bugs it found lead every run (`regressions`). Then, on the
 workers' gRPC port, mutated ModelInferRequests (both models, typed and raw contents) and random
 bytes to every method of the service. It checks that no answer is a 5xx nor a gRPC status of a
-server failure, that the server logged no traceback, that the same workers serve at the end
+server failure, that each case of whole valid requests got a 200 for every one (trickled or
+half-closed too), that the server logged no traceback, that the same workers serve at the end
 (none crashed) and that the service is ready, and writes what it saw to --out/wire-fuzz.json.
 """
 
@@ -81,6 +82,9 @@ class Case:
     """Sent in pieces of at most 64 bytes."""
     half_close: bool = False
     """The client shuts its side down once everything is sent."""
+    answers: int = 0
+    """How many whole valid requests it is, each to be answered 200 (0: mutated, anything
+    goes but a 5xx)."""
 
 
 def _json(value: Any) -> bytes:
@@ -138,11 +142,15 @@ def regressions() -> list[Case]:
     """The bugs this fuzz found, always sent first. 2026-12-04: a request answered after a loop
     pass (a merged onnxruntime call), with a request pipelined behind it, on a connection that
     closed meanwhile (uvicorn's 400 for what followed, or the client's half-close), wrote on a
-    closed transport: a traceback a request (fixed in app.server.coalesce)."""
+    closed transport: a traceback a request (fixed in app.server.coalesce); and, half-closed,
+    neither request was answered (fixed in app.server.protocol)."""
     by_target = {request[1]: request for request in valid_requests()}
     infer = render(by_target["/v2/models/delay-full/infer"])
     ready = render(by_target["/v2/health/ready"])
-    return [Case(infer + ready + b"NOT HTTP\x00\r\n\r\n"), Case(infer + ready, half_close=True)]
+    return [
+        Case(infer + ready + b"NOT HTTP\x00\r\n\r\n"),
+        Case(infer + ready, half_close=True, answers=2),
+    ]
 
 
 def cases(count: int, seed: int) -> Iterator[Case]:
@@ -154,7 +162,7 @@ def cases(count: int, seed: int) -> Iterator[Case]:
     for _ in range(count - len(fixed)):
         method, target, headers, body = rng.choice(requests)
         headers = dict(headers)
-        roll = rng.random()
+        roll, whole = rng.random(), 0
         if roll < 0.35:  # the body
             raw = render((method, target, headers, mutate(body, rng)), rng.random() < 0.2, rng)
         elif roll < 0.5:  # a header
@@ -163,12 +171,16 @@ def cases(count: int, seed: int) -> Iterator[Case]:
         elif roll < 0.7:  # anywhere
             raw = mutate(render((method, target, headers, body)), rng)
         elif roll < 0.85:  # pipelined
-            raw = b"".join(render(rng.choice(requests)) for _ in range(rng.randint(2, 6)))
-            raw = mutate(raw, rng) if rng.random() < 0.5 else raw
+            pipelined = [rng.choice(requests) for _ in range(rng.randint(2, 6))]
+            raw = b"".join(render(request) for request in pipelined)
+            if rng.random() < 0.5:
+                raw = mutate(raw, rng)
+            else:
+                whole = len(pipelined)
         else:  # the request line
             verb = rng.choice(("GET", "POST", "PUT", "OPTIONS", "HEAD", "DELETE"))
             raw = render((verb, rng.choice(ODD_TARGETS), headers, body))
-        yield Case(raw, trickle=rng.random() < 0.2, half_close=rng.random() < 0.3)
+        yield Case(raw, trickle=rng.random() < 0.2, half_close=rng.random() < 0.3, answers=whole)
 
 
 def statuses(received: bytes) -> tuple[list[int], bool]:
@@ -235,10 +247,15 @@ def grpc_cases(count: int, seed: int) -> Iterator[tuple[str, bytes]]:
             yield rng.choice(GRPC_METHODS), junk
 
 
-def _send_http(port: int, args: argparse.Namespace) -> tuple[Counter[str], list[dict[str, str]]]:
-    """The HTTP cases, a few connections at a time: the statuses seen, and the 5xx answers."""
+Failures = list[dict[str, str]]
+
+
+def _send_http(port: int, args: argparse.Namespace) -> tuple[Counter[str], Failures, Failures]:
+    """The HTTP cases, a few connections at a time: the statuses seen, the 5xx answers, and
+    the cases of whole valid requests not answered 200 each."""
     tally: Counter[str] = Counter()
-    errors: list[dict[str, str]] = []
+    errors: Failures = []
+    unanswered: Failures = []
     with ThreadPoolExecutor(args.connections) as pool:
         answers = pool.map(lambda case: (case, send(port, case, args.read_timeout)),
                            cases(args.cases, args.seed))  # fmt: skip
@@ -247,9 +264,13 @@ def _send_http(port: int, args: argparse.Namespace) -> tuple[Counter[str], list[
             tally.update(str(status) for status in found)
             tally["no answer"] += not found
             tally["answer not read to its end"] += partial  # a HEAD's, or cut by the timeout
+            failure = {"sent": repr(case.raw[:300]), "received": repr(received[:300])}
             if any(status >= 500 for status in found):
-                errors.append({"sent": repr(case.raw[:300]), "received": repr(received[:300])})
-    return tally, errors
+                errors.append(failure)
+            if case.answers and found != [200] * case.answers:
+                unanswered.append(failure | {"half_close": str(case.half_close)})
+            tally["whole valid requests"] += case.answers
+    return tally, errors, unanswered
 
 
 def _send_grpc(address: str, args: argparse.Namespace) -> tuple[Counter[str], list[str]]:
@@ -293,7 +314,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
     start = time.monotonic()
     with served(workdir, args.models_dir, GRPC_BIND=grpc_address) as server:
         workers = sorted(worker_pids(server.process.pid))
-        answers, server_errors = _send_http(int(server.url.rsplit(":", 1)[1]), args)
+        answers, server_errors, unanswered = _send_http(int(server.url.rsplit(":", 1)[1]), args)
         outcome.event(start, "HTTP cases sent", seconds=round(time.monotonic() - start, 1))
         codes, grpc_failures = _send_grpc(grpc_address, args)
         outcome.event(start, "gRPC cases sent", seconds=round(time.monotonic() - start, 1))
@@ -302,6 +323,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
         workers_now = sorted(worker_pids(server.process.pid))
         outcome.checks = {
             "no 5xx answer": not server_errors,
+            "every whole valid request answered 200 (trickled, half-closed too)": not unanswered,
             "no gRPC status of a server failure (INTERNAL, UNKNOWN, DATA_LOSS)": not grpc_failures,
             "no traceback in the server log": not tracebacks,
             "the same workers at the end (none crashed)": workers_now == workers,
@@ -312,6 +334,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
     outcome.settings["grpc_codes"] = dict(sorted(codes.items()))
     outcome.settings["tracebacks_logged"] = sum(line.startswith("Traceback") for line in tracebacks)
     outcome.settings["server_errors"] = server_errors[:20] + grpc_failures[:20]
+    outcome.settings["unanswered"] = unanswered[:20]
     return outcome
 
 

@@ -1,5 +1,6 @@
 """app.server.coalesce on a real server: uvicorn on uvloop, a real socket, the guarded protocol,
-with the connection's transport wrapped to record each write; an h11 client reads the answers."""
+with the connection's transport wrapped to record each write; an h11 client reads the answers.
+The guarded protocol's half-close is checked here too, where uvloop delivers the end of stream."""
 
 from __future__ import annotations
 
@@ -371,6 +372,47 @@ def test_the_service_drops_a_merged_answer_whose_connection_closed_without_an_er
     with caplog.at_level("ERROR"):
         serve(app, scenario)
     assert not [record for record in caplog.records if record.exc_info], caplog.text
+
+
+def test_a_half_closed_connection_gets_every_answer_then_is_closed() -> None:
+    """The client sends a request still to be answered and one pipelined behind it, then
+    half-closes: both are answered, the last with the close (app.server.protocol's
+    eof_received; uvicorn's protocol closed at the end of stream and answered neither)."""
+
+    async def scenario(connect: Client) -> None:
+        RELEASE["held"] = release = asyncio.Event()
+        client = await connect()
+        held, queued = (b"GET /%s HTTP/1.1\r\nhost: t\r\n\r\n" % p for p in (b"held", b"json"))
+        client.writer.write(held + queued)
+        client.writer.write_eof()
+        await asyncio.sleep(0.05)  # the server reads the end of stream before the answer
+        release.set()
+        received = await client.rest()
+        heads = re.findall(rb"HTTP/1\.1 \d+ [^\r]*\r\n(?:[^\r]+\r\n)*\r\n", received)
+        assert [head.split(b" ")[1] for head in heads] == [b"200", b"200"], received
+        assert b"connection: close" in heads[1]
+
+    serve(toy, scenario)
+
+
+def test_the_service_answers_a_half_closed_merged_request() -> None:
+    """The wire fuzz's case: an OIP request to the full model (answered a loop pass later, in a
+    merged onnxruntime call) and a readiness request pipelined behind it, then a half-close."""
+    body = json.dumps(infer_body(FULL_EXAMPLE)).encode()
+    head = b"POST /v2/models/delay-full/infer HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+    app = create_app(Settings(models_dir=MODELS_DIR))
+
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        client.writer.write(head + b"content-length: %d\r\n\r\n" % len(body) + body)
+        client.writer.write(b"GET /v2/health/ready HTTP/1.1\r\nhost: t\r\n\r\n")
+        client.writer.write_eof()
+        received = await client.rest()
+        assert received.startswith(b"HTTP/1.1 200 "), received
+        assert received.count(b"HTTP/1.1 200 ") == 2, received
+        assert received.endswith(b'{"ready":true}'), received
+
+    serve(app, scenario)
 
 
 def test_the_service_answers_each_request_in_one_write() -> None:

@@ -31,6 +31,9 @@ from app.server.protocol import (
 
 LIMITS = Limits(max_head_bytes=1024, head_timeout=10, body_timeout=30)
 SEEN: list[dict[str, Any]] = []
+GATE: list[asyncio.Event] = []
+"""While it holds an event, reading_app answers only once that is set: a request still being
+answered (as one waiting for a merged onnxruntime call is)."""
 
 
 async def reading_app(scope: Any, receive: Any, send: Any) -> None:
@@ -46,6 +49,8 @@ async def reading_app(scope: Any, receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
+    if GATE:
+        await GATE[0].wait()
     answer = str(len(body)).encode()
     headers = [(b"content-length", str(len(answer)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -104,7 +109,10 @@ def run(
         await asyncio.sleep(0)
 
     SEEN.clear()
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        GATE.clear()
 
 
 def post(body: bytes, length: int | None = None, extra: bytes = b"") -> bytes:
@@ -383,6 +391,8 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
     assert "self.flow.resume_reading()" in answered
     assert "self.pipeline.pop()" in answered
     assert "self.cycle.response_complete" in inspect.getsource(HttpToolsProtocol.on_body)
+    # a half-closed connection: its last request, no longer kept alive, closes it once answered
+    assert "if not self.keep_alive:" in inspect.getsource(RequestResponseCycle.send)
 
 
 def test_a_request_past_the_in_flight_bound_is_answered_503_at_once() -> None:
@@ -867,3 +877,77 @@ def test_a_shed_request_has_its_access_line_when_the_access_log_is_on(log_shed: 
     expected = [("POST /predict 503 0.000 ms", SHED_ROUTE, "shed-7")] if log_shed else []
     assert handler.lines == expected
     assert request_ids.current() == request_ids.NO_REQUEST  # reset after the line
+
+
+def answers(data: bytes) -> list[bytes]:
+    """The heads of the responses in `data`."""
+    return list(re.findall(rb"HTTP/1\.1 .*?\r\n\r\n", data, re.DOTALL))
+
+
+def test_a_half_closed_connection_is_answered_then_closed() -> None:
+    """The client half-closes once its request is sent, the app still working on it: the
+    connection stays open for the answer (uvicorn's protocol closed it, and the answer was
+    lost), which closes it."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        GATE.append(asyncio.Event())
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert protocol.eof_received() is True  # keep the transport open
+        assert not transport.closed
+        GATE[0].set()
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert b"\r\nconnection: close\r\n" in transport.data
+        assert transport.closed
+
+    run(scenario)
+
+
+def test_a_half_close_after_pipelined_requests_answers_each_and_the_last_closes() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        GATE.append(asyncio.Event())
+        protocol.data_received(post(b"{}") + post(b"abc"))
+        await settle()
+        assert protocol.eof_received() is True
+        assert protocol.eof_received() is True  # again, as when reading resumes in between
+        GATE[0].set()
+        await settle()
+        first, second = answers(transport.data)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" not in first
+        assert second.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" in second
+        assert transport.data.endswith(b"3")  # the second request's body length
+        assert transport.closed
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", post(b"{}"), post(b"{}", length=10)], ids=["nothing", "answered", "body-cut"]
+)
+def test_a_half_close_with_nothing_left_to_answer_closes_at_once(sent: bytes) -> None:
+    """Nothing sent, everything answered, or a body that can no longer complete: False, and
+    the event loop closes the transport, as under uvicorn's protocol."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(sent)
+        await settle()
+        assert not protocol.eof_received()
+
+    run(scenario)
+
+
+def test_a_half_close_while_held_drops_the_held_request_as_a_leaving_clients() -> None:
+    """A half-close cannot be told from a client that left, whose held request is dropped
+    uncounted (test_a_held_request_whose_client_went_away_leaves_nothing_behind)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        await shed_once(protocol, transport)
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert protocol._held is not None
+        assert protocol.eof_received() is False
+
+    run(scenario, Limits(max_in_flight=1))

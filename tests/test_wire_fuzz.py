@@ -29,6 +29,10 @@ def test_the_cases_are_the_same_for_a_seed_and_the_regressions_lead() -> None:
     assert len(first) == 200
     assert any(case.trickle for case in first)
     assert any(case.half_close for case in first)
+    whole = [case for case in first if case.answers]
+    assert any(case.half_close for case in whole)
+    for case in whole:  # unmutated: each of its requests is one request line
+        assert case.raw.count(b" HTTP/1.1\r\nHost: fuzz\r\n") == case.answers
 
 
 def test_the_grpc_cases_are_the_same_for_a_seed_and_the_valid_requests_lead() -> None:
@@ -73,7 +77,7 @@ def test_a_chunked_rendering_carries_the_same_body() -> None:
 def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
     """The regressions and some mutations, HTTP and gRPC, against gunicorn with 2 workers: fails
     on the code before app.server.coalesce dropped writes on a closing connection (a traceback a
-    case)."""
+    case), and before app.server.protocol answered half-closed connections."""
     arguments = ["--cases", "60", "--grpc-cases", "60", "--seed", "0", "--out", str(tmp_path)]
     assert wire_fuzz.main(arguments) == 0
     report = json.loads((tmp_path / "wire-fuzz.json").read_text(encoding="utf-8"))
@@ -82,6 +86,7 @@ def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
     answers = report["settings"]["answers"]
     assert answers.get("200", 0) > 0, answers
     assert answers.get("400", 0) > 0, answers
+    assert answers["whole valid requests"] >= 2, answers  # the half-closed regression's, at least
     codes = report["settings"]["grpc_codes"]
     assert codes.get("OK", 0) >= len(grpc_requests()), codes  # the valid requests
     assert codes.get("INVALID_ARGUMENT", 0) > 0, codes
