@@ -334,6 +334,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
     outcome.settings["grpc_codes"] = dict(sorted(codes.items()))
     outcome.settings["tracebacks_logged"] = sum(line.startswith("Traceback") for line in tracebacks)
     outcome.settings["server_errors"] = server_errors[:20] + grpc_failures[:20]
+    outcome.settings["unanswered_cases"] = len(unanswered)
     outcome.settings["unanswered"] = unanswered[:20]
     return outcome
 

@@ -87,6 +87,7 @@ def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
     assert answers.get("200", 0) > 0, answers
     assert answers.get("400", 0) > 0, answers
     assert answers["whole valid requests"] >= 2, answers  # the half-closed regression's, at least
+    assert report["settings"]["unanswered_cases"] == 0
     codes = report["settings"]["grpc_codes"]
     assert codes.get("OK", 0) >= len(grpc_requests()), codes  # the valid requests
     assert codes.get("INVALID_ARGUMENT", 0) > 0, codes
