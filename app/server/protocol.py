@@ -27,11 +27,7 @@ connection that never sends a byte open forever, and waits forever on a trickled
   with `Connection: close`, instead of uvicorn closing it at once and racing the client's next
   (or first) request, which the client then sees as a reset (measured: 2-3 failed requests per
   20-SIGHUP storm before, none after). A connection the event loop hands over after shutdown
-  began (accepted just before the listener closed) drains too (`begin_drain`);
-* a client's half-close (`shutdown(SHUT_WR)` once it has sent its requests) ends reading, not
-  the connection: the requests it sent in full are answered, the last closing the connection
-  (`eof_received`), where uvicorn's protocol closed at once and lost every answer not yet
-  written (a held request is still dropped, as when its client leaves).
+  began (accepted just before the listener closed) drains too (`begin_drain`).
 """
 
 from __future__ import annotations
@@ -340,24 +336,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._release_timer.cancel()
                 self._release()
             self._drain()
-
-    def eof_received(self) -> bool:  # type: ignore[override]  # uvicorn's returns None
-        """The client has half-closed: it sends nothing more but may still read its answers.
-        uvicorn's protocol lets the transport close here, so a request still being answered
-        (one waiting for a merged onnxruntime call, say) and those pipelined behind it went
-        unanswered. If the last request came in full, it now closes the connection once
-        answered (True keeps the transport open for writing); with nothing left to answer, or
-        the last body cut short, the connection closes now, as before. So does a held request
-        (`_hold`): a half-close cannot be told from a client that left, whose held request is
-        dropped uncounted, and all it would get is a 503. Idempotent: the event loop calls it
-        again each time reading resumes (between pipelined answers)."""
-        cycle = self.cycle
-        if cycle is None or cycle.disconnected or self._held is not None:
-            return False
-        if cycle.response_complete or cycle.more_body:
-            return False
-        cycle.keep_alive = False
-        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, and a held request is dropped: nothing is left to answer it later."""
