@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -393,6 +394,31 @@ def test_a_half_closed_connection_gets_every_answer_then_is_closed() -> None:
         assert b"connection: close" in heads[1]
 
     serve(toy, scenario)
+
+
+def test_a_client_that_left_before_its_answers_leaves_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that closes outright is, at the end of stream, a half-close: what it sent in
+    full is answered into a socket its peer has closed, which must pass quietly."""
+
+    async def scenario(connect: Client) -> None:
+        for _ in range(20):
+            RELEASE["held"] = release = asyncio.Event()
+            client = await connect()
+            held, queued = (b"GET /%s HTTP/1.1\r\nhost: t\r\n\r\n" % p for p in (b"held", b"json"))
+            client.writer.write(held + queued * 3)
+            await client.writer.drain()
+            client.writer.close()
+            await asyncio.sleep(0.05)
+            release.set()  # four answers for a client that is gone
+            await asyncio.sleep(0.05)
+        response, _ = await (await connect()).request("GET", "/json")
+        assert response.status_code == 200
+
+    with caplog.at_level("DEBUG"):
+        serve(toy, scenario)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
 def test_the_service_answers_a_half_closed_merged_request() -> None:
