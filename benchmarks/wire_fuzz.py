@@ -69,6 +69,9 @@ GRPC_METHODS = ("ModelInfer", "ModelMetadata", "ModelReady", "ServerMetadata", "
                 "ServerReady")  # fmt: skip
 GRPC_FAILURES = ("INTERNAL", "UNKNOWN", "DATA_LOSS")
 """gRPC statuses that say the server failed, not the request: a 5xx's kin."""
+H2C_OFFER = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
+             "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"}  # fmt: skip
+"""What `curl --http2` and Java's HttpClient add to a cleartext request."""
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) [^\r\n]*\r\n")
 _LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)\r\n", re.IGNORECASE)
 
@@ -143,13 +146,19 @@ def regressions() -> list[Case]:
     pass (a merged onnxruntime call), with a request pipelined behind it, on a connection that
     closed meanwhile (uvicorn's 400 for what followed, or the client's half-close), wrote on a
     closed transport: a traceback a request (fixed in app.server.coalesce); and, half-closed,
-    neither request was answered (fixed in app.server.protocol)."""
+    neither request was answered (fixed in app.server.protocol). Then a request offering
+    HTTP/2 (`Upgrade: h2c`, as `curl --http2` and Java's HttpClient send), sized or chunked,
+    lost its body and the connection what followed (fixed in app.server.upgrade)."""
     by_target = {request[1]: request for request in valid_requests()}
     infer = render(by_target["/v2/models/delay-full/infer"])
     ready = render(by_target["/v2/health/ready"])
+    method, target, headers, body = by_target["/predict"]
+    offer = (method, target, headers | H2C_OFFER, body)
     return [
         Case(infer + ready + b"NOT HTTP\x00\r\n\r\n"),
         Case(infer + ready, half_close=True, answers=2),
+        Case(render(offer) + ready, answers=2),
+        Case(render(offer, chunked=True, rng=random.Random(0)) + ready, answers=2),
     ]
 
 

@@ -441,6 +441,33 @@ def test_the_service_answers_a_half_closed_merged_request() -> None:
     serve(app, scenario)
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+def test_the_service_scores_a_predict_request_offering_h2c(chunked: bool) -> None:
+    """`curl --http2` and Java's HttpClient offer HTTP/2 on a cleartext POST (`Upgrade: h2c`):
+    the flight is scored as without the offer, in HTTP/1.1 (app.server.upgrade; httptools had
+    dropped the body: a 400 `the request body is empty`), and the connection serves on."""
+    body = json.dumps({"flights": [FULL_EXAMPLE]}).encode()
+    framing = (
+        b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        if chunked
+        else b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    offer = b"connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    head = b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n" + offer
+    app = create_app(Settings(models_dir=MODELS_DIR))
+
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        ready = b"GET /v2/health/ready HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        client.writer.write(head + framing + ready)
+        received = await client.rest()
+        assert received.startswith(b"HTTP/1.1 200 "), received
+        assert b'\r\n\r\n{"predict":[0]}HTTP/1.1 200 ' in received, received
+        assert received.endswith(b'{"ready":true}'), received
+
+    serve(app, scenario)
+
+
 def test_the_service_answers_each_request_in_one_write() -> None:
     """The project's app (request IDs, metrics, its errors): every /predict answer, valid or
     not, and the other routes' with a body, in one write."""

@@ -391,6 +391,20 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
     assert "self.flow.resume_reading()" in answered
     assert "self.pipeline.pop()" in answered
     assert "self.cycle.response_complete" in inspect.getsource(HttpToolsProtocol.on_body)
+    # data_received is uvicorn's, restated, but for an Upgrade it does not take
+    # (app.server.upgrade): the cycle gets its body back through uvicorn's body callbacks
+    received = inspect.getsource(HttpToolsProtocol.data_received)
+    for line in (
+        "self._unset_keepalive_if_required()", "self.parser.feed_data(data)",
+        "except httptools.HttpParserError:", "self.send_400_response(msg)",
+        "except httptools.HttpParserUpgrade:", "if self._should_upgrade():",
+        "self.handle_websocket_upgrade()", "self._unsupported_upgrade_warning()",
+    ):  # fmt: skip
+        assert line in received, f"uvicorn's data_received changed: {line}"
+    assert "self.parser = httptools.HttpRequestParser(self)" in protocol_source
+    assert "set_dangerous_leniencies(lenient_data_after_close=True)" in protocol_source
+    for callback in (HttpToolsProtocol.on_body, HttpToolsProtocol.on_message_complete):
+        assert "self.cycle.message_event.set()" in inspect.getsource(callback)
     # a half-closed connection: its last request, no longer kept alive, closes it once answered
     assert "if not self.keep_alive:" in inspect.getsource(RequestResponseCycle.send)
 
@@ -951,3 +965,81 @@ def test_a_half_close_while_held_drops_the_held_request_as_a_leaving_clients() -
         assert protocol.eof_received() is False
 
     run(scenario, Limits(max_in_flight=1))
+
+
+H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+"""What `curl --http2` and Java's HttpClient add to a cleartext request."""
+
+
+def chunked_post(chunks: list[bytes], extra: bytes = b"") -> bytes:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+    return (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+@pytest.mark.parametrize("step", [None, 7], ids=["one-chunk", "trickled"])
+@pytest.mark.parametrize(
+    "request_",
+    [post(b"x" * 300, extra=H2C), chunked_post([b"x" * 100, b"y" * 200], extra=H2C)],
+    ids=["sized", "chunked"],
+)
+def test_a_request_offering_an_upgrade_is_served_with_its_body(
+    request_: bytes, step: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httptools stops at the end of such a head (uvicorn#2722): the app read an empty body,
+    and what followed was lost. The offer is ignored (RFC 9110 §7.8), the body read, and the
+    connection parses on: a request after it, on the same connection, is served too."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        sent = request_ + post(b"{}")
+        for start in range(0, len(sent), step or len(sent)):
+            protocol.data_received(sent[start : start + (step or len(sent))])
+            await settle()
+        await settle()
+        first, second = answers(transport.data)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert second.startswith(b"HTTP/1.1 200 ")
+        assert transport.data.startswith(first + b"300")  # the whole body reached the app
+        assert transport.data.endswith(b"2")
+        assert not transport.closed
+
+    with caplog.at_level("WARNING"):
+        run(scenario)
+    assert "upgrade" not in caplog.text.lower()  # ignoring an offer is no cause for a warning
+
+
+def test_a_bodiless_request_offering_a_websocket_is_served_and_the_next_too() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        offer = b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        protocol.data_received(post(b"", extra=offer) + post(b"abcd"))
+        await settle()
+        assert [head[:13] for head in answers(transport.data)] == [b"HTTP/1.1 200 "] * 2
+        assert transport.data.endswith(b"4")
+
+    run(scenario)
+
+
+def test_a_malformed_body_after_an_upgrade_offer_is_a_400_and_closed() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + H2C
+        protocol.data_received(head + b"\r\nzz\r\nabc\r\n")
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 400 ")
+        assert b"request body not framed as its headers say" in transport.data
+        assert transport.closed
+
+    run(scenario)
+
+
+def test_an_upgrade_offers_head_is_held_to_the_head_limit() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}", extra=H2C + b"X-Big: " + b"a" * 2000 + b"\r\n"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 431 ")
+        assert transport.closed
+
+    run(scenario)

@@ -43,6 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import h11
+import httptools
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
@@ -52,6 +54,7 @@ from app.observability.logs import log_access
 from app.observability.metrics import observe_latency
 from app.server.coalesce import CoalescingTransport
 from app.server.overload import SHED_ROUTE, hold_until, shed_response
+from app.server.upgrade import IgnoredUpgradeBody
 
 SWEEP_INTERVAL = 1.0
 """Seconds between timeout sweeps: the timeouts' resolution."""
@@ -157,6 +160,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._release_timer: TimerHandle | None = None
         self._unparsed = b""
         """What the client sent while a request was held, parsed after its answer."""
+        self._upgrade_body: IgnoredUpgradeBody | None = None
+        """The body being read of a request whose `Upgrade` was ignored (app.server.upgrade)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -166,11 +171,38 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.shutdown()
 
     def data_received(self, data: bytes) -> None:
+        """uvicorn's (0.54), and then the head limit; but a request whose `Upgrade` uvicorn
+        does not take (`h2c`) is served with its body, and the connection parses on
+        (app.server.upgrade), where httptools dropped both."""
         if self._held is not None:  # parsed once the held answer is written (`_release`)
             self._unparsed += data
             self.flow.pause_reading()  # one chunk kept at most
             return
-        super().data_received(data)
+        if self._upgrade_body is not None:
+            data = self._read_upgrade_body(self._upgrade_body, data)
+            if not data:
+                return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+                return
+            head_end = upgrade.args[0]
+            self._ignore_upgrade()
+            self._limit_head(data[:head_end])
+            if data[head_end:] and not self.transport.is_closing():
+                self.data_received(data[head_end:])
+        else:
+            self._limit_head(data)
+
+    def _limit_head(self, data: bytes) -> None:
+        """The head limit, counted over the chunks `data` of the head being received."""
         cycle = self.cycle
         limit = self.limits.max_head_bytes
         if cycle is not None and cycle.scope is self.scope:
@@ -190,6 +222,50 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._partial_head += len(data)
         if self._partial_head > limit:
             self._refuse_head()
+
+    def _ignore_upgrade(self) -> None:
+        """httptools took the request as bodiless (its cycle complete with an empty body) and
+        stopped parsing: the cycle gets its body back, read by an IgnoredUpgradeBody, and a
+        fresh parser takes what follows. The app has not run: its task, made with the cycle
+        during this parse, starts on a later loop pass."""
+        cycle = self.cycle
+        if cycle is None:
+            return
+        if not cycle.response_complete:  # not shed nor held, whose body is skipped
+            cycle.more_body = True
+            cycle.message_event.clear()
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own
+        try:
+            self._upgrade_body = IgnoredUpgradeBody(cycle.scope["headers"])
+        except h11.RemoteProtocolError:  # a transfer coding other than chunked
+            self._refuse_body()
+
+    def _read_upgrade_body(self, body: IgnoredUpgradeBody, data: bytes) -> bytes:
+        """`data` to the body being read, through uvicorn's body callbacks (flow control and
+        all); returns what follows the body (b"" while it is incomplete)."""
+        try:
+            pieces, after = body.feed(data)
+        except h11.RemoteProtocolError:
+            self._refuse_body()
+            return b""
+        for piece in pieces:
+            self.on_body(piece)
+        if after is None:
+            return b""
+        self._upgrade_body = None
+        self.on_message_complete()
+        return after
+
+    def _refuse_body(self) -> None:
+        self._upgrade_body = None
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started:
+            self.transport.close()
+            return
+        if cycle is not None:
+            cycle.disconnected = True  # the app, already started, reads a disconnect
+        self._refuse(400, "Bad Request", "request body not framed as its headers say")
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         self._busy.add(self)
