@@ -1043,3 +1043,33 @@ def test_an_upgrade_offers_head_is_held_to_the_head_limit() -> None:
         assert transport.closed
 
     run(scenario)
+
+
+def test_an_upgrade_offer_waiting_for_100_continue_gets_it_then_its_body_read() -> None:
+    """curl sends `Expect: 100-continue` with a large body, and the body only once told to."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        request = post(b"z" * 2000, extra=H2C + b"Expect: 100-continue\r\n")
+        head_end = request.index(b"\r\n\r\n") + 4
+        protocol.data_received(request[:head_end])
+        await settle()
+        assert transport.data == b"HTTP/1.1 100 Continue\r\n\r\n"
+        protocol.data_received(request[head_end:])
+        await settle()
+        assert transport.data.split(b"\r\n\r\n", 1)[1].startswith(b"HTTP/1.1 200 ")
+        assert transport.data.endswith(b"2000")
+
+    run(scenario)
+
+
+def test_an_upgrade_offers_body_not_complete_in_time_is_a_408() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}", length=10, extra=H2C))
+        await settle()
+        assert protocol.phase() == "body"
+        protocol.sweep(1000.0)
+        protocol.sweep(1000.0 + LIMITS.body_timeout)
+        assert transport.data.startswith(b"HTTP/1.1 408 ")
+        assert transport.closed
+
+    run(scenario)
