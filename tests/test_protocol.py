@@ -898,6 +898,14 @@ def answers(data: bytes) -> list[bytes]:
     return list(re.findall(rb"HTTP/1\.1 .*?\r\n\r\n", data, re.DOTALL))
 
 
+def assert_last_answer(transport: FakeTransport, status: bytes, *parts: bytes) -> None:
+    """The connection's answer was `status`, holding `parts`, and then it was closed."""
+    assert transport.data.startswith(b"HTTP/1.1 " + status + b" "), transport.data
+    for part in parts:
+        assert part in transport.data
+    assert transport.closed
+
+
 def test_a_half_closed_connection_is_answered_then_closed() -> None:
     """The client half-closes once its request is sent, the app still working on it: the
     connection stays open for the answer (uvicorn's protocol closed it, and the answer was
@@ -911,9 +919,7 @@ def test_a_half_closed_connection_is_answered_then_closed() -> None:
         assert not transport.closed
         GATE[0].set()
         await settle()
-        assert transport.data.startswith(b"HTTP/1.1 200 ")
-        assert b"\r\nconnection: close\r\n" in transport.data
-        assert transport.closed
+        assert_last_answer(transport, b"200", b"\r\nconnection: close\r\n")
 
     run(scenario)
 
@@ -1028,9 +1034,7 @@ def test_a_malformed_body_after_an_upgrade_offer_is_a_400_and_closed() -> None:
         head = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + H2C
         protocol.data_received(head + b"\r\nzz\r\nabc\r\n")
         await settle()
-        assert transport.data.startswith(b"HTTP/1.1 400 ")
-        assert b"request body not framed as its headers say" in transport.data
-        assert transport.closed
+        assert_last_answer(transport, b"400", b"request body not framed as its headers say")
 
     run(scenario)
 
@@ -1039,8 +1043,7 @@ def test_an_upgrade_offers_head_is_held_to_the_head_limit() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.data_received(post(b"{}", extra=H2C + b"X-Big: " + b"a" * 2000 + b"\r\n"))
         await settle()
-        assert transport.data.startswith(b"HTTP/1.1 431 ")
-        assert transport.closed
+        assert_last_answer(transport, b"431")
 
     run(scenario)
 
@@ -1069,7 +1072,6 @@ def test_an_upgrade_offers_body_not_complete_in_time_is_a_408() -> None:
         assert protocol.phase() == "body"
         protocol.sweep(1000.0)
         protocol.sweep(1000.0 + LIMITS.body_timeout)
-        assert transport.data.startswith(b"HTTP/1.1 408 ")
-        assert transport.closed
+        assert_last_answer(transport, b"408")
 
     run(scenario)
