@@ -6,9 +6,9 @@ tests/test_fuzz.py fuzzes the ASGI app in-process, so the server's own HTTP laye
 reach: uvicorn's parser under app.server.protocol's limits and app.server.coalesce's writes.
 This starts gunicorn with gunicorn.conf.py (2 workers) on a free loopback port and sends it
 seeded mutations of valid requests (bytes changed, inserted, deleted or copied, headers given
-odd values, chunked bodies, several requests pipelined on one connection, odd targets), each on
-a connection of its own, sometimes trickled in small pieces or half-closed after sending, a few
-connections at a time; the cases of bugs it found lead every run (`regressions`). Then, on the
+odd values, an HTTP/2 or WebSocket upgrade offered, chunked bodies, several requests pipelined
+on one connection, odd targets), each on a connection of its own, sometimes trickled in small
+pieces or half-closed after sending, a few connections at a time; the cases of bugs it found lead every run (`regressions`). Then, on the
 workers' gRPC port, mutated ModelInferRequests (both models, typed and raw contents) and random
 bytes to every method of the service. It checks that no answer is a 5xx nor a gRPC status of a
 server failure, that each case of whole valid requests got a 200 for every one (trickled or
@@ -72,6 +72,11 @@ GRPC_FAILURES = ("INTERNAL", "UNKNOWN", "DATA_LOSS")
 H2C_OFFER = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
              "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"}  # fmt: skip
 """What `curl --http2` and Java's HttpClient add to a cleartext request."""
+OFFERS = (H2C_OFFER, {"Connection": "Upgrade", "Upgrade": "websocket",
+                      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                      "Sec-WebSocket-Version": "13"})  # fmt: skip
+"""Protocol upgrades a mutated request may offer, which the service ignores (its body is read
+all the same: app.server.upgrade)."""
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) [^\r\n]*\r\n")
 _LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)\r\n", re.IGNORECASE)
 
@@ -171,6 +176,8 @@ def cases(count: int, seed: int) -> Iterator[Case]:
     for _ in range(count - len(fixed)):
         method, target, headers, body = rng.choice(requests)
         headers = dict(headers)
+        if rng.random() < 0.15:
+            headers |= rng.choice(OFFERS)
         roll, whole = rng.random(), 0
         if roll < 0.35:  # the body
             raw = render((method, target, headers, mutate(body, rng)), rng.random() < 0.2, rng)

@@ -29,6 +29,8 @@ def test_the_cases_are_the_same_for_a_seed_and_the_regressions_lead() -> None:
     assert len(first) == 200
     assert any(case.trickle for case in first)
     assert any(case.half_close for case in first)
+    assert any(b"\r\nUpgrade: h2c\r\n" in case.raw for case in first[len(regressions()) :])
+    assert any(b"\r\nUpgrade: websocket\r\n" in case.raw for case in first)
     whole = [case for case in first if case.answers]
     assert any(case.half_close for case in whole)
     for case in whole:  # unmutated: each of its requests is one request line
