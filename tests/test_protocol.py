@@ -22,6 +22,7 @@ from app.server.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE
 from app.server.protocol import (
     DRAIN_INTERVAL,
     DRAIN_QUIET,
+    REFUSED_ROUTE,
     GuardedHttpToolsProtocol,
     Limits,
     begin_drain,
@@ -664,16 +665,21 @@ def test_in_flight_counts_what_the_bound_counts() -> None:
     run(scenario)
 
 
-def shed_count() -> float:
-    """The 503s counted under the shed route so far (this process's metrics)."""
+def counted(route: str, status: str) -> float:
+    """The answers counted under `route` with `status` so far (this process's metrics)."""
     return sum(
         sample.value
         for family in text_string_to_metric_families(exposition()[0].decode())
         for sample in family.samples
         if sample.name == "http_requests_total"
-        and sample.labels.get("route") == SHED_ROUTE
-        and sample.labels.get("status") == "503"
+        and sample.labels.get("route") == route
+        and sample.labels.get("status") == status
     )
+
+
+def shed_count() -> float:
+    """The 503s counted under the shed route so far."""
+    return counted(SHED_ROUTE, "503")
 
 
 async def shed_once(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> float:
@@ -701,7 +707,7 @@ def test_a_request_sent_before_the_retry_after_elapsed_is_held_until_it_has() ->
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         loop = asyncio.get_running_loop()
         shed_at = await shed_once(protocol, transport)
-        counted = shed_count()
+        shed_before = shed_count()
         protocol.data_received(post(b"{}", extra=b"X-Request-ID: early-2\r\n"))
         await settle()
         assert transport.data == b""  # held
@@ -726,7 +732,7 @@ def test_a_request_sent_before_the_retry_after_elapsed_is_held_until_it_has() ->
         assert not transport.closed  # kept alive, read again
         assert transport.reading
         assert SEEN == []
-        assert shed_count() == counted + 1
+        assert shed_count() == shed_before + 1
         assert protocol.cycle is not held  # the kept request is parsed now, and held in turn
         assert protocol._held is protocol.cycle
         transport.data = b""
@@ -788,7 +794,7 @@ def test_a_held_request_whose_client_went_away_leaves_nothing_behind() -> None:
         assert timer is not None
         assert protocol._held is not None
         assert protocol._unparsed
-        counted = shed_count()
+        shed_before = shed_count()
         protocol.connection_lost(ConnectionResetError())
         assert timer.cancelled()
         assert protocol._held is None
@@ -796,7 +802,7 @@ def test_a_held_request_whose_client_went_away_leaves_nothing_behind() -> None:
         assert protocol._unparsed == b""
         await asyncio.sleep(shed_at + RETRY_AFTER + 0.05 - loop.time())
         assert transport.data == b""  # nothing written when the Retry-After elapsed
-        assert shed_count() == counted  # nor counted: nothing was answered
+        assert shed_count() == shed_before  # nor counted: nothing was answered
 
     run(scenario, Limits(max_in_flight=1))
 
@@ -1073,5 +1079,59 @@ def test_an_upgrade_offers_body_not_complete_in_time_is_a_408() -> None:
         protocol.sweep(1000.0)
         protocol.sweep(1000.0 + LIMITS.body_timeout)
         assert_last_answer(transport, b"408")
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("sent", "status"),
+    [
+        (post(b"{}", extra=b"X-Big: " + b"a" * 2000 + b"\r\n"), "431"),
+        (b"NOT HTTP\r\n\r\n", "400"),
+    ],
+    ids=["head-over-the-limit", "not-http"],
+)
+def test_an_answer_of_the_http_layer_is_counted_and_the_app_never_runs(
+    sent: bytes, status: str
+) -> None:
+    """Before, these answers were in no metric, and a head over the limit that arrived whole
+    was counted as the 200 its app went on to give, which nobody received."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, status)
+        protocol.data_received(sent)
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 " + status.encode() + b" ")
+        assert SEEN == []  # the app never ran
+        assert not protocol.tasks
+        assert counted(REFUSED_ROUTE, status) == before + 1
+
+    run(scenario)
+
+
+def test_a_head_not_received_in_time_is_counted_as_a_408() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "408")
+        protocol.data_received(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+        protocol.sweep(1000.0)
+        protocol.sweep(1000.0 + LIMITS.head_timeout)
+        assert_last_answer(transport, b"408")
+        assert counted(REFUSED_ROUTE, "408") == before + 1
+
+    run(scenario)
+
+
+def test_a_refused_body_of_a_running_app_is_left_to_the_app_to_count() -> None:
+    """The app reads a disconnect and counts its own answer (the service's: 499), so the 408
+    the client is sent is not counted a second time."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "408")
+        protocol.data_received(post(b"{}", length=10))
+        await settle()
+        protocol.sweep(1000.0)
+        protocol.sweep(1000.0 + LIMITS.body_timeout)
+        assert_last_answer(transport, b"408")
+        assert counted(REFUSED_ROUTE, "408") == before
 
     run(scenario)

@@ -29,6 +29,7 @@ from starlette.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from app.observability.metrics import FLUSH_SECONDS
+from app.server.protocol import REFUSED_ROUTE
 from tests.conftest import MODELS_DIR, PAYLOADS, ROOT, payload_request
 
 pytestmark = pytest.mark.server
@@ -584,6 +585,49 @@ def test_metrics_label_unknown_paths_as_one_route(server: Server, http: httpx.Cl
     }
     assert "<unmatched>" in routes
     assert not routes & {"/wp-admin", "/etc/passwd", "/v3/anything"}
+
+
+def refused(families: list[Any]) -> dict[str, float]:
+    """The answers counted under the HTTP layer's own route, by status."""
+    return {
+        sample.labels["status"]: sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "http_requests_total" and sample.labels["route"] == REFUSED_ROUTE
+    }
+
+
+def health_answers(families: list[Any]) -> float:
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "http_requests_total" and sample.labels["route"] == "/health"
+    )
+
+
+def raw_answer(server: Server, sent: bytes) -> bytes:
+    with socket.create_connection((HOST, server.port), timeout=10) as connection:
+        connection.sendall(sent)
+        return connection.recv(65536)
+
+
+def test_metrics_count_the_http_layers_own_answers(server: Server, http: httpx.Client) -> None:
+    """Bytes that are not HTTP (400) and a head over the limit (431) never reach the app: they
+    are counted under their own route, and the request refused 431 is not counted as the 200
+    its app would have given (before: neither was counted, and that 200 was)."""
+    time.sleep(FLUSH_SECONDS + 0.5)
+    families = scrape(server.url)
+    before, health_before = refused(families), health_answers(families)
+    assert raw_answer(server, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    assert raw_answer(server, big).startswith(b"HTTP/1.1 431 ")
+    time.sleep(FLUSH_SECONDS + 0.5)
+    families = scrape(server.url)
+    after = refused(families)
+    assert after.get("400", 0) - before.get("400", 0) == 1, after
+    assert after.get("431", 0) - before.get("431", 0) == 1, after
+    assert health_answers(families) == health_before
 
 
 # --- start-up failure -------------------------------------------------------------------------

@@ -8,7 +8,9 @@ connection that never sends a byte open forever, and waits forever on a trickled
 (+0.5 us per request, benchmarks/edge_overhead.py):
 
 * a request head (request line + headers) over `max_head_bytes` gets `431` and the connection
-  is closed, counted per chunk only while a head is incomplete;
+  is closed, before its app runs (bytes counted per chunk only while a head is incomplete);
+* the answers it gives itself (`431`, `408`, and `400` for bytes that are not HTTP) are counted
+  in the metrics under route `<refused>` (REFUSED_ROUTE), as shed ones under `<shed>`;
 * read timeouts, checked by one sweep a second over the worker's connections (no timer per
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
@@ -61,6 +63,10 @@ SWEEP_INTERVAL = 1.0
 DRAIN_INTERVAL = 0.1
 """Seconds between drain checks once the worker is shutting down."""
 _UNSEEN = object()
+REFUSED_ROUTE = "<refused>"
+"""The route label, in the metrics, of the answers the HTTP layer gives itself: a request head
+over the limit (431) or not received in time (408), bytes that are not HTTP, or a body not
+framed as its headers say (400)."""
 DRAIN_QUIET = 0.5
 """Seconds a connection must have received nothing, while draining, before it is closed."""
 _DRAINING: weakref.WeakSet[ServerState] = weakref.WeakSet()
@@ -160,6 +166,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._release_timer: TimerHandle | None = None
         self._unparsed = b""
         """What the client sent while a request was held, parsed after its answer."""
+        self._received = 0
+        """The size of the chunk being parsed."""
         self._upgrade_body: IgnoredUpgradeBody | None = None
         """The body being read of a request whose `Upgrade` was ignored (app.server.upgrade)."""
 
@@ -183,12 +191,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if not data:
                 return
         self._unset_keepalive_if_required()
+        self._received = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             message = "Invalid HTTP request received."
             self.logger.warning(message)
             self.send_400_response(message)
+            self._count_refused(400)
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -203,25 +213,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _limit_head(self, data: bytes) -> None:
         """The head limit, counted over the chunks `data` of the head being received."""
+        if self.transport.is_closing():
+            return
         cycle = self.cycle
-        limit = self.limits.max_head_bytes
         if cycle is not None and cycle.scope is self.scope:
-            # The usual case: the head that began is complete. Only when this chunk and the
-            # earlier chunks of the head could hold more than the limit is the head measured.
-            if (
-                self._partial_head + len(data) > limit
-                and not cycle.response_started
-                and self._head_size() > limit
-            ):
-                cycle.disconnected = True  # the app, already started, reads a disconnect
+            # The usual case: the head that began is complete, and was measured as its app was
+            # to start (`_start_asgi_task`); a head queued behind a pipelined request is
+            # measured here.
+            pipeline = self.pipeline
+            if pipeline and pipeline[0][0] is cycle and self._head_over_limit():
                 self._refuse_head()
             self._partial_head = 0
             return
-        if self.transport.is_closing():
-            return
         self._partial_head += len(data)
-        if self._partial_head > limit:
+        if self._partial_head > self.limits.max_head_bytes:
             self._refuse_head()
+
+    def _head_over_limit(self) -> bool:
+        """Whether the head just parsed is over the limit. Only when the chunk it completed in
+        and the earlier chunks of the head could hold more than the limit is it measured."""
+        limit = self.limits.max_head_bytes
+        return self._partial_head + self._received > limit and self._head_size() > limit
 
     def _ignore_upgrade(self) -> None:
         """httptools took the request as bodiless (its cycle complete with an empty body) and
@@ -268,6 +280,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(400, "Bad Request", "request body not framed as its headers say")
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if cycle.scope is self.scope and self._head_over_limit():
+            cycle.response_complete = True  # the app never runs; its body is skipped
+            self._refuse_head()
+            return
         self._busy.add(self)
         if self._held is not None:  # pipelined behind a held request: after its answer
             self.pipeline.appendleft((cycle, app))
@@ -391,7 +407,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if phase == "fresh" and waited >= self.limits.head_timeout:
             self.transport.close()  # connected, never sent a byte: nothing to answer
         elif phase == "head" and waited >= self.limits.head_timeout:
-            self._refuse(408, "Request Timeout", "request head not received in time")
+            self._refuse(408, "Request Timeout", "request head not received in time", waited)
         elif phase == "body" and waited >= self.limits.body_timeout:
             if self.cycle is not None and self.cycle.response_started:
                 self.transport.close()
@@ -465,10 +481,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
         self.loop.call_later(DRAIN_INTERVAL, self._drain)
 
-    def _refuse(self, status: int, reason: str, message: str) -> None:
+    def _refuse(self, status: int, reason: str, message: str, waited: float = 0.0) -> None:
         self.logger.warning("%s %s (client %s)", status, message, self.client)
         self.transport.write(_response(status, reason, message))
         self.transport.close()
+        self._count_refused(status, waited)
+
+    def _count_refused(self, status: int, waited: float = 0.0) -> None:
+        """An answer of the HTTP layer, counted under REFUSED_ROUTE, unless the request's app
+        is running: the app then counts it, as the 499 it reads (its body never came)."""
+        cycle, scope = self.cycle, self.scope
+        if cycle is not None and cycle.scope is scope and not cycle.response_complete:
+            return
+        method = scope.get("method", "-") if scope is not None else "-"
+        observe_latency(REFUSED_ROUTE, method, status, waited)
 
 
 class _Sweeper:
