@@ -12,8 +12,10 @@ pieces or half-closed after sending, a few connections at a time; the cases of b
 workers' gRPC port, mutated ModelInferRequests (both models, typed and raw contents) and random
 bytes to every method of the service. It checks that no answer is a 5xx nor a gRPC status of a
 server failure, that each case of whole valid requests got a 200 for every one (trickled or
-half-closed too), that the server logged no traceback, that the same workers serve at the end
-(none crashed) and that the service is ready, and writes what it saw to --out/wire-fuzz.json.
+half-closed too), that the server logged no traceback, that its /metrics counted every answer
+a client received (at least as many of each status: an answer written to a client that had
+left counts too), that the same workers serve at the end (none crashed) and that the service
+is ready, and writes what it saw to --out/wire-fuzz.json.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.inference.flights import FULL_EXAMPLE, MINIMAL_EXAMPLE
+from app.observability.metrics import FLUSH_SECONDS
 from benchmarks.chaos import (
     MODELS_DIR,
     Outcome,
@@ -45,6 +49,7 @@ from benchmarks.chaos import (
     started_outcome,
     worker_pids,
 )
+from benchmarks.compare import scrape
 from benchmarks.grpc_load import infer_request
 from benchmarks.peers.bodies import infer_body
 from benchmarks.stress import StressError, free_port, revision
@@ -308,6 +313,17 @@ def _send_grpc(address: str, args: argparse.Namespace) -> tuple[Counter[str], li
     return tally, failures
 
 
+def counted_answers(url: str) -> dict[str, float]:
+    """The REST answers the server's /metrics has counted, by status (gRPC calls left out)."""
+    counted: dict[str, float] = {}
+    for family in text_string_to_metric_families(scrape(url)):
+        for sample in family.samples:
+            if sample.name == "http_requests_total" and sample.labels["method"] != "GRPC":
+                status = sample.labels["status"]
+                counted[status] = counted.get(status, 0) + sample.value
+    return counted
+
+
 def _identity(message: bytes) -> bytes:
     return message
 
@@ -334,14 +350,22 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
         outcome.event(start, "HTTP cases sent", seconds=round(time.monotonic() - start, 1))
         codes, grpc_failures = _send_grpc(grpc_address, args)
         outcome.event(start, "gRPC cases sent", seconds=round(time.monotonic() - start, 1))
-        time.sleep(LOG_SETTLE_S)
+        time.sleep(max(LOG_SETTLE_S, FLUSH_SECONDS + 0.5))  # the logs, the metrics' flush
         tracebacks = log_lines(server, *TRACEBACKS)
+        counted = counted_answers(server.url)
+        uncounted = {status: received - counted.get(status, 0)
+                     for status, received in answers.items()
+                     if status.isdigit() and int(status) >= 200
+                     and received > counted.get(status, 0)}  # fmt: skip
         workers_now = sorted(worker_pids(server.process.pid))
         outcome.checks = {
             "no 5xx answer": not server_errors,
             "every whole valid request answered 200 (trickled, half-closed too)": not unanswered,
             "no gRPC status of a server failure (INTERNAL, UNKNOWN, DATA_LOSS)": not grpc_failures,
             "no traceback in the server log": not tracebacks,
+            "every answer received counted in http_requests_total (at least as many by status)": (
+                not uncounted
+            ),
             "the same workers at the end (none crashed)": workers_now == workers,
             "ready at the end": get_json(f"{server.url}/v2/health/ready") == {"ready": True},
         }
@@ -351,6 +375,8 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
     outcome.settings["tracebacks_logged"] = sum(line.startswith("Traceback") for line in tracebacks)
     outcome.settings["server_errors"] = server_errors[:20] + grpc_failures[:20]
     outcome.settings["unanswered_cases"] = len(unanswered)
+    outcome.settings["http_requests_total_by_status"] = dict(sorted(counted.items()))
+    outcome.settings["received_but_not_counted"] = uncounted
     outcome.settings["unanswered"] = unanswered[:20]
     return outcome
 

@@ -79,7 +79,8 @@ def test_a_chunked_rendering_carries_the_same_body() -> None:
 def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
     """The regressions and some mutations, HTTP and gRPC, against gunicorn with 2 workers: fails
     on the code before app.server.coalesce dropped writes on a closing connection (a traceback a
-    case), and before app.server.protocol answered half-closed connections."""
+    case), before app.server.protocol answered half-closed connections, and before it counted
+    the answers of the HTTP layer itself in the metrics."""
     arguments = ["--cases", "60", "--grpc-cases", "60", "--seed", "0", "--out", str(tmp_path)]
     assert wire_fuzz.main(arguments) == 0
     report = json.loads((tmp_path / "wire-fuzz.json").read_text(encoding="utf-8"))
@@ -90,6 +91,8 @@ def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
     assert answers.get("400", 0) > 0, answers
     assert answers["whole valid requests"] >= 2, answers  # the half-closed regression's, at least
     assert report["settings"]["unanswered_cases"] == 0
+    assert report["settings"]["received_but_not_counted"] == {}
+    assert report["settings"]["http_requests_total_by_status"]["400"] >= answers["400"]
     codes = report["settings"]["grpc_codes"]
     assert codes.get("OK", 0) >= len(grpc_requests()), codes  # the valid requests
     assert codes.get("INVALID_ARGUMENT", 0) > 0, codes
