@@ -96,6 +96,7 @@ def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
     codes = report["settings"]["grpc_codes"]
     assert codes.get("OK", 0) >= len(grpc_requests()), codes  # the valid requests
     assert codes.get("INVALID_ARGUMENT", 0) > 0, codes
+    assert report["settings"]["grpc_calls_counted_by_code"]["OK"] >= codes["OK"]
 
 
 @pytest.mark.parametrize("count", [0, 1])
