@@ -16,7 +16,7 @@ fuzz: $(DEV_STAMP) ## property + OpenAPI fuzzing, $(FUZZ_CASES)+ generated reque
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_REPORT=$(RELIABILITY_DIR)/fuzz.json \
 		$(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider -q
 
-fuzz-wire: $(DEV_STAMP) ## $(WIRE_FUZZ_CASES) mutated raw HTTP requests (pipelined, chunked, trickled, half-closed) and $(WIRE_FUZZ_GRPC_CASES) gRPC messages against gunicorn as deployed: no 5xx or INTERNAL, whole valid requests all answered, no traceback, no worker lost
+fuzz-wire: $(DEV_STAMP) ## $(WIRE_FUZZ_CASES) mutated raw HTTP requests (pipelined, chunked, trickled, half-closed, upgrade offers) and $(WIRE_FUZZ_GRPC_CASES) gRPC messages against gunicorn as deployed: no 5xx or INTERNAL, whole valid requests all answered, every answer counted in /metrics, no traceback, no worker lost
 	$(BIN)/python -m benchmarks.wire_fuzz --cases $(WIRE_FUZZ_CASES) --grpc-cases $(WIRE_FUZZ_GRPC_CASES) --out $(RELIABILITY_DIR)
 
 chaos: bodies ## worker SIGKILL, model reload (SIGHUP), a 20-SIGHUP storm and SIGTERM experiments under $(CHAOS_DURATION)-s wrk runs
