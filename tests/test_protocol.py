@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -1133,5 +1134,43 @@ def test_a_refused_body_of_a_running_app_is_left_to_the_app_to_count() -> None:
         protocol.sweep(1000.0 + LIMITS.body_timeout)
         assert_last_answer(transport, b"408")
         assert counted(REFUSED_ROUTE, "408") == before
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("sent", "status", "error"),
+    [
+        (b"NOT HTTP\r\n\r\n", b"400", "not a valid HTTP/1.1 request: Invalid method encountered"),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            b"400",
+            "not a valid HTTP/1.1 request: Duplicate Content-Length",
+        ),
+        (
+            post(b"{}", extra=b"X-Request-ID: mine-7\r\nX-Big: " + b"a" * 2000 + b"\r\n"),
+            b"431",
+            "request head over the 1024-byte limit",
+        ),
+    ],
+    ids=["not-http", "duplicate-length", "head-over-the-limit"],
+)
+def test_an_answer_of_the_http_layer_is_json_naming_what_is_wrong_with_a_request_id(
+    sent: bytes, status: bytes, error: str
+) -> None:
+    """As the app's errors: uvicorn's own 400 was plain text without an ID."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(sent)
+        await settle()
+        assert_last_answer(transport, status, b"\r\ncontent-type: application/json\r\n")
+        head, body = transport.data.split(b"\r\n\r\n", 1)
+        assert json.loads(body) == {"error": error}
+        request_id = re.search(rb"\r\nx-request-id: (\S+)", head)
+        assert request_id is not None
+        if b"mine-7" in sent:
+            assert request_id.group(1) == b"mine-7"  # the caller's own, as the app keeps it
+        else:
+            assert request_ids.accepted(request_id.group(1))
 
     run(scenario)

@@ -41,12 +41,13 @@ from __future__ import annotations
 import asyncio
 import weakref
 from asyncio import TimerHandle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import h11
 import httptools
+import orjson
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
@@ -126,12 +127,25 @@ class Limits:
         return self.max_in_flight
 
 
-def _response(status: int, reason: str, message: str) -> bytes:
-    body = b'{"error":"' + message.encode("ascii") + b'"}'
-    return (
+def _response(status: int, reason: str, message: str, request_id: bytes) -> bytes:
+    """An answer of the HTTP layer, closing the connection: JSON and an X-Request-ID, as the
+    app's errors."""
+    body = orjson.dumps({"error": message})
+    head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    ).encode("ascii") + body
+        f"content-length: {len(body)}\r\nconnection: close\r\nx-request-id: "
+    ).encode("ascii")
+    return head + request_id + b"\r\n\r\n" + body
+
+
+def _request_id(headers: Iterable[tuple[bytes, bytes]] | None) -> bytes:
+    """The caller's X-Request-ID among `headers` if it is sane, else a new one (as
+    app.observability.request_id's middleware decides for the app's answers)."""
+    request_id = b""
+    for name, value in headers or ():
+        if name == request_ids.HEADER:
+            request_id = bytes(value)
+    return request_id if request_ids.accepted(request_id) else request_ids.new_id()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -194,11 +208,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._received = len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            message = "Invalid HTTP request received."
-            self.logger.warning(message)
-            self.send_400_response(message)
-            self._count_refused(400)
+        except httptools.HttpParserError as error:
+            # uvicorn's answer here is plain text without an ID: this one is the service's
+            detail = "" if isinstance(error, httptools.HttpParserCallbackError) else f": {error}"
+            self._refuse(400, "Bad Request", f"not a valid HTTP/1.1 request{detail}")
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -346,12 +359,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         `on_response_complete`, not ours: no task is answered here, and a request shed behind a
         pipelined one is shed from that one's task, which ours would take as answered by the app
         (the connection no longer busy)."""
-        request_id = b""
-        for name, value in cycle.scope["headers"]:
-            if name == request_ids.HEADER:
-                request_id = bytes(value)
-        if not request_ids.accepted(request_id):
-            request_id = request_ids.new_id()
+        request_id = _request_id(cycle.scope["headers"])
         self.transport.write(shed_response(request_id, not cycle.keep_alive))
         self._last_shed = self.loop.time()
         observe_latency(SHED_ROUTE, cycle.scope["method"], 503, waited)
@@ -482,8 +490,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(DRAIN_INTERVAL, self._drain)
 
     def _refuse(self, status: int, reason: str, message: str, waited: float = 0.0) -> None:
+        request_id = _request_id(self.headers)
+        token = request_ids.REQUEST_ID.set(request_id)  # the warning carries the answer's ID
         self.logger.warning("%s %s (client %s)", status, message, self.client)
-        self.transport.write(_response(status, reason, message))
+        request_ids.REQUEST_ID.reset(token)
+        self.transport.write(_response(status, reason, message, request_id))
         self.transport.close()
         self._count_refused(status, waited)
 
