@@ -102,8 +102,9 @@ def test_server_answers_of_the_guarded_protocol_are_documented(client: TestClien
     for path in ("/predict", "/v2/models/{name}/infer"):
         assert {"408", "431"} <= set(paths[path]["post"]["responses"])
     for status, reason in ((408, "Request Timeout"), (431, "Request Header Fields Too Large")):
-        body = json.loads(_response(status, reason, "why").split(b"\r\n\r\n", 1)[1])
-        assert body == {"error": "why"}
+        head, body = _response(status, reason, "why", b"id-1").split(b"\r\n\r\n", 1)
+        assert json.loads(body) == {"error": "why"}
+        assert b"\r\nx-request-id: id-1" in head
 
 
 def test_every_operation_documents_the_shed_503_with_retry_after(client: TestClient) -> None:

@@ -254,7 +254,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         fresh parser takes what follows. The app has not run: its task, made with the cycle
         during this parse, starts on a later loop pass."""
         cycle = self.cycle
-        if cycle is None:
+        if cycle is None:  # cannot be: httptools signals an upgrade after the head's callbacks
+            self.transport.close()
             return
         if not cycle.response_complete:  # not shed nor held, whose body is skipped
             cycle.more_body = True
