@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from benchmarks import stress
 from benchmarks.compare_report import (
     BASELINE,
@@ -328,6 +330,18 @@ def scrape(url: str) -> str:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         text: str = response.read().decode("utf-8")
         return text
+
+
+def requests_total(url: str) -> dict[tuple[str, str, str], float]:
+    """The server's `http_requests_total`, by (route, method, status), from one scrape."""
+    counts: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(scrape(url)):
+        for sample in family.samples:
+            if sample.name == "http_requests_total":
+                labels = sample.labels
+                key = (labels["route"], labels["method"], labels["status"])
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
 
 
 def preflight(chosen: Sequence[Variant], args: argparse.Namespace) -> None:

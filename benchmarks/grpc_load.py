@@ -44,8 +44,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from benchmarks import compare, stress
 from benchmarks.chaos import wait_for
 from benchmarks.compare_report import Variant
@@ -250,17 +248,11 @@ def parse_h2load(output: str, log: Path) -> H2loadRun:
 
 def grpc_counts(url: str) -> dict[str, float]:
     """The server's ModelInfer calls so far by gRPC status code, from its /metrics."""
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(compare.scrape(url)):
-        for sample in family.samples:
-            labels = sample.labels
-            if (
-                sample.name == "http_requests_total"
-                and labels.get("method") == "GRPC"
-                and labels.get("route") == INFER
-            ):
-                counts[labels["status"]] = counts.get(labels["status"], 0) + sample.value
-    return counts
+    return {
+        status: count
+        for (route, method, status), count in compare.requests_total(url).items()
+        if method == "GRPC" and route == INFER
+    }
 
 
 def unexpected(counted: dict[str, float], answered: int, in_flight: int) -> list[str]:

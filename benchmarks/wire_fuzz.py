@@ -8,14 +8,15 @@ This starts gunicorn with gunicorn.conf.py (2 workers) on a free loopback port a
 seeded mutations of valid requests (bytes changed, inserted, deleted or copied, headers given
 odd values, an HTTP/2 or WebSocket upgrade offered, chunked bodies, several requests pipelined
 on one connection, odd targets), each on a connection of its own, sometimes trickled in small
-pieces or half-closed after sending, a few connections at a time; the cases of bugs it found lead every run (`regressions`). Then, on the
-workers' gRPC port, mutated ModelInferRequests (both models, typed and raw contents) and random
-bytes to every method of the service. It checks that no answer is a 5xx nor a gRPC status of a
-server failure, that each case of whole valid requests got a 200 for every one (trickled or
-half-closed too), that the server logged no traceback, that its /metrics counted every answer
-and gRPC status a client received (at least as many of each: an answer written to a client
-that had left counts too), that the same workers serve at the end (none crashed) and that the service
-is ready, and writes what it saw to --out/wire-fuzz.json.
+pieces or half-closed after sending, a few connections at a time; the cases of bugs it found
+lead every run (`regressions`). Then, on the workers' gRPC port, mutated ModelInferRequests
+(both models, typed and raw contents) and random bytes to every method of the service. It
+checks that no answer is a 5xx nor a gRPC status of a server failure, that each case of whole
+valid requests got a 200 for every one (trickled or half-closed too), that the server logged
+no traceback, that its /metrics counted every answer and gRPC status a client received (at
+least as many of each: an answer written to a client that had left counts too), that the same
+workers serve at the end (none crashed) and that the service is ready, and writes what it saw
+to --out/wire-fuzz.json.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.inference.flights import FULL_EXAMPLE, MINIMAL_EXAMPLE
 from app.observability.metrics import FLUSH_SECONDS
@@ -49,7 +49,7 @@ from benchmarks.chaos import (
     started_outcome,
     worker_pids,
 )
-from benchmarks.compare import scrape
+from benchmarks.compare import requests_total
 from benchmarks.grpc_load import infer_request
 from benchmarks.peers.bodies import infer_body
 from benchmarks.stress import StressError, free_port, revision
@@ -313,17 +313,15 @@ def _send_grpc(address: str, args: argparse.Namespace) -> tuple[Counter[str], li
     return tally, failures
 
 
-def counted_answers(url: str, grpc_calls: bool = False) -> dict[str, float]:
-    """The answers the server's /metrics has counted, by status: REST's, or gRPC's."""
-    counted: dict[str, float] = {}
-    for family in text_string_to_metric_families(scrape(url)):
-        for sample in family.samples:
-            if sample.name == "http_requests_total" and (
-                (sample.labels["method"] == "GRPC") == grpc_calls
-            ):
-                status = sample.labels["status"]
-                counted[status] = counted.get(status, 0) + sample.value
-    return counted
+def counted_answers(url: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The answers the server's /metrics has counted by status, REST's and gRPC's, from one
+    scrape."""
+    rest: dict[str, float] = {}
+    grpc_calls: dict[str, float] = {}
+    for (_, method, status), count in requests_total(url).items():
+        counted = grpc_calls if method == "GRPC" else rest
+        counted[status] = counted.get(status, 0.0) + count
+    return rest, grpc_calls
 
 
 def _uncounted(received: Mapping[str, int], counted: Mapping[str, float]) -> dict[str, float]:
@@ -360,8 +358,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Outcome:
         outcome.event(start, "gRPC cases sent", seconds=round(time.monotonic() - start, 1))
         time.sleep(max(LOG_SETTLE_S, FLUSH_SECONDS + 0.5))  # the logs, the metrics' flush
         tracebacks = log_lines(server, *TRACEBACKS)
-        counted = counted_answers(server.url)
-        grpc_counted = counted_answers(server.url, grpc_calls=True)
+        counted, grpc_counted = counted_answers(server.url)
         final = {
             status: n for status, n in answers.items() if status.isdigit() and int(status) >= 200
         }

@@ -587,23 +587,15 @@ def test_metrics_label_unknown_paths_as_one_route(server: Server, http: httpx.Cl
     assert not routes & {"/wp-admin", "/etc/passwd", "/v3/anything"}
 
 
-def refused(families: list[Any]) -> dict[str, float]:
-    """The answers counted under the HTTP layer's own route, by status."""
-    return {
-        sample.labels["status"]: sample.value
-        for family in families
-        for sample in family.samples
-        if sample.name == "http_requests_total" and sample.labels["route"] == REFUSED_ROUTE
-    }
-
-
-def health_answers(families: list[Any]) -> float:
-    return sum(
-        sample.value
-        for family in families
-        for sample in family.samples
-        if sample.name == "http_requests_total" and sample.labels["route"] == "/health"
-    )
+def answers_by_status(families: list[Any], route: str) -> dict[str, float]:
+    """The answers counted under `route`, by status."""
+    counted: dict[str, float] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "http_requests_total" and sample.labels["route"] == route:
+                status = sample.labels["status"]
+                counted[status] = counted.get(status, 0.0) + sample.value
+    return counted
 
 
 def raw_answer(server: Server, sent: bytes) -> bytes:
@@ -618,16 +610,17 @@ def test_metrics_count_the_http_layers_own_answers(server: Server, http: httpx.C
     its app would have given (before: neither was counted, and that 200 was)."""
     time.sleep(FLUSH_SECONDS + 0.5)
     families = scrape(server.url)
-    before, health_before = refused(families), health_answers(families)
+    before = answers_by_status(families, REFUSED_ROUTE)
+    health_before = answers_by_status(families, "/health")
     assert raw_answer(server, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
     assert raw_answer(server, big).startswith(b"HTTP/1.1 431 ")
     time.sleep(FLUSH_SECONDS + 0.5)
     families = scrape(server.url)
-    after = refused(families)
+    after = answers_by_status(families, REFUSED_ROUTE)
     assert after.get("400", 0) - before.get("400", 0) == 1, after
     assert after.get("431", 0) - before.get("431", 0) == 1, after
-    assert health_answers(families) == health_before
+    assert answers_by_status(families, "/health") == health_before
 
 
 # --- start-up failure -------------------------------------------------------------------------

@@ -139,8 +139,9 @@ def _response(status: int, reason: str, message: str, request_id: bytes) -> byte
 
 
 def _request_id(headers: Iterable[tuple[bytes, bytes]] | None) -> bytes:
-    """The caller's X-Request-ID among `headers` if it is sane, else a new one (as
-    app.observability.request_id's middleware decides for the app's answers)."""
+    """The caller's X-Request-ID (the last one it sent) if it is sane, else a new one: what
+    the shed answers always chose (app.observability.request_id's middleware keeps the last
+    sane one of several)."""
     request_id = b""
     for name, value in headers or ():
         if name == request_ids.HEADER:
@@ -499,7 +500,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
         self._count_refused(status, waited)
 
-    def _count_refused(self, status: int, waited: float = 0.0) -> None:
+    def _count_refused(self, status: int, waited: float) -> None:
         """An answer of the HTTP layer, counted under REFUSED_ROUTE, unless the request's app
         is running: the app then counts it, as the 499 it reads (its body never came)."""
         cycle, scope = self.cycle, self.scope
