@@ -708,12 +708,14 @@ def test_a_request_sent_before_the_retry_after_elapsed_is_held_until_it_has() ->
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         loop = asyncio.get_running_loop()
         shed_at = await shed_once(protocol, transport)
+        still_full = loop.create_future()  # the worker still past its bound at the release
+        protocol.tasks.add(still_full)  # type: ignore[arg-type]
         shed_before = shed_count()
         protocol.data_received(post(b"{}", extra=b"X-Request-ID: early-2\r\n"))
         await settle()
         assert transport.data == b""  # held
         assert transport.reading  # still read: a client that goes away is noticed
-        assert not protocol.tasks  # not in flight, no app
+        assert protocol.tasks == {still_full}  # not in flight, no app
         assert SEEN == []
         held = protocol.cycle
         protocol.data_received(post(b"{}", extra=b"X-Request-ID: early-3\r\n"))
@@ -742,6 +744,33 @@ def test_a_request_sent_before_the_retry_after_elapsed_is_held_until_it_has() ->
         assert b"\r\nx-request-id: early-3\r\n" in transport.data
         assert b"\r\nconnection: close\r\n" in transport.data
         assert transport.closed
+        protocol.tasks.discard(still_full)  # type: ignore[arg-type]
+
+    run(scenario, Limits(max_in_flight=1))
+
+
+def test_a_held_answer_given_once_the_worker_has_room_starts_no_new_hold() -> None:
+    """A client sending steadily on one kept-alive connection (a pool, a proxy) is held at most
+    once after an overload: the held answer's 503 starts no new Retry-After when the worker has
+    room by then, so the request the client sent meanwhile, and the next, are served."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        loop = asyncio.get_running_loop()
+        shed_at = await shed_once(protocol, transport)  # the worker has room from here on
+        protocol.data_received(post(b"{}", extra=b"X-Request-ID: early-2\r\n"))
+        await settle()
+        assert transport.data == b""  # held
+        protocol.data_received(post(b"{}", extra=b"X-Request-ID: sent-while-held\r\n"))
+        while b"HTTP/1.1 200 " not in transport.data and loop.time() < shed_at + 3 * RETRY_AFTER:
+            await asyncio.sleep(0.01)
+        assert transport.data.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nx-request-id: early-2\r\n" in transport.data
+        assert transport.data.count(b"HTTP/1.1 200 ") == 1  # the one sent while held: served
+        transport.data = b""
+        protocol.data_received(post(b"{}"))  # at once: no Retry-After pending
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert not transport.closed
 
     run(scenario, Limits(max_in_flight=1))
 

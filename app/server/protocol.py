@@ -332,13 +332,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _release(self) -> None:
         """The held request's 503; then reading resumes (`on_response_complete`) and what came
-        meanwhile is parsed."""
+        meanwhile is parsed. The 503 starts a new Retry-After only while the worker is still
+        past its bound: once it has room, what the connection sends next is judged as any
+        request. Restarted every time, a client sending steadily on a kept-alive connection (a
+        pool, a proxy) got nothing but held 503s long after the overload had passed."""
         cycle, self._held, self._release_timer = self._held, None, None
         if cycle is None or self.transport.is_closing():
             return
         if self._draining:
             cycle.keep_alive = False
+        overloaded = self._in_flight() >= self.limits.bound(len(self._busy))
         self._shed(cycle, self.loop.time() - self._held_since)
+        if not overloaded:
+            self._last_shed = None
         unparsed, self._unparsed = self._unparsed, b""
         if unparsed and not self.transport.is_closing():
             self.data_received(unparsed)
