@@ -19,7 +19,7 @@ from uvicorn.server import ServerState
 from app.observability import request_id as request_ids
 from app.observability.logs import access_logger
 from app.observability.metrics import exposition
-from app.server.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE
+from app.server.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE, UNSHED_PATHS
 from app.server.protocol import (
     DRAIN_INTERVAL,
     DRAIN_QUIET,
@@ -523,7 +523,76 @@ def on_worker(scenario: Callable[[Worker], Awaitable[None]], limits: Limits = CR
             connection.connection_lost(None)  # the apps waiting for a body read a disconnect
         await settle()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        GATE.clear()
+
+
+def test_requests_waiting_for_their_body_are_not_in_flight() -> None:
+    """Clients trickling their bodies (or never sending them, until the body timeout) cost the
+    worker no work: past the bound's count of them, a whole request is still served. Before,
+    65 such clients a worker made it shed every other request."""
+
+    async def scenario(worker: Worker) -> None:
+        count = in_flight(worker.state)
+        uploading = [worker.connect() for _ in range(3)]
+        for connection in uploading:
+            assert await worker.send(connection, post(b"{}", length=10)) == b""
+        assert count() == 0
+        assert await worker.send(worker.connect()) == b"HTTP/1.1 200 OK"
+        gate = asyncio.Event()
+        GATE.append(gate)
+        protocol, transport = uploading[0]
+        protocol.data_received(b"x" * 8)  # the rest of its body: in flight from now on
+        await settle()
+        assert count() == 1
+        assert await worker.send(worker.connect()) == b"HTTP/1.1 503 Service Unavailable"
+        gate.set()
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert count() == 0
+        uploading[1][0].connection_lost(None)  # a client gone before its body: nothing left
+        await settle()  # its app reads the disconnect
+        assert count() == 0
+        assert len(worker.state.tasks) == 1  # the last uploader's, not counted
+
+    on_worker(scenario, Limits(max_in_flight=1))
+
+
+@pytest.mark.parametrize("path", sorted(UNSHED_PATHS))
+def test_probes_and_the_scrape_are_never_shed_nor_held(path: str) -> None:
+    """A liveness or readiness probe answered 503 tells Kubernetes to restart the worker's pod,
+    or take it out of the endpoints, moving its load onto the others."""
+
+    async def scenario(worker: Worker) -> None:
+        probe = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        (connection,) = await worker.refused(1)
+        worker.in_flight(worker.limits.max_in_flight)  # full
+        assert await worker.send(connection, probe) == b"HTTP/1.1 200 OK"  # neither held nor shed
+        assert await worker.send(worker.connect(), probe) == b"HTTP/1.1 200 OK"
+        assert await worker.send(worker.connect()) == b"HTTP/1.1 503 Service Unavailable"
+        worker.in_flight(0)
+
+    on_worker(scenario, replace(CROWDED, hold_early_retries=True))
+
+
+def test_a_shed_answer_to_a_head_request_has_no_body() -> None:
+    """On a kept-alive connection the client would read the body as its next answer's start."""
+
+    async def scenario(worker: Worker) -> None:
+        worker.in_flight(worker.limits.max_in_flight)
+        protocol, transport = worker.connect()
+        protocol.data_received(b"HEAD /predict HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle()
+        head, body = transport.data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\ncontent-length: %d\r\n" % len(_BODY) in head
+        assert body == b""
+        assert not transport.closed
+        worker.in_flight(0)
+
+    on_worker(scenario, replace(CROWDED, hold_early_retries=False))
 
 
 @pytest.mark.parametrize(("pool", "admitted"), [("idle", 4), ("refused", 2)])
@@ -542,12 +611,13 @@ def test_a_burst_is_bounded_by_the_busy_connections_not_the_open_ones(
                 assert await worker.send(connection) == b"HTTP/1.1 200 OK"
         else:
             connections = await worker.refused(10)
-        statuses = [await worker.send(c, post(b"{}", length=10)) for c in connections[:4]]
+        gate = asyncio.Event()
+        GATE.append(gate)  # the apps answer once it is set: in flight until then
+        statuses = [await worker.send(c) for c in connections[:4]]
         assert statuses == [b""] * admitted + [b"HTTP/1.1 503 Service Unavailable"] * (4 - admitted)
-        for protocol, transport in connections[:admitted]:
-            transport.data = b""
-            protocol.data_received(b"x" * 8)  # the rest of the body
-            await settle()
+        gate.set()
+        await settle()
+        for _, transport in connections[:admitted]:
             assert transport.data.startswith(b"HTTP/1.1 200 ")
 
     on_worker(scenario)
@@ -884,7 +954,7 @@ def test_an_answered_request_whose_task_has_not_ended_does_not_count() -> None:
 def test_a_shed_http_10_request_closes_its_connection() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.tasks.add(asyncio.get_running_loop().create_future())  # type: ignore[arg-type]
-        protocol.data_received(b"GET /health HTTP/1.0\r\n\r\n")
+        protocol.data_received(b"GET /v2 HTTP/1.0\r\n\r\n")
         await settle()
         assert transport.data.startswith(b"HTTP/1.1 503 ")
         assert b"connection: close" in transport.data
@@ -1106,6 +1176,7 @@ def test_an_upgrade_offers_body_not_complete_in_time_is_a_408() -> None:
         protocol.data_received(post(b"{}", length=10, extra=H2C))
         await settle()
         assert protocol.phase() == "body"
+        assert in_flight(protocol.server_state)() == 0  # its body still to come
         protocol.sweep(1000.0)
         protocol.sweep(1000.0 + LIMITS.body_timeout)
         assert_last_answer(transport, b"408")

@@ -15,7 +15,7 @@ import msgspec
 
 from app.errors import ServiceError
 from app.inference.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
-from app.server.overload import RETRY_AFTER, SHED_ERROR
+from app.server.overload import RETRY_AFTER, SHED_ERROR, UNSHED_PATHS
 from app.settings import Settings
 
 _REF_TEMPLATE = "#/components/schemas/{name}"
@@ -63,9 +63,10 @@ def _errors(invalid: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sheddable(paths: dict[str, Any]) -> dict[str, Any]:
-    """`paths` with app.server.overload's 503 on every operation: the server gives it to any request
-    whose head completes while MAX_IN_FLIGHT requests of its worker are unfinished, or that
-    comes too soon after one on the same connection (held, app.server.overload)."""
+    """`paths` with app.server.overload's 503 on every operation but the probes' and the
+    scrape's (UNSHED_PATHS): the server gives it to any other request whose head completes while
+    MAX_IN_FLIGHT requests of its worker are unfinished, or that comes too soon after one on the
+    same connection (held, app.server.overload)."""
     shed = "Overloaded: MAX_IN_FLIGHT requests unfinished in this worker, CROWDED_IN_FLIGHT"
     shed += " while it has more than CROWDED_CONNECTIONS busy connections (answered by the server"
     shed += f" at once, with `Retry-After: {RETRY_AFTER}`; a request sent on the same connection"
@@ -74,7 +75,9 @@ def _sheddable(paths: dict[str, Any]) -> dict[str, Any]:
         "description": "Seconds to wait before retrying (overload only)",
         "schema": {"type": "integer"},
     }
-    for item in paths.values():
+    for path, item in paths.items():
+        if path in UNSHED_PATHS:
+            continue
         for method, operation in item.items():
             if method == "parameters":
                 continue

@@ -61,6 +61,11 @@ EARLY_GRACE = 0.1
 """Seconds by which a request may come before its Retry-After has elapsed and not be held:
 the client's timer and this worker's clock (uvloop's ticks in ms, read once per loop turn) may
 each be off by a few ms, and a client that waits 0.9 s of a 1-s Retry-After honours it."""
+UNSHED_PATHS = frozenset({"/health", "/v2/health/live", "/v2/health/ready", "/metrics"})
+"""Never held nor shed: the probes and the scrape, a few microseconds each. Shed, they told an
+orchestrator that an overloaded worker was dead or unready (Kubernetes then restarts it, or
+takes it out of the endpoints, moving its load onto the others), and left the metrics blank
+when they matter most."""
 SHED_ROUTE = "<shed>"
 """The route label of shed answers in the metrics (they never reach routing)."""
 SHED_ERROR = Overloaded("overloaded: too many requests in flight, retry later")
@@ -75,11 +80,14 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-def shed_response(request_id: bytes, close: bool) -> bytes:
+def shed_response(request_id: bytes, close: bool, head_only: bool = False) -> bytes:
     """The whole 503 answer, written by app.server.protocol without starting the app: a shed request
-    must cost a small fraction of a served one, or shedding itself eats the capacity."""
+    must cost a small fraction of a served one, or shedding itself eats the capacity. A HEAD
+    request's has no body: on a kept-alive connection the client would read it as the start of
+    its next answer."""
     connection = b"connection: close\r\n" if close else b""
-    return _HEAD + connection + b"x-request-id: " + request_id + b"\r\n\r\n" + _BODY
+    body = b"" if head_only else _BODY
+    return _HEAD + connection + b"x-request-id: " + request_id + b"\r\n\r\n" + body
 
 
 def hold_until(last_shed: float | None, now: float) -> float | None:

@@ -56,7 +56,7 @@ from app.observability import request_id as request_ids
 from app.observability.logs import log_access
 from app.observability.metrics import observe_latency
 from app.server.coalesce import CoalescingTransport
-from app.server.overload import SHED_ROUTE, hold_until, shed_response
+from app.server.overload import SHED_ROUTE, UNSHED_PATHS, hold_until, shed_response
 from app.server.upgrade import IgnoredUpgradeBody
 
 SWEEP_INTERVAL = 1.0
@@ -89,12 +89,22 @@ a connection answered 503 stays until the sweep finds nothing in progress and it
 connections do not count: a pool of 300 of them made a worker shed a burst of 40 past 16."""
 
 
+_RECEIVING: weakref.WeakKeyDictionary[ServerState, set[GuardedHttpToolsProtocol]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per server: the connections whose started request still waits for the rest of its body.
+Such a request costs the worker no work until its body is in, so the in-flight bound does not
+count it: counted, 65 clients a worker trickling their bodies (or never sending them, until the
+30-s body timeout) made it shed every other request, probes included."""
+
+
 def in_flight(server_state: ServerState) -> Callable[[], int]:
-    """The count of this server's requests in flight (started, not yet answered), as a
-    function: what the in-flight bound counts, and what app.inference.microbatch reads to score a
-    request alone in its worker at once."""
+    """The count of this server's requests in flight (started, body received, not yet answered),
+    as a function: what the in-flight bound counts, and what app.inference.microbatch reads to
+    score a request alone in its worker at once."""
     tasks, answered = server_state.tasks, _ANSWERED.setdefault(server_state, set())
-    return lambda: len(tasks) - len(answered)
+    receiving = _RECEIVING.setdefault(server_state, set())
+    return lambda: len(tasks) - len(answered) - len(receiving)
 
 
 def begin_drain(server_state: ServerState) -> None:
@@ -127,15 +137,17 @@ class Limits:
         return self.max_in_flight
 
 
-def _response(status: int, reason: str, message: str, request_id: bytes) -> bytes:
+def _response(
+    status: int, reason: str, message: str, request_id: bytes, head_only: bool = False
+) -> bytes:
     """An answer of the HTTP layer, closing the connection: JSON and an X-Request-ID, as the
-    app's errors."""
+    app's errors (the body left out for a HEAD request)."""
     body = orjson.dumps({"error": message})
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\nx-request-id: "
     ).encode("ascii")
-    return head + request_id + b"\r\n\r\n" + body
+    return head + request_id + b"\r\n\r\n" + (b"" if head_only else body)
 
 
 def _request_id(headers: Iterable[tuple[bytes, bytes]] | None) -> bytes:
@@ -173,6 +185,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._answered = _ANSWERED.setdefault(self.server_state, set())
         self._in_flight = in_flight(self.server_state)
         self._busy = _BUSY.setdefault(self.server_state, set())
+        self._receiving = _RECEIVING.setdefault(self.server_state, set())
         self._last_shed: float | None = None
         """When this connection's last 503 was written (loop time), for its Retry-After."""
         self._held: RequestResponseCycle | None = None
@@ -261,6 +274,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not cycle.response_complete:  # not shed nor held, whose body is skipped
             cycle.more_body = True
             cycle.message_event.clear()
+            if all(queued is not cycle for queued, _ in self.pipeline):  # started
+                self._receiving.add(self)
         self.parser = httptools.HttpRequestParser(self)
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own
         try:
@@ -306,18 +321,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._draining:
             cycle.keep_alive = False  # the worker is stopping: this answer closes the connection
-        elif self._last_shed is not None and self.limits.hold_early_retries:
+        if cycle.scope["path"] not in UNSHED_PATHS and self._held_or_shed(cycle):
+            return
+        self._writer.serve(cycle)
+        super()._start_asgi_task(cycle, app)
+        if cycle.more_body:  # its body's callbacks, if it came whole, have not run yet
+            self._receiving.add(self)
+
+    def _held_or_shed(self, cycle: RequestResponseCycle) -> bool:
+        """Whether the request is held until its Retry-After (`_hold`) or shed at once."""
+        if self._last_shed is not None and self.limits.hold_early_retries and not self._draining:
             now = self.loop.time()
             until = hold_until(self._last_shed, now)
             if until is not None:
                 self._hold(cycle, now, until)
-                return
+                return True
             self._last_shed = None
         if self._in_flight() >= self.limits.bound(len(self._busy)):
             self._shed(cycle)
-        else:
-            self._writer.serve(cycle)
-            super()._start_asgi_task(cycle, app)
+            return True
+        return False
+
+    def on_message_complete(self) -> None:
+        """The started request's body is in (nothing later is parsed before it): it counts as
+        in flight from now on."""
+        super().on_message_complete()
+        self._receiving.discard(self)
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
         """Sent before the Retry-After of this connection's last 503: answered 503 at `until`.
@@ -358,6 +387,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._answered.add(task)
             task.add_done_callback(self._answered.discard)
             self._busy.discard(self)
+            self._receiving.discard(self)  # answered before its body was in (a 413, say)
         super().on_response_complete()
 
     def _shed(self, cycle: RequestResponseCycle, waited: float = 0.0) -> None:
@@ -368,7 +398,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         pipelined one is shed from that one's task, which ours would take as answered by the app
         (the connection no longer busy)."""
         request_id = _request_id(cycle.scope["headers"])
-        self.transport.write(shed_response(request_id, not cycle.keep_alive))
+        head_only = cycle.scope["method"] == "HEAD"
+        self.transport.write(shed_response(request_id, not cycle.keep_alive, head_only))
         self._last_shed = self.loop.time()
         observe_latency(SHED_ROUTE, cycle.scope["method"], 503, waited)
         if self.log_shed:
@@ -470,6 +501,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, and a held request is dropped: nothing is left to answer it later."""
         self._busy.discard(self)
+        self._receiving.discard(self)
         if self._release_timer is not None:
             self._release_timer.cancel()
             self._held = self._release_timer = None
@@ -502,7 +534,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         token = request_ids.REQUEST_ID.set(request_id)  # the warning carries the answer's ID
         self.logger.warning("%s %s (client %s)", status, message, self.client)
         request_ids.REQUEST_ID.reset(token)
-        self.transport.write(_response(status, reason, message, request_id))
+        head_only = self.scope is not None and self.scope.get("method") == "HEAD"
+        self.transport.write(_response(status, reason, message, request_id, head_only))
         self.transport.close()
         self._count_refused(status, waited)
 
