@@ -118,6 +118,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    # A path with a slash too many is a 404 naming it, not Starlette's bodiless 307 to a URL
+    # built from the client's Host header, which no document lists and httpx does not follow.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.dataplane = DataPlane(app.state)
     app.state.batches = BatchThread(settings.offload_flights)

@@ -36,6 +36,14 @@ def test_metrics_answer_only_on_their_port(app: object) -> None:
     assert private.get("/health").status_code == 404
 
 
+def test_the_public_ports_document_lists_metrics_only_where_it_serves_them(
+    app: object, client: TestClient
+) -> None:
+    public = TestClient(app, base_url="http://testserver:8000")  # type: ignore[arg-type]
+    assert "/metrics" not in public.get("/openapi.json").json()["paths"]
+    assert "/metrics" in client.get("/openapi.json").json()["paths"]
+
+
 def test_without_metrics_bind_metrics_stay_on_the_public_port(client: TestClient) -> None:
     assert client.get("/metrics").status_code == 200
 

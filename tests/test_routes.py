@@ -238,6 +238,15 @@ def test_unknown_route_and_wrong_method_are_json(client: TestClient) -> None:
     wrong = client.get("/predict")
     assert wrong.status_code == 405
     assert wrong.json()["error"] == "GET is not allowed on /predict"
+    for path in ("/predict/", "/v2/models/delay-full/infer/"):
+        # Starlette's bodiless 307 to a URL built from the client's Host header, before
+        slashed = client.post(
+            path, json={}, headers={"host": "elsewhere:1"}, follow_redirects=False
+        )
+        assert (slashed.status_code, slashed.json()) == (
+            404,
+            {"error": f"no route for POST {path}"},
+        )
 
 
 def test_server_and_model_metadata(client: TestClient) -> None:
@@ -322,6 +331,36 @@ def test_a_gzipped_body_is_a_415_naming_its_coding_on_both_routes(client: TestCl
         )
         assert response.status_code == 415, (path, response.text)
         assert response.json()["error"].startswith("Content-Encoding 'gzip' is not supported")
+
+
+@pytest.mark.parametrize(
+    ("transfer", "status"), [("chunked", 200), ("gzip, chunked", 415), ("GZIP,chunked", 415)]
+)
+def test_a_transfer_coding_other_than_chunked_is_a_415_naming_it(
+    client: TestClient, transfer: str, status: int
+) -> None:
+    """The server undoes chunked, not a gzip before it: read as JSON, the body was only called
+    malformed."""
+    inputs = [
+        {"name": name, "datatype": "INT64" if name == "MES" else "BYTES", "shape": [1],
+         "data": [value]}
+        for name, value in MINIMAL.items()
+    ]  # fmt: skip
+    bodies = {
+        "/predict": {"flights": [MINIMAL]},
+        "/v2/models/delay-minimal/infer": {"inputs": inputs},
+    }
+    for path, body in bodies.items():
+        response = client.post(
+            path,
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json", "transfer-encoding": transfer},
+        )
+        assert response.status_code == status, (path, response.text)
+        if status == 415:
+            assert response.json()["error"].startswith(
+                f"Transfer-Encoding '{transfer.lower().replace(',c', ', c')}' is not supported"
+            )
 
 
 def test_a_client_leaving_before_its_body_is_a_499_not_a_500(client: TestClient) -> None:

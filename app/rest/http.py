@@ -44,22 +44,23 @@ def dumps(content: Any) -> bytes:
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     """The whole body, refused as soon as it is known to exceed `max_bytes`: from the
     Content-Length header before reading anything, or while streaming a chunked body; a
-    compressed one (Content-Encoding) is a 415, since nothing here decompresses it."""
-    _, declared, encoding = _content_headers(scope)
-    if encoding:
-        _refuse_encoded(encoding)
+    compressed one (Content-Encoding, or a Transfer-Encoding other than chunked) is a 415, since
+    nothing here decompresses it."""
+    _, declared, encoding, transfer = _content_headers(scope)
+    if encoding or transfer:
+        _refuse_encoded(encoding, transfer)
     return await _read_body(receive, declared, max_bytes)
 
 
 async def read_json_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     """The body of a request that says it is JSON (415 otherwise), not yet parsed: the caller
     decodes it straight into its own types."""
-    content_type, declared, encoding = _content_headers(scope)
+    content_type, declared, encoding, transfer = _content_headers(scope)
     if content_type.partition(b";")[0].strip().lower() != b"application/json":
         received = shown(content_type.decode("latin-1")) or None
         raise UnsupportedMediaType(f"Content-Type must be {JSON_TYPE}", received=received)
-    if encoding:  # rare: the usual request pays for no call
-        _refuse_encoded(encoding)
+    if encoding or transfer:  # rare: the usual request pays for no call
+        _refuse_encoded(encoding, transfer)
     return await _read_body(receive, declared, max_bytes)
 
 
@@ -89,13 +90,14 @@ async def send_body(send: Send, body: bytes, headers: Mapping[str, str]) -> None
     await send({"type": "http.response.body", "body": body})
 
 
-def _content_headers(scope: Scope) -> tuple[bytes, bytes, bytes]:
+def _content_headers(scope: Scope) -> tuple[bytes, bytes, bytes, bytes]:
     """The raw Content-Type and Content-Length (the first of each; b"" when absent), and every
-    Content-Encoding joined, in one scan: ASGI servers lowercase the names, so a plain scan finds
-    them faster than building Starlette's case-insensitive Headers."""
+    Content-Encoding and every Transfer-Encoding joined, in one scan: ASGI servers lowercase the
+    names, so a plain scan finds them faster than building Starlette's case-insensitive
+    Headers."""
     content_type: bytes | None = None
     length: bytes | None = None
-    encoding = b""
+    encoding = transfer = b""
     for key, value in scope["headers"]:
         if key == b"content-type":
             if content_type is None:
@@ -105,19 +107,27 @@ def _content_headers(scope: Scope) -> tuple[bytes, bytes, bytes]:
                 length = bytes(value)
         elif key == b"content-encoding":
             encoding += b"," + bytes(value)
-    return content_type or b"", length or b"", encoding
+        elif key == b"transfer-encoding":
+            transfer += b"," + bytes(value)
+    return content_type or b"", length or b"", encoding, transfer
 
 
-def _refuse_encoded(encoding: bytes) -> None:
+def _refuse_encoded(encoding: bytes, transfer: bytes) -> None:
     """A 415 naming the coding of a compressed body: read as JSON it would only be called
-    malformed. `identity` (no coding) passes."""
-    codings = [c.strip().lower() for c in encoding.split(b",") if c.strip()]
-    if any(coding != b"identity" for coding in codings):
-        received = shown(b", ".join(codings).decode("latin-1"))
-        raise UnsupportedMediaType(
-            f"Content-Encoding {received!r} is not supported: send the body uncompressed",
-            received=received,
-        )
+    malformed. A Content-Encoding of `identity` (no coding) passes, and so does the chunked
+    transfer coding, which the server undoes (a `gzip` before it, which it does not, is
+    refused)."""
+    for header, coded, passes in (
+        ("Content-Encoding", encoding, b"identity"),
+        ("Transfer-Encoding", transfer, b"chunked"),
+    ):
+        codings = [c.strip().lower() for c in coded.split(b",") if c.strip()]
+        if any(coding != passes for coding in codings):
+            received = shown(b", ".join(codings).decode("latin-1"))
+            raise UnsupportedMediaType(
+                f"{header} {received!r} is not supported: send the body uncompressed",
+                received=received,
+            )
 
 
 async def _read_body(receive: Receive, declared: bytes, max_bytes: int) -> bytes:

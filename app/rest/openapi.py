@@ -180,9 +180,12 @@ def _model_paths(
     }
 
 
-def openapi_document(validator: FlightValidator | None = None) -> dict[str, Any]:
+def openapi_document(
+    validator: FlightValidator | None = None, metrics: bool = True
+) -> dict[str, Any]:
     """The document for the flights `validator` accepts (its operators, its batch limit); by
-    default, the contract before any model is loaded: any operator, the default limit."""
+    default, the contract before any model is loaded: any operator, the default limit.
+    `metrics`: whether this port serves /metrics (not when METRICS_BIND gives it its own)."""
     validator = validator or FlightValidator((), Settings.max_flights)
     errors = _errors(invalid_example(validator))
     _, declared = msgspec.json.schema_components(
@@ -310,17 +313,6 @@ def openapi_document(validator: FlightValidator | None = None) -> dict[str, Any]
         "/v2": _get("Server metadata (Open Inference Protocol)", "ServerMetadata"),
         **_model_paths("/v2/models/{name}", [_NAME], errors),
         **_model_paths("/v2/models/{name}/versions/{version}", [_NAME, _VERSION], errors),
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics of all workers",
-                "responses": {
-                    "200": {
-                        "description": "text exposition format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
         "/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -333,6 +325,18 @@ def openapi_document(validator: FlightValidator | None = None) -> dict[str, Any]
             }
         },
     }
+    if metrics:
+        paths["/metrics"] = {
+            "get": {
+                "summary": "Prometheus metrics of all workers",
+                "responses": {
+                    "200": {
+                        "description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {

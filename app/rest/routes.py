@@ -189,7 +189,7 @@ async def openapi(request: Request) -> Response:
     validator: FlightValidator | None = getattr(state, "validator", None)
     if validator is None:  # models not loaded yet: the contract without its operators
         validator = FlightValidator((), state.settings.max_flights)
-    return JSONResponse(openapi_document(validator))
+    return JSONResponse(openapi_document(validator, metrics=state.settings.metrics_port is None))
 
 
 def _dataplane(request: Request) -> DataPlane:
