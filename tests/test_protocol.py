@@ -23,6 +23,7 @@ from app.server.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE, UNS
 from app.server.protocol import (
     DRAIN_INTERVAL,
     DRAIN_QUIET,
+    HTTP2_REFUSED,
     REFUSED_ROUTE,
     GuardedHttpToolsProtocol,
     Limits,
@@ -1012,6 +1013,16 @@ def assert_last_answer(transport: FakeTransport, status: bytes, *parts: bytes) -
     assert transport.closed
 
 
+def test_a_refused_answer_to_a_head_request_has_no_body() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"HEAD / HTTP/1.1\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
+        await settle()
+        assert_last_answer(transport, b"431")
+        assert transport.data.endswith(b"\r\n\r\n")
+
+    run(scenario)
+
+
 def test_a_half_closed_connection_is_answered_then_closed() -> None:
     """The client half-closes once its request is sent, the app still working on it: the
     connection stays open for the answer (uvicorn's protocol closed it, and the answer was
@@ -1252,18 +1263,29 @@ def test_a_refused_body_of_a_running_app_is_left_to_the_app_to_count() -> None:
             b"431",
             "request head over the 1024-byte limit",
         ),
+        (
+            # httptools refuses a URL of 64 KiB or more as it parses it: a 400 before
+            b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"431",
+            "request head over the 1024-byte limit",
+        ),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"400", HTTP2_REFUSED),
     ],
-    ids=["not-http", "duplicate-length", "head-over-the-limit"],
+    ids=["not-http", "duplicate-length", "head-over-the-limit", "url-over-64-kib", "http2"],
 )
 def test_an_answer_of_the_http_layer_is_json_naming_what_is_wrong_with_a_request_id(
     sent: bytes, status: bytes, error: str
 ) -> None:
-    """As the app's errors: uvicorn's own 400 was plain text without an ID."""
+    """As the app's errors: uvicorn's own 400 was plain text without an ID; with the server's
+    `Date`, which RFC 9110 requires on a 4xx."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        date = (b"date", b"Fri, 04 Dec 2026 07:50:00 GMT")
+        protocol.server_state.default_headers = [date]  # uvicorn's, refreshed every second
         protocol.data_received(sent)
         await settle()
         assert_last_answer(transport, status, b"\r\ncontent-type: application/json\r\n")
+        assert b"\r\ndate: Fri, 04 Dec 2026 07:50:00 GMT\r\n" in transport.data
         head, body = transport.data.split(b"\r\n\r\n", 1)
         assert json.loads(body) == {"error": error}
         request_id = re.search(rb"\r\nx-request-id: (\S+)", head)

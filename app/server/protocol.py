@@ -68,6 +68,11 @@ REFUSED_ROUTE = "<refused>"
 """The route label, in the metrics, of the answers the HTTP layer gives itself: a request head
 over the limit (431) or not received in time (408), bytes that are not HTTP, or a body not
 framed as its headers say (400)."""
+HTTP2_REFUSED = (
+    "HTTP/2 with prior knowledge is not served on this port: HTTP/1.1 is (an h2c upgrade offer is "
+    "answered in HTTP/1.1); gRPC has its own port (GRPC_BIND)"
+)
+"""The answer to an HTTP/2 connection preface, in the operator's log and to the client."""
 DRAIN_QUIET = 0.5
 """Seconds a connection must have received nothing, while draining, before it is closed."""
 _DRAINING: weakref.WeakSet[ServerState] = weakref.WeakSet()
@@ -138,16 +143,23 @@ class Limits:
 
 
 def _response(
-    status: int, reason: str, message: str, request_id: bytes, head_only: bool = False
+    status: int,
+    reason: str,
+    message: str,
+    request_id: bytes,
+    head_only: bool = False,
+    default_headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> bytes:
     """An answer of the HTTP layer, closing the connection: JSON and an X-Request-ID, as the
-    app's errors (the body left out for a HEAD request)."""
+    app's errors (the body left out for a HEAD request), and the server's default headers
+    (uvicorn's `Date`, which RFC 9110 requires on a 4xx)."""
     body = orjson.dumps({"error": message})
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\nx-request-id: "
+        f"content-length: {len(body)}\r\nconnection: close\r\n"
     ).encode("ascii")
-    return head + request_id + b"\r\n\r\n" + (b"" if head_only else body)
+    head += b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
+    return head + b"x-request-id: " + request_id + b"\r\n\r\n" + (b"" if head_only else body)
 
 
 def _request_id(headers: Iterable[tuple[bytes, bytes]] | None) -> bytes:
@@ -170,6 +182,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.url = b""  # uvicorn's is set by the first request's start: read on a parse error
         self._partial_head = 0
         """Bytes received while the current head is incomplete."""
         self._watched: object = None
@@ -224,8 +237,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as error:
             # uvicorn's answer here is plain text without an ID: this one is the service's
-            detail = "" if isinstance(error, httptools.HttpParserCallbackError) else f": {error}"
-            self._refuse(400, "Bad Request", f"not a valid HTTP/1.1 request{detail}")
+            if len(self.url) > self.limits.max_head_bytes:  # httptools refuses a URL of 64 KiB
+                self._refuse_head()
+            elif data.startswith(b"PRI * HTTP/2.0\r\n"):
+                self._refuse(400, "Bad Request", HTTP2_REFUSED)
+            else:
+                detail = (
+                    "" if isinstance(error, httptools.HttpParserCallbackError) else f": {error}"
+                )
+                self._refuse(400, "Bad Request", f"not a valid HTTP/1.1 request{detail}")
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -535,7 +555,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning("%s %s (client %s)", status, message, self.client)
         request_ids.REQUEST_ID.reset(token)
         head_only = self.scope is not None and self.scope.get("method") == "HEAD"
-        self.transport.write(_response(status, reason, message, request_id, head_only))
+        default_headers = self.server_state.default_headers
+        self.transport.write(
+            _response(status, reason, message, request_id, head_only, default_headers)
+        )
         self.transport.close()
         self._count_refused(status, waited)
 
