@@ -182,9 +182,9 @@ def stop(server: Server) -> None:
         server.process.wait(timeout=SHUTDOWN_TIMEOUT)
 
 
-def wait_until_ready(server: Server) -> None:
+def wait_until_ready(server: Server, startups: int = WORKERS) -> None:
     """Ready = /v2/health/ready answers 200 and every worker has finished loading its models,
-    so that requests can land on either worker."""
+    so that requests can land on either worker (`startups`: the worker starts logged by then)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
         if server.process.poll() is not None:
@@ -196,7 +196,7 @@ def wait_until_ready(server: Server) -> None:
             status = httpx.get(server.url + "/v2/health/ready", timeout=5).status_code
         except httpx.TransportError:
             status = None
-        if status == 200 and server.log().count("Application startup complete") >= WORKERS:
+        if status == 200 and server.log().count("Application startup complete") >= startups:
             return
         if time.monotonic() > deadline:
             stop(server)

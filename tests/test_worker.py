@@ -203,3 +203,119 @@ def test_a_reloads_old_worker_serves_until_the_handoff_then_drains_in_what_is_le
     ]
     assert 2 <= events[0][1] - started < 2.5
     assert not handoff.marker.exists()
+
+
+def _children(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _gone(pid: int, within: float) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_worker_stopped_under_load_keeps_its_last_counts(tmp_path: Path) -> None:
+    """SIGTERM (a reload's or a scale-down's old worker) ends in the signal uvicorn raises
+    again, before any atexit: the counts since the last once-a-second flush were lost (25,937
+    answers, 21,756 counted, across one SIGTTOU under wrk)."""
+    import signal
+
+    import httpx2 as httpx
+
+    from tests.test_server import predict_requests, scrape, spawn, stop, wait_until_ready
+
+    server = spawn(tmp_path / "run", WORKERS="1")
+    try:
+        wait_until_ready(server, startups=1)
+        (worker,) = _children(server.process.pid)
+        body = {"flights": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3}]}
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            sent = 0
+            for _ in range(200):
+                assert http.post("/predict", json=body).status_code == 200
+                sent += 1
+        import os
+
+        os.kill(worker, signal.SIGTERM)  # within a second of the last answers
+        assert _gone(worker, 25), server.log()
+        wait_until_ready(server, startups=2)  # its replacement
+        assert predict_requests(scrape(server.url)) == sent, server.log()
+    finally:
+        stop(server)
+
+
+def test_sigquit_stops_a_worker_at_once_and_it_is_replaced(tmp_path: Path) -> None:
+    """gunicorn's quick stop (SIGQUIT or SIGINT to the master sends workers SIGQUIT):
+    uvicorn_worker's handler only set a flag nothing read, so the worker served on until the
+    master's SIGKILL 20 s later ("Perhaps out of memory?")."""
+    import os
+    import signal
+
+    from tests.test_server import spawn, stop, wait_until_ready
+
+    server = spawn(tmp_path / "run", WORKERS="1")
+    try:
+        wait_until_ready(server, startups=1)
+        (worker,) = _children(server.process.pid)
+        os.kill(worker, signal.SIGQUIT)
+        assert _gone(worker, 5), server.log()
+        wait_until_ready(server, startups=2)  # its replacement
+        assert "SIGKILL" not in server.log()
+        assert "Traceback" not in server.log()
+    finally:
+        stop(server)
+
+
+def test_workers_leave_when_their_master_is_killed(tmp_path: Path) -> None:
+    """gunicorn's own workers stop when their master is gone; uvicorn_worker's served on as
+    orphans holding the ports, so the next start could not bind them. A heartbeat (every
+    timeout / 2 s: 1 s here) notices."""
+    import os
+    import signal
+
+    from tests.test_server import spawn, stop, wait_until_ready
+
+    server = spawn(tmp_path / "run", WORKERS="2", GUNICORN_CMD_ARGS="--timeout 2")
+    try:
+        wait_until_ready(server)
+        workers = _children(server.process.pid)
+        assert len(workers) == 2
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+        assert all(_gone(worker, 20) for worker in workers), server.log()
+        assert "is gone: shutting down" in server.log()
+    finally:
+        stop(server)
+
+
+def test_a_worker_that_cannot_load_its_models_halts_the_master(tmp_path: Path) -> None:
+    """uvicorn's exit on a failed start-up then hung in the interpreter's exit (onnxruntime's
+    state, forked from the master that checked the models), and gunicorn never timed the worker
+    out: the server stayed up, answering nothing. Now it leaves with gunicorn's boot-error code
+    and the master halts ("Worker failed to boot"), for its supervisor to restart."""
+    import os
+    import shutil
+    import signal
+
+    from tests.test_server import spawn, stop, wait_until_ready
+
+    server = spawn(tmp_path / "run", WORKERS="1")
+    try:
+        wait_until_ready(server, startups=1)
+        (run_dir,) = server.workdir.glob("latam-delay-run-*")
+        shutil.rmtree(run_dir / "models")  # the snapshot the next worker is to load
+        (worker,) = _children(server.process.pid)
+        os.kill(worker, signal.SIGKILL)
+        assert server.process.wait(timeout=30) != 0, server.log()
+        assert "Worker failed to boot" in server.log()
+    finally:
+        stop(server)

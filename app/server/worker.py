@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from gunicorn.arbiter import Arbiter
 from uvicorn import Config
@@ -27,6 +28,7 @@ from uvicorn_worker import UvicornWorker as _UvicornWorker
 from app.dataplane import DataPlane
 from app.inference.microbatch import Scorer
 from app.observability import logs
+from app.observability.metrics import flush
 from app.observability.request_id import install_log_context
 from app.server.acceptor import Acceptor
 from app.server.handoff import Handoff
@@ -49,8 +51,9 @@ class Server(_Server):
         self.handoff = handoff
         self.grpc: Any = None
         self.grpc_failed = False
+        self.quick = False
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+    async def _start(self, sockets: list[socket.socket] | None) -> None:
         # gunicorn's sockets are served by app.server.acceptor's acceptors, not by uvloop's servers
         # (which accept one connection per event-loop turn): uvicorn starts with none of them
         await super().startup(None if sockets is None else [])
@@ -91,8 +94,26 @@ class Server(_Server):
         if self.handoff is not None:
             self.handoff.listening()
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await self._start(sockets)
+        except SystemExit:  # uvicorn's, when the app's startup (its models' load) failed
+            leave(Arbiter.WORKER_BOOT_ERROR)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.grpc is not None and self.handoff is not None:
+        await self._stop(sockets)
+        # The last second's counts: a worker stopped by SIGTERM dies by the signal uvicorn
+        # raises again once it has stopped, before any atexit (app.observability.metrics) runs.
+        flush()
+
+    def quit(self) -> None:
+        """gunicorn's SIGQUIT (a quick stop: SIGINT or SIGQUIT to the master): stop without
+        waiting for a reload's hand-over, and give what is in flight 1 s."""
+        self.quick = self.should_exit = True
+        self.config.timeout_graceful_shutdown = 1
+
+    async def _stop(self, sockets: list[socket.socket] | None) -> None:
+        if self.grpc is not None and self.handoff is not None and not self.quick:
             # a reload's old worker serves as usual until the new workers listen, for at most
             # half of uvicorn's graceful shutdown; the drain then has what is left
             grace = self.config.timeout_graceful_shutdown or 0
@@ -105,7 +126,7 @@ class Server(_Server):
                 self.handoff.leaving()
         draining = [super().shutdown(sockets)]  # uvicorn stops accepting HTTP first thing
         if self.grpc is not None:
-            draining.append(self.grpc.stop(self.config.timeout_graceful_shutdown))
+            draining.append(self.grpc.stop(self.config.timeout_graceful_shutdown or 0))
         await asyncio.gather(*draining)
 
 
@@ -144,15 +165,40 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
             access_logger.setLevel(logging.INFO)
             access_logger.propagate = False
 
+    def init_process(self) -> None:
+        """gunicorn's, after a first heartbeat: gunicorn 27 times a worker out from its
+        heartbeat file's mtime in monotonic seconds, which the file only holds once the worker
+        has beaten; before that its creation time (wall-clock, far ahead) kept a worker hung
+        while starting from ever being timed out."""
+        self.notify()
+        super().init_process()
+
     async def _serve(self) -> None:
-        """uvicorn_worker's, with the Server above."""
+        """uvicorn_worker's, with the Server above, a SIGQUIT that stops it (uvicorn_worker's
+        handler only sets `alive`, which nothing reads), and a check that the master lives."""
         self.config.app = self.wsgi
-        server = Server(self.config, self.settings, Handoff.from_env())
-        self._install_sigquit_handler()
+        self.server = server = Server(self.config, self.settings, Handoff.from_env())
+        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, server.quit)
         await server.serve(sockets=self.sockets)
-        if server.grpc_failed:
-            # A gRPC server that failed to bind keeps the interpreter from finishing its exit
-            # (grpcio's threads): leave at once, with the code that makes gunicorn halt.
-            os._exit(Arbiter.WORKER_BOOT_ERROR)
-        if not server.started:
-            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        # Once stopped (its metrics flushed), a worker leaves without the interpreter's exit:
+        # grpcio's threads, or onnxruntime's state forked from the master, kept that from
+        # finishing (a worker hung after "Worker exiting", never replaced). One that did not
+        # start leaves with the code that makes gunicorn halt.
+        leave(0 if server.started and not server.grpc_failed else Arbiter.WORKER_BOOT_ERROR)
+
+    async def callback_notify(self) -> None:
+        """uvicorn's heartbeat, every `timeout / 2` s. gunicorn's own workers stop when their
+        master is gone (killed: SIGKILL, OOM); uvicorn_worker's kept serving, orphans holding
+        the ports, so the next start could not bind them."""
+        self.notify()
+        if os.getppid() != self.ppid and not self.server.should_exit:
+            logger.warning("master %s is gone: shutting down", self.ppid)
+            self.server.should_exit = True
+
+
+def leave(code: int) -> NoReturn:
+    """Exits now, the logs written: see UvicornWorker._serve."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
