@@ -20,6 +20,13 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.instrumentation.asgi")
 _BIND = re.compile(r"unix:.+|(?:\[[0-9a-fA-F:.]+\]|[^\s:\[\]]*):\d{1,5}")
+INT_MAX = 2**31 - 1
+"""The largest value of an integer setting without a tighter bound of its own: the values reach
+C libraries as C ints (gRPC's channel options, msgspec's length limit, onnxruntime), which
+overflow past it (MAX_BODY_BYTES=2147483648 crashed every worker at boot in grpc.aio.server)."""
+WORKERS_PER_CPU = 4
+WORKERS_FLOOR = 8
+ORT_THREADS_FLOOR = 4
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,10 @@ class Settings:
     max_flights: int = 10_000
     ort_threads: int = 1
     """intra- and inter-op threads per onnxruntime session: one per worker, the workers are the
-    parallelism; a thread pool in each of N workers only fights over the same cores."""
+    parallelism; a thread pool in each of N workers only fights over the same cores. At most the
+    CPUs this process may use, or ORT_THREADS_FLOOR on a smaller host (`max_ort_threads`):
+    threads past the CPUs only take turns on them; a huge count failed inside onnxruntime, as
+    if the model release were unusable."""
     tabulate_minimal: bool = True
     """Serve the minimal model from a table of its whole 552-flight domain (see
     OnnxModel.tabulate)."""
@@ -70,7 +80,11 @@ class Settings:
     model (app.inference.microbatch; measured in reports/benchmarks.md)."""
     bind: str = "0.0.0.0:8000"
     workers: int = field(default_factory=cpus.available)
-    """gunicorn workers: the CPUs this process may use (app.cpus), not the host's."""
+    """gunicorn workers: the CPUs this process may use (app.cpus), not the host's. At most
+    WORKERS_PER_CPU per CPU, or WORKERS_FLOOR on a smaller host (`max_workers`): scoring is
+    CPU-bound, so workers past the CPUs add only memory (each loads the models) and context
+    switches; the slack and the floor let a config written for a larger node still start on a
+    small one. Unbounded, a mistyped count forked ~900 processes in seconds on a 2-core host."""
     log_level: str = "info"
     access_log: str | None = None
     """`-` logs every request to stdout; off by default (a log line costs more than a
@@ -93,11 +107,18 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        available = cpus.available()
         return cls(
             models_dir=Path(env.get("MODELS_DIR") or str(DEFAULT_MODELS_DIR)),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             max_flights=_positive_int(env, "MAX_FLIGHTS", cls.max_flights),
-            ort_threads=_positive_int(env, "ORT_THREADS", cls.ort_threads),
+            ort_threads=_positive_int(
+                env,
+                "ORT_THREADS",
+                cls.ort_threads,
+                max_ort_threads(available),
+                f"the CPUs this process may use, {available} here; at least {ORT_THREADS_FLOOR}",
+            ),
             tabulate_minimal=_flag(env, "TABULATE_MINIMAL", cls.tabulate_minimal),
             max_head_bytes=_positive_int(env, "MAX_HEAD_BYTES", cls.max_head_bytes),
             head_timeout=_positive_int(env, "HEAD_TIMEOUT", cls.head_timeout),
@@ -110,7 +131,14 @@ class Settings:
             offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
             microbatch=_flag(env, "MICROBATCH", cls.microbatch),
             bind=_bind(env),
-            workers=_positive_int(env, "WORKERS", 0) or cpus.available(),
+            workers=_positive_int(
+                env,
+                "WORKERS",
+                available,
+                max_workers(available),
+                f"{WORKERS_PER_CPU} per CPU this process may use, {available} here; "
+                f"at least {WORKERS_FLOOR}",
+            ),
             log_level=_choice(env, "LOG_LEVEL", cls.log_level, LOG_LEVELS),
             access_log=env.get("ACCESS_LOG") or None,
             grpc_bind=_grpc_bind(env),
@@ -127,13 +155,28 @@ class Settings:
         return int(self.metrics_bind.rpartition(":")[2]) if self.metrics_bind else None
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def max_workers(available: int) -> int:
+    """The most WORKERS accepted with `available` CPUs (see Settings.workers)."""
+    return max(WORKERS_FLOOR, WORKERS_PER_CPU * available)
+
+
+def max_ort_threads(available: int) -> int:
+    """The most ORT_THREADS accepted with `available` CPUs (see Settings.ort_threads)."""
+    return max(ORT_THREADS_FLOOR, available)
+
+
+def _positive_int(
+    env: Mapping[str, str], name: str, default: int, maximum: int = INT_MAX, why: str = ""
+) -> int:
     raw = env.get(name, "").strip()
     if raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 0:
-        raise ValueError(f"{name}={raw!r}: expected a positive integer")
-    return int(raw)
+    digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else ""
+    # the length first: int() refuses over 4,300 digits with a message that names no variable
+    if not digits or len(digits) > len(str(maximum)) or int(digits) > maximum:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name}={raw!r}: expected an integer from 1 to {maximum}{reason}")
+    return int(digits)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

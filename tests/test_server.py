@@ -672,7 +672,16 @@ def test_a_broken_model_stops_start_up_with_one_line(
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("WORKERS", "abc"), ("BIND", "nowhere"), ("MAX_BODY_BYTES", "-1")]
+    ("name", "value"),
+    [
+        ("WORKERS", "abc"),
+        ("BIND", "nowhere"),
+        ("MAX_BODY_BYTES", "-1"),
+        # found by an operator probe: ~900 workers forked in seconds on a 2-core host
+        ("WORKERS", "99999999999999999999"),
+        # found by an operator probe: every worker crashed at boot in grpc.aio.server, forever
+        ("MAX_BODY_BYTES", "2147483648"),
+    ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, value: str) -> None:
     log = failed_start(spawn(tmp_path / "run", **{name: value}))

@@ -1,12 +1,26 @@
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from app import cpus
 from app.server.protocol import Limits
-from app.settings import DEFAULT_MODELS_DIR, Settings
+from app.settings import (
+    DEFAULT_MODELS_DIR,
+    INT_MAX,
+    ORT_THREADS_FLOOR,
+    WORKERS_FLOOR,
+    WORKERS_PER_CPU,
+    Settings,
+    max_ort_threads,
+    max_workers,
+)
+
+INTEGER_SETTINGS = [field.name.upper() for field in fields(Settings) if field.type == "int"]
+"""Every integer setting, by its variable: a new one is bounded here too."""
+CPU_BOUNDED = {"WORKERS", "ORT_THREADS"}
 
 
 def test_defaults() -> None:
@@ -60,28 +74,28 @@ def test_environment_overrides() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "accepts"),
     [
-        ("MAX_FLIGHTS", "ten", "a positive integer"),
-        ("MAX_FLIGHTS", "0", "a positive integer"),
-        ("WORKERS", "abc", "a positive integer"),
-        ("WORKERS", "-2", "a positive integer"),
-        ("WORKERS", "²", "a positive integer"),
-        ("MAX_BODY_BYTES", "1e6", "a positive integer"),
-        ("ORT_THREADS", "1.5", "a positive integer"),
-        ("MAX_HEAD_BYTES", "x", "a positive integer"),
-        ("HEAD_TIMEOUT", "x", "a positive integer"),
-        ("BODY_TIMEOUT", "x", "a positive integer"),
+        ("MAX_FLIGHTS", "ten", "an integer from 1 to"),
+        ("MAX_FLIGHTS", "0", "an integer from 1 to"),
+        ("WORKERS", "abc", "an integer from 1 to"),
+        ("WORKERS", "-2", "an integer from 1 to"),
+        ("WORKERS", "²", "an integer from 1 to"),
+        ("MAX_BODY_BYTES", "1e6", "an integer from 1 to"),
+        ("ORT_THREADS", "1.5", "an integer from 1 to"),
+        ("MAX_HEAD_BYTES", "x", "an integer from 1 to"),
+        ("HEAD_TIMEOUT", "x", "an integer from 1 to"),
+        ("BODY_TIMEOUT", "x", "an integer from 1 to"),
         ("TABULATE_MINIMAL", "maybe", "a boolean"),
         ("MICROBATCH", "maybe", "a boolean"),
         ("HOLD_EARLY_RETRIES", "maybe", "a boolean"),
-        ("CROWDED_CONNECTIONS", "many", "a positive integer"),
-        ("CROWDED_IN_FLIGHT", "0", "a positive integer"),
-        ("CROWDED_WINDOW", "0.5", "a positive integer"),
-        ("CROWDED_WINDOW", "0", "a positive integer"),
+        ("CROWDED_CONNECTIONS", "many", "an integer from 1 to"),
+        ("CROWDED_IN_FLIGHT", "0", "an integer from 1 to"),
+        ("CROWDED_WINDOW", "0.5", "an integer from 1 to"),
+        ("CROWDED_WINDOW", "0", "an integer from 1 to"),
         ("LOG_LEVEL", "loud", "one of debug, info"),
         ("BIND", "localhost", "HOST:PORT"),
         ("BIND", "0.0.0.0:99999", "HOST:PORT"),
         ("GRPC_BIND", "8001", "HOST:PORT"),
-        ("GRPC_MAX_STREAMS", "0", "a positive integer"),
+        ("GRPC_MAX_STREAMS", "0", "an integer from 1 to"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_accepts(
@@ -90,6 +104,65 @@ def test_a_bad_value_names_the_variable_and_what_it_accepts(
     with pytest.raises(ValueError, match=f"^{name}='{value}': expected {accepts}") as error:
         Settings.from_env({name: value})
     assert "\n" not in str(error.value)
+
+
+def test_every_integer_setting_is_listed() -> None:
+    assert set(INTEGER_SETTINGS) >= {"MAX_BODY_BYTES", "GRPC_MAX_STREAMS", "DRIFT_WINDOW"}
+    assert set(INTEGER_SETTINGS) >= CPU_BOUNDED
+
+
+@pytest.mark.parametrize("name", sorted(set(INTEGER_SETTINGS) - CPU_BOUNDED))
+def test_an_integer_setting_is_at_most_a_c_int(name: str) -> None:
+    """Found by an operator probe: MAX_BODY_BYTES or GRPC_MAX_STREAMS of 2**31 crashed every
+    worker at boot in grpc.aio.server (C int options), a boot loop the master never stopped."""
+    assert getattr(Settings.from_env({name: str(INT_MAX)}), name.lower()) == INT_MAX
+    for value in (str(INT_MAX + 1), "99999999999999999999"):
+        with pytest.raises(ValueError, match=f"^{name}=") as error:
+            Settings.from_env({name: value})
+        assert str(error.value) == f"{name}={value!r}: expected an integer from 1 to {INT_MAX}"
+
+
+@pytest.mark.parametrize(
+    ("available", "workers", "threads"),
+    [(1, WORKERS_FLOOR, ORT_THREADS_FLOOR), (2, 8, 4), (16, 16 * WORKERS_PER_CPU, 16)],
+)
+def test_workers_and_onnxruntime_threads_are_bounded_by_the_cpus(
+    monkeypatch: pytest.MonkeyPatch, available: int, workers: int, threads: int
+) -> None:
+    """Found by an operator probe: WORKERS=99999999999999999999 forked ~900 processes in
+    seconds on a 2-core host; a huge ORT_THREADS was blamed on the model release."""
+    monkeypatch.setattr(cpus, "available", lambda: available)
+    assert (max_workers(available), max_ort_threads(available)) == (workers, threads)
+    assert Settings.from_env({"WORKERS": str(workers)}).workers == workers
+    assert Settings.from_env({"ORT_THREADS": str(threads)}).ort_threads == threads
+    for name, bound in (("WORKERS", workers), ("ORT_THREADS", threads)):
+        for value in (str(bound + 1), "99999999999999"):
+            with pytest.raises(ValueError, match=f"^{name}='{value}': ") as error:
+                Settings.from_env({name: value})
+            message = str(error.value)
+            assert f"expected an integer from 1 to {bound} (" in message
+            assert f"{available} here" in message
+            assert "\n" not in message
+
+
+def test_a_value_of_thousands_of_digits_is_refused_as_any_other() -> None:
+    """int() alone refuses over 4,300 digits with a ValueError that names no variable."""
+    value = "9" * 5_000
+    with pytest.raises(ValueError, match=r"^MAX_FLIGHTS='9+': expected an integer from 1 to "):
+        Settings.from_env({"MAX_FLIGHTS": value})
+
+
+def test_leading_zeros_are_the_same_integer() -> None:
+    assert Settings.from_env({"MAX_FLIGHTS": "0010"}).max_flights == 10
+    assert Settings.from_env({"GRPC_MAX_STREAMS": "0" * 30 + "7"}).grpc_max_streams == 7
+
+
+def test_the_defaults_are_within_the_bounds() -> None:
+    defaults = Settings()
+    for name in INTEGER_SETTINGS:
+        assert 1 <= getattr(defaults, name.lower()) <= INT_MAX
+    assert defaults.workers <= max_workers(cpus.available())
+    assert defaults.ort_threads <= max_ort_threads(1)
 
 
 def test_workers_default_to_the_cpus_this_process_may_use() -> None:
