@@ -13,11 +13,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import grpc
 import jsonschema
 import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from app.errors import ServiceError
+from app.grpc import status as grpc_status
 from app.observability.drift_metrics import DriftMonitor
 from tests.test_k8s import K8S, env_of, the
 
@@ -153,6 +156,49 @@ def test_each_alert_fires_on_its_series_and_not_before(promtool: str, tmp_path: 
         if "alert" in rule
     }
     assert tested == alerts
+
+
+def server_error_statuses() -> re.Pattern[str]:
+    """The `status` matcher of the 5xx recording rule, which the dashboard's server-error panel
+    must share (one definition of a server failure), as Prometheus applies it: anchored."""
+    (rule,) = (
+        rule["expr"]
+        for group in load("prometheusrule.yaml")["spec"]["groups"]
+        for rule in group["rules"]
+        if rule.get("record") == "job:http_requests_5xx:rate5m"
+    )
+    panels = json.loads((MONITORING / "dashboard.json").read_text())["panels"]
+    (panel,) = (
+        target["expr"] for panel in panels if panel["id"] == 2 for target in panel["targets"]
+    )
+    matchers = set(re.findall(r'status=~"([^"]*)"', rule)) | set(
+        re.findall(r'status=~"([^"]*)"', panel)
+    )
+    assert len(matchers) == 1, matchers
+    assert 'status=~"' not in panel.split("/", 1)[1], "the denominator is every answer"
+    return re.compile(f"(?:{matchers.pop()})")
+
+
+def test_server_errors_are_5xx_and_the_grpc_codes_of_server_failures() -> None:
+    """Found by an operator probe: the 5xx alert counted REST's 5xx alone, over every request,
+    gRPC's included, so a gRPC-only outage never fired. Each status a REST error can have and
+    the gRPC code app.grpc.status gives the same error must agree on whose failure it is."""
+    failure = server_error_statuses()
+    statuses = {*grpc_status._CODES, 500}  # 500: a ServiceError without a code of its own
+    for http_status in sorted(statuses):
+        error = type("Error", (ServiceError,), {"status_code": http_status})("x")
+        code = grpc_status.status_of(error).name
+        server_side = http_status >= 500
+        assert bool(failure.fullmatch(str(http_status))) is server_side, http_status
+        assert bool(failure.fullmatch(code)) is server_side, (http_status, code)
+    # app.grpc.servicer's own: an unhandled error, a call cancelled, a call answered
+    assert failure.fullmatch("INTERNAL")
+    assert not failure.fullmatch("CANCELLED")
+    assert not failure.fullmatch("OK")
+    for name in ("UNKNOWN", "DATA_LOSS", "DEADLINE_EXCEEDED"):
+        assert failure.fullmatch(name), name
+    named = {word for word in re.findall(r"[A-Z_]{2,}", failure.pattern)}
+    assert named <= {code.name for code in grpc.StatusCode}, "a misspelt gRPC code never matches"
 
 
 def test_the_dashboard_matches_grafanas_schema() -> None:
