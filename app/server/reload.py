@@ -10,8 +10,9 @@ or unloadable, the reload is refused in one log line and the new workers load th
 snapshot, so the service keeps serving the old models. What is served is byte for byte what
 was checked: a file swapped or half-copied after the check cannot reach a worker.
 
-Whatever goes wrong with a release (a missing, unreadable or wrong-kind file, a corrupt model, a
-card whose encoding the model does not take, any error of onnxruntime) is that one refusal:
+Whatever goes wrong with a release (a missing, unreadable or wrong-kind file (a FIFO is refused
+unopened: reading one would block the master), a corrupt model, a card that does not fit its
+model (app.inference.model.fit_problems), any error of onnxruntime) is that one refusal:
 nothing a release holds can stop the server. Reloads run one at a time (gunicorn calls on_reload
 from its main loop; a lock makes that true for any caller), and a snapshot is removed only once
 no live worker was forked to load it.
@@ -31,7 +32,7 @@ from pathlib import Path
 import orjson
 
 from app.errors import ModelLoadError
-from app.inference.model import MODEL_NAMES, ModelSet
+from app.inference.model import MODEL_NAMES, ModelSet, read_regular
 
 SOURCE_ENV = "MODELS_SOURCE"
 """The operator's MODELS_DIR, kept by the master; MODELS_DIR itself then names the snapshot."""
@@ -89,11 +90,14 @@ def take_snapshot(source: Path, snapshots: Path, threads: int = 1) -> Release:
 def _copy(path: Path, into: Path, source: Path) -> bytes | None:
     """The file's bytes, written into `into`; None when it does not exist (the load that
     follows then names it as missing). Any other reason it cannot be read (no permission, a
-    directory in its place) refuses the release, naming the file as the operator does."""
+    directory or a FIFO in its place: app.inference.model.read_regular) refuses the release,
+    naming the file as the operator does."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except FileNotFoundError:
         return None
+    except ModelLoadError as error:
+        raise ModelLoadError(str(error).replace(str(path), str(source / path.name))) from None
     except OSError as error:
         raise ModelLoadError(f"cannot read {source / path.name}: {error.strerror}") from None
     (into / path.name).write_bytes(data)
