@@ -128,11 +128,28 @@ def cut_inputs(release: Path) -> None:
     edit_card(release, "delay-minimal", lambda card: card.update(inputs=card["inputs"][:1]))
 
 
+def no_directory(release: Path) -> None:
+    shutil.rmtree(release)
+
+
+def empty_directory(release: Path) -> None:
+    for path in release.iterdir():
+        path.unlink()
+
+
+def no_card_at_all(release: Path) -> None:
+    for path in release.glob("*.json"):
+        path.unlink()
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
         (renamed, "delay-minimal.json: it names itself 'delay-full-typo', not 'delay-minimal'"),
         (cut_inputs, "delay-minimal.json: inputs [OPERA BYTES] are not delay-minimal's contract"),
+        (no_directory, "model directory not found: "),
+        (empty_directory, "model directory is empty: "),
+        (no_card_at_all, "model directory holds no model card: "),
         (cut_onnx, "does not match its card's sha256: "),
         (drop_card, "model card not found"),
         (onnx_outside_the_directory, "no plain ONNX file name"),
@@ -155,6 +172,10 @@ def test_an_unfit_release_fails_naming_the_model_and_the_problem(
     assert any(message in line for line in failed), failed
     if breakage is cut_onnx:
         assert failed[0].endswith(str(release / "delay-full.onnx"))
+    if breakage in (no_directory, empty_directory, no_card_at_all):
+        assert failed == [f"{message}{release} (expected delay-minimal.json, delay-full.json)"] or (
+            failed == [f"{message}{release}"]
+        )
     if breakage is threshold_above_every_sample:
         assert "every flight would get one label" in " ".join(failed)
     # Only the broken model fails when the directory itself loads.

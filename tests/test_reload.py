@@ -114,13 +114,14 @@ def test_reload_pins_a_good_release_and_refuses_a_broken_one(tmp_path: Path) -> 
     assert Path(environ["MODELS_DIR"]).is_dir()
     assert errors == [errors[0]]
     assert errors[0].startswith(f"model reload refused, still serving {environ[SERVED_ENV]}")
-    assert str(current / "delay-full.onnx") in errors[0]
+    # the release directory the link resolved to, not the link: which release is broken
+    assert str((releases / "broken" / "delay-full.onnx").resolve()) in errors[0]
 
 
 def test_a_fifo_in_a_release_is_refused_without_blocking_the_reload(tmp_path: Path) -> None:
     """`mkfifo release/delay-full.onnx` then SIGHUP hung the gunicorn master in open (it stopped
     reaping workers and ignored SIGTERM; an operator probe): the reload is now refused at once,
-    naming the pipe, and the pinned snapshot stays."""
+    naming the pipe in the release the link resolves to, and the pinned snapshot stays."""
     shutil.copytree(MODELS_DIR, tmp_path / "releases" / "piped")
     fifo = fifo_in_place(tmp_path / "releases" / "piped" / "delay-full.onnx")
     current = tmp_path / "current"
@@ -137,7 +138,17 @@ def test_a_fifo_in_a_release_is_refused_without_blocking_the_reload(tmp_path: Pa
     assert refused is None
     assert environ["MODELS_DIR"] == pinned
     assert len(errors) == 1
-    assert f"cannot read {current / fifo.name}: not a regular file but a named pipe" in errors[0]
+    assert f"cannot read {fifo.resolve()}: not a regular file but a named pipe (FIFO)" in errors[0]
+
+
+def test_a_link_to_no_directory_is_refused_as_such(tmp_path: Path) -> None:
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "never-copied")
+    with pytest.raises(ModelLoadError) as refused:
+        take_snapshot(current, tmp_path / "snapshots")
+    assert str(refused.value) == (
+        f"model directory not found: {current} -> {(tmp_path / 'releases' / 'never-copied')}"
+    )
 
 
 def test_prune_keeps_the_pinned_snapshot_and_those_live_workers_load(tmp_path: Path) -> None:
