@@ -724,7 +724,7 @@ def storm(args: argparse.Namespace, workdir: Path) -> Outcome:
 
 _REFUSAL_WORDS = {
     "unreadable": "Permission denied",
-    "directory": "Is a directory",
+    "directory": "not a regular file but a directory",
     "corrupt": "does not match its card's sha256",
 }
 

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
+import os
 import random
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from train.data import DATA_ENV, data_location
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
+T = TypeVar("T")
 
 COLUMNS = [
     "Fecha-I",
@@ -224,3 +228,37 @@ def columns_of(flights: list[Flight]) -> Columns:
         [s.airline for s in schedules],
         [s.number for s in schedules],
     )
+
+
+def fifo_in_place(path: Path) -> Path:
+    """Replaces the file `path` by a named pipe, as `mkfifo` on a release does."""
+    path.unlink()
+    os.mkfifo(path)
+    return path
+
+
+def without_blocking(call: Callable[[], T], fifos: list[Path]) -> T:
+    """What `call` returns or raises, run in a thread given 20 s: a call that blocks on one of
+    `fifos` (in open or read) fails the test instead of hanging it, and is then released by a
+    writer."""
+    outcome: list[T] = []
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:  # handed to the test thread
+            raised.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive():
+        for fifo in fifos:  # a writer that opens and closes lets the blocked reader return
+            with contextlib.suppress(OSError):  # no reader left to release
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"blocked on a FIFO for 20 s: {fifos}")
+    if raised:
+        raise raised[0]
+    return outcome[0]

@@ -15,7 +15,7 @@ import pytest
 
 from app.inference.check_models import PARITY_TOLERANCE, check, main
 from export.card import SAMPLES
-from tests.conftest import MODELS_DIR, ROOT
+from tests.conftest import MODELS_DIR, ROOT, fifo_in_place, without_blocking
 
 
 def edit_card(directory: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
@@ -115,15 +115,47 @@ def onnx_outside_the_directory(release: Path) -> None:
     edit_card(release, "delay-full", change)
 
 
+def renamed(release: Path) -> None:
+    """The operator probe's card, which start-up and a reload used to take."""
+    edit_card(
+        release,
+        "delay-minimal",
+        lambda card: card.update(name="delay-full-typo", version="deadbeef0000"),
+    )
+
+
+def cut_inputs(release: Path) -> None:
+    edit_card(release, "delay-minimal", lambda card: card.update(inputs=card["inputs"][:1]))
+
+
+def no_directory(release: Path) -> None:
+    shutil.rmtree(release)
+
+
+def empty_directory(release: Path) -> None:
+    for path in release.iterdir():
+        path.unlink()
+
+
+def no_card_at_all(release: Path) -> None:
+    for path in release.glob("*.json"):
+        path.unlink()
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
+        (renamed, "delay-minimal.json: it names itself 'delay-full-typo', not 'delay-minimal'"),
+        (cut_inputs, "delay-minimal.json: inputs [OPERA BYTES] are not delay-minimal's contract"),
+        (no_directory, "model directory not found: "),
+        (empty_directory, "model directory is empty: "),
+        (no_card_at_all, "model directory holds no model card: "),
         (cut_onnx, "does not match its card's sha256: "),
         (drop_card, "model card not found"),
         (onnx_outside_the_directory, "no plain ONNX file name"),
-        (stale_version, "delay-full: version '0123456789ab' is not the start of its ONNX sha256"),
-        (wrong_name, "delay-minimal: the card names itself 'delay-minimal-v2'"),
-        (threshold_not_a_probability, "delay-full: threshold 1.5 is not a probability"),
+        (stale_version, "delay-full.json: version '0123456789ab' is not the start of its ONNX"),
+        (wrong_name, "delay-minimal.json: it names itself 'delay-minimal-v2', not 'delay-minimal'"),
+        (threshold_not_a_probability, "delay-full.json: threshold 1.5 is not a probability"),
         (threshold_above_every_sample, "delay-minimal: threshold"),
         (probabilities_drift, "delay-full: sample 3: onnxruntime gives"),
         (no_samples, "delay-full: the card holds no parity samples"),
@@ -140,11 +172,24 @@ def test_an_unfit_release_fails_naming_the_model_and_the_problem(
     assert any(message in line for line in failed), failed
     if breakage is cut_onnx:
         assert failed[0].endswith(str(release / "delay-full.onnx"))
+    if breakage in (no_directory, empty_directory, no_card_at_all):
+        assert failed == [f"{message}{release} (expected delay-minimal.json, delay-full.json)"] or (
+            failed == [f"{message}{release}"]
+        )
     if breakage is threshold_above_every_sample:
         assert "every flight would get one label" in " ".join(failed)
     # Only the broken model fails when the directory itself loads.
     broken = {line.split(":")[0] for line in failed}
     assert len(passed) + len(broken) in (1, 2)
+
+
+def test_a_fifo_in_a_release_fails_the_check_without_blocking(release: Path) -> None:
+    """`make check-models` on a release holding a named pipe blocked in its open (an operator
+    probe): now the file is refused unopened, by the loader's own rule."""
+    fifo = fifo_in_place(release / "delay-full.onnx")
+    passed, failed = without_blocking(lambda: check(release), [fifo])
+    assert passed == []
+    assert failed == [f"cannot read {fifo}: not a regular file but a named pipe (FIFO)"]
 
 
 def test_the_command_exits_non_zero_on_an_unfit_release(

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -14,6 +17,7 @@ from app.inference.features import from_flights, take
 from app.inference.flights import Batch, Columns
 from app.inference.model import (
     BOUND_ROWS_BELOW,
+    CONTRACT_INPUTS,
     FULL_MODEL,
     MINIMAL_MODEL,
     MODEL_NAMES,
@@ -23,7 +27,7 @@ from app.inference.model import (
     minimal_domain,
 )
 from app.rest.http import dumps
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, fifo_in_place, without_blocking
 
 
 @pytest.fixture
@@ -218,6 +222,112 @@ def test_unreadable_card_is_refused(models_copy: Path) -> None:
     (models_copy / "delay-minimal.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"model card unreadable: .*delay-minimal\.json"):
         ModelSet.load(models_copy)
+
+
+def edit_card(directory: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+    path = directory / f"{name}.json"
+    card = orjson.loads(path.read_bytes())
+    change(card)
+    path.write_bytes(orjson.dumps(card))
+
+
+def renamed(card: dict[str, Any]) -> None:
+    """The operator probe's card: the minimal model renamed away, under a made-up version."""
+    card.update(name="delay-full-typo", version="deadbeef0000")
+
+
+def cut_inputs(card: dict[str, Any]) -> None:
+    card["inputs"] = card["inputs"][:1]
+
+
+def month_as_text(card: dict[str, Any]) -> None:
+    card["inputs"][2]["datatype"] = "BYTES"
+
+
+def schedule_inputs_on_the_minimal_card(card: dict[str, Any]) -> None:
+    full = orjson.loads((MODELS_DIR / "delay-full.json").read_bytes())
+    card["inputs"] = full["inputs"]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            renamed,
+            "it names itself 'delay-full-typo', not 'delay-minimal' (its file's model); "
+            "version 'deadbeef0000' is not the start of its ONNX sha256 4e45033c956b",
+        ),
+        (lambda card: card.update(threshold=5.0), "threshold 5.0 is not a probability"),
+        (lambda card: card.update(threshold=0), "threshold 0 is not a probability"),
+        (lambda card: card.update(threshold=1.0), "threshold 1.0 is not a probability"),
+        (lambda card: card.update(threshold="0.5"), "threshold '0.5' is not a probability"),
+        (lambda card: card.update(threshold=True), "threshold True is not a probability"),
+        (
+            cut_inputs,
+            "inputs [OPERA BYTES] are not delay-minimal's contract "
+            "[OPERA BYTES, TIPOVUELO BYTES, MES INT64]",
+        ),
+        (month_as_text, "inputs [OPERA BYTES, TIPOVUELO BYTES, MES BYTES] are not"),
+        (schedule_inputs_on_the_minimal_card, "Vlo-I BYTES] are not delay-minimal's contract"),
+    ],
+    ids=["renamed", "5", "0", "1", "text", "bool", "cut", "month", "schedule"],
+)
+def test_a_card_that_does_not_fit_its_model_is_refused_naming_it(
+    models_copy: Path, change: Callable[[dict[str, Any]], None], problem: str
+) -> None:
+    """Such a card used to load: the model vanished from its routes while the server said ready,
+    labelled every flight alike, or advertised inputs it does not take (an operator probe)."""
+    edit_card(models_copy, MINIMAL_MODEL, change)
+    with pytest.raises(ModelLoadError) as refused:
+        ModelSet.load(models_copy)
+    message = str(refused.value)
+    assert message.startswith(f"model card refused: {models_copy / 'delay-minimal.json'}: ")
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_another_models_encoder_is_refused_before_any_inference(models_copy: Path) -> None:
+    """The full model's encoder on the minimal card: the graph takes 2 features, not 8, and the
+    minimal contract has no schedule; said as such, not as a failed warm-up."""
+    full = orjson.loads((models_copy / "delay-full.json").read_bytes())
+    edit_card(models_copy, MINIMAL_MODEL, lambda card: card.update(encoder=full["encoder"]))
+    with pytest.raises(ModelLoadError) as refused:
+        ModelSet.load(models_copy)
+    assert "its encoder takes the schedule, which delay-minimal's contract has not" in str(
+        refused.value
+    )
+    assert "the ONNX graph takes [features tensor(float) [None, 2]], not features" in str(
+        refused.value
+    )
+
+
+@pytest.mark.parametrize("name", ["delay-full.onnx", "delay-minimal.json"])
+def test_a_fifo_in_place_of_a_model_file_is_refused_unopened(models_copy: Path, name: str) -> None:
+    """A named pipe blocked its reader in open until someone wrote to it: a worker at start-up,
+    the master on SIGHUP (an operator probe)."""
+    fifo = fifo_in_place(models_copy / name)
+    with pytest.raises(ModelLoadError) as refused:
+        without_blocking(lambda: ModelSet.load(models_copy), [fifo])
+    assert str(refused.value) == f"cannot read {fifo}: not a regular file but a named pipe (FIFO)"
+
+
+def test_a_symlink_to_a_fifo_is_refused_as_what_it_resolves_to(
+    models_copy: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    fifo = tmp_path_factory.mktemp("elsewhere") / "pipe"
+    os.mkfifo(fifo)
+    onnx = models_copy / "delay-full.onnx"
+    onnx.unlink()
+    onnx.symlink_to(fifo)
+    with pytest.raises(ModelLoadError, match=r"delay-full\.onnx: not a regular file but a named"):
+        without_blocking(lambda: ModelSet.load(models_copy), [fifo])
+
+
+def test_every_committed_card_fits_its_model() -> None:
+    """fit_problems says nothing of the committed release (the export writes what it checks)."""
+    for name in MODEL_NAMES:
+        model = OnnxModel.load(MODELS_DIR, name)
+        assert model.input_types == dict(CONTRACT_INPUTS[name])
 
 
 def test_one_flights_label_is_the_arrays_comparison() -> None:

@@ -33,6 +33,7 @@ from app.server.reload import (
     take_snapshot,
 )
 from benchmarks.chaos import corrupt_release, point, retagged_release
+from tests.conftest import fifo_in_place, without_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -113,7 +114,41 @@ def test_reload_pins_a_good_release_and_refuses_a_broken_one(tmp_path: Path) -> 
     assert Path(environ["MODELS_DIR"]).is_dir()
     assert errors == [errors[0]]
     assert errors[0].startswith(f"model reload refused, still serving {environ[SERVED_ENV]}")
-    assert str(current / "delay-full.onnx") in errors[0]
+    # the release directory the link resolved to, not the link: which release is broken
+    assert str((releases / "broken" / "delay-full.onnx").resolve()) in errors[0]
+
+
+def test_a_fifo_in_a_release_is_refused_without_blocking_the_reload(tmp_path: Path) -> None:
+    """`mkfifo release/delay-full.onnx` then SIGHUP hung the gunicorn master in open (it stopped
+    reaping workers and ignored SIGTERM; an operator probe): the reload is now refused at once,
+    naming the pipe in the release the link resolves to, and the pinned snapshot stays."""
+    shutil.copytree(MODELS_DIR, tmp_path / "releases" / "piped")
+    fifo = fifo_in_place(tmp_path / "releases" / "piped" / "delay-full.onnx")
+    current = tmp_path / "current"
+    current.symlink_to(MODELS_DIR)
+    snapshots = tmp_path / "snapshots"
+    environ = {"MODELS_DIR": str(current)}
+    pin(take_snapshot(current, snapshots), environ)
+    pinned = environ["MODELS_DIR"]
+    point(current, tmp_path / "releases" / "piped")
+    errors: list[str] = []
+    refused = without_blocking(
+        lambda: reload_models(snapshots, 1, print, errors.append, environ), [fifo]
+    )
+    assert refused is None
+    assert environ["MODELS_DIR"] == pinned
+    assert len(errors) == 1
+    assert f"cannot read {fifo.resolve()}: not a regular file but a named pipe (FIFO)" in errors[0]
+
+
+def test_a_link_to_no_directory_is_refused_as_such(tmp_path: Path) -> None:
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "never-copied")
+    with pytest.raises(ModelLoadError) as refused:
+        take_snapshot(current, tmp_path / "snapshots")
+    assert str(refused.value) == (
+        f"model directory not found: {current} -> {(tmp_path / 'releases' / 'never-copied')}"
+    )
 
 
 def test_prune_keeps_the_pinned_snapshot_and_those_live_workers_load(tmp_path: Path) -> None:
@@ -128,12 +163,13 @@ def test_prune_keeps_the_pinned_snapshot_and_those_live_workers_load(tmp_path: P
 
 
 def lying_card(models: Path) -> None:
-    """delay-full's card, sha256 and all, in front of the minimal model's ONNX file: every check
-    on the file passes; the card's encoding does not fit the model."""
+    """delay-full's card, sha256 and version and all, in front of the minimal model's ONNX file:
+    every check on the file passes; the card's encoding does not fit the model's graph."""
     card = json.loads((models / "delay-full.json").read_text())
     onnx = (models / "delay-minimal.onnx").read_bytes()
     (models / card["onnx"]["file"]).write_bytes(onnx)
     card["onnx"]["sha256"] = hashlib.sha256(onnx).hexdigest()
+    card["version"] = card["onnx"]["sha256"][:12]
     (models / "delay-full.json").write_text(json.dumps(card))
 
 
@@ -150,9 +186,9 @@ def directory_card(models: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
-        (lying_card, "failed its warm-up inference"),
-        (directory_in_place, "delay-full.onnx: Is a directory"),
-        (directory_card, "delay-minimal.json: Is a directory"),
+        (lying_card, "delay-full.json: the ONNX graph takes [features tensor(float) [None, 2]]"),
+        (directory_in_place, "delay-full.onnx: not a regular file but a directory"),
+        (directory_card, "delay-minimal.json: not a regular file but a directory"),
     ],
 )
 def test_any_failure_of_a_release_is_a_one_line_refusal(
@@ -179,14 +215,14 @@ def test_an_unreadable_file_is_refused_naming_it(
     """chmod 000 does not stop root, who runs the tests: the refusal of the read is simulated
     here (benchmarks/chaos.py's storm runs the server as an unprivileged user instead)."""
     models = Path(shutil.copytree(MODELS_DIR, tmp_path / "models"))
-    real_read = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(path: Path) -> bytes:
-        if path.name == "delay-full.onnx" and path.parent == models:
+    def refusing_open(path: str | Path, flags: int, *args: int, **kwargs: int) -> int:
+        if Path(path) == models / "delay-full.onnx":
             raise PermissionError(13, "Permission denied", str(path))
-        return real_read(path)
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", refusing_open)
     with pytest.raises(ModelLoadError, match=r"cannot read .*delay-full\.onnx: Permission denied"):
         take_snapshot(models, tmp_path / "snapshots")
     # and the same file read by a worker at start-up (app.inference.model): the same kind of one

@@ -5,12 +5,14 @@ by the image build on the models it ships, and by the retrain workflow on the mo
 proposes. It runs in the serving image, which has onnxruntime but no scikit-learn:
 
 - the directory passes what start-up and a SIGHUP reload do, by the same code
-  (app.server.reload.take_snapshot): each card and its ONNX file, the sha256 the card holds, an
-  onnxruntime session, the warm-up;
-- each card is the file it claims: its name, and its version the first 12 hex of that sha256;
-- the threshold is a probability strictly inside the range of the card's sample probabilities,
-  which run from the lowest training probability to the highest: outside it, every flight
-  would get the same label;
+  (app.server.reload.take_snapshot): a directory holding the cards, each card and its ONNX file
+  (regular files: a FIFO is refused unopened), the sha256 the card holds, an onnxruntime session,
+  the card fitting its model (app.inference.model.fit_problems: its name, its version the first
+  12 hex of that sha256, a threshold strictly inside (0, 1), its inputs those of its contract and
+  of the graph), the warm-up;
+- the threshold lies strictly inside the range of the card's sample probabilities, which run
+  from the lowest training probability to the highest: outside it, every flight would get the
+  same label;
 - parity: the flights the export sampled into the card, each with scikit-learn's probability,
   get that probability (within PARITY_TOLERANCE) and the same label from onnxruntime, through
   the served path (the request validator, then ModelSet.predict, the minimal model's table
@@ -22,7 +24,6 @@ One line per model, then a verdict; exit status 1 when anything failed.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -52,7 +53,7 @@ def check(models_dir: Path, threads: int = 1) -> tuple[list[str], list[str]]:
     failed: list[str] = []
     validator = FlightValidator(models.operators, max_flights=1_000)
     for expected, model in zip(MODEL_NAMES, (models.minimal, models.full), strict=True):
-        problems = _card_problems(expected, model) or _sample_problems(models, model, validator)
+        problems = _sample_problems(models, model, validator)
         if problems:
             failed += [f"{expected}: {problem}" for problem in problems]
         else:
@@ -64,25 +65,12 @@ def check(models_dir: Path, threads: int = 1) -> tuple[list[str], list[str]]:
     return passed, failed
 
 
-def _card_problems(expected: str, model: OnnxModel) -> list[str]:
-    card = model.card
-    problems = []
-    if card.name != expected:
-        problems.append(f"the card names itself {card.name!r}")
-    if card.version != card.onnx_sha256[:12]:
-        problems.append(
-            f"version {card.version!r} is not the start of its ONNX sha256 {card.onnx_sha256}"
-        )
-    if not (math.isfinite(card.threshold) and 0 < card.threshold < 1):
-        problems.append(f"threshold {card.threshold} is not a probability strictly inside (0, 1)")
-    samples = card.raw.get("samples")
-    if not isinstance(samples, list) or len(samples) < 2:
-        problems.append("the card holds no parity samples (export it again: export.card.SAMPLES)")
-    return problems
-
-
 def _sample_problems(models: ModelSet, model: OnnxModel, validator: FlightValidator) -> list[str]:
-    samples: list[Any] = model.card.raw["samples"]
+    """What the export's parity samples say against the served path (the card's own fit to its
+    model is the loader's: app.inference.model.fit_problems)."""
+    samples: Any = model.card.raw.get("samples")
+    if not isinstance(samples, list) or len(samples) < 2:
+        return ["the card holds no parity samples (export it again: export.card.SAMPLES)"]
     try:
         batch = validator.batch([sample["flight"] for sample in samples])
         expected = np.array([float(sample["proba"]) for sample in samples])

@@ -2,12 +2,19 @@
 
 A model is an ONNX file plus its card (JSON): the card carries the feature encoding, the
 decision threshold and the file's sha256, so a model can never be served with another model's
-vocabulary or threshold, and a truncated or swapped file is refused at start-up.
+vocabulary or threshold, and a truncated or swapped file is refused at start-up. A card that does
+not fit its model (another model's name, a version that is not its file's, a threshold that is no
+probability, inputs other than its contract's or the graph's) is refused too (`fit_problems`), by
+start-up, a SIGHUP reload and check_models alike; and a file that is not a regular one (a FIFO
+would block the reader forever) is refused before it is read (`read_regular`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +29,7 @@ import orjson
 
 from app.errors import ModelLoadError
 from app.inference.features import ROWS_BELOW, FeatureEncoder
-from app.inference.flights import FLIGHT_TYPES, Batch, Columns
+from app.inference.flights import FLIGHT_TYPES, MINIMAL_FIELDS, SCHEDULE_FIELDS, Batch, Columns
 
 MINIMAL_MODEL = "delay-minimal"
 FULL_MODEL = "delay-full"
@@ -31,6 +38,19 @@ ONNX_INPUT = "features"
 ONNX_PROBABILITIES = "probabilities"
 CLASSES = 2
 """Columns of ONNX_PROBABILITIES: on time, delayed."""
+VERSION_HEX = 12
+"""A model's version is the first this many hex digits of its ONNX file's sha256 (export.card)."""
+CONTRACT_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    MINIMAL_MODEL: tuple(
+        (field, "INT64" if field == "MES" else "BYTES") for field in MINIMAL_FIELDS
+    ),
+    FULL_MODEL: tuple(
+        (field, "INT64" if field == "MES" else "BYTES")
+        for field in MINIMAL_FIELDS + SCHEDULE_FIELDS
+    ),
+}
+"""Each model's request contract, (name, OIP datatype) in order: what its card's `inputs` must
+say, since the OIP decoder and the model metadata take them from the card."""
 BOUND_ROWS_BELOW = ROWS_BELOW
 """Calls of fewer flights run on an IOBinding (`_Binding`): the encoder's by-rows calls, whose
 time session.run's fixed cost (3 us) is a large part of."""
@@ -50,6 +70,8 @@ class ModelCard:
     onnx_sha256: str
     encoder: FeatureEncoder
     operators: tuple[str, ...]
+    inputs: tuple[tuple[str, str], ...]
+    """(name, datatype) of each request input, in the card's order"""
     raw: dict[str, Any]
 
     @classmethod
@@ -62,8 +84,95 @@ class ModelCard:
             onnx_sha256=str(data["onnx"]["sha256"]),
             encoder=FeatureEncoder.from_json(data["encoder"]),
             operators=tuple(_input(data, "OPERA")["allowed"]),
+            inputs=tuple((str(item["name"]), str(item["datatype"])) for item in data["inputs"]),
             raw=data,
         )
+
+
+def fit_problems(card: ModelCard, name: str, session: ort.InferenceSession) -> list[str]:
+    """What makes `card` unfit to serve the model `name` from `session` (nothing: it fits). The
+    loader refuses such a card (OnnxModel.load), so start-up, a reload and check_models keep one
+    rule: a card that passed could otherwise rename a model away (its routes 404 while the server
+    is ready), label every flight alike, or advertise and decode other inputs than it takes."""
+    problems = []
+    if card.name != name:
+        problems.append(f"it names itself {card.name!r}, not {name!r} (its file's model)")
+    if card.version != card.onnx_sha256[:VERSION_HEX]:
+        problems.append(
+            f"version {card.version!r} is not the start of its ONNX sha256 {card.onnx_sha256}"
+        )
+    threshold = card.raw["threshold"]
+    if type(threshold) not in (int, float) or not (math.isfinite(threshold) and 0 < threshold < 1):
+        problems.append(f"threshold {threshold!r} is not a probability strictly inside (0, 1)")
+    contract = CONTRACT_INPUTS[name]
+    if card.inputs != contract:
+        problems.append(
+            f"inputs [{_listed(card.inputs)}] are not {name}'s contract [{_listed(contract)}]"
+        )
+    schedule = any(field in SCHEDULE_FIELDS for field, _ in contract)
+    if card.encoder.schedule != schedule:
+        problems.append(
+            f"its encoder {'takes' if card.encoder.schedule else 'lacks'} the schedule, which "
+            f"{name}'s contract {'has' if schedule else 'has not'}"
+        )
+    if not card.operators or not all(type(operator) is str for operator in card.operators):
+        problems.append("its OPERA input allows no airline, or not as strings")
+    width = len(card.encoder.feature_names)
+    graph_inputs = [(item.name, item.type, item.shape) for item in session.get_inputs()]
+    if [(n, t) for n, t, _ in graph_inputs] != [(ONNX_INPUT, "tensor(float)")] or not _columns(
+        graph_inputs[0][2], width
+    ):
+        shown = ", ".join(f"{n} {t} {s}" for n, t, s in graph_inputs)
+        problems.append(
+            f"the ONNX graph takes [{shown}], not {ONNX_INPUT} tensor(float) [N, {width}] "
+            "(its card's encoder's features)"
+        )
+    outputs = {item.name: item for item in session.get_outputs()}
+    output = outputs.get(ONNX_PROBABILITIES)
+    if output is None or output.type != "tensor(float)" or not _columns(output.shape, CLASSES):
+        problems.append(
+            f"the ONNX graph gives no {ONNX_PROBABILITIES} tensor(float) [N, {CLASSES}]"
+        )
+    return problems
+
+
+def _listed(inputs: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} {datatype}" for name, datatype in inputs)
+
+
+def _columns(shape: Sequence[Any], width: int) -> bool:
+    """Whether an ONNX shape is [N, width] (a dimension without a fixed size fits any)."""
+    return len(shape) == 2 and (not isinstance(shape[1], int) or shape[1] == width)
+
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of `path`, which must be a regular file once symlinks are followed: anything
+    else is refused (ModelLoadError naming it) before a blocking open or read. A FIFO would block
+    the reader, the gunicorn master on SIGHUP included, until someone writes to it. Opened
+    non-blocking and checked again on the open descriptor, so a swap between the two checks
+    cannot block either. Other failures are the OSError they are (FileNotFoundError...)."""
+    _refuse_unless_regular(path, os.stat(path).st_mode)
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as file:
+        _refuse_unless_regular(path, os.fstat(descriptor).st_mode)
+        os.set_blocking(descriptor, True)
+        return file.read()
+
+
+def _refuse_unless_regular(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((kind for test, kind in _NOT_REGULAR if test(mode)), "not a file")
+    raise ModelLoadError(f"cannot read {path}: not a regular file but {kind}")
 
 
 @dataclass(slots=True)
@@ -122,7 +231,7 @@ class OnnxModel:
         self.name = card.name
         self.version = card.version
         self.threshold = card.threshold
-        self.input_types = {item["name"]: item["datatype"] for item in card.raw["inputs"]}
+        self.input_types = dict(card.inputs)
         self._encode = card.encoder.encode_columns
         self._run = session.run
         self._outputs = [ONNX_PROBABILITIES]
@@ -134,7 +243,7 @@ class OnnxModel:
     def load(cls, models_dir: Path, name: str, threads: int = 1) -> OnnxModel:
         card_path = models_dir / f"{name}.json"
         try:
-            card = ModelCard.from_json(orjson.loads(card_path.read_bytes()))
+            card = ModelCard.from_json(orjson.loads(read_regular(card_path)))
         except FileNotFoundError:
             raise ModelLoadError(f"model card not found: {card_path}") from None
         except OSError as error:  # no permission, a directory in its place...
@@ -143,7 +252,7 @@ class OnnxModel:
             raise ModelLoadError(f"model card unreadable: {card_path}: {error}") from None
         onnx_path = models_dir / card.onnx_file
         try:
-            onnx_bytes = onnx_path.read_bytes()
+            onnx_bytes = read_regular(onnx_path)
         except FileNotFoundError:
             raise ModelLoadError(f"model file not found: {onnx_path}") from None
         except OSError as error:
@@ -158,6 +267,9 @@ class OnnxModel:
             session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped failures
             raise ModelLoadError(f"model file unusable: {onnx_path}: {error}") from None
+        problems = fit_problems(card, name, session)
+        if problems:
+            raise ModelLoadError(f"model card refused: {card_path}: {'; '.join(problems)}")
         return cls(card, session)
 
     def warm_up(self, flights: Columns) -> None:

@@ -10,8 +10,10 @@ or unloadable, the reload is refused in one log line and the new workers load th
 snapshot, so the service keeps serving the old models. What is served is byte for byte what
 was checked: a file swapped or half-copied after the check cannot reach a worker.
 
-Whatever goes wrong with a release (a missing, unreadable or wrong-kind file, a corrupt model, a
-card whose encoding the model does not take, any error of onnxruntime) is that one refusal:
+Whatever goes wrong with a release (a missing or empty directory, a missing, unreadable or
+wrong-kind file (a FIFO is refused unopened: reading one would block the master), a corrupt model,
+a card that does not fit its model (app.inference.model.fit_problems), any error of onnxruntime)
+is that one refusal, naming the file in the release directory the symlink resolved to:
 nothing a release holds can stop the server. Reloads run one at a time (gunicorn calls on_reload
 from its main loop; a lock makes that true for any caller), and a snapshot is removed only once
 no live worker was forked to load it.
@@ -31,7 +33,7 @@ from pathlib import Path
 import orjson
 
 from app.errors import ModelLoadError
-from app.inference.model import MODEL_NAMES, ModelSet
+from app.inference.model import MODEL_NAMES, ModelSet, read_regular
 
 SOURCE_ENV = "MODELS_SOURCE"
 """The operator's MODELS_DIR, kept by the master; MODELS_DIR itself then names the snapshot."""
@@ -59,26 +61,30 @@ class Release:
 
 def take_snapshot(source: Path, snapshots: Path, threads: int = 1) -> Release:
     """Copies the models `source` names into a new directory under `snapshots` and loads that
-    copy; raises ModelLoadError naming the file in `source` that is missing or unusable."""
+    copy; raises ModelLoadError naming the file that is missing or unusable where it is, in the
+    release directory `source` resolves to (a symlink names no release)."""
     try:
         resolved = source.resolve()
+        _release_directory(source, resolved)
         snapshots.mkdir(parents=True, exist_ok=True)
         snapshot = Path(tempfile.mkdtemp(prefix="release-", dir=snapshots))
+    except ModelLoadError:
+        raise
     except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
         raise ModelLoadError(_one_line(f"cannot snapshot {source}: {error}")) from None
     try:
         for name in MODEL_NAMES:
-            card = _copy(resolved / f"{name}.json", snapshot, source)
+            card = _copy(resolved / f"{name}.json", snapshot)
             if card is not None:
-                _copy(resolved / _onnx_file(card, source / f"{name}.json"), snapshot, source)
+                _copy(resolved / _onnx_file(card, resolved / f"{name}.json"), snapshot)
         models = ModelSet.load(snapshot, threads)
     except ModelLoadError as error:
         shutil.rmtree(snapshot, ignore_errors=True)
-        raise ModelLoadError(_one_line(str(error).replace(str(snapshot), str(source)))) from None
+        raise ModelLoadError(_one_line(str(error).replace(str(snapshot), str(resolved)))) from None
     except Exception as error:  # onnxruntime, numpy or the OS: any failure refuses the release
         shutil.rmtree(snapshot, ignore_errors=True)
-        message = f"release unusable: {source}: {type(error).__name__}: {error}"
-        raise ModelLoadError(_one_line(message.replace(str(snapshot), str(source)))) from None
+        message = f"release unusable: {resolved}: {type(error).__name__}: {error}"
+        raise ModelLoadError(_one_line(message.replace(str(snapshot), str(resolved)))) from None
     except BaseException:
         shutil.rmtree(snapshot, ignore_errors=True)
         raise
@@ -86,16 +92,31 @@ def take_snapshot(source: Path, snapshots: Path, threads: int = 1) -> Release:
     return Release(source, resolved, snapshot, versions)
 
 
-def _copy(path: Path, into: Path, source: Path) -> bytes | None:
+def _release_directory(source: Path, resolved: Path) -> None:
+    """Refuses a release that is no directory, or holds no model card at all, saying so rather
+    than naming the first card as missing."""
+    named = source if source == resolved else f"{source} -> {resolved}"
+    if not resolved.exists():
+        raise ModelLoadError(f"model directory not found: {named}")
+    if not resolved.is_dir():
+        raise ModelLoadError(f"model directory is not a directory: {named}")
+    cards = [f"{name}.json" for name in MODEL_NAMES]
+    if not any(os.path.lexists(resolved / card) for card in cards):
+        holds = "is empty" if not any(resolved.iterdir()) else "holds no model card"
+        raise ModelLoadError(f"model directory {holds}: {named} (expected {', '.join(cards)})")
+
+
+def _copy(path: Path, into: Path) -> bytes | None:
     """The file's bytes, written into `into`; None when it does not exist (the load that
     follows then names it as missing). Any other reason it cannot be read (no permission, a
-    directory in its place) refuses the release, naming the file as the operator does."""
+    directory or a FIFO in its place: app.inference.model.read_regular) refuses the release,
+    naming the file."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise ModelLoadError(f"cannot read {source / path.name}: {error.strerror}") from None
+        raise ModelLoadError(f"cannot read {path}: {error.strerror}") from None
     (into / path.name).write_bytes(data)
     return data
 
