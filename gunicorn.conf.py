@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from app.server.handoff import RUN_DIR_ENV
+from app.server.reload import OWN_METRICS_ENV, forget_inherited_run
 from app.settings import Settings
 
 
@@ -22,6 +24,8 @@ def _cannot_start(error: Exception) -> NoReturn:
     sys.exit(1)
 
 
+# A master re-executed by SIGUSR2 makes its own run from the operator's MODELS_DIR (app.server.reload).
+forget_inherited_run()
 try:
     _SETTINGS = Settings.from_env()
 except ValueError as _error:
@@ -55,16 +59,18 @@ control_socket_disable = (
 # them if this master is killed before its on_exit. RUN_DIR_ENV marks them as this run's own, so
 # that the second execution of this file on SIGHUP does not mistake them for a directory given
 # from outside.
-_RUN_DIR_ENV = "LATAM_DELAY_RUN_DIR"
-if not os.environ.get(_RUN_DIR_ENV):
+if not os.environ.get(RUN_DIR_ENV):
     from app.server.reload import clean_stale_runs, run_dir
 
-    clean_stale_runs()
-    os.environ[_RUN_DIR_ENV] = str(run_dir("run"))
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir("metrics"))
-        os.environ["LATAM_DELAY_OWN_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-_RUN_DIR = Path(os.environ[_RUN_DIR_ENV])
+    try:
+        clean_stale_runs()
+        os.environ[RUN_DIR_ENV] = str(run_dir("run"))
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir("metrics"))
+            os.environ[OWN_METRICS_ENV] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    except OSError as _error:  # a read-only root without a writable /tmp, say
+        _cannot_start(OSError(f"no writable temporary directory (set TMPDIR): {_error}"))
+_RUN_DIR = Path(os.environ[RUN_DIR_ENV])
 
 
 def on_starting(server: Any) -> None:
@@ -117,6 +123,6 @@ def child_exit(server: Any, worker: Any) -> None:
 
 def on_exit(server: Any) -> None:
     shutil.rmtree(_RUN_DIR, ignore_errors=True)
-    own_metrics = os.environ.get("LATAM_DELAY_OWN_METRICS_DIR")
+    own_metrics = os.environ.get(OWN_METRICS_ENV)
     if own_metrics:
         shutil.rmtree(own_metrics, ignore_errors=True)

@@ -25,6 +25,7 @@ from app.server.reload import (
     SERVED_ENV,
     SOURCE_ENV,
     clean_stale_runs,
+    forget_inherited_run,
     in_use,
     pin,
     prune,
@@ -271,10 +272,13 @@ def test_reloads_are_serialised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_stale_run_directories_of_dead_masters_are_removed(tmp_path: Path) -> None:
+    """One named after this very pid too: the master has not made its own yet, so it is a dead
+    master's with the same pid (in a container every master is pid 1)."""
     dead = subprocess.Popen(["true"])
     dead.wait()
     stale = [tmp_path / f"latam-delay-{kind}-{dead.pid}-x1_y" for kind in ("run", "metrics")]
-    live = tmp_path / f"latam-delay-run-{os.getpid()}-abc"
+    stale.append(tmp_path / f"latam-delay-run-{os.getpid()}-pid1")
+    live = tmp_path / f"latam-delay-run-{os.getppid()}-abc"
     other = [tmp_path / "latam-delay-run-abc123", tmp_path / "unrelated-1-x"]
     for path in [*stale, live, *other]:
         path.mkdir()
@@ -292,3 +296,87 @@ def test_run_directories_carry_the_masters_pid(
     assert made.parent == tmp_path
     assert RUN_DIR_PATTERN.fullmatch(made.name)
     assert made.name.startswith(f"latam-delay-run-{os.getpid()}-")
+
+
+def test_a_master_re_executed_by_sigusr2_forgets_the_old_masters_run(tmp_path: Path) -> None:
+    """gunicorn hands the new master the environment it copied at the old master's last SIGHUP:
+    the old run's directories and MODELS_DIR naming one of its snapshots. The new master takes
+    the operator's MODELS_DIR and makes its own directories; a prometheus directory given from
+    outside is kept."""
+    old = f"/tmp/latam-delay-run-{os.getppid()}-old"
+    environ = {
+        "LATAM_DELAY_RUN_DIR": old,
+        "LATAM_DELAY_OWN_METRICS_DIR": "/tmp/latam-delay-metrics-1-old",
+        "PROMETHEUS_MULTIPROC_DIR": "/tmp/latam-delay-metrics-1-old",
+        "MODELS_SOURCE": "/srv/models/current",
+        "MODELS_SERVED": "delay-minimal abc from /srv/models/releases/1",
+        "MODELS_DIR": f"{old}/models/release-x",
+        "LATAM_DELAY_GENERATION": "3",
+        "BIND": "0.0.0.0:8000",
+    }
+    assert forget_inherited_run(environ)
+    assert environ == {"MODELS_DIR": "/srv/models/current", "BIND": "0.0.0.0:8000"}
+    given = {"LATAM_DELAY_RUN_DIR": old, "PROMETHEUS_MULTIPROC_DIR": "/var/metrics"}
+    assert forget_inherited_run(given)
+    assert given == {"PROMETHEUS_MULTIPROC_DIR": "/var/metrics"}
+
+
+def test_a_masters_own_run_is_kept_when_its_conf_runs_again_on_sighup() -> None:
+    environ = {
+        "LATAM_DELAY_RUN_DIR": f"/tmp/latam-delay-run-{os.getpid()}-mine",
+        "MODELS_DIR": "/tmp/snapshot",
+        "MODELS_SOURCE": "/srv/models/current",
+    }
+    assert not forget_inherited_run(dict(environ))
+    assert not forget_inherited_run({"MODELS_DIR": "models"})
+
+
+def test_a_binary_upgrade_after_a_reload_serves_from_its_own_run(tmp_path: Path) -> None:
+    """SIGHUP, then SIGUSR2 and SIGTERM to the old master, as gunicorn's upgrade goes: the new
+    master checks the operator's models, serves /predict and its metrics, reloads, and leaves
+    nothing behind. Before, it failed to start on the old master's pruned snapshot and its exit
+    removed the running master's directories (its /metrics then a 500)."""
+    import signal
+
+    import httpx2 as httpx
+
+    from tests.test_server import spawn, stop, wait_until_ready
+
+    server = spawn(tmp_path / "run", WORKERS="1")
+    try:
+        wait_until_ready(server, startups=1)
+        old = server.process.pid
+        os.kill(old, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while server.log().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        os.kill(old, signal.SIGUSR2)
+        while "Listening at" not in server.log().partition("Handling signal: usr2")[2]:
+            assert time.monotonic() < deadline + 30, server.log()
+            time.sleep(0.1)
+        new_runs = [
+            path for path in server.workdir.glob("latam-delay-run-*") if f"-{old}-" not in path.name
+        ]
+        assert len(new_runs) == 1, (sorted(server.workdir.iterdir()), server.log())
+        (new_run,) = new_runs
+        new = int(RUN_DIR_PATTERN.fullmatch(new_run.name).group(1))  # type: ignore[union-attr]
+        os.kill(old, signal.SIGTERM)
+        server.process.wait(timeout=30)
+        body = {"flights": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3}]}
+        while True:
+            try:
+                answer = httpx.post(server.url + "/predict", json=body, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline + 60, server.log()
+                time.sleep(0.2)
+        assert answer.json() == {"predict": [0]}
+        assert httpx.get(server.url + "/metrics", timeout=5).status_code == 200
+        assert "cannot start" not in server.log()
+        os.kill(new, signal.SIGTERM)
+        while any(True for _ in server.workdir.glob("latam-delay-*")):
+            assert time.monotonic() < deadline + 90, sorted(server.workdir.iterdir())
+            time.sleep(0.2)
+    finally:
+        stop(server)

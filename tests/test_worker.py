@@ -4,6 +4,7 @@ shutdown deadline inside gunicorn's; the app logger goes to gunicorn's log with 
 from __future__ import annotations
 
 import logging
+import os
 import runpy
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,7 +88,8 @@ def test_shed_requests_are_access_logged_with_access_log(monkeypatch: pytest.Mon
 
 
 def test_gunicorn_conf_names_this_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LATAM_DELAY_RUN_DIR", str(tmp_path))  # as on SIGHUP: makes no directory
+    run = tmp_path / f"latam-delay-run-{os.getpid()}-test"  # this master's own, as on SIGHUP:
+    monkeypatch.setenv("LATAM_DELAY_RUN_DIR", str(run))  # the file then makes no directory
     conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert conf["worker_class"] == "app.server.worker.UvicornWorker"
     # gunicorn's own parser limits do nothing under a uvicorn worker: they must not pretend to.
@@ -210,7 +212,6 @@ def _children(pid: int) -> set[int]:
 
 
 def _gone(pid: int, within: float) -> bool:
-    import os
     import time
 
     deadline = time.monotonic() + within
@@ -257,7 +258,6 @@ def test_sigquit_stops_a_worker_at_once_and_it_is_replaced(tmp_path: Path) -> No
     """gunicorn's quick stop (SIGQUIT or SIGINT to the master sends workers SIGQUIT):
     uvicorn_worker's handler only set a flag nothing read, so the worker served on until the
     master's SIGKILL 20 s later ("Perhaps out of memory?")."""
-    import os
     import signal
 
     from tests.test_server import spawn, stop, wait_until_ready
@@ -279,7 +279,6 @@ def test_workers_leave_when_their_master_is_killed(tmp_path: Path) -> None:
     """gunicorn's own workers stop when their master is gone; uvicorn_worker's served on as
     orphans holding the ports, so the next start could not bind them. A heartbeat (every
     timeout / 2 s: 1 s here) notices."""
-    import os
     import signal
 
     from tests.test_server import spawn, stop, wait_until_ready
@@ -302,7 +301,6 @@ def test_a_worker_that_cannot_load_its_models_halts_the_master(tmp_path: Path) -
     state, forked from the master that checked the models), and gunicorn never timed the worker
     out: the server stayed up, answering nothing. Now it leaves with gunicorn's boot-error code
     and the master halts ("Worker failed to boot"), for its supervisor to restart."""
-    import os
     import shutil
     import signal
 

@@ -29,6 +29,8 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+RUN_DIR_ENV = "LATAM_DELAY_RUN_DIR"
+"""This server run's directory (snapshots, hand-off markers), made by gunicorn.conf.py."""
 GENERATION_ENV = "LATAM_DELAY_GENERATION"
 """The generation of workers the master forks now: 0 at start, one more on every SIGHUP."""
 CURRENT = "generation"
@@ -66,7 +68,7 @@ class Handoff:
     @classmethod
     def from_env(cls, environ: MutableMapping[str, str] = os.environ) -> Handoff | None:
         """None outside a server run of gunicorn.conf.py (a test's or a benchmark's server)."""
-        run_dir = environ.get("LATAM_DELAY_RUN_DIR")
+        run_dir = environ.get(RUN_DIR_ENV)
         if not run_dir:
             return None
         return cls(Path(run_dir) / "handoff", int(environ.get(GENERATION_ENV, "0")), os.getpid())

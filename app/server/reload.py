@@ -34,7 +34,10 @@ import orjson
 
 from app.errors import ModelLoadError
 from app.inference.model import MODEL_NAMES, ModelSet, read_regular
+from app.server.handoff import GENERATION_ENV, RUN_DIR_ENV
 
+OWN_METRICS_ENV = "LATAM_DELAY_OWN_METRICS_DIR"
+"""The prometheus directory gunicorn.conf.py made for this run (not one given from outside)."""
 SOURCE_ENV = "MODELS_SOURCE"
 """The operator's MODELS_DIR, kept by the master; MODELS_DIR itself then names the snapshot."""
 SERVED_ENV = "MODELS_SERVED"
@@ -158,11 +161,15 @@ def run_dir(kind: str) -> Path:
 
 
 def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
-    """Removes the run directories of masters that are gone (killed before their on_exit)."""
+    """Removes the run directories of masters that are gone (killed before their on_exit).
+    Called before this master makes its own, so one named after this very pid is a dead
+    master's too: in a container every master is pid 1, and a restarted one kept its killed
+    predecessor's directories (in an emptyDir that survives restarts) forever."""
     removed = []
     for path in Path(tmp or tempfile.gettempdir()).iterdir():
         match = RUN_DIR_PATTERN.fullmatch(path.name)
-        if match and path.is_dir() and not _alive(int(match.group(1))):
+        pid = int(match.group(1)) if match else 0
+        if match and path.is_dir() and (pid == os.getpid() or not _alive(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -175,6 +182,31 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # another user's process
+    return True
+
+
+def forget_inherited_run(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Whether this master inherited another's run, which it then forgets. gunicorn's binary
+    upgrade (SIGUSR2) starts the new master with the environment gunicorn copied at the old
+    master's last SIGHUP: the old run's directories and MODELS_DIR naming one of its snapshots.
+    The new master then failed to start on a pruned snapshot and its exit removed the running
+    master's directories (its /metrics a 500), or served the old snapshot from directories the
+    old master's exit removed. MODELS_DIR is the operator's again (MODELS_SOURCE), and the old
+    run's names are dropped (its directories stay: the old master still runs). This master's own
+    run, met again when gunicorn.conf.py runs on SIGHUP, is kept."""
+    run = environ.get(RUN_DIR_ENV)
+    if not run:
+        return False
+    match = RUN_DIR_PATTERN.fullmatch(Path(run).name)
+    if match is not None and int(match.group(1)) == os.getpid():
+        return False
+    if SOURCE_ENV in environ:
+        environ["MODELS_DIR"] = environ[SOURCE_ENV]
+    own_metrics = environ.pop(OWN_METRICS_ENV, None)
+    if own_metrics is not None and environ.get("PROMETHEUS_MULTIPROC_DIR") == own_metrics:
+        del environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in (RUN_DIR_ENV, SOURCE_ENV, SERVED_ENV, GENERATION_ENV):
+        environ.pop(name, None)
     return True
 
 
