@@ -93,6 +93,16 @@ class Settings:
     """Where every worker also serves the OIP over gRPC (app.grpc); empty: no gRPC."""
     grpc_max_streams: int = 100
     """Concurrent gRPC calls (HTTP/2 streams) per client connection."""
+    grpc_idle_seconds: int = 75
+    """A gRPC connection with no call for this long is closed (GOAWAY; a client reconnects on
+    its next call): connections that finished their handshake and then sent nothing stayed open
+    for ever, each a file descriptor of the worker's, until none was left for REST either.
+    75 s: longer than the usual load balancer idle timeout (60 s), as gunicorn's keepalive."""
+    grpc_max_age_seconds: int = 300
+    """Every gRPC connection is closed after this long (grpcio adds up to 10 % jitter), its
+    calls in flight given 30 s more (app.grpc.server): what a connection can hold (a call
+    whose message never completes, answers a client never reads) is held for that long at most,
+    and long-lived clients spread again over the workers after a reload or a scale-up."""
     # observability (app.observability.logs, app.observability.tracing,
     # app.observability.drift_metrics, metrics_bind)
     log_format: str = "text"
@@ -143,6 +153,20 @@ class Settings:
             access_log=env.get("ACCESS_LOG") or None,
             grpc_bind=_grpc_bind(env),
             grpc_max_streams=_positive_int(env, "GRPC_MAX_STREAMS", cls.grpc_max_streams),
+            grpc_idle_seconds=_positive_int(
+                env,
+                "GRPC_IDLE_SECONDS",
+                cls.grpc_idle_seconds,
+                MAX_GRPC_SECONDS,
+                "milliseconds in a C int",
+            ),
+            grpc_max_age_seconds=_positive_int(
+                env,
+                "GRPC_MAX_AGE_SECONDS",
+                cls.grpc_max_age_seconds,
+                MAX_GRPC_SECONDS,
+                "milliseconds in a C int",
+            ),
             log_format=_choice(env, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics_bind=_host_port(env, "METRICS_BIND"),
             otel_endpoint=_otel(env),
@@ -163,6 +187,10 @@ def max_workers(available: int) -> int:
 def max_ort_threads(available: int) -> int:
     """The most ORT_THREADS accepted with `available` CPUs (see Settings.ort_threads)."""
     return max(ORT_THREADS_FLOOR, available)
+
+
+MAX_GRPC_SECONDS = INT_MAX // 1000
+"""grpcio takes its connection times in milliseconds, as C ints."""
 
 
 def _positive_int(

@@ -340,6 +340,28 @@ def test_a_connection_may_carry_max_streams_calls_at_once(served: GrpcServer) ->
     assert settings[0x3] == MAX_STREAMS  # SETTINGS_MAX_CONCURRENT_STREAMS
 
 
+def test_a_connection_without_calls_is_closed_after_grpc_idle_seconds(tmp_path: Path) -> None:
+    """Found by an HTTP/2 probe: a connection that finished its handshake and then sent nothing
+    stayed open for ever (3,000 of them, 150 s), each a file descriptor of the worker's, until
+    none was left for REST either. Now the server sends GOAWAY once it has been idle."""
+    target = f"{HOST}:{free_port()}"
+    running = spawn(tmp_path, GRPC_BIND=target, GRPC_IDLE_SECONDS="1")
+    try:
+        serving(running, target)
+        host, port = target.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=15) as sock:
+            sock.sendall(PREFACE + EMPTY_SETTINGS)
+            started = time.monotonic()
+            kinds: list[int] = []
+            while 7 not in kinds:  # GOAWAY
+                header = _read(sock, 9)
+                kinds.append(header[3])
+                _read(sock, int.from_bytes(header[:3], "big"))
+            assert time.monotonic() - started < 10, kinds
+    finally:
+        stop(running)
+
+
 def _read(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:

@@ -10,6 +10,7 @@ from app.server.protocol import Limits
 from app.settings import (
     DEFAULT_MODELS_DIR,
     INT_MAX,
+    MAX_GRPC_SECONDS,
     ORT_THREADS_FLOOR,
     WORKERS_FLOOR,
     WORKERS_PER_CPU,
@@ -21,6 +22,8 @@ from app.settings import (
 INTEGER_SETTINGS = [field.name.upper() for field in fields(Settings) if field.type == "int"]
 """Every integer setting, by its variable: a new one is bounded here too."""
 CPU_BOUNDED = {"WORKERS", "ORT_THREADS"}
+MS_BOUNDED = {"GRPC_IDLE_SECONDS", "GRPC_MAX_AGE_SECONDS"}
+"""Seconds grpcio takes in milliseconds, as C ints."""
 
 
 def test_defaults() -> None:
@@ -111,7 +114,7 @@ def test_every_integer_setting_is_listed() -> None:
     assert set(INTEGER_SETTINGS) >= CPU_BOUNDED
 
 
-@pytest.mark.parametrize("name", sorted(set(INTEGER_SETTINGS) - CPU_BOUNDED))
+@pytest.mark.parametrize("name", sorted(set(INTEGER_SETTINGS) - CPU_BOUNDED - MS_BOUNDED))
 def test_an_integer_setting_is_at_most_a_c_int(name: str) -> None:
     """Found by an operator probe: MAX_BODY_BYTES or GRPC_MAX_STREAMS of 2**31 crashed every
     worker at boot in grpc.aio.server (C int options), a boot loop the master never stopped."""
@@ -184,3 +187,12 @@ def test_grpc_is_on_port_8001_unless_turned_off() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().max_flights = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", sorted(MS_BOUNDED))
+def test_a_grpc_connection_time_fits_grpcios_milliseconds(name: str) -> None:
+    assert getattr(Settings.from_env({name: str(MAX_GRPC_SECONDS)}), name.lower()) == (
+        MAX_GRPC_SECONDS
+    )
+    with pytest.raises(ValueError, match=f"^{name}='{MAX_GRPC_SECONDS + 1}': expected an integer"):
+        Settings.from_env({name: str(MAX_GRPC_SECONDS + 1)})

@@ -7,6 +7,8 @@ that group first (`stop_accepting`, app.grpc.listeners), so new connections reac
 workers that keep serving, then drains its own. The limits mirror
 REST's: a message over MAX_BODY_BYTES is RESOURCE_EXHAUSTED before it is read, MAX_FLIGHTS
 applies through the data plane, and one connection may carry GRPC_MAX_STREAMS calls at once.
+A connection is closed after GRPC_IDLE_SECONDS without a call, and after GRPC_MAX_AGE_SECONDS in
+any case (its calls given AGE_GRACE_SECONDS), as a REST connection is after its keep-alive.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ HANDOVER_SECONDS = 0.2
 """Serving time before the drain looks at the calls in flight: calls already received reach
 the servicer."""
 POLL_SECONDS = 0.05
+AGE_GRACE_SECONDS = 30
+"""What the calls in flight on a connection closed for its age still get (GRPC_MAX_AGE_SECONDS)."""
 
 
 class GrpcServer:
@@ -63,6 +67,9 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_concurrent_streams", settings.grpc_max_streams),
+            ("grpc.max_connection_idle_ms", settings.grpc_idle_seconds * 1000),
+            ("grpc.max_connection_age_ms", settings.grpc_max_age_seconds * 1000),
+            ("grpc.max_connection_age_grace_ms", AGE_GRACE_SECONDS * 1000),
         ]
     )
     servicer = InferenceServicer(dataplane)
