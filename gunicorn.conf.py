@@ -25,7 +25,7 @@ def _cannot_start(error: Exception) -> NoReturn:
 
 
 # A master re-executed by SIGUSR2 makes its own run from the operator's MODELS_DIR (app.server.reload).
-forget_inherited_run()
+_UPGRADED = forget_inherited_run()
 try:
     _SETTINGS = Settings.from_env()
 except ValueError as _error:
@@ -78,7 +78,15 @@ def on_starting(server: Any) -> None:
     (app.server.reload): a missing, unreadable or corrupt file stops start-up here with one line
     naming it, instead of every worker failing to boot in turn."""
     from app.errors import ModelLoadError
+    from app.grpc.listeners import check_unclaimed
     from app.server.reload import pin, take_snapshot
+
+    if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
+        try:
+            check_unclaimed(_SETTINGS.grpc_bind)
+        except OSError as error:
+            on_exit(server)
+            _cannot_start(error)
 
     try:
         release = take_snapshot(_SETTINGS.models_dir, _RUN_DIR / "models", _SETTINGS.ort_threads)

@@ -641,7 +641,18 @@ def test_a_grpc_port_that_cannot_be_bound_stops_start_up(tmp_path: Path) -> None
         taken.listen()
         target = f"{HOST}:{taken.getsockname()[1]}"
         log = failed_start(spawn(tmp_path / "run", GRPC_BIND=target))
-    assert f"cannot serve gRPC on {target}" in log
+    assert f"latam-delay: cannot start: GRPC_BIND={target!r} is in use by another process" in log
+
+
+def test_a_second_server_on_the_same_grpc_port_does_not_start(served: GrpcServer) -> None:
+    """Found by an operator probe: every worker binds the gRPC port with SO_REUSEPORT, which a
+    second server doing the same shared without a word, taking half of the first one's gRPC
+    connections (15 of 30 calls answered by the other release). Its REST port was refused."""
+    workdir = served.http.workdir / "second"
+    log = failed_start(spawn(workdir, GRPC_BIND=served.target))
+    assert f"GRPC_BIND={served.target!r} is in use by another process" in log
+    assert "Booting worker" not in log
+    assert probe(served.target) == grpc.StatusCode.OK
 
 
 @pytest.mark.parametrize(("model", "answered"), [("delay-minimal", "OK"), ("nope", "NOT_FOUND")])

@@ -25,6 +25,23 @@ ACCEPTED_SECONDS = 0.1
 POLL_SECONDS = 0.001
 
 
+def check_unclaimed(bind: str) -> None:
+    """Raises OSError if a process listens on `bind` (HOST:PORT) already. Every worker binds the
+    gRPC port with SO_REUSEPORT, which shares it with any process doing the same: a second
+    server on the same GRPC_BIND (two `make serve`, say) started without a word and got half of
+    the first one's gRPC connections. A socket bound without SO_REUSEPORT is refused by any
+    listener; the gunicorn master binds one for a moment before its workers start."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT connections
+        try:
+            probe.bind((host, int(port)))
+        except OSError as error:
+            raise OSError(f"GRPC_BIND={bind!r} is in use by another process: {error}") from None
+
+
 async def close_listeners(port: int, accepted: float = ACCEPTED_SECONDS) -> None:
     """Closes this process's listeners on `port`, each once nothing is queued on it or after
     `accepted` seconds."""
