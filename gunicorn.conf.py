@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from app.server.handoff import RUN_DIR_ENV
-from app.server.reload import OWN_METRICS_ENV, forget_inherited_run
+from app.server.reload import OWN_METRICS_ENV, clean_stale_runs, forget_inherited_run, run_dir
 from app.settings import Settings
 
 
@@ -60,8 +60,6 @@ control_socket_disable = (
 # that the second execution of this file on SIGHUP does not mistake them for a directory given
 # from outside.
 if not os.environ.get(RUN_DIR_ENV):
-    from app.server.reload import clean_stale_runs, run_dir
-
     try:
         clean_stale_runs()
         os.environ[RUN_DIR_ENV] = str(run_dir("run"))

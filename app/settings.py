@@ -153,19 +153,9 @@ class Settings:
             access_log=env.get("ACCESS_LOG") or None,
             grpc_bind=_grpc_bind(env),
             grpc_max_streams=_positive_int(env, "GRPC_MAX_STREAMS", cls.grpc_max_streams),
-            grpc_idle_seconds=_positive_int(
-                env,
-                "GRPC_IDLE_SECONDS",
-                cls.grpc_idle_seconds,
-                MAX_GRPC_SECONDS,
-                "milliseconds in a C int",
-            ),
-            grpc_max_age_seconds=_positive_int(
-                env,
-                "GRPC_MAX_AGE_SECONDS",
-                cls.grpc_max_age_seconds,
-                MAX_GRPC_SECONDS,
-                "milliseconds in a C int",
+            grpc_idle_seconds=_grpc_seconds(env, "GRPC_IDLE_SECONDS", cls.grpc_idle_seconds),
+            grpc_max_age_seconds=_grpc_seconds(
+                env, "GRPC_MAX_AGE_SECONDS", cls.grpc_max_age_seconds
             ),
             log_format=_choice(env, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
             metrics_bind=_host_port(env, "METRICS_BIND"),
@@ -191,6 +181,10 @@ def max_ort_threads(available: int) -> int:
 
 MAX_GRPC_SECONDS = INT_MAX // 1000
 """grpcio takes its connection times in milliseconds, as C ints."""
+
+
+def _grpc_seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    return _positive_int(env, name, default, MAX_GRPC_SECONDS, "milliseconds in a C int")
 
 
 def _positive_int(

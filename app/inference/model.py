@@ -41,13 +41,11 @@ CLASSES = 2
 VERSION_HEX = 12
 """A model's version is the first this many hex digits of its ONNX file's sha256 (export.card)."""
 CONTRACT_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
-    MINIMAL_MODEL: tuple(
-        (field, "INT64" if field == "MES" else "BYTES") for field in MINIMAL_FIELDS
-    ),
-    FULL_MODEL: tuple(
-        (field, "INT64" if field == "MES" else "BYTES")
-        for field in MINIMAL_FIELDS + SCHEDULE_FIELDS
-    ),
+    model: tuple((field, "INT64" if field == "MES" else "BYTES") for field in fields)
+    for model, fields in (
+        (MINIMAL_MODEL, MINIMAL_FIELDS),
+        (FULL_MODEL, MINIMAL_FIELDS + SCHEDULE_FIELDS),
+    )
 }
 """Each model's request contract, (name, OIP datatype) in order: what its card's `inputs` must
 say, since the OIP decoder and the model metadata take them from the card."""

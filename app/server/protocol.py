@@ -357,10 +357,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._hold(cycle, now, until)
                 return True
             self._last_shed = None
-        if self._in_flight() >= self.limits.bound(len(self._busy)):
+        if self._past_bound():
             self._shed(cycle)
             return True
         return False
+
+    def _past_bound(self) -> bool:
+        """Whether this worker has as many requests in flight as its bound allows, or more."""
+        return self._in_flight() >= self.limits.bound(len(self._busy))
 
     def on_message_complete(self) -> None:
         """The started request's body is in (nothing later is parsed before it): it counts as
@@ -390,7 +394,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._draining:
             cycle.keep_alive = False
-        overloaded = self._in_flight() >= self.limits.bound(len(self._busy))
+        overloaded = self._past_bound()
         self._shed(cycle, self.loop.time() - self._held_since)
         if not overloaded:
             self._last_shed = None
