@@ -37,6 +37,9 @@ SEEN: list[dict[str, Any]] = []
 GATE: list[asyncio.Event] = []
 """While it holds an event, reading_app answers only once that is set: a request still being
 answered (as one waiting for a merged onnxruntime call is)."""
+BODY_GATE: list[asyncio.Event] = []
+"""While it holds an event, reading_app sends its answer's body only once that is set: a
+response whose head is out."""
 
 
 async def reading_app(scope: Any, receive: Any, send: Any) -> None:
@@ -57,6 +60,8 @@ async def reading_app(scope: Any, receive: Any, send: Any) -> None:
     answer = str(len(body)).encode()
     headers = [(b"content-length", str(len(answer)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if BODY_GATE:
+        await BODY_GATE[0].wait()
     await send({"type": "http.response.body", "body": answer})
 
 
@@ -92,16 +97,21 @@ Scenario = Callable[[GuardedHttpToolsProtocol, FakeTransport], Awaitable[None]]
 
 
 def run(
-    scenario: Scenario, limits: Limits = LIMITS, draining: bool = False, log_shed: bool = False
+    scenario: Scenario,
+    limits: Limits = LIMITS,
+    draining: bool = False,
+    log_shed: bool = False,
+    linger: float = 0.0,
 ) -> None:
-    """`scenario` on one connection; `draining`: made after its server began to shut down."""
+    """`scenario` on one connection; `draining`: made after its server began to shut down, whose
+    answers close their connections after `linger` s."""
 
     async def main() -> None:
         config = Config(app=reading_app, lifespan="off", log_config=None)
         config.load()
         state = ServerState()
         if draining:
-            begin_drain(state)
+            begin_drain(state, linger)
         protocol_class = guarded_protocol(limits, log_shed)
         protocol = protocol_class(config, state, {}, asyncio.get_running_loop())
         transport = FakeTransport()
@@ -116,6 +126,7 @@ def run(
         asyncio.run(main())
     finally:
         GATE.clear()
+        BODY_GATE.clear()
 
 
 def post(body: bytes, length: int | None = None, extra: bytes = b"") -> bytes:
@@ -346,6 +357,66 @@ def test_a_connection_made_after_shutdown_began_is_closed_once_quiet() -> None:
     run(scenario, draining=True)
 
 
+def test_a_draining_server_keeps_connections_alive_for_its_linger_then_closes_them() -> None:
+    """The first worker to stop closed its connections at once, and its clients' reconnects
+    met the listener the other worker was closing: the kernel resets what is queued then, a
+    request sent on each (app.server.protocol.DRAIN_LINGER)."""
+    linger = 4 * DRAIN_INTERVAL
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.shutdown()
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" not in transport.data
+        await asyncio.sleep(linger / 2)
+        assert not transport.closed  # idle, but kept for the linger
+        await asyncio.sleep(linger / 2 + DRAIN_INTERVAL)
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert b"connection: close" in transport.data.split(b"HTTP/1.1 200 ")[-1]
+        assert transport.closed
+
+    run(scenario, draining=True, linger=linger)
+
+
+def test_a_draining_server_closes_an_idle_connection_after_its_linger_and_quiet() -> None:
+    linger = 3 * DRAIN_INTERVAL
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.shutdown()
+        await asyncio.sleep(linger + DRAIN_QUIET - DRAIN_INTERVAL)
+        assert not transport.closed
+        await asyncio.sleep(DRAIN_INTERVAL * 2.5)
+        assert transport.closed
+
+    run(scenario, draining=True, linger=linger)
+
+
+def test_a_response_whose_head_is_out_keeps_its_connection_when_the_drain_begins() -> None:
+    """Its head went out without `Connection: close`: closing after it would cut the client's
+    next request, sent on a connection it was told stays open. The next answer closes it."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        BODY_GATE.append(asyncio.Event())
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data == b""  # the head waits for its body (CoalescingTransport)
+        protocol.shutdown()
+        BODY_GATE[0].set()
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" not in transport.data
+        assert not transport.closed
+        BODY_GATE.clear()
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert b"connection: close" in transport.data.split(b"HTTP/1.1 200 ")[-1]
+        assert transport.closed
+
+    run(scenario)
+
+
 def test_a_connection_of_a_running_server_is_kept_alive() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         await asyncio.sleep(DRAIN_QUIET + DRAIN_INTERVAL * 1.5)
@@ -528,6 +599,7 @@ def on_worker(scenario: Callable[[Worker], Awaitable[None]], limits: Limits = CR
         asyncio.run(main())
     finally:
         GATE.clear()
+        BODY_GATE.clear()
 
 
 def test_requests_waiting_for_their_body_are_not_in_flight() -> None:

@@ -115,16 +115,21 @@ def test_shutdown_marks_the_server_draining_before_uvicorn_closes_its_listener(
     from app.server.worker import Server
     from app.settings import Settings
 
-    draining_when_uvicorn_shut_down: list[bool] = []
+    lingers: list[float] = []
 
     async def uvicorn_shutdown(self: uvicorn.Server, sockets: object = None) -> None:
-        draining_when_uvicorn_shut_down.append(self.server_state in protocol._DRAINING)
+        closing_from = protocol._DRAINING[self.server_state]
+        lingers.append(round(closing_from - asyncio.get_running_loop().time(), 1))
 
     monkeypatch.setattr(uvicorn.Server, "shutdown", uvicorn_shutdown)
-    server = Server(uvicorn.Config(app=lambda: None), Settings.from_env({}))
-    assert server.server_state not in protocol._DRAINING
-    asyncio.run(server.shutdown())
-    assert draining_when_uvicorn_shut_down == [True]
+    for quick in (False, True):
+        server = Server(uvicorn.Config(app=lambda: None), Settings.from_env({}))
+        assert server.server_state not in protocol._DRAINING
+        if quick:
+            server.quit()  # gunicorn's SIGQUIT
+        asyncio.run(server.shutdown())
+    # a plain stop keeps connections alive for the linger, a quick one does not
+    assert lingers == [protocol.DRAIN_LINGER, 0.0]
 
 
 def test_the_scorer_is_told_the_servers_requests_in_flight() -> None:

@@ -75,8 +75,18 @@ HTTP2_REFUSED = (
 """The answer to an HTTP/2 connection preface, in the operator's log and to the client."""
 DRAIN_QUIET = 0.5
 """Seconds a connection must have received nothing, while draining, before it is closed."""
-_DRAINING: weakref.WeakSet[ServerState] = weakref.WeakSet()
-"""The servers (uvicorn's per-worker state) shutting down."""
+DRAIN_LINGER = 0.5
+"""Seconds a stopping worker (app.server.worker) still answers keep-alive before its answers close
+their connections: past the moment every worker of a stopping server has closed the listener
+(each sees the master's SIGTERM within uvicorn's 0.1-s tick). Closed at once, the first worker's
+`Connection: close` answers sent its clients' reconnects into the listener the other worker was
+closing, and the kernel resets the connections queued when the last copy closes, a request sent
+on each: wrk read errors in 1 run of about 40 of `chaos shutdown` (11 connections queued at the
+second worker's close, 1 reset, in one traced run). After the linger they are refused, nothing
+sent; on a reload the new workers take them."""
+_DRAINING: weakref.WeakKeyDictionary[ServerState, float] = weakref.WeakKeyDictionary()
+"""The servers (uvicorn's per-worker state) shutting down: from what event-loop time their
+answers close their connections."""
 _ANSWERED: weakref.WeakKeyDictionary[ServerState, set[asyncio.Task[None]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -112,14 +122,15 @@ def in_flight(server_state: ServerState) -> Callable[[], int]:
     return lambda: len(tasks) - len(answered) - len(receiving)
 
 
-def begin_drain(server_state: ServerState) -> None:
-    """From now on every connection of this server drains from the moment it is made.
+def begin_drain(server_state: ServerState, linger: float = 0.0) -> None:
+    """From now on every connection of this server drains from the moment it is made; its
+    answers close their connections after `linger` s (`DRAIN_LINGER`), keep-alive until then.
 
     uvicorn asks only the connections in its set to shut down, but a connection accepted just
     before the listener closed is made (`connection_made`) one loop turn later: left alone, it
     was served as keep-alive until uvicorn's graceful timeout cancelled its request 18 s later,
     the request a reload lost (1 in 171,056 in `chaos reload`, reports/reliability.md §9)."""
-    _DRAINING.add(server_state)
+    _DRAINING[server_state] = asyncio.get_running_loop().time() + linger
 
 
 @dataclass(frozen=True)
@@ -339,7 +350,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.pipeline.appendleft((cycle, app))
             self.flow.pause_reading()
             return
-        if self._draining:
+        if self._closes():
             cycle.keep_alive = False  # the worker is stopping: this answer closes the connection
         if cycle.scope["path"] not in UNSHED_PATHS and self._held_or_shed(cycle):
             return
@@ -392,7 +403,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle, self._held, self._release_timer = self._held, None, None
         if cycle is None or self.transport.is_closing():
             return
-        if self._draining:
+        if self._closes():
             cycle.keep_alive = False
         overloaded = self._past_bound()
         self._shed(cycle, self.loop.time() - self._held_since)
@@ -532,13 +543,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._unparsed = b""
         super().connection_lost(exc)
 
+    def _closes(self) -> bool:
+        """Whether an answer now closes its connection: draining, past the server's linger (a
+        connection uvicorn drains without `begin_drain` closes at once)."""
+        if not self._draining:
+            return False
+        closing_from = _DRAINING.get(self.server_state)
+        return closing_from is None or self.loop.time() >= closing_from
+
     def _drain(self) -> None:
         if self.transport.is_closing():
+            return
+        if not self._closes():  # kept alive for the linger: nothing closes yet
+            self.loop.call_later(DRAIN_INTERVAL, self._drain)
             return
         cycle = self.cycle
         phase = self.phase()
         if cycle is not None and not cycle.response_complete:
-            cycle.keep_alive = False  # the response in progress closes the connection
+            if not cycle.response_started:  # its head would say keep-alive, then close under it
+                cycle.keep_alive = False  # the response in progress closes the connection
             self._quiet = _UNSEEN
         elif phase in ("fresh", "idle"):
             # Nothing received (since the last answer, or since it was accepted during a

@@ -32,7 +32,7 @@ from app.observability.metrics import flush
 from app.observability.request_id import install_log_context
 from app.server.acceptor import Acceptor
 from app.server.handoff import Handoff
-from app.server.protocol import Limits, begin_drain, guarded_protocol, in_flight
+from app.server.protocol import DRAIN_LINGER, Limits, begin_drain, guarded_protocol, in_flight
 from app.settings import Settings
 
 SHUTDOWN_MARGIN = 2
@@ -119,7 +119,8 @@ class Server(_Server):
             grace = self.config.timeout_graceful_shutdown or 0
             waited = await self.handoff.handed_over(grace / 2)
             self.config.timeout_graceful_shutdown = max(1, round(grace - waited))
-        begin_drain(self.server_state)  # before uvicorn closes the listener: app.server.protocol
+        # before uvicorn closes the listener; a quick stop does not linger (app.server.protocol)
+        begin_drain(self.server_state, 0.0 if self.quick else DRAIN_LINGER)
         if self.grpc is not None:  # new gRPC connections go to the other workers from now on
             await self.grpc.stop_accepting()
             if self.handoff is not None:
