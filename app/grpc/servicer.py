@@ -7,7 +7,8 @@ before any handler runs.
 Every call is timed and counted in the HTTP metrics (route = the gRPC method's path, method
 `GRPC`, status = the status code's name), runs under the caller's `x-request-id` metadata (or
 a new ID) so its log lines carry it, and returns that ID as trailing metadata. A ServiceError
-becomes its status code (app.grpc.status); anything else is logged and is INTERNAL.
+becomes its status code (app.grpc.status); anything else is logged and is INTERNAL. A call
+grpcio cancels is counted DEADLINE_EXCEEDED if its deadline has passed, CANCELLED otherwise.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], H
                 code = status_of(error)
                 await _abort(context, code, details_of(error), trailer)
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
+                code = _cancelled_code(context)
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
@@ -82,6 +83,17 @@ def _rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], H
         return call
 
     return wrap
+
+
+def _cancelled_code(context: Context) -> grpc.StatusCode:
+    """grpcio cancels a call whose client deadline has passed as it cancels one the client
+    abandoned: the first is DEADLINE_EXCEEDED, as the client sees it and the alerts count it
+    (the service slower than its callers allow); counted CANCELLED, it was a client's doing."""
+    return (
+        grpc.StatusCode.DEADLINE_EXCEEDED
+        if context.time_remaining() == 0
+        else grpc.StatusCode.CANCELLED
+    )
 
 
 def _parse(request_type: type[Request], data: bytes) -> Request:
