@@ -14,6 +14,7 @@ import onnx
 
 from app.inference.features import FeatureEncoder
 from app.inference.flights import FLIGHT_TYPES, Flight
+from app.inference.model import CONTRACT_INPUTS
 from app.observability import drift
 from export.onnx import TARGET_OPSET, Parity
 from train.candidates import CANDIDATES, SEED
@@ -29,60 +30,44 @@ THRESHOLD_RULE = (
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "holidays")
 
 
-def model_inputs(operators: list[str], encoder: FeatureEncoder) -> list[dict[str, Any]]:
-    inputs: list[dict[str, Any]] = [
-        {
-            "name": "OPERA",
-            "datatype": "BYTES",
-            "description": "operating airline",
-            "allowed": operators,
-        },
-        {
-            "name": "TIPOVUELO",
-            "datatype": "BYTES",
+def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> list[dict[str, Any]]:
+    """The card's `inputs`: model `name`'s contract (its fields and OIP datatypes, which the
+    loader holds the card to) with what a reader and the validator need of each field."""
+    details: dict[str, dict[str, Any]] = {
+        "OPERA": {"description": "operating airline", "allowed": operators},
+        "TIPOVUELO": {
             "description": "I = international, N = national",
             "allowed": list(FLIGHT_TYPES),
         },
-        {
-            "name": "MES",
-            "datatype": "INT64",
-            "description": "scheduled month",
-            "minimum": 1,
-            "maximum": 12,
-        },
-    ]
+        "MES": {"description": "scheduled month", "minimum": 1, "maximum": 12},
+    }
     if encoder.schedule:
-        inputs += [
-            {
-                "name": "Fecha-I",
-                "datatype": "BYTES",
+        details |= {
+            "Fecha-I": {
                 "format": "YYYY-MM-DD HH:MM:SS",
                 "description": "scheduled date and time (local); its month must equal MES",
             },
-            {
-                "name": "Des-I",
-                "datatype": "BYTES",
+            "Des-I": {
                 "pattern": "^[A-Z]{4}$",
                 "description": "destination ICAO code; a flight number the model has not seen "
                 "is scored by its route (airline + destination), an unseen route by its airline",
                 "known": encoder.known_destinations(),
             },
-            {
-                "name": "Emp-I",
-                "datatype": "BYTES",
+            "Emp-I": {
                 "pattern": "^[A-Z]{3}$",
                 "description": "scheduled airline ICAO code; an unseen one is scored at the "
                 "overall delay rate",
                 "known": encoder.known_airlines(),
             },
-            {
-                "name": "Vlo-I",
-                "datatype": "BYTES",
+            "Vlo-I": {
                 "pattern": "^[0-9]{1,4}[A-Z]?$",
                 "description": "scheduled flight number (a JSON integer is also taken)",
             },
-        ]
-    return inputs
+        }
+    return [
+        {"name": field, "datatype": datatype, **details[field]}
+        for field, datatype in CONTRACT_INPUTS[name]
+    ]
 
 
 def _graph_summary(onnx_bytes: bytes) -> dict[str, Any]:
@@ -109,7 +94,7 @@ def build_card(
         "version": sha256[:12],
         "contract": evaluation.contract,
         "description": f"P(delay > 15 min) of a flight leaving SCL, from the {evaluation.contract} contract",
-        "inputs": model_inputs(operators, encoder),
+        "inputs": model_inputs(name, operators, encoder),
         "outputs": [
             {"name": "label", "datatype": "INT64", "description": "1 = delayed over 15 minutes"},
             {"name": "proba", "datatype": "FP32", "description": "probability of that delay"},
