@@ -191,7 +191,7 @@ def test_server_errors_are_5xx_and_the_grpc_codes_of_server_failures() -> None:
         server_side = http_status >= 500
         assert bool(failure.fullmatch(str(http_status))) is server_side, http_status
         assert bool(failure.fullmatch(code)) is server_side, (http_status, code)
-    # app.grpc.servicer's own: an unhandled error, a call cancelled, a call answered
+    # app.grpc.calls' own: an unhandled error, a call cancelled, a call answered
     assert failure.fullmatch("INTERNAL")
     assert not failure.fullmatch("CANCELLED")
     assert not failure.fullmatch("OK")

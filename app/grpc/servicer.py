@@ -1,46 +1,16 @@
-"""`GRPCInferenceService`: each call translated to the data plane and back.
-
-Each method reads its request's bytes itself, so that a message that does not parse is an
-INVALID_ARGUMENT the metrics count, like REST's malformed JSON, rather than grpcio's INTERNAL
-before any handler runs.
-
-Every call is timed and counted in the HTTP metrics (route = the gRPC method's path, method
-`GRPC`, status = the status code's name), runs under the caller's `x-request-id` metadata (or
-a new ID) so its log lines carry it, and returns that ID as trailing metadata. A ServiceError
-becomes its status code (app.grpc.status); anything else is logged and is INTERNAL. A call
-grpcio cancels is counted DEADLINE_EXCEEDED if its deadline has passed, CANCELLED otherwise.
-"""
+"""`GRPCInferenceService`: each call translated to the data plane and back (app.grpc.calls
+times, counts and maps the errors of every call)."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeAlias, TypeVar
-
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from app.dataplane import DataPlane
-from app.errors import BadRequest, ServiceError
 from app.grpc import codec
 from app.grpc import grpc_predict_v2_pb2 as pb
-from app.grpc.status import details_of, status_of
-from app.observability.metrics import observe_latency
-from app.observability.request_id import HEADER, REQUEST_ID, accepted, new_id
+from app.grpc.calls import SERVICE, Context, rpc
 
-SERVICE = "inference.GRPCInferenceService"
-METHOD_LABEL = "GRPC"
-_HEADER = HEADER.decode("ascii")
-logger = logging.getLogger("app")
-
-Request = TypeVar("Request", bound=Message)
-Response = TypeVar("Response", bound=Message)
-Context: TypeAlias = grpc.aio.ServicerContext
-Method = Callable[[Any, Request, Context], Awaitable[Response]]
-Handler = Callable[[Any, bytes, Context], Awaitable[Response]]
 METHODS = (
     "ServerLive",
     "ServerReady",
@@ -51,116 +21,45 @@ METHODS = (
 )
 
 
-def _rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Handler[Response]]:
-    def wrap(method: Method[Request, Response]) -> Handler[Response]:
-        route = f"/{SERVICE}/{method.__name__}"
-
-        @functools.wraps(method)
-        async def call(self: Any, data: bytes, context: Context) -> Response:
-            start = time.perf_counter()
-            request_id = _request_id(context)
-            REQUEST_ID.set(request_id)  # each call runs in its own task: no reset needed
-            trailer = ((_HEADER, request_id.decode("ascii")),)
-            context.set_trailing_metadata(trailer)
-            code = grpc.StatusCode.OK
-            self.in_flight += 1
-            try:
-                return await method(self, _parse(request_type, data), context)
-            except ServiceError as error:
-                code = status_of(error)
-                await _abort(context, code, details_of(error), trailer)
-            except asyncio.CancelledError:
-                code = _cancelled_code(context)
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                logger.exception("unhandled error in %s", route)
-                await _abort(context, code, "internal error", trailer)
-            finally:
-                self.in_flight -= 1
-                observe_latency(route, METHOD_LABEL, code.name, time.perf_counter() - start)
-
-        return call
-
-    return wrap
-
-
-def _cancelled_code(context: Context) -> grpc.StatusCode:
-    """grpcio cancels a call whose client deadline has passed as it cancels one the client
-    abandoned: the first is DEADLINE_EXCEEDED, as the client sees it and the alerts count it
-    (the service slower than its callers allow); counted CANCELLED, it was a client's doing."""
-    return (
-        grpc.StatusCode.DEADLINE_EXCEEDED
-        if context.time_remaining() == 0
-        else grpc.StatusCode.CANCELLED
-    )
-
-
-def _parse(request_type: type[Request], data: bytes) -> Request:
-    try:
-        parsed: Request = request_type.FromString(data)
-    except DecodeError:
-        raise BadRequest(f"the message is not a {request_type.__name__}") from None
-    return parsed
-
-
-async def _abort(
-    context: Context, code: grpc.StatusCode, details: str, trailer: tuple[tuple[str, str], ...]
-) -> NoReturn:
-    """`context.abort`, typed as what it does (grpcio ships no type hints): it raises."""
-    await context.abort(code, details, trailer)
-    raise AssertionError("grpc.aio's abort returned")
-
-
-def _request_id(context: Context) -> bytes:
-    for key, value in context.invocation_metadata() or ():
-        if key == _HEADER:
-            raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-            if accepted(raw):
-                return raw
-            break
-    return new_id()
-
-
 class InferenceServicer:
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
         self.in_flight = 0
         """Calls started and not answered yet (app.grpc.server drains on it)."""
 
-    @_rpc(pb.ServerLiveRequest)
+    @rpc(pb.ServerLiveRequest)
     async def ServerLive(  # noqa: N802 (the proto's method names)
         self, request: pb.ServerLiveRequest, context: Context
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @_rpc(pb.ServerReadyRequest)
+    @rpc(pb.ServerReadyRequest)
     async def ServerReady(  # noqa: N802
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
-    @_rpc(pb.ModelReadyRequest)
+    @rpc(pb.ModelReadyRequest)
     async def ModelReady(  # noqa: N802
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
         model = self.dataplane.model(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=model.ready)
 
-    @_rpc(pb.ServerMetadataRequest)
+    @rpc(pb.ServerMetadataRequest)
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**self.dataplane.server_metadata())
 
-    @_rpc(pb.ModelMetadataRequest)
+    @rpc(pb.ModelMetadataRequest)
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         model = self.dataplane.model(request.name, request.version or None)
         return codec.model_metadata(self.dataplane.model_metadata(model))
 
-    @_rpc(pb.ModelInferRequest)
+    @rpc(pb.ModelInferRequest)
     async def ModelInfer(  # noqa: N802
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
