@@ -74,16 +74,18 @@ HTTP2_REFUSED = (
 )
 """The answer to an HTTP/2 connection preface, in the operator's log and to the client."""
 DRAIN_QUIET = 0.5
-"""Seconds a connection must have received nothing, while draining, before it is closed."""
+"""Seconds a connection must have received nothing, while draining (after `DRAIN_LINGER`), before
+it is closed."""
 DRAIN_LINGER = 0.5
 """Seconds a stopping worker (app.server.worker) still answers keep-alive before its answers close
 their connections: past the moment every worker of a stopping server has closed the listener
 (each sees the master's SIGTERM within uvicorn's 0.1-s tick). Closed at once, the first worker's
 `Connection: close` answers sent its clients' reconnects into the listener the other worker was
 closing, and the kernel resets the connections queued when the last copy closes, a request sent
-on each: wrk read errors in 1 run of about 40 of `chaos shutdown` (11 connections queued at the
-second worker's close, 1 reset, in one traced run). After the linger they are refused, nothing
-sent; on a reload the new workers take them."""
+on each: a wrk read error or a client's reset in 5 of 197 runs of the short `chaos shutdown` (11
+connections queued at the second worker's close, 1 reset, in one traced run; reports/
+reliability.md §6). After the linger they are refused, nothing sent; on a reload the new workers
+take them."""
 _DRAINING: weakref.WeakKeyDictionary[ServerState, float] = weakref.WeakKeyDictionary()
 """The servers (uvicorn's per-worker state) shutting down: from what event-loop time their
 answers close their connections."""
