@@ -14,7 +14,7 @@ import onnx
 
 from app.inference.features import FeatureEncoder
 from app.inference.flights import FLIGHT_TYPES, Flight
-from app.inference.model import CONTRACT_INPUTS
+from app.inference.model import CONTRACT_INPUTS, VERSION_HEX
 from app.observability import drift
 from export.onnx import TARGET_OPSET, Parity
 from train.candidates import CANDIDATES, SEED
@@ -91,7 +91,7 @@ def build_card(
     sha256 = hashlib.sha256(onnx_bytes).hexdigest()
     return {
         "name": name,
-        "version": sha256[:12],
+        "version": sha256[:VERSION_HEX],
         "contract": evaluation.contract,
         "description": f"P(delay > 15 min) of a flight leaving SCL, from the {evaluation.contract} contract",
         "inputs": model_inputs(name, operators, encoder),
