@@ -82,7 +82,7 @@ their connections: past the moment every worker of a stopping server has closed 
 (each sees the master's SIGTERM within uvicorn's 0.1-s tick). Closed at once, the first worker's
 `Connection: close` answers sent its clients' reconnects into the listener the other worker was
 closing, and the kernel resets the connections queued when the last copy closes, a request sent
-on each: a wrk read error or a client's reset in 5 of 197 runs of the short `chaos shutdown` (11
+on each: 5 of 197 runs of the short `chaos shutdown` failed, 4 of them with such resets (11
 connections queued at the second worker's close, 1 reset, in one traced run; reports/
 reliability.md §6). After the linger they are refused, nothing sent; on a reload the new workers
 take them."""
