@@ -32,7 +32,9 @@ LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas
 
 def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> list[dict[str, Any]]:
     """The card's `inputs`: model `name`'s contract (its fields and OIP datatypes, which the
-    loader holds the card to) with what a reader and the validator need of each field."""
+    loader holds the card to) with what a reader and the validator need of each field. A
+    contract's field is listed even where the encoder ignores it (its `known` lists then empty):
+    the request still carries it."""
     details: dict[str, dict[str, Any]] = {
         "OPERA": {"description": "operating airline", "allowed": operators},
         "TIPOVUELO": {
@@ -40,30 +42,27 @@ def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> li
             "allowed": list(FLIGHT_TYPES),
         },
         "MES": {"description": "scheduled month", "minimum": 1, "maximum": 12},
+        "Fecha-I": {
+            "format": "YYYY-MM-DD HH:MM:SS",
+            "description": "scheduled date and time (local); its month must equal MES",
+        },
+        "Des-I": {
+            "pattern": "^[A-Z]{4}$",
+            "description": "destination ICAO code; a flight number the model has not seen "
+            "is scored by its route (airline + destination), an unseen route by its airline",
+            "known": encoder.known_destinations(),
+        },
+        "Emp-I": {
+            "pattern": "^[A-Z]{3}$",
+            "description": "scheduled airline ICAO code; an unseen one is scored at the "
+            "overall delay rate",
+            "known": encoder.known_airlines(),
+        },
+        "Vlo-I": {
+            "pattern": "^[0-9]{1,4}[A-Z]?$",
+            "description": "scheduled flight number (a JSON integer is also taken)",
+        },
     }
-    if encoder.schedule:
-        details |= {
-            "Fecha-I": {
-                "format": "YYYY-MM-DD HH:MM:SS",
-                "description": "scheduled date and time (local); its month must equal MES",
-            },
-            "Des-I": {
-                "pattern": "^[A-Z]{4}$",
-                "description": "destination ICAO code; a flight number the model has not seen "
-                "is scored by its route (airline + destination), an unseen route by its airline",
-                "known": encoder.known_destinations(),
-            },
-            "Emp-I": {
-                "pattern": "^[A-Z]{3}$",
-                "description": "scheduled airline ICAO code; an unseen one is scored at the "
-                "overall delay rate",
-                "known": encoder.known_airlines(),
-            },
-            "Vlo-I": {
-                "pattern": "^[0-9]{1,4}[A-Z]?$",
-                "description": "scheduled flight number (a JSON integer is also taken)",
-            },
-        }
     return [
         {"name": field, "datatype": datatype, **details[field]}
         for field, datatype in CONTRACT_INPUTS[name]

@@ -1,0 +1,21 @@
+"""export.card: what a model card says of a model's inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.inference.features import FeatureEncoder, Vocabulary
+from app.inference.model import CONTRACT_INPUTS, MODEL_NAMES
+from export.card import model_inputs
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_inputs_are_the_contract_even_when_the_encoder_ignores_the_schedule(name: str) -> None:
+    """A challenger that knows only TIPOVUELO (the gate test on real data) still gets a card:
+    the gate, not a KeyError, refuses it."""
+    vocabulary = Vocabulary.fit(np.array(["I", "N", "I", "N"]), np.array([1, 0, 0, 1]))
+    encoder = FeatureEncoder(("TIPOVUELO",), {"TIPOVUELO": vocabulary})
+    inputs = model_inputs(name, ["Grupo LATAM", "Sky Airline"], encoder)
+    assert [(item["name"], item["datatype"]) for item in inputs] == list(CONTRACT_INPUTS[name])
+    assert all(item.get("known", []) == [] for item in inputs)
