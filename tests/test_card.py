@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from app.inference.features import FeatureEncoder, Vocabulary
 from app.inference.model import CONTRACT_INPUTS, MODEL_NAMES
+from app.settings import DEFAULT_MODELS_DIR
 from export.card import model_inputs
 
 
@@ -19,3 +21,11 @@ def test_inputs_are_the_contract_even_when_the_encoder_ignores_the_schedule(name
     inputs = model_inputs(name, ["Grupo LATAM", "Sky Airline"], encoder)
     assert [(item["name"], item["datatype"]) for item in inputs] == list(CONTRACT_INPUTS[name])
     assert all(item.get("known", []) == [] for item in inputs)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_the_committed_cards_inputs_are_what_their_encoders_give(name: str) -> None:
+    card = orjson.loads((DEFAULT_MODELS_DIR / f"{name}.json").read_bytes())
+    encoder = FeatureEncoder.from_json(card["encoder"])
+    operators = next(item["allowed"] for item in card["inputs"] if item["name"] == "OPERA")
+    assert model_inputs(name, operators, encoder) == card["inputs"]
