@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from app.inference.features import FeatureEncoder
-from app.inference.flights import FLIGHT_TYPES, Flight
+from app.inference.flights import DATETIME_FORMAT, FLIGHT_TYPES, SCHEDULE_FIELDS_DECLARED, Flight
 from app.inference.model import CONTRACT_INPUTS, VERSION_HEX
 from app.observability import drift
 from export.onnx import TARGET_OPSET, Parity
@@ -34,7 +34,8 @@ def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> li
     """The card's `inputs`: model `name`'s contract (its fields and OIP datatypes, which the
     loader holds the card to) with what a reader and the validator need of each field. A
     contract's field is listed even where the encoder ignores it (its `known` lists then empty):
-    the request still carries it."""
+    the request still carries it. Patterns and format are the validator's (app.inference.flights)."""
+    patterns = {field.name: f"^{field.pattern}$" for field in SCHEDULE_FIELDS_DECLARED}
     details: dict[str, dict[str, Any]] = {
         "OPERA": {"description": "operating airline", "allowed": operators},
         "TIPOVUELO": {
@@ -43,23 +44,23 @@ def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> li
         },
         "MES": {"description": "scheduled month", "minimum": 1, "maximum": 12},
         "Fecha-I": {
-            "format": "YYYY-MM-DD HH:MM:SS",
+            "format": DATETIME_FORMAT,
             "description": "scheduled date and time (local); its month must equal MES",
         },
         "Des-I": {
-            "pattern": "^[A-Z]{4}$",
+            "pattern": patterns["Des-I"],
             "description": "destination ICAO code; a flight number the model has not seen "
             "is scored by its route (airline + destination), an unseen route by its airline",
             "known": encoder.known_destinations(),
         },
         "Emp-I": {
-            "pattern": "^[A-Z]{3}$",
+            "pattern": patterns["Emp-I"],
             "description": "scheduled airline ICAO code; an unseen one is scored at the "
             "overall delay rate",
             "known": encoder.known_airlines(),
         },
         "Vlo-I": {
-            "pattern": "^[0-9]{1,4}[A-Z]?$",
+            "pattern": patterns["Vlo-I"],
             "description": "scheduled flight number (a JSON integer is also taken)",
         },
     }
