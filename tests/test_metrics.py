@@ -1,23 +1,38 @@
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
+
+from app.observability.metrics import UNMATCHED_ROUTE, exposition
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+LABELS_499 = {"route": UNMATCHED_ROUTE, "method": "POST", "status": "499"}
 
 
-def _samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def _samples(client: TestClient) -> Samples:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
+    return _parsed(response.text)
+
+
+def _scraped() -> Samples:
+    """This process's metrics, as a scrape would see them, without an app."""
+    return _parsed(exposition()[0].decode())
+
+
+def _parsed(text: str) -> Samples:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
 
 
-def _value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
+def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
@@ -125,6 +140,40 @@ def test_a_500_is_counted_like_any_other_answer() -> None:
     labels = {"route": "/predict", "method": "POST", "status": "500"}
     for name in ("http_requests_total", "http_request_duration_seconds_count"):
         assert _value(after, name, **labels) - _value(before, name, **labels) == 1, name
+
+
+def test_an_answer_the_http_layer_gave_and_counted_is_not_counted_again() -> None:
+    """app.server.protocol answers a request whose body never came (408) or came misframed
+    (400) itself, counts that, and marks the scope: the app's answer to the closed connection
+    (its 499) must not be counted too."""
+    import asyncio
+
+    from app.observability.metrics import ANSWERED_BY_SERVER, MetricsMiddleware
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 499, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def ignore(message: Message) -> None:
+        pass
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    def count(marked: bool) -> float:
+        scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/answered-test"}
+        if marked:
+            scope[ANSWERED_BY_SERVER] = 408
+
+        async def request() -> None:  # the middleware starts the flushing on the running loop
+            await MetricsMiddleware(app)(scope, receive, ignore)
+
+        before = _value(_scraped(), "http_requests_total", **LABELS_499)
+        asyncio.run(request())
+        return _value(_scraped(), "http_requests_total", **LABELS_499) - before
+
+    assert count(marked=False) == 1  # the test counts what it should
+    assert count(marked=True) == 0
 
 
 def test_requests_total_equals_the_histograms_count(client: TestClient) -> None:

@@ -18,7 +18,7 @@ from uvicorn.server import ServerState
 
 from app.observability import request_id as request_ids
 from app.observability.logs import access_logger
-from app.observability.metrics import exposition
+from app.observability.metrics import ANSWERED_BY_SERVER, exposition
 from app.server.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE, UNSHED_PATHS
 from app.server.protocol import (
     DRAIN_INTERVAL,
@@ -1305,18 +1305,22 @@ def test_a_head_not_received_in_time_is_counted_as_a_408() -> None:
     run(scenario)
 
 
-def test_a_refused_body_of_a_running_app_is_left_to_the_app_to_count() -> None:
-    """The app reads a disconnect and counts its own answer (the service's: 499), so the 408
-    the client is sent is not counted a second time."""
+def test_a_refused_body_of_a_running_app_is_counted_as_sent_and_the_apps_answer_is_not() -> None:
+    """The client gets the 408 and that is what is counted; the app reads a disconnect and
+    answers a closed connection (the service's 499), which MetricsMiddleware leaves out (before,
+    that 499 was counted and the 408 was not)."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         before = counted(REFUSED_ROUTE, "408")
         protocol.data_received(post(b"{}", length=10))
         await settle()
+        scope = protocol.scope
         protocol.sweep(1000.0)
         protocol.sweep(1000.0 + LIMITS.body_timeout)
         assert_last_answer(transport, b"408")
-        assert counted(REFUSED_ROUTE, "408") == before
+        assert counted(REFUSED_ROUTE, "408") == before + 1
+        assert scope is not None
+        assert scope[ANSWERED_BY_SERVER] == 408
 
     run(scenario)
 

@@ -623,6 +623,35 @@ def test_metrics_count_the_http_layers_own_answers(server: Server, http: httpx.C
     assert answers_by_status(families, "/health") == health_before
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: gzip, chunked\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        b"0\r\n\r\n",
+    ],
+    ids=["bad-chunk-size", "misframed-after-an-upgrade-offer"],
+)
+def test_metrics_count_a_misframed_body_as_the_400_its_client_got(
+    server: Server, sent: bytes
+) -> None:
+    """The app of such a request is already running when its body turns out misframed: it
+    reads a disconnect and answers a closed connection. Counted before: that never-sent answer
+    (a 499, or the 415 the app gives `gzip`), by its route, and not the 400 the client got."""
+    time.sleep(FLUSH_SECONDS + 0.5)
+    families = scrape(server.url)
+    refused_before = answers_by_status(families, REFUSED_ROUTE)
+    predict_before = answers_by_status(families, "/predict")
+    assert raw_answer(server, sent).startswith(b"HTTP/1.1 400 ")
+    time.sleep(FLUSH_SECONDS + 0.5)
+    families = scrape(server.url)
+    refused_after = answers_by_status(families, REFUSED_ROUTE)
+    assert refused_after.get("400", 0) - refused_before.get("400", 0) == 1, refused_after
+    assert answers_by_status(families, "/predict") == predict_before
+
+
 # --- start-up failure -------------------------------------------------------------------------
 
 

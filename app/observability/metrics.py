@@ -40,6 +40,10 @@ from app.inference.model import OnnxModel, Prediction
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise for counters that only grow
 
+ANSWERED_BY_SERVER = "latam.answered_by_server"
+"""Set in a request's scope by the HTTP layer (app.server.protocol) when it has answered that
+request itself (a body not received in time, or not framed as its headers say) while its app
+was running, and counted that answer: the app's own, to a closed connection, is not counted."""
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FLUSH_SECONDS = 1.0
 LATENCY = Histogram(
@@ -228,7 +232,9 @@ class _Families(Collector):
 
 class MetricsMiddleware:
     """Times and counts every HTTP request up to the start of its response; app.main puts it
-    outside Starlette's error middleware, so that the 500s that middleware sends count too.
+    outside Starlette's error middleware, so that the 500s that middleware sends count too. A
+    request the HTTP layer has answered itself (ANSWERED_BY_SERVER) is counted there, once, with
+    the status its client got.
 
     Like app.observability.request_id's, neither `__call__` nor the send wrapper is a coroutine
     function: each returns the awaitable of the layer below, a coroutine frame fewer per call
@@ -248,7 +254,7 @@ class MetricsMiddleware:
         start = time.perf_counter()
 
         def send_with_status(message: Message) -> Awaitable[None]:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and ANSWERED_BY_SERVER not in scope:
                 observe_latency(
                     _route(scope), scope["method"], message["status"], time.perf_counter() - start
                 )

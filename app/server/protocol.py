@@ -9,8 +9,9 @@ connection that never sends a byte open forever, and waits forever on a trickled
 
 * a request head (request line + headers) over `max_head_bytes` gets `431` and the connection
   is closed, before its app runs (bytes counted per chunk only while a head is incomplete);
-* the answers it gives itself (`431`, `408`, and `400` for bytes that are not HTTP) are counted
-  in the metrics under route `<refused>` (REFUSED_ROUTE), as shed ones under `<shed>`;
+* the answers it gives itself (`431`, `408`, and `400` for bytes that are not HTTP or a body
+  not framed as its headers say) are counted in the metrics under route `<refused>`
+  (REFUSED_ROUTE) with the status sent, as shed ones under `<shed>`;
 * read timeouts, checked by one sweep a second over the worker's connections (no timer per
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
@@ -43,7 +44,7 @@ import weakref
 from asyncio import TimerHandle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import h11
 import httptools
@@ -54,7 +55,7 @@ from uvicorn.server import ServerState
 
 from app.observability import request_id as request_ids
 from app.observability.logs import log_access
-from app.observability.metrics import observe_latency
+from app.observability.metrics import ANSWERED_BY_SERVER, observe_latency
 from app.server.coalesce import CoalescingTransport
 from app.server.overload import SHED_ROUTE, UNSHED_PATHS, hold_until, shed_response
 from app.server.upgrade import IgnoredUpgradeBody
@@ -66,8 +67,8 @@ DRAIN_INTERVAL = 0.1
 _UNSEEN = object()
 REFUSED_ROUTE = "<refused>"
 """The route label, in the metrics, of the answers the HTTP layer gives itself: a request head
-over the limit (431) or not received in time (408), bytes that are not HTTP, or a body not
-framed as its headers say (400)."""
+over the limit (431), a head or body not received in time (408), bytes that are not HTTP, or a
+body not framed as its headers say (400)."""
 HTTP2_REFUSED = (
     "HTTP/2 with prior knowledge is not served on this port: HTTP/1.1 is (an h2c upgrade offer is "
     "answered in HTTP/1.1); gRPC has its own port (GRPC_BIND)"
@@ -496,7 +497,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self.cycle is not None and self.cycle.response_started:
                 self.transport.close()
             else:
-                self._refuse(408, "Request Timeout", "request body not received in time")
+                self._refuse(408, "Request Timeout", "request body not received in time", waited)
 
     def _rests(self, now: float) -> bool:
         """Nothing in progress (nor held), and no 503 within the last `crowded_window` s."""
@@ -592,11 +593,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._count_refused(status, waited)
 
     def _count_refused(self, status: int, waited: float) -> None:
-        """An answer of the HTTP layer, counted under REFUSED_ROUTE, unless the request's app
-        is running: the app then counts it, as the 499 it reads (its body never came)."""
+        """An answer of the HTTP layer, counted under REFUSED_ROUTE with the status its client
+        got. If the request's app is running (a body not received in time, or misframed), the
+        app reads a disconnect and answers a closed connection (a 499, or the 415 it was about
+        to give): marked ANSWERED_BY_SERVER, that answer is not counted a second time."""
         cycle, scope = self.cycle, self.scope
         if cycle is not None and cycle.scope is scope and not cycle.response_complete:
-            return
+            cast(dict[str, Any], scope)[ANSWERED_BY_SERVER] = status  # a namespaced ASGI key
         method = scope.get("method", "-") if scope is not None else "-"
         observe_latency(REFUSED_ROUTE, method, status, waited)
 
