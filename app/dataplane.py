@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.datastructures import State
 
-from app.errors import NotFound, NotReady
+from app.errors import NotFound, NotReady, quoted
 from app.inference.flights import Columns, FlightValidator
 from app.inference.microbatch import Scorer
 from app.inference.model import ModelSet, OnnxModel, Prediction
@@ -51,9 +51,11 @@ class DataPlane:
         models = self.models()
         model = models.by_name.get(name)
         if model is None:
-            raise NotFound(f"no model named {name!r}", models=sorted(models.by_name))
+            raise NotFound(f"no model named {quoted(name)}", models=sorted(models.by_name))
         if wanted is not None and wanted != model.version:
-            raise NotFound(f"model {name!r} has no version {wanted!r}", versions=[model.version])
+            raise NotFound(
+                f"model {name!r} has no version {quoted(wanted)}", versions=[model.version]
+            )
         return model
 
     def model_metadata(self, model: OnnxModel) -> dict[str, Any]:

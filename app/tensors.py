@@ -91,6 +91,10 @@ class InputColumns:
         counts = {len(values) for values in columns.values()}
         if len(counts) != 1:
             raise BadRequest("every input must have the same number of elements (one per flight)")
+        if counts == {0}:
+            raise BadRequest(
+                "every input has 0 elements: send at least one flight (shape [N], N ≥ 1)"
+            )
         return columns
 
 

@@ -95,6 +95,26 @@ def test_json_inputs_with_nested_data_decode_to_rows() -> None:
         (lambda h: h.update(outputs=[{"name": "logits"}]), "unknown output 'logits'"),
         (lambda h: h.update(id=7), "'id' must be a string"),
         (lambda h: h.update(inputs=[]), "non-empty list"),
+        (
+            lambda h: [tensor.update(shape=[0], data=[]) for tensor in h["inputs"]],
+            "every input has 0 elements: send at least one flight",
+        ),
+        (  # ragged rows, and rows under a one-dimensional shape: accepted before, flattened
+            lambda h: h["inputs"][0].update(shape=[3], data=[["A"], ["B", "C"]]),
+            "nested as rows but its shape [3] has one dimension: send it flat",
+        ),
+        (
+            lambda h: h["inputs"][2].update(shape=[1], data=[[1]]),
+            "nested as rows but its shape [1] has one dimension",
+        ),
+        (
+            lambda h: h["inputs"][0].update(shape=[2, 1], data=[["A"], ["B", "C"]]),
+            "nested as rows must be 2 rows of 1 value",
+        ),
+        (
+            lambda h: h["inputs"][0].update(parameters={"binary_data_size": 5}),
+            "input 'OPERA' has both 'data' and binary_data_size",
+        ),
     ],
 )
 def test_malformed_json_requests_are_refused(mutate: object, message: str) -> None:
@@ -108,6 +128,23 @@ def test_malformed_json_requests_are_refused(mutate: object, message: str) -> No
     mutate(header)  # type: ignore[operator]
     with pytest.raises(BadRequest, match=message.replace("[", r"\[")):
         decode_request(orjson.dumps(header), None, INPUTS)
+
+
+def test_an_empty_outputs_list_asks_for_every_output_as_grpc_reads_it() -> None:
+    """A protobuf message cannot tell `outputs: []` from no `outputs`, and gRPC answers both with
+    every output; REST answered `[]` with none (and still scored the flights)."""
+    header = {
+        "inputs": [
+            {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["A"]},
+            {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
+            {"name": "MES", "datatype": "INT64", "shape": [1], "data": [1]},
+        ],
+        "outputs": [],
+    }
+    assert decode_request(orjson.dumps(header), None, INPUTS).outputs == {
+        "label": False,
+        "proba": False,
+    }
 
 
 def test_binary_overruns_and_leftovers_are_refused() -> None:

@@ -232,6 +232,35 @@ def test_not_ready_before_models_load() -> None:
     assert response.status_code == 503
 
 
+LONG = "x" * 12_000
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", f"/{LONG}", {}, 404),
+        ("POST", f"/predict?proba={LONG}", {}, 400),
+        ("POST", f"/v2/models/{LONG}/infer", {}, 404),
+        ("POST", f"/v2/models/delay-full/versions/{LONG}/infer", {}, 404),
+        ("POST", "/v2/models/delay-full/infer", {"content-type": f"text/{LONG}"}, 415),
+        ("POST", "/predict", {"content-encoding": f"x{LONG}"}, 415),
+    ],
+    ids=["path", "query", "model-name", "model-version", "content-type", "content-encoding"],
+)
+def test_an_error_quotes_a_long_client_string_cut_short(
+    client: TestClient, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    """errors.shown's rule (at most SHOWN_CHARS of a client's string) holds for what comes in the
+    URL and the headers too: before, each of these echoed all 12,000 characters."""
+    headers = {"content-type": "application/json", **headers}
+    body = orjson.dumps({"flights": [MINIMAL]})
+    response = client.request(method, path, content=body, headers=headers)
+    assert response.status_code == status
+    assert len(response.content) < 1_000, response.content[:200]
+    assert "x" * 60 in response.json()["error"]
+    assert "…" in response.json()["error"]
+
+
 def test_unknown_route_and_wrong_method_are_json(client: TestClient) -> None:
     missing = client.get("/nowhere")
     assert (missing.status_code, missing.json()["error"]) == (404, "no route for GET /nowhere")

@@ -173,7 +173,7 @@ async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     mapped: ServiceError
     if error.status_code == 404:
-        mapped = NotFound(f"no route for {request.method} {request.url.path}")
+        mapped = NotFound(f"no route for {request.method} {shown(request.url.path)}")
     elif error.status_code == 405:
         mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     else:

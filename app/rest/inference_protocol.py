@@ -109,6 +109,8 @@ def _input(tensor: Any, columns: InputColumns, binary: bytes, offset: int) -> in
         raise BadRequest(f"input {name!r}: 'parameters' must be an object")
     size = parameters.get("binary_data_size")
     if size is not None:
+        if "data" in tensor:  # as gRPC refuses contents beside raw_input_contents
+            raise BadRequest(f"input {name!r} has both 'data' and binary_data_size")
         if type(size) is not int or size < 0 or offset + size > len(binary):
             raise BadRequest(
                 f"input {name!r}: binary_data_size {quoted(size)} overruns the binary data"
@@ -118,21 +120,38 @@ def _input(tensor: Any, columns: InputColumns, binary: bytes, offset: int) -> in
     else:
         if "data" not in tensor:
             raise BadRequest(f"input {name!r} has neither 'data' nor binary_data_size")
-        values = _flatten(tensor["data"])
+        values = _flatten(name, tensor["data"], shape)
     columns.add(name, values, shape, count)
     return offset
 
 
-def _flatten(data: Any) -> list[Any]:
-    """A flat list, or the rows of an [N, 1] tensor: never walked deeper (shapes have at most
-    two dimensions), so no nesting a client sends can recurse."""
+def _flatten(name: str, data: Any, shape: list[int]) -> list[Any]:
+    """A flat list, or the rows of an [N, 1] tensor in its nested form (N rows of one value, as
+    its shape says): never walked deeper (shapes have at most two dimensions), so no nesting a
+    client sends can recurse."""
     if not isinstance(data, list):
-        raise BadRequest("tensor 'data' must be a list")
+        raise BadRequest(f"input {name!r}: tensor 'data' must be a list")
     values: list[Any] = data
-    if values and all(isinstance(item, list) for item in values):
+    if values and isinstance(values[0], list):
+        if len(shape) != 2:
+            raise BadRequest(
+                f"input {name!r}: tensor 'data' is nested as rows but its shape {shape} has one "
+                "dimension: send it flat"
+            )
+        rows, width = shape
+        if len(values) != rows or not all(
+            isinstance(row, list) and len(row) == width for row in values
+        ):
+            raise BadRequest(
+                f"input {name!r}: tensor 'data' nested as rows must be {rows} rows of {width} "
+                f"value{'' if width == 1 else 's'}, as its shape {shape} says, or flat"
+            )
         values = [value for row in values for value in row]
     if any(isinstance(item, list | dict) for item in values):
-        raise BadRequest("tensor 'data' must be a flat list of values or a list of rows of values")
+        raise BadRequest(
+            f"input {name!r}: tensor 'data' must be a flat list of values or a list of rows of "
+            "values"
+        )
     return values
 
 
@@ -142,7 +161,7 @@ def _requested_outputs(header: dict[str, Any]) -> dict[str, bool]:
         raise BadRequest("'parameters' must be an object")
     default_binary = parameters.get("binary_data_output") is True
     requested = header.get("outputs")
-    if requested is None:
+    if requested is None or requested == []:  # gRPC cannot tell an empty list from none
         return dict.fromkeys(OUTPUTS, default_binary)
     if not isinstance(requested, list):
         raise BadRequest("'outputs' must be a list")

@@ -265,7 +265,11 @@ def openapi_document(
                 "id": {"type": "string"},
                 "parameters": {"type": "object"},
                 "inputs": {"type": "array", "items": tensor},
-                "outputs": {"type": "array", "items": {"type": "object"}},
+                "outputs": {
+                    "type": "array",
+                    "items": {"type": "object"},
+                    "description": "the outputs wanted; none or an empty list: every output",
+                },
             },
         },
         "InferenceResponse": {

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.dataplane import DataPlane
-from app.errors import BadRequest, UnsupportedMediaType
+from app.errors import BadRequest, UnsupportedMediaType, quoted
 from app.inference.flights import Batch, FlightValidator
 from app.inference.microbatch import Scorer
 from app.inference.model import MODEL_NAMES, ModelSet, OnnxModel, Prediction
@@ -170,7 +170,7 @@ class Infer:
         content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
         if content_type not in _OIP_CONTENT_TYPES:
             raise UnsupportedMediaType(
-                f"Content-Type {content_type!r} is not JSON nor binary tensor data"
+                f"Content-Type {quoted(content_type)} is not JSON nor binary tensor data"
             )
         settings: Settings = state.settings
         body = await read_body(scope, receive, settings.max_body_bytes)
@@ -210,7 +210,7 @@ def _flag(scope: Scope, name: str) -> bool:
         return False
     if value.lower() in _TRUE:
         return True
-    raise BadRequest(f"query parameter {name}={value!r} must be true or false")
+    raise BadRequest(f"query parameter {name}={quoted(value)} must be true or false")
 
 
 def _model_routes(prefix: str) -> list[Route]:
