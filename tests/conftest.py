@@ -18,12 +18,21 @@ from starlette.testclient import TestClient
 
 from app.inference.flights import Columns, Flight
 from app.main import create_app
+from app.observability.request_id import REQUEST_ID, TRACE_ID
 from app.settings import Settings
 from train.data import DATA_ENV, data_location
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
+SEVERAL_REQUEST_IDS = [
+    (["first", "second"], "first"),
+    (["first", "a b"], "first"),
+    (["a b", "second"], None),
+]
+"""X-Request-ID sent several times (the header, or gRPC's metadata) → the ID answered (None: a
+generated one): one rule everywhere. Before, the app kept the last sane one, the HTTP layer's
+own answers the last one, gRPC the first."""
 T = TypeVar("T")
 
 COLUMNS = [
@@ -113,6 +122,16 @@ def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str] = COLUM
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_request_context_left() -> Iterator[None]:
+    """A middleware called in-process outside a task (benchmarks.asgi's caller) sets the request
+    and trace IDs in the test's own context; without this reset a later test that expects none
+    (tests/test_protocol.py's access lines) failed when it ran after tests/test_request_id.py."""
+    yield
+    REQUEST_ID.set(b"")
+    TRACE_ID.set(b"")
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ from tritonclient.utils import InferenceServerException
 from app.observability.metrics import FLUSH_SECONDS
 from benchmarks import grpc_load
 from benchmarks.chaos import point, retagged_release, wait_for
-from tests.conftest import MODELS_DIR, PAYLOADS
+from tests.conftest import MODELS_DIR, PAYLOADS, SEVERAL_REQUEST_IDS
 from tests.test_server import (
     FULL_FLIGHTS,
     FULL_INPUTS,
@@ -399,6 +399,16 @@ def test_the_callers_request_id_comes_back_and_a_bad_one_is_replaced(
     ids = [value for key, value in raised.value.trailing_metadata() if key == "x-request-id"]
     assert len(ids) == 1
     assert ids[0] != "no spaces"
+
+
+@pytest.mark.parametrize(("sent", "kept"), SEVERAL_REQUEST_IDS, ids=str)
+def test_of_several_request_ids_the_first_is_judged_as_rest_judges_it(
+    stub: pb_grpc.GRPCInferenceServiceStub, sent: list[str], kept: str | None
+) -> None:
+    metadata = tuple(("x-request-id", value) for value in sent)
+    _, call = stub.ServerLive.with_call(pb.ServerLiveRequest(), metadata=metadata, timeout=5)
+    (answered,) = [value for key, value in call.trailing_metadata() if key == "x-request-id"]
+    assert answered == kept if kept is not None else answered not in sent
 
 
 def samples(http: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

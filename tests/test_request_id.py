@@ -12,8 +12,16 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.observability import request_id
-from app.observability.request_id import HEADER, MAX_LENGTH, RequestIdMiddleware, accepted, new_id
+from app.observability.request_id import (
+    HEADER,
+    MAX_LENGTH,
+    RequestIdMiddleware,
+    accepted,
+    caller_id,
+    new_id,
+)
 from benchmarks.asgi import request_caller
+from tests.conftest import SEVERAL_REQUEST_IDS
 
 GENERATED = re.compile(r"[0-9a-f]{12}-[0-9a-f]+")
 
@@ -46,6 +54,17 @@ def test_a_sane_incoming_id_is_kept(client: TestClient, incoming: str) -> None:
 def test_an_insane_incoming_id_is_replaced(client: TestClient, incoming: str) -> None:
     answer = client.get("/health", headers={"X-Request-ID": incoming.encode("utf-8")})
     assert GENERATED.fullmatch(answer.headers["x-request-id"])
+
+
+@pytest.mark.parametrize(("sent", "kept"), SEVERAL_REQUEST_IDS, ids=str)
+def test_of_several_incoming_ids_the_first_is_judged(
+    client: TestClient, sent: list[str], kept: str | None
+) -> None:
+    headers = [(b"x-request-id", value.encode()) for value in sent]
+    answered = client.get("/health", headers=headers).headers["x-request-id"]
+    assert answered == kept if kept is not None else GENERATED.fullmatch(answered)
+    judged = caller_id((HEADER, value.encode()) for value in sent).decode()
+    assert judged == kept if kept is not None else GENERATED.fullmatch(judged)
 
 
 def test_a_500_carries_the_id_and_its_log_line_too(caplog: pytest.LogCaptureFixture) -> None:

@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from app.errors import BadRequest, ServiceError
 from app.grpc.status import details_of, status_of
 from app.observability.metrics import observe_latency
-from app.observability.request_id import HEADER, REQUEST_ID, accepted, new_id
+from app.observability.request_id import HEADER, REQUEST_ID, caller_id
 
 SERVICE = "inference.GRPCInferenceService"
 METHOD_LABEL = "GRPC"
@@ -108,10 +108,9 @@ async def _abort(
 
 
 def _request_id(context: Context) -> bytes:
-    for key, value in context.invocation_metadata() or ():
-        if key == _HEADER:
-            raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-            if accepted(raw):
-                return raw
-            break
-    return new_id()
+    """The metadata's `x-request-id` judged as the header is (`caller_id`: the first, if sane)."""
+    return caller_id(
+        (HEADER, value.encode("utf-8") if isinstance(value, str) else bytes(value))
+        for key, value in context.invocation_metadata() or ()
+        if key == _HEADER
+    )

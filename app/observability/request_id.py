@@ -3,7 +3,9 @@ and in every log line, and the caller's trace ID when it sent a valid `tracepare
 
 An incoming `X-Request-ID` is kept when it is sane (1-128 characters of `A-Z a-z 0-9 . _ : + / = -`)
 so that a caller's or a load balancer's ID follows the request through; anything else is
-replaced by a generated one. A generated ID is this process's random prefix plus a counter:
+replaced by a generated one. Of several, the first is the one judged (`caller_id`), on every
+answer: the app's, the HTTP layer's own and shed ones (app.server.protocol), gRPC's metadata
+(app.grpc.calls). A generated ID is this process's random prefix plus a counter:
 unique across workers and restarts, and about ten times cheaper than a uuid4.
 
 A `traceparent` (https://www.w3.org/TR/trace-context/) is checked to the letter of the
@@ -21,7 +23,7 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -61,6 +63,14 @@ def accepted(value: bytes) -> bool:
     return _SANE.fullmatch(value) is not None
 
 
+def caller_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The first X-Request-ID the caller sent, if it is sane, else a new one."""
+    for name, value in headers:
+        if name == HEADER:
+            return bytes(value) if accepted(value) else new_id()
+    return new_id()
+
+
 def trace_id(traceparent: bytes) -> bytes:
     """The trace ID of a valid `traceparent`, else b"": lowercase hex only; version `ff` is
     invalid; version `00` has exactly four fields; a later version may append fields after a
@@ -91,17 +101,17 @@ class RequestIdMiddleware:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
             return self.app(scope, receive, send)
-        request_id = b""
+        request_id: bytes | None = None
         traceparent: bytes | None = None
         several = False
-        for name, value in scope["headers"]:
+        for name, value in scope["headers"]:  # one pass for both: caller_id's rule, inlined
             if name == HEADER:
-                if accepted(value):
+                if request_id is None:
                     request_id = bytes(value)
             elif name == TRACEPARENT:
                 several = traceparent is not None
                 traceparent = bytes(value)
-        if not request_id:
+        if request_id is None or not accepted(request_id):
             request_id = new_id()
         REQUEST_ID.set(request_id)  # each request runs in its own task: no reset needed
         header = (HEADER, request_id)

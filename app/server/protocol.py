@@ -176,17 +176,6 @@ def _response(
     return head + b"x-request-id: " + request_id + b"\r\n\r\n" + (b"" if head_only else body)
 
 
-def _request_id(headers: Iterable[tuple[bytes, bytes]] | None) -> bytes:
-    """The caller's X-Request-ID (the last one it sent) if it is sane, else a new one: what
-    the shed answers always chose (app.observability.request_id's middleware keeps the last
-    sane one of several)."""
-    request_id = b""
-    for name, value in headers or ():
-        if name == request_ids.HEADER:
-            request_id = bytes(value)
-    return request_id if request_ids.accepted(request_id) else request_ids.new_id()
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """One instance per connection, as uvicorn's own; `limits` is set by `guarded_protocol`."""
 
@@ -435,7 +424,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         `on_response_complete`, not ours: no task is answered here, and a request shed behind a
         pipelined one is shed from that one's task, which ours would take as answered by the app
         (the connection no longer busy)."""
-        request_id = _request_id(cycle.scope["headers"])
+        request_id = request_ids.caller_id(cycle.scope["headers"])
         head_only = cycle.scope["method"] == "HEAD"
         self.transport.write(shed_response(request_id, not cycle.keep_alive, head_only))
         self._last_shed = self.loop.time()
@@ -580,7 +569,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(DRAIN_INTERVAL, self._drain)
 
     def _refuse(self, status: int, reason: str, message: str, waited: float = 0.0) -> None:
-        request_id = _request_id(self.headers)
+        request_id = request_ids.caller_id(self.headers or ())
         token = request_ids.REQUEST_ID.set(request_id)  # the warning carries the answer's ID
         self.logger.warning("%s %s (client %s)", status, message, self.client)
         request_ids.REQUEST_ID.reset(token)
