@@ -4,7 +4,9 @@ A reload (SIGHUP) replaces every worker, and each worker listens on the gRPC por
 (SO_REUSEPORT): app.server.handoff keeps a reload's old workers listening until the new ones do.
 This measures what a client meets meanwhile. The service (the README's gunicorn, gRPC on a free
 loopback port) is started; CLIENTS threads call `ServerLive`, each call on a new channel, so on a
-new connection, without `wait_for_ready` (a refused connection fails the call at once); RELOADS
+new connection, without `wait_for_ready` (a refused connection fails the call at once), or with
+--kept-connections each thread on one channel of its own for all its calls, as a long-lived
+client's (the calls an old worker's connections still carry when it stops); RELOADS
 SIGHUPs follow one another, each once the previous reload has completed (the new workers serve
 gRPC, the old ones have exited), with the calls' status codes counted per reload (from its
 SIGHUP to SETTLE_S after it completed); then SIGTERM, timed. Writes grpc-reload.md and
@@ -39,6 +41,10 @@ EXITED = "Finished server process"
 FRESH_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 """A channel's own subchannel pool: each channel opens its own connection."""
 SETTLE_S = 0.5
+CONNECTIONS = {
+    False: "each call on a new connection (a channel of its own)",
+    True: "each thread on one connection it keeps for all its calls, back to back",
+}
 CALL_TIMEOUT_S = 5
 SHOWN_FAILURES = 10
 
@@ -69,6 +75,8 @@ class Outcome:
     stop_s: float = 0.0
     failures: list[str] = field(default_factory=list)
     """The first failed calls' codes and details."""
+    kept_connections: bool = False
+    """Each client thread keeps one connection (else: a new connection per call)."""
 
     @property
     def failed(self) -> int:
@@ -80,10 +88,12 @@ class Outcome:
 
 
 class Callers:
-    """Threads calling ServerLive, each call on a new connection, counting the status codes."""
+    """Threads calling ServerLive, each call on a new connection (or each thread on one it keeps),
+    counting the status codes."""
 
-    def __init__(self, target: str, clients: int) -> None:
+    def __init__(self, target: str, clients: int, kept_connections: bool = False) -> None:
         self._target = target
+        self._kept = kept_connections
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
         self.failures: list[str] = []
@@ -105,18 +115,27 @@ class Callers:
             return collections.Counter(self._counts)
 
     def _call(self) -> None:
+        if self._kept:
+            with grpc.insecure_channel(self._target, options=FRESH_CONNECTION) as channel:
+                live = channel.unary_unary(LIVE)
+                while not self._done.is_set():
+                    self._count(live)
+            return
         while not self._done.is_set():
             with grpc.insecure_channel(self._target, options=FRESH_CONNECTION) as channel:
-                try:
-                    channel.unary_unary(LIVE)(b"", timeout=CALL_TIMEOUT_S)
-                    code = "OK"
-                except grpc.RpcError as error:
-                    code = error.code().name
-                    with self._lock:
-                        if len(self.failures) < SHOWN_FAILURES:
-                            self.failures.append(f"{code}: {error.details()}")
+                self._count(channel.unary_unary(LIVE))
+
+    def _count(self, live: grpc.UnaryUnaryMultiCallable) -> None:
+        try:
+            live(b"", timeout=CALL_TIMEOUT_S)
+            code = "OK"
+        except grpc.RpcError as error:
+            code = error.code().name
             with self._lock:
-                self._counts[code] += 1
+                if len(self.failures) < SHOWN_FAILURES:
+                    self.failures.append(f"{code}: {error.details()}")
+        with self._lock:
+            self._counts[code] += 1
 
 
 def measure(args: argparse.Namespace, scratch: Path) -> Outcome:
@@ -124,10 +143,10 @@ def measure(args: argparse.Namespace, scratch: Path) -> Outcome:
     outcome = Outcome(
         revision(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), cpu, nproc,
         load_average(), " ".join(["python -m benchmarks.grpc_reload", *sys.argv[1:]]),
-        args.workers, args.clients,
+        args.workers, args.clients, kept_connections=args.kept_connections,
     )  # fmt: skip
     with served(args, scratch, "grpc-reload", args.workers) as (server, target):
-        with Callers(target, args.clients) as callers:
+        with Callers(target, args.clients, args.kept_connections) as callers:
             time.sleep(SETTLE_S)
             for reload in range(1, args.reloads + 1):
                 before, exited = callers.counts(), log_text(server).count(EXITED)
@@ -171,7 +190,7 @@ def render(outcome: Outcome) -> str:
         f"- CPU: {outcome.cpu}, {outcome.nproc} cores; load average before: "
         f"{outcome.load_average}. The client threads run on the same cores as the server.",
         f"- {outcome.workers} workers, gRPC on a loopback port; {outcome.clients} client threads "
-        "call `ServerLive`, each call on a new connection (a channel of its own), without "
+        f"call `ServerLive`, {CONNECTIONS[outcome.kept_connections]}, without "
         f"`wait_for_ready`; {len(outcome.reloads)} SIGHUPs one after another, each once the "
         "previous reload completed (the new workers serve gRPC, the old ones have exited); a "
         f"reload's calls are those finished from its SIGHUP to {SETTLE_S} s after it completed.",
@@ -201,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reloads", type=int, default=10)
     parser.add_argument("--clients", type=int, default=2, help="client threads")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--kept-connections", action="store_true", help="each client thread keeps one connection"
+    )
     parser.add_argument("--gunicorn", type=Path, default=Path(".venv/bin/gunicorn"))
     parser.add_argument("--ready-timeout", type=float, default=60)
     parser.add_argument("--out", type=Path, default=Path("reports"))

@@ -28,3 +28,11 @@ def test_the_report_passes_only_when_no_call_failed() -> None:
     report = render(failing)
     assert "**FAIL: 3,000 failed** of 4,010 calls" in report
     assert "- `UNAVAILABLE: failed to connect to all addresses`" in report
+
+
+def test_the_report_says_how_the_clients_connect() -> None:
+    new = render(outcome(Reload(0.6, {"OK": 10})))
+    assert "each call on a new connection" in new
+    kept = outcome(Reload(0.6, {"OK": 10}))
+    kept.kept_connections = True
+    assert "each thread on one connection it keeps for all its calls" in render(kept)
