@@ -41,6 +41,7 @@ EXITED = "Finished server process"
 FRESH_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 """A channel's own subchannel pool: each channel opens its own connection."""
 SETTLE_S = 0.5
+MAKE_TARGET = {False: "grpc-reload", True: "grpc-reload-kept"}
 CONNECTIONS = {
     False: "each call on a new connection (a channel of its own)",
     True: "each thread on one connection it keeps for all its calls, back to back",
@@ -184,7 +185,7 @@ def render(outcome: Outcome) -> str:
     seconds = sorted(reload.seconds for reload in outcome.reloads)
     verdict = "PASS: no call failed" if outcome.failed == 0 else f"FAIL: {outcome.failed:,} failed"
     lines = [
-        "# gRPC across model reloads (`make grpc-reload`)",
+        f"# gRPC across model reloads (`make {MAKE_TARGET[outcome.kept_connections]}`)",
         "",
         f"- Code: {outcome.revision}; {outcome.date}",
         f"- CPU: {outcome.cpu}, {outcome.nproc} cores; load average before: "

@@ -36,3 +36,4 @@ def test_the_report_says_how_the_clients_connect() -> None:
     kept = outcome(Reload(0.6, {"OK": 10}))
     kept.kept_connections = True
     assert "each thread on one connection it keeps for all its calls" in render(kept)
+    assert render(kept).startswith("# gRPC across model reloads (`make grpc-reload-kept`)")
