@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from app.main import Service
 from app.observability import logs, request_id
+from app.observability.metrics import ANSWERED_BY_SERVER
 from app.settings import Settings
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -99,6 +100,33 @@ def test_the_access_line_has_route_status_and_duration(caplog: pytest.LogCapture
     assert first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert first["message"].startswith("GET /items/7 200 ")
     assert all(0 < line["duration_ms"] < 10_000 for line in lines)
+
+
+def test_no_access_line_for_an_answer_the_http_layer_gave(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """app.server.protocol answered (and logged a warning line for) a request whose app was
+    running: the app's answer to the closed connection has no access line of its own."""
+    import asyncio
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 499, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def ignore(message: Any) -> None:
+        pass
+
+    def access_lines(marked: bool) -> int:
+        scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/predict"}
+        if marked:
+            scope[ANSWERED_BY_SERVER] = 408
+        caplog.clear()
+        asyncio.run(logs.AccessLogMiddleware(app)(scope, None, ignore))
+        return sum(r.name == "app.access" for r in caplog.records)
+
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        assert access_lines(marked=False) == 1
+        assert access_lines(marked=True) == 0
 
 
 def test_the_access_log_is_not_in_the_stack_unless_asked() -> None:

@@ -20,7 +20,7 @@ import orjson
 from gunicorn.glogging import Logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.observability.metrics import UNMATCHED_ROUTE
+from app.observability.metrics import ANSWERED_BY_SERVER, UNMATCHED_ROUTE
 from app.observability.request_id import NO_REQUEST, RequestIdFormatter, current, current_trace
 
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] [%(request_id)s] %(message)s"
@@ -100,7 +100,8 @@ class AccessLogMiddleware:
             duration_ms = round((time.perf_counter() - start) * 1000, 3)
             template = getattr(scope.get("route"), "path", None)
             route = template if isinstance(template, str) else UNMATCHED_ROUTE
-            log_access(scope["method"], scope["path"], route, status, duration_ms)
+            if ANSWERED_BY_SERVER not in scope:  # else its warning line stands for it
+                log_access(scope["method"], scope["path"], route, status, duration_ms)
 
 
 def log_access(method: str, path: str, route: str, status: int, duration_ms: float) -> None:
