@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import gzip
@@ -15,9 +16,11 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.inference.flights import Columns, Flight
 from app.main import create_app
+from app.observability.metrics import ANSWERED_BY_SERVER
 from app.observability.request_id import REQUEST_ID, TRACE_ID
 from app.settings import Settings
 from train.data import DATA_ENV, data_location
@@ -122,6 +125,30 @@ def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str] = COLUM
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def answer_499_through(middleware: Callable[[ASGIApp], ASGIApp], marked: bool) -> None:
+    """One `POST /predict` whose app answers 499 (a client gone), through `middleware`; `marked`:
+    the HTTP layer had answered that request itself (ANSWERED_BY_SERVER in its scope)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 499, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def ignore(message: Message) -> None:
+        pass
+
+    scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/predict"}
+    if marked:
+        scope[ANSWERED_BY_SERVER] = 408
+
+    async def request() -> None:  # on a running loop: MetricsMiddleware starts its flushing
+        await middleware(app)(scope, receive, ignore)
+
+    asyncio.run(request())
 
 
 @pytest.fixture(autouse=True)

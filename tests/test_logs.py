@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from app.main import Service
 from app.observability import logs, request_id
-from app.observability.metrics import ANSWERED_BY_SERVER
 from app.settings import Settings
+from tests.conftest import answer_499_through
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -107,21 +107,10 @@ def test_no_access_line_for_an_answer_the_http_layer_gave(
 ) -> None:
     """app.server.protocol answered (and logged a warning line for) a request whose app was
     running: the app's answer to the closed connection has no access line of its own."""
-    import asyncio
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 499, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def ignore(message: Any) -> None:
-        pass
 
     def access_lines(marked: bool) -> int:
-        scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/predict"}
-        if marked:
-            scope[ANSWERED_BY_SERVER] = 408
         caplog.clear()
-        asyncio.run(logs.AccessLogMiddleware(app)(scope, None, ignore))
+        answer_499_through(logs.AccessLogMiddleware, marked)
         return sum(r.name == "app.access" for r in caplog.records)
 
     with caplog.at_level(logging.INFO, logger="app.access"):

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
-from starlette.types import Message, Receive, Scope, Send
 
 from app.observability.metrics import UNMATCHED_ROUTE, exposition
+from tests.conftest import answer_499_through
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 LABELS_499 = {"route": UNMATCHED_ROUTE, "method": "POST", "status": "499"}
+"""What tests.conftest.answer_499_through's request is counted as (it has no route)."""
 
 
 def _samples(client: TestClient) -> Samples:
@@ -146,30 +145,11 @@ def test_an_answer_the_http_layer_gave_and_counted_is_not_counted_again() -> Non
     """app.server.protocol answers a request whose body never came (408) or came misframed
     (400) itself, counts that, and marks the scope: the app's answer to the closed connection
     (its 499) must not be counted too."""
-    import asyncio
-
-    from app.observability.metrics import ANSWERED_BY_SERVER, MetricsMiddleware
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 499, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def ignore(message: Message) -> None:
-        pass
-
-    async def receive() -> Message:
-        return {"type": "http.disconnect"}
+    from app.observability.metrics import MetricsMiddleware
 
     def count(marked: bool) -> float:
-        scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/answered-test"}
-        if marked:
-            scope[ANSWERED_BY_SERVER] = 408
-
-        async def request() -> None:  # the middleware starts the flushing on the running loop
-            await MetricsMiddleware(app)(scope, receive, ignore)
-
         before = _value(_scraped(), "http_requests_total", **LABELS_499)
-        asyncio.run(request())
+        answer_499_through(MetricsMiddleware, marked)
         return _value(_scraped(), "http_requests_total", **LABELS_499) - before
 
     assert count(marked=False) == 1  # the test counts what it should
