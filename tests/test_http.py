@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.errors import PayloadTooLarge, UnsupportedMediaType
-from app.rest.http import read_body, read_json_body
+from app.rest.http import decimal, read_body, read_json_body
 
 BODY = b'{"flights":[]}'
 
@@ -60,3 +60,19 @@ def test_a_compressed_body_is_415_naming_its_coding_and_identity_passes() -> Non
             body_of([json_type, (b"content-encoding", b"identity"), (b"content-encoding", b"gzip")])
         assert body_of([json_type, (b"content-encoding", b"identity")], json=json) == BODY
         assert body_of([json_type, (b"content-encoding", b" Identity ")], json=json) == BODY
+
+
+def test_a_length_of_any_number_of_digits_is_a_number() -> None:
+    """The HTTP parser takes a zero-padded Content-Length (leading zeros never overflow), which
+    int() refused past 4,300 digits: a 500 and a traceback, where 4,299 zeros were served."""
+    padded = b"0" * 5_000 + b"14"
+    assert body_of([(b"content-type", b"application/json"), (b"content-length", padded)]) == BODY
+    with pytest.raises(PayloadTooLarge):
+        body_of([(b"content-length", b"0" * 5_000 + b"101")], json=False)
+    with pytest.raises(PayloadTooLarge):
+        body_of([(b"content-length", b"9" * 5_000)], json=False)
+    assert decimal("0" * 5_000 + "7") == 7
+    assert decimal(b"9" * 5_000) == 10**20
+    assert decimal(b"") is None
+    assert decimal("²") is None
+    assert decimal("-4") is None

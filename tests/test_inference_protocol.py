@@ -157,6 +157,10 @@ def test_binary_overruns_and_leftovers_are_refused() -> None:
         decode_request(body, str(len(body) + 1), INPUTS)
     with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
         decode_request(body, "-4", INPUTS)
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
+        decode_request(body, "9" * 4_301, INPUTS)  # int() refuses it: was a 500
+    padded = decode_request(body, "0" * 4_301 + length, INPUTS)
+    assert padded == decode_request(body, length, INPUTS)
 
 
 def test_bytes_elements_must_be_utf8() -> None:

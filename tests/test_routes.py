@@ -244,8 +244,19 @@ LONG = "x" * 12_000
         ("POST", f"/v2/models/delay-full/versions/{LONG}/infer", {}, 404),
         ("POST", "/v2/models/delay-full/infer", {"content-type": f"text/{LONG}"}, 415),
         ("POST", "/predict", {"content-encoding": f"x{LONG}"}, 415),
+        ("DELETE", f"/v2/models/{LONG}/ready", {}, 405),
+        ("POST", "/predict", {"content-type": f"application/json; charset={LONG}"}, 415),
     ],
-    ids=["path", "query", "model-name", "model-version", "content-type", "content-encoding"],
+    ids=[
+        "path",
+        "query",
+        "model-name",
+        "model-version",
+        "content-type",
+        "content-encoding",
+        "not-allowed",
+        "charset",
+    ],
 )
 def test_an_error_quotes_a_long_client_string_cut_short(
     client: TestClient, method: str, path: str, headers: dict[str, str], status: int
@@ -346,6 +357,29 @@ def test_infer_errors_are_json_with_an_error_key(client: TestClient) -> None:
         "/v2/models/delay-minimal/infer", content=b"x", headers={"content-type": "text/csv"}
     )
     assert response.status_code == 415
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v2/models/delay-minimal/infer"])
+def test_a_json_body_in_a_charset_other_than_utf8_is_a_415_naming_it(
+    client: TestClient, path: str
+) -> None:
+    """JSON is UTF-8 (RFC 8259): a Latin-1 body read as UTF-8 was a 400 'malformed JSON' at a
+    position with nothing wrong; `charset=utf-8` (any case, quoted or not) is served."""
+    inputs = [
+        {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": [MINIMAL["OPERA"]]},
+        {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
+        {"name": "MES", "datatype": "INT64", "shape": [1], "data": [3]},
+    ]
+    body = orjson.dumps({"flights": [MINIMAL]} if path == "/predict" else {"inputs": inputs})
+    for charset in ("utf-8", "UTF8", '"utf-8"'):
+        headers = {"content-type": f"application/json; charset={charset}"}
+        assert client.post(path, content=body, headers=headers).status_code == 200
+    latin = {"content-type": "application/json;charset=latin-1"}
+    refused = client.post(path, content=body, headers=latin)
+    assert refused.status_code == 415
+    assert refused.json()["error"] == (
+        "charset 'latin-1' is not supported: send the JSON body in UTF-8"
+    )
 
 
 def test_a_gzipped_body_is_a_415_naming_its_coding_on_both_routes(client: TestClient) -> None:

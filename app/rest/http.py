@@ -20,6 +20,7 @@ from app.errors import (
     PayloadTooLarge,
     ServiceError,
     UnsupportedMediaType,
+    quoted,
     shown,
 )
 
@@ -56,9 +57,12 @@ async def read_json_body(scope: Scope, receive: Receive, max_bytes: int) -> byte
     """The body of a request that says it is JSON (415 otherwise), not yet parsed: the caller
     decodes it straight into its own types."""
     content_type, declared, encoding, transfer = _content_headers(scope)
-    if content_type.partition(b";")[0].strip().lower() != b"application/json":
+    media_type, _, parameters = content_type.decode("latin-1").partition(";")
+    if media_type.strip().lower() != JSON_TYPE:
         received = shown(content_type.decode("latin-1")) or None
         raise UnsupportedMediaType(f"Content-Type must be {JSON_TYPE}", received=received)
+    if parameters:
+        refuse_charset(parameters)
     if encoding or transfer:  # rare: the usual request pays for no call
         _refuse_encoded(encoding, transfer)
     return await _read_body(receive, declared, max_bytes)
@@ -112,6 +116,19 @@ def _content_headers(scope: Scope) -> tuple[bytes, bytes, bytes, bytes]:
     return content_type or b"", length or b"", encoding, transfer
 
 
+def refuse_charset(parameters: str) -> None:
+    """A 415 naming a JSON body's charset other than UTF-8 (RFC 8259: JSON is UTF-8): read as
+    UTF-8, a Latin-1 body was called malformed JSON at a position that has nothing wrong."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType(
+                f"charset {quoted(value.strip())} is not supported: send the JSON body in UTF-8",
+                received=shown(value.strip()),
+            )
+
+
 def _refuse_encoded(encoding: bytes, transfer: bytes) -> None:
     """A 415 naming the coding of a compressed body: read as JSON it would only be called
     malformed. A Content-Encoding of `identity` (no coding) passes, and so does the chunked
@@ -130,8 +147,19 @@ def _refuse_encoded(encoding: bytes, transfer: bytes) -> None:
             )
 
 
+def decimal(text: bytes | str) -> int | None:
+    """A header's non-negative decimal number, None if it is not one. Any number of leading
+    zeros is a number (the HTTP parser takes a Content-Length of 5,000 zeros), which `int()`
+    refuses past 4,300 digits; a value past 20 digits is capped there, larger than any body."""
+    if not (text.isascii() and text.isdigit()):  # isascii: "²".isdigit() holds too
+        return None
+    digits = text.lstrip(b"0" if isinstance(text, bytes) else "0")
+    return int(digits or 0) if len(digits) <= 20 else 10**20
+
+
 async def _read_body(receive: Receive, declared: bytes, max_bytes: int) -> bytes:
-    if declared.isdigit() and int(declared) > max_bytes:
+    length = decimal(declared)
+    if length is not None and length > max_bytes:
         raise _too_large(max_bytes)
     # Straight from ASGI receive rather than request.stream(): an async generator per request
     # costs more than parsing the flight, and the whole body usually comes in one message.
@@ -175,7 +203,7 @@ async def http_error(request: Request, error: Exception) -> Response:
     if error.status_code == 404:
         mapped = NotFound(f"no route for {request.method} {shown(request.url.path)}")
     elif error.status_code == 405:
-        mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        mapped = MethodNotAllowed(f"{request.method} is not allowed on {shown(request.url.path)}")
     else:
         mapped = ServiceError(str(error.detail))
         mapped.status_code = error.status_code

@@ -13,7 +13,7 @@ import orjson
 
 from app.errors import BadRequest, quoted
 from app.inference.model import Prediction
-from app.rest.http import parse_json
+from app.rest.http import decimal, parse_json
 from app.tensors import (
     OUTPUTS,
     InferenceRequest,
@@ -86,15 +86,12 @@ def encode_response(
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    # isascii: str.isdigit() also holds for "²", which int() refuses
-    if not (header_length.isascii() and header_length.isdigit()) or not (
-        0 < int(header_length) <= len(body)
-    ):
+    length = decimal(header_length)
+    if length is None or not 0 < length <= len(body):
         raise BadRequest(
             f"Inference-Header-Content-Length {quoted(header_length)} is not a length within the "
             f"{len(body)}-byte body"
         )
-    length = int(header_length)
     return body[:length], body[length:]
 
 

@@ -18,10 +18,12 @@ from app.inference.model import MODEL_NAMES, ModelSet, OnnxModel, Prediction
 from app.observability.metrics import exposition
 from app.rest import inference_protocol as oip
 from app.rest.http import (
+    JSON_TYPE,
     JSONResponse,
     dumps,
     read_body,
     read_json_body,
+    refuse_charset,
     send_body,
     send_error,
     send_json_body,
@@ -167,11 +169,14 @@ class Infer:
         params = scope["path_params"]
         model = dataplane.model(params["name"], params.get("version"))
         headers = Headers(scope=scope)
-        content_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        media_type, _, parameters = headers.get("content-type", "").partition(";")
+        content_type = media_type.strip().lower()
         if content_type not in _OIP_CONTENT_TYPES:
             raise UnsupportedMediaType(
                 f"Content-Type {quoted(content_type)} is not JSON nor binary tensor data"
             )
+        if parameters and content_type == JSON_TYPE:
+            refuse_charset(parameters)
         settings: Settings = state.settings
         body = await read_body(scope, receive, settings.max_body_bytes)
         inference = oip.decode_request(body, headers.get(oip.HEADER_LENGTH), model.input_types)
