@@ -147,18 +147,18 @@ def _refuse_encoded(encoding: bytes, transfer: bytes) -> None:
             )
 
 
-def decimal(text: bytes | str) -> int | None:
+def decimal(text: str) -> int | None:
     """A header's non-negative decimal number, None if it is not one. Any number of leading
     zeros is a number (the HTTP parser takes a Content-Length of 5,000 zeros), which `int()`
     refuses past 4,300 digits; a value past 20 digits is capped there, larger than any body."""
     if not (text.isascii() and text.isdigit()):  # isascii: "²".isdigit() holds too
         return None
-    digits = text.lstrip(b"0" if isinstance(text, bytes) else "0")
+    digits = text.lstrip("0")
     return int(digits or 0) if len(digits) <= 20 else 10**20
 
 
 async def _read_body(receive: Receive, declared: bytes, max_bytes: int) -> bytes:
-    length = decimal(declared)
+    length = decimal(declared.decode("latin-1"))
     if length is not None and length > max_bytes:
         raise _too_large(max_bytes)
     # Straight from ASGI receive rather than request.stream(): an async generator per request
