@@ -200,6 +200,53 @@ def test_a_head_just_over_the_limit_completed_by_its_second_chunk_is_a_431() -> 
     run(scenario)
 
 
+GET_HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "chunk"),
+    [(GET_HEALTH * 40, 100), (GET_HEALTH * 40, 250), ((post(b"x" * 1100) + GET_HEALTH) * 20, 1500)],
+    ids=["gets-100", "gets-250", "posts-1500"],
+)
+def test_pipelined_small_requests_never_sum_to_a_431(data: bytes, chunk: int) -> None:
+    """A chunk that ends inside the next head also holds the requests before it: counted as that
+    head's, a stream of small pipelined requests, each chunk ending mid-head, passed the limit
+    (a 431 and the connection closed after 18 KB of 33-byte GETs, at the 16 KiB default); and
+    one chunk of a 1,100-byte body and a head's first bytes was a 431 at once (the 1,500)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        for start in range(0, len(data), chunk):
+            protocol.data_received(data[start : start + chunk])
+            await settle()
+        for _ in range(40):  # the pipelined answers, one after another
+            await settle()
+        assert transport.data.count(b"HTTP/1.1 200 ") == 40, transport.data[-300:]
+        assert b"431" not in transport.data
+        assert not transport.closed
+
+    run(scenario)
+
+
+def test_a_long_head_behind_a_pipelined_request_is_still_a_431() -> None:
+    """The head that began after a request ended in the same chunk is measured from what it has
+    parsed, and every later chunk counts whole: one header of 5,000 bytes trickled after it is
+    refused before it completes."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}") + b"GET /health HTTP/1.1\r\nX-Big: ")
+        await settle()
+        for _ in range(50):
+            if transport.closed:
+                break
+            protocol.data_received(b"a" * 100)
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert b"HTTP/1.1 431 " in transport.data
+        assert transport.closed
+
+    run(scenario)
+
+
 def test_a_connection_that_sends_nothing_is_closed_silently_after_the_head_timeout() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.sweep(100.0)
