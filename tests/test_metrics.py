@@ -3,7 +3,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from app.observability.metrics import UNMATCHED_ROUTE, exposition
+from app.observability.metrics import OTHER_METHOD, UNMATCHED_ROUTE, exposition
 from tests.conftest import answer_499_through
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -60,6 +60,28 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
         "predictions_total", model="delay-minimal", version=version, label="1"
     )
     assert scored == 6
+
+
+def test_a_method_outside_rfc_9110_is_counted_as_other(client: TestClient) -> None:
+    """Methods are a client's choice: beyond RFC 9110's, one label for all, so that a scanner
+    cycling through WebDAV's cannot add series to every route."""
+    before = _samples(client)
+    for method in ("PROPFIND", "MKCALENDAR", "LOCK", "SOURCE"):
+        assert client.request(method, "/health").status_code == 405
+    assert client.request("PUT", "/health").status_code == 405
+    after = _samples(client)
+    count = "http_request_duration_seconds_count"
+    labels = {"route": "/health", "status": "405"}
+    assert (
+        _value(after, count, method=OTHER_METHOD, **labels)
+        - _value(before, count, method=OTHER_METHOD, **labels)
+        == 4
+    )
+    assert (
+        _value(after, count, method="PUT", **labels) - _value(before, count, method="PUT", **labels)
+        == 1
+    )
+    assert not any(("PROPFIND" in dict(labels).values()) for _, labels in after)
 
 
 def test_each_onnxruntime_model_call_is_timed_once_and_table_answers_never(

@@ -87,6 +87,15 @@ WORKERS = Gauge(
 )
 UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
+OTHER_METHOD = "OTHER"
+"""The method label of every method but RFC 9110's own: the HTTP parser takes 35 (PROPFIND,
+MKCALENDAR, SOURCE…), and one series each, on every route, took /metrics from 92 lines to
+7,548 (820 KB)."""
+_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "GRPC", "-")
+)
+"""The method labels kept as they are: RFC 9110's, gRPC's and `-` (no method: bytes that are
+not HTTP, app.server.protocol)."""
 
 
 _latency: dict[tuple[str, str, int | str], list[float]] = {}
@@ -113,6 +122,8 @@ _derived: Derived | None = None
 
 def observe_latency(route: str, method: str, status: int | str, seconds: float) -> None:
     """`status`: an HTTP status, or a gRPC status code's name (app.grpc, method "GRPC")."""
+    if method not in _METHODS:
+        method = OTHER_METHOD
     _tally(_latency, (route, method, status), BUCKETS, seconds)
 
 
