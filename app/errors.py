@@ -42,6 +42,19 @@ def quoted(value: Any) -> str:
     return flat if isinstance(flat, str) and isinstance(value, list | dict) else repr(flat)
 
 
+LOGGED_PATH_CHARS = 200
+"""The most of a request's path a log line holds (the parser takes paths of up to 16 KiB)."""
+
+
+def loggable(path: str) -> str:
+    """A client's path as a log line may hold it: cut to LOGGED_PATH_CHARS, and on one line.
+    Decoded, `%0a` is a line feed: `/health%0a[2026-…] [INFO] GET /admin 200` wrote a forged
+    access line into the text log."""
+    if len(path) > LOGGED_PATH_CHARS:
+        path = path[:LOGGED_PATH_CHARS] + "…"
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
 class ServiceError(Exception):
     """A failure the client should see, with a status code and a JSON-able detail."""
 

@@ -14,6 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from app.errors import LOGGED_PATH_CHARS
 from app.main import Service
 from app.observability import logs, request_id
 from app.settings import Settings
@@ -100,6 +101,26 @@ def test_the_access_line_has_route_status_and_duration(caplog: pytest.LogCapture
     assert first["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert first["message"].startswith("GET /items/7 200 ")
     assert all(0 < line["duration_ms"] < 10_000 for line in lines)
+
+
+def test_a_path_is_logged_on_one_line_and_cut_short(caplog: pytest.LogCaptureFixture) -> None:
+    """Decoded, `%0a` is a line feed: a path holding one wrote a forged line into the text access
+    log; and a 16 KiB path was logged whole, on every request."""
+    forged = "7\n[2026-12-04 16:00:00 +0000] [1] [INFO] GET /admin 200 0.1 ms"
+    with (
+        TestClient(app_with_access_log(), raise_server_exceptions=False) as client,
+        caplog.at_level(logging.INFO, logger="app.access"),
+    ):
+        client.get("/items/" + forged.replace("\n", "%0a").replace(" ", "%20"))
+        client.get("/items/" + "x" * 12_000)
+        client.get("/items/caf%C3%A9")
+    text = [logs.formatter("text").format(r) for r in caplog.records if r.name == "app.access"]
+    assert len(text) == 3
+    assert all("\n" not in line for line in text)
+    assert "/items/" + forged.replace("\n", "\\n") in text[0]
+    assert "x" * LOGGED_PATH_CHARS not in text[1]
+    assert "x" * (LOGGED_PATH_CHARS - 10) + "…" in text[1]
+    assert "/items/café " in text[2]  # printable: as it is
 
 
 def test_no_access_line_for_an_answer_the_http_layer_gave(

@@ -20,6 +20,7 @@ import orjson
 from gunicorn.glogging import Logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import loggable
 from app.observability.metrics import ANSWERED_BY_SERVER, UNMATCHED_ROUTE
 from app.observability.request_id import NO_REQUEST, RequestIdFormatter, current, current_trace
 
@@ -108,6 +109,7 @@ def log_access(method: str, path: str, route: str, status: int, duration_ms: flo
     """The access line of one answer: AccessLogMiddleware's, and app.server.protocol's for a request
     it sheds without running the app."""
     trace = current_trace()
+    path = loggable(path)
     access_logger.info(
         "%s %s %d %.3f ms%s",
         method,

@@ -20,6 +20,7 @@ from app.errors import (
     PayloadTooLarge,
     ServiceError,
     UnsupportedMediaType,
+    loggable,
     quoted,
     shown,
 )
@@ -212,7 +213,7 @@ async def http_error(request: Request, error: Exception) -> Response:
 
 async def unexpected_error(request: Request, error: Exception) -> Response:
     """A bug, not a client error: logged with its traceback, answered without one."""
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.method, loggable(request.url.path))
     return JSONResponse({"error": "internal error"}, status_code=500)
 
 
