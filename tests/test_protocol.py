@@ -227,6 +227,45 @@ def test_pipelined_small_requests_never_sum_to_a_431(data: bytes, chunk: int) ->
     run(scenario)
 
 
+@pytest.mark.parametrize("before", [1, 3])
+def test_bytes_that_are_not_http_are_refused_after_the_requests_before_them(before: int) -> None:
+    """Answers go in the order of their requests: refused at once, the 400 was the only answer,
+    which the client took for its first request's (and the metrics counted the lost 200s)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}") * before + b"GARBAGE\r\n\r\n")
+        for _ in range(10):
+            await settle()
+        statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data)
+        assert statuses == [b"200"] * before + [b"400"]
+        assert b"not a valid HTTP/1.1 request" in transport.data
+        assert transport.closed
+
+    run(scenario)
+
+
+def test_bytes_that_are_not_http_wait_for_the_answer_in_progress() -> None:
+    """Sent while the request before is still being answered (a merged onnxruntime call): the
+    400 waits for that answer; what the client sends meanwhile is not read."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        GATE.append(asyncio.Event())
+        protocol.data_received(post(b"{}"))
+        await settle()
+        protocol.data_received(b"GARBAGE\r\n\r\n")
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data == b""
+        assert not transport.closed
+        GATE[0].set()
+        for _ in range(5):
+            await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"400"]
+        assert transport.closed
+
+    run(scenario)
+
+
 def test_a_long_head_behind_a_pipelined_request_is_still_a_431() -> None:
     """The head that began after a request ended in the same chunk is measured from what it has
     parsed, and every later chunk counts whole: one header of 5,000 bytes trickled after it is

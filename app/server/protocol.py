@@ -11,7 +11,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
   is closed, before its app runs (bytes counted per chunk only while a head is incomplete);
 * the answers it gives itself (`431`, `408`, and `400` for bytes that are not HTTP or a body
   not framed as its headers say) are counted in the metrics under route `<refused>`
-  (REFUSED_ROUTE) with the status sent, as shed ones under `<shed>`;
+  (REFUSED_ROUTE) with the status sent, as shed ones under `<shed>`; bytes that are not HTTP
+  after pipelined requests are answered after those (`_refuse_in_turn`);
 * read timeouts, checked by one sweep a second over the worker's connections (no timer per
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
@@ -217,6 +218,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         only part of the chunk."""
         self._upgrade_body: IgnoredUpgradeBody | None = None
         """The body being read of a request whose `Upgrade` was ignored (app.server.upgrade)."""
+        self._refusal: tuple[int, str, str] | None = None
+        """The answer (status, reason, message) to bytes that are not HTTP, due once the
+        requests before them are answered (`_refuse_in_turn`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -229,6 +233,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's (0.54), and then the head limit; but a request whose `Upgrade` uvicorn
         does not take (`h2c`) is served with its body, and the connection parses on
         (app.server.upgrade), where httptools dropped both."""
+        if self._refusal is not None:  # nothing after bytes that are not HTTP is read
+            return
         if self._held is not None:  # parsed once the held answer is written (`_release`)
             self._unparsed += data
             self.flow.pause_reading()  # one chunk kept at most
@@ -252,7 +258,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 detail = (
                     "" if isinstance(error, httptools.HttpParserCallbackError) else f": {error}"
                 )
-                self._refuse(400, "Bad Request", f"not a valid HTTP/1.1 request{detail}")
+                self._refuse_in_turn(400, "Bad Request", f"not a valid HTTP/1.1 request{detail}")
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -290,6 +296,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._partial_head += len(data)
         if self._partial_head > self.limits.max_head_bytes:
             self._refuse_head()
+
+    def _refuse_in_turn(self, status: int, reason: str, message: str) -> None:
+        """Bytes that are not HTTP, after requests not yet answered (pipelined in the same
+        chunk, say): refused once those are, answers going out in the order their requests
+        came. Refused at once, their answers were lost and the client took the 400 for its
+        first request's (which the metrics counted answered). Bytes that misframe the body of
+        the request being received are that request's: refused at once."""
+        cycle = self.cycle
+        earlier = self.pipeline or (cycle is not None and not cycle.response_complete)
+        own_body = cycle is not None and cycle.scope is self.scope and cycle.more_body
+        if not earlier or own_body:
+            self._refuse(status, reason, message)
+            return
+        self._refusal = (status, reason, message)
+        self.flow.pause_reading()
+
+    def _refuse_if_due(self) -> None:
+        """The refusal `_refuse_in_turn` put off, once every request before it is answered."""
+        cycle = self.cycle
+        if (
+            self._refusal is None
+            or self.pipeline
+            or (cycle is not None and not cycle.response_complete)
+            or self.transport.is_closing()  # the last answer closed the connection
+        ):
+            return
+        refusal, self._refusal = self._refusal, None
+        self._refuse(*refusal)
 
     def _head_over_limit(self) -> bool:
         """Whether the head just parsed is over the limit. Only when the chunk it completed in
@@ -429,6 +463,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._busy.discard(self)
             self._receiving.discard(self)  # answered before its body was in (a 413, say)
         super().on_response_complete()
+        self._refuse_if_due()
 
     def _shed(self, cycle: RequestResponseCycle, waited: float = 0.0) -> None:
         """503, written here: no task, no app (at once, or after `waited` s held). The cycle is
@@ -450,6 +485,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not cycle.keep_alive:
             self.transport.close()
         super().on_response_complete()
+        self._refuse_if_due()
 
     def _head_size(self) -> int:
         """The parsed head's size, give or take the separators the parser drops."""
