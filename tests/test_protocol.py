@@ -266,6 +266,23 @@ def test_bytes_that_are_not_http_wait_for_the_answer_in_progress() -> None:
     run(scenario)
 
 
+def test_a_long_head_behind_an_answer_in_progress_is_a_431_after_it() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        GATE.append(asyncio.Event())
+        protocol.data_received(post(b"{}") + b"GET /health HTTP/1.1\r\nX-Big: ")
+        for _ in range(20):
+            protocol.data_received(b"a" * 100)
+        await settle()
+        assert transport.data == b""
+        GATE[0].set()
+        for _ in range(5):
+            await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"431"]
+        assert transport.closed
+
+    run(scenario)
+
+
 def test_a_long_head_behind_a_pipelined_request_is_still_a_431() -> None:
     """The head that began after a request ended in the same chunk is measured from what it has
     parsed, and every later chunk counts whole: one header of 5,000 bytes trickled after it is

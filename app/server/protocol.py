@@ -251,7 +251,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as error:
             # uvicorn's answer here is plain text without an ID: this one is the service's
             if len(self.url) > self.limits.max_head_bytes:  # httptools refuses a URL of 64 KiB
-                self._refuse_head()
+                self._refuse_head(in_turn=True)
             elif data.startswith(b"PRI * HTTP/2.0\r\n"):
                 self._refuse(400, "Bad Request", HTTP2_REFUSED)
             else:
@@ -295,12 +295,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self._partial_head += len(data)
         if self._partial_head > self.limits.max_head_bytes:
-            self._refuse_head()
+            self._refuse_head(in_turn=True)
 
     def _refuse_in_turn(self, status: int, reason: str, message: str) -> None:
-        """Bytes that are not HTTP, after requests not yet answered (pipelined in the same
-        chunk, say): refused once those are, answers going out in the order their requests
-        came. Refused at once, their answers were lost and the client took the 400 for its
+        """Bytes that are not HTTP, or a head over the limit, after requests not yet answered
+        (pipelined in the same chunk, say): refused once those are, answers going out in the
+        order their requests came. Refused at once, their answers were lost and the client took the 400 for its
         first request's (which the metrics counted answered). Bytes that misframe the body of
         the request being received are that request's: refused at once."""
         cycle = self.cycle
@@ -492,8 +492,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         headers = self.headers or ()
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in headers)
 
-    def _refuse_head(self) -> None:
-        self._refuse(
+    def _refuse_head(self, in_turn: bool = False) -> None:
+        """431; `in_turn` for a head still incomplete: after the answers to the requests before
+        it (`_refuse_in_turn`)."""
+        refuse = self._refuse_in_turn if in_turn else self._refuse
+        refuse(
             431,
             "Request Header Fields Too Large",
             f"request head over the {self.limits.max_head_bytes}-byte limit",
