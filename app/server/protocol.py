@@ -302,7 +302,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         (pipelined in the same chunk, say): refused once those are, answers going out in the
         order their requests came. Refused at once, their answers were lost and the client took the 400 for its
         first request's (which the metrics counted answered). Bytes that misframe the body of
-        the request being received are that request's: refused at once."""
+        the request being received are that request's: refused at once; so is a complete head
+        over the limit queued behind a request in progress (`_limit_head`: its cycle, made by
+        uvicorn, would run its app once popped), the one case left where an answer in progress
+        is lost to a refusal."""
         cycle = self.cycle
         earlier = self.pipeline or (cycle is not None and not cycle.response_complete)
         own_body = cycle is not None and cycle.scope is self.scope and cycle.more_body
