@@ -32,10 +32,15 @@ SEVERAL_REQUEST_IDS = [
     (["first", "second"], "first"),
     (["first", "a b"], "first"),
     (["a b", "second"], None),
+    (["first,second"], "first"),
+    (["first, a b"], "first"),
+    (["a b,second"], None),
 ]
 """X-Request-ID sent several times (the header, or gRPC's metadata) → the ID answered (None: a
 generated one): one rule everywhere. Before, the app kept the last sane one, the HTTP layer's
-own answers the last one, gRPC the first."""
+own answers the last one, gRPC the first. Joined into one field by a proxy (`first,second`:
+API Gateway does), the first element is the first sent (until the twenty-first session the
+whole field was judged, and a new ID given)."""
 T = TypeVar("T")
 
 COLUMNS = [

@@ -63,11 +63,21 @@ def accepted(value: bytes) -> bool:
     return _SANE.fullmatch(value) is not None
 
 
+def judged(value: bytes) -> bytes:
+    """The caller's ID if it is sane, else a new one. A proxy may join repeated headers into one
+    field (`abc,def`, as RFC 9110 §5.3 allows; API Gateway does): its first element is the first
+    ID sent, judged in turn."""
+    if accepted(value):
+        return value
+    first, comma, _ = value.partition(b",")
+    return first.strip(b" ") if comma and accepted(first.strip(b" ")) else new_id()
+
+
 def caller_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The first X-Request-ID the caller sent, if it is sane, else a new one."""
     for name, value in headers:
         if name == HEADER:
-            return bytes(value) if accepted(value) else new_id()
+            return judged(bytes(value))
     return new_id()
 
 
@@ -111,8 +121,7 @@ class RequestIdMiddleware:
             elif name == TRACEPARENT:
                 several = traceparent is not None
                 traceparent = bytes(value)
-        if request_id is None or not accepted(request_id):
-            request_id = new_id()
+        request_id = new_id() if request_id is None else judged(request_id)
         REQUEST_ID.set(request_id)  # each request runs in its own task: no reset needed
         header = (HEADER, request_id)
         echo = None
