@@ -23,7 +23,12 @@ TRAINING_CODE := $(wildcard train/*.py export/*.py) $(addprefix app/,__init__.py
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-20s %s\n", $$1, $$2}' \
+		| sed $(foreach v,$(HELP_VARIABLES),-e 's|$$($(v))|$($(v))|g')
+
+# The variables the help lines name, shown with their values.
+HELP_VARIABLES := BIND SCL_DATA MODELS_DIR GRPC_RELOADS FUZZ_CASES WIRE_FUZZ_CASES \
+	WIRE_FUZZ_GRPC_CASES CHAOS_DURATION SOAK_DURATION
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
