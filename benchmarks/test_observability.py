@@ -103,7 +103,9 @@ def test_drift_window_observe(
     batch = drift_on.state.validator.batch(make_flights(size, contract == "full"))
     columns = batch.full if contract == "full" else batch.minimal
     prediction = model.predict(columns)
-    window = Window(Profile.from_json(model.card.raw["profile"]), 10_000)
+    window = Window(
+        Profile.from_json(model.card.raw["profile"], model.card.encoder.schedule), 10_000
+    )
     window.observe(columns, prediction.probabilities, prediction.delayed)
     assert window.totals()[1] == size
     benchmark(window.observe, columns, prediction.probabilities, prediction.delayed)

@@ -128,6 +128,22 @@ def cut_inputs(release: Path) -> None:
     edit_card(release, "delay-minimal", lambda card: card.update(inputs=card["inputs"][:1]))
 
 
+def profile_features_a_list(release: Path) -> None:
+    """The operator probe: it passed the check and the reload, then crashed every new worker
+    (AttributeError) and with them gunicorn's master."""
+    edit_card(release, "delay-full", lambda card: card["profile"].update(features=[]))
+
+
+def months_in_two_buckets(release: Path) -> None:
+    """The operator probe: it passed too, then the first lone flight of month 12 raised
+    IndexError in the worker's once-a-second flush, which stopped (and /metrics answered 500)."""
+
+    def change(card: dict[str, Any]) -> None:
+        card["profile"]["features"]["MES"] = {"buckets": ["1", "2"], "shares": [0.5, 0.5]}
+
+    edit_card(release, "delay-minimal", change)
+
+
 def no_directory(release: Path) -> None:
     shutil.rmtree(release)
 
@@ -147,6 +163,16 @@ def no_card_at_all(release: Path) -> None:
     [
         (renamed, "delay-minimal.json: it names itself 'delay-full-typo', not 'delay-minimal'"),
         (cut_inputs, "delay-minimal.json: inputs [OPERA BYTES] are not delay-minimal's contract"),
+        (
+            profile_features_a_list,
+            "delay-full.json: its drift profile does not fit delay-full's contract: its features "
+            "are a list, not an object of histograms",
+        ),
+        (
+            months_in_two_buckets,
+            "delay-minimal.json: its drift profile does not fit delay-minimal's contract: MES's 2 "
+            "buckets are not its 12 values '1' to '12'",
+        ),
         (no_directory, "model directory not found: "),
         (empty_directory, "model directory is empty: "),
         (no_card_at_all, "model directory holds no model card: "),

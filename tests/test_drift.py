@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -58,7 +61,70 @@ def test_profile_holds_every_inputs_shares_with_an_other_bucket() -> None:
     assert len(proba.edges) == drift.PROBA_BINS - 1
     assert all(abs(share - 0.1) < 0.01 for share in proba.shares)  # deciles
     assert profile.alert_rate == pytest.approx(float(np.mean(probabilities(5000) >= 0.3)), abs=1e-6)
-    assert drift.Profile.from_json(orjson.loads(orjson.dumps(profile.to_json()))) == profile
+    as_json = orjson.loads(orjson.dumps(profile.to_json()))
+    assert drift.Profile.from_json(as_json, schedule=True) == profile
+
+
+def histogram(name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A profile's histogram of `name`, to break."""
+    return lambda profile: profile["features"][name]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "problem"),
+    [
+        (lambda p: p.update(features=[]), "its features are a list, not an object of histograms"),
+        (lambda p: p["features"].pop("hour"), "its features lack ['hour'] and add []"),
+        (lambda p: p["features"].update(extra=p["features"]["OPERA"]), "add ['extra']"),
+        (lambda p: p.update(flights=True), "its flights True is not a positive integer"),
+        (lambda p: p.update(flights="68206"), "its flights '68206' is not a positive integer"),
+        (lambda p: p.update(alert_rate=None), "its alert_rate None is not a number from 0 to 1"),
+        (
+            lambda p: histogram("MES")(p).update(buckets=["1", "2"], shares=[0.5, 0.5]),
+            "MES's 2 buckets are not its 12 values '1' to '12'",
+        ),
+        (
+            lambda p: histogram("hour")(p)["buckets"].reverse(),
+            "hour's 24 buckets are not its 24 values '0' to '23'",
+        ),
+        (lambda p: histogram("OPERA")(p)["buckets"].pop(), "OPERA has not one share per bucket"),
+        (lambda p: histogram("OPERA")(p)["buckets"].reverse(), "OPERA's last bucket is not"),
+        (lambda p: histogram("OPERA")(p).update(edges=[0.5]), "OPERA is no binned input"),
+        (lambda p: histogram("OPERA")(p)["shares"].__setitem__(0, "0.1"), "OPERA's shares are"),
+        (lambda p: histogram("OPERA")(p)["shares"].__setitem__(0, 2), "OPERA's shares are"),
+        (lambda p: histogram("OPERA")(p)["shares"].__setitem__(0, 0), "OPERA's shares add up"),
+        (lambda p: histogram("Des-I")(p).update(buckets=7), "Des-I's buckets are not a non-empty"),
+        (lambda p: histogram("proba")(p)["edges"].reverse(), "proba has not 9 ascending edges"),
+        (lambda p: histogram("proba")(p).pop("edges"), "proba has not 9 ascending edges"),
+        (lambda p: p["features"].update(TIPOVUELO=[]), "TIPOVUELO is a list, not an object"),
+    ],
+)
+def test_a_profile_that_does_not_fit_its_contract_is_refused(
+    breakage: Callable[[dict[str, Any]], Any], problem: str
+) -> None:
+    """Such a profile used to load, then crashed every worker's start (a list for `features`:
+    AttributeError, which nothing caught) or the flush at the first flight it could not count
+    (a MES of 2 buckets: IndexError); now it is a ValueError saying what is wrong, which the
+    loader makes a refused card (tests/test_model.py)."""
+    profile = drift.profile(flights(3000, schedule=True), probabilities(3000), threshold=0.3)
+    data = orjson.loads(orjson.dumps(profile.to_json()))
+    assert drift.Profile.from_json(data, schedule=True) == profile
+    breakage(data)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        drift.Profile.from_json(data, schedule=True)
+
+
+def test_a_profile_holds_exactly_its_contracts_inputs() -> None:
+    minimal = drift.profile(flights(300), probabilities(300), threshold=0.5).to_json()
+    full = drift.profile(flights(300, schedule=True), probabilities(300), threshold=0.5).to_json()
+    assert drift.Profile.from_json(minimal, schedule=False).histograms.keys() == {
+        *drift.MINIMAL_INPUTS,
+        "proba",
+    }
+    with pytest.raises(ValueError, match=r"lack \['Des-I', 'Emp-I', 'Vlo-I', 'hour', 'weekday'\]"):
+        drift.Profile.from_json(minimal, schedule=True)
+    with pytest.raises(ValueError, match=r"lack \[\] and add \['Des-I', 'Emp-I', 'Vlo-I'"):
+        drift.Profile.from_json(full, schedule=False)
 
 
 def test_minimal_flights_profile_only_the_minimal_inputs() -> None:
@@ -175,7 +241,7 @@ def test_a_stream_of_one_month_drifts_and_one_like_training_does_not() -> None:
 def test_exported_cards_carry_the_training_profile(synthetic_export: Path) -> None:
     for name in MODEL_NAMES:
         card = orjson.loads((synthetic_export / "models" / f"{name}.json").read_bytes())
-        profile = drift.Profile.from_json(card["profile"])
+        profile = drift.Profile.from_json(card["profile"], schedule=name == "delay-full")
         assert profile.flights == card["data"]["rows"]
         assert ("hour" in profile.histograms) is (name == "delay-full")
         model = OnnxModel.load(synthetic_export / "models", name)

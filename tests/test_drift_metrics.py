@@ -14,9 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from app.errors import ModelLoadError
 from app.inference.flights import Flight, FlightValidator
 from app.inference.model import MODEL_NAMES, OnnxModel
 from app.main import create_app
+from app.observability import drift_metrics
+from app.observability.drift import Histogram, Profile
 from app.observability.drift_metrics import MIN_FLIGHTS
 from app.observability.metrics import count_predictions
 from app.settings import Settings
@@ -146,20 +149,58 @@ def test_predictions_are_counted_by_model_version(served: TestClient) -> None:
     ) == sum(labels)
 
 
-def test_an_unreadable_profile_leaves_that_model_unwatched(
-    profiled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_profile_that_does_not_fit_its_contract_is_refused_before_serving(
+    profiled: Path, tmp_path: Path
 ) -> None:
+    """It used to be served without drift gauges, or (a list for `features`: AttributeError)
+    crash every worker's start; the loader refuses it as every unfit card (app.inference.model)."""
     models = Path(shutil.copytree(profiled, tmp_path / "models"))
     card = models / "delay-full.json"
     data = json.loads(card.read_text())
     del data["profile"]["features"]["proba"]
     card.write_text(json.dumps(data))
-    with TestClient(create_app(Settings(models_dir=models))) as client:
-        state = client.app.state  # type: ignore[attr-defined]
-        monitor_models = [m.name for m in (state.models.minimal, state.models.full)]
-        send(client, make_flights(MIN_FLIGHTS, False) + make_flights(10, True))
-        samples = drift_samples(metrics(client))
-    assert monitor_models == ["delay-minimal", "delay-full"]  # both served
-    assert f"delay-full {version('delay-full')}: unreadable drift profile" in caplog.text
-    watched = {dict(labels)["model"] for name, labels in samples if name == "drift_psi"}
-    assert watched == {"delay-minimal"}
+    with (
+        pytest.raises(ModelLoadError, match="its drift profile does not fit delay-full's"),
+        TestClient(create_app(Settings(models_dir=models))),
+    ):
+        pass
+
+
+def test_a_window_that_fails_is_dropped_once_and_never_stops_the_flush(
+    profiled: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator probe: a minimal card whose MES histogram had 2 buckets was served; the first
+    lone flight of month 12 raised IndexError in the flush (Window._count_lone), and every
+    /metrics that flushed answered 500. The loader now refuses such a profile; were a window to
+    fail anyway, the flush drops that model's window, says so once, and goes on."""
+    parse = drift_metrics.Profile.from_json
+
+    def two_months(raw: Any, *schedule: bool) -> Profile:  # what the loader used to let through
+        profile = parse(raw, *schedule)
+        if "hour" in profile.histograms:
+            return profile
+        histograms = {name: h for name, h in profile.histograms.items() if name != "MES"}
+        histograms["MES"] = Histogram(("1", "2"), (0.5, 0.5))  # last: month 12 falls off the end
+        return Profile(profile.flights, profile.alert_rate, histograms)
+
+    monkeypatch.setattr(drift_metrics.Profile, "from_json", two_months)
+    minimal, full = version("delay-minimal"), version("delay-full")
+    with TestClient(create_app(Settings(models_dir=profiled))) as client:
+        send(client, [dict(make_flights(1, False)[0], MES=12)])
+        first = drift_samples(metrics(client))
+        send(client, make_flights(5, False) + make_flights(5, True))
+        second = drift_samples(metrics(client))
+    failed = [r for r in caplog.records if "drift window failed" in r.getMessage()]
+    assert [r.getMessage() for r in failed] == [
+        f"delay-minimal {minimal}: drift window failed, no drift gauges"
+    ]
+    assert failed[0].exc_info is not None
+    assert failed[0].exc_info[0] is IndexError
+    flights = frozenset({("model", "delay-minimal"), ("version", minimal)})
+    assert (
+        first[("drift_window_flights", flights)] == second[("drift_window_flights", flights)] == 0
+    )
+    assert (
+        second[("drift_window_flights", frozenset({("model", "delay-full"), ("version", full)}))]
+        == 5
+    )

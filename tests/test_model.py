@@ -249,6 +249,12 @@ def schedule_inputs_on_the_minimal_card(card: dict[str, Any]) -> None:
     card["inputs"] = full["inputs"]
 
 
+def months_in_two_buckets(card: dict[str, Any]) -> None:
+    """The operator probe's profile: it loaded, then a lone flight of month 12 raised IndexError
+    in every worker's flush."""
+    card["profile"]["features"]["MES"] = {"buckets": ["1", "2"], "shares": [0.5, 0.5]}
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
@@ -269,8 +275,17 @@ def schedule_inputs_on_the_minimal_card(card: dict[str, Any]) -> None:
         ),
         (month_as_text, "inputs [OPERA BYTES, TIPOVUELO BYTES, MES BYTES] are not"),
         (schedule_inputs_on_the_minimal_card, "Vlo-I BYTES] are not delay-minimal's contract"),
+        (
+            lambda card: card["profile"].update(features=[]),
+            "its drift profile does not fit delay-minimal's contract: its features are a list",
+        ),
+        (
+            months_in_two_buckets,
+            "its drift profile does not fit delay-minimal's contract: MES's 2 buckets are not "
+            "its 12 values '1' to '12'",
+        ),
     ],
-    ids=["renamed", "5", "0", "1", "text", "bool", "cut", "month", "schedule"],
+    ids=["renamed", "5", "0", "1", "text", "bool", "cut", "month", "schedule", "list", "MES"],
 )
 def test_a_card_that_does_not_fit_its_model_is_refused_naming_it(
     models_copy: Path, change: Callable[[dict[str, Any]], None], problem: str
@@ -284,6 +299,12 @@ def test_a_card_that_does_not_fit_its_model_is_refused_naming_it(
     assert message.startswith(f"model card refused: {models_copy / 'delay-minimal.json'}: ")
     assert problem in message
     assert "\n" not in message
+
+
+def test_a_card_without_a_drift_profile_still_loads(models_copy: Path) -> None:
+    """Cards exported before profiles existed are served, with no drift gauges."""
+    edit_card(models_copy, MINIMAL_MODEL, lambda card: card.pop("profile"))
+    assert ModelSet.load(models_copy).ready
 
 
 def test_another_models_encoder_is_refused_before_any_inference(models_copy: Path) -> None:

@@ -184,10 +184,19 @@ def directory_card(models: Path) -> None:
     (models / "delay-minimal.json").mkdir()
 
 
+def profile_features_a_list(models: Path) -> None:
+    """The operator probe: the reload took it, and every new worker crashed on it, then
+    gunicorn's master."""
+    card = json.loads((models / "delay-full.json").read_text())
+    card["profile"]["features"] = []
+    (models / "delay-full.json").write_text(json.dumps(card))
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
         (lying_card, "delay-full.json: the ONNX graph takes [features tensor(float) [None, 2]]"),
+        (profile_features_a_list, "delay-full.json: its drift profile does not fit delay-full's"),
         (directory_in_place, "delay-full.onnx: not a regular file but a directory"),
         (directory_card, "delay-minimal.json: not a regular file but a directory"),
     ],

@@ -4,9 +4,10 @@ A model is an ONNX file plus its card (JSON): the card carries the feature encod
 decision threshold and the file's sha256, so a model can never be served with another model's
 vocabulary or threshold, and a truncated or swapped file is refused at start-up. A card that does
 not fit its model (another model's name, a version that is not its file's, a threshold that is no
-probability, inputs other than its contract's or the graph's) is refused too (`fit_problems`), by
-start-up, a SIGHUP reload and check_models alike; and a file that is not a regular one (a FIFO
-would block the reader forever) is refused before it is read (`read_regular`).
+probability, inputs other than its contract's or the graph's, a drift profile whose histograms do
+not fit those inputs) is refused too (`fit_problems`), by start-up, a SIGHUP reload and
+check_models alike; and a file that is not a regular one (a FIFO would block the reader forever)
+is refused before it is read (`read_regular`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import orjson
 from app.errors import ModelLoadError
 from app.inference.features import ROWS_BELOW, FeatureEncoder
 from app.inference.flights import FLIGHT_TYPES, MINIMAL_FIELDS, SCHEDULE_FIELDS, Batch, Columns
+from app.observability.drift import Profile
 
 MINIMAL_MODEL = "delay-minimal"
 FULL_MODEL = "delay-full"
@@ -91,7 +93,8 @@ def fit_problems(card: ModelCard, name: str, session: ort.InferenceSession) -> l
     """What makes `card` unfit to serve the model `name` from `session` (nothing: it fits). The
     loader refuses such a card (OnnxModel.load), so start-up, a reload and check_models keep one
     rule: a card that passed could otherwise rename a model away (its routes 404 while the server
-    is ready), label every flight alike, or advertise and decode other inputs than it takes."""
+    is ready), label every flight alike, advertise and decode other inputs than it takes, or
+    crash every worker's drift monitor (app.observability.drift_metrics) on its profile."""
     problems = []
     if card.name != name:
         problems.append(f"it names itself {card.name!r}, not {name!r} (its file's model)")
@@ -115,6 +118,12 @@ def fit_problems(card: ModelCard, name: str, session: ort.InferenceSession) -> l
         )
     if not card.operators or not all(type(operator) is str for operator in card.operators):
         problems.append("its OPERA input allows no airline, or not as strings")
+    profile = card.raw.get("profile")
+    if profile is not None:  # a card exported before profiles is served without drift gauges
+        try:
+            Profile.from_json(profile, schedule)
+        except ValueError as error:
+            problems.append(f"its drift profile does not fit {name}'s contract: {error}")
     width = len(card.encoder.feature_names)
     graph_inputs = [(item.name, item.type, item.shape) for item in session.get_inputs()]
     if [(n, t) for n, t, _ in graph_inputs] != [(ONNX_INPUT, "tensor(float)")] or not _columns(

@@ -31,6 +31,8 @@ MIN_SHARE = 0.002
 PROBA_BINS = 10
 EPSILON = 1e-4
 """Floor on a bucket's share in PSI: an empty bucket would make it infinite."""
+SHARES_TOLERANCE = 1e-3
+"""How far a histogram's shares (rounded to 6 digits at export) may add up from 1."""
 PSI_WARN, PSI_ALERT = 0.1, 0.2
 """The usual reading of PSI: under 0.1 stable, 0.1-0.2 moderate shift, over 0.2 a real one."""
 
@@ -71,17 +73,42 @@ class Histogram:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Histogram:
-        histogram = cls(
-            tuple(str(b) for b in data["buckets"]),
-            tuple(float(s) for s in data["shares"]),
-            tuple(float(e) for e in data.get("edges", ())),
-        )
-        if len(histogram.buckets) != len(histogram.shares) or not histogram.buckets:
-            raise ValueError("a histogram has one share per bucket")
-        if histogram.edges and len(histogram.edges) != len(histogram.buckets) - 1:
-            raise ValueError("a binned histogram has one edge fewer than buckets")
-        return histogram
+    def from_json(cls, data: Any, name: str) -> Histogram:
+        """Input `name`'s histogram from a card, refused (ValueError saying why) unless a Window
+        can count every flight into it: a category's buckets end in OTHER, an ordinal input's are
+        its domain's values, the probability's are cut at ascending edges."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{name} is {_kind(data)}, not an object of buckets and shares")
+        buckets, shares, edges = data.get("buckets"), data.get("shares"), data.get("edges", [])
+        if not isinstance(buckets, list) or not buckets or not all(type(b) is str for b in buckets):
+            raise ValueError(f"{name}'s buckets are not a non-empty list of strings")
+        if len(set(buckets)) != len(buckets):
+            raise ValueError(f"{name}'s buckets are not distinct")
+        if not isinstance(shares, list) or len(shares) != len(buckets):
+            raise ValueError(f"{name} has not one share per bucket ({len(buckets)})")
+        if not all(_number(share) and 0 <= share <= 1 for share in shares):
+            raise ValueError(f"{name}'s shares are not all numbers from 0 to 1")
+        if abs(sum(shares) - 1) > SHARES_TOLERANCE:
+            raise ValueError(f"{name}'s shares add up to {sum(shares):g}, not 1")
+        if not isinstance(edges, list) or not all(_number(edge) for edge in edges):
+            raise ValueError(f"{name}'s edges are not a list of numbers")
+        domain = _ORDINALS.get(name)
+        if name == PROBA:
+            if not edges or len(edges) != len(buckets) - 1 or edges != sorted(set(edges)):
+                raise ValueError(
+                    f"{name} has not {len(buckets) - 1} ascending edges (one fewer than buckets)"
+                )
+        elif edges:
+            raise ValueError(f"{name} is no binned input: it has no edges")
+        elif domain is not None:
+            if buckets != [str(value) for value in domain]:
+                raise ValueError(
+                    f"{name}'s {len(buckets)} buckets are not its {len(domain)} values "
+                    f"'{domain.start}' to '{domain.stop - 1}'"
+                )
+        elif buckets[-1] != OTHER:
+            raise ValueError(f"{name}'s last bucket is not {OTHER!r}")
+        return cls(tuple(buckets), tuple(float(s) for s in shares), tuple(float(e) for e in edges))
 
 
 @dataclass(frozen=True)
@@ -101,11 +128,47 @@ class Profile:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Profile:
-        histograms = {name: Histogram.from_json(h) for name, h in data["features"].items()}
-        if PROBA not in histograms or not set(MINIMAL_INPUTS) <= histograms.keys():
-            raise ValueError(f"a profile covers {list(MINIMAL_INPUTS)} and {PROBA!r}")
-        return cls(int(data["flights"]), float(data["alert_rate"]), histograms)
+    def from_json(cls, data: Any, schedule: bool) -> Profile:
+        """The card's profile of a model whose contract has the schedule or not, refused
+        (ValueError saying why) unless it holds exactly that contract's inputs (`inputs`), each
+        as `Histogram.from_json` requires: a profile that does not fit the flights the model
+        takes would fail in the worker counting them (app.inference.model.fit_problems refuses
+        the card with it)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"it is {_kind(data)}, not an object")
+        flights: Any = data.get("flights")
+        alert_rate: Any = data.get("alert_rate")
+        features: Any = data.get("features")
+        if type(flights) is not int or flights < 1:
+            raise ValueError(f"its flights {flights!r} is not a positive integer")
+        if not _number(alert_rate) or not 0 <= alert_rate <= 1:
+            raise ValueError(f"its alert_rate {alert_rate!r} is not a number from 0 to 1")
+        if not isinstance(features, Mapping):
+            raise ValueError(f"its features are {_kind(features)}, not an object of histograms")
+        expected = inputs(schedule)
+        missing = [name for name in expected if name not in features]
+        extra = sorted(name for name in features if name not in expected)
+        if missing or extra:
+            raise ValueError(
+                f"its features lack {missing} and add {extra}: a profile of this contract has "
+                f"{list(expected)}"
+            )
+        histograms = {name: Histogram.from_json(features[name], name) for name in expected}
+        return cls(flights, float(alert_rate), histograms)
+
+
+def inputs(schedule: bool) -> tuple[str, ...]:
+    """The histograms a profile of a model with or without the schedule holds, in order."""
+    return MINIMAL_INPUTS + (SCHEDULE_INPUTS if schedule else ()) + (PROBA,)
+
+
+def _number(value: Any) -> bool:
+    """A finite JSON number (a bool is none)."""
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _kind(value: Any) -> str:
+    return "missing" if value is None else f"a {type(value).__name__}"
 
 
 def _rounded(shares: Sequence[float]) -> tuple[float, ...]:
@@ -147,9 +210,8 @@ def profile(flights: Sequence[Flight], probabilities: np.ndarray, threshold: flo
     """The training distribution the card carries (export.card calls this)."""
     if not flights or len(flights) != len(probabilities):
         raise ValueError("one probability per training flight")
-    names = MINIMAL_INPUTS + (SCHEDULE_INPUTS if flights[0].schedule is not None else ())
     histograms = {}
-    for name in names:
+    for name in inputs(flights[0].schedule is not None)[:-1]:  # PROBA last, below
         values = [_VALUE[name](flight) for flight in flights]
         domain = _ORDINALS.get(name)
         histograms[name] = _category(values) if domain is None else _ordinal(values, domain)

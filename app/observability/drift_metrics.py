@@ -63,10 +63,10 @@ class DriftMonitor:
             if raw is None:
                 continue
             try:
-                profile = Profile.from_json(raw)
-            except (KeyError, TypeError, ValueError) as error:  # drift is no reason not to serve
+                profile = Profile.from_json(raw, model.card.encoder.schedule)
+            except ValueError as error:  # the loader refuses such a card: a model made otherwise
                 logger.warning(
-                    "%s %s: unreadable drift profile, no drift gauges: %r",
+                    "%s %s: unreadable drift profile, no drift gauges: %s",
                     model.name,
                     model.version,
                     error,
@@ -96,21 +96,43 @@ class DriftMonitor:
             first(model, columns, prediction)
             window = windows.get(model)
             if window is not None:
-                window.observe(columns, prediction.probabilities, prediction.delayed)
+                try:
+                    window.observe(columns, prediction.probabilities, prediction.delayed)
+                except Exception:  # drift is no reason to fail a request
+                    self._unwatch(model)
 
         return observe
 
     def flush(self) -> None:
-        """Writes the windows that changed since the last flush to the shared gauges."""
-        for model, window in self._windows.items():
+        """Writes the windows that changed since the last flush to the shared gauges. Never
+        raises: it runs in the once-a-second flush and before every scrape (app.observability.
+        metrics), which a window that fails would stop or turn into 500s; such a window is
+        dropped, said once, and the other models stay watched."""
+        for model, window in list(self._windows.items()):
             if self._flushed.get(model) == window.observed:
                 continue
             self._flushed[model] = window.observed
-            counts, flights, delayed = window.totals()
-            for gauge, count in zip(self._gauges[model], counts.tolist(), strict=True):
-                gauge.set(count)
-            _FLIGHTS.labels(model.name, model.version).set(flights)
-            _DELAYED.labels(model.name, model.version).set(delayed)
+            try:
+                counts, flights, delayed = window.totals()
+                for gauge, count in zip(self._gauges[model], counts.tolist(), strict=True):
+                    gauge.set(count)
+                _FLIGHTS.labels(model.name, model.version).set(flights)
+                _DELAYED.labels(model.name, model.version).set(delayed)
+            except Exception:
+                self._unwatch(model)
+
+    def _unwatch(self, model: OnnxModel) -> None:
+        """Stops watching a model whose window failed (a bug: the loader checks that its profile
+        fits the flights it takes), with the traceback, once; this worker's gauges of it go to 0,
+        so the scrapes show no frozen window of it."""
+        if self._windows.pop(model, None) is None:
+            return
+        logger.exception("%s %s: drift window failed, no drift gauges", model.name, model.version)
+        self._profiles.pop((model.name, model.version), None)
+        for gauge in self._gauges.pop(model, []):
+            gauge.set(0)
+        _FLIGHTS.labels(model.name, model.version).set(0)
+        _DELAYED.labels(model.name, model.version).set(0)
 
     def derive(self, families: list[Metric]) -> list[Metric]:
         """The scrape's families, bucket counts replaced by PSI and alert rates."""
