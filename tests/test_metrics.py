@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -199,3 +203,32 @@ def test_the_prometheus_client_internals_flush_relies_on_are_there() -> None:
     assert len(child._buckets) == len(BUCKETS) + 1, "one bucket per bound plus +Inf expected"
     assert callable(child._sum.inc)
     assert all(callable(bucket.inc) for bucket in child._buckets)
+
+
+def test_the_flush_keeps_its_schedule_when_one_flush_raises(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flush that raised (a drift window's IndexError, an operator probe) ended the
+    once-a-second schedule for good; now it comes back and says so once."""
+    from app.observability import metrics
+
+    calls = []
+
+    def failing() -> None:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise IndexError("list index out of range")
+
+    monkeypatch.setattr(metrics, "flush", failing)
+    monkeypatch.setattr(metrics, "FLUSH_SECONDS", 0.01)
+    monkeypatch.setattr(metrics, "_flush_failed", False)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.call_soon(metrics._flush_every_second, loop)
+        loop.run_until_complete(asyncio.sleep(0.2))
+    finally:
+        loop.close()
+    assert len(calls) >= 4
+    failures = [r for r in caplog.records if "metrics flush failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None

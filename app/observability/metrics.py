@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import time
 from bisect import bisect_left
@@ -199,9 +200,21 @@ def _add(child: Histogram, tally: list[float]) -> None:
             bucket.inc(count)
 
 
+_flush_failed = False
+
+
 def _flush_every_second(loop: asyncio.AbstractEventLoop) -> None:
-    flush()
-    loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
+    """Flushes, and comes back in a second even if that flush raised: a flush that stopped for
+    good would leave every later tally to the scrapes (the first failure is logged, once)."""
+    global _flush_failed
+    try:
+        flush()
+    except Exception:
+        if not _flush_failed:
+            _flush_failed = True
+            logging.getLogger("app").exception("metrics flush failed (logged once; goes on)")
+    finally:
+        loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
 
 
 _flushing_loop: asyncio.AbstractEventLoop | None = None
