@@ -19,8 +19,21 @@ from app.server.reload import OWN_METRICS_ENV, clean_stale_runs, forget_inherite
 from app.settings import Settings
 
 
-def _cannot_start(error: Exception) -> NoReturn:
-    print(f"latam-delay: cannot start: {error}", file=sys.stderr, flush=True)
+def _cannot_start(error: Exception, log_format: str = "text") -> NoReturn:
+    """Stops start-up with one line on stderr: with LOG_FORMAT=json a JSON object like every
+    other line of the master's (a bad setting, LOG_FORMAT itself included, is said before the
+    format is known: in text)."""
+    line = f"latam-delay: cannot start: {error}"
+    if log_format == "json":
+        import logging
+
+        # imported here, never above: it imports prometheus_client, whose workers' values must
+        # see the PROMETHEUS_MULTIPROC_DIR set below (prometheus_client reads it on import)
+        from app.observability.logs import JsonFormatter
+
+        record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 0, line, None, None)
+        line = JsonFormatter().format(record)
+    print(line, file=sys.stderr, flush=True)
     sys.exit(1)
 
 
@@ -67,7 +80,10 @@ if not os.environ.get(RUN_DIR_ENV):
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir("metrics"))
             os.environ[OWN_METRICS_ENV] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     except OSError as _error:  # a read-only root without a writable /tmp, say
-        _cannot_start(OSError(f"no writable temporary directory (set TMPDIR): {_error}"))
+        _cannot_start(
+            OSError(f"no writable temporary directory (set TMPDIR): {_error}"),
+            _SETTINGS.log_format,
+        )
 _RUN_DIR = Path(os.environ[RUN_DIR_ENV])
 
 
@@ -84,13 +100,13 @@ def on_starting(server: Any) -> None:
             check_unclaimed(_SETTINGS.grpc_bind)
         except OSError as error:
             on_exit(server)
-            _cannot_start(error)
+            _cannot_start(error, _SETTINGS.log_format)
 
     try:
         release = take_snapshot(_SETTINGS.models_dir, _RUN_DIR / "models", _SETTINGS.ort_threads)
     except ModelLoadError as error:
         on_exit(server)  # sys.exit here skips gunicorn's own on_exit call
-        _cannot_start(error)
+        _cannot_start(error, _SETTINGS.log_format)
     pin(release)
     server.log.info("models checked: %s", release.describe())
 

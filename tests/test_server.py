@@ -700,6 +700,22 @@ def test_a_broken_model_stops_start_up_with_one_line(
     assert not list((tmp_path / "run").glob("latam-delay-metrics-*"))  # no metrics dir left behind
 
 
+def test_with_log_format_json_the_fatal_start_up_line_is_a_json_object_too(
+    tmp_path: Path,
+) -> None:
+    """It was printed as text while every other line of the master was JSON (an operator probe:
+    a log pipeline expecting JSON lines dropped or mangled the one line that said why)."""
+    missing = tmp_path / "no-models"
+    log = failed_start(spawn(tmp_path / "run", MODELS_DIR=str(missing), LOG_FORMAT="json"))
+    entries = [json.loads(line) for line in log.strip().splitlines()]  # each line one object
+    fatal = [entry for entry in entries if "cannot start" in entry["message"]]
+    assert len(fatal) == 1, log
+    assert fatal[0]["message"] == f"latam-delay: cannot start: model directory not found: {missing}"
+    assert fatal[0]["level"] == "ERROR"
+    assert fatal[0]["logger"] == "gunicorn.error"
+    assert fatal[0]["pid"] == entries[0]["pid"]  # the master's, as its other lines
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
