@@ -19,7 +19,11 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.instrumentation.asgi")
-_BIND = re.compile(r"unix:.+|(?:\[[0-9a-fA-F:.]+\]|[^\s:\[\]]*):\d{1,5}")
+_HOST_PORT = r"(?:\[[0-9a-fA-F:.]+\]|[^\s:\[\]]*):(\d{1,5})"
+_BIND = re.compile(rf"unix:.+|{_HOST_PORT}")
+_GRPC_BIND = re.compile(_HOST_PORT)
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+"""Hosts that listen on every address: a port on one of them is taken on every host too."""
 INT_MAX = 2**31 - 1
 """The largest value of an integer setting without a tighter bound of its own: the values reach
 C libraries as C ints (gRPC's channel options, msgspec's length limit, onnxruntime), which
@@ -118,7 +122,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         available = cpus.available()
-        return cls(
+        settings = cls(
             models_dir=Path(env.get("MODELS_DIR") or str(DEFAULT_MODELS_DIR)),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
             max_flights=_positive_int(env, "MAX_FLIGHTS", cls.max_flights),
@@ -163,6 +167,8 @@ class Settings:
             drift=_flag(env, "DRIFT", cls.drift),
             drift_window=_positive_int(env, "DRIFT_WINDOW", cls.drift_window),
         )
+        _refuse_shared_ports(settings)
+        return settings
 
     @property
     def metrics_port(self) -> int | None:
@@ -227,11 +233,21 @@ def _bind(env: Mapping[str, str]) -> str:
 
 
 def _grpc_bind(env: Mapping[str, str]) -> str:
-    """Unset: the default; empty: no gRPC."""
+    """Unset: the default; empty: no gRPC. HOST:PORT only: every worker binds that very port
+    with SO_REUSEPORT (app.grpc), so a port 0 would give each worker another random one, and
+    unix:PATH (BIND's other form) is no TCP port to share (the master crashed on it)."""
     raw = env.get("GRPC_BIND")
     if raw is None:
         return Settings.grpc_bind
-    return _address("GRPC_BIND", raw.strip()) if raw.strip() else ""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    match = _GRPC_BIND.fullmatch(raw)
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        raise ValueError(
+            f"GRPC_BIND={raw!r}: expected HOST:PORT (port 1-65535, no unix:PATH), or empty: no gRPC"
+        )
+    return raw
 
 
 def _address(name: str, raw: str) -> str:
@@ -240,6 +256,31 @@ def _address(name: str, raw: str) -> str:
     ):
         raise ValueError(f"{name}={raw!r}: expected HOST:PORT (port 0-65535) or unix:PATH")
     return raw
+
+
+def _refuse_shared_ports(settings: Settings) -> None:
+    """Two of BIND, GRPC_BIND and METRICS_BIND on one port of one host: gunicorn retried
+    'Connection in use' five times, or its workers failed to boot."""
+    named = [("BIND", settings.bind), ("GRPC_BIND", settings.grpc_bind)]
+    named.append(("METRICS_BIND", settings.metrics_bind))
+    for later, (name, address) in enumerate(named):
+        for other, taken in named[:later]:
+            if _same_port(address, taken):
+                raise ValueError(
+                    f"{name}={address!r}: expected a port {other}={taken!r} does not use"
+                )
+
+
+def _same_port(one: str, other: str) -> bool:
+    """Whether two TCP addresses listen on one port of one host (a wildcard host is every
+    host); unix:PATH and an unset address share none."""
+    if not one or not other or one.startswith("unix:") or other.startswith("unix:"):
+        return False
+    (host, _, port), (other_host, _, other_port) = one.rpartition(":"), other.rpartition(":")
+    if int(port) != int(other_port) or int(port) == 0:
+        return False
+    hosts = {host.strip("[]").lower(), other_host.strip("[]").lower()}
+    return len(hosts) == 1 or bool(hosts & set(_WILDCARD_HOSTS))
 
 
 def _host_port(env: Mapping[str, str], name: str) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -98,6 +99,11 @@ def test_environment_overrides() -> None:
         ("BIND", "localhost", "HOST:PORT"),
         ("BIND", "0.0.0.0:99999", "HOST:PORT"),
         ("GRPC_BIND", "8001", "HOST:PORT"),
+        # found by an operator probe: the master crashed in app.grpc.listeners (int("/tmp/x.sock"))
+        ("GRPC_BIND", "unix:/tmp/x.sock", r"HOST:PORT \(port 1-65535, no unix:PATH\)"),
+        # found by an operator probe: each worker bound another random port, the log said :0
+        ("GRPC_BIND", "127.0.0.1:0", r"HOST:PORT \(port 1-65535"),
+        ("GRPC_BIND", "127.0.0.1:65536", r"HOST:PORT \(port 1-65535"),
         ("GRPC_MAX_STREAMS", "0", "an integer from 1 to"),
     ],
 )
@@ -182,6 +188,46 @@ def test_grpc_is_on_port_8001_unless_turned_off() -> None:
     assert Settings.from_env({}).grpc_bind == "0.0.0.0:8001"
     assert Settings.from_env({"GRPC_BIND": "127.0.0.1:9001"}).grpc_bind == "127.0.0.1:9001"
     assert Settings.from_env({"GRPC_BIND": ""}).grpc_bind == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [
+        (
+            {"GRPC_BIND": "0.0.0.0:8000"},
+            "GRPC_BIND='0.0.0.0:8000': expected a port BIND='0.0.0.0:8000'",
+        ),
+        (
+            {"BIND": "127.0.0.1:9000", "GRPC_BIND": "127.0.0.1:9000"},
+            "GRPC_BIND='127.0.0.1:9000': expected a port BIND='127.0.0.1:9000' does not use",
+        ),
+        ({"GRPC_BIND": "[::]:8000"}, "GRPC_BIND='[::]:8000': expected a port BIND="),
+        (
+            {"METRICS_BIND": "127.0.0.1:8000"},
+            "METRICS_BIND='127.0.0.1:8000': expected a port BIND=",
+        ),
+        (
+            {"METRICS_BIND": "127.0.0.1:8001"},
+            "METRICS_BIND='127.0.0.1:8001': expected a port GRPC_BIND='0.0.0.0:8001' does not use",
+        ),
+    ],
+)
+def test_two_listeners_on_one_port_are_refused_naming_both(
+    env: dict[str, str], refused: str
+) -> None:
+    """Found by an operator probe: gunicorn retried 'Connection in use' five times, or its
+    workers failed to boot, instead of a line naming the setting."""
+    with pytest.raises(ValueError, match=f"^{re.escape(refused)}") as error:
+        Settings.from_env(env)
+    assert "\n" not in str(error.value)
+
+
+def test_listeners_on_one_port_of_different_hosts_or_unix_sockets_are_fine() -> None:
+    env = {"BIND": "127.0.0.1:9000", "GRPC_BIND": "127.0.0.2:9000", "METRICS_BIND": "10.0.0.1:9000"}
+    assert Settings.from_env(env).metrics_bind == "10.0.0.1:9000"
+    assert Settings.from_env(
+        {"BIND": "unix:/run/s", "METRICS_BIND": "0.0.0.0:8001", "GRPC_BIND": ""}
+    )
 
 
 def test_settings_are_frozen() -> None:
