@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from app.server.handoff import RUN_DIR_ENV
-from app.server.reload import OWN_METRICS_ENV, clean_stale_runs, forget_inherited_run, run_dir
+from app.server.reload import (
+    OWN_METRICS_ENV,
+    clean_metrics_dir,
+    clean_stale_runs,
+    forget_inherited_run,
+    run_dir,
+)
 from app.settings import Settings
 
 
@@ -84,6 +90,19 @@ if not os.environ.get(RUN_DIR_ENV):
             OSError(f"no writable temporary directory (set TMPDIR): {_error}"),
             _SETTINGS.log_format,
         )
+    # One given from outside is this run's too: a killed run's files would count its workers and
+    # carry its counters on. Not in a master started by SIGUSR2: the old one's workers write there.
+    if OWN_METRICS_ENV not in os.environ and not _UPGRADED:
+        _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        try:
+            clean_metrics_dir(Path(_metrics_dir))
+        except OSError as _error:
+            _cannot_start(
+                OSError(
+                    f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r}: expected a directory: {_error}"
+                ),
+                _SETTINGS.log_format,
+            )
 _RUN_DIR = Path(os.environ[RUN_DIR_ENV])
 
 

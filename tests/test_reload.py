@@ -24,6 +24,7 @@ from app.server.reload import (
     RUN_DIR_PATTERN,
     SERVED_ENV,
     SOURCE_ENV,
+    clean_metrics_dir,
     clean_stale_runs,
     forget_inherited_run,
     in_use,
@@ -294,6 +295,34 @@ def test_stale_run_directories_of_dead_masters_are_removed(tmp_path: Path) -> No
         (path / "file").write_text("x")
     assert sorted(clean_stale_runs(tmp_path)) == sorted(stale)
     assert sorted(tmp_path.iterdir()) == sorted([live, *other])
+
+
+def test_a_metrics_directory_from_outside_loses_its_prometheus_files_only(tmp_path: Path) -> None:
+    """What gunicorn.conf.py does at start to a PROMETHEUS_MULTIPROC_DIR given from outside (a
+    real server: tests/test_server.py): the `*.db` files prometheus_client's collector reads go,
+    whatever else the operator keeps there stays."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    stale = [metrics / name for name in ("counter_11.db", "gauge_livesum_11.db", "histogram_12.db")]
+    for path in stale:
+        path.write_bytes(b"\0" * 8)
+    kept = [metrics / "notes.txt", metrics / "backup.db.tar"]
+    for path in kept:
+        path.write_text("kept")
+    (metrics / "archive.db").mkdir()
+    outside = tmp_path / "elsewhere.db"
+    outside.write_text("kept")
+    (metrics / "link.db").symlink_to(outside)
+    assert sorted(clean_metrics_dir(metrics)) == sorted(stale)
+    assert sorted(p.name for p in metrics.iterdir()) == [
+        "archive.db",
+        "backup.db.tar",
+        "link.db",
+        "notes.txt",
+    ]
+    assert outside.read_text() == "kept"
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        clean_metrics_dir(tmp_path / "missing")
 
 
 def test_run_directories_carry_the_masters_pid(

@@ -737,6 +737,42 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, v
     assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
 
 
+def test_a_metrics_directory_given_from_outside_starts_empty_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    """An operator probe: PROMETHEUS_MULTIPROC_DIR set from outside was never wiped, so after a
+    crash and a restart model_workers counted the dead run's workers beside the live ones (4 of
+    2) and the counters went on from the dead run's. The master now removes the prometheus files
+    (`*.db`) there at start, and only those."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "notes.txt").write_text("kept")
+    crashed = spawn(tmp_path / "crashed", PROMETHEUS_MULTIPROC_DIR=str(metrics))
+    try:
+        wait_until_ready(crashed)
+        httpx.post(crashed.url + "/predict", json={"flights": MINIMAL_FLIGHTS}, timeout=30)
+        time.sleep(FLUSH_SECONDS + 0.5)
+    finally:
+        os.killpg(crashed.process.pid, signal.SIGKILL)  # master and workers: no exit hook runs
+        crashed.process.wait(timeout=SHUTDOWN_TIMEOUT)
+    assert list(metrics.glob("gauge_livesum_*.db"))  # the dead workers' share is still there
+    restarted = spawn(tmp_path / "restarted", PROMETHEUS_MULTIPROC_DIR=str(metrics))
+    try:
+        wait_until_ready(restarted)
+        families = scrape(restarted.url)
+    finally:
+        stop(restarted)
+    workers = {
+        sample.labels["model"]: sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "model_workers"
+    }
+    assert workers == {"delay-minimal": WORKERS, "delay-full": WORKERS}
+    assert predict_requests(families) == 0
+    assert (metrics / "notes.txt").read_text() == "kept"
+
+
 def test_the_real_server_sends_no_server_header(server: Server, http: httpx.Client) -> None:
     """uvicorn adds `server: uvicorn` unless told not to (app.server.worker): ask the real
     server."""

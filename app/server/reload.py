@@ -21,6 +21,7 @@ no live worker was forked to load it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -171,6 +172,23 @@ def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
         pid = int(match.group(1)) if match else 0
         if match and path.is_dir() and (pid == os.getpid() or not _alive(pid)):
             shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def clean_metrics_dir(directory: Path) -> list[Path]:
+    """Removes the prometheus_client files (`*.db`, what its multiprocess collector reads) from a
+    PROMETHEUS_MULTIPROC_DIR given from outside, and nothing else; called once by a master
+    starting afresh (not one started by SIGUSR2: the old master's workers still write there).
+    prometheus_client asks for the directory to be wiped between runs: a killed run's files
+    stayed, so model_workers counted its dead workers beside the live ones (4 of 2) and the
+    counters went on from the dead run's values."""
+    if not directory.is_dir():  # the workers would fail to boot on it, one after the other
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory))
+    removed = []
+    for path in directory.glob("*.db"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
             removed.append(path)
     return removed
 
