@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from starlette.testclient import TestClient
 from app.errors import ServiceError
 from app.grpc import status as grpc_status
 from app.observability.drift_metrics import DriftMonitor
-from tests.test_k8s import K8S, env_of, the
+from tests.test_k8s import K8S, OVERLAYS, env_of, the
 
 MONITORING = K8S / "monitoring"
 SCHEMAS = MONITORING / "schemas"
@@ -30,7 +31,7 @@ PROMTOOL = shutil.which("promtool")
 NOT_OURS = {"up", "kube_pod_status_ready"}
 """Prometheus's own and kube-state-metrics' series that the rules and the dashboard also read."""
 PROMQL_FUNCTIONS = {
-    "sum", "max", "avg", "rate", "histogram_quantile", "abs",
+    "sum", "max", "avg", "rate", "histogram_quantile", "abs", "absent",
 }  # fmt: skip
 
 
@@ -122,7 +123,7 @@ def test_promtool_checks_the_rules(promtool: str, tmp_path: Path) -> None:
         [promtool, "check", "rules", str(rule_groups(tmp_path))], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
 
 
 def test_promtool_check_refuses_a_broken_expression(promtool: str, tmp_path: Path) -> None:
@@ -255,8 +256,67 @@ def test_kustomize_builds_the_monitoring_resources_and_the_dashboard_configmap()
     assert result.returncode == 0, result.stderr
     built = {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
     assert set(built) == {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    # In the Service's namespace, production's: rendered without one, the resources landed in
+    # kubectl's current namespace and the ServiceMonitor (which selects Services of its own
+    # namespace) scraped nothing (an operator probe).
+    production = yaml.safe_load((OVERLAYS / "production" / "kustomization.yaml").read_text())
+    for resource in built.values():
+        assert resource["metadata"]["namespace"] == production["namespace"]
+    assert "namespaceSelector" not in built["ServiceMonitor"]["spec"]
     configmap = built["ConfigMap"]
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["latam-delay.json"]) == json.loads(
         (MONITORING / "dashboard.json").read_text()
     )
+
+
+def commented_yaml(text: str, first: str) -> Any:
+    """The YAML of the comment block of `text` that starts with the line `# {first}`."""
+    block = re.search(rf"^# {re.escape(first)}.*\n(?:#   .*\n)+", text, re.MULTILINE)
+    assert block is not None, first
+    return yaml.safe_load(textwrap.dedent(re.sub(r"^# ", "", block.group(0), flags=re.MULTILINE)))
+
+
+def kustomize(directory: Path) -> dict[str, Any]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: its kustomize builds deploy/k8s/monitoring")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
+
+
+def test_the_prometheus_selector_label_is_documented_as_a_kustomize_label(tmp_path: Path) -> None:
+    """kube-prometheus-stack reads ServiceMonitors and PrometheusRules by their `release:` label:
+    the kustomization says so, with the `labels:` entry to uncomment, and that entry, once
+    uncommented, labels both without touching any selector."""
+    text = (MONITORING / "kustomization.yaml").read_text()
+    kustomization = yaml.safe_load(text)
+    assert "labels" not in kustomization  # the release's name is the cluster's to say
+    entry = commented_yaml(text, "labels:")
+    assert entry["labels"][0]["pairs"] == {"release": "kube-prometheus-stack"}
+    copy = Path(shutil.copytree(MONITORING, tmp_path / "monitoring"))
+    (copy / "kustomization.yaml").write_text(yaml.safe_dump(kustomization | entry))
+    built = kustomize(copy)
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert built[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    selector = load("servicemonitor.yaml")["spec"]["selector"]
+    assert built["ServiceMonitor"]["spec"]["selector"] == selector
+
+
+def test_the_staging_overlay_the_kustomization_shows_puts_it_in_stagings_namespace(
+    tmp_path: Path,
+) -> None:
+    overlay = commented_yaml((MONITORING / "kustomization.yaml").read_text(), "  apiVersion:")
+    staging = yaml.safe_load((OVERLAYS / "staging" / "kustomization.yaml").read_text())
+    assert overlay["namespace"] == staging["namespace"]
+    shutil.copytree(K8S, tmp_path / "deploy" / "k8s")
+    directory = tmp_path / "deploy" / "overlays" / "staging-monitoring"
+    directory.mkdir(parents=True)
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    built = kustomize(directory)
+    assert set(built) == {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    for resource in built.values():
+        assert resource["metadata"]["namespace"] == staging["namespace"]
