@@ -104,8 +104,27 @@ def test_the_inference_service_asks_for_this_runtime_its_format_and_a_release(ru
     assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
     assert model["storageUri"].startswith("s3://")
     assert model["storageUri"].endswith("/")
+
+
+def test_knative_mode_is_offered_only_with_the_one_port_it_takes(service, container):
+    """Knative refuses a container with more than one port, and the runtime declares REST's and
+    gRPC's: Standard (RawDeployment before KServe 0.15) it must be, and the documents that offer
+    Knative must say what it takes first (they offered it as is: an operator probe)."""
     mode = service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
-    assert mode in ("Standard", "Knative")
+    assert mode in ("Standard", "RawDeployment", "Knative")
+    assert mode != "Knative" or len(container["ports"]) == 1
+    section = (ROOT / "deploy" / "README.md").read_text().split("## 6. KServe")[1].split("\n## ")[0]
+    comments = "\n".join(
+        line.split("#", 1)[1]
+        for path in sorted(KSERVE.glob("*.yaml"))
+        for line in path.read_text().splitlines()
+        if "#" in line
+    )
+    for text in (section, comments):
+        flat = " ".join(text.split())
+        assert "Knative" in flat
+        assert "one container port only" in flat
+    assert "remove the `h2c` port" in section
 
 
 def test_the_kustomization_sets_the_runtime_image(container, tmp_path):
