@@ -317,9 +317,6 @@ def render(environment: str, image: str, tmp_path: Path) -> list[dict[str, Any]]
     """`kustomize build` of the overlay after `kustomize edit set image latam-delay=<image>`, as
     deploy-environment.yml runs them, on a copy: the edit rewrites the overlay's `images:`
     entry to that name and tag."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: its kustomize renders the overlays")
     for tree in (K8S, OVERLAYS):
         shutil.copytree(tree, tmp_path / "deploy" / tree.name)
     overlay = tmp_path / "deploy" / "overlays" / environment / "kustomization.yaml"
@@ -327,11 +324,7 @@ def render(environment: str, image: str, tmp_path: Path) -> list[dict[str, Any]]
     name, _, tag = image.rpartition(":")
     kustomization["images"] = [{"name": "latam-delay", "newName": name, "newTag": tag}]
     overlay.write_text(yaml.safe_dump(kustomization))
-    result = subprocess.run(
-        [kubectl, "kustomize", str(overlay.parent)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return kustomized(overlay.parent)
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
@@ -349,3 +342,16 @@ def test_each_overlay_renders_valid_resources_with_the_image_the_workflow_sets(
     assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [image]
     hpa = next(r for r in rendered if r["kind"] == "HorizontalPodAutoscaler")
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def kustomized(directory: Path) -> list[dict[str, Any]]:
+    """The documents `kubectl kustomize` renders from `directory` (the test skips without
+    kubectl, which CI installs)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip(f"kubectl is not installed: its kustomize renders {directory.name}")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import yaml
 from app.rest.routes import ROUTES
 from app.settings import Settings
 from tests.conftest import ROOT
+from tests.test_k8s import kustomized
 
 KSERVE = ROOT / "deploy" / "kserve"
 CRD_FILES = {
@@ -133,14 +132,7 @@ def test_the_kustomization_sets_the_runtime_image(container, tmp_path):
         p.name for p in KSERVE.glob("*.yaml") if p.name != "kustomization.yaml"
     )
     assert [image["name"] for image in kustomization["images"]] == [container["image"]]
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: its kustomize renders deploy/kserve")
-    rendered = subprocess.run(
-        [kubectl, "kustomize", str(KSERVE)], capture_output=True, text=True, timeout=60
-    )
-    assert rendered.returncode == 0, rendered.stderr
-    runtime = next(d for d in yaml.safe_load_all(rendered.stdout) if d["kind"] == "ServingRuntime")
+    runtime = next(d for d in kustomized(KSERVE) if d["kind"] == "ServingRuntime")
     image = kustomization["images"][0]
     expected = f"{image['newName']}:{image['newTag']}"
     assert runtime["spec"]["containers"][0]["image"] == expected

@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from app.errors import ServiceError
 from app.grpc import status as grpc_status
 from app.observability.drift_metrics import DriftMonitor
-from tests.test_k8s import K8S, OVERLAYS, env_of, the
+from tests.test_k8s import K8S, OVERLAYS, env_of, kustomized, the
 
 MONITORING = K8S / "monitoring"
 SCHEMAS = MONITORING / "schemas"
@@ -247,14 +247,7 @@ def test_rules_and_panels_read_only_series_that_exist(client: TestClient) -> Non
 
 
 def test_kustomize_builds_the_monitoring_resources_and_the_dashboard_configmap() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: its kustomize builds deploy/k8s/monitoring")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(MONITORING)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    built = {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
+    built = kustomize(MONITORING)
     assert set(built) == {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
     # In the Service's namespace, production's: rendered without one, the resources landed in
     # kubectl's current namespace and the ServiceMonitor (which selects Services of its own
@@ -278,14 +271,8 @@ def commented_yaml(text: str, first: str) -> Any:
 
 
 def kustomize(directory: Path) -> dict[str, Any]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: its kustomize builds deploy/k8s/monitoring")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}
+    """The rendered resources by kind (one of each here)."""
+    return {doc["kind"]: doc for doc in kustomized(directory)}
 
 
 def test_the_prometheus_selector_label_is_documented_as_a_kustomize_label(tmp_path: Path) -> None:

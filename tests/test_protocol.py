@@ -244,40 +244,30 @@ def test_bytes_that_are_not_http_are_refused_after_the_requests_before_them(befo
     run(scenario)
 
 
-def test_bytes_that_are_not_http_wait_for_the_answer_in_progress() -> None:
-    """Sent while the request before is still being answered (a merged onnxruntime call): the
-    400 waits for that answer; what the client sends meanwhile is not read."""
+@pytest.mark.parametrize(
+    ("chunks", "refused"),
+    [
+        ([post(b"{}"), b"GARBAGE\r\n\r\n", post(b"{}")], b"400"),
+        ([post(b"{}") + b"GET /health HTTP/1.1\r\nX-Big: ", *[b"a" * 100] * 20], b"431"),
+    ],
+    ids=["not-http", "head-over-the-limit"],
+)
+def test_a_refusal_waits_for_the_answer_in_progress(chunks: list[bytes], refused: bytes) -> None:
+    """Bytes that are not HTTP, or a head over the limit, sent while the request before is still
+    being answered (a merged onnxruntime call): the refusal waits for that answer; what the
+    client sends meanwhile is not read."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         GATE.append(asyncio.Event())
-        protocol.data_received(post(b"{}"))
-        await settle()
-        protocol.data_received(b"GARBAGE\r\n\r\n")
-        protocol.data_received(post(b"{}"))
-        await settle()
+        for chunk in chunks:
+            protocol.data_received(chunk)
+            await settle()
         assert transport.data == b""
         assert not transport.closed
         GATE[0].set()
         for _ in range(5):
             await settle()
-        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"400"]
-        assert transport.closed
-
-    run(scenario)
-
-
-def test_a_long_head_behind_an_answer_in_progress_is_a_431_after_it() -> None:
-    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
-        GATE.append(asyncio.Event())
-        protocol.data_received(post(b"{}") + b"GET /health HTTP/1.1\r\nX-Big: ")
-        for _ in range(20):
-            protocol.data_received(b"a" * 100)
-        await settle()
-        assert transport.data == b""
-        GATE[0].set()
-        for _ in range(5):
-            await settle()
-        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"431"]
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", refused]
         assert transport.closed
 
     run(scenario)
