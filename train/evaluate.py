@@ -379,7 +379,8 @@ def fit_predict(recipe: Recipe, labels: np.ndarray, split: Encoded) -> tuple[np.
 
 
 def cross_validated(recipe: Recipe, labels: np.ndarray, encoded: Sequence[Encoded]) -> Scores:
-    """Out-of-fold scores of grouped CV (threshold: F1-best on those same predictions)."""
+    """Out-of-fold scores of grouped CV (threshold: `alert_as_many_as_delayed` on those same
+    predictions)."""
     out_of_fold = np.zeros(len(labels))
     for split in encoded:
         out_of_fold[split.fold.test_rows] = fit_predict(recipe, labels, split)[0]

@@ -38,7 +38,10 @@ class Scores:
 def alert_as_many_as_delayed(labels: np.ndarray, probabilities: np.ndarray) -> float:
     """The probability above which as many flights are alerted as were delayed.
 
-    On the rows it is fitted on, precision equals recall. Unlike the F1-best threshold, which
+    On the rows it is fitted on, precision equals recall when the scores are distinct; a model
+    with few distinct scores (the minimal one: one per airline x flight type) has the quantile
+    fall inside a tied cell, alerted whole (`>=`): it alerts about twice as many flights as were
+    delayed (reports/model.md's month tables). Unlike the F1-best threshold, which
     sits in the dense middle of the scores (a small shift of a month's scores then flips half
     its flights), this one sits in the upper tail, so a month's alert rate follows its risk.
     """
