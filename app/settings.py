@@ -261,8 +261,11 @@ def _address(name: str, raw: str) -> str:
 def _refuse_shared_ports(settings: Settings) -> None:
     """Two of BIND, GRPC_BIND and METRICS_BIND on one port of one host: gunicorn retried
     'Connection in use' five times, or its workers failed to boot."""
-    named = [("BIND", settings.bind), ("GRPC_BIND", settings.grpc_bind)]
-    named.append(("METRICS_BIND", settings.metrics_bind))
+    named = [
+        ("BIND", settings.bind),
+        ("GRPC_BIND", settings.grpc_bind),
+        ("METRICS_BIND", settings.metrics_bind),
+    ]
     for later, (name, address) in enumerate(named):
         for other, taken in named[:later]:
             if _same_port(address, taken):

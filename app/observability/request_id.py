@@ -70,7 +70,8 @@ def judged(value: bytes) -> bytes:
     if accepted(value):
         return value
     first, comma, _ = value.partition(b",")
-    return first.strip(b" ") if comma and accepted(first.strip(b" ")) else new_id()
+    first = first.strip(b" ")
+    return first if comma and accepted(first) else new_id()
 
 
 def caller_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:

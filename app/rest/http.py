@@ -58,12 +58,12 @@ async def read_json_body(scope: Scope, receive: Receive, max_bytes: int) -> byte
     """The body of a request that says it is JSON (415 otherwise), not yet parsed: the caller
     decodes it straight into its own types."""
     content_type, declared, encoding, transfer = _content_headers(scope)
-    media_type, _, parameters = content_type.decode("latin-1").partition(";")
-    if media_type.strip().lower() != JSON_TYPE:
+    media_type, _, parameters = content_type.partition(b";")
+    if media_type.strip().lower() != b"application/json":
         received = shown(content_type.decode("latin-1")) or None
         raise UnsupportedMediaType(f"Content-Type must be {JSON_TYPE}", received=received)
-    if parameters:
-        refuse_charset(parameters)
+    if parameters:  # rare: the usual request pays for no decoding
+        refuse_charset(parameters.decode("latin-1"))
     if encoding or transfer:  # rare: the usual request pays for no call
         _refuse_encoded(encoding, transfer)
     return await _read_body(receive, declared, max_bytes)

@@ -300,33 +300,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_in_turn(self, status: int, reason: str, message: str) -> None:
         """Bytes that are not HTTP, or a head over the limit, after requests not yet answered
         (pipelined in the same chunk, say): refused once those are, answers going out in the
-        order their requests came. Refused at once, their answers were lost and the client took the 400 for its
-        first request's (which the metrics counted answered). Bytes that misframe the body of
-        the request being received are that request's: refused at once; so is a complete head
-        over the limit queued behind a request in progress (`_limit_head`: its cycle, made by
-        uvicorn, would run its app once popped), the one case left where an answer in progress
-        is lost to a refusal."""
+        order their requests came. Refused at once, their answers were lost and the client took
+        the 400 for its first request's (which the metrics counted answered). Bytes that
+        misframe the body of the request being received are that request's: refused at once;
+        so is a complete head over the limit queued behind a request in progress (`_limit_head`:
+        its cycle, made by uvicorn, would run its app once popped), the one case left where an
+        answer in progress is lost to a refusal."""
         cycle = self.cycle
-        earlier = self.pipeline or (cycle is not None and not cycle.response_complete)
         own_body = cycle is not None and cycle.scope is self.scope and cycle.more_body
-        if not earlier or own_body:
+        if not self._answers_pending() or own_body:
             self._refuse(status, reason, message)
             return
         self._refusal = (status, reason, message)
         self.flow.pause_reading()
 
     def _refuse_if_due(self) -> None:
-        """The refusal `_refuse_in_turn` put off, once every request before it is answered."""
-        cycle = self.cycle
-        if (
-            self._refusal is None
-            or self.pipeline
-            or (cycle is not None and not cycle.response_complete)
-            or self.transport.is_closing()  # the last answer closed the connection
-        ):
+        """The refusal `_refuse_in_turn` put off, once every request before it is answered
+        (unless the last answer closed the connection)."""
+        if self._refusal is None or self._answers_pending() or self.transport.is_closing():
             return
         refusal, self._refusal = self._refusal, None
         self._refuse(*refusal)
+
+    def _answers_pending(self) -> bool:
+        """Whether a request of this connection is still to be answered: queued, or in progress."""
+        cycle = self.cycle
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     def _head_over_limit(self) -> bool:
         """Whether the head just parsed is over the limit. Only when the chunk it completed in
