@@ -556,6 +556,18 @@ def fresh_calls(target: str, until: threading.Event) -> Counter[str]:
     return codes
 
 
+RELOAD_CLIENTS = 2
+
+
+def migrates_queued_connections() -> bool:
+    """Whether Linux hands the connections queued on a closing SO_REUSEPORT listener to another
+    listener of its group (net.ipv4.tcp_migrate_req, Linux 5.14+) instead of resetting them."""
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def handoff_markers(server: Server) -> set[str]:
     return {marker.name for marker in server.workdir.glob("latam-delay-run-*/handoff/ready-*")}
 
@@ -566,15 +578,20 @@ def children(pid: int) -> set[int]:
 
 def test_a_sighup_reload_refuses_no_new_grpc_connection(tmp_path: Path) -> None:
     """The old workers close their gRPC listeners only once the new ones listen
-    (app.server.handoff): before, new connections were refused for 0.4-1 s of every reload.
+    (app.server.handoff): before, new connections were refused for 0.4-1 s of every reload
+    (hundreds of these calls). A listener closes once nothing waits in its accept queue, but a
+    connection the kernel queues in the instant it closes is reset (app.grpc.listeners), unless
+    net.ipv4.tcp_migrate_req hands it to a listener that stays: each client has one connection
+    pending at a time, so that costs at most one call per client per old worker (seen twice, 1
+    of 691 and 1 of 738, in full test runs on a loaded machine).
     A SIGTERM after it stops at once: the workers of the newest generation await no one."""
     target = f"{HOST}:{free_port()}"
     server = spawn(tmp_path / "run", GRPC_BIND=target)
     try:
         serving(server, target)
         done = threading.Event()
-        with ThreadPoolExecutor(2) as clients:
-            calls = [clients.submit(fresh_calls, target, done) for _ in range(2)]
+        with ThreadPoolExecutor(RELOAD_CLIENTS) as clients:
+            calls = [clients.submit(fresh_calls, target, done) for _ in range(RELOAD_CLIENTS)]
             time.sleep(0.3)
             os.kill(server.process.pid, signal.SIGHUP)
             reloaded = wait_for(
@@ -589,7 +606,9 @@ def test_a_sighup_reload_refuses_no_new_grpc_connection(tmp_path: Path) -> None:
             codes = sum((call.result() for call in calls), Counter[str]())
         assert reloaded, server.log()
         assert codes["OK"] > 100, codes
-        assert codes == Counter(OK=codes["OK"]), codes
+        assert set(codes) <= {"OK", "UNAVAILABLE"}, codes
+        reset_at_most = 0 if migrates_queued_connections() else RELOAD_CLIENTS * WORKERS
+        assert codes["UNAVAILABLE"] <= reset_at_most, codes
         # the hand-off's markers name the listening workers only, a killed one's too
         listening = handoff_markers(server)
         assert listening == {f"ready-1-{pid}" for pid in children(server.process.pid)}
