@@ -152,12 +152,20 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
+    """A worker has been reaped: its gauges leave the sums, its counts go into the archives
+    (app.observability.metrics_archive); a failure there is logged, not raised, which would
+    stop gunicorn's arbiter."""
     from prometheus_client import multiprocess
 
+    from app.observability.metrics_archive import compact
     from app.server.handoff import forget
     from app.server.reload import in_use, prune
 
     multiprocess.mark_process_dead(worker.pid)
+    try:
+        compact(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    except Exception as error:  # the files stay, counted as they are; the next exit retries
+        server.log.warning("dead workers' metric files not archived (next exit retries): %r", error)
     forget(_RUN_DIR / "handoff", worker.pid)
     prune(_RUN_DIR / "models", in_use(os.environ, server.WORKERS.values()))
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -203,6 +206,71 @@ def test_the_prometheus_client_internals_flush_relies_on_are_there() -> None:
     assert len(child._buckets) == len(BUCKETS) + 1, "one bucket per bound plus +Inf expected"
     assert callable(child._sum.inc)
     assert all(callable(bucket.inc) for bucket in child._buckets)
+
+
+def test_the_prometheus_client_internals_the_metrics_archive_relies_on_are_there(
+    tmp_path: Path,
+) -> None:
+    """app.observability.metrics_archive reads and writes prometheus_client's multiprocess files
+    itself (mmap_dict is no documented API): the files' names, their entries' key and
+    (value, timestamp) layout, a timestamp of 0 in the summed types (an archive keeps the low
+    part of each sum there), which prometheus_client's collector ignores, and mark_process_dead
+    leaving the summed types' files. pyproject pins a tested range; this fails loudly the day a
+    release changes one. The service's gauges must all be `livesum`, whose files leave with
+    their worker: another mode's would stay, neither archived nor removed."""
+    import subprocess
+    import sys
+
+    from prometheus_client import CollectorRegistry, Gauge
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+    from app.observability import drift_metrics, metrics
+
+    writer = (
+        "import os, prometheus_client as p;"
+        "p.Counter('c', 'C', ['a']).labels('x').inc(2);"
+        "p.Histogram('h', 'H', buckets=(1.0,)).observe(0.5);"
+        "p.Summary('s', 'S').observe(3);"
+        "print(os.getpid())"
+    )
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    pid = subprocess.run(
+        [sys.executable, "-c", writer], env=environment, capture_output=True, check=True, text=True
+    ).stdout.strip()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        f"{kind}_{pid}.db" for kind in ("counter", "histogram", "summary")
+    ]
+    entries = list(MmapedDict.read_all_values_from_file(str(tmp_path / f"counter_{pid}.db")))
+    assert [entry[:3] for entry in entries] == [
+        (mmap_key("c", "c_total", ["a"], ["x"], "C"), 2.0, 0.0)
+    ]
+    assert json.loads(entries[0][0]) == ["c", "c_total", {"a": "x"}, "C"]
+    histogram = MmapedDict.read_all_values_from_file(str(tmp_path / f"histogram_{pid}.db"))
+    assert {(json.loads(key)[1], value, timestamp) for key, value, timestamp, _ in histogram} == {
+        ("h_sum", 0.5, 0.0),
+        ("h_bucket", 1.0, 0.0),
+        ("h_bucket", 0.0, 0.0),
+    }
+    archive = MmapedDict(str(tmp_path / "counter_archive.db"))
+    archive.write_value(mmap_key("c", "c_total", ["a"], ["x"], "C"), 1.0, 0.25)
+    archive.close()
+    mark_process_dead(int(pid), str(tmp_path))
+    assert len(list(tmp_path.glob("*.db"))) == 4
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(tmp_path))
+    counter = {s.name: s.value for f in registry.collect() if f.name == "c" for s in f.samples}
+    assert counter == {"c_total": 3.0}, (
+        "prometheus_client's collector no longer ignores a counter's timestamp"
+    )
+    gauges = [
+        value
+        for module in (metrics, drift_metrics)
+        for value in vars(module).values()
+        if isinstance(value, Gauge)
+    ]
+    assert len(gauges) == 4
+    assert {gauge._multiprocess_mode for gauge in gauges} == {"livesum"}
 
 
 def test_the_flush_keeps_its_schedule_when_one_flush_raises(

@@ -303,10 +303,20 @@ def test_a_metrics_directory_from_outside_loses_its_prometheus_files_only(tmp_pa
     whatever else the operator keeps there stays."""
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    stale = [metrics / name for name in ("counter_11.db", "gauge_livesum_11.db", "histogram_12.db")]
+    stale = [
+        metrics / name
+        for name in (
+            "counter_11.db",
+            "gauge_livesum_11.db",
+            "histogram_12.db",
+            "archive.journal",  # a compaction killed half-way: app.observability.metrics_archive
+            "archive.journal.tmp",
+            "counter_archive.db.tmp",
+        )
+    ]
     for path in stale:
         path.write_bytes(b"\0" * 8)
-    kept = [metrics / "notes.txt", metrics / "backup.db.tar"]
+    kept = [metrics / "notes.txt", metrics / "backup.db.tar", metrics / "notes.tmp"]
     for path in kept:
         path.write_text("kept")
     (metrics / "archive.db").mkdir()
@@ -318,6 +328,7 @@ def test_a_metrics_directory_from_outside_loses_its_prometheus_files_only(tmp_pa
         "archive.db",
         "backup.db.tar",
         "link.db",
+        "notes.tmp",
         "notes.txt",
     ]
     assert outside.read_text() == "kept"

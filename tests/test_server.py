@@ -572,6 +572,60 @@ def test_metrics_sum_every_workers_requests(server: Server, tmp_path: Path) -> N
     assert sum(served.values()) == after[0]
 
 
+def workers_of(server: Server) -> set[int]:
+    """The master's children: its live workers (no gRPC or other child here)."""
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    return {int(pid) for pid in children.read_text().split()}
+
+
+def test_reloads_archive_the_old_workers_files_and_keep_the_totals_exact(tmp_path: Path) -> None:
+    """Each SIGHUP replaces both workers. Their counter and histogram files stayed, so that
+    every scrape read more files after each reload; gunicorn.conf.py's child_exit now adds them
+    into one archive per type (app.observability.metrics_archive): after four reloads the
+    directory holds the live workers' files and the archives, and the totals are exact."""
+    port = next(port for port in range(18200, 18300) if _free(port))
+    server = spawn(tmp_path, BIND=f"{HOST}:{port}")
+    server = Server(server.process, port, server.workdir, server.stderr)
+    try:
+        wait_until_ready(server)
+        sent = flights = 0
+        limits = httpx.Limits(max_keepalive_connections=0)  # either worker may answer each
+        with httpx.Client(base_url=server.url, timeout=30, limits=limits) as fresh:
+            for reload in range(1, 5):
+                for i in range(20):
+                    body = {"flights": MINIMAL_FLIGHTS[: 1 + i % 3]}
+                    assert fresh.post("/predict", json=body).status_code == 200
+                    sent, flights = sent + 1, flights + len(body["flights"])
+                old = workers_of(server)
+                os.kill(server.process.pid, signal.SIGHUP)
+                wait_until_ready(server, startups=WORKERS * (reload + 1))
+                deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+                while workers_of(server) & old and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert totals(server.url) == (sent, flights, 0)
+        live = workers_of(server)
+        assert len(live) == WORKERS
+        deadline = time.monotonic() + 5
+        expected = {f"{kind}_archive.db" for kind in ("counter", "histogram")} | {
+            f"{kind}_{pid}.db" for pid in live for kind in ("counter", "histogram", "gauge_livesum")
+        }
+        while (found := {p.name for p in server.metrics_dir().glob("*.db")}) != expected:
+            assert time.monotonic() < deadline, sorted(found ^ expected)
+            time.sleep(0.1)
+    finally:
+        stop(server)
+    assert "not archived" not in server.log()
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def test_metrics_label_unknown_paths_as_one_route(server: Server, http: httpx.Client) -> None:
     for path in ("/wp-admin", "/etc/passwd", "/v3/anything"):
         assert http.get(path).status_code == 404

@@ -19,18 +19,17 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
-    multiprocess,
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -38,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.inference.flights import Columns
 from app.inference.model import OnnxModel, Prediction
+from app.observability import metrics_archive
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise for counters that only grow
 
@@ -234,14 +234,14 @@ atexit.register(flush)  # a graceful worker exit keeps its last second
 
 
 def exposition() -> tuple[bytes, str]:
+    """Every worker's metrics under gunicorn (app.observability.metrics_archive reads their
+    files), this process's otherwise."""
     flush()
-    source: Collector = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        source = CollectorRegistry()
-        multiprocess.MultiProcessCollector(source)  # type: ignore[no-untyped-call]
-    if _derived is None:
-        return generate_latest(source), CONTENT_TYPE_LATEST
-    return generate_latest(_Families(_derived.derive(list(source.collect())))), CONTENT_TYPE_LATEST
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    families = metrics_archive.collect(Path(directory)) if directory else list(REGISTRY.collect())
+    if _derived is not None:
+        families = _derived.derive(families)
+    return generate_latest(_Families(families)), CONTENT_TYPE_LATEST
 
 
 class _Families(Collector):

@@ -178,15 +178,18 @@ def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
 
 def clean_metrics_dir(directory: Path) -> list[Path]:
     """Removes the prometheus_client files (`*.db`, what its multiprocess collector reads) from a
-    PROMETHEUS_MULTIPROC_DIR given from outside, and nothing else; called once by a master
+    PROMETHEUS_MULTIPROC_DIR given from outside, with what a compaction killed half-way left
+    (app.observability.metrics_archive.leftovers), and nothing else; called once by a master
     starting afresh (not one started by SIGUSR2: the old master's workers still write there).
     prometheus_client asks for the directory to be wiped between runs: a killed run's files
     stayed, so model_workers counted its dead workers beside the live ones (4 of 2) and the
     counters went on from the dead run's values."""
+    from app.observability.metrics_archive import leftovers
+
     if not directory.is_dir():  # the workers would fail to boot on it, one after the other
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory))
     removed = []
-    for path in directory.glob("*.db"):
+    for path in [*directory.glob("*.db"), *leftovers(directory)]:
         if path.is_file() and not path.is_symlink():
             path.unlink()
             removed.append(path)

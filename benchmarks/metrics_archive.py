@@ -1,0 +1,190 @@
+"""What archiving dead workers' metric files buys a scrape and costs the master, in-process:
+`python -m benchmarks.metrics_archive` (app.observability.metrics_archive).
+
+One worker's files are written by the app's own metrics code (twelve route, method and status
+answers, two models' predictions and calls), then copied as DEAD dead workers and two live
+ones. Alternating over --rounds, each a median of --scrapes:
+
+* A: a scrape as before, prometheus_client's MultiProcessCollector over every file;
+* B: a scrape now, app.observability.metrics_archive.collect, once the master has archived the
+  dead workers' files (the archives and the live workers' files);
+* C: metrics_archive.collect over every file, as when the master could not archive them (its
+  exact sums against A's `+=`);
+* child_exit: mark_process_dead (all child_exit did with the metrics before) and the archiving
+  of one more dead worker, the archives holding DEAD workers already.
+
+Prints the medians of the rounds' medians, in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+DEAD = 500
+FIRST_DEAD = 5_000_000
+"""Over Linux's PID_MAX_LIMIT (2**22): no process has these pids."""
+
+
+def write_worker(directory: Path) -> None:
+    """A busy worker's files, written by app.observability.metrics (run with
+    PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported)."""
+    from dataclasses import dataclass
+
+    from app.observability import metrics
+
+    @dataclass(frozen=True)
+    class Model:
+        name: str
+        version: str
+
+    @dataclass(frozen=True)
+    class Prediction:
+        labels: tuple[int, ...]
+        delayed: int
+        seconds: float
+
+    answers = [
+        ("/predict", "POST", 200),
+        ("/predict", "POST", 400),
+        ("/predict", "POST", 422),
+        ("/predict", "GET", 405),
+        ("/health", "GET", 200),
+        ("/v2/health/live", "GET", 200),
+        ("/v2/health/ready", "GET", 200),
+        ("/v2/models/{name}/infer", "POST", 200),
+        ("/v2/models/{name}/infer", "POST", 400),
+        ("/v2/models/{name}/ready", "GET", 200),
+        ("/metrics", "GET", 200),
+        (metrics.UNMATCHED_ROUTE, "GET", 404),
+    ]
+    for i, (route, method, status) in enumerate(answers):
+        metrics.observe_latency(route, method, status, 0.001 * (1 + i))
+    for model in (Model("delay-minimal", "4e45033c956b"), Model("delay-full", "9e3c194f8389")):
+        metrics.count_predictions(model, None, Prediction((0, 1), 1, 0.0002))  # type: ignore[arg-type]
+        metrics.observe_merge(model, 3)  # type: ignore[arg-type]
+    metrics.flush()
+
+
+def _template(scratch: Path) -> tuple[Path, str]:
+    """One worker's files, and that worker's pid as it appears in their names."""
+    template = scratch / "template"
+    template.mkdir()
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(template)}
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.metrics_archive", "--write-worker", str(template)],
+        env=environment,
+        check=True,
+    )
+    (counter,) = template.glob("counter_*.db")
+    return template, counter.stem.removeprefix("counter_")
+
+
+def _copy(template: Path, pid: str, into: Path, as_pid: int, live: bool) -> None:
+    for path in template.glob(f"*_{pid}.db"):
+        if live or not path.name.startswith("gauge_livesum_"):  # mark_process_dead's part
+            shutil.copy(path, into / path.name.replace(f"_{pid}.db", f"_{as_pid}.db"))
+
+
+def _used(path: Path) -> int:
+    """The bytes of an mmap file that hold entries (the rest is preallocated)."""
+    with path.open("rb") as file:
+        return int.from_bytes(file.read(4), sys.byteorder)
+
+
+def _median_ms(action: Callable[[], object], times: int) -> float:
+    spent = []
+    for _ in range(times):
+        start = time.perf_counter()
+        action()
+        spent.append(time.perf_counter() - start)
+    return statistics.median(spent) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--scrapes", type=int, default=5)
+    parser.add_argument("--dead", type=int, default=DEAD)
+    parser.add_argument("--write-worker", type=Path, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.write_worker:
+        write_worker(arguments.write_worker)
+        return
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+    from app.observability.metrics import _Families
+    from app.observability.metrics_archive import collect, compact
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-metrics-archive-"))
+    try:
+        template, pid = _template(scratch)
+        size = sum(_used(path) for path in template.glob("*.db"))
+        before, after = scratch / "before", scratch / "after"
+        for directory in (before, after):
+            directory.mkdir()
+            for live in (os.getpid(), os.getppid()):
+                _copy(template, pid, directory, live, live=True)
+            for dead in range(FIRST_DEAD, FIRST_DEAD + arguments.dead):
+                _copy(template, pid, directory, dead, live=False)
+        compact(after)
+        assert [path.name for path in after.glob("*_5*.db")] == []
+
+        def old_scrape() -> bytes:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, str(before))  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+
+        def new_scrape() -> bytes:
+            return generate_latest(_Families(collect(after)))
+
+        def new_scrape_unarchived() -> bytes:
+            return generate_latest(_Families(collect(before)))
+
+        next_dead = FIRST_DEAD + arguments.dead
+
+        def child_exit_ms() -> float:
+            """One more worker's files (copied untimed), then what child_exit does with them."""
+            nonlocal next_dead
+            _copy(template, pid, after, next_dead, live=True)
+            start = time.perf_counter()
+            mark_process_dead(next_dead, str(after))  # type: ignore[no-untyped-call]
+            compact(after)
+            next_dead += 1
+            return (time.perf_counter() - start) * 1000
+
+        rows: dict[str, list[float]] = {"A": [], "B": [], "C": [], "child_exit": []}
+        for _ in range(arguments.rounds):
+            rows["A"].append(_median_ms(old_scrape, arguments.scrapes))
+            rows["B"].append(_median_ms(new_scrape, arguments.scrapes))
+            rows["C"].append(_median_ms(new_scrape_unarchived, arguments.scrapes))
+            rows["child_exit"].append(
+                statistics.median(child_exit_ms() for _ in range(arguments.scrapes))
+            )
+        load = os.getloadavg()[0]
+        print(f"one worker's files: {size / 1024:.0f} KB of entries; {arguments.dead} dead workers")
+        print(f"A  scrape, MultiProcessCollector, dead files kept: {_med(rows['A'])} ms")
+        print(f"B  scrape, metrics_archive.collect, archived:      {_med(rows['B'])} ms")
+        print(f"C  scrape, metrics_archive.collect, not archived:  {_med(rows['C'])} ms")
+        print(f"child_exit, one more dead worker archived:         {_med(rows['child_exit'])} ms")
+        print(f"(medians of {arguments.rounds} rounds of {arguments.scrapes}; load {load:.2f})")
+    finally:
+        shutil.rmtree(scratch)
+
+
+def _med(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} (rounds {min(values):.1f}-{max(values):.1f})"
+
+
+if __name__ == "__main__":
+    main()
