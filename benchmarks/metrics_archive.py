@@ -13,7 +13,8 @@ ones. Alternating over --rounds, each a median of --scrapes:
 * child_exit: mark_process_dead (all child_exit did with the metrics before) and the archiving
   of one more dead worker, the archives holding DEAD workers already.
 
-Prints the medians of the rounds' medians, in ms.
+Prints the medians of the rounds' medians, in ms, and with --out writes them, with the revision
+and the machine, to OUT/metrics-archive.md (`make metrics-archive`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+
+from benchmarks.stress import load_average, machine, revision
 
 DEAD = 500
 FIRST_DEAD = 5_000_000
@@ -114,6 +118,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--scrapes", type=int, default=5)
     parser.add_argument("--dead", type=int, default=DEAD)
+    parser.add_argument("--out", type=Path, help="directory to write metrics-archive.md into")
     parser.add_argument("--write-worker", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.write_worker:
@@ -126,6 +131,7 @@ def main() -> None:
     from app.observability.metrics import _Families
     from app.observability.metrics_archive import collect, compact
 
+    load_before = load_average()
     scratch = Path(tempfile.mkdtemp(prefix="bench-metrics-archive-"))
     try:
         template, pid = _template(scratch)
@@ -171,19 +177,42 @@ def main() -> None:
             rows["child_exit"].append(
                 statistics.median(child_exit_ms() for _ in range(arguments.scrapes))
             )
-        load = os.getloadavg()[0]
-        print(f"one worker's files: {size / 1024:.0f} KB of entries; {arguments.dead} dead workers")
-        print(f"A  scrape, MultiProcessCollector, dead files kept: {_med(rows['A'])} ms")
-        print(f"B  scrape, metrics_archive.collect, archived:      {_med(rows['B'])} ms")
-        print(f"C  scrape, metrics_archive.collect, not archived:  {_med(rows['C'])} ms")
-        print(f"child_exit, one more dead worker archived:         {_med(rows['child_exit'])} ms")
-        print(f"(medians of {arguments.rounds} rounds of {arguments.scrapes}; load {load:.2f})")
+        _, cpu, cores = machine()
+        lines = [
+            "# Dead workers' metric files: a scrape and a worker exit (`make metrics-archive`)",
+            "",
+            f"- Code: {revision()}; {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
+            f"- CPU: {cpu}, {cores} cores; load average before: {load_before}, after: "
+            f"{load_average()}. In-process, one Python process; the machine is shared.",
+            f"- One worker's files: {size / 1024:.0f} KB of entries (written by the app's metrics "
+            f"code); {arguments.dead} dead workers and 2 live ones. Rows alternate in each of "
+            f"{arguments.rounds} rounds, each a median of {arguments.scrapes}; the medians of the "
+            "rounds' medians, in ms, with the rounds' range.",
+            f"- Command: `python -m benchmarks.metrics_archive {' '.join(sys.argv[1:])}`",
+            "",
+            "| what | ms (median) | rounds |",
+            "| --- | ---: | --- |",
+            *(f"| {ROWS[row]} | {_median_row(values)} |" for row, values in rows.items()),
+            "",
+        ]
+        report = "\n".join(lines)
+        print(report)
+        if arguments.out:
+            (arguments.out / "metrics-archive.md").write_text(report)
     finally:
         shutil.rmtree(scratch)
 
 
-def _med(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f} (rounds {min(values):.1f}-{max(values):.1f})"
+ROWS = {
+    "A": "A: a scrape before (MultiProcessCollector over every file, the dead workers' kept)",
+    "B": "B: a scrape now (metrics_archive.collect, the dead workers' files archived)",
+    "C": "C: metrics_archive.collect over every file (the master could not archive them)",
+    "child_exit": "a worker exit in the master: mark_process_dead and archiving its files",
+}
+
+
+def _median_row(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} | {min(values):.1f}-{max(values):.1f}"
 
 
 if __name__ == "__main__":

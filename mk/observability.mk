@@ -5,3 +5,7 @@ bench-observability: $(DEV_STAMP) ## drift per flight, traceparent scan, each op
 	$(BIN)/pytest benchmarks/test_observability.py -p no:cacheprovider \
 		--benchmark-columns=min,median,iqr,ops --benchmark-sort=name \
 		--benchmark-json=$(REPORTS_DIR)/observability.json
+
+.PHONY: metrics-archive
+metrics-archive: $(DEV_STAMP) ## a scrape over 500 dead workers' metric files, archived or not: reports/metrics-archive.md
+	$(BIN)/python -m benchmarks.metrics_archive --out $(REPORTS_DIR)
