@@ -1465,3 +1465,23 @@ def test_an_answer_of_the_http_layer_is_json_naming_what_is_wrong_with_a_request
             assert request_ids.accepted(request_id.group(1))
 
     run(scenario)
+
+
+def test_a_request_pipelined_behind_a_refused_head_in_its_chunk_never_runs() -> None:
+    """A head over the limit is refused as its app was to start, and the parser goes on with the
+    rest of the chunk: a request pipelined behind it ran its app on the closed connection, and
+    was access-logged and counted as the 200 nobody received (tests/test_server.py counts it on
+    the real server)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "431")
+        big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+        protocol.data_received(big + GET_HEALTH)
+        await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"431"]
+        assert transport.closed
+        assert SEEN == []  # neither app ran
+        assert not protocol.tasks
+        assert counted(REFUSED_ROUTE, "431") == before + 1
+
+    run(scenario)

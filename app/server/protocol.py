@@ -381,6 +381,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(400, "Bad Request", "request body not framed as its headers say")
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if self.transport.is_closing():
+            # Behind a request refused (or shed, closing) in the same chunk, which the parser
+            # goes on with: its app ran on the closed connection, and its answer, never sent,
+            # was counted and access-logged.
+            return
         if cycle.scope is self.scope and self._head_over_limit():
             cycle.response_complete = True  # the app never runs; its body is skipped
             self._refuse_head()
