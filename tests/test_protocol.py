@@ -244,18 +244,25 @@ def test_bytes_that_are_not_http_are_refused_after_the_requests_before_them(befo
     run(scenario)
 
 
+BIG_GET = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+"""A whole head over LIMITS' 1,024 bytes."""
+
+
 @pytest.mark.parametrize(
     ("chunks", "refused"),
     [
         ([post(b"{}"), b"GARBAGE\r\n\r\n", post(b"{}")], b"400"),
         ([post(b"{}") + b"GET /health HTTP/1.1\r\nX-Big: ", *[b"a" * 100] * 20], b"431"),
+        ([post(b"{}") + BIG_GET], b"431"),
+        ([post(b"{}") + BIG_GET + GET_HEALTH, GET_HEALTH], b"431"),
     ],
-    ids=["not-http", "head-over-the-limit"],
+    ids=["not-http", "head-over-the-limit", "whole-head-over-the-limit", "and-requests-after-it"],
 )
 def test_a_refusal_waits_for_the_answer_in_progress(chunks: list[bytes], refused: bytes) -> None:
     """Bytes that are not HTTP, or a head over the limit, sent while the request before is still
     being answered (a merged onnxruntime call): the refusal waits for that answer; what the
-    client sends meanwhile is not read."""
+    client sends meanwhile is not answered. A whole head over the limit was refused at once,
+    its 431 the only answer (the 200 in progress lost)."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         GATE.append(asyncio.Event())
@@ -269,6 +276,7 @@ def test_a_refusal_waits_for_the_answer_in_progress(chunks: list[bytes], refused
             await settle()
         assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", refused]
         assert transport.closed
+        assert [message["type"] for message in SEEN] == ["http.request"]  # the first's app only
 
     run(scenario)
 

@@ -11,8 +11,9 @@ connection that never sends a byte open forever, and waits forever on a trickled
   is closed, before its app runs (bytes counted per chunk only while a head is incomplete);
 * the answers it gives itself (`431`, `408`, and `400` for bytes that are not HTTP or a body
   not framed as its headers say) are counted in the metrics under route `<refused>`
-  (REFUSED_ROUTE) with the status sent, as shed ones under `<shed>`; bytes that are not HTTP
-  after pipelined requests are answered after those (`_refuse_in_turn`);
+  (REFUSED_ROUTE) with the status sent, as shed ones under `<shed>`; bytes that are not HTTP,
+  or a head over the limit, after pipelined requests are answered after those
+  (`_refuse_in_turn`, `_refuse_at_start`);
 * read timeouts, checked by one sweep a second over the worker's connections (no timer per
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
@@ -50,7 +51,7 @@ from typing import Any, ClassVar, cast
 import h11
 import httptools
 import orjson
-from uvicorn._types import ASGI3Application
+from uvicorn._types import ASGI3Application, HTTPScope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
@@ -221,6 +222,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: tuple[int, str, str] | None = None
         """The answer (status, reason, message) to bytes that are not HTTP, due once the
         requests before them are answered (`_refuse_in_turn`)."""
+        self._refusal_at_start: tuple[HTTPScope, int, str, str] | None = None
+        """A request parsed whole but refused (its scope), and its answer, given when its turn
+        comes, as its app would start (`_refuse_at_start`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -277,12 +281,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
-            # The usual case: the head that began is complete, and was measured as its app was
-            # to start (`_start_asgi_task`); a head queued behind a pipelined request is
-            # measured here.
-            pipeline = self.pipeline
-            if pipeline and pipeline[0][0] is cycle and self._head_over_limit():
-                self._refuse_head()
+            # The usual case: the head that began is complete, and was measured as it completed
+            # (`on_headers_complete`).
             self._partial_head = 0
             return
         if self._ended_in_chunk:
@@ -298,14 +298,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_head(in_turn=True)
 
     def _refuse_in_turn(self, status: int, reason: str, message: str) -> None:
-        """Bytes that are not HTTP, or a head over the limit, after requests not yet answered
-        (pipelined in the same chunk, say): refused once those are, answers going out in the
-        order their requests came. Refused at once, their answers were lost and the client took
-        the 400 for its first request's (which the metrics counted answered). Bytes that
-        misframe the body of the request being received are that request's: refused at once;
-        so is a complete head over the limit queued behind a request in progress (`_limit_head`:
-        its cycle, made by uvicorn, would run its app once popped), the one case left where an
-        answer in progress is lost to a refusal."""
+        """Bytes that are not HTTP, or a head over the limit still incomplete, after requests not
+        yet answered (pipelined in the same chunk, say): refused once those are, answers going
+        out in the order their requests came. Refused at once, their answers were lost and the
+        client took the 400 for its first request's (which the metrics counted answered). Bytes
+        that misframe the body of the request being received are that request's: refused at
+        once. A complete head, which uvicorn has made a request of, waits its turn in uvicorn's
+        pipeline instead (`_refuse_at_start`)."""
         cycle = self.cycle
         own_body = cycle is not None and cycle.scope is self.scope and cycle.more_body
         if not self._answers_pending() or own_body:
@@ -313,6 +312,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refusal = (status, reason, message)
         self.flow.pause_reading()
+
+    def _refuse_at_start(self, status: int, reason: str, message: str) -> None:
+        """The request whose head was just parsed is refused when its turn comes, where its app
+        would start (`_start_asgi_task`): after the answers to the requests before it, in order.
+        Refused at once, a complete head over the limit queued behind a request in progress lost
+        that request's answer (a 431 the only answer on the connection). The first refusal
+        stands: it closes the connection, so nothing after it is answered."""
+        if self._refusal_at_start is None:
+            self._refusal_at_start = (self.scope, status, reason, message)
 
     def _refuse_if_due(self) -> None:
         """The refusal `_refuse_in_turn` put off, once every request before it is answered
@@ -327,11 +335,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
-    def _head_over_limit(self) -> bool:
-        """Whether the head just parsed is over the limit. Only when the chunk it completed in
-        and the earlier chunks of the head could hold more than the limit is it measured."""
+    def on_headers_complete(self) -> None:
+        """uvicorn's, which makes the request and starts it, or queues it behind the one in
+        progress; a head over the limit is refused in its turn (`_refuse_at_start`). Measured
+        here, every head is: measured once its chunk was parsed, a whole head over the limit
+        with another request after it in the same chunk was served (up to a chunk, 256 KiB)."""
         limit = self.limits.max_head_bytes
-        return self._partial_head + self._received > limit and self._head_size() > limit
+        # Only when the chunk it completed in and the earlier chunks of the head could hold more
+        # than the limit is it measured.
+        if self._partial_head + self._received > limit and self._head_size() > limit:
+            self._refuse_at_start(*self._head_refusal())
+        super().on_headers_complete()
 
     def _ignore_upgrade(self) -> None:
         """httptools took the request as bodiless (its cycle complete with an empty body) and
@@ -386,9 +400,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # goes on with: its app ran on the closed connection, and its answer, never sent,
             # was counted and access-logged.
             return
-        if cycle.scope is self.scope and self._head_over_limit():
+        refusal = self._refusal_at_start
+        if refusal is not None and refusal[0] is cycle.scope:  # its turn (`_refuse_at_start`)
             cycle.response_complete = True  # the app never runs; its body is skipped
-            self._refuse_head()
+            self._refusal_at_start = None
+            self._refuse(*refusal[1:], scope=refusal[0])
             return
         self._busy.add(self)
         if self._held is not None:  # pipelined behind a held request: after its answer
@@ -503,11 +519,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """431; `in_turn` for a head still incomplete: after the answers to the requests before
         it (`_refuse_in_turn`)."""
         refuse = self._refuse_in_turn if in_turn else self._refuse
-        refuse(
-            431,
-            "Request Header Fields Too Large",
-            f"request head over the {self.limits.max_head_bytes}-byte limit",
-        )
+        refuse(*self._head_refusal())
+
+    def _head_refusal(self) -> tuple[int, str, str]:
+        """The answer to a head over the limit: status, reason, message."""
+        message = f"request head over the {self.limits.max_head_bytes}-byte limit"
+        return 431, "Request Header Fields Too Large", message
 
     def phase(self) -> str:
         """What the connection waits for from the client: `fresh` (nothing sent yet), `head`,
@@ -627,25 +644,37 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
         self.loop.call_later(DRAIN_INTERVAL, self._drain)
 
-    def _refuse(self, status: int, reason: str, message: str, waited: float = 0.0) -> None:
-        request_id = request_ids.caller_id(self.headers or ())
+    def _refuse(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        waited: float = 0.0,
+        scope: HTTPScope | None = None,
+    ) -> None:
+        """An answer of the HTTP layer, closing the connection. `scope`: the refused request's,
+        if not the one parsed last (a pipelined request refused in its turn); its ID and method
+        are the answer's."""
+        if scope is None:
+            scope = self.scope
+        request_id = request_ids.caller_id(scope["headers"] if scope is not None else ())
         token = request_ids.REQUEST_ID.set(request_id)  # the warning carries the answer's ID
         self.logger.warning("%s %s (client %s)", status, message, self.client)
         request_ids.REQUEST_ID.reset(token)
-        head_only = self.scope is not None and self.scope.get("method") == "HEAD"
+        head_only = scope is not None and scope.get("method") == "HEAD"
         default_headers = self.server_state.default_headers
         self.transport.write(
             _response(status, reason, message, request_id, head_only, default_headers)
         )
         self.transport.close()
-        self._count_refused(status, waited)
+        self._count_refused(status, waited, scope)
 
-    def _count_refused(self, status: int, waited: float) -> None:
+    def _count_refused(self, status: int, waited: float, scope: HTTPScope | None) -> None:
         """An answer of the HTTP layer, counted under REFUSED_ROUTE with the status its client
         got. If the request's app is running (a body not received in time, or misframed), the
         app reads a disconnect and answers a closed connection (a 499, or the 415 it was about
         to give): marked ANSWERED_BY_SERVER, that answer is not counted a second time."""
-        cycle, scope = self.cycle, self.scope
+        cycle = self.cycle
         if cycle is not None and cycle.scope is scope and not cycle.response_complete:
             cast(dict[str, Any], scope)[ANSWERED_BY_SERVER] = status  # a namespaced ASGI key
         method = scope.get("method", "-") if scope is not None else "-"
