@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from uvicorn.config import Config
@@ -24,7 +25,9 @@ from app.server.protocol import (
     DRAIN_INTERVAL,
     DRAIN_QUIET,
     HTTP2_REFUSED,
+    NO_HOST,
     REFUSED_ROUTE,
+    TWO_HOSTS,
     GuardedHttpToolsProtocol,
     Limits,
     begin_drain,
@@ -540,7 +543,7 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
 
     for method in (
         "data_received", "connection_made", "connection_lost", "shutdown", "on_headers_complete",
-        "_start_asgi_task",
+        "_start_asgi_task", "on_header",
     ):  # fmt: skip
         assert callable(getattr(HttpToolsProtocol, method, None)), f"uvicorn lost {method}"
     protocol_source = inspect.getsource(HttpToolsProtocol)
@@ -576,6 +579,14 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
         "self.handle_websocket_upgrade()", "self._unsupported_upgrade_warning()",
     ):  # fmt: skip
         assert line in received, f"uvicorn's data_received changed: {line}"
+    # on_header is uvicorn's, restated, and the Host fields counted
+    header = inspect.getsource(HttpToolsProtocol.on_header)
+    for line in (
+        "name = name.lower()", 'if name == b"expect" and value.lower() == b"100-continue":',
+        "self.expect_100_continue = True", "self.headers.append((name, value))",
+    ):  # fmt: skip
+        assert line in header, f"uvicorn's on_header changed: {line}"
+    assert len(header.strip().splitlines()) == 5, "uvicorn's on_header does more than it did"
     assert "self.parser = httptools.HttpRequestParser(self)" in protocol_source
     assert "set_dangerous_leniencies(lenient_data_after_close=True)" in protocol_source
     for callback in (HttpToolsProtocol.on_body, HttpToolsProtocol.on_message_complete):
@@ -1447,8 +1458,20 @@ def test_a_refused_body_of_a_running_app_is_counted_as_sent_and_the_apps_answer_
             "request head over the 1024-byte limit",
         ),
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"400", HTTP2_REFUSED),
+        (
+            b"GET / HTTP/1.1\r\nX-Request-ID: mine-7\r\n\r\n",
+            b"400",
+            NO_HOST,
+        ),
     ],
-    ids=["not-http", "duplicate-length", "head-over-the-limit", "url-over-64-kib", "http2"],
+    ids=[
+        "not-http",
+        "duplicate-length",
+        "head-over-the-limit",
+        "url-over-64-kib",
+        "http2",
+        "no-host",
+    ],
 )
 def test_an_answer_of_the_http_layer_is_json_naming_what_is_wrong_with_a_request_id(
     sent: bytes, status: bytes, error: str
@@ -1491,5 +1514,63 @@ def test_a_request_pipelined_behind_a_refused_head_in_its_chunk_never_runs() -> 
         assert SEEN == []  # neither app ran
         assert not protocol.tasks
         assert counted(REFUSED_ROUTE, "431") == before + 1
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("sent", "error"),
+    [
+        (b"GET /health HTTP/1.1\r\n\r\n", NO_HOST),
+        (b"GET /health HTTP/1.1\r\nAccept: */*\r\n\r\n", NO_HOST),
+        (b"GET /health HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", TWO_HOSTS),
+        (b"GET /health HTTP/1.1\r\nHost: a\r\nHOST: a\r\n\r\n", TWO_HOSTS),
+        (b"GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", TWO_HOSTS),
+        (post(b"{}", extra=b"Host: y\r\n"), TWO_HOSTS),
+    ],
+    ids=["none", "none-with-fields", "two", "two-same", "two-http-1.0", "two-post"],
+)
+def test_a_request_without_its_one_host_field_is_a_400_and_its_app_never_runs(
+    sent: bytes, error: str
+) -> None:
+    """RFC 9112 §3.2: a 400 for an HTTP/1.1 request without a Host field, or any request with
+    more than one (which host a proxy in front took it for and which this server did could
+    differ). Before, each was served."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "400")
+        protocol.data_received(sent)
+        await settle()
+        assert_last_answer(transport, b"400", b"\r\nx-request-id: ")
+        assert transport.data.endswith(orjson.dumps({"error": error}))
+        assert SEEN == []
+        assert not protocol.tasks
+        assert counted(REFUSED_ROUTE, "400") == before + 1
+
+    run(scenario)
+
+
+def test_an_http_10_request_need_not_name_its_host() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"GET /health HTTP/1.0\r\n\r\n")
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+
+    run(scenario)
+
+
+def test_a_request_without_a_host_is_refused_in_its_turn_and_the_next_counts_its_own() -> None:
+    """The refusal waits for the answer before it; a Host trailer of a chunked body (which
+    httptools reports as a header) is not counted in the next request's head."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        trailer = chunked_post([b"{}"]).removesuffix(b"\r\n") + b"Host: t\r\n\r\n"
+        protocol.data_received(trailer + GET_HEALTH + b"GET /health HTTP/1.1\r\n\r\n")
+        protocol.data_received(GET_HEALTH)
+        for _ in range(5):
+            await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"200", b"400"]
+        assert transport.data.endswith(orjson.dumps({"error": NO_HOST}))
+        assert transport.closed
 
     run(scenario)

@@ -9,6 +9,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
 
 * a request head (request line + headers) over `max_head_bytes` gets `431` and the connection
   is closed, before its app runs (bytes counted per chunk only while a head is incomplete);
+  so does, with `400`, a request with more than one Host field, or an HTTP/1.1 one without
+  (RFC 9112 §3.2);
 * the answers it gives itself (`431`, `408`, and `400` for bytes that are not HTTP or a body
   not framed as its headers say) are counted in the metrics under route `<refused>`
   (REFUSED_ROUTE) with the status sent, as shed ones under `<shed>`; bytes that are not HTTP,
@@ -76,6 +78,8 @@ HTTP2_REFUSED = (
     "answered in HTTP/1.1); gRPC has its own port (GRPC_BIND)"
 )
 """The answer to an HTTP/2 connection preface, in the operator's log and to the client."""
+NO_HOST = "no Host header field (HTTP/1.1 requires one)"
+TWO_HOSTS = "more than one Host header field"
 DRAIN_QUIET = 0.5
 """Seconds a connection must have received nothing, while draining (after `DRAIN_LINGER`), before
 it is closed."""
@@ -190,6 +194,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.url = b""  # uvicorn's is set by the first request's start: read on a parse error
         self._partial_head = 0
         """Bytes received while the current head is incomplete."""
+        self._hosts = 0
+        """The Host fields of the request being parsed (`on_header`)."""
         self._watched: object = None
         """The request (its scope, by identity) the last sweep saw waiting, in `_watched_phase`,
         first seen at `_since`."""
@@ -335,17 +341,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """uvicorn's, restated (super() would add a call to every field), and the Host fields
+        counted (`_judge_hosts`)."""
+        name = name.lower()
+        if name == b"host":
+            self._hosts += 1
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
         """uvicorn's, which makes the request and starts it, or queues it behind the one in
-        progress; a head over the limit is refused in its turn (`_refuse_at_start`). Measured
-        here, every head is: measured once its chunk was parsed, a whole head over the limit
-        with another request after it in the same chunk was served (up to a chunk, 256 KiB)."""
+        progress; a head over the limit, or without its one Host field, is refused in its turn
+        (`_refuse_at_start`). Measured here, every head is: measured once its chunk was parsed,
+        a whole head over the limit with another request after it in the same chunk was served
+        (up to a chunk, 256 KiB)."""
         limit = self.limits.max_head_bytes
         # Only when the chunk it completed in and the earlier chunks of the head could hold more
         # than the limit is it measured.
         if self._partial_head + self._received > limit and self._head_size() > limit:
             self._refuse_at_start(*self._head_refusal())
+        if self._hosts != 1:
+            self._judge_hosts()
         super().on_headers_complete()
+
+    def _judge_hosts(self) -> None:
+        """400 for a request with more than one Host field, or an HTTP/1.1 one without, as RFC
+        9112 §3.2 asks: served, a proxy in front and this server could each take it for another
+        host. An HTTP/1.0 request need not name one."""
+        if self._hosts > 1:
+            self._refuse_at_start(400, "Bad Request", TWO_HOSTS)
+        elif self.parser.get_http_version() == "1.1":
+            self._refuse_at_start(400, "Bad Request", NO_HOST)
 
     def _ignore_upgrade(self) -> None:
         """httptools took the request as bodiless (its cycle complete with an empty body) and
@@ -444,6 +472,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._receiving.discard(self)
         self._ended_in_chunk = True
+        self._hosts = 0  # here, not as the head ends: a chunked body's trailers come to on_header
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
         """Sent before the Retry-After of this connection's last 503: answered 503 at `until`.
