@@ -28,6 +28,7 @@ from app.server.protocol import (
     NO_HOST,
     REFUSED_ROUTE,
     TWO_HOSTS,
+    VERSION_REFUSED,
     GuardedHttpToolsProtocol,
     Limits,
     begin_drain,
@@ -1572,5 +1573,28 @@ def test_a_request_without_a_host_is_refused_in_its_turn_and_the_next_counts_its
         assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"200", b"400"]
         assert transport.data.endswith(orjson.dumps({"error": NO_HOST}))
         assert transport.closed
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "version", [b"2.0", b"0.9", b"1.2", b"3.0", b"2.1"], ids=lambda version: version.decode()
+)
+def test_a_request_of_another_http_version_is_a_505_in_its_turn(version: bytes) -> None:
+    """RFC 9110 §15.6.6: httptools parses an HTTP/2.0 or HTTP/0.9 request line, which uvicorn
+    served as HTTP/1.1 (a 200); the versions it does not parse were a 400. The HTTP/2 preface
+    keeps its own answer (test_an_answer_of_the_http_layer_is_json_naming...)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "505")
+        protocol.data_received(GET_HEALTH + b"GET /health HTTP/" + version + b"\r\nHost: x\r\n\r\n")
+        for _ in range(5):
+            await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"505"]
+        assert transport.data.endswith(orjson.dumps({"error": VERSION_REFUSED}))
+        assert b"\r\nx-request-id: " in transport.data.split(b"HTTP/1.1 505 ")[1]
+        assert transport.closed
+        assert len(SEEN) == 1  # the first request's app only
+        assert counted(REFUSED_ROUTE, "505") == before + 1
 
     run(scenario)

@@ -10,12 +10,12 @@ connection that never sends a byte open forever, and waits forever on a trickled
 * a request head (request line + headers) over `max_head_bytes` gets `431` and the connection
   is closed, before its app runs (bytes counted per chunk only while a head is incomplete);
   so does, with `400`, a request with more than one Host field, or an HTTP/1.1 one without
-  (RFC 9112 §3.2);
-* the answers it gives itself (`431`, `408`, and `400` for bytes that are not HTTP or a body
-  not framed as its headers say) are counted in the metrics under route `<refused>`
-  (REFUSED_ROUTE) with the status sent, as shed ones under `<shed>`; bytes that are not HTTP,
-  or a head over the limit, after pipelined requests are answered after those
-  (`_refuse_in_turn`, `_refuse_at_start`);
+  (RFC 9112 §3.2), and with `505` one of an HTTP version other than 1.0 and 1.1;
+* the answers it gives itself (`431`, `408`, `505`, and `400` for bytes that are not HTTP, a
+  body not framed as its headers say, or a request without its one Host field) are counted in
+  the metrics under route `<refused>` (REFUSED_ROUTE) with the status sent, as shed ones under
+  `<shed>`; bytes that are not HTTP, or a head over the limit, after pipelined requests are
+  answered after those (`_refuse_in_turn`, `_refuse_at_start`);
 * read timeouts, checked by one sweep a second over the worker's connections (no timer per
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
@@ -71,13 +71,16 @@ DRAIN_INTERVAL = 0.1
 _UNSEEN = object()
 REFUSED_ROUTE = "<refused>"
 """The route label, in the metrics, of the answers the HTTP layer gives itself: a request head
-over the limit (431), a head or body not received in time (408), bytes that are not HTTP, or a
-body not framed as its headers say (400)."""
+over the limit (431), a head or body not received in time (408), bytes that are not HTTP, a
+body not framed as its headers say, or a request without its one Host field (400), a request
+line of another HTTP version (505)."""
 HTTP2_REFUSED = (
     "HTTP/2 with prior knowledge is not served on this port: HTTP/1.1 is (an h2c upgrade offer is "
     "answered in HTTP/1.1); gRPC has its own port (GRPC_BIND)"
 )
 """The answer to an HTTP/2 connection preface, in the operator's log and to the client."""
+VERSION_REFUSED = "HTTP version not served: HTTP/1.1 is (and HTTP/1.0)"
+"""The answer to a request line of another version (505)."""
 NO_HOST = "no Host header field (HTTP/1.1 requires one)"
 TWO_HOSTS = "more than one Host header field"
 DRAIN_QUIET = 0.5
@@ -264,6 +267,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse_head(in_turn=True)
             elif data.startswith(b"PRI * HTTP/2.0\r\n"):
                 self._refuse(400, "Bad Request", HTTP2_REFUSED)
+            elif str(error) == "Invalid HTTP version":  # llhttp's, for HTTP/1.2, 3.0 and such
+                self._refuse_in_turn(505, "HTTP Version Not Supported", VERSION_REFUSED)
             else:
                 detail = (
                     "" if isinstance(error, httptools.HttpParserCallbackError) else f": {error}"
@@ -428,11 +433,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # goes on with: its app ran on the closed connection, and its answer, never sent,
             # was counted and access-logged.
             return
+        if cycle.scope["http_version"] != "1.1" and self._version_refused(cycle):
+            return
         refusal = self._refusal_at_start
         if refusal is not None and refusal[0] is cycle.scope:  # its turn (`_refuse_at_start`)
-            cycle.response_complete = True  # the app never runs; its body is skipped
             self._refusal_at_start = None
-            self._refuse(*refusal[1:], scope=refusal[0])
+            self._refuse_unstarted(cycle, *refusal[1:])
             return
         self._busy.add(self)
         if self._held is not None:  # pipelined behind a held request: after its answer
@@ -447,6 +453,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
         if cycle.more_body:  # its body's callbacks, if it came whole, have not run yet
             self._receiving.add(self)
+
+    def _version_refused(self, cycle: RequestResponseCycle) -> bool:
+        """Whether the request is of a version other than 1.0 and 1.1, and so refused now, in
+        its turn: 505. httptools parses HTTP/2.0 and HTTP/0.9 request lines (and refuses other
+        versions: `data_received`), which uvicorn served as HTTP/1.1."""
+        if cycle.scope["http_version"] == "1.0":
+            return False
+        self._refuse_unstarted(cycle, 505, "HTTP Version Not Supported", VERSION_REFUSED)
+        return True
+
+    def _refuse_unstarted(
+        self, cycle: RequestResponseCycle, status: int, reason: str, message: str
+    ) -> None:
+        """A request refused where its app would start: the app never runs, its body is skipped
+        (a later request may have been parsed since: the answer is this one's)."""
+        cycle.response_complete = True
+        self._refuse(status, reason, message, scope=cycle.scope)
 
     def _held_or_shed(self, cycle: RequestResponseCycle) -> bool:
         """Whether the request is held until its Retry-After (`_hold`) or shed at once."""
