@@ -1598,3 +1598,26 @@ def test_a_request_of_another_http_version_is_a_505_in_its_turn(version: bytes) 
         assert counted(REFUSED_ROUTE, "505") == before + 1
 
     run(scenario)
+
+
+@pytest.mark.parametrize(("version", "continued"), [(b"1.0", False), (b"1.1", True)])
+def test_an_http_10_request_expecting_100_continue_gets_its_answer_alone(
+    version: bytes, continued: bool
+) -> None:
+    """RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request
+    (HTTP/1.0 has no 1xx status). uvicorn sent it `100 Continue` as its app began to read."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        head = (
+            b"POST /predict HTTP/" + version + b"\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        protocol.data_received(head)
+        await settle()  # the app waits for the body
+        assert (b"100 Continue" in transport.data) is continued
+        protocol.data_received(b"{}")
+        await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data)[-1] == b"200"
+        assert transport.data.endswith(b"2")
+
+    run(scenario)

@@ -348,12 +348,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """uvicorn's, restated (super() would add a call to every field), and the Host fields
-        counted (`_judge_hosts`)."""
+        counted (`_judge_hosts`); an HTTP/1.0 request's `Expect: 100-continue` is ignored, as
+        RFC 9110 §10.1.1 asks (uvicorn answered it `100 Continue`, a status HTTP/1.0 does not
+        have, before the request's own answer)."""
         name = name.lower()
         if name == b"host":
             self._hosts += 1
         elif name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
+            self.expect_100_continue = self.parser.get_http_version() != "1.0"
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
