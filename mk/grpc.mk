@@ -23,7 +23,9 @@ compare: compare-grpc
 
 # `make grpc-reload`: what a gRPC client meets across model reloads (app.server.handoff): calls on
 # new connections from GRPC_RELOAD_CLIENTS threads while GRPC_RELOADS SIGHUPs follow one another;
-# fails if any call fails. Writes $(REPORTS_DIR)/$(GRPC_RELOAD_NAME).md.
+# fails if any call fails. Writes $(REPORTS_DIR)/$(GRPC_RELOAD_NAME).md. Without
+# net.ipv4.tcp_migrate_req=1 it can fail on a connection reset as a listener closes (README's gRPC
+# section).
 GRPC_RELOADS ?= 10
 GRPC_RELOAD_CLIENTS ?= 2
 GRPC_RELOAD_KEPT_CLIENTS ?= 4
