@@ -13,6 +13,7 @@ from app.inference.features import (
     OTHER,
     ROWS_BELOW,
     SMOOTHING,
+    Calendar,
     FeatureEncoder,
     Vocabulary,
     feature_names,
@@ -73,6 +74,15 @@ def test_calendar_features_come_from_the_schedule() -> None:
         0,
         0,
     )
+
+
+def test_the_calendars_last_holiday_is_counted_to_and_from() -> None:
+    """Past its second-to-last holiday the next one is the calendar's last: days to it (3 on
+    2017-12-22), the day itself, then days after it once no holiday is ahead."""
+    departures = np.array(
+        ["2017-12-22T08:00", "2017-12-25T08:00", "2017-12-27T08:00"], dtype="datetime64[m]"
+    )
+    assert Calendar(HOLIDAYS).encode(departures).tolist() == [[0, 3, 7], [1, 0, 0], [0, 7, 2]]
 
 
 @pytest.mark.parametrize(
