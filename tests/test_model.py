@@ -6,9 +6,11 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import orjson
 import pytest
 
@@ -21,9 +23,11 @@ from app.inference.model import (
     FULL_MODEL,
     MINIMAL_MODEL,
     MODEL_NAMES,
+    ModelCard,
     ModelSet,
     OnnxModel,
     Prediction,
+    fit_problems,
     minimal_domain,
 )
 from app.rest.http import dumps
@@ -367,6 +371,48 @@ def test_one_flights_label_is_the_arrays_comparison() -> None:
             assert alone.delayed == int(expected[0])
             assert dumps({"predict": alone.labels}) == dumps({"predict": expected})
             assert alone.probabilities is one
+
+
+def test_a_batch_labels_a_probability_equal_to_the_threshold_delayed() -> None:
+    """Several flights' labels (one numpy comparison) follow the lone flight's rule at the
+    threshold itself: equal is delayed."""
+    below = np.nextafter(np.float32(0.5), np.float32(0))
+    prediction = Prediction.from_probabilities(np.array([0.5, below], np.float32), 0.5)
+    assert prediction.labels.tolist() == [1, 0]
+    assert prediction.delayed == 1
+
+
+class _Outputs:
+    """A session whose graph gives `outputs` ((name, type, shape) each) and the real inputs."""
+
+    def __init__(self, session: ort.InferenceSession, outputs: list[tuple[str, str, list[Any]]]):
+        self.get_inputs = session.get_inputs
+        self._outputs = [
+            SimpleNamespace(name=name, type=type_, shape=shape) for name, type_, shape in outputs
+        ]
+
+    def get_outputs(self) -> list[SimpleNamespace]:
+        return self._outputs
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        [("label", "tensor(int64)", [None])],
+        [("probabilities", "tensor(double)", [None, 2])],
+        [("probabilities", "tensor(float)", [None, 3])],
+        [("probabilities", "tensor(float)", [None])],
+    ],
+    ids=["none", "double", "three", "flat"],
+)
+def test_a_graph_without_two_float_probability_columns_is_refused(
+    outputs: list[tuple[str, str, list[Any]]],
+) -> None:
+    card = ModelCard.from_json(orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes()))
+    session = ort.InferenceSession(str(MODELS_DIR / card.onnx_file))
+    assert fit_problems(card, MINIMAL_MODEL, session) == []
+    problems = fit_problems(card, MINIMAL_MODEL, _Outputs(session, outputs))  # type: ignore[arg-type]
+    assert problems == ["the ONNX graph gives no probabilities tensor(float) [N, 2]"]
 
 
 def test_a_prediction_splits_into_its_requests_parts() -> None:
