@@ -130,6 +130,19 @@ def _one(airline: str, destination: str, number: str) -> Columns:
     )
 
 
+def test_known_destinations_are_the_routes_without_a_destination_group() -> None:
+    """What the model card lists as known (export.card): the served full model has no Des-I
+    group, so its destinations are those of its routes."""
+    columns, labels = _hierarchy_data()
+    by_routes = FeatureEncoder.fit(columns, labels, ("Emp-I", "flight number"))
+    assert by_routes.known_destinations() == ["SCFA", "SCIE"]
+    assert by_routes.known_airlines() == ["LAN", "SKU"]
+    own = FeatureEncoder.fit(columns, labels, ("Des-I",))
+    assert own.known_destinations() == ["SCFA", "SCIE"]
+    assert own.known_airlines() == []
+    assert FeatureEncoder.fit(columns, labels, ("MES",)).known_destinations() == []
+
+
 def test_unseen_flight_numbers_fall_back_to_route_then_airline_then_overall() -> None:
     columns, labels = _hierarchy_data()
     encoder = FeatureEncoder.fit(columns, labels, ("flight number", "Emp-I"))
