@@ -280,6 +280,10 @@ def months_in_two_buckets(card: dict[str, Any]) -> None:
         (month_as_text, "inputs [OPERA BYTES, TIPOVUELO BYTES, MES BYTES] are not"),
         (schedule_inputs_on_the_minimal_card, "Vlo-I BYTES] are not delay-minimal's contract"),
         (
+            lambda card: card["inputs"][0].update(allowed=[]),
+            "its OPERA input allows no airline, or not as strings",
+        ),
+        (
             lambda card: card["profile"].update(features=[]),
             "its drift profile does not fit delay-minimal's contract: its features are a list",
         ),
@@ -289,7 +293,20 @@ def months_in_two_buckets(card: dict[str, Any]) -> None:
             "its 12 values '1' to '12'",
         ),
     ],
-    ids=["renamed", "5", "0", "1", "text", "bool", "cut", "month", "schedule", "list", "MES"],
+    ids=[
+        "renamed",
+        "5",
+        "0",
+        "1",
+        "text",
+        "bool",
+        "cut",
+        "month",
+        "schedule",
+        "no airline",
+        "list",
+        "MES",
+    ],
 )
 def test_a_card_that_does_not_fit_its_model_is_refused_naming_it(
     models_copy: Path, change: Callable[[dict[str, Any]], None], problem: str
@@ -309,6 +326,29 @@ def test_a_card_without_a_drift_profile_still_loads(models_copy: Path) -> None:
     """Cards exported before profiles existed are served, with no drift gauges."""
     edit_card(models_copy, MINIMAL_MODEL, lambda card: card.pop("profile"))
     assert ModelSet.load(models_copy).ready
+
+
+def test_models_that_know_different_operators_are_refused_together(models_copy: Path) -> None:
+    """Each card fits its own model, but one validator serves both: OPERA must allow the same
+    airlines in each."""
+    edit_card(models_copy, FULL_MODEL, lambda card: card["inputs"][0]["allowed"].pop())
+    with pytest.raises(ModelLoadError, match=r"^the minimal and full models know different op"):
+        ModelSet.load(models_copy)
+
+
+@pytest.mark.parametrize(
+    "probabilities",
+    [np.array([np.nan], np.float32), np.array([0.2, 0.3], np.float32)],
+    ids=["nan", "two"],
+)
+def test_a_warm_up_without_one_finite_probability_a_flight_is_refused(
+    monkeypatch: pytest.MonkeyPatch, probabilities: np.ndarray
+) -> None:
+    model = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
+    monkeypatch.setattr(model, "predict_proba", lambda columns: probabilities)
+    with pytest.raises(ModelLoadError, match="delay-minimal gave no usable probabilities"):
+        model.warm_up(Columns(["Grupo LATAM"], ["N"], [3]))
+    assert not model.ready
 
 
 def test_another_models_encoder_is_refused_before_any_inference(models_copy: Path) -> None:
