@@ -49,6 +49,7 @@ def test_a_request_before_the_retry_after_has_elapsed_is_held_until_it_has() -> 
     early = 100.0 + RETRY_AFTER - EARLY_GRACE - 0.001
     assert hold_until(100.0, early) == 100.0 + RETRY_AFTER
     assert hold_until(100.0, early + 0.002) is None  # within the grace: honoured
+    assert hold_until(0.0, RETRY_AFTER - EARLY_GRACE) is None  # the grace's edge: honoured
     assert hold_until(100.0, 100.0 + RETRY_AFTER + 5) is None
 
 
