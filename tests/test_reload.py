@@ -153,6 +153,54 @@ def test_a_link_to_no_directory_is_refused_as_such(tmp_path: Path) -> None:
     )
 
 
+def test_a_file_in_place_of_the_release_directory_is_refused_as_such(tmp_path: Path) -> None:
+    release = tmp_path / "models"
+    release.write_bytes(b"")
+    with pytest.raises(ModelLoadError) as refused:
+        take_snapshot(release, tmp_path / "snapshots")
+    assert str(refused.value) == f"model directory is not a directory: {release}"
+
+
+def test_a_symlink_loop_or_an_unmakeable_snapshot_is_a_refusal(tmp_path: Path) -> None:
+    """What the OS refuses before any model is read (a symlink loop: RuntimeError or OSError,
+    by Python version; a snapshot directory under a file) is a one-line ModelLoadError too."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(ModelLoadError, match=f"^cannot snapshot {loop}: "):
+        take_snapshot(loop, tmp_path / "snapshots")
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(ModelLoadError) as refused:
+        take_snapshot(MODELS_DIR, tmp_path / "file" / "snapshots")
+    assert str(refused.value).startswith(
+        f"cannot snapshot {MODELS_DIR}: [Errno 20] Not a directory"
+    )
+
+
+def test_a_card_that_is_no_json_is_refused_before_its_onnx_file_is_looked_for(
+    tmp_path: Path,
+) -> None:
+    models = Path(shutil.copytree(MODELS_DIR, tmp_path / "models"))
+    (models / "delay-minimal.json").write_bytes(b"{not json")
+    with pytest.raises(ModelLoadError) as refused:
+        take_snapshot(models, tmp_path / "snapshots")
+    assert str(refused.value).startswith(
+        f"model card unreadable: {models / 'delay-minimal.json'}: JSONDecodeError("
+    )
+    assert not list((tmp_path / "snapshots").iterdir())
+
+
+def test_an_interrupted_snapshot_is_removed_and_the_interrupt_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ModelSet, "load", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        take_snapshot(MODELS_DIR, tmp_path / "snapshots")
+    assert not list((tmp_path / "snapshots").iterdir())
+
+
 def test_prune_keeps_the_pinned_snapshot_and_those_live_workers_load(tmp_path: Path) -> None:
     snapshots = [tmp_path / f"release-{n}" for n in range(4)]
     for path in snapshots:
