@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -353,6 +354,17 @@ def test_from_json_refuses_features_of_another_code_version() -> None:
 def test_unknown_groups_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown feature group"):
         FeatureEncoder(("weather",), {})
+
+
+def test_an_encoder_without_the_tables_its_groups_need_is_refused() -> None:
+    with pytest.raises(ValueError, match=re.escape("vocabularies for ['OPERA'] expected, got []")):
+        FeatureEncoder(("OPERA", "MES"), {})
+    missing = "no fitted table for feature group(s) ['Des-I', 'holidays']"
+    with pytest.raises(ValueError, match=re.escape(missing)):
+        FeatureEncoder(("Des-I", "holidays", "MES"), {})
+    columns, labels = _hierarchy_data()
+    with pytest.raises(ValueError, match=r"^the holidays group needs the holiday calendar$"):
+        FeatureEncoder.fit(columns, labels, ("holidays",))
 
 
 def test_committed_full_model_scores_an_unseen_flight_number_like_its_route(
