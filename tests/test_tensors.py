@@ -216,6 +216,17 @@ def test_a_wrong_length_anywhere_gets_the_loops_answer(index: int, delta: int) -
     assert _answer(_bytes, bytes(data)) == _answer(_varied_elements, bytes(data))
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b"a" * 400, b"\0abc" * 100, b"\0" * 400, b"\0\0\0\0" + b"a" * 400],
+    ids=["no NUL", "NUL first", "all NUL", "empty then no NUL"],
+)
+def test_buffers_unlike_any_valid_one_get_the_loops_answer(data: bytes) -> None:
+    """Far from a valid buffer (no prefix at all; a NUL, then three bytes, over and over: each
+    looks like a prefix read backwards), too long for the hypothesis test's patches to make."""
+    assert _answer(_bytes, data) == _answer(_varied_elements, data)
+
+
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)  # same every run
 @given(
     st.integers(0, 2000),
