@@ -99,7 +99,10 @@ def test_outputs_encode_raw_little_endian() -> None:
     assert check_output("proba") == "proba"
     with pytest.raises(BadRequest, match="unknown output 'logits'"):
         check_output("logits")
-    assert [o["datatype"] for o in output_metadata()] == ["INT64", "FP32"]
+    assert output_metadata() == [
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+        {"name": "proba", "datatype": "FP32", "shape": [-1]},
+    ]
 
 
 def _raw(elements: list[bytes]) -> bytes:
