@@ -3,10 +3,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -62,6 +65,10 @@ def test_requests_are_counted_by_route_template_and_status(client: TestClient) -
     assert delta(count, route="/v2/models/{name}/ready", method="GET", status="200") == 1
     assert delta(count, route="/v2/models/{name}/infer", method="POST", status="400") == 1
     assert delta(count, route="<unmatched>", method="GET", status="404") == 1
+    seconds = delta(
+        "http_request_duration_seconds_sum", route="/predict", method="POST", status="200"
+    )
+    assert 0 < seconds < 30  # three requests' times, each from its own start
     version = client.app.state.models.minimal.version  # type: ignore[attr-defined]
     scored = delta("predictions_total", model="delay-minimal", version=version, label="0") + delta(
         "predictions_total", model="delay-minimal", version=version, label="1"
@@ -192,6 +199,23 @@ def test_requests_total_equals_the_histograms_count(client: TestClient) -> None:
     count = _value(samples, "http_request_duration_seconds_count", **labels)
     assert count >= 1
     assert _value(samples, "http_requests_total", **labels) == count
+
+
+def test_a_worker_exiting_gracefully_keeps_its_last_tallies(tmp_path: Path) -> None:
+    """Tallies reach the shared files once a second: the last second's are added at exit."""
+    observe = "observe_latency('/at-exit', 'GET', 200, 0.01)"
+    subprocess.run(
+        [sys.executable, "-c", f"from app.observability.metrics import *; {observe}"],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        cwd=Path(__file__).resolve().parent.parent,
+        check=True,
+        timeout=60,
+    )
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    samples = _parsed(generate_latest(registry).decode())
+    labels = {"route": "/at-exit", "method": "GET", "status": "200"}
+    assert _value(samples, "http_requests_total", **labels) == 1
 
 
 def test_the_prometheus_client_internals_flush_relies_on_are_there() -> None:
