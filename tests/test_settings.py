@@ -34,6 +34,34 @@ def test_defaults() -> None:
     assert settings.ort_threads == 1
 
 
+README_DEFAULT = re.compile(r"^\| `([A-Z_]+)` \| ([^|]+?) \|", re.MULTILINE)
+"""A row of README.md's settings tables: the variable and its documented default."""
+README_TEXT_DEFAULTS = {"WORKERS", "MODELS_DIR", "PROMETHEUS_MULTIPROC_DIR"}
+"""Defaults the README says in words (app.cpus, the checkout's models/, a directory per run)."""
+
+
+def test_the_defaults_are_the_readmes() -> None:
+    """Every setting the README's tables give a default of has that default (or none, `off`)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = {
+        name: default.strip("`")
+        for name, default in README_DEFAULT.findall(readme)
+        if name.lower() in {field.name for field in fields(Settings)}
+        and name not in README_TEXT_DEFAULTS
+    }
+    assert len(documented) >= 20  # both tables: serving, observability
+    for name, default in documented.items():
+        value = getattr(Settings(), name.lower())
+        if default == "off":
+            assert not value, name
+        elif isinstance(value, bool):
+            assert value is (default == "1"), name
+        elif isinstance(value, int):
+            assert value == int(default), name
+        else:
+            assert value == default, name
+
+
 def test_the_in_flight_bound_and_the_hold_have_one_documented_default() -> None:
     """app.server.protocol's Limits and the settings agree, and the README states those values."""
     default = Settings().max_in_flight
