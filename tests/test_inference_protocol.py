@@ -115,6 +115,13 @@ def test_json_inputs_with_nested_data_decode_to_rows() -> None:
             lambda h: h["inputs"][0].update(parameters={"binary_data_size": 5}),
             "input 'OPERA' has both 'data' and binary_data_size",
         ),
+        (lambda h: h["inputs"].append("OPERA"), "each input must be a JSON object"),
+        (
+            lambda h: h["inputs"][0].update(parameters=[1]),
+            "'OPERA': 'parameters' must be an object",
+        ),
+        (lambda h: h.update(parameters=[1]), "^'parameters' must be an object"),
+        (lambda h: h.update(outputs={"name": "label"}), "'outputs' must be a list"),
     ],
 )
 def test_malformed_json_requests_are_refused(mutate: object, message: str) -> None:
@@ -128,6 +135,24 @@ def test_malformed_json_requests_are_refused(mutate: object, message: str) -> No
     mutate(header)  # type: ignore[operator]
     with pytest.raises(BadRequest, match=message.replace("[", r"\[")):
         decode_request(orjson.dumps(header), None, INPUTS)
+
+
+def test_a_request_that_is_no_json_object_is_refused() -> None:
+    with pytest.raises(BadRequest, match="the inference request must be a JSON object"):
+        decode_request(b'[{"name": "OPERA"}]', None, INPUTS)
+
+
+def test_a_header_length_of_the_whole_body_is_a_json_only_request() -> None:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["A"]},
+                {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
+                {"name": "MES", "datatype": "INT64", "shape": [1], "data": [1]},
+            ]
+        }
+    )
+    assert decode_request(header, str(len(header)), INPUTS) == decode_request(header, None, INPUTS)
 
 
 def test_an_empty_outputs_list_asks_for_every_output_as_grpc_reads_it() -> None:
@@ -157,6 +182,10 @@ def test_binary_overruns_and_leftovers_are_refused() -> None:
         decode_request(body, str(len(body) + 1), INPUTS)
     with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
         decode_request(body, "-4", INPUTS)
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length '0' is not a length"):
+        decode_request(body, "0", INPUTS)
+    with pytest.raises(BadRequest, match="malformed JSON"):  # a length of 1 is one: b"{"
+        decode_request(body, "1", INPUTS)
     with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
         decode_request(body, "9" * 4_301, INPUTS)  # int() refuses it: was a 500
     padded = decode_request(body, "0" * 4_301 + length, INPUTS)
