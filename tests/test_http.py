@@ -40,6 +40,15 @@ def test_the_first_of_repeated_headers_counts() -> None:
     assert body_of([too_long[0], (b"content-length", b"14"), too_long[1]]) == BODY
 
 
+def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_not() -> None:
+    """Whether the limit is known from Content-Length or met while the body streams in."""
+    json_type = (b"content-type", b"application/json")
+    for headers in ([json_type, (b"content-length", b"14")], [json_type]):
+        assert body_of(headers, max_bytes=len(BODY)) == BODY
+        with pytest.raises(PayloadTooLarge):
+            body_of(headers, max_bytes=len(BODY) - 1)
+
+
 def test_a_missing_content_type_is_415_for_json_only() -> None:
     with pytest.raises(UnsupportedMediaType):
         body_of([(b"content-length", b"14")])
