@@ -138,6 +138,7 @@ def test_psi_is_zero_on_the_expected_shares_and_matches_its_formula() -> None:
     assert drift.psi([0.5, 0.5], [8, 2]) == pytest.approx(expected)
     # an empty bucket is floored, not infinite
     assert math.isfinite(drift.psi([0.5, 0.5], [10, 0]))
+    assert drift.psi([0.5, 0.5], [1, 0]) == drift.psi([0.5, 0.5], [10, 0])  # one is enough
     with pytest.raises(ValueError, match="no observations"):
         drift.psi([0.5, 0.5], [0, 0])
 
