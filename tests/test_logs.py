@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from app.errors import LOGGED_PATH_CHARS
+from app.errors import LOGGED_PATH_CHARS, loggable
 from app.main import Service
 from app.observability import logs, request_id
 from app.settings import Settings
@@ -121,6 +121,12 @@ def test_a_path_is_logged_on_one_line_and_cut_short(caplog: pytest.LogCaptureFix
     assert "x" * LOGGED_PATH_CHARS not in text[1]
     assert "x" * (LOGGED_PATH_CHARS - 10) + "…" in text[1]
     assert "/items/café " in text[2]  # printable: as it is
+
+
+def test_a_path_of_exactly_the_logged_length_is_logged_whole() -> None:
+    whole = "/" + "x" * (LOGGED_PATH_CHARS - 1)
+    assert loggable(whole) == whole
+    assert loggable(whole + "y") == whole + "…"
 
 
 def test_no_access_line_for_an_answer_the_http_layer_gave(
