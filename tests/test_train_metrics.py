@@ -47,3 +47,29 @@ def test_platt_recalibrates_a_shifted_model_without_reordering_it() -> None:
     assert expected_calibration_error(labels, calibrated) < 0.02
     assert expected_calibration_error(labels, shifted) > 0.05
     assert (np.argsort(calibrated, kind="stable") == np.argsort(shifted, kind="stable")).all()
+
+
+def test_calibration_bins_are_tenths_and_a_probability_of_one_is_in_the_last() -> None:
+    """0.1 and 0.19 share the bin [0.1, 0.2); 1.0 is in the last bin, [0.9, 1.0], not outside."""
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.1, 0.19])) == pytest.approx(
+        abs(0.5 - 0.145)
+    )
+    assert expected_calibration_error(np.array([0]), np.array([1.0])) == pytest.approx(1.0)
+
+
+def test_a_probability_at_the_threshold_is_alerted_and_no_alert_scores_zero() -> None:
+    labels = np.array([0, 1, 1])
+    probabilities = np.array([0.2, 0.5, 0.4])
+    assert score(labels, probabilities, 0.5).confusion == [[1, 0], [1, 1]]
+    silent = score(labels, probabilities, 0.9)  # nothing alerted: no precision to speak of
+    assert (silent.precision, silent.recall, silent.f1) == (0.0, 0.0, 0.0)
+    assert silent.confusion == [[1, 0], [2, 0]]
+
+
+def test_the_platt_map_is_sigmoid_of_a_times_the_logit_plus_b() -> None:
+    """The formula export/onnx.py folds into the served graph; Platt() is the identity."""
+    probabilities = np.array([0.01, 0.2, 0.5, 0.9])
+    np.testing.assert_allclose(Platt().apply(probabilities), probabilities)
+    logit = np.log(probabilities / (1 - probabilities))
+    expected = 1 / (1 + np.exp(-(2.0 * logit - 0.5)))
+    np.testing.assert_allclose(Platt(2.0, -0.5).apply(probabilities), expected)
