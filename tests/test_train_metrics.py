@@ -32,7 +32,7 @@ def test_score_counts_the_confusion_matrix_at_the_threshold() -> None:
     probabilities = np.array([0.2, 0.7, 0.4, 0.8])
     scores = score(labels, probabilities, 0.5)
     assert scores.confusion == [[1, 1], [1, 1]]
-    assert (scores.precision, scores.recall, scores.accuracy) == (0.5, 0.5, 0.5)
+    assert (scores.precision, scores.recall, scores.accuracy, scores.f1) == (0.5, 0.5, 0.5, 0.5)
     assert scores.roc_auc == pytest.approx(0.75)
     assert set(scores.to_json()) >= {"roc_auc", "pr_auc", "brier", "ece", "threshold", "confusion"}
 
@@ -60,7 +60,11 @@ def test_calibration_bins_are_tenths_and_a_probability_of_one_is_in_the_last() -
 def test_a_probability_at_the_threshold_is_alerted_and_no_alert_scores_zero() -> None:
     labels = np.array([0, 1, 1])
     probabilities = np.array([0.2, 0.5, 0.4])
-    assert score(labels, probabilities, 0.5).confusion == [[1, 0], [1, 1]]
+    alerted = score(labels, probabilities, 0.5)
+    assert alerted.confusion == [[1, 0], [1, 1]]
+    assert (alerted.precision, alerted.recall) == (1.0, 0.5)
+    assert alerted.to_json()["f1"] == 0.666667  # 2 p r / (p + r), rounded to 6 digits
+    assert alerted.to_json()["accuracy"] == 0.666667
     silent = score(labels, probabilities, 0.9)  # nothing alerted: no precision to speak of
     assert (silent.precision, silent.recall, silent.f1) == (0.0, 0.0, 0.0)
     assert silent.confusion == [[1, 0], [2, 0]]
