@@ -6,7 +6,7 @@ from typing import Any
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from app.inference.flights import ALLOWED_FIELDS, INVALID_EXAMPLE
+from app.inference.flights import ALLOWED_FIELDS, INVALID_EXAMPLE, SCHEDULE_FIELDS_DECLARED
 from app.rest.routes import ROUTES
 
 
@@ -83,6 +83,10 @@ def test_the_flight_schema_is_the_validators_declaration(client: TestClient) -> 
     assert (
         flight["properties"]["MES"] | {"minimum": 1, "maximum": 12} == flight["properties"]["MES"]
     )
+    patterns = {name: schema.get("pattern") for name, schema in flight["properties"].items()}
+    assert patterns == {"OPERA": None, "TIPOVUELO": None, "MES": None} | {
+        field.name: f"^{field.pattern}$" for field in SCHEDULE_FIELDS_DECLARED
+    }  # what the validator checks in its one regex pass, never given to msgspec
     limit = client.app.state.settings.max_flights  # type: ignore[attr-defined]
     assert schemas["PredictRequest"]["properties"]["flights"]["maxItems"] == limit
     example = {name: schema["examples"][0] for name, schema in flight["properties"].items()}
