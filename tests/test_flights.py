@@ -47,6 +47,14 @@ def test_scheduled_flight_is_parsed() -> None:
     assert flight.schedule == Schedule(datetime(2017, 2, 28, 23, 59), "SCFA", "SKU", "1104A")
 
 
+def test_a_flight_lists_its_request_fields_as_it_was_sent() -> None:
+    """Flight.request_fields (the model card's samples, the tests' request streams) gives the
+    body a flight came from, schedule included."""
+    minimal = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 12}
+    assert VALIDATOR.flight(minimal, 0).request_fields() == minimal
+    assert VALIDATOR.flight(SCHEDULED, 0).request_fields() == SCHEDULED
+
+
 def test_integer_flight_number_becomes_the_data_sets_string() -> None:
     assert VALIDATOR.flight(SCHEDULED | {"Vlo-I": 226}, 0).schedule == Schedule(
         datetime(2017, 2, 28, 23, 59), "SCFA", "SKU", "226"
