@@ -222,6 +222,17 @@ def test_garbage_onnx_with_a_matching_checksum_is_refused(models_copy: Path) -> 
         ModelSet.load(models_copy)
 
 
+@pytest.mark.parametrize("name", ["delay-minimal.json", "delay-full.onnx"])
+def test_a_file_the_os_cannot_read_is_refused_naming_it(models_copy: Path, name: str) -> None:
+    """Not missing, but unreadable (a symlink loop here: root reads any mode): the OS's reason."""
+    path = models_copy / name
+    path.unlink()
+    path.symlink_to(path)
+    with pytest.raises(ModelLoadError) as refused:
+        ModelSet.load(models_copy)
+    assert str(refused.value) == f"cannot read {path}: Too many levels of symbolic links"
+
+
 def test_unreadable_card_is_refused(models_copy: Path) -> None:
     (models_copy / "delay-minimal.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"model card unreadable: .*delay-minimal\.json"):
