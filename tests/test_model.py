@@ -239,6 +239,15 @@ def test_unreadable_card_is_refused(models_copy: Path) -> None:
         ModelSet.load(models_copy)
 
 
+def test_a_card_without_its_opera_input_is_unreadable_saying_so(models_copy: Path) -> None:
+    """The card's OPERA input lists the airlines the validator allows: without it, no model."""
+    edit_card(models_copy, MINIMAL_MODEL, lambda card: card["inputs"].pop(0))
+    with pytest.raises(
+        ModelLoadError, match=r"delay-minimal\.json: \"input 'OPERA' not described\""
+    ):
+        ModelSet.load(models_copy)
+
+
 def edit_card(directory: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
     path = directory / f"{name}.json"
     card = orjson.loads(path.read_bytes())
