@@ -50,8 +50,12 @@ def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_not() -> None:
 
 
 def test_a_missing_content_type_is_415_for_json_only() -> None:
-    with pytest.raises(UnsupportedMediaType):
+    with pytest.raises(UnsupportedMediaType) as refused:
         body_of([(b"content-length", b"14")])
+    assert refused.value.to_json()["detail"] == {"received": None}
+    with pytest.raises(UnsupportedMediaType) as refused:
+        body_of([(b"content-type", b"text/plain; charset=utf-8")])
+    assert refused.value.to_json()["detail"] == {"received": "text/plain; charset=utf-8"}
     assert body_of([(b"content-length", b"14")], json=False) == BODY
     with pytest.raises(PayloadTooLarge):
         body_of([(b"content-length", b"101")], json=False)
