@@ -1341,6 +1341,119 @@ def test_a_malformed_body_after_an_upgrade_offer_is_a_400_and_closed() -> None:
     run(scenario)
 
 
+CHUNKED_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+"""A chunked POST's head, but for its extra fields and the empty line."""
+
+
+@pytest.mark.parametrize(
+    ("chunks", "error"),
+    [
+        ([post(b"{}") + CHUNKED_HEAD + b"\r\nzz\r\n{}\r\n0\r\n\r\n"], b"chunk size"),
+        ([post(b"{}") + CHUNKED_HEAD + b"\r\n", b"zz\r\n{}\r\n0\r\n\r\n"], b"chunk size"),
+        ([post(b"{}") + CHUNKED_HEAD + b"\r\n2\r\n{}x\r\n0\r\n\r\n"], b"after chunk data"),
+        ([post(b"{}") + CHUNKED_HEAD + H2C + b"\r\nzz\r\n{}\r\n0\r\n\r\n"], b"not framed"),
+        (
+            [post(b"{}") + CHUNKED_HEAD + H2C + b"\r\n", b"zz\r\n{}\r\n", b"0\r\n\r\n"],
+            b"not framed",
+        ),
+    ],
+    ids=["chunk-size", "chunk-size-later", "chunk-data", "h2c-chunk-size", "h2c-later"],
+)
+def test_a_misframed_body_behind_an_answer_in_progress_is_refused_after_it(
+    chunks: list[bytes], error: bytes
+) -> None:
+    """A request queued behind one still being answered, whose body is not framed as its headers
+    say: its 400 waits for that answer, as the other refusals do, and its app never runs. It was
+    refused at once, the only answer (the 200 in progress lost, though counted)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "400")
+        GATE.append(asyncio.Event())
+        for chunk in chunks:
+            protocol.data_received(chunk)
+            await settle()
+        assert transport.data == b""
+        assert not transport.closed
+        GATE[0].set()
+        for _ in range(5):
+            await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"400"]
+        assert error in transport.data.split(b"HTTP/1.1 400 ")[1]
+        assert transport.closed
+        assert [message["type"] for message in SEEN] == ["http.request"]  # the first's app only
+        assert counted(REFUSED_ROUTE, "400") == before + 1
+
+    run(scenario)
+
+
+def test_a_misframed_body_refused_in_its_turn_is_not_timed_out_meanwhile() -> None:
+    """Nothing more of it is read: the connection waits on the server, not on the client's body
+    (a 408 past BODY_TIMEOUT would be the only answer, the one in progress lost)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        GATE.append(asyncio.Event())
+        protocol.data_received(post(b"{}") + CHUNKED_HEAD + b"\r\nzz\r\n")
+        await settle()
+        assert protocol.phase() == "idle"
+        protocol.sweep(0.0)
+        protocol.sweep(LIMITS.body_timeout + 1)
+        assert transport.data == b""
+        assert not transport.closed
+        GATE[0].set()
+        await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"400"]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "head", [CHUNKED_HEAD + b"\r\n", CHUNKED_HEAD + H2C + b"\r\n"], ids=["chunked", "h2c"]
+)
+def test_a_misframed_body_of_a_started_request_is_refused_at_once_and_counted_once(
+    head: bytes,
+) -> None:
+    """Nothing is answered before it, and its app, running, reads a disconnect: the 400 is what
+    the client gets and what is counted (ANSWERED_BY_SERVER), not the app's answer."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "400")
+        protocol.data_received(head)
+        await settle()
+        scope = protocol.scope
+        assert scope is not None
+        protocol.data_received(b"zz\r\n{}\r\n0\r\n\r\n")
+        await settle()
+        assert_last_answer(transport, b"400")
+        protocol.connection_lost(None)  # as the transport's close ends in
+        await settle()
+        assert SEEN[-1]["type"] == "http.disconnect"
+        assert scope[ANSWERED_BY_SERVER] == 400
+        assert counted(REFUSED_ROUTE, "400") == before + 1
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("offer", [b"", H2C], ids=["chunked", "h2c"])
+def test_a_misframed_body_of_an_answered_request_closes_without_a_second_answer(
+    offer: bytes,
+) -> None:
+    """Shed at once (a 503 keeping the connection), its chunked body then misframed: the
+    connection closes. A 400 after the 503, which the chunked framing got until the
+    twenty-third session, is a second answer to one request: the client takes it for its next
+    request's."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.tasks.add(asyncio.get_running_loop().create_future())  # type: ignore[arg-type]
+        protocol.data_received(CHUNKED_HEAD + offer + b"\r\n")
+        await settle()
+        protocol.data_received(b"zz\r\n{}\r\n0\r\n\r\n")
+        await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"503"]
+        assert transport.closed
+
+    run(scenario, Limits(max_in_flight=1))
+
+
 def test_an_upgrade_offers_head_is_held_to_the_head_limit() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.data_received(post(b"{}", extra=H2C + b"X-Big: " + b"a" * 2000 + b"\r\n"))

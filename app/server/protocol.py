@@ -83,6 +83,7 @@ VERSION_REFUSED = "HTTP version not served: HTTP/1.1 is (and HTTP/1.0)"
 """The answer to a request line of another version (505)."""
 NO_HOST = "no Host header field (HTTP/1.1 requires one)"
 TWO_HOSTS = "more than one Host header field"
+NOT_FRAMED = "request body not framed as its headers say"
 DRAIN_QUIET = 0.5
 """Seconds a connection must have received nothing, while draining (after `DRAIN_LINGER`), before
 it is closed."""
@@ -313,12 +314,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         yet answered (pipelined in the same chunk, say): refused once those are, answers going
         out in the order their requests came. Refused at once, their answers were lost and the
         client took the 400 for its first request's (which the metrics counted answered). Bytes
-        that misframe the body of the request being received are that request's: refused at
-        once. A complete head, which uvicorn has made a request of, waits its turn in uvicorn's
-        pipeline instead (`_refuse_at_start`)."""
+        that misframe the body of the request being received are that request's
+        (`_refuse_body`). A complete head, which uvicorn has made a request of, waits its turn
+        in uvicorn's pipeline instead (`_refuse_at_start`)."""
         cycle = self.cycle
-        own_body = cycle is not None and cycle.scope is self.scope and cycle.more_body
-        if not self._answers_pending() or own_body:
+        if cycle is not None and cycle.scope is self.scope and cycle.more_body:
+            self._refuse_body(status, reason, message)
+            return
+        if not self._answers_pending():
             self._refuse(status, reason, message)
             return
         self._refusal = (status, reason, message)
@@ -419,15 +422,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.on_message_complete()
         return after
 
-    def _refuse_body(self) -> None:
+    def _refuse_body(
+        self, status: int = 400, reason: str = "Bad Request", message: str = NOT_FRAMED
+    ) -> None:
+        """The body being received is not framed as its headers say: its request's answer. If
+        the request is queued behind one still being answered, the answer waits its turn and
+        its app never runs (`_refuse_at_start`): refused at once, the answer in progress was
+        lost (the client's only answer a 400). If its app runs, the app reads a disconnect; if
+        its answer has begun (or it was shed), the connection just closes: a second answer to
+        one request would be taken for the next one's."""
         self._upgrade_body = None
         cycle = self.cycle
+        if cycle is not None and any(queued is cycle for queued, _ in self.pipeline):
+            cycle.more_body = False  # nothing more is read: the connection waits on the server
+            self._refuse_at_start(status, reason, message)
+            self.flow.pause_reading()
+            return
         if cycle is not None and cycle.response_started:
             self.transport.close()
             return
         if cycle is not None:
             cycle.disconnected = True  # the app, already started, reads a disconnect
-        self._refuse(400, "Bad Request", "request body not framed as its headers say")
+        self._refuse(status, reason, message)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if self.transport.is_closing():
