@@ -1454,6 +1454,51 @@ def test_a_misframed_body_of_an_answered_request_closes_without_a_second_answer(
     run(scenario, Limits(max_in_flight=1))
 
 
+def test_a_trailer_section_over_the_head_limit_is_a_431() -> None:
+    """Counted from the read after the last chunk's: one trailer line sent without end was
+    gathered whole (httptools concatenates a value's pieces), holding the worker's event loop
+    and growing its memory until the body timeout."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "431")
+        protocol.data_received(CHUNKED_HEAD + b"\r\n2\r\n{}\r\n0\r\n")
+        protocol.data_received(b"X-Big: " + b"a" * 600)
+        await settle()
+        assert transport.data == b""
+        protocol.data_received(b"a" * 600)
+        await settle()
+        assert_last_answer(transport, b"431", b"trailer section over the 1024-byte limit")
+        assert counted(REFUSED_ROUTE, "431") == before + 1
+        protocol.connection_lost(None)
+        await settle()
+        assert SEEN[-1]["type"] == "http.disconnect"  # the app, reading its body, was told
+
+    run(scenario)
+
+
+def test_trailer_fields_are_dropped_and_a_chunks_data_is_no_trailer() -> None:
+    """A chunk larger than the limit, its data in reads after its size line's, is body; the
+    trailer fields (a second Host among them) reach neither the request's headers nor its Host
+    check."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        data = b"x" * 2000
+        protocol.data_received(CHUNKED_HEAD + b"\r\n7d0\r\n")
+        scope = protocol.scope
+        for start in range(0, len(data), 700):
+            protocol.data_received(data[start : start + 700])
+        protocol.data_received(b"\r\n0\r\n")
+        protocol.data_received(b"Host: y\r\nX-Trailer: 1\r\n\r\n")
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert transport.data.endswith(b"\r\n\r\n2000")
+        assert not transport.closed
+        assert scope is not None
+        assert [name for name, _ in scope["headers"]] == [b"host", b"transfer-encoding"]
+
+    run(scenario)
+
+
 def test_an_upgrade_offers_head_is_held_to_the_head_limit() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.data_received(post(b"{}", extra=H2C + b"X-Big: " + b"a" * 2000 + b"\r\n"))

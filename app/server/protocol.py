@@ -232,6 +232,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: tuple[int, str, str] | None = None
         """The answer (status, reason, message) to bytes that are not HTTP, due once the
         requests before them are answered (`_refuse_in_turn`)."""
+        self._trailer: int | None = None
+        """Bytes received in a chunked body's trailer section so far, counted from the chunk
+        after the one its last chunk's size line came in (`_limit_trailer`); 0 from any chunk's
+        size line until its data comes, None outside."""
         self._refusal_at_start: tuple[HTTPScope, int, str, str] | None = None
         """A request parsed whole but refused (its scope), and its answer, given when its turn
         comes, as its app would start (`_refuse_at_start`)."""
@@ -260,6 +264,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         self._received = len(data)
         self._ended_in_chunk = False
+        trailing = self._trailer is not None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as error:
@@ -286,6 +291,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.data_received(data[head_end:])
         else:
             self._limit_head(data)
+            if trailing and self._trailer is not None:
+                self._limit_trailer(len(data))
 
     def _limit_head(self, data: bytes) -> None:
         """The head limit, counted over the chunks `data` of the head being received."""
@@ -308,6 +315,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._partial_head += len(data)
         if self._partial_head > self.limits.max_head_bytes:
             self._refuse_head(in_turn=True)
+
+    def _limit_trailer(self, received: int) -> None:
+        """The head limit, for a chunked body's trailer section: `received` more bytes of it.
+        httptools gathers a field's value by concatenation until its line ends, and uvicorn
+        kept each field: one trailer line sent without end held a worker's event loop (a
+        single-flight `/predict` on the same worker took 3.5 s after 20 s of it) and grew its
+        memory by hundreds of MB until the body timeout."""
+        self._trailer = trailer = cast(int, self._trailer) + received
+        limit = self.limits.max_head_bytes
+        if trailer > limit:
+            message = f"request trailer section over the {limit}-byte limit"
+            self._refuse_body(431, "Request Header Fields Too Large", message)
 
     def _refuse_in_turn(self, status: int, reason: str, message: str) -> None:
         """Bytes that are not HTTP, or a head over the limit still incomplete, after requests not
@@ -354,6 +373,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         counted (`_judge_hosts`); an HTTP/1.0 request's `Expect: 100-continue` is ignored, as
         RFC 9110 §10.1.1 asks (uvicorn answered it `100 Continue`, a status HTTP/1.0 does not
         have, before the request's own answer)."""
+        if self._trailer is not None:  # a trailer field: dropped (RFC 9112 §7.1.2 allows it)
+            return
         name = name.lower()
         if name == b"host":
             self._hosts += 1
@@ -507,13 +528,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Whether this worker has as many requests in flight as its bound allows, or more."""
         return self._in_flight() >= self.limits.bound(len(self._busy))
 
+    def on_chunk_header(self) -> None:
+        """A chunk's size line: what follows is its data, or, after the last one (size 0, which
+        httptools does not tell apart), the trailer section (`on_body` tells them apart)."""
+        self._trailer = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._trailer = None
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         """The started request's body is in (nothing later is parsed before it): it counts as
         in flight from now on."""
         super().on_message_complete()
         self._receiving.discard(self)
         self._ended_in_chunk = True
-        self._hosts = 0  # here, not as the head ends: a chunked body's trailers come to on_header
+        self._trailer = None
+        self._hosts = 0
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
         """Sent before the Retry-After of this connection's last 503: answered 503 at `until`.
