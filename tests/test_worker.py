@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn.config
 from gunicorn.config import Config as GunicornConfig
 from gunicorn.glogging import Logger
 
@@ -101,6 +102,19 @@ def test_gunicorn_conf_names_this_worker(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_uvicorn_sends_no_server_header(monkeypatch: pytest.MonkeyPatch) -> None:
     """Set on the worker's uvicorn config; tests/test_server.py asks the real server."""
     assert make_worker(monkeypatch).config.server_header is False
+
+
+def test_websocket_handshakes_are_never_taken_even_with_a_websocket_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As if `websockets` were installed (it is not a dependency): "auto" would then resolve to
+    a WebSocket protocol, which app.server.protocol hands every handshake to."""
+    monkeypatch.setitem(uvicorn.config.WS_PROTOCOLS, "auto", "asyncio:Protocol")
+    config = make_worker(monkeypatch).config
+    config.app = "app.main:create_app"
+    config.factory = True
+    config.load()
+    assert config.ws_protocol_class is None
 
 
 def test_shutdown_marks_the_server_draining_before_uvicorn_closes_its_listener(

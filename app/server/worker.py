@@ -150,6 +150,10 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         )
         self.config.timeout_graceful_shutdown = max(1, self.cfg.graceful_timeout - SHUTDOWN_MARGIN)
         self.config.server_header = False  # no `server: uvicorn`: nothing to fingerprint
+        # No WebSocket route exists: with a WebSocket library installed (uvicorn[standard] brings
+        # one), uvicorn's "auto" would hand handshakes to its own protocol, past every check of
+        # app.server.protocol (head limit, Host, version, shedding).
+        self.config.ws = "none"
         install_log_context()
         formatter = logs.formatter(settings.log_format)  # text or JSON lines (LOG_FORMAT)
         for handler in self.log.error_log.handlers + self.log.access_log.handlers:
