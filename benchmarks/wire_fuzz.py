@@ -158,17 +158,22 @@ def regressions() -> list[Case]:
     closed transport: a traceback a request (fixed in app.server.coalesce); and, half-closed,
     neither request was answered (fixed in app.server.protocol). Then a request offering
     HTTP/2 (`Upgrade: h2c`, as `curl --http2` and Java's HttpClient send), sized or chunked,
-    lost its body and the connection what followed (fixed in app.server.upgrade)."""
+    lost its body and the connection what followed (fixed in app.server.upgrade). Then a
+    chunked body's trailer section was unbounded (one line sent on held the worker's event
+    loop) and its fields joined the request's headers (fixed in app.server.protocol)."""
     by_target = {request[1]: request for request in valid_requests()}
     infer = render(by_target["/v2/models/delay-full/infer"])
     ready = render(by_target["/v2/health/ready"])
     method, target, headers, body = by_target["/predict"]
     offer = (method, target, headers | H2C_OFFER, body)
+    chunked = render(by_target["/predict"], chunked=True, rng=random.Random(0))[: -len(b"\r\n")]
     return [
         Case(infer + ready + b"NOT HTTP\x00\r\n\r\n"),
         Case(infer + ready, half_close=True, answers=2),
         Case(render(offer) + ready, answers=2),
         Case(render(offer, chunked=True, rng=random.Random(0)) + ready, answers=2),
+        Case(chunked + b"Host: other\r\nX-Checksum: 0\r\n\r\n" + ready, answers=2),
+        Case(chunked + b"X-Big: " + b"a" * 20_000 + b"\r\n\r\n" + ready),
     ]
 
 

@@ -1454,19 +1454,27 @@ def test_a_misframed_body_of_an_answered_request_closes_without_a_second_answer(
     run(scenario, Limits(max_in_flight=1))
 
 
-def test_a_trailer_section_over_the_head_limit_is_a_431() -> None:
-    """Counted from the read after the last chunk's: one trailer line sent without end was
-    gathered whole (httptools concatenates a value's pieces), holding the worker's event loop
-    and growing its memory until the body timeout."""
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [b"X-Big: " + b"a" * 600, b"a" * 600, b"a" * 600],
+        [b"X-Big: " + b"a" * 1200 + b"\r\n\r\n"],
+        [b"X-Small: a\r\n" * 90 + b"\r\n"],
+    ],
+    ids=["one-line-sent-on", "in-the-last-chunks-read", "many-fields"],
+)
+def test_a_trailer_section_over_the_head_limit_is_a_431(reads: list[bytes]) -> None:
+    """One trailer line sent without end was gathered whole (httptools concatenates a value's
+    pieces), holding the worker's event loop and growing its memory until the body timeout."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         before = counted(REFUSED_ROUTE, "431")
-        protocol.data_received(CHUNKED_HEAD + b"\r\n2\r\n{}\r\n0\r\n")
-        protocol.data_received(b"X-Big: " + b"a" * 600)
+        protocol.data_received(CHUNKED_HEAD + b"\r\n2\r\n{}\r\n0\r\n" + reads[0])
         await settle()
-        assert transport.data == b""
-        protocol.data_received(b"a" * 600)
-        await settle()
+        for read in reads[1:]:
+            assert transport.data == b""
+            protocol.data_received(read)
+            await settle()
         assert_last_answer(transport, b"431", b"trailer section over the 1024-byte limit")
         assert counted(REFUSED_ROUTE, "431") == before + 1
         protocol.connection_lost(None)

@@ -89,6 +89,7 @@ def test_a_short_run_against_the_served_service_passes(tmp_path: Path) -> None:
     answers = report["settings"]["answers"]
     assert answers.get("200", 0) > 0, answers
     assert answers.get("400", 0) > 0, answers
+    assert answers.get("431", 0) > 0, answers  # the regression's trailer section, at least
     assert answers["whole valid requests"] >= 2, answers  # the half-closed regression's, at least
     assert report["settings"]["unanswered_cases"] == 0
     assert report["settings"]["received_but_not_counted"] == {}

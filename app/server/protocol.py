@@ -236,6 +236,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Bytes received in a chunked body's trailer section so far, counted from the chunk
         after the one its last chunk's size line came in (`_limit_trailer`); 0 from any chunk's
         size line until its data comes, None outside."""
+        self._trailer_fields = 0
+        """The size of the trailer section's complete fields (`_limit_trailer`)."""
         self._refusal_at_start: tuple[HTTPScope, int, str, str] | None = None
         """A request parsed whole but refused (its scope), and its answer, given when its turn
         comes, as its app would start (`_refuse_at_start`)."""
@@ -292,7 +294,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self._limit_head(data)
             if trailing and self._trailer is not None:
-                self._limit_trailer(len(data))
+                self._limit_trailer(read=len(data))
 
     def _limit_head(self, data: bytes) -> None:
         """The head limit, counted over the chunks `data` of the head being received."""
@@ -316,15 +318,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._partial_head > self.limits.max_head_bytes:
             self._refuse_head(in_turn=True)
 
-    def _limit_trailer(self, received: int) -> None:
-        """The head limit, for a chunked body's trailer section: `received` more bytes of it.
-        httptools gathers a field's value by concatenation until its line ends, and uvicorn
-        kept each field: one trailer line sent without end held a worker's event loop (a
-        single-flight `/predict` on the same worker took 3.5 s after 20 s of it) and grew its
-        memory by hundreds of MB until the body timeout."""
-        self._trailer = trailer = cast(int, self._trailer) + received
+    def _limit_trailer(self, read: int = 0, field: int = 0) -> None:
+        """The head limit, for a chunked body's trailer section, `read` more bytes of it or one
+        more `field` of that size: measured by its complete fields (a section that came with
+        its last chunk's size line) and by the chunks received while in it (one line sent
+        without end). httptools gathers a field's value by concatenation until its line ends,
+        and uvicorn kept each field: one trailer line sent without end held a worker's event
+        loop (a single-flight `/predict` on the same worker took 3.5 s after 20 s of it) and
+        grew its memory by hundreds of MB until the body timeout."""
+        self._trailer = reads = cast(int, self._trailer) + read
+        self._trailer_fields = fields = self._trailer_fields + field
         limit = self.limits.max_head_bytes
-        if trailer > limit:
+        if max(reads, fields) > limit and not self.transport.is_closing():
             message = f"request trailer section over the {limit}-byte limit"
             self._refuse_body(431, "Request Header Fields Too Large", message)
 
@@ -374,6 +379,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         RFC 9110 §10.1.1 asks (uvicorn answered it `100 Continue`, a status HTTP/1.0 does not
         have, before the request's own answer)."""
         if self._trailer is not None:  # a trailer field: dropped (RFC 9112 §7.1.2 allows it)
+            self._limit_trailer(field=len(name) + len(value) + 4)
             return
         name = name.lower()
         if name == b"host":
@@ -543,7 +549,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._receiving.discard(self)
         self._ended_in_chunk = True
-        self._trailer = None
+        self._trailer, self._trailer_fields = None, 0
         self._hosts = 0
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
