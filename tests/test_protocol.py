@@ -588,6 +588,16 @@ def test_the_uvicorn_internals_the_protocol_relies_on_are_there() -> None:
     ):  # fmt: skip
         assert line in header, f"uvicorn's on_header changed: {line}"
     assert len(header.strip().splitlines()) == 5, "uvicorn's on_header does more than it did"
+    # on_body too, and the chunk callback is the protocol's own (uvicorn would be shadowed)
+    body = inspect.getsource(HttpToolsProtocol.on_body)
+    for line in (
+        "if (self.parser.should_upgrade() and self._should_upgrade()) or self.cycle.response_complete:",
+        "self.cycle.body += body", "if len(self.cycle.body) > HIGH_WATER_LIMIT:",
+        "self.flow.pause_reading()", "self.cycle.message_event.set()",
+    ):  # fmt: skip
+        assert line in body, f"uvicorn's on_body changed: {line}"
+    assert len(body.strip().splitlines()) == 7, "uvicorn's on_body does more than it did"
+    assert not hasattr(HttpToolsProtocol, "on_chunk_header"), "uvicorn has its own now"
     assert "self.parser = httptools.HttpRequestParser(self)" in protocol_source
     assert "set_dangerous_leniencies(lenient_data_after_close=True)" in protocol_source
     for callback in (HttpToolsProtocol.on_body, HttpToolsProtocol.on_message_complete):

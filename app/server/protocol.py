@@ -54,6 +54,7 @@ import h11
 import httptools
 import orjson
 from uvicorn._types import ASGI3Application, HTTPScope
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
@@ -540,8 +541,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._trailer = 0
 
     def on_body(self, body: bytes) -> None:
+        """uvicorn's, restated (super() would add a call to every request's body), and the
+        chunk whose size line came last is not the last one (`on_chunk_header`)."""
         self._trailer = None
-        super().on_body(body)
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         """The started request's body is in (nothing later is parsed before it): it counts as
