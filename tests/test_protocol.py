@@ -25,7 +25,9 @@ from app.server.protocol import (
     DRAIN_INTERVAL,
     DRAIN_QUIET,
     HTTP2_REFUSED,
+    MAX_PIPELINED,
     NO_HOST,
+    PIPELINE_FULL,
     REFUSED_ROUTE,
     TWO_HOSTS,
     VERSION_REFUSED,
@@ -1392,6 +1394,51 @@ def test_a_misframed_body_behind_an_answer_in_progress_is_refused_after_it(
         assert transport.closed
         assert [message["type"] for message in SEEN] == ["http.request"]  # the first's app only
         assert counted(REFUSED_ROUTE, "400") == before + 1
+
+    run(scenario)
+
+
+def test_a_request_pipelined_past_the_bound_is_refused_after_the_queued_ones() -> None:
+    """One read of many pipelined requests: the one in progress and MAX_PIPELINED queued behind
+    it are answered, in order; the next is a 429 with its own request ID, the connection then
+    closed, and nothing after it parsed (each queued request held about 2.5 KB until answered)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "429")
+        GATE.append(asyncio.Event())
+        requests = [
+            b"GET /%d HTTP/1.1\r\nHost: x\r\nX-Request-ID: r%d\r\n\r\n" % (i, i)
+            for i in range(MAX_PIPELINED + 30)
+        ]
+        protocol.data_received(b"".join(requests))
+        await settle()
+        assert len(protocol.pipeline) == MAX_PIPELINED
+        assert transport.data == b""
+        GATE[0].set()
+        for _ in range(MAX_PIPELINED + 5):
+            await settle()
+        statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data)
+        assert statuses == [b"200"] * (MAX_PIPELINED + 1) + [b"429"]
+        refusal = transport.data.split(b"HTTP/1.1 429 ")[1]
+        assert b"x-request-id: r%d\r\n" % (MAX_PIPELINED + 1) in refusal
+        assert PIPELINE_FULL.encode() in refusal
+        assert transport.closed
+        assert len([m for m in SEEN if m["type"] == "http.request"]) == MAX_PIPELINED + 1
+        assert counted(REFUSED_ROUTE, "429") == before + 1
+
+    run(scenario)
+
+
+def test_pipelining_up_to_the_bound_is_served_whole() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        GATE.append(asyncio.Event())
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * (MAX_PIPELINED + 1))
+        await settle()
+        GATE[0].set()
+        for _ in range(MAX_PIPELINED + 5):
+            await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200"] * (MAX_PIPELINED + 1)
+        assert not transport.closed
 
     run(scenario)
 
