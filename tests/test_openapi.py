@@ -96,16 +96,23 @@ def test_the_flight_schema_is_the_validators_declaration(client: TestClient) -> 
 
 
 def test_server_answers_of_the_guarded_protocol_are_documented(client: TestClient) -> None:
-    """408 and 431 come from app.server.protocol, not from a route: documented all the same, with a
-    body of the documented Error shape."""
+    """408, 429 and 431 come from app.server.protocol, not from a route: documented all the same,
+    with a body of the documented Error shape (the 429's description with the protocol's bound,
+    which app.rest does not import: the Lambda bundle has no HTTP server)."""
     import json
 
-    from app.server.protocol import _response
+    from app.server.protocol import MAX_PIPELINED, _response
 
     paths = _document(client)["paths"]
     for path in ("/predict", "/v2/models/{name}/infer"):
-        assert {"408", "431"} <= set(paths[path]["post"]["responses"])
-    for status, reason in ((408, "Request Timeout"), (431, "Request Header Fields Too Large")):
+        responses = paths[path]["post"]["responses"]
+        assert {"408", "429", "431"} <= set(responses)
+        assert f", {MAX_PIPELINED} (" in responses["429"]["description"]
+    for status, reason in (
+        (408, "Request Timeout"),
+        (429, "Too Many Requests"),
+        (431, "Request Header Fields Too Large"),
+    ):
         head, body = _response(status, reason, "why", b"id-1").split(b"\r\n\r\n", 1)
         assert json.loads(body) == {"error": "why"}
         assert b"\r\nx-request-id: id-1" in head

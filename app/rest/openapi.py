@@ -53,6 +53,12 @@ def _errors(invalid: dict[str, Any]) -> dict[str, Any]:
         "415": _response(
             "Content-Type not accepted, or a compressed body (Content-Encoding)", "Error"
         ),
+        "429": _response(
+            "More requests pipelined on the connection before their answers were read than "
+            "the server queues, 32 (answered by the server in the request's turn; the connection "
+            "is then closed)",
+            "Error",
+        ),
         "431": _response(
             "Request line and headers over MAX_HEAD_BYTES (answered by the server; the "
             "connection is then closed)",
