@@ -250,6 +250,26 @@ def test_bytes_that_are_not_http_are_refused_after_the_requests_before_them(befo
     run(scenario)
 
 
+async def sent_while_answering(
+    protocol: GuardedHttpToolsProtocol, transport: FakeTransport, chunks: list[bytes]
+) -> bytes:
+    """What the connection was answered to `chunks`, sent while its first request (their start)
+    is still being answered: checked to be nothing until that answer, then the connection
+    closed, the first request's the only app that ran."""
+    GATE.append(asyncio.Event())
+    for chunk in chunks:
+        protocol.data_received(chunk)
+        await settle()
+    assert transport.data == b""
+    assert not transport.closed
+    GATE[0].set()
+    for _ in range(5):
+        await settle()
+    assert transport.closed
+    assert [message["type"] for message in SEEN] == ["http.request"]  # the first's app only
+    return transport.data
+
+
 BIG_GET = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
 """A whole head over LIMITS' 1,024 bytes."""
 
@@ -271,18 +291,8 @@ def test_a_refusal_waits_for_the_answer_in_progress(chunks: list[bytes], refused
     its 431 the only answer (the 200 in progress lost)."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
-        GATE.append(asyncio.Event())
-        for chunk in chunks:
-            protocol.data_received(chunk)
-            await settle()
-        assert transport.data == b""
-        assert not transport.closed
-        GATE[0].set()
-        for _ in range(5):
-            await settle()
-        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", refused]
-        assert transport.closed
-        assert [message["type"] for message in SEEN] == ["http.request"]  # the first's app only
+        written = await sent_while_answering(protocol, transport, chunks)
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", written) == [b"200", refused]
 
     run(scenario)
 
@@ -1380,19 +1390,9 @@ def test_a_misframed_body_behind_an_answer_in_progress_is_refused_after_it(
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         before = counted(REFUSED_ROUTE, "400")
-        GATE.append(asyncio.Event())
-        for chunk in chunks:
-            protocol.data_received(chunk)
-            await settle()
-        assert transport.data == b""
-        assert not transport.closed
-        GATE[0].set()
-        for _ in range(5):
-            await settle()
-        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"400"]
-        assert error in transport.data.split(b"HTTP/1.1 400 ")[1]
-        assert transport.closed
-        assert [message["type"] for message in SEEN] == ["http.request"]  # the first's app only
+        written = await sent_while_answering(protocol, transport, chunks)
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", written) == [b"200", b"400"]
+        assert error in written.split(b"HTTP/1.1 400 ")[1]
         assert counted(REFUSED_ROUTE, "400") == before + 1
 
     run(scenario)
