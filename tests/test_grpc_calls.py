@@ -15,6 +15,7 @@ class Slow:
     up before): the generated messages stay out of this process (app/grpc/__init__.py)."""
 
     in_flight = 0
+    max_in_flight = 64
 
     @calls.rpc(Empty)
     async def Slow(self, request: Empty, context: calls.Context) -> Empty:  # noqa: N802
@@ -78,3 +79,76 @@ def test_a_call_the_client_cancels_is_counted_cancelled(
     code, counted = asyncio.run(counted_status(monkeypatch, timeout=timeout, cancel_after=0.2))
     assert code == grpc.StatusCode.CANCELLED
     assert counted == ["CANCELLED"]
+
+
+class Held:
+    """One method wrapped as the service's are, that answers once `release` is set."""
+
+    in_flight = 0
+    max_in_flight = 2
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    @calls.rpc(Empty)
+    async def Held(self, request: Empty, context: calls.Context) -> Empty:  # noqa: N802
+        await self.release.wait()
+        return Empty()
+
+
+async def held_calls(
+    monkeypatch: pytest.MonkeyPatch, calls_made: int
+) -> tuple[list[grpc.StatusCode], str, list[str]]:
+    """The status of each of `calls_made` calls to `Held` made at once (released once all but
+    the refused are in), the details of the first refused one, and what the server counted."""
+    counted: list[str] = []
+    monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
+    servicer = Held()
+    handler = grpc.method_handlers_generic_handler(
+        "S",
+        {
+            "Held": grpc.unary_unary_rpc_method_handler(
+                servicer.Held, response_serializer=Empty.SerializeToString
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    codes: list[grpc.StatusCode] = []
+    details = ""
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            method = channel.unary_unary("/S/Held")
+            pending = [method(Empty().SerializeToString(), timeout=10) for _ in range(calls_made)]
+            for _ in range(200):  # until the handlers hold what they may, and refused the rest
+                if servicer.in_flight >= servicer.max_in_flight and len(counted) >= max(
+                    0, calls_made - servicer.max_in_flight
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            servicer.release.set()
+            for call in pending:
+                try:
+                    await call
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as error:
+                    codes.append(error.code())
+                    details = details or (error.details() or "")
+    finally:
+        await server.stop(None)
+    return codes, details, counted
+
+
+def test_calls_past_max_in_flight_are_unavailable_at_once_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a hostile-client probe: grpcio hands every call whose message is in to its
+    handler, so 5 connections keeping 90 10,000-flight calls each in flight took a worker from
+    88 MB to 2 GB (REST sheds past MAX_IN_FLIGHT); now the calls past the bound are refused
+    before their message is parsed, as REST's shed requests are."""
+    codes, details, counted = asyncio.run(held_calls(monkeypatch, calls_made=5))
+    assert sorted(code.name for code in codes) == ["OK", "OK"] + ["UNAVAILABLE"] * 3
+    assert details.startswith("overloaded: too many requests in flight")
+    assert sorted(counted) == ["OK", "OK"] + ["UNAVAILABLE"] * 3

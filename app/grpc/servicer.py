@@ -22,10 +22,13 @@ METHODS = (
 
 
 class InferenceServicer:
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, max_in_flight: int) -> None:
         self.dataplane = dataplane
         self.in_flight = 0
         """Calls started and not answered yet (app.grpc.server drains on it)."""
+        self.max_in_flight = max_in_flight
+        """Past this many calls in flight a new one is UNAVAILABLE at once (app.grpc.calls):
+        MAX_IN_FLIGHT, REST's bound, counted apart from REST's requests."""
 
     @rpc(pb.ServerLiveRequest)
     async def ServerLive(  # noqa: N802 (the proto's method names)
