@@ -307,6 +307,19 @@ def test_body_errors(body: bytes, error: str) -> None:
         VALIDATOR.decode(body)
 
 
+def test_unknown_top_level_fields_are_quoted_short_whatever_the_body() -> None:
+    """Found by a hostile-client probe: every unknown name was listed whole, so a 1-MiB body of
+    95,000 of them got a 950-KB error (and one 1-MB name, all of it)."""
+    with pytest.raises(BadRequest, match=re.escape("field(s): ['x']")):
+        VALIDATOR.decode(b'{"flights": [], "x": 1}')
+    many = b"{" + b",".join(b'"k%05d": 0' % i for i in range(95_000)) + b', "flights": []}'
+    long = b'{"' + b"k" * 1_000_000 + b'": 0, "flights": []}'
+    for body in (many, long):
+        with pytest.raises(BadRequest) as raised:
+            VALIDATOR.decode(body)
+        assert len(orjson.dumps(raised.value.to_json())) < 300
+
+
 # --- the inference protocol's columns -------------------------------------------------------------
 
 
