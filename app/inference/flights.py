@@ -383,16 +383,20 @@ class FlightValidator:
         """A list of parsed flights (from `/predict` or the inference protocol's rows)."""
         if not raw:
             raise BadRequest("'flights' is empty: send at least one flight")
-        if len(raw) > self.max_flights:
-            raise PayloadTooLarge(
-                f"{len(raw)} flights in one request; the limit is {self.max_flights}",
-                limit=self.max_flights,
-            )
+        self.check_count(len(raw))
         try:
             flights = msgspec.convert(raw, self.flights_type)
         except msgspec.ValidationError as error:
             raise self._first_error(raw) or BadRequest(f"invalid flights: {error}") from None
         return self._batch(flights, raw)
+
+    def check_count(self, flights: int) -> None:
+        """413 past `max_flights` flights."""
+        if flights > self.max_flights:
+            raise PayloadTooLarge(
+                f"{flights} flights in one request; the limit is {self.max_flights}",
+                limit=self.max_flights,
+            )
 
     def flights(self, raw: list[Any]) -> list[Flight]:
         return self.batch(raw).flights()
