@@ -77,6 +77,9 @@ class FakeTransport(asyncio.Transport):
         self.data = b""
         self.closed = False
         self.reading = True
+        self.buffered = 0
+        """What the transport holds unsent: a client that does not read leaves it there."""
+        self.aborted = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
@@ -88,6 +91,12 @@ class FakeTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
 
     def close(self) -> None:
         self.closed = True
@@ -387,6 +396,49 @@ def test_a_second_request_on_a_kept_alive_connection_gets_its_own_clock() -> Non
         assert not transport.closed
         protocol.sweep(15.0)
         assert b"408" in transport.data
+
+    run(scenario)
+
+
+def test_answers_left_unread_drop_their_connection_after_the_send_timeout() -> None:
+    """Found by a hostile-client probe: uvicorn waits for a client that does not read forever,
+    its request in flight all along (the sweep saw it idle), so 70 connections of pipelined
+    GETs never read made a worker shed every request for as long as they stayed open."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.pause_writing()  # the client reads nothing: the buffer stays over high water
+        transport.buffered = 200_000
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert len(protocol.tasks) == 1  # its answer waits to be written: in flight
+        protocol.sweep(0.0)
+        protocol.sweep(20.0)
+        transport.buffered = 150_000  # the client read some: its clock starts again
+        protocol.sweep(21.0)
+        protocol.sweep(50.0)
+        assert not transport.aborted
+        try:
+            protocol.sweep(51.0)
+            assert transport.aborted
+        finally:
+            protocol.connection_lost(None)  # what the transport does once aborted: the send goes on
+        await settle()
+        assert not protocol.tasks
+
+    run(scenario)
+
+
+def test_a_close_waiting_on_an_unread_answer_is_dropped_after_the_send_timeout() -> None:
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}"))
+        await settle()
+        transport.close()  # a 408 written, say: asyncio closes once the buffer is sent
+        transport.buffered = 100
+        protocol.sweep(0.0)
+        protocol.sweep(29.0)
+        assert not transport.aborted
+        protocol.sweep(30.0)
+        assert transport.aborted
 
     run(scenario)
 

@@ -19,6 +19,12 @@ connection that never sends a byte open forever, and waits forever on a trickled
 * read timeouts, checked by one sweep a second over the worker's connections (no timer per
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
+* a send timeout, by the same sweep: a connection whose answers its client has not read for
+  `send_timeout` s (writing paused, or a close waiting on its write buffer, and nothing read
+  meanwhile) is dropped, what it buffered with it. uvicorn waits for such a client forever: its
+  request stays in flight (the sweep saw it idle), so 70 connections of 25 pipelined metadata
+  GETs, 3 times over, never read, made a worker shed every request (503) for as long as they
+  stayed open;
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
   worker are unanswered (`crowded_in_flight` while more than `crowded_connections` of its
   connections are busy: a request in progress, or a 503 less than `crowded_window` s ago) is
@@ -169,6 +175,9 @@ class Limits:
     crowded_connections: int = 128
     crowded_in_flight: int = 16
     crowded_window: float = 2.0
+    send_timeout: float = 30.0
+    """Seconds a client may leave its answers unread (`_unread`): as long as BODY_TIMEOUT gives it
+    to send a body by default; not a setting."""
 
     def bound(self, busy: int) -> int:
         """The in-flight bound of a worker with `busy` busy connections (`_BUSY`):
@@ -254,6 +263,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal_at_start: tuple[HTTPScope, int, str, str] | None = None
         """A request parsed whole but refused (its scope), and its answer, given when its turn
         comes, as its app would start (`_refuse_at_start`)."""
+        self._unread_since: float | None = None
+        """Since when (sweep time) the answers wait for the client to read them (`_unread`)."""
+        self._unread_bytes = 0
+        """The write buffer's size at the last sweep that saw them wait."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -674,7 +687,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Once a second: the read timeouts, and the end of a refused connection's busy window
         (`_BUSY`). A (request, phase) pair seen again began at its first sighting, so each
         timeout is honoured to within one sweep."""
-        if self.transport.is_closing():
+        if self._unread(now) or self.transport.is_closing():
             return
         if self in self._busy and self._rests(now):
             self._busy.discard(self)
@@ -695,6 +708,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
             else:
                 self._refuse(408, "Request Timeout", "request body not received in time", waited)
+
+    def _unread(self, now: float) -> bool:
+        """Whether the answers wait for the client to read them: writing paused (the app's next
+        send waits), or a close waiting for the write buffer to empty. Dropped (abort: the
+        buffer with it; the waiting send returns, its request answered) once that has lasted
+        `send_timeout` s without the buffer shrinking: the client does not read."""
+        transport = self.transport
+        waiting = self.flow.write_paused or transport.is_closing()
+        buffered = transport.get_write_buffer_size() if waiting else 0
+        if not buffered:
+            self._unread_since = None
+            return False
+        if self._unread_since is None or buffered < self._unread_bytes:
+            self._unread_since = now  # a first sighting, or the client read some
+        elif now - self._unread_since >= self.limits.send_timeout:
+            self.logger.warning(
+                "answers not read in %.0f s: connection dropped (client %s)",
+                now - self._unread_since,
+                self.client,
+            )
+            transport.abort()
+        self._unread_bytes = buffered
+        return True
 
     def _rests(self, now: float) -> bool:
         """Nothing in progress (nor held), and no 503 within the last `crowded_window` s."""
