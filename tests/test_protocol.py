@@ -410,7 +410,6 @@ def test_answers_left_unread_drop_their_connection_after_the_send_timeout() -> N
         transport.buffered = 200_000
         protocol.data_received(post(b"{}"))
         await settle()
-        assert len(protocol.tasks) == 1  # its answer waits to be written: in flight
         protocol.sweep(0.0)
         protocol.sweep(20.0)
         transport.buffered = 150_000  # the client read some: its clock starts again
@@ -424,6 +423,29 @@ def test_answers_left_unread_drop_their_connection_after_the_send_timeout() -> N
             protocol.connection_lost(None)  # what the transport does once aborted: the send goes on
         await settle()
         assert not protocol.tasks
+
+    run(scenario)
+
+
+def test_a_request_whose_client_reads_nothing_starts_once_it_does() -> None:
+    """Found by a hostile-client probe: started at once, its app ran and its answer waited to be
+    written, in flight all along: 70 connections of pipelined GETs never read took a worker's 64
+    in-flight places, and it shed every other request."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}") + post(b"[1]"))
+        await settle()
+        assert transport.data.count(b"HTTP/1.1 200 OK") == 2
+        protocol.pause_writing()  # the client has not read them: the buffer is over high water
+        protocol.data_received(post(b"[1,2]") + post(b"[1,2,3]"))
+        await settle()
+        started, reading = bool(protocol.tasks), transport.reading
+        protocol.resume_writing()  # it has read them
+        await settle()
+        assert not started
+        assert not reading
+        assert transport.data.count(b"HTTP/1.1 200 OK") == 4
+        assert transport.data.endswith(b"\r\n\r\n7")  # in order: the last one's body, 7 bytes
 
     run(scenario)
 

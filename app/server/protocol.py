@@ -24,7 +24,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
   meanwhile) is dropped, what it buffered with it. uvicorn waits for such a client forever: its
   request stays in flight (the sweep saw it idle), so 70 connections of 25 pipelined metadata
   GETs, 3 times over, never read, made a worker shed every request (503) for as long as they
-  stayed open;
+  stayed open; and a request that comes while the client reads nothing starts only once it
+  does (`resume_writing`): it is not in flight meanwhile;
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
   worker are unanswered (`crowded_in_flight` while more than `crowded_connections` of its
   connections are busy: a request in progress, or a 503 less than `crowded_window` s ago) is
@@ -267,6 +268,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Since when (sweep time) the answers wait for the client to read them (`_unread`)."""
         self._unread_bytes = 0
         """The write buffer's size at the last sweep that saw them wait."""
+        self._deferred = False
+        """Whether the next request waits for the client to read its answers (`resume_writing`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -515,6 +518,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal_at_start = None
             self._refuse_unstarted(cycle, *refusal[1:])
             return
+        if self.flow.write_paused:  # its client reads nothing: started once it does
+            self.pipeline.append((cycle, app))  # back where uvicorn took it from: next
+            self.flow.pause_reading()
+            self._deferred = True
+            return
         self._busy.add(self)
         if self._held is not None:  # pipelined behind a held request: after its answer
             self.pipeline.appendleft((cycle, app))
@@ -528,6 +536,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
         if cycle.more_body:  # its body's callbacks, if it came whole, have not run yet
             self._receiving.add(self)
+
+    def resume_writing(self) -> None:
+        """uvicorn's, and the request deferred while the client read nothing starts. Started at
+        once, its app ran and its answer's first send waited, counted in flight: 70 connections
+        of pipelined GETs never read took a worker's 64 in-flight places, and it shed every other
+        request (the send timeout, `_unread`, ends such a connection 30 s later)."""
+        super().resume_writing()
+        if self._deferred and self.pipeline and not self.transport.is_closing():
+            self._deferred = False
+            self._start_asgi_task(*self.pipeline.pop())
 
     def _version_refused(self, cycle: RequestResponseCycle) -> bool:
         """Whether the request is of a version other than 1.0 and 1.1, and so refused now, in
