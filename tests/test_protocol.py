@@ -403,21 +403,27 @@ def test_a_second_request_on_a_kept_alive_connection_gets_its_own_clock() -> Non
 def test_answers_left_unread_drop_their_connection_after_the_send_timeout() -> None:
     """Found by a hostile-client probe: uvicorn waits for a client that does not read forever,
     its request in flight all along (the sweep saw it idle), so 70 connections of pipelined
-    GETs never read made a worker shed every request for as long as they stayed open."""
+    GETs never read made a worker shed every request for as long as they stayed open. Reading
+    a byte now and then does not restart the clock; reading enough to resume writing does."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.pause_writing()  # the client reads nothing: the buffer stays over high water
         transport.buffered = 200_000
         protocol.data_received(post(b"{}"))
         await settle()
-        protocol.sweep(0.0)
-        protocol.sweep(20.0)
-        transport.buffered = 150_000  # the client read some: its clock starts again
-        protocol.sweep(21.0)
-        protocol.sweep(50.0)
-        assert not transport.aborted
         try:
+            protocol.sweep(0.0)
+            protocol.sweep(20.0)
+            transport.buffered = 199_999  # a byte read: the clock goes on
+            protocol.sweep(21.0)
+            assert not transport.aborted
+            protocol.resume_writing()  # read down to the low-water mark, then paused at once
+            protocol.pause_writing()
+            protocol.sweep(22.0)
+            transport.buffered = 199_000  # a little read: not enough to resume writing
             protocol.sweep(51.0)
+            assert not transport.aborted
+            protocol.sweep(52.0)
             assert transport.aborted
         finally:
             protocol.connection_lost(None)  # what the transport does once aborted: the send goes on
@@ -457,9 +463,12 @@ def test_a_close_waiting_on_an_unread_answer_is_dropped_after_the_send_timeout()
         transport.close()  # a 408 written, say: asyncio closes once the buffer is sent
         transport.buffered = 100
         protocol.sweep(0.0)
-        protocol.sweep(29.0)
+        protocol.sweep(20.0)
+        transport.buffered = 60  # the client read some (nothing is in flight): the clock restarts
+        protocol.sweep(21.0)
+        protocol.sweep(50.0)
         assert not transport.aborted
-        protocol.sweep(30.0)
+        protocol.sweep(51.0)
         assert transport.aborted
 
     run(scenario)

@@ -20,8 +20,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
   request): a head not complete within `head_timeout` s gets `408` (or a silent close if
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
 * a send timeout, by the same sweep: a connection whose answers its client has not read for
-  `send_timeout` s (writing paused, or a close waiting on its write buffer, and nothing read
-  meanwhile) is dropped, what it buffered with it. uvicorn waits for such a client forever: its
+  `send_timeout` s (writing paused and not resumed, or a close waiting on its write buffer
+  with nothing read) is dropped, what it buffered with it. uvicorn waits for such a client forever: its
   request stays in flight (the sweep saw it idle), so 70 connections of 25 pipelined metadata
   GETs, 3 times over, never read, made a worker shed every request (503) for as long as they
   stayed open; and a request that comes while the client reads nothing starts only once it
@@ -541,8 +541,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's, and the request deferred while the client read nothing starts. Started at
         once, its app ran and its answer's first send waited, counted in flight: 70 connections
         of pipelined GETs never read took a worker's 64 in-flight places, and it shed every other
-        request (the send timeout, `_unread`, ends such a connection 30 s later)."""
+        request (the send timeout, `_unread`, ends such a connection 30 s later). The client
+        has read down to uvicorn's low-water mark: the send timeout's clock starts again."""
         super().resume_writing()
+        self._unread_since = None
         if self._deferred and self.pipeline and not self.transport.is_closing():
             self._deferred = False
             self._start_asgi_task(*self.pipeline.pop())
@@ -733,13 +735,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         buffer with it; the waiting send returns, its request answered) once that has lasted
         `send_timeout` s without the buffer shrinking: the client does not read."""
         transport = self.transport
-        waiting = self.flow.write_paused or transport.is_closing()
+        paused = self.flow.write_paused
+        waiting = paused or transport.is_closing()
         buffered = transport.get_write_buffer_size() if waiting else 0
         if not buffered:
             self._unread_since = None
             return False
-        if self._unread_since is None or buffered < self._unread_bytes:
-            self._unread_since = now  # a first sighting, or the client read some
+        if self._unread_since is None or (buffered < self._unread_bytes and not paused):
+            # A first sighting, or some read of the answer a close waits on. While writing is
+            # paused a request is in flight, and only reading enough to resume writing (uvicorn's
+            # low-water mark) restarts the clock: restarted by any progress, a client reading a
+            # byte every few seconds kept its place in flight for ever.
+            self._unread_since = now
         elif now - self._unread_since >= self.limits.send_timeout:
             self.logger.warning(
                 "answers not read in %.0f s: connection dropped (client %s)",
