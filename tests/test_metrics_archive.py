@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
+from app import processes
 from app.observability import metrics_archive
 from app.observability.metrics_archive import collect, compact
 from app.server.reload import clean_metrics_dir
@@ -118,7 +119,7 @@ def test_scrapes_during_compactions_see_every_count_once(
         write_worker(tmp_path, pid, rng)
     expected = scraped(tmp_path)
     alive = set(pids)
-    monkeypatch.setattr(metrics_archive, "_exists", lambda pid: pid in alive or pid == os.getpid())
+    monkeypatch.setattr(processes, "exists", lambda pid: pid in alive or pid == os.getpid())
     ticks_key = mmap_key("ticks", "ticks_total", [], [], "live")
     ticks = MmapedDict(str(tmp_path / f"counter_{os.getpid()}.db"))
     ticks_now = 0.0

@@ -25,7 +25,6 @@ archive. A master starting afresh removes them with the `*.db` files (app.server
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import math
@@ -39,6 +38,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
+
+from app import processes
 
 SUMMED = ("counter", "histogram", "summary")
 """The file types whose samples add up across processes, whatever they mean: these are archived."""
@@ -79,7 +80,7 @@ def compact(directory: Path) -> int:
         for path in directory.glob("*.db"):
             kind, _, owner = path.name.partition("_")
             pid = owner.removesuffix(".db")
-            if kind in SUMMED and pid.isdigit() and not _exists(int(pid)):
+            if kind in SUMMED and pid.isdigit() and not processes.exists(int(pid)):
                 dead.setdefault(kind, []).append(path)
         if not dead:
             return 0
@@ -220,12 +221,3 @@ def _locked(directory: Path, operation: int) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # releases the lock
-
-
-def _exists(pid: int) -> bool:
-    """Whether a process has this pid (a zombie, not yet reaped, does; another user's does)."""
-    try:
-        os.kill(pid, 0)
-    except OSError as error:
-        return error.errno != errno.ESRCH
-    return True

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import orjson
 
+from app import processes
 from app.errors import ModelLoadError
 from app.inference.model import MODEL_NAMES, ModelSet, read_regular
 from app.server.handoff import GENERATION_ENV, RUN_DIR_ENV
@@ -170,7 +171,7 @@ def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
     for path in Path(tmp or tempfile.gettempdir()).iterdir():
         match = RUN_DIR_PATTERN.fullmatch(path.name)
         pid = int(match.group(1)) if match else 0
-        if match and path.is_dir() and (pid == os.getpid() or not _alive(pid)):
+        if match and path.is_dir() and (pid == os.getpid() or not processes.exists(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -194,16 +195,6 @@ def clean_metrics_dir(directory: Path) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def forget_inherited_run(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
