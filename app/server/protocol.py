@@ -21,10 +21,10 @@ connection that never sends a byte open forever, and waits forever on a trickled
   nothing was sent), a body not complete within `body_timeout` s after its head gets `408`;
 * a send timeout, by the same sweep: a connection whose answers its client has not read for
   `send_timeout` s (writing paused and not resumed, or a close waiting on its write buffer
-  with nothing read) is dropped, what it buffered with it. uvicorn waits for such a client forever: its
-  request stays in flight (the sweep saw it idle), so 70 connections of 25 pipelined metadata
-  GETs, 3 times over, never read, made a worker shed every request (503) for as long as they
-  stayed open; and a request that comes while the client reads nothing starts only once it
+  with nothing read) is dropped, what it buffered with it. uvicorn waits for such a client
+  forever: its request stays in flight (the sweep saw it idle), so 70 connections of 25
+  pipelined metadata GETs, 3 times over, never read, made a worker shed every request (503) for
+  as long as they stayed open; and a request that comes while the client reads nothing starts only once it
   does (`resume_writing`): it is not in flight meanwhile;
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
   worker are unanswered (`crowded_in_flight` while more than `crowded_connections` of its
@@ -399,6 +399,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         refusal, self._refusal = self._refusal, None
         self._refuse(*refusal)
 
+    def _queued(self, cycle: RequestResponseCycle) -> bool:
+        """Whether the request waits in uvicorn's pipeline, its app not started."""
+        return any(queued is cycle for queued, _ in self.pipeline)
+
     def _answers_pending(self) -> bool:
         """Whether a request of this connection is still to be answered: queued, or in progress."""
         cycle = self.cycle
@@ -457,7 +461,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not cycle.response_complete:  # not shed nor held, whose body is skipped
             cycle.more_body = True
             cycle.message_event.clear()
-            if all(queued is not cycle for queued, _ in self.pipeline):  # started
+            if not self._queued(cycle):  # started
                 self._receiving.add(self)
         self.parser = httptools.HttpRequestParser(self)
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own
@@ -493,7 +497,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         one request would be taken for the next one's."""
         self._upgrade_body = None
         cycle = self.cycle
-        if cycle is not None and any(queued is cycle for queued, _ in self.pipeline):
+        if cycle is not None and self._queued(cycle):
             cycle.more_body = False  # nothing more is read: the connection waits on the server
             self._refuse_at_start(status, reason, message)
             self.flow.pause_reading()
@@ -733,7 +737,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Whether the answers wait for the client to read them: writing paused (the app's next
         send waits), or a close waiting for the write buffer to empty. Dropped (abort: the
         buffer with it; the waiting send returns, its request answered) once that has lasted
-        `send_timeout` s without the buffer shrinking: the client does not read."""
+        `send_timeout` s: for paused writing, since it last resumed (`resume_writing`); for a
+        close, since the buffer last shrank."""
         transport = self.transport
         paused = self.flow.write_paused
         waiting = paused or transport.is_closing()
