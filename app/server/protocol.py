@@ -24,8 +24,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
   with nothing read) is dropped, what it buffered with it. uvicorn waits for such a client
   forever: its request stays in flight (the sweep saw it idle), so 70 connections of 25
   pipelined metadata GETs, 3 times over, never read, made a worker shed every request (503) for
-  as long as they stayed open; and a request that comes while the client reads nothing starts only once it
-  does (`resume_writing`): it is not in flight meanwhile;
+  as long as they stayed open; and a request that comes while the client reads nothing starts
+  only once it does (`resume_writing`): it is not in flight meanwhile;
 * an in-flight bound: a request whose head completes while `max_in_flight` requests of this
   worker are unanswered (`crowded_in_flight` while more than `crowded_connections` of its
   connections are busy: a request in progress, or a 503 less than `crowded_window` s ago) is
