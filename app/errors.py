@@ -96,6 +96,13 @@ class MethodNotAllowed(ServiceError):
     status_code = 405
 
 
+class RequestTimeout(ServiceError):
+    """The request did not arrive in full in time (a gRPC message; REST's own 408 is the
+    server's, app.server.protocol)."""
+
+    status_code = 408
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
 

@@ -53,7 +53,8 @@ class Settings:
     head_timeout: int = 10
     """Seconds for a request's head to arrive once its connection or request began (`408`)."""
     body_timeout: int = 30
-    """Seconds for a request's body to arrive after its head (`408`)."""
+    """Seconds for a request's body to arrive after its head (`408`), and a gRPC call's message
+    after its headers (`CANCELLED`: app.grpc.calls)."""
     max_in_flight: int = 64
     """Unanswered requests per worker past which a new one gets `503` + Retry-After at once
     (app.server.overload). 64: up to 64 clients that wait for each answer are never shed, however
@@ -104,9 +105,9 @@ class Settings:
     75 s: longer than the usual load balancer idle timeout (60 s), as gunicorn's keepalive."""
     grpc_max_age_seconds: int = 300
     """Every gRPC connection is closed after this long (grpcio adds up to 10 % jitter), its
-    calls in flight given 30 s more (app.grpc.server): what a connection can hold (a call
-    whose message never completes, answers a client never reads) is held for that long at most,
-    and long-lived clients spread again over the workers after a reload or a scale-up."""
+    calls in flight given 30 s more (app.grpc.server): what a connection can hold (answers a
+    client never reads) is held for that long at most, and long-lived clients spread again over
+    the workers after a reload or a scale-up."""
     # observability (app.observability.logs, app.observability.tracing,
     # app.observability.drift_metrics, metrics_bind)
     log_format: str = "text"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ class Slow:
 
     in_flight = 0
     max_in_flight = 64
+    message_timeout = 30.0
 
     @calls.rpc(Empty)
     async def Slow(self, request: Empty, context: calls.Context) -> Empty:  # noqa: N802
@@ -33,9 +35,7 @@ async def counted_status(
         counted.append(status)
 
     monkeypatch.setattr(calls, "observe_latency", observe)
-    handler = grpc.method_handlers_generic_handler(
-        "S", {"Slow": grpc.unary_unary_rpc_method_handler(Slow().Slow)}
-    )
+    handler = grpc.method_handlers_generic_handler("S", {"Slow": calls.handler(Slow().Slow)})
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -87,8 +87,9 @@ class Held:
     in_flight = 0
     max_in_flight = 2
 
-    def __init__(self) -> None:
+    def __init__(self, message_timeout: float = 30.0) -> None:
         self.release = asyncio.Event()
+        self.message_timeout = message_timeout
 
     @calls.rpc(Empty)
     async def Held(self, request: Empty, context: calls.Context) -> Empty:  # noqa: N802
@@ -104,14 +105,7 @@ async def held_calls(
     counted: list[str] = []
     monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
     servicer = Held()
-    handler = grpc.method_handlers_generic_handler(
-        "S",
-        {
-            "Held": grpc.unary_unary_rpc_method_handler(
-                servicer.Held, response_serializer=Empty.SerializeToString
-            )
-        },
-    )
+    handler = grpc.method_handlers_generic_handler("S", {"Held": calls.handler(servicer.Held)})
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -152,3 +146,105 @@ def test_calls_past_max_in_flight_are_unavailable_at_once_and_counted(
     assert sorted(code.name for code in codes) == ["OK", "OK"] + ["UNAVAILABLE"] * 3
     assert details.startswith("overloaded: too many requests in flight")
     assert sorted(counted) == ["OK", "OK"] + ["UNAVAILABLE"] * 3
+
+
+async def stalled_calls(
+    monkeypatch: pytest.MonkeyPatch, stalled: int, message_timeout: float, then_whole: bool
+) -> tuple[list[grpc.StatusCode], list[str], list[str]]:
+    """The status and details of `stalled` calls to `Held` whose client sends no message and
+    does not end its side (a message still coming), made first, then of one call sent whole
+    if `then_whole`; and what the server counted. `Held` answers at once here."""
+    counted: list[str] = []
+    monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
+    servicer = Held(message_timeout)
+    servicer.release.set()
+    handler = grpc.method_handlers_generic_handler("S", {"Held": calls.handler(servicer.Held)})
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    never = asyncio.Event()
+
+    async def no_message() -> AsyncIterator[bytes]:
+        await never.wait()
+        yield b""  # never reached: the generator only holds the client's side open
+
+    codes: list[grpc.StatusCode] = []
+    details: list[str] = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            pending = [
+                channel.stream_unary("/S/Held")(no_message(), timeout=10) for _ in range(stalled)
+            ]
+            for _ in range(200):  # until the server has started them
+                if servicer.in_flight >= min(stalled, servicer.max_in_flight):
+                    break
+                await asyncio.sleep(0.01)
+            if then_whole:
+                pending.append(channel.unary_unary("/S/Held")(b"", timeout=10))
+            for call in pending:
+                try:
+                    await call
+                    codes.append(grpc.StatusCode.OK)
+                    details.append("")
+                except grpc.aio.AioRpcError as error:
+                    codes.append(error.code())
+                    details.append(error.details() or "")
+    finally:
+        await server.stop(None)
+    return codes, details, counted
+
+
+def test_calls_whose_message_is_still_coming_count_against_max_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a hostile-client probe: grpcio buffered each unary call's message until it was
+    whole, before any handler ran, so such calls were bounded by nothing but MAX_BODY_BYTES and
+    the connection's age: 4 connections of 100 calls each sending all but the last byte of a
+    1-MB message took a worker from 82 MB to 484 MB for 330 s. Now the method runs from the
+    call's headers and the in-flight bound holds them too."""
+    codes, details, counted = asyncio.run(
+        stalled_calls(monkeypatch, stalled=2, message_timeout=1.0, then_whole=True)
+    )
+    assert codes[-1] == grpc.StatusCode.UNAVAILABLE
+    assert details[-1].startswith("overloaded: too many requests in flight")
+    assert sorted(counted) == ["CANCELLED", "CANCELLED", "UNAVAILABLE"]
+
+
+def test_a_message_that_does_not_arrive_in_time_is_cancelled_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As REST's 408 for a body not whole within BODY_TIMEOUT: the client's error, counted,
+    not the server's (the alerts count DEADLINE_EXCEEDED, not CANCELLED)."""
+    codes, details, counted = asyncio.run(
+        stalled_calls(monkeypatch, stalled=1, message_timeout=0.3, then_whole=False)
+    )
+    assert codes == [grpc.StatusCode.CANCELLED]
+    assert details == ["the request message did not arrive within 0.3 s"]
+    assert counted == ["CANCELLED"]
+
+
+def test_a_call_without_a_message_is_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted: list[str] = []
+    monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
+
+    async def call() -> grpc.aio.AioRpcError:
+        servicer = Held()
+        servicer.release.set()
+        handler = grpc.method_handlers_generic_handler("S", {"Held": calls.handler(servicer.Held)})
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await channel.stream_unary("/S/Held")(iter(()), timeout=10)
+        finally:
+            await server.stop(None)
+        return raised.value
+
+    error = asyncio.run(call())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "the call carried no request message"
+    assert counted == ["INVALID_ARGUMENT"]

@@ -12,6 +12,7 @@ from app.errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceError,
 )
 from app.grpc.status import details_of, status_of
@@ -27,6 +28,7 @@ from app.grpc.status import details_of, status_of
         (PayloadTooLarge("too many"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (NotReady("loading"), grpc.StatusCode.UNAVAILABLE),
         (ClientClosedRequest("gone"), grpc.StatusCode.CANCELLED),
+        (RequestTimeout("slow"), grpc.StatusCode.CANCELLED),
         (ServiceError("bug"), grpc.StatusCode.INTERNAL),
     ],
 )

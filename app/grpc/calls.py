@@ -11,10 +11,19 @@ becomes its status code (app.grpc.status); anything else is logged and is INTERN
 grpcio cancels is counted DEADLINE_EXCEEDED if its deadline has passed, CANCELLED otherwise.
 
 A call that arrives while its servicer's `max_in_flight` calls are unanswered is UNAVAILABLE at
-once, its message not parsed: REST's in-flight bound (app.server.overload), which gRPC lacked.
+once, its message not read: REST's in-flight bound (app.server.overload), which gRPC lacked.
 grpcio hands every call to its handler as soon as its message is in (GRPC_MAX_STREAMS bounds a
 connection, nothing the connections), and each waiting call holds its decoded tensors: 5
 connections keeping 90 10,000-flight calls each in flight took a worker from 88 MB to 2 GB.
+
+So that the bound also holds the calls whose message is still coming, every method is served
+as grpcio serves a client-streaming one (`handler`): the method runs from the call's headers
+and reads its one message itself, within the servicer's `message_timeout` (REST's
+BODY_TIMEOUT; CANCELLED after it, a client's error as REST's 408 is). As a unary method,
+grpcio buffered each call's message until it was whole, up to MAX_BODY_BYTES, for as long as
+its connection lived (GRPC_MAX_AGE_SECONDS and its grace): 4 connections of 100 calls each
+sent all but their message's last byte took a worker from 82 MB to 484 MB for 330 s, and such
+calls were in no metric. A call's time counted runs from its headers, as REST's from its head.
 
 Free of the generated messages (see app/grpc/__init__.py), so its tests run beside
 tritonclient's.
@@ -26,13 +35,13 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from app.errors import BadRequest, Overloaded, ServiceError
+from app.errors import BadRequest, Overloaded, RequestTimeout, ServiceError
 from app.grpc.status import details_of, status_of
 from app.observability.metrics import observe_latency
 from app.observability.request_id import HEADER, REQUEST_ID, caller_id
@@ -47,19 +56,20 @@ Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response", bound=Message)
 Context: TypeAlias = grpc.aio.ServicerContext
 Method = Callable[[Any, Request, Context], Awaitable[Response]]
-Handler = Callable[[Any, bytes, Context], Awaitable[Response]]
+Handler = Callable[[Any, AsyncIterator[bytes], Context], Awaitable[Response]]
 
 
 def rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Handler[Response]]:
-    """A method of the service (`method(self, request, context)`) as grpcio calls it: on the
-    request's bytes, timed, counted, under its request ID, its errors as status codes, and
-    UNAVAILABLE past the servicer's `max_in_flight` calls unanswered."""
+    """A method of the service (`method(self, request, context)`) as `handler` serves it: from
+    the call's headers, timed, counted, under its request ID, its errors as status codes,
+    UNAVAILABLE past the servicer's `max_in_flight` calls unanswered, and its one message read
+    within the servicer's `message_timeout` seconds."""
 
     def wrap(method: Method[Request, Response]) -> Handler[Response]:
         route = f"/{SERVICE}/{method.__name__}"
 
         @functools.wraps(method)
-        async def call(self: Any, data: bytes, context: Context) -> Response:
+        async def call(self: Any, messages: AsyncIterator[bytes], context: Context) -> Response:
             start = time.perf_counter()
             request_id = _request_id(context)
             REQUEST_ID.set(request_id)  # each call runs in its own task: no reset needed
@@ -72,6 +82,7 @@ def rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Ha
                     # a new error each time: raising one instance again adds this frame (and its
                     # message) to the traceback it keeps, 730 KB a refused call, never freed
                     raise Overloaded(SHED_ERROR.message)
+                data = await _message(context, self.message_timeout)
                 return await method(self, _parse(request_type, data), context)
             except ServiceError as error:
                 code = status_of(error)
@@ -90,6 +101,33 @@ def rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Ha
         return call
 
     return wrap
+
+
+def handler(method: Callable[[AsyncIterator[bytes], Context], Awaitable[Message]]) -> Any:
+    """grpcio's handler of a method `rpc` wrapped (bound to its servicer): a client-streaming
+    one, so that the method runs before its message is in, its answer serialised by protobuf.
+    On the wire a unary call is a client-streaming call of one message: clients see no
+    difference."""
+    return grpc.stream_unary_rpc_method_handler(method, response_serializer=_serialize)
+
+
+async def _message(context: Context, timeout: float) -> bytes:
+    """The call's first message: a unary method's client sends no other (one that did would
+    have the rest left unread, the call ending with its answer)."""
+    try:
+        async with asyncio.timeout(timeout):
+            message = await context.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request message did not arrive within {timeout:g} s") from None
+    if message is grpc.aio.EOF:
+        raise BadRequest("the call carried no request message")
+    data: bytes = message
+    return data
+
+
+def _serialize(message: Message) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
 
 
 def _cancelled_code(context: Context) -> grpc.StatusCode:

@@ -6,8 +6,9 @@ stop (a shutdown; a reload's old worker once the new ones listen: app.server.han
 that group first (`stop_accepting`, app.grpc.listeners), so new connections reach only the
 workers that keep serving, then drains its own. The limits mirror
 REST's: a message over MAX_BODY_BYTES is RESOURCE_EXHAUSTED before it is read, MAX_FLIGHTS
-applies through the data plane, one connection may carry GRPC_MAX_STREAMS calls at once, and a
-call past MAX_IN_FLIGHT unanswered ones of the worker is UNAVAILABLE (app.grpc.calls).
+applies through the data plane, one connection may carry GRPC_MAX_STREAMS calls at once, a call
+past MAX_IN_FLIGHT unanswered ones of the worker is UNAVAILABLE, and a call's message must
+arrive within BODY_TIMEOUT (app.grpc.calls).
 A connection is closed after GRPC_IDLE_SECONDS without a call, and after GRPC_MAX_AGE_SECONDS in
 any case (its calls given AGE_GRACE_SECONDS), as a REST connection is after its keep-alive.
 """
@@ -73,7 +74,7 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
             ("grpc.max_connection_age_grace_ms", AGE_GRACE_SECONDS * 1000),
         ]
     )
-    servicer = InferenceServicer(dataplane, settings.max_in_flight)
+    servicer = InferenceServicer(dataplane, settings.max_in_flight, settings.body_timeout)
     server.add_generic_rpc_handlers((generic_handler(servicer),))
     port = server.add_insecure_port(settings.grpc_bind)
     await server.start()

@@ -4,12 +4,11 @@ times, counts and maps the errors of every call)."""
 from __future__ import annotations
 
 import grpc
-from google.protobuf.message import Message
 
 from app.dataplane import DataPlane
 from app.grpc import codec
 from app.grpc import grpc_predict_v2_pb2 as pb
-from app.grpc.calls import SERVICE, Context, rpc
+from app.grpc.calls import SERVICE, Context, handler, rpc
 
 METHODS = (
     "ServerLive",
@@ -22,13 +21,15 @@ METHODS = (
 
 
 class InferenceServicer:
-    def __init__(self, dataplane: DataPlane, max_in_flight: int) -> None:
+    def __init__(self, dataplane: DataPlane, max_in_flight: int, message_timeout: float) -> None:
         self.dataplane = dataplane
         self.in_flight = 0
         """Calls started and not answered yet (app.grpc.server drains on it)."""
         self.max_in_flight = max_in_flight
         """Past this many calls in flight a new one is UNAVAILABLE at once (app.grpc.calls):
         MAX_IN_FLIGHT, REST's bound, counted apart from REST's requests."""
+        self.message_timeout = message_timeout
+        """Seconds a call's message may take to arrive in full (BODY_TIMEOUT, as a REST body)."""
 
     @rpc(pb.ServerLiveRequest)
     async def ServerLive(  # noqa: N802 (the proto's method names)
@@ -73,19 +74,7 @@ class InferenceServicer:
 
 
 def generic_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
-    """The service's methods: requests as bytes (each method parses its own), responses
-    serialised by protobuf."""
+    """The service's methods, each reading and parsing its own request (app.grpc.calls)."""
     return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            name: grpc.unary_unary_rpc_method_handler(
-                getattr(servicer, name), response_serializer=_serialize
-            )
-            for name in METHODS
-        },
+        SERVICE, {name: handler(getattr(servicer, name)) for name in METHODS}
     )
-
-
-def _serialize(message: Message) -> bytes:
-    data: bytes = message.SerializeToString()
-    return data
