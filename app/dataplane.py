@@ -8,8 +8,9 @@ worker's lifespan has loaded them (NotReady: 503, UNAVAILABLE) and after.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, ParamSpec
 
 from starlette.datastructures import State
 
@@ -23,6 +24,8 @@ from app.tensors import InferenceRequest, output_metadata
 SERVER_NAME = "latam-delay"
 EXTENSIONS = ("binary_tensor_data",)
 PLATFORM = "onnxruntime_onnx"
+
+P = ParamSpec("P")
 
 
 class DataPlane:
@@ -70,6 +73,19 @@ class DataPlane:
             "outputs": output_metadata(),
             "card": model.card.raw,
         }
+
+    async def decode(
+        self,
+        size: int,
+        decode: Callable[P, InferenceRequest],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> InferenceRequest:
+        """A transport's `decode` of its request of `size` bytes: in the batch thread from
+        OFFLOAD_BYTES (app.server.overload), since a large body of tiny tensor elements is Python
+        work of tens of milliseconds that would hold every other request of the worker."""
+        batches: BatchThread = self._state.batches
+        return await batches.decode(size, decode, *args, **kwargs)
 
     async def infer(self, model: OnnxModel, request: InferenceRequest) -> Prediction:
         """Large batches are scored in the worker's batch thread (app.server.overload), off the

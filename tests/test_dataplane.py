@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 from starlette.datastructures import State
 
 from app.dataplane import DataPlane
-from app.errors import InvalidFlight, NotFound, NotReady, PayloadTooLarge
+from app.errors import BadRequest, InvalidFlight, NotFound, NotReady, PayloadTooLarge
 from app.inference.flights import FlightValidator
 from app.inference.microbatch import Scorer
 from app.inference.model import FULL_MODEL, MINIMAL_MODEL, ModelSet
@@ -121,3 +122,30 @@ def test_a_wrong_flight_is_named_as_the_row_checks_name_it(
     assert raised.value.to_json() == by_rows.value.to_json()
     assert raised.value.detail["index"] == index
     assert raised.value.message.startswith(f"flights[{index}].{field}: ")
+
+
+def test_a_large_request_is_decoded_in_the_batch_thread_and_its_errors_raised_the_same(
+    dataplane: DataPlane,
+) -> None:
+    """Found by a hostile-client probe: a 1-MiB OIP body of tiny tensor elements was decoded on
+    the event loop, 100 ms and more of every other request's time (app.server.overload)."""
+    size = dataplane._state.batches.min_bytes
+    loop_thread = threading.get_ident()
+
+    def decode(answer: str) -> tuple[str, int]:
+        if answer == "refuse":
+            raise BadRequest("input 'MES' has 2 elements; its shape [3] says 3")
+        return answer, threading.get_ident()
+
+    async def both() -> list[tuple[str, int]]:
+        return [
+            await dataplane.decode(size - 1, decode, "small"),
+            await dataplane.decode(size, decode, answer="large"),
+        ]
+
+    (small, small_thread), (large, large_thread) = asyncio.run(both())
+    assert (small, large) == ("small", "large")
+    assert small_thread == loop_thread
+    assert large_thread != loop_thread
+    with pytest.raises(BadRequest, match=r"^input 'MES' has 2 elements; its shape \[3\] says 3$"):
+        asyncio.run(dataplane.decode(size, decode, "refuse"))

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.wrappers_pb2 import BytesValue
 
 from app.grpc import calls
 
@@ -248,3 +249,39 @@ def test_a_call_without_a_message_is_invalid(monkeypatch: pytest.MonkeyPatch) ->
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == "the call carried no request message"
     assert counted == ["INVALID_ARGUMENT"]
+
+
+class Sized:
+    """One method wrapped as the service's are, that notes the size of the message it was told."""
+
+    in_flight = 0
+    max_in_flight = 64
+    message_timeout = 30.0
+    told: ClassVar[list[int]] = []
+
+    @calls.rpc(BytesValue)
+    async def Sized(self, request: BytesValue, context: calls.Context) -> Empty:  # noqa: N802
+        self.told.append(calls.MESSAGE_BYTES.get())
+        return Empty()
+
+
+def test_a_method_is_told_the_size_of_its_message_as_it_came() -> None:
+    """ModelInfer decodes a large message's tensors in the batch thread (app.dataplane), and
+    a parsed message's ByteSize would cost the event loop a serialisation to tell it."""
+
+    async def scenario() -> None:
+        handler = grpc.method_handlers_generic_handler("S", {"Sized": calls.handler(Sized().Sized)})
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.unary_unary("/S/Sized")
+                for size in (0, 100, 40_000):
+                    await call(BytesValue(value=b"x" * size).SerializeToString(), timeout=10)
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())
+    assert Sized.told == [BytesValue(value=b"x" * size).ByteSize() for size in (0, 100, 40_000)]

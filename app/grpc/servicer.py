@@ -8,7 +8,7 @@ import grpc
 from app.dataplane import DataPlane
 from app.grpc import codec
 from app.grpc import grpc_predict_v2_pb2 as pb
-from app.grpc.calls import SERVICE, Context, handler, rpc
+from app.grpc.calls import MESSAGE_BYTES, SERVICE, Context, handler, rpc
 
 METHODS = (
     "ServerLive",
@@ -68,7 +68,9 @@ class InferenceServicer:
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         model = self.dataplane.model(request.model_name, request.model_version or None)
-        inference = codec.decode_request(request, model.input_types)
+        inference = await self.dataplane.decode(
+            MESSAGE_BYTES.get(), codec.decode_request, request, model.input_types
+        )
         prediction = await self.dataplane.infer(model, inference)
         return codec.encode_response(model, inference, prediction)
 

@@ -179,7 +179,9 @@ class Infer:
             refuse_charset(parameters)
         settings: Settings = state.settings
         body = await read_body(scope, receive, settings.max_body_bytes)
-        inference = oip.decode_request(body, headers.get(oip.HEADER_LENGTH), model.input_types)
+        inference = await dataplane.decode(
+            len(body), oip.decode_request, body, headers.get(oip.HEADER_LENGTH), model.input_types
+        )
         prediction = await dataplane.infer(model, inference)
         return oip.encode_response(model.name, model.version, inference, prediction)
 

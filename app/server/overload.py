@@ -34,6 +34,14 @@ on the event loop it holds every other request of its worker for that long. Batc
 the GIL, and the Python parts give it up every switch interval (5 ms), so small requests keep
 being answered meanwhile. One thread, so that batches queue behind one another instead of
 multiplying GIL contention.
+
+The Open Inference Protocol's requests (REST JSON or binary, gRPC messages) of `OFFLOAD_BYTES` or
+more are also decoded and their tensors checked there: element by element, that is Python work
+of up to a hundred milliseconds for a hostile 1-MiB body of tiny elements (rows of one integer,
+`[[0],[0],...]`), however few flights the limits then admit. On the loop it held every other
+request of the worker for as long: single flights' p99 beside two connections sending such
+bodies back to back went to 143-316 ms (WORKERS=1, 127.0.0.1, 2026-12-05). In the batch thread
+only the C calls (the JSON parse itself, protobuf's) still hold the loop, since they keep the GIL.
 """
 
 from __future__ import annotations
@@ -76,6 +84,11 @@ _HEAD = (
     b"content-length: %d\r\nretry-after: %d\r\n" % (len(_BODY), RETRY_AFTER)
 )
 
+OFFLOAD_BYTES = 16_384
+"""Bytes of an OIP request body or message from which it is decoded in the batch thread: below,
+even its costliest shape takes the loop about 2 ms (the thread's hand-off costs about 0.1 ms);
+bodies this large are mostly batches whose scoring the thread takes anyway (OFFLOAD_FLIGHTS)."""
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -100,10 +113,12 @@ def hold_until(last_shed: float | None, now: float) -> float | None:
 
 
 class BatchThread:
-    """Runs the scoring of batches of `min_flights` or more in this worker's one batch thread."""
+    """Runs the scoring of batches of `min_flights` or more, and the decoding of requests of
+    `min_bytes` or more, in this worker's one batch thread."""
 
-    def __init__(self, min_flights: int) -> None:
+    def __init__(self, min_flights: int, min_bytes: int = OFFLOAD_BYTES) -> None:
         self.min_flights = min_flights
+        self.min_bytes = min_bytes
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="batch")
 
     def offloads(self, flights: int) -> bool:
@@ -113,6 +128,16 @@ class BatchThread:
     async def run(self, flights: int, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if not self.offloads(flights):
             return work(*args, **kwargs)
+        return await self._offload(work, *args, **kwargs)
+
+    async def decode(self, size: int, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`work`, the decoding of a request of `size` bytes: in the batch thread from
+        `min_bytes`, inline below. Its errors are raised here either way."""
+        if size < self.min_bytes:
+            return work(*args, **kwargs)
+        return await self._offload(work, *args, **kwargs)
+
+    async def _offload(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         call = functools.partial(work, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
