@@ -137,8 +137,8 @@ def test_a_small_request_is_not_held_behind_a_large_oip_body(
 ) -> None:
     """Found by a hostile-client probe: a 1-MiB OIP body of one-integer rows (75,000 flights
     of three inputs, `[[0],[0],...]`) was decoded on the event loop, about 100 ms before its
-    413, while single flights waited (p99 143-316 ms beside two connections sending it back to
-    back, WORKERS=1). Decoded in the batch thread, a one-flight request sent meanwhile is
+    413, while single flights waited (p99 109 ms beside two connections sending such bodies
+    back to back, WORKERS=1). Decoded in the batch thread, a one-flight request sent meanwhile is
     answered first; with the threshold out of reach, as before, it waits. The 413 is the same."""
     app = create_app(Settings(models_dir=MODELS_DIR))
     app.state.batches.min_bytes = min_bytes
