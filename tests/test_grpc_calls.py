@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -285,3 +286,90 @@ def test_a_method_is_told_the_size_of_its_message_as_it_came() -> None:
 
     asyncio.run(scenario())
     assert Sized.told == [BytesValue(value=b"x" * size).ByteSize() for size in (0, 100, 40_000)]
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    """An HTTP/2 frame."""
+    return (
+        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+    )
+
+
+def _unread_call(port: int, path: bytes) -> socket.socket:
+    """A connection whose one call (no message fields: an empty gRPC message) is whole, and
+    whose client announced an HTTP/2 window of 0 and never opens it: the answer cannot leave
+    the server. The headers are HPACK literals with new names (no table, no Huffman)."""
+    headers = [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", path),
+        (b":authority", b"127.0.0.1"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+    ]
+    block = b"".join(
+        b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value for name, value in headers
+    )
+    zero_window = (4).to_bytes(2, "big") + (0).to_bytes(4, "big")  # SETTINGS_INITIAL_WINDOW_SIZE
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(
+        PREFACE
+        + _frame(4, 0, 0, zero_window)  # SETTINGS
+        + _frame(1, 0x4, 1, block)  # HEADERS, END_HEADERS
+        + _frame(0, 0x1, 1, b"\x00" + (0).to_bytes(4, "big"))  # DATA, END_STREAM
+    )
+    return sock
+
+
+async def _status(call: Any) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        code: grpc.StatusCode = error.code()
+        return code
+    return grpc.StatusCode.OK
+
+
+def test_calls_whose_answers_are_unread_count_against_max_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a hostile-client probe: grpcio sends a method's answer after the method
+    returns, and holds it until the client's window lets it go; counted in flight only until
+    then, 12 connections of 60 10,000-flight ModelInfer calls whose answers the client never
+    read took a worker from 94 MB to 400 MB (GRPC_MAX_STREAMS a connection, any number of
+    connections). Now a call is in flight until its answer is sent, so MAX_IN_FLIGHT bounds
+    them, and the connection's close releases them."""
+    monkeypatch.setattr(calls, "observe_latency", lambda *args: None)
+
+    async def scenario() -> tuple[int, grpc.StatusCode, grpc.StatusCode]:
+        servicer = Held()
+        servicer.max_in_flight = 1
+        servicer.release.set()
+        handler = grpc.method_handlers_generic_handler("S", {"Held": calls.handler(servicer.Held)})
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            sock = _unread_call(port, b"/S/Held")
+            await asyncio.sleep(0.5)  # the method has answered; the answer waits on the window
+            held = servicer.in_flight
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                while_unread = await _status(channel.unary_unary("/S/Held")(b"", timeout=10))
+                sock.close()  # the unread call is done: its place is free again
+                for _ in range(200):
+                    if not servicer.in_flight:
+                        break
+                    await asyncio.sleep(0.01)
+                after_close = await _status(channel.unary_unary("/S/Held")(b"", timeout=10))
+        finally:
+            await server.stop(None)
+        return held, while_unread, after_close
+
+    held, while_unread, after_close = asyncio.run(scenario())
+    assert held == 1
+    assert while_unread == grpc.StatusCode.UNAVAILABLE
+    assert after_close == grpc.StatusCode.OK

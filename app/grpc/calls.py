@@ -24,6 +24,7 @@ grpcio buffered each call's message until it was whole, up to MAX_BODY_BYTES, fo
 its connection lived (GRPC_MAX_AGE_SECONDS and its grace): 4 connections of 100 calls each
 sent all but their message's last byte took a worker from 82 MB to 484 MB for 330 s, and such
 calls were in no metric. A call's time counted runs from its headers, as REST's from its head.
+A call is in flight until grpcio has sent its answer (`_leave`), not until its method returns.
 
 Free of the generated messages (see app/grpc/__init__.py), so its tests run beside
 tritonclient's.
@@ -82,6 +83,7 @@ def rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Ha
             context.set_trailing_metadata(trailer)
             code = grpc.StatusCode.OK
             self.in_flight += 1
+            context.add_done_callback(functools.partial(_leave, self))
             try:
                 if self.in_flight > self.max_in_flight:
                     # a new error each time: raising one instance again adds this frame (and its
@@ -101,12 +103,19 @@ def rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Ha
                 logger.exception("unhandled error in %s", route)
                 await _abort(context, code, "internal error", trailer)
             finally:
-                self.in_flight -= 1
                 observe_latency(route, METHOD_LABEL, code.name, time.perf_counter() - start)
 
         return call
 
     return wrap
+
+
+def _leave(servicer: Any, context: Context) -> None:
+    """A call leaves its servicer's `in_flight` when grpcio is done with it, its answer sent:
+    grpcio sends a method's answer after the method returns, and holds it until the client's
+    HTTP/2 window lets it go, so counted until the method returned, calls whose client never
+    read their answers were bounded by nothing but GRPC_MAX_STREAMS a connection."""
+    servicer.in_flight -= 1
 
 
 def handler(method: Callable[[AsyncIterator[bytes], Context], Awaitable[Message]]) -> Any:
