@@ -340,6 +340,28 @@ def test_a_connection_may_carry_max_streams_calls_at_once(served: GrpcServer) ->
     assert settings[0x3] == MAX_STREAMS  # SETTINGS_MAX_CONCURRENT_STREAMS
 
 
+def test_a_ping_flood_is_answered_without_goaway(served: GrpcServer) -> None:
+    """Found by an HTTP/2 probe: past grpcio's default two ping strikes the server sent GOAWAY
+    (ENHANCE_YOUR_CALM) yet kept the connection open and read on, and stopped answering the
+    pings, queueing each answer at a cost that grew with the queue: one connection's 20-s PING
+    flood (~490,000 pings, its client reading the answers) left the worker burning a core for
+    minutes after the client had gone, in 3 of 4 runs. Now every ping is answered, as cheap as
+    any other frame."""
+    host, port = served.target.rsplit(":", 1)
+    ping = (8).to_bytes(3, "big") + bytes([6, 0]) + (0).to_bytes(4, "big") + b"12345678"
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(PREFACE + EMPTY_SETTINGS)
+        for burst in range(3):  # grpcio's GOAWAY followed the first burst's answers
+            sock.sendall(ping * 100)
+            acks = 0
+            while acks < 100:
+                header = _read(sock, 9)
+                kind, flags = header[3], header[4]
+                _read(sock, int.from_bytes(header[:3], "big"))
+                assert kind != 7, f"GOAWAY in burst {burst}, after {acks} ping answers"
+                acks += kind == 6 and flags & 0x1  # PING, ACK
+
+
 def test_a_connection_without_calls_is_closed_after_grpc_idle_seconds(tmp_path: Path) -> None:
     """Found by an HTTP/2 probe: a connection that finished its handshake and then sent nothing
     stayed open for ever (3,000 of them, 150 s), each a file descriptor of the worker's, until

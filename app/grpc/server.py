@@ -11,6 +11,10 @@ past MAX_IN_FLIGHT unanswered ones of the worker is UNAVAILABLE, and a call's me
 arrive within BODY_TIMEOUT (app.grpc.calls).
 A connection is closed after GRPC_IDLE_SECONDS without a call, and after GRPC_MAX_AGE_SECONDS in
 any case (its calls given AGE_GRACE_SECONDS), as a REST connection is after its keep-alive.
+Pings are answered however many come (`grpc.http2.max_ping_strikes` 0): past grpcio's third
+ping too early it sent GOAWAY but kept the connection and stopped answering them, queueing each
+answer at a cost that grows with the queue, so that one connection's 20-s PING flood (~490,000
+pings) left its worker burning a core for minutes after the client had gone.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
             ("grpc.max_connection_idle_ms", settings.grpc_idle_seconds * 1000),
             ("grpc.max_connection_age_ms", settings.grpc_max_age_seconds * 1000),
             ("grpc.max_connection_age_grace_ms", AGE_GRACE_SECONDS * 1000),
+            ("grpc.http2.max_ping_strikes", 0),
         ]
     )
     servicer = InferenceServicer(dataplane, settings.max_in_flight, settings.body_timeout)
