@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -11,6 +12,32 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.wrappers_pb2 import BytesValue
 
 from app.grpc import calls
+
+
+@contextlib.asynccontextmanager
+async def serving(method: Any, name: str) -> AsyncIterator[int]:
+    """A grpc.aio server on a free loopback port serving `method` (wrapped as the service's
+    methods are, bound to its servicer) as `/S/<name>`; its port."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("S", {name: calls.handler(method)}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(None)
+
+
+async def outcome(call: Any) -> tuple[grpc.StatusCode, str]:
+    """A client call's status code and details."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        code: grpc.StatusCode = error.code()
+        return code, error.details() or ""
+    return grpc.StatusCode.OK, ""
 
 
 class Slow:
@@ -37,13 +64,8 @@ async def counted_status(
         counted.append(status)
 
     monkeypatch.setattr(calls, "observe_latency", observe)
-    handler = grpc.method_handlers_generic_handler("S", {"Slow": calls.handler(Slow().Slow)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    code = None
-    try:
+    async with serving(Slow().Slow, "Slow") as port:
+        code = None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary("/S/Slow")(Empty().SerializeToString(), timeout=timeout)
             if cancel_after is not None:
@@ -59,8 +81,6 @@ async def counted_status(
             if counted:
                 break
             await asyncio.sleep(0.02)
-    finally:
-        await server.stop(None)
     return code, counted
 
 
@@ -107,33 +127,22 @@ async def held_calls(
     counted: list[str] = []
     monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
     servicer = Held()
-    handler = grpc.method_handlers_generic_handler("S", {"Held": calls.handler(servicer.Held)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    codes: list[grpc.StatusCode] = []
-    details = ""
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            method = channel.unary_unary("/S/Held")
-            pending = [method(Empty().SerializeToString(), timeout=10) for _ in range(calls_made)]
-            for _ in range(200):  # until the handlers hold what they may, and refused the rest
-                if servicer.in_flight >= servicer.max_in_flight and len(counted) >= max(
-                    0, calls_made - servicer.max_in_flight
-                ):
-                    break
-                await asyncio.sleep(0.01)
-            servicer.release.set()
-            for call in pending:
-                try:
-                    await call
-                    codes.append(grpc.StatusCode.OK)
-                except grpc.aio.AioRpcError as error:
-                    codes.append(error.code())
-                    details = details or (error.details() or "")
-    finally:
-        await server.stop(None)
+    async with (
+        serving(servicer.Held, "Held") as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        method = channel.unary_unary("/S/Held")
+        pending = [method(Empty().SerializeToString(), timeout=10) for _ in range(calls_made)]
+        for _ in range(200):  # until the handlers hold what they may, and refused the rest
+            if servicer.in_flight >= servicer.max_in_flight and len(counted) >= max(
+                0, calls_made - servicer.max_in_flight
+            ):
+                break
+            await asyncio.sleep(0.01)
+        servicer.release.set()
+        outcomes = [await outcome(call) for call in pending]
+    codes = [code for code, _ in outcomes]
+    details = next((detail for _, detail in outcomes if detail), "")
     return codes, details, counted
 
 
@@ -160,20 +169,13 @@ async def stalled_calls(
     monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
     servicer = Held(message_timeout)
     servicer.release.set()
-    handler = grpc.method_handlers_generic_handler("S", {"Held": calls.handler(servicer.Held)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    never = asyncio.Event()
+    async with serving(servicer.Held, "Held") as port:
+        never = asyncio.Event()
 
-    async def no_message() -> AsyncIterator[bytes]:
-        await never.wait()
-        yield b""  # never reached: the generator only holds the client's side open
+        async def no_message() -> AsyncIterator[bytes]:
+            await never.wait()
+            yield b""  # never reached: the generator only holds the client's side open
 
-    codes: list[grpc.StatusCode] = []
-    details: list[str] = []
-    try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             pending = [
                 channel.stream_unary("/S/Held")(no_message(), timeout=10) for _ in range(stalled)
@@ -184,17 +186,8 @@ async def stalled_calls(
                 await asyncio.sleep(0.01)
             if then_whole:
                 pending.append(channel.unary_unary("/S/Held")(b"", timeout=10))
-            for call in pending:
-                try:
-                    await call
-                    codes.append(grpc.StatusCode.OK)
-                    details.append("")
-                except grpc.aio.AioRpcError as error:
-                    codes.append(error.code())
-                    details.append(error.details() or "")
-    finally:
-        await server.stop(None)
-    return codes, details, counted
+            outcomes = [await outcome(call) for call in pending]
+    return [code for code, _ in outcomes], [detail for _, detail in outcomes], counted
 
 
 def test_calls_whose_message_is_still_coming_count_against_max_in_flight(
@@ -233,17 +226,12 @@ def test_a_call_without_a_message_is_invalid(monkeypatch: pytest.MonkeyPatch) ->
     async def call() -> grpc.aio.AioRpcError:
         servicer = Held()
         servicer.release.set()
-        handler = grpc.method_handlers_generic_handler("S", {"Held": calls.handler(servicer.Held)})
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((handler,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                with pytest.raises(grpc.aio.AioRpcError) as raised:
-                    await channel.stream_unary("/S/Held")(iter(()), timeout=10)
-        finally:
-            await server.stop(None)
+        async with (
+            serving(servicer.Held, "Held") as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await channel.stream_unary("/S/Held")(iter(()), timeout=10)
         return raised.value
 
     error = asyncio.run(call())
@@ -271,18 +259,13 @@ def test_a_method_is_told_the_size_of_its_message_as_it_came() -> None:
     a parsed message's ByteSize would cost the event loop a serialisation to tell it."""
 
     async def scenario() -> None:
-        handler = grpc.method_handlers_generic_handler("S", {"Sized": calls.handler(Sized().Sized)})
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((handler,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = channel.unary_unary("/S/Sized")
-                for size in (0, 100, 40_000):
-                    await call(BytesValue(value=b"x" * size).SerializeToString(), timeout=10)
-        finally:
-            await server.stop(None)
+        async with (
+            serving(Sized().Sized, "Sized") as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            call = channel.unary_unary("/S/Sized")
+            for size in (0, 100, 40_000):
+                await call(BytesValue(value=b"x" * size).SerializeToString(), timeout=10)
 
     asyncio.run(scenario())
     assert Sized.told == [BytesValue(value=b"x" * size).ByteSize() for size in (0, 100, 40_000)]
@@ -324,15 +307,6 @@ def _unread_call(port: int, path: bytes) -> socket.socket:
     return sock
 
 
-async def _status(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        code: grpc.StatusCode = error.code()
-        return code
-    return grpc.StatusCode.OK
-
-
 def test_calls_whose_answers_are_unread_count_against_max_in_flight(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -348,25 +322,18 @@ def test_calls_whose_answers_are_unread_count_against_max_in_flight(
         servicer = Held()
         servicer.max_in_flight = 1
         servicer.release.set()
-        handler = grpc.method_handlers_generic_handler("S", {"Held": calls.handler(servicer.Held)})
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((handler,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
+        async with serving(servicer.Held, "Held") as port:
             sock = _unread_call(port, b"/S/Held")
             await asyncio.sleep(0.5)  # the method has answered; the answer waits on the window
             held = servicer.in_flight
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                while_unread = await _status(channel.unary_unary("/S/Held")(b"", timeout=10))
+                while_unread, _ = await outcome(channel.unary_unary("/S/Held")(b"", timeout=10))
                 sock.close()  # the unread call is done: its place is free again
                 for _ in range(200):
                     if not servicer.in_flight:
                         break
                     await asyncio.sleep(0.01)
-                after_close = await _status(channel.unary_unary("/S/Held")(b"", timeout=10))
-        finally:
-            await server.stop(None)
+                after_close, _ = await outcome(channel.unary_unary("/S/Held")(b"", timeout=10))
         return held, while_unread, after_close
 
     held, while_unread, after_close = asyncio.run(scenario())
