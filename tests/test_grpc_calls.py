@@ -34,6 +34,10 @@ async def outcome(call: Any) -> tuple[grpc.StatusCode, str]:
     """A client call's status code and details."""
     try:
         await call
+    except asyncio.CancelledError:
+        if not call.cancelled():  # this task's own cancellation
+            raise
+        return grpc.StatusCode.CANCELLED, ""  # the client cancelled the call
     except grpc.aio.AioRpcError as error:
         code: grpc.StatusCode = error.code()
         return code, error.details() or ""
@@ -340,3 +344,57 @@ def test_calls_whose_answers_are_unread_count_against_max_in_flight(
     assert held == 1
     assert while_unread == grpc.StatusCode.UNAVAILABLE
     assert after_close == grpc.StatusCode.OK
+
+
+def test_every_way_a_call_ends_gives_its_place_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call leaves `in_flight` in grpcio's done callback (the answer sent): a kind of ending
+    that never called it would keep its place for ever, and MAX_IN_FLIGHT of them would make the
+    worker's gRPC port UNAVAILABLE to every call until it restarted."""
+    monkeypatch.setattr(calls, "observe_latency", lambda *args: None)
+
+    async def scenario() -> list[grpc.StatusCode]:
+        servicer = Held(message_timeout=0.3)
+        servicer.max_in_flight = 3
+        never = asyncio.Event()
+
+        async def no_message() -> AsyncIterator[bytes]:
+            await never.wait()
+            yield b""
+
+        async with (
+            serving(servicer.Held, "Held") as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            unary = channel.unary_unary("/S/Held")
+            held = [unary(b"", timeout=0.3), unary(b"", timeout=10), unary(b"", timeout=10)]
+            await asyncio.sleep(0.1)
+            refused = await outcome(unary(b"", timeout=10))  # past the bound
+            held[1].cancel()  # the client cancels
+            ended = [await outcome(held[0]), await outcome(held[1])]  # the deadline passes
+            servicer.release.set()
+            ended += [await outcome(held[2]), refused]
+            ended.append(await outcome(unary(b"\xff", timeout=10)))  # does not parse
+            ended.append(await outcome(channel.stream_unary("/S/Held")(iter(()), timeout=10)))
+            ended.append(await outcome(channel.stream_unary("/S/Held")(no_message(), timeout=10)))
+            for _ in range(200):
+                if not servicer.in_flight:
+                    break
+                await asyncio.sleep(0.01)
+            assert servicer.in_flight == 0
+            # and the places are usable: as many calls at once as the bound, all answered
+            whole = await asyncio.gather(*(outcome(unary(b"", timeout=10)) for _ in range(3)))
+        return [code for code, _ in ended + list(whole)]
+
+    codes = asyncio.run(scenario())
+    assert [code.name for code in codes] == [
+        "DEADLINE_EXCEEDED",
+        "CANCELLED",
+        "OK",
+        "UNAVAILABLE",
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "CANCELLED",
+        "OK",
+        "OK",
+        "OK",
+    ]
