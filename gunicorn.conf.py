@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from app.descriptors import raise_limit
 from app.server.handoff import RUN_DIR_ENV
 from app.server.reload import (
     OWN_METRICS_ENV,
@@ -45,6 +46,7 @@ def _cannot_start(error: Exception, log_format: str = "text") -> NoReturn:
 
 # A master re-executed by SIGUSR2 makes its own run from the operator's MODELS_DIR (app.server.reload).
 _UPGRADED = forget_inherited_run()
+raise_limit()  # before the settings: GRPC_MAX_CONNECTIONS is bounded by it (app.descriptors)
 try:
     _SETTINGS = Settings.from_env()
 except ValueError as _error:

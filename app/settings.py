@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
-from app import cpus
+from app import cpus, descriptors
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -98,6 +98,12 @@ class Settings:
     """Where every worker also serves the OIP over gRPC (app.grpc); empty: no gRPC."""
     grpc_max_streams: int = 100
     """Concurrent gRPC calls (HTTP/2 streams) per client connection."""
+    grpc_max_connections: int = field(default_factory=descriptors.default_grpc_connections)
+    """gRPC connections a worker holds at once; one past it is closed as it is accepted (a
+    client sees `UNAVAILABLE` and reconnects, perhaps to another worker). Every connection is a
+    descriptor: unbounded, idle gRPC connections took all of a worker's, and its REST port with
+    them (app.descriptors). Default 1,000, or a quarter of the descriptors if fewer; at most
+    half of them."""
     grpc_idle_seconds: int = 75
     """A gRPC connection with no call for this long is closed (GOAWAY; a client reconnects on
     its next call): connections that finished their handshake and then sent nothing stayed open
@@ -123,6 +129,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         available = cpus.available()
+        open_files = descriptors.limit()
         settings = cls(
             models_dir=Path(env.get("MODELS_DIR") or str(DEFAULT_MODELS_DIR)),
             max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", cls.max_body_bytes),
@@ -158,6 +165,13 @@ class Settings:
             access_log=env.get("ACCESS_LOG") or None,
             grpc_bind=_grpc_bind(env),
             grpc_max_streams=_positive_int(env, "GRPC_MAX_STREAMS", cls.grpc_max_streams),
+            grpc_max_connections=_positive_int(
+                env,
+                "GRPC_MAX_CONNECTIONS",
+                descriptors.default_grpc_connections(open_files),
+                descriptors.max_grpc_connections(open_files),
+                f"half the files this process may open (ulimit -n), {open_files} here",
+            ),
             grpc_idle_seconds=_grpc_seconds(env, "GRPC_IDLE_SECONDS", cls.grpc_idle_seconds),
             grpc_max_age_seconds=_grpc_seconds(
                 env, "GRPC_MAX_AGE_SECONDS", cls.grpc_max_age_seconds

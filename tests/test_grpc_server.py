@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -55,6 +56,7 @@ from tests.test_server import (
     spawn,
     stop,
     wait_until_ready,
+    workers_of,
 )
 
 pytestmark = pytest.mark.server
@@ -382,6 +384,68 @@ def test_a_connection_without_calls_is_closed_after_grpc_idle_seconds(tmp_path: 
             assert time.monotonic() - started < 10, kinds
     finally:
         stop(running)
+
+
+def test_a_worker_holds_grpc_max_connections_and_its_files_are_lifted_to_the_hard_limit(
+    tmp_path: Path,
+) -> None:
+    """Found by a descriptor probe: gRPC connections were bounded in time (GRPC_IDLE_SECONDS),
+    not in number, and each is a file: 1,100 idle ones took all 1,024 files of a worker (the
+    soft limit of a systemd service or a containerd 2 container) and its REST and metrics ports
+    with them. Now a worker closes a connection past GRPC_MAX_CONNECTIONS as it accepts it, and
+    the master lifts the soft limit to the hard one before it forks (app.descriptors)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 512:
+        pytest.skip(f"the hard limit on files ({hard}) leaves nothing to lift")
+    target = f"{HOST}:{free_port()}"
+    running = spawn(
+        tmp_path,
+        preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard)),
+        GRPC_BIND=target,
+        GRPC_MAX_CONNECTIONS="8",
+    )
+    host, port = target.rsplit(":", 1)
+    try:
+        serving(running, target)
+        for worker in workers_of(running):
+            (line,) = [
+                line
+                for line in Path(f"/proc/{worker}/limits").read_text().splitlines()
+                if line.startswith("Max open files")
+            ]
+            assert line.split()[3:5] == [str(hard), str(hard)], line
+        with contextlib.ExitStack() as held:
+            sockets = []
+            for _ in range(40):
+                sock = held.enter_context(socket.create_connection((host, int(port)), timeout=5))
+                sock.sendall(PREFACE + EMPTY_SETTINGS)
+                sockets.append(sock)
+            assert wait_for(lambda: sum(map(_closed, sockets)) >= 40 - WORKERS * 8, timeout=10)
+            assert sum(not _closed(sock) for sock in sockets) <= WORKERS * 8
+            with httpx.Client(base_url=running.url, timeout=10) as rest:
+                assert predict(rest, MINIMAL_FLIGHTS)["predict"]
+        channel = grpc.insecure_channel(target, options=FRESH)
+        try:
+            pb_grpc.GRPCInferenceServiceStub(channel).ServerReady(
+                pb.ServerReadyRequest(), timeout=10, wait_for_ready=True
+            )
+        finally:
+            channel.close()
+    finally:
+        stop(running)
+
+
+def _closed(sock: socket.socket) -> bool:
+    """The server closed `sock` (what it sent before is read and dropped)."""
+    sock.setblocking(False)
+    try:
+        while chunk := sock.recv(65_536):
+            del chunk
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _read(sock: socket.socket, size: int) -> bytes:

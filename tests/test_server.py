@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -142,9 +142,10 @@ def free_port() -> int:
         return port
 
 
-def spawn(workdir: Path, **env: str) -> Server:
+def spawn(workdir: Path, preexec: Callable[[], None] | None = None, **env: str) -> Server:
     """gunicorn exactly as deployed, in its own session, with its own temp and control-socket
-    directories so that concurrent test runs (or a developer's server) cannot collide."""
+    directories so that concurrent test runs (or a developer's server) cannot collide.
+    `preexec` runs in the child before gunicorn (a resource limit, say)."""
     workdir.mkdir(parents=True, exist_ok=True)
     environment = {name: value for name, value in os.environ.items() if name not in _SERVICE_ENV}
     port = free_port()
@@ -167,6 +168,7 @@ def spawn(workdir: Path, **env: str) -> Server:
             stdout=out,
             stderr=err,
             start_new_session=True,
+            preexec_fn=preexec,
         )
     return Server(process, port, workdir, stderr)
 

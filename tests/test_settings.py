@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app import cpus
+from app import cpus, descriptors
 from app.server.protocol import Limits
 from app.settings import (
     DEFAULT_MODELS_DIR,
@@ -25,6 +25,7 @@ INTEGER_SETTINGS = [field.name.upper() for field in fields(Settings) if field.ty
 CPU_BOUNDED = {"WORKERS", "ORT_THREADS"}
 MS_BOUNDED = {"GRPC_IDLE_SECONDS", "GRPC_MAX_AGE_SECONDS"}
 """Seconds grpcio takes in milliseconds, as C ints."""
+FILE_BOUNDED = {"GRPC_MAX_CONNECTIONS"}
 
 
 def test_defaults() -> None:
@@ -148,7 +149,9 @@ def test_every_integer_setting_is_listed() -> None:
     assert set(INTEGER_SETTINGS) >= CPU_BOUNDED
 
 
-@pytest.mark.parametrize("name", sorted(set(INTEGER_SETTINGS) - CPU_BOUNDED - MS_BOUNDED))
+@pytest.mark.parametrize(
+    "name", sorted(set(INTEGER_SETTINGS) - CPU_BOUNDED - MS_BOUNDED - FILE_BOUNDED)
+)
 def test_an_integer_setting_is_at_most_a_c_int(name: str) -> None:
     """Found by an operator probe: MAX_BODY_BYTES or GRPC_MAX_STREAMS of 2**31 crashed every
     worker at boot in grpc.aio.server (C int options), a boot loop the master never stopped."""
@@ -261,6 +264,24 @@ def test_listeners_on_one_port_of_different_hosts_or_unix_sockets_are_fine() -> 
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().max_flights = 5  # type: ignore[misc]
+
+
+def test_grpc_connections_are_bounded_by_the_files_a_worker_may_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every connection is a file: unbounded, 1,100 idle gRPC connections took all of a worker's
+    (a soft limit of 1,024) and its REST and metrics ports with them (app.descriptors)."""
+    monkeypatch.setattr(descriptors, "limit", lambda: 1_024)
+    assert Settings.from_env({}).grpc_max_connections == 256
+    assert Settings.from_env({"GRPC_MAX_CONNECTIONS": "512"}).grpc_max_connections == 512
+    with pytest.raises(ValueError, match=r"^GRPC_MAX_CONNECTIONS=") as error:
+        Settings.from_env({"GRPC_MAX_CONNECTIONS": "513"})
+    assert str(error.value) == (
+        "GRPC_MAX_CONNECTIONS='513': expected an integer from 1 to 512 "
+        "(half the files this process may open (ulimit -n), 1024 here)"
+    )
+    monkeypatch.setattr(descriptors, "limit", lambda: 1_048_576)
+    assert Settings.from_env({}).grpc_max_connections == 1_000
 
 
 @pytest.mark.parametrize("name", sorted(MS_BOUNDED))

@@ -9,7 +9,8 @@ REST's: a message over MAX_BODY_BYTES is RESOURCE_EXHAUSTED before it is read, M
 applies through the data plane, one connection may carry GRPC_MAX_STREAMS calls at once, a call
 past MAX_IN_FLIGHT unanswered ones of the worker is UNAVAILABLE, and a call's message must
 arrive within BODY_TIMEOUT (app.grpc.calls).
-A connection is closed after GRPC_IDLE_SECONDS without a call, and after GRPC_MAX_AGE_SECONDS in
+A worker holds at most GRPC_MAX_CONNECTIONS connections (one more is closed as it is accepted:
+app.descriptors), and a connection is closed after GRPC_IDLE_SECONDS without a call, and after GRPC_MAX_AGE_SECONDS in
 any case (its calls given AGE_GRACE_SECONDS), as a REST connection is after its keep-alive.
 Pings are answered however many come (`grpc.http2.max_ping_strikes` 0): past grpcio's third
 ping too early it sent GOAWAY but kept the connection and stopped answering them, queueing each
@@ -73,6 +74,7 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_concurrent_streams", settings.grpc_max_streams),
+            ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
             ("grpc.max_connection_idle_ms", settings.grpc_idle_seconds * 1000),
             ("grpc.max_connection_age_ms", settings.grpc_max_age_seconds * 1000),
             ("grpc.max_connection_age_grace_ms", AGE_GRACE_SECONDS * 1000),

@@ -1,0 +1,52 @@
+"""The file descriptors a worker may open, and the gRPC port's share of them.
+
+Every connection is one descriptor, REST's and gRPC's alike, and a worker that has none left
+accepts nothing on any port and cannot open a release's files on SIGHUP. A soft limit of 1,024
+is still the default of systemd services and of containerd 2's containers, however high the
+hard limit: 1,100 idle gRPC connections took a worker's REST and metrics ports down for as
+long as they were held. So the master raises the soft limit to the hard one before it forks
+(as Go's runtime does at start), and gRPC may hold at most a share of what remains
+(Settings.grpc_max_connections).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+
+GRPC_CONNECTIONS = 1_000
+"""The default bound on a worker's gRPC connections where descriptors are plenty: a few
+clients' channels each, behind a load balancer or not, are far fewer; 1,000 idle ones held
+about 7 MB."""
+GRPC_SHARE = 4
+"""At most a quarter of the descriptors by default; a setting may give gRPC up to half
+(`max_grpc_connections`): the rest is REST's connections, the models' and metrics' files."""
+UNLIMITED = 2**31 - 1
+
+
+def raise_limit() -> int:
+    """Raises this process's soft limit to its hard one (its children inherit it); returns the
+    soft limit then. A hard limit this process may not take (none on Linux) is left alone."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return limit()
+
+
+def limit() -> int:
+    """The descriptors this process may open (its soft limit)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return UNLIMITED if soft == resource.RLIM_INFINITY else soft
+
+
+def default_grpc_connections(descriptors: int | None = None) -> int:
+    """GRPC_CONNECTIONS, or a quarter of the descriptors if that is fewer; at least 1."""
+    descriptors = limit() if descriptors is None else descriptors
+    return max(1, min(GRPC_CONNECTIONS, descriptors // GRPC_SHARE))
+
+
+def max_grpc_connections(descriptors: int | None = None) -> int:
+    """The most GRPC_MAX_CONNECTIONS accepted: half the descriptors, at least 1."""
+    descriptors = limit() if descriptors is None else descriptors
+    return max(1, descriptors // 2)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from app import descriptors
+
+
+def test_raise_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
+    """In a child whose soft limit was lowered, as a systemd service's or containerd 2's is."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    script = (
+        "from app import descriptors; before = descriptors.limit(); "
+        "print(before, descriptors.raise_limit(), descriptors.limit())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], preexec_fn=lower, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["256", str(hard), str(hard)]
+
+
+@pytest.mark.parametrize(
+    ("files", "default", "most"),
+    [
+        (1_048_576, 1_000, 524_288),
+        (20_000, 1_000, 10_000),
+        (1_024, 256, 512),  # the soft default of systemd services and containerd 2
+        (3, 1, 1),
+    ],
+)
+def test_grpc_takes_a_quarter_of_the_files_by_default_and_half_at_most(
+    files: int, default: int, most: int
+) -> None:
+    assert descriptors.default_grpc_connections(files) == default
+    assert descriptors.max_grpc_connections(files) == most
