@@ -37,8 +37,9 @@ def test_defaults() -> None:
 
 README_DEFAULT = re.compile(r"^\| `([A-Z_]+)` \| ([^|]+?) \|", re.MULTILINE)
 """A row of README.md's settings tables: the variable and its documented default."""
-README_TEXT_DEFAULTS = {"WORKERS", "MODELS_DIR", "PROMETHEUS_MULTIPROC_DIR"}
-"""Defaults the README says in words (app.cpus, the checkout's models/, a directory per run)."""
+README_TEXT_DEFAULTS = {"WORKERS", "MODELS_DIR", "PROMETHEUS_MULTIPROC_DIR", "GRPC_MAX_CONNECTIONS"}
+"""Defaults the README says in words (app.cpus, the checkout's models/, a directory per run,
+app.descriptors)."""
 
 
 def test_the_defaults_are_the_readmes() -> None:
