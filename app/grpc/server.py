@@ -10,8 +10,9 @@ applies through the data plane, one connection may carry GRPC_MAX_STREAMS calls 
 past MAX_IN_FLIGHT unanswered ones of the worker is UNAVAILABLE, and a call's message must
 arrive within BODY_TIMEOUT (app.grpc.calls).
 A worker holds at most GRPC_MAX_CONNECTIONS connections (one more is closed as it is accepted:
-app.descriptors), and a connection is closed after GRPC_IDLE_SECONDS without a call, and after GRPC_MAX_AGE_SECONDS in
-any case (its calls given AGE_GRACE_SECONDS), as a REST connection is after its keep-alive.
+app.descriptors), and a connection is closed after GRPC_IDLE_SECONDS without a call, and after
+GRPC_MAX_AGE_SECONDS in any case (its calls given AGE_GRACE_SECONDS), as a REST connection is
+after its keep-alive.
 Pings are answered however many come (`grpc.http2.max_ping_strikes` 0): past grpcio's third
 ping too early it sent GOAWAY but kept the connection and stopped answering them, queueing each
 answer at a cost that grows with the queue, so that one connection's 20-s PING flood (~490,000
