@@ -46,7 +46,6 @@ def default_grpc_connections(descriptors: int | None = None) -> int:
     return max(1, min(GRPC_CONNECTIONS, descriptors // GRPC_SHARE))
 
 
-def max_grpc_connections(descriptors: int | None = None) -> int:
+def max_grpc_connections(descriptors: int) -> int:
     """The most GRPC_MAX_CONNECTIONS accepted: half the descriptors, at least 1."""
-    descriptors = limit() if descriptors is None else descriptors
     return max(1, descriptors // 2)

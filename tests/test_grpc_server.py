@@ -439,8 +439,8 @@ def _closed(sock: socket.socket) -> bool:
     """The server closed `sock` (what it sent before is read and dropped)."""
     sock.setblocking(False)
     try:
-        while chunk := sock.recv(65_536):
-            del chunk
+        while sock.recv(65_536):
+            pass
     except BlockingIOError:
         return False
     except OSError:
