@@ -22,7 +22,7 @@ function is small, so it is written here as:
   and shifted so that it gives a z + b, the Platt map's logit; a Mul by [-1, 1] and a Sigmoid
   give [1 - q, q] (three nodes; skl2onnx's classifier with the Platt map appended is ten);
 * a blend: the members' logits concatenated, Sigmoid, then [S, k - S] (S the sum of the k
-  members' probabilities, one Gemm), Log, and the Platt map on log S - log(k - S) =
+  members' probabilities, one Gemm; repeated to LOG_COLUMNS columns), Log, and the Platt map on log S - log(k - S) =
   logit(S / k) as one Gemm giving [-(a l + b), a l + b], then Sigmoid: nine nodes for the
   served blend (two ensembles, the logistic regression's Gemm, Concat, five more).
 
@@ -74,6 +74,16 @@ REFERENCE_TOLERANCE = 1e-5
 """Largest |dproba| allowed between a lean graph and skl2onnx's on the served rows."""
 IR_VERSION = 8
 """The ONNX IR version of opset 17, as skl2onnx writes it."""
+LOG_COLUMNS = 16
+"""A blend's Log reads [S, k - S] repeated to this many columns, of which the Platt map's Gemm
+reads the first two: onnxruntime's Log computes whole SIMD vectors, then the last elements of a
+tensor whose size is no multiple of the vector one by one, which can give another last bit. At
+two columns a flight's probability depended on the number of flights in its call (alone, as
+the third of three: 163 of 2,000 flights 1 ulp apart from their value in a batch), so on the
+requests a worker merged with it (tests/test_transports.py); at 16 (a multiple of every x86 and
+Arm vector width of floats) every element is in a whole vector whatever the rows. One thread
+per session (ORT_THREADS=1, the default) is also needed: with more, the tree ensembles sum
+their trees in an order that depends on the rows."""
 
 
 class LeanGraphError(Exception):
@@ -347,10 +357,12 @@ def lean_onnx(estimator: Any, n_features: int, platt: Platt) -> bytes | None:
             for m, (member, part) in enumerate(zip(members, linear, strict=True))
         ]
         nodes.append(helper.make_node("Concat", parts, ["z"], axis=1))
+        repeats = LOG_COLUMNS // 2
+        platt_map = np.array([[-platt.a, platt.a], [platt.a, -platt.a]])
         initializers += [
-            _tensor("sum_and_rest", np.tile([[1.0, -1.0]], (k, 1))),
-            _tensor("members", np.array([0.0, float(k)])),
-            _tensor("platt", np.array([[-platt.a, platt.a], [platt.a, -platt.a]])),
+            _tensor("sum_and_rest", np.tile([[1.0, -1.0]], (k, repeats))),
+            _tensor("members", np.tile([0.0, float(k)], repeats)),
+            _tensor("platt", np.vstack([platt_map, np.zeros((LOG_COLUMNS - 2, 2))])),
             _tensor("platt_b", np.array([-platt.b, platt.b])),
         ]
         nodes += [

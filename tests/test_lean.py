@@ -259,6 +259,27 @@ def test_the_graphs_are_a_few_nodes_with_the_services_input_and_output(
     assert lean_onnx(estimator, len(names), PLATT) == graph  # same model, same bytes
 
 
+def test_a_rows_probability_does_not_depend_on_the_rows_called_with_it(model: Any) -> None:
+    """A blend's Log once gave a flight alone, or third of three, another last bit than in a
+    batch (onnxruntime's element-wise tail): the service merges concurrent requests into one
+    call, so a flight's answer depended on its neighbours (export.lean.LOG_COLUMNS)."""
+    estimator, features, names = model
+    graph = lean_onnx(estimator, len(names), PLATT)
+    assert graph is not None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # as the service runs it (Settings.ort_threads)
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    rows = features[:300]
+
+    def in_calls_of(size: int) -> np.ndarray:
+        calls = [rows[start : start + size] for start in range(0, len(rows), size)]
+        return np.concatenate([session.run(None, {ONNX_INPUT: call})[0][:, 1] for call in calls])
+
+    batch = in_calls_of(len(rows))
+    for size in (1, 3, 5, 17):
+        assert np.array_equal(in_calls_of(size), batch), size
+
+
 def test_a_model_without_a_lean_graph_keeps_skl2onnxs_graph_and_its_platt_map() -> None:
     features, labels = synthetic(FULL + RATES)
     estimator = LogisticRegression().fit(features, labels)  # no pipeline: not train.candidates'
