@@ -72,7 +72,7 @@ def write_worker(directory: Path) -> None:
     ]
     for i, (route, method, status) in enumerate(answers):
         metrics.observe_latency(route, method, status, 0.001 * (1 + i))
-    for model in (Model("delay-minimal", "4e45033c956b"), Model("delay-full", "9e3c194f8389")):
+    for model in (Model("delay-minimal", "4e45033c956b"), Model("delay-full", "cd7ce795573b")):
         metrics.count_predictions(model, None, Prediction((0, 1), 1, 0.0002))  # type: ignore[arg-type]
         metrics.observe_merge(model, 3)  # type: ignore[arg-type]
     metrics.flush()
