@@ -16,11 +16,13 @@ out: a request alone is scored alone, one or two loop passes later; and a `/pred
 that the server says is alone in its worker is scored at once, without that pass: in-process,
 the pass, its future and the merge's bookkeeping were a fifth of a full-schedule request's time.
 
-A merged flight's probability can differ from its probability alone in the last float32 digits:
-onnxruntime adds up a call of several rows in another order than a call of one, as it already
-does for a request of several flights. Measured on 11,994 flights in requests of 1 to 7, merged
-by 40: 214 (full-schedule model) and 326 (minimal) differ, by at most 12 units in the last place
-(about 1e-6 of the value), no label. A label differs only if that digit crosses the threshold.
+A merged flight's probability is its probability alone, to the last bit: the served graphs'
+onnxruntime kernels give a row the same float32 whatever rows share its call (tests/test_lean.py,
+tests/test_microbatch.py; over the wire, tests/test_transports.py). Until the twenty-sixth session
+a blend's Log did not (export.lean.LOG_COLUMNS): 163 of 2,000 full-schedule flights scored alone
+were 1 ulp from their value in a batch, so a flight's answer depended on the requests merged with
+it. That needs one onnxruntime thread a session (ORT_THREADS=1, the default): with more, the tree
+ensembles sum their trees in an order that depends on the rows.
 
 Merging saves, per request, most of the fixed cost of an onnxruntime call and of the feature
 encoder's numpy work (docs/performance.md). Its cost was the tail: the waiting requests' objects
