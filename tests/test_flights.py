@@ -62,6 +62,28 @@ def test_integer_flight_number_becomes_the_data_sets_string() -> None:
     )
 
 
+PADDED_NUMBERS = {"0226": "226", "0226A": "226A", "226": "226", "0000": "0", "00A": "0A", "0": "0"}
+"""Flight numbers as sent -> as the data writes them (and the model knows them)."""
+
+
+def test_leading_zeros_of_a_flight_number_are_dropped_alone_in_a_batch_and_in_columns() -> None:
+    """Schedules padded to four digits (IATA SSIM's) named, to the model, a flight number it had
+    never seen: `0226` was scored by its route only, where `226` has its own rate."""
+    sent, expected = list(PADDED_NUMBERS), list(PADDED_NUMBERS.values())
+    validator = FlightValidator(["Sky Airline"], max_flights=len(sent))
+    for number, unpadded in PADDED_NUMBERS.items():
+        alone = validator.decode(orjson.dumps({"flights": [SCHEDULED | {"Vlo-I": number}]}))
+        assert alone.full is not None
+        assert list(alone.full.number or []) == [unpadded]
+    flights = [SCHEDULED | {"Vlo-I": number} for number in sent]
+    batch = validator.decode(orjson.dumps({"flights": flights}))
+    assert batch.full is not None
+    assert list(batch.full.number or []) == expected
+    columns = validator.columns({name: [f[name] for f in flights] for name in SCHEDULED})
+    assert columns is not None
+    assert list(columns.number or []) == expected
+
+
 @pytest.mark.parametrize("value", [-1, 10000, 2.0, True, "", "12345", "1 2", "ab"])
 def test_flight_number_outside_the_data_sets_shape(value: object) -> None:
     with pytest.raises(InvalidFlight, match="Vlo-I"):

@@ -192,6 +192,22 @@ def test_mixed_batch_scores_each_flight_with_its_own_model(client: TestClient) -
     assert alone[0] != pytest.approx(alone[1], abs=1e-4)
 
 
+def test_a_zero_padded_flight_number_is_scored_as_the_flight_not_as_an_unseen_number(
+    client: TestClient,
+) -> None:
+    """`0801` (a schedule padded to four digits) is LAN 801, whose own delay rate the model
+    knows; before, an unseen number scored by the route's rate."""
+    padded = FULL | {"Vlo-I": "0801", "Emp-I": "LAN", "Des-I": "SCFA"}
+
+    def probability(flight: dict[str, Any]) -> float:
+        body = client.post("/predict?proba=true", json={"flights": [flight]}).json()
+        return float(body["proba"][0])
+
+    known = probability(padded | {"Vlo-I": "801"})
+    assert probability(padded) == probability(padded | {"Vlo-I": 801}) == known
+    assert known != probability(padded | {"Vlo-I": "9801"})  # unseen: its route's rate
+
+
 def test_body_over_the_limit_is_413_before_reading_it() -> None:
     app = create_app(Settings(models_dir=MODELS_DIR, max_body_bytes=200))
     with TestClient(app) as small:

@@ -130,7 +130,8 @@ SCHEDULE_FIELDS_DECLARED = (
         "not a flight number",
         "1-4 digits, optionally one letter A-Z",
         "[0-9]{1,4}[A-Z]?",
-        description="scheduled flight number (a number is read as its digits)",
+        description="scheduled flight number (a number is read as its digits; leading zeros "
+        "are ignored: 0226 is 226)",
         examples=["226"],
     ),
 )
@@ -602,6 +603,8 @@ def _scheduled(
     numbers = [str(number) if type(number) is int else number for number in numbers]
     if not _SCHEDULE_TEXT.matches(departures, destinations, airlines, numbers):
         return None
+    if min(numbers)[0] == "0":  # each starts with a digit: the least with 0 if any does
+        numbers = [_unpadded(number) for number in numbers]
     try:
         departure = _departures(departures)
     except ValueError:
@@ -609,6 +612,14 @@ def _scheduled(
     if [int(value[5:7]) for value in departures] != months:  # placed by the pattern
         return None
     return Columns(operators, flight_types, months, departure, destinations, airlines, numbers)
+
+
+def _unpadded(number: str) -> str:
+    """A flight number (of its field's pattern) without leading zeros, as the data writes it:
+    schedules padded to four digits (IATA SSIM's `0226`) name flight 226, which an unseen
+    `0226` would score by its route only."""
+    digits = number.lstrip("0")
+    return digits if digits[:1].isdigit() else "0" + digits
 
 
 class _ScheduleText:
