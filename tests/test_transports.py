@@ -1,12 +1,12 @@
 """A differential test of the transports: the same random flights — both contracts, every
 fallback of the full model (known flight number, unseen number, unseen route, unseen airline),
-each written form of `Fecha-I` and `Vlo-I` — scored through every way into the served models, by
-a real gunicorn with two workers: `/predict` in one batch and one flight a request (concurrent,
-so that the workers merge them into shared onnxruntime calls), the Open Inference Protocol over
-REST (JSON and binary tensors) and over gRPC (raw and typed contents, batched and one flight a
-call). Each must give, for every flight, the label and the float32 probability that onnxruntime
-gives in this process for the same flight (the minimal model's table included: the server
-answers from it, the reference does not).
+each written form of `Fecha-I` and `Vlo-I` (zero-padded too) — scored through every way into
+the served models, by a real gunicorn with two workers: `/predict` in one batch and one flight a
+request (concurrent, so that the workers merge them into shared onnxruntime calls), the Open
+Inference Protocol over REST (JSON and binary tensors) and over gRPC (raw and typed contents,
+batched and one flight a call). Each must give, for every flight, the label and the float32
+probability that onnxruntime gives in this process for the same flight (the minimal model's
+table included: the server answers from it, the reference does not).
 
 This process never imports app.grpc (see tests/test_grpc_server.py)."""
 
@@ -100,10 +100,18 @@ def random_flights(count: int, seed: int) -> list[dict[str, Any]]:
             f"{rng.randrange(24):02}:{rng.randrange(60):02}:{rng.randrange(60):02}",
             "Des-I": destination,
             "Emp-I": airline,
-            "Vlo-I": int(number) if number.isdigit() and rng.random() < 0.5 else number,
+            "Vlo-I": rng.choice(written(number)),
         }
         flights.append(flight)
     return flights
+
+
+def written(number: str) -> list[Any]:
+    """The forms a flight number may be sent in: as text, padded to four digits (IATA SSIM's),
+    and as a JSON integer when it is one."""
+    digits = number.rstrip(string.ascii_uppercase)
+    forms: list[Any] = [number, digits.zfill(4) + number[len(digits) :]]
+    return [*forms, int(number)] if number.isdigit() else forms
 
 
 @pytest.fixture(scope="module")
