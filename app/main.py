@@ -93,7 +93,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Batches scored in the batch thread tell their observers on the event loop, like every
         # other request: the tallies and drift windows are never touched by two threads.
         models.observe = on_event_loop(models.observe, asyncio.get_running_loop())
-        app.state.validator = FlightValidator(models.operators, settings.max_flights)
+        app.state.validator = FlightValidator(
+            models.operators, settings.max_flights, models.departure_years
+        )
         app.state.models = models
         logger.info(
             "models ready: %s",

@@ -51,7 +51,7 @@ def check(models_dir: Path, threads: int = 1) -> tuple[list[str], list[str]]:
             return [], [str(error)]
     passed: list[str] = []
     failed: list[str] = []
-    validator = FlightValidator(models.operators, max_flights=1_000)
+    validator = FlightValidator(models.operators, 1_000, models.departure_years)
     for expected, model in zip(MODEL_NAMES, (models.minimal, models.full), strict=True):
         problems = _sample_problems(models, model, validator)
         if problems:

@@ -91,8 +91,10 @@ def _field(
     return Field(name, attribute, Annotated[type_, msgspec.Meta(**meta)], problem, allowed, pattern)
 
 
-SCHEDULE_FIELDS_DECLARED = (
-    _field(
+def departure_field(years: tuple[int, int] | None) -> Field:
+    """`Fecha-I`, documented with the years of departure a validator allows, if it bounds them."""
+    bound = "" if years is None else f", its year from {years[0]} to {years[1]}"
+    return _field(
         "Fecha-I",
         "departure",
         Annotated[str, msgspec.Meta(min_length=19, max_length=19)],
@@ -100,9 +102,13 @@ SCHEDULE_FIELDS_DECLARED = (
         DATETIME_FORMAT,
         "(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}",  # year 0: numpy parses it
         description=f"scheduled departure, local time, {DATETIME_FORMAT} (or with a T); its "
-        "month must equal MES",
+        f"month must equal MES{bound}",
         examples=["2017-01-01 23:30:00"],
-    ),
+    )
+
+
+SCHEDULE_FIELDS_DECLARED = (
+    departure_field(None),
     _field(
         "Des-I",
         "destination",
@@ -326,12 +332,23 @@ class Batch:
 
 
 class FlightValidator:
-    """Decodes and checks raw flights against the operators the models were trained on."""
+    """Decodes and checks raw flights against the operators the models were trained on and, when
+    given, the years of departure the full model's holiday calendar covers (`years`, first and
+    last inclusive): outside them its holiday features would be those of a year without any."""
 
-    def __init__(self, operators: Iterable[str], max_flights: int) -> None:
+    def __init__(
+        self, operators: Iterable[str], max_flights: int, years: tuple[int, int] | None = None
+    ) -> None:
         self.operators = frozenset(operators)
         self.max_flights = max_flights
-        self.fields = minimal_fields(sorted(self.operators)) + SCHEDULE_FIELDS_DECLARED
+        self.years = years
+        # as the departures' strings compare: from the first year's, before the next year's
+        self._years = None if years is None else (f"{years[0]:04}", f"{years[1] + 1:04}")
+        self.fields = (
+            *minimal_fields(sorted(self.operators)),
+            departure_field(years),
+            *SCHEDULE_FIELDS_DECLARED[1:],
+        )
         self.flight_type = msgspec.defstruct(
             "Flight",
             [
@@ -483,7 +500,7 @@ class FlightValidator:
         ):
             raise self._refusal(raw, body)
         columns = _scheduled(
-            *_minimal_columns(flights), departures, destinations, airlines, numbers
+            self._years, *_minimal_columns(flights), departures, destinations, airlines, numbers
         )
         if columns is None:
             raise self._refusal(raw, body)
@@ -515,7 +532,11 @@ class FlightValidator:
         if len(columns) == len(MINIMAL_FIELDS):
             return Columns(operators, flight_types, months)
         return _scheduled(
-            operators, flight_types, months, *(columns[name] for name in SCHEDULE_FIELDS)
+            self._years,
+            operators,
+            flight_types,
+            months,
+            *(columns[name] for name in SCHEDULE_FIELDS),
         )
 
     def _refusal(self, raw: list[Any] | None, body: bytes) -> ServiceError:
@@ -565,6 +586,11 @@ class FlightValidator:
             if field.name == "Fecha-I" and int(value[5:7]) != raw["MES"]:
                 problem = f"month {int(value[5:7])} contradicts MES={raw['MES']}"
                 return InvalidFlight(index, field.name, problem, value)
+            if field.name == "Fecha-I" and self.years is not None:
+                first, last = self.years
+                if not first <= int(value[:4]) <= last:
+                    problem = f"year {int(value[:4])} is outside the model's holiday calendar"
+                    return InvalidFlight(index, field.name, problem, value, f"{first} to {last}")
         return None
 
 
@@ -589,6 +615,7 @@ def _minimal(flights: list[Any]) -> Columns:
 
 
 def _scheduled(
+    years: tuple[str, str] | None,
     operators: Sequence[str],
     flight_types: Sequence[str],
     months: list[int],
@@ -599,7 +626,8 @@ def _scheduled(
 ) -> Columns | None:
     """Scheduled flights' columns, or None when a rule that joins fields is broken: each
     schedule string of its pattern (a flight number given as an integer is read as its digits),
-    a date and time that exist, in the month MES says."""
+    a date and time that exist, in the month MES says, in the `years` if given (the first
+    year's four digits, the next year's after the last)."""
     numbers = [str(number) if type(number) is int else number for number in numbers]
     if not _SCHEDULE_TEXT.matches(departures, destinations, airlines, numbers):
         return None
@@ -610,6 +638,8 @@ def _scheduled(
     except ValueError:
         return None
     if [int(value[5:7]) for value in departures] != months:  # placed by the pattern
+        return None
+    if years is not None and not (years[0] <= min(departures) and max(departures) < years[1]):
         return None
     return Columns(operators, flight_types, months, departure, destinations, airlines, numbers)
 
