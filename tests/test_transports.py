@@ -6,7 +6,8 @@ request (concurrent, so that the workers merge them into shared onnxruntime call
 Inference Protocol over REST (JSON and binary tensors) and over gRPC (raw and typed contents,
 batched and one flight a call). Each must give, for every flight, the label and the float32
 probability that onnxruntime gives in this process for the same flight (the minimal model's
-table included: the server answers from it, the reference does not).
+table included: the server answers from it, the reference does not); and the server's
+`predictions_total` must have counted each flight once a transport, with that label.
 
 This process never imports app.grpc (see tests/test_grpc_server.py)."""
 
@@ -229,9 +230,21 @@ def merged_requests(url: str) -> float:
     )
 
 
+def predictions_by_label(url: str) -> dict[tuple[str, str], float]:
+    """`predictions_total` of the server's workers, by model and label."""
+    counts: dict[tuple[str, str], float] = {}
+    for family in scrape(url):
+        for sample in family.samples:
+            if sample.name == "predictions_total":
+                key = (sample.labels["model"], sample.labels["label"])
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
 def test_every_transport_gives_onnxruntimes_answer_for_every_flight(
     served: GrpcServer, http: httpx.Client, flights: list[dict[str, Any]], expected: Answer
 ) -> None:
+    counted_before = predictions_by_label(served.http.url)
     rest_binary = triton_http.InferenceServerClient(f"{HOST}:{served.http.port}", concurrency=1)
     grpc_client = triton_grpc.InferenceServerClient(served.target)
     channel = grpc.insecure_channel(served.target)
@@ -272,6 +285,21 @@ def test_every_transport_gives_onnxruntimes_answer_for_every_flight(
     assert wait_for(lambda: merged_requests(served.http.url) > 0, timeout=5 * FLUSH_SECONDS)
     labels, probabilities = expected
     assert 0 < sum(labels) < len(labels)  # both labels among the flights
+    # and the monitoring counted each flight once a transport, with the label it was given
+    answered: dict[tuple[str, str], float] = {}
+    for flight, label in zip(flights, labels, strict=True):
+        key = (model_of(flight), str(label))
+        answered[key] = answered.get(key, 0.0) + len(answers)
+
+    def counted() -> dict[tuple[str, str], float]:
+        after = predictions_by_label(served.http.url)
+        deltas = {key: after[key] - counted_before.get(key, 0.0) for key in after}
+        return {key: delta for key, delta in deltas.items() if delta}
+
+    assert wait_for(lambda: counted() == answered, timeout=5 * FLUSH_SECONDS), (
+        counted(),
+        answered,
+    )
     for transport, (got_labels, got_probabilities) in answers.items():
         wrong = [
             (i, flights[i], got_probabilities[i], probabilities[i])
