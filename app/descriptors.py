@@ -1,12 +1,12 @@
-"""The file descriptors a worker may open, and the gRPC port's share of them.
+"""The file descriptors a worker may open, and each port's share of them.
 
 Every connection is one descriptor, REST's and gRPC's alike, and a worker that has none left
 accepts nothing on any port and cannot open a release's files on SIGHUP. A soft limit of 1,024
 is still the default of systemd services and of containerd 2's containers, however high the
 hard limit: 1,100 idle gRPC connections took a worker's REST and metrics ports down for as
-long as they were held. So the master raises the soft limit to the hard one before it forks
-(as Go's runtime does at start), and gRPC may hold at most a share of what remains
-(Settings.grpc_max_connections).
+long as they were held, and 1,100 idle REST connections did the same. So the master raises the
+soft limit to the hard one before it forks (as Go's runtime does at start), and each port may
+hold at most a share of what remains (Settings.max_connections, Settings.grpc_max_connections).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import resource
 
-GRPC_CONNECTIONS = 1_000
-"""The default bound on a worker's gRPC connections where descriptors are plenty: a few
-clients' channels each, behind a load balancer or not, are far fewer; 1,000 idle ones held
-about 7 MB."""
-GRPC_SHARE = 4
-"""At most a quarter of the descriptors by default; a setting may give gRPC up to half
-(`max_grpc_connections`): the rest is REST's connections, the models' and metrics' files."""
+CONNECTIONS = 1_000
+"""The default bound on a worker's connections of each port (REST, gRPC) where descriptors are
+plenty: a few clients' pools or channels each, behind a load balancer or not, are far fewer;
+1,000 idle ones held about 7 MB (gRPC's) and 7 MB (REST's: 6.8 kB each, 5,000 measured)."""
+SHARE = 4
+"""At most a quarter of the descriptors a port by default; a setting may give one up to half
+(`max_connections`): the rest is the other port's, the models' and the metrics' files."""
 UNLIMITED = 2**31 - 1
 
 
@@ -40,12 +40,14 @@ def limit() -> int:
     return UNLIMITED if soft == resource.RLIM_INFINITY else soft
 
 
-def default_grpc_connections(descriptors: int | None = None) -> int:
-    """GRPC_CONNECTIONS, or a quarter of the descriptors if that is fewer; at least 1."""
+def default_connections(descriptors: int | None = None) -> int:
+    """A port's default bound: CONNECTIONS, or a quarter of the descriptors if that is fewer;
+    at least 1."""
     descriptors = limit() if descriptors is None else descriptors
-    return max(1, min(GRPC_CONNECTIONS, descriptors // GRPC_SHARE))
+    return max(1, min(CONNECTIONS, descriptors // SHARE))
 
 
-def max_grpc_connections(descriptors: int) -> int:
-    """The most GRPC_MAX_CONNECTIONS accepted: half the descriptors, at least 1."""
+def max_connections(descriptors: int) -> int:
+    """The most MAX_CONNECTIONS or GRPC_MAX_CONNECTIONS accepted: half the descriptors, at
+    least 1."""
     return max(1, descriptors // 2)

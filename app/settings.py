@@ -77,6 +77,13 @@ class Settings:
     is answered. Busy: a request in progress, or a 503 less than `crowded_window` s ago (its
     client is expected back after the Retry-After; ended by the once-a-second sweep, so 1 s
     later at most); idle keep-alive connections do not count (app.server.protocol)."""
+    max_connections: int = field(default_factory=descriptors.default_connections)
+    """REST connections a worker holds at once: one more is made room for by closing the
+    connection that has waited longest for a request (idle keep-alive, nothing sent, or a head
+    still coming), or, if every one has a request in progress, is closed itself
+    (app.server.protocol). Every connection is a descriptor: unbounded, 1,100 idle connections
+    took all of a worker's, its metrics and gRPC ports with them (app.descriptors). Default
+    1,000, or a quarter of the descriptors if fewer; at most half of them."""
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
     they do not hold its event loop (app.server.overload)."""
@@ -98,7 +105,7 @@ class Settings:
     """Where every worker also serves the OIP over gRPC (app.grpc); empty: no gRPC."""
     grpc_max_streams: int = 100
     """Concurrent gRPC calls (HTTP/2 streams) per client connection."""
-    grpc_max_connections: int = field(default_factory=descriptors.default_grpc_connections)
+    grpc_max_connections: int = field(default_factory=descriptors.default_connections)
     """gRPC connections a worker holds at once; one past it is closed as it is accepted (a
     client sees `UNAVAILABLE` and reconnects, perhaps to another worker). Every connection is a
     descriptor: unbounded, idle gRPC connections took all of a worker's, and its REST port with
@@ -150,6 +157,7 @@ class Settings:
             crowded_connections=_positive_int(env, "CROWDED_CONNECTIONS", cls.crowded_connections),
             crowded_in_flight=_positive_int(env, "CROWDED_IN_FLIGHT", cls.crowded_in_flight),
             crowded_window=_positive_int(env, "CROWDED_WINDOW", cls.crowded_window),
+            max_connections=_connections(env, "MAX_CONNECTIONS", open_files),
             offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
             microbatch=_flag(env, "MICROBATCH", cls.microbatch),
             bind=_bind(env),
@@ -165,13 +173,7 @@ class Settings:
             access_log=env.get("ACCESS_LOG") or None,
             grpc_bind=_grpc_bind(env),
             grpc_max_streams=_positive_int(env, "GRPC_MAX_STREAMS", cls.grpc_max_streams),
-            grpc_max_connections=_positive_int(
-                env,
-                "GRPC_MAX_CONNECTIONS",
-                descriptors.default_grpc_connections(open_files),
-                descriptors.max_grpc_connections(open_files),
-                f"half the files this process may open (ulimit -n), {open_files} here",
-            ),
+            grpc_max_connections=_connections(env, "GRPC_MAX_CONNECTIONS", open_files),
             grpc_idle_seconds=_grpc_seconds(env, "GRPC_IDLE_SECONDS", cls.grpc_idle_seconds),
             grpc_max_age_seconds=_grpc_seconds(
                 env, "GRPC_MAX_AGE_SECONDS", cls.grpc_max_age_seconds
@@ -220,6 +222,17 @@ def _positive_int(
         reason = f" ({why})" if why else ""
         raise ValueError(f"{name}={raw!r}: expected an integer from 1 to {maximum}{reason}")
     return int(digits)
+
+
+def _connections(env: Mapping[str, str], name: str, open_files: int) -> int:
+    """A port's bound on a worker's connections (app.descriptors)."""
+    return _positive_int(
+        env,
+        name,
+        descriptors.default_connections(open_files),
+        descriptors.max_connections(open_files),
+        f"half the files this process may open (ulimit -n), {open_files} here",
+    )
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -37,8 +37,8 @@ def test_raise_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
         (3, 1, 1),
     ],
 )
-def test_grpc_takes_a_quarter_of_the_files_by_default_and_half_at_most(
+def test_a_port_takes_a_quarter_of_the_files_by_default_and_half_at_most(
     files: int, default: int, most: int
 ) -> None:
-    assert descriptors.default_grpc_connections(files) == default
-    assert descriptors.max_grpc_connections(files) == most
+    assert descriptors.default_connections(files) == default
+    assert descriptors.max_connections(files) == most

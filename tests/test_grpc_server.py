@@ -50,6 +50,7 @@ from tests.test_server import (
     WORKERS,
     Server,
     card,
+    closed_by_server,
     failed_start,
     free_port,
     predict,
@@ -420,8 +421,10 @@ def test_a_worker_holds_grpc_max_connections_and_its_files_are_lifted_to_the_har
                 sock = held.enter_context(socket.create_connection((host, int(port)), timeout=5))
                 sock.sendall(PREFACE + EMPTY_SETTINGS)
                 sockets.append(sock)
-            assert wait_for(lambda: sum(map(_closed, sockets)) >= 40 - WORKERS * 8, timeout=10)
-            assert sum(not _closed(sock) for sock in sockets) <= WORKERS * 8
+            assert wait_for(
+                lambda: sum(map(closed_by_server, sockets)) >= 40 - WORKERS * 8, timeout=10
+            )
+            assert sum(not closed_by_server(sock) for sock in sockets) <= WORKERS * 8
             with httpx.Client(base_url=running.url, timeout=10) as rest:
                 assert predict(rest, MINIMAL_FLIGHTS)["predict"]
         channel = grpc.insecure_channel(target, options=FRESH)
@@ -433,19 +436,6 @@ def test_a_worker_holds_grpc_max_connections_and_its_files_are_lifted_to_the_har
             channel.close()
     finally:
         stop(running)
-
-
-def _closed(sock: socket.socket) -> bool:
-    """The server closed `sock` (what it sent before is read and dropped)."""
-    sock.setblocking(False)
-    try:
-        while sock.recv(65_536):
-            pass
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _read(sock: socket.socket, size: int) -> bytes:

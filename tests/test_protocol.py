@@ -820,6 +820,75 @@ def on_worker(scenario: Callable[[Worker], Awaitable[None]], limits: Limits = CR
         BODY_GATE.clear()
 
 
+BOUNDED = replace(LIMITS, max_connections=3)
+
+
+def closed(connections: list[Connection]) -> list[bool]:
+    """Which of `connections` were closed; each closed one is then lost, as the loop does."""
+    result = []
+    for protocol, transport in connections:
+        result.append(transport.closed)
+        if transport.closed and protocol in protocol.connections:
+            protocol.connection_lost(None)
+    return result
+
+
+def test_past_max_connections_the_one_waiting_longest_for_a_request_is_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """1,100 connections sending nothing took all of a worker's descriptors (ulimit 1,024): its
+    other ports and `/predict`'s new connections were refused until the head timeout. Made
+    room for, the longest-waiting goes first: nothing sent since it was made, a head still
+    coming in, or an idle keep-alive, each since its last answer."""
+
+    async def scenario(worker: Worker) -> None:
+        kept_alive, silent, trickling = (worker.connect() for _ in range(3))
+        trickling[0].data_received(b"POST /predict HTTP/1.1\r\nHo")
+        assert await worker.send(kept_alive) == b"HTTP/1.1 200 OK"  # waits since its answer
+        with caplog.at_level(logging.WARNING):
+            fourth = worker.connect()
+        assert closed([kept_alive, silent, trickling, fourth]) == [False, True, False, False]
+        assert "1 connection(s) closed to stay within MAX_CONNECTIONS=3" in caplog.text
+        fifth = worker.connect()
+        assert closed([kept_alive, trickling, fourth, fifth]) == [False, True, False, False]
+        assert await worker.send(fifth) == b"HTTP/1.1 200 OK"
+        sixth = worker.connect()  # the kept-alive one has waited longest by now
+        assert closed([kept_alive, fourth, fifth, sixth]) == [True, False, False, False]
+
+    on_worker(scenario, BOUNDED)
+
+
+def test_a_connection_with_a_request_in_progress_is_never_closed_to_make_room() -> None:
+    """Every one has a request in progress (a body still coming): the new one is closed. Once
+    one of them is answered, it waits again, and goes first."""
+
+    async def scenario(worker: Worker) -> None:
+        busy = [worker.connect() for _ in range(3)]
+        for connection in busy:
+            assert await worker.send(connection, post(b"{}", length=4)) == b""  # body awaited
+        assert closed([*busy, worker.connect()]) == [False, False, False, True]
+        assert await worker.send(busy[1], b"{}") == b"HTTP/1.1 200 OK"  # body done, answered
+        assert closed([*busy, worker.connect()]) == [False, True, False, False]
+
+    on_worker(scenario, BOUNDED)
+
+
+def test_the_log_says_how_many_were_closed_at_most_once_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario(worker: Worker) -> None:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(10):
+                closed([worker.connect()])
+        lines = [r.message for r in caplog.records if "MAX_CONNECTIONS" in r.message]
+        assert lines == [
+            "1 connection(s) closed to stay within MAX_CONNECTIONS=3 (the one waiting longest "
+            "for a request, or a new one when none was)"
+        ]
+
+    on_worker(scenario, BOUNDED)
+
+
 def test_requests_waiting_for_their_body_are_not_in_flight() -> None:
     """Clients trickling their bodies (or never sending them, until the body timeout) cost the
     worker no work: past the bound's count of them, a whole request is still served. Before,

@@ -3,8 +3,10 @@ port, spoken to over real sockets by httpx and by the unmodified Triton HTTP cli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -30,6 +32,7 @@ from tritonclient.utils import InferenceServerException
 
 from app.observability.metrics import FLUSH_SECONDS
 from app.server.protocol import REFUSED_ROUTE
+from benchmarks.chaos import wait_for
 from tests.conftest import MODELS_DIR, PAYLOADS, ROOT, payload_request
 
 pytestmark = pytest.mark.server
@@ -929,3 +932,49 @@ def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
         assert counted == 3, "shed, first, again: the request of the client that left is not"
     finally:
         stop(running)
+
+
+def test_idle_connections_past_max_connections_cannot_take_a_workers_files(
+    tmp_path: Path,
+) -> None:
+    """Found by a descriptor probe: REST connections were bounded in time (HEAD_TIMEOUT), not in
+    number, and each is a file: 1,100 sending nothing took all 1,024 of a worker's, and
+    `/predict` and the metrics refused new connections until the head timeout closed them.
+    Here the files are held to 256 (soft and hard: the master cannot lift them), so each worker
+    holds at most 64 connections (MAX_CONNECTIONS' default, a quarter): 600 idle ones leave
+    both workers with files to spare, the oldest closed as new ones come."""
+    limit = 256
+    running = spawn(
+        tmp_path, preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    )
+    try:
+        wait_until_ready(running)
+        with contextlib.ExitStack() as held:
+            idle = [
+                held.enter_context(socket.create_connection((HOST, running.port), timeout=5))
+                for _ in range(600)
+            ]
+            bound = WORKERS * limit // 4
+            assert wait_for(
+                lambda: sum(map(closed_by_server, idle)) >= len(idle) - bound, timeout=10
+            )
+            with httpx.Client(base_url=running.url, timeout=10) as rest:
+                assert predict(rest, MINIMAL_FLIGHTS)["predict"]
+                assert rest.get("/metrics").status_code == 200
+            assert not closed_by_server(idle[-1])  # the newest are the ones held
+        assert "connection(s) closed to stay within MAX_CONNECTIONS=64" in running.log()
+    finally:
+        stop(running)
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """The server closed `sock` (what it sent before is read and dropped)."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(65_536):
+            pass
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True

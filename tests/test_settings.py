@@ -25,7 +25,7 @@ INTEGER_SETTINGS = [field.name.upper() for field in fields(Settings) if field.ty
 CPU_BOUNDED = {"WORKERS", "ORT_THREADS"}
 MS_BOUNDED = {"GRPC_IDLE_SECONDS", "GRPC_MAX_AGE_SECONDS"}
 """Seconds grpcio takes in milliseconds, as C ints."""
-FILE_BOUNDED = {"GRPC_MAX_CONNECTIONS"}
+FILE_BOUNDED = {"MAX_CONNECTIONS", "GRPC_MAX_CONNECTIONS"}
 
 
 def test_defaults() -> None:
@@ -37,7 +37,13 @@ def test_defaults() -> None:
 
 README_DEFAULT = re.compile(r"^\| `([A-Z_]+)` \| ([^|]+?) \|", re.MULTILINE)
 """A row of README.md's settings tables: the variable and its documented default."""
-README_TEXT_DEFAULTS = {"WORKERS", "MODELS_DIR", "PROMETHEUS_MULTIPROC_DIR", "GRPC_MAX_CONNECTIONS"}
+README_TEXT_DEFAULTS = {
+    "WORKERS",
+    "MODELS_DIR",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "MAX_CONNECTIONS",
+    "GRPC_MAX_CONNECTIONS",
+}
 """Defaults the README says in words (app.cpus, the checkout's models/, a directory per run,
 app.descriptors)."""
 
@@ -267,22 +273,24 @@ def test_settings_are_frozen() -> None:
         Settings().max_flights = 5  # type: ignore[misc]
 
 
-def test_grpc_connections_are_bounded_by_the_files_a_worker_may_open(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("name", sorted(FILE_BOUNDED))
+def test_connections_are_bounded_by_the_files_a_worker_may_open(
+    monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    """Every connection is a file: unbounded, 1,100 idle gRPC connections took all of a worker's
-    (a soft limit of 1,024) and its REST and metrics ports with them (app.descriptors)."""
+    """Every connection is a file: unbounded, 1,100 idle gRPC connections, or as many idle REST
+    ones, took all of a worker's (a soft limit of 1,024) and its other ports with them
+    (app.descriptors)."""
     monkeypatch.setattr(descriptors, "limit", lambda: 1_024)
-    assert Settings.from_env({}).grpc_max_connections == 256
-    assert Settings.from_env({"GRPC_MAX_CONNECTIONS": "512"}).grpc_max_connections == 512
-    with pytest.raises(ValueError, match=r"^GRPC_MAX_CONNECTIONS=") as error:
-        Settings.from_env({"GRPC_MAX_CONNECTIONS": "513"})
+    assert getattr(Settings.from_env({}), name.lower()) == 256
+    assert getattr(Settings.from_env({name: "512"}), name.lower()) == 512
+    with pytest.raises(ValueError, match=rf"^{name}=") as error:
+        Settings.from_env({name: "513"})
     assert str(error.value) == (
-        "GRPC_MAX_CONNECTIONS='513': expected an integer from 1 to 512 "
+        f"{name}='513': expected an integer from 1 to 512 "
         "(half the files this process may open (ulimit -n), 1024 here)"
     )
     monkeypatch.setattr(descriptors, "limit", lambda: 1_048_576)
-    assert Settings.from_env({}).grpc_max_connections == 1_000
+    assert getattr(Settings.from_env({}), name.lower()) == 1_000
 
 
 @pytest.mark.parametrize("name", sorted(MS_BOUNDED))

@@ -42,6 +42,14 @@ connection that never sends a byte open forever, and waits forever on a trickled
   (or first) request, which the client then sees as a reset (measured: 2-3 failed requests per
   20-SIGHUP storm before, none after). A connection the event loop hands over after shutdown
   began (accepted just before the listener closed) drains too (`begin_drain`);
+* a bound on the worker's connections (`max_connections`): one past it is made room for by
+  closing the connection that has waited longest for a request (idle keep-alive, nothing sent,
+  or a head still coming in: nothing lost that its client would not send again), as nginx
+  reuses its idle keep-alive connections, or, if every one has a request in progress, is
+  closed itself; at most one log line a second says how many (`_make_room`). Unbounded, 1,100
+  connections sending nothing took all of a worker's descriptors (ulimit 1,024), so that its
+  metrics and gRPC ports and the new connections of `/predict` were refused until the head
+  timeout closed them (app.descriptors);
 * a client's half-close (`shutdown(SHUT_WR)` once it has sent its requests) ends reading, not
   the connection: the requests it sent in full are answered, the last closing the connection
   (`eof_received`), where uvicorn's protocol closed at once and lost every answer not yet
@@ -137,6 +145,15 @@ a connection answered 503 stays until the sweep finds nothing in progress and it
 connections do not count: a pool of 300 of them made a worker shed a burst of 40 past 16."""
 
 
+_WAITING: weakref.WeakKeyDictionary[ServerState, dict[GuardedHttpToolsProtocol, None]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per server: its connections in the order they began to wait for a request (made, or their
+last answer complete), the longest waiting first; one whose request began since may still be
+in it (`_make_room` passes it by). A dict for its order, removals and moves in O(1)."""
+_MADE_ROOM: weakref.WeakKeyDictionary[ServerState, list[float]] = weakref.WeakKeyDictionary()
+"""Per server: [when the last `_make_room` line was logged (loop time), connections closed to
+make room since]."""
 _RECEIVING: weakref.WeakKeyDictionary[ServerState, set[GuardedHttpToolsProtocol]] = (
     weakref.WeakKeyDictionary()
 )
@@ -179,6 +196,8 @@ class Limits:
     send_timeout: float = 30.0
     """Seconds a client may leave its answers unread (`_unread`): as long as BODY_TIMEOUT gives it
     to send a body by default; not a setting."""
+    max_connections: int = 1_000
+    """The worker's connections at most (`_make_room`; Settings.max_connections)."""
 
     def bound(self, busy: int) -> int:
         """The in-flight bound of a worker with `busy` busy connections (`_BUSY`):
@@ -270,13 +289,52 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """The write buffer's size at the last sweep that saw them wait."""
         self._deferred = False
         """Whether the next request waits for the client to read its answers (`resume_writing`)."""
+        self._waiting = _WAITING.setdefault(self.server_state, {})
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._writer = CoalescingTransport(self.transport)  # a response in one write: see there
         _Sweeper.ensure(self.loop, self.connections)
-        if self.server_state in _DRAINING:
+        self._waiting[self] = None
+        if len(self.connections) > self.limits.max_connections:
+            self._make_room()
+        if self.server_state in _DRAINING and not self.transport.is_closing():
             self.shutdown()
+
+    def _make_room(self) -> None:
+        """Closes the connection (another, or this new one) that keeps the worker within
+        `max_connections`: the one waiting longest for a request, if any is; else this one.
+        The oldest entries of `_WAITING` that no longer wait (a request in progress) leave it
+        as they are passed: each entry is passed once, however many connections there are."""
+        victim = self
+        while (oldest := next(iter(self._waiting), self)) is not self:
+            del self._waiting[oldest]
+            if oldest._waits_for_request():
+                victim = oldest
+                break
+        victim.transport.close()
+        now = self.loop.time()
+        logged = _MADE_ROOM.setdefault(self.server_state, [-SWEEP_INTERVAL, 0.0])
+        logged[1] += 1
+        if now - logged[0] >= SWEEP_INTERVAL:
+            self.logger.warning(
+                "%d connection(s) closed to stay within MAX_CONNECTIONS=%d (the one waiting "
+                "longest for a request, or a new one when none was)",
+                logged[1],
+                self.limits.max_connections,
+            )
+            logged[:] = [now, 0.0]
+
+    def _waits_for_request(self) -> bool:
+        """Nothing in progress, held, queued or left to write: an idle keep-alive connection,
+        one that sent nothing yet, or one whose next request's head is still coming in."""
+        return (
+            self._held is None
+            and self._refusal is None
+            and not self._answers_pending()
+            and not self.transport.is_closing()
+            and not self.transport.get_write_buffer_size()
+        )
 
     def data_received(self, data: bytes) -> None:
         """uvicorn's (0.54), and then the head limit; but a request whose `Upgrade` uvicorn
@@ -654,8 +712,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             task.add_done_callback(self._answered.discard)
             self._busy.discard(self)
             self._receiving.discard(self)  # answered before its body was in (a 413, say)
+        self._wait_for_request()
         super().on_response_complete()
         self._refuse_if_due()
+
+    def _wait_for_request(self) -> None:
+        """Last in `_WAITING`: the connection waiting for a request for the shortest time."""
+        self._waiting.pop(self, None)
+        self._waiting[self] = None
 
     def _shed(self, cycle: RequestResponseCycle, waited: float = 0.0) -> None:
         """503, written here: no task, no app (at once, or after `waited` s held). The cycle is
@@ -676,6 +740,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle.response_started = cycle.response_complete = True
         if not cycle.keep_alive:
             self.transport.close()
+        self._wait_for_request()
         super().on_response_complete()
         self._refuse_if_due()
 
@@ -803,6 +868,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's, and a held request is dropped: nothing is left to answer it later."""
         self._busy.discard(self)
         self._receiving.discard(self)
+        self._waiting.pop(self, None)
         if self._release_timer is not None:
             self._release_timer.cancel()
             self._held = self._release_timer = None

@@ -145,6 +145,7 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
                 settings.crowded_connections,
                 settings.crowded_in_flight,
                 settings.crowded_window,
+                max_connections=settings.max_connections,
             ),
             log_shed=settings.access_log is not None,
         )
