@@ -78,9 +78,9 @@ class Settings:
     client is expected back after the Retry-After; ended by the once-a-second sweep, so 1 s
     later at most); idle keep-alive connections do not count (app.server.protocol)."""
     max_connections: int = field(default_factory=descriptors.default_connections)
-    """REST connections a worker holds at once: one more is made room for by closing the
-    connection that has waited longest for a request (idle keep-alive, nothing sent, or a head
-    still coming), or, if every one has a request in progress, is closed itself
+    """REST connections a worker holds at once: one more is made room for by closing the oldest
+    connection never answered (nothing sent, or a first head still coming), else the longest-idle
+    keep-alive one, or, if every one has a request in progress, is closed itself
     (app.server.protocol). Every connection is a descriptor: unbounded, 1,100 idle connections
     took all of a worker's, its metrics and gRPC ports with them (app.descriptors). Default
     1,000, or a quarter of the descriptors if fewer; at most half of them."""

@@ -838,21 +838,23 @@ def test_past_max_connections_the_one_waiting_longest_for_a_request_is_closed(
 ) -> None:
     """1,100 connections sending nothing took all of a worker's descriptors (ulimit 1,024): its
     other ports and `/predict`'s new connections were refused until the head timeout. Made
-    room for, the longest-waiting goes first: nothing sent since it was made, a head still
-    coming in, or an idle keep-alive, each since its last answer."""
+    room for: first the connections never answered (nothing sent, or a head still coming in),
+    oldest first; then idle keep-alive ones, the longest idle first."""
 
     async def scenario(worker: Worker) -> None:
-        kept_alive, silent, trickling = (worker.connect() for _ in range(3))
+        kept_alive = worker.connect()
+        assert await worker.send(kept_alive) == b"HTTP/1.1 200 OK"
+        silent, trickling = worker.connect(), worker.connect()
         trickling[0].data_received(b"POST /predict HTTP/1.1\r\nHo")
-        assert await worker.send(kept_alive) == b"HTTP/1.1 200 OK"  # waits since its answer
         with caplog.at_level(logging.WARNING):
             fourth = worker.connect()
         assert closed([kept_alive, silent, trickling, fourth]) == [False, True, False, False]
         assert "1 connection(s) closed to stay within MAX_CONNECTIONS=3" in caplog.text
         fifth = worker.connect()
         assert closed([kept_alive, trickling, fourth, fifth]) == [False, True, False, False]
-        assert await worker.send(fifth) == b"HTTP/1.1 200 OK"
-        sixth = worker.connect()  # the kept-alive one has waited longest by now
+        for connection in (fourth, fifth):
+            assert await worker.send(connection) == b"HTTP/1.1 200 OK"
+        sixth = worker.connect()  # every other one answered: the longest idle goes
         assert closed([kept_alive, fourth, fifth, sixth]) == [True, False, False, False]
 
     on_worker(scenario, BOUNDED)

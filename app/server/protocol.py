@@ -43,10 +43,11 @@ connection that never sends a byte open forever, and waits forever on a trickled
   20-SIGHUP storm before, none after). A connection the event loop hands over after shutdown
   began (accepted just before the listener closed) drains too (`begin_drain`);
 * a bound on the worker's connections (`max_connections`): one past it is made room for by
-  closing the connection that has waited longest for a request (idle keep-alive, nothing sent,
-  or a head still coming in: nothing lost that its client would not send again), as nginx
-  reuses its idle keep-alive connections, or, if every one has a request in progress, is
-  closed itself; at most one log line a second says how many (`_make_room`). Unbounded, 1,100
+  closing a connection waiting for a request (nothing lost that its client would not send
+  again): the oldest never answered (nothing sent, or a first head still coming in), else the
+  longest-idle keep-alive one (as nginx reuses its idle keep-alive connections); if every one
+  has a request in progress, it is closed itself; at most one log line a second says how many
+  (`_make_room`). Unbounded, 1,100
   connections sending nothing took all of a worker's descriptors (ulimit 1,024), so that its
   metrics and gRPC ports and the new connections of `/predict` were refused until the head
   timeout closed them (app.descriptors);
@@ -145,12 +146,15 @@ a connection answered 503 stays until the sweep finds nothing in progress and it
 connections do not count: a pool of 300 of them made a worker shed a burst of 40 past 16."""
 
 
-_WAITING: weakref.WeakKeyDictionary[ServerState, dict[GuardedHttpToolsProtocol, None]] = (
+_Queue = dict["GuardedHttpToolsProtocol", None]
+"""Connections in the order they began to wait, the longest waiting first: a dict for its order,
+removals and moves in O(1)."""
+_WAITING: weakref.WeakKeyDictionary[ServerState, tuple[_Queue, _Queue]] = (
     weakref.WeakKeyDictionary()
 )
-"""Per server: its connections in the order they began to wait for a request (made, or their
-last answer complete), the longest waiting first; one whose request began since may still be
-in it (`_make_room` passes it by). A dict for its order, removals and moves in O(1)."""
+"""Per server: its connections not answered yet, in the order they were made, and its answered
+ones, in the order their last answers completed (`_make_room` closes them in that order). One
+whose request began since may still be in them (`_make_room` passes it by)."""
 _MADE_ROOM: weakref.WeakKeyDictionary[ServerState, list[float]] = weakref.WeakKeyDictionary()
 """Per server: [when the last `_make_room` line was logged (loop time), connections closed to
 make room since]."""
@@ -289,13 +293,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """The write buffer's size at the last sweep that saw them wait."""
         self._deferred = False
         """Whether the next request waits for the client to read its answers (`resume_writing`)."""
-        self._waiting = _WAITING.setdefault(self.server_state, {})
+        self._unanswered, self._answered_ones = _WAITING.setdefault(self.server_state, ({}, {}))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._writer = CoalescingTransport(self.transport)  # a response in one write: see there
         _Sweeper.ensure(self.loop, self.connections)
-        self._waiting[self] = None
+        self._unanswered[self] = None
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
         if self.server_state in _DRAINING and not self.transport.is_closing():
@@ -303,15 +307,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _make_room(self) -> None:
         """Closes the connection (another, or this new one) that keeps the worker within
-        `max_connections`: the one waiting longest for a request, if any is; else this one.
-        The oldest entries of `_WAITING` that no longer wait (a request in progress) leave it
-        as they are passed: each entry is passed once, however many connections there are."""
-        victim = self
-        while (oldest := next(iter(self._waiting), self)) is not self:
-            del self._waiting[oldest]
-            if oldest._waits_for_request():
-                victim = oldest
-                break
+        `max_connections`: of those waiting for a request, first the ones never answered
+        (nothing sent yet, or a first head still coming in: what a flood of idle connections
+        is), the oldest first, then idle keep-alive ones, the longest idle first; if none is
+        waiting, this one. Clients in a pool, each keep-alive connection idle a few ms between
+        requests, lost it to a flood of new idle connections (2 resets in 1,500 requests) while
+        those were closed in the order they came."""
+        victim = (
+            _longest_waiting(self._unanswered, self)
+            or _longest_waiting(self._answered_ones, self)
+            or self
+        )
         victim.transport.close()
         now = self.loop.time()
         logged = _MADE_ROOM.setdefault(self.server_state, [-SWEEP_INTERVAL, 0.0])
@@ -717,9 +723,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse_if_due()
 
     def _wait_for_request(self) -> None:
-        """Last in `_WAITING`: the connection waiting for a request for the shortest time."""
-        self._waiting.pop(self, None)
-        self._waiting[self] = None
+        """Last of the answered ones in `_WAITING`: the one waiting for the shortest time."""
+        self._unanswered.pop(self, None)
+        self._answered_ones.pop(self, None)
+        self._answered_ones[self] = None
 
     def _shed(self, cycle: RequestResponseCycle, waited: float = 0.0) -> None:
         """503, written here: no task, no app (at once, or after `waited` s held). The cycle is
@@ -868,7 +875,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's, and a held request is dropped: nothing is left to answer it later."""
         self._busy.discard(self)
         self._receiving.discard(self)
-        self._waiting.pop(self, None)
+        self._unanswered.pop(self, None)
+        self._answered_ones.pop(self, None)
         if self._release_timer is not None:
             self._release_timer.cancel()
             self._held = self._release_timer = None
@@ -943,6 +951,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cast(dict[str, Any], scope)[ANSWERED_BY_SERVER] = status  # a namespaced ASGI key
         method = scope.get("method", "-") if scope is not None else "-"
         observe_latency(REFUSED_ROUTE, method, status, waited)
+
+
+def _longest_waiting(
+    queue: _Queue, newcomer: GuardedHttpToolsProtocol
+) -> GuardedHttpToolsProtocol | None:
+    """The first connection of `queue` that still waits for a request (`newcomer` excepted); the
+    ones passed on the way, whose request began since, leave it (each entry is passed once)."""
+    while (oldest := next(iter(queue), newcomer)) is not newcomer:
+        del queue[oldest]
+        if oldest._waits_for_request():
+            return oldest
+    return None
 
 
 class _Sweeper:
