@@ -101,19 +101,25 @@ def serving(server: Server, target: str) -> GrpcServer:
     return GrpcServer(server, target, early)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
+@contextlib.contextmanager
+def serving_grpc(workdir: Path, **env: str) -> Iterator[GrpcServer]:
+    """A server with gRPC on a free loopback port, once every worker serves it; stopped after."""
     target = f"{HOST}:{free_port()}"
-    running = spawn(
-        tmp_path_factory.mktemp("grpc"),
-        GRPC_BIND=target,
-        MAX_FLIGHTS=str(MAX_FLIGHTS),
-        GRPC_MAX_STREAMS=str(MAX_STREAMS),
-    )
+    running = spawn(workdir, GRPC_BIND=target, **env)
     try:
         yield serving(running, target)
     finally:
         stop(running)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
+    with serving_grpc(
+        tmp_path_factory.mktemp("grpc"),
+        MAX_FLIGHTS=str(MAX_FLIGHTS),
+        GRPC_MAX_STREAMS=str(MAX_STREAMS),
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

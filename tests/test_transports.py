@@ -34,17 +34,14 @@ from app.inference.model import ModelSet
 from app.observability.metrics import FLUSH_SECONDS
 from benchmarks.chaos import wait_for
 from tests.conftest import MODELS_DIR
-from tests.test_grpc_server import GrpcServer, outputs, raw_inputs, serving, typed_request
+from tests.test_grpc_server import GrpcServer, outputs, raw_inputs, serving_grpc, typed_request
 from tests.test_server import (
     FULL_INPUTS,
     HOST,
     MINIMAL_INPUTS,
     card,
-    free_port,
     infer_inputs,
     scrape,
-    spawn,
-    stop,
 )
 
 pytestmark = pytest.mark.server
@@ -133,12 +130,8 @@ def expected(flights: list[dict[str, Any]]) -> Answer:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
-    target = f"{HOST}:{free_port()}"
-    running = spawn(tmp_path_factory.mktemp("transports"), GRPC_BIND=target)
-    try:
-        yield serving(running, target)
-    finally:
-        stop(running)
+    with serving_grpc(tmp_path_factory.mktemp("transports")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
