@@ -19,7 +19,7 @@ from uvicorn.server import ServerState
 
 from app.observability import request_id as request_ids
 from app.observability.logs import access_logger
-from app.observability.metrics import ANSWERED_BY_SERVER, exposition
+from app.observability.metrics import ANSWERED_BY_SERVER, CLOSED_KINDS, exposition
 from app.server.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE, UNSHED_PATHS
 from app.server.protocol import (
     DRAIN_INTERVAL,
@@ -823,6 +823,16 @@ def on_worker(scenario: Callable[[Worker], Awaitable[None]], limits: Limits = CR
 BOUNDED = replace(LIMITS, max_connections=3)
 
 
+def closed_to_make_room() -> dict[str, float]:
+    """`http_connections_closed_total` by its `closed` label so far (this process's metrics)."""
+    return {
+        sample.labels["closed"]: sample.value
+        for family in text_string_to_metric_families(exposition()[0].decode())
+        for sample in family.samples
+        if sample.name == "http_connections_closed_total"
+    }
+
+
 def closed(connections: list[Connection]) -> list[bool]:
     """Which of `connections` were closed; each closed one is then lost, as the loop does."""
     result = []
@@ -841,6 +851,8 @@ def test_past_max_connections_the_one_waiting_longest_for_a_request_is_closed(
     room for: first the connections never answered (nothing sent, or a head still coming in),
     oldest first; then idle keep-alive ones, the longest idle first."""
 
+    before = closed_to_make_room()
+
     async def scenario(worker: Worker) -> None:
         kept_alive = worker.connect()
         assert await worker.send(kept_alive) == b"HTTP/1.1 200 OK"
@@ -858,11 +870,19 @@ def test_past_max_connections_the_one_waiting_longest_for_a_request_is_closed(
         assert closed([kept_alive, fourth, fifth, sixth]) == [True, False, False, False]
 
     on_worker(scenario, BOUNDED)
+    after = closed_to_make_room()
+    assert {kind: after.get(kind, 0.0) - before.get(kind, 0.0) for kind in CLOSED_KINDS} == {
+        "unanswered": 2,
+        "keep_alive": 1,
+        "new": 0,
+    }
 
 
 def test_a_connection_with_a_request_in_progress_is_never_closed_to_make_room() -> None:
     """Every one has a request in progress (a body still coming): the new one is closed. Once
     one of them is answered, it waits again, and goes first."""
+
+    before = closed_to_make_room()
 
     async def scenario(worker: Worker) -> None:
         busy = [worker.connect() for _ in range(3)]
@@ -873,6 +893,8 @@ def test_a_connection_with_a_request_in_progress_is_never_closed_to_make_room() 
         assert closed([*busy, worker.connect()]) == [False, True, False, False]
 
     on_worker(scenario, BOUNDED)
+    after = closed_to_make_room()
+    assert after["new"] - before.get("new", 0.0) == 1
 
 
 def test_the_log_says_how_many_were_closed_at_most_once_a_second(

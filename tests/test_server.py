@@ -962,6 +962,17 @@ def test_idle_connections_past_max_connections_cannot_take_a_workers_files(
                 assert predict(rest, MINIMAL_FLIGHTS)["predict"]
                 assert rest.get("/metrics").status_code == 200
             assert not closed_by_server(idle[-1])  # the newest are the ones held
+
+            def closed_unanswered() -> float:
+                return sum(
+                    sample.value
+                    for family in scrape(running.url)
+                    for sample in family.samples
+                    if sample.name == "http_connections_closed_total"
+                    and sample.labels["closed"] == "unanswered"
+                )
+
+            assert wait_for(lambda: closed_unanswered() >= len(idle) - bound, timeout=5)
         assert "connection(s) closed to stay within MAX_CONNECTIONS=64" in running.log()
     finally:
         stop(running)

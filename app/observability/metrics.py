@@ -79,6 +79,14 @@ MODEL_CALLS = Histogram(
     ["model"],
     buckets=CALL_BUCKETS,
 )
+CONNECTIONS_CLOSED = Counter(
+    "http_connections_closed_total",
+    "REST connections a worker closed to stay within MAX_CONNECTIONS, by which one: never "
+    "answered, idle keep-alive, or the new one (every other had a request in progress)",
+    ["closed"],
+)
+CLOSED_KINDS = ("unanswered", "keep_alive", "new")
+"""The `closed` label's values (app.server.protocol's `_make_room`)."""
 WORKERS = Gauge(
     "model_workers",
     "Live workers that loaded each model version: after a reload, the old version's series "
@@ -107,6 +115,8 @@ _merged: dict[str, list[float]] = {}
 """model name → [sum of requests, count in bucket 0, ..., count above the last]"""
 _model_calls: dict[str, list[float]] = {}
 """model name → [sum of seconds, count in bucket 0, ..., count above the last]"""
+_closed: dict[str, int] = {}
+"""CLOSED_KINDS value → connections closed"""
 
 
 class Derived(Protocol):
@@ -144,6 +154,11 @@ def _tally(
     tally[bisect_left(bounds, value) + 1] += 1  # a bucket holds values <= its bound
 
 
+def count_closed_connection(kind: str) -> None:
+    """One connection closed to stay within MAX_CONNECTIONS (`kind`: one of CLOSED_KINDS)."""
+    _closed[kind] = _closed.get(kind, 0) + 1
+
+
 def count_predictions(model: OnnxModel, columns: Columns, prediction: Prediction) -> None:
     tally = _predictions.get(model)
     if tally is None:
@@ -171,11 +186,14 @@ def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
 
 def flush() -> None:
     """Adds this worker's tallies to the shared metrics and starts new ones."""
-    global _latency, _predictions, _merged, _model_calls
+    global _latency, _predictions, _merged, _model_calls, _closed
     latency, _latency = _latency, {}
     predictions, _predictions = _predictions, {}
     merged, _merged = _merged, {}
     model_calls, _model_calls = _model_calls, {}
+    closed, _closed = _closed, {}
+    for kind, count in closed.items():
+        CONNECTIONS_CLOSED.labels(kind).inc(count)
     for (route, method, status), tally in latency.items():
         _add(LATENCY.labels(route, method, str(status)), tally)
         REQUESTS.labels(route, method, str(status)).inc(sum(tally[1:]))
@@ -227,6 +245,8 @@ def keep_flushing() -> None:
     loop = asyncio.get_running_loop()
     if loop is not _flushing_loop:
         _flushing_loop = loop
+        for kind in CLOSED_KINDS:  # shown from zero, so that `rate()` sees the first ones
+            CONNECTIONS_CLOSED.labels(kind)
         loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
 
 

@@ -76,7 +76,11 @@ from uvicorn.server import ServerState
 
 from app.observability import request_id as request_ids
 from app.observability.logs import log_access
-from app.observability.metrics import ANSWERED_BY_SERVER, observe_latency
+from app.observability.metrics import (
+    ANSWERED_BY_SERVER,
+    count_closed_connection,
+    observe_latency,
+)
 from app.server.coalesce import CoalescingTransport
 from app.server.overload import SHED_ROUTE, UNSHED_PATHS, hold_until, shed_response
 from app.server.upgrade import IgnoredUpgradeBody
@@ -313,12 +317,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         waiting, this one. Clients in a pool, each keep-alive connection idle a few ms between
         requests, lost it to a flood of new idle connections (2 resets in 1,500 requests) while
         those were closed in the order they came."""
-        victim = (
-            _longest_waiting(self._unanswered, self)
-            or _longest_waiting(self._answered_ones, self)
-            or self
-        )
+        victim, kind = _longest_waiting(self._unanswered, self), "unanswered"
+        if victim is None:
+            victim, kind = _longest_waiting(self._answered_ones, self), "keep_alive"
+        if victim is None:
+            victim, kind = self, "new"
         victim.transport.close()
+        count_closed_connection(kind)
         now = self.loop.time()
         logged = _MADE_ROOM.setdefault(self.server_state, [-SWEEP_INTERVAL, 0.0])
         logged[1] += 1
