@@ -14,10 +14,16 @@ from __future__ import annotations
 import contextlib
 import resource
 
-CONNECTIONS = 1_000
-"""The default bound on a worker's connections of each port (REST, gRPC) where descriptors are
-plenty: a few clients' pools or channels each, behind a load balancer or not, are far fewer;
-1,000 idle ones held about 7 MB (gRPC's) and 7 MB (REST's: 6.8 kB each, 5,000 measured)."""
+REST_CONNECTIONS = 10_000
+"""The default bound on a worker's REST connections where descriptors are plenty. Past it each
+new connection closes another (app.server.protocol), so a load of more clients than the bound,
+each reconnecting at once, churns: at 1,000 a worker, wrk's 2,048 connections on 2 workers
+closed 36,000 connections in 6 s and fell from 23,000 to 14,000 answers a second, where 1,024
+closed none. 10,000 idle connections hold about 70 MB (6.8 kB each, 5,000 measured)."""
+GRPC_CONNECTIONS = 1_000
+"""The default bound on a worker's gRPC connections where descriptors are plenty: a few clients'
+channels each, behind a load balancer or not, are far fewer; 1,000 idle ones held about 7 MB.
+grpcio refuses the connection past it (no churn)."""
 SHARE = 4
 """At most a quarter of the descriptors a port by default; a setting may give one up to half
 (`max_connections`): the rest is the other port's, the models' and the metrics' files."""
@@ -40,11 +46,11 @@ def limit() -> int:
     return UNLIMITED if soft == resource.RLIM_INFINITY else soft
 
 
-def default_connections(descriptors: int | None = None) -> int:
-    """A port's default bound: CONNECTIONS, or a quarter of the descriptors if that is fewer;
-    at least 1."""
+def default_connections(most: int, descriptors: int | None = None) -> int:
+    """A port's default bound: `most`, or a quarter of the descriptors if that is fewer; at
+    least 1."""
     descriptors = limit() if descriptors is None else descriptors
-    return max(1, min(CONNECTIONS, descriptors // SHARE))
+    return max(1, min(most, descriptors // SHARE))
 
 
 def max_connections(descriptors: int) -> int:

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -77,13 +78,16 @@ class Settings:
     is answered. Busy: a request in progress, or a 503 less than `crowded_window` s ago (its
     client is expected back after the Retry-After; ended by the once-a-second sweep, so 1 s
     later at most); idle keep-alive connections do not count (app.server.protocol)."""
-    max_connections: int = field(default_factory=descriptors.default_connections)
+    max_connections: int = field(
+        default_factory=partial(descriptors.default_connections, descriptors.REST_CONNECTIONS)
+    )
     """REST connections a worker holds at once: one more is made room for by closing the oldest
     connection never answered (nothing sent, or a first head still coming), else the longest-idle
     keep-alive one, or, if every one has a request in progress, is closed itself
     (app.server.protocol). Every connection is a descriptor: unbounded, 1,100 idle connections
     took all of a worker's, its metrics and gRPC ports with them (app.descriptors). Default
-    1,000, or a quarter of the descriptors if fewer; at most half of them."""
+    10,000 (past it, clients that reconnect at once churn), or a quarter of the descriptors if
+    fewer; at most half of them."""
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
     they do not hold its event loop (app.server.overload)."""
@@ -105,7 +109,9 @@ class Settings:
     """Where every worker also serves the OIP over gRPC (app.grpc); empty: no gRPC."""
     grpc_max_streams: int = 100
     """Concurrent gRPC calls (HTTP/2 streams) per client connection."""
-    grpc_max_connections: int = field(default_factory=descriptors.default_connections)
+    grpc_max_connections: int = field(
+        default_factory=partial(descriptors.default_connections, descriptors.GRPC_CONNECTIONS)
+    )
     """gRPC connections a worker holds at once; one past it is closed as it is accepted (a
     client sees `UNAVAILABLE` and reconnects, perhaps to another worker). Every connection is a
     descriptor: unbounded, idle gRPC connections took all of a worker's, and its REST port with
@@ -157,7 +163,9 @@ class Settings:
             crowded_connections=_positive_int(env, "CROWDED_CONNECTIONS", cls.crowded_connections),
             crowded_in_flight=_positive_int(env, "CROWDED_IN_FLIGHT", cls.crowded_in_flight),
             crowded_window=_positive_int(env, "CROWDED_WINDOW", cls.crowded_window),
-            max_connections=_connections(env, "MAX_CONNECTIONS", open_files),
+            max_connections=_connections(
+                env, "MAX_CONNECTIONS", descriptors.REST_CONNECTIONS, open_files
+            ),
             offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
             microbatch=_flag(env, "MICROBATCH", cls.microbatch),
             bind=_bind(env),
@@ -173,7 +181,9 @@ class Settings:
             access_log=env.get("ACCESS_LOG") or None,
             grpc_bind=_grpc_bind(env),
             grpc_max_streams=_positive_int(env, "GRPC_MAX_STREAMS", cls.grpc_max_streams),
-            grpc_max_connections=_connections(env, "GRPC_MAX_CONNECTIONS", open_files),
+            grpc_max_connections=_connections(
+                env, "GRPC_MAX_CONNECTIONS", descriptors.GRPC_CONNECTIONS, open_files
+            ),
             grpc_idle_seconds=_grpc_seconds(env, "GRPC_IDLE_SECONDS", cls.grpc_idle_seconds),
             grpc_max_age_seconds=_grpc_seconds(
                 env, "GRPC_MAX_AGE_SECONDS", cls.grpc_max_age_seconds
@@ -224,12 +234,13 @@ def _positive_int(
     return int(digits)
 
 
-def _connections(env: Mapping[str, str], name: str, open_files: int) -> int:
-    """A port's bound on a worker's connections (app.descriptors)."""
+def _connections(env: Mapping[str, str], name: str, most: int, open_files: int) -> int:
+    """A port's bound on a worker's connections (app.descriptors): by default `most`, or a
+    quarter of the files if fewer."""
     return _positive_int(
         env,
         name,
-        descriptors.default_connections(open_files),
+        descriptors.default_connections(most, open_files),
         descriptors.max_connections(open_files),
         f"half the files this process may open (ulimit -n), {open_files} here",
     )

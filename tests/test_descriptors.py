@@ -29,16 +29,17 @@ def test_raise_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
 
 
 @pytest.mark.parametrize(
-    ("files", "default", "most"),
+    ("files", "rest", "grpc", "most"),
     [
-        (1_048_576, 1_000, 524_288),
-        (20_000, 1_000, 10_000),
-        (1_024, 256, 512),  # the soft default of systemd services and containerd 2
-        (3, 1, 1),
+        (1_048_576, 10_000, 1_000, 524_288),
+        (20_000, 5_000, 1_000, 10_000),
+        (1_024, 256, 256, 512),  # the soft default of systemd services and containerd 2
+        (3, 1, 1, 1),
     ],
 )
 def test_a_port_takes_a_quarter_of_the_files_by_default_and_half_at_most(
-    files: int, default: int, most: int
+    files: int, rest: int, grpc: int, most: int
 ) -> None:
-    assert descriptors.default_connections(files) == default
+    assert descriptors.default_connections(descriptors.REST_CONNECTIONS, files) == rest
+    assert descriptors.default_connections(descriptors.GRPC_CONNECTIONS, files) == grpc
     assert descriptors.max_connections(files) == most

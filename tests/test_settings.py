@@ -290,7 +290,9 @@ def test_connections_are_bounded_by_the_files_a_worker_may_open(
         "(half the files this process may open (ulimit -n), 1024 here)"
     )
     monkeypatch.setattr(descriptors, "limit", lambda: 1_048_576)
-    assert getattr(Settings.from_env({}), name.lower()) == 1_000
+    assert getattr(Settings.from_env({}), name.lower()) == (
+        descriptors.GRPC_CONNECTIONS if name.startswith("GRPC") else descriptors.REST_CONNECTIONS
+    )
 
 
 @pytest.mark.parametrize("name", sorted(MS_BOUNDED))
