@@ -906,8 +906,8 @@ def test_the_log_says_how_many_were_closed_at_most_once_a_second(
                 closed([worker.connect()])
         lines = [r.message for r in caplog.records if "MAX_CONNECTIONS" in r.message]
         assert lines == [
-            "1 connection(s) closed to stay within MAX_CONNECTIONS=3 (the one waiting longest "
-            "for a request, or a new one when none was)"
+            "1 connection(s) closed to stay within MAX_CONNECTIONS=3 (never-answered ones first, "
+            "then idle keep-alive ones, else the new one)"
         ]
 
     on_worker(scenario, BOUNDED)

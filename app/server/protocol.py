@@ -47,10 +47,9 @@ connection that never sends a byte open forever, and waits forever on a trickled
   again): the oldest never answered (nothing sent, or a first head still coming in), else the
   longest-idle keep-alive one (as nginx reuses its idle keep-alive connections); if every one
   has a request in progress, it is closed itself; at most one log line a second says how many
-  (`_make_room`). Unbounded, 1,100
-  connections sending nothing took all of a worker's descriptors (ulimit 1,024), so that its
-  metrics and gRPC ports and the new connections of `/predict` were refused until the head
-  timeout closed them (app.descriptors);
+  (`_make_room`). Unbounded, 1,100 connections sending nothing took all of a worker's
+  descriptors (ulimit 1,024), so that its metrics and gRPC ports and the new connections of
+  `/predict` were refused until the head timeout closed them (app.descriptors);
 * a client's half-close (`shutdown(SHUT_WR)` once it has sent its requests) ends reading, not
   the connection: the requests it sent in full are answered, the last closing the connection
   (`eof_received`), where uvicorn's protocol closed at once and lost every answer not yet
@@ -329,8 +328,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         logged[1] += 1
         if now - logged[0] >= SWEEP_INTERVAL:
             self.logger.warning(
-                "%d connection(s) closed to stay within MAX_CONNECTIONS=%d (the one waiting "
-                "longest for a request, or a new one when none was)",
+                "%d connection(s) closed to stay within MAX_CONNECTIONS=%d (never-answered ones "
+                "first, then idle keep-alive ones, else the new one)",
                 logged[1],
                 self.limits.max_connections,
             )
