@@ -62,7 +62,8 @@ import asyncio
 import weakref
 from asyncio import TimerHandle
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, cast
 
 import h11
@@ -73,6 +74,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from app import descriptors
 from app.observability import request_id as request_ids
 from app.observability.logs import log_access
 from app.observability.metrics import (
@@ -203,8 +205,10 @@ class Limits:
     send_timeout: float = 30.0
     """Seconds a client may leave its answers unread (`_unread`): as long as BODY_TIMEOUT gives it
     to send a body by default; not a setting."""
-    max_connections: int = 1_000
-    """The worker's connections at most (`_make_room`; Settings.max_connections)."""
+    max_connections: int = field(
+        default_factory=partial(descriptors.default_connections, descriptors.REST_CONNECTIONS)
+    )
+    """The worker's connections at most (`_make_room`): Settings.max_connections' default."""
 
     def bound(self, busy: int) -> int:
         """The in-flight bound of a worker with `busy` busy connections (`_BUSY`):
