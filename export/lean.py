@@ -22,9 +22,10 @@ function is small, so it is written here as:
   and shifted so that it gives a z + b, the Platt map's logit; a Mul by [-1, 1] and a Sigmoid
   give [1 - q, q] (three nodes; skl2onnx's classifier with the Platt map appended is ten);
 * a blend: the members' logits concatenated, Sigmoid, then [S, k - S] (S the sum of the k
-  members' probabilities, one Gemm; repeated to LOG_COLUMNS columns), Log, and the Platt map on log S - log(k - S) =
-  logit(S / k) as one Gemm giving [-(a l + b), a l + b], then Sigmoid: nine nodes for the
-  served blend (two ensembles, the logistic regression's Gemm, Concat, five more).
+  members' probabilities, one Gemm; repeated to LOG_COLUMNS columns), Log, and the Platt map
+  on log S - log(k - S) = logit(S / k) as one Gemm giving [-(a l + b), a l + b], then Sigmoid:
+  nine nodes for the served blend (two ensembles, the logistic regression's Gemm, Concat, five
+  more).
 
 The graph has skl2onnx's input (`features`, [N, F] float) and `probabilities` ([N, 2] float),
 the only output the service asks for (app.inference.model); skl2onnx's `label` output (the argmax of

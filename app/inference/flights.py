@@ -587,9 +587,9 @@ class FlightValidator:
                 problem = f"month {int(value[5:7])} contradicts MES={raw['MES']}"
                 return InvalidFlight(index, field.name, problem, value)
             if field.name == "Fecha-I" and self.years is not None:
-                first, last = self.years
-                if not first <= int(value[:4]) <= last:
-                    problem = f"year {int(value[:4])} is outside the model's holiday calendar"
+                (first, last), year = self.years, int(value[:4])
+                if not first <= year <= last:
+                    problem = f"year {year} is outside the model's holiday calendar"
                     return InvalidFlight(index, field.name, problem, value, f"{first} to {last}")
         return None
 
