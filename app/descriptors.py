@@ -18,8 +18,8 @@ REST_CONNECTIONS = 10_000
 """The default bound on a worker's REST connections where descriptors are plenty. Past it each
 new connection closes another (app.server.protocol), so a load of more clients than the bound,
 each reconnecting at once, churns: at 1,000 a worker, wrk's 2,048 connections on 2 workers
-closed 36,000 connections in 6 s and fell from 23,000 to 14,000 answers a second, where 1,024
-closed none. 10,000 idle connections hold about 70 MB (6.8 kB each, 5,000 measured)."""
+closed 36,000 connections in 6 s and fell from 23,000 to 14,000 answers a second (single
+minimal flights, the table path, 503s included), where 1,024 closed none. 10,000 idle connections hold about 70 MB (6.8 kB each, 5,000 measured)."""
 GRPC_CONNECTIONS = 1_000
 """The default bound on a worker's gRPC connections where descriptors are plenty: a few clients'
 channels each, behind a load balancer or not, are far fewer; 1,000 idle ones held about 7 MB.
