@@ -24,6 +24,9 @@ from app.inference.features import (
     take,
 )
 from app.inference.flights import Columns, Flight, Schedule
+from app.inference.model import ModelSet
+from tests.conftest import MODELS_DIR
+from train.data import HOLIDAY_YEARS, chilean_holidays
 
 HOLIDAYS = np.array(["2017-01-01", "2017-09-18", "2017-09-19", "2017-12-25"], dtype="datetime64[D]")
 
@@ -373,6 +376,22 @@ def test_an_encoder_without_the_tables_its_groups_need_is_refused() -> None:
     columns, labels = _hierarchy_data()
     with pytest.raises(ValueError, match=r"^the holidays group needs the holiday calendar$"):
         FeatureEncoder.fit(columns, labels, ("holidays",))
+
+
+def test_the_committed_calendar_encodes_every_day_of_its_exact_years_as_a_wider_one_would() -> None:
+    """The card's calendar holds 2016-2036; a day after its last holiday counted days to the
+    next one as the horizon, though New Year's Day 2037 was a few days away (2036-12-26 to 31).
+    Every day of the exact years must encode as with the neighbouring years' holidays too."""
+    calendar = ModelSet.load(MODELS_DIR).full.card.encoder.calendar
+    assert calendar is not None
+    first, last = calendar.exact_years
+    assert (first, last) == (HOLIDAY_YEARS[0], HOLIDAY_YEARS[1] - 1)
+    wider = Calendar(chilean_holidays((first - 1, last + 2)))
+    days = np.arange(np.datetime64(f"{first}-01-01"), np.datetime64(f"{last + 1}-01-01"))
+    departures = days.astype("datetime64[m]") + np.timedelta64(23 * 60 + 59, "m")
+    assert np.array_equal(calendar.encode(departures), wider.encode(departures))
+    after = np.arange(np.datetime64(f"{last + 1}-12-26"), np.datetime64(f"{last + 2}-01-01"))
+    assert not np.array_equal(calendar.encode(after), wider.encode(after))  # why it stops
 
 
 def test_committed_full_model_scores_an_unseen_flight_number_like_its_route(

@@ -29,7 +29,8 @@ Makefile exports it with the same default) and the retrain workflow (its `dvc pu
 REQUIRED_COLUMNS = ("Fecha-I", "Vlo-I", "Des-I", "Emp-I", "Fecha-O", "TIPOVUELO", "OPERA")
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 HOLIDAY_YEARS = (2016, 2036)
-"""The Chilean holiday calendar written into the model card covers these years (inclusive)."""
+"""The Chilean holiday calendar written into the model card covers these years (inclusive); the
+service accepts departures in all but the last (app.inference.features.Calendar.exact_years)."""
 
 
 def data_location(environ: Mapping[str, str] = os.environ) -> Path:

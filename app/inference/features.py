@@ -280,6 +280,14 @@ class Calendar:
 
     holidays: np.ndarray
 
+    @property
+    def exact_years(self) -> tuple[int, int]:
+        """The years of departure (first, last) whose every day `encode` gets right: the
+        calendar holds whole years, and the days after its last year's last holiday would count
+        to the next year's New Year's Day, which it lacks (2036-12-26 to 31 had `days to the next
+        holiday` 7 instead of 6 to 1), so its last year is not one."""
+        return int(str(self.holidays[0])[:4]), int(str(self.holidays[-1])[:4]) - 1
+
     def encode(self, departure: np.ndarray) -> np.ndarray:
         """[is a holiday, days to the next, days since the last] per departure."""
         days = departure.astype("datetime64[D]")

@@ -425,13 +425,9 @@ class ModelSet:
         self.by_name = {minimal.name: minimal, full.name: full}
         self.operators = minimal.card.operators
         calendar = full.card.encoder.calendar
-        self.departure_years = (
-            None
-            if calendar is None
-            else (int(str(calendar.holidays[0])[:4]), int(str(calendar.holidays[-1])[:4]))
-        )
-        """The years of departure the full model's holiday calendar covers (first, last); None
-        when it has no holiday features."""
+        self.departure_years = None if calendar is None else calendar.exact_years
+        """The years of departure (first, last) the full model's holiday calendar encodes
+        exactly; None when it has no holiday features."""
         self.observe: Observer = observe or (lambda model, columns, prediction: None)
         """public: app.main adds the drift monitor once the models are loaded"""
 
