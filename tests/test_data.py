@@ -96,6 +96,21 @@ def test_unparseable_date_names_row_and_column(tmp_path: Path) -> None:
         load(write_csv(tmp_path / "f.csv", rows))
 
 
+@pytest.mark.parametrize("departure", ["2015-12-31 23:59:00", "2036-12-28 10:00:00"])
+def test_a_departure_outside_the_holiday_calendars_years_names_row_and_years(
+    tmp_path: Path, departure: str
+) -> None:
+    """Training on it would have fitted holiday features of a year without holidays."""
+    rows = synthetic_rows(5)
+    rows[2]["Fecha-I"] = departure
+    with pytest.raises(
+        DataError,
+        match=rf"row 4 \(line in the file\), column Fecha-I: {departure} is outside the holiday "
+        r"calendar's years 2016 to 2035",
+    ):
+        load(write_csv(tmp_path / "f.csv", rows))
+
+
 def test_empty_files(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="the file is empty"):

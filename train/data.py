@@ -29,8 +29,8 @@ Makefile exports it with the same default) and the retrain workflow (its `dvc pu
 REQUIRED_COLUMNS = ("Fecha-I", "Vlo-I", "Des-I", "Emp-I", "Fecha-O", "TIPOVUELO", "OPERA")
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 HOLIDAY_YEARS = (2016, 2036)
-"""The Chilean holiday calendar written into the model card covers these years (inclusive); the
-service accepts departures in all but the last (app.inference.features.Calendar.exact_years)."""
+"""The Chilean holiday calendar written into the model card covers these years (inclusive); data
+and requests must depart in all but the last (app.inference.features.Calendar.exact_years)."""
 
 
 def data_location(environ: Mapping[str, str] = os.environ) -> Path:
@@ -125,6 +125,15 @@ def _read_csv(raw: bytes, path: Path) -> pd.DataFrame:
                 f"unparseable date {table[column].iloc[row]!r}, expected YYYY-MM-DD HH:MM:SS"
             )
         table[column] = parsed
+    years = table["Fecha-I"].dt.year.to_numpy()
+    outside = np.flatnonzero((years < HOLIDAY_YEARS[0]) | (years > HOLIDAY_YEARS[1] - 1))
+    if outside.size:  # their holiday features would be a year's without holidays
+        row = int(outside[0])
+        raise DataError(
+            f"{path}: row {row + 2} (line in the file), column Fecha-I: "
+            f"{table['Fecha-I'].iloc[row]} is outside the holiday calendar's years "
+            f"{HOLIDAY_YEARS[0]} to {HOLIDAY_YEARS[1] - 1} (train.data.HOLIDAY_YEARS)"
+        )
     return table
 
 
