@@ -125,6 +125,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.dataplane = DataPlane(app.state)
-    app.state.batches = BatchThread(settings.offload_flights)
+    app.state.batches = BatchThread(settings.offload_flights, settings.offload_bytes)
     app.state.scorer = Scorer(app.state.batches, settings.microbatch)
     return app

@@ -15,6 +15,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from app import cpus, descriptors
+from app.server.overload import OFFLOAD_BYTES
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -91,6 +92,10 @@ class Settings:
     offload_flights: int = 256
     """Batches of this many flights or more are scored in the worker's batch thread, so that
     they do not hold its event loop (app.server.overload)."""
+    offload_bytes: int = OFFLOAD_BYTES
+    """OIP requests (REST bodies, gRPC messages) of this many bytes or more are decoded in the
+    batch thread (app.server.overload.OFFLOAD_BYTES says why 16 KiB). A setting so that
+    in-process benchmarks, which cannot wait for a thread, can turn it off as OFFLOAD_FLIGHTS."""
     microbatch: bool = True
     """Score the onnxruntime `/predict` requests a worker has in hand at once in one call per
     model (app.inference.microbatch; measured in reports/benchmarks.md)."""
@@ -167,6 +172,7 @@ class Settings:
                 env, "MAX_CONNECTIONS", descriptors.REST_CONNECTIONS, open_files
             ),
             offload_flights=_positive_int(env, "OFFLOAD_FLIGHTS", cls.offload_flights),
+            offload_bytes=_positive_int(env, "OFFLOAD_BYTES", cls.offload_bytes),
             microbatch=_flag(env, "MICROBATCH", cls.microbatch),
             bind=_bind(env),
             workers=_positive_int(

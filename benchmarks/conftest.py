@@ -74,11 +74,35 @@ def ok_body(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return body
 
 
+def in_process_settings() -> Settings:
+    """Batches scored and OIP bodies decoded on the calling thread: no OFFLOAD_FLIGHTS or
+    OFFLOAD_BYTES hand-off to the batch thread, which a synchronous in-process call cannot wait
+    for (tests/test_asgi.py runs every kind of request timed here)."""
+    return Settings(models_dir=MODELS_DIR, offload_flights=1_000_000, offload_bytes=10**9)
+
+
+def infer_body(size: int) -> bytes:
+    """An OIP REST JSON request of `size` minimal flights for delay-minimal."""
+    flights = make_flights(size, False)
+    return orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": "INT64" if name == "MES" else "BYTES",
+                    "shape": [size],
+                    "data": [flight[name] for flight in flights],
+                }
+                for name in ("OPERA", "TIPOVUELO", "MES")
+            ]
+        }
+    )
+
+
 @pytest.fixture(scope="session")
 def app() -> Iterator[Starlette]:
     """The service app with its models loaded, its lifespan run in this thread as a worker runs
-    it. Batches are scored on the calling thread (no OFFLOAD_FLIGHTS hand-off to the batch
-    thread, which a synchronous in-process call cannot wait for): these timings are the request
-    path's CPU, prediction observers included."""
-    with started(create_app(Settings(models_dir=MODELS_DIR, offload_flights=1_000_000))) as app:
+    it (`in_process_settings`): these timings are the request path's CPU, prediction observers
+    included."""
+    with started(create_app(in_process_settings())) as app:
         yield app

@@ -10,13 +10,20 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 from starlette.applications import Starlette
 
 from app.inference.model import BOUND_ROWS_BELOW, ModelSet, OnnxModel
 from benchmarks.asgi import request_caller
-from benchmarks.conftest import JSON, SIZES, make_flights, noop_caller, ok_body, predict_body
+from benchmarks.conftest import (
+    JSON,
+    SIZES,
+    infer_body,
+    make_flights,
+    noop_caller,
+    ok_body,
+    predict_body,
+)
 
 
 def test_noop_ceiling(benchmark: Any) -> None:
@@ -42,20 +49,8 @@ def test_predict(benchmark: Any, app: Starlette, contract: str, size: int) -> No
 
 @pytest.mark.parametrize("size", SIZES)
 def test_infer_json(benchmark: Any, app: Starlette, size: int) -> None:
-    flights = make_flights(size, False)
-    request = {
-        "inputs": [
-            {
-                "name": name,
-                "datatype": "INT64" if name == "MES" else "BYTES",
-                "shape": [size],
-                "data": [flight[name] for flight in flights],
-            }
-            for name in ("OPERA", "TIPOVUELO", "MES")
-        ]
-    }
     call = request_caller(
-        app, "POST", "/v2/models/delay-minimal/infer", orjson.dumps(request), headers=JSON
+        app, "POST", "/v2/models/delay-minimal/infer", infer_body(size), headers=JSON
     )
     assert ok_body(call())["outputs"][0]["shape"] == [size]
     benchmark(call)

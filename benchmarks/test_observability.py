@@ -51,9 +51,11 @@ def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def served(settings: Settings) -> Iterator[Starlette]:
-    # Batches scored on the calling thread, as benchmarks/conftest.py's app: the synchronous
-    # in-process driver cannot wait for OFFLOAD_FLIGHTS' batch thread.
-    with started(create_app(replace(settings, offload_flights=1_000_000))) as app:
+    # Batches scored and OIP bodies decoded on the calling thread, as benchmarks/conftest.py's
+    # app: the synchronous in-process driver cannot wait for the batch thread.
+    with started(
+        create_app(replace(settings, offload_flights=1_000_000, offload_bytes=10**9))
+    ) as app:
         yield app
 
 

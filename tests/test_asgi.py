@@ -13,7 +13,7 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from benchmarks.asgi import event_loop, request_caller, started
-from benchmarks.conftest import make_flights
+from benchmarks.conftest import SIZES, in_process_settings, infer_body, make_flights, predict_body
 from benchmarks.noop_app import create_app as create_noop_app
 from tests.conftest import MODELS_DIR
 
@@ -43,6 +43,27 @@ def test_a_full_schedule_flight_gets_its_merge_in_one_loop_pass(microbatch: bool
             assert len(orjson.loads(messages[1]["body"])["predict"]) == 3
     with pytest.raises(RuntimeError):  # left as found: no loop running
         asyncio.get_running_loop()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/predict", predict_body("full", max(SIZES))),
+        ("/predict", predict_body("minimal", max(SIZES))),
+        ("/v2/models/delay-minimal/infer", infer_body(max(SIZES))),
+    ],
+    ids=["predict-full", "predict-minimal", "infer-json"],
+)
+def test_the_benchmarks_largest_requests_run_in_process_again_and_again(
+    path: str, body: bytes
+) -> None:
+    """`make bench` times each request many times: none may wait for the batch thread. An OIP
+    body of OFFLOAD_BYTES or more was decoded there (af01a01), and `make bench` failed at
+    `test_infer_json[1000]` (49 of 50 calls refused) until its app set OFFLOAD_BYTES too."""
+    with started(create_app(in_process_settings())) as app:
+        call = request_caller(app, "POST", path, body, headers=JSON)
+        for _ in range(20):
+            assert call()[0]["status"] == 200
 
 
 def test_started_scores_a_predict_request_as_alone_in_its_worker(
