@@ -5,6 +5,7 @@ The raw file is never modified or copied: it is read from the path the user give
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -82,6 +83,14 @@ class Dataset:
         return validator.flights(rows)
 
 
+@functools.cache
+def departure_years() -> tuple[int, int]:
+    """The years of departure (first, last) the calendar the export writes encodes exactly: the
+    service's rule (app.inference.features.Calendar.exact_years), so that training data and
+    requests are bounded alike. Cached: the holidays package takes about 80 ms to list them."""
+    return features.Calendar(chilean_holidays()).exact_years
+
+
 def chilean_holidays(years: tuple[int, int] = HOLIDAY_YEARS) -> np.ndarray:
     """Public holidays of Chile, from the `holidays` package (training-time dependency only:
     the calendar goes into the model card, so the service needs no holiday library)."""
@@ -125,14 +134,15 @@ def _read_csv(raw: bytes, path: Path) -> pd.DataFrame:
                 f"unparseable date {table[column].iloc[row]!r}, expected YYYY-MM-DD HH:MM:SS"
             )
         table[column] = parsed
+    first, last = departure_years()
     years = table["Fecha-I"].dt.year.to_numpy()
-    outside = np.flatnonzero((years < HOLIDAY_YEARS[0]) | (years > HOLIDAY_YEARS[1] - 1))
+    outside = np.flatnonzero((years < first) | (years > last))
     if outside.size:  # their holiday features would be a year's without holidays
         row = int(outside[0])
         raise DataError(
             f"{path}: row {row + 2} (line in the file), column Fecha-I: "
             f"{table['Fecha-I'].iloc[row]} is outside the holiday calendar's years "
-            f"{HOLIDAY_YEARS[0]} to {HOLIDAY_YEARS[1] - 1} (train.data.HOLIDAY_YEARS)"
+            f"{first} to {last} (train.data.HOLIDAY_YEARS)"
         )
     return table
 
