@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,16 @@ def ok_body(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return body
 
 
+def on_the_calling_thread(settings: Settings) -> Settings:
+    """`settings` with batches scored and OIP bodies decoded on the calling thread: no
+    OFFLOAD_FLIGHTS or OFFLOAD_BYTES hand-off to the batch thread, which a synchronous
+    in-process call cannot wait for (tests/test_asgi.py runs every kind of request timed here)."""
+    return replace(settings, offload_flights=1_000_000, offload_bytes=10**9)
+
+
 def in_process_settings() -> Settings:
-    """Batches scored and OIP bodies decoded on the calling thread: no OFFLOAD_FLIGHTS or
-    OFFLOAD_BYTES hand-off to the batch thread, which a synchronous in-process call cannot wait
-    for (tests/test_asgi.py runs every kind of request timed here)."""
-    return Settings(models_dir=MODELS_DIR, offload_flights=1_000_000, offload_bytes=10**9)
+    """The committed models, served on the calling thread."""
+    return on_the_calling_thread(Settings(models_dir=MODELS_DIR))
 
 
 def infer_body(size: int) -> bytes:

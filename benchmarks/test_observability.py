@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from app.observability.logs import JsonFormatter
 from app.observability.request_id import RequestIdMiddleware
 from app.settings import Settings
 from benchmarks.asgi import request_caller, started
-from benchmarks.conftest import JSON, MODELS_DIR, SIZES, make_flights
+from benchmarks.conftest import JSON, MODELS_DIR, SIZES, make_flights, on_the_calling_thread
 from tests.conftest import add_profiles
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -51,11 +50,7 @@ def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def served(settings: Settings) -> Iterator[Starlette]:
-    # Batches scored and OIP bodies decoded on the calling thread, as benchmarks/conftest.py's
-    # app: the synchronous in-process driver cannot wait for the batch thread.
-    with started(
-        create_app(replace(settings, offload_flights=1_000_000, offload_bytes=10**9))
-    ) as app:
+    with started(create_app(on_the_calling_thread(settings))) as app:
         yield app
 
 
