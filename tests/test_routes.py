@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.inference.flights import Columns, FlightValidator
-from app.inference.model import ModelSet, OnnxModel
+from app.inference.model import MODEL_NAMES, ModelSet, OnnxModel
 from app.main import create_app
 from app.rest.routes import INFER_ROUTE, PREDICT_ROUTE
 from app.settings import Settings
@@ -190,6 +190,32 @@ def test_mixed_batch_scores_each_flight_with_its_own_model(client: TestClient) -
     together = client.post("/predict?proba=true", json={"flights": [MINIMAL, FULL]}).json()["proba"]
     assert together == pytest.approx(alone, abs=1e-7)
     assert alone[0] != pytest.approx(alone[1], abs=1e-4)
+
+
+def test_a_predict_answer_names_the_model_versions_that_scored_it(
+    both_paths: tuple[TestClient, TestClient],
+) -> None:
+    """Its body is the challenge's contract and cannot say which release answered it; across a
+    reload the workers of two releases answer at once, so the X-Model-Version header does, on
+    either path. An error, scored by no model, names none."""
+    for client, prefix in zip(both_paths, ("", "/api"), strict=True):
+        version = {
+            name: client.get(f"{prefix}/v2/models/{name}").json()["versions"][0]
+            for name in MODEL_NAMES
+        }
+        minimal, full = (f"{name}={version[name]}" for name in MODEL_NAMES)
+        for flights, named in (
+            ([MINIMAL], minimal),
+            ([FULL, FULL], full),
+            ([FULL, MINIMAL], f"{minimal}, {full}"),
+        ):
+            for query in ("", "?proba=true"):
+                answer = client.post(f"{prefix}/predict{query}", json={"flights": flights})
+                assert answer.status_code == 200
+                assert answer.headers["x-model-version"] == named
+        refused = client.post(f"{prefix}/predict", json={"flights": [{**MINIMAL, "MES": 13}]})
+        assert refused.status_code == 400
+        assert "x-model-version" not in refused.headers
 
 
 def test_a_zero_padded_flight_number_is_scored_as_the_flight_not_as_an_unseen_number(

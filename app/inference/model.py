@@ -430,6 +430,12 @@ class ModelSet:
         exactly; None when it has no holiday features."""
         self.observe: Observer = observe or (lambda model, columns, prediction: None)
         """public: app.main adds the drift monitor once the models are loaded"""
+        named = {model: f"{model.name}={model.version}" for model in (minimal, full)}
+        self._scored_by = {
+            (True, False): named[minimal],
+            (False, True): named[full],
+            (True, True): f"{named[minimal]}, {named[full]}",
+        }
 
     @classmethod
     def load(
@@ -454,6 +460,12 @@ class ModelSet:
     @property
     def ready(self) -> bool:
         return self.minimal.ready and self.full.ready
+
+    def scored_by(self, batch: Batch) -> str:
+        """`name=version` of each model that scores `batch`, in MODEL_NAMES order: a /predict
+        answer's X-Model-Version header (app.rest.routes). Its body, the challenge's contract,
+        cannot say which release answered, and across a reload two releases answer at once."""
+        return self._scored_by[batch.minimal is not None, batch.full is not None]
 
     def predict(self, batch: Batch) -> Prediction:
         """Each flight scored by its contract's model, in request order."""

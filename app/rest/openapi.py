@@ -107,6 +107,15 @@ def invalid_example(validator: FlightValidator) -> dict[str, Any]:
     raise AssertionError(f"{INVALID_EXAMPLE} is valid")  # a broken declaration, not a request
 
 
+_MODEL_VERSION = {
+    "description": "`name=version` of each model that scored the flights, comma-separated "
+    "(`delay-minimal=4e45033c956b, delay-full=cd7ce795573b` for a batch of both contracts): "
+    "the body cannot say which release answered",
+    "schema": {"type": "string"},
+}
+"""A /predict answer's version header (app.rest.routes.MODEL_VERSION_HEADER)."""
+
+
 _NAME = {
     "name": "name",
     "in": "path",
@@ -308,6 +317,7 @@ def openapi_document(
                     "200": _response(
                         "One label per flight, in order", "PredictResponse", {"predict": [0, 1]}
                     )
+                    | {"headers": {"X-Model-Version": _MODEL_VERSION}}
                 }
                 | errors,
             }

@@ -32,6 +32,8 @@ from app.rest.openapi import openapi_document
 from app.settings import Settings
 
 _OIP_CONTENT_TYPES = {"", "application/json", "application/octet-stream"}
+MODEL_VERSION_HEADER = b"x-model-version"
+"""On a /predict answer: `name=version` of each model that scored it (ModelSet.scored_by)."""
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
 
 
@@ -41,15 +43,21 @@ class Predict:
     would get all three; docs/performance.md)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json_body(send, await self.body(scope, receive))
+        await self.send(send, *await self.body(scope, receive))
 
-    async def body(self, scope: Scope, receive: Receive) -> bytes:
-        """The answer's JSON; any error raised is what the request is answered instead."""
+    async def body(self, scope: Scope, receive: Receive) -> tuple[bytes, bytes]:
+        """The answer's JSON and the models that scored it (`ModelSet.scored_by`: the body cannot
+        say which release answered); any error raised is what the request is answered instead."""
         models, batch = await self.request(scope, receive)
         with_proba = self.with_proba(scope)  # a bad flag is a 400 before any scoring
         scorer: Scorer = scope["app"].state.scorer
         prediction = await scorer.predict(models, batch)
-        return dumps(self.answer(prediction, with_proba))
+        return dumps(self.answer(prediction, with_proba)), models.scored_by(batch).encode("ascii")
+
+    @staticmethod
+    async def send(send: Send, body: bytes, scored_by: bytes) -> None:
+        """The 200 of `body`, its X-Model-Version header naming `scored_by`."""
+        await send_json_body(send, body, extra=((MODEL_VERSION_HEADER, scored_by),))
 
     @staticmethod
     async def request(scope: Scope, receive: Receive) -> tuple[ModelSet, Batch]:
@@ -103,11 +111,11 @@ class PredictFirst:
         if path == PREDICT_ROUTE.path:
             scope["route"] = PREDICT_ROUTE  # as the router sets it: the metrics', logs', traces'
             try:
-                body = await PREDICT.body(scope, receive)
+                predicted = await PREDICT.body(scope, receive)
             except Exception as error:
                 await send_error(scope, receive, send, error)
                 return
-            await send_json_body(send, body)
+            await PREDICT.send(send, *predicted)
             return
         name = INFER_PATHS.get(path)
         if name is None:
