@@ -606,22 +606,31 @@ def test_a_sighup_reload_reaches_grpc(tmp_path: Path) -> None:
         serving(server, target)
         model = "delay-full"
         old, new = card(model)["version"], new_versions[model]
+        flights, names = MODELS[model]
         with httpx.Client(base_url=server.url, timeout=30) as http:
             assert workers_serving(http, model) == {old: WORKERS}
             assert fresh_answers(server, target, model, 4) == {old}
+            assert predicted_by(http, flights) == f"{model}={old}"
             point(current, releases / "r2")
             os.kill(server.process.pid, signal.SIGHUP)
             assert wait_for(lambda: workers_serving(http, model) == {new: WORKERS}, 60), (
                 workers_serving(http, model),
                 server.log(),
             )
+            assert predicted_by(http, flights) == f"{model}={new}"  # /predict's body cannot say
         assert fresh_answers(server, target, model, 10) == {new}
-        flights, names = MODELS[model]
         with triton.InferenceServerClient(target) as fresh:
             result = fresh.infer(model, raw_inputs(flights, names), model_version=new)
         assert result.get_response(as_json=True)["model_version"] == new
     finally:
         stop(server)
+
+
+def predicted_by(http: httpx.Client, flights: list[dict[str, Any]]) -> str:
+    """The X-Model-Version of a /predict answer to `flights`."""
+    answer = http.post("/predict", json={"flights": flights})
+    assert answer.status_code == 200, answer.text
+    return answer.headers["x-model-version"]
 
 
 HANDED_OVER = 8
