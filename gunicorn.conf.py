@@ -21,7 +21,11 @@ from app.server.reload import (
     clean_metrics_dir,
     clean_stale_runs,
     forget_inherited_run,
+    leave_metrics_dir,
+    mark_master,
     run_dir,
+    shared_metrics_dir,
+    upgraded_from,
 )
 from app.settings import Settings
 
@@ -44,8 +48,10 @@ def _cannot_start(error: Exception, log_format: str = "text") -> NoReturn:
     sys.exit(1)
 
 
-# A master re-executed by SIGUSR2 makes its own run from the operator's MODELS_DIR (app.server.reload).
-_UPGRADED = forget_inherited_run()
+# A master re-executed by SIGUSR2 makes its own run from the operator's MODELS_DIR, and shares the
+# old master's metrics directory (app.server.reload).
+_PREDECESSOR = upgraded_from()
+_UPGRADED = forget_inherited_run() or _PREDECESSOR is not None
 raise_limit()  # before the settings: GRPC_MAX_CONNECTIONS is bounded by it (app.descriptors)
 try:
     _SETTINGS = Settings.from_env()
@@ -79,14 +85,17 @@ control_socket_disable = (
 # worker imports prometheus_client, named after the master's pid so that the next start removes
 # them if this master is killed before its on_exit. RUN_DIR_ENV marks them as this run's own, so
 # that the second execution of this file on SIGHUP does not mistake them for a directory given
-# from outside.
+# from outside. A master started by SIGUSR2 writes its metrics in the old master's directory:
+# both generations' workers answer the metrics port, and every scrape must read the same sums.
 if not os.environ.get(RUN_DIR_ENV):
     try:
         clean_stale_runs()
         os.environ[RUN_DIR_ENV] = str(run_dir("run"))
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir("metrics"))
+            _shared = shared_metrics_dir(_PREDECESSOR) if _PREDECESSOR is not None else None
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_shared or run_dir("metrics"))
             os.environ[OWN_METRICS_ENV] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            mark_master(Path(os.environ[OWN_METRICS_ENV]))
     except OSError as _error:  # a read-only root without a writable /tmp, say
         _cannot_start(
             OSError(f"no writable temporary directory (set TMPDIR): {_error}"),
@@ -175,5 +184,5 @@ def child_exit(server: Any, worker: Any) -> None:
 def on_exit(server: Any) -> None:
     shutil.rmtree(_RUN_DIR, ignore_errors=True)
     own_metrics = os.environ.get(OWN_METRICS_ENV)
-    if own_metrics:
-        shutil.rmtree(own_metrics, ignore_errors=True)
+    if own_metrics:  # kept while an upgrade's other master's workers still write there
+        leave_metrics_dir(Path(own_metrics))

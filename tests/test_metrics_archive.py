@@ -282,3 +282,19 @@ def test_a_compaction_waits_for_the_scrapes_then_gives_up_changing_nothing(
         compact(tmp_path)
     assert files(tmp_path) == before
     assert compact(tmp_path) == 2
+
+
+def test_a_scrape_leaves_out_the_live_gauges_of_a_process_that_is_gone(tmp_path: Path) -> None:
+    """A worker whose master was killed (a binary upgrade's old one) is reaped by no master, so
+    nothing removes its `livesum` file: in the directory the new master shares it was counted in
+    model_workers for good. Another mode's gauge (not by process) is kept."""
+    key = mmap_key("model_workers", "model_workers", ["version"], ["abc"], "live")
+    for pid in (os.getpid(), DEAD):
+        gauges = MmapedDict(str(tmp_path / f"gauge_livesum_{pid}.db"))
+        gauges.write_value(key, 1.0, 0.0)
+        gauges.close()
+    kept = MmapedDict(str(tmp_path / f"gauge_max_{DEAD}.db"))
+    kept.write_value(mmap_key("peak", "peak", [], [], "max"), 7.0, 0.0)
+    kept.close()
+    assert scraped(tmp_path)[("model_workers", (("version", "abc"),))] == 1.0
+    assert scraped(tmp_path)[("peak", ())] == 7.0

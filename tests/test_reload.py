@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from app import processes
 from app.errors import ModelLoadError
 from app.inference.model import ModelSet
 from app.server import reload as reload_module
@@ -28,11 +29,15 @@ from app.server.reload import (
     clean_stale_runs,
     forget_inherited_run,
     in_use,
+    leave_metrics_dir,
+    mark_master,
     pin,
     prune,
     reload_models,
     run_dir,
+    shared_metrics_dir,
     take_snapshot,
+    upgraded_from,
 )
 from benchmarks.chaos import corrupt_release, point, retagged_release
 from tests.conftest import fifo_in_place, without_blocking
@@ -345,6 +350,63 @@ def test_stale_run_directories_of_dead_masters_are_removed(tmp_path: Path) -> No
     assert sorted(tmp_path.iterdir()) == sorted([live, *other])
 
 
+def dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
+
+
+def test_a_dead_masters_metrics_directory_a_live_master_shares_is_kept(tmp_path: Path) -> None:
+    """After a binary upgrade the new master writes in the old one's directory, named after the
+    old master's pid: a start meanwhile (another server, same TMPDIR) must not take it for a
+    dead run's, nor one marked by this very master (pid 1 in a container: a dead run's)."""
+    old = dead_pid()
+    shared = tmp_path / f"latam-delay-metrics-{old}-abc"
+    stale = tmp_path / f"latam-delay-metrics-{old}-def"
+    own_mark = tmp_path / f"latam-delay-metrics-{old}-ghi"
+    for path in (shared, stale, own_mark):
+        path.mkdir()
+    (shared / f"master-{os.getppid()}").touch()
+    (stale / f"master-{old}").touch()
+    (own_mark / f"master-{os.getpid()}").touch()
+    assert sorted(clean_stale_runs(tmp_path)) == sorted([stale, own_mark])
+    assert list(tmp_path.iterdir()) == [shared]
+
+
+def test_an_upgraded_master_finds_the_metrics_directory_its_predecessor_writes_in(
+    tmp_path: Path,
+) -> None:
+    """By the predecessor's mark, not by its name: after two upgrades the directory is named
+    after the first master, and the second writes there too."""
+    first = tmp_path / "latam-delay-metrics-1-abc"
+    first.mkdir()
+    (first / "master-1").touch()
+    (first / f"master-{os.getppid()}").touch()
+    (tmp_path / "latam-delay-metrics-2-def").mkdir()
+    assert shared_metrics_dir(os.getppid(), tmp_path) == first
+    assert shared_metrics_dir(dead_pid(), tmp_path) is None
+    assert upgraded_from({"GUNICORN_PID": str(os.getppid())}) == os.getppid()
+    assert upgraded_from({"GUNICORN_PID": str(os.getpid())}) is None
+    assert upgraded_from({}) is None
+
+
+def test_a_master_leaves_the_metrics_directory_to_the_other_generation(tmp_path: Path) -> None:
+    """Kept while another live master's workers write there (the old master exiting once the new
+    one serves, or the new one stopped to roll the upgrade back); removed by the last."""
+    metrics = tmp_path / "latam-delay-metrics-1-abc"
+    metrics.mkdir()
+    mark_master(metrics)
+    (metrics / f"master-{os.getppid()}").touch()
+    (metrics / f"master-{dead_pid()}").touch()
+    assert not leave_metrics_dir(metrics)
+    assert metrics.is_dir()
+    assert not (metrics / f"master-{os.getpid()}").exists()
+    (metrics / f"master-{os.getppid()}").unlink()
+    mark_master(metrics)
+    assert leave_metrics_dir(metrics)
+    assert not metrics.exists()
+
+
 def test_a_metrics_directory_from_outside_loses_its_prometheus_files_only(tmp_path: Path) -> None:
     """What gunicorn.conf.py does at start to a PROMETHEUS_MULTIPROC_DIR given from outside (a
     real server: tests/test_server.py): the `*.db` files prometheus_client's collector reads go,
@@ -476,4 +538,67 @@ def test_a_binary_upgrade_after_a_reload_serves_from_its_own_run(tmp_path: Path)
             assert time.monotonic() < deadline + 90, sorted(server.workdir.iterdir())
             time.sleep(0.2)
     finally:
+        stop(server)
+
+
+def test_both_generations_of_a_binary_upgrade_scrape_the_same_counts(tmp_path: Path) -> None:
+    """SIGUSR2 (no SIGHUP before it), then SIGTERM to the old master: both generations' workers
+    answer the metrics port, so each scrape must read every worker's counts. The new master
+    wrote to a directory of its own: a scrape read one generation's counters or the other's
+    (3 or none: a counter reset to Prometheus at every flip), model_workers 1 of 2 live
+    workers, and after the old master's exit the counters started again from 0."""
+    import re
+    import signal
+
+    import httpx2 as httpx
+
+    from tests.test_server import spawn, stop, wait_until_ready
+
+    body = {"flights": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "N", "MES": 3}]}
+
+    def scrape(url: str) -> tuple[float, float]:
+        text = httpx.get(url + "/metrics", timeout=5).text
+        answered = re.search(
+            r'^http_requests_total\{[^}]*route="/predict"[^}]*\} (\S+)', text, re.M
+        )
+        workers = re.search(r'^model_workers\{model="delay-full"[^}]*\} (\S+)', text, re.M)
+        return (
+            float(answered.group(1)) if answered else 0.0,
+            float(workers.group(1)) if workers else 0.0,
+        )
+
+    server = spawn(tmp_path / "run", WORKERS="1")
+    new = 0
+    try:
+        wait_until_ready(server, startups=1)
+        for _ in range(3):
+            assert httpx.post(server.url + "/predict", json=body, timeout=5).status_code == 200
+        old = server.process.pid
+        deadline = time.monotonic() + 60
+        os.kill(old, signal.SIGUSR2)
+        while server.log().partition("Handling signal: usr2")[2].count("startup complete") < 1:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        (new_run,) = [
+            path for path in server.workdir.glob("latam-delay-run-*") if f"-{old}-" not in path.name
+        ]
+        new = int(RUN_DIR_PATTERN.fullmatch(new_run.name).group(1))  # type: ignore[union-attr]
+        assert len(list(server.workdir.glob("latam-delay-metrics-*"))) == 1
+        time.sleep(1.5)  # the old worker's last flush
+        for _ in range(10):  # fresh connections: either generation's worker may answer
+            assert scrape(server.url) == (3.0, 2.0)
+        os.kill(old, signal.SIGTERM)
+        server.process.wait(timeout=30)
+        for _ in range(2):
+            assert httpx.post(server.url + "/predict", json=body, timeout=5).status_code == 200
+        time.sleep(1.5)
+        assert scrape(server.url) == (5.0, 1.0)
+        assert "cannot start" not in server.log()
+        os.kill(new, signal.SIGTERM)
+        while any(True for _ in server.workdir.glob("latam-delay-*")):
+            assert time.monotonic() < deadline + 30, sorted(server.workdir.iterdir())
+            time.sleep(0.2)
+    finally:
+        if new and processes.exists(new):
+            os.kill(new, signal.SIGTERM)
         stop(server)

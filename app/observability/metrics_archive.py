@@ -6,7 +6,8 @@ counter, histogram (and summary) files must stay in the sums, so every reload or
 a set that every scrape then read (500 dead workers: a scrape ten times as slow). The master,
 from gunicorn.conf.py's child_exit, adds every dead process's such files into
 `<type>_archive.db` and removes them (`compact`). Gauges are left alone: this service's are all
-`livesum`, whose files prometheus_client's mark_process_dead removes.
+`livesum`, whose files prometheus_client's mark_process_dead removes; a scrape skips those of a
+process that is gone anyway (one no master reaped).
 
 Exact: `collect` sums each sample over the files with math.fsum (correctly rounded, so the
 grouping of the terms does not matter), and an archive keeps each sum as two doubles, in the
@@ -64,10 +65,20 @@ def collect(directory: Path) -> list[Metric]:
         for path in directory.glob("*.db"):
             kind, _, owner = path.name.partition("_")
             if kind not in SUMMED:
-                gauges.append(str(path))
+                if not _dead_live_gauge(owner):
+                    gauges.append(str(path))
             elif path not in absorbed:
                 _read_terms(path, owner == f"{ARCHIVE}.db", terms, types, kind)
     return [*MultiProcessCollector.merge(gauges), *_families(terms, types)]  # type: ignore[no-untyped-call]
+
+
+def _dead_live_gauge(owner: str) -> bool:
+    """Whether a gauge file (`<mode>_<pid>.db` after `gauge_`) is a `live*` gauge of a process
+    that is gone: its master removes it when it reaps that process (gunicorn.conf.py's
+    child_exit), but a master killed during a binary upgrade reaps nothing, and the workers it
+    left then stayed in `model_workers` of the directory the new master shares."""
+    mode, _, pid = owner.removesuffix(".db").rpartition("_")
+    return mode.startswith("live") and pid.isdigit() and not processes.exists(int(pid))
 
 
 def compact(directory: Path) -> int:
