@@ -268,3 +268,24 @@ def test_a_batch_counts_as_its_flights_one_at_a_time(schedule: bool) -> None:
         alone_counts, _, _ = alone.totals()
         assert batch_counts.tolist() == alone_counts.tolist()
         assert batch_counts[batch.offsets["proba"] :].sum() == len(served)  # the last input
+
+
+def test_batches_larger_than_a_slot_keep_the_window_at_its_size() -> None:
+    """A batch closes one slot with all its flights: ten slots kept whatever they held made a
+    1,000-flight window of ten 1,000-flight batches 10,000 flights long (a server with
+    DRIFT_WINDOW=10000 showed drift_window_flights 39,614 on 2 workers), and old traffic
+    weighed on the PSI ten times as long. The window keeps the last `size` flights."""
+    profile = drift.profile(flights(2000), probabilities(2000), threshold=0.3)
+    window = drift.Window(profile, size=1000)
+    for start in range(10):
+        window.observe(columns_of(flights(1000, seed=start, month=1)), probabilities(1000), 300)
+    window.observe(columns_of(flights(2500, seed=99, month=7)), probabilities(2500), 500)
+    counts, total, delayed = window.totals()
+    assert (total, delayed) == (2500, 500)  # the last batch alone: larger than the window
+    assert list(window.split(counts)["MES"]) == [0] * 6 + [2500] + [0] * 5
+    for start in range(30):
+        window.observe(columns_of(flights(40, seed=start, month=3)), probabilities(40), 1)
+    counts, total, delayed = window.totals()
+    assert 1000 <= total <= 1100
+    assert list(window.split(counts)["MES"]) == [0, 0, total, *[0] * 9]
+    assert delayed == total // 40

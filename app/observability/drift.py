@@ -238,8 +238,11 @@ class Window:
     """Bucket counts of about the last `size` flights one worker scored with one model.
 
     The counts of all inputs live in one flat list (a bucket = an offset in it); every
-    `size / SLOTS` flights the current counts close into a slot, and the oldest slot drops
-    out, so the window covers between `size` and `size + size / SLOTS` flights.
+    `size / SLOTS` flights the current counts close into a slot, and the oldest slots drop out
+    as long as the others still hold `size` flights, so the window covers between `size` and
+    `size + size / SLOTS` flights, or a batch larger than that alone (it is counted whole, in one
+    slot). Ten slots were kept whatever they held: a slot closed by a batch holds all its
+    flights, so 10,000-flight batches made a 10,000-flight window ten times as long.
 
     A lone minimal flight, the usual request, is only tallied by its inputs and probability
     (one dict increment, a third of counting its buckets), and a lone scheduled flight's inputs
@@ -260,7 +263,9 @@ class Window:
             offset += len(histogram.buckets)
         self._width = offset
         self._slot_size = max(1, size // self.SLOTS)
-        self._closed: deque[tuple[np.ndarray, int, int]] = deque(maxlen=self.SLOTS)
+        self._size = size
+        self._closed: deque[tuple[np.ndarray, int, int]] = deque()
+        self._closed_flights = 0
         self._counts = [0] * offset
         self._lone: dict[tuple[str, str, int, float], int] = {}
         """lone minimal flights not yet in `_counts`: (operator, type, month, probability) →
@@ -328,8 +333,12 @@ class Window:
             self._closed.append(
                 (np.array(self._counts, dtype=np.int64), self._flights, self._delayed)
             )
+            self._closed_flights += self._flights
             self._counts = [0] * self._width
             self._flights = self._delayed = 0
+            closed = self._closed
+            while self._closed_flights - closed[0][1] >= self._size:
+                self._closed_flights -= closed.popleft()[1]
 
     def _count(self, columns: Columns, probabilities: Sequence[float] | np.ndarray) -> None:
         counts = self._counts
