@@ -541,12 +541,17 @@ def test_a_binary_upgrade_after_a_reload_serves_from_its_own_run(tmp_path: Path)
         stop(server)
 
 
-def test_both_generations_of_a_binary_upgrade_scrape_the_same_counts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", [False, True], ids=["own", "given"])
+def test_both_generations_of_a_binary_upgrade_scrape_the_same_counts(
+    tmp_path: Path, given: bool
+) -> None:
     """SIGUSR2 (no SIGHUP before it), then SIGTERM to the old master: both generations' workers
     answer the metrics port, so each scrape must read every worker's counts. The new master
     wrote to a directory of its own: a scrape read one generation's counters or the other's
     (3 or none: a counter reset to Prometheus at every flip), model_workers 1 of 2 live
-    workers, and after the old master's exit the counters started again from 0."""
+    workers, and after the old master's exit the counters started again from 0. With a
+    PROMETHEUS_MULTIPROC_DIR given from outside, the new master (not told an upgrade without a
+    SIGHUP before it) removed the running workers' files as a fresh start's leftovers."""
     import re
     import signal
 
@@ -567,7 +572,11 @@ def test_both_generations_of_a_binary_upgrade_scrape_the_same_counts(tmp_path: P
             float(workers.group(1)) if workers else 0.0,
         )
 
-    server = spawn(tmp_path / "run", WORKERS="1")
+    env = {"WORKERS": "1"}
+    if given:
+        (tmp_path / "metrics").mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
+    server = spawn(tmp_path / "run", **env)
     new = 0
     try:
         wait_until_ready(server, startups=1)
@@ -583,7 +592,7 @@ def test_both_generations_of_a_binary_upgrade_scrape_the_same_counts(tmp_path: P
             path for path in server.workdir.glob("latam-delay-run-*") if f"-{old}-" not in path.name
         ]
         new = int(RUN_DIR_PATTERN.fullmatch(new_run.name).group(1))  # type: ignore[union-attr]
-        assert len(list(server.workdir.glob("latam-delay-metrics-*"))) == 1
+        assert len(list(server.workdir.glob("latam-delay-metrics-*"))) == (0 if given else 1)
         time.sleep(1.5)  # the old worker's last flush
         for _ in range(10):  # fresh connections: either generation's worker may answer
             assert scrape(server.url) == (3.0, 2.0)
