@@ -123,6 +123,7 @@ def on_starting(server: Any) -> None:
     naming it, instead of every worker failing to boot in turn."""
     from app.errors import ModelLoadError
     from app.grpc.listeners import check_unclaimed
+    from app.observability.metrics import count_reload
     from app.server.reload import pin, take_snapshot
 
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
@@ -138,23 +139,30 @@ def on_starting(server: Any) -> None:
         on_exit(server)  # sys.exit here skips gunicorn's own on_exit call
         _cannot_start(error, _SETTINGS.log_format)
     pin(release)
+    count_reload(None)
     server.log.info("models checked: %s", release.describe())
 
 
 def on_reload(server: Any) -> None:
     """SIGHUP: the new workers get MODELS_DIR's models if they load, else the old ones; the old
-    workers hand the gRPC port over to them (app.server.handoff)."""
+    workers hand the gRPC port over to them (app.server.handoff). The outcome is counted
+    (model_reloads_total, model_last_reload_successful): a refusal is otherwise one log line."""
+    from app.observability.metrics import count_reload
     from app.server.handoff import advance
     from app.server.reload import reload_models
 
     advance(_RUN_DIR / "handoff", server.cfg.workers)
-    reload_models(
+    release = reload_models(
         _RUN_DIR / "models",
         _SETTINGS.ort_threads,
         server.log.info,
         server.log.error,
         workers=list(server.WORKERS.values()),
     )
+    try:
+        count_reload(release is not None)
+    except Exception as error:  # raised here, it would stop gunicorn's arbiter
+        server.log.warning("reload outcome not counted in /metrics: %r", error)
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -611,3 +611,84 @@ def test_both_generations_of_a_binary_upgrade_scrape_the_same_counts(
         if new and processes.exists(new):
             os.kill(new, signal.SIGTERM)
         stop(server)
+
+
+def test_a_refused_reload_shows_in_the_metrics_until_one_is_applied(tmp_path: Path) -> None:
+    """A refused SIGHUP was one log line in the master: the workers it forked serve the old
+    release, so /metrics looked healthy while MODELS_DIR held a release the server would not
+    serve, and no alert could see it (LatamDelayModelReloadRefused reads these series)."""
+    import re
+    import signal
+
+    import httpx2 as httpx
+
+    from tests.test_server import spawn, stop, wait_until_ready
+
+    def reloads(url: str) -> tuple[float, float, float]:
+        text = httpx.get(url + "/metrics", timeout=5).text
+
+        def value(series: str) -> float:
+            found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+            assert found, (series, text)
+            return float(found.group(1))
+
+        return (
+            value('model_reloads_total{outcome="applied"}'),
+            value('model_reloads_total{outcome="refused"}'),
+            value("model_last_reload_successful"),
+        )
+
+    def reload_to(release: Path, logged: str) -> None:
+        point(link, release)
+        before = server.log().count(logged)
+        os.kill(server.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while server.log().count(logged) == before:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+
+    good, broken, link = tmp_path / "good", tmp_path / "broken", tmp_path / "current"
+    shutil.copytree(MODELS_DIR, good)
+    corrupt_release(MODELS_DIR, broken)
+    point(link, good)
+    server = spawn(tmp_path / "run", WORKERS="1", MODELS_DIR=str(link))
+    try:
+        wait_until_ready(server, startups=1)
+        assert reloads(server.url) == (0.0, 0.0, 1.0)  # from zero, so that increase() sees one
+        reload_to(broken, "model reload refused")
+        assert reloads(server.url) == (0.0, 1.0, 0.0)
+        reload_to(good, "models reloaded")
+        assert reloads(server.url) == (1.0, 1.0, 1.0)
+    finally:
+        stop(server)
+
+
+def test_a_failure_to_count_a_reload_does_not_stop_the_master(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """on_reload runs in gunicorn's arbiter: an error raised there stops the whole server."""
+    import runpy
+
+    from app.observability import metrics
+    from app.server import handoff
+
+    def cannot_count(applied: bool | None) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("LATAM_DELAY_RUN_DIR", str(tmp_path / f"latam-delay-run-{os.getpid()}-t"))
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    monkeypatch.setattr(metrics, "count_reload", cannot_count)
+    monkeypatch.setattr(handoff, "advance", lambda directory, workers: None)
+    monkeypatch.setattr(reload_module, "reload_models", lambda *args, **kwargs: None)
+    warnings: list[str] = []
+    server = SimpleNamespace(
+        cfg=SimpleNamespace(workers=1),
+        WORKERS={},
+        log=SimpleNamespace(
+            info=print, error=print, warning=lambda message, *args: warnings.append(message % args)
+        ),
+    )
+    conf["on_reload"](server)
+    assert warnings == [
+        "reload outcome not counted in /metrics: OSError(28, 'No space left on device')"
+    ]

@@ -94,6 +94,19 @@ WORKERS = Gauge(
     ["model", "version"],
     multiprocess_mode="livesum",  # a worker's share leaves with it (gunicorn.conf.py's child_exit)
 )
+RELOADS = Counter(
+    "model_reloads_total",
+    "SIGHUP reloads of the models by the gunicorn master, by outcome: applied, or refused (the "
+    "release in MODELS_DIR did not read, load or warm, and the previous one serves on)",
+    ["outcome"],
+)
+RELOAD_OUTCOMES = ("applied", "refused")
+LAST_RELOAD_SUCCESSFUL = Gauge(
+    "model_last_reload_successful",
+    "0 while the last SIGHUP reload was refused (MODELS_DIR holds a release the server does not "
+    "serve), else 1: Prometheus's own prometheus_config_last_reload_successful, for the models",
+    multiprocess_mode="livemostrecent",  # the master sets it; an upgrade's newer master wins
+)
 UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
 OTHER_METHOD = "OTHER"
@@ -182,6 +195,17 @@ def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
         MERGED.labels(model.name)
         MODEL_CALLS.labels(model.name)
     _derived = derived
+
+
+def count_reload(applied: bool | None) -> None:
+    """The master's record of a SIGHUP reload's outcome (None: its start, whose check of
+    MODELS_DIR passed, so both counts show from zero). Written at once: the master answers no
+    request, and a refusal is otherwise one log line that no alert can see."""
+    for outcome in RELOAD_OUTCOMES:
+        RELOADS.labels(outcome)
+    if applied is not None:
+        RELOADS.labels("applied" if applied else "refused").inc()
+    LAST_RELOAD_SUCCESSFUL.set(0.0 if applied is False else 1.0)
 
 
 def flush() -> None:
