@@ -161,6 +161,8 @@ def test_predict_refuses_bad_input_with_a_clear_error(
         assert case["field"] in body["error"]
     if "value" in case:
         assert body["detail"]["value"] == case["value"]
+    if "allowed" in case:
+        assert body["detail"]["allowed"] == case["allowed"]
     if "error" in case:
         assert case["error"] in body["error"]
 

@@ -41,6 +41,9 @@ from app.rest.http import parse_json
 
 FLIGHT_TYPES = ("I", "N")
 DATETIME_FORMAT = "YYYY-MM-DD HH:MM:SS"
+"""The data set's form of `Fecha-I`, which the model card records (export.card)."""
+DEPARTURE_FORMS = f"{DATETIME_FORMAT} or YYYY-MM-DDTHH:MM:SS"
+"""Every form `Fecha-I` is accepted in (its pattern in `departure_field`): an error's `allowed`."""
 _FIELD_SEPARATOR, _ROW_SEPARATOR = "\x00", "\x01"
 DEPARTURE_DTYPE = np.dtype("datetime64[m]")
 """`Columns.departure`'s dtype, as an object: numpy parses a dtype string on every call (0.1 us)"""
@@ -99,9 +102,9 @@ def departure_field(years: tuple[int, int] | None) -> Field:
         "departure",
         Annotated[str, msgspec.Meta(min_length=19, max_length=19)],
         "not a scheduled date and time",
-        DATETIME_FORMAT,
+        DEPARTURE_FORMS,
         "(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}",  # year 0: numpy parses it
-        description=f"scheduled departure, local time, {DATETIME_FORMAT} (or with a T); its "
+        description=f"scheduled departure, local time, {DEPARTURE_FORMS}; its "
         f"month must equal MES{bound}",
         examples=["2017-01-01 23:30:00"],
     )
