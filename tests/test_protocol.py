@@ -1927,8 +1927,9 @@ def test_a_request_pipelined_behind_a_refused_head_in_its_chunk_never_runs() -> 
         (b"GET /health HTTP/1.1\r\nHost: a\r\nHOST: a\r\n\r\n", TWO_HOSTS),
         (b"GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", TWO_HOSTS),
         (post(b"{}", extra=b"Host: y\r\n"), TWO_HOSTS),
+        (b"GET /health HTTP/1.2\r\n\r\n", NO_HOST),
     ],
-    ids=["none", "none-with-fields", "two", "two-same", "two-http-1.0", "two-post"],
+    ids=["none", "none-with-fields", "two", "two-same", "two-http-1.0", "two-post", "none-1.2"],
 )
 def test_a_request_without_its_one_host_field_is_a_400_and_its_app_never_runs(
     sent: bytes, error: str
@@ -1976,8 +1977,31 @@ def test_a_request_without_a_host_is_refused_in_its_turn_and_the_next_counts_its
     run(scenario)
 
 
+@pytest.mark.parametrize("version", [b"1.2", b"1.9"], ids=lambda version: version.decode())
+def test_an_http_1_request_of_a_later_minor_version_is_served_as_http_11(version: bytes) -> None:
+    """RFC 9110 §2.5: a minor version over the server's is processed as the highest it
+    implements. llhttp refused HTTP/1.2 (a 400, then the service's 505: a 5xx for a client's
+    request the RFC asks to serve); now it is served as HTTP/1.1, kept alive, Host required
+    (test_a_request_without_its_one_host_field_is_a_400...)."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        request = b"GET /health HTTP/" + version + b"\r\nHost: x\r\n\r\n"
+        for _ in range(2):
+            protocol.data_received(request)
+            for _ in range(5):
+                await settle()
+            assert protocol.cycle is not None
+            assert protocol.cycle.scope["http_version"] == "1.1"  # ASGI's: 1.0, 1.1 or 2
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"200"]
+        assert not transport.closed
+
+    run(scenario)
+
+
 @pytest.mark.parametrize(
-    "version", [b"2.0", b"0.9", b"1.2", b"3.0", b"2.1"], ids=lambda version: version.decode()
+    "version",
+    [b"2.0", b"0.9", b"3.0", b"2.1", b"0.5", b"9.9"],
+    ids=lambda version: version.decode(),
 )
 def test_a_request_of_another_http_version_is_a_505_in_its_turn(version: bytes) -> None:
     """RFC 9110 §15.6.6: httptools parses an HTTP/2.0 or HTTP/0.9 request line, which uvicorn

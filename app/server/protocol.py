@@ -10,7 +10,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
 * a request head (request line + headers) over `max_head_bytes` gets `431` and the connection
   is closed, before its app runs (bytes counted per chunk only while a head is incomplete);
   so does, with `400`, a request with more than one Host field, or an HTTP/1.1 one without
-  (RFC 9112 §3.2), and with `505` one of an HTTP version other than 1.0 and 1.1;
+  (RFC 9112 §3.2), and with `505` one of an HTTP major version other than 1 (an HTTP/1.x
+  request of a minor version over 1 is served as HTTP/1.1, as RFC 9110 §2.5 asks);
 * the answers it gives itself (`431`, `408`, `505`, and `400` for bytes that are not HTTP, a
   body not framed as its headers say, or a request without its one Host field) are counted in
   the metrics under route `<refused>` (REFUSED_ROUTE) with the status sent, as shed ones under
@@ -239,6 +240,22 @@ def _response(
     return head + b"x-request-id: " + request_id + b"\r\n\r\n" + (b"" if head_only else body)
 
 
+def request_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
+    """uvicorn's parser, for every version of HTTP/1 too: llhttp takes only 0.9, 1.0, 1.1 and
+    2.0, and refused HTTP/1.2 (RFC 9110 §2.5: to be served as HTTP/1.1). Its other versions are
+    read only to be refused with a 505 (`_version_refused`), which closes the connection, and an
+    HTTP/1.x of a minor version over 1 is framed exactly as HTTP/1.1 (llhttp's rules depend on
+    the minor version being over 0 only), so the leniency frames no message otherwise."""
+    parser = httptools.HttpRequestParser(protocol)
+    parser.set_dangerous_leniencies(lenient_data_after_close=True, lenient_version=True)
+    return parser
+
+
+def _http11(version: str) -> bool:
+    """Whether a request of `version` is served as HTTP/1.1: 1.1 to 1.9 (RFC 9110 §2.5)."""
+    return version.startswith("1.") and version != "1.0"
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """One instance per connection, as uvicorn's own; `limits` is set by `guarded_protocol`."""
 
@@ -248,6 +265,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.parser = request_parser(self)
         self.url = b""  # uvicorn's is set by the first request's start: read on a parse error
         self._partial_head = 0
         """Bytes received while the current head is incomplete."""
@@ -378,8 +396,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse_head(in_turn=True)
             elif data.startswith(b"PRI * HTTP/2.0\r\n"):
                 self._refuse(400, "Bad Request", HTTP2_REFUSED)
-            elif str(error) == "Invalid HTTP version":  # llhttp's, for HTTP/1.2, 3.0 and such
-                self._refuse_in_turn(505, "HTTP Version Not Supported", VERSION_REFUSED)
             else:
                 detail = (
                     "" if isinstance(error, httptools.HttpParserCallbackError) else f": {error}"
@@ -518,7 +534,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         host. An HTTP/1.0 request need not name one."""
         if self._hosts > 1:
             self._refuse_at_start(400, "Bad Request", TWO_HOSTS)
-        elif self.parser.get_http_version() == "1.1":
+        elif _http11(self.parser.get_http_version()):
             self._refuse_at_start(400, "Bad Request", NO_HOST)
 
     def _ignore_upgrade(self) -> None:
@@ -535,8 +551,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.clear()
             if not self._queued(cycle):  # started
                 self._receiving.add(self)
-        self.parser = httptools.HttpRequestParser(self)
-        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own
+        self.parser = request_parser(self)
         try:
             self._upgrade_body = IgnoredUpgradeBody(cycle.scope["headers"])
         except h11.RemoteProtocolError:  # a transfer coding other than chunked
@@ -626,10 +641,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._start_asgi_task(*self.pipeline.pop())
 
     def _version_refused(self, cycle: RequestResponseCycle) -> bool:
-        """Whether the request is of a version other than 1.0 and 1.1, and so refused now, in
-        its turn: 505. httptools parses HTTP/2.0 and HTTP/0.9 request lines (and refuses other
-        versions: `data_received`), which uvicorn served as HTTP/1.1."""
-        if cycle.scope["http_version"] == "1.0":
+        """Whether the request is of an HTTP major version other than 1 (0.9, 2.0, 3.0…), and so
+        refused now, in its turn: 505 (RFC 9110 §15.6.6; uvicorn served HTTP/2.0 and 0.9 as
+        HTTP/1.1). HTTP/1.2 to 1.9 are served as HTTP/1.1, as RFC 9110 §2.5 asks of a minor
+        version over the server's (they were a 505, and before that llhttp's 400)."""
+        version = cycle.scope["http_version"]
+        if version == "1.0":
+            return False
+        if _http11(version):
+            cycle.scope["http_version"] = "1.1"  # ASGI's versions are 1.0, 1.1 and 2
             return False
         self._refuse_unstarted(cycle, 505, "HTTP Version Not Supported", VERSION_REFUSED)
         return True
