@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -41,6 +42,9 @@ from app.server.reload import (
 )
 from benchmarks.chaos import corrupt_release, point, retagged_release
 from tests.conftest import fifo_in_place, without_blocking
+
+if TYPE_CHECKING:
+    from tests.test_server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -490,6 +494,18 @@ def test_a_masters_own_run_is_kept_when_its_conf_runs_again_on_sighup() -> None:
     assert not forget_inherited_run({"MODELS_DIR": "models"})
 
 
+def stop_upgraded(server: Server, new: int, deadline: float) -> None:
+    """SIGTERM to a binary upgrade's new master, the old one gone: it started without a
+    refusal, and every run and metrics directory of both masters is removed by `deadline`."""
+    import signal
+
+    assert "cannot start" not in server.log()
+    os.kill(new, signal.SIGTERM)
+    while any(True for _ in server.workdir.glob("latam-delay-*")):
+        assert time.monotonic() < deadline, sorted(server.workdir.iterdir())
+        time.sleep(0.2)
+
+
 def test_a_binary_upgrade_after_a_reload_serves_from_its_own_run(tmp_path: Path) -> None:
     """SIGHUP, then SIGUSR2 and SIGTERM to the old master, as gunicorn's upgrade goes: the new
     master checks the operator's models, serves /predict and its metrics, reloads, and leaves
@@ -532,11 +548,7 @@ def test_a_binary_upgrade_after_a_reload_serves_from_its_own_run(tmp_path: Path)
                 time.sleep(0.2)
         assert answer.json() == {"predict": [0]}
         assert httpx.get(server.url + "/metrics", timeout=5).status_code == 200
-        assert "cannot start" not in server.log()
-        os.kill(new, signal.SIGTERM)
-        while any(True for _ in server.workdir.glob("latam-delay-*")):
-            assert time.monotonic() < deadline + 90, sorted(server.workdir.iterdir())
-            time.sleep(0.2)
+        stop_upgraded(server, new, deadline + 90)
     finally:
         stop(server)
 
@@ -602,11 +614,7 @@ def test_both_generations_of_a_binary_upgrade_scrape_the_same_counts(
             assert httpx.post(server.url + "/predict", json=body, timeout=5).status_code == 200
         time.sleep(1.5)
         assert scrape(server.url) == (5.0, 1.0)
-        assert "cannot start" not in server.log()
-        os.kill(new, signal.SIGTERM)
-        while any(True for _ in server.workdir.glob("latam-delay-*")):
-            assert time.monotonic() < deadline + 30, sorted(server.workdir.iterdir())
-            time.sleep(0.2)
+        stop_upgraded(server, new, deadline + 30)
     finally:
         if new and processes.exists(new):
             os.kill(new, signal.SIGTERM)
