@@ -430,11 +430,11 @@ class ModelSet:
         exactly; None when it has no holiday features."""
         self.observe: Observer = observe or (lambda model, columns, prediction: None)
         """public: app.main adds the drift monitor once the models are loaded"""
-        named = {model: f"{model.name}={model.version}" for model in (minimal, full)}
+        named = {model: f"{model.name}={model.version}".encode() for model in (minimal, full)}
         self._scored_by = {
             (True, False): named[minimal],
             (False, True): named[full],
-            (True, True): f"{named[minimal]}, {named[full]}",
+            (True, True): named[minimal] + b", " + named[full],
         }
 
     @classmethod
@@ -461,7 +461,7 @@ class ModelSet:
     def ready(self) -> bool:
         return self.minimal.ready and self.full.ready
 
-    def scored_by(self, batch: Batch) -> str:
+    def scored_by(self, batch: Batch) -> bytes:
         """`name=version` of each model that scores `batch`, in MODEL_NAMES order: a /predict
         answer's X-Model-Version header (app.rest.routes). Its body, the challenge's contract,
         cannot say which release answered, and across a reload two releases answer at once."""

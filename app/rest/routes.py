@@ -52,7 +52,7 @@ class Predict:
         with_proba = self.with_proba(scope)  # a bad flag is a 400 before any scoring
         scorer: Scorer = scope["app"].state.scorer
         prediction = await scorer.predict(models, batch)
-        return dumps(self.answer(prediction, with_proba)), models.scored_by(batch).encode("ascii")
+        return dumps(self.answer(prediction, with_proba)), models.scored_by(batch)
 
     @staticmethod
     async def send(send: Send, body: bytes, scored_by: bytes) -> None:
