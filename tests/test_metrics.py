@@ -240,14 +240,19 @@ def test_the_prometheus_client_internals_the_metrics_archive_relies_on_are_there
     (value, timestamp) layout, a timestamp of 0 in the summed types (an archive keeps the low
     part of each sum there), which prometheus_client's collector ignores, and mark_process_dead
     leaving the summed types' files. pyproject pins a tested range; this fails loudly the day a
-    release changes one. The service's gauges must all be `livesum`, whose files leave with
-    their worker: another mode's would stay, neither archived nor removed."""
+    release changes one. The service's gauges must all be of a `live` mode (`livesum`, and the
+    master's `livemostrecent`), whose files leave with their process: another mode's would stay,
+    neither archived nor removed."""
     import subprocess
     import sys
 
     from prometheus_client import CollectorRegistry, Gauge
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
-    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+    from prometheus_client.multiprocess import (
+        _LIVE_GAUGE_MULTIPROCESS_MODES,
+        MultiProcessCollector,
+        mark_process_dead,
+    )
 
     from app.observability import drift_metrics, metrics
 
@@ -293,8 +298,9 @@ def test_the_prometheus_client_internals_the_metrics_archive_relies_on_are_there
         for value in vars(module).values()
         if isinstance(value, Gauge)
     ]
-    assert len(gauges) == 4
-    assert {gauge._multiprocess_mode for gauge in gauges} == {"livesum"}
+    assert len(gauges) == 5
+    assert {gauge._multiprocess_mode for gauge in gauges} == {"livesum", "livemostrecent"}
+    assert {"livesum", "livemostrecent"} <= _LIVE_GAUGE_MULTIPROCESS_MODES  # mark_process_dead's
 
 
 def test_the_flush_keeps_its_schedule_when_one_flush_raises(

@@ -611,9 +611,16 @@ def test_reloads_archive_the_old_workers_files_and_keep_the_totals_exact(tmp_pat
         live = workers_of(server)
         assert len(live) == WORKERS
         deadline = time.monotonic() + 5
-        expected = {f"{kind}_archive.db" for kind in ("counter", "histogram")} | {
-            f"{kind}_{pid}.db" for pid in live for kind in ("counter", "histogram", "gauge_livesum")
-        }
+        master = server.process.pid  # its reload counts (gunicorn.conf.py's on_reload)
+        expected = (
+            {f"{kind}_archive.db" for kind in ("counter", "histogram")}
+            | {
+                f"{kind}_{pid}.db"
+                for pid in live
+                for kind in ("counter", "histogram", "gauge_livesum", "gauge_livemostrecent")
+            }
+            | {f"counter_{master}.db", f"gauge_livemostrecent_{master}.db"}
+        )
         while (found := {p.name for p in server.metrics_dir().glob("*.db")}) != expected:
             assert time.monotonic() < deadline, sorted(found ^ expected)
             time.sleep(0.1)

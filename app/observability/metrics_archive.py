@@ -6,8 +6,9 @@ counter, histogram (and summary) files must stay in the sums, so every reload or
 a set that every scrape then read (500 dead workers: a scrape ten times as slow). The master,
 from gunicorn.conf.py's child_exit, adds every dead process's such files into
 `<type>_archive.db` and removes them (`compact`). Gauges are left alone: this service's are all
-`livesum`, whose files prometheus_client's mark_process_dead removes; a scrape skips those of a
-process that is gone anyway (one no master reaped).
+of a `live` mode (the workers' `livesum`, the master's `livemostrecent`), whose files
+prometheus_client's mark_process_dead removes; a scrape skips those of a process that is gone
+anyway (one no master reaped).
 
 Exact: `collect` sums each sample over the files with math.fsum (correctly rounded, so the
 grouping of the terms does not matter), and an archive keeps each sum as two doubles, in the
