@@ -16,11 +16,11 @@ from typing import Any, NoReturn
 
 from app.descriptors import raise_limit
 from app.server.handoff import RUN_DIR_ENV
-from app.server.reload import (
+from app.server.reload import forget_inherited_run
+from app.server.run_dirs import (
     OWN_METRICS_ENV,
     clean_metrics_dir,
     clean_stale_runs,
-    forget_inherited_run,
     leave_metrics_dir,
     mark_master,
     run_dir,
@@ -49,7 +49,7 @@ def _cannot_start(error: Exception, log_format: str = "text") -> NoReturn:
 
 
 # A master re-executed by SIGUSR2 makes its own run from the operator's MODELS_DIR, and shares the
-# old master's metrics directory (app.server.reload).
+# old master's metrics directory (app.server.run_dirs).
 _PREDECESSOR = upgraded_from()
 _UPGRADED = forget_inherited_run() or _PREDECESSOR is not None
 raise_limit()  # before the settings: GRPC_MAX_CONNECTIONS is bounded by it (app.descriptors)

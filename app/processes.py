@@ -1,7 +1,6 @@
 """Whether a process is there, for the files a process leaves named after its pid: a server run's
-directories (app.server.reload) and a worker's metric files (app.observability.metrics_archive).
-Kept apart from both so that neither imports the other's dependencies (reload imports
-onnxruntime through the models)."""
+directories (app.server.run_dirs) and a worker's metric files (app.observability.metrics_archive).
+Kept apart from both so that neither imports the other's dependencies."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from app import processes
 from app.observability import metrics_archive
 from app.observability.metrics_archive import collect, compact
-from app.server.reload import clean_metrics_dir
+from app.server.run_dirs import clean_metrics_dir
 
 DEAD = 5_000_000
 """Dead workers' pids from here: over Linux's PID_MAX_LIMIT (2**22), so no process has one."""

@@ -22,7 +22,7 @@ changes them under an exclusive one, so a scrape never reads an archive and the 
 A compaction killed half-way (several renames and unlinks) is finished by the next one, and
 until then read as if finished: JOURNAL lists the files it folds in, written before the first
 archive is renamed into place; those of a type whose temporary archive is gone are in its
-archive. A master starting afresh removes them with the `*.db` files (app.server.reload).
+archive. A master starting afresh removes them with the `*.db` files (app.server.run_dirs).
 """
 
 from __future__ import annotations

@@ -21,9 +21,7 @@ no live worker was forked to load it.
 
 from __future__ import annotations
 
-import errno
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -33,23 +31,15 @@ from pathlib import Path
 
 import orjson
 
-from app import processes
 from app.errors import ModelLoadError
 from app.inference.model import MODEL_NAMES, ModelSet, read_regular
 from app.server.handoff import GENERATION_ENV, RUN_DIR_ENV
+from app.server.run_dirs import OWN_METRICS_ENV, RUN_DIR_PATTERN
 
-OWN_METRICS_ENV = "LATAM_DELAY_OWN_METRICS_DIR"
-"""The prometheus directory gunicorn.conf.py made for this run (not one given from outside)."""
 SOURCE_ENV = "MODELS_SOURCE"
 """The operator's MODELS_DIR, kept by the master; MODELS_DIR itself then names the snapshot."""
 SERVED_ENV = "MODELS_SERVED"
 """What the pinned snapshot holds, for the log line of a refused reload."""
-RUN_DIR_PATTERN = re.compile(r"latam-delay-(?:run|metrics)-(\d+)-[a-z0-9_]+")
-"""A server run's temporary directories, named after its gunicorn master's pid (see run_dir)."""
-MASTER_MARK = "master-"
-"""`master-<pid>`: an empty file in a run's own prometheus directory for each master whose workers
-write there. A binary upgrade's new master shares its predecessor's (`shared_metrics_dir`), so a
-directory named after a master that is gone can still be a live one's."""
 _reloading = threading.Lock()
 
 
@@ -158,98 +148,6 @@ def in_use(environ: dict[str, str] | os._Environ[str], workers: Iterable[object]
     worker with the MODELS_DIR it was forked with)."""
     used = {Path(environ["MODELS_DIR"])} if "MODELS_DIR" in environ else set()
     return used | {Path(worker.models_dir) for worker in workers if hasattr(worker, "models_dir")}
-
-
-def run_dir(kind: str) -> Path:
-    """A new temporary directory for this server run, named after this (the master's) pid so
-    that a later start can tell a dead run's leftovers from a live one's (clean_stale_runs)."""
-    return Path(tempfile.mkdtemp(prefix=f"latam-delay-{kind}-{os.getpid()}-"))
-
-
-def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
-    """Removes the run directories of masters that are gone (killed before their on_exit).
-    Called before this master makes its own, so one named after this very pid is a dead
-    master's too: in a container every master is pid 1, and a restarted one kept its killed
-    predecessor's directories (in an emptyDir that survives restarts) forever."""
-    removed = []
-    for path in Path(tmp or tempfile.gettempdir()).iterdir():
-        match = RUN_DIR_PATTERN.fullmatch(path.name)
-        pid = int(match.group(1)) if match else 0
-        if (
-            match
-            and path.is_dir()
-            and (pid == os.getpid() or not processes.exists(pid))
-            and not other_masters(path)
-        ):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def upgraded_from(environ: dict[str, str] | os._Environ[str] = os.environ) -> int | None:
-    """The pid of the master whose SIGUSR2 started this one (gunicorn's GUNICORN_PID, set until
-    that master is gone), else None. Told by gunicorn itself, not by what the environment it
-    copied holds: without a SIGHUP before the SIGUSR2 that copy holds none of the old run's
-    names, and the new master took itself for a fresh start."""
-    pid = environ.get("GUNICORN_PID", "")
-    return int(pid) if pid.isdigit() and int(pid) != os.getpid() else None
-
-
-def mark_master(directory: Path) -> None:
-    """Marks `directory` as written to by this master's workers (MASTER_MARK)."""
-    (directory / f"{MASTER_MARK}{os.getpid()}").touch()
-
-
-def other_masters(directory: Path) -> list[int]:
-    """The live masters other than this one whose workers write to `directory`."""
-    found = []
-    for mark in directory.glob(f"{MASTER_MARK}*"):
-        pid = mark.name.removeprefix(MASTER_MARK)
-        if pid.isdigit() and int(pid) != os.getpid() and processes.exists(int(pid)):
-            found.append(int(pid))
-    return found
-
-
-def shared_metrics_dir(master: int, tmp: Path | None = None) -> Path | None:
-    """The prometheus directory the live master `master` made for its run (or shares), for the
-    master its SIGUSR2 started: the two generations' workers answer the same metrics port, and
-    from directories of their own a scrape read one generation's counters or the other's,
-    back and forth (every flip a counter reset to Prometheus), and counted half the workers."""
-    marks = Path(tmp or tempfile.gettempdir()).glob(f"latam-delay-metrics-*/{MASTER_MARK}{master}")
-    for mark in marks:
-        if mark.is_file() and RUN_DIR_PATTERN.fullmatch(mark.parent.name):
-            return mark.parent
-    return None
-
-
-def leave_metrics_dir(directory: Path) -> bool:
-    """At this master's exit: unmarks it, and removes `directory` unless another live master's
-    workers still write there (an upgrade's other generation); returns whether it removed it."""
-    (directory / f"{MASTER_MARK}{os.getpid()}").unlink(missing_ok=True)
-    if other_masters(directory):
-        return False
-    shutil.rmtree(directory, ignore_errors=True)
-    return True
-
-
-def clean_metrics_dir(directory: Path) -> list[Path]:
-    """Removes the prometheus_client files (`*.db`, what its multiprocess collector reads) from a
-    PROMETHEUS_MULTIPROC_DIR given from outside, with what a compaction killed half-way left
-    (app.observability.metrics_archive.leftovers), and nothing else; called once by a master
-    starting afresh (not one started by SIGUSR2: the old master's workers still write there).
-    prometheus_client asks for the directory to be wiped between runs: a killed run's files
-    stayed, so model_workers counted its dead workers beside the live ones (4 of 2) and the
-    counters went on from the dead run's values."""
-    from app.observability.metrics_archive import leftovers
-
-    if not directory.is_dir():  # the workers would fail to boot on it, one after the other
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory))
-    removed = []
-    for path in [*directory.glob("*.db"), *leftovers(directory)]:
-        if path.is_file() and not path.is_symlink():
-            path.unlink()
-            removed.append(path)
-    return removed
 
 
 def forget_inherited_run(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:

@@ -1,0 +1,146 @@
+"""app.server.run_dirs: a server run's temporary directories are named after their master, a
+dead master's are removed by the next start and a live one's never, and a binary upgrade's two
+masters share the metrics directory until the last of them exits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from app.server.run_dirs import (
+    RUN_DIR_PATTERN,
+    clean_metrics_dir,
+    clean_stale_runs,
+    leave_metrics_dir,
+    mark_master,
+    run_dir,
+    shared_metrics_dir,
+    upgraded_from,
+)
+
+
+def test_stale_run_directories_of_dead_masters_are_removed(tmp_path: Path) -> None:
+    """One named after this very pid too: the master has not made its own yet, so it is a dead
+    master's with the same pid (in a container every master is pid 1)."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [tmp_path / f"latam-delay-{kind}-{dead.pid}-x1_y" for kind in ("run", "metrics")]
+    stale.append(tmp_path / f"latam-delay-run-{os.getpid()}-pid1")
+    live = tmp_path / f"latam-delay-run-{os.getppid()}-abc"
+    other = [tmp_path / "latam-delay-run-abc123", tmp_path / "unrelated-1-x"]
+    for path in [*stale, live, *other]:
+        path.mkdir()
+        (path / "file").write_text("x")
+    assert sorted(clean_stale_runs(tmp_path)) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted([live, *other])
+
+
+def dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
+
+
+def test_a_dead_masters_metrics_directory_a_live_master_shares_is_kept(tmp_path: Path) -> None:
+    """After a binary upgrade the new master writes in the old one's directory, named after the
+    old master's pid: a start meanwhile (another server, same TMPDIR) must not take it for a
+    dead run's, nor one marked by this very master (pid 1 in a container: a dead run's)."""
+    old = dead_pid()
+    shared = tmp_path / f"latam-delay-metrics-{old}-abc"
+    stale = tmp_path / f"latam-delay-metrics-{old}-def"
+    own_mark = tmp_path / f"latam-delay-metrics-{old}-ghi"
+    for path in (shared, stale, own_mark):
+        path.mkdir()
+    (shared / f"master-{os.getppid()}").touch()
+    (stale / f"master-{old}").touch()
+    (own_mark / f"master-{os.getpid()}").touch()
+    assert sorted(clean_stale_runs(tmp_path)) == sorted([stale, own_mark])
+    assert list(tmp_path.iterdir()) == [shared]
+
+
+def test_an_upgraded_master_finds_the_metrics_directory_its_predecessor_writes_in(
+    tmp_path: Path,
+) -> None:
+    """By the predecessor's mark, not by its name: after two upgrades the directory is named
+    after the first master, and the second writes there too."""
+    first = tmp_path / "latam-delay-metrics-1-abc"
+    first.mkdir()
+    (first / "master-1").touch()
+    (first / f"master-{os.getppid()}").touch()
+    (tmp_path / "latam-delay-metrics-2-def").mkdir()
+    assert shared_metrics_dir(os.getppid(), tmp_path) == first
+    assert shared_metrics_dir(dead_pid(), tmp_path) is None
+    assert upgraded_from({"GUNICORN_PID": str(os.getppid())}) == os.getppid()
+    assert upgraded_from({"GUNICORN_PID": str(os.getpid())}) is None
+    assert upgraded_from({}) is None
+
+
+def test_a_master_leaves_the_metrics_directory_to_the_other_generation(tmp_path: Path) -> None:
+    """Kept while another live master's workers write there (the old master exiting once the new
+    one serves, or the new one stopped to roll the upgrade back); removed by the last."""
+    metrics = tmp_path / "latam-delay-metrics-1-abc"
+    metrics.mkdir()
+    mark_master(metrics)
+    (metrics / f"master-{os.getppid()}").touch()
+    (metrics / f"master-{dead_pid()}").touch()
+    assert not leave_metrics_dir(metrics)
+    assert metrics.is_dir()
+    assert not (metrics / f"master-{os.getpid()}").exists()
+    (metrics / f"master-{os.getppid()}").unlink()
+    mark_master(metrics)
+    assert leave_metrics_dir(metrics)
+    assert not metrics.exists()
+
+
+def test_a_metrics_directory_from_outside_loses_its_prometheus_files_only(tmp_path: Path) -> None:
+    """What gunicorn.conf.py does at start to a PROMETHEUS_MULTIPROC_DIR given from outside (a
+    real server: tests/test_server.py): the `*.db` files prometheus_client's collector reads go,
+    whatever else the operator keeps there stays."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    stale = [
+        metrics / name
+        for name in (
+            "counter_11.db",
+            "gauge_livesum_11.db",
+            "histogram_12.db",
+            "archive.journal",  # a compaction killed half-way: app.observability.metrics_archive
+            "archive.journal.tmp",
+            "counter_archive.db.tmp",
+        )
+    ]
+    for path in stale:
+        path.write_bytes(b"\0" * 8)
+    kept = [metrics / "notes.txt", metrics / "backup.db.tar", metrics / "notes.tmp"]
+    for path in kept:
+        path.write_text("kept")
+    (metrics / "archive.db").mkdir()
+    outside = tmp_path / "elsewhere.db"
+    outside.write_text("kept")
+    (metrics / "link.db").symlink_to(outside)
+    assert sorted(clean_metrics_dir(metrics)) == sorted(stale)
+    assert sorted(p.name for p in metrics.iterdir()) == [
+        "archive.db",
+        "backup.db.tar",
+        "link.db",
+        "notes.tmp",
+        "notes.txt",
+    ]
+    assert outside.read_text() == "kept"
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        clean_metrics_dir(tmp_path / "missing")
+
+
+def test_run_directories_carry_the_masters_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    made = run_dir("run")
+    assert made.parent == tmp_path
+    assert RUN_DIR_PATTERN.fullmatch(made.name)
+    assert made.name.startswith(f"latam-delay-run-{os.getpid()}-")
