@@ -240,13 +240,13 @@ def _response(
     return head + b"x-request-id: " + request_id + b"\r\n\r\n" + (b"" if head_only else body)
 
 
-def request_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
-    """uvicorn's parser, for every version of HTTP/1 too: llhttp takes only 0.9, 1.0, 1.1 and
-    2.0, and refused HTTP/1.2 (RFC 9110 §2.5: to be served as HTTP/1.1). Its other versions are
-    read only to be refused with a 505 (`_version_refused`), which closes the connection, and an
-    HTTP/1.x of a minor version over 1 is framed exactly as HTTP/1.1 (llhttp's rules depend on
-    the minor version being over 0 only), so the leniency frames no message otherwise."""
-    parser = httptools.HttpRequestParser(protocol)
+def lenient(parser: httptools.HttpRequestParser) -> httptools.HttpRequestParser:
+    """`parser` with uvicorn's leniency, and for every version of HTTP/1 too: llhttp takes only
+    0.9, 1.0, 1.1 and 2.0, and refused HTTP/1.2 (RFC 9110 §2.5: to be served as HTTP/1.1). Its
+    other versions are read only to be refused with a 505 (`_version_refused`), which closes the
+    connection, and an HTTP/1.x of a minor version over 1 is framed exactly as HTTP/1.1 (llhttp's
+    rules depend on the minor version being over 0 only), so the leniency frames no message
+    otherwise. Set on uvicorn's own parser, not on a second one made for each connection."""
     parser.set_dangerous_leniencies(lenient_data_after_close=True, lenient_version=True)
     return parser
 
@@ -265,7 +265,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.parser = request_parser(self)
+        lenient(self.parser)
         self.url = b""  # uvicorn's is set by the first request's start: read on a parse error
         self._partial_head = 0
         """Bytes received while the current head is incomplete."""
@@ -551,7 +551,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.clear()
             if not self._queued(cycle):  # started
                 self._receiving.add(self)
-        self.parser = request_parser(self)
+        self.parser = lenient(httptools.HttpRequestParser(self))
         try:
             self._upgrade_body = IgnoredUpgradeBody(cycle.scope["headers"])
         except h11.RemoteProtocolError:  # a transfer coding other than chunked
