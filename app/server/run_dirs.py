@@ -61,9 +61,14 @@ def upgraded_from(environ: dict[str, str] | os._Environ[str] = os.environ) -> in
     return int(pid) if pid.isdigit() and int(pid) != os.getpid() else None
 
 
+def _own_mark(directory: Path) -> Path:
+    """This master's MASTER_MARK in `directory`."""
+    return directory / f"{MASTER_MARK}{os.getpid()}"
+
+
 def mark_master(directory: Path) -> None:
     """Marks `directory` as written to by this master's workers (MASTER_MARK)."""
-    (directory / f"{MASTER_MARK}{os.getpid()}").touch()
+    _own_mark(directory).touch()
 
 
 def other_masters(directory: Path) -> list[int]:
@@ -91,7 +96,7 @@ def shared_metrics_dir(master: int, tmp: Path | None = None) -> Path | None:
 def leave_metrics_dir(directory: Path) -> bool:
     """At this master's exit: unmarks it, and removes `directory` unless another live master's
     workers still write there (an upgrade's other generation); returns whether it removed it."""
-    (directory / f"{MASTER_MARK}{os.getpid()}").unlink(missing_ok=True)
+    _own_mark(directory).unlink(missing_ok=True)
     if other_masters(directory):
         return False
     shutil.rmtree(directory, ignore_errors=True)
