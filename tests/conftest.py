@@ -166,6 +166,17 @@ def no_request_context_left() -> Iterator[None]:
     TRACE_ID.set(b"")
 
 
+@pytest.fixture
+def gunicorn_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """gunicorn.conf.py's names, the file executed as on SIGHUP: with this master's own run
+    directory already named in the environment, it makes no directory."""
+    import runpy
+
+    run = tmp_path / f"latam-delay-run-{os.getpid()}-test"
+    monkeypatch.setenv("LATAM_DELAY_RUN_DIR", str(run))
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "flights.csv.gz", synthetic_rows(3000))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -540,19 +540,16 @@ def test_a_refused_reload_shows_in_the_metrics_until_one_is_applied(tmp_path: Pa
 
 
 def test_a_failure_to_count_a_reload_does_not_stop_the_master(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    gunicorn_conf: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """on_reload runs in gunicorn's arbiter: an error raised there stops the whole server."""
-    import runpy
-
     from app.observability import metrics
     from app.server import handoff
 
     def cannot_count(applied: bool | None) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setenv("LATAM_DELAY_RUN_DIR", str(tmp_path / f"latam-delay-run-{os.getpid()}-t"))
-    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    conf = gunicorn_conf
     monkeypatch.setattr(metrics, "count_reload", cannot_count)
     monkeypatch.setattr(handoff, "advance", lambda directory, workers: None)
     monkeypatch.setattr(reload_module, "reload_models", lambda *args, **kwargs: None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import runpy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn.config
@@ -88,10 +88,8 @@ def test_shed_requests_are_access_logged_with_access_log(monkeypatch: pytest.Mon
     assert make_worker(monkeypatch, ACCESS_LOG="-").config.http.log_shed is True
 
 
-def test_gunicorn_conf_names_this_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    run = tmp_path / f"latam-delay-run-{os.getpid()}-test"  # this master's own, as on SIGHUP:
-    monkeypatch.setenv("LATAM_DELAY_RUN_DIR", str(run))  # the file then makes no directory
-    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+def test_gunicorn_conf_names_this_worker(gunicorn_conf: dict[str, Any]) -> None:
+    conf = gunicorn_conf
     assert conf["worker_class"] == "app.server.worker.UvicornWorker"
     # gunicorn's own parser limits do nothing under a uvicorn worker: they must not pretend to.
     assert not {"limit_request_line", "limit_request_fields", "limit_request_field_size"} & set(
