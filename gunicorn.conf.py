@@ -21,8 +21,10 @@ from app.server.run_dirs import (
     OWN_METRICS_ENV,
     clean_metrics_dir,
     clean_stale_runs,
+    hold,
     leave_metrics_dir,
     mark_master,
+    release,
     run_dir,
     shared_metrics_dir,
     upgraded_from,
@@ -87,6 +89,8 @@ control_socket_disable = (
 # that the second execution of this file on SIGHUP does not mistake them for a directory given
 # from outside. A master started by SIGUSR2 writes its metrics in the old master's directory:
 # both generations' workers answer the metrics port, and every scrape must read the same sums.
+# The master holds every directory its workers read or write (run_dirs.hold: a /tmp cleaner
+# skips them), the one given from outside or shared with an old master included.
 if not os.environ.get(RUN_DIR_ENV):
     try:
         clean_stale_runs()
@@ -114,6 +118,7 @@ if not os.environ.get(RUN_DIR_ENV):
                 ),
                 _SETTINGS.log_format,
             )
+    hold(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
 _RUN_DIR = Path(os.environ[RUN_DIR_ENV])
 
 
@@ -190,6 +195,7 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
+    release(_RUN_DIR)
     shutil.rmtree(_RUN_DIR, ignore_errors=True)
     own_metrics = os.environ.get(OWN_METRICS_ENV)
     if own_metrics:  # kept while an upgrade's other master's workers still write there

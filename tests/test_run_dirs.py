@@ -5,22 +5,32 @@ masters share the metrics directory until the last of them exits."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 
 from app.server.run_dirs import (
     RUN_DIR_PATTERN,
     clean_metrics_dir,
     clean_stale_runs,
+    held_by_another,
+    hold,
     leave_metrics_dir,
     mark_master,
+    release,
     run_dir,
     shared_metrics_dir,
     upgraded_from,
 )
+from tests.test_server import FULL_FLIGHTS, spawn, stop, wait_until_ready, workers_of
+
+TMPFILES = shutil.which("systemd-tmpfiles")
 
 
 def test_stale_run_directories_of_dead_masters_are_removed(tmp_path: Path) -> None:
@@ -144,3 +154,65 @@ def test_run_directories_carry_the_masters_pid(
     assert made.parent == tmp_path
     assert RUN_DIR_PATTERN.fullmatch(made.name)
     assert made.name.startswith(f"latam-delay-run-{os.getpid()}-")
+    assert held_by_another(made)
+    release(made)
+    assert not held_by_another(made)
+
+
+def test_a_held_directory_is_kept_whatever_pid_it_is_named_after(tmp_path: Path) -> None:
+    """A live master in another pid namespace (a container sharing this TMPDIR) can be named
+    after a pid that is dead here, or this very one: its lock says it lives."""
+    held = [tmp_path / f"latam-delay-run-{pid}-abc" for pid in (dead_pid(), os.getpid())]
+    for path in held:
+        path.mkdir()
+        hold(path)
+    try:
+        assert clean_stale_runs(tmp_path) == []
+    finally:
+        for path in held:
+            release(path)
+    assert sorted(clean_stale_runs(tmp_path)) == sorted(held)
+
+
+def backdate(root: Path, days: float) -> None:
+    """Sets the access and modification times of `root` and everything under it `days` back,
+    as they are on a server up that long with no worker started (each worker start reads the
+    model snapshot; the metric files are written on requests of each kind)."""
+    then = time.time() - days * 86400
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (then, then), follow_symlinks=False)
+
+
+@pytest.mark.skipif(TMPFILES is None, reason="systemd-tmpfiles not installed (.ci/run installs it)")
+def test_a_tmp_cleaner_leaves_a_running_server_its_directories(tmp_path: Path) -> None:
+    """systemd-tmpfiles (Fedora and RHEL age /tmp out after 10 days) took the model snapshot
+    and the metric files of a server up that long; the next worker to boot could not load its
+    models and gunicorn halted (exit 3, every request refused). The master holds its directories
+    (run_dirs.hold): the real cleaner skips them, and a worker killed then is replaced."""
+    workdir = tmp_path / "tmp"
+    server = spawn(workdir)
+    try:
+        wait_until_ready(server)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.post("/predict", json={"flights": FULL_FLIGHTS}).status_code == 200
+        runs = sorted(workdir.glob("latam-delay-*"))
+        files = sorted(path for run in runs for path in run.rglob("*"))
+        assert len(runs) == 2
+        assert any(path.suffix == ".onnx" for path in files)
+        for run in runs:
+            backdate(run, days=30)
+        rules = tmp_path / "tmp.conf"
+        rules.write_text(f"e {workdir} - - - am:10d\n")  # atime, mtime: a ctime cannot go back
+        assert TMPFILES is not None
+        cleaned = subprocess.run([TMPFILES, "--clean", str(rules)], capture_output=True, text=True)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert sorted(path for run in runs for path in run.rglob("*")) == files
+        (killed, *_) = workers_of(server)
+        started = server.log().count("Application startup complete")
+        os.kill(killed, signal.SIGKILL)
+        wait_until_ready(server, startups=started + 1)
+        assert killed not in workers_of(server)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.post("/predict", json={"flights": FULL_FLIGHTS}).status_code == 200
+    finally:
+        stop(server)

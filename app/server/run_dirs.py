@@ -3,11 +3,13 @@ and the gRPC hand-off, one for prometheus_client's multiprocess files (unless on
 outside). Each is named after its master's pid, so that a later start can tell a dead run's
 leftovers (a master killed before its on_exit) from a live one's; a binary upgrade's new master
 writes its workers' metrics in its predecessor's directory, and the last of the two to exit
-removes it (gunicorn.conf.py)."""
+removes it (gunicorn.conf.py). The master holds each of them (`hold`) for as long as it runs, so
+that an age-based /tmp cleaner leaves them alone."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -24,19 +26,70 @@ MASTER_MARK = "master-"
 """`master-<pid>`: an empty file in a run's own prometheus directory for each master whose workers
 write there. A binary upgrade's new master shares its predecessor's (`shared_metrics_dir`), so a
 directory named after a master that is gone can still be a live one's."""
+_held: dict[Path, int] = {}
+"""The directories this process holds (`hold`), with the open descriptor that holds each."""
 
 
 def run_dir(kind: str) -> Path:
     """A new temporary directory for this server run, named after this (the master's) pid so
     that a later start can tell a dead run's leftovers from a live one's (clean_stale_runs)."""
-    return Path(tempfile.mkdtemp(prefix=f"latam-delay-{kind}-{os.getpid()}-"))
+    return hold(Path(tempfile.mkdtemp(prefix=f"latam-delay-{kind}-{os.getpid()}-")))
+
+
+def hold(directory: Path) -> Path:
+    """Takes a shared BSD lock (flock) on `directory` until this process exits or `release`s it;
+    the workers it forks share it. systemd-tmpfiles, the age-based cleaner of /tmp (10 days on
+    Fedora and RHEL), skips a directory it cannot lock: unheld, a server up longer than that
+    with no worker started lost its model snapshot and its metric files, and the next worker
+    to boot (after one was killed, or on a refused reload) could not load its models, and
+    gunicorn halted. Best effort: where the lock cannot be taken (a file system without flock),
+    the directory is used unheld."""
+    if directory in _held:
+        return directory
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return directory
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH)
+    except OSError:
+        os.close(descriptor)
+        return directory
+    _held[directory] = descriptor
+    return directory
+
+
+def release(directory: Path) -> None:
+    """Lets go of a directory `hold` took (none held: nothing to do)."""
+    descriptor = _held.pop(directory, None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def held_by_another(directory: Path) -> bool:
+    """Whether another open of `directory` holds it (`hold`): a live run's, whatever its pid
+    says (a master in another pid namespace, a container sharing this TMPDIR, can have any)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+    return False
 
 
 def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
     """Removes the run directories of masters that are gone (killed before their on_exit).
     Called before this master makes its own, so one named after this very pid is a dead
     master's too: in a container every master is pid 1, and a restarted one kept its killed
-    predecessor's directories (in an emptyDir that survives restarts) forever."""
+    predecessor's directories (in an emptyDir that survives restarts) forever. One a live
+    process holds is kept whatever its name says (held_by_another)."""
     removed = []
     for path in Path(tmp or tempfile.gettempdir()).iterdir():
         match = RUN_DIR_PATTERN.fullmatch(path.name)
@@ -46,6 +99,7 @@ def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
             and path.is_dir()
             and (pid == os.getpid() or not processes.exists(pid))
             and not other_masters(path)
+            and not held_by_another(path)
         ):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
@@ -97,6 +151,7 @@ def leave_metrics_dir(directory: Path) -> bool:
     """At this master's exit: unmarks it, and removes `directory` unless another live master's
     workers still write there (an upgrade's other generation); returns whether it removed it."""
     _own_mark(directory).unlink(missing_ok=True)
+    release(directory)
     if other_masters(directory):
         return False
     shutil.rmtree(directory, ignore_errors=True)
