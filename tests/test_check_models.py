@@ -182,7 +182,7 @@ def no_card_at_all(release: Path) -> None:
         (stale_version, "delay-full.json: version '0123456789ab' is not the start of its ONNX"),
         (wrong_name, "delay-minimal.json: it names itself 'delay-minimal-v2', not 'delay-minimal'"),
         (threshold_not_a_probability, "delay-full.json: threshold 1.5 is not a probability"),
-        (threshold_above_every_sample, "delay-minimal: threshold"),
+        (threshold_above_every_sample, "delay-minimal.json: threshold"),
         (probabilities_drift, "delay-full: sample 3: onnxruntime gives"),
         (no_samples, "delay-full: the card holds no parity samples"),
         (sample_of_the_other_contract, "delay-full: a parity sample is not a flight of this"),

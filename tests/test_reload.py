@@ -241,10 +241,19 @@ def profile_features_a_list(models: Path) -> None:
     (models / "delay-full.json").write_text(json.dumps(card))
 
 
+def threshold_above_every_sample(models: Path) -> None:
+    """A threshold inside (0, 1) that no flight reaches: the reload took it, and every flight
+    was then on time (`make check-models` alone refused it)."""
+    card = json.loads((models / "delay-full.json").read_text())
+    card["threshold"] = max(sample["proba"] for sample in card["samples"]) + 0.01
+    (models / "delay-full.json").write_text(json.dumps(card))
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
         (lying_card, "delay-full.json: the ONNX graph takes [features tensor(float) [None, 2]]"),
+        (threshold_above_every_sample, "every flight would get one label"),
         (profile_features_a_list, "delay-full.json: its drift profile does not fit delay-full's"),
         (directory_in_place, "delay-full.onnx: not a regular file but a directory"),
         (directory_card, "delay-minimal.json: not a regular file but a directory"),

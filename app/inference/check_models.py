@@ -8,11 +8,10 @@ proposes. It runs in the serving image, which has onnxruntime but no scikit-lear
   (app.server.reload.take_snapshot): a directory holding the cards, each card and its ONNX file
   (regular files: a FIFO is refused unopened), the sha256 the card holds, an onnxruntime session,
   the card fitting its model (app.inference.model.fit_problems: its name, its version the first
-  12 hex of that sha256, a threshold strictly inside (0, 1), its inputs those of its contract and
-  of the graph), the warm-up;
-- the threshold lies strictly inside the range of the card's sample probabilities, which run
-  from the lowest training probability to the highest: outside it, every flight would get the
-  same label;
+  12 hex of that sha256, a threshold strictly inside (0, 1) and inside the range of the card's
+  sample probabilities, which run from the lowest training probability to the highest (outside
+  it every flight would get the same label), its inputs those of its contract and of the
+  graph), the warm-up;
 - parity: the flights the export sampled into the card, each with scikit-learn's probability,
   get that probability (within PARITY_TOLERANCE) and the same label from onnxruntime, through
   the served path (the request validator, then ModelSet.predict, the minimal model's table
@@ -80,11 +79,6 @@ def _sample_problems(models: ModelSet, model: OnnxModel, validator: FlightValida
         return ["a parity sample is not a flight of this model's contract"]
     threshold = model.threshold
     problems = []
-    if not expected.min() < threshold <= expected.max():
-        problems.append(
-            f"threshold {threshold:.6f} is outside the samples' probabilities "
-            f"[{expected.min():.6f}, {expected.max():.6f}]: every flight would get one label"
-        )
     served = models.predict(batch)
     actual = np.asarray(served.probabilities, dtype=np.float64)
     worst = int(np.argmax(np.abs(actual - expected)))

@@ -103,8 +103,15 @@ def fit_problems(card: ModelCard, name: str, session: ort.InferenceSession) -> l
             f"version {card.version!r} is not the start of its ONNX sha256 {card.onnx_sha256}"
         )
     threshold = card.raw["threshold"]
+    span = _sample_span(card.raw.get("samples"))
     if type(threshold) not in (int, float) or not (math.isfinite(threshold) and 0 < threshold < 1):
         problems.append(f"threshold {threshold!r} is not a probability strictly inside (0, 1)")
+    elif span is not None and not span[0] < threshold <= span[1]:
+        problems.append(
+            f"threshold {threshold:.6f} is outside its parity samples' probabilities "
+            f"[{span[0]:.6f}, {span[1]:.6f}] (the lowest and highest at training): every flight "
+            "would get one label"
+        )
     contract = CONTRACT_INPUTS[name]
     if card.inputs != contract:
         problems.append(
@@ -141,6 +148,19 @@ def fit_problems(card: ModelCard, name: str, session: ort.InferenceSession) -> l
             f"the ONNX graph gives no {ONNX_PROBABILITIES} tensor(float) [N, {CLASSES}]"
         )
     return problems
+
+
+def _sample_span(samples: Any) -> tuple[float, float] | None:
+    """The lowest and highest probability among the card's parity samples, which the export
+    draws to run from the lowest training probability to the highest; None when there are none
+    to read (app.inference.check_models says so; the server loads such a card)."""
+    try:
+        probabilities = [float(sample["proba"]) for sample in samples]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(probabilities) < 2 or not all(map(math.isfinite, probabilities)):
+        return None
+    return min(probabilities), max(probabilities)
 
 
 def _listed(inputs: Sequence[tuple[str, str]]) -> str:
