@@ -21,6 +21,7 @@ from app.server.run_dirs import (
     OWN_METRICS_ENV,
     clean_metrics_dir,
     clean_stale_runs,
+    held_by_another,
     hold,
     leave_metrics_dir,
     mark_master,
@@ -92,10 +93,31 @@ control_socket_disable = (
 # The master holds every directory its workers read or write (run_dirs.hold: a /tmp cleaner
 # skips them), the one given from outside or shared with an old master included.
 if not os.environ.get(RUN_DIR_ENV):
+    # One given from outside is this run's too: a killed run's files would count its workers and
+    # carry its counters on. Not in a master started by SIGUSR2: the old one's workers write there.
+    # Nor where another server runs (it holds the directory): its live files would be wiped, and
+    # then both servers' workers summed on both /metrics. Checked first: a refusal makes nothing.
+    _given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if _given and not _UPGRADED:
+        if held_by_another(Path(_given)):
+            _cannot_start(
+                RuntimeError(
+                    f"PROMETHEUS_MULTIPROC_DIR={_given!r}: another running server writes its "
+                    "metrics there; give each server a directory of its own"
+                ),
+                _SETTINGS.log_format,
+            )
+        try:
+            clean_metrics_dir(Path(_given))
+        except OSError as _error:
+            _cannot_start(
+                OSError(f"PROMETHEUS_MULTIPROC_DIR={_given!r}: expected a directory: {_error}"),
+                _SETTINGS.log_format,
+            )
     try:
         clean_stale_runs()
         os.environ[RUN_DIR_ENV] = str(run_dir("run"))
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not _given:
             _shared = shared_metrics_dir(_PREDECESSOR) if _PREDECESSOR is not None else None
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_shared or run_dir("metrics"))
             os.environ[OWN_METRICS_ENV] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
@@ -105,19 +127,6 @@ if not os.environ.get(RUN_DIR_ENV):
             OSError(f"no writable temporary directory (set TMPDIR): {_error}"),
             _SETTINGS.log_format,
         )
-    # One given from outside is this run's too: a killed run's files would count its workers and
-    # carry its counters on. Not in a master started by SIGUSR2: the old one's workers write there.
-    if OWN_METRICS_ENV not in os.environ and not _UPGRADED:
-        _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-        try:
-            clean_metrics_dir(Path(_metrics_dir))
-        except OSError as _error:
-            _cannot_start(
-                OSError(
-                    f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r}: expected a directory: {_error}"
-                ),
-                _SETTINGS.log_format,
-            )
     hold(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
 _RUN_DIR = Path(os.environ[RUN_DIR_ENV])
 

@@ -843,6 +843,47 @@ def test_a_metrics_directory_given_from_outside_starts_empty_after_a_crash(
     assert (metrics / "notes.txt").read_text() == "kept"
 
 
+def test_a_metrics_directory_another_running_server_writes_in_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Two servers given one PROMETHEUS_MULTIPROC_DIR (a copied unit file, say): the second's
+    start wiped the first's live files, then each /metrics summed both servers' workers. The
+    first holds the directory (app.server.run_dirs.hold); the second now stops with one line,
+    and the first still counts its own workers."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    first = spawn(tmp_path / "first", PROMETHEUS_MULTIPROC_DIR=str(metrics))
+    try:
+        wait_until_ready(first)
+        log = failed_start(spawn(tmp_path / "second", PROMETHEUS_MULTIPROC_DIR=str(metrics)))
+        assert log.strip().splitlines() == [
+            f"latam-delay: cannot start: PROMETHEUS_MULTIPROC_DIR={str(metrics)!r}: another "
+            "running server writes its metrics there; give each server a directory of its own"
+        ], log
+        assert not list((tmp_path / "second").glob("latam-delay-*"))  # nothing made, nothing left
+        workers = {
+            sample.labels["model"]: sample.value
+            for family in scrape(first.url)
+            for sample in family.samples
+            if sample.name == "model_workers"
+        }
+        assert workers == {"delay-minimal": WORKERS, "delay-full": WORKERS}
+    finally:
+        stop(first)
+
+
+def test_a_metrics_directory_from_outside_that_is_no_directory_stops_start_up(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "missing"
+    log = failed_start(spawn(tmp_path / "run", PROMETHEUS_MULTIPROC_DIR=str(missing)))
+    assert log.strip().splitlines() == [
+        f"latam-delay: cannot start: PROMETHEUS_MULTIPROC_DIR={str(missing)!r}: expected a "
+        f"directory: [Errno 20] not a directory: {str(missing)!r}"
+    ], log
+    assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
+
+
 def test_the_real_server_sends_no_server_header(server: Server, http: httpx.Client) -> None:
     """uvicorn adds `server: uvicorn` unless told not to (app.server.worker): ask the real
     server."""
