@@ -42,10 +42,16 @@ def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> li
             "description": "I = international, N = national",
             "allowed": list(FLIGHT_TYPES),
         },
-        "MES": {"description": "scheduled month", "minimum": 1, "maximum": 12},
+        "MES": {
+            "description": "month of operation: the scheduled one, or the next for a flight "
+            "scheduled on a month's last day that left after midnight",
+            "minimum": 1,
+            "maximum": 12,
+        },
         "Fecha-I": {
             "format": DATETIME_FORMAT,
-            "description": "scheduled date and time (local); its month must equal MES",
+            "description": "scheduled date and time (local); MES is its month, or the next "
+            "for a departure on a month's last day",
         },
         "Des-I": {
             "pattern": patterns["Des-I"],

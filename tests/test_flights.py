@@ -5,10 +5,12 @@ import itertools
 import re
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 
 from app.errors import BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
@@ -22,6 +24,7 @@ from app.inference.flights import (
     Flight,
     FlightValidator,
     Schedule,
+    operated_in,
 )
 from app.inference.model import ModelCard, minimal_domain
 from tests.conftest import MODELS_DIR, synthetic_rows
@@ -115,8 +118,65 @@ def test_scheduled_time_must_be_the_data_sets_format(value: object) -> None:
 
 
 def test_scheduled_month_must_agree_with_mes() -> None:
-    with pytest.raises(InvalidFlight, match="contradicts MES=3"):
-        VALIDATOR.flight(SCHEDULED | {"MES": 3}, 0)
+    with pytest.raises(InvalidFlight, match="contradicts MES=4"):
+        VALIDATOR.flight(SCHEDULED | {"MES": 4}, 0)
+
+
+@pytest.mark.parametrize(
+    ("departure", "month", "allowed"),
+    [
+        ("2017-02-28 23:59:00", 3, True),  # the month's last day: the next month too
+        ("2017-12-31 23:55:00", 1, True),  # across the year
+        ("2017-01-31 00:05:00", 2, True),  # any time of that day (it may leave hours late)
+        ("2017-02-27 23:59:00", 3, False),
+        ("2016-02-28 23:59:00", 3, False),  # a leap year's February has a 29th
+        ("2016-02-29 23:59:00", 3, True),
+        ("2017-02-28 23:59:00", 4, False),
+        ("2017-03-01 00:05:00", 2, False),  # not the month before
+    ],
+)
+def test_mes_may_be_the_month_of_operation(departure: str, month: int, allowed: bool) -> None:
+    """The SCL data's MES is the month of operation: a flight scheduled on a month's last day
+    that left after midnight carries the next month (9 of its flights). The row way, a batch and
+    the inference protocol's column way agree."""
+    flight = SCHEDULED | {"Fecha-I": departure, "MES": month}
+    validator = FlightValidator(["Grupo LATAM", "Sky Airline"], max_flights=3)
+    assert operated_in(departure, month) is allowed
+    columns = validator.columns({name: [flight[name]] * 2 for name in flight})
+    if allowed:
+        assert validator.flight(flight, 0).month == month
+        assert list(_decoded([flight, flight]).full.month) == [month, month]
+        assert columns is not None
+        assert list(columns.month) == [month, month]
+    else:
+        with pytest.raises(InvalidFlight, match=f"contradicts MES={month}"):
+            _decoded([SCHEDULED, flight])
+        assert columns is None
+
+
+def test_every_flight_of_the_real_data_is_accepted(real_data: Path) -> None:
+    """As the data writes them, in batches: nine of them carry the month they left in, after
+    midnight on a month's last day (operated_in); such a batch was refused whole."""
+    table = pd.read_csv(real_data, dtype=str, keep_default_na=False)
+    card = ModelCard.from_json(orjson.loads((MODELS_DIR / "delay-full.json").read_bytes()))
+    validator = FlightValidator(card.operators, max_flights=len(table))
+    flights = [
+        {
+            "OPERA": row["OPERA"],
+            "TIPOVUELO": row["TIPOVUELO"],
+            "MES": int(row["MES"]),
+            "Fecha-I": row["Fecha-I"],
+            "Des-I": row["Des-I"],
+            "Emp-I": row["Emp-I"],
+            "Vlo-I": row["Vlo-I"].strip(),
+        }
+        for row in table.to_dict("records")
+    ]
+    batch = validator.decode(orjson.dumps({"flights": flights}))
+    assert batch.size == len(table) == 68_206
+    assert batch.full is not None
+    departures = pd.to_datetime(table["Fecha-I"])
+    assert (departures.dt.month != table["MES"].astype(int)).sum() == 9
 
 
 @pytest.mark.parametrize("missing", ["Fecha-I", "Des-I", "Emp-I", "Vlo-I"])
@@ -271,12 +331,12 @@ def test_a_lone_flight_decodes_as_in_a_batch(flight: dict[str, Any]) -> None:
 def test_the_first_wrong_flight_is_named_whatever_rule_it_breaks() -> None:
     """The compiled pass meets flight 2's type error before checking the rules that join
     fields; the error still names flight 1, whose month contradicts its date."""
-    wrong_month = SCHEDULED | {"MES": 3}
+    wrong_month = SCHEDULED | {"MES": 4}
     wrong_type = SCHEDULED | {"TIPOVUELO": "X"}
     with pytest.raises(InvalidFlight) as raised:
         _decoded([SCHEDULED, wrong_month, wrong_type])
     assert raised.value.detail["index"] == 1
-    assert raised.value.message == "flights[1].Fecha-I: month 2 contradicts MES=3"
+    assert raised.value.message == "flights[1].Fecha-I: month 2 contradicts MES=4"
 
 
 WEIRD = [None, True, 0, 13, -1, 2.0, "", "I", "N", "x", "SCFA", "SKU", "226", "2017-02-28 23:59:00",

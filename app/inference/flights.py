@@ -9,8 +9,8 @@ The `Field`s below are the one declaration: each field's msgspec type (with its 
 description and example), the problem an error names and what it allows. From them come the
 compiled decoder that validates a whole body in one pass (msgspec), the OpenAPI schema
 (`app.rest.openapi`), and the error of a refused body, found by checking the same types field by
-field. The rules that join fields (a schedule is all four or none, a real date in the month MES
-says) are checked column-wise after the compiled pass, and again flight by flight only to name
+field. The rules that join fields (a schedule is all four or none, a real date in a month MES
+allows: `operated_in`) are checked column-wise after the compiled pass, and again flight by flight only to name
 the first flight that breaks one. The inference protocol's flights come as columns already:
 `FlightValidator.columns` checks them a column at a time, and only a request it cannot vouch
 for takes the row way, so both ways accept the same flights and refuse them with one error.
@@ -18,6 +18,7 @@ for takes the row way, so both ways accept the same flights and refuse them with
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,8 +105,8 @@ def departure_field(years: tuple[int, int] | None) -> Field:
         "not a scheduled date and time",
         DEPARTURE_FORMS,
         "(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}",  # year 0: numpy parses it
-        description=f"scheduled departure, local time, {DEPARTURE_FORMS}; its "
-        f"month must equal MES{bound}",
+        description=f"scheduled departure, local time, {DEPARTURE_FORMS}; MES is its month, "
+        f"or the next for a departure on a month's last day{bound}",
         examples=["2017-01-01 23:30:00"],
     )
 
@@ -174,7 +175,8 @@ def minimal_fields(operators: Sequence[str]) -> tuple[Field, ...]:
             Annotated[int, msgspec.Meta(ge=1, le=12)],
             "not a month",
             "an integer from 1 to 12",
-            description="month of the scheduled departure",
+            description="month of operation, as in the SCL data: the scheduled departure's, or "
+            "the next for a flight scheduled on a month's last day that left after midnight",
             examples=[3],
         ),
     )
@@ -457,7 +459,7 @@ class FlightValidator:
 
     def _batch(self, flights: list[Any], raw: list[Any] | None, body: bytes = b"") -> Batch:
         """Columns of the decoded flights, after the rules that join fields: a schedule is all
-        four fields or none, a real date and time, in the month MES says."""
+        four fields or none, a real date and time, in a month MES allows (operated_in)."""
         size = len(flights)
         if size == 1:  # most requests: none of the comprehensions below
             flight = flights[0]
@@ -586,7 +588,7 @@ class FlightValidator:
             error = _field_error(field, value, index)
             if error is not None:
                 return error
-            if field.name == "Fecha-I" and int(value[5:7]) != raw["MES"]:
+            if field.name == "Fecha-I" and not operated_in(value, raw["MES"]):
                 problem = f"month {int(value[5:7])} contradicts MES={raw['MES']}"
                 return InvalidFlight(index, field.name, problem, value)
             if field.name == "Fecha-I" and self.years is not None:
@@ -629,8 +631,8 @@ def _scheduled(
 ) -> Columns | None:
     """Scheduled flights' columns, or None when a rule that joins fields is broken: each
     schedule string of its pattern (a flight number given as an integer is read as its digits),
-    a date and time that exist, in the month MES says, in the `years` if given (the first
-    year's four digits, the next year's after the last)."""
+    a date and time that exist, in a month MES allows (operated_in), in the `years` if given
+    (the first year's four digits, the next year's after the last)."""
     numbers = [str(number) if type(number) is int else number for number in numbers]
     if not _SCHEDULE_TEXT.matches(departures, destinations, airlines, numbers):
         return None
@@ -640,11 +642,26 @@ def _scheduled(
         departure = _departures(departures)
     except ValueError:
         return None
-    if [int(value[5:7]) for value in departures] != months:  # placed by the pattern
+    if [int(value[5:7]) for value in departures] != months and not all(  # placed by the pattern
+        map(operated_in, departures, months)
+    ):
         return None
     if years is not None and not (years[0] <= min(departures) and max(departures) < years[1]):
         return None
     return Columns(operators, flight_types, months, departure, destinations, airlines, numbers)
+
+
+def operated_in(departure: str, month: int) -> bool:
+    """Whether a flight scheduled at `departure` (a date and time that exist, of its field's
+    pattern) can have MES `month`: its own month, or the next for a departure on its month's
+    last day. The SCL data's MES is the month of operation: 9 of its 68,206 flights, scheduled
+    late on a month's last day, left after midnight and carry the next month, and batches of
+    the data's own flights holding one were refused whole."""
+    scheduled = int(departure[5:7])
+    if month == scheduled:
+        return True
+    last_day = calendar.monthrange(int(departure[:4]), scheduled)[1]
+    return month == scheduled % 12 + 1 and int(departure[8:10]) == last_day
 
 
 def _unpadded(number: str) -> str:
