@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from fnmatch import fnmatchcase
@@ -26,6 +27,8 @@ DEPLOY = WORKFLOWS / "deploy.yml"
 DEPLOY_ENVIRONMENT = WORKFLOWS / "deploy-environment.yml"
 ALL_WORKFLOWS = sorted(WORKFLOWS.glob("*.yml"))
 ACTIONLINT = Path(sys.executable).parent / "actionlint"
+SHELLCHECK = shutil.which("shellcheck")
+SHELL_SCRIPTS = [ROOT / ".ci" / "run", *sorted((ROOT / "deploy").glob("**/*.sh"))]
 
 
 def actionlint(*paths: Path) -> list[dict[str, Any]]:
@@ -118,6 +121,21 @@ def test_actionlint_does_check(tmp_path):
     messages = " ".join(f["message"] for f in actionlint(broken))
     assert "no-such-input" in messages
     assert "nothing" in messages
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed (.ci/run installs it)")
+def test_the_shell_scripts_pass_shellcheck(tmp_path):
+    """CI's entry point and the deploy scripts, as actionlint checks the workflows' scripts: a
+    comment in .ci/run that began with the word shellcheck was read as a directive, and
+    shellcheck stopped at it without checking the rest."""
+    assert len(SHELL_SCRIPTS) >= 4
+    assert SHELLCHECK is not None
+    result = subprocess.run([SHELLCHECK, *map(str, SHELL_SCRIPTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    broken = tmp_path / "broken.sh"
+    broken.write_text('#!/usr/bin/env bash\nrm -rf $1/"$2"\n')
+    flagged = subprocess.run([SHELLCHECK, str(broken)], capture_output=True, text=True)
+    assert "SC2086" in flagged.stdout
 
 
 @pytest.mark.parametrize("path", [CI, RETRAIN], ids=["ci", "retrain"])

@@ -76,6 +76,7 @@ server_log=$(mktemp)
 server_pid=
 descendants() {  # every process below $1, by id
     local child
+    # shellcheck disable=SC2013  # the children files hold ids apart by spaces, not lines
     for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
         echo "$child"
         descendants "$child"
@@ -91,7 +92,7 @@ gunicorns() {  # the server's gunicorn processes, master first
 # SIGTERM to gunicorn's master is its graceful stop. It is signalled directly: a SIGTERM to
 # buildah's exec shim would orphan the workers. Fails when something had to be killed.
 stop_server() {
-    local pid master= seen=() waited=0
+    local pid master='' seen=() waited=0
     while kill -0 "$server_pid" 2>/dev/null && ((waited < 250)); do
         if [[ -z $master ]]; then
             master=$(gunicorns | head -n1)
@@ -109,7 +110,9 @@ stop_server() {
     if kill -0 "$server_pid" 2>/dev/null; then
         echo "server did not stop in 25s: killing it" >&2
         mapfile -t seen < <(gunicorns)
-        kill -KILL "${seen[@]}" $(descendants "$server_pid") "$server_pid" 2>/dev/null || true
+        local below
+        mapfile -t below < <(descendants "$server_pid")
+        kill -KILL "${seen[@]}" "${below[@]}" "$server_pid" 2>/dev/null || true
         clean=1
     fi
     wait "$server_pid" 2>/dev/null || true
