@@ -4,11 +4,13 @@ masters share the metrics directory until the last of them exits."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -172,6 +174,22 @@ def test_a_held_directory_is_kept_whatever_pid_it_is_named_after(tmp_path: Path)
         for path in held:
             release(path)
     assert sorted(clean_stale_runs(tmp_path)) == sorted(held)
+
+
+def test_holding_never_waits_for_an_exclusive_lock(tmp_path: Path) -> None:
+    """A start must not hang on a directory someone locked exclusively (a cleaner mid-scan, a
+    stray process): the directory is then used unheld."""
+    locked = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(locked, fcntl.LOCK_EX)
+    try:
+        holding = threading.Thread(target=hold, args=(tmp_path,), daemon=True)
+        holding.start()
+        holding.join(timeout=5)
+        assert not holding.is_alive(), "hold waited for the exclusive lock"
+    finally:
+        os.close(locked)
+    assert not held_by_another(tmp_path)
+    release(tmp_path)
 
 
 def backdate(root: Path, days: float) -> None:

@@ -42,8 +42,8 @@ def hold(directory: Path) -> Path:
     Fedora and RHEL), skips a directory it cannot lock: unheld, a server up longer than that
     with no worker started lost its model snapshot and its metric files, and the next worker
     to boot (after one was killed, or on a refused reload) could not load its models, and
-    gunicorn halted. Best effort: where the lock cannot be taken (a file system without flock),
-    the directory is used unheld."""
+    gunicorn halted. Best effort, never waiting: where the lock cannot be taken (a file system
+    without flock, an exclusive lock someone holds), the directory is used unheld."""
     if directory in _held:
         return directory
     try:
@@ -51,7 +51,7 @@ def hold(directory: Path) -> Path:
     except OSError:
         return directory
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH)
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
         os.close(descriptor)
         return directory
