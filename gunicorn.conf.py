@@ -153,6 +153,7 @@ def on_starting(server: Any) -> None:
         on_exit(server)  # sys.exit here skips gunicorn's own on_exit call
         _cannot_start(error, _SETTINGS.log_format)
     pin(release)
+    server.pinned_release = release  # the arbiter outlives this file's re-execution on SIGHUP
     count_reload(None)
     server.log.info("models checked: %s", release.describe())
 
@@ -173,6 +174,8 @@ def on_reload(server: Any) -> None:
         server.log.error,
         workers=list(server.WORKERS.values()),
     )
+    if release is not None:
+        server.pinned_release = release
     try:
         count_reload(release is not None)
     except Exception as error:  # raised here, it would stop gunicorn's arbiter
@@ -180,8 +183,28 @@ def on_reload(server: Any) -> None:
 
 
 def pre_fork(server: Any, worker: Any) -> None:
-    """Tags the worker with the snapshot it will load, so that no reload prunes it meanwhile."""
+    """Tags the worker with the snapshot it will load, so that no reload prunes it meanwhile,
+    and writes back what of that snapshot is gone (app.server.reload.restore): a worker that
+    cannot load its models would halt the server. A failure to is logged, never raised, which
+    would stop gunicorn's arbiter (the worker then fails as it would have)."""
+    from app.server.reload import restore
+
     worker.models_dir = os.environ["MODELS_DIR"]
+    release = getattr(server, "pinned_release", None)
+    if release is None:
+        return
+    try:
+        restored = restore(release)
+    except OSError as error:
+        server.log.warning("model snapshot %s not restored: %r", release.snapshot, error)
+        return
+    if restored:
+        server.log.warning(
+            "model snapshot %s had lost %s (removed from under the server: a /tmp cleaner?); "
+            "written back as checked",
+            release.snapshot,
+            ", ".join(restored),
+        )
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -28,6 +28,7 @@ from app.server.reload import (
     pin,
     prune,
     reload_models,
+    restore,
     take_snapshot,
 )
 from app.server.run_dirs import RUN_DIR_PATTERN
@@ -574,3 +575,94 @@ def test_a_failure_to_count_a_reload_does_not_stop_the_master(
     assert warnings == [
         "reload outcome not counted in /metrics: OSError(28, 'No space left on device')"
     ]
+
+
+def test_restore_writes_back_what_is_gone_from_a_snapshot_as_checked(tmp_path: Path) -> None:
+    """A file removed or altered under the server comes back as the bytes that were checked,
+    whatever MODELS_DIR holds now; an intact snapshot is left as it is."""
+    models = Path(shutil.copytree(MODELS_DIR, tmp_path / "models"))
+    release = take_snapshot(models, tmp_path / "snapshots")
+    checked = {path.name: path.read_bytes() for path in release.snapshot.iterdir()}
+    assert dict(release.files) == checked
+    assert len(checked) == 4
+    assert restore(release) == []
+    (models / "delay-full.onnx").write_bytes(b"a newer release")
+    (release.snapshot / "delay-full.onnx").unlink()
+    (release.snapshot / "delay-minimal.json").write_bytes(b"{}")
+    assert sorted(restore(release)) == ["delay-full.onnx", "delay-minimal.json"]
+    shutil.rmtree(release.snapshot.parent)  # the whole run directory
+    assert sorted(restore(release)) == sorted(checked)
+    assert {path.name: path.read_bytes() for path in release.snapshot.iterdir()} == checked
+    ModelSet.load(release.snapshot)
+
+
+def test_a_snapshot_removed_from_under_the_server_is_written_back_before_a_worker_loads_it(
+    tmp_path: Path,
+) -> None:
+    """A /tmp cleaner that ignores the master's lock (tmpwatch, tmpreaper) or an operator's rm
+    took the snapshot: the next worker to boot, a killed one's replacement or a refused
+    reload's, could not load its models and gunicorn halted (exit 3). pre_fork writes it back."""
+    import signal
+
+    import httpx2 as httpx
+
+    from tests.test_server import (
+        MINIMAL_FLIGHTS,
+        spawn,
+        stop,
+        wait_until_ready,
+        workers_of,
+    )
+
+    def started() -> int:
+        return server.log().count("Application startup complete")
+
+    def snapshot_removed() -> None:
+        (run,) = server.workdir.glob("latam-delay-run-*")
+        shutil.rmtree(run / "models")
+
+    def answers() -> int:
+        body = {"flights": MINIMAL_FLIGHTS}
+        return httpx.post(server.url + "/predict", json=body, timeout=30).status_code
+
+    release = Path(shutil.copytree(MODELS_DIR, tmp_path / "release"))
+    server = spawn(tmp_path / "run", WORKERS="1", MODELS_DIR=str(release))
+    try:
+        wait_until_ready(server, startups=1)
+        snapshot_removed()
+        before = started()
+        os.kill(next(iter(workers_of(server))), signal.SIGKILL)
+        wait_until_ready(server, startups=before + 1)
+        assert answers() == 200
+        snapshot_removed()
+        (release / "delay-full.json").unlink()
+        before = started()
+        os.kill(server.process.pid, signal.SIGHUP)
+        wait_until_ready(server, startups=before + 1)
+        assert answers() == 200
+        log = server.log()
+        assert log.count("had lost") == 2, log
+        assert "model reload refused" in log
+    finally:
+        stop(server)
+
+
+def test_a_failure_to_restore_a_snapshot_does_not_stop_the_master(
+    gunicorn_conf: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pre_fork runs in gunicorn's arbiter: an error raised there stops the whole server. The
+    worker then fails to load as it would have, and the log says why."""
+    release = take_snapshot(MODELS_DIR, tmp_path / "snapshots")
+    shutil.rmtree(tmp_path / "snapshots")
+    (tmp_path / "snapshots").write_text("a file in its place: the snapshot cannot be made again")
+    monkeypatch.setenv("MODELS_DIR", str(release.snapshot))
+    warnings: list[str] = []
+    server = SimpleNamespace(
+        pinned_release=release,
+        log=SimpleNamespace(warning=lambda message, *args: warnings.append(message % args)),
+    )
+    worker = SimpleNamespace()
+    gunicorn_conf["pre_fork"](server, worker)
+    assert worker.models_dir == str(release.snapshot)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"model snapshot {release.snapshot} not restored: ")

@@ -16,7 +16,8 @@ a card that does not fit its model (app.inference.model.fit_problems), any error
 is that one refusal, naming the file in the release directory the symlink resolved to:
 nothing a release holds can stop the server. Reloads run one at a time (gunicorn calls on_reload
 from its main loop; a lock makes that true for any caller), and a snapshot is removed only once
-no live worker was forked to load it.
+no live worker was forked to load it. The master keeps the checked bytes and writes back what
+of the pinned snapshot is gone before each fork (`restore`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class Release:
     snapshot: Path
     """The private copy the workers load."""
     versions: dict[str, str]
+    files: Mapping[str, bytes]
+    """The checked bytes of each file in the snapshot, by name, to write back (`restore`)."""
 
     def describe(self) -> str:
         versions = ", ".join(f"{name} {version}" for name, version in self.versions.items())
@@ -71,11 +74,12 @@ def take_snapshot(source: Path, snapshots: Path, threads: int = 1) -> Release:
         raise
     except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
         raise ModelLoadError(_one_line(f"cannot snapshot {source}: {error}")) from None
+    files: dict[str, bytes] = {}
     try:
         for name in MODEL_NAMES:
-            card = _copy(resolved / f"{name}.json", snapshot)
+            card = _copy(resolved / f"{name}.json", snapshot, files)
             if card is not None:
-                _copy(resolved / _onnx_file(card, resolved / f"{name}.json"), snapshot)
+                _copy(resolved / _onnx_file(card, resolved / f"{name}.json"), snapshot, files)
         models = ModelSet.load(snapshot, threads)
     except ModelLoadError as error:
         shutil.rmtree(snapshot, ignore_errors=True)
@@ -88,7 +92,7 @@ def take_snapshot(source: Path, snapshots: Path, threads: int = 1) -> Release:
         shutil.rmtree(snapshot, ignore_errors=True)
         raise
     versions = {name: model.version for name, model in models.by_name.items()}
-    return Release(source, resolved, snapshot, versions)
+    return Release(source, resolved, snapshot, versions, files)
 
 
 def _release_directory(source: Path, resolved: Path) -> None:
@@ -105,9 +109,9 @@ def _release_directory(source: Path, resolved: Path) -> None:
         raise ModelLoadError(f"model directory {holds}: {named} (expected {', '.join(cards)})")
 
 
-def _copy(path: Path, into: Path) -> bytes | None:
-    """The file's bytes, written into `into`; None when it does not exist (the load that
-    follows then names it as missing). Any other reason it cannot be read (no permission, a
+def _copy(path: Path, into: Path, files: dict[str, bytes]) -> bytes | None:
+    """The file's bytes, written into `into` and kept in `files`; None when it does not exist
+    (the load that follows then names it as missing). Any other reason it cannot be read (no permission, a
     directory or a FIFO in its place: app.inference.model.read_regular) refuses the release,
     naming the file."""
     try:
@@ -117,6 +121,7 @@ def _copy(path: Path, into: Path) -> bytes | None:
     except OSError as error:
         raise ModelLoadError(f"cannot read {path}: {error.strerror}") from None
     (into / path.name).write_bytes(data)
+    files[path.name] = data
     return data
 
 
@@ -141,6 +146,30 @@ def prune(snapshots: Path, keep: Collection[Path]) -> None:
     for old in snapshots.glob("release-*"):
         if old not in keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def restore(release: Release) -> list[str]:
+    """Writes back the files of `release`'s snapshot that are gone or altered, returning their
+    names; called before each worker is forked to load it (gunicorn.conf.py's pre_fork). A
+    worker that cannot load its models halts gunicorn, and the snapshot lives under TMPDIR for
+    as long as the server runs: a /tmp cleaner that ignores the master's lock (tmpwatch,
+    tmpreaper: app.server.run_dirs.hold), or an operator's `rm`, could take it, and the next
+    worker to boot (one killed, a refused reload's) then stopped the server. What is written
+    is the bytes that were checked, never MODELS_DIR's present ones."""
+    restored = []
+    for name, data in release.files.items():
+        path = release.snapshot / name
+        try:
+            if path.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        release.snapshot.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{name}.restoring")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+        restored.append(name)
+    return restored
 
 
 def in_use(environ: dict[str, str] | os._Environ[str], workers: Iterable[object]) -> set[Path]:
