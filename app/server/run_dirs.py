@@ -44,18 +44,10 @@ def hold(directory: Path) -> Path:
     to boot (after one was killed, or on a refused reload) could not load its models, and
     gunicorn halted. Best effort, never waiting: where the lock cannot be taken (a file system
     without flock, an exclusive lock someone holds), the directory is used unheld."""
-    if directory in _held:
-        return directory
-    try:
-        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return directory
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        os.close(descriptor)
-        return directory
-    _held[directory] = descriptor
+    if directory not in _held:
+        descriptor, _ = _try_flock(directory, fcntl.LOCK_SH)
+        if descriptor is not None:
+            _held[directory] = descriptor
     return directory
 
 
@@ -69,19 +61,25 @@ def release(directory: Path) -> None:
 def held_by_another(directory: Path) -> bool:
     """Whether another open of `directory` holds it (`hold`): a live run's, whatever its pid
     says (a master in another pid namespace, a container sharing this TMPDIR, can have any)."""
+    descriptor, conflict = _try_flock(directory, fcntl.LOCK_EX)
+    if descriptor is not None:
+        os.close(descriptor)
+    return conflict
+
+
+def _try_flock(directory: Path, operation: int) -> tuple[int | None, bool]:
+    """(an open descriptor of `directory` holding the flock `operation`, or None when it could
+    not be opened or locked; whether a conflicting lock was the reason), never waiting."""
     try:
         descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return False
+        return None, False
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
+        fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
+    except OSError as error:
         os.close(descriptor)
-    return False
+        return None, isinstance(error, BlockingIOError)
+    return descriptor, False
 
 
 def clean_stale_runs(tmp: Path | None = None) -> list[Path]:
