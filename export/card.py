@@ -43,8 +43,8 @@ def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> li
             "allowed": list(FLIGHT_TYPES),
         },
         "MES": {
-            "description": "month of operation: the scheduled one, or the next for a flight "
-            "scheduled on a month's last day that left after midnight",
+            "description": "scheduled month; with Fecha-I, the next month is taken too for a "
+            "departure on a month's last day (the SCL data's MES is the month of operation)",
             "minimum": 1,
             "maximum": 12,
         },
