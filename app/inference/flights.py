@@ -10,10 +10,11 @@ description and example), the problem an error names and what it allows. From th
 compiled decoder that validates a whole body in one pass (msgspec), the OpenAPI schema
 (`app.rest.openapi`), and the error of a refused body, found by checking the same types field by
 field. The rules that join fields (a schedule is all four or none, a real date in a month MES
-allows: `operated_in`) are checked column-wise after the compiled pass, and again flight by flight only to name
-the first flight that breaks one. The inference protocol's flights come as columns already:
-`FlightValidator.columns` checks them a column at a time, and only a request it cannot vouch
-for takes the row way, so both ways accept the same flights and refuse them with one error.
+allows: `operated_in`) are checked column-wise after the compiled pass, and again flight by
+flight only to name the first flight that breaks one. The inference protocol's flights come as
+columns already: `FlightValidator.columns` checks them a column at a time, and only a request it
+cannot vouch for takes the row way, so both ways accept the same flights and refuse them with
+one error.
 """
 
 from __future__ import annotations

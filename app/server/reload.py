@@ -111,9 +111,9 @@ def _release_directory(source: Path, resolved: Path) -> None:
 
 def _copy(path: Path, into: Path, files: dict[str, bytes]) -> bytes | None:
     """The file's bytes, written into `into` and kept in `files`; None when it does not exist
-    (the load that follows then names it as missing). Any other reason it cannot be read (no permission, a
-    directory or a FIFO in its place: app.inference.model.read_regular) refuses the release,
-    naming the file."""
+    (the load that follows then names it as missing). Any other reason it cannot be read (no
+    permission, a directory or a FIFO in its place: app.inference.model.read_regular) refuses
+    the release, naming the file."""
     try:
         data = read_regular(path)
     except FileNotFoundError:
