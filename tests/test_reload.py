@@ -596,6 +596,19 @@ def test_restore_writes_back_what_is_gone_from_a_snapshot_as_checked(tmp_path: P
     ModelSet.load(release.snapshot)
 
 
+def test_a_file_that_cannot_be_written_back_leaves_no_partial_copy(tmp_path: Path) -> None:
+    """A failed write-back (here a directory in the file's place; a full disk alike) raises for
+    pre_fork to log and leaves the snapshot as it found it, without a `.<name>.restoring`."""
+    release = take_snapshot(MODELS_DIR, tmp_path / "snapshots")
+    target = release.snapshot / "delay-full.onnx"
+    target.unlink()
+    target.mkdir()
+    with pytest.raises(IsADirectoryError):
+        restore(release)
+    assert sorted(path.name for path in release.snapshot.iterdir()) == sorted(release.files)
+    assert target.is_dir()
+
+
 def test_a_snapshot_removed_from_under_the_server_is_written_back_before_a_worker_loads_it(
     tmp_path: Path,
 ) -> None:

@@ -166,8 +166,12 @@ def restore(release: Release) -> list[str]:
             pass
         release.snapshot.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{name}.restoring")
-        temporary.write_bytes(data)
-        temporary.replace(path)
+        try:
+            temporary.write_bytes(data)
+            temporary.replace(path)
+        except OSError:
+            temporary.unlink(missing_ok=True)  # a full disk, a directory in the file's place
+            raise
         restored.append(name)
     return restored
 
