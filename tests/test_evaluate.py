@@ -30,6 +30,7 @@ from train.evaluate import (
     holdout_fold,
     month_ages,
     month_keys,
+    months_interval,
     next_month,
     recency_weights,
 )
@@ -239,6 +240,14 @@ def test_bootstrap_is_paired_and_centred() -> None:
     np.testing.assert_array_equal(draws[:, 0], draws[:, 1])
     assert np.percentile(draws[:, 0], 2.5) < forward.mean_auc(("select", "report"))
     assert np.percentile(draws[:, 0], 97.5) > forward.mean_auc(("select", "report"))
+
+
+def test_months_interval_takes_each_month_as_one_observation() -> None:
+    """Three months 0.60, 0.62, 0.64: mean 0.62, sd 0.02, t(0.975, 2) = 4.3027."""
+    mean, low, high = months_interval([0.60, 0.62, 0.64])
+    assert mean == pytest.approx(0.62)
+    assert high - mean == pytest.approx(mean - low)
+    assert high - mean == pytest.approx(4.302653 * 0.02 / np.sqrt(3), rel=1e-6)
 
 
 @pytest.mark.slow

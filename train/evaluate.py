@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats
 from sklearn import config_context
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import VotingClassifier
@@ -412,6 +413,17 @@ def bootstrap_means(
 def interval(values: np.ndarray) -> tuple[float, float]:
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
+
+
+def months_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval with each month one observation. The day bootstrap holds the
+    months fixed, and ROC-AUC varies more from month to month than its resampled days show (an
+    audit: 1.6 times the day bootstrap's width for the served full model), so a goal is judged
+    against both."""
+    sample = np.asarray(values, dtype=float)
+    half = stats.t.ppf(0.975, len(sample) - 1) * sample.std(ddof=1) / np.sqrt(len(sample))
+    mean = float(sample.mean())
+    return mean, mean - float(half), mean + float(half)
 
 
 def _weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -43,6 +43,7 @@ from train.evaluate import (
     holdout_fold,
     interval,
     month_keys,
+    months_interval,
     run_forward,
 )
 from train.metrics import Scores
@@ -96,6 +97,22 @@ class ContractEvaluation:
         """mean monthly ROC-AUC and its 95 % day-bootstrap interval"""
         draws = bootstrap_means([forward], roles)[:, 0]
         return (forward.mean_auc(roles), *interval(draws))
+
+    def month_means(self, forward: Forward, roles: Sequence[str]) -> tuple[float, float, float]:
+        """mean monthly ROC-AUC and its 95 % interval with the month as the unit"""
+        return months_interval([m.roc_auc for m in forward.months if m.role in roles])
+
+    def month_difference(
+        self, first: Forward, second: Forward, roles: Sequence[str]
+    ) -> tuple[float, float, float]:
+        """first minus second, month by month: mean gap and its 95 % interval, the month as the
+        unit (paired)"""
+        gaps = [
+            mine.roc_auc - theirs.roc_auc
+            for mine, theirs in zip(first.months, second.months, strict=True)
+            if mine.role in roles
+        ]
+        return months_interval(gaps)
 
     def difference(
         self, first: Forward, second: Forward, roles: Sequence[str]
