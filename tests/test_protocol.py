@@ -20,6 +20,7 @@ from uvicorn.server import ServerState
 from app.observability import request_id as request_ids
 from app.observability.logs import access_logger
 from app.observability.metrics import ANSWERED_BY_SERVER, CLOSED_KINDS, exposition
+from app.server import protocol as protocol_module
 from app.server.overload import _BODY, EARLY_GRACE, RETRY_AFTER, SHED_ROUTE, UNSHED_PATHS
 from app.server.protocol import (
     DRAIN_INTERVAL,
@@ -117,16 +118,18 @@ def run(
     draining: bool = False,
     log_shed: bool = False,
     linger: float = 0.0,
+    hold: float = 0.0,
 ) -> None:
     """`scenario` on one connection; `draining`: made after its server began to shut down, whose
-    answers close their connections after `linger` s."""
+    answers close their connections after `linger` s, and which holds idle ones open for at
+    most `hold` s."""
 
     async def main() -> None:
         config = Config(app=reading_app, lifespan="off", log_config=None)
         config.load()
         state = ServerState()
         if draining:
-            begin_drain(state, linger)
+            begin_drain(state, linger, hold)
         protocol_class = guarded_protocol(limits, log_shed)
         protocol = protocol_class(config, state, {}, asyncio.get_running_loop())
         transport = FakeTransport()
@@ -591,6 +594,83 @@ def test_a_draining_server_closes_an_idle_connection_after_its_linger_and_quiet(
         assert transport.closed
 
     run(scenario, draining=True, linger=linger)
+
+
+def test_a_draining_server_leaves_an_idle_connection_open_for_its_client_to_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Closed about 1 s into the drain, an idle keep-alive connection raced the request its
+    pooled client sent on it then (a reset, or "other side closed"): it is left open until
+    DRAIN_IDLE_HOLD after its last answer, a request meanwhile answered `Connection: close`."""
+    hold = 8 * DRAIN_INTERVAL
+    monkeypatch.setattr(protocol_module, "DRAIN_IDLE_HOLD", hold)
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert b"connection: close" not in transport.data
+        begin_drain(protocol.server_state, 0.0, 10.0)  # as app.server.worker stops
+        protocol.shutdown()
+        await asyncio.sleep(DRAIN_QUIET + 2 * DRAIN_INTERVAL)
+        assert not transport.closed  # quiet, but not yet past the hold
+        await asyncio.sleep(hold - DRAIN_QUIET)
+        assert transport.closed
+
+    run(scenario)
+
+
+def test_a_draining_server_sends_a_request_on_a_held_connection_closing_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(protocol_module, "DRAIN_IDLE_HOLD", 10.0)
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.shutdown()
+        await asyncio.sleep(DRAIN_QUIET + 2 * DRAIN_INTERVAL)
+        assert not transport.closed
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" in transport.data
+        assert transport.closed
+
+    run(scenario, draining=True, hold=10.0)
+
+
+def test_a_draining_server_closes_held_connections_when_its_budget_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Within uvicorn's graceful timeout, which would otherwise cancel and log an error."""
+    monkeypatch.setattr(protocol_module, "DRAIN_IDLE_HOLD", 10.0)
+    budget = DRAIN_QUIET + 3 * DRAIN_INTERVAL
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.shutdown()
+        await asyncio.sleep(budget - DRAIN_INTERVAL)
+        assert not transport.closed
+        await asyncio.sleep(3 * DRAIN_INTERVAL)
+        assert transport.closed
+
+    run(scenario, draining=True, hold=budget)
+
+
+def test_a_draining_server_closes_a_connection_idle_for_longer_than_the_hold_once_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its client has not closed it in DRAIN_IDLE_HOLD: one that keeps idle connections this
+    long races any close alike, so it is not held."""
+    monkeypatch.setattr(protocol_module, "DRAIN_IDLE_HOLD", 2 * DRAIN_INTERVAL)
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        await asyncio.sleep(3 * DRAIN_INTERVAL)
+        begin_drain(protocol.server_state, 0.0, 10.0)
+        protocol.shutdown()
+        await asyncio.sleep(DRAIN_QUIET - DRAIN_INTERVAL)
+        assert not transport.closed
+        await asyncio.sleep(DRAIN_INTERVAL * 2.5)
+        assert transport.closed
+
+    run(scenario)
 
 
 def test_a_response_whose_head_is_out_keeps_its_connection_when_the_drain_begins() -> None:

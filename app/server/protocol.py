@@ -38,10 +38,12 @@ connection that never sends a byte open forever, and waits forever on a trickled
   kept unparsed; written at once, closing, on shutdown; dropped as soon as the connection is
   lost);
 * a graceful drain: on shutdown an idle keep-alive connection, or one just accepted, is closed
-  only once it has been quiet for `DRAIN_QUIET`, and a request arriving meanwhile is answered
-  with `Connection: close`, instead of uvicorn closing it at once and racing the client's next
-  (or first) request, which the client then sees as a reset (measured: 2-3 failed requests per
-  20-SIGHUP storm before, none after). A connection the event loop hands over after shutdown
+  only once it has been quiet for `DRAIN_QUIET` and `DRAIN_IDLE_HOLD` has passed since its last
+  answer (or, sooner, as uvicorn's graceful timeout nears), and a request arriving meanwhile is
+  answered with `Connection: close`, instead of uvicorn closing it at once and racing the
+  client's next (or first) request, which the client then sees as a reset (measured: 2-3 failed
+  requests per 20-SIGHUP storm before, none after); pooled clients whose idle timeout is
+  shorter than the hold close it themselves first. A connection the event loop hands over after shutdown
   began (accepted just before the listener closed) drains too (`begin_drain`);
 * a bound on the worker's connections (`max_connections`): one past it is made room for by
   closing a connection waiting for a request (nothing lost that its client would not send
@@ -122,6 +124,13 @@ class _PipelineFull(Exception):
 DRAIN_QUIET = 0.5
 """Seconds a connection must have received nothing, while draining (after `DRAIN_LINGER`), before
 it is closed."""
+DRAIN_IDLE_HOLD = 16.0
+"""Seconds since its last answer (or since it was accepted) a draining connection is left open for
+a request, within the drain's budget (`begin_drain`'s `hold`): longer than the idle timeouts of
+the usual pooled clients (Node's fetch and undici 4 s, httpx 5 s, aiohttp 15 s), which close it
+first. Closed about 1 s into the drain, a connection idle since before it raced the request its
+client sent on it at that moment, which the client sees as a reset or "other side closed": 8 of
+3,840 POSTs, 4 clients, in an audit that sent them in that window (reports/reliability.md)."""
 DRAIN_LINGER = 0.5
 """Seconds a stopping worker (app.server.worker) still answers keep-alive before its answers close
 their connections: past the moment every worker of a stopping server has closed the listener
@@ -132,9 +141,18 @@ on each: 5 of 197 runs of the short `chaos shutdown` failed, 4 of them with such
 connections queued at the second worker's close, 1 reset, in one traced run; reports/
 reliability.md §6). After the linger they are refused, nothing sent; on a reload the new workers
 take them."""
-_DRAINING: weakref.WeakKeyDictionary[ServerState, float] = weakref.WeakKeyDictionary()
-"""The servers (uvicorn's per-worker state) shutting down: from what event-loop time their
-answers close their connections."""
+
+
+@dataclass(frozen=True)
+class _Drain:
+    closing_from: float
+    """From this event-loop time, answers close their connections."""
+    closing_by: float
+    """By this one, idle connections are closed, however recent their last answer."""
+
+
+_DRAINING: weakref.WeakKeyDictionary[ServerState, _Drain] = weakref.WeakKeyDictionary()
+"""The servers (uvicorn's per-worker state) shutting down, and how."""
 _ANSWERED: weakref.WeakKeyDictionary[ServerState, set[asyncio.Task[None]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -182,15 +200,18 @@ def in_flight(server_state: ServerState) -> Callable[[], int]:
     return lambda: len(tasks) - len(answered) - len(receiving)
 
 
-def begin_drain(server_state: ServerState, linger: float = 0.0) -> None:
+def begin_drain(server_state: ServerState, linger: float = 0.0, hold: float = 0.0) -> None:
     """From now on every connection of this server drains from the moment it is made; its
-    answers close their connections after `linger` s (`DRAIN_LINGER`), keep-alive until then.
+    answers close their connections after `linger` s (`DRAIN_LINGER`), keep-alive until then,
+    and an idle one is left open until `DRAIN_IDLE_HOLD` s after its last answer, at most `hold`
+    s from now (the time uvicorn's graceful shutdown leaves, less a margin).
 
     uvicorn asks only the connections in its set to shut down, but a connection accepted just
     before the listener closed is made (`connection_made`) one loop turn later: left alone, it
     was served as keep-alive until uvicorn's graceful timeout cancelled its request 18 s later,
     the request a reload lost (1 in 171,056 in `chaos reload`, reports/reliability.md §9)."""
-    _DRAINING[server_state] = asyncio.get_running_loop().time() + linger
+    now = asyncio.get_running_loop().time()
+    _DRAINING[server_state] = _Drain(now + linger, now + hold)
 
 
 @dataclass(frozen=True)
@@ -280,6 +301,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """While draining: the cycle (None: no request yet) the drain checks have seen idle
         since `_quiet_since`."""
         self._quiet_since = 0.0
+        self._idle_since = self.loop.time()
+        """Since when the connection waits for a request: accepted, or its last answer."""
         self._draining = False
         self._answered = _ANSWERED.setdefault(self.server_state, set())
         self._in_flight = in_flight(self.server_state)
@@ -752,6 +775,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _wait_for_request(self) -> None:
         """Last of the answered ones in `_WAITING`: the one waiting for the shortest time."""
+        self._idle_since = self.loop.time()
         self._unanswered.pop(self, None)
         self._answered_ones.pop(self, None)
         self._answered_ones[self] = None
@@ -916,8 +940,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         connection uvicorn drains without `begin_drain` closes at once)."""
         if not self._draining:
             return False
-        closing_from = _DRAINING.get(self.server_state)
-        return closing_from is None or self.loop.time() >= closing_from
+        drain = _DRAINING.get(self.server_state)
+        return drain is None or self.loop.time() >= drain.closing_from
+
+    def _held_open(self, now: float) -> bool:
+        """Whether an idle draining connection is still left open for its client to close first
+        (`DRAIN_IDLE_HOLD`)."""
+        drain = _DRAINING.get(self.server_state)
+        return (
+            drain is not None
+            and now < drain.closing_by
+            and now - self._idle_since < DRAIN_IDLE_HOLD
+        )
 
     def _drain(self) -> None:
         if self.transport.is_closing():
@@ -935,11 +969,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Nothing received (since the last answer, or since it was accepted during a
             # reload): but a request may be on its way, from a client slowed down by a busy
             # machine or one just connected. Closing now would reset it; only a connection
-            # quiet for DRAIN_QUIET is taken to have none coming.
+            # quiet for DRAIN_QUIET is taken to have none coming; and one its client may still
+            # be about to use is left for that client to close (DRAIN_IDLE_HOLD).
             now = self.loop.time()
             if self._quiet is not cycle:
                 self._quiet, self._quiet_since = cycle, now
-            elif now - self._quiet_since >= DRAIN_QUIET:
+            elif now - self._quiet_since >= DRAIN_QUIET and not self._held_open(now):
                 self.transport.close()
                 return
         self.loop.call_later(DRAIN_INTERVAL, self._drain)

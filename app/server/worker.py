@@ -37,6 +37,9 @@ from app.settings import Settings
 
 SHUTDOWN_MARGIN = 2
 """Seconds between uvicorn's own shutdown deadline and gunicorn's SIGKILL."""
+DRAIN_HOLD_MARGIN = 1
+"""Seconds between the last close of an idle connection held open by the drain
+(app.server.protocol.DRAIN_IDLE_HOLD) and uvicorn's own shutdown deadline."""
 logger = logging.getLogger("app")
 
 
@@ -119,8 +122,14 @@ class Server(_Server):
             grace = self.config.timeout_graceful_shutdown or 0
             waited = await self.handoff.handed_over(grace / 2)
             self.config.timeout_graceful_shutdown = max(1, round(grace - waited))
-        # before uvicorn closes the listener; a quick stop does not linger (app.server.protocol)
-        begin_drain(self.server_state, 0.0 if self.quick else DRAIN_LINGER)
+        # before uvicorn closes the listener; a quick stop neither lingers nor holds idle
+        # connections open (app.server.protocol); a plain one holds them until a second before
+        # uvicorn's deadline at most, which would log an error and cancel
+        if self.quick:
+            begin_drain(self.server_state)
+        else:
+            grace = self.config.timeout_graceful_shutdown or 0
+            begin_drain(self.server_state, DRAIN_LINGER, max(0, grace - DRAIN_HOLD_MARGIN))
         if self.grpc is not None:  # new gRPC connections go to the other workers from now on
             await self.grpc.stop_accepting()
             if self.handoff is not None:
