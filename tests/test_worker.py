@@ -279,7 +279,7 @@ def test_a_reloads_old_worker_leaves_an_idle_keep_alive_connection_for_its_clien
 ) -> None:
     """A pooled client's idle connection to a reload's old worker was closed about 1 s into its
     drain, racing the request the client sent on it then ("other side closed", a reset: 8 of
-    3,840 POSTs sent in that window by Node's fetch, aiohttp and httpx, in an audit). It is now
+    4,800 POSTs of five clients sent in that window, in an audit). It is now
     left open (app.server.protocol.DRAIN_IDLE_HOLD): a request on it 2 s into the drain gets its
     answer, with `Connection: close`, and the old worker then leaves at once."""
     import signal

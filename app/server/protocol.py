@@ -130,7 +130,7 @@ a request, within the drain's budget (`begin_drain`'s `hold`): longer than the i
 the usual pooled clients (Node's fetch and undici 4 s, httpx 5 s, aiohttp 15 s), which close it
 first. Closed about 1 s into the drain, a connection idle since before it raced the request its
 client sent on it at that moment, which the client sees as a reset or "other side closed": 8 of
-3,840 POSTs, 4 clients, in an audit that sent them in that window (reports/reliability.md)."""
+4,800 POSTs of five clients, in an audit that sent them in that window (reports/reliability.md)."""
 DRAIN_LINGER = 0.5
 """Seconds a stopping worker (app.server.worker) still answers keep-alive before its answers close
 their connections: past the moment every worker of a stopping server has closed the listener
