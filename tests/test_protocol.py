@@ -477,16 +477,21 @@ def test_a_close_waiting_on_an_unread_answer_is_dropped_after_the_send_timeout()
     run(scenario)
 
 
+async def closed_once_quiet(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+    """Shut down: the connection is closed once it has been quiet for DRAIN_QUIET, not before (a
+    request may be on its way)."""
+    protocol.shutdown()
+    await asyncio.sleep(DRAIN_QUIET - DRAIN_INTERVAL)
+    assert not transport.closed
+    await asyncio.sleep(DRAIN_INTERVAL * 2.5)
+    assert transport.closed
+
+
 def test_drain_closes_an_idle_connection_only_after_a_quiet_interval() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.data_received(post(b"{}"))
         await settle()
-        protocol.shutdown()
-        assert not transport.closed  # a request may be on its way: not yet
-        await asyncio.sleep(DRAIN_QUIET - DRAIN_INTERVAL)
-        assert not transport.closed
-        await asyncio.sleep(DRAIN_INTERVAL * 2.5)
-        assert transport.closed
+        await closed_once_quiet(protocol, transport)
 
     run(scenario)
 
@@ -527,11 +532,7 @@ def test_drain_serves_a_request_arriving_on_a_just_accepted_connection() -> None
 
 def test_drain_closes_a_just_accepted_connection_that_stays_quiet() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
-        protocol.shutdown()
-        await asyncio.sleep(DRAIN_QUIET - DRAIN_INTERVAL)
-        assert not transport.closed
-        await asyncio.sleep(DRAIN_INTERVAL * 2.5)
-        assert transport.closed
+        await closed_once_quiet(protocol, transport)
 
     run(scenario)
 
@@ -664,11 +665,7 @@ def test_a_draining_server_closes_a_connection_idle_for_longer_than_the_hold_onc
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         await asyncio.sleep(3 * DRAIN_INTERVAL)
         begin_drain(protocol.server_state, 0.0, 10.0)
-        protocol.shutdown()
-        await asyncio.sleep(DRAIN_QUIET - DRAIN_INTERVAL)
-        assert not transport.closed
-        await asyncio.sleep(DRAIN_INTERVAL * 2.5)
-        assert transport.closed
+        await closed_once_quiet(protocol, transport)
 
     run(scenario)
 
