@@ -43,8 +43,8 @@ connection that never sends a byte open forever, and waits forever on a trickled
   answered with `Connection: close`, instead of uvicorn closing it at once and racing the
   client's next (or first) request, which the client then sees as a reset (measured: 2-3 failed
   requests per 20-SIGHUP storm before, none after); pooled clients whose idle timeout is
-  shorter than the hold close it themselves first. A connection the event loop hands over after shutdown
-  began (accepted just before the listener closed) drains too (`begin_drain`);
+  shorter than the hold close it themselves first. A connection the event loop hands over after
+  shutdown began (accepted just before the listener closed) drains too (`begin_drain`);
 * a bound on the worker's connections (`max_connections`): one past it is made room for by
   closing a connection waiting for a request (nothing lost that its client would not send
   again): the oldest never answered (nothing sent, or a first head still coming in), else the
