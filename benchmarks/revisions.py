@@ -4,7 +4,10 @@
 worktree under build/revisions/, then, round after round, starts one fresh process per revision
 that times the same single-flight request through that revision's app (this revision's
 `benchmarks.asgi` driver, no server) and prints its median. Alternating A B A B over rounds is
-what makes a before/after comparison meaningful on a shared, noisy machine.
+what makes a before/after comparison meaningful on a shared, noisy machine; the order within a
+round rotates from round to round (`round_order`), since the position in a round can matter as
+much as the code (docs/performance.md, the fourth session: two checkouts of the same code 12 %
+apart in a fixed order).
 """
 
 from __future__ import annotations
@@ -86,6 +89,13 @@ def measure(path: Path, body: str, flights: int) -> float:
     return float(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+def round_order(revisions: list[str], round_number: int) -> list[str]:
+    """The revisions in the order round `round_number` (from 1) measures them: each takes each
+    position in turn, so that no revision always runs first."""
+    shift = (round_number - 1) % len(revisions)
+    return revisions[shift:] + revisions[:shift]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.revisions", description=__doc__)
     parser.add_argument("revisions", nargs="+")
@@ -98,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = {revision: worktree(revision) for revision in args.revisions}
     results: dict[str, list[float]] = {revision: [] for revision in paths}
     for round_number in range(1, args.rounds + 1):
-        for revision, path in paths.items():
-            results[revision].append(measure(path, body, flights))
+        for revision in round_order(list(paths), round_number):
+            results[revision].append(measure(paths[revision], body, flights))
         print(f"round {round_number}: " + ", ".join(f"{r} {v[-1]:.1f} µs" for r, v in results.items()),
               flush=True)  # fmt: skip
     first = args.revisions[0]
