@@ -29,7 +29,8 @@ PROMETHEUS_NAMESPACE = "monitoring"
 # The oldest Kubernetes the manifests promise to work on (autoscaling/v2, PDB
 # unhealthyPodEvictionPolicy) and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
-# Measured cost (README, reports/benchmarks.md): the gunicorn master, then each worker.
+# Budgets over the measured RSS (deploy/README.md, Sizing: workers 65-71 MB in
+# reports/benchmarks.md, the master 81-84 MB in reports/reliability.md): master, then each worker.
 MASTER_RSS_MIB = 100
 WORKER_RSS_MIB = 150
 MEMORY_HEADROOM = 1.2
