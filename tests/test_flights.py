@@ -123,6 +123,27 @@ def test_scheduled_month_must_agree_with_mes() -> None:
 
 
 @pytest.mark.parametrize(
+    ("month", "allowed"),
+    [
+        (4, "a departure in month 4, or on the last day of month 3"),
+        (1, "a departure in month 1, or on the last day of month 12"),  # across the year
+    ],
+)
+def test_a_month_contradicting_mes_says_what_mes_allows(month: int, allowed: str) -> None:
+    """The README promises every refused flight's `allowed`: a client whose MES and Fecha-I
+    disagree is told which departures its MES allows (operated_in)."""
+    departure = "2017-06-15 10:00:00"
+    with pytest.raises(InvalidFlight) as raised:
+        VALIDATOR.flight(SCHEDULED | {"MES": month, "Fecha-I": departure}, 0)
+    assert raised.value.detail == {
+        "index": 0,
+        "field": "Fecha-I",
+        "value": departure,
+        "allowed": allowed,
+    }
+
+
+@pytest.mark.parametrize(
     ("departure", "month", "allowed"),
     [
         ("2017-02-28 23:59:00", 3, True),  # the month's last day: the next month too

@@ -581,9 +581,13 @@ class FlightValidator:
         if not present:
             return None
         if len(present) < len(_SCHEDULE):
-            missing = next(name for name in SCHEDULE_FIELDS if name not in raw)
+            missing = next(field for field in schedule if field.name not in raw)
             return InvalidFlight(
-                index, missing, "a scheduled flight needs all of " + ", ".join(SCHEDULE_FIELDS)
+                index,
+                missing.name,
+                "a scheduled flight needs all of " + ", ".join(SCHEDULE_FIELDS),
+                None,
+                missing.allowed,
             )
         for field in schedule:
             value = raw[field.name]
@@ -592,7 +596,7 @@ class FlightValidator:
                 return error
             if field.name == "Fecha-I" and not operated_in(value, raw["MES"]):
                 problem = f"month {int(value[5:7])} contradicts MES={raw['MES']}"
-                return InvalidFlight(index, field.name, problem, value)
+                return InvalidFlight(index, field.name, problem, value, _months_of(raw["MES"]))
             if field.name == "Fecha-I" and self.years is not None:
                 (first, last), year = self.years, int(value[:4])
                 if not first <= year <= last:
@@ -666,6 +670,11 @@ def operated_in(departure: str, month: int) -> bool:
         return True
     last_day = calendar.monthrange(int(departure[:4]), scheduled)[1]
     return month == scheduled % 12 + 1 and int(departure[8:10]) == last_day
+
+
+def _months_of(month: int) -> str:
+    """What `operated_in` allows a departure of a flight with MES `month`: an error's `allowed`."""
+    return f"a departure in month {month}, or on the last day of month {(month - 2) % 12 + 1}"
 
 
 def _unpadded(number: str) -> str:
