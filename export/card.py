@@ -51,7 +51,7 @@ def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> li
         "Fecha-I": {
             "format": DATETIME_FORMAT,
             "description": "scheduled date and time (local); MES is its month, or the next "
-            "for a departure on a month's last day",
+            "for a departure on a month's last day" + _departure_years(encoder),
         },
         "Des-I": {
             "pattern": patterns["Des-I"],
@@ -67,13 +67,24 @@ def model_inputs(name: str, operators: list[str], encoder: FeatureEncoder) -> li
         },
         "Vlo-I": {
             "pattern": patterns["Vlo-I"],
-            "description": "scheduled flight number (a JSON integer is also taken)",
+            "description": "scheduled flight number (on /predict a JSON integer is also "
+            "taken; an OIP tensor is BYTES)",
         },
     }
     return [
         {"name": field, "datatype": datatype, **details[field]}
         for field, datatype in CONTRACT_INPUTS[name]
     ]
+
+
+def _departure_years(encoder: FeatureEncoder) -> str:
+    """The years of departure the service accepts, bounded by the holiday calendar's exact
+    years (app.inference.features.Calendar): not the calendar's own span, whose last year it
+    refuses."""
+    if encoder.calendar is None:
+        return ""
+    first, last = encoder.calendar.exact_years
+    return f"; its year from {first} to {last}"
 
 
 def _graph_summary(onnx_bytes: bytes) -> dict[str, Any]:

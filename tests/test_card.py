@@ -29,3 +29,15 @@ def test_the_committed_cards_inputs_are_what_their_encoders_give(name: str) -> N
     encoder = FeatureEncoder.from_json(card["encoder"])
     operators = next(item["allowed"] for item in card["inputs"] if item["name"] == "OPERA")
     assert model_inputs(name, operators, encoder) == card["inputs"]
+
+
+def test_the_departure_names_the_years_the_service_accepts() -> None:
+    """The card (in the OIP model metadata) names the years a departure may be in, which the
+    validator bounds by the calendar's exact years: the calendar itself runs a year longer."""
+    card = orjson.loads((DEFAULT_MODELS_DIR / "delay-full.json").read_bytes())
+    encoder = FeatureEncoder.from_json(card["encoder"])
+    assert encoder.calendar is not None
+    first, last = encoder.calendar.exact_years
+    departure = next(item for item in card["inputs"] if item["name"] == "Fecha-I")
+    assert departure["description"].endswith(f"; its year from {first} to {last}")
+    assert str(encoder.calendar.holidays[-1]).startswith(str(last + 1))
