@@ -414,3 +414,45 @@ def test_parse_s3_uri(uri, expected):
 def test_parse_s3_uri_refuses_what_is_not_s3(uri):
     with pytest.raises(ValueError, match="MODELS_S3_URI"):
         lambda_handler.parse_s3_uri(uri)
+
+
+# ---- what a client puts in the headers API Gateway passes on ----
+
+
+def with_headers(name: str, path: str | None = None, **headers: str) -> dict[str, Any]:
+    """The event of tests/payloads/`name`, with these headers set (names with `_` for `-`) and,
+    when given, another path (as API Gateway passes it: decoded)."""
+    loaded = event(name)
+    loaded["headers"] = {
+        **loaded["headers"],
+        **{k.replace("_", "-"): v for k, v in headers.items()},
+    }
+    if path is not None:
+        loaded["rawPath"] = loaded["requestContext"]["http"]["path"] = path
+    return loaded
+
+
+SERVER_HEADERS = [
+    # a client's own X-Forwarded-Port, joined with API Gateway's (github.com/Kludex/mangum#303)
+    {"x_forwarded_port": "443,80"},
+    {"x_forwarded_port": "https"},
+    {"host": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com:"},
+    {"host": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com:443:443"},
+    {"host": "["},
+    {"host": "[", "x_forwarded_proto": "gopher"},
+]
+
+
+@pytest.mark.parametrize("headers", SERVER_HEADERS)
+def test_a_clients_host_and_forwarded_headers_never_fail_the_invocation(committed_models, headers):
+    """The HTTP service's ASGI `server` is its socket's address; Mangum parsed it from the Host
+    and X-Forwarded-Port headers (a ValueError: the invocation failed, a 5xx from API Gateway
+    and an error on the alarm that rolls deployments back) and put an invalid Host in it, where
+    Starlette then built the URL of a 404 from it (a 500)."""
+    predicted = committed_models.handler(with_headers("apigw_v2_predict.json", **headers), CONTEXT)
+    assert predicted["statusCode"] == 200, predicted
+    unknown = with_headers("apigw_v2_ready.json", path="/v2/nope", **headers)
+    response = committed_models.handler(unknown, CONTEXT)
+    assert response["statusCode"] == 404, response
+    assert json.loads(response["body"]) == {"error": "no route for GET /v2/nope"}
+    assert response["headers"]["x-request-id"]

@@ -25,7 +25,9 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from mangum import Mangum
+from mangum.handlers import HTTPGateway
 from mangum.protocols import LifespanCycle
+from mangum.types import Scope
 
 from app.main import create_app
 from app.settings import Settings
@@ -84,6 +86,42 @@ def download_models(uri: str, destination: Path, client: S3Client) -> list[Path]
     return sorted(written)
 
 
+_SERVER_HEADERS = frozenset({"host", "x-forwarded-port"})
+"""What Mangum would parse the ASGI `server` from: headers a client may send as it likes."""
+
+
+class HttpApiGateway(HTTPGateway):
+    """Mangum's handler of API Gateway HTTP API events, with the ASGI `server` and `scheme` taken
+    from what API Gateway itself states, never from the client's headers.
+
+    Under gunicorn `server` is the socket's address. Mangum parsed it from the Host and
+    X-Forwarded-Port headers: a port that is no integer (a client's own X-Forwarded-Port joined
+    with API Gateway's, `443,80`; github.com/Kludex/mangum#303) or a Host with no port or two
+    raised a ValueError outside the app, so the invocation failed (API Gateway's 5xx, and an
+    error on the alarm that rolls a deployment back); and an invalid Host went into `server`,
+    where Starlette built a 404's URL from it and failed (a 500). The headers themselves still
+    reach the app as sent."""
+
+    @property
+    def scope(self) -> Scope:
+        headers: dict[str, str] = self.event.get("headers") or {}
+        kept = {
+            name: value for name, value in headers.items() if name.lower() not in _SERVER_HEADERS
+        }
+        scope = HTTPGateway({**self.event, "headers": kept}, self.context, self.config).scope
+        scope["headers"].extend(
+            [name.lower().encode(), value.encode()]
+            for name, value in headers.items()
+            if name.lower() in _SERVER_HEADERS
+        )
+        domain = self.event["requestContext"].get("domainName")
+        # HTTP APIs answer HTTPS only, on 443
+        scope["server"] = (domain if isinstance(domain, str) and domain else "localhost", 443)
+        scope["scheme"] = "https"
+        scope["aws.event"] = self.event
+        return scope
+
+
 def _boto3_s3_client() -> S3Client:
     # boto3 is in the Lambda Python runtime but not a dependency of the service: imported only
     # when MODELS_S3_URI asks for it.
@@ -128,7 +166,8 @@ def cold_start(
     lifespan = ExitStack()
     # Raises if the models do not load: the cold start fails, loudly, and Lambda retries it.
     lifespan.enter_context(LifespanCycle(app, "on"))
-    return LambdaService(Mangum(app, lifespan="off"), lifespan, loop)
+    adapter = Mangum(app, lifespan="off", custom_handlers=[HttpApiGateway])
+    return LambdaService(adapter, lifespan, loop)
 
 
 _service: LambdaService | None = None
