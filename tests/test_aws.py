@@ -6,6 +6,7 @@ loading the models once per cold start, from S3 through a fake client."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -456,3 +457,65 @@ def test_a_clients_host_and_forwarded_headers_never_fail_the_invocation(committe
     assert response["statusCode"] == 404, response
     assert json.loads(response["body"]) == {"error": "no route for GET /v2/nope"}
     assert response["headers"]["x-request-id"]
+
+
+def binary_infer_event() -> tuple[dict[str, Any], int]:
+    """A binary-extension OIP request for delay-minimal as API Gateway passes it (the body
+    base64-encoded, its type not text), and the length of its JSON header."""
+    count = 2
+    opera = b"".join(len(v).to_bytes(4, "little") + v for v in [b"Grupo LATAM"] * count)
+    tipo = b"".join(len(v).to_bytes(4, "little") + v for v in [b"N", b"I"])
+    mes = b"".join(m.to_bytes(8, "little", signed=True) for m in (3, 7))
+    inputs = [("OPERA", "BYTES", opera), ("TIPOVUELO", "BYTES", tipo), ("MES", "INT64", mes)]
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": n,
+                    "datatype": t,
+                    "shape": [count],
+                    "parameters": {"binary_data_size": len(d)},
+                }
+                for n, t, d in inputs
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    infer = event("apigw_v2_ready.json")
+    path = "/v2/models/delay-minimal/infer"
+    infer["rawPath"] = infer["requestContext"]["http"]["path"] = path
+    infer["requestContext"]["http"]["method"] = "POST"
+    infer["headers"]["content-type"] = "application/octet-stream"
+    infer["body"] = base64.b64encode(header + opera + tipo + mes).decode()
+    infer["isBase64Encoded"] = True
+    return infer, len(header)
+
+
+def test_binary_inference_passes_base64_both_ways(committed_models):
+    infer, length = binary_infer_event()
+    infer["headers"]["inference-header-content-length"] = str(length)
+    response = committed_models.handler(infer, CONTEXT)
+    assert response["statusCode"] == 200, response
+    assert response["isBase64Encoded"] is True
+    assert response["headers"]["content-type"] == "application/octet-stream"
+    body = base64.b64decode(response["body"])
+    header = json.loads(body[: int(response["headers"]["inference-header-content-length"])])
+    assert [o["name"] for o in header["outputs"]] == ["label", "proba"]
+    assert len(body) == int(response["headers"]["inference-header-content-length"]) + 2 * 8 + 2 * 4
+
+
+def test_a_repeated_header_joined_by_api_gateway_is_read_as_its_first(committed_models, client):
+    """API Gateway joins a header sent twice into one, comma-separated; the HTTP service reads
+    the first Content-Type and Inference-Header-Content-Length of a request, so these are read
+    as their first element too (as X-Request-ID is: app.observability.request_id.judged)."""
+    predict = event("apigw_v2_predict.json")
+    expected = client.post("/predict", json=body_of(predict)).json()
+    for joined in ("application/json,application/json", "application/json,text/plain"):
+        predict["headers"]["content-type"] = joined
+        response = committed_models.handler(predict, CONTEXT)
+        assert response["statusCode"] == 200, response
+        assert json.loads(response["body"]) == expected
+    infer, length = binary_infer_event()
+    infer["headers"]["inference-header-content-length"] = f"{length},{length}"
+    infer["headers"]["content-type"] = "application/octet-stream,application/octet-stream"
+    assert committed_models.handler(infer, CONTEXT)["statusCode"] == 200

@@ -88,6 +88,8 @@ def download_models(uri: str, destination: Path, client: S3Client) -> list[Path]
 
 _SERVER_HEADERS = frozenset({"host", "x-forwarded-port"})
 """What Mangum would parse the ASGI `server` from: headers a client may send as it likes."""
+_FIRST_ONLY = frozenset({b"content-type", b"inference-header-content-length"})
+"""Headers of which the app reads the first field of a request, as the HTTP service does."""
 
 
 class HttpApiGateway(HTTPGateway):
@@ -100,7 +102,13 @@ class HttpApiGateway(HTTPGateway):
     raised a ValueError outside the app, so the invocation failed (API Gateway's 5xx, and an
     error on the alarm that rolls a deployment back); and an invalid Host went into `server`,
     where Starlette built a 404's URL from it and failed (a 500). The headers themselves still
-    reach the app as sent."""
+    reach the app as sent.
+
+    API Gateway joins a header sent twice into one field, comma-separated. Of the two headers
+    whose first field the app reads, Content-Type and Inference-Header-Content-Length, it gets
+    the first element, as the HTTP service reads the first field (a 415 or a 400 otherwise). A
+    single field holding such a list, which the HTTP service refuses, cannot be told from two
+    here and is read the same way."""
 
     @property
     def scope(self) -> Scope:
@@ -114,6 +122,9 @@ class HttpApiGateway(HTTPGateway):
             for name, value in headers.items()
             if name.lower() in _SERVER_HEADERS
         )
+        for field in scope["headers"]:
+            if field[0] in _FIRST_ONLY:
+                field[1] = field[1].partition(b",")[0].strip()
         domain = self.event["requestContext"].get("domainName")
         # HTTP APIs answer HTTPS only, on 443
         scope["server"] = (domain if isinstance(domain, str) and domain else "localhost", 443)
