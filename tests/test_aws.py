@@ -20,6 +20,7 @@ from mangum import Mangum
 from samtranslator.translator.transform import transform as sam_transform
 from samtranslator.yaml_helper import yaml_parse
 
+from app.errors import ModelLoadError
 from app.inference.model import ModelSet
 from app.main import create_app
 from app.rest.routes import ROUTES
@@ -519,3 +520,21 @@ def test_a_repeated_header_joined_by_api_gateway_is_read_as_its_first(committed_
     infer["headers"]["inference-header-content-length"] = f"{length},{length}"
     infer["headers"]["content-type"] = "application/octet-stream,application/octet-stream"
     assert committed_models.handler(infer, CONTEXT)["statusCode"] == 200
+
+
+# ---- what an operator reads when a cold start fails ----
+
+
+@pytest.mark.parametrize("files", [(), ("delay-minimal.json",)])
+def test_a_cold_start_without_its_models_fails_with_one_line_naming_the_file(tmp_path, files):
+    """Lambda reports an init error by its exception's type and message: the app's own
+    ModelLoadError, one line naming the file as gunicorn's `cannot start:` line does, not
+    Mangum's LifespanFailure holding the app's whole traceback as its message."""
+    for name in files:
+        shutil.copyfile(MODELS_DIR / name, tmp_path / name)
+    with pytest.raises(ModelLoadError) as raised:
+        lambda_handler.cold_start({"MODELS_DIR": str(tmp_path)})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert str(tmp_path) in message
+    assert ".onnx" in message or ".json" in message

@@ -18,7 +18,7 @@ import importlib
 import logging
 import os
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -26,7 +26,6 @@ from urllib.parse import urlparse
 
 from mangum import Mangum
 from mangum.handlers import HTTPGateway
-from mangum.protocols import LifespanCycle
 from mangum.types import Scope
 
 from app.main import create_app
@@ -146,7 +145,7 @@ class LambdaService:
     """The app with its lifespan entered, and the adapter that turns events into requests."""
 
     adapter: Mangum
-    lifespan: ExitStack
+    lifespan: AsyncExitStack
     loop: asyncio.AbstractEventLoop
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -155,7 +154,7 @@ class LambdaService:
     def close(self) -> None:
         """Runs the app's shutdown. Lambda freezes and discards environments without a hook
         for it; tests call it so that no startup is left pending."""
-        self.lifespan.close()
+        self.loop.run_until_complete(self.lifespan.aclose())
         self.loop.close()
 
 
@@ -174,9 +173,16 @@ def cold_start(
     # Mangum and the lifespan run on this loop; it stays the current loop between invocations.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    lifespan = ExitStack()
-    # Raises if the models do not load: the cold start fails, loudly, and Lambda retries it.
-    lifespan.enter_context(LifespanCycle(app, "on"))
+    lifespan = AsyncExitStack()
+    # The app's own lifespan, entered here (not through Mangum's LifespanCycle, whose failure is a
+    # LifespanFailure holding the app's whole traceback as its message): models that do not load
+    # raise the app's ModelLoadError, one line naming the file, which Lambda reports as the init
+    # error; the cold start fails, loudly, and Lambda retries it.
+    try:
+        loop.run_until_complete(lifespan.enter_async_context(app.router.lifespan_context(app)))
+    except BaseException:
+        loop.close()
+        raise
     adapter = Mangum(app, lifespan="off", custom_handlers=[HttpApiGateway])
     return LambdaService(adapter, lifespan, loop)
 
