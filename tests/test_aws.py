@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -538,3 +542,50 @@ def test_a_cold_start_without_its_models_fails_with_one_line_naming_the_file(tmp
     assert "\n" not in message
     assert str(tmp_path) in message
     assert ".onnx" in message or ".json" in message
+
+
+# ---- the bundle deploy/aws/build.sh makes ----
+
+IMPORT_NAMES = {"gunicorn": "gunicorn", "uvicorn-worker": "uvicorn_worker"}
+"""The module a distribution of build.sh's SERVER_ONLY installs, where its name differs."""
+
+
+def server_only_modules() -> list[str]:
+    """The modules of the distributions build.sh leaves out of the bundle (its SERVER_ONLY)."""
+    script = (ROOT / "deploy" / "aws" / "build.sh").read_text()
+    found = re.search(r"^SERVER_ONLY = \{(.*)\}$", script, re.M)
+    assert found, "build.sh names no SERVER_ONLY set"
+    names = re.findall(r'"([^"]+)"', found.group(1))
+    assert "gunicorn" in names
+    return [IMPORT_NAMES.get(name, name.replace("-", "_")) for name in names]
+
+
+def test_the_handler_serves_without_the_packages_the_bundle_leaves_out(tmp_path):
+    """build.sh installs the runtime dependencies less the HTTP server's (gunicorn, uvicorn-worker,
+    uvloop, httptools): an import of one of them on the handler's path is a bundle whose every
+    cold start fails with ModuleNotFoundError. Run in a fresh interpreter where they cannot be
+    imported."""
+    blocked = server_only_modules()
+    program = f"""
+import importlib.abc, json, sys
+from types import SimpleNamespace
+
+class LeftOut(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the Lambda bundle)")
+        return None
+
+sys.meta_path.insert(0, LeftOut())
+from deploy.aws import handler
+event = json.loads(open({str(PAYLOADS / "apigw_v2_predict.json")!r}).read())
+response = handler.handler(event, SimpleNamespace(aws_request_id="x"))
+print(response["statusCode"])
+handler.reset()
+"""
+    env = {"PATH": os.environ["PATH"], "MODELS_DIR": str(MODELS_DIR), "HOME": str(tmp_path)}
+    ran = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split()[-1] == "200", ran.stdout

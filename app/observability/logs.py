@@ -4,20 +4,19 @@ Every line made while a request is handled carries its request ID, and the calle
 when it sent a valid `traceparent` (app.observability.request_id). With ACCESS_LOG set,
 `AccessLogMiddleware` writes one line per request with its route template, status and duration,
 instead of uvicorn's (which knows neither the route nor the duration). The gunicorn master's own
-lines (start-up, reload, worker exits) take the same format through `GunicornLogger`
-(gunicorn.conf.py).
+lines (start-up, reload, worker exits) take the same format through
+app.server.glogging.GunicornLogger (gunicorn.conf.py): not here, since this module is imported
+wherever the app runs, and the Lambda bundle (deploy/aws/build.sh) has no gunicorn.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from gunicorn.glogging import Logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import loggable
@@ -60,18 +59,6 @@ def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
     return RequestIdFormatter(TEXT_FORMAT, DATE_FORMAT)
-
-
-class GunicornLogger(Logger):  # type: ignore[misc]
-    """gunicorn's logger with JSON lines in the master too, when LOG_FORMAT=json (gunicorn
-    calls `setup` again on SIGHUP, so the format survives a reload)."""
-
-    def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
-        if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
-            for log in (self.error_log, self.access_log):
-                for handler in log.handlers:
-                    handler.setFormatter(JsonFormatter())
 
 
 class AccessLogMiddleware:
