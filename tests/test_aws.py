@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import re
 import shutil
@@ -589,3 +590,49 @@ handler.reset()
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.split()[-1] == "200", ran.stdout
+
+
+# ---- log lines on Lambda ----
+
+
+@pytest.fixture
+def loggers_restored():
+    """The app's loggers as they were, after a test that let the handler set them up."""
+    names = ("app", "app.access")
+    saved = {
+        name: (lg.handlers[:], lg.level, lg.propagate)
+        for name in names
+        for lg in [logging.getLogger(name)]
+    }
+    factory = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(factory)
+    for name, (handlers, level, propagate) in saved.items():
+        restored = logging.getLogger(name)
+        restored.handlers, restored.level, restored.propagate = handlers, level, propagate
+
+
+def test_on_lambda_log_lines_follow_log_format_log_level_and_access_log(loggers_restored, capsys):
+    """As a gunicorn worker sets them up (app.server.worker): LOG_FORMAT, LOG_LEVEL and
+    ACCESS_LOG apply, and each line made during a request carries its X-Request-ID."""
+    env = {
+        "AWS_LAMBDA_FUNCTION_NAME": "latam-delay",
+        "MODELS_DIR": str(MODELS_DIR),
+        "LOG_FORMAT": "json",
+        "ACCESS_LOG": "-",
+    }
+    service = lambda_handler.cold_start(env)
+    try:
+        response = service(event("apigw_v2_predict.json"), CONTEXT)
+    finally:
+        service.close()
+    written = capsys.readouterr()
+    lines = [json.loads(line) for line in (written.out + written.err).splitlines()]
+    assert any(line["message"].startswith("models ready") for line in lines), lines
+    (access,) = [line for line in lines if line["logger"] == "app.access"]
+    assert access["request_id"] == response["headers"]["x-request-id"]
+    assert (access["route"], access["status"]) == ("/predict", 200)
+
+    quiet = lambda_handler.cold_start({**env, "LOG_LEVEL": "warning", "LOG_FORMAT": "text"})
+    quiet.close()
+    assert "models ready" not in capsys.readouterr().err

@@ -17,6 +17,7 @@ import asyncio
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from mangum.handlers import HTTPGateway
 from mangum.types import Scope
 
 from app.main import create_app
+from app.observability import logs
+from app.observability.request_id import install_log_context
 from app.settings import Settings
 
 logger = logging.getLogger("app.lambda")
@@ -158,18 +161,45 @@ class LambdaService:
         self.loop.close()
 
 
+def install_logging(settings: Settings) -> None:
+    """The app's log lines as a gunicorn worker sets them up (app.server.worker), for the Lambda
+    process, which has no gunicorn: in LOG_FORMAT (text or JSON), from LOG_LEVEL, each carrying
+    its request's ID, on stderr, and with ACCESS_LOG the access lines on stdout. Not through the
+    root logger the Lambda runtime sets up: its format knows no request ID, and its level is not
+    LOG_LEVEL."""
+    install_log_context()
+    formatter = logs.formatter(settings.log_format)
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setFormatter(formatter)
+    app_logger = logging.getLogger("app")
+    app_logger.handlers = [errors]
+    app_logger.setLevel(settings.log_level.upper())
+    app_logger.propagate = False
+    if settings.access_log:  # `-` on the gunicorn service: stdout is the only target here
+        lines = logging.StreamHandler(sys.stdout)
+        lines.setFormatter(formatter)
+        access_logger = logging.getLogger(logs.access_logger.name)
+        access_logger.handlers = [lines]
+        access_logger.setLevel(logging.INFO)
+        access_logger.propagate = False
+
+
 def cold_start(
     env: Mapping[str, str] = os.environ, s3_client: S3Client | None = None
 ) -> LambdaService:
-    """Fetches the models when MODELS_S3_URI is set, builds the app and runs its startup."""
+    """Fetches the models when MODELS_S3_URI is set, builds the app and runs its startup; on
+    Lambda (AWS_LAMBDA_FUNCTION_NAME set) it sets up the log lines first (`install_logging`)."""
     settings_env = dict(env)
     uri = env.get("MODELS_S3_URI")
     if uri:
-        models_dir = Path(env.get("MODELS_DIR") or DEFAULT_DOWNLOAD_DIR)
-        files = download_models(uri, models_dir, s3_client or _boto3_s3_client())
-        logger.info("downloaded %d model files from %s to %s", len(files), uri, models_dir)
-        settings_env["MODELS_DIR"] = str(models_dir)
-    app = create_app(Settings.from_env(settings_env))
+        settings_env["MODELS_DIR"] = env.get("MODELS_DIR") or DEFAULT_DOWNLOAD_DIR
+    settings = Settings.from_env(settings_env)  # a bad setting fails before any download
+    if "AWS_LAMBDA_FUNCTION_NAME" in env:
+        install_logging(settings)
+    if uri:
+        files = download_models(uri, settings.models_dir, s3_client or _boto3_s3_client())
+        logger.info("downloaded %d model files from %s to %s", len(files), uri, settings.models_dir)
+    app = create_app(settings)
     # Mangum and the lifespan run on this loop; it stays the current loop between invocations.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
