@@ -636,3 +636,47 @@ def test_on_lambda_log_lines_follow_log_format_log_level_and_access_log(loggers_
     quiet = lambda_handler.cold_start({**env, "LOG_LEVEL": "warning", "LOG_FORMAT": "text"})
     quiet.close()
     assert "models ready" not in capsys.readouterr().err
+
+
+class RefusingS3(FakeS3):
+    """S3 answering as botocore raises its errors: a message that names no bucket nor key."""
+
+    def __init__(self, *args: Any, refuse: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refuse = refuse
+
+    def list_objects_v2(self, **kwargs: Any) -> dict[str, Any]:
+        if self.refuse == "list":
+            raise RuntimeError(
+                "An error occurred (NoSuchBucket) when calling the ListObjectsV2 operation: "
+                "The specified bucket does not exist"
+            )
+        return super().list_objects_v2(**kwargs)
+
+    def download_file(self, Bucket: str, Key: str, Filename: str) -> None:  # noqa: N803
+        if Key.endswith(".onnx"):
+            raise RuntimeError(
+                "An error occurred (403) when calling the HeadObject operation: Forbidden"
+            )
+        super().download_file(Bucket, Key, Filename)
+
+
+@pytest.mark.parametrize(
+    ("refuse", "named"),
+    [
+        ("list", "s3://models-bucket/latam-delay/models/"),
+        ("download", "s3://models-bucket/latam-delay/models/delay-"),
+    ],
+)
+def test_an_s3_error_fails_the_cold_start_naming_what_it_could_not_read(tmp_path, refuse, named):
+    s3 = RefusingS3("models-bucket", bucket_with_models(tmp_path), refuse=refuse)
+    env = {
+        "MODELS_S3_URI": "s3://models-bucket/latam-delay/models/",
+        "MODELS_DIR": str(tmp_path / "m"),
+    }
+    with pytest.raises(ModelLoadError) as raised:
+        lambda_handler.cold_start(env, s3_client=s3)
+    message = str(raised.value)
+    assert named in message
+    assert "\n" not in message
+    assert ("NoSuchBucket" if refuse == "list" else "Forbidden") in message

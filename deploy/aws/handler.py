@@ -18,17 +18,18 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from mangum import Mangum
 from mangum.handlers import HTTPGateway
 from mangum.types import Scope
 
+from app.errors import ModelLoadError
 from app.main import create_app
 from app.observability import logs
 from app.observability.request_id import install_log_context
@@ -39,6 +40,7 @@ logger = logging.getLogger("app.lambda")
 MODEL_SUFFIXES = (".onnx", ".json")
 """What a models directory holds: the ONNX files and their cards."""
 DEFAULT_DOWNLOAD_DIR = "/tmp/models"
+T = TypeVar("T")
 
 
 class S3Client(Protocol):
@@ -63,13 +65,16 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 def download_models(uri: str, destination: Path, client: S3Client) -> list[Path]:
     """Copies the model files directly under the URI's prefix (not in sub-prefixes) into
     `destination`. Each file lands under a temporary name first and is renamed when complete.
-    Their integrity is checked when the app loads them: each card holds its ONNX file's sha256."""
+    Their integrity is checked when the app loads them: each card holds its ONNX file's sha256.
+    An S3 error is a ModelLoadError naming what could not be read: botocore's own messages name
+    no bucket nor key (`An error occurred (403) when calling the HeadObject operation:
+    Forbidden`)."""
     bucket, prefix = parse_s3_uri(uri)
     destination.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
     while True:
-        page = client.list_objects_v2(**request)
+        page = _s3_call(f"s3://{bucket}/{prefix}", client.list_objects_v2, **request)
         for item in page.get("Contents", []):
             key: str = item["Key"]
             name = key[len(prefix) :]
@@ -77,7 +82,13 @@ def download_models(uri: str, destination: Path, client: S3Client) -> list[Path]
                 continue
             target = destination / name
             partial = target.with_name(name + ".partial")
-            client.download_file(Bucket=bucket, Key=key, Filename=str(partial))
+            _s3_call(
+                f"s3://{bucket}/{key}",
+                client.download_file,
+                Bucket=bucket,
+                Key=key,
+                Filename=str(partial),
+            )
             partial.replace(target)
             written.append(target)
         if not page.get("IsTruncated"):
@@ -86,6 +97,14 @@ def download_models(uri: str, destination: Path, client: S3Client) -> list[Path]
     if not written:
         raise FileNotFoundError(f"no .onnx or .json files under {uri}")
     return sorted(written)
+
+
+def _s3_call(what: str, call: Callable[..., T], **kwargs: Any) -> T:
+    try:
+        return call(**kwargs)
+    # botocore's ClientError, NoCredentialsError, EndpointConnectionError...
+    except Exception as error:
+        raise ModelLoadError(f"cannot read {what}: {error}") from error
 
 
 _SERVER_HEADERS = frozenset({"host", "x-forwarded-port"})
