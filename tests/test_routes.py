@@ -159,6 +159,7 @@ def test_predict_refuses_bad_input_with_a_clear_error(
         assert body["detail"]["field"] == case["field"]
         assert body["detail"]["index"] == case.get("index", 0)
         assert case["field"] in body["error"]
+        assert body["detail"].get("allowed"), "every refused flight names what is allowed (README)"
     if "value" in case:
         assert body["detail"]["value"] == case["value"]
     if "allowed" in case:

@@ -564,7 +564,9 @@ class FlightValidator:
         TIPOVUELO, MES, the schedule: all of it or none, then field by field), each field
         against its declared type."""
         if not isinstance(raw, dict):
-            return InvalidFlight(index, "*", "a flight must be a JSON object", type(raw).__name__)
+            return InvalidFlight(
+                index, "*", "a flight must be a JSON object", type(raw).__name__, _AN_OBJECT
+            )
         unknown = sorted(raw.keys() - _ALLOWED)
         if unknown:
             return InvalidFlight(index, unknown[0], "unknown field", None, list(ALLOWED_FIELDS))
@@ -605,6 +607,11 @@ class FlightValidator:
         return None
 
 
+_AN_OBJECT = (
+    f"an object of {', '.join(MINIMAL_FIELDS)}, and for the full schedule "
+    f"{', '.join(SCHEDULE_FIELDS)}"
+)
+"""What a flight must be: an error's `allowed`."""
 _UNSCHEDULED = (msgspec.UNSET,) * 4
 
 
