@@ -159,3 +159,28 @@ def test_the_access_log_is_not_in_the_stack_unless_asked() -> None:
     assert logs.AccessLogMiddleware not in layers(app.build_middleware_stack())
     app.state.settings = Settings(access_log="-")
     assert logs.AccessLogMiddleware in layers(app.build_middleware_stack())
+
+
+@pytest.fixture
+def app_loggers_restored() -> Any:
+    """route_app_lines sets the process's `app` loggers: each test leaves them as it found them."""
+    saved = [
+        (logger, logger.handlers, logger.level, logger.propagate)
+        for logger in (logging.getLogger("app"), logs.access_logger)
+    ]
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers, logger.level, logger.propagate = handlers, level, propagate
+
+
+@pytest.mark.usefixtures("app_loggers_restored")
+def test_app_lines_go_to_the_given_handlers_and_access_lines_only_when_asked() -> None:
+    errors, access = logging.NullHandler(), logging.NullHandler()
+    logs.access_logger.handlers = before = [logging.NullHandler()]
+    logs.route_app_lines([errors], "WARNING", None)
+    app_logger = logging.getLogger("app")
+    assert (app_logger.handlers, app_logger.level, app_logger.propagate) == ([errors], 30, False)
+    assert logs.access_logger.handlers is before  # no ACCESS_LOG: left alone
+    logs.route_app_lines([errors], logging.INFO, [access])
+    assert logs.access_logger.handlers == [access]
+    assert (logs.access_logger.level, logs.access_logger.propagate) == (logging.INFO, False)

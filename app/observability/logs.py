@@ -21,7 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import loggable
 from app.observability.metrics import ANSWERED_BY_SERVER, UNMATCHED_ROUTE
-from app.observability.request_id import NO_REQUEST, RequestIdFormatter, current, current_trace
+from app.observability.request_id import (
+    NO_REQUEST,
+    RequestIdFormatter,
+    current,
+    current_trace,
+    install_log_context,
+)
 
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] [%(request_id)s] %(message)s"
 DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
@@ -59,6 +65,24 @@ def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
     return RequestIdFormatter(TEXT_FORMAT, DATE_FORMAT)
+
+
+def route_app_lines(
+    handlers: list[logging.Handler], level: int | str, access: list[logging.Handler] | None
+) -> None:
+    """Where the app's lines go in a serving process (a gunicorn worker, app.server.worker; a
+    Lambda environment, deploy/aws/handler.py): its loggers' lines to `handlers` at `level`,
+    with ACCESS_LOG the access lines to `access`, each line carrying its request's ID; never
+    to the root logger, whose format knows no request ID."""
+    install_log_context()
+    app_logger = logging.getLogger("app")
+    app_logger.handlers = handlers
+    app_logger.setLevel(level)
+    app_logger.propagate = False
+    if access is not None:
+        access_logger.handlers = access
+        access_logger.setLevel(logging.INFO)
+        access_logger.propagate = False
 
 
 class AccessLogMiddleware:

@@ -29,7 +29,6 @@ from app.dataplane import DataPlane
 from app.inference.microbatch import Scorer
 from app.observability import logs
 from app.observability.metrics import flush
-from app.observability.request_id import install_log_context
 from app.server.acceptor import Acceptor
 from app.server.handoff import Handoff
 from app.server.protocol import DRAIN_LINGER, Limits, begin_drain, guarded_protocol, in_flight
@@ -164,21 +163,17 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         # one), uvicorn's "auto" would hand handshakes to its own protocol, past every check of
         # app.server.protocol (head limit, Host, version, shedding).
         self.config.ws = "none"
-        install_log_context()
         formatter = logs.formatter(settings.log_format)  # text or JSON lines (LOG_FORMAT)
         for handler in self.log.error_log.handlers + self.log.access_log.handlers:
             handler.setFormatter(formatter)
-        app_logger = logging.getLogger("app")
-        app_logger.handlers = self.log.error_log.handlers
-        app_logger.setLevel(self.log.error_log.level)
-        app_logger.propagate = False
         # app.observability.logs.AccessLogMiddleware's line replaces uvicorn's
         if settings.access_log:
             logging.getLogger("uvicorn.access").handlers = []  # uvicorn logs when it has any
-            access_logger = logging.getLogger(logs.access_logger.name)
-            access_logger.handlers = self.log.access_log.handlers
-            access_logger.setLevel(logging.INFO)
-            access_logger.propagate = False
+        logs.route_app_lines(
+            self.log.error_log.handlers,
+            self.log.error_log.level,
+            self.log.access_log.handlers if settings.access_log else None,
+        )
 
     def init_process(self) -> None:
         """gunicorn's, after a first heartbeat: gunicorn 27 times a worker out from its

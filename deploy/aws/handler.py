@@ -32,7 +32,6 @@ from mangum.types import Scope
 from app.errors import ModelLoadError
 from app.main import create_app
 from app.observability import logs
-from app.observability.request_id import install_log_context
 from app.settings import Settings
 
 logger = logging.getLogger("app.lambda")
@@ -186,21 +185,15 @@ def install_logging(settings: Settings) -> None:
     its request's ID, on stderr, and with ACCESS_LOG the access lines on stdout. Not through the
     root logger the Lambda runtime sets up: its format knows no request ID, and its level is not
     LOG_LEVEL."""
-    install_log_context()
     formatter = logs.formatter(settings.log_format)
     errors = logging.StreamHandler(sys.stderr)
     errors.setFormatter(formatter)
-    app_logger = logging.getLogger("app")
-    app_logger.handlers = [errors]
-    app_logger.setLevel(settings.log_level.upper())
-    app_logger.propagate = False
+    access: list[logging.Handler] | None = None
     if settings.access_log:  # `-` on the gunicorn service: stdout is the only target here
         lines = logging.StreamHandler(sys.stdout)
         lines.setFormatter(formatter)
-        access_logger = logging.getLogger(logs.access_logger.name)
-        access_logger.handlers = [lines]
-        access_logger.setLevel(logging.INFO)
-        access_logger.propagate = False
+        access = [lines]
+    logs.route_app_lines([errors], settings.log_level.upper(), access)
 
 
 def cold_start(
