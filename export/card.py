@@ -13,7 +13,13 @@ import numpy as np
 import onnx
 
 from app.inference.features import FeatureEncoder
-from app.inference.flights import DATETIME_FORMAT, FLIGHT_TYPES, SCHEDULE_FIELDS_DECLARED, Flight
+from app.inference.flights import (
+    DATETIME_FORMAT,
+    FLIGHT_TYPES,
+    SCHEDULE_FIELDS_DECLARED,
+    Flight,
+    departure_years,
+)
 from app.inference.model import CONTRACT_INPUTS, VERSION_HEX
 from app.observability import drift
 from export.onnx import TARGET_OPSET, Parity
@@ -83,8 +89,7 @@ def _departure_years(encoder: FeatureEncoder) -> str:
     refuses."""
     if encoder.calendar is None:
         return ""
-    first, last = encoder.calendar.exact_years
-    return f"; its year from {first} to {last}"
+    return "; " + departure_years(encoder.calendar.exact_years)
 
 
 def _graph_summary(onnx_bytes: bytes) -> dict[str, Any]:

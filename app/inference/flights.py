@@ -96,9 +96,15 @@ def _field(
     return Field(name, attribute, Annotated[type_, msgspec.Meta(**meta)], problem, allowed, pattern)
 
 
+def departure_years(years: tuple[int, int]) -> str:
+    """The years of departure a validator bounding them allows, as its `Fecha-I` description
+    (and the model card's, export.card) words them."""
+    return f"its year from {years[0]} to {years[1]}"
+
+
 def departure_field(years: tuple[int, int] | None) -> Field:
     """`Fecha-I`, documented with the years of departure a validator allows, if it bounds them."""
-    bound = "" if years is None else f", its year from {years[0]} to {years[1]}"
+    bound = "" if years is None else ", " + departure_years(years)
     return _field(
         "Fecha-I",
         "departure",
