@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.routing import Route
@@ -154,3 +155,29 @@ def test_every_operation_but_the_probes_documents_the_shed_503_with_retry_after(
         schema = answer["content"]["application/json"]["schema"]
         validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
         assert validator.is_valid(json.loads(body)), path
+
+
+def _schemas(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object of the document (a schema or not: the checks below read schema keywords)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _schemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schemas(value)
+
+
+def test_every_array_and_object_schema_says_what_it_holds(client: TestClient) -> None:
+    """A client generated from the document needs it: an array without `items` made
+    openapi-python-client drop ModelMetadata, InferenceRequest and InferenceResponse (their
+    operations then raised UnexpectedStatus on a 200) and orval's zod output fail to import; an
+    object without `properties` or `additionalProperties` is `Record<string, never>` to
+    openapi-typescript, so a typed TS client could not ask for `outputs: [{name: "proba"}]` nor
+    read an error's `detail`."""
+    document = _document(client)
+    for schema in _schemas(document):
+        if schema.get("type") == "array":
+            assert "items" in schema or "prefixItems" in schema, schema
+        if schema.get("type") == "object":
+            assert "properties" in schema or "additionalProperties" in schema, schema

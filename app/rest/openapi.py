@@ -17,6 +17,7 @@ from app.errors import ServiceError
 from app.inference.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
 from app.server.overload import RETRY_AFTER, SHED_ERROR, UNSHED_PATHS
 from app.settings import Settings
+from app.tensors import OUTPUTS
 
 _REF_TEMPLATE = "#/components/schemas/{name}"
 
@@ -206,17 +207,9 @@ def openapi_document(
     _, declared = msgspec.json.schema_components(
         [validator.request_type], ref_template=_REF_TEMPLATE
     )
-    tensor = {
-        "type": "object",
-        "required": ["name", "datatype", "shape"],
-        "properties": {
-            "name": {"type": "string"},
-            "datatype": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer"}},
-            "data": {"type": "array"},
-            "parameters": {"type": "object"},
-        },
-    }
+    datatype = {"type": "string", "description": "BYTES, INT64, FP32, ... (the model's metadata)"}
+    shape = {"type": "array", "items": {"type": "integer"}}
+    value = {"anyOf": [{"type": "string"}, {"type": "number"}]}
     schemas = {
         **declared,
         "PredictResponse": {
@@ -230,7 +223,15 @@ def openapi_document(
         "Error": {
             "type": "object",
             "required": ["error"],
-            "properties": {"error": {"type": "string"}, "detail": {"type": "object"}},
+            "properties": {
+                "error": {"type": "string"},
+                "detail": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "a bad flight's `index`, `field`, `value` and `allowed`; "
+                    "else what was received or is served (`received`, `models`, `versions`)",
+                },
+            },
         },
         "Status": {
             "type": "object",
@@ -268,9 +269,72 @@ def openapi_document(
                 "name": {"type": "string"},
                 "versions": {"type": "array", "items": {"type": "string"}},
                 "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": tensor},
-                "outputs": {"type": "array", "items": tensor},
-                "card": {"type": "object"},
+                "inputs": {"type": "array", "items": _ref("MetadataTensor")},
+                "outputs": {"type": "array", "items": _ref("MetadataTensor")},
+                "card": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "the model's card",
+                },
+            },
+        },
+        "MetadataTensor": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": datatype,
+                "shape": shape | {"description": "-1: any size"},
+            },
+        },
+        "RequestInput": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                    "additionalProperties": True,
+                    "description": "`binary_data_size`: the input's bytes in the binary data "
+                    "after the JSON (then no `data`)",
+                },
+                "data": {
+                    "type": "array",
+                    "items": {"anyOf": [*value["anyOf"], {"type": "array", "items": value}]},
+                    "description": "flat, or under a shape [N, 1] its N rows of one value",
+                },
+            },
+        },
+        "RequestOutput": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "enum": list(OUTPUTS)},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data": {"type": "boolean"}},
+                    "additionalProperties": True,
+                },
+            },
+        },
+        "ResponseOutput": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                    "additionalProperties": True,
+                    "description": "`binary_data_size`: the output's bytes in the binary data "
+                    "after the JSON (then no `data`)",
+                },
+                "data": {"type": "array", "items": {"type": "number"}},
             },
         },
         "InferenceRequest": {
@@ -278,11 +342,17 @@ def openapi_document(
             "required": ["inputs"],
             "properties": {
                 "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "inputs": {"type": "array", "items": tensor},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_output": {"type": "boolean"}},
+                    "additionalProperties": True,
+                    "description": "`binary_data_output`: every output as binary data unless "
+                    "its own `binary_data` says otherwise",
+                },
+                "inputs": {"type": "array", "items": _ref("RequestInput")},
                 "outputs": {
                     "type": "array",
-                    "items": {"type": "object"},
+                    "items": _ref("RequestOutput"),
                     "description": "the outputs wanted; none or an empty list: every output",
                 },
             },
@@ -294,7 +364,7 @@ def openapi_document(
                 "model_name": {"type": "string"},
                 "model_version": {"type": "string"},
                 "id": {"type": "string"},
-                "outputs": {"type": "array", "items": tensor},
+                "outputs": {"type": "array", "items": _ref("ResponseOutput")},
             },
         },
     }
@@ -339,7 +409,11 @@ def openapi_document(
                 "responses": {
                     "200": {
                         "description": "OpenAPI 3.1",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "additionalProperties": True}
+                            }
+                        },
                     }
                 },
             }
