@@ -15,6 +15,7 @@ import msgspec
 
 from app.errors import ServiceError
 from app.inference.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
+from app.observability.request_id import MAX_LENGTH
 from app.server.overload import RETRY_AFTER, SHED_ERROR, UNSHED_PATHS
 from app.settings import Settings
 from app.tensors import OUTPUTS
@@ -117,6 +118,11 @@ _MODEL_VERSION = {
 """A /predict answer's version header (app.rest.routes.MODEL_VERSION_HEADER)."""
 
 
+_REQUEST_ID = (
+    f"The request's ID, in the service's log lines (1-{MAX_LENGTH} characters of "
+    "`A-Z a-z 0-9 . _ : + / = -`)"
+)
+
 _NAME = {
     "name": "name",
     "in": "path",
@@ -124,6 +130,54 @@ _NAME = {
     "schema": {"type": "string", "enum": ["delay-minimal", "delay-full"]},
 }
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_BINARY_HEADER = {
+    "name": "Inference-Header-Content-Length",
+    "description": "With binary tensor data (`application/octet-stream`): the bytes of the JSON "
+    "header before the tensors' bytes",
+    "schema": {"type": "integer", "minimum": 1},
+}
+"""The binary tensor data extension's header, on a request and on an answer
+(app.rest.inference_protocol.HEADER_LENGTH)."""
+
+
+def _infer_answer() -> dict[str, Any]:
+    """An infer route's 200: JSON, or with binary outputs the binary tensor data extension's body
+    and header (a new dict each time: `_identified` adds to its headers)."""
+    return {
+        "description": "Outputs `label` (INT64) and `proba` (FP32); `application/octet-stream` "
+        "when an output is asked for as binary data (a JSON header of "
+        "`Inference-Header-Content-Length` bytes followed by the outputs' bytes)",
+        "content": {
+            "application/json": {"schema": _ref("InferenceResponse")},
+            "application/octet-stream": {},  # OpenAPI 3.1's binary content: no schema
+        },
+        "headers": {
+            "Inference-Header-Content-Length": {
+                key: _BINARY_HEADER[key] for key in ("description", "schema")
+            }
+        },
+    }
+
+
+def _identified(paths: dict[str, Any]) -> dict[str, Any]:
+    """`paths` with the `X-Request-ID` header (app.observability.request_id) on every operation
+    and every answer: the server honours the caller's and returns one on every answer, its own
+    errors and shed 503s included, so a generated client can send and read it."""
+    for item in paths.values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            operation["parameters"] = [
+                *operation.get("parameters", []),
+                {"$ref": "#/components/parameters/X-Request-ID"},
+            ]
+            for answer in operation["responses"].values():
+                answer["headers"] = answer.get("headers", {}) | {
+                    "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}
+                }
+    return paths
 
 
 def _get(summary: str, schema: str, example: Any = None, **responses: Any) -> dict[str, Any]:
@@ -184,13 +238,8 @@ def _model_paths(
                         },
                     },
                 },
-                "responses": {
-                    "200": _response(
-                        "Outputs `label` (INT64) and `proba` (FP32)", "InferenceResponse"
-                    )
-                }
-                | not_found
-                | errors,
+                "parameters": [_BINARY_HEADER | {"in": "header", "required": False}],
+                "responses": {"200": _infer_answer()} | not_found | errors,
             },
         },
     }
@@ -439,6 +488,23 @@ def openapi_document(
             "description": "Predicts whether a flight leaving Santiago (SCL) is delayed by more "
             "than 15 minutes.",
         },
-        "paths": _sheddable(paths),
-        "components": {"schemas": schemas},
+        "paths": _identified(_sheddable(paths)),
+        "components": {
+            "schemas": schemas,
+            "parameters": {
+                "X-Request-ID": {
+                    "name": "X-Request-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": _REQUEST_ID + "; kept if sane, else replaced",
+                    "schema": {"type": "string"},
+                }
+            },
+            "headers": {
+                "X-Request-ID": {
+                    "description": _REQUEST_ID + ": the caller's, or a new one",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
     }
