@@ -20,13 +20,16 @@ one error.
 from __future__ import annotations
 
 import calendar
+import functools
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 import numpy as np
@@ -91,9 +94,20 @@ def _field(
     **meta: Any,
 ) -> Field:
     if pattern is not None:
-        documented = msgspec.Meta(extra_json_schema={"pattern": f"^{pattern}$"})
-        type_ = Annotated[type_, documented]
+        type_ = _with_pattern(type_, msgspec.Meta(extra_json_schema={"pattern": f"^{pattern}$"}))
     return Field(name, attribute, Annotated[type_, msgspec.Meta(**meta)], problem, allowed, pattern)
+
+
+def _with_pattern(type_: Any, documented: msgspec.Meta) -> Any:
+    """`type_` with its strings `documented`: in a union (Vlo-I's integer or string), on its
+    string member, since a `pattern` beside `anyOf` broke generated clients (orval's zod called
+    `.regex` on the union) though it meant the same."""
+    if get_origin(type_) not in (Union, UnionType):
+        return Annotated[type_, documented]
+    members = [
+        Annotated[str, documented] if member is str else member for member in get_args(type_)
+    ]
+    return functools.reduce(operator.or_, members)
 
 
 def departure_years(years: tuple[int, int]) -> str:

@@ -15,8 +15,10 @@ import msgspec
 
 from app.errors import ServiceError
 from app.inference.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
+from app.observability.request_id import MAX_LENGTH
 from app.server.overload import RETRY_AFTER, SHED_ERROR, UNSHED_PATHS
 from app.settings import Settings
+from app.tensors import OUTPUTS
 
 _REF_TEMPLATE = "#/components/schemas/{name}"
 
@@ -116,6 +118,11 @@ _MODEL_VERSION = {
 """A /predict answer's version header (app.rest.routes.MODEL_VERSION_HEADER)."""
 
 
+_REQUEST_ID = (
+    f"The request's ID, in the service's log lines (1-{MAX_LENGTH} characters of "
+    "`A-Z a-z 0-9 . _ : + / = -`)"
+)
+
 _NAME = {
     "name": "name",
     "in": "path",
@@ -123,6 +130,54 @@ _NAME = {
     "schema": {"type": "string", "enum": ["delay-minimal", "delay-full"]},
 }
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_BINARY_HEADER = {
+    "name": "Inference-Header-Content-Length",
+    "description": "With binary tensor data (`application/octet-stream`): the bytes of the JSON "
+    "header before the tensors' bytes",
+    "schema": {"type": "integer", "minimum": 1},
+}
+"""The binary tensor data extension's header, on a request and on an answer
+(app.rest.inference_protocol.HEADER_LENGTH)."""
+
+
+def _infer_answer() -> dict[str, Any]:
+    """An infer route's 200: JSON, or with binary outputs the binary tensor data extension's body
+    and header (a new dict each time: `_identified` adds to its headers)."""
+    return {
+        "description": "Outputs `label` (INT64) and `proba` (FP32); `application/octet-stream` "
+        "when an output is asked for as binary data (a JSON header of "
+        "`Inference-Header-Content-Length` bytes followed by the outputs' bytes)",
+        "content": {
+            "application/json": {"schema": _ref("InferenceResponse")},
+            "application/octet-stream": {},  # OpenAPI 3.1's binary content: no schema
+        },
+        "headers": {
+            "Inference-Header-Content-Length": {
+                key: _BINARY_HEADER[key] for key in ("description", "schema")
+            }
+        },
+    }
+
+
+def _identified(paths: dict[str, Any]) -> dict[str, Any]:
+    """`paths` with the `X-Request-ID` header (app.observability.request_id) on every operation
+    and every answer: the server honours the caller's and returns one on every answer, its own
+    errors and shed 503s included, so a generated client can send and read it."""
+    for item in paths.values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            operation["parameters"] = [
+                *operation.get("parameters", []),
+                {"$ref": "#/components/parameters/X-Request-ID"},
+            ]
+            for answer in operation["responses"].values():
+                answer["headers"] = answer.get("headers", {}) | {
+                    "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}
+                }
+    return paths
 
 
 def _get(summary: str, schema: str, example: Any = None, **responses: Any) -> dict[str, Any]:
@@ -183,13 +238,8 @@ def _model_paths(
                         },
                     },
                 },
-                "responses": {
-                    "200": _response(
-                        "Outputs `label` (INT64) and `proba` (FP32)", "InferenceResponse"
-                    )
-                }
-                | not_found
-                | errors,
+                "parameters": [_BINARY_HEADER | {"in": "header", "required": False}],
+                "responses": {"200": _infer_answer()} | not_found | errors,
             },
         },
     }
@@ -206,17 +256,9 @@ def openapi_document(
     _, declared = msgspec.json.schema_components(
         [validator.request_type], ref_template=_REF_TEMPLATE
     )
-    tensor = {
-        "type": "object",
-        "required": ["name", "datatype", "shape"],
-        "properties": {
-            "name": {"type": "string"},
-            "datatype": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer"}},
-            "data": {"type": "array"},
-            "parameters": {"type": "object"},
-        },
-    }
+    datatype = {"type": "string", "description": "BYTES, INT64, FP32, ... (the model's metadata)"}
+    shape = {"type": "array", "items": {"type": "integer"}}
+    value = {"anyOf": [{"type": "string"}, {"type": "number"}]}
     schemas = {
         **declared,
         "PredictResponse": {
@@ -230,7 +272,15 @@ def openapi_document(
         "Error": {
             "type": "object",
             "required": ["error"],
-            "properties": {"error": {"type": "string"}, "detail": {"type": "object"}},
+            "properties": {
+                "error": {"type": "string"},
+                "detail": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "a bad flight's `index`, `field`, `value` and `allowed`; "
+                    "else what was received or is served (`received`, `models`, `versions`)",
+                },
+            },
         },
         "Status": {
             "type": "object",
@@ -268,9 +318,72 @@ def openapi_document(
                 "name": {"type": "string"},
                 "versions": {"type": "array", "items": {"type": "string"}},
                 "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": tensor},
-                "outputs": {"type": "array", "items": tensor},
-                "card": {"type": "object"},
+                "inputs": {"type": "array", "items": _ref("MetadataTensor")},
+                "outputs": {"type": "array", "items": _ref("MetadataTensor")},
+                "card": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "the model's card",
+                },
+            },
+        },
+        "MetadataTensor": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": datatype,
+                "shape": shape | {"description": "-1: any size"},
+            },
+        },
+        "RequestInput": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                    "additionalProperties": True,
+                    "description": "`binary_data_size`: the input's bytes in the binary data "
+                    "after the JSON (then no `data`)",
+                },
+                "data": {
+                    "type": "array",
+                    "items": {"anyOf": [*value["anyOf"], {"type": "array", "items": value}]},
+                    "description": "flat, or under a shape [N, 1] its N rows of one value",
+                },
+            },
+        },
+        "RequestOutput": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "enum": list(OUTPUTS)},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data": {"type": "boolean"}},
+                    "additionalProperties": True,
+                },
+            },
+        },
+        "ResponseOutput": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                    "additionalProperties": True,
+                    "description": "`binary_data_size`: the output's bytes in the binary data "
+                    "after the JSON (then no `data`)",
+                },
+                "data": {"type": "array", "items": {"type": "number"}},
             },
         },
         "InferenceRequest": {
@@ -278,11 +391,17 @@ def openapi_document(
             "required": ["inputs"],
             "properties": {
                 "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "inputs": {"type": "array", "items": tensor},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_output": {"type": "boolean"}},
+                    "additionalProperties": True,
+                    "description": "`binary_data_output`: every output as binary data unless "
+                    "its own `binary_data` says otherwise",
+                },
+                "inputs": {"type": "array", "items": _ref("RequestInput")},
                 "outputs": {
                     "type": "array",
-                    "items": {"type": "object"},
+                    "items": _ref("RequestOutput"),
                     "description": "the outputs wanted; none or an empty list: every output",
                 },
             },
@@ -294,7 +413,7 @@ def openapi_document(
                 "model_name": {"type": "string"},
                 "model_version": {"type": "string"},
                 "id": {"type": "string"},
-                "outputs": {"type": "array", "items": tensor},
+                "outputs": {"type": "array", "items": _ref("ResponseOutput")},
             },
         },
     }
@@ -339,7 +458,11 @@ def openapi_document(
                 "responses": {
                     "200": {
                         "description": "OpenAPI 3.1",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "additionalProperties": True}
+                            }
+                        },
                     }
                 },
             }
@@ -365,6 +488,23 @@ def openapi_document(
             "description": "Predicts whether a flight leaving Santiago (SCL) is delayed by more "
             "than 15 minutes.",
         },
-        "paths": _sheddable(paths),
-        "components": {"schemas": schemas},
+        "paths": _identified(_sheddable(paths)),
+        "components": {
+            "schemas": schemas,
+            "parameters": {
+                "X-Request-ID": {
+                    "name": "X-Request-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": _REQUEST_ID + "; kept if sane, else replaced",
+                    "schema": {"type": "string"},
+                }
+            },
+            "headers": {
+                "X-Request-ID": {
+                    "description": _REQUEST_ID + ": the caller's, or a new one",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
     }
