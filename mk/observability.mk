@@ -9,3 +9,7 @@ bench-observability: $(DEV_STAMP) ## drift per flight, traceparent scan, each op
 .PHONY: metrics-archive
 metrics-archive: $(DEV_STAMP) ## a scrape over 500 dead workers' metric files, archived or not: reports/metrics-archive.md
 	$(BIN)/python -m benchmarks.metrics_archive --out $(REPORTS_DIR)
+
+.PHONY: drift-replay
+drift-replay: $(DEV_STAMP) ## each month of $(SCL_DATA) alone through a real server, its drift gauges: reports/drift-replay.md
+	$(BIN)/python -m benchmarks.drift_replay --data $(SCL_DATA) --out $(REPORTS_DIR)
