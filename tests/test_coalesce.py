@@ -116,7 +116,29 @@ async def stops_after_the_head(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
 
 
-RAW = {"/fails-halfway": fails_halfway, "/stops-after-the-head": stops_after_the_head}
+async def in_parts(scope: Any, receive: Any, send: Any) -> None:
+    """A 10-byte response sent in three parts: only the first is written with the head."""
+    headers = [(b"content-length", b"10")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"four", "more_body": True})
+    await send({"type": "http.response.body", "body": b"six", "more_body": True})
+    await send({"type": "http.response.body", "body": b"abc"})
+
+
+async def one_byte(scope: Any, receive: Any, send: Any) -> None:
+    """The smallest body the head is held for (Content-Length 1)."""
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1")]}
+    )
+    await send({"type": "http.response.body", "body": b"1"})
+
+
+RAW = {
+    "/fails-halfway": fails_halfway,
+    "/stops-after-the-head": stops_after_the_head,
+    "/in-parts": in_parts,
+    "/one-byte": one_byte,
+}
 
 
 async def toy(scope: Any, receive: Any, send: Any) -> None:
@@ -224,6 +246,30 @@ def test_a_response_with_a_body_is_one_write() -> None:
         assert len(WRITES) == 1
         assert WRITES[0].startswith(b"HTTP/1.1 200 OK\r\n")
         assert WRITES[0].endswith(b"\r\n\r\n" + body)
+
+    serve(toy, scenario)
+
+
+def test_a_one_byte_body_is_one_write_too() -> None:
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        response, body = await client.request("GET", "/one-byte")
+        assert (response.status_code, body) == (200, b"1")
+        assert len(WRITES) == 1
+
+    serve(toy, scenario)
+
+
+def test_only_a_bodys_first_part_is_written_with_the_head() -> None:
+    """Once the head is out, the rest of the body passes as it comes, not held as a head."""
+
+    async def scenario(connect: Client) -> None:
+        client = await connect()
+        response, body = await client.request("GET", "/in-parts")
+        assert (response.status_code, body) == (200, b"foursixabc")
+        assert len(WRITES) == 3
+        assert WRITES[0].endswith(b"\r\n\r\nfour")
+        assert WRITES[1:] == [b"six", b"abc"]
 
     serve(toy, scenario)
 

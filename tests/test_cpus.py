@@ -41,13 +41,35 @@ NO_LIMIT = {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000", "cp
             id="v2-tightest-ancestor",
         ),
         pytest.param(
+            "0::/a/b\n",
+            {"a/cpu.max": "100000 100000", "a/b/cpu.max": "400000 100000"},
+            1,
+            id="v2-tightest-of-several",
+        ),
+        pytest.param(
             "0::/host/path/not/mounted\n",
             {"cpu.max": "200000 100000"},
             2,
             id="v2-container-own-cgroup-at-the-mount",
         ),
         pytest.param("4:memory:/x\n2:cpu,cpuacct:/docker/abc\n", V1_DOCKER, 3, id="v1"),
+        pytest.param(
+            # containerd's systemd driver on v1 names the cgroup with colons
+            "2:cpu,cpuacct:/system.slice/containerd.service/pod1.slice:cri-containerd:abc\n",
+            {
+                f"cpu,cpuacct/system.slice/containerd.service/pod1.slice:cri-containerd:abc/{name}": v
+                for name, v in (("cpu.cfs_quota_us", "200000"), ("cpu.cfs_period_us", "100000"))
+            },
+            2,
+            id="v1-path-with-colons",
+        ),
         pytest.param("1:cpu:/\n0::/\n", NO_LIMIT, None, id="no-limit"),
+        pytest.param(
+            "1:cpu:/\n0::/\n",
+            {"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "0", "cpu.max": "100000 0"},
+            None,
+            id="zero-period-is-no-limit",
+        ),
     ],
 )
 def test_cgroup_quota(tmp_path: Path, lines: str, files: dict[str, str], quota: int | None) -> None:
@@ -74,3 +96,15 @@ def test_available_is_the_smaller_and_at_least_one(
 
 def test_this_machine() -> None:
     assert 1 <= available() <= len(os.sched_getaffinity(0))
+
+
+def test_available_without_an_affinity_mask_or_a_cpu_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off Linux there is no affinity mask, and os.cpu_count() may be None: the quota alone
+    then counts, and with none either, one worker (not a TypeError at boot)."""
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    root, proc = cgroup(tmp_path, "0::/\n", {"cpu.max": "300000 100000"})
+    assert available(root, proc) == 3
+    assert available(tmp_path, tmp_path / "absent") == 1

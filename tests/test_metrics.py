@@ -330,3 +330,53 @@ def test_the_flush_keeps_its_schedule_when_one_flush_raises(
     failures = [r for r in caplog.records if "metrics flush failed" in r.getMessage()]
     assert len(failures) == 1
     assert failures[0].exc_info is not None
+
+
+def test_a_reloads_outcome_is_counted_and_the_last_one_shows() -> None:
+    """The master's only record of a refused reload (count_reload): a refusal is counted and
+    turns model_last_reload_successful to 0 until one is applied; a start shows both series."""
+    from prometheus_client import REGISTRY
+
+    from app.observability.metrics import count_reload
+
+    def reloads() -> tuple[float, float, float | None]:
+        applied, refused = (
+            REGISTRY.get_sample_value("model_reloads_total", {"outcome": outcome}) or 0.0
+            for outcome in ("applied", "refused")
+        )
+        return applied, refused, REGISTRY.get_sample_value("model_last_reload_successful")
+
+    count_reload(None)
+    applied, refused, last = reloads()
+    assert last == 1.0
+    count_reload(False)
+    assert reloads() == (applied, refused + 1, 0.0)
+    count_reload(None)  # a later start whose check passed
+    assert reloads() == (applied, refused + 1, 1.0)
+    count_reload(False)
+    count_reload(True)
+    assert reloads() == (applied + 1, refused + 2, 1.0)
+
+
+def test_each_connection_closed_to_make_room_is_counted_by_kind() -> None:
+    from prometheus_client import REGISTRY
+
+    from app.observability.metrics import CLOSED_KINDS, count_closed_connection, flush
+
+    def closed() -> dict[str, float]:
+        flush()
+        return {
+            kind: REGISTRY.get_sample_value("http_connections_closed_total", {"closed": kind})
+            or 0.0
+            for kind in CLOSED_KINDS
+        }
+
+    assert CLOSED_KINDS == ("unanswered", "keep_alive", "new")
+    before = closed()
+    count_closed_connection("new")
+    count_closed_connection("new")
+    count_closed_connection("keep_alive")
+    after = closed()
+    assert after["new"] - before["new"] == 2
+    assert after["keep_alive"] - before["keep_alive"] == 1
+    assert after["unanswered"] == before["unanswered"]

@@ -183,12 +183,17 @@ def test_table_answers_are_not_merged() -> None:
         assert_same(mine, tabulated.predict(batch))
 
 
+@pytest.mark.parametrize("sizes", [SIZES, (2, 1)])
 def test_a_failing_request_fails_alone(
-    models: ModelSet, monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, int]]
+    models: ModelSet,
+    monkeypatch: pytest.MonkeyPatch,
+    calls: list[tuple[str, int]],
+    sizes: tuple[int, ...],
 ) -> None:
     """The merged call fails because of one request's flights: every request is then scored
-    alone, the others get their answers and only that one its error."""
-    requests = batches(models, True)
+    alone, the others get their answers and only that one its error (two requests too: one
+    request alone is handed the merged call's error as it is)."""
+    requests = batches(models, True, sizes)
     expected = [models.predict(batch) for batch in requests]
     poisoned = requests[1].full
     assert poisoned is not None
@@ -205,7 +210,7 @@ def test_a_failing_request_fails_alone(
     monkeypatch.setattr(models.full, "predict_proba", failing)
     got = concurrently(Scorer(BatchThread(256), merge=True), models, requests)
     assert got[1] is failure
-    for index in (0, 2, 3):
+    for index in {0, *range(2, len(sizes))}:
         assert_same(got[index], expected[index])
 
 
@@ -263,6 +268,44 @@ def _merged(model: OnnxModel) -> dict[str, float]:
         labels = {"model": model.name, "le": bound}
         samples[bound] = REGISTRY.get_sample_value("microbatch_call_requests_bucket", labels) or 0.0
     return samples
+
+
+def _infer_each(models: ModelSet, merge: bool, schedule: bool, count: int) -> list[Prediction]:
+    """`count` concurrent OIP requests of one flight through a data plane, as app.main makes
+    it: REST's and gRPC's way to Scorer.score, which unlike `/predict` decides alone whether
+    to merge."""
+    state = State()
+    state.models = models
+    state.validator = FlightValidator(models.operators, 1_000)
+    state.batches = BatchThread(256)
+    state.scorer = Scorer(state.batches, merge=merge)
+    dataplane = DataPlane(state)
+    requests = [
+        InferenceRequest(None, {name: [value] for name, value in flight.items()}, {})
+        for flight in make_flights(count, schedule, 12)
+    ]
+    name = (models.full if schedule else models.minimal).name
+
+    async def run() -> list[Prediction]:
+        model = dataplane.model(name)
+        return await asyncio.gather(*(dataplane.infer(model, request) for request in requests))
+
+    return asyncio.run(run())
+
+
+def test_the_inference_protocol_merges_neither_without_merging_nor_table_answers(
+    models: ModelSet, calls: list[tuple[str, int]]
+) -> None:
+    """MICROBATCH=0 and the table's answers hold for OIP requests too: one call each, none
+    observed as merged."""
+    tabulated = ModelSet.load(MODELS_DIR)
+    assert tabulated.minimal.tabulated
+    before = {model.name: _merged(model) for model in (models.full, models.minimal)}
+    calls.clear()
+    assert len(_infer_each(models, False, True, 3)) == 3
+    assert calls == [(models.full.name, 1)] * 3
+    assert len(_infer_each(tabulated, True, False, 3)) == 3
+    assert {model.name: _merged(model) for model in (models.full, models.minimal)} == before
 
 
 def test_each_merged_call_is_observed_with_its_number_of_requests(models: ModelSet) -> None:

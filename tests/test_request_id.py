@@ -3,6 +3,7 @@ replaced, the ID in log records, and a fresh prefix in every forked worker."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import re
@@ -93,10 +94,36 @@ def test_a_500_carries_the_id_and_its_log_line_too(caplog: pytest.LogCaptureFixt
 def test_log_records_outside_a_request_show_a_dash() -> None:
     request_id.REQUEST_ID.set(b"")  # in-process calls above ran in this thread's context
     request_id.install_log_context()
+    factory = logging.getLogRecordFactory()
     request_id.install_log_context()  # idempotent: one wrapper, not two
+    assert logging.getLogRecordFactory() is factory
     record = logging.getLogger("app").makeRecord("app", logging.INFO, __file__, 1, "x", (), None)
-    assert record.request_id == request_id.NO_REQUEST  # type: ignore[attr-defined]
+    assert record.request_id == request_id.NO_REQUEST == "-"  # type: ignore[attr-defined]
     assert record.trace_id is None  # type: ignore[attr-defined]
+
+
+def test_outside_any_request_there_is_no_id_nor_trace() -> None:
+    """The context variables' defaults, in a context no request ever ran in (the test above
+    sets the ID back by hand)."""
+    fresh = contextvars.Context()
+    assert fresh.run(request_id.current) == "-"
+    assert fresh.run(request_id.current_trace) is None
+
+
+def test_the_formatter_gives_a_record_made_elsewhere_its_ids() -> None:
+    """A record that no factory of ours made (before install_log_context, or another
+    library's factory) is formatted with the current IDs, not a KeyError."""
+    formatter = request_id.RequestIdFormatter("%(request_id)s %(trace_id)s %(message)s")
+    record = logging.LogRecord("other", logging.INFO, __file__, 1, "x", (), None)
+    assert contextvars.Context().run(formatter.format, record) == "- None x"
+
+
+def test_an_id_is_at_most_128_characters_and_absent_means_a_new_one() -> None:
+    assert accepted(b"a" * 128)
+    assert not accepted(b"a" * 129)
+    assert not accepted(b"")
+    assert GENERATED.fullmatch(caller_id([(b"other", b"x")]).decode())
+    assert GENERATED.fullmatch(caller_id([]).decode())
 
 
 def test_the_middleware_copies_a_shared_response_message() -> None:

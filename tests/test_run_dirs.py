@@ -25,6 +25,7 @@ from app.server.run_dirs import (
     hold,
     leave_metrics_dir,
     mark_master,
+    other_masters,
     release,
     run_dir,
     shared_metrics_dir,
@@ -234,3 +235,59 @@ def test_a_tmp_cleaner_leaves_a_running_server_its_directories(tmp_path: Path) -
             assert http.post("/predict", json={"flights": FULL_FLIGHTS}).status_code == 200
     finally:
         stop(server)
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_checking_and_leaving_a_directory_leave_no_descriptor_nor_lock(tmp_path: Path) -> None:
+    """held_by_another's probe lets go of what it opened, whatever it found (a leaked exclusive
+    lock would make the next probe see the directory as held); a missing directory is held by
+    no one; leave_metrics_dir releases the hold of a directory never marked."""
+    free, held, missing = tmp_path / "free", tmp_path / "held", tmp_path / "missing"
+    free.mkdir()
+    held.mkdir()
+    other = os.open(held, os.O_RDONLY | os.O_DIRECTORY)  # another open: another holder
+    try:
+        fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        before = open_descriptors()
+        assert not held_by_another(free)
+        assert not held_by_another(free)
+        assert held_by_another(held)
+        assert not held_by_another(missing)
+        assert open_descriptors() == before
+    finally:
+        os.close(other)
+    metrics = tmp_path / "latam-delay-metrics-1-abc"
+    metrics.mkdir()
+    before = open_descriptors()
+    hold(metrics)
+    assert open_descriptors() == before + 1
+    assert leave_metrics_dir(metrics)  # no mark of this master's to remove: still fine
+    assert open_descriptors() == before
+
+
+def test_only_masters_marks_in_run_directories_count(tmp_path: Path) -> None:
+    """A `master-*` entry that is no pid, is a directory, or sits in a directory not named as a
+    run's is no master's mark."""
+    metrics = tmp_path / "latam-delay-metrics-1-abc"
+    metrics.mkdir()
+    mark_master(metrics)
+    assert (metrics / f"master-{os.getpid()}").is_file()
+    (metrics / "master-x").touch()
+    assert other_masters(metrics) == []
+    odd = tmp_path / "latam-delay-metrics-odd"
+    odd.mkdir()
+    (odd / f"master-{os.getppid()}").touch()
+    not_a_file = tmp_path / "latam-delay-metrics-2-def"
+    (not_a_file / f"master-{os.getppid()}").mkdir(parents=True)
+    assert shared_metrics_dir(os.getppid(), tmp_path) is None
+    assert shared_metrics_dir(dead_pid()) is None  # the system's temporary directory
+
+
+def test_a_file_named_as_a_dead_run_is_left_alone(tmp_path: Path) -> None:
+    named = tmp_path / f"latam-delay-run-{dead_pid()}-abc"
+    named.write_text("not ours")
+    assert clean_stale_runs(tmp_path) == []
+    assert named.is_file()

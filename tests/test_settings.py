@@ -1,21 +1,25 @@
 from __future__ import annotations
 
+import ctypes
 import re
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from app import cpus, descriptors
+from app import cpus, descriptors, settings
 from app.server.protocol import Limits
 from app.settings import (
     DEFAULT_MODELS_DIR,
     INT_MAX,
+    LOG_FORMATS,
+    LOG_LEVELS,
     MAX_GRPC_SECONDS,
     ORT_THREADS_FLOOR,
     WORKERS_FLOOR,
     WORKERS_PER_CPU,
     Settings,
+    _same_port,
     max_ort_threads,
     max_workers,
 )
@@ -169,6 +173,17 @@ def test_an_integer_setting_is_at_most_a_c_int(name: str) -> None:
         assert str(error.value) == f"{name}={value!r}: expected an integer from 1 to {INT_MAX}"
 
 
+def test_the_bounds_are_the_documented_numbers() -> None:
+    """The limits are the README's and the C libraries': the tests below read them from
+    app.settings, so a changed constant would move the bound and its test together."""
+    assert ctypes.c_int(INT_MAX).value == INT_MAX  # the largest C int...
+    assert ctypes.c_int(INT_MAX + 1).value != INT_MAX + 1  # ...the next one overflows
+    assert ctypes.c_int(MAX_GRPC_SECONDS * 1000).value == MAX_GRPC_SECONDS * 1000
+    assert ctypes.c_int((MAX_GRPC_SECONDS + 1) * 1000).value != (MAX_GRPC_SECONDS + 1) * 1000
+    # README: WORKERS "at most 4 per CPU, or 8 on a smaller host"
+    assert (WORKERS_PER_CPU, WORKERS_FLOOR, ORT_THREADS_FLOOR) == (4, 8, 4)
+
+
 @pytest.mark.parametrize(
     ("available", "workers", "threads"),
     [(1, WORKERS_FLOOR, ORT_THREADS_FLOOR), (2, 8, 4), (16, 16 * WORKERS_PER_CPU, 16)],
@@ -190,6 +205,15 @@ def test_workers_and_onnxruntime_threads_are_bounded_by_the_cpus(
             assert f"expected an integer from 1 to {bound} (" in message
             assert f"{available} here" in message
             assert "\n" not in message
+    assert str(error.value).endswith(
+        f"(the CPUs this process may use, {available} here; at least {ORT_THREADS_FLOOR})"
+    )
+    with pytest.raises(ValueError, match=r"^WORKERS=") as error:
+        Settings.from_env({"WORKERS": str(workers + 1)})
+    assert str(error.value).endswith(
+        f"({WORKERS_PER_CPU} per CPU this process may use, {available} here; "
+        f"at least {WORKERS_FLOOR})"
+    )
 
 
 def test_a_value_of_thousands_of_digits_is_refused_as_any_other() -> None:
@@ -300,5 +324,111 @@ def test_a_grpc_connection_time_fits_grpcios_milliseconds(name: str) -> None:
     assert getattr(Settings.from_env({name: str(MAX_GRPC_SECONDS)}), name.lower()) == (
         MAX_GRPC_SECONDS
     )
-    with pytest.raises(ValueError, match=f"^{name}='{MAX_GRPC_SECONDS + 1}': expected an integer"):
+    with pytest.raises(ValueError, match=f"^{name}=") as error:
         Settings.from_env({name: str(MAX_GRPC_SECONDS + 1)})
+    assert str(error.value) == (
+        f"{name}='{MAX_GRPC_SECONDS + 1}': expected an integer from 1 to {MAX_GRPC_SECONDS} "
+        "(milliseconds in a C int)"
+    )
+
+
+FLAGS = ["TABULATE_MINIMAL", "HOLD_EARLY_RETRIES", "MICROBATCH", "DRIFT"]
+
+
+@pytest.mark.parametrize("name", FLAGS)
+def test_every_spelling_of_a_flag_the_message_offers_is_accepted(name: str) -> None:
+    """The refusal lists `1/0, true/false, yes/no, on/off`: each of them works, in any case."""
+    for raw in ("1", "true", "yes", "on", " ON "):
+        assert getattr(Settings.from_env({name: "0"}), name.lower()) is False
+        assert getattr(Settings.from_env({name: raw}), name.lower()) is True, raw
+    for raw in ("0", "false", "no", "off", "False"):
+        assert getattr(Settings.from_env({name: raw}), name.lower()) is False, raw
+
+
+def test_every_log_level_and_format_the_message_offers_is_accepted() -> None:
+    assert len(LOG_LEVELS) == 5
+    assert set(LOG_FORMATS) == {"text", "json"}
+    for level in LOG_LEVELS:
+        assert Settings.from_env({"LOG_LEVEL": level.upper()}).log_level == level
+    for log_format in LOG_FORMATS:
+        assert Settings.from_env({"LOG_FORMAT": f" {log_format} "}).log_format == log_format
+    with pytest.raises(ValueError, match=r"^LOG_FORMAT='xml': expected one of text, json$"):
+        Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+def test_access_log_is_off_unless_set() -> None:
+    assert Settings.from_env({"ACCESS_LOG": "-"}).access_log == "-"
+    assert Settings.from_env({"ACCESS_LOG": ""}).access_log is None  # gunicorn: no access log
+
+
+@pytest.mark.parametrize(
+    ("name", "port", "accepted"),
+    [
+        ("BIND", "65535", True),
+        ("BIND", "65536", False),
+        ("GRPC_BIND", "1", True),
+        ("GRPC_BIND", "65535", True),
+        ("METRICS_BIND", "1", True),
+        ("METRICS_BIND", "65535", True),
+        ("METRICS_BIND", "0", False),
+        ("METRICS_BIND", "65536", False),
+    ],
+)
+def test_the_ports_accepted_end_where_the_messages_say(
+    name: str, port: str, accepted: bool
+) -> None:
+    env = {"BIND": "127.0.0.1:8000", "GRPC_BIND": "", name: f"127.0.0.2:{port}"}
+    if accepted:
+        assert getattr(Settings.from_env(env), name.lower()) == f"127.0.0.2:{port}"
+        return
+    with pytest.raises(ValueError, match=f"^{name}=") as error:
+        Settings.from_env(env)
+    assert str(error.value).startswith(f"{name}='127.0.0.2:{port}': expected HOST:PORT (port ")
+
+
+@pytest.mark.parametrize("raw", ["9100", ":9100", "127.0.0.1:", "127.0.0.1:x"])
+def test_a_bad_metrics_bind_names_the_variable_and_what_it_accepts(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"^METRICS_BIND=") as error:
+        Settings.from_env({"METRICS_BIND": raw})
+    assert str(error.value) == f"METRICS_BIND={raw!r}: expected HOST:PORT (port 1-65535)"
+
+
+def test_metrics_port() -> None:
+    assert Settings.from_env({"METRICS_BIND": "[::1]:9100"}).metrics_port == 9100
+    assert Settings().metrics_port is None
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"BIND": ":9000", "GRPC_BIND": "127.0.0.1:9000"},  # an empty host is every address
+        {"GRPC_BIND": "[::]:9000", "METRICS_BIND": "127.0.0.1:9000"},
+    ],
+)
+def test_a_wildcard_host_shares_its_port_with_every_host(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"expected a port .* does not use"):
+        Settings.from_env(env)
+
+
+def test_same_port_rules() -> None:
+    """What _refuse_shared_ports relies on, both ways round (today BIND, judged first, is the
+    only address that may be unix:PATH or port 0, so only the unit sees the other order)."""
+    assert _same_port("127.0.0.1:9000", "[::]:9000")
+    assert not _same_port("unix:/run/s", "0.0.0.0:9000")
+    assert not _same_port("0.0.0.0:9000", "unix:/run/s")
+    assert not _same_port("127.0.0.1:0", "127.0.0.1:0")  # each gets a free port of its own
+    assert not _same_port("127.0.0.1:9000", "")
+
+
+def test_tracing_without_its_extra_is_refused_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parent package itself missing (find_spec raises) counts as not installed too."""
+    monkeypatch.setattr(settings, "OTEL_MODULES", ("not_a_package.sdk",))
+    assert Settings.from_env({}).otel_endpoint == ""
+    with pytest.raises(ValueError, match=r"^OTEL_EXPORTER_OTLP_ENDPOINT=") as error:
+        Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert str(error.value) == (
+        "OTEL_EXPORTER_OTLP_ENDPOINT='http://127.0.0.1:4318': tracing needs the otel extra, "
+        "pip install '.[otel]'"
+    )

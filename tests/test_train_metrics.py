@@ -77,3 +77,25 @@ def test_the_platt_map_is_sigmoid_of_a_times_the_logit_plus_b() -> None:
     logit = np.log(probabilities / (1 - probabilities))
     expected = 1 / (1 + np.exp(-(2.0 * logit - 0.5)))
     np.testing.assert_allclose(Platt(2.0, -0.5).apply(probabilities), expected)
+
+
+def test_calibration_errors_of_different_bins_do_not_cancel() -> None:
+    """Each tenth is its own bin, the last one too: over- and under-confidence in two bins add
+    up, where one bin for both (fewer or wider bins) would show none."""
+    low, high = np.full(10, 0.1), np.full(10, 0.9)
+    labels = np.array([1] * 3 + [0] * 7 + [1] * 7 + [0] * 3)  # 0.3 at 0.1, 0.7 at 0.9
+    assert expected_calibration_error(labels, np.concatenate([low, high])) == pytest.approx(0.2)
+    top = np.concatenate([np.full(20, 0.85), np.full(20, 0.95)])
+    labels = np.array([1] * 19 + [0] + [1] * 17 + [0] * 3)  # 0.95 at 0.85, 0.85 at 0.95
+    assert expected_calibration_error(labels, top) == pytest.approx(0.1)
+
+
+def test_platt_fits_and_maps_probabilities_of_exactly_zero_and_one() -> None:
+    """Trees answer 0 and 1 exactly: their logits are clipped, never infinite."""
+    probabilities = np.array([0.0, 0.0, 0.3, 0.6, 1.0, 1.0] * 10)
+    labels = np.array([0, 1, 0, 1, 1, 1] * 10)
+    platt = Platt.fit(labels, probabilities)
+    assert np.isfinite([platt.a, platt.b]).all()
+    mapped = Platt().apply(np.array([0.0, 1.0]))
+    assert 0.0 < mapped[0] < 1e-6
+    assert 1 - 1e-6 < mapped[1] < 1.0
