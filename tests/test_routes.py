@@ -287,6 +287,14 @@ def test_health_routes(client: TestClient) -> None:
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
 
 
+def test_the_openapi_document_before_the_models_load_has_the_configured_flight_limit() -> None:
+    """No validator yet (no operators to list), but the batch limit is the settings', not
+    FlightValidator's default."""
+    client = TestClient(create_app(Settings(models_dir=MODELS_DIR, max_flights=5)))  # no lifespan
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["PredictRequest"]["properties"]["flights"]["maxItems"] == 5
+
+
 def test_not_ready_before_models_load() -> None:
     client = TestClient(create_app(Settings(models_dir=MODELS_DIR)))  # no lifespan: nothing loaded
     assert client.get("/v2/health/live").status_code == 200
