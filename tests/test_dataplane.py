@@ -66,6 +66,9 @@ def test_model_metadata_lists_the_cards_inputs_and_both_outputs(dataplane: DataP
     ]
     assert [o["name"] for o in metadata["outputs"]] == ["label", "proba"]
     assert metadata["card"] == model.card.raw
+    # the V2 protocol's fields a client reads besides the names: any batch size, which runtime
+    assert {tuple(i["shape"]) for i in metadata["inputs"]} == {(-1,)}
+    assert metadata["platform"] == "onnxruntime_onnx"
 
 
 def test_infer_scores_the_rows_with_the_named_model(dataplane: DataPlane, models: ModelSet) -> None:
@@ -149,3 +152,51 @@ def test_a_large_request_is_decoded_in_the_batch_thread_and_its_errors_raised_th
     assert large_thread != loop_thread
     with pytest.raises(BadRequest, match=r"^input 'MES' has 2 elements; its shape \[3\] says 3$"):
         asyncio.run(dataplane.decode(size, decode, "refuse"))
+
+
+@pytest.mark.parametrize(("flights", "offloaded"), [(1, False), (2, True)])
+def test_a_large_batch_is_scored_in_the_batch_thread_and_a_small_one_on_the_loop(
+    dataplane: DataPlane,
+    models: ModelSet,
+    monkeypatch: pytest.MonkeyPatch,
+    flights: int,
+    offloaded: bool,
+) -> None:
+    """From `min_flights` (2 here) a batch is scored off the event loop, which meanwhile serves
+    the worker's other requests (app.server.overload); answers alike either way, so only the
+    thread shows which way it went."""
+    threads: list[int] = []
+    predict_with = models.predict_with
+
+    def recording(*args: Any, **kwargs: Any) -> Any:  # the tabulated model's way either way
+        threads.append(threading.get_ident())
+        return predict_with(*args, **kwargs)
+
+    monkeypatch.setattr(models, "predict_with", recording)
+    columns = {name: values[:flights] for name, values in MINIMAL_COLUMNS.items()}
+    model = dataplane.model(MINIMAL_MODEL)
+
+    async def infer() -> int:
+        await dataplane.infer(model, InferenceRequest(None, columns, {}))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(infer())
+    assert len(threads) == 1
+    assert (threads[0] != loop_thread) is offloaded
+
+
+def test_valid_columns_are_scored_without_building_rows(
+    dataplane: DataPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The column checks vouch for a valid request: the per-flight dicts (`rows`) are only for
+    naming the first wrong flight, so a valid request never pays for them."""
+
+    def rows(self: InferenceRequest) -> list[dict[str, Any]]:
+        raise AssertionError("rows built")
+
+    monkeypatch.setattr(InferenceRequest, "rows", rows)
+    model = dataplane.model(MINIMAL_MODEL)
+    for flights in (1, 2):  # on the loop and in the batch thread
+        columns = {name: values[:flights] for name, values in MINIMAL_COLUMNS.items()}
+        prediction = asyncio.run(dataplane.infer(model, InferenceRequest(None, columns, {})))
+        assert len(prediction.labels) == flights

@@ -54,6 +54,8 @@ def test_vocabulary_ranks_categories_by_delay_rate() -> None:
 def test_vocabulary_must_hold_other_once() -> None:
     with pytest.raises(ValueError, match="OTHER"):
         Vocabulary(("A", "B"))
+    with pytest.raises(ValueError, match="each value once"):  # a card listing one twice
+        Vocabulary(("A", OTHER, "A"))
 
 
 def test_calendar_features_come_from_the_schedule() -> None:
@@ -198,22 +200,32 @@ def test_rates_are_shrunk_toward_the_parent_by_the_smoothing() -> None:
     assert encoder.hierarchy is not None
     lan = 1 / (1 + np.exp(-encoder.hierarchy.airline.logits["LAN"]))
     assert lan == pytest.approx((100 + SMOOTHING / 3) / (200 + SMOOTHING))
+    # each level's parent is the level above, as a rate: route LAN>SCFA (100 rows, all late)
+    # toward LAN's, flight LAN 1 (the same rows) toward its route's
+    flight, route, _ = hierarchy_keys(_one("LAN", "SCFA", "1"))
+    scfa = 1 / (1 + np.exp(-encoder.hierarchy.route.lookup(route)[0]))
+    assert scfa == pytest.approx((100 + SMOOTHING * lan) / (100 + SMOOTHING))
+    one = 1 / (1 + np.exp(-encoder.hierarchy.flight.lookup(flight)[0]))
+    assert one == pytest.approx((100 + SMOOTHING * scfa) / (100 + SMOOTHING))
 
 
-def test_training_rates_are_out_of_fold() -> None:
-    """A flight seen only in one fold gets, in training, the rate of its route without it."""
+@pytest.mark.parametrize("count", [2, 3])
+def test_training_rates_are_out_of_fold(count: int) -> None:
+    """A flight seen only in one fold gets, in training, the rate of its route without it: each
+    fold's rows encoded by a fit on all the other folds (with two folds, a fit on the fold
+    itself swapped for the other's gave the same numbers, so three are checked too)."""
     columns, labels = _hierarchy_data()
     encoder = FeatureEncoder.fit(columns, labels, ("flight number",))
-    folds = np.arange(len(labels)) % 2
+    folds = np.arange(len(labels)) % count
     in_sample = encoder.encode_columns(columns)[:, 0]
     out_of_fold = encoder.encode_training(columns, labels, folds)[:, 0]
     assert not np.allclose(in_sample, out_of_fold)
-    other_half = FeatureEncoder.fit(
-        take(columns, np.flatnonzero(folds == 1)), labels[folds == 1], ("flight number",)
+    others = FeatureEncoder.fit(
+        take(columns, np.flatnonzero(folds != 0)), labels[folds != 0], ("flight number",)
     )
     np.testing.assert_allclose(
         out_of_fold[folds == 0],
-        other_half.encode_columns(take(columns, np.flatnonzero(folds == 0)))[:, 0],
+        others.encode_columns(take(columns, np.flatnonzero(folds == 0)))[:, 0],
     )
 
 

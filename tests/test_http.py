@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import orjson
 import pytest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from app.rest.http import decimal, parse_json, read_body, read_json_body
+from app.rest.http import (
+    decimal,
+    http_error,
+    parse_json,
+    read_body,
+    read_json_body,
+    unexpected_error,
+)
 
 BODY = b'{"flights":[]}'
 
@@ -119,3 +130,56 @@ def test_json_is_parsed_without_collections_and_the_collector_is_left_as_found()
         assert gc.isenabled()
     finally:
         gc.callbacks.remove(count)
+
+
+def test_a_body_in_several_messages_is_read_whole() -> None:
+    """A chunked body reaches the app as several `http.request` messages: all of them are the
+    body, not only the first (the tests above send one message, which hid a reader that stopped
+    after it)."""
+    parts = [b'{"flights"', b":", b"[]}"]
+
+    async def receive() -> dict[str, Any]:
+        body = parts.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(parts)}
+
+    scope = {"headers": [(b"content-type", b"application/json")]}
+    assert asyncio.run(read_json_body(scope, receive, 100)) == BODY
+
+
+def test_an_empty_body_is_a_400_saying_so() -> None:
+    """Not orjson's 'malformed JSON: Input is a zero-length, empty document' at a position."""
+    with pytest.raises(BadRequest) as refused:
+        parse_json(b"")
+    assert refused.value.message == "the request body is empty: send a JSON object"
+
+
+def test_a_charset_is_found_among_other_parameters_and_only_charset_is_judged() -> None:
+    """RFC 9110 media-type parameters: any number, any order; one other than charset passes."""
+    assert body_of([(b"content-type", b"application/json; foo=latin-1")]) == BODY
+    for content_type in (
+        b"application/json; foo=bar; charset=latin-1",
+        b"application/json;q=1;charset=ascii",
+    ):
+        with pytest.raises(UnsupportedMediaType, match="charset") as refused:
+            body_of([(b"content-type", content_type)])
+        assert refused.value.detail["received"] == content_type.rsplit(b"=", 1)[1].decode()
+
+
+def test_another_starlette_http_error_keeps_its_status_and_detail() -> None:
+    """Only 404 and 405 are reworded; any other HTTPException is answered as itself, in the
+    service's JSON shape, not as a 405."""
+    request = Request({"type": "http", "method": "POST", "path": "/x", "headers": []})
+    answer = asyncio.run(http_error(request, HTTPException(400, "bad form")))
+    assert (answer.status_code, orjson.loads(answer.body)) == (400, {"error": "bad form"})
+
+
+def test_an_unexpected_error_is_logged_on_the_app_logger(caplog: pytest.LogCaptureFixture) -> None:
+    """The "app" logger is the one app.observability.logs gives the service's handler (and no
+    propagation): a record of another logger would miss the service's log format."""
+    request = Request({"type": "http", "method": "GET", "path": "/x", "headers": []})
+    with caplog.at_level(logging.ERROR):
+        answer = asyncio.run(unexpected_error(request, RuntimeError("boom")))
+    assert answer.status_code == 500
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("app", "unhandled error on GET /x")
+    ]

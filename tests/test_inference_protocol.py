@@ -73,9 +73,11 @@ def test_json_inputs_with_nested_data_decode_to_rows() -> None:
                 {"name": "MES", "datatype": "INT64", "shape": [2], "data": [1, 2]},
             ],
             "outputs": [{"name": "proba"}],
+            "id": "r1",
         }
     )
     request = decode_request(body, None, INPUTS)
+    assert request.id == "r1"
     assert [row["OPERA"] for row in request.rows()] == ["A", "B"]
     assert request.outputs == {"proba": False}
 
@@ -109,6 +111,14 @@ def test_json_inputs_with_nested_data_decode_to_rows() -> None:
         ),
         (
             lambda h: h["inputs"][0].update(shape=[2, 1], data=[["A"], ["B", "C"]]),
+            "nested as rows must be 2 rows of 1 value",
+        ),
+        (  # a row that is no list, though of length 1: was iterated as one
+            lambda h: h["inputs"][0].update(shape=[2, 1], data=[["A"], "B"]),
+            "nested as rows must be 2 rows of 1 value",
+        ),
+        (
+            lambda h: h["inputs"][0].update(shape=[2, 1], data=[["A"], {"B": 1}]),
             "nested as rows must be 2 rows of 1 value",
         ),
         (
@@ -233,3 +243,54 @@ def test_all_json_response_has_no_binary_header() -> None:
     assert orjson.loads(body)["outputs"] == [
         {"name": "label", "datatype": "INT64", "shape": [1], "data": [1]}
     ]
+
+
+@pytest.mark.parametrize("size", [-1, "3", 3.0, True, [3]])
+def test_a_binary_data_size_that_is_no_count_of_bytes_is_a_400(size: object) -> None:
+    """Not a slice of the binary data with a negative or non-integer bound (a 500 for a float
+    or a string, data read backwards for -1): the size must be a non-negative integer."""
+    body, length = _binary_request(["A"], ["N"], [1])
+    header = orjson.loads(body[: int(length)])
+    header["inputs"][2]["parameters"]["binary_data_size"] = size
+    refused = orjson.dumps(header)
+    binary = body[int(length) :]
+    with pytest.raises(BadRequest, match=r"^input 'MES': binary_data_size .* overruns"):
+        decode_request(refused + binary, str(len(refused)), INPUTS)
+
+
+def test_each_output_may_ask_for_binary_data_apart_from_the_default() -> None:
+    """An output's own `binary_data` wins over the request's `binary_data_output`; an output
+    without parameters, or with parameters that are no object, takes the default."""
+    inputs = [
+        {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["A"]},
+        {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
+        {"name": "MES", "datatype": "INT64", "shape": [1], "data": [1]},
+    ]
+    for default in (False, True):
+        for parameters, expected in (
+            ({"binary_data": not default}, not default),
+            (None, default),
+            ([1], default),
+        ):
+            label: dict[str, object] = {"name": "label"}
+            if parameters is not None:
+                label["parameters"] = parameters
+            header = {
+                "inputs": inputs,
+                "parameters": {"binary_data_output": default},
+                "outputs": [label, {"name": "proba"}],
+            }
+            request = decode_request(orjson.dumps(header), None, INPUTS)
+            assert request.outputs == {"label": expected, "proba": default}
+
+
+def test_a_response_names_the_model_and_its_version_and_an_id_only_when_given() -> None:
+    prediction = Prediction(np.array([1], dtype=np.int64), np.array([0.5], dtype=np.float32), 1)
+    for request_id in (None, "r1"):
+        request = InferenceRequest(request_id, {}, {"label": False})
+        body, _ = encode_response("delay-minimal", "v7", request, prediction)
+        answer = orjson.loads(body)
+        expected = {"model_name": "delay-minimal", "model_version": "v7"}
+        if request_id is not None:
+            expected["id"] = request_id
+        assert {k: v for k, v in answer.items() if k != "outputs"} == expected

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -185,6 +186,23 @@ def test_predict_with_proba_adds_probabilities_consistent_with_labels(client: Te
     }
 
 
+@pytest.mark.parametrize(
+    ("query", "keys"),
+    [
+        ("proba=1", {"predict", "proba"}),
+        ("proba=TRUE", {"predict", "proba"}),
+        ("proba=0", {"predict"}),
+        ("other=1", {"predict"}),  # no proba among other parameters: not a 500
+        ("other=1&proba=true", {"predict", "proba"}),
+    ],
+)
+def test_the_proba_flag_reads_one_and_zero_and_other_parameters_leave_it_off(
+    client: TestClient, query: str, keys: set[str]
+) -> None:
+    response = client.post(f"/predict?{query}", json={"flights": [MINIMAL]})
+    assert (response.status_code, response.json().keys()) == (200, keys)
+
+
 def test_mixed_batch_scores_each_flight_with_its_own_model(client: TestClient) -> None:
     alone = [
         client.post("/predict?proba=true", json={"flights": [f]}).json()["proba"][0]
@@ -265,7 +283,16 @@ def test_batch_over_the_limit_is_413(client: TestClient) -> None:
 def test_health_routes(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "OK"}
     assert client.get("/v2/health/live").json() == {"live": True}
-    assert client.get("/v2/health/ready").json() == {"ready": True}
+    ready = client.get("/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+
+
+def test_the_openapi_document_before_the_models_load_has_the_configured_flight_limit() -> None:
+    """No validator yet (no operators to list), but the batch limit is the settings', not
+    FlightValidator's default."""
+    client = TestClient(create_app(Settings(models_dir=MODELS_DIR, max_flights=5)))  # no lifespan
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["PredictRequest"]["properties"]["flights"]["maxItems"] == 5
 
 
 def test_not_ready_before_models_load() -> None:
@@ -347,10 +374,9 @@ def test_server_and_model_metadata(client: TestClient) -> None:
             "proba": "FP32",
         }
         version = metadata["versions"][0]
-        assert client.get(f"/v2/models/{name}/versions/{version}/ready").json() == {
-            "name": name,
-            "ready": True,
-        }
+        for path in (f"/v2/models/{name}/ready", f"/v2/models/{name}/versions/{version}/ready"):
+            ready = client.get(path)
+            assert (ready.status_code, ready.json()) == (200, {"name": name, "ready": True})
     assert client.get("/v2/models/nope").status_code == 404
     assert client.get("/v2/models/delay-minimal/versions/0/ready").status_code == 404
 
@@ -602,3 +628,61 @@ def test_an_unexpected_error_is_a_500_and_raised_again_on_both_paths() -> None:
             app.state.models.predict = broken
             with pytest.raises(RuntimeError, match="injected fault"):
                 client.post(root_path + "/predict", json=body)
+
+
+def _binary_infer_body(flight: dict[str, Any]) -> tuple[bytes, int]:
+    """`flight` as an OIP request of binary inputs (the binary tensor data extension), asking
+    for both outputs as binary data; and the length of its JSON header."""
+    inputs, data = [], b""
+    for name, value in flight.items():
+        raw = (
+            struct.pack("<q", value)
+            if name == "MES"
+            else struct.pack("<I", len(value.encode())) + value.encode()
+        )
+        inputs.append(
+            {
+                "name": name,
+                "datatype": "INT64" if name == "MES" else "BYTES",
+                "shape": [1],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        data += raw
+    header = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}})
+    return header + data, len(header)
+
+
+@pytest.mark.parametrize("model", ["delay-minimal", "delay-full"])
+@pytest.mark.parametrize(
+    "content_type", ["application/octet-stream", "application/octet-stream; charset=latin-1"]
+)
+def test_binary_infer_is_answered_in_binary_with_its_lengths(
+    both_paths: tuple[TestClient, TestClient], model: str, content_type: str
+) -> None:
+    """A body of binary inputs is sent as application/octet-stream (a charset is a JSON body's
+    concern only); binary outputs come back after the JSON header, whose length
+    Inference-Header-Content-Length gives, and the answer's Content-Length is the whole body's.
+    Ahead of the router and through it."""
+    flight = FULL if model == "delay-full" else MINIMAL
+    body, header_length = _binary_infer_body(flight)
+    headers = {
+        "content-type": content_type,
+        "inference-header-content-length": str(header_length),
+    }
+    answers = []
+    for client, prefix in zip(both_paths, ("", "/api"), strict=True):
+        response = client.post(f"{prefix}/v2/models/{model}/infer", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert response.headers["content-length"] == str(len(response.content))
+        length = int(response.headers["inference-header-content-length"])
+        answer = orjson.loads(response.content[:length])
+        assert [o["name"] for o in answer["outputs"]] == ["label", "proba"]
+        label_size, proba_size = (o["parameters"]["binary_data_size"] for o in answer["outputs"])
+        assert (label_size, proba_size) == (8, 4)
+        label = struct.unpack("<q", response.content[length : length + 8])[0]
+        predicted = client.post(f"{prefix}/predict", json={"flights": [flight]}).json()
+        assert label == predicted["predict"][0]
+        answers.append(response.content)
+    assert answers[0] == answers[1]
