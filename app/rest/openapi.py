@@ -180,6 +180,18 @@ def _identified(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+def _binary_size(tensor: str) -> dict[str, Any]:
+    """A request input's or a response output's `parameters` (`tensor`: which): the binary tensor
+    data extension's size of it."""
+    return {
+        "type": "object",
+        "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+        "additionalProperties": True,
+        "description": f"`binary_data_size`: the {tensor}'s bytes in the binary data after the "
+        "JSON (then no `data`)",
+    }
+
+
 def _get(summary: str, schema: str, example: Any = None, **responses: Any) -> dict[str, Any]:
     return {
         "get": {
@@ -343,13 +355,7 @@ def openapi_document(
                 "name": {"type": "string"},
                 "datatype": datatype,
                 "shape": shape,
-                "parameters": {
-                    "type": "object",
-                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                    "additionalProperties": True,
-                    "description": "`binary_data_size`: the input's bytes in the binary data "
-                    "after the JSON (then no `data`)",
-                },
+                "parameters": _binary_size("input"),
                 "data": {
                     "type": "array",
                     "items": {"anyOf": [*value["anyOf"], {"type": "array", "items": value}]},
@@ -376,13 +382,7 @@ def openapi_document(
                 "name": {"type": "string"},
                 "datatype": datatype,
                 "shape": shape,
-                "parameters": {
-                    "type": "object",
-                    "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                    "additionalProperties": True,
-                    "description": "`binary_data_size`: the output's bytes in the binary data "
-                    "after the JSON (then no `data`)",
-                },
+                "parameters": _binary_size("output"),
                 "data": {"type": "array", "items": {"type": "number"}},
             },
         },
