@@ -159,7 +159,7 @@ def test_every_operation_but_the_probes_documents_the_shed_503_with_retry_after(
             continue
         answer = operation["responses"]["503"]
         assert "MAX_IN_FLIGHT" in answer["description"], path
-        assert set(answer["headers"]) == {"Retry-After", "X-Request-ID"}, path
+        assert set(answer["headers"]) == {"Retry-After", "X-Request-ID", "traceparent"}, path
         schema = answer["content"]["application/json"]["schema"]
         validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
         assert validator.is_valid(json.loads(body)), path
@@ -225,10 +225,14 @@ def _answer_is_declared(
     assert set(response.headers) - _UNDECLARED_HEADERS <= headers, (method, path)
 
 
+_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 def test_the_servers_answers_are_declared(client: TestClient) -> None:
     """The README's examples and wrong requests to every operation, JSON and binary tensor data:
     each answer is one its operation declares (a generated client parses only those; found by a
-    client generated from the document, whose binary infer answer was undeclared)."""
+    client generated from the document, whose binary infer answer was undeclared). Every request
+    carries a valid traceparent, which the answers echo."""
     document = _document(client)
     minimal = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
     tensors = [
@@ -304,7 +308,9 @@ def test_the_servers_answers_are_declared(client: TestClient) -> None:
     seen = set()
     for method, path, url, arguments in requests:
         arguments.setdefault("headers", json_header if "json" in arguments else {})
+        arguments["headers"] = arguments["headers"] | {"traceparent": _TRACEPARENT}
         response = client.request(method, url, **arguments)
+        assert response.headers["traceparent"] == _TRACEPARENT, (method, url)
         _answer_is_declared(document, method, path, response)
         seen.add((path, response.headers["content-type"].split(";")[0]))
     assert (infer, "application/octet-stream") in seen

@@ -161,10 +161,18 @@ def _infer_answer() -> dict[str, Any]:
     }
 
 
+_TRACEPARENT = (
+    "W3C trace context (https://www.w3.org/TR/trace-context/): its trace ID tags the "
+    "request's log lines"
+)
+
+
 def _identified(paths: dict[str, Any]) -> dict[str, Any]:
-    """`paths` with the `X-Request-ID` header (app.observability.request_id) on every operation
-    and every answer: the server honours the caller's and returns one on every answer, its own
-    errors and shed 503s included, so a generated client can send and read it."""
+    """`paths` with the `X-Request-ID` and `traceparent` headers (app.observability.request_id)
+    on every operation and every answer: the server honours the caller's request ID and returns
+    one on every answer, its own errors and shed 503s included, and echoes a valid traceparent,
+    so a generated client can send and read both (a response validator refuses an undeclared
+    header)."""
     for item in paths.values():
         for method, operation in item.items():
             if method == "parameters":
@@ -172,10 +180,12 @@ def _identified(paths: dict[str, Any]) -> dict[str, Any]:
             operation["parameters"] = [
                 *operation.get("parameters", []),
                 {"$ref": "#/components/parameters/X-Request-ID"},
+                {"$ref": "#/components/parameters/traceparent"},
             ]
             for answer in operation["responses"].values():
                 answer["headers"] = answer.get("headers", {}) | {
-                    "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}
+                    "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
+                    "traceparent": {"$ref": "#/components/headers/traceparent"},
                 }
     return paths
 
@@ -498,13 +508,25 @@ def openapi_document(
                     "required": False,
                     "description": _REQUEST_ID + "; kept if sane, else replaced",
                     "schema": {"type": "string"},
-                }
+                },
+                "traceparent": {
+                    "name": "traceparent",
+                    "in": "header",
+                    "required": False,
+                    "description": _TRACEPARENT + "; an invalid one, or two, is ignored",
+                    "schema": {"type": "string"},
+                },
             },
             "headers": {
                 "X-Request-ID": {
                     "description": _REQUEST_ID + ": the caller's, or a new one",
                     "schema": {"type": "string"},
-                }
+                },
+                "traceparent": {
+                    "description": _TRACEPARENT + ": the caller's, echoed when valid (not on a "
+                    "503 shed before the app)",
+                    "schema": {"type": "string"},
+                },
             },
         },
     }
