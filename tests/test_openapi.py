@@ -77,6 +77,21 @@ def test_the_documented_400_is_the_servers_answer(client: TestClient) -> None:
     assert example["error"] == "flights[0].MES: not a month"
 
 
+def test_the_month_schema_says_what_its_type_cannot(client: TestClient) -> None:
+    """JSON Schema's `integer` admits `3.0` and the server refuses it (msgspec's strict int), so
+    a client that validates against the document before sending learns it from the
+    description only (found by a contract-consumer audit)."""
+    import jsonschema_rs
+
+    month = _document(client)["components"]["schemas"]["Flight"]["properties"]["MES"]
+    assert jsonschema_rs.validator_for(month).is_valid(3.0)
+    assert "`3.0` is refused" in month["description"]
+    flight = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3.0}
+    response = client.post("/predict", json={"flights": [flight]})
+    assert response.status_code == 400
+    assert response.json()["detail"]["field"] == "MES"
+
+
 def test_the_flight_schema_is_the_validators_declaration(client: TestClient) -> None:
     """Each declared field is documented with its constraints, and each field's documented
     example is accepted by the server in a flight."""

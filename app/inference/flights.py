@@ -196,9 +196,10 @@ def minimal_fields(operators: Sequence[str]) -> tuple[Field, ...]:
             Annotated[int, msgspec.Meta(ge=1, le=12)],
             "not a month",
             "an integer from 1 to 12",
-            description="month of the scheduled departure; with Fecha-I, the next month is "
-            "taken too for a departure on a month's last day (the SCL data's MES is the month "
-            "of operation, and 9 of its flights left after midnight)",
+            description="month of the scheduled departure, written as an integer (`3`: a "
+            "`3.0` is refused, though JSON Schema's `integer` admits it); with Fecha-I, the next "
+            "month is taken too for a departure on a month's last day (the SCL data's MES is the "
+            "month of operation, and 9 of its flights left after midnight)",
             examples=[3],
         ),
     )
