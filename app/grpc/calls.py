@@ -8,7 +8,8 @@ Every call is timed and counted in the HTTP metrics (route = the gRPC method's p
 `GRPC`, status = the status code's name), runs under the caller's `x-request-id` metadata (or
 a new ID) so its log lines carry it, and returns that ID as trailing metadata. A ServiceError
 becomes its status code (app.grpc.status); anything else is logged and is INTERNAL. A call
-grpcio cancels is counted DEADLINE_EXCEEDED if its deadline has passed, CANCELLED otherwise.
+grpcio cancels is counted DEADLINE_EXCEEDED if its deadline has passed (or is within
+DEADLINE_SLACK), CANCELLED otherwise.
 
 A call that arrives while its servicer's `max_in_flight` calls are unanswered is UNAVAILABLE at
 once, its message not read: REST's in-flight bound (app.server.overload), which gRPC lacked.
@@ -145,13 +146,21 @@ def _serialize(message: Message) -> bytes:
     return data
 
 
+DEADLINE_SLACK = 0.05
+"""Seconds: a cancel this close to the server's deadline is the client's deadline passing."""
+
+
 def _cancelled_code(context: Context) -> grpc.StatusCode:
     """grpcio cancels a call whose client deadline has passed as it cancels one the client
     abandoned: the first is DEADLINE_EXCEEDED, as the client sees it and the alerts count it
-    (the service slower than its callers allow); counted CANCELLED, it was a client's doing."""
+    (the service slower than its callers allow); counted CANCELLED, it was a client's doing.
+    The server's deadline runs late by the call's transit (grpc-timeout counts from the
+    client's send), and the client's cancel at its own deadline can arrive first: within
+    DEADLINE_SLACK of the deadline, a cancel is counted as the deadline."""
+    remaining = context.time_remaining()
     return (
         grpc.StatusCode.DEADLINE_EXCEEDED
-        if context.time_remaining() == 0
+        if remaining is not None and remaining <= DEADLINE_SLACK
         else grpc.StatusCode.CANCELLED
     )
 
