@@ -145,10 +145,16 @@ def free_port() -> int:
         return port
 
 
-def spawn(workdir: Path, preexec: Callable[[], None] | None = None, **env: str) -> Server:
+def spawn(
+    workdir: Path,
+    preexec: Callable[[], None] | None = None,
+    app: str = "app.main:create_app()",
+    **env: str,
+) -> Server:
     """gunicorn exactly as deployed, in its own session, with its own temp and control-socket
     directories so that concurrent test runs (or a developer's server) cannot collide.
-    `preexec` runs in the child before gunicorn (a resource limit, say)."""
+    `preexec` runs in the child before gunicorn (a resource limit, say); `app` is the app path
+    an operator's command names."""
     workdir.mkdir(parents=True, exist_ok=True)
     environment = {name: value for name, value in os.environ.items() if name not in _SERVICE_ENV}
     port = free_port()
@@ -164,7 +170,7 @@ def spawn(workdir: Path, preexec: Callable[[], None] | None = None, **env: str) 
     stderr = workdir / "stderr.log"
     with stderr.open("wb") as err, (workdir / "stdout.log").open("wb") as out:
         process = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py", "app.main:create_app()"],
+            [str(GUNICORN), "-c", "gunicorn.conf.py", app],
             cwd=ROOT,
             env=environment,
             stdin=subprocess.DEVNULL,

@@ -377,3 +377,65 @@ def test_a_worker_that_cannot_load_its_models_halts_the_master(tmp_path: Path) -
         assert f"model snapshot {snapshot} not restored: IsADirectoryError" in server.log()
     finally:
         stop(server)
+
+
+@pytest.mark.parametrize(
+    ("app", "code", "reason"),
+    [
+        ("app.main:no_such_factory()", 4, "App failed to load"),
+        ("app.no_such_module:create_app()", 3, "Worker failed to boot"),
+    ],
+)
+def test_a_worker_whose_app_does_not_import_halts_the_master(
+    tmp_path: Path, app: str, code: int, reason: str
+) -> None:
+    """Through gunicorn's sys.exit the worker hung in the interpreter's exit after "Worker
+    exiting": the master never learnt, and the server stayed up, listening, answering nothing."""
+    from tests.test_server import spawn, stop
+
+    server = spawn(tmp_path / "run", app=app, WORKERS="1")
+    try:
+        assert server.process.wait(timeout=30) == code, server.log()
+        assert reason in server.log()
+        assert server.log().count("Booting worker") == 1
+    finally:
+        stop(server)
+
+
+class _Left(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("raised", "booted", "code"),
+    [
+        (SystemExit(0), False, 0),  # gunicorn's handle_exit: a SIGTERM while it boots
+        (SystemExit(None), False, 0),
+        (SystemExit(1), False, 1),  # handle_abort
+        (SystemExit("odd"), False, 1),
+        (RuntimeError("boom"), False, 3),  # Arbiter.WORKER_BOOT_ERROR
+        (RuntimeError("boom"), True, -1),  # spawn_worker's code once booted
+    ],
+)
+def test_a_worker_that_fails_before_it_serves_leaves_with_gunicorns_code(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException, booted: bool, code: int
+) -> None:
+    import uvicorn_worker
+
+    import app.server.worker
+
+    def left(code: int) -> None:
+        raise _Left(code)
+
+    def fail(self: UvicornWorker) -> None:
+        self.booted = booted
+        raise raised
+
+    worker = make_worker(monkeypatch)
+    monkeypatch.setattr(worker, "notify", lambda: None)
+    monkeypatch.setattr(uvicorn_worker.UvicornWorker, "init_process", fail)
+    monkeypatch.setattr(app.server.worker, "leave", left)
+    with pytest.raises(_Left) as leaving:
+        worker.init_process()
+    assert leaving.value.code == code

@@ -21,6 +21,7 @@ import sys
 from typing import Any, NoReturn
 
 from gunicorn.arbiter import Arbiter
+from gunicorn.errors import AppImportError
 from uvicorn import Config
 from uvicorn import Server as _Server
 from uvicorn_worker import UvicornWorker as _UvicornWorker
@@ -179,9 +180,24 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         """gunicorn's, after a first heartbeat: gunicorn 27 times a worker out from its
         heartbeat file's mtime in monotonic seconds, which the file only holds once the worker
         has beaten; before that its creation time (wall-clock, far ahead) kept a worker hung
-        while starting from ever being timed out."""
+        while starting from ever being timed out.
+
+        A worker that fails before it serves (an app path that does not import, a signal while
+        it boots) leaves as gunicorn's spawn_worker would have it leave, with the code that
+        halts the master, but without the interpreter's exit, which hangs here (see `_serve`):
+        through spawn_worker's sys.exit the worker hung after "Worker exiting", the server up,
+        listening, answering nothing."""
         self.notify()
-        super().init_process()
+        try:
+            super().init_process()
+        except SystemExit as exit_:
+            leave(exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1)
+        except AppImportError as error:
+            self.log.error("%s", error)
+            leave(Arbiter.APP_LOAD_ERROR)
+        except Exception:
+            self.log.exception("Exception in worker process")
+            leave(-1 if self.booted else Arbiter.WORKER_BOOT_ERROR)
 
     async def _serve(self) -> None:
         """uvicorn_worker's, with the Server above, a SIGQUIT that stops it (uvicorn_worker's
