@@ -59,8 +59,9 @@ def test_one_year_of_data_says_seasonality_is_not_validated_forward() -> None:
         "minimal": _evaluation("minimal", _months(1, 12), ("OPERA",)),
     }
     assert months_met_again(evaluations["full"].chosen) == []
-    text = "\n".join(_discussion(evaluations))
+    text = "\n".join(_discussion(evaluations, ("2017-01", "2017-12")))
     assert "**One year of data**: a forward fold never trains on its own calendar month" in text
+    assert "a month it meets again in 2018 rest on 2017 alone" in text
     assert "a month seen only once cannot be shown" in text
 
 
@@ -74,7 +75,7 @@ def test_two_years_of_data_name_the_months_that_train_on_their_own_calendar_mont
     }
     again = months_met_again(evaluations["full"].chosen)
     assert again == _months(13, 12)
-    text = "\n".join(_discussion(evaluations))
+    text = "\n".join(_discussion(evaluations, ("2017-01", "2018-12")))
     assert "One year of data" not in text
     assert "never trains on its own calendar month" not in text
     assert "a month seen only once" not in text
@@ -82,3 +83,5 @@ def test_two_years_of_data_name_the_months_that_train_on_their_own_calendar_mont
     # a window across the year's end: July 2017 to June 2018 meets no month again
     window = _evaluation("full", _months(7, 12), ("hour",))
     assert months_met_again(window.chosen) == []
+    text = "\n".join(_discussion({"full": window}, ("2017-07", "2018-06")))
+    assert "meets again in 2018-07 to 2019-06 rest on 2017-07 to 2018-06 alone" in text

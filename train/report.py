@@ -309,7 +309,7 @@ def _markdown(
     lines += ["", *_goals(evaluations), ""]
     for contract, evaluation in evaluations.items():
         lines += _contract_section(contract, evaluation, cards[contract])
-    lines += _discussion(evaluations)
+    lines += _discussion(evaluations, (data["first_departure"][:7], data["last_departure"][:7]))
     lines += ["## Figures", ""]
     lines += [f"![{name}](figures/{name}.png)" for name in FIGURES]
     return "\n".join(lines) + "\n"
@@ -632,17 +632,22 @@ def _champion(evaluation: ContractEvaluation) -> list[str]:
     ]
 
 
-def _seasonality(evaluations: Mapping[str, ContractEvaluation]) -> str:
-    """What the forward folds say about year-over-year seasonality: nothing with one year of
-    data (the limitation as it was always written), something once a fold trains on its own
-    calendar month of an earlier year."""
+def _seasonality(evaluations: Mapping[str, ContractEvaluation], span: tuple[str, str]) -> str:
+    """What the forward folds say about year-over-year seasonality: nothing with a year of data
+    or less (the limitation as it was always written, its years the data's), something once a
+    fold trains on its own calendar month of an earlier year."""
     again = months_met_again(next(iter(evaluations.values())).chosen)
     if not again:
+        first, last = (np.datetime64(month, "M") for month in span)
+        if str(first)[5:] == "01" and last == first + 11:
+            seen, ahead = str(first)[:4], str(int(str(first)[:4]) + 1)  # a calendar year
+        else:
+            seen, ahead = f"{first} to {last}", f"{first + 12} to {last + 12}"
         return (
             "- **One year of data**: a forward fold never trains on its own calendar month, so "
             "year-over-year seasonality is **assumed, not validated**: the served model is "
             "trained on all months, and the month (`MES`), day of year, the high-season flag and "
-            "the holiday features of a month it meets again in 2018 rest on 2017 alone. The "
+            f"the holiday features of a month it meets again in {ahead} rest on {seen} alone. The "
             "recurring features (weekday, hour, holidays, high season) are validated only where "
             "earlier months contained them (e.g. January-February's high season before July's)."
         )
@@ -655,8 +660,9 @@ def _seasonality(evaluations: Mapping[str, ContractEvaluation]) -> str:
     )
 
 
-def _discussion(evaluations: Mapping[str, ContractEvaluation]) -> list[str]:
-    """What the numbers mean, written from this run so that it stays true on a rerun."""
+def _discussion(evaluations: Mapping[str, ContractEvaluation], span: tuple[str, str]) -> list[str]:
+    """What the numbers mean, written from this run so that it stays true on a rerun; `span`:
+    the data's first and last month, YYYY-MM."""
     lines = ["## What the model knows, and what an alert means", ""]
     full = evaluations.get("full")
     if full is not None:
@@ -687,7 +693,7 @@ def _discussion(evaluations: Mapping[str, ContractEvaluation]) -> list[str]:
         "weekday, holidays); a month's overall delay rate (e.g. a stormy July) moves every "
         "flight and no calibration fitted on earlier months can foresee it: see the per-month "
         "ECE.",
-        _seasonality(evaluations),
+        _seasonality(evaluations, span),
     ]
     minimal = evaluations.get("minimal")
     met_again = minimal is not None and bool(months_met_again(minimal.chosen))
