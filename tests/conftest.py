@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import csv
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -23,7 +24,7 @@ from app.main import create_app
 from app.observability.metrics import ANSWERED_BY_SERVER
 from app.observability.request_id import REQUEST_ID, TRACE_ID
 from app.settings import Settings
-from train.data import DATA_ENV, data_location
+from train.data import CSV_SHA256, DATA_ENV, data_location
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -203,6 +204,22 @@ def synthetic_export(tmp_path_factory: pytest.TempPathFactory, synthetic_csv: Pa
     )
     assert status == 0
     return out
+
+
+def challenge_models(models_dir: Path = MODELS_DIR) -> bool:
+    """Whether every card in `models_dir` was exported from the challenge's 2017 file (CSV_SHA256):
+    facts of the committed models (README's answers, the minimal model's holdout gap) hold only
+    for them, not for the models the retrain workflow exports from newer data into models/."""
+    cards = [models_dir / f"{name}.json" for name in ("delay-minimal", "delay-full")]
+    return all(json.loads(card.read_bytes())["data"]["csv_sha256"] == CSV_SHA256 for card in cards)
+
+
+def challenge_data(path: Path) -> bool:
+    """Whether the data file at `path` is the challenge's 2017 file, whose facts (68,206 rows,
+    its months) some real-data tests pin; $SCL_DATA may name newer data (the retrain workflow)."""
+    raw = path.read_bytes()
+    csv = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    return hashlib.sha256(csv).hexdigest() == CSV_SHA256
 
 
 @pytest.fixture(scope="session")

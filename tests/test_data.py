@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import COLUMNS, ROOT, synthetic_rows, write_csv
+from tests.conftest import COLUMNS, ROOT, challenge_data, synthetic_rows, write_csv
 from train.data import (
     CSV_SHA256,
     DATA_ENV,
@@ -154,6 +154,8 @@ def test_no_as_operated_column_reaches_the_features(tmp_path: Path) -> None:
 
 
 def test_real_data_matches_the_shared_readme(real_data: Path) -> None:
+    if not challenge_data(real_data):
+        pytest.skip(f"{real_data} is not the challenge's 2017 file the shared README describes")
     dataset = load(real_data)
     assert dataset.csv_sha256 == CSV_SHA256
     assert len(dataset.table) == 68_206
@@ -194,3 +196,75 @@ def test_one_setting_locates_the_real_data_for_tests_and_make_export(tmp_path: P
         timeout=60,
     )
     assert f"--data {data} " in dry_run.stdout, dry_run.stdout + dry_run.stderr
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("Vlo-I", "", r"row 4 \(line in the file\), column Vlo-I: not a flight number: ''"),
+        ("Des-I", "scfa", r"row 4 \(line in the file\), column Des-I: not an ICAO airport code"),
+        ("TIPOVUELO", "X", r"row 4 \(line in the file\), column TIPOVUELO: not a flight type"),
+        ("OPERA", " ", r"row 4 \(line in the file\), column OPERA: empty"),
+    ],
+)
+def test_a_row_the_service_would_refuse_is_a_one_line_data_error(
+    tmp_path: Path, column: str, value: str, message: str
+) -> None:
+    """Before: load took it, `dvc repro prepare` passed, and the export's validator raised
+    InvalidFlight (a traceback) after the minimal model's whole search; an empty OPERA was
+    even served as an allowed airline."""
+    rows = synthetic_rows(5)
+    rows[2][column] = value
+    with pytest.raises(DataError, match=message) as error:
+        load(write_csv(tmp_path / "f.csv", rows))
+    assert "\n" not in str(error.value)
+
+
+def test_a_repeated_row_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    """Before: counted twice in training and evaluation, silently."""
+    rows = synthetic_rows(5)
+    with pytest.raises(DataError, match=r"row 7 \(line in the file\) repeats row 3 exactly"):
+        load(write_csv(tmp_path / "f.csv", [*rows, rows[1]]))
+
+
+def test_a_flight_operated_hours_before_its_schedule_is_refused(tmp_path: Path) -> None:
+    """Before: labelled on time (min_diff -180), silently. An hour early is still taken."""
+    rows = synthetic_rows(5)
+    rows[1]["Fecha-O"] = rows[1]["Fecha-I"]
+    hour_early = pd.Timestamp(rows[1]["Fecha-I"]) - pd.Timedelta(minutes=60)
+    rows[1]["Fecha-O"] = hour_early.strftime("%Y-%m-%d %H:%M:%S")
+    assert load(write_csv(tmp_path / "ok.csv", rows)).table["min_diff"].iloc[1] == -60
+    three_hours = pd.Timestamp(rows[1]["Fecha-I"]) - pd.Timedelta(hours=3)
+    rows[1]["Fecha-O"] = three_hours.strftime("%Y-%m-%d %H:%M:%S")
+    with pytest.raises(
+        DataError, match=r"row 3 \(line in the file\), column Fecha-O: .* is 180 minutes before"
+    ):
+        load(write_csv(tmp_path / "f.csv", rows))
+
+
+def test_a_malformed_or_non_utf8_file_is_a_one_line_data_error(tmp_path: Path) -> None:
+    """Before: pandas' ParserError and UnicodeDecodeError escaped as tracebacks."""
+    path = write_csv(tmp_path / "f.csv", synthetic_rows(5))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[3] += ",extra"
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"not a well-formed CSV: .*line 4, saw 19"):
+        load(ragged)
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        load(latin1)
+
+
+def test_bom_crlf_column_order_and_extra_columns_give_the_same_flights(tmp_path: Path) -> None:
+    rows = synthetic_rows(50)
+    original = load(write_csv(tmp_path / "a.csv", rows))
+    columns = [*reversed(COLUMNS), "Extra"]
+    other = write_csv(tmp_path / "b.csv", [row | {"Extra": "x"} for row in rows], columns)
+    text = other.read_text(encoding="utf-8").replace("\n", "\r\n")
+    other.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    changed = load(other)
+    for schedule in (False, True):
+        assert changed.flights(schedule) == original.flights(schedule)
+    assert changed.labels.tolist() == original.labels.tolist()

@@ -290,7 +290,8 @@ def test_real_forward_folds_never_test_a_month_they_trained_on(real_data: Path) 
     dataset = load(real_data)
     months = month_keys(dataset.table["Fecha-I"].to_numpy().astype("datetime64[m]"))
     folds = forward_folds(months)
-    assert [f.name for f in folds if f.role != "warm-up"] == [f"2017-{m:02d}" for m in range(6, 13)]
+    present = sorted(set(months.tolist()))  # 2017-01..2017-12 in the challenge's file
+    assert [f.name for f in folds if f.role != "warm-up"] == present[5:]
     departure = dataset.table["Fecha-I"].to_numpy()
     for fold in folds:
         assert departure[fold.train_rows].max() < departure[fold.test_rows].min()

@@ -30,7 +30,7 @@ from export.onnx import (
     onnx_probabilities,
     with_platt,
 )
-from tests.conftest import MODELS_DIR, ROOT
+from tests.conftest import MODELS_DIR, ROOT, challenge_models
 from train.candidates import CANDIDATES, light_gradient_boosting
 from train.data import CSV_SHA256, chilean_holidays, load
 from train.evaluate import (
@@ -277,12 +277,17 @@ def test_missing_data_is_a_one_line_error(
 
 
 def test_committed_models_come_from_the_real_data(real_data: Path) -> None:
+    """The models in models/ were exported from the data $SCL_DATA names: the challenge's file
+    for the committed ones, the pulled data in the retrain workflow (which exports into models/
+    and then runs the tests on that data)."""
     models = ModelSet.load(MODELS_DIR)
+    dataset = load(real_data)
     for model in models.by_name.values():
         card = model.card.raw
-        assert card["data"]["csv_sha256"] == CSV_SHA256
-        assert card["data"]["rows"] == 68_206
-        assert card["parity"]["rows"] == 68_206
+        assert card["data"]["csv_sha256"] == dataset.csv_sha256
+        assert card["data"]["rows"] == card["parity"]["rows"] == len(dataset.table)
+        if dataset.csv_sha256 == CSV_SHA256:
+            assert card["data"]["rows"] == 68_206
         alert_rates = [month["alert_rate"] for month in card["metrics"]["forward"]["months"]]
         assert max(alert_rates) < 0.6
 
@@ -308,6 +313,8 @@ def test_the_full_model_beats_the_baseline_forward(real_data: Path) -> None:
     "(reports/model.md); XPASS means it now beats it on both",
 )
 def test_the_minimal_model_beats_the_baseline_forward(real_data: Path) -> None:
+    if not challenge_models():
+        pytest.skip("the xfail is a fact of the models exported from the challenge's 2017 file")
     assert _beats_the_baseline("delay-minimal")
 
 
@@ -409,11 +416,14 @@ def test_a_weighted_recipe_is_served_fitted_on_rows_weighted_for_the_month_after
     assert not np.array_equal(probabilities, plain.predict_proba(matrix)[:, 1])
 
 
-def _subset(real_data: Path, tmp_path: Path, last_month: int) -> Path:
+def _subset(real_data: Path, tmp_path: Path, months: int) -> Path:
+    """The rows of the data's first `months` months (YYYY-MM: the month number alone would take
+    the same months of every year of a longer file)."""
     table = pd.read_csv(real_data, dtype=str, keep_default_na=False)
-    month = pd.to_datetime(table["Fecha-I"]).dt.month
-    path = tmp_path / f"months-1-{last_month}.csv.gz"
-    table[month <= last_month].to_csv(path, index=False)
+    month = pd.to_datetime(table["Fecha-I"]).dt.strftime("%Y-%m")
+    kept = sorted(set(month))[:months]
+    path = tmp_path / f"months-1-{months}.csv.gz"
+    table[month.isin(kept)].to_csv(path, index=False)
     return path
 
 
@@ -446,8 +456,10 @@ def test_export_works_on_january_to_october(
     assert export_main.main(arguments) == 0
     card = orjson.loads((tmp_path / "m" / "delay-full.json").read_bytes())
     months = [m["month"] for m in card["metrics"]["forward"]["months"]]
-    assert months == [f"2017-{m:02d}" for m in range(6, 11)]
-    assert "2017-09..2017-10" in (tmp_path / "r" / "model.md").read_text()
+    table = pd.read_csv(real_data, dtype=str, keep_default_na=False)
+    present = sorted(set(pd.to_datetime(table["Fecha-I"]).dt.strftime("%Y-%m")))[:10]
+    assert months == present[5:]  # 2017-06..2017-10 in the challenge's file
+    assert f"{present[8]}..{present[9]}" in (tmp_path / "r" / "model.md").read_text()
     # The gate on real data: challengers that only know TIPOVUELO lose to these champions.
     before = {path.name: path.read_bytes() for path in (tmp_path / "m").iterdir()}
     crippled = [CANDIDATES[0]] + [

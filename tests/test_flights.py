@@ -27,7 +27,7 @@ from app.inference.flights import (
     operated_in,
 )
 from app.inference.model import ModelCard, minimal_domain
-from tests.conftest import MODELS_DIR, synthetic_rows
+from tests.conftest import MODELS_DIR, challenge_data, synthetic_rows
 
 VALIDATOR = FlightValidator(["Grupo LATAM", "Sky Airline"], max_flights=3)
 SCHEDULED = {
@@ -194,10 +194,12 @@ def test_every_flight_of_the_real_data_is_accepted(real_data: Path) -> None:
         for row in table.to_dict("records")
     ]
     batch = validator.decode(orjson.dumps({"flights": flights}))
-    assert batch.size == len(table) == 68_206
+    assert batch.size == len(table)
     assert batch.full is not None
     departures = pd.to_datetime(table["Fecha-I"])
-    assert (departures.dt.month != table["MES"].astype(int)).sum() == 9
+    if challenge_data(real_data):
+        assert len(table) == 68_206
+        assert (departures.dt.month != table["MES"].astype(int)).sum() == 9
 
 
 @pytest.mark.parametrize("missing", ["Fecha-I", "Des-I", "Emp-I", "Vlo-I"])

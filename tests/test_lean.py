@@ -21,7 +21,7 @@ from app.inference.model import ONNX_INPUT, ONNX_PROBABILITIES
 from export.__main__ import champion_recipe, fit_all
 from export.lean import TREE_MODELS, LeanGraphError, lean_onnx, served_onnx
 from export.onnx import Calibrated, check_parity, convert, onnx_probabilities, with_platt
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, challenge_models
 from train.candidates import (
     CANDIDATES,
     baseline,
@@ -342,6 +342,8 @@ def test_the_served_recipes_lean_graphs_are_skl2onnxs_on_real_rows_and_every_cod
     blend's Platt map: a tree model as the cost rule prices it (and the export would serve it)."""
     model_name, _, member = name.partition(" ")
     estimator, encoder, matrix, platt = served_recipes[model_name]
+    if member and not hasattr(estimator, "named_estimators_"):
+        pytest.skip(f"{model_name} in models/ is no blend (a retrain's choice): no {member} member")
     if member:
         estimator = estimator.named_estimators_[member]
     width = matrix.shape[1]
@@ -356,11 +358,17 @@ def test_the_served_recipes_lean_graphs_are_skl2onnxs_on_real_rows_and_every_cod
 
 
 def test_the_committed_models_are_lean_graphs_of_few_nodes() -> None:
+    """The committed models' node counts; models a retrain chose on other data (other recipes)
+    are held to their cards' account of their graphs only."""
+    committed = challenge_models()
     for name, nodes in (("delay-minimal", 2), ("delay-full", 9)):
         graph = onnx.load_from_string((MODELS_DIR / f"{name}.onnx").read_bytes())
         card = orjson.loads((MODELS_DIR / f"{name}.json").read_bytes())
-        assert graph.producer_name == card["onnx"]["producer"] == "export.lean"
-        assert len(graph.graph.node) == card["onnx"]["nodes"] == nodes
+        assert graph.producer_name == card["onnx"]["producer"]
+        assert len(graph.graph.node) == card["onnx"]["nodes"]
+        if committed:
+            assert graph.producer_name == "export.lean"
+            assert len(graph.graph.node) == nodes
 
 
 def test_the_domains_hold_every_value_the_encoder_emits() -> None:

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from train.report import _both, _verdict
+from train.candidates import CANDIDATES
+from train.evaluate import Forward, Recipe, forward_folds
+from train.report import _both, _discussion, _verdict, months_met_again
+from train.select import ContractEvaluation
 
 NOISE = "inside the noise: not shown reached"
 
@@ -31,3 +35,53 @@ def test_both_intervals_are_shown_with_what_each_resamples() -> None:
     assert _both((0.0022, 0.0012, 0.0036), (0.0022, -0.0008, 0.0053), sign="+") == (
         "+0.0022 [+0.0012, +0.0036] resampling days, [-0.0008, +0.0053] months as units"
     )
+
+
+def _evaluation(contract: str, months: list[str], groups: tuple[str, ...]) -> ContractEvaluation:
+    rng = np.random.default_rng(0)
+    rows = np.repeat(months, 200)
+    folds = forward_folds(rows)
+    labels = [(rng.random(200) < 0.2).astype(np.int64) for _ in folds]
+    scores = [1 / (1 + np.exp(-(y + rng.normal(0, 1, 200)))) for y in labels]
+    days = [np.repeat(np.arange(10), 20) for _ in folds]
+    recipe = Recipe("logreg", CANDIDATES[1].build, {}, groups)
+    forward = Forward(recipe, folds, labels, scores, days, None, 0.0)
+    return ContractEvaluation(contract, forward, [forward], forward, [], [], "")
+
+
+def _months(first: int, count: int) -> list[str]:
+    return [f"{2017 + (first + m - 1) // 12}-{(first + m - 1) % 12 + 1:02d}" for m in range(count)]
+
+
+def test_one_year_of_data_says_seasonality_is_not_validated_forward() -> None:
+    evaluations = {
+        "full": _evaluation("full", _months(1, 12), ("hour",)),
+        "minimal": _evaluation("minimal", _months(1, 12), ("OPERA",)),
+    }
+    assert months_met_again(evaluations["full"].chosen) == []
+    text = "\n".join(_discussion(evaluations, ("2017-01", "2017-12")))
+    assert "**One year of data**: a forward fold never trains on its own calendar month" in text
+    assert "a month it meets again in 2018 rest on 2017 alone" in text
+    assert "a month seen only once cannot be shown" in text
+
+
+def test_two_years_of_data_name_the_months_that_train_on_their_own_calendar_month() -> None:
+    """Before: the report said 'One year of data: a forward fold never trains on its own
+    calendar month ... rest on 2017 alone' whatever the data, false on 2017-2018 (the forward
+    months from 2018-01 on train on the same month of 2017)."""
+    evaluations = {
+        "full": _evaluation("full", _months(1, 24), ("hour",)),
+        "minimal": _evaluation("minimal", _months(1, 24), ("OPERA",)),
+    }
+    again = months_met_again(evaluations["full"].chosen)
+    assert again == _months(13, 12)
+    text = "\n".join(_discussion(evaluations, ("2017-01", "2018-12")))
+    assert "One year of data" not in text
+    assert "never trains on its own calendar month" not in text
+    assert "a month seen only once" not in text
+    assert "12 forward months (2018-01 to 2018-12) train on the same calendar month" in text
+    # a window across the year's end: July 2017 to June 2018 meets no month again
+    window = _evaluation("full", _months(7, 12), ("hour",))
+    assert months_met_again(window.chosen) == []
+    text = "\n".join(_discussion({"full": window}, ("2017-07", "2018-06")))
+    assert "meets again in 2018-07 to 2019-06 rest on 2017-07 to 2018-06 alone" in text

@@ -15,7 +15,7 @@ from app.inference.model import MODEL_NAMES, ModelSet, OnnxModel
 from app.main import create_app
 from app.rest.routes import INFER_ROUTE, PREDICT_ROUTE
 from app.settings import Settings
-from tests.conftest import MODELS_DIR, ROOT, payload_cases, payload_request
+from tests.conftest import MODELS_DIR, ROOT, challenge_models, payload_cases, payload_request
 
 MINIMAL = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
 FULL = {
@@ -114,7 +114,11 @@ def test_the_readme_shows_examples() -> None:
 @pytest.mark.parametrize(("command", "shown"), README_EXAMPLES)
 def test_readme_example_answers_as_shown(client: TestClient, command: str, shown: str) -> None:
     """The README's curl examples, run in-process: the answer is the README's, byte for byte,
-    so that neither the README nor the behaviour can drift from the other."""
+    so that neither the README nor the behaviour can drift from the other. The README shows the
+    answers of the models exported from the challenge's file: models/ exported from newer data
+    (the retrain workflow's) answer otherwise, until the README is updated with them."""
+    if not challenge_models():
+        pytest.skip("models/ are not the challenge data's models whose answers the README shows")
     arguments = shlex.split(command)
     assert arguments[0] == "curl"
     method, headers, data, url = "GET", {}, None, ""

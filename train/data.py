@@ -18,6 +18,7 @@ import holidays
 import numpy as np
 import pandas as pd
 
+from app.errors import InvalidFlight
 from app.inference import features
 from app.inference.flights import Flight, FlightValidator
 
@@ -29,6 +30,10 @@ DATA_ENV = "SCL_DATA"
 Makefile exports it with the same default) and the retrain workflow (its `dvc pull` target)."""
 REQUIRED_COLUMNS = ("Fecha-I", "Vlo-I", "Des-I", "Emp-I", "Fecha-O", "TIPOVUELO", "OPERA")
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+EARLIEST_MINUTES = 60
+"""A flight operated more than this many minutes before its schedule is a data error (a wrong
+date or time), not an early departure: its row is refused, since its label would be `on time`.
+The SCL 2017 file's earliest is 14 minutes early."""
 HOLIDAY_YEARS = (2016, 2036)
 """The Chilean holiday calendar written into the model card covers these years (inclusive); data
 and requests must depart in all but the last (app.inference.features.Calendar.exact_years)."""
@@ -108,7 +113,27 @@ def load(path: Path) -> Dataset:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     table = _read_csv(raw, path)
-    return Dataset(derive_columns(table), hashlib.sha256(raw).hexdigest())
+    dataset = Dataset(derive_columns(table), hashlib.sha256(raw).hexdigest())
+    _check_flights(dataset, path)
+    return dataset
+
+
+def _check_flights(dataset: Dataset, path: Path) -> None:
+    """Every row must be a flight the service accepts (the export trains on them as such):
+    otherwise a one-line DataError naming its line and field, here, rather than the validator's
+    error escaping the export after the minimal model's whole search."""
+    table = dataset.table
+    blank = np.flatnonzero((table["OPERA"].str.strip() == "").to_numpy())
+    if blank.size:  # the validator would allow it: it takes the data's own operators
+        raise DataError(f"{path}: row {int(blank[0]) + 2} (line in the file), column OPERA: empty")
+    try:
+        dataset.flights(schedule=True)
+    except InvalidFlight as error:
+        detail = error.detail
+        raise DataError(
+            f"{path}: row {int(detail['index']) + 2} (line in the file), column "
+            f"{detail['field']}: {error.message.split(': ', 1)[1]}: {detail['value']!r}"
+        ) from None
 
 
 def _read_csv(raw: bytes, path: Path) -> pd.DataFrame:
@@ -117,6 +142,12 @@ def _read_csv(raw: bytes, path: Path) -> pd.DataFrame:
         table = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as error:
+        raise DataError(f"{path}: not a well-formed CSV: {' '.join(str(error).split())}") from None
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8"
+        ) from None
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise DataError(
@@ -124,6 +155,14 @@ def _read_csv(raw: bytes, path: Path) -> pd.DataFrame:
         )
     if table.empty:
         raise DataError(f"{path}: the file has a header but no rows")
+    repeated = np.flatnonzero(table.duplicated().to_numpy())
+    if repeated.size:  # the same flight twice would weigh double in training and evaluation
+        row = int(repeated[0])
+        first = int(np.flatnonzero((table == table.iloc[row]).all(axis=1).to_numpy())[0])
+        raise DataError(
+            f"{path}: row {row + 2} (line in the file) repeats row {first + 2} exactly: "
+            "remove the duplicate"
+        )
     for column in ("Fecha-I", "Fecha-O"):
         parsed = pd.to_datetime(table[column], format=DATETIME_FORMAT, errors="coerce")
         bad = np.flatnonzero(parsed.isna().to_numpy())
@@ -143,6 +182,16 @@ def _read_csv(raw: bytes, path: Path) -> pd.DataFrame:
             f"{path}: row {row + 2} (line in the file), column Fecha-I: "
             f"{table['Fecha-I'].iloc[row]} is outside the holiday calendar's years "
             f"{first} to {last} (train.data.HOLIDAY_YEARS)"
+        )
+    early = (table["Fecha-I"] - table["Fecha-O"]).dt.total_seconds().to_numpy() / 60
+    wrong = np.flatnonzero(early > EARLIEST_MINUTES)
+    if wrong.size:
+        row = int(wrong[0])
+        raise DataError(
+            f"{path}: row {row + 2} (line in the file), column Fecha-O: "
+            f"{table['Fecha-O'].iloc[row]} is {early[row]:.0f} minutes before Fecha-I "
+            f"{table['Fecha-I'].iloc[row]} (more than {EARLIEST_MINUTES} early: a wrong date "
+            "or time, train.data.EARLIEST_MINUTES)"
         )
     return table
 
