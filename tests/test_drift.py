@@ -12,12 +12,14 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+import yaml
 
 from app.inference.flights import Flight, Schedule
 from app.inference.model import MODEL_NAMES, OnnxModel
 from app.observability import drift
 from tests.conftest import columns_of
 
+PROMETHEUS_RULE = Path(__file__).parents[1] / "deploy/k8s/monitoring/prometheusrule.yaml"
 OPERATORS = ["Grupo LATAM", "Sky Airline", "Copa Air", "Avianca", "Rare Air"]
 
 
@@ -289,3 +291,203 @@ def test_batches_larger_than_a_slot_keep_the_window_at_its_size() -> None:
     assert 1000 <= total <= 1100
     assert list(window.split(counts)["MES"]) == [0, 0, total, *[0] * 9]
     assert delayed == total // 40
+
+
+def test_a_category_gets_its_own_bucket_from_a_fifth_of_a_percent_of_the_flights() -> None:
+    """2 flights in 1,000 (0.2 %) make a bucket of their own; 1 in 1,000 falls in OTHER."""
+    training = [Flight("Grupo LATAM", "N", 1, None)] * 997
+    training += [Flight("Twice Air", "N", 1, None)] * 2 + [Flight("Once Air", "N", 1, None)]
+    operators = drift.profile(training, probabilities(1000), threshold=0.3).histograms["OPERA"]
+    assert operators.buckets == ("Grupo LATAM", "Twice Air", "~other")
+    assert operators.shares == (0.997, 0.002, 0.001)
+
+
+def test_at_most_forty_category_values_get_a_bucket_the_rest_is_other() -> None:
+    """Fifty airlines, each well over the minimal share: the forty most frequent get a bucket."""
+    training = [
+        Flight(f"Airline {index:02}", "N", 1, None)
+        for index in range(50)
+        for _ in range(100 - index)
+    ]
+    operators = drift.profile(training, probabilities(len(training)), threshold=0.3)
+    buckets = operators.histograms["OPERA"].buckets
+    assert buckets == (*(f"Airline {index:02}" for index in range(40)), "~other")
+    assert operators.histograms["OPERA"].shares[-1] == 0.14702  # 555 of 3,775
+
+
+def test_a_profile_needs_one_probability_per_training_flight() -> None:
+    with pytest.raises(ValueError, match="one probability per training flight"):
+        drift.profile([], np.array([]), threshold=0.3)
+    with pytest.raises(ValueError, match="one probability per training flight"):
+        drift.profile(flights(10), probabilities(9), threshold=0.3)
+
+
+def test_psi_floors_an_empty_bucket_at_a_ten_thousandth() -> None:
+    """All flights in one of two even buckets: the empty one counts as a share of 0.0001."""
+    expected = (1 - 0.5) * math.log(1 / 0.5) + (0.0001 - 0.5) * math.log(0.0001 / 0.5)
+    assert drift.psi([0.5, 0.5], [10, 0]) == pytest.approx(expected)
+    assert drift.psi([0.5, 0.5], [10, 0]) == pytest.approx(4.604318, abs=1e-6)
+    assert drift.psi([1.0, 0.0], [1, 1]) == pytest.approx(expected)  # an empty expected share
+
+
+def test_psi_of_uneven_expected_shares() -> None:
+    expected = (0.5 - 0.25) * math.log(0.5 / 0.25) + (0.5 - 0.75) * math.log(0.5 / 0.75)
+    assert drift.psi([0.25, 0.75], [3, 3]) == pytest.approx(expected)
+    assert drift.psi([0.25, 0.75], [3, 3]) == pytest.approx(0.274653, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shares", "accepted"),
+    [([0.5, 0.5009], True), ([0.5, 0.4991], True), ([0.5, 0.5011], False), ([0.5, 0.4989], False)],
+)
+def test_shares_may_add_up_a_thousandth_from_one(shares: list[float], accepted: bool) -> None:
+    """Shares are rounded to 6 digits at export: a histogram a thousandth off 1 still loads."""
+    data = {"buckets": ["Grupo LATAM", "~other"], "shares": shares}
+    if accepted:
+        assert drift.Histogram.from_json(data, "OPERA").shares == tuple(shares)
+    else:
+        with pytest.raises(ValueError, match=r"OPERA's shares add up to (1\.0011|0\.9989), not 1"):
+            drift.Histogram.from_json(data, "OPERA")
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"buckets": ["a", "a", "~other"], "shares": [0.2, 0.3, 0.5]}, "buckets are not distinct"),
+        (
+            {"buckets": ["a", "~other"], "shares": [0.5, 0.5], "edges": "0.5"},
+            "edges are not a list of numbers",
+        ),
+        (
+            {"buckets": ["a", "~other"], "shares": [0.5, 0.5], "edges": [float("nan")]},
+            "edges are not a list of numbers",
+        ),
+    ],
+)
+def test_a_histogram_that_could_not_count_flights_is_refused(
+    data: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        drift.Histogram.from_json(data, "OPERA")
+
+
+@pytest.mark.parametrize("data", [[], None, "profile"])
+def test_a_profile_that_is_no_object_is_refused(data: Any) -> None:
+    with pytest.raises(ValueError, match=r"it is (a list|missing|a str), not an object"):
+        drift.Profile.from_json(data, schedule=False)
+
+
+def test_the_training_alert_rate_is_kept_to_six_digits() -> None:
+    """3 of 7 training flights at or over the threshold: 0.428571, as the card shows it."""
+    chances = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    assert drift.profile(flights(7), chances, threshold=0.5).alert_rate == 0.428571
+
+
+def test_the_window_keeps_a_slot_until_the_newer_ones_hold_its_size() -> None:
+    """A 20-flight window closes a slot every 2 flights: 2 flights, then a batch of 19 (one
+    slot). The 19 alone are fewer than 20, so the first 2 stay: 21 flights."""
+    profile = drift.profile(flights(2000), probabilities(2000), threshold=0.3)
+    window = drift.Window(profile, size=20)
+    window.observe(columns_of(flights(2, month=1)), probabilities(2), 1)
+    window.observe(columns_of(flights(19, seed=1, month=7)), probabilities(19), 0)
+    counts, total, delayed = window.totals()
+    assert (total, delayed) == (21, 1)
+    assert list(window.split(counts)["MES"]) == [2, 0, 0, 0, 0, 0, 19, 0, 0, 0, 0, 0]
+    window.observe(columns_of(flights(2, seed=2, month=7)), probabilities(2), 0)
+    counts, total, delayed = window.totals()
+    assert (total, delayed) == (21, 0)  # 19 + 2 hold 21 >= 20 flights: the first slot is out
+    assert list(window.split(counts)["MES"]) == [0, 0, 0, 0, 0, 0, 21, 0, 0, 0, 0, 0]
+
+
+def test_a_few_float32_probabilities_on_an_edge_count_as_each_alone() -> None:
+    """A few flights (a loop, not numpy) scored in float32, as onnxruntime gives them, one just
+    under an edge once in float64: the same bucket as the flight alone (float64) and as a
+    large batch (numpy), not the float32 comparison's, which rounds the edge onto it."""
+    profile = drift.profile(flights(4000), probabilities(4000), threshold=0.3)
+    edges = profile.histograms["proba"].edges
+    under = [np.float32(edge) for edge in edges if float(np.float32(edge)) < edge]
+    assert under, edges  # edges are rounded to 6 digits: most are no float32
+    under = (under * 10)[:10]  # 10 flights: counted in a loop
+    served = flights(len(under), seed=5)
+    few, alone = drift.Window(profile, 100_000), drift.Window(profile, 100_000)
+    few.observe(columns_of(served), np.array(under, dtype=np.float32), 0)
+    for index, flight in enumerate(served):
+        alone.observe(columns_of([flight]), np.array(under[index : index + 1]), 0)
+    few_counts, _, _ = few.totals()
+    alone_counts, _, _ = alone.totals()
+    assert few.split(few_counts)["proba"].tolist() == alone.split(alone_counts)["proba"].tolist()
+
+
+@pytest.mark.parametrize(("flights", "accepted"), [(1, True), (0, False)])
+def test_a_profile_is_of_one_training_flight_or_more(flights: int, accepted: bool) -> None:
+    data = drift.profile(globals()["flights"](300), probabilities(300), threshold=0.5).to_json()
+    data["flights"] = flights
+    if accepted:
+        assert drift.Profile.from_json(data, schedule=False).flights == 1
+    else:
+        with pytest.raises(ValueError, match="its flights 0 is not a positive integer"):
+            drift.Profile.from_json(data, schedule=False)
+
+
+def test_probabilities_all_under_their_rounded_edge_leave_the_top_bucket_empty() -> None:
+    """Every training probability 0.1234567: one edge, rounded up to 0.123457, and none at or
+    over it: the top bucket is there, empty (a card with fewer shares than buckets is refused)."""
+    profile = drift.profile(flights(50), np.full(50, 0.1234567), threshold=0.5)
+    proba = profile.histograms["proba"]
+    assert (proba.buckets, proba.shares, proba.edges) == (
+        ("<0.123457", ">=0.123457"),
+        (1.0, 0.0),
+        (0.123457,),
+    )
+    assert drift.Profile.from_json(profile.to_json(), schedule=False) == profile
+
+
+def test_a_window_of_fewer_flights_than_slots_keeps_its_last_flights() -> None:
+    profile = drift.profile(flights(2000), probabilities(2000), threshold=0.3)
+    window = drift.Window(profile, size=5)
+    for index, flight in enumerate(flights(7, month=1) + flights(5, seed=1, month=7)):
+        window.observe(columns_of([flight]), [0.5], index % 2)
+    counts, total, delayed = window.totals()
+    assert (total, delayed) == (5, 3)  # flights 7 to 11, every other one delayed
+    assert list(window.split(counts)["MES"]) == [0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("count", [1, 5, 40], ids=["alone", "few", "batch"])
+def test_a_value_training_never_saw_counts_in_other(count: int) -> None:
+    profile = drift.profile(flights(2000), probabilities(2000), threshold=0.3)
+    window = drift.Window(profile, size=100_000)
+    unseen = [Flight("Unknown Air", "N", 3, None)] * count
+    window.observe(columns_of(unseen), [0.5] * count, 0)
+    parts = window.split(window.totals()[0])
+    assert parts["OPERA"][-1] == sum(parts["OPERA"]) == count
+    types = profile.histograms["TIPOVUELO"].buckets
+    assert parts["TIPOVUELO"][types.index("N")] == sum(parts["TIPOVUELO"]) == count
+    assert list(parts["MES"]) == [0, 0, count, *[0] * 9]
+    assert sum(parts["proba"]) == count
+
+
+@pytest.mark.parametrize(("rate", "accepted"), [(0, True), (1, True), (1.0, True), (1.5, False)])
+def test_a_training_alert_rate_is_a_share_from_none_to_every_flight(
+    rate: float, accepted: bool
+) -> None:
+    data = drift.profile(flights(300), probabilities(300), threshold=0.5).to_json()
+    data["alert_rate"] = rate
+    if accepted:
+        assert drift.Profile.from_json(data, schedule=False).alert_rate == rate
+    else:
+        with pytest.raises(ValueError, match=r"its alert_rate 1\.5 is not a number from 0 to 1"):
+            drift.Profile.from_json(data, schedule=False)
+
+
+def test_the_drift_replay_marks_an_input_over_the_alerts_threshold() -> None:
+    """benchmarks/drift_replay.py reports the inputs the drift alert would fire on with
+    PSI_ALERT: the threshold of the alert's rule."""
+    rules = yaml.safe_load(PROMETHEUS_RULE.read_text())["spec"]["groups"]
+    (expression,) = [
+        rule["expr"]
+        for group in rules
+        for rule in group["rules"]
+        if rule.get("alert") == "LatamDelayInputDrift"
+    ]
+    assert expression.endswith(") > 0.2")
+    assert drift.PSI_ALERT == 0.2

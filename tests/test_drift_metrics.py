@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -204,3 +205,111 @@ def test_a_window_that_fails_is_dropped_once_and_never_stops_the_flush(
         second[("drift_window_flights", frozenset({("model", "delay-full"), ("version", full)}))]
         == 5
     )
+
+
+def test_the_drift_gauges_show_from_a_thousand_flights(served: TestClient) -> None:
+    """999 flights in the window: no PSI (noise); the thousandth shows it, and the alert rate."""
+    minimal = version("delay-minimal")
+    key = frozenset({("model", "delay-minimal"), ("version", minimal)})
+    flights = make_flights(1000, False, seed=5)
+    send(served, flights[:999])
+    before = drift_samples(metrics(served))
+    assert before[("drift_window_flights", key)] == 999
+    assert not any(name in ("drift_psi", "drift_alert_rate") for name, _ in before)
+    send(served, flights[999:])
+    after = drift_samples(metrics(served))
+    assert after[("drift_window_flights", key)] == 1000
+    assert ("drift_alert_rate", key) in after
+    assert {dict(labels)["feature"] for name, labels in after if name == "drift_psi"} >= {
+        "OPERA",
+        "TIPOVUELO",
+        "MES",
+        "proba",
+    }
+
+
+def test_cards_without_a_profile_log_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A card without a profile is no unreadable profile: no drift gauges, and nothing to say."""
+    models = Path(shutil.copytree(MODELS_DIR, tmp_path / "models"))
+    for name in MODEL_NAMES:
+        card = models / f"{name}.json"
+        card.write_text(card.read_text().replace('"profile"', '"_no_profile"'))
+    monitor = drift_metrics.DriftMonitor([OnnxModel.load(models, n) for n in MODEL_NAMES], 100)
+    assert not monitor.watching
+    assert not [r for r in caplog.records if "drift profile" in r.getMessage()]
+
+
+def test_a_model_with_an_unreadable_profile_is_not_watched_and_said_so(
+    profiled: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loader refuses such a card; a model made otherwise gets no window, in one warning."""
+    minimal, full = (OnnxModel.load(profiled, name) for name in MODEL_NAMES)
+    full.card.raw["profile"] = {"flights": 0}
+    monitor = drift_metrics.DriftMonitor([minimal, full], 100)
+    assert monitor.watching
+    assert [r.getMessage() for r in caplog.records if "drift profile" in r.getMessage()] == [
+        f"delay-full {full.version}: unreadable drift profile, no drift gauges: "
+        "its flights 0 is not a positive integer"
+    ]
+    families = monitor.derive([])
+    training = [s.labels["model"] for f in families for s in f.samples]
+    assert training == ["delay-minimal"]  # drift_training_alert_rate of the watched model only
+
+
+def own_gauges(model: str, model_version: str) -> list[float]:
+    """This worker's own values of the window gauges of one model (the bucket counts, which
+    /metrics sums away, included)."""
+    return [
+        sample.value
+        for gauge in (drift_metrics._COUNTS, drift_metrics._FLIGHTS, drift_metrics._DELAYED)
+        for family in gauge.collect()
+        for sample in family.samples
+        if (sample.labels["model"], sample.labels["version"]) == (model, model_version)
+    ]
+
+
+def test_a_window_that_fails_counting_a_request_is_dropped_and_the_request_answered(
+    profiled: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window that raises while counting a request's flights: the request is answered, the
+    model's window dropped at once and said so, and every gauge of its window goes to 0 (summed
+    over the workers, a stale count would weigh on the other workers' windows)."""
+    minimal, full = version("delay-minimal"), version("delay-full")
+    key = frozenset({("model", "delay-minimal"), ("version", minimal)})
+    with TestClient(create_app(Settings(models_dir=profiled, max_flights=10_000))) as client:
+        send(client, make_flights(1200, False, seed=6))
+        assert ("drift_alert_rate", key) in drift_samples(metrics(client))
+        assert max(own_gauges("delay-minimal", minimal)) > 0
+
+        def broken(*args: Any) -> None:
+            raise IndexError("list index out of range")
+
+        monkeypatch.setattr(drift_metrics.Window, "observe", broken)
+        assert len(send(client, make_flights(3, False, seed=7))) == 3
+        failed = [r for r in caplog.records if "drift window failed" in r.getMessage()]
+        assert [r.getMessage() for r in failed] == [
+            f"delay-minimal {minimal}: drift window failed, no drift gauges"
+        ]
+        after = drift_samples(metrics(client))
+        left = own_gauges("delay-minimal", minimal)
+    assert after[("drift_window_flights", key)] == 0
+    assert [name for name, labels in after if labels == key] == ["drift_window_flights"]
+    assert len(left) > 3
+    assert set(left) == {0.0}
+    full_key = frozenset({("model", "delay-full"), ("version", full)})
+    assert ("drift_training_alert_rate", full_key) in after
+
+
+def test_a_feature_without_counts_shows_no_psi_and_the_scrape_goes_on(profiled: Path) -> None:
+    """A scrape that finds the window's flights but no bucket count of a feature (its samples
+    not written yet) leaves that PSI out rather than failing /metrics."""
+    models = [OnnxModel.load(profiled, name) for name in MODEL_NAMES]
+    monitor = drift_metrics.DriftMonitor(models, 100)
+    flights = GaugeMetricFamily("drift_window_flights", "", labels=["model", "version"])
+    flights.add_metric([models[0].name, models[0].version], 1500)
+    families = monitor.derive([flights])
+    psi = [s for f in families if f.name == "drift_psi" for s in f.samples]
+    rate = [s.value for f in families if f.name == "drift_alert_rate" for s in f.samples]
+    assert (psi, rate) == ([], [0.0])

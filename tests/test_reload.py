@@ -686,3 +686,62 @@ def test_a_failure_to_restore_a_snapshot_does_not_stop_the_master(
     assert worker.models_dir == str(release.snapshot)
     assert len(warnings) == 1
     assert warnings[0].startswith(f"model snapshot {release.snapshot} not restored: ")
+
+
+def test_an_inherited_run_keeps_a_prometheus_directory_given_from_outside() -> None:
+    """The old master's own metrics directory goes with its run; a PROMETHEUS_MULTIPROC_DIR the
+    operator gave (not the old master's own) stays, whatever the old master named as its own."""
+    old = f"/tmp/latam-delay-run-{os.getppid()}-old"
+    environ = {
+        "LATAM_DELAY_RUN_DIR": old,
+        "LATAM_DELAY_OWN_METRICS_DIR": "/tmp/latam-delay-metrics-1-old",
+        "PROMETHEUS_MULTIPROC_DIR": "/var/metrics",
+    }
+    assert forget_inherited_run(environ)
+    assert environ == {"PROMETHEUS_MULTIPROC_DIR": "/var/metrics"}
+
+
+def test_a_snapshot_is_taken_when_its_run_directory_is_gone(tmp_path: Path) -> None:
+    """A /tmp cleaner that took the master's whole run directory: the next reload makes it
+    again rather than refusing the release."""
+    snapshots = tmp_path / "run-gone" / "models"
+    release = take_snapshot(MODELS_DIR, snapshots)
+    assert release.snapshot.parent == snapshots
+    assert release.versions == committed_versions()
+
+
+@pytest.mark.parametrize(
+    ("failure", "refusal"),
+    [
+        (ModelLoadError("model card unreadable"), ModelLoadError),
+        (RuntimeError("onnxruntime said no"), ModelLoadError),
+        (KeyboardInterrupt(), KeyboardInterrupt),
+    ],
+    ids=["unloadable", "onnxruntime", "interrupt"],
+)
+def test_a_snapshot_taken_from_under_a_failing_load_is_still_that_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException, refusal: type
+) -> None:
+    """A /tmp cleaner (or an operator's rm) that took the snapshot while it was loading: the
+    release is refused (or the interrupt goes on) as if it were there, not a FileNotFoundError
+    out of gunicorn's on_reload, which would stop the master."""
+
+    def failing(snapshot: Path, *args: object) -> None:
+        shutil.rmtree(snapshot)
+        raise failure
+
+    monkeypatch.setattr(ModelSet, "load", failing)
+    with pytest.raises(refusal):
+        take_snapshot(MODELS_DIR, tmp_path / "snapshots")
+    assert not list((tmp_path / "snapshots").iterdir())
+
+
+def test_prune_leaves_what_it_cannot_remove(tmp_path: Path) -> None:
+    """A snapshot name that is no directory (here a symlink, which rmtree refuses) stays; the
+    reload that prunes goes on."""
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    (snapshots / "release-odd").symlink_to(tmp_path)
+    (snapshots / "release-old").mkdir()
+    prune(snapshots, keep=[])
+    assert [path.name for path in snapshots.iterdir()] == ["release-odd"]
