@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import csv
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -24,7 +23,7 @@ from app.main import create_app
 from app.observability.metrics import ANSWERED_BY_SERVER
 from app.observability.request_id import REQUEST_ID, TRACE_ID
 from app.settings import Settings
-from train.data import CSV_SHA256, DATA_ENV, data_location
+from train.data import CSV_SHA256, DATA_ENV, csv_sha256, data_location
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -217,9 +216,7 @@ def challenge_models(models_dir: Path = MODELS_DIR) -> bool:
 def challenge_data(path: Path) -> bool:
     """Whether the data file at `path` is the challenge's 2017 file, whose facts (68,206 rows,
     its months) some real-data tests pin; $SCL_DATA may name newer data (the retrain workflow)."""
-    raw = path.read_bytes()
-    csv = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    return hashlib.sha256(csv).hexdigest() == CSV_SHA256
+    return csv_sha256(path) == CSV_SHA256
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ offline and without the remote. Plus the prepare stage's own checks, in-process.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ import yaml
 from deploy.dvc.prepare import main as prepare
 from export.card import METRICS_FILE
 from tests.conftest import ROOT, synthetic_rows, write_csv
-from train.data import CSV_SHA256, data_location
+from train.data import CSV_SHA256, csv_sha256, data_location
 
 VENV_BIN = Path(sys.executable).parent
 DVC = [sys.executable, "-m", "dvc"]
@@ -45,11 +44,6 @@ PROJECT_FILES = [
     "pyproject.toml",
 ]
 MODEL_FILES = ["delay-minimal.onnx", "delay-minimal.json", "delay-full.onnx", "delay-full.json"]
-
-
-def csv_sha256(path: Path) -> str:
-    raw = path.read_bytes()
-    return hashlib.sha256(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).hexdigest()
 
 
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -103,15 +103,24 @@ def chilean_holidays(years: tuple[int, int] = HOLIDAY_YEARS) -> np.ndarray:
     return np.array(sorted(days), dtype="datetime64[D]")
 
 
+def csv_bytes(path: Path) -> bytes:
+    """The CSV a data file holds, plain or gzip (which CSV_SHA256 and the cards' `csv_sha256`
+    hash: the same data either way)."""
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+def csv_sha256(path: Path) -> str:
+    return hashlib.sha256(csv_bytes(path)).hexdigest()
+
+
 def load(path: Path) -> Dataset:
     if not path.is_file():
         raise DataError(
             f"data file not found: {path}. Put the SCL 2017 flights file (dataset_SCL.csv or .csv.gz, "
             f"CSV sha256 {CSV_SHA256}) there, or pass DATA=/path/to/dataset_SCL.csv.gz"
         )
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    raw = csv_bytes(path)
     table = _read_csv(raw, path)
     dataset = Dataset(derive_columns(table), hashlib.sha256(raw).hexdigest())
     _check_flights(dataset, path)
