@@ -660,6 +660,37 @@ def _seasonality(evaluations: Mapping[str, ContractEvaluation], span: tuple[str,
     )
 
 
+def _minimal_month(minimal: ContractEvaluation) -> str:
+    """What the served minimal model makes of `MES`, which the contract requires."""
+    with_month = "MES" in minimal.chosen.recipe.groups
+    if months_met_again(minimal.chosen):
+        served = (
+            "with MES**: the month is an input of the served model"
+            if with_month
+            else "without MES**: the forward ablation dropped the month, so the served minimal "
+            "model scores `OPERA` and `TIPOVUELO` only"
+        )
+        return (
+            f"- **Minimal contract {served}. Within a forward month `MES` is constant, so a "
+            "per-month ROC-AUC cannot show the month's own effect, even where the fold trained on "
+            "that calendar month a year earlier. The API requires `MES` (the challenge's "
+            "contract) and validates it."
+        )
+    if with_month:
+        return (
+            "- **Minimal contract with MES**: the month is the only calendar input of the "
+            "minimal contract; forward folds only see it as an unknown month, so its "
+            "effect on the served model (trained on all twelve) is assumed, not validated."
+        )
+    return (
+        "- **Minimal contract without MES**: the forward ablation dropped the month, so "
+        "the served minimal model scores `OPERA` and `TIPOVUELO` only. The API still "
+        "requires `MES` (the challenge's contract) and validates it, but the answer does "
+        "not depend on it: a month seen only once cannot be shown to predict the next "
+        "year's same month."
+    )
+
+
 def _discussion(evaluations: Mapping[str, ContractEvaluation], span: tuple[str, str]) -> list[str]:
     """What the numbers mean, written from this run so that it stays true on a rerun; `span`:
     the data's first and last month, YYYY-MM."""
@@ -696,36 +727,8 @@ def _discussion(evaluations: Mapping[str, ContractEvaluation], span: tuple[str, 
         _seasonality(evaluations, span),
     ]
     minimal = evaluations.get("minimal")
-    met_again = minimal is not None and bool(months_met_again(minimal.chosen))
-    if minimal is not None and met_again:
-        served = (
-            "with MES**: the month is an input of the served model"
-            if "MES" in minimal.chosen.recipe.groups
-            else "without MES**: the forward ablation dropped the month, so the served minimal "
-            "model scores `OPERA` and `TIPOVUELO` only"
-        )
-        lines.append(
-            f"- **Minimal contract {served}. Within a forward month `MES` is constant, so a "
-            "per-month ROC-AUC cannot show the month's own effect, even where the fold trained on "
-            "that calendar month a year earlier. The API requires `MES` (the challenge's "
-            "contract) and validates it."
-        )
-    elif minimal is not None:
-        groups = minimal.chosen.recipe.groups
-        if "MES" not in groups:
-            lines.append(
-                "- **Minimal contract without MES**: the forward ablation dropped the month, so "
-                "the served minimal model scores `OPERA` and `TIPOVUELO` only. The API still "
-                "requires `MES` (the challenge's contract) and validates it, but the answer does "
-                "not depend on it: a month seen only once cannot be shown to predict the next "
-                "year's same month."
-            )
-        else:
-            lines.append(
-                "- **Minimal contract with MES**: the month is the only calendar input of the "
-                "minimal contract; forward folds only see it as an unknown month, so its "
-                "effect on the served model (trained on all twelve) is assumed, not validated."
-            )
+    if minimal is not None:
+        lines.append(_minimal_month(minimal))
     calibration_note = (
         "- **Calibration**: the Platt map fitted on earlier forward months corrects the models' "
         "systematic level (the pooled forward ECE in the tables is after it); what it cannot "
