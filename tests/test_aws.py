@@ -14,9 +14,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from cfnlint.api import ManualArgs, lint_file
@@ -24,6 +25,7 @@ from cfnlint.decode import cfn_yaml
 from mangum import Mangum
 from samtranslator.translator.transform import transform as sam_transform
 from samtranslator.yaml_helper import yaml_parse
+from starlette.testclient import TestClient
 
 from app.errors import ModelLoadError
 from app.inference.model import ModelSet
@@ -47,21 +49,30 @@ def body_of(event: dict[str, Any]) -> Any:
 
 
 @pytest.fixture
-def load_count(monkeypatch) -> list[Path]:
+def load_count(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every ModelSet.load call's directory, in order."""
     calls: list[Path] = []
-    original = ModelSet.load.__func__
+    original = ModelSet.load  # bound to ModelSet, the class every load is called on
 
-    def counting(cls, models_dir, *args, **kwargs):
+    # *args and **kwargs: ModelSet.load's other parameters, passed through as they came
+    def counting(cls: type[ModelSet], models_dir: Path, *args: Any, **kwargs: Any) -> ModelSet:
         calls.append(Path(models_dir))
-        return original(cls, models_dir, *args, **kwargs)
+        return original(models_dir, *args, **kwargs)
 
     monkeypatch.setattr(ModelSet, "load", classmethod(counting))
     return calls
 
 
+class LambdaHandler(Protocol):
+    """What the tests call of deploy/aws/handler.py, the module committed_models gives."""
+
+    def handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]: ...
+
+    def reset(self) -> None: ...
+
+
 @pytest.fixture
-def committed_models(monkeypatch):
+def committed_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[LambdaHandler]:
     """The handler as Lambda runs it, on the committed models and no S3."""
     monkeypatch.setenv("MODELS_DIR", str(MODELS_DIR))
     monkeypatch.delenv("MODELS_S3_URI", raising=False)
@@ -79,12 +90,12 @@ def template() -> dict[str, Any]:
     return loaded
 
 
-def test_template_passes_cfn_lint_including_informational_rules():
+def test_template_passes_cfn_lint_including_informational_rules() -> None:
     matches = lint_file(TEMPLATE, ManualArgs(include_checks=["I"]))
     assert not matches, "\n".join(f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches)
 
 
-def test_cfn_lint_does_check_the_serverless_function(tmp_path):
+def test_cfn_lint_does_check_the_serverless_function(tmp_path: Path) -> None:
     broken = TEMPLATE.read_text().replace("Runtime: python3.12", "Runtime: python2.7")
     assert broken != TEMPLATE.read_text()
     (tmp_path / "template.yaml").write_text(broken)
@@ -112,7 +123,7 @@ def api_routes(template: dict[str, Any]) -> set[tuple[str, str]]:
     return {(path, method) for method, path in keys}
 
 
-def test_every_http_api_route_reaches_a_route_of_the_app(template):
+def test_every_http_api_route_reaches_a_route_of_the_app(template: dict[str, Any]) -> None:
     routes = api_routes(template)
     app_routes = {(route.path, method) for route in ROUTES for method in route.methods or ()}
     assert {("/predict", "POST"), ("/health", "GET"), ("/v2/{proxy+}", "ANY")} <= routes
@@ -193,27 +204,27 @@ def the_resource(template: dict[str, Any], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def test_every_route_needs_iam_authorization_by_default(deployed):
+def test_every_route_needs_iam_authorization_by_default(deployed: dict[str, Any]) -> None:
     routes = resources_of(deployed, "AWS::ApiGatewayV2::Route").values()
     assert {r["Properties"]["AuthorizationType"] for r in routes} == {"AWS_IAM"}
     policy = the_resource(deployed, "AWS::IAM::ManagedPolicy")["Properties"]["PolicyDocument"]
     assert [s["Action"] for s in policy["Statement"]] == ["execute-api:Invoke"]
 
 
-def test_only_the_explicit_parameter_opens_the_api():
+def test_only_the_explicit_parameter_opens_the_api() -> None:
     opened = transformed({"ApiAccess": "public"})
     routes = resources_of(opened, "AWS::ApiGatewayV2::Route").values()
     assert {r["Properties"]["AuthorizationType"] for r in routes} == {"NONE"}
 
 
-def test_no_concurrency_is_reserved_unless_asked(deployed):
+def test_no_concurrency_is_reserved_unless_asked(deployed: dict[str, Any]) -> None:
     function = the_resource(deployed, "AWS::Lambda::Function")["Properties"]
     assert "ReservedConcurrentExecutions" not in function
     reserved = the_resource(transformed({"ReservedConcurrency": "20"}), "AWS::Lambda::Function")
     assert reserved["Properties"]["ReservedConcurrentExecutions"] == "20"
 
 
-def test_the_api_calls_the_alias_that_each_deploy_publishes(deployed):
+def test_the_api_calls_the_alias_that_each_deploy_publishes(deployed: dict[str, Any]) -> None:
     alias_name, alias = next(iter(resources_of(deployed, "AWS::Lambda::Alias").items()))
     assert alias["Properties"]["Name"] == "live"
     assert "Version" in alias["Properties"]["FunctionVersion"]["Fn::GetAtt"]
@@ -223,7 +234,9 @@ def test_the_api_calls_the_alias_that_each_deploy_publishes(deployed):
     assert permission["FunctionName"] == {"Ref": alias_name}
 
 
-def test_a_canary_shifts_traffic_and_rolls_back_on_the_5xx_errors_and_p99_alarms(deployed):
+def test_a_canary_shifts_traffic_and_rolls_back_on_the_5xx_errors_and_p99_alarms(
+    deployed: dict[str, Any],
+) -> None:
     alias = the_resource(deployed, "AWS::Lambda::Alias")
     group_ref = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]["DeploymentGroupName"]
     group = deployed["Resources"][group_ref["Ref"]]["Properties"]
@@ -247,7 +260,9 @@ def test_a_canary_shifts_traffic_and_rolls_back_on_the_5xx_errors_and_p99_alarms
             assert dimensions["Resource"] == {"Fn::Sub": "${PredictFunction}:live"}
 
 
-def test_function_runs_this_handler_on_the_runtime_the_bundle_is_built_for(template):
+def test_function_runs_this_handler_on_the_runtime_the_bundle_is_built_for(
+    template: dict[str, Any],
+) -> None:
     properties = function(template)
     module, _, name = properties["Handler"].partition(".")
     assert module == "handler"
@@ -259,7 +274,7 @@ def test_function_runs_this_handler_on_the_runtime_the_bundle_is_built_for(templ
     assert "OUT=${OUT:-build/lambda}" in build_script
 
 
-def test_function_reads_its_models_from_the_bucket_it_may_read(template):
+def test_function_reads_its_models_from_the_bucket_it_may_read(template: dict[str, Any]) -> None:
     properties = function(template)
     variables = properties["Environment"]["Variables"]
     assert variables["MODELS_S3_URI"] == {"Fn::Sub": "s3://${ModelsBucket}/${ModelsPrefix}"}
@@ -276,7 +291,9 @@ def test_function_reads_its_models_from_the_bucket_it_may_read(template):
 # ---- the handler, invoked locally with API Gateway v2 events ----
 
 
-def test_predict_event_gets_the_apps_own_prediction(committed_models, client):
+def test_predict_event_gets_the_apps_own_prediction(
+    committed_models: LambdaHandler, client: TestClient
+) -> None:
     predict = event("apigw_v2_predict.json")
     assert predict["version"] == "2.0"
     assert predict["routeKey"] == "POST /predict"
@@ -289,7 +306,7 @@ def test_predict_event_gets_the_apps_own_prediction(committed_models, client):
     assert body == client.post("/predict", json=body_of(predict)).json()
 
 
-def test_invalid_event_is_a_400_naming_the_field(committed_models):
+def test_invalid_event_is_a_400_naming_the_field(committed_models: LambdaHandler) -> None:
     response = committed_models.handler(event("apigw_v2_predict_invalid.json"), CONTEXT)
     assert response["statusCode"] == 400
     error = json.loads(response["body"])
@@ -298,7 +315,9 @@ def test_invalid_event_is_a_400_naming_the_field(committed_models):
     assert error["detail"]["value"] == 13
 
 
-def test_open_inference_protocol_routes_pass_through_the_proxy_route(committed_models):
+def test_open_inference_protocol_routes_pass_through_the_proxy_route(
+    committed_models: LambdaHandler,
+) -> None:
     ready = event("apigw_v2_ready.json")
     assert ready["routeKey"] == "ANY /v2/{proxy+}"
     response = committed_models.handler(ready, CONTEXT)
@@ -306,7 +325,9 @@ def test_open_inference_protocol_routes_pass_through_the_proxy_route(committed_m
     assert json.loads(response["body"]) == {"ready": True}
 
 
-def test_models_load_once_per_cold_start_not_per_invocation(committed_models, load_count):
+def test_models_load_once_per_cold_start_not_per_invocation(
+    committed_models: LambdaHandler, load_count: list[Path]
+) -> None:
     for name in ("apigw_v2_predict.json", "apigw_v2_predict_invalid.json", "apigw_v2_ready.json"):
         committed_models.handler(event(name), CONTEXT)
     assert load_count == [MODELS_DIR.resolve()]
@@ -315,7 +336,9 @@ def test_models_load_once_per_cold_start_not_per_invocation(committed_models, lo
     assert len(load_count) == 2
 
 
-def test_mangums_own_lifespan_would_load_the_models_on_every_invocation(load_count):
+def test_mangums_own_lifespan_would_load_the_models_on_every_invocation(
+    load_count: list[Path],
+) -> None:
     """Why the handler runs the lifespan itself: if Mangum ever stops doing this, the handler's
     workaround can go."""
     loop = asyncio.new_event_loop()
@@ -369,7 +392,9 @@ def bucket_with_models(tmp_path: Path) -> dict[str, Path]:
     return objects
 
 
-def test_cold_start_downloads_the_models_from_s3_and_serves_them(tmp_path, load_count):
+def test_cold_start_downloads_the_models_from_s3_and_serves_them(
+    tmp_path: Path, load_count: list[Path]
+) -> None:
     s3 = FakeS3("models-bucket", bucket_with_models(tmp_path))
     target = tmp_path / "lambda-tmp" / "models"
     env = {"MODELS_S3_URI": "s3://models-bucket/latam-delay/models", "MODELS_DIR": str(target)}
@@ -386,7 +411,7 @@ def test_cold_start_downloads_the_models_from_s3_and_serves_them(tmp_path, load_
     assert load_count == [target.resolve()]
 
 
-def test_a_corrupt_model_in_s3_fails_the_cold_start(tmp_path):
+def test_a_corrupt_model_in_s3_fails_the_cold_start(tmp_path: Path) -> None:
     objects = bucket_with_models(tmp_path)
     corrupt = tmp_path / "delay-full.onnx"
     corrupt.write_bytes(MODELS_DIR.joinpath("delay-full.onnx").read_bytes()[:-16])
@@ -399,7 +424,7 @@ def test_a_corrupt_model_in_s3_fails_the_cold_start(tmp_path):
         lambda_handler.cold_start(env, s3_client=FakeS3("models-bucket", objects))
 
 
-def test_an_empty_prefix_fails_the_cold_start(tmp_path):
+def test_an_empty_prefix_fails_the_cold_start(tmp_path: Path) -> None:
     s3 = FakeS3("models-bucket", bucket_with_models(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"no \.onnx or \.json files"):
         lambda_handler.download_models("s3://models-bucket/nothing-here/", tmp_path, s3)
@@ -413,12 +438,12 @@ def test_an_empty_prefix_fails_the_cold_start(tmp_path):
         ("s3://bucket", ("bucket", "")),
     ],
 )
-def test_parse_s3_uri(uri, expected):
+def test_parse_s3_uri(uri: str, expected: tuple[str, str]) -> None:
     assert lambda_handler.parse_s3_uri(uri) == expected
 
 
 @pytest.mark.parametrize("uri", ["https://bucket/a", "s3:///a", "bucket/a"])
-def test_parse_s3_uri_refuses_what_is_not_s3(uri):
+def test_parse_s3_uri_refuses_what_is_not_s3(uri: str) -> None:
     with pytest.raises(ValueError, match="MODELS_S3_URI"):
         lambda_handler.parse_s3_uri(uri)
 
@@ -451,7 +476,9 @@ SERVER_HEADERS = [
 
 
 @pytest.mark.parametrize("headers", SERVER_HEADERS)
-def test_a_clients_host_and_forwarded_headers_never_fail_the_invocation(committed_models, headers):
+def test_a_clients_host_and_forwarded_headers_never_fail_the_invocation(
+    committed_models: LambdaHandler, headers: dict[str, str]
+) -> None:
     """The HTTP service's ASGI `server` is its socket's address; Mangum parsed it from the Host
     and X-Forwarded-Port headers (a ValueError: the invocation failed, a 5xx from API Gateway
     and an error on the alarm that rolls deployments back) and put an invalid Host in it, where
@@ -497,7 +524,7 @@ def binary_infer_event() -> tuple[dict[str, Any], int]:
     return infer, len(header)
 
 
-def test_binary_inference_passes_base64_both_ways(committed_models):
+def test_binary_inference_passes_base64_both_ways(committed_models: LambdaHandler) -> None:
     infer, length = binary_infer_event()
     infer["headers"]["inference-header-content-length"] = str(length)
     response = committed_models.handler(infer, CONTEXT)
@@ -510,7 +537,9 @@ def test_binary_inference_passes_base64_both_ways(committed_models):
     assert len(body) == int(response["headers"]["inference-header-content-length"]) + 2 * 8 + 2 * 4
 
 
-def test_a_repeated_header_joined_by_api_gateway_is_read_as_its_first(committed_models, client):
+def test_a_repeated_header_joined_by_api_gateway_is_read_as_its_first(
+    committed_models: LambdaHandler, client: TestClient
+) -> None:
     """API Gateway joins a header sent twice into one, comma-separated; the HTTP service reads
     the first Content-Type and Inference-Header-Content-Length of a request, so these are read
     as their first element too (as X-Request-ID is: app.observability.request_id.judged)."""
@@ -531,7 +560,9 @@ def test_a_repeated_header_joined_by_api_gateway_is_read_as_its_first(committed_
 
 
 @pytest.mark.parametrize("files", [(), ("delay-minimal.json",)])
-def test_a_cold_start_without_its_models_fails_with_one_line_naming_the_file(tmp_path, files):
+def test_a_cold_start_without_its_models_fails_with_one_line_naming_the_file(
+    tmp_path: Path, files: tuple[str, ...]
+) -> None:
     """Lambda reports an init error by its exception's type and message: the app's own
     ModelLoadError, one line naming the file as gunicorn's `cannot start:` line does, not
     Mangum's LifespanFailure holding the app's whole traceback as its message."""
@@ -561,7 +592,7 @@ def server_only_modules() -> list[str]:
     return [IMPORT_NAMES.get(name, name.replace("-", "_")) for name in names]
 
 
-def test_the_handler_serves_without_the_packages_the_bundle_leaves_out(tmp_path):
+def test_the_handler_serves_without_the_packages_the_bundle_leaves_out(tmp_path: Path) -> None:
     """build.sh installs the runtime dependencies less the HTTP server's (gunicorn, uvicorn-worker,
     uvloop, httptools): an import of one of them on the handler's path is a bundle whose every
     cold start fails with ModuleNotFoundError. Run in a fresh interpreter where they cannot be
@@ -596,7 +627,7 @@ handler.reset()
 
 
 @pytest.fixture
-def loggers_restored():
+def loggers_restored() -> Iterator[None]:
     """The app's loggers as they were, after a test that let the handler set them up."""
     names = ("app", "app.access")
     saved = {
@@ -612,7 +643,9 @@ def loggers_restored():
         restored.handlers, restored.level, restored.propagate = handlers, level, propagate
 
 
-def test_on_lambda_log_lines_follow_log_format_log_level_and_access_log(loggers_restored, capsys):
+def test_on_lambda_log_lines_follow_log_format_log_level_and_access_log(
+    loggers_restored: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """As a gunicorn worker sets them up (app.server.worker): LOG_FORMAT, LOG_LEVEL and
     ACCESS_LOG apply, and each line made during a request carries its X-Request-ID."""
     env = {
@@ -668,7 +701,9 @@ class RefusingS3(FakeS3):
         ("download", "s3://models-bucket/latam-delay/models/delay-"),
     ],
 )
-def test_an_s3_error_fails_the_cold_start_naming_what_it_could_not_read(tmp_path, refuse, named):
+def test_an_s3_error_fails_the_cold_start_naming_what_it_could_not_read(
+    tmp_path: Path, refuse: str, named: str
+) -> None:
     s3 = RefusingS3("models-bucket", bucket_with_models(tmp_path), refuse=refuse)
     env = {
         "MODELS_S3_URI": "s3://models-bucket/latam-delay/models/",

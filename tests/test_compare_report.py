@@ -183,7 +183,8 @@ def test_the_references_errors_are_flagged_but_do_not_fail_the_run() -> None:
 
 def test_other_load_is_the_share_of_the_machine_others_used() -> None:
     runs = [run("service", 1, 1000, other_cpu_s=2.0), run("service", 2, 1000, other_cpu_s=-0.1)]
-    assert other_load(runs, nproc=2) == (pytest.approx(0.05), 0.0, pytest.approx(0.1))
+    # pytest.approx stands for a float in the tuple, compared by its own __eq__
+    assert other_load(runs, nproc=2) == (pytest.approx(0.05), 0.0, pytest.approx(0.1))  # type: ignore[comparison-overlap]
     assert other_load([run("service", 1, 1000)], nproc=2) is None
 
 
@@ -312,7 +313,7 @@ def test_merged_is_what_the_servers_histogram_grew_between_the_two_scrapes() -> 
         bounds=(1, 2, 4, 8, 16, 32, 64),
         counts=(1, 0, 0, 2, 0, 0, 0, 1),
         model_calls=5,
-        model_s=pytest.approx(0.001),
+        model_s=pytest.approx(0.001),  # type: ignore[arg-type]  # a float to the dataclass's __eq__
     )
     assert merged.mean == 21
     assert merged.model_call_us == pytest.approx(200)

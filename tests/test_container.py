@@ -48,7 +48,9 @@ def final_stage(dockerfile: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return dockerfile[last_from:]
 
 
-def test_dockerfile_is_multi_stage_on_an_overridable_base(dockerfile):
+def test_dockerfile_is_multi_stage_on_an_overridable_base(
+    dockerfile: list[tuple[str, str]],
+) -> None:
     froms = [i for i, (keyword, _) in enumerate(dockerfile) if keyword == "FROM"]
     assert len(froms) >= 2, "the image is built in a builder stage and copied into a runtime stage"
     args_before = [arguments for keyword, arguments in dockerfile[: froms[0]] if keyword == "ARG"]
@@ -57,14 +59,14 @@ def test_dockerfile_is_multi_stage_on_an_overridable_base(dockerfile):
         assert "${BASE_IMAGE}" in dockerfile[i][1] or "$BASE_IMAGE" in dockerfile[i][1]
 
 
-def test_the_service_runs_as_a_non_root_user(dockerfile):
+def test_the_service_runs_as_a_non_root_user(dockerfile: list[tuple[str, str]]) -> None:
     users = [arguments for keyword, arguments in final_stage(dockerfile) if keyword == "USER"]
     assert users, "the runtime stage sets a USER"
     user = users[-1].split(":")[0]
     assert user not in ("root", "0")
 
 
-def test_healthcheck_probes_readiness_without_curl(dockerfile):
+def test_healthcheck_probes_readiness_without_curl(dockerfile: list[tuple[str, str]]) -> None:
     checks = [
         arguments for keyword, arguments in final_stage(dockerfile) if keyword == "HEALTHCHECK"
     ]
@@ -74,7 +76,7 @@ def test_healthcheck_probes_readiness_without_curl(dockerfile):
     assert "wget" not in checks[0]
 
 
-def test_only_runtime_dependencies_are_installed(dockerfile):
+def test_only_runtime_dependencies_are_installed(dockerfile: list[tuple[str, str]]) -> None:
     runs = " ".join(arguments for keyword, arguments in dockerfile if keyword == "RUN")
     assert "pip install" in runs
     assert not re.search(r"\[(train|dev)\b", runs), "the train/dev extras stay out of the image"
@@ -87,7 +89,7 @@ def test_only_runtime_dependencies_are_installed(dockerfile):
     ), "nothing is pip-installed in the runtime stage: the venv comes from the builder"
 
 
-def test_runtime_stage_serves_the_committed_models(dockerfile):
+def test_runtime_stage_serves_the_committed_models(dockerfile: list[tuple[str, str]]) -> None:
     stage = final_stage(dockerfile)
     envs = " ".join(arguments for keyword, arguments in stage if keyword == "ENV")
     models_dir = re.search(r"MODELS_DIR=(\S+)", envs)
@@ -103,14 +105,14 @@ def test_runtime_stage_serves_the_committed_models(dockerfile):
     assert ("EXPOSE", "8000") in stage
 
 
-def test_dockerignore_keeps_the_build_context_small():
+def test_dockerignore_keeps_the_build_context_small() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     for path in (".venv", ".git", "data", "reports", "tests", "benchmarks"):
         assert path in ignored, path
 
 
 @pytest.mark.slow
-def test_image_builds_and_serves_predictions():
+def test_image_builds_and_serves_predictions() -> None:
     if shutil.which("buildah") is None:
         pytest.skip("buildah is not installed (apt-get install -y buildah debootstrap)")
     if os.geteuid() != 0:
@@ -134,7 +136,7 @@ def test_image_builds_and_serves_predictions():
     assert re.search(r"SUMMARY image=\S+ size=.+ cold_start=[\d.]+s", output), output
 
 
-def test_docker_build_defaults_to_the_public_slim_base_and_buildah_passes_its_own():
+def test_docker_build_defaults_to_the_public_slim_base_and_buildah_passes_its_own() -> None:
     args = re.findall(r"^ARG BASE_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
     assert args == ["python:3.11-slim"], "`docker build .` pulls a public base"
     container_mk = (ROOT / "mk" / "container.mk").read_text()
@@ -143,7 +145,9 @@ def test_docker_build_defaults_to_the_public_slim_base_and_buildah_passes_its_ow
     assert '--build-arg "BASE_IMAGE=$BASE_IMAGE"' in TEST_IMAGE.read_text()
 
 
-def test_the_build_runs_the_release_check_on_the_models_it_ships(dockerfile):
+def test_the_build_runs_the_release_check_on_the_models_it_ships(
+    dockerfile: list[tuple[str, str]],
+) -> None:
     stage = final_stage(dockerfile)
     checks = [
         i

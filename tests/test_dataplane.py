@@ -16,7 +16,11 @@ from app.server.overload import BatchThread
 from app.tensors import InferenceRequest
 from tests.conftest import MODELS_DIR
 
-MINIMAL_COLUMNS = {"OPERA": ["Grupo LATAM", "Sky Airline"], "TIPOVUELO": ["I", "N"], "MES": [1, 7]}
+MINIMAL_COLUMNS: dict[str, list[Any]] = {
+    "OPERA": ["Grupo LATAM", "Sky Airline"],
+    "TIPOVUELO": ["I", "N"],
+    "MES": [1, 7],
+}
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +144,12 @@ def test_a_large_request_is_decoded_in_the_batch_thread_and_its_errors_raised_th
             raise BadRequest("input 'MES' has 2 elements; its shape [3] says 3")
         return answer, threading.get_ident()
 
+    # `decode` stands in for a transport's, giving (answer, thread) where DataPlane.decode's
+    # annotation names an InferenceRequest: the method passes either through as it came
     async def both() -> list[tuple[str, int]]:
         return [
-            await dataplane.decode(size - 1, decode, "small"),
-            await dataplane.decode(size, decode, answer="large"),
+            await dataplane.decode(size - 1, decode, "small"),  # type: ignore[arg-type,list-item]
+            await dataplane.decode(size, decode, answer="large"),  # type: ignore[arg-type,list-item]
         ]
 
     (small, small_thread), (large, large_thread) = asyncio.run(both())
@@ -151,7 +157,7 @@ def test_a_large_request_is_decoded_in_the_batch_thread_and_its_errors_raised_th
     assert small_thread == loop_thread
     assert large_thread != loop_thread
     with pytest.raises(BadRequest, match=r"^input 'MES' has 2 elements; its shape \[3\] says 3$"):
-        asyncio.run(dataplane.decode(size, decode, "refuse"))
+        asyncio.run(dataplane.decode(size, decode, "refuse"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("flights", "offloaded"), [(1, False), (2, True)])

@@ -20,7 +20,7 @@ from app.inference.flights import Flight, FlightValidator
 from app.inference.model import MODEL_NAMES, OnnxModel
 from app.main import create_app
 from app.observability import drift_metrics
-from app.observability.drift import Histogram, Profile
+from app.observability.drift import Histogram, Profile, Window
 from app.observability.drift_metrics import MIN_FLIGHTS
 from app.observability.metrics import count_predictions
 from app.settings import Settings
@@ -174,7 +174,7 @@ def test_a_window_that_fails_is_dropped_once_and_never_stops_the_flush(
     lone flight of month 12 raised IndexError in the flush (Window._count_lone), and every
     /metrics that flushed answered 500. The loader now refuses such a profile; were a window to
     fail anyway, the flush drops that model's window, says so once, and goes on."""
-    parse = drift_metrics.Profile.from_json
+    parse = Profile.from_json  # drift_metrics' own Profile
 
     def two_months(raw: Any, *schedule: bool) -> Profile:  # what the loader used to let through
         profile = parse(raw, *schedule)
@@ -184,7 +184,7 @@ def test_a_window_that_fails_is_dropped_once_and_never_stops_the_flush(
         histograms["MES"] = Histogram(("1", "2"), (0.5, 0.5))  # last: month 12 falls off the end
         return Profile(profile.flights, profile.alert_rate, histograms)
 
-    monkeypatch.setattr(drift_metrics.Profile, "from_json", two_months)
+    monkeypatch.setattr(Profile, "from_json", two_months)
     minimal, full = version("delay-minimal"), version("delay-full")
     with TestClient(create_app(Settings(models_dir=profiled))) as client:
         send(client, [dict(make_flights(1, False)[0], MES=12)])
@@ -286,7 +286,7 @@ def test_a_window_that_fails_counting_a_request_is_dropped_and_the_request_answe
         def broken(*args: Any) -> None:
             raise IndexError("list index out of range")
 
-        monkeypatch.setattr(drift_metrics.Window, "observe", broken)
+        monkeypatch.setattr(Window, "observe", broken)
         assert len(send(client, make_flights(3, False, seed=7))) == 3
         failed = [r for r in caplog.records if "drift window failed" in r.getMessage()]
         assert [r.getMessage() for r in failed] == [

@@ -83,7 +83,7 @@ def params() -> dict[str, Any]:
 # ---- the definition, checked without running it ----
 
 
-def test_params_name_the_challenges_data_and_the_full_search():
+def test_params_name_the_challenges_data_and_the_full_search() -> None:
     """The data's sha256 is the challenge file's, or, once a retrain moves to newer data (a
     reviewed change of params.yaml), that of the data $SCL_DATA names (the retrain workflow's
     `dvc pull` target), which `dvc repro prepare` holds it to."""
@@ -98,7 +98,7 @@ def test_params_name_the_challenges_data_and_the_full_search():
     assert [out["path"] for out in tracked] == [data["path"]]
 
 
-def test_the_export_stage_writes_every_model_the_app_serves_and_keeps_them_in_git():
+def test_the_export_stage_writes_every_model_the_app_serves_and_keeps_them_in_git() -> None:
     stage = dvc_yaml()["stages"]["export"]
     assert "python -m export" in stage["cmd"]
     outs = {name: options for out in stage["outs"] for name, options in out.items()}
@@ -108,7 +108,7 @@ def test_the_export_stage_writes_every_model_the_app_serves_and_keeps_them_in_gi
         assert options == {"cache": False, "persist": True}
 
 
-def test_the_export_stage_declares_the_models_metrics_and_the_figures_as_plots():
+def test_the_export_stage_declares_the_models_metrics_and_the_figures_as_plots() -> None:
     stage = dvc_yaml()["stages"]["export"]
     metrics = {name: options for out in stage["metrics"] for name, options in out.items()}
     plots = {name: options for out in stage["plots"] for name, options in out.items()}
@@ -139,7 +139,7 @@ def exported_imports() -> set[str]:
     }
 
 
-def test_the_export_stage_depends_on_exactly_the_code_the_export_imports():
+def test_the_export_stage_depends_on_exactly_the_code_the_export_imports() -> None:
     stage = dvc_yaml()["stages"]
     deps = stage["export"]["deps"]
     made = {out if isinstance(out, str) else next(iter(out)) for out in stage["prepare"]["outs"]}
@@ -163,7 +163,7 @@ def test_the_export_stage_depends_on_exactly_the_code_the_export_imports():
     assert {f"app/{name}" for name in named.group(1).split()} == app_deps
 
 
-def test_the_lock_records_the_stages_dependencies_and_the_committed_outputs():
+def test_the_lock_records_the_stages_dependencies_and_the_committed_outputs() -> None:
     """After a change of dvc.yaml's dependencies or of the outputs (a new export), the lock
     must be refreshed (`dvc commit export`), or `dvc repro` reruns a stage for nothing."""
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
@@ -177,7 +177,7 @@ def test_the_lock_records_the_stages_dependencies_and_the_committed_outputs():
             assert digest == out["md5"], f"dvc.lock's md5 of {out['path']} is stale"
 
 
-def test_remote_is_configured_but_analytics_are_off():
+def test_remote_is_configured_but_analytics_are_off() -> None:
     config = (ROOT / ".dvc" / "config").read_text()
     assert "analytics = false" in config
     assert "url = s3://" in config
@@ -186,7 +186,7 @@ def test_remote_is_configured_but_analytics_are_off():
 # ---- the prepare stage ----
 
 
-def test_prepare_records_the_data_it_checked(tmp_path):
+def test_prepare_records_the_data_it_checked(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "flights.csv.gz", synthetic_rows(200))
     out = tmp_path / "build" / "data.json"
     assert prepare(["--data", str(data), "--sha256", csv_sha256(data), "--out", str(out)]) == 0
@@ -197,7 +197,9 @@ def test_prepare_records_the_data_it_checked(tmp_path):
     assert 0 < record["delay_rate"] < 1
 
 
-def test_prepare_refuses_data_other_than_the_params_name(tmp_path, capsys):
+def test_prepare_refuses_data_other_than_the_params_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_csv(tmp_path / "flights.csv.gz", synthetic_rows(200))
     out = tmp_path / "data.json"
     assert prepare(["--data", str(data), "--sha256", CSV_SHA256, "--out", str(out)]) == 1
@@ -205,7 +207,7 @@ def test_prepare_refuses_data_other_than_the_params_name(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_prepare_refuses_a_missing_file(tmp_path, capsys):
+def test_prepare_refuses_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert prepare(["--data", str(tmp_path / "nothing.csv.gz"), "--out", str(tmp_path / "o")]) == 1
     assert "data file not found" in capsys.readouterr().err
 
@@ -214,7 +216,7 @@ def test_prepare_refuses_a_missing_file(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git repository with the project's pipeline files, the synthetic data committed to DVC
     (as `dvc commit data.dvc` does for new data) and params.yaml set for it."""
     repo = tmp_path_factory.mktemp("dvc") / "repo"
@@ -243,12 +245,14 @@ def clone(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_repro(clone) -> subprocess.CompletedProcess[str]:
+def first_repro(clone: Path) -> subprocess.CompletedProcess[str]:
     return run([*DVC, "repro"], clone)
 
 
 @pytest.mark.slow
-def test_repro_exports_the_models_from_the_data(clone, first_repro):
+def test_repro_exports_the_models_from_the_data(
+    clone: Path, first_repro: subprocess.CompletedProcess[str]
+) -> None:
     assert "Running stage 'prepare'" in first_repro.stdout
     assert "Running stage 'export'" in first_repro.stdout
     data_sha = csv_sha256(clone / "data" / "raw" / "dataset_SCL.csv.gz")
@@ -273,7 +277,9 @@ def test_repro_exports_the_models_from_the_data(clone, first_repro):
 
 
 @pytest.mark.slow
-def test_second_repro_is_a_no_op(clone, first_repro):
+def test_second_repro_is_a_no_op(
+    clone: Path, first_repro: subprocess.CompletedProcess[str]
+) -> None:
     before = {name: (clone / "models" / name).stat().st_mtime_ns for name in MODEL_FILES}
     second = run([*DVC, "repro"], clone)
     assert "Data and pipelines are up to date." in second.stdout
@@ -283,7 +289,9 @@ def test_second_repro_is_a_no_op(clone, first_repro):
 
 
 @pytest.mark.slow
-def test_a_change_to_training_code_marks_only_the_export_stale(clone, first_repro):
+def test_a_change_to_training_code_marks_only_the_export_stale(
+    clone: Path, first_repro: subprocess.CompletedProcess[str]
+) -> None:
     candidates = clone / "train" / "candidates.py"
     original = candidates.read_text()
     try:
@@ -296,7 +304,9 @@ def test_a_change_to_training_code_marks_only_the_export_stale(clone, first_repr
 
 
 @pytest.mark.slow
-def test_other_data_stops_the_pipeline_before_the_export(clone, first_repro):
+def test_other_data_stops_the_pipeline_before_the_export(
+    clone: Path, first_repro: subprocess.CompletedProcess[str]
+) -> None:
     data = clone / "data" / "raw" / "dataset_SCL.csv.gz"
     original = data.read_bytes()
     models_before = {name: (clone / "models" / name).read_bytes() for name in MODEL_FILES}

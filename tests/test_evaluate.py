@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,7 +131,7 @@ def test_a_blend_averages_the_probabilities_of_its_members() -> None:
     ).astype(np.float32)
     labels = (features[:, 0] + features[:, 2] + rng.normal(0, 1, 600) > 1.5).astype(np.int64)
     names = ("OPERA", "TIPOVUELO", "airline_rate")
-    params = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 20}}
+    params: dict[str, dict[str, Any]] = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 20}}
     blend = next(c for c in CANDIDATES if c.components).build(names, params)
     members = [
         c.build(names, params[c.name]).fit(features, labels) for c in CANDIDATES if c.name in params
@@ -149,7 +150,7 @@ def test_weights_reach_each_member_of_a_blend_and_never_its_encoders() -> None:
     labels = (features[:, 0] + rng.normal(0, 1, 600) > 1.5).astype(np.int64)
     weights = np.linspace(0.1, 1.0, 600)
     names = ("OPERA", "airline_rate")
-    params = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 20}}
+    params: dict[str, dict[str, Any]] = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 20}}
     logreg = logistic(names, params["logreg"]).fit(features, labels, logreg__sample_weight=weights)
     hgb = gradient_boosting(names, params["hgb"]).fit(features, labels, sample_weight=weights)
     expected = (logreg.predict_proba(features)[:, 1] + hgb.predict_proba(features)[:, 1]) / 2

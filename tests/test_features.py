@@ -115,12 +115,18 @@ def test_high_season_is_the_challenges_periods(when: str, inside: int) -> None:
     assert high_season(np.array([when], dtype="datetime64[m]")).tolist() == [inside]
 
 
+def _array_columns(*columns: np.ndarray) -> Columns:
+    """Columns of arrays, as training's `take` gives them: Columns annotates its columns as
+    Sequence, which an ndarray is not to mypy."""
+    return Columns(*columns)  # type: ignore[arg-type]  # see the docstring
+
+
 def _hierarchy_data() -> tuple[Columns, np.ndarray]:
     """Airline LAN: route LAN>SCFA always late (flight 1 with 100 rows), route LAN>SCIE never."""
     rows = [("LAN", "SCFA", "1", 1)] * 100 + [("LAN", "SCIE", "2", 0)] * 100
     rows += [("SKU", "SCFA", "7", 0)] * 100
     departure = np.full(len(rows), np.datetime64("2017-03-01T10:00"))
-    columns = Columns(
+    columns = _array_columns(
         np.array(["Grupo LATAM"] * len(rows), dtype=object),
         np.array(["N"] * len(rows), dtype=object),
         np.full(len(rows), 3),
@@ -133,7 +139,7 @@ def _hierarchy_data() -> tuple[Columns, np.ndarray]:
 
 
 def _one(airline: str, destination: str, number: str) -> Columns:
-    return Columns(
+    return _array_columns(
         np.array(["Grupo LATAM"], dtype=object),
         np.array(["N"], dtype=object),
         np.array([3]),
@@ -186,7 +192,8 @@ def test_hierarchy_logits_are_the_rate_tables_lookups_level_by_level() -> None:
     columns, labels = _random_columns(2_000)
     hierarchy = FeatureEncoder.fit(columns, labels, ("Emp-I", "flight number")).hierarchy
     assert hierarchy is not None
-    columns.number = [int(n) if i % 2 else n for i, n in enumerate(columns.number or ())]
+    # numbers of flights as ints too, on purpose: not the str Columns annotates
+    columns.number = [int(n) if i % 2 else n for i, n in enumerate(columns.number or ())]  # type: ignore[misc]
     flight, route, airline = hierarchy_keys(columns)
     airline_logit = hierarchy.airline.lookup(airline)
     flight_logit = hierarchy.flight.lookup(flight, hierarchy.route.lookup(route, airline_logit))
@@ -287,10 +294,17 @@ def test_small_batches_encode_by_rows_bit_for_bit_as_columns(which: str) -> None
         assert joined.shape == whole.shape
         assert joined.tobytes() == whole.tobytes(), size
     # as the validator gives them: lists, not arrays
+    assert columns.destination is not None
+    assert columns.airline is not None
+    assert columns.number is not None
     first = Columns(
-        *(list(getattr(columns, name)[:5]) for name in ("operator", "flight_type", "month")),
+        list(columns.operator[:5]),
+        list(columns.flight_type[:5]),
+        list(columns.month[:5]),
         columns.departure[:5] if columns.departure is not None else None,
-        *(list(getattr(columns, name)[:5]) for name in ("destination", "airline", "number")),
+        list(columns.destination[:5]),
+        list(columns.airline[:5]),
+        list(columns.number[:5]),
     )
     assert encoder.encode_columns(first).tobytes() == whole[:5].tobytes()
     for row in range(5):  # one flight (FeatureEncoder._row), as the validator gives it

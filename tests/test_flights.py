@@ -30,7 +30,7 @@ from app.inference.model import ModelCard, minimal_domain
 from tests.conftest import MODELS_DIR, challenge_data, synthetic_rows
 
 VALIDATOR = FlightValidator(["Grupo LATAM", "Sky Airline"], max_flights=3)
-SCHEDULED = {
+SCHEDULED: dict[str, object] = {
     "OPERA": "Sky Airline",
     "TIPOVUELO": "N",
     "MES": 2,
@@ -166,7 +166,9 @@ def test_mes_may_be_the_month_of_operation(departure: str, month: int, allowed: 
     columns = validator.columns({name: [flight[name]] * 2 for name in flight})
     if allowed:
         assert validator.flight(flight, 0).month == month
-        assert list(_decoded([flight, flight]).full.month) == [month, month]
+        full = _decoded([flight, flight]).full
+        assert full is not None
+        assert list(full.month) == [month, month]
         assert columns is not None
         assert list(columns.month) == [month, month]
     else:
@@ -226,10 +228,11 @@ def test_a_departure_outside_the_holiday_calendars_years_is_refused_naming_them(
             "allowed": "2016 to 2035",
         },
     }
-    for refuse in (
+    refusals: tuple[Callable[[], object], ...] = (
         lambda: validator.decode(orjson.dumps({"flights": [SCHEDULED, wrong]})),
         lambda: validator.batch([SCHEDULED, wrong]),
-    ):
+    )
+    for refuse in refusals:
         with pytest.raises(InvalidFlight) as raised:
             refuse()
         assert raised.value.to_json() == expected
@@ -291,7 +294,7 @@ def test_scheduled_time_takes_exactly_the_documented_forms(value: str) -> None:
     assert schedule.departure == datetime(2017, 2, 28, 23, 59)
 
 
-def _decoded(flights: list[Any]) -> Any:
+def _decoded(flights: list[Any]) -> Batch:
     return VALIDATOR.decode(orjson.dumps({"flights": flights}))
 
 
@@ -299,6 +302,10 @@ def test_a_mixed_batch_keeps_request_order_and_splits_by_contract() -> None:
     minimal = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 12}
     batch = _decoded([minimal, SCHEDULED | {"Vlo-I": 7}, minimal])
     assert (batch.size, batch.minimal_rows, batch.full_rows) == (3, [0, 2], [1])
+    assert batch.minimal is not None
+    assert batch.full is not None
+    assert batch.full.departure is not None
+    assert batch.full.number is not None
     assert list(batch.minimal.month) == [12, 12]
     assert list(batch.full.number) == ["7"]
     assert batch.full.departure.tolist() == [datetime(2017, 2, 28, 23, 59)]
@@ -313,6 +320,8 @@ def test_a_batch_of_one_contract_is_not_split() -> None:
     batch = _decoded([SCHEDULED] * 3)
     assert batch.minimal is None
     assert batch.full_rows is None
+    assert batch.full is not None
+    assert batch.full.departure is not None
     assert batch.full.departure.dtype == np.dtype("datetime64[m]")
 
 
@@ -362,7 +371,7 @@ def test_the_first_wrong_flight_is_named_whatever_rule_it_breaks() -> None:
     assert raised.value.message == "flights[1].Fecha-I: month 2 contradicts MES=4"
 
 
-WEIRD = [None, True, 0, 13, -1, 2.0, "", "I", "N", "x", "SCFA", "SKU", "226", "2017-02-28 23:59:00",
+WEIRD: list[object] = [None, True, 0, 13, -1, 2.0, "", "I", "N", "x", "SCFA", "SKU", "226", "2017-02-28 23:59:00",
          "2017-02-30 23:59:00", "Sky Airline", [], {}, 10000, 226, "SCFA\n"]  # fmt: skip
 
 
@@ -370,7 +379,7 @@ WEIRD = [None, True, 0, 13, -1, 2.0, "", "I", "N", "x", "SCFA", "SKU", "226", "2
 def test_the_compiled_pass_and_the_explanation_agree(field: str) -> None:
     """Every field of a minimal and of a scheduled flight set to each odd value: the one-pass
     decoder refuses exactly the flights the field-by-field check explains, with its error."""
-    minimal = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 2}
+    minimal: dict[str, object] = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 2}
     for base, value in itertools.product((minimal, SCHEDULED), WEIRD):
         flight = base | {field: value}
         assert _answer(_decoded, [SCHEDULED, flight]) == _answer(VALIDATOR.flight, flight, 1), (
@@ -403,6 +412,7 @@ def test_no_schedule_pattern_matches_a_separator() -> None:
     """What a lone flight's check relies on: a value holding a separator makes a field too many."""
     for field in SCHEDULE_FIELDS_DECLARED:
         valid = SCHEDULED[field.name]
+        assert isinstance(valid, str)
         assert field.pattern is not None
         assert re.fullmatch(field.pattern, valid)
         for separator, at in itertools.product(("\x00", "\x01"), range(len(valid) + 1)):
@@ -512,7 +522,11 @@ def test_the_column_checks_give_the_rows_columns_over_the_whole_minimal_domain()
     operators = ModelCard.from_json(orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes()))
     validator = FlightValidator(operators.operators, max_flights=1000)
     domain = minimal_domain(operators.operators)
-    columns = {"OPERA": domain.operator, "TIPOVUELO": domain.flight_type, "MES": domain.month}
+    columns: dict[str, list[Any]] = {
+        "OPERA": list(domain.operator),
+        "TIPOVUELO": list(domain.flight_type),
+        "MES": list(domain.month),
+    }
     assert len(domain) == 552
     checked = validator.columns(columns)
     assert checked is not None
@@ -540,7 +554,7 @@ def test_the_column_checks_give_the_rows_columns_for_scheduled_flights() -> None
 def test_the_column_checks_accept_only_what_the_rows_accept(field: str) -> None:
     """Each odd value as the first, middle and last of three flights: the column checks either
     give the rows' columns or leave the request to the rows (None), which then name it."""
-    minimal = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 2}
+    minimal: dict[str, object] = {"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 2}
     for base, value, index in itertools.product((minimal, SCHEDULED), WEIRD, range(3)):
         flights = [base, base, base]
         flights[index] = base | {field: value}
@@ -557,7 +571,11 @@ def test_the_column_checks_accept_only_what_the_rows_accept(field: str) -> None:
 
 
 def test_the_column_checks_leave_sizes_and_unknown_inputs_to_the_rows() -> None:
-    minimal = {"OPERA": ["Sky Airline"], "TIPOVUELO": ["N"], "MES": [3]}
+    minimal: dict[str, list[str] | list[int]] = {
+        "OPERA": ["Sky Airline"],
+        "TIPOVUELO": ["N"],
+        "MES": [3],
+    }
     assert VALIDATOR.columns(minimal) is not None
     assert VALIDATOR.columns({name: [] for name in minimal}) is None
     assert VALIDATOR.columns({name: values * 4 for name, values in minimal.items()}) is None

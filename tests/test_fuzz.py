@@ -278,9 +278,9 @@ def test_infer_never_fails_on_generated_tensors(
     content_type: str,
 ) -> None:
     head = json.dumps(header).encode()
-    headers: dict[str, str | bytes] = {"content-type": content_type} if content_type else {}
+    headers: dict[bytes, bytes] = {b"content-type": content_type.encode()} if content_type else {}
     if declared is not None:
-        headers["inference-header-content-length"] = declared
+        headers[b"inference-header-content-length"] = declared
         content = head + binary
     else:
         content = head

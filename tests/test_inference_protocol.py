@@ -8,7 +8,8 @@ import pytest
 
 from app.errors import BadRequest
 from app.inference.model import Prediction
-from app.rest.inference_protocol import InferenceRequest, decode_request, encode_response
+from app.rest.inference_protocol import decode_request, encode_response
+from app.tensors import InferenceRequest
 
 INPUTS = {"OPERA": "BYTES", "TIPOVUELO": "BYTES", "MES": "INT64"}
 

@@ -41,7 +41,7 @@ def manifest_files() -> list[Path]:
 
 
 def load_resources() -> list[dict[str, Any]]:
-    resources = []
+    resources: list[dict[str, Any]] = []
     for path in manifest_files():
         resources.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
     return resources
@@ -62,13 +62,13 @@ def deployment() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def pod(deployment) -> dict[str, Any]:
+def pod(deployment: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
     return spec
 
 
 @pytest.fixture(scope="module")
-def container(pod) -> dict[str, Any]:
+def container(pod: dict[str, Any]) -> dict[str, Any]:
     assert len(pod["containers"]) == 1
     found: dict[str, Any] = pod["containers"][0]
     return found
@@ -114,7 +114,7 @@ def get_routes() -> set[str]:
     return {route.path for route in ROUTES if "GET" in (route.methods or set())}
 
 
-def test_every_manifest_holds_the_expected_kinds():
+def test_every_manifest_holds_the_expected_kinds() -> None:
     kinds = sorted(resource["kind"] for resource in RESOURCES)
     assert kinds == [
         "Deployment",
@@ -129,13 +129,15 @@ def test_every_manifest_holds_the_expected_kinds():
 @pytest.mark.parametrize(
     "resource", RESOURCES, ids=[f"{r['kind']}/{r['metadata']['name']}" for r in RESOURCES]
 )
-def test_resource_is_valid_against_the_kubernetes_schema(resource, version):
+def test_resource_is_valid_against_the_kubernetes_schema(
+    resource: dict[str, Any], version: str
+) -> None:
     # strict: an unknown field (a typo) is an error, not silently dropped by the API server.
     # A kind with no schema raises SchemaNotFoundError, so it fails here rather than passing.
     kubernetes_validate.validate(resource, version, strict=True)
 
 
-def test_the_validator_rejects_a_misspelled_field(deployment):
+def test_the_validator_rejects_a_misspelled_field(deployment: dict[str, Any]) -> None:
     broken = yaml.safe_load(yaml.safe_dump(deployment))
     container = broken["spec"]["template"]["spec"]["containers"][0]
     container["readinesProbe"] = container.pop("readinessProbe")
@@ -143,7 +145,9 @@ def test_the_validator_rejects_a_misspelled_field(deployment):
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_kustomization_lists_every_manifest_and_each_overlay_names_the_container_image(container):
+def test_kustomization_lists_every_manifest_and_each_overlay_names_the_container_image(
+    container: dict[str, Any],
+) -> None:
     kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
     assert sorted(kustomization["resources"]) == [path.name for path in manifest_files()]
     assert "images" not in kustomization, "the base names no tag: each environment's is a SHA"
@@ -154,14 +158,16 @@ def test_kustomization_lists_every_manifest_and_each_overlay_names_the_container
         assert [image["name"] for image in overlay["images"]] == [container["image"]]
 
 
-def test_deployment_selector_matches_its_pod_labels(deployment):
+def test_deployment_selector_matches_its_pod_labels(deployment: dict[str, Any]) -> None:
     selector = deployment["spec"]["selector"]["matchLabels"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert selector
     assert selector.items() <= labels.items()
 
 
-def test_service_selects_the_pods_on_a_port_the_container_exposes(deployment, container):
+def test_service_selects_the_pods_on_a_port_the_container_exposes(
+    deployment: dict[str, Any], container: dict[str, Any]
+) -> None:
     service = the("Service")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"]
@@ -172,7 +178,7 @@ def test_service_selects_the_pods_on_a_port_the_container_exposes(deployment, co
         assert port["targetPort"] in port_names | port_numbers
 
 
-def test_the_container_listens_where_gunicorn_binds(container):
+def test_the_container_listens_where_gunicorn_binds(container: dict[str, Any]) -> None:
     bind_port = int(env_of(container)["BIND"].rsplit(":", 1)[1])
     assert bind_port in {port["containerPort"] for port in container["ports"]}
     annotations = the("Deployment")["spec"]["template"]["metadata"]["annotations"]
@@ -190,7 +196,9 @@ def test_the_container_listens_where_gunicorn_binds(container):
         ("startupProbe", "/v2/health/ready"),
     ],
 )
-def test_probes_call_the_apps_health_routes(container, probe, path):
+def test_probes_call_the_apps_health_routes(
+    container: dict[str, Any], probe: str, path: str
+) -> None:
     http_get = container[probe]["httpGet"]
     assert http_get["path"] == path
     assert http_get["path"] in get_routes(), f"{path} is not a GET route of app.rest.routes"
@@ -198,7 +206,7 @@ def test_probes_call_the_apps_health_routes(container, probe, path):
     assert http_get["port"] in names | {port["containerPort"] for port in container["ports"]}
 
 
-def test_workers_match_the_cpu_limit_and_requests_equal_limits(container):
+def test_workers_match_the_cpu_limit_and_requests_equal_limits(container: dict[str, Any]) -> None:
     resources = container["resources"]
     cpu_limit = cpu_cores(resources["limits"]["cpu"])
     assert cpu_limit == int(cpu_limit) >= 1, "a whole number of cores: one worker per core"
@@ -206,13 +214,15 @@ def test_workers_match_the_cpu_limit_and_requests_equal_limits(container):
     assert resources["requests"] == resources["limits"], "Guaranteed QoS"
 
 
-def test_memory_limit_covers_the_master_and_every_worker(container):
+def test_memory_limit_covers_the_master_and_every_worker(container: dict[str, Any]) -> None:
     workers = int(env_of(container)["WORKERS"])
     needed = MEMORY_HEADROOM * (MASTER_RSS_MIB + workers * WORKER_RSS_MIB)
     assert mebibytes(container["resources"]["limits"]["memory"]) >= needed
 
 
-def test_termination_grace_outlasts_the_prestop_sleep_and_gunicorns_drain(pod, container):
+def test_termination_grace_outlasts_the_prestop_sleep_and_gunicorns_drain(
+    pod: dict[str, Any], container: dict[str, Any]
+) -> None:
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pre_stop = int(command[1])
@@ -220,7 +230,9 @@ def test_termination_grace_outlasts_the_prestop_sleep_and_gunicorns_drain(pod, c
     assert pod["terminationGracePeriodSeconds"] > pre_stop + gunicorn_setting("graceful_timeout")
 
 
-def test_runs_as_the_images_non_root_user_on_a_read_only_root(pod, container):
+def test_runs_as_the_images_non_root_user_on_a_read_only_root(
+    pod: dict[str, Any], container: dict[str, Any]
+) -> None:
     user_lines = re.findall(r"^USER\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     image_uid = int(user_lines[-1].split(":")[0])
     assert pod["securityContext"]["runAsUser"] == image_uid == 10001
@@ -231,14 +243,16 @@ def test_runs_as_the_images_non_root_user_on_a_read_only_root(pod, container):
     assert security["capabilities"]["drop"] == ["ALL"]
 
 
-def test_tmp_is_a_writable_empty_dir(pod, container):
+def test_tmp_is_a_writable_empty_dir(pod: dict[str, Any], container: dict[str, Any]) -> None:
     mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert not any(mount.get("readOnly") for mount in container["volumeMounts"])
 
 
-def test_hpa_scales_the_deployment_on_cpu_and_the_deployment_leaves_it_the_count(deployment):
+def test_hpa_scales_the_deployment_on_cpu_and_the_deployment_leaves_it_the_count(
+    deployment: dict[str, Any],
+) -> None:
     hpa = the("HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == (
@@ -252,7 +266,7 @@ def test_hpa_scales_the_deployment_on_cpu_and_the_deployment_leaves_it_the_count
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
 
-def test_pdb_selects_the_pods_and_leaves_one_serving(deployment):
+def test_pdb_selects_the_pods_and_leaves_one_serving(deployment: dict[str, Any]) -> None:
     pdb = the("PodDisruptionBudget")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = pdb["spec"]["selector"]["matchLabels"]
@@ -277,7 +291,9 @@ def allowed_sources(port_name: str, container: dict[str, Any]) -> set[str]:
     return sources
 
 
-def test_network_policy_covers_the_pods_and_admits_only_named_namespaces(deployment, container):
+def test_network_policy_covers_the_pods_and_admits_only_named_namespaces(
+    deployment: dict[str, Any], container: dict[str, Any]
+) -> None:
     policy = the("NetworkPolicy")["spec"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
@@ -295,7 +311,9 @@ def test_network_policy_covers_the_pods_and_admits_only_named_namespaces(deploym
             assert port["protocol"] == "TCP"
 
 
-def test_the_api_port_admits_the_ingress_controller_and_metrics_admit_prometheus(container):
+def test_the_api_port_admits_the_ingress_controller_and_metrics_admit_prometheus(
+    container: dict[str, Any],
+) -> None:
     service_ports = {port["targetPort"] for port in the("Service")["spec"]["ports"]}
     annotations = the("Deployment")["spec"]["template"]["metadata"]["annotations"]
     scraped = next(
@@ -330,8 +348,8 @@ def render(environment: str, image: str, tmp_path: Path) -> list[dict[str, Any]]
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_each_overlay_renders_valid_resources_with_the_image_the_workflow_sets(
-    environment, tmp_path
-):
+    environment: str, tmp_path: Path
+) -> None:
     image = "ghcr.io/owner/latam-delay:" + "0123456789abcdef" * 2 + "01234567"
     rendered = render(environment, image, tmp_path)
     overlay = yaml.safe_load((OVERLAYS / environment / "kustomization.yaml").read_text())

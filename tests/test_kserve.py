@@ -49,7 +49,7 @@ def service() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def container(runtime) -> dict[str, Any]:
+def container(runtime: dict[str, Any]) -> dict[str, Any]:
     containers = runtime["spec"]["containers"]
     assert [c["name"] for c in containers] == ["kserve-container"]
     found: dict[str, Any] = containers[0]
@@ -60,12 +60,14 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
     return {item["name"]: item["value"] for item in container["env"]}
 
 
-def test_the_runtime_serves_the_models_kserve_downloads(container):
+def test_the_runtime_serves_the_models_kserve_downloads(container: dict[str, Any]) -> None:
     # The storage initializer writes storageUri's files to /mnt/models.
     assert env_of(container)["MODELS_DIR"] == "/mnt/models"
 
 
-def test_the_runtime_listens_where_its_port_and_probe_say(runtime, container):
+def test_the_runtime_listens_where_its_port_and_probe_say(
+    runtime: dict[str, Any], container: dict[str, Any]
+) -> None:
     port = int(env_of(container)["BIND"].rsplit(":", 1)[1])
     ports = [p["containerPort"] for p in container["ports"]]
     assert ports[0] == port  # KServe's Service sends its port 80 to the first
@@ -78,7 +80,9 @@ def test_the_runtime_listens_where_its_port_and_probe_say(runtime, container):
     assert annotations["prometheus.kserve.io/path"] in {route.path for route in ROUTES}
 
 
-def test_the_runtime_speaks_the_open_inference_protocol_and_runs_as_the_image_user(container):
+def test_the_runtime_speaks_the_open_inference_protocol_and_runs_as_the_image_user(
+    container: dict[str, Any],
+) -> None:
     assert manifest("ServingRuntime")["spec"]["protocolVersions"] == ["v2"]
     assert container["securityContext"]["runAsUser"] == 10001
     assert container["securityContext"]["runAsNonRoot"] is True
@@ -87,7 +91,7 @@ def test_the_runtime_speaks_the_open_inference_protocol_and_runs_as_the_image_us
     assert int(env_of(container)["WORKERS"]) == int(resources["limits"]["cpu"])
 
 
-def test_the_runtime_container_is_a_valid_kubernetes_container(container):
+def test_the_runtime_container_is_a_valid_kubernetes_container(container: dict[str, Any]) -> None:
     """The runtime's containers are core/v1 Containers: checked by the Kubernetes schema, as
     deploy/k8s is, whether or not the KServe CRDs are at hand."""
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runtime"}}
@@ -95,7 +99,9 @@ def test_the_runtime_container_is_a_valid_kubernetes_container(container):
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
 
 
-def test_the_inference_service_asks_for_this_runtime_its_format_and_a_release(runtime, service):
+def test_the_inference_service_asks_for_this_runtime_its_format_and_a_release(
+    runtime: dict[str, Any], service: dict[str, Any]
+) -> None:
     model = service["spec"]["predictor"]["model"]
     assert model["runtime"] == runtime["metadata"]["name"]
     formats = [(f["name"], f["version"]) for f in runtime["spec"]["supportedModelFormats"]]
@@ -105,7 +111,9 @@ def test_the_inference_service_asks_for_this_runtime_its_format_and_a_release(ru
     assert model["storageUri"].endswith("/")
 
 
-def test_knative_mode_is_offered_only_with_the_one_port_it_takes(service, container):
+def test_knative_mode_is_offered_only_with_the_one_port_it_takes(
+    service: dict[str, Any], container: dict[str, Any]
+) -> None:
     """Knative refuses a container with more than one port, and the runtime declares REST's and
     gRPC's: Standard (RawDeployment before KServe 0.15) it must be, and the documents that offer
     Knative must say what it takes first (they offered it as is: an operator probe)."""
@@ -126,7 +134,9 @@ def test_knative_mode_is_offered_only_with_the_one_port_it_takes(service, contai
     assert "remove the `h2c` port" in section
 
 
-def test_the_kustomization_sets_the_runtime_image(container, tmp_path):
+def test_the_kustomization_sets_the_runtime_image(
+    container: dict[str, Any], tmp_path: Path
+) -> None:
     kustomization = yaml.safe_load((KSERVE / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(
         p.name for p in KSERVE.glob("*.yaml") if p.name != "kustomization.yaml"
@@ -185,7 +195,7 @@ def validator(crds: Path, resource: dict[str, Any]) -> jsonschema.Draft7Validato
 
 
 @pytest.mark.parametrize("kind", sorted(CRD_FILES))
-def test_each_manifest_is_valid_against_kserves_crd(crds, kind):
+def test_each_manifest_is_valid_against_kserves_crd(crds: Path, kind: str) -> None:
     resource = manifest(kind)
     errors = [
         f"{'.'.join(map(str, e.path))}: {e.message}"
@@ -201,7 +211,9 @@ def test_each_manifest_is_valid_against_kserves_crd(crds, kind):
         ("InferenceService", ("spec", "predictor", "model"), "storageURI"),
     ],
 )
-def test_the_crd_validation_refuses_a_misspelled_field(crds, kind, path, typo):
+def test_the_crd_validation_refuses_a_misspelled_field(
+    crds: Path, kind: str, path: tuple[str | int, ...], typo: str
+) -> None:
     resource = yaml.safe_load(yaml.safe_dump(manifest(kind)))
     node = resource
     for key in path:

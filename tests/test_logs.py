@@ -176,7 +176,8 @@ def app_loggers_restored() -> Any:
 @pytest.mark.usefixtures("app_loggers_restored")
 def test_app_lines_go_to_the_given_handlers_and_access_lines_only_when_asked() -> None:
     errors, access = logging.NullHandler(), logging.NullHandler()
-    logs.access_logger.handlers = before = [logging.NullHandler()]
+    before: list[logging.Handler] = [logging.NullHandler()]
+    logs.access_logger.handlers = before
     logs.route_app_lines([errors], "WARNING", None)
     app_logger = logging.getLogger("app")
     assert (app_logger.handlers, app_logger.level, app_logger.propagate) == ([errors], 30, False)

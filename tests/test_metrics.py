@@ -255,6 +255,7 @@ def test_the_prometheus_client_internals_the_metrics_archive_relies_on_are_there
     )
 
     from app.observability import drift_metrics, metrics
+    from tests.test_metrics_archive import mmap_file
 
     writer = (
         "import os, prometheus_client as p;"
@@ -270,24 +271,25 @@ def test_the_prometheus_client_internals_the_metrics_archive_relies_on_are_there
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         f"{kind}_{pid}.db" for kind in ("counter", "histogram", "summary")
     ]
-    entries = list(MmapedDict.read_all_values_from_file(str(tmp_path / f"counter_{pid}.db")))
+    # read_all_values_from_file, MultiProcessCollector and mark_process_dead: unannotated upstream
+    entries = list(MmapedDict.read_all_values_from_file(str(tmp_path / f"counter_{pid}.db")))  # type: ignore[no-untyped-call]
     assert [entry[:3] for entry in entries] == [
         (mmap_key("c", "c_total", ["a"], ["x"], "C"), 2.0, 0.0)
     ]
     assert json.loads(entries[0][0]) == ["c", "c_total", {"a": "x"}, "C"]
-    histogram = MmapedDict.read_all_values_from_file(str(tmp_path / f"histogram_{pid}.db"))
+    histogram = MmapedDict.read_all_values_from_file(str(tmp_path / f"histogram_{pid}.db"))  # type: ignore[no-untyped-call]
     assert {(json.loads(key)[1], value, timestamp) for key, value, timestamp, _ in histogram} == {
         ("h_sum", 0.5, 0.0),
         ("h_bucket", 1.0, 0.0),
         ("h_bucket", 0.0, 0.0),
     }
-    archive = MmapedDict(str(tmp_path / "counter_archive.db"))
+    archive = mmap_file(tmp_path / "counter_archive.db")
     archive.write_value(mmap_key("c", "c_total", ["a"], ["x"], "C"), 1.0, 0.25)
     archive.close()
-    mark_process_dead(int(pid), str(tmp_path))
+    mark_process_dead(int(pid), str(tmp_path))  # type: ignore[no-untyped-call]
     assert len(list(tmp_path.glob("*.db"))) == 4
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, str(tmp_path))
+    MultiProcessCollector(registry, str(tmp_path))  # type: ignore[no-untyped-call]
     counter = {s.name: s.value for f in registry.collect() if f.name == "c" for s in f.samples}
     assert counter == {"c_total": 3.0}, (
         "prometheus_client's collector no longer ignores a counter's timestamp"

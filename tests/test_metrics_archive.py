@@ -4,7 +4,9 @@ import contextlib
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, Protocol, TypeVar
 
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
@@ -19,13 +21,29 @@ DEAD = 5_000_000
 ROUTES = ("/predict", "/health", "/v2/models/{name}/infer")
 BOUNDS = ("0.001", "0.01", "0.1", "+Inf")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class MmapFile(Protocol):
+    """A prometheus_client MmapedDict as the tests write one (its methods are unannotated)."""
+
+    def write_value(self, key: str, value: float, timestamp: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def mmap_file(path: Path) -> MmapFile:
+    """The metrics file at `path`, opened (made if missing) as a process of the service does."""
+    opened: MmapFile = MmapedDict(str(path))  # type: ignore[no-untyped-call]  # unannotated upstream
+    return opened
 
 
 def write_worker(directory: Path, pid: int, rng: random.Random) -> None:
     """A worker's counter and histogram files, as prometheus_client writes them: integral
     counts, and float sums of seconds over several magnitudes (their rounding is the hard part)."""
-    counters = MmapedDict(str(directory / f"counter_{pid}.db"))
-    histograms = MmapedDict(str(directory / f"histogram_{pid}.db"))
+    counters = mmap_file(directory / f"counter_{pid}.db")
+    histograms = mmap_file(directory / f"histogram_{pid}.db")
     for route in ROUTES:
         name = "http_requests"
         key = mmap_key(name, f"{name}_total", ["route"], [route], "answers")
@@ -88,11 +106,11 @@ def test_the_scrape_builds_the_families_prometheus_clients_collector_builds(
     rng = random.Random(3)
     for pid in range(DEAD, DEAD + 5):
         write_worker(tmp_path, pid, rng)
-    gauges = MmapedDict(str(tmp_path / f"gauge_livesum_{os.getpid()}.db"))
+    gauges = mmap_file(tmp_path / f"gauge_livesum_{os.getpid()}.db")
     gauges.write_value(mmap_key("model_workers", "model_workers", [], [], "live"), 1.0, 0.0)
     gauges.close()
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, str(tmp_path))
+    MultiProcessCollector(registry, str(tmp_path))  # type: ignore[no-untyped-call]  # unannotated upstream
     theirs = {
         (family.name, family.type, sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in registry.collect()
@@ -121,7 +139,7 @@ def test_scrapes_during_compactions_see_every_count_once(
     alive = set(pids)
     monkeypatch.setattr(processes, "exists", lambda pid: pid in alive or pid == os.getpid())
     ticks_key = mmap_key("ticks", "ticks_total", [], [], "live")
-    ticks = MmapedDict(str(tmp_path / f"counter_{os.getpid()}.db"))
+    ticks = mmap_file(tmp_path / f"counter_{os.getpid()}.db")
     ticks_now = 0.0
     ticks.write_value(ticks_key, ticks_now, 0.0)
     ticks_sample = ("ticks_total", ())
@@ -183,8 +201,8 @@ def _compact_killed(directory: Path, killed_at: float) -> int:
     calls = 0
     real_replace, real_unlink = os.replace, os.unlink
 
-    def counted(real):  # type: ignore[no-untyped-def]
-        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counted(real: Callable[P, R]) -> Callable[P, R]:
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
             nonlocal calls
             if calls >= killed_at:
                 raise Killed
@@ -290,10 +308,10 @@ def test_a_scrape_leaves_out_the_live_gauges_of_a_process_that_is_gone(tmp_path:
     model_workers for good. Another mode's gauge (not by process) is kept."""
     key = mmap_key("model_workers", "model_workers", ["version"], ["abc"], "live")
     for pid in (os.getpid(), DEAD):
-        gauges = MmapedDict(str(tmp_path / f"gauge_livesum_{pid}.db"))
+        gauges = mmap_file(tmp_path / f"gauge_livesum_{pid}.db")
         gauges.write_value(key, 1.0, 0.0)
         gauges.close()
-    kept = MmapedDict(str(tmp_path / f"gauge_max_{DEAD}.db"))
+    kept = mmap_file(tmp_path / f"gauge_max_{DEAD}.db")
     kept.write_value(mmap_key("peak", "peak", [], [], "max"), 7.0, 0.0)
     kept.close()
     assert scraped(tmp_path)[("model_workers", (("version", "abc"),))] == 1.0

@@ -52,6 +52,8 @@ def test_labels_follow_the_cards_threshold() -> None:
     model = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
     flights = minimal_domain(model.card.operators)
     prediction = model.predict(flights)
+    assert isinstance(prediction.labels, np.ndarray)  # onnxruntime's answers: arrays
+    assert isinstance(prediction.probabilities, np.ndarray)
     np.testing.assert_array_equal(prediction.labels, prediction.probabilities >= model.threshold)
     assert 0 < prediction.labels.sum() < len(flights)  # the threshold splits the domain
 
@@ -64,6 +66,7 @@ def test_the_minimal_table_gives_onnxruntimes_answers_on_the_whole_domain() -> N
     assert len(domain) == len(session.card.operators) * 2 * 12  # 552 for the committed models
     table = tabulated.predict(domain)
     direct = session.predict(domain)
+    assert isinstance(direct.labels, np.ndarray)
     assert table.labels == direct.labels.tolist()
     assert table.delayed == direct.delayed
     assert orjson.dumps(table.probabilities) == orjson.dumps(
@@ -80,7 +83,8 @@ def test_a_lone_flight_gets_the_tables_answer() -> None:
     for index, row in enumerate(
         zip(domain.operator, domain.flight_type, domain.month, strict=True)
     ):
-        alone = tabulated.predict(Columns(*([value] for value in row)))
+        operator, flight_type, month = row
+        alone = tabulated.predict(Columns([operator], [flight_type], [month]))
         assert alone.labels == [whole.labels[index]]
         assert alone.probabilities == [whole.probabilities[index]]
         assert alone.delayed == whole.labels[index]
@@ -446,6 +450,7 @@ def test_a_batch_labels_a_probability_equal_to_the_threshold_delayed() -> None:
     threshold itself: equal is delayed."""
     below = np.nextafter(np.float32(0.5), np.float32(0))
     prediction = Prediction.from_probabilities(np.array([0.5, below], np.float32), 0.5)
+    assert isinstance(prediction.labels, np.ndarray)
     assert prediction.labels.tolist() == [1, 0]
     assert prediction.delayed == 1
 
@@ -453,7 +458,9 @@ def test_a_batch_labels_a_probability_equal_to_the_threshold_delayed() -> None:
 class _Outputs:
     """A session whose graph gives `outputs` ((name, type, shape) each) and the real inputs."""
 
-    def __init__(self, session: ort.InferenceSession, outputs: list[tuple[str, str, list[Any]]]):
+    def __init__(
+        self, session: ort.InferenceSession, outputs: list[tuple[str, str, list[Any]]]
+    ) -> None:
         self.get_inputs = session.get_inputs
         self._outputs = [
             SimpleNamespace(name=name, type=type_, shape=shape) for name, type_, shape in outputs
@@ -479,16 +486,22 @@ def test_a_graph_without_two_float_probability_columns_is_refused(
     card = ModelCard.from_json(orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes()))
     session = ort.InferenceSession(str(MODELS_DIR / card.onnx_file))
     assert fit_problems(card, MINIMAL_MODEL, session) == []
-    problems = fit_problems(card, MINIMAL_MODEL, _Outputs(session, outputs))  # type: ignore[arg-type]
+    problems = fit_problems(card, MINIMAL_MODEL, _Outputs(session, outputs))
     assert problems == ["the ONNX graph gives no probabilities tensor(float) [N, 2]"]
+
+
+def _array(values: list[int] | list[float] | np.ndarray) -> np.ndarray:
+    """A Prediction's labels or probabilities known to be onnxruntime's: an array."""
+    assert isinstance(values, np.ndarray)
+    return values
 
 
 def test_a_prediction_splits_into_its_requests_parts() -> None:
     probabilities = np.array([0.1, 0.9, 0.8, 0.2, 0.7], dtype=np.float32)
     whole = Prediction.from_probabilities(probabilities, 0.5)
     parts = whole.split([2, 1, 2])
-    assert [part.labels.tolist() for part in parts] == [[0, 1], [1], [0, 1]]
-    assert [part.probabilities.tolist() for part in parts] == [
+    assert [_array(part.labels).tolist() for part in parts] == [[0, 1], [1], [0, 1]]
+    assert [_array(part.probabilities).tolist() for part in parts] == [
         probabilities[:2].tolist(),
         probabilities[2:3].tolist(),
         probabilities[3:].tolist(),

@@ -155,7 +155,7 @@ def test_observers_of_batch_thread_predictions_run_on_the_event_loop() -> None:
     async def scenario() -> int:
         observed = on_event_loop(observe, asyncio.get_running_loop())
         observed(1, 2, 3)  # type: ignore[arg-type]  # on the loop: at once
-        await asyncio.get_running_loop().run_in_executor(None, observed, 4, 5, 6)
+        await asyncio.get_running_loop().run_in_executor(None, observed, 4, 5, 6)  # type: ignore[arg-type]  # off the loop: later
         await asyncio.sleep(0)
         return threading.get_ident()
 

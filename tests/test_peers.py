@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,7 +49,9 @@ def domain(models: ModelSet) -> list[dict[str, object]]:
     ]
 
 
-def test_the_predict_scorer_gives_the_services_labels_over_the_minimal_domain(served):
+def test_the_predict_scorer_gives_the_services_labels_over_the_minimal_domain(
+    served: ModelSet,
+) -> None:
     flights = domain(served)
     expected = served.predict(FlightValidator(served.operators, len(flights)).batch(flights))
     scorer = PredictScorer(MODELS_DIR)
@@ -59,8 +62,8 @@ def test_the_predict_scorer_gives_the_services_labels_over_the_minimal_domain(se
 
 @pytest.mark.parametrize("flight", VALID_FLIGHTS)
 def test_an_oip_body_decodes_to_the_same_flight_and_label_in_the_service_and_the_peers(
-    served, flight
-):
+    served: ModelSet, flight: dict[str, Any]
+) -> None:
     name = bodies.model_name(flight)
     model: OnnxModel = served.by_name[name]
     body = json.dumps(bodies.infer_body(flight)).encode()
@@ -72,7 +75,7 @@ def test_an_oip_body_decodes_to_the_same_flight_and_label_in_the_service_and_the
     assert probabilities.dtype == np.float32
 
 
-def test_oip_body_files_hold_the_flights_of_the_predict_body_files(tmp_path):
+def test_oip_body_files_hold_the_flights_of_the_predict_body_files(tmp_path: Path) -> None:
     (tmp_path / "minimal.jsonl").write_text(json.dumps({"flights": [MINIMAL]}) + "\n")
     (tmp_path / "full.jsonl").write_text(json.dumps({"flights": [FULL]}) + "\n")
     written = bodies.write(tmp_path)
@@ -82,7 +85,7 @@ def test_oip_body_files_hold_the_flights_of_the_predict_body_files(tmp_path):
     assert {tensor["datatype"] for tensor in full["inputs"]} == {"BYTES", "INT64"}
 
 
-def test_every_variant_runs_in_a_group_with_a_launcher_and_its_wrk_script():
+def test_every_variant_runs_in_a_group_with_a_launcher_and_its_wrk_script() -> None:
     grouped = {name for group in GROUPS for name in group.variants}
     assert grouped == set(ENTRIES)
     for group in GROUPS:
@@ -130,7 +133,7 @@ RUNS = [
 ]
 
 
-def test_a_goal_is_met_only_when_every_round_meets_it():
+def test_a_goal_is_met_only_when_every_round_meets_it() -> None:
     slow, close = verdicts(PEER, RUNS)
     assert (slow.variant, slow.word) == ("slow", "met")  # 15, 10.5, 10.4 x
     assert slow.ratio == pytest.approx(2000 / 190)
@@ -142,7 +145,7 @@ def test_a_goal_is_met_only_when_every_round_meets_it():
     assert fast.high == pytest.approx(3100 / 2500)
 
 
-def test_the_report_names_revision_checks_drops_and_goals():
+def test_the_report_names_revision_checks_drops_and_goals() -> None:
     checked = {"slow": Outcome(752, ("{...}: 0, expected 1",), 1), "close": Outcome(752, (), 0)}
     suites = [
         CaseOutcome("tests/test_server.py::test_ok", "passed", ""),
@@ -165,14 +168,14 @@ def test_the_report_names_revision_checks_drops_and_goals():
     assert len(document["runs"]) == len(RUNS)
 
 
-def test_requirements_keep_the_peers_out_of_the_project():
+def test_requirements_keep_the_peers_out_of_the_project() -> None:
     project = (ROOT / "pyproject.toml").read_text()
     for name in ("mlserver", "bentoml", "litserve", "pytriton", "granian"):
         assert name not in project.split("[tool.mypy]")[0]
     assert Path(ROOT / "mk" / "peers.mk").is_file()
 
 
-def test_junit_outcomes_name_each_test_and_its_first_failure_line(tmp_path):
+def test_junit_outcomes_name_each_test_and_its_first_failure_line(tmp_path: Path) -> None:
     report = tmp_path / "junit.xml"
     report.write_text(
         '<testsuites><testsuite name="pytest">'

@@ -7,6 +7,7 @@ import contextvars
 import logging
 import os
 import re
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -53,7 +54,7 @@ def test_a_sane_incoming_id_is_kept(client: TestClient, incoming: str) -> None:
     ["a" * (MAX_LENGTH + 1), "has space", "semi;colon", 'quote"d', "<script>", "é", "tab\t"],
 )
 def test_an_insane_incoming_id_is_replaced(client: TestClient, incoming: str) -> None:
-    answer = client.get("/health", headers={"X-Request-ID": incoming.encode("utf-8")})
+    answer = client.get("/health", headers={b"X-Request-ID": incoming.encode("utf-8")})
     assert GENERATED.fullmatch(answer.headers["x-request-id"])
 
 
@@ -153,6 +154,7 @@ def test_lifespan_and_other_scopes_pass_through() -> None:
 
     middleware = RequestIdMiddleware(app)
     coroutine = middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    assert isinstance(coroutine, Coroutine)  # the app's own, passed through
     with pytest.raises(StopIteration):
         coroutine.send(None)
     assert seen == ["lifespan"]

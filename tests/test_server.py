@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
@@ -494,7 +495,7 @@ def test_triton_infer_error_is_a_400_naming_the_input(
 # --- metrics across workers -------------------------------------------------------------------
 
 
-def scrape(url: str) -> list[Any]:
+def scrape(url: str) -> list[Metric]:
     """One scrape over a new connection, so successive scrapes may reach either worker."""
     with httpx.Client(base_url=url, timeout=30) as fresh:
         response = fresh.get("/metrics")
@@ -503,7 +504,7 @@ def scrape(url: str) -> list[Any]:
     return list(text_string_to_metric_families(response.text))
 
 
-def predict_requests(families: list[Any]) -> float:
+def predict_requests(families: list[Metric]) -> float:
     return sum(
         sample.value
         for family in families
@@ -515,7 +516,7 @@ def predict_requests(families: list[Any]) -> float:
     )
 
 
-def predictions(families: list[Any], model: str) -> float:
+def predictions(families: list[Metric], model: str) -> float:
     return sum(
         sample.value
         for family in families
@@ -551,7 +552,7 @@ def predict_requests_by_worker(metrics_dir: Path, scratch: Path) -> dict[str, fl
         alone.mkdir(parents=True)
         shutil.copy(path, alone)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(alone))
+        MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]  # unannotated upstream
         counts[path.stem.removeprefix("histogram_")] = predict_requests(list(registry.collect()))
     return counts
 
@@ -659,7 +660,7 @@ def test_metrics_label_unknown_paths_as_one_route(server: Server, http: httpx.Cl
     assert not routes & {"/wp-admin", "/etc/passwd", "/v3/anything"}
 
 
-def answers_by_status(families: list[Any], route: str) -> dict[str, float]:
+def answers_by_status(families: list[Metric], route: str) -> dict[str, float]:
     """The answers counted under `route`, by status."""
     counted: dict[str, float] = {}
     for family in families:
@@ -805,7 +806,8 @@ def test_with_log_format_json_the_fatal_start_up_line_is_a_json_object_too(
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, value: str) -> None:
-    log = failed_start(spawn(tmp_path / "run", **{name: value}))
+    # preexec named: a setting's name can then never bind it
+    log = failed_start(spawn(tmp_path / "run", preexec=None, **{name: value}))
     assert log.strip().splitlines() == [
         f"latam-delay: cannot start: {name}={value!r}: expected "
         + log.split(": expected ", 1)[1].strip()

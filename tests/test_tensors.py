@@ -180,7 +180,15 @@ def test_varied_length_bytes_elements_decode_as_the_loop_does(count: int) -> Non
     are not UTF-8) gives the loop's answer, whichever element it is."""
     elements = _names(count, count)
     assert from_raw("X", "BYTES", _raw(elements)) == [e.decode() for e in elements]
-    odds = (b"", b"\x00", b"AB\x00", b"\x00AB", b"A\x00\x00\x00B", b"A" * 256, b"\xff")
+    odds: tuple[bytes, ...] = (
+        b"",
+        b"\x00",
+        b"AB\x00",
+        b"\x00AB",
+        b"A\x00\x00\x00B",
+        b"A" * 256,
+        b"\xff",
+    )
     odds += ("Ñ".encode()[:1], b"\xe2\x82", b"\x80A", "Ñ".encode())
     _each_odd_decodes_as_the_loop(elements, odds, (0, 1, count // 2, count - 1))
 

@@ -48,10 +48,12 @@ def actionlint(*paths: Path) -> list[dict[str, Any]]:
 
 
 def load(path: Path) -> dict[str, Any]:
-    workflow: dict[str, Any] = yaml.safe_load(path.read_text())
+    loaded: dict[str | bool, Any] = yaml.safe_load(path.read_text())
     # YAML 1.1 reads the key `on` as the boolean true.
-    if True in workflow:
-        workflow["on"] = workflow.pop(True)
+    if True in loaded:
+        loaded["on"] = loaded.pop(True)
+    workflow = {key: value for key, value in loaded.items() if isinstance(key, str)}
+    assert len(workflow) == len(loaded), f"a key read as a boolean other than `on` in {path}"
     return workflow
 
 
@@ -60,7 +62,9 @@ def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def step_using(job: dict[str, Any], action: str) -> dict[str, Any]:
-    found = [step for step in job["steps"] if step.get("uses", "").startswith(action + "@")]
+    found: list[dict[str, Any]] = [
+        step for step in job["steps"] if step.get("uses", "").startswith(action + "@")
+    ]
     assert len(found) == 1, f"expected one {action} step, found {len(found)}"
     return found[0]
 
@@ -70,7 +74,7 @@ def index_of(job: dict[str, Any], step: dict[str, Any]) -> int:
 
 
 def step_running(job: dict[str, Any], command: str) -> dict[str, Any]:
-    found = [step for step in job["steps"] if command in step.get("run", "")]
+    found: list[dict[str, Any]] = [step for step in job["steps"] if command in step.get("run", "")]
     assert len(found) == 1, f"expected one step running {command!r}, found {len(found)}"
     return found[0]
 
@@ -97,7 +101,7 @@ def documented_make_targets() -> set[str]:
     return set(re.findall(r"\bmake ([a-z][\w-]*)", text))
 
 
-def test_actionlint_finds_nothing_in_the_workflows():
+def test_actionlint_finds_nothing_in_the_workflows() -> None:
     assert {CI, RETRAIN, DEPLOY, DEPLOY_ENVIRONMENT} <= set(ALL_WORKFLOWS)
     findings = actionlint(*ALL_WORKFLOWS)
     assert findings == [], "\n".join(
@@ -105,7 +109,7 @@ def test_actionlint_finds_nothing_in_the_workflows():
     )
 
 
-def test_actionlint_does_check(tmp_path):
+def test_actionlint_does_check(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yml"
     broken.write_text(
         "on: push\n"
@@ -124,7 +128,7 @@ def test_actionlint_does_check(tmp_path):
 
 
 @pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed (.ci/run installs it)")
-def test_the_shell_scripts_pass_shellcheck(tmp_path):
+def test_the_shell_scripts_pass_shellcheck(tmp_path: Path) -> None:
     """CI's entry point and the deploy scripts, as actionlint checks the workflows' scripts: a
     comment in .ci/run that began with the word shellcheck was read as a directive, and
     shellcheck stopped at it without checking the rest."""
@@ -139,14 +143,14 @@ def test_the_shell_scripts_pass_shellcheck(tmp_path):
 
 
 @pytest.mark.parametrize("path", [CI, RETRAIN], ids=["ci", "retrain"])
-def test_workflows_run_documented_make_targets_and_make_test(path):
+def test_workflows_run_documented_make_targets_and_make_test(path: Path) -> None:
     targets = make_targets(load(path))
     assert "test" in targets, "the README's test command"
     assert set(targets) <= defined_make_targets()
     assert set(targets) <= documented_make_targets()
 
 
-def test_ci_runs_the_readme_test_commands_and_builds_the_image_on_the_slim_base():
+def test_ci_runs_the_readme_test_commands_and_builds_the_image_on_the_slim_base() -> None:
     workflow = load(CI)
     assert make_targets(workflow)[:2] == ["test", "test-slow"]
     build = step_using(workflow["jobs"]["image"], "docker/build-push-action")
@@ -156,14 +160,14 @@ def test_ci_runs_the_readme_test_commands_and_builds_the_image_on_the_slim_base(
     step_using(workflow["jobs"]["image"], "docker/setup-buildx-action")
 
 
-def test_the_image_is_built_only_after_the_tests_pass():
+def test_the_image_is_built_only_after_the_tests_pass() -> None:
     jobs = load(CI)["jobs"]
     needs = jobs["image"]["needs"]
     assert "test" in ([needs] if isinstance(needs, str) else needs)
     assert any("make test" in line for line in run_lines({"jobs": {"test": jobs["test"]}}))
 
 
-def test_the_buildx_cache_goes_through_the_action_that_hands_it_the_cache_token():
+def test_the_buildx_cache_goes_through_the_action_that_hands_it_the_cache_token() -> None:
     """A `run:` step never sees ACTIONS_RUNTIME_TOKEN, so `--cache-to type=gha` there is inert."""
     image = load(CI)["jobs"]["image"]
     assert not any("type=gha" in step.get("run", "") for step in image["steps"])
@@ -172,7 +176,7 @@ def test_the_buildx_cache_goes_through_the_action_that_hands_it_the_cache_token(
     assert build["with"]["cache-to"].startswith("type=gha")
 
 
-def test_the_image_is_served_and_scanned_before_it_is_pushed_tagged_with_its_commit():
+def test_the_image_is_served_and_scanned_before_it_is_pushed_tagged_with_its_commit() -> None:
     image = load(CI)["jobs"]["image"]
     build = step_using(image, "docker/build-push-action")
     serve = step_running(image, "docker run")
@@ -197,7 +201,7 @@ def test_the_image_is_served_and_scanned_before_it_is_pushed_tagged_with_its_com
     assert image["outputs"]["image"] == "${{ steps.push.outputs.image }}"
 
 
-def test_deploy_promotes_one_commits_image_to_staging_then_production():
+def test_deploy_promotes_one_commits_image_to_staging_then_production() -> None:
     workflow = load(DEPLOY)
     assert workflow["on"]["workflow_run"]["workflows"] == [load(CI)["name"]]
     assert workflow["on"]["workflow_run"]["branches"] == ["main"]
@@ -224,7 +228,9 @@ def test_deploy_promotes_one_commits_image_to_staging_then_production():
     )
 
 
-def test_each_environment_sets_the_overlay_to_the_sha_applies_it_and_waits_for_the_rollout():
+def test_each_environment_sets_the_overlay_to_the_sha_applies_it_and_waits_for_the_rollout() -> (
+    None
+):
     workflow = load(DEPLOY_ENVIRONMENT)
     assert set(workflow["on"]["workflow_call"]["inputs"]) == {"environment", "sha", "image"}
     kubernetes = workflow["jobs"]["kubernetes"]
@@ -246,7 +252,7 @@ def test_each_environment_sets_the_overlay_to_the_sha_applies_it_and_waits_for_t
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "latam-delay"
 
 
-def test_each_environment_deploys_the_lambda_stack_through_its_canary():
+def test_each_environment_deploys_the_lambda_stack_through_its_canary() -> None:
     lambda_job = load(DEPLOY_ENVIRONMENT)["jobs"]["lambda"]
     assert lambda_job["environment"]["name"] == "${{ inputs.environment }}"
     deploy = step_running(lambda_job, "sam deploy")["run"]
@@ -262,7 +268,7 @@ def test_each_environment_deploys_the_lambda_stack_through_its_canary():
     )
 
 
-def test_retrain_pulls_gates_checks_tests_then_opens_a_pull_request():
+def test_retrain_pulls_gates_checks_tests_then_opens_a_pull_request() -> None:
     workflow = load(RETRAIN)
     commands = (
         "dvc pull",
@@ -283,7 +289,7 @@ def test_retrain_pulls_gates_checks_tests_then_opens_a_pull_request():
     assert "workflow_dispatch" in workflow["on"]
 
 
-def test_retrains_real_data_tests_read_the_data_dvc_pulls():
+def test_retrains_real_data_tests_read_the_data_dvc_pulls() -> None:
     """One data setting: `dvc pull` writes params.yaml's data.path, and SCL_DATA (read by
     `make export` and by tests/conftest.py's real_data) names the same file."""
     env = load(RETRAIN)["jobs"]["retrain"]["env"]
@@ -293,7 +299,7 @@ def test_retrains_real_data_tests_read_the_data_dvc_pulls():
     assert [out["path"] for out in tracked] == [data_path]
 
 
-def test_retrain_attaches_the_report_diff_to_its_pull_request():
+def test_retrain_attaches_the_report_diff_to_its_pull_request() -> None:
     workflow = load(RETRAIN)
     job = workflow["jobs"]["retrain"]
     report = step_running(job, "dvc metrics diff")
@@ -307,7 +313,7 @@ def test_retrain_attaches_the_report_diff_to_its_pull_request():
     assert index_of(job, report) < index_of(job, upload) < index_of(job, create)
 
 
-def test_retrain_triggers_on_every_input_of_the_pipeline():
+def test_retrain_triggers_on_every_input_of_the_pipeline() -> None:
     triggers = load(RETRAIN)["on"]["push"]["paths"]
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     inputs = {"dvc.yaml", "dvc.lock", "params.yaml", "data.dvc"}
@@ -320,7 +326,7 @@ def test_retrain_triggers_on_every_input_of_the_pipeline():
         assert any(fnmatchcase(path, pattern.replace("**", "*")) for pattern in triggers), path
 
 
-def test_retrain_pull_request_carries_every_output_of_the_export():
+def test_retrain_pull_request_carries_every_output_of_the_export() -> None:
     create = next(s for s in steps(load(RETRAIN)) if s.get("uses", "").startswith("peter-evans/"))
     add_paths = create["with"]["add-paths"].split()
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["export"]
