@@ -146,16 +146,17 @@ def test_psi_is_zero_on_the_expected_shares_and_matches_its_formula() -> None:
 
 
 def split(window: drift.Window, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """window.split(counts) of its totals()' array: an array, cut into arrays, which its
-    annotation (Sequence[float] in and out) does not admit, an ndarray being no Sequence to mypy."""
-    return window.split(counts)  # type: ignore[arg-type,return-value]  # see the docstring
+    """A window's flat counts (totals(), laid out by its offsets), feature by feature."""
+    return {
+        name: counts[offset : offset + len(window.profile.histograms[name].buckets)]
+        for name, offset in window.offsets.items()
+    }
 
 
 def window_psi(window: drift.Window) -> dict[str, float]:
     counts, _, _ = window.totals()
     return {
-        # drift.psi's counts: Sequence[float] too, given an array here as window.split's parts
-        name: drift.psi(window.profile.histograms[name].shares, part)  # type: ignore[arg-type]
+        name: drift.psi(window.profile.histograms[name].shares, part.tolist())
         for name, part in split(window, counts).items()
     }
 

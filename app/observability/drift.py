@@ -431,10 +431,3 @@ class Window:
             flights += closed_flights
             delayed += closed_delayed
         return counts, flights, delayed
-
-    def split(self, counts: Sequence[float]) -> dict[str, Sequence[float]]:
-        """Flat counts, feature by feature."""
-        return {
-            name: counts[offset : offset + len(self.profile.histograms[name].buckets)]
-            for name, offset in self.offsets.items()
-        }
