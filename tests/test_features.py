@@ -115,38 +115,32 @@ def test_high_season_is_the_challenges_periods(when: str, inside: int) -> None:
     assert high_season(np.array([when], dtype="datetime64[m]")).tolist() == [inside]
 
 
-def _array_columns(*columns: np.ndarray) -> Columns:
-    """Columns of arrays, as training's `take` gives them: Columns annotates its columns as
-    Sequence, which an ndarray is not to mypy."""
-    return Columns(*columns)  # type: ignore[arg-type]  # see the docstring
-
-
 def _hierarchy_data() -> tuple[Columns, np.ndarray]:
     """Airline LAN: route LAN>SCFA always late (flight 1 with 100 rows), route LAN>SCIE never."""
     rows = [("LAN", "SCFA", "1", 1)] * 100 + [("LAN", "SCIE", "2", 0)] * 100
     rows += [("SKU", "SCFA", "7", 0)] * 100
     departure = np.full(len(rows), np.datetime64("2017-03-01T10:00"))
-    columns = _array_columns(
-        np.array(["Grupo LATAM"] * len(rows), dtype=object),
-        np.array(["N"] * len(rows), dtype=object),
-        np.full(len(rows), 3),
+    columns = Columns(
+        ["Grupo LATAM"] * len(rows),
+        ["N"] * len(rows),
+        [3] * len(rows),
         departure,
-        np.array([r[1] for r in rows], dtype=object),
-        np.array([r[0] for r in rows], dtype=object),
-        np.array([r[2] for r in rows], dtype=object),
+        [r[1] for r in rows],
+        [r[0] for r in rows],
+        [r[2] for r in rows],
     )
     return columns, np.array([r[3] for r in rows])
 
 
 def _one(airline: str, destination: str, number: str) -> Columns:
-    return _array_columns(
-        np.array(["Grupo LATAM"], dtype=object),
-        np.array(["N"], dtype=object),
-        np.array([3]),
+    return Columns(
+        ["Grupo LATAM"],
+        ["N"],
+        [3],
         np.array(["2017-03-01T10:00"], dtype="datetime64[m]"),
-        np.array([destination], dtype=object),
-        np.array([airline], dtype=object),
-        np.array([number], dtype=object),
+        [destination],
+        [airline],
+        [number],
     )
 
 

@@ -98,19 +98,24 @@ def from_flights(flights: Sequence[Flight]) -> Columns:
 
 
 def take(columns: Columns, rows: np.ndarray) -> Columns:
-    """The rows `rows` of every column."""
+    """The rows `rows` of every column: lists of Python values, as a request's columns are (and
+    as Columns declares them; the encoder made them lists anyway), the departures an array."""
 
-    def pick(column: Any) -> Any:
-        return None if column is None else np.asarray(column)[rows]
+    def pick(column: Sequence[Any]) -> list[Any]:
+        picked: list[Any] = np.asarray(column)[rows].tolist()
+        return picked
+
+    def pick_schedule(column: Sequence[Any] | None) -> list[Any] | None:
+        return None if column is None else pick(column)
 
     return Columns(
         pick(columns.operator),
         pick(columns.flight_type),
         pick(columns.month),
-        pick(columns.departure),
-        pick(columns.destination),
-        pick(columns.airline),
-        pick(columns.number),
+        None if columns.departure is None else columns.departure[rows],
+        pick_schedule(columns.destination),
+        pick_schedule(columns.airline),
+        pick_schedule(columns.number),
     )
 
 
