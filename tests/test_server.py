@@ -906,6 +906,15 @@ def test_the_real_server_sends_no_server_header(server: Server, http: httpx.Clie
         assert "server" not in answer.headers, answer.headers
 
 
+def test_a_request_id_with_trailing_whitespace_is_the_clients_own(server: Server) -> None:
+    """llhttp keeps a field value's trailing whitespace, which RFC 9110 §5.5 excludes: the ID
+    `abc-1 ` was no valid one, and the answer carried a generated ID the client never sent."""
+    sent = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: abc-1 \t\r\nConnection: close\r\n\r\n"
+    answer = raw_answer(server, sent)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"\r\nx-request-id: abc-1\r\n" in answer, answer
+
+
 def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
     tmp_path: Path,
 ) -> None:

@@ -13,7 +13,7 @@ connection (the app failed or stopped halfway) is written first, as uvicorn woul
 connection already lost drops it, as uvicorn's writes are.
 
 A write once the connection is closing is dropped, as uvicorn drops the writes of a cycle it
-knows is disconnected. It does not always know: uvicorn (0.54) marks only the last cycle of a
+knows is disconnected. It does not always know: uvicorn (0.55) marks only the last cycle of a
 connection disconnected when the connection is lost, so a request still being answered with a
 pipelined one queued behind it writes on a closed transport when the connection ends under it
 (uvicorn's 400 for bytes that follow, the client's half-close), and uvloop raises there: an

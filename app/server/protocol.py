@@ -392,7 +392,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's (0.54), and then the head limit; but a request whose `Upgrade` uvicorn
+        """uvicorn's (0.55), and then the head limit; but a request whose `Upgrade` uvicorn
         does not take (`h2c`) is served with its body, and the connection parses on
         (app.server.upgrade), where httptools dropped both."""
         if self._refusal is not None:  # nothing after bytes that are not HTTP is read
@@ -523,11 +523,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's, restated (super() would add a call to every field), and the Host fields
         counted (`_judge_hosts`); an HTTP/1.0 request's `Expect: 100-continue` is ignored, as
         RFC 9110 §10.1.1 asks (uvicorn answered it `100 Continue`, a status HTTP/1.0 does not
-        have, before the request's own answer)."""
+        have, before the request's own answer). A value loses the trailing whitespace llhttp
+        keeps (RFC 9110 §5.5 excludes it), as uvicorn's own does since 0.55."""
         if self._trailer is not None:  # a trailer field: dropped (RFC 9112 §7.1.2 allows it)
             self._limit_trailer(field=len(name) + len(value) + 4)
             return
         name = name.lower()
+        value = value.rstrip(b" \t")
         if name == b"host":
             self._hosts += 1
         elif name == b"expect" and value.lower() == b"100-continue":

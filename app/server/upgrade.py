@@ -6,7 +6,7 @@ so on a POST too. RFC 9110 §7.8 lets a server ignore the offer and answer in HT
 means to, but httptools stops at the end of such a request's head, taking everything after it
 for the new protocol: the app read an empty body (every such `/predict` was a `400 the request
 body is empty`), the body's bytes were dropped, and nothing more on the connection was parsed
-(uvicorn#2722 and httptools#124, open for uvicorn 0.54 and httptools 0.9). The guarded protocol
+(uvicorn#2722 and httptools#124, open for uvicorn 0.55 and httptools 0.9). The guarded protocol
 (app.server.protocol) hands what follows such a head to an `IgnoredUpgradeBody`, which frames
 the body with h11 (uvicorn's own dependency, pure Python: the path is rare, and h11 checks a
 chunked body as carefully as httptools would), and then parses on with a fresh httptools
