@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.stress_report import WrkRunInfo
+
 SETTLE_S = 1.5
 """Seconds between wrk and the measured run's start, and after its end: every worker has added
 its tallies to the shared metrics by then (app.observability.metrics.FLUSH_SECONDS, once a second),
@@ -259,18 +261,9 @@ class Summary:
 
 
 @dataclass(frozen=True, slots=True)
-class RunInfo:
-    """Where and how: what a reader needs to trust or redo the numbers."""
+class RunInfo(WrkRunInfo):
+    """A `make compare` run's record: its rounds and their shape."""
 
-    date_utc: str
-    uname: str
-    cpu_model: str
-    nproc: int
-    load_average: str
-    """/proc/loadavg before the first run."""
-    command: str
-    server_command: str
-    wrk_command: str
     rounds: int
     duration_s: int
     warmup_s: int

@@ -58,18 +58,25 @@ class WrkSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class RunInfo:
-    """Where and how the run happened: what a reader needs to trust or redo the numbers."""
+class WrkRunInfo:
+    """Where and how a wrk run happened: what a reader needs to trust or redo the numbers (the
+    stress run's and `make compare`'s records add their own)."""
 
     date_utc: str
     uname: str
     cpu_model: str
     nproc: int
     load_average: str
-    """/proc/loadavg before the run: other work on the machine skews every number."""
+    """/proc/loadavg before the (first) run: other work on the machine skews every number."""
     command: str
     server_command: str
     wrk_command: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo(WrkRunInfo):
+    """A stress run's record."""
+
     workers: int | None
     connections: int
     wrk_output: str
