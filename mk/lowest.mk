@@ -2,8 +2,8 @@
 # extra goes into $(LOWEST_VENV), every direct dependency at the lowest version its range admits
 # (uv's --resolution lowest-direct; requirements.lock is not read), and the test modules that
 # import app/ run there; the training and export ones (test_export.py, test_evaluate.py) do not.
-# Not part of `make test` or CI (about 7 minutes here, the install included). Included by the Makefile;
-# uses $(PYTHON).
+# Not part of `make test` or CI (about 7 minutes here, the install included). Included by the
+# Makefile; uses $(PYTHON).
 LOWEST_VENV ?= build/lowest
 UV_VERSION ?= 0.13.9
 LOWEST_TESTS = $(filter-out tests/test_export.py tests/test_evaluate.py, \

@@ -131,11 +131,12 @@ def exported_imports() -> set[str]:
         [sys.executable, "-c", listing], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     root = ROOT.resolve()
+    environment = Path(sys.prefix).resolve()  # .venv, or make test-lowest's build/lowest
     files = {Path(name).resolve() for name in printed}
     return {
         file.relative_to(root).as_posix()
         for file in files
-        if file.is_relative_to(root) and not file.is_relative_to(root / ".venv")
+        if file.is_relative_to(root) and not file.is_relative_to(environment)
     }
 
 
