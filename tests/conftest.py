@@ -41,6 +41,8 @@ generated one): one rule everywhere. Before, the app kept the last sane one, the
 own answers the last one, gRPC the first. Joined into one field by a proxy (`first,second`:
 API Gateway does), the first element is the first sent (until the twenty-first session the
 whole field was judged, and a new ID given)."""
+PADDED_REQUEST_IDS = ["abc-1 ", " abc-1", "  abc-1  "]
+"""X-Request-ID with spaces around `abc-1`, which is the ID kept (gRPC's client refuses tabs)."""
 T = TypeVar("T")
 
 COLUMNS = [

@@ -40,7 +40,7 @@ from tritonclient.utils import InferenceServerException
 from app.observability.metrics import FLUSH_SECONDS
 from benchmarks import grpc_load
 from benchmarks.chaos import point, retagged_release, wait_for
-from tests.conftest import MODELS_DIR, PAYLOADS, SEVERAL_REQUEST_IDS
+from tests.conftest import MODELS_DIR, PADDED_REQUEST_IDS, PAYLOADS, SEVERAL_REQUEST_IDS
 from tests.test_server import (
     FULL_FLIGHTS,
     FULL_INPUTS,
@@ -491,6 +491,17 @@ def test_of_several_request_ids_the_first_is_judged_as_rest_judges_it(
     _, call = stub.ServerLive.with_call(pb.ServerLiveRequest(), metadata=metadata, timeout=5)
     (answered,) = [value for key, value in call.trailing_metadata() if key == "x-request-id"]
     assert answered == kept if kept is not None else answered not in sent
+
+
+@pytest.mark.parametrize("sent", PADDED_REQUEST_IDS, ids=repr)
+def test_spaces_around_a_request_id_are_no_part_of_it_as_over_rest(
+    stub: pb_grpc.GRPCInferenceServiceStub, sent: str
+) -> None:
+    """HTTP/2 keeps them in the metadata's value; uvicorn's HTTP/1.1 parser drops them."""
+    _, call = stub.ServerLive.with_call(
+        pb.ServerLiveRequest(), metadata=(("x-request-id", sent),), timeout=5
+    )
+    assert ("x-request-id", "abc-1") in call.trailing_metadata()
 
 
 def samples(http: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

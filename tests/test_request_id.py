@@ -23,7 +23,7 @@ from app.observability.request_id import (
     new_id,
 )
 from benchmarks.asgi import request_caller
-from tests.conftest import SEVERAL_REQUEST_IDS
+from tests.conftest import PADDED_REQUEST_IDS, SEVERAL_REQUEST_IDS
 
 GENERATED = re.compile(r"[0-9a-f]{12}-[0-9a-f]+")
 
@@ -51,11 +51,21 @@ def test_a_sane_incoming_id_is_kept(client: TestClient, incoming: str) -> None:
 
 @pytest.mark.parametrize(
     "incoming",
-    ["a" * (MAX_LENGTH + 1), "has space", "semi;colon", 'quote"d', "<script>", "é", "tab\t"],
+    ["a" * (MAX_LENGTH + 1), "has space", "semi;colon", 'quote"d', "<script>", "é", "tab\tin"],
 )
 def test_an_insane_incoming_id_is_replaced(client: TestClient, incoming: str) -> None:
     answer = client.get("/health", headers={b"X-Request-ID": incoming.encode("utf-8")})
     assert GENERATED.fullmatch(answer.headers["x-request-id"])
+
+
+@pytest.mark.parametrize("incoming", [*PADDED_REQUEST_IDS, "abc-1\t", "\tabc-1 \t"], ids=repr)
+def test_spaces_and_tabs_around_an_incoming_id_are_no_part_of_it(
+    client: TestClient, incoming: str
+) -> None:
+    """The app sees them where no HTTP/1.1 parser dropped them first: gRPC's metadata, a test
+    client, a Lambda event."""
+    answer = client.get("/health", headers={b"X-Request-ID": incoming.encode("utf-8")})
+    assert answer.headers["x-request-id"] == "abc-1"
 
 
 @pytest.mark.parametrize(("sent", "kept"), SEVERAL_REQUEST_IDS, ids=str)

@@ -66,12 +66,13 @@ def accepted(value: bytes) -> bool:
 def judged(value: bytes) -> bytes:
     """The caller's ID if it is sane, else a new one. A proxy may join repeated headers into one
     field (`abc,def`, as RFC 9110 §5.3 allows; API Gateway does): its first element is the first
-    ID sent, judged in turn."""
+    ID sent, judged in turn. Spaces and tabs around it are no part of it (RFC 9110 §5.5, §5.6.1):
+    HTTP/1.1's parser drops them before the app sees the field, but gRPC's metadata keeps them
+    (`abc-1 ` was a generated ID there, `abc-1` over REST)."""
     if accepted(value):
         return value
-    first, comma, _ = value.partition(b",")
-    first = first.strip(b" ")
-    return first if comma and accepted(first) else new_id()
+    first = value.partition(b",")[0].strip(b" \t")
+    return first if accepted(first) else new_id()
 
 
 def caller_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
