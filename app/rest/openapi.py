@@ -437,7 +437,10 @@ def openapi_document(
                         "in": "query",
                         "required": False,
                         "schema": {"type": "boolean"},
-                        "description": "add `proba`",
+                        "description": (
+                            "true (or 1): add `proba`; false (or 0), the default: leave it out; "
+                            "at most once"
+                        ),
                     }
                 ],
                 "requestBody": {"required": True}

@@ -220,7 +220,10 @@ def _flag(scope: Scope, name: str) -> bool:
     query = scope["query_string"]
     if not query:  # the usual case: skip parsing an empty query
         return False
-    value = QueryParams(query).get(name)
+    values = QueryParams(query).getlist(name)
+    if len(values) > 1:  # Starlette's get() keeps the last: `proba=true&proba=false` was false
+        raise BadRequest(f"query parameter {name} is given {len(values)} times: give it once")
+    value = values[0] if values else None
     if value is None or value.lower() in _FALSE:
         return False
     if value.lower() in _TRUE:
