@@ -199,10 +199,17 @@ def _varied_elements(name: str, data: bytes) -> list[Any]:
     return elements
 
 
-def check_output(name: Any) -> str:
-    if type(name) is not str or name not in OUTPUTS:
-        raise BadRequest(f"unknown output {quoted(name)}; this model gives {list(OUTPUTS)}")
-    return name
+def check_outputs(names: Sequence[Any]) -> list[str]:
+    """The outputs asked for, each known and asked for once, as an input is given once (a
+    repeated one was answered once, silently)."""
+    checked: list[str] = []
+    for name in names:
+        if type(name) is not str or name not in OUTPUTS:
+            raise BadRequest(f"unknown output {quoted(name)}; this model gives {list(OUTPUTS)}")
+        if name in checked:
+            raise BadRequest(f"output {name!r} is asked for twice")
+        checked.append(name)
+    return checked
 
 
 def output_values(name: str, prediction: Prediction) -> list[Any] | np.ndarray:

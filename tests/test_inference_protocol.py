@@ -133,6 +133,26 @@ def test_json_inputs_with_nested_data_decode_to_rows() -> None:
         ),
         (lambda h: h.update(parameters=[1]), "^'parameters' must be an object"),
         (lambda h: h.update(outputs={"name": "label"}), "'outputs' must be a list"),
+        (  # each was answered once, silently; an input given twice is refused
+            lambda h: h.update(outputs=[{"name": "proba"}, {"name": "label"}, {"name": "proba"}]),
+            "output 'proba' is asked for twice",
+        ),
+        (  # the flags below were read as false unless exactly true: "true" gave JSON, silently
+            lambda h: h.update(parameters={"binary_data_output": "true"}),
+            "^parameter binary_data_output must be true or false, not 'true'",
+        ),
+        (
+            lambda h: h.update(parameters={"binary_data_output": None}),
+            "^parameter binary_data_output must be true or false, not None",
+        ),
+        (
+            lambda h: h.update(outputs=[{"name": "label", "parameters": {"binary_data": 1}}]),
+            "^output 'label': parameter binary_data must be true or false, not 1",
+        ),
+        (
+            lambda h: h.update(outputs=[{"name": "label", "parameters": [1]}]),
+            "^output 'label': 'parameters' must be an object",
+        ),
     ],
 )
 def test_malformed_json_requests_are_refused(mutate: object, message: str) -> None:
@@ -261,7 +281,7 @@ def test_a_binary_data_size_that_is_no_count_of_bytes_is_a_400(size: object) -> 
 
 def test_each_output_may_ask_for_binary_data_apart_from_the_default() -> None:
     """An output's own `binary_data` wins over the request's `binary_data_output`; an output
-    without parameters, or with parameters that are no object, takes the default."""
+    without parameters takes the default (parameters that are no object are refused: above)."""
     inputs = [
         {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["A"]},
         {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
@@ -271,7 +291,7 @@ def test_each_output_may_ask_for_binary_data_apart_from_the_default() -> None:
         for parameters, expected in (
             ({"binary_data": not default}, not default),
             (None, default),
-            ([1], default),
+            ({}, default),
         ):
             label: dict[str, object] = {"name": "label"}
             if parameters is not None:

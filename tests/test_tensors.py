@@ -17,7 +17,7 @@ from app.tensors import (
     _short_elements,
     _uniform_elements,
     _varied_elements,
-    check_output,
+    check_outputs,
     from_raw,
     output_metadata,
     to_raw,
@@ -101,11 +101,13 @@ def test_outputs_encode_raw_little_endian() -> None:
     prediction = Prediction([0, 1], [0.25, 0.75], 1)
     assert to_raw("label", prediction) == np.array([0, 1], "<i8").tobytes()
     assert to_raw("proba", prediction) == np.array([0.25, 0.75], "<f4").tobytes()
-    assert check_output("proba") == "proba"
+    assert check_outputs(["proba", "label"]) == ["proba", "label"]
     with pytest.raises(BadRequest, match="unknown output 'logits'"):
-        check_output("logits")
+        check_outputs(["logits"])
     with pytest.raises(BadRequest, match=r"unknown output \['label'\]"):  # unhashable: no 500
-        check_output(["label"])
+        check_outputs([["label"]])
+    with pytest.raises(BadRequest, match="output 'label' is asked for twice"):
+        check_outputs(["label", "proba", "label"])
     assert output_metadata() == [
         {"name": "label", "datatype": "INT64", "shape": [-1]},
         {"name": "proba", "datatype": "FP32", "shape": [-1]},

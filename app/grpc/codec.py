@@ -13,7 +13,7 @@ from typing import Any
 from app.errors import BadRequest
 from app.grpc import grpc_predict_v2_pb2 as pb
 from app.inference.model import OnnxModel, Prediction
-from app.tensors import OUTPUTS, InferenceRequest, InputColumns, check_output, from_raw, to_raw
+from app.tensors import OUTPUTS, InferenceRequest, InputColumns, check_outputs, from_raw, to_raw
 
 _CONTENTS = {"BYTES": "bytes_contents", "INT64": "int64_contents", "INT32": "int_contents"}
 """Where a tensor of each datatype the models take keeps its typed elements."""
@@ -39,7 +39,7 @@ def decode_request(request: pb.ModelInferRequest, inputs: dict[str, str]) -> Inf
         else:
             values = from_raw(name, tensor.datatype, raw[index])
         columns.add(name, values, shape, count)
-    outputs = {check_output(output.name): True for output in request.outputs}
+    outputs = dict.fromkeys(check_outputs([output.name for output in request.outputs]), True)
     return InferenceRequest(
         request.id or None, columns.columns(), outputs or dict.fromkeys(OUTPUTS, True)
     )

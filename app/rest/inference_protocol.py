@@ -18,7 +18,7 @@ from app.tensors import (
     OUTPUTS,
     InferenceRequest,
     InputColumns,
-    check_output,
+    check_outputs,
     from_raw,
     output_values,
     to_raw,
@@ -156,20 +156,29 @@ def _requested_outputs(header: dict[str, Any]) -> dict[str, bool]:
     parameters = header.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise BadRequest("'parameters' must be an object")
-    default_binary = parameters.get("binary_data_output") is True
+    default_binary = _flag(parameters, "binary_data_output", False, "")
     requested = header.get("outputs")
     if requested is None or requested == []:  # gRPC cannot tell an empty list from none
         return dict.fromkeys(OUTPUTS, default_binary)
     if not isinstance(requested, list):
         raise BadRequest("'outputs' must be a list")
+    names = check_outputs(
+        [item.get("name") if isinstance(item, dict) else None for item in requested]
+    )
     outputs: dict[str, bool] = {}
-    for item in requested:
-        name = check_output(item.get("name") if isinstance(item, dict) else None)
+    for name, item in zip(names, requested, strict=True):
         output_parameters = item.get("parameters") or {}
-        binary = (
-            output_parameters.get("binary_data", default_binary)
-            if isinstance(output_parameters, dict)
-            else default_binary
+        if not isinstance(output_parameters, dict):
+            raise BadRequest(f"output {name!r}: 'parameters' must be an object")
+        outputs[name] = _flag(
+            output_parameters, "binary_data", default_binary, f"output {name!r}: "
         )
-        outputs[name] = binary is True
     return outputs
+
+
+def _flag(parameters: dict[str, Any], name: str, default: bool, where: str) -> bool:
+    """A boolean parameter: a string "true" or a 1 was read as false, silently."""
+    value = parameters.get(name, default)
+    if type(value) is not bool:
+        raise BadRequest(f"{where}parameter {name} must be true or false, not {quoted(value)}")
+    return value
