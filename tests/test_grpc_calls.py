@@ -135,14 +135,25 @@ class Held:
         return Empty()
 
 
+class HeldProbe(Held):
+    """`Held` as a probe: never shed."""
+
+    @calls.rpc(Empty, shed=False)
+    async def Held(self, request: Empty, context: calls.Context) -> Empty:  # noqa: N802
+        await self.release.wait()
+        return Empty()
+
+
 async def held_calls(
-    monkeypatch: pytest.MonkeyPatch, calls_made: int
+    monkeypatch: pytest.MonkeyPatch, calls_made: int, servicer: Held | None = None
 ) -> tuple[list[grpc.StatusCode], str, list[str]]:
-    """The status of each of `calls_made` calls to `Held` made at once (released once all but
-    the refused are in), the details of the first refused one, and what the server counted."""
+    """The status of each of `calls_made` calls to `servicer.Held` (a `Held` by default) made at
+    once (released once all but the refused are in), the details of the first refused one, and
+    what the server counted."""
     counted: list[str] = []
     monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
-    servicer = Held()
+    servicer = servicer or Held()
+    refused = 0 if isinstance(servicer, HeldProbe) else max(0, calls_made - servicer.max_in_flight)
     async with (
         serving(servicer.Held, "Held") as port,
         grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
@@ -150,9 +161,7 @@ async def held_calls(
         method = channel.unary_unary("/S/Held")
         pending = [method(Empty().SerializeToString(), timeout=10) for _ in range(calls_made)]
         for _ in range(200):  # until the handlers hold what they may, and refused the rest
-            if servicer.in_flight >= servicer.max_in_flight and len(counted) >= max(
-                0, calls_made - servicer.max_in_flight
-            ):
+            if servicer.in_flight >= calls_made - refused and len(counted) >= refused:
                 break
             await asyncio.sleep(0.01)
         servicer.release.set()
@@ -173,6 +182,14 @@ def test_calls_past_max_in_flight_are_unavailable_at_once_and_counted(
     assert sorted(code.name for code in codes) == ["OK", "OK"] + ["UNAVAILABLE"] * 3
     assert details.startswith("overloaded: too many requests in flight")
     assert sorted(counted) == ["OK", "OK"] + ["UNAVAILABLE"] * 3
+
+
+def test_a_probe_is_answered_past_max_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As REST's probes (app.server.overload.UNSHED_PATHS): shed, a health check told an
+    orchestrator that an overloaded worker was unready."""
+    codes, _, counted = asyncio.run(held_calls(monkeypatch, calls_made=5, servicer=HeldProbe()))
+    assert [code.name for code in codes] == ["OK"] * 5
+    assert counted == ["OK"] * 5
 
 
 async def stalled_calls(

@@ -66,14 +66,17 @@ Method = Callable[[Any, Request, Context], Awaitable[Response]]
 Handler = Callable[[Any, AsyncIterator[bytes], Context], Awaitable[Response]]
 
 
-def rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Handler[Response]]:
-    """A method of the service (`method(self, request, context)`) as `handler` serves it: from
+def rpc(
+    request_type: type[Request], *, service: str = SERVICE, shed: bool = True
+) -> Callable[[Method[Request, Response]], Handler[Response]]:
+    """A method of `service` (`method(self, request, context)`) as `handler` serves it: from
     the call's headers, timed, counted, under its request ID, its errors as status codes,
-    UNAVAILABLE past the servicer's `max_in_flight` calls unanswered, and its one message read
-    within the servicer's `message_timeout` seconds."""
+    UNAVAILABLE past the servicer's `max_in_flight` calls unanswered (unless not `shed`: the
+    probes, as REST's UNSHED_PATHS), and its one message read within the servicer's
+    `message_timeout` seconds."""
 
     def wrap(method: Method[Request, Response]) -> Handler[Response]:
-        route = f"/{SERVICE}/{method.__name__}"
+        route = f"/{service}/{method.__name__}"
 
         @functools.wraps(method)
         async def call(self: Any, messages: AsyncIterator[bytes], context: Context) -> Response:
@@ -86,7 +89,7 @@ def rpc(request_type: type[Request]) -> Callable[[Method[Request, Response]], Ha
             self.in_flight += 1
             context.add_done_callback(functools.partial(_leave, self))
             try:
-                if self.in_flight > self.max_in_flight:
+                if shed and self.in_flight > self.max_in_flight:
                     # a new error each time: raising one instance again adds this frame (and its
                     # message) to the traceback it keeps, 730 KB a refused call, never freed
                     raise Overloaded(SHED_ERROR.message)

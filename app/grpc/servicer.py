@@ -31,13 +31,13 @@ class InferenceServicer:
         self.message_timeout = message_timeout
         """Seconds a call's message may take to arrive in full (BODY_TIMEOUT, as a REST body)."""
 
-    @rpc(pb.ServerLiveRequest)
+    @rpc(pb.ServerLiveRequest, shed=False)  # a probe, as app.grpc.health's
     async def ServerLive(  # noqa: N802 (the proto's method names)
         self, request: pb.ServerLiveRequest, context: Context
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @rpc(pb.ServerReadyRequest)
+    @rpc(pb.ServerReadyRequest, shed=False)
     async def ServerReady(  # noqa: N802
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
