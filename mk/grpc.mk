@@ -1,7 +1,7 @@
-# `make grpc-stubs`: app/grpc's generated message modules, from the vendored KServe proto
+# `make grpc-stubs`: app/grpc's generated message modules, from the vendored protos (KServe's OIP, gRPC's health)
 # (committed, so neither serving nor the container needs grpcio-tools; tests/test_grpc_stubs.py
 # checks that they are what this command makes; app/grpc/servicer.py registers the service). Included by the Makefile; uses $(BIN) and $(DEV_STAMP).
-GRPC_PROTO := app/grpc/grpc_predict_v2.proto
+GRPC_PROTO := app/grpc/grpc_predict_v2.proto app/grpc/health.proto
 
 .PHONY: grpc-stubs
 grpc-stubs: $(DEV_STAMP) ## regenerate app/grpc's protobuf messages from the vendored proto

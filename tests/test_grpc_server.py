@@ -464,6 +464,59 @@ def test_before_the_workers_are_ready_calls_are_unavailable(served: GrpcServer) 
     assert served.early_status == grpc.StatusCode.UNAVAILABLE
 
 
+# --- grpc.health.v1 ------------------------------------------------------------------------------
+
+HEALTH = "/grpc.health.v1.Health/"
+
+
+def _health_call(channel: grpc.Channel, method: str, request: Any, answer: Any) -> Any:
+    call = channel.unary_unary(
+        HEALTH + method,
+        request_serializer=type(request).SerializeToString,
+        response_deserializer=answer.FromString,
+    )
+    return call(request, timeout=5)
+
+
+def test_the_standard_health_service_answers_as_kubernetes_grpc_probes_ask(
+    served: GrpcServer,
+) -> None:
+    """What a Kubernetes `grpc:` probe, grpc-health-probe or a gRPC-aware balancer sends: the
+    method paths and messages are grpc-proto's (app/grpc/health.proto, vendored unchanged)."""
+    from app.grpc import health_pb2 as health  # grpc.health.v1: no clash with tritonclient's
+
+    serving = health.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(served.target, options=FRESH) as channel:
+        for service in ("", "inference.GRPCInferenceService"):
+            request = health.HealthCheckRequest(service=service)
+            assert _health_call(channel, "Check", request, health.HealthCheckResponse).status == (
+                serving
+            )
+        with pytest.raises(grpc.RpcError) as raised:
+            _health_call(
+                channel,
+                "Check",
+                health.HealthCheckRequest(service="nope"),
+                health.HealthCheckResponse,
+            )
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        listed = _health_call(
+            channel, "List", health.HealthListRequest(), health.HealthListResponse
+        )
+        assert {name: answer.status for name, answer in listed.statuses.items()} == {
+            "": serving,
+            "inference.GRPCInferenceService": serving,
+        }
+        watch = channel.unary_stream(
+            HEALTH + "Watch",
+            request_serializer=health.HealthCheckRequest.SerializeToString,
+            response_deserializer=health.HealthCheckResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            next(iter(watch(health.HealthCheckRequest(), timeout=5)))
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED  # "not supported": no retry
+
+
 # --- request IDs and metrics ---------------------------------------------------------------------
 
 

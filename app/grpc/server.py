@@ -27,6 +27,7 @@ import time
 import grpc
 
 from app.dataplane import DataPlane
+from app.grpc.health import HealthServicer, health_handler
 from app.grpc.listeners import close_listeners
 from app.grpc.servicer import InferenceServicer, generic_handler
 from app.observability.metrics import keep_flushing
@@ -83,7 +84,8 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
         ]
     )
     servicer = InferenceServicer(dataplane, settings.max_in_flight, settings.body_timeout)
-    server.add_generic_rpc_handlers((generic_handler(servicer),))
+    health = HealthServicer(dataplane, settings.body_timeout)
+    server.add_generic_rpc_handlers((generic_handler(servicer), health_handler(health)))
     port = server.add_insecure_port(settings.grpc_bind)
     await server.start()
     keep_flushing()
