@@ -41,10 +41,19 @@ def test_a_json_body_is_read_whatever_the_order_of_its_headers() -> None:
         assert body_of(headers) == BODY
 
 
-def test_the_first_of_repeated_headers_counts() -> None:
-    with pytest.raises(UnsupportedMediaType):
-        body_of([(b"content-type", b"text/plain"), (b"content-type", b"application/json")])
-    assert body_of([(b"content-type", b"application/json"), (b"content-type", b"text/plain")])
+def test_a_content_type_sent_twice_differently_is_a_400_naming_both() -> None:
+    """The first was read, whatever the second said (a proxy in front may judge by the last)."""
+    json_type = (b"content-type", b"application/json")
+    for headers in (
+        [(b"content-type", b"text/plain"), json_type],
+        [json_type, (b"CONTENT-TYPE", b"x")],
+    ):
+        with pytest.raises(BadRequest, match=r"^Content-Type is sent twice, "):
+            body_of([(name.lower(), value) for name, value in headers])
+    assert body_of([json_type, json_type]) == BODY
+
+
+def test_the_first_of_repeated_lengths_counts() -> None:
     too_long = [(b"content-type", b"application/json"), (b"content-length", b"101")]
     with pytest.raises(PayloadTooLarge):  # refused before reading, by the first length
         body_of([*too_long, (b"content-length", b"14")])

@@ -457,6 +457,44 @@ def test_a_json_body_in_a_charset_other_than_utf8_is_a_415_naming_it(
     )
 
 
+def test_a_header_that_decides_how_the_body_is_read_sent_twice_differently_is_a_400(
+    client: TestClient,
+) -> None:
+    """Content-Type on both routes, and the binary extension's header length: the first was read,
+    whatever the second said. The same value twice is as once."""
+    oip_body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": name, "datatype": datatype, "shape": [1], "data": [value]}
+                for (name, value), datatype in zip(
+                    MINIMAL.items(), ("BYTES", "BYTES", "INT64"), strict=True
+                )
+            ]
+        }
+    )
+    json_type = [(b"content-type", b"application/json")]
+    binary = [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(len(oip_body)).encode()),
+    ]
+    other_type = (b"content-type", b"a/b")
+    cases = [
+        ("/predict", orjson.dumps({"flights": [MINIMAL]}), json_type, other_type),
+        ("/v2/models/delay-minimal/infer", oip_body, json_type, other_type),
+        (
+            "/v2/models/delay-minimal/infer",
+            oip_body,
+            binary,
+            (b"inference-header-content-length", b"3"),
+        ),
+    ]
+    for path, body, headers, conflicting in cases:
+        response = client.post(path, content=body, headers=[*headers, conflicting])
+        assert response.status_code == 400, (path, response.text)
+        assert " is sent twice, " in response.json()["error"]
+        assert client.post(path, content=body, headers=headers + headers).status_code == 200, path
+
+
 def test_a_gzipped_body_is_a_415_naming_its_coding_on_both_routes(client: TestClient) -> None:
     import gzip
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -97,10 +98,10 @@ async def send_body(send: Send, body: bytes, headers: Mapping[str, str]) -> None
 
 
 def _content_headers(scope: Scope) -> tuple[bytes, bytes, bytes, bytes]:
-    """The raw Content-Type and Content-Length (the first of each; b"" when absent), and every
-    Content-Encoding and every Transfer-Encoding joined, in one scan: ASGI servers lowercase the
-    names, so a plain scan finds them faster than building Starlette's case-insensitive
-    Headers."""
+    """The raw Content-Type (a 400 if sent twice, differently) and Content-Length (the first;
+    b"" when absent), and every Content-Encoding and every Transfer-Encoding joined, in one
+    scan: ASGI servers lowercase the names, so a plain scan finds them faster than building
+    Starlette's case-insensitive Headers."""
     content_type: bytes | None = None
     length: bytes | None = None
     encoding = transfer = b""
@@ -108,6 +109,8 @@ def _content_headers(scope: Scope) -> tuple[bytes, bytes, bytes, bytes]:
         if key == b"content-type":
             if content_type is None:
                 content_type = bytes(value)
+            elif value != content_type:
+                raise BadRequest(twice("Content-Type", content_type, value))
         elif key == b"content-length":
             if length is None:
                 length = bytes(value)
@@ -116,6 +119,24 @@ def _content_headers(scope: Scope) -> tuple[bytes, bytes, bytes, bytes]:
         elif key == b"transfer-encoding":
             transfer += b"," + bytes(value)
     return content_type or b"", length or b"", encoding, transfer
+
+
+def single(headers: Headers, name: str) -> str | None:
+    """A field that may come once, as `Headers.get` reads it, or a 400 if it came twice with
+    different values: the first was read, whatever the second said."""
+    values = headers.getlist(name)
+    for value in values[1:]:
+        if value != values[0]:
+            raise BadRequest(twice(name.title(), values[0], value))
+    return values[0] if values else None
+
+
+def twice(name: str, first: bytes | str, second: bytes | str) -> str:
+    shown_values = [
+        quoted(value.decode("latin-1") if isinstance(value, bytes) else value)
+        for value in (first, second)
+    ]
+    return f"{name} is sent twice, {shown_values[0]} and {shown_values[1]}: send it once"
 
 
 def refuse_charset(parameters: str) -> None:

@@ -27,6 +27,7 @@ from app.rest.http import (
     send_body,
     send_error,
     send_json_body,
+    single,
 )
 from app.rest.openapi import openapi_document
 from app.settings import Settings
@@ -177,7 +178,7 @@ class Infer:
         params = scope["path_params"]
         model = dataplane.model(params["name"], params.get("version"))
         headers = Headers(scope=scope)
-        media_type, _, parameters = headers.get("content-type", "").partition(";")
+        media_type, _, parameters = (single(headers, "content-type") or "").partition(";")
         content_type = media_type.strip().lower()
         if content_type not in _OIP_CONTENT_TYPES:
             raise UnsupportedMediaType(
@@ -188,7 +189,11 @@ class Infer:
         settings: Settings = state.settings
         body = await read_body(scope, receive, settings.max_body_bytes)
         inference = await dataplane.decode(
-            len(body), oip.decode_request, body, headers.get(oip.HEADER_LENGTH), model.input_types
+            len(body),
+            oip.decode_request,
+            body,
+            single(headers, oip.HEADER_LENGTH),
+            model.input_types,
         )
         prediction = await dataplane.infer(model, inference)
         return oip.encode_response(model.name, model.version, inference, prediction)
