@@ -181,6 +181,19 @@ def test_a_symlink_loop_or_an_unmakeable_snapshot_is_a_refusal(tmp_path: Path) -
     )
 
 
+def test_a_symlink_loop_left_unresolved_is_not_a_missing_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.13's Path.resolve() returns a symlink loop as it is (3.11's raised RuntimeError),
+    and Path.exists() reads the loop as absent: the refusal said "model directory not found".
+    Here 3.13's resolve on any Python: the loop is still what the OS refuses."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    monkeypatch.setattr(Path, "resolve", lambda self, strict=False: self)
+    with pytest.raises(ModelLoadError, match=f"^cannot snapshot {loop}: .*symbolic links"):
+        take_snapshot(loop, tmp_path / "snapshots")
+
+
 def test_a_card_that_is_no_json_is_refused_before_its_onnx_file_is_looked_for(
     tmp_path: Path,
 ) -> None:

@@ -28,7 +28,11 @@ DEPLOY_ENVIRONMENT = WORKFLOWS / "deploy-environment.yml"
 ALL_WORKFLOWS = sorted(WORKFLOWS.glob("*.yml"))
 ACTIONLINT = Path(sys.executable).parent / "actionlint"
 SHELLCHECK = shutil.which("shellcheck")
-SHELL_SCRIPTS = [ROOT / ".ci" / "run", *sorted((ROOT / "deploy").glob("**/*.sh"))]
+SHELL_SCRIPTS = [
+    ROOT / ".ci" / "run",
+    *sorted((ROOT / "deploy").glob("**/*.sh")),
+    *sorted((ROOT / "mk").glob("*.sh")),
+]
 
 
 def actionlint(*paths: Path) -> list[dict[str, Any]]:
@@ -129,9 +133,9 @@ def test_actionlint_does_check(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed (.ci/run installs it)")
 def test_the_shell_scripts_pass_shellcheck(tmp_path: Path) -> None:
-    """CI's entry point and the deploy scripts, as actionlint checks the workflows' scripts: a
-    comment in .ci/run that began with the word shellcheck was read as a directive, and
-    shellcheck stopped at it without checking the rest."""
+    """CI's entry point, the deploy scripts and mk/'s, as actionlint checks the workflows'
+    scripts: a comment in .ci/run that began with the word shellcheck was read as a directive,
+    and shellcheck stopped at it without checking the rest."""
     assert len(SHELL_SCRIPTS) >= 4
     assert SHELLCHECK is not None
     result = subprocess.run([SHELLCHECK, *map(str, SHELL_SCRIPTS)], capture_output=True, text=True)

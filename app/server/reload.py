@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -99,9 +100,15 @@ def _release_directory(source: Path, resolved: Path) -> None:
     """Refuses a release that is no directory, or holds no model card at all, saying so rather
     than naming the first card as missing."""
     named = source if source == resolved else f"{source} -> {resolved}"
-    if not resolved.exists():
-        raise ModelLoadError(f"model directory not found: {named}")
-    if not resolved.is_dir():
+    # stat, not Path.exists(), which reads a symlink loop as absent: since Python 3.13
+    # (python/cpython#109187) Path.resolve() returns a loop unresolved instead of raising
+    # RuntimeError, and its ELOOP must reach take_snapshot's "cannot snapshot", not pass for a
+    # missing release.
+    try:
+        mode = resolved.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelLoadError(f"model directory not found: {named}") from None
+    if not stat.S_ISDIR(mode):
         raise ModelLoadError(f"model directory is not a directory: {named}")
     cards = [f"{name}.json" for name in MODEL_NAMES]
     if not any(os.path.lexists(resolved / card) for card in cards):
