@@ -13,7 +13,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from app.errors import BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
+from app.errors import SHOWN_ITEMS, BadRequest, InvalidFlight, PayloadTooLarge, ServiceError
 from app.inference import flights as flights_module
 from app.inference.flights import (
     ALLOWED_FIELDS,
@@ -65,7 +65,15 @@ def test_integer_flight_number_becomes_the_data_sets_string() -> None:
     )
 
 
-PADDED_NUMBERS = {"0226": "226", "0226A": "226A", "226": "226", "0000": "0", "00A": "0A", "0": "0"}
+PADDED_NUMBERS = {
+    "0226": "226",
+    "0226A": "226A",
+    "02A": "2A",
+    "226": "226",
+    "0000": "0",
+    "00A": "0A",
+    "0": "0",
+}
 """Flight numbers as sent -> as the data writes them (and the model knows them)."""
 
 
@@ -149,6 +157,7 @@ def test_a_month_contradicting_mes_says_what_mes_allows(month: int, allowed: str
         ("2017-02-28 23:59:00", 3, True),  # the month's last day: the next month too
         ("2017-12-31 23:55:00", 1, True),  # across the year
         ("2017-01-31 00:05:00", 2, True),  # any time of that day (it may leave hours late)
+        ("2017-01-31T23:30:00", 2, True),  # the T form too
         ("2017-02-27 23:59:00", 3, False),
         ("2016-02-28 23:59:00", 3, False),  # a leap year's February has a 29th
         ("2016-02-29 23:59:00", 3, True),
@@ -250,6 +259,19 @@ def test_the_first_and_last_days_of_the_calendars_years_are_accepted() -> None:
     assert validator.decode(orjson.dumps({"flights": [first, last]})).size == 2
     columns = validator.columns({name: [first[name], last[name]] for name in SCHEDULED})
     assert columns is not None
+
+
+def test_a_wrong_flight_after_the_calendars_first_and_last_days_is_the_one_named() -> None:
+    """A batch the column checks refuse is checked flight by flight to name the first wrong
+    one: there too the calendar's first and last years are inside it, and the error names the
+    wrong flight, not a good one before it."""
+    validator = FlightValidator(["Sky Airline"], max_flights=3, years=(2016, 2035))
+    first = SCHEDULED | {"MES": 1, "Fecha-I": "2016-01-01 00:00:00"}
+    last = SCHEDULED | {"MES": 12, "Fecha-I": "2035-12-31T23:59:00"}
+    wrong = SCHEDULED | {"Des-I": "scfa"}
+    with pytest.raises(InvalidFlight) as raised:
+        validator.decode(orjson.dumps({"flights": [first, last, wrong]}))
+    assert raised.value.message == "flights[2].Des-I: not an ICAO airport code"
 
 
 def test_extra_fields_are_refused_with_the_allowed_list() -> None:
@@ -498,6 +520,17 @@ def test_unknown_top_level_fields_are_quoted_short_whatever_the_body() -> None:
         with pytest.raises(BadRequest) as raised:
             VALIDATOR.decode(body)
         assert len(orjson.dumps(raised.value.to_json())) < 300
+
+
+def test_unknown_top_level_fields_beside_valid_flights_are_refused_sorted() -> None:
+    """Valid flights pass the compiled decoder in one go: an unknown top-level field beside them
+    must be refused there too, not dropped, its names listed in order (up to SHOWN_ITEMS of
+    them, each quoted) and `flights` named as the one allowed."""
+    names = [f"x{i}" for i in reversed(range(SHOWN_ITEMS))]
+    with pytest.raises(BadRequest) as raised:
+        VALIDATOR.decode(orjson.dumps({"flights": [SCHEDULED]} | dict.fromkeys(names, 0)))
+    assert raised.value.message == f"unknown top-level field(s): {sorted(names)}"
+    assert raised.value.detail == {"allowed": ["flights"]}
 
 
 # --- the inference protocol's columns -------------------------------------------------------------
