@@ -8,8 +8,9 @@ worker's models are loaded.
 past MAX_IN_FLIGHT, as REST's probes are not (app.server.overload.UNSHED_PATHS): shed, they told
 an orchestrator that an overloaded worker was unready. `Watch` is not: its call ends
 UNIMPLEMENTED, which the protocol tells clients to read as "not supported, do not retry"
-(gRPC's client-side health checking then takes the server as healthy); a stream per watcher
-would outlive the drain, which waits for the calls in flight.
+(gRPC's client-side health checking then takes the server as healthy); a stream per watcher,
+open for as long as its client, would hold every worker's stop to its full grace (grpcio's
+`stop` waits for the calls still open).
 """
 
 from __future__ import annotations
