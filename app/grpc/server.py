@@ -7,7 +7,8 @@ that group first (`stop_accepting`, app.grpc.listeners), so new connections reac
 workers that keep serving, then drains its own. The limits mirror
 REST's: a message over MAX_BODY_BYTES is RESOURCE_EXHAUSTED before it is read, MAX_FLIGHTS
 applies through the data plane, one connection may carry GRPC_MAX_STREAMS calls at once, a call
-past MAX_IN_FLIGHT unanswered ones of the worker is UNAVAILABLE, and a call's message must
+past MAX_IN_FLIGHT unanswered ones of the worker is UNAVAILABLE (but the probes: ServerLive,
+ServerReady, app.grpc.health's), and a call's message must
 arrive within BODY_TIMEOUT (app.grpc.calls).
 A worker holds at most GRPC_MAX_CONNECTIONS connections (one more is closed as it is accepted:
 app.descriptors), and a connection is closed after GRPC_IDLE_SECONDS without a call, and after
