@@ -490,6 +490,64 @@ def test_a_graph_without_two_float_probability_columns_is_refused(
     assert problems == ["the ONNX graph gives no probabilities tensor(float) [N, 2]"]
 
 
+def test_a_threshold_at_the_lowest_samples_probability_is_refused_at_the_highest_it_fits() -> None:
+    """A flight is delayed at a probability equal to the threshold: at the lowest sample's every
+    sample is delayed (one label for all), at the highest that one sample alone is."""
+    data = orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes())
+    session = ort.InferenceSession(str(MODELS_DIR / data["onnx"]["file"]))
+    probabilities = [sample["proba"] for sample in data["samples"]]
+    lowest, highest = min(probabilities), max(probabilities)
+    problems = fit_problems(
+        ModelCard.from_json(data | {"threshold": lowest}), MINIMAL_MODEL, session
+    )
+    assert problems == [
+        f"threshold {lowest:.6f} is outside its parity samples' probabilities "
+        f"[{lowest:.6f}, {highest:.6f}] (the lowest and highest at training): every flight "
+        "would get one label"
+    ]
+    card = ModelCard.from_json(data | {"threshold": highest})
+    assert fit_problems(card, MINIMAL_MODEL, session) == []
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "refused"),
+    [([0.2, 0.4], True), ([0.2], False), ([0.2, "nan", 0.4], False)],
+    ids=["two", "one", "not finite"],
+)
+def test_a_threshold_is_held_to_the_samples_span_when_two_finite_ones_give_it(
+    probabilities: list[Any], refused: bool
+) -> None:
+    """One sample spans nothing, and a probability that is no number cannot bound anything:
+    then, as with no samples, the threshold is only held inside (0, 1)."""
+    data = orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes())
+    session = ort.InferenceSession(str(MODELS_DIR / data["onnx"]["file"]))
+    samples = [{"proba": probability} for probability in probabilities]
+    card = ModelCard.from_json(data | {"threshold": 0.5, "samples": samples})
+    problems = fit_problems(card, MINIMAL_MODEL, session)
+    assert problems == (
+        [
+            "threshold 0.500000 is outside its parity samples' probabilities [0.200000, 0.400000]"
+            " (the lowest and highest at training): every flight would get one label"
+        ]
+        if refused
+        else []
+    )
+
+
+def test_a_graph_of_two_inputs_is_refused_listing_them() -> None:
+    card = ModelCard.from_json(MINIMAL_CARD)
+    session = ort.InferenceSession(str(MODELS_DIR / card.onnx_file))
+    features = session.get_inputs()[0]
+    extra = SimpleNamespace(name="extra", type="tensor(int64)", shape=[None])
+    two_inputs = SimpleNamespace(
+        get_inputs=lambda: [features, extra], get_outputs=session.get_outputs
+    )
+    assert fit_problems(card, MINIMAL_MODEL, two_inputs) == [
+        f"the ONNX graph takes [features tensor(float) {features.shape}, extra tensor(int64) "
+        f"[None]], not features tensor(float) [N, {MINIMAL_WIDTH}] (its card's encoder's features)"
+    ]
+
+
 def _array(values: list[int] | list[float] | np.ndarray) -> np.ndarray:
     """A Prediction's labels or probabilities known to be onnxruntime's: an array."""
     assert isinstance(values, np.ndarray)
