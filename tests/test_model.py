@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from app.inference.model import (
     Prediction,
     fit_problems,
     minimal_domain,
+    read_regular,
 )
 from app.rest.http import dumps
 from tests.conftest import MODELS_DIR, fifo_in_place, without_blocking
@@ -418,6 +420,45 @@ def test_a_symlink_to_a_fifo_is_refused_as_what_it_resolves_to(
     onnx.symlink_to(fifo)
     with pytest.raises(ModelLoadError, match=r"delay-full\.onnx: not a regular file but a named"):
         without_blocking(lambda: ModelSet.load(models_copy), [fifo])
+
+
+def test_a_fifo_swapped_in_after_the_path_check_is_refused_without_blocking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file when `os.stat` looks, a named pipe when opened: opened non-blocking and
+    checked again on its descriptor, it is refused rather than read or waited on."""
+    fifo = tmp_path / "delay-minimal.json"
+    os.mkfifo(fifo)
+    regular, real_stat = os.stat(MODELS_DIR / "delay-minimal.json"), os.stat
+    monkeypatch.setattr(
+        os,
+        "stat",
+        lambda path, *args, **kwargs: (
+            regular if str(path) == str(fifo) else real_stat(path, *args, **kwargs)
+        ),
+    )
+    with pytest.raises(ModelLoadError) as refused:
+        without_blocking(lambda: read_regular(fifo), [fifo])
+    assert str(refused.value) == f"cannot read {fifo}: not a regular file but a named pipe (FIFO)"
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda path: os.mknod(path, stat.S_IFSOCK | 0o600), "a socket"),
+        (lambda path: path.symlink_to("/dev/null"), "a character device"),
+    ],
+    ids=["socket", "character device"],
+)
+def test_a_card_that_is_no_file_is_refused_saying_what_it_is(
+    models_copy: Path, make: Callable[[Path], None], kind: str
+) -> None:
+    card = models_copy / "delay-minimal.json"
+    card.unlink()
+    make(card)
+    with pytest.raises(ModelLoadError) as refused:
+        OnnxModel.load(models_copy, MINIMAL_MODEL)
+    assert str(refused.value) == f"cannot read {card}: not a regular file but {kind}"
 
 
 def test_every_committed_card_fits_its_model() -> None:
