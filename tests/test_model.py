@@ -461,6 +461,36 @@ def test_a_card_that_is_no_file_is_refused_saying_what_it_is(
     assert str(refused.value) == f"cannot read {card}: not a regular file but {kind}"
 
 
+def test_a_mixed_batch_gets_each_contracts_answers_in_request_order_and_their_count() -> None:
+    models = ModelSet.load(MODELS_DIR)
+    minimal = _random_columns(models.minimal, 20, seed=3)
+    full = _random_columns(models.full, 20, seed=4)
+    batch = Batch(40, minimal, full, list(range(0, 40, 2)), list(range(1, 40, 2)))
+    prediction = models.predict(batch)
+    alone = (models.minimal.predict(minimal), models.full.predict(full))
+    assert list(prediction.labels) == [
+        int(label) for pair in zip(alone[0].labels, alone[1].labels, strict=True) for label in pair
+    ]
+    assert prediction.delayed == alone[0].delayed + alone[1].delayed == sum(prediction.labels)
+
+
+def test_a_warm_up_inference_that_fails_is_refused_naming_the_model_and_the_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
+
+    def fail(columns: Columns) -> np.ndarray:
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT")
+
+    monkeypatch.setattr(model, "predict_proba", fail)
+    with pytest.raises(ModelLoadError) as refused:
+        model.warm_up(Columns(["Grupo LATAM"], ["N"], [3]))
+    assert str(refused.value) == (
+        "model delay-minimal failed its warm-up inference: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT"
+    )
+    assert not model.ready
+
+
 def test_every_committed_card_fits_its_model() -> None:
     """fit_problems says nothing of the committed release (the export writes what it checks)."""
     for name in MODEL_NAMES:
