@@ -254,6 +254,31 @@ def test_typed_contents_give_the_same_answer_as_raw_contents(
     assert outputs(typed)[1].tolist() == np.array(rest_proba, dtype=np.float32).tolist()
 
 
+def test_an_int32_month_gives_the_int64_answer_typed_or_raw(
+    client: triton.InferenceServerClient, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    """MES may come as INT32, as over REST: in `int_contents` or as 4-byte raw elements."""
+    flights, names = MODELS["delay-minimal"]
+    expected = outputs(client.infer("delay-minimal", raw_inputs(flights, names)))
+    typed = typed_request("delay-minimal", flights, names)
+    month = next(tensor for tensor in typed.inputs if tensor.name == "MES")
+    month.datatype = "INT32"
+    month.contents.Clear()
+    month.contents.int_contents.extend(flight["MES"] for flight in flights)
+    raw = raw_inputs(flights, names)
+    raw[names.index("MES")] = triton.InferInput("MES", [len(flights)], "INT32")
+    raw[names.index("MES")].set_data_from_numpy(
+        np.array([flight["MES"] for flight in flights], dtype=np.int32)
+    )
+    for result in (
+        triton.InferResult(stub.ModelInfer(typed, timeout=10)),
+        client.infer("delay-minimal", raw),
+    ):
+        labels, probabilities = outputs(result)
+        assert labels == expected[0]
+        assert probabilities.tobytes() == expected[1].tobytes()
+
+
 @pytest.mark.parametrize("model", list(MODELS))
 def test_a_full_batch_gives_rests_answer_typed_or_raw(
     client: triton.InferenceServerClient,

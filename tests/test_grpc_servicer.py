@@ -77,3 +77,67 @@ def test_a_large_message_is_decoded_in_the_batch_thread_with_the_same_answers() 
     assert result["in_loop"] == [True, True, False, False]  # two calls of each size
     assert result["labels"][0] == result["labels"][1]
     assert result["errors"] == ["input 'MES' has 1 elements; its shape [2] says 2"] * 2
+
+
+# Calls made as grpcio makes them, through `rpc`, each left in flight (its done callback, which
+# grpcio runs once the answer is sent, never runs): the status code each call ended with.
+SHED_SCRIPT = """
+import asyncio, json
+import grpc
+from app.grpc import grpc_predict_v2_pb2 as pb
+from app.grpc.servicer import InferenceServicer
+
+class Plane:
+    def ready(self):
+        return True
+
+    def server_metadata(self):
+        return {"name": "latam-delay", "version": "1", "extensions": []}
+
+class Context:
+    def __init__(self):
+        self.code = grpc.StatusCode.OK
+
+    def invocation_metadata(self):
+        return ()
+
+    def set_trailing_metadata(self, metadata):
+        pass
+
+    def add_done_callback(self, callback):
+        pass
+
+    async def read(self):
+        return b""
+
+    async def abort(self, code, details, trailer):
+        self.code = code
+        raise grpc.aio.AbortError()
+
+async def main():
+    servicer = InferenceServicer(Plane(), 1, 30.0)
+    codes = []
+    for method in ("ServerMetadata", "ServerMetadata", "ServerLive", "ServerReady"):
+        context = Context()
+        try:
+            await getattr(servicer, method)(None, context)
+        except grpc.aio.AbortError:
+            pass
+        codes.append(context.code.name)
+    print(json.dumps(codes))
+
+asyncio.run(main())
+"""
+
+
+def test_max_in_flight_calls_are_answered_and_the_probes_past_them_too() -> None:
+    """A fresh servicer holds no call: its first MAX_IN_FLIGHT calls are served and the next is
+    UNAVAILABLE; ServerLive and ServerReady, probes as grpc.health.v1's, are never shed."""
+    done = subprocess.run(
+        [sys.executable, "-c", SHED_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(done.stdout) == ["OK", "UNAVAILABLE", "OK", "OK"]

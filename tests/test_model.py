@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from app.inference.model import (
     Prediction,
     fit_problems,
     minimal_domain,
+    read_regular,
 )
 from app.rest.http import dumps
 from tests.conftest import MODELS_DIR, fifo_in_place, without_blocking
@@ -420,6 +422,75 @@ def test_a_symlink_to_a_fifo_is_refused_as_what_it_resolves_to(
         without_blocking(lambda: ModelSet.load(models_copy), [fifo])
 
 
+def test_a_fifo_swapped_in_after_the_path_check_is_refused_without_blocking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file when `os.stat` looks, a named pipe when opened: opened non-blocking and
+    checked again on its descriptor, it is refused rather than read or waited on."""
+    fifo = tmp_path / "delay-minimal.json"
+    os.mkfifo(fifo)
+    regular, real_stat = os.stat(MODELS_DIR / "delay-minimal.json"), os.stat
+    monkeypatch.setattr(
+        os,
+        "stat",
+        lambda path, *args, **kwargs: (
+            regular if str(path) == str(fifo) else real_stat(path, *args, **kwargs)
+        ),
+    )
+    with pytest.raises(ModelLoadError) as refused:
+        without_blocking(lambda: read_regular(fifo), [fifo])
+    assert str(refused.value) == f"cannot read {fifo}: not a regular file but a named pipe (FIFO)"
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda path: os.mknod(path, stat.S_IFSOCK | 0o600), "a socket"),
+        (lambda path: path.symlink_to("/dev/null"), "a character device"),
+    ],
+    ids=["socket", "character device"],
+)
+def test_a_card_that_is_no_file_is_refused_saying_what_it_is(
+    models_copy: Path, make: Callable[[Path], None], kind: str
+) -> None:
+    card = models_copy / "delay-minimal.json"
+    card.unlink()
+    make(card)
+    with pytest.raises(ModelLoadError) as refused:
+        OnnxModel.load(models_copy, MINIMAL_MODEL)
+    assert str(refused.value) == f"cannot read {card}: not a regular file but {kind}"
+
+
+def test_a_mixed_batch_gets_each_contracts_answers_in_request_order_and_their_count() -> None:
+    models = ModelSet.load(MODELS_DIR)
+    minimal = _random_columns(models.minimal, 20, seed=3)
+    full = _random_columns(models.full, 20, seed=4)
+    batch = Batch(40, minimal, full, list(range(0, 40, 2)), list(range(1, 40, 2)))
+    prediction = models.predict(batch)
+    alone = (models.minimal.predict(minimal), models.full.predict(full))
+    assert list(prediction.labels) == [
+        int(label) for pair in zip(alone[0].labels, alone[1].labels, strict=True) for label in pair
+    ]
+    assert prediction.delayed == alone[0].delayed + alone[1].delayed == sum(prediction.labels)
+
+
+def test_a_warm_up_inference_that_fails_is_refused_naming_the_model_and_the_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = OnnxModel.load(MODELS_DIR, MINIMAL_MODEL)
+
+    def fail(columns: Columns) -> np.ndarray:
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT")
+
+    monkeypatch.setattr(model, "predict_proba", fail)
+    with pytest.raises(ModelLoadError) as refused:
+        model.warm_up(Columns(["Grupo LATAM"], ["N"], [3]))
+    assert str(refused.value) == (
+        "model delay-minimal failed its warm-up inference: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT"
+    )
+    assert not model.ready
+
+
 def test_every_committed_card_fits_its_model() -> None:
     """fit_problems says nothing of the committed release (the export writes what it checks)."""
     for name in MODEL_NAMES:
@@ -488,6 +559,64 @@ def test_a_graph_without_two_float_probability_columns_is_refused(
     assert fit_problems(card, MINIMAL_MODEL, session) == []
     problems = fit_problems(card, MINIMAL_MODEL, _Outputs(session, outputs))
     assert problems == ["the ONNX graph gives no probabilities tensor(float) [N, 2]"]
+
+
+def test_a_threshold_at_the_lowest_samples_probability_is_refused_at_the_highest_it_fits() -> None:
+    """A flight is delayed at a probability equal to the threshold: at the lowest sample's every
+    sample is delayed (one label for all), at the highest that one sample alone is."""
+    data = orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes())
+    session = ort.InferenceSession(str(MODELS_DIR / data["onnx"]["file"]))
+    probabilities = [sample["proba"] for sample in data["samples"]]
+    lowest, highest = min(probabilities), max(probabilities)
+    problems = fit_problems(
+        ModelCard.from_json(data | {"threshold": lowest}), MINIMAL_MODEL, session
+    )
+    assert problems == [
+        f"threshold {lowest:.6f} is outside its parity samples' probabilities "
+        f"[{lowest:.6f}, {highest:.6f}] (the lowest and highest at training): every flight "
+        "would get one label"
+    ]
+    card = ModelCard.from_json(data | {"threshold": highest})
+    assert fit_problems(card, MINIMAL_MODEL, session) == []
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "refused"),
+    [([0.2, 0.4], True), ([0.2], False), ([0.2, "nan", 0.4], False)],
+    ids=["two", "one", "not finite"],
+)
+def test_a_threshold_is_held_to_the_samples_span_when_two_finite_ones_give_it(
+    probabilities: list[Any], refused: bool
+) -> None:
+    """One sample spans nothing, and a probability that is no number cannot bound anything:
+    then, as with no samples, the threshold is only held inside (0, 1)."""
+    data = orjson.loads((MODELS_DIR / "delay-minimal.json").read_bytes())
+    session = ort.InferenceSession(str(MODELS_DIR / data["onnx"]["file"]))
+    samples = [{"proba": probability} for probability in probabilities]
+    card = ModelCard.from_json(data | {"threshold": 0.5, "samples": samples})
+    problems = fit_problems(card, MINIMAL_MODEL, session)
+    assert problems == (
+        [
+            "threshold 0.500000 is outside its parity samples' probabilities [0.200000, 0.400000]"
+            " (the lowest and highest at training): every flight would get one label"
+        ]
+        if refused
+        else []
+    )
+
+
+def test_a_graph_of_two_inputs_is_refused_listing_them() -> None:
+    card = ModelCard.from_json(MINIMAL_CARD)
+    session = ort.InferenceSession(str(MODELS_DIR / card.onnx_file))
+    features = session.get_inputs()[0]
+    extra = SimpleNamespace(name="extra", type="tensor(int64)", shape=[None])
+    two_inputs = SimpleNamespace(
+        get_inputs=lambda: [features, extra], get_outputs=session.get_outputs
+    )
+    assert fit_problems(card, MINIMAL_MODEL, two_inputs) == [
+        f"the ONNX graph takes [features tensor(float) {features.shape}, extra tensor(int64) "
+        f"[None]], not features tensor(float) [N, {MINIMAL_WIDTH}] (its card's encoder's features)"
+    ]
 
 
 def _array(values: list[int] | list[float] | np.ndarray) -> np.ndarray:
