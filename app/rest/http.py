@@ -121,6 +121,12 @@ def _content_headers(scope: Scope) -> tuple[bytes, bytes, bytes, bytes]:
     return content_type or b"", length or b"", encoding, transfer
 
 
+def request_content_type(scope: Scope) -> str:
+    """The request's Content-Type ("" when absent), a 400 if sent twice differently: the check
+    of `read_body`'s own scan, for a route that judges the media type before the body."""
+    return _content_headers(scope)[0].decode("latin-1")
+
+
 def single(headers: Headers, name: str) -> str | None:
     """A field that may come once, as `Headers.get` reads it, or a 400 if it came twice with
     different values: the first was read, whatever the second said."""

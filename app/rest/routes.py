@@ -24,6 +24,7 @@ from app.rest.http import (
     read_body,
     read_json_body,
     refuse_charset,
+    request_content_type,
     send_body,
     send_error,
     send_json_body,
@@ -178,7 +179,7 @@ class Infer:
         params = scope["path_params"]
         model = dataplane.model(params["name"], params.get("version"))
         headers = Headers(scope=scope)
-        media_type, _, parameters = (single(headers, "content-type") or "").partition(";")
+        media_type, _, parameters = request_content_type(scope).partition(";")
         content_type = media_type.strip().lower()
         if content_type not in _OIP_CONTENT_TYPES:
             raise UnsupportedMediaType(
