@@ -3,6 +3,7 @@ refused naming the operator's file, and the previous snapshot stays pinned."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -318,6 +319,29 @@ def test_an_unreadable_file_is_refused_naming_it(
     # line
     with pytest.raises(ModelLoadError, match=r"cannot read .*delay-full\.onnx: Permission denied"):
         ModelSet.load(models)
+
+
+def test_a_snapshot_the_disk_cannot_take_is_refused_naming_the_servers_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full TMPDIR was reported as `release unusable: <MODELS_DIR>: OSError: No space left`,
+    sending the operator to a release that is fine."""
+    real_write = Path.write_bytes
+
+    def full(path: Path, data: bytes) -> int:
+        if path.name.endswith(".onnx"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    snapshots = tmp_path / "snapshots"
+    with pytest.raises(ModelLoadError) as refused:
+        take_snapshot(MODELS_DIR, snapshots)
+    assert str(refused.value) == (
+        f"model snapshot not written in {snapshots} (the server's run directory, under TMPDIR): "
+        "No space left on device"
+    )
+    assert not list(snapshots.iterdir())
 
 
 def test_any_other_error_refuses_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,14 +120,20 @@ def _copy(path: Path, into: Path, files: dict[str, bytes]) -> bytes | None:
     """The file's bytes, written into `into` and kept in `files`; None when it does not exist
     (the load that follows then names it as missing). Any other reason it cannot be read (no
     permission, a directory or a FIFO in its place: app.inference.model.read_regular) refuses
-    the release, naming the file."""
+    the release, naming the file; a copy the snapshot directory cannot take, naming that."""
     try:
         data = read_regular(path)
     except FileNotFoundError:
         return None
     except OSError as error:
         raise ModelLoadError(f"cannot read {path}: {error.strerror}") from None
-    (into / path.name).write_bytes(data)
+    try:
+        (into / path.name).write_bytes(data)
+    except OSError as error:  # the server's side, not the release's: a full TMPDIR, say
+        raise ModelLoadError(
+            f"model snapshot not written in {into.parent} (the server's run directory, under "
+            f"TMPDIR): {error.strerror}"
+        ) from None
     files[path.name] = data
     return data
 
