@@ -105,7 +105,9 @@ def serving(server: Server, target: str) -> GrpcServer:
 def serving_grpc(workdir: Path, **env: str) -> Iterator[GrpcServer]:
     """A server with gRPC on a free loopback port, once every worker serves it; stopped after."""
     target = f"{HOST}:{free_port()}"
-    running = spawn(workdir, preexec=None, GRPC_BIND=target, **env)  # named: env cannot bind it
+    running = spawn(
+        workdir, preexec=None, wrapper=(), GRPC_BIND=target, **env
+    )  # named: env binds neither
     try:
         yield serving(running, target)
     finally:

@@ -334,6 +334,21 @@ def test_the_flush_keeps_its_schedule_when_one_flush_raises(
     assert failures[0].exc_info is not None
 
 
+def test_a_scrape_answers_when_its_flush_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush that raised (a full disk refusing a new series: app.observability.metric_files)
+    made the scrape itself fail; the files already written are still read."""
+    from app.observability import metrics
+
+    def failing() -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics, "flush", failing)
+    monkeypatch.setattr(metrics, "_flush_failed", False)
+    body, content_type = metrics.exposition()
+    assert content_type.startswith("text/plain")
+    assert b"http_requests_total" in body
+
+
 def test_a_reloads_outcome_is_counted_and_the_last_one_shows() -> None:
     """The master's only record of a refused reload (count_reload): a refusal is counted and
     turns model_last_reload_successful to 0 until one is applied; a start shows both series."""

@@ -286,6 +286,31 @@ def test_a_live_process_files_are_never_archived(tmp_path: Path) -> None:
     assert scraped(tmp_path) == before
 
 
+def test_a_compaction_on_a_full_disk_raises_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The master writes the archives: with their blocks sparse, a full disk was its SIGBUS
+    (app.observability.metric_files). Now an OSError, which gunicorn.conf.py's child_exit logs;
+    the dead workers' files stay, counted as they were, and the next compaction folds them."""
+    import errno
+
+    write_worker(tmp_path, DEAD, random.Random(3))
+    before, scrape = files(tmp_path), scraped(tmp_path)
+
+    def full(descriptor: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as refused:
+        refused.setattr(os, "posix_fallocate", full)
+        with pytest.raises(OSError, match="No space left"):
+            compact(tmp_path)
+    assert files(tmp_path) == before
+    assert metrics_archive.leftovers(tmp_path) == []
+    assert scraped(tmp_path) == scrape
+    assert compact(tmp_path) == 2
+    assert scraped(tmp_path) == scrape
+
+
 def test_a_compaction_waits_for_the_scrapes_then_gives_up_changing_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

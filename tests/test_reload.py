@@ -510,7 +510,7 @@ def test_both_generations_of_a_binary_upgrade_scrape_the_same_counts(
     if given:
         (tmp_path / "metrics").mkdir()
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
-    server = spawn(tmp_path / "run", preexec=None, **env)  # named: no key of env can bind it
+    server = spawn(tmp_path / "run", preexec=None, wrapper=(), **env)  # named: env binds neither
     new = 0
     try:
         wait_until_ready(server, startups=1)

@@ -150,12 +150,14 @@ def spawn(
     workdir: Path,
     preexec: Callable[[], None] | None = None,
     app: str = "app.main:create_app()",
+    wrapper: tuple[str, ...] = (),
     **env: str,
 ) -> Server:
     """gunicorn exactly as deployed, in its own session, with its own temp and control-socket
     directories so that concurrent test runs (or a developer's server) cannot collide.
     `preexec` runs in the child before gunicorn (a resource limit, say); `app` is the app path
-    an operator's command names."""
+    an operator's command names; `wrapper`, a command that ends by executing the one it is
+    given (a namespace with a mount of its own, say)."""
     workdir.mkdir(parents=True, exist_ok=True)
     environment = {name: value for name, value in os.environ.items() if name not in _SERVICE_ENV}
     port = free_port()
@@ -171,7 +173,7 @@ def spawn(
     stderr = workdir / "stderr.log"
     with stderr.open("wb") as err, (workdir / "stdout.log").open("wb") as out:
         process = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py", app],
+            [*wrapper, str(GUNICORN), "-c", "gunicorn.conf.py", app],
             cwd=ROOT,
             env=environment,
             stdin=subprocess.DEVNULL,
@@ -807,7 +809,7 @@ def test_with_log_format_json_the_fatal_start_up_line_is_a_json_object_too(
 )
 def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, value: str) -> None:
     # preexec named: a setting's name can then never bind it
-    log = failed_start(spawn(tmp_path / "run", preexec=None, **{name: value}))
+    log = failed_start(spawn(tmp_path / "run", preexec=None, wrapper=(), **{name: value}))
     assert log.strip().splitlines() == [
         f"latam-delay: cannot start: {name}={value!r}: expected "
         + log.split(": expected ", 1)[1].strip()
@@ -878,6 +880,45 @@ def test_a_metrics_directory_another_running_server_writes_in_is_refused(
         assert workers == {"delay-minimal": WORKERS, "delay-full": WORKERS}
     finally:
         stop(first)
+
+
+def test_a_full_metrics_filesystem_is_served_through_without_a_crash(tmp_path: Path) -> None:
+    """An operator's PROMETHEUS_MULTIPROC_DIR on a tmpfs that is full (a small emptyDir, say).
+    prometheus_client's files are sparse, so the first write of a new series was a SIGBUS: the
+    master died at its first count, and a worker forked later died at boot, then every worker
+    forked in its place (40 in 3 s). Allocated when made (app.observability.metric_files), a
+    file the filesystem cannot hold is an error logged once: the server serves, its scrapes
+    answer, and a worker killed is replaced once."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this kernel or sandbox refuses an unprivileged mount namespace (unshare -rm)")
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    fill = 'mount -t tmpfs -o size=256k tmpfs "$0" && { cat /dev/zero > "$0/filler"; exec "$@"; }'
+    server = spawn(
+        tmp_path / "run",
+        wrapper=("unshare", "-rm", "sh", "-c", fill, str(metrics)),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),
+    )
+    try:
+        wait_until_ready(server)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for flight in MINIMAL_FLIGHTS:
+                assert predict(client, [flight])["predict"] in ([0], [1])
+            assert client.get("/no-such-route").status_code == 404
+            assert client.get("/metrics").status_code == 200
+            worker = min(workers_of(server))
+            os.kill(worker, signal.SIGKILL)
+            wait_until_ready(server, startups=WORKERS + 1)
+            time.sleep(1.0)  # a crash loop would show by now
+            for flight in MINIMAL_FLIGHTS:
+                assert predict(client, [flight])["predict"] in ([0], [1])
+        log = server.log()
+        assert server.process.poll() is None, log
+    finally:
+        stop(server)
+    assert "SIGBUS" not in log, log
+    assert log.count("Booting worker") == WORKERS + 1, log
+    assert "not made (No space left on device)" in log, log
 
 
 def test_a_metrics_directory_from_outside_that_is_no_directory_stops_start_up(

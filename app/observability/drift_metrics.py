@@ -26,8 +26,10 @@ from prometheus_client.metrics_core import Metric
 
 from app.inference.flights import Columns
 from app.inference.model import Observer, OnnxModel, Prediction
+from app.observability import metric_files
 from app.observability.drift import Profile, Window, psi
 
+metric_files.install()  # before the first metric (app.observability.metric_files)
 logger = logging.getLogger("app")
 MIN_FLIGHTS = 1000
 """Fewer flights in the merged window, and PSI is noise (about buckets/flights): not shown."""

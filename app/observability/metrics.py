@@ -37,8 +37,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.inference.flights import Columns
 from app.inference.model import OnnxModel, Prediction
-from app.observability import metrics_archive
+from app.observability import metric_files, metrics_archive
 
+metric_files.install()  # before the first metric: a full disk must not SIGBUS a worker
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise for counters that only grow
 
 ANSWERED_BY_SERVER = "latam.answered_by_server"
@@ -245,9 +246,10 @@ def _add(child: Histogram, tally: list[float]) -> None:
 _flush_failed = False
 
 
-def _flush_every_second(loop: asyncio.AbstractEventLoop) -> None:
-    """Flushes, and comes back in a second even if that flush raised: a flush that stopped for
-    good would leave every later tally to the scrapes (the first failure is logged, once)."""
+def flush_or_log() -> None:
+    """Flushes; a failure (a full disk refusing a new series: app.observability.metric_files)
+    loses that flush's tallies and is logged, the first time only, rather than raised into the
+    loop's timer or a scrape."""
     global _flush_failed
     try:
         flush()
@@ -255,6 +257,13 @@ def _flush_every_second(loop: asyncio.AbstractEventLoop) -> None:
         if not _flush_failed:
             _flush_failed = True
             logging.getLogger("app").exception("metrics flush failed (logged once; goes on)")
+
+
+def _flush_every_second(loop: asyncio.AbstractEventLoop) -> None:
+    """Flushes, and comes back in a second even if that flush failed: a flush that stopped for
+    good would leave every later tally to the scrapes."""
+    try:
+        flush_or_log()
     finally:
         loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
 
@@ -274,13 +283,13 @@ def keep_flushing() -> None:
         loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
 
 
-atexit.register(flush)  # a graceful worker exit keeps its last second
+atexit.register(flush_or_log)  # a graceful worker exit keeps its last second
 
 
 def exposition() -> tuple[bytes, str]:
     """Every worker's metrics under gunicorn (app.observability.metrics_archive reads their
-    files), this process's otherwise."""
-    flush()
+    files), this process's otherwise: a flush that fails still lets the scrape read the files."""
+    flush_or_log()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     families = metrics_archive.collect(Path(directory)) if directory else list(REGISTRY.collect())
     if _derived is not None:

@@ -42,6 +42,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
 from app import processes
+from app.observability.metric_files import AllocatedMmapedDict
 
 SUMMED = ("counter", "histogram", "summary")
 """The file types whose samples add up across processes, whatever they mean: these are archived."""
@@ -133,7 +134,7 @@ def _write_archive(archive: Path, paths: list[Path]) -> None:
         _read_terms(path, False, terms, {}, "")
     temporary = _temporary(archive)
     temporary.unlink(missing_ok=True)  # MmapedDict would add to a file left there
-    written = MmapedDict(str(temporary))  # type: ignore[no-untyped-call]
+    written = AllocatedMmapedDict(str(temporary))  # a full disk: OSError, not the master's SIGBUS
     try:
         for key, values in terms.items():
             high = math.fsum(values)

@@ -29,7 +29,7 @@ from uvicorn_worker import UvicornWorker as _UvicornWorker
 from app.dataplane import DataPlane
 from app.inference.microbatch import Scorer
 from app.observability import logs
-from app.observability.metrics import flush
+from app.observability.metrics import flush_or_log
 from app.server.acceptor import Acceptor
 from app.server.handoff import Handoff
 from app.server.protocol import DRAIN_LINGER, Limits, begin_drain, guarded_protocol, in_flight
@@ -107,7 +107,7 @@ class Server(_Server):
         await self._stop(sockets)
         # The last second's counts: a worker stopped by SIGTERM dies by the signal uvicorn
         # raises again once it has stopped, before any atexit (app.observability.metrics) runs.
-        flush()
+        flush_or_log()
 
     def quit(self) -> None:
         """gunicorn's SIGQUIT (a quick stop: SIGINT or SIGQUIT to the master): stop without

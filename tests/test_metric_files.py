@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from prometheus_client import mmap_dict, values
+from prometheus_client.mmap_dict import MmapedDict
+
+from app.observability.metric_files import (
+    INITIAL_BYTES,
+    AllocatedMmapedDict,
+    ValuesFile,
+    open_values_file,
+)
+from tests.conftest import ROOT
+
+KEY = mmap_dict.mmap_key("requests", "requests_total", ["status"], ["200"], "help")
+
+
+def allocated(path: Path) -> bool:
+    """Whether every byte of the file has its disk block (no hole a write could SIGBUS on)."""
+    stat = path.stat()
+    return stat.st_blocks * 512 >= stat.st_size
+
+
+def keys(count: int) -> list[str]:
+    return [mmap_dict.mmap_key("m", "m_total", ["n"], [str(n)], "help") for n in range(count)]
+
+
+def refuse_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(descriptor: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+
+
+def test_initial_bytes_is_prometheus_clients_initial_size() -> None:
+    assert mmap_dict._INITIAL_MMAP_SIZE == INITIAL_BYTES
+
+
+def test_a_new_file_has_every_block_allocated(tmp_path: Path) -> None:
+    """prometheus_client's own file is sparse: its pages get blocks only when first written."""
+    plain = tmp_path / "counter_1.db"
+    MmapedDict(str(plain)).close()  # type: ignore[no-untyped-call]  # unannotated upstream
+    ours = tmp_path / "counter_2.db"
+    opened: ValuesFile = AllocatedMmapedDict(str(ours))
+    opened.close()
+    assert ours.stat().st_size == plain.stat().st_size == INITIAL_BYTES
+    assert allocated(ours)
+    assert not allocated(plain)  # what this module is for: if this changes, it may go
+
+
+def test_a_grown_file_has_every_block_allocated_and_keeps_its_values(tmp_path: Path) -> None:
+    path = tmp_path / "histogram_1.db"
+    file: ValuesFile = AllocatedMmapedDict(str(path))
+    for n, key in enumerate(keys(2000)):  # about 70 bytes each: past 64 KiB
+        file.write_value(key, float(n), 0.0)
+    file.close()
+    assert path.stat().st_size > INITIAL_BYTES
+    assert allocated(path)
+    read = {key: value for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))}  # type: ignore[no-untyped-call]
+    assert read == {key: float(n) for n, key in enumerate(keys(2000))}
+
+
+def test_a_file_the_filesystem_cannot_hold_raises_and_is_not_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty file left behind would break every scrape that reads the directory."""
+    refuse_space(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        AllocatedMmapedDict(str(tmp_path / "counter_1.db"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_existing_file_the_filesystem_cannot_hold_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "counter_1.db"
+    file: ValuesFile = AllocatedMmapedDict(str(path))
+    file.write_value(KEY, 3.0, 0.0)
+    file.close()
+    refuse_space(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        AllocatedMmapedDict(str(path))
+    assert [value for _, value, _, _ in MmapedDict.read_all_values_from_file(str(path))] == [3.0]  # type: ignore[no-untyped-call]
+
+
+def test_a_growth_the_filesystem_refuses_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "counter_1.db"
+    file: ValuesFile = AllocatedMmapedDict(str(path))
+    written = 0
+    for key in keys(2000):
+        with monkeypatch.context() as refused:
+            refuse_space(refused)
+            try:
+                file.write_value(key, 1.0, 0.0)
+            except OSError:
+                break
+        written += 1
+    else:
+        pytest.fail("the file never needed to grow")
+    assert path.stat().st_size == INITIAL_BYTES
+    file.write_value(keys(1)[0], 5.0, 0.0)  # a series it holds is still written
+    refused_key = keys(2000)[written]
+    file.write_value(refused_key, 7.0, 0.0)  # with space again, the refused series is taken
+    file.close()
+    read = {key: value for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))}  # type: ignore[no-untyped-call]
+    assert len(read) == written + 1
+    assert read[keys(1)[0]] == 5.0
+    assert read[refused_key] == 7.0
+    assert allocated(path)
+
+
+def test_values_whose_file_cannot_be_made_are_kept_in_memory_and_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    refuse_space(monkeypatch)
+    path = tmp_path / "gauge_livesum_12.db"
+    with caplog.at_level(logging.ERROR, logger="app"):
+        file = open_values_file(str(path))
+    assert file.read_value(KEY) == (0.0, 0.0)
+    file.write_value(KEY, 2.0, 0.0)
+    assert file.read_value(KEY) == (2.0, 0.0)
+    assert not path.exists()
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"metrics file {path} not made (No space left on device): this process serves on, its "
+        "gauge_livesum metrics kept in memory and missing from /metrics until it restarts"
+    )
+
+
+def test_prometheus_clients_multiprocess_values_open_their_files_through_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The private name `install` replaces (prometheus_client.values.MmapedDict): if a release
+    stops opening files by it, this fails, and the pin in pyproject stays until it is fixed."""
+    import app.observability.metrics  # noqa: F401  # installs, as every process of the service does
+
+    assert values.MmapedDict is open_values_file  # type: ignore[attr-defined]
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    value_class = values.MultiProcessValue(lambda: 41)  # type: ignore[no-untyped-call]
+    counted = value_class("counter", "jobs", "jobs_total", (), (), "help")
+    counted.inc(2.0)
+    assert allocated(tmp_path / "counter_41.db")
+    refuse_space(monkeypatch)
+    in_memory = values.MultiProcessValue(lambda: 42)("gauge", "g", "g", (), (), "help", "livesum")  # type: ignore[no-untyped-call]
+    in_memory.set(4.0)
+    assert in_memory.get() == 4.0
+    assert not (tmp_path / "gauge_livesum_42.db").exists()
+    values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+
+
+FILL_AND_WRITE = textwrap.dedent(
+    """
+    import sys
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+    from app.observability.metric_files import AllocatedMmapedDict
+
+    directory, kind = sys.argv[1], sys.argv[2]
+    opened = (AllocatedMmapedDict if kind == "allocated" else MmapedDict)(directory + "/counter_1.db")
+    with open(directory + "/filler", "wb", buffering=0) as filler:  # the filesystem fills up
+        try:
+            while True:
+                filler.write(bytes(4096))
+        except OSError:
+            pass
+    for n in range(400):  # new series: they reach pages never written
+        opened.write_value(mmap_key("m", "m_total", ["n"], [str(n)], "help"), 1.0, 0.0)
+    print("written")
+    """
+)
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare (util-linux)")
+@pytest.mark.parametrize("kind", ["plain", "allocated"])
+def test_on_a_filesystem_that_fills_up_a_write_is_no_sigbus(tmp_path: Path, kind: str) -> None:
+    """On a real full tmpfs (mounted in a user and mount namespace of its own): prometheus_client's
+    own file kills its process with SIGBUS at the first new page; ours, allocated when made, takes
+    every series its first 64 KiB hold."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this kernel or sandbox refuses an unprivileged mount namespace (unshare -rm)")
+    script = tmp_path / "fill_and_write.py"
+    script.write_text(FILL_AND_WRITE)
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=512k tmpfs "$1" && exec "$2" "$3" "$1" "$4"',
+            "sh",
+            str(mount),
+            sys.executable,
+            str(script),
+            kind,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if kind == "plain":
+        assert done.returncode == -7, (done.returncode, done.stderr)  # SIGBUS: what was fixed
+    else:
+        assert (done.returncode, done.stdout) == (0, "written\n"), done.stderr
