@@ -1,0 +1,170 @@
+"""app.server.forks: a fork the system refuses costs that fork, never the master; on gunicorn's
+own Arbiter code paths, and on the real server at a real process limit (a pids cgroup)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from gunicorn.arbiter import Arbiter
+
+from app.server.forks import guard_forks
+from benchmarks.chaos import wait_for
+from tests.test_server import WORKERS, spawn, stop, wait_until_ready, workers_of
+
+
+class Log:
+    """gunicorn's logger as the arbiter calls it: the lines, by level."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        def line(message: str, *args: object, **kwargs: object) -> None:
+            self.lines.append((level, message % args if args else message))
+
+        return line
+
+    def said(self) -> list[tuple[str, str]]:
+        """The lines above debug (gunicorn's own worker count is one at debug)."""
+        return [(level, text) for level, text in self.lines if level != "debug"]
+
+
+def arbiter(workers: int = 2) -> Any:
+    """gunicorn's Arbiter with only the state its worker management reads (no sockets, no app):
+    its own manage_workers, spawn_workers and handle_usr2 run."""
+    made: Any = Arbiter.__new__(Arbiter)
+    made.WORKERS = {}
+    made.LISTENERS = []
+    made._num_workers = workers  # behind gunicorn's num_workers property
+    made.cfg = SimpleNamespace(enable_backlog_metric=False)
+    made.log = Log()
+    made._last_logged_active_worker_count = None
+    return made
+
+
+def refused(*args: object) -> Any:
+    raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+
+def test_a_refused_fork_is_logged_once_and_tried_again_by_gunicorns_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(random, "random", lambda: 0.0)  # spawn_workers' pause between forks
+    master = arbiter()
+    allowed = False
+
+    def spawn_worker() -> int:
+        if not allowed:
+            refused()
+        pid = 1000 + len(master.WORKERS)
+        master.WORKERS[pid] = SimpleNamespace(age=pid)
+        return pid
+
+    master.spawn_worker = spawn_worker
+    guard_forks(master)
+    master.manage_workers()  # gunicorn's: raised out of its main loop, which stopped the master
+    master.manage_workers()
+    assert master.WORKERS == {}
+    assert master.log.said() == [
+        (
+            "error",
+            "worker not started: [Errno 11] Resource temporarily unavailable; 0 of 2 workers "
+            "serve, started again when the system lets it (a process limit: a container's "
+            "pids.max, a unit's TasksMax?)",
+        )
+    ]
+    allowed = True
+    master.manage_workers()
+    assert sorted(master.WORKERS) == [1000, 1001]
+    assert master.log.said()[1:] == [("warning", "worker started again, after 4 refused tries")]
+
+
+def test_a_refused_sigusr2_upgrade_leaves_the_master_serving() -> None:
+    master = arbiter()
+    master.reexec = refused
+    guard_forks(master)
+    master.handle_usr2()  # gunicorn's
+    assert master.log.said() == [
+        (
+            "error",
+            "SIGUSR2 upgrade not started: [Errno 11] Resource temporarily unavailable; this "
+            "master serves on",
+        )
+    ]
+
+
+def test_errors_other_than_the_systems_are_raised_as_before() -> None:
+    master = arbiter()
+
+    def broken() -> int:
+        raise RuntimeError("a bug in a hook")
+
+    master.spawn_worker = broken
+    guard_forks(master)
+    with pytest.raises(RuntimeError, match="a bug in a hook"):
+        master.manage_workers()
+
+
+@contextlib.contextmanager
+def pids_cgroup(tmp_path: Path) -> Iterator[Path]:
+    """A pids cgroup of its own (v1's pids hierarchy, or v2 with pids delegated), removed after."""
+    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        group = root / f"latam-delay-test-{os.getpid()}-{tmp_path.name}"
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        if (group / "pids.max").exists():
+            break
+        group.rmdir()
+    else:
+        pytest.skip("no pids cgroup can be made here (needs root and a pids controller)")
+    try:
+        yield group
+    finally:
+        (group / "pids.max").write_text("max")
+        wait_for(lambda: not (group / "cgroup.procs").read_text().split(), timeout=30)
+        group.rmdir()
+
+
+@pytest.mark.server
+def test_the_real_server_serves_through_a_process_limit(tmp_path: Path) -> None:
+    """At the pids limit, a worker killed could not be replaced: gunicorn's master logged
+    `Unhandled exception in main loop` and stopped the worker still serving: the whole server
+    gone. Now it serves on with the other worker, refuses SIGUSR2 with one line, and starts the
+    missing worker once the limit is lifted."""
+    with pids_cgroup(tmp_path) as group:
+        server = spawn(tmp_path / "run")
+        try:
+            wait_until_ready(server)
+            (group / "cgroup.procs").write_text(str(server.process.pid))
+            (group / "pids.max").write_text((group / "pids.current").read_text())
+            os.kill(min(workers_of(server)), signal.SIGKILL)
+            assert wait_for(lambda: "worker not started" in server.log(), timeout=10), server.log()
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                for _ in range(20):
+                    assert client.get("/v2/health/ready").status_code == 200
+            server.process.send_signal(signal.SIGUSR2)
+            assert wait_for(lambda: "SIGUSR2 upgrade not started" in server.log(), timeout=10)
+            time.sleep(1.5)  # gunicorn's loop tries the fork again meanwhile
+            assert server.process.poll() is None, server.log()
+            assert len(workers_of(server)) == WORKERS - 1
+            (group / "pids.max").write_text("max")
+            wait_until_ready(server, startups=WORKERS + 1)
+            assert len(workers_of(server)) == WORKERS
+            log = server.log()
+        finally:
+            stop(server)
+    assert "Unhandled exception in main loop" not in log, log
+    assert "worker started again, after" in log, log
