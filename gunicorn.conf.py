@@ -190,9 +190,12 @@ def pre_fork(server: Any, worker: Any) -> None:
     """Tags the worker with the snapshot it will load, so that no reload prunes it meanwhile,
     and writes back what of that snapshot is gone (app.server.reload.restore): a worker that
     cannot load its models would halt the server. A failure to is logged, never raised, which
-    would stop gunicorn's arbiter (the worker then fails as it would have)."""
+    would stop gunicorn's arbiter (the worker then fails as it would have). The master's metric
+    files are written back too, their directory with them, where the worker makes its own."""
+    from app.observability.metric_files import restore_removed
     from app.server.reload import restore
 
+    restore_removed()
     worker.models_dir = os.environ["MODELS_DIR"]
     release = getattr(server, "pinned_release", None)
     if release is None:
@@ -217,11 +220,13 @@ def child_exit(server: Any, worker: Any) -> None:
     stop gunicorn's arbiter."""
     from prometheus_client import multiprocess
 
+    from app.observability.metric_files import restore_removed
     from app.observability.metrics_archive import compact
     from app.server.handoff import forget
     from app.server.reload import in_use, prune
 
     multiprocess.mark_process_dead(worker.pid)
+    restore_removed()  # the directory too, if it went: the archives are written there
     try:
         compact(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
     except Exception as error:  # the files stay, counted as they are; the next exit retries
@@ -231,6 +236,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
+    from app.observability.metric_files import forget_files
+
+    forget_files()  # what is removed below stays removed
     release(_RUN_DIR)
     shutil.rmtree(_RUN_DIR, ignore_errors=True)
     own_metrics = os.environ.get(OWN_METRICS_ENV)

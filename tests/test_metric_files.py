@@ -7,12 +7,14 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import pytest
 from prometheus_client import mmap_dict, values
 from prometheus_client.mmap_dict import MmapedDict
 
+from app.observability import metric_files
 from app.observability.metric_files import (
     INITIAL_BYTES,
     AllocatedMmapedDict,
@@ -215,3 +217,97 @@ def test_on_a_filesystem_that_fills_up_a_write_is_no_sigbus(tmp_path: Path, kind
         assert done.returncode == -7, (done.returncode, done.stderr)  # SIGBUS: what was fixed
     else:
         assert (done.returncode, done.stdout) == (0, "written\n"), done.stderr
+
+
+def write(file: ValuesFile, value: float) -> None:
+    """One value under KEY, through the typed view of a file (its methods are unannotated)."""
+    file.write_value(KEY, value, 0.0)
+
+
+def values_in(path: Path) -> dict[str, float]:
+    return {key: value for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))}  # type: ignore[no-untyped-call]
+
+
+def test_a_removed_file_is_written_again_with_its_values_and_written_on(tmp_path: Path) -> None:
+    path = tmp_path / "counter_1.db"
+    file = AllocatedMmapedDict(str(path))
+    assert not file.restore()  # nothing to do
+    write(file, 3.0)
+    path.unlink()
+    assert file.restore()
+    assert values_in(path) == {KEY: 3.0}
+    assert allocated(path)
+    write(file, 4.0)
+    assert values_in(path) == {KEY: 4.0}
+    assert not list(tmp_path.glob("*.restoring"))
+    closing: ValuesFile = file
+    closing.close()
+    assert not file.restore()  # closed: nothing to write
+
+
+def test_a_removed_directory_is_made_again_for_its_files(tmp_path: Path) -> None:
+    directory = tmp_path / "latam-delay-metrics-1"
+    directory.mkdir()
+    files = {kind: AllocatedMmapedDict(str(directory / f"{kind}_1.db")) for kind in ("a", "b")}
+    for n, file in enumerate(files.values()):
+        write(file, float(n))
+    shutil.rmtree(directory)
+    assert [file.restore() for file in files.values()] == [True, True]
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert [values_in(directory / f"{kind}_1.db") for kind in files] == [{KEY: 0.0}, {KEY: 1.0}]
+
+
+def test_a_forked_process_leaves_the_files_it_inherited_to_their_owner(tmp_path: Path) -> None:
+    path = tmp_path / "counter_1.db"
+    file = AllocatedMmapedDict(str(path))
+    path.unlink()
+    file._owner = os.getpid() + 1  # as in a worker, which forked with its master's files open
+    assert not file.restore()
+    assert not path.exists()
+
+
+def test_restore_removed_says_so_in_one_line_and_a_failure_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(metric_files, "_writable", weakref.WeakSet())
+    monkeypatch.setattr(metric_files, "_restore_failed", False)
+    paths = [tmp_path / f"{kind}_1.db" for kind in ("counter", "histogram")]
+    files = [AllocatedMmapedDict(str(path)) for path in paths]
+    for file in files:
+        write(file, 2.0)
+    for path in paths:
+        path.unlink()
+    with caplog.at_level(logging.WARNING, logger="app"), monkeypatch.context() as refused:
+        refuse_space(refused)
+        assert metric_files.restore_removed() == 0
+        assert metric_files.restore_removed() == 0
+    assert [record.levelname for record in caplog.records] == ["ERROR"]
+    assert "removed and not written again (" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="app"):
+        assert metric_files.restore_removed() == 2
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "metrics files removed from under the server (a /tmp cleaner?), written again with "
+        f"their values: {paths[0]}, {paths[1]}"
+    )
+    assert [values_in(path) for path in paths] == [{KEY: 2.0}, {KEY: 2.0}]
+    assert not list(tmp_path.glob("*.restoring"))
+
+
+def test_forgotten_files_are_not_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master leaving removes the directory it made, then flushes at the interpreter's exit:
+    that flush made the directory again, left behind for good."""
+    monkeypatch.setattr(metric_files, "_writable", weakref.WeakSet())
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    kept = [AllocatedMmapedDict(str(directory / f"{kind}_1.db")) for kind in ("counter", "gauge")]
+    shutil.rmtree(directory)
+    assert metric_files.restore_removed() == 2  # as every flush does
+    metric_files.forget_files()
+    shutil.rmtree(directory)
+    assert metric_files.restore_removed() == 0
+    assert not directory.exists()
+    assert kept  # open all along

@@ -921,6 +921,46 @@ def test_a_full_metrics_filesystem_is_served_through_without_a_crash(tmp_path: P
     assert "not made (No space left on device)" in log, log
 
 
+def test_a_metrics_directory_removed_from_under_the_server_comes_back_with_its_counts(
+    tmp_path: Path,
+) -> None:
+    """tmpwatch, tmpreaper (which ignore the master's lock) or an operator's `rm` took the run's
+    metrics directory: every scrape was then a 500, and the next worker forked (one killed, a
+    reload) failed to boot on its metric files, so gunicorn halted the server. Each process
+    now writes its files again where they were, with their values (app.observability.
+    metric_files): the counts go on, a killed worker is replaced and its counts archived."""
+    server = spawn(tmp_path / "run")
+    try:
+        wait_until_ready(server)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for flight in MINIMAL_FLIGHTS:
+                predict(client, [flight])
+            time.sleep(FLUSH_SECONDS + 0.5)
+            before = predict_requests(scrape(server.url))
+            shutil.rmtree(server.metrics_dir())
+            time.sleep(FLUSH_SECONDS + 0.5)  # each worker's next flush
+            assert predict_requests(scrape(server.url)) == before
+            os.kill(min(workers_of(server)), signal.SIGKILL)
+            wait_until_ready(server, startups=WORKERS + 1)
+            for flight in MINIMAL_FLIGHTS:
+                predict(client, [flight])
+            time.sleep(FLUSH_SECONDS + 0.5)
+            families = scrape(server.url)
+        log = server.log()
+    finally:
+        stop(server)
+    assert predict_requests(families) == before + len(MINIMAL_FLIGHTS), log
+    workers = {
+        sample.labels["model"]: sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "model_workers"
+    }
+    assert workers == {"delay-minimal": WORKERS, "delay-full": WORKERS}
+    assert "Worker failed to boot" not in log, log
+    assert "written again with their values" in log, log
+
+
 def test_a_metrics_directory_from_outside_that_is_no_directory_stops_start_up(
     tmp_path: Path,
 ) -> None:

@@ -12,6 +12,11 @@ an OSError where a file is made or grown, which the callers can survive:
 - a file that cannot grow refuses the new series (the flush that brought it logs and goes on,
   app.observability.metrics), and the series it holds go on being written.
 
+A file removed from under the server (an operator's `rm`, a /tmp cleaner that ignores the
+master's lock: app.server.run_dirs.hold), its directory with it, is written again where it was,
+with every value it held, by `restore_removed` (each flush, app.observability.metrics): the counts
+go on where they were, where before they vanished from the scrapes until the process restarted.
+
 prometheus_client's multiprocess values open their files by the name `MmapedDict` in its
 `values` module: `install` puts `open_values_file` there. A private name, so pyproject pins
 prometheus-client to the range tests/test_metric_files.py checks.
@@ -20,7 +25,9 @@ prometheus-client to the range tests/test_metric_files.py checks.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
+import weakref
 from typing import IO, Protocol
 
 from prometheus_client import values
@@ -28,6 +35,8 @@ from prometheus_client.mmap_dict import MmapedDict
 
 INITIAL_BYTES = 1 << 16
 """The size prometheus_client gives a new file (its `_INITIAL_MMAP_SIZE`; a test checks)."""
+RESTORING = ".restoring"
+"""Suffix of a file being written again: not `.db`, so no scrape reads it half-written."""
 
 
 class ValuesFile(Protocol):
@@ -50,6 +59,36 @@ class AllocatedMmapedDict(MmapedDict):
         super().__init__(filename, read_mode)  # type: ignore[no-untyped-call]  # unannotated upstream
         if not read_mode:  # only truncate, fileno and close are called on it
             self._f = _AllocatingFile(self._f)  # type: ignore[assignment]
+            self._owner = os.getpid()  # a forked worker leaves its master's files to the master
+            _writable.add(self)
+
+    def restore(self) -> bool:
+        """Writes the file again where it was, its directory too, if it was removed (or replaced)
+        since it was opened, with every value it holds; returns whether it did."""
+        if self._f is None or self._owner != os.getpid():  # closed, or the master's
+            return False
+        opened = os.fstat(self._f.fileno())
+        try:
+            if os.stat(self._fname).st_ino == opened.st_ino:
+                return False
+        except FileNotFoundError:
+            pass
+        os.makedirs(os.path.dirname(self._fname), mode=0o700, exist_ok=True)
+        restoring = self._fname + RESTORING
+        _allocate(restoring, self._capacity, new=True)
+        file = open(restoring, "r+b")  # noqa: SIM115  # kept open for the mapping, as upstream's
+        try:
+            mapping = mmap.mmap(file.fileno(), self._capacity)
+            mapping[: self._used] = self._m[: self._used]
+            os.replace(restoring, self._fname)
+        except BaseException:
+            file.close()
+            os.unlink(restoring)
+            raise
+        self._m.close()
+        self._f.close()
+        self._m, self._f = mapping, _AllocatingFile(file)  # type: ignore[assignment]
+        return True
 
     def _init_value(self, key: str) -> None:
         """A new key; on a growth the filesystem refuses, the file stays as it was."""
@@ -78,16 +117,17 @@ class _AllocatingFile:
         self._file.close()
 
 
-def _allocate(filename: str) -> None:
-    """Makes the file if missing, at least INITIAL_BYTES long, every block allocated. A file
-    made here and refused is removed: a scrape cannot read an empty one."""
-    descriptor = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+def _allocate(filename: str, size: int = INITIAL_BYTES, new: bool = False) -> None:
+    """Makes the file if missing (`new`: anew, empty), at least `size` long, every block
+    allocated. A file made here and refused is removed: a scrape cannot read an empty one."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if new else 0)
+    descriptor = os.open(filename, flags, 0o666)
     try:
-        size = os.fstat(descriptor).st_size
+        had = os.fstat(descriptor).st_size
         try:
-            os.posix_fallocate(descriptor, 0, max(size, INITIAL_BYTES))
+            os.posix_fallocate(descriptor, 0, max(had, size))
         except OSError:
-            if size == 0:
+            if had == 0:
                 os.unlink(filename)
             raise
     finally:
@@ -126,6 +166,45 @@ def open_values_file(filename: str) -> ValuesFile:
             os.path.basename(filename).rpartition("_")[0],
         )
         return _MemoryValues()
+
+
+_writable: weakref.WeakSet[AllocatedMmapedDict] = weakref.WeakSet()
+"""This process's files open for writing, for `restore_removed`."""
+_restore_failed = False
+
+
+def restore_removed() -> int:
+    """Writes again each of this process's files that was removed from under it, logged in one
+    line; returns how many. A failure to is logged the first time only: its values stay in
+    memory, and the next call tries again."""
+    global _restore_failed
+    restored = []
+    for file in list(_writable):
+        try:
+            if file.restore():
+                restored.append(file._fname)
+        except Exception as error:  # in the master's hooks, raised, it would stop gunicorn
+            if not _restore_failed:
+                _restore_failed = True
+                logging.getLogger("app").error(
+                    "metrics file %s removed and not written again (%s; logged once, tried again "
+                    "at each flush): its values are missing from /metrics",
+                    file._fname,
+                    error,
+                )
+    if restored:
+        logging.getLogger("app").warning(
+            "metrics files removed from under the server (a /tmp cleaner?), written again with "
+            "their values: %s",
+            ", ".join(sorted(restored)),
+        )
+    return len(restored)
+
+
+def forget_files() -> None:
+    """No file of this process is written again from now on: a master about to remove the
+    directory it made (gunicorn.conf.py's on_exit) would make it again at its last flush."""
+    _writable.clear()
 
 
 def install() -> None:

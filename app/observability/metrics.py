@@ -202,6 +202,7 @@ def count_reload(applied: bool | None) -> None:
     """The master's record of a SIGHUP reload's outcome (None: its start, whose check of
     MODELS_DIR passed, so both counts show from zero). Written at once: the master answers no
     request, and a refusal is otherwise one log line that no alert can see."""
+    metric_files.restore_removed()
     for outcome in RELOAD_OUTCOMES:
         RELOADS.labels(outcome)
     if applied is not None:
@@ -210,8 +211,10 @@ def count_reload(applied: bool | None) -> None:
 
 
 def flush() -> None:
-    """Adds this worker's tallies to the shared metrics and starts new ones."""
+    """Adds this worker's tallies to the shared metrics and starts new ones (into its files
+    written again first if they were removed: app.observability.metric_files)."""
     global _latency, _predictions, _merged, _model_calls, _closed
+    metric_files.restore_removed()
     latency, _latency = _latency, {}
     predictions, _predictions = _predictions, {}
     merged, _merged = _merged, {}
