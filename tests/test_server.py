@@ -518,6 +518,16 @@ def predict_requests(families: list[Metric]) -> float:
     )
 
 
+def model_workers(families: list[Metric]) -> dict[str, float]:
+    """`model_workers` by model: the live workers that loaded it."""
+    return {
+        sample.labels["model"]: sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "model_workers"
+    }
+
+
 def predictions(families: list[Metric], model: str) -> float:
     return sum(
         sample.value
@@ -842,13 +852,7 @@ def test_a_metrics_directory_given_from_outside_starts_empty_after_a_crash(
         families = scrape(restarted.url)
     finally:
         stop(restarted)
-    workers = {
-        sample.labels["model"]: sample.value
-        for family in families
-        for sample in family.samples
-        if sample.name == "model_workers"
-    }
-    assert workers == {"delay-minimal": WORKERS, "delay-full": WORKERS}
+    assert model_workers(families) == {"delay-minimal": WORKERS, "delay-full": WORKERS}
     assert predict_requests(families) == 0
     assert (metrics / "notes.txt").read_text() == "kept"
 
@@ -871,13 +875,7 @@ def test_a_metrics_directory_another_running_server_writes_in_is_refused(
             "running server writes its metrics there; give each server a directory of its own"
         ], log
         assert not list((tmp_path / "second").glob("latam-delay-*"))  # nothing made, nothing left
-        workers = {
-            sample.labels["model"]: sample.value
-            for family in scrape(first.url)
-            for sample in family.samples
-            if sample.name == "model_workers"
-        }
-        assert workers == {"delay-minimal": WORKERS, "delay-full": WORKERS}
+        assert model_workers(scrape(first.url)) == {"delay-minimal": WORKERS, "delay-full": WORKERS}
     finally:
         stop(first)
 
@@ -950,13 +948,7 @@ def test_a_metrics_directory_removed_from_under_the_server_comes_back_with_its_c
     finally:
         stop(server)
     assert predict_requests(families) == before + len(MINIMAL_FLIGHTS), log
-    workers = {
-        sample.labels["model"]: sample.value
-        for family in families
-        for sample in family.samples
-        if sample.name == "model_workers"
-    }
-    assert workers == {"delay-minimal": WORKERS, "delay-full": WORKERS}
+    assert model_workers(families) == {"delay-minimal": WORKERS, "delay-full": WORKERS}
     assert "Worker failed to boot" not in log, log
     assert "written again with their values" in log, log
 
