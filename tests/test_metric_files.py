@@ -245,6 +245,22 @@ def test_a_removed_file_is_written_again_with_its_values_and_written_on(tmp_path
     assert not file.restore()  # closed: nothing to write
 
 
+def test_a_file_replaced_under_its_name_is_written_again_with_this_processs_values(
+    tmp_path: Path,
+) -> None:
+    """Another file at the path (a directory removed and made again, then filled by hand): the
+    scrapes would read it, not this process's values."""
+    path = tmp_path / "counter_1.db"
+    file = AllocatedMmapedDict(str(path))
+    write(file, 6.0)
+    other = tmp_path / "other.db"
+    stranger: ValuesFile = AllocatedMmapedDict(str(other))
+    stranger.write_value(KEY, 1.0, 0.0)
+    os.replace(other, path)
+    assert file.restore()
+    assert values_in(path) == {KEY: 6.0}
+
+
 def test_a_removed_directory_is_made_again_for_its_files(tmp_path: Path) -> None:
     directory = tmp_path / "latam-delay-metrics-1"
     directory.mkdir()

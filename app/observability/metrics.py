@@ -202,7 +202,6 @@ def count_reload(applied: bool | None) -> None:
     """The master's record of a SIGHUP reload's outcome (None: its start, whose check of
     MODELS_DIR passed, so both counts show from zero). Written at once: the master answers no
     request, and a refusal is otherwise one log line that no alert can see."""
-    metric_files.restore_removed()
     for outcome in RELOAD_OUTCOMES:
         RELOADS.labels(outcome)
     if applied is not None:
