@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from app.descriptors import raise_limit
+from app.descriptors import raise_limit, require_worker_descriptors
 from app.server.handoff import RUN_DIR_ENV
 from app.server.reload import forget_inherited_run
 from app.server.run_dirs import (
@@ -60,6 +60,11 @@ try:
     _SETTINGS = Settings.from_env()
 except ValueError as _error:
     _cannot_start(_error)
+if not os.environ.get(RUN_DIR_ENV):  # at start; on SIGHUP, app.server.forks says it, serving on
+    try:
+        require_worker_descriptors()  # under it every worker crashed at boot, forked again at once
+    except OSError as _error:
+        _cannot_start(_error, _SETTINGS.log_format)
 
 bind = [_SETTINGS.bind]
 if _SETTINGS.metrics_bind:  # /metrics only, on its own port (app.observability.metrics_port)

@@ -827,6 +827,24 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, v
     assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
 
 
+def test_a_descriptor_limit_too_low_for_a_worker_stops_start_up_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """Started under `ulimit -n 32`, every worker crashed at boot (EMFILE out of uvloop, a
+    traceback each, or a SIGSEGV in grpcio), and gunicorn forked the next at once: 75 boots in
+    5 s, never serving, never exiting."""
+    log = failed_start(
+        spawn(
+            tmp_path / "run", preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+        )
+    )
+    assert log.strip().splitlines() == [
+        "latam-delay: cannot start: [Errno 24] a descriptor limit (ulimit -n, a container's "
+        "nofile) of 32 leaves a worker too few: it needs 64"
+    ], log
+    assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
+
+
 def test_a_metrics_directory_given_from_outside_starts_empty_after_a_crash(
     tmp_path: Path,
 ) -> None:
