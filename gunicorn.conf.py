@@ -85,6 +85,9 @@ errorlog = "-"
 logger_class = "app.server.glogging.GunicornLogger"
 loglevel = _SETTINGS.log_level
 proc_name = "latam-delay"
+# gunicorn's heartbeat files (its default: TMPDIR), made by the master before each fork, in memory
+# where /dev/shm is writable: under a TMPDIR turned read-only, no worker could be started.
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
 control_socket_disable = (
     True  # gunicornc is not used; the shared default socket clashes between instances
 )
@@ -230,7 +233,10 @@ def child_exit(server: Any, worker: Any) -> None:
     from app.server.handoff import forget
     from app.server.reload import in_use, prune
 
-    multiprocess.mark_process_dead(worker.pid)
+    try:
+        multiprocess.mark_process_dead(worker.pid)
+    except OSError as error:  # a read-only TMPDIR; scrapes skip a dead process's live gauges
+        server.log.warning("dead worker %s's gauge files not removed: %r", worker.pid, error)
     restore_removed()  # the directory too, if it went: the archives are written there
     try:
         compact(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))

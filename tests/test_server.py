@@ -971,6 +971,53 @@ def test_a_metrics_directory_removed_from_under_the_server_comes_back_with_its_c
     assert "written again with their values" in log, log
 
 
+def test_a_tmpdir_turned_read_only_under_the_server_is_served_through(tmp_path: Path) -> None:
+    """TMPDIR made read-only while the server runs (a read-only bind mount over it: `mount -o
+    remount,ro` is refused while the server's metric files there are open for writing). Before,
+    every scrape was a 500 (a traceback each); a worker killed, the master's child_exit raised
+    EROFS (prometheus_client's mark_process_dead) into gunicorn's main loop, which stopped the
+    other worker and exited; past that, no worker could be forked (gunicorn made its heartbeat
+    file in TMPDIR); SIGTERM ended in a traceback, exit 1. Now each is served through: scrapes
+    answer, a killed worker is replaced, a reload is refused with one line (its snapshot cannot
+    be written) and its new workers serve the old models, and the master exits cleanly."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this kernel or sandbox refuses an unprivileged mount namespace (unshare -rm)")
+    if not os.access("/dev/shm", os.W_OK | os.X_OK):
+        pytest.skip("no writable /dev/shm for gunicorn's heartbeat files")
+    tmpdir, turn, turned = tmp_path / "tmp", tmp_path / "turn", tmp_path / "turned"
+    tmpdir.mkdir()
+    script = (
+        'mount -t tmpfs -o size=64m tmpfs "$0" && ( ( while [ ! -e "$1" ]; do sleep 0.1; done; '
+        'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && touch "$2" ) & ) && '
+        'shift 2 && exec "$@"'
+    )
+    server = spawn(
+        tmp_path / "run",
+        wrapper=("unshare", "-rm", "sh", "-c", script, str(tmpdir), str(turn), str(turned)),
+        TMPDIR=str(tmpdir),
+    )
+    try:
+        wait_until_ready(server)
+        turn.touch()
+        assert wait_for(turned.exists, timeout=10)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/metrics").status_code == 200
+            os.kill(min(workers_of(server)), signal.SIGKILL)
+            wait_until_ready(server, startups=WORKERS + 1)
+            server.process.send_signal(signal.SIGHUP)
+            wait_until_ready(server, startups=2 * WORKERS + 1)
+            for flight in MINIMAL_FLIGHTS:
+                assert predict(client, [flight])["predict"] in ([0], [1])
+            assert client.get("/metrics").status_code == 200
+        assert server.process.poll() is None, server.log()
+    finally:
+        stop(server)
+    log = server.log()
+    assert server.process.returncode == 0, log
+    assert "Traceback" not in log, log
+    assert "model reload refused" in log, log
+
+
 def test_a_metrics_directory_from_outside_that_is_no_directory_stops_start_up(
     tmp_path: Path,
 ) -> None:
