@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from app.descriptors import raise_limit
+from app.descriptors import raise_limit, require_worker_descriptors
 from app.server.handoff import RUN_DIR_ENV
 from app.server.reload import forget_inherited_run
 from app.server.run_dirs import (
@@ -60,6 +60,11 @@ try:
     _SETTINGS = Settings.from_env()
 except ValueError as _error:
     _cannot_start(_error)
+if not os.environ.get(RUN_DIR_ENV):  # at start; on SIGHUP, app.server.forks says it, serving on
+    try:
+        require_worker_descriptors()  # under it every worker crashed at boot, forked again at once
+    except OSError as _error:
+        _cannot_start(_error, _SETTINGS.log_format)
 
 bind = [_SETTINGS.bind]
 if _SETTINGS.metrics_bind:  # /metrics only, on its own port (app.observability.metrics_port)
@@ -80,6 +85,9 @@ errorlog = "-"
 logger_class = "app.server.glogging.GunicornLogger"
 loglevel = _SETTINGS.log_level
 proc_name = "latam-delay"
+# gunicorn's heartbeat files (its default: TMPDIR), made by the master before each fork, in memory
+# where /dev/shm is writable: under a TMPDIR turned read-only, no worker could be started.
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
 control_socket_disable = (
     True  # gunicornc is not used; the shared default socket clashes between instances
 )
@@ -225,7 +233,10 @@ def child_exit(server: Any, worker: Any) -> None:
     from app.server.handoff import forget
     from app.server.reload import in_use, prune
 
-    multiprocess.mark_process_dead(worker.pid)
+    try:
+        multiprocess.mark_process_dead(worker.pid)
+    except OSError as error:  # a read-only TMPDIR; scrapes skip a dead process's live gauges
+        server.log.warning("dead worker %s's gauge files not removed: %r", worker.pid, error)
     restore_removed()  # the directory too, if it went: the archives are written there
     try:
         compact(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))

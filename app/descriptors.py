@@ -12,6 +12,7 @@ hold at most a share of what remains (Settings.max_connections, Settings.grpc_ma
 from __future__ import annotations
 
 import contextlib
+import errno
 import resource
 
 REST_CONNECTIONS = 10_000
@@ -28,6 +29,11 @@ SHARE = 4
 """At most a quarter of the descriptors a port by default; a setting may give one up to half
 (`max_connections`): the rest is the other port's, the models' and the metrics' files."""
 UNLIMITED = 2**31 - 1
+WORKER_DESCRIPTORS = 64
+"""The fewest descriptors a worker is started with. A serving worker holds about 40 of its own
+(39 counted: listeners, event loops, gRPC's, metric files); under 38 its start crashed (EMFILE
+out of uvloop or an import, a traceback each; SIGSEGV in grpcio; SIGABRT), and gunicorn forked
+the next at once: 75 boots in 5 s, never serving (reports/reliability.md section 17)."""
 
 
 def raise_limit() -> int:
@@ -44,6 +50,18 @@ def limit() -> int:
     """The descriptors this process may open (its soft limit)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return UNLIMITED if soft == resource.RLIM_INFINITY else soft
+
+
+def require_worker_descriptors(descriptors: int | None = None) -> None:
+    """Raises OSError (EMFILE) when the limit a worker would inherit (this process's, by
+    default) is under WORKER_DESCRIPTORS."""
+    descriptors = limit() if descriptors is None else descriptors
+    if descriptors < WORKER_DESCRIPTORS:
+        raise OSError(
+            errno.EMFILE,
+            f"a descriptor limit (ulimit -n, a container's nofile) of {descriptors} leaves a "
+            f"worker too few: it needs {WORKER_DESCRIPTORS}",
+        )
 
 
 def default_connections(most: int, descriptors: int | None = None) -> int:

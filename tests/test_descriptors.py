@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import resource
 import subprocess
 import sys
@@ -43,3 +44,13 @@ def test_a_port_takes_a_quarter_of_the_files_by_default_and_half_at_most(
     assert descriptors.default_connections(descriptors.REST_CONNECTIONS, files) == rest
     assert descriptors.default_connections(descriptors.GRPC_CONNECTIONS, files) == grpc
     assert descriptors.max_connections(files) == most
+
+
+def test_a_limit_too_low_for_a_worker_is_an_emfile_naming_it() -> None:
+    """Below it a worker's start crashed, and gunicorn started another at once (a crash loop)."""
+    with pytest.raises(
+        OSError, match=r"descriptor limit .* of 32 leaves a worker too few"
+    ) as caught:
+        descriptors.require_worker_descriptors(32)
+    assert caught.value.errno == errno.EMFILE
+    descriptors.require_worker_descriptors(descriptors.WORKER_DESCRIPTORS)  # enough: no error

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import random
+import resource
 import signal
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import httpx2 as httpx
 import pytest
 from gunicorn.arbiter import Arbiter
 
+from app import descriptors
 from app.server.forks import guard_forks
 from benchmarks.chaos import wait_for
 from tests.test_server import WORKERS, spawn, stop, wait_until_ready, workers_of
@@ -90,6 +92,28 @@ def test_a_refused_fork_is_logged_once_and_tried_again_by_gunicorns_loop(
     master.manage_workers()
     assert sorted(master.WORKERS) == [1000, 1001]
     assert master.log.said()[1:] == [("warning", "worker started again, after 2 refused tries")]
+
+
+def test_a_descriptor_limit_too_low_for_a_worker_forks_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each worker forked under it crashed at boot, and gunicorn forked the next at once."""
+    monkeypatch.setattr(random, "random", lambda: 0.0)
+    monkeypatch.setattr(descriptors, "limit", lambda: 24)
+    master = arbiter()
+    forked = []
+    master.spawn_worker = lambda: forked.append(1)
+    guard_forks(master)
+    master.manage_workers()
+    assert forked == []
+    assert master.log.said() == [
+        (
+            "error",
+            "worker not started: [Errno 24] a descriptor limit (ulimit -n, a container's "
+            "nofile) of 24 leaves a worker too few: it needs 64; 0 of 2 workers serve, started "
+            "again when the system lets it",
+        )
+    ]
 
 
 def test_a_refused_sigusr2_upgrade_leaves_the_master_serving() -> None:
@@ -170,3 +194,34 @@ def test_the_real_server_serves_through_a_process_limit(tmp_path: Path) -> None:
             stop(server)
     assert "Unhandled exception in main loop" not in log, log
     assert "worker started again, after" in log, log
+
+
+@pytest.mark.server
+def test_the_real_server_serves_through_a_descriptor_limit_too_low_for_a_worker(
+    tmp_path: Path,
+) -> None:
+    """The master's descriptor limit lowered under a worker's needs (`prlimit --nofile=24:24`),
+    then a worker killed: each worker forked in its place crashed at boot, on EMFILE out of
+    uvloop (a traceback each) or in grpcio (SIGSEGV), and gunicorn forked the next at once: 40
+    boots in 3 s. Now none is forked, one line says why, the other worker serves, and a SIGHUP
+    leaves the old workers serving."""
+    server = spawn(tmp_path / "run")
+    try:
+        wait_until_ready(server)
+        resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE, (24, 24))
+        os.kill(min(workers_of(server)), signal.SIGKILL)
+        assert wait_for(lambda: "worker not started" in server.log(), timeout=10), server.log()
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(2.0)  # a crash loop would show by now
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for _ in range(20):
+                assert client.get("/v2/health/ready").status_code == 200
+        assert server.process.poll() is None, server.log()
+        assert len(workers_of(server)) == WORKERS - 1
+        log = server.log()
+    finally:
+        stop(server)
+    assert log.count("Booting worker") == WORKERS, log
+    assert log.count("worker not started") == 1, log
+    assert "leaves a worker too few: it needs 64" in log, log
+    assert "Traceback" not in log, log

@@ -827,6 +827,24 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, v
     assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
 
 
+def test_a_descriptor_limit_too_low_for_a_worker_stops_start_up_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """Started under `ulimit -n 32`, every worker crashed at boot (EMFILE out of uvloop, a
+    traceback each, or a SIGSEGV in grpcio), and gunicorn forked the next at once: 75 boots in
+    5 s, never serving, never exiting."""
+    log = failed_start(
+        spawn(
+            tmp_path / "run", preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+        )
+    )
+    assert log.strip().splitlines() == [
+        "latam-delay: cannot start: [Errno 24] a descriptor limit (ulimit -n, a container's "
+        "nofile) of 32 leaves a worker too few: it needs 64"
+    ], log
+    assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
+
+
 def test_a_metrics_directory_given_from_outside_starts_empty_after_a_crash(
     tmp_path: Path,
 ) -> None:
@@ -951,6 +969,53 @@ def test_a_metrics_directory_removed_from_under_the_server_comes_back_with_its_c
     assert model_workers(families) == {"delay-minimal": WORKERS, "delay-full": WORKERS}
     assert "Worker failed to boot" not in log, log
     assert "written again with their values" in log, log
+
+
+def test_a_tmpdir_turned_read_only_under_the_server_is_served_through(tmp_path: Path) -> None:
+    """TMPDIR made read-only while the server runs (a read-only bind mount over it: `mount -o
+    remount,ro` is refused while the server's metric files there are open for writing). Before,
+    every scrape was a 500 (a traceback each); a worker killed, the master's child_exit raised
+    EROFS (prometheus_client's mark_process_dead) into gunicorn's main loop, which stopped the
+    other worker and exited; past that, no worker could be forked (gunicorn made its heartbeat
+    file in TMPDIR); SIGTERM ended in a traceback, exit 1. Now each is served through: scrapes
+    answer, a killed worker is replaced, a reload is refused with one line (its snapshot cannot
+    be written) and its new workers serve the old models, and the master exits cleanly."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this kernel or sandbox refuses an unprivileged mount namespace (unshare -rm)")
+    if not os.access("/dev/shm", os.W_OK | os.X_OK):
+        pytest.skip("no writable /dev/shm for gunicorn's heartbeat files")
+    tmpdir, turn, turned = tmp_path / "tmp", tmp_path / "turn", tmp_path / "turned"
+    tmpdir.mkdir()
+    script = (
+        'mount -t tmpfs -o size=64m tmpfs "$0" && ( ( while [ ! -e "$1" ]; do sleep 0.1; done; '
+        'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && touch "$2" ) & ) && '
+        'shift 2 && exec "$@"'
+    )
+    server = spawn(
+        tmp_path / "run",
+        wrapper=("unshare", "-rm", "sh", "-c", script, str(tmpdir), str(turn), str(turned)),
+        TMPDIR=str(tmpdir),
+    )
+    try:
+        wait_until_ready(server)
+        turn.touch()
+        assert wait_for(turned.exists, timeout=10)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/metrics").status_code == 200
+            os.kill(min(workers_of(server)), signal.SIGKILL)
+            wait_until_ready(server, startups=WORKERS + 1)
+            server.process.send_signal(signal.SIGHUP)
+            wait_until_ready(server, startups=2 * WORKERS + 1)
+            for flight in MINIMAL_FLIGHTS:
+                assert predict(client, [flight])["predict"] in ([0], [1])
+            assert client.get("/metrics").status_code == 200
+        assert server.process.poll() is None, server.log()
+    finally:
+        stop(server)
+    log = server.log()
+    assert server.process.returncode == 0, log
+    assert "Traceback" not in log, log
+    assert "model reload refused" in log, log
 
 
 def test_a_metrics_directory_from_outside_that_is_no_directory_stops_start_up(

@@ -27,6 +27,7 @@ archive. A master starting afresh removes them with the `*.db` files (app.server
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -219,8 +220,16 @@ def _temporary(archive: Path) -> Path:
 @contextmanager
 def _locked(directory: Path, operation: int) -> Iterator[None]:
     """flock on LOCK, held in the block; a non-blocking request is retried for LOCK_WAIT. The
-    file is opened and closed here: no worker forked meanwhile can inherit the master's lock."""
-    descriptor = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    file is opened and closed here: no worker forked meanwhile can inherit the master's lock. On
+    a read-only filesystem (TMPDIR turned read-only under the server) a scrape reads unlocked:
+    nothing can compact there meanwhile (it was a 500 on EROFS)."""
+    try:
+        descriptor = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        if error.errno != errno.EROFS or operation & fcntl.LOCK_EX:
+            raise
+        yield
+        return
     try:
         deadline = time.monotonic() + LOCK_WAIT
         while True:

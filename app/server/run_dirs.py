@@ -8,6 +8,7 @@ that an age-based /tmp cleaner leaves them alone."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -148,7 +149,8 @@ def shared_metrics_dir(master: int, tmp: Path | None = None) -> Path | None:
 def leave_metrics_dir(directory: Path) -> bool:
     """At this master's exit: unmarks it, and removes `directory` unless another live master's
     workers still write there (an upgrade's other generation); returns whether it removed it."""
-    _own_mark(directory).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a read-only TMPDIR: a mark of a dead master counts none
+        _own_mark(directory).unlink(missing_ok=True)
     release(directory)
     if other_masters(directory):
         return False
