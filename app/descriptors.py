@@ -33,7 +33,7 @@ WORKER_DESCRIPTORS = 64
 """The fewest descriptors a worker is started with. A serving worker holds about 40 of its own
 (39 counted: listeners, event loops, gRPC's, metric files); under 38 its start crashed (EMFILE
 out of uvloop or an import, a traceback each; SIGSEGV in grpcio; SIGABRT), and gunicorn forked
-the next at once: 75 boots in 5 s, never serving (reports/reliability.md section 17)."""
+the next at once: 163 boots in 10 s under 24, never serving (reports/reliability.md section 17)."""
 
 
 def raise_limit() -> int:
