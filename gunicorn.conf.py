@@ -60,12 +60,6 @@ try:
     _SETTINGS = Settings.from_env()
 except ValueError as _error:
     _cannot_start(_error)
-if not os.environ.get(RUN_DIR_ENV):  # at start; on SIGHUP, app.server.forks says it, serving on
-    try:
-        require_worker_descriptors()  # under it every worker crashed at boot, forked again at once
-    except OSError as _error:
-        _cannot_start(_error, _SETTINGS.log_format)
-
 bind = [_SETTINGS.bind]
 if _SETTINGS.metrics_bind:  # /metrics only, on its own port (app.observability.metrics_port)
     bind.append(_SETTINGS.metrics_bind)
@@ -100,7 +94,13 @@ control_socket_disable = (
 # both generations' workers answer the metrics port, and every scrape must read the same sums.
 # The master holds every directory its workers read or write (run_dirs.hold: a /tmp cleaner
 # skips them), the one given from outside or shared with an old master included.
-if not os.environ.get(RUN_DIR_ENV):
+if not os.environ.get(RUN_DIR_ENV):  # at start, not on SIGHUP's execution of this file
+    # Under it every worker crashed at boot, forked again at once; on SIGHUP app.server.forks
+    # says it once, serving on.
+    try:
+        require_worker_descriptors()
+    except OSError as _error:
+        _cannot_start(_error, _SETTINGS.log_format)
     # One given from outside is this run's too: a killed run's files would count its workers and
     # carry its counters on. Not in a master started by SIGUSR2: the old one's workers write there.
     # Nor where another server runs (it holds the directory): its live files would be wiped, and

@@ -7,6 +7,8 @@ import gzip
 import json
 import os
 import random
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -156,6 +158,16 @@ def answer_499_through(middleware: Callable[[ASGIApp], ASGIApp], marked: bool) -
         await middleware(app)(scope, receive, ignore)
 
     asyncio.run(request())
+
+
+@pytest.fixture
+def private_mounts() -> None:
+    """Skips a test that mounts in a user and mount namespace of its own (`unshare -rm`: a small
+    tmpfs, a read-only bind) where this machine cannot make one."""
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare (util-linux)")
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this kernel or sandbox refuses an unprivileged mount namespace (unshare -rm)")
 
 
 @pytest.fixture(autouse=True)

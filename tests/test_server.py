@@ -898,6 +898,7 @@ def test_a_metrics_directory_another_running_server_writes_in_is_refused(
         stop(first)
 
 
+@pytest.mark.usefixtures("private_mounts")
 def test_a_full_metrics_filesystem_is_served_through_without_a_crash(tmp_path: Path) -> None:
     """An operator's PROMETHEUS_MULTIPROC_DIR on a tmpfs that is full (a small emptyDir, say).
     prometheus_client's files are sparse, so the first write of a new series was a SIGBUS: the
@@ -905,8 +906,6 @@ def test_a_full_metrics_filesystem_is_served_through_without_a_crash(tmp_path: P
     forked in its place (40 in 3 s). Allocated when made (app.observability.metric_files), a
     file the filesystem cannot hold is an error logged once: the server serves, its scrapes
     answer, and a worker killed is replaced once."""
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
-        pytest.skip("this kernel or sandbox refuses an unprivileged mount namespace (unshare -rm)")
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     fill = 'mount -t tmpfs -o size=256k tmpfs "$0" && { cat /dev/zero > "$0/filler"; exec "$@"; }'
@@ -971,6 +970,7 @@ def test_a_metrics_directory_removed_from_under_the_server_comes_back_with_its_c
     assert "written again with their values" in log, log
 
 
+@pytest.mark.usefixtures("private_mounts")
 def test_a_tmpdir_turned_read_only_under_the_server_is_served_through(tmp_path: Path) -> None:
     """TMPDIR made read-only while the server runs (a read-only bind mount over it: `mount -o
     remount,ro` is refused while the server's metric files there are open for writing). Before,
@@ -980,8 +980,6 @@ def test_a_tmpdir_turned_read_only_under_the_server_is_served_through(tmp_path: 
     file in TMPDIR); SIGTERM ended in a traceback, exit 1. Now each is served through: scrapes
     answer, a killed worker is replaced, a reload is refused with one line (its snapshot cannot
     be written) and its new workers serve the old models, and the master exits cleanly."""
-    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
-        pytest.skip("this kernel or sandbox refuses an unprivileged mount namespace (unshare -rm)")
     if not os.access("/dev/shm", os.W_OK | os.X_OK):
         pytest.skip("no writable /dev/shm for gunicorn's heartbeat files")
     tmpdir, turn, turned = tmp_path / "tmp", tmp_path / "turn", tmp_path / "turned"
