@@ -148,9 +148,10 @@ def on_starting(server: Any) -> None:
     from app.grpc.listeners import check_unclaimed
     from app.observability.metrics import count_reload
     from app.server.forks import guard_forks
+    from app.server.handoff import started
     from app.server.reload import pin, take_snapshot
 
-    guard_forks(server)
+    guard_forks(server, lambda workers: started(_RUN_DIR / "handoff", workers))
 
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
         try:

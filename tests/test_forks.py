@@ -18,11 +18,19 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from gunicorn.arbiter import Arbiter
+from gunicorn.config import Config
 
 from app import descriptors
 from app.server.forks import guard_forks
 from benchmarks.chaos import wait_for
-from tests.test_server import WORKERS, spawn, stop, wait_until_ready, workers_of
+from tests.test_server import (
+    SHUTDOWN_TIMEOUT,
+    WORKERS,
+    spawn,
+    stop,
+    wait_until_ready,
+    workers_of,
+)
 
 
 class Log:
@@ -130,6 +138,81 @@ def test_a_refused_sigusr2_upgrade_leaves_the_master_serving() -> None:
     ]
 
 
+def reloading_arbiter(
+    monkeypatch: pytest.MonkeyPatch, forks_allowed: int, graceful_timeout: int
+) -> tuple[Any, list[int], list[int]]:
+    """An arbiter of two old workers that gunicorn's own reload can run on (no app, no sockets,
+    no signals sent); the forks the system lets through, the successors the hand-off is told,
+    and the workers told to stop."""
+    monkeypatch.setattr(random, "random", lambda: 0.0)
+    monkeypatch.setattr("gunicorn.util._setproctitle", lambda title: None)
+    master = arbiter()
+    master.cfg = Config()
+    master.cfg.set("workers", 2)
+    master.cfg.set("graceful_timeout", graceful_timeout)
+    master.app = SimpleNamespace(reload=lambda: None)
+    master.setup = lambda app: None  # gunicorn's re-reads the configuration file
+    master.log.reopen_files = lambda: None
+    master.pidfile = None
+    master.proc_name = "test"
+    master._stats = {"reloads": 0}
+    master.WORKERS = {pid: SimpleNamespace(age=pid) for pid in (1, 2)}
+    master.worker_age = 2
+    stopped: list[int] = []
+    master.kill_worker = lambda pid, sig: stopped.append(pid)
+    master.reap_workers = lambda: None  # the test process's own children are not its workers
+
+    def spawn_worker() -> int:
+        nonlocal forks_allowed
+        if not forks_allowed:
+            refused()
+        forks_allowed -= 1
+        pid: int = master.worker_age + 1
+        master.worker_age = pid
+        master.WORKERS[pid] = SimpleNamespace(age=pid)
+        return pid
+
+    master.spawn_worker = spawn_worker
+    told: list[int] = []
+    guard_forks(master, told.append)
+    return master, told, stopped
+
+
+def test_a_sighup_whose_workers_are_all_refused_keeps_the_old_ones_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn's reload waited graceful_timeout for old workers it had not told to stop,
+    handling no signal: a SIGTERM sent then waited 20 s. And the old workers, once told to
+    stop, waited their hand-off bound for successors that never came."""
+    master, told, stopped = reloading_arbiter(monkeypatch, forks_allowed=0, graceful_timeout=20)
+    started = time.monotonic()
+    master.reload()  # gunicorn's
+    assert time.monotonic() - started < 1.0
+    assert sorted(master.WORKERS) == [1, 2]
+    assert stopped == []
+    assert told == [1, 0]  # before any old worker could be told to stop
+    assert master.cfg.graceful_timeout == 20  # for the shutdown, and the next reload
+    assert master.log.said()[-1] == (
+        "error",
+        "SIGHUP: no new worker started; the 2 old workers serve on, with the models they loaded "
+        "(SIGHUP again once the system lets workers start)",
+    )
+
+
+def test_a_sighup_with_some_workers_started_waits_for_the_old_ones_as_gunicorn_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One new worker of two: gunicorn stops one old worker and waits, so that its main loop does
+    not tell that worker to stop a second time; the hand-off waits for the one started only."""
+    master, told, stopped = reloading_arbiter(monkeypatch, forks_allowed=1, graceful_timeout=1)
+    started = time.monotonic()
+    master.reload()
+    assert 1.0 <= time.monotonic() - started < 2.0
+    assert stopped == [1]
+    assert told == [1]
+    assert not [line for line in master.log.said() if line[1].startswith("SIGHUP")]
+
+
 def test_errors_other_than_the_systems_are_raised_as_before() -> None:
     master = arbiter()
 
@@ -225,3 +308,30 @@ def test_the_real_server_serves_through_a_descriptor_limit_too_low_for_a_worker(
     assert log.count("worker not started") == 1, log
     assert "leaves a worker too few: it needs 64" in log, log
     assert "Traceback" not in log, log
+
+
+@pytest.mark.server
+def test_the_real_server_stops_at_once_after_a_sighup_whose_workers_are_refused(
+    tmp_path: Path,
+) -> None:
+    """gunicorn's reload held the master for graceful_timeout (20 s), handling no signal, and the
+    old workers then waited their hand-off bound for successors never forked: a SIGTERM sent
+    1 s after such a SIGHUP stopped the server about 27 s later."""
+    server = spawn(tmp_path / "run")
+    try:
+        wait_until_ready(server)
+        resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE, (24, 24))
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.get("/v2/health/ready").status_code == 200
+        sent = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=SHUTDOWN_TIMEOUT)
+        stopped_in = time.monotonic() - sent
+        log = server.log()
+    finally:
+        stop(server)
+    assert stopped_in < 8.0, log
+    assert "SIGHUP: no new worker started; the 2 old workers serve on" in log, log
+    assert server.process.returncode == 0, log

@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from app.server.handoff import GENERATION_ENV, Handoff, advance, forget
+from app.server.handoff import GENERATION_ENV, Handoff, advance, forget, started
 
 BOUND = 2.0
 
@@ -92,6 +92,23 @@ def test_new_workers_that_never_listen_hold_the_old_one_for_the_bound_only(
     waited = asyncio.run(old.handed_over(BOUND))
     assert BOUND <= waited < BOUND + 0.5
     assert time.monotonic() - started < BOUND + 0.5
+
+
+def test_a_reloads_old_worker_waits_for_the_new_workers_that_started_only(
+    tmp_path: Path,
+) -> None:
+    """The system refused the others (app.server.forks): they never come, and the old worker
+    waited its whole bound for them."""
+    environ: dict[str, str] = {}
+    old = worker(tmp_path, environ, 10)
+    advance(tmp_path, 2, environ)
+    started(tmp_path, 1, environ)
+    assert old.successors() == 1
+    worker(tmp_path, environ, 20).listening()
+    assert asyncio.run(old.handed_over(BOUND)) < BOUND / 4
+    started(tmp_path, 0, environ)  # none did
+    assert asyncio.run(old.handed_over(BOUND)) < BOUND / 4
+    assert worker(tmp_path, environ, 21).generation == 1  # later forks are still the new ones
 
 
 def test_outside_a_server_run_there_is_no_handoff(tmp_path: Path) -> None:

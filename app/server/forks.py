@@ -10,8 +10,13 @@ second (its signal wait), until the kernel lets it. A descriptor limit too low f
 (app.descriptors.WORKER_DESCRIPTORS: the master's, lowered while it runs) is such a refusal too:
 every worker forked under it crashed at boot, and gunicorn forked the next at once.
 
-It wraps two methods of gunicorn's Arbiter (`spawn_worker`, `reexec`) on the one instance;
-undocumented names, so pyproject bounds gunicorn to the majors tests/test_forks.py runs.
+A SIGHUP whose new workers are all refused leaves the old ones serving, and says so. gunicorn's
+reload then waited `graceful_timeout` (20 s) for old workers it had not told to stop, handling
+no signal (a SIGTERM waited that long), and the old workers, once told to stop, waited their
+hand-off bound (app.server.handoff) for successors that never came: neither waits now.
+
+It wraps three methods of gunicorn's Arbiter (`spawn_worker`, `reexec`, `reload`) on the one
+instance; undocumented names, so pyproject bounds gunicorn to the majors tests/test_forks.py runs.
 """
 
 from __future__ import annotations
@@ -26,14 +31,19 @@ PROCESS_LIMIT = " (a process limit: a container's pids.max, a unit's TasksMax?)"
 """What an EAGAIN most likely means, said in its log line (not in others': misleading there)."""
 
 
-def guard_forks(arbiter: Any) -> None:
-    """From now on, a worker or a new master that cannot be made is logged, not raised."""
+def guard_forks(arbiter: Any, successors: Callable[[int], None] = lambda workers: None) -> None:
+    """From now on, a worker or a new master that cannot be made is logged, not raised.
+    `successors` is told, at each fork a reload is refused, how many of its new workers can
+    still start (app.server.handoff.started), before gunicorn tells any old worker to stop."""
     spawn: Callable[[], int] = arbiter.spawn_worker
     reexec: Callable[[], None] = arbiter.reexec
+    reload: Callable[[], None] = arbiter.reload
     refused = 0
+    reload_refused: int | None = None  # forks refused in the reload under way, if one is
+    graceful_timeout: int | None = None  # gunicorn's, while a reload's wait is cut short
 
     def spawn_worker() -> int | None:
-        nonlocal refused
+        nonlocal refused, reload_refused
         try:
             require_worker_descriptors()  # the worker inherits the master's limit
             pid = spawn()
@@ -48,11 +58,37 @@ def guard_forks(arbiter: Any) -> None:
                     PROCESS_LIMIT if error.errno == errno.EAGAIN else "",
                 )
             refused += 1
+            if reload_refused is not None:
+                reload_refused += 1
+                refused_on_reload(reload_refused)
             return None
         if refused:
             arbiter.log.warning("worker started again, after %d refused tries", refused)
             refused = 0
         return pid
+
+    def refused_on_reload(forks: int) -> None:
+        nonlocal graceful_timeout
+        successors(max(0, arbiter.num_workers - forks))
+        if forks >= arbiter.num_workers and graceful_timeout is None:
+            # no new worker, so no old one told to stop: nothing for gunicorn's reload to wait for
+            graceful_timeout = arbiter.cfg.graceful_timeout
+            arbiter.cfg.set("graceful_timeout", 0)
+
+    def reload_or_keep_serving() -> None:
+        nonlocal reload_refused, graceful_timeout
+        reload_refused = 0
+        try:
+            reload()
+        finally:
+            if graceful_timeout is not None:
+                arbiter.cfg.set("graceful_timeout", graceful_timeout)
+                arbiter.log.error(
+                    "SIGHUP: no new worker started; the %d old workers serve on, with the models "
+                    "they loaded (SIGHUP again once the system lets workers start)",
+                    len(arbiter.WORKERS),
+                )
+            reload_refused = graceful_timeout = None
 
     def reexec_or_refuse() -> None:
         try:
@@ -62,3 +98,4 @@ def guard_forks(arbiter: Any) -> None:
 
     arbiter.spawn_worker = spawn_worker
     arbiter.reexec = reexec_or_refuse
+    arbiter.reload = reload_or_keep_serving

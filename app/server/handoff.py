@@ -42,12 +42,23 @@ def advance(directory: Path, workers: int, environ: MutableMapping[str, str] = o
     """A reload: the workers forked from now on are the next generation, `workers` of them."""
     generation = int(environ.get(GENERATION_ENV, "0")) + 1
     environ[GENERATION_ENV] = str(generation)
+    _record(directory, generation, workers)
+    return generation
+
+
+def started(directory: Path, workers: int, environ: MutableMapping[str, str] = os.environ) -> None:
+    """A reload some of whose workers the system refused to fork (app.server.forks): the old
+    workers wait for the `workers` that started only. They waited their whole bound for the
+    others, which gunicorn does not fork again while the old ones fill the count."""
+    _record(directory, int(environ.get(GENERATION_ENV, "0")), workers)
+
+
+def _record(directory: Path, generation: int, workers: int) -> None:
     with contextlib.suppress(OSError):
         directory.mkdir(parents=True, exist_ok=True)
         written = directory / f".{CURRENT}.{os.getpid()}"
         written.write_text(f"{generation} {workers}\n")
         os.replace(written, directory / CURRENT)  # a worker never reads half a record
-    return generation
 
 
 def forget(directory: Path, pid: int) -> None:
