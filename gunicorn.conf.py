@@ -151,7 +151,11 @@ def on_starting(server: Any) -> None:
     from app.server.handoff import started
     from app.server.reload import pin, take_snapshot
 
-    guard_forks(server, lambda workers: started(_RUN_DIR / "handoff", workers))
+    guard_forks(
+        server,
+        successors=lambda workers: started(_RUN_DIR / "handoff", workers),
+        reloaded=lambda workers_started: _count_reload(server, workers_started),
+    )
 
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
         try:
@@ -173,9 +177,8 @@ def on_starting(server: Any) -> None:
 
 def on_reload(server: Any) -> None:
     """SIGHUP: the new workers get MODELS_DIR's models if they load, else the old ones; the old
-    workers hand the gRPC port over to them (app.server.handoff). The outcome is counted
-    (model_reloads_total, model_last_reload_successful): a refusal is otherwise one log line."""
-    from app.observability.metrics import count_reload
+    workers hand the gRPC port over to them (app.server.handoff). The outcome is counted once
+    the new workers are forked (`_count_reload`)."""
     from app.server.handoff import advance
     from app.server.reload import reload_models
 
@@ -189,8 +192,17 @@ def on_reload(server: Any) -> None:
     )
     if release is not None:
         server.pinned_release = release
+    server.reload_applied = release is not None
+
+
+def _count_reload(server: Any, workers_started: bool) -> None:
+    """A SIGHUP's outcome (model_reloads_total, model_last_reload_successful): a refusal is
+    otherwise one log line. Models that loaded but that no new worker could be forked to serve
+    (app.server.forks) are refused too: the old workers serve the old ones."""
+    from app.observability.metrics import count_reload
+
     try:
-        count_reload(release is not None)
+        count_reload(getattr(server, "reload_applied", False) and workers_started)
     except Exception as error:  # raised here, it would stop gunicorn's arbiter
         server.log.warning("reload outcome not counted in /metrics: %r", error)
 

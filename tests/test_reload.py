@@ -596,7 +596,8 @@ def test_a_refused_reload_shows_in_the_metrics_until_one_is_applied(tmp_path: Pa
 def test_a_failure_to_count_a_reload_does_not_stop_the_master(
     gunicorn_conf: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """on_reload runs in gunicorn's arbiter: an error raised there stops the whole server."""
+    """The count runs in gunicorn's arbiter (on_reload's, app.server.forks' reloaded): an error
+    raised there stops the whole server."""
     from app.observability import metrics
     from app.server import handoff
 
@@ -616,6 +617,7 @@ def test_a_failure_to_count_a_reload_does_not_stop_the_master(
         ),
     )
     conf["on_reload"](server)
+    conf["_count_reload"](server, True)
     assert warnings == [
         "reload outcome not counted in /metrics: OSError(28, 'No space left on device')"
     ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from app.descriptors import require_worker_descriptors
@@ -31,19 +32,42 @@ PROCESS_LIMIT = " (a process limit: a container's pids.max, a unit's TasksMax?)"
 """What an EAGAIN most likely means, said in its log line (not in others': misleading there)."""
 
 
-def guard_forks(arbiter: Any, successors: Callable[[int], None] = lambda workers: None) -> None:
+@dataclass
+class ReloadForks:
+    """The forks of the SIGHUP under way: gunicorn's reload forks `workers` new workers in a
+    row (its configuration's, read again by the reload), before it tells any old worker to stop."""
+
+    workers: int = 0  # known at the reload's first fork
+    started: int = 0
+    refused: int = 0
+    graceful_timeout: int | None = None  # gunicorn's, while this reload's wait is cut short
+
+    @property
+    def forked(self) -> bool:
+        """Every new worker tried (a worker gunicorn's loop forks later is not the reload's)."""
+        return self.started + self.refused >= self.workers
+
+
+def guard_forks(
+    arbiter: Any,
+    successors: Callable[[int], None] = lambda workers: None,
+    reloaded: Callable[[bool], None] = lambda started: None,
+) -> None:
     """From now on, a worker or a new master that cannot be made is logged, not raised.
-    `successors` is told, at each fork a reload is refused, how many of its new workers can
-    still start (app.server.handoff.started), before gunicorn tells any old worker to stop."""
+    At each fork a reload is refused, `successors` is told how many of its new workers can
+    still start (app.server.handoff.started); once it has tried them all, `reloaded` is told
+    whether any started. Both before gunicorn tells any old worker to stop."""
     spawn: Callable[[], int] = arbiter.spawn_worker
     reexec: Callable[[], None] = arbiter.reexec
     reload: Callable[[], None] = arbiter.reload
     refused = 0
-    reload_refused: int | None = None  # forks refused in the reload under way, if one is
-    graceful_timeout: int | None = None  # gunicorn's, while a reload's wait is cut short
+    reloading: ReloadForks | None = None
 
     def spawn_worker() -> int | None:
-        nonlocal refused, reload_refused
+        nonlocal refused
+        if reloading is not None and not reloading.workers:
+            reloading.workers = arbiter.cfg.workers
+        forks = reloading if reloading is not None and not reloading.forked else None
         try:
             require_worker_descriptors()  # the worker inherits the master's limit
             pid = spawn()
@@ -58,37 +82,42 @@ def guard_forks(arbiter: Any, successors: Callable[[int], None] = lambda workers
                     PROCESS_LIMIT if error.errno == errno.EAGAIN else "",
                 )
             refused += 1
-            if reload_refused is not None:
-                reload_refused += 1
-                refused_on_reload(reload_refused)
+            if forks is not None:
+                forks.refused += 1
+                successors(forks.workers - forks.refused)
+                tried(forks)
             return None
         if refused:
             arbiter.log.warning("worker started again, after %d refused tries", refused)
             refused = 0
+        if forks is not None:
+            forks.started += 1
+            tried(forks)
         return pid
 
-    def refused_on_reload(forks: int) -> None:
-        nonlocal graceful_timeout
-        successors(max(0, arbiter.num_workers - forks))
-        if forks >= arbiter.num_workers and graceful_timeout is None:
+    def tried(forks: ReloadForks) -> None:
+        if not forks.forked:
+            return
+        reloaded(forks.started > 0)
+        if not forks.started:
             # no new worker, so no old one told to stop: nothing for gunicorn's reload to wait for
-            graceful_timeout = arbiter.cfg.graceful_timeout
+            forks.graceful_timeout = arbiter.cfg.graceful_timeout
             arbiter.cfg.set("graceful_timeout", 0)
 
     def reload_or_keep_serving() -> None:
-        nonlocal reload_refused, graceful_timeout
-        reload_refused = 0
+        nonlocal reloading
+        reloading = forks = ReloadForks()
         try:
             reload()
         finally:
-            if graceful_timeout is not None:
-                arbiter.cfg.set("graceful_timeout", graceful_timeout)
+            reloading = None
+            if forks.graceful_timeout is not None:
+                arbiter.cfg.set("graceful_timeout", forks.graceful_timeout)
                 arbiter.log.error(
                     "SIGHUP: no new worker started; the %d old workers serve on, with the models "
                     "they loaded (SIGHUP again once the system lets workers start)",
                     len(arbiter.WORKERS),
                 )
-            reload_refused = graceful_timeout = None
 
     def reexec_or_refuse() -> None:
         try:
