@@ -21,8 +21,11 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.config import Config
 
 from app import descriptors
+from app.server import forks
+from app.server.crash_loop import LONGEST
 from app.server.forks import guard_forks
 from benchmarks.chaos import wait_for
+from tests.test_grpc_server import serving_grpc
 from tests.test_server import (
     SHUTDOWN_TIMEOUT,
     WORKERS,
@@ -216,6 +219,41 @@ def test_a_sighup_with_some_workers_started_waits_for_the_old_ones_as_gunicorn_d
     assert not [line for line in master.log.said() if line[1].startswith("SIGHUP")]
 
 
+def test_workers_that_die_as_they_start_are_forked_again_after_a_growing_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn forked each in place of the last as soon as it had reaped it: at a process limit
+    that admits the fork but not a worker's threads, 37 boots in 10 s took the cores from the
+    worker serving. Forks of gunicorn's loop, run once a second as its signal wait does."""
+    monkeypatch.setattr(random, "random", lambda: 0.0)
+    now = 0.0
+    monkeypatch.setattr(forks, "time", SimpleNamespace(monotonic=lambda: now))
+    master = arbiter()
+    forked_at: list[float] = []
+
+    def spawn_worker() -> int:
+        pid = 1000 + len(forked_at)
+        forked_at.append(now)
+        master.WORKERS[pid] = SimpleNamespace(age=pid)
+        return pid
+
+    master.spawn_worker = spawn_worker
+    guard_forks(master)
+    master.manage_workers()
+    for second in range(1, 21):
+        now = float(second)
+        for pid in [pid for pid in master.WORKERS if pid != 1000]:
+            del master.WORKERS[pid]  # died starting (gunicorn's reap_workers)
+        master.manage_workers()
+    assert forked_at == [0.0, 0.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+    assert master.log.said()[-1] == (
+        "error",
+        "worker 1006 died 1.0 s after its fork, 6 in a row: workers fail to start; the next one "
+        "is forked 16 s after the last (the others serve)",
+    )
+    assert len(master.log.said()) == 5  # one line a death that earned a pause
+
+
 def test_errors_other_than_the_systems_are_raised_as_before() -> None:
     master = arbiter()
 
@@ -343,3 +381,29 @@ def test_the_real_server_stops_at_once_after_a_sighup_whose_workers_are_refused(
     # the new models loaded, but no worker serves them: the reload alert must see it
     assert "model_last_reload_successful 0.0" in metrics, metrics
     assert 'model_reloads_total{outcome="refused"} 1.0' in metrics, metrics
+
+
+@pytest.mark.server
+def test_the_real_server_forks_a_worker_that_dies_starting_after_a_growing_pause(
+    tmp_path: Path,
+) -> None:
+    """At a process limit that admits a worker's fork but not its threads (grpcio's: SIGSEGV),
+    each worker forked in place of one killed died starting, and gunicorn forked the next at
+    once: 37 boots in 10 s, while the worker serving lost a third of its requests a second."""
+    with pids_cgroup(tmp_path) as group, serving_grpc(tmp_path / "run") as running:
+        server = running.http
+        (group / "cgroup.procs").write_text(str(server.process.pid))  # its forks follow it
+        (group / "pids.max").write_text(str(int((group / "pids.current").read_text()) + 2))
+        os.kill(min(workers_of(server)), signal.SIGKILL)
+        time.sleep(8.0)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.get("/v2/health/ready").status_code == 200
+        boots = server.log().count("Booting worker") - WORKERS
+        assert 3 <= boots <= 6, server.log()  # forked at about 0, 0.4, 1.4, 3.4 and 7.4 s
+        assert "workers fail to start" in server.log()
+        (group / "pids.max").write_text("max")
+        assert wait_for(lambda: server.log().count("gRPC serving on") > WORKERS, timeout=LONGEST), (
+            server.log()
+        )
+        assert len(workers_of(server)) == WORKERS
+        assert server.process.poll() is None

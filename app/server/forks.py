@@ -15,21 +15,32 @@ reload then waited `graceful_timeout` (20 s) for old workers it had not told to 
 no signal (a SIGTERM waited that long), and the old workers, once told to stop, waited their
 hand-off bound (app.server.handoff) for successors that never came: neither waits now.
 
-It wraps three methods of gunicorn's Arbiter (`spawn_worker`, `reexec`, `reload`) on the one
-instance; undocumented names, so pyproject bounds gunicorn to the majors tests/test_forks.py runs.
+Workers that die as they start are forked again after a growing pause (app.server.crash_loop),
+not at once, in a loop that took every core from the workers serving.
+
+It wraps four methods of gunicorn's Arbiter (`spawn_worker`, `kill_worker`, `reexec`, `reload`)
+on the one instance; undocumented names, so pyproject bounds gunicorn to the majors
+tests/test_forks.py runs.
 """
 
 from __future__ import annotations
 
 import errno
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from app.descriptors import require_worker_descriptors
+from app.server.crash_loop import StartFailures
 
 PROCESS_LIMIT = " (a process limit: a container's pids.max, a unit's TasksMax?)"
 """What an EAGAIN most likely means, said in its log line (not in others': misleading there)."""
+STOPPING_SIGNALS = frozenset(
+    {signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGKILL, signal.SIGABRT}
+)
+"""What gunicorn's kill_worker sends a worker it stops (not SIGUSR1's log reopening, say)."""
 
 
 @dataclass
@@ -58,16 +69,31 @@ def guard_forks(
     still start (app.server.handoff.started); once it has tried them all, `reloaded` is told
     whether any started. Both before gunicorn tells any old worker to stop."""
     spawn: Callable[[], int] = arbiter.spawn_worker
+    kill: Callable[[int, int], None] = arbiter.kill_worker
     reexec: Callable[[], None] = arbiter.reexec
     reload: Callable[[], None] = arbiter.reload
     refused = 0
     reloading: ReloadForks | None = None
+    failures = StartFailures()
 
     def spawn_worker() -> int | None:
         nonlocal refused
         if reloading is not None and not reloading.workers:
             reloading.workers = arbiter.cfg.workers
         forks = reloading if reloading is not None and not reloading.forked else None
+        now = time.monotonic()
+        for pid, lived in failures.reaped(arbiter.WORKERS, now):
+            if failures.pause:
+                arbiter.log.error(
+                    "worker %s died %.1f s after its fork, %d in a row: workers fail to start; "
+                    "the next one is forked %.0f s after the last (the others serve)",
+                    pid,
+                    lived,
+                    failures.in_a_row,
+                    failures.pause,
+                )
+        if reloading is None and failures.wait(now) > 0:
+            return None  # gunicorn's loop asks again about every second
         try:
             require_worker_descriptors()  # the worker inherits the master's limit
             pid = spawn()
@@ -90,6 +116,7 @@ def guard_forks(
         if refused:
             arbiter.log.warning("worker started again, after %d refused tries", refused)
             refused = 0
+        failures.forked(pid, now)
         if forks is not None:
             forks.started += 1
             tried(forks)
@@ -104,9 +131,15 @@ def guard_forks(
             forks.graceful_timeout = arbiter.cfg.graceful_timeout
             arbiter.cfg.set("graceful_timeout", 0)
 
+    def kill_worker(pid: int, sig: int) -> None:
+        if sig in STOPPING_SIGNALS:
+            failures.told(pid)
+        kill(pid, sig)
+
     def reload_or_keep_serving() -> None:
         nonlocal reloading
         reloading = forks = ReloadForks()
+        failures.restart()
         try:
             reload()
         finally:
@@ -126,5 +159,6 @@ def guard_forks(
             arbiter.log.error("SIGUSR2 upgrade not started: %s; this master serves on", error)
 
     arbiter.spawn_worker = spawn_worker
+    arbiter.kill_worker = kill_worker
     arbiter.reexec = reexec_or_refuse
     arbiter.reload = reload_or_keep_serving
