@@ -39,7 +39,8 @@ class StartFailures:
         self.last_fork = now
 
     def told(self, pid: int) -> None:
-        self.told_to_stop.add(pid)
+        if pid in self.forked_at:  # kept until it is seen gone
+            self.told_to_stop.add(pid)
 
     def restart(self) -> None:
         """A SIGHUP: the operator's new try is not held back by the old failures."""
