@@ -152,6 +152,20 @@ def on_starting(server: Any) -> None:
 
     guard_forks(server)
 
+    # A --bind (GUNICORN_CMD_ARGS, as platforms' guides set it, or the command line) replaces the
+    # `bind` above: METRICS_BIND's listener went with it, and /metrics answered nowhere (the
+    # public port answers it 404 while METRICS_BIND is set).
+    if _SETTINGS.metrics_bind and _SETTINGS.metrics_bind not in server.cfg.bind:
+        on_exit(server)
+        _cannot_start(
+            ValueError(
+                f"METRICS_BIND={_SETTINGS.metrics_bind!r}: not among the addresses gunicorn "
+                f"listens on, {', '.join(server.cfg.bind)}: a --bind (in GUNICORN_CMD_ARGS or "
+                "the command) replaces BIND and METRICS_BIND; expected BIND instead"
+            ),
+            _SETTINGS.log_format,
+        )
+
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
         try:
             check_unclaimed(_SETTINGS.grpc_bind)

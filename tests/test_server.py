@@ -827,6 +827,26 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, v
     assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
 
 
+def test_a_bind_in_gunicorn_cmd_args_that_drops_the_metrics_port_stops_start_up(
+    tmp_path: Path,
+) -> None:
+    """GUNICORN_CMD_ARGS='--bind=…' (a platform guide's way to name the port) replaced BIND and
+    METRICS_BIND alike: the server served, /metrics a 404 on the public port and nothing on
+    METRICS_BIND's."""
+    port, metrics = free_port(), f"{HOST}:{free_port()}"
+    log = failed_start(
+        spawn(tmp_path / "run", METRICS_BIND=metrics, GUNICORN_CMD_ARGS=f"--bind={HOST}:{port}")
+    )
+    lines = [line for line in log.splitlines() if "cannot start" in line]
+    assert lines == [
+        f"latam-delay: cannot start: METRICS_BIND={metrics!r}: not among the addresses gunicorn "
+        f"listens on, {HOST}:{port}: a --bind (in GUNICORN_CMD_ARGS or the command) replaces "
+        "BIND and METRICS_BIND; expected BIND instead"
+    ], log
+    assert "Booting worker" not in log
+    assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing left behind
+
+
 def test_a_descriptor_limit_too_low_for_a_worker_stops_start_up_with_one_line(
     tmp_path: Path,
 ) -> None:
