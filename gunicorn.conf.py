@@ -152,6 +152,20 @@ def on_starting(server: Any) -> None:
 
     guard_forks(server)
 
+    # gunicorn's user and group settings switch the workers only: they could not read the model
+    # snapshot the master keeps to itself (mode 0700), each failed to boot with a traceback and
+    # gunicorn halted ("Worker failed to boot").
+    if (server.cfg.uid, server.cfg.gid) != (os.geteuid(), os.getegid()):
+        on_exit(server)
+        _cannot_start(
+            ValueError(
+                f"user={server.cfg.uid}, group={server.cfg.gid} (gunicorn's --user and --group, in "
+                "GUNICORN_CMD_ARGS or the command): expected none, the workers could not read the "
+                "master's run directories; start gunicorn as that user (systemd's User=, USER)"
+            ),
+            _SETTINGS.log_format,
+        )
+
     # A --bind (GUNICORN_CMD_ARGS, as platforms' guides set it, or the command line) replaces the
     # `bind` above: METRICS_BIND's listener went with it, and /metrics answered nowhere (the
     # public port answers it 404 while METRICS_BIND is set).
