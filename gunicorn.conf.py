@@ -250,6 +250,21 @@ def pre_fork(server: Any, worker: Any) -> None:
         )
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    """In the worker, before it loads the snapshot it was forked to load: its directories must be
+    this user's own (app.server.run_dirs.private_directory). Made again at their listed names by
+    another local user once a /tmp cleaner had taken them, they held what that user put there,
+    which pre_fork's write-back refuses to touch; the worker exits instead, as one whose models do
+    not load (gunicorn halts: "Worker failed to boot")."""
+    from app.server.run_dirs import private_directory
+
+    try:
+        private_directory(Path(os.environ["MODELS_DIR"]))
+    except PermissionError as error:
+        server.log.error("model snapshot not loaded: %s: %s", error.filename, error.strerror)
+        sys.exit(server.WORKER_BOOT_ERROR)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """A worker has been reaped: its gauges leave the sums, its counts go into the archives
     (app.observability.metrics_archive); a failure there is logged, not raised, which would
