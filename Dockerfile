@@ -61,8 +61,7 @@ LABEL org.opencontainers.image.title="latam-delay" \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    MODELS_DIR=/srv/app/models \
-    BIND=0.0.0.0:8000
+    MODELS_DIR=/srv/app/models
 
 # The release check (app/inference/check_models.py, `make check-models`) on exactly what the image will
 # serve: models that do not load, warm up or reproduce the export's probabilities fail the build.
@@ -71,7 +70,9 @@ RUN python -m app.inference.check_models "$MODELS_DIR"
 USER 10001:10001
 EXPOSE 8000
 EXPOSE 8001
-# No curl in the image: python's urllib, on the port BIND names. urlopen raises on a non-2xx.
+# No curl in the image: python's urllib, on the port the server listens on (app.settings: BIND,
+# else PORT, which platforms such as Cloud Run set, else 8000; no BIND above, so that PORT counts).
+# urlopen raises on a non-2xx.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('BIND', '0.0.0.0:8000').rsplit(':', 1)[-1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/v2/health/ready', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; port = (os.environ.get('BIND', '').strip() or ':' + (os.environ.get('PORT', '').strip() or '8000')).rsplit(':', 1)[-1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/v2/health/ready', timeout=2)"]
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app.main:create_app()"]

@@ -157,6 +157,34 @@ def on_starting(server: Any) -> None:
         reloaded=lambda workers_started: _count_reload(server, workers_started),
     )
 
+    # gunicorn's user and group settings switch the workers only: they could not read the model
+    # snapshot the master keeps to itself (mode 0700), each failed to boot with a traceback and
+    # gunicorn halted ("Worker failed to boot").
+    if (server.cfg.uid, server.cfg.gid) != (os.geteuid(), os.getegid()):
+        on_exit(server)
+        _cannot_start(
+            ValueError(
+                f"user={server.cfg.uid}, group={server.cfg.gid} (gunicorn's --user and --group, in "
+                "GUNICORN_CMD_ARGS or the command): expected none, the workers could not read the "
+                "master's run directories; start gunicorn as that user (systemd's User=, USER)"
+            ),
+            _SETTINGS.log_format,
+        )
+
+    # A --bind (GUNICORN_CMD_ARGS, as platforms' guides set it, or the command line) replaces the
+    # `bind` above: METRICS_BIND's listener went with it, and /metrics answered nowhere (the
+    # public port answers it 404 while METRICS_BIND is set).
+    if _SETTINGS.metrics_bind and _SETTINGS.metrics_bind not in server.cfg.bind:
+        on_exit(server)
+        _cannot_start(
+            ValueError(
+                f"METRICS_BIND={_SETTINGS.metrics_bind!r}: not among the addresses gunicorn "
+                f"listens on, {', '.join(server.cfg.bind)}: a --bind (in GUNICORN_CMD_ARGS or "
+                "the command) replaces BIND and METRICS_BIND; expected BIND instead"
+            ),
+            _SETTINGS.log_format,
+        )
+
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
         try:
             check_unclaimed(_SETTINGS.grpc_bind)
@@ -233,6 +261,21 @@ def pre_fork(server: Any, worker: Any) -> None:
             release.snapshot,
             ", ".join(restored),
         )
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In the worker, before it loads the snapshot it was forked to load: its directories must be
+    this user's own (app.server.run_dirs.private_directory). Made again at their listed names by
+    another local user once a /tmp cleaner had taken them, they held what that user put there,
+    which pre_fork's write-back refuses to touch; the worker exits instead, as one whose models do
+    not load (gunicorn halts: "Worker failed to boot")."""
+    from app.server.run_dirs import private_directory
+
+    try:
+        private_directory(Path(os.environ["MODELS_DIR"]))
+    except PermissionError as error:
+        server.log.error("model snapshot not loaded: %s: %s", error.filename, error.strerror)
+        sys.exit(server.WORKER_BOOT_ERROR)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -177,7 +177,7 @@ class Settings:
             bind=_bind(env),
             workers=_positive_int(
                 env,
-                "WORKERS",
+                _workers_variable(env),
                 available,
                 max_workers(available),
                 f"{WORKERS_PER_CPU} per CPU this process may use, {available} here; "
@@ -273,8 +273,23 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
 
 
 def _bind(env: Mapping[str, str]) -> str:
+    """BIND; unset, `0.0.0.0:$PORT` where PORT is set, as gunicorn itself would: platforms that
+    route to the port they name in PORT (Heroku, Cloud Run, Render) reached nothing on 8000."""
     raw = env.get("BIND", "").strip()
-    return Settings.bind if raw == "" else _address("BIND", raw)
+    if raw:
+        return _address("BIND", raw)
+    port = env.get("PORT", "").strip()
+    if not port:
+        return Settings.bind
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+        raise ValueError(f"PORT={port!r}: expected a port from 1 to 65535 (BIND, if set, wins)")
+    return f"0.0.0.0:{int(port)}"
+
+
+def _workers_variable(env: Mapping[str, str]) -> str:
+    """WORKERS; unset, WEB_CONCURRENCY, which gunicorn itself reads: a platform sets it for the
+    memory it gives (Heroku), where the CPUs this process sees can be the host's."""
+    return "WORKERS" if env.get("WORKERS", "").strip() else "WEB_CONCURRENCY"
 
 
 def _grpc_bind(env: Mapping[str, str]) -> str:

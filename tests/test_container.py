@@ -72,6 +72,11 @@ def test_healthcheck_probes_readiness_without_curl(dockerfile: list[tuple[str, s
     ]
     assert len(checks) == 1
     assert "/v2/health/ready" in checks[0]
+    # on the port app.settings listens on: BIND, else a platform's PORT (no BIND in the image)
+    assert "'BIND'" in checks[0]
+    assert "'PORT'" in checks[0]
+    envs = " ".join(arguments for keyword, arguments in final_stage(dockerfile) if keyword == "ENV")
+    assert not re.search(r"\bBIND=", envs)
     assert "curl" not in checks[0]
     assert "wget" not in checks[0]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -55,3 +57,20 @@ def test_a_reload_keeps_the_json_format(monkeypatch: pytest.MonkeyPatch) -> None
     logger = GunicornLogger(config)
     logger.setup(config)
     assert [isinstance(h.formatter, JsonFormatter) for h in streams(logger.error_log)] == [True]
+
+
+def test_an_access_line_survives_a_stdout_that_cannot_encode_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a non-UTF-8 locale the access line of a path cut with `…` (app.errors.loggable), or
+    holding `✈`, was lost, a traceback on stderr in its place: it is written with escapes."""
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    config = Config()
+    config.set("accesslog", "-")
+    logger = GunicornLogger(config)
+    logger.access_log.info("GET /%s… 404 0.5 ms", "✈" * 3)
+    stdout.flush()
+    written = stdout.buffer.getvalue()
+    assert written.endswith(b"GET /\\u2708\\u2708\\u2708\\u2026 404 0.5 ms\n")

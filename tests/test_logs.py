@@ -185,3 +185,18 @@ def test_app_lines_go_to_the_given_handlers_and_access_lines_only_when_asked() -
     logs.route_app_lines([errors], logging.INFO, [access])
     assert logs.access_logger.handlers == [access]
     assert (logs.access_logger.level, logs.access_logger.propagate) == (logging.INFO, False)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/srv/models/releases/año ✈ 🛫", "/srv/models/releases/a\udcf1o"],
+    ids=["utf-8", "undecodable"],
+)
+def test_a_json_line_is_ascii_and_holds_any_path(path: str) -> None:
+    """A release's path in a line (`models checked: …`): written in the stream's encoding, a
+    latin-1 locale's `ñ` was no UTF-8 and its lack of `✈` cost the line; a name whose bytes the
+    locale could not decode (a lone surrogate) raised, a traceback in the line's place."""
+    line = logs.JsonFormatter().format(record("models checked: %s", (path,)))
+    assert line.isascii()
+    assert "\n" not in line
+    assert json.loads(line)["message"] == f"models checked: {path}"

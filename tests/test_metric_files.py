@@ -271,6 +271,28 @@ def test_a_removed_directory_is_made_again_for_its_files(tmp_path: Path) -> None
     assert [values_in(directory / f"{kind}_1.db") for kind in files] == [{KEY: 0.0}, {KEY: 1.0}]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's directory needs root")
+def test_a_removed_directory_another_user_made_again_is_not_written_in(tmp_path: Path) -> None:
+    """A run's metrics directory has a name anyone can list in TMPDIR: after a /tmp cleaner took
+    it, another user made it first with a symlink at a file's temporary name, and the process
+    (root) truncated and filled the symlink's target. Its values stay in memory, said once."""
+    directory = tmp_path / "latam-delay-metrics-1-x"
+    directory.mkdir()
+    file = AllocatedMmapedDict(str(directory / "counter_1.db"))
+    write(file, 2.0)
+    victim = tmp_path / "victim"
+    victim.write_text("root's own")
+    shutil.rmtree(directory)
+    directory.mkdir()
+    os.chown(directory, 65534, 65534)
+    (directory / "counter_1.db.restoring").symlink_to(victim)
+    with pytest.raises(PermissionError):
+        file.restore()
+    assert victim.read_text() == "root's own"
+    kept: ValuesFile = file
+    assert kept.read_value(KEY) == (2.0, 0.0)
+
+
 def test_a_forked_process_leaves_the_files_it_inherited_to_their_owner(tmp_path: Path) -> None:
     path = tmp_path / "counter_1.db"
     file = AllocatedMmapedDict(str(path))

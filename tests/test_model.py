@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 
+from app import TELEMETRY_ENV
 from app.errors import ModelLoadError
 from app.inference.features import from_flights, take
 from app.inference.flights import Batch, Columns
@@ -649,3 +651,29 @@ def test_an_onnxruntime_prediction_carries_its_calls_time_and_a_table_answer_non
     assert model.predict(lone).seconds == 0.0  # the table's answer
     whole = Prediction.from_probabilities(np.array([0.1, 0.9], np.float32), 0.5, timed.seconds)
     assert [part.seconds for part in whole.split([1, 1])] == [0.0, 0.0]  # the call counts once
+
+
+@pytest.mark.parametrize("given", [None, "0"])
+def test_loading_the_models_writes_nothing_in_home_or_tmpdir(
+    tmp_path: Path, given: str | None
+) -> None:
+    """onnxruntime's telemetry is off unless the operator turns it on (app.TELEMETRY_ENV): on,
+    a load wrote a device ID and an event database in $HOME/.cache and a `.ses` file in TMPDIR,
+    left behind."""
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    env = {n: v for n, v in os.environ.items() if n not in (TELEMETRY_ENV, "XDG_CACHE_HOME")}
+    env |= {"HOME": str(home), "TMPDIR": str(tmp)} | ({TELEMETRY_ENV: given} if given else {})
+    script = (
+        "import os; from pathlib import Path; from app.inference.model import ModelSet; "
+        f"ModelSet.load(Path({str(MODELS_DIR)!r})); print(os.environ.get({TELEMETRY_ENV!r}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    if given is None:
+        assert [str(p) for p in tmp_path.rglob("*") if p.is_file()] == []
+        assert "telemetry" not in loaded.stderr
+    assert loaded.stdout.strip() == (given or "1")  # an operator's own value is kept

@@ -642,6 +642,58 @@ def test_restore_writes_back_what_is_gone_from_a_snapshot_as_checked(tmp_path: P
     ModelSet.load(release.snapshot)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's directory needs root")
+def test_restore_writes_nothing_in_a_directory_another_user_made_at_the_snapshots_name(
+    tmp_path: Path,
+) -> None:
+    """The snapshot's names are in a shared TMPDIR's listing: after a /tmp cleaner took the run
+    directory, another local user made the snapshot's path and a symlink at a file's temporary
+    name, and the master (root) wrote the model card through it over a file of root's alone, and
+    the next worker loaded whatever that user then put in the snapshot."""
+    run = tmp_path / "latam-delay-run-1-x"
+    release = take_snapshot(MODELS_DIR, run / "models")
+    victim = tmp_path / "victim"
+    victim.write_text("root's own")
+    victim.chmod(0o600)
+    shutil.rmtree(run)  # the cleaner
+    release.snapshot.mkdir(parents=True)  # the other user, in turn
+    for made in (run, run / "models", release.snapshot):
+        os.chown(made, 65534, 65534)
+    (release.snapshot / ".delay-minimal.json.restoring").symlink_to(victim)
+    with pytest.raises(PermissionError):
+        restore(release)
+    assert victim.read_text() == "root's own"
+    assert sorted(path.name for path in release.snapshot.iterdir()) == [
+        ".delay-minimal.json.restoring"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's directory needs root")
+def test_a_worker_does_not_load_a_snapshot_another_user_made_again(
+    gunicorn_conf: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write-back refused, the other user's directory stays where the worker would load its
+    models from: whatever model that user put there was served."""
+    snapshot = tmp_path / "latam-delay-run-1-x" / "models" / "release-y"
+    shutil.copytree(MODELS_DIR, snapshot)  # a consistent release, the other user's
+    for made in (snapshot, snapshot.parent, snapshot.parent.parent):
+        os.chown(made, 65534, 65534)
+    monkeypatch.setenv("MODELS_DIR", str(snapshot))
+    errors: list[str] = []
+    server = SimpleNamespace(
+        WORKER_BOOT_ERROR=3,
+        log=SimpleNamespace(error=lambda message, *args: errors.append(message % args)),
+    )
+    with pytest.raises(SystemExit) as exited:
+        gunicorn_conf["post_fork"](server, SimpleNamespace())
+    assert exited.value.code == 3
+    assert errors == [
+        f"model snapshot not loaded: {snapshot}: not a directory of this user's or root's"
+    ]
+    monkeypatch.setenv("MODELS_DIR", str(take_snapshot(MODELS_DIR, tmp_path / "own").snapshot))
+    gunicorn_conf["post_fork"](server, SimpleNamespace())  # this user's own: loaded
+
+
 def test_a_file_that_cannot_be_written_back_leaves_no_partial_copy(tmp_path: Path) -> None:
     """A failed write-back (here a directory in the file's place; a full disk alike) raises for
     pre_fork to log and leaves the snapshot as it found it, without a `.<name>.restoring`."""

@@ -26,6 +26,7 @@ from app.server.run_dirs import (
     leave_metrics_dir,
     mark_master,
     other_masters,
+    private_directory,
     release,
     run_dir,
     shared_metrics_dir,
@@ -291,3 +292,37 @@ def test_a_file_named_as_a_dead_run_is_left_alone(tmp_path: Path) -> None:
     named.write_text("not ours")
     assert clean_stale_runs(tmp_path) == []
     assert named.is_file()
+
+
+OTHER_USER = 65534
+"""Another local user (nobody), for the directories it could make in a shared TMPDIR."""
+
+
+def test_a_directory_made_again_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Under umask 000 the directories a restore made again were writable by all."""
+    snapshot = tmp_path / "latam-delay-run-1-x" / "models" / "release-y"
+    previous = os.umask(0)
+    try:
+        assert private_directory(snapshot) == snapshot
+    finally:
+        os.umask(previous)
+    for made in (snapshot, snapshot.parent, snapshot.parent.parent):
+        assert made.stat().st_mode & 0o777 == 0o700
+    assert private_directory(snapshot) == snapshot  # there already, this user's: kept
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's directory needs root")
+def test_a_directory_another_user_made_at_a_runs_name_is_refused(tmp_path: Path) -> None:
+    """After a /tmp cleaner took a run's directory, another user could make it again first."""
+    run = tmp_path / "latam-delay-run-1-x"
+    run.mkdir()
+    os.chown(run, OTHER_USER, OTHER_USER)
+    with pytest.raises(PermissionError, match="not a directory of this user's or root's"):
+        private_directory(run / "models" / "release-y")
+    (tmp_path / "elsewhere").mkdir()
+    run.rmdir()
+    run.symlink_to(tmp_path / "elsewhere")  # to a directory of this user's, by another user
+    os.lchown(run, OTHER_USER, OTHER_USER)
+    with pytest.raises(PermissionError):
+        private_directory(run / "models")
+    assert not list((tmp_path / "elsewhere").iterdir())

@@ -827,6 +827,42 @@ def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path, name: str, v
     assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing made, nothing left
 
 
+def test_a_bind_in_gunicorn_cmd_args_that_drops_the_metrics_port_stops_start_up(
+    tmp_path: Path,
+) -> None:
+    """GUNICORN_CMD_ARGS='--bind=…' (a platform guide's way to name the port) replaced BIND and
+    METRICS_BIND alike: the server served, /metrics a 404 on the public port and nothing on
+    METRICS_BIND's."""
+    port, metrics = free_port(), f"{HOST}:{free_port()}"
+    log = failed_start(
+        spawn(tmp_path / "run", METRICS_BIND=metrics, GUNICORN_CMD_ARGS=f"--bind={HOST}:{port}")
+    )
+    lines = [line for line in log.splitlines() if "cannot start" in line]
+    assert lines == [
+        f"latam-delay: cannot start: METRICS_BIND={metrics!r}: not among the addresses gunicorn "
+        f"listens on, {HOST}:{port}: a --bind (in GUNICORN_CMD_ARGS or the command) replaces "
+        "BIND and METRICS_BIND; expected BIND instead"
+    ], log
+    assert "Booting worker" not in log
+    assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing left behind
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching the workers' user needs root")
+def test_gunicorns_user_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    """`--user` (a root master, workers as another user: a classic systemd unit) left every
+    worker unable to read the master's private model snapshot: a traceback each, then gunicorn
+    halted ("Worker failed to boot")."""
+    log = failed_start(spawn(tmp_path / "run", GUNICORN_CMD_ARGS="--user 65534 --group 65534"))
+    lines = [line for line in log.splitlines() if "cannot start" in line]
+    assert lines == [
+        "latam-delay: cannot start: user=65534, group=65534 (gunicorn's --user and --group, in "
+        "GUNICORN_CMD_ARGS or the command): expected none, the workers could not read the "
+        "master's run directories; start gunicorn as that user (systemd's User=, USER)"
+    ], log
+    assert "Booting worker" not in log
+    assert not list((tmp_path / "run").glob("latam-delay-*"))
+
+
 def test_a_descriptor_limit_too_low_for_a_worker_stops_start_up_with_one_line(
     tmp_path: Path,
 ) -> None:

@@ -145,6 +145,10 @@ def test_environment_overrides() -> None:
         ("GRPC_BIND", "127.0.0.1:0", r"HOST:PORT \(port 1-65535"),
         ("GRPC_BIND", "127.0.0.1:65536", r"HOST:PORT \(port 1-65535"),
         ("GRPC_MAX_STREAMS", "0", "an integer from 1 to"),
+        ("PORT", "http", "a port from 1 to 65535"),
+        ("PORT", "0", "a port from 1 to 65535"),
+        ("PORT", "65536", "a port from 1 to 65535"),
+        ("WEB_CONCURRENCY", "many", "an integer from 1 to"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_accepts(
@@ -244,6 +248,18 @@ def test_workers_default_to_the_cpus_this_process_may_use() -> None:
 @pytest.mark.parametrize("bind", ["0.0.0.0:8000", "127.0.0.1:0", "[::1]:8080", "unix:/run/s"])
 def test_bind_forms(bind: str) -> None:
     assert Settings.from_env({"BIND": bind}).bind == bind
+
+
+def test_a_platforms_port_and_worker_count_count_where_bind_and_workers_are_unset() -> None:
+    """PORT and WEB_CONCURRENCY, which gunicorn itself reads and Heroku, Cloud Run or Render
+    set: the server listened on 8000 while the platform routed to PORT, and started a worker
+    per CPU seen where the platform had sized WEB_CONCURRENCY for its memory."""
+    platform = Settings.from_env({"PORT": "8080", "WEB_CONCURRENCY": "3"})
+    assert (platform.bind, platform.workers) == ("0.0.0.0:8080", 3)
+    own = Settings.from_env(
+        {"PORT": "8080", "BIND": "127.0.0.1:9000", "WEB_CONCURRENCY": "3", "WORKERS": "2"}
+    )
+    assert (own.bind, own.workers) == ("127.0.0.1:9000", 2)
 
 
 def test_grpc_is_on_port_8001_unless_turned_off() -> None:

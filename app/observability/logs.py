@@ -11,6 +11,7 @@ wherever the app runs, and the Lambda bundle (deploy/aws/build.sh) has no gunico
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -38,7 +39,9 @@ access_logger = logging.getLogger("app.access")
 class JsonFormatter(logging.Formatter):
     """time (UTC, ISO 8601, milliseconds), level, message, logger, pid, request_id and
     trace_id (null outside a request), the access fields when the record has them, and the
-    traceback as `exception`."""
+    traceback as `exception`; in ASCII, other characters escaped (`\\u00f1`). orjson refuses a
+    lone surrogate, which a path holds where its bytes are not the locale's (os.fsdecode): the
+    line then raised, a traceback in its place, and `cannot start` at start-up with it."""
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = getattr(record, "request_id", None) or current()
@@ -57,7 +60,17 @@ class JsonFormatter(logging.Formatter):
                 entry[field] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
+        try:
+            line = orjson.dumps(entry)
+        except TypeError:  # a lone surrogate: a path's bytes the locale could not decode
+            return json.dumps(entry, separators=(",", ":"), default=str)
+        # ASCII, so a JSON line whatever the stream's encoding: a latin-1 locale wrote `ñ` as a
+        # byte no UTF-8 reader takes, and a character it lacks cost the line (a traceback instead)
+        return (
+            line.decode()
+            if line.isascii()
+            else json.dumps(orjson.loads(line), separators=(",", ":"))
+        )
 
 
 def formatter(log_format: str) -> logging.Formatter:

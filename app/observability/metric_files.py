@@ -16,6 +16,7 @@ A file removed from under the server (an operator's `rm`, a /tmp cleaner that ig
 master's lock: app.server.run_dirs.hold), its directory with it, is written again where it was,
 with every value it held, by `restore_removed` (each flush, app.observability.metrics): the counts
 go on where they were, where before they vanished from the scrapes until the process restarted.
+A directory made again is this user's own (app.server.run_dirs.private_directory).
 
 prometheus_client's multiprocess values open their files by the name `MmapedDict` in its
 `values` module: `install` puts `open_values_file` there. A private name, so pyproject pins
@@ -28,10 +29,13 @@ import logging
 import mmap
 import os
 import weakref
+from pathlib import Path
 from typing import IO, Protocol
 
 from prometheus_client import values
 from prometheus_client.mmap_dict import MmapedDict
+
+from app.server.run_dirs import private_directory
 
 INITIAL_BYTES = 1 << 16
 """The size prometheus_client gives a new file (its `_INITIAL_MMAP_SIZE`; a test checks)."""
@@ -60,6 +64,7 @@ class AllocatedMmapedDict(MmapedDict):
         if not read_mode:  # only truncate, fileno and close are called on it
             self._f = _AllocatingFile(self._f)  # type: ignore[assignment]
             self._owner = os.getpid()  # a forked worker leaves its master's files to the master
+            self._directory = _identity(os.path.dirname(filename))
             _writable.add(self)
 
     def restore(self) -> bool:
@@ -73,7 +78,9 @@ class AllocatedMmapedDict(MmapedDict):
                 return False
         except FileNotFoundError:
             pass
-        os.makedirs(os.path.dirname(self._fname), mode=0o700, exist_ok=True)
+        directory = os.path.dirname(self._fname)
+        if _identity(directory) != self._directory:  # gone, or made again: by this user only
+            private_directory(Path(directory))
         restoring = self._fname + RESTORING
         _allocate(restoring, self._capacity, new=True)
         file = open(restoring, "r+b")  # noqa: SIM115  # kept open for the mapping, as upstream's
@@ -98,6 +105,15 @@ class AllocatedMmapedDict(MmapedDict):
         except OSError:
             self._capacity = capacity  # doubled before the file was grown
             raise
+
+
+def _identity(directory: str) -> tuple[int, int] | None:
+    """The directory's device and inode, None if it is gone."""
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 class _AllocatingFile:

@@ -29,6 +29,8 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.server.run_dirs import private_directory
+
 RUN_DIR_ENV = "LATAM_DELAY_RUN_DIR"
 """This server run's directory (snapshots, hand-off markers), made by gunicorn.conf.py."""
 GENERATION_ENV = "LATAM_DELAY_GENERATION"
@@ -55,7 +57,7 @@ def started(directory: Path, workers: int, environ: MutableMapping[str, str] = o
 
 def _record(directory: Path, generation: int, workers: int) -> None:
     with contextlib.suppress(OSError):
-        directory.mkdir(parents=True, exist_ok=True)
+        private_directory(directory)
         written = directory / f".{CURRENT}.{os.getpid()}"
         written.write_text(f"{generation} {workers}\n")
         os.replace(written, directory / CURRENT)  # a worker never reads half a record
@@ -90,7 +92,7 @@ class Handoff:
 
     def listening(self) -> None:
         with contextlib.suppress(OSError):
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_directory(self.directory)
             self.marker.touch()
 
     def leaving(self) -> None:

@@ -36,7 +36,7 @@ import orjson
 from app.errors import ModelLoadError
 from app.inference.model import MODEL_NAMES, ModelSet, read_regular
 from app.server.handoff import GENERATION_ENV, RUN_DIR_ENV
-from app.server.run_dirs import OWN_METRICS_ENV, RUN_DIR_PATTERN
+from app.server.run_dirs import OWN_METRICS_ENV, RUN_DIR_PATTERN, private_directory
 
 SOURCE_ENV = "MODELS_SOURCE"
 """The operator's MODELS_DIR, kept by the master; MODELS_DIR itself then names the snapshot."""
@@ -69,7 +69,7 @@ def take_snapshot(source: Path, snapshots: Path, threads: int = 1) -> Release:
     try:
         resolved = source.resolve()
         _release_directory(source, resolved)
-        snapshots.mkdir(parents=True, exist_ok=True)
+        private_directory(snapshots)
         snapshot = Path(tempfile.mkdtemp(prefix="release-", dir=snapshots))
     except ModelLoadError:
         raise
@@ -168,7 +168,8 @@ def restore(release: Release) -> list[str]:
     as long as the server runs: a /tmp cleaner that ignores the master's lock (tmpwatch,
     tmpreaper: app.server.run_dirs.hold), or an operator's `rm`, could take it, and the next
     worker to boot (one killed, a refused reload's) then stopped the server. What is written
-    is the bytes that were checked, never MODELS_DIR's present ones."""
+    is the bytes that were checked, never MODELS_DIR's present ones, in directories of the
+    server's own (run_dirs.private_directory)."""
     restored = []
     for name, data in release.files.items():
         path = release.snapshot / name
@@ -177,7 +178,7 @@ def restore(release: Release) -> list[str]:
                 continue
         except OSError:
             pass
-        release.snapshot.mkdir(parents=True, exist_ok=True)
+        private_directory(release.snapshot)
         temporary = path.with_name(f".{name}.restoring")
         try:
             temporary.write_bytes(data)

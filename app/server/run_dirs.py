@@ -37,6 +37,32 @@ def run_dir(kind: str) -> Path:
     return hold(Path(tempfile.mkdtemp(prefix=f"latam-delay-{kind}-{os.getpid()}-")))
 
 
+def private_directory(directory: Path) -> Path:
+    """`directory`, made again with each parent of it that is gone, mode 0700 whatever the umask;
+    an existing one another user owns (root aside), or a symlink another user made, is refused
+    (PermissionError). A run's directories have names anyone can list in TMPDIR: once a /tmp
+    cleaner had taken them, another local user could make them first, and the master wrote the
+    checked models (or a process its metric files) into that user's directory, through a symlink
+    planted at their temporary name (a root master overwrote any file with a model card), for
+    the next worker to load whatever that user put there; under umask 000 it made them writable
+    by all."""
+    missing = []
+    existing = directory
+    while not os.path.lexists(existing):
+        missing.append(existing)
+        existing = existing.parent
+    owners = {os.lstat(existing).st_uid, os.stat(existing).st_uid}  # a symlink's, its target's
+    if not owners <= {0, os.geteuid()}:
+        raise PermissionError(
+            errno.EPERM, "not a directory of this user's or root's", str(existing)
+        )
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    for path in reversed(missing):
+        path.mkdir(mode=0o700)  # made here, not one another user made meanwhile (FileExistsError)
+    return directory
+
+
 def hold(directory: Path) -> Path:
     """Takes a shared BSD lock (flock) on `directory` until this process exits or `release`s it;
     the workers it forks share it. systemd-tmpfiles, the age-based cleaner of /tmp (10 days on
