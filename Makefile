@@ -13,6 +13,11 @@ MODELS_DIR ?= models
 REPORTS_DIR ?= reports
 BIND ?= 0.0.0.0:8000
 export BIND
+# onnxruntime's telemetry (app/__init__.py) off in every process make runs: benchmarks.ort_options,
+# export.onnx and the peers' virtualenvs import onnxruntime before the service's package, or
+# without it
+ORT_DISABLE_TELEMETRY ?= 1
+export ORT_DISABLE_TELEMETRY
 
 SERVE_STAMP := $(VENV)/.serve-installed
 DEV_STAMP := $(VENV)/.dev-installed
