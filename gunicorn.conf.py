@@ -143,14 +143,17 @@ def on_starting(server: Any) -> None:
     """Checks the models once in the master and pins the workers to that checked copy
     (app.server.reload): a missing, unreadable or corrupt file stops start-up here with one line
     naming it, instead of every worker failing to boot in turn. A fork the system refuses from
-    then on costs that fork only, not every worker (app.server.forks)."""
+    then on costs that fork only, not every worker (app.server.forks); a stop's wait for the
+    workers is timed on the monotonic clock (app.server.clock)."""
     from app.errors import ModelLoadError
     from app.grpc.listeners import check_unclaimed
     from app.observability.metrics import count_reload
+    from app.server.clock import steady_stop
     from app.server.forks import guard_forks
     from app.server.reload import pin, take_snapshot
 
     guard_forks(server)
+    steady_stop(server)
 
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
         try:
