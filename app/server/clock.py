@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import gunicorn.arbiter
 
-_MONOTONIC = SimpleNamespace(time=time.monotonic, monotonic=time.monotonic, sleep=time.sleep)
-"""What `gunicorn.arbiter` calls of the `time` module in `stop`, time.time() on the
-monotonic clock."""
+
+class _MonotonicTime:
+    """The `time` module as `gunicorn.arbiter` sees it during `stop`: time.time() is
+    time.monotonic(), the rest the module's own (whatever of it a gunicorn version calls)."""
+
+    time = staticmethod(time.monotonic)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+_MONOTONIC = _MonotonicTime()
 
 
 def steady_stop(arbiter: Any) -> None:
