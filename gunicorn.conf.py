@@ -143,10 +143,12 @@ def on_starting(server: Any) -> None:
     """Checks the models once in the master and pins the workers to that checked copy
     (app.server.reload): a missing, unreadable or corrupt file stops start-up here with one line
     naming it, instead of every worker failing to boot in turn. A fork the system refuses from
-    then on costs that fork only, not every worker (app.server.forks)."""
+    then on costs that fork only, not every worker (app.server.forks); a stop's wait for the
+    workers is timed on the monotonic clock (app.server.clock)."""
     from app.errors import ModelLoadError
     from app.grpc.listeners import check_unclaimed
     from app.observability.metrics import count_reload
+    from app.server.clock import steady_stop
     from app.server.forks import guard_forks
     from app.server.handoff import started
     from app.server.reload import pin, take_snapshot
@@ -156,6 +158,7 @@ def on_starting(server: Any) -> None:
         successors=lambda workers: started(_RUN_DIR / "handoff", workers),
         reloaded=lambda workers_started: _count_reload(server, workers_started),
     )
+    steady_stop(server)
 
     # gunicorn's user and group settings switch the workers only: they could not read the model
     # snapshot the master keeps to itself (mode 0700), each failed to boot with a traceback and

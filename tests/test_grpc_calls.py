@@ -252,6 +252,47 @@ def test_a_message_that_does_not_arrive_in_time_is_cancelled_and_counted(
     assert counted == ["CANCELLED"]
 
 
+@pytest.mark.parametrize("ended_by", ["DEADLINE_EXCEEDED", "CANCELLED"])
+def test_a_call_that_ends_before_its_message_is_counted_as_its_client_saw_it(
+    monkeypatch: pytest.MonkeyPatch, ended_by: str
+) -> None:
+    """A call whose deadline passed (or whose client cancelled it) while its message was still
+    coming was counted INVALID_ARGUMENT, "no request message", as if its client had sent none:
+    grpcio's read returns EOF for a call it has cancelled. The alerts count DEADLINE_EXCEEDED as
+    the server's failure, and INVALID_ARGUMENT hid a slow service from them."""
+    counted: list[str] = []
+    monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
+
+    async def call() -> tuple[grpc.StatusCode, str]:
+        servicer = Held()
+        servicer.release.set()
+        never = asyncio.Event()
+
+        async def no_message() -> AsyncIterator[bytes]:
+            await never.wait()
+            yield b""
+
+        async with (
+            serving(servicer.Held, "Held") as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            timeout = 0.3 if ended_by == "DEADLINE_EXCEEDED" else 10
+            pending = channel.stream_unary("/S/Held")(no_message(), timeout=timeout)
+            if ended_by == "CANCELLED":
+                await asyncio.sleep(0.3)
+                pending.cancel()
+            ended = await outcome(pending)
+            for _ in range(200):  # until the server has counted it
+                if counted:
+                    break
+                await asyncio.sleep(0.01)
+        return ended
+
+    code, _ = asyncio.run(call())
+    assert code.name == ended_by
+    assert counted == [ended_by]
+
+
 def test_a_call_without_a_message_is_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
     counted: list[str] = []
     monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))

@@ -172,6 +172,48 @@ def test_the_scorer_is_told_the_servers_requests_in_flight() -> None:
     assert app.state.scorer.in_flight() == 1
 
 
+def test_the_heartbeat_keeps_its_pace_when_the_wall_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn's master times a worker out on the monotonic clock: uvicorn's heartbeat, paced by
+    time.time(), stopped for an hour when the wall clock stepped back an hour (an NTP step), and
+    every worker was killed as hung 30 s later. Beats come every `timeout_notify` s of the
+    monotonic clock whatever the wall clock does, and the first tick beats."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from app.server import worker
+    from app.settings import Settings
+
+    clock = {"wall": time.time(), "monotonic": 1000.0}
+    beats: list[float] = []
+
+    async def beat() -> None:
+        beats.append(clock["monotonic"])
+
+    config = uvicorn.Config(
+        app=Starlette(), lifespan="off", log_config=None, timeout_notify=15, callback_notify=beat
+    )
+    config.load()
+    server = worker.Server(config, Settings.from_env({}))
+    monkeypatch.setattr(time, "time", lambda: clock["wall"])  # uvicorn's clock
+    monotonic = SimpleNamespace(monotonic=lambda: clock["monotonic"])
+    monkeypatch.setattr(worker, "time", monotonic, raising=False)
+
+    async def ticks() -> None:
+        for counter in range(0, 60, 10):  # uvicorn's main loop: 0.1 s a tick, a beat due every 10
+            await server.on_tick(counter)
+            clock["monotonic"] += 16
+            clock["wall"] -= 3600  # stepped back an hour before every tick but the first
+
+    asyncio.run(ticks())
+    assert beats == [1000.0 + 16 * tick for tick in range(6)]
+
+
 def test_a_reloads_old_worker_serves_until_the_handoff_then_drains_in_what_is_left(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

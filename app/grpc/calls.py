@@ -139,6 +139,11 @@ async def _message(context: Context, timeout: float) -> bytes:
     except TimeoutError:
         raise RequestTimeout(f"the request message did not arrive within {timeout:g} s") from None
     if message is grpc.aio.EOF:
+        # grpcio's read ends so too for a call it is cancelling (its deadline passed, its client
+        # cancelled it), the cancel coming a moment later: counted INVALID_ARGUMENT, as a call
+        # without a message, such a deadline was hidden from the alerts. Given that moment,
+        # `rpc` counts the call as its client saw it.
+        await asyncio.sleep(CANCEL_SETTLE)
         raise BadRequest("the call carried no request message")
     data: bytes = message
     return data
@@ -151,6 +156,9 @@ def _serialize(message: Message) -> bytes:
 
 DEADLINE_SLACK = 0.05
 """Seconds: a cancel this close to the server's deadline is the client's deadline passing."""
+CANCEL_SETTLE = 0.05
+"""Seconds a call whose read ended without a message waits for grpcio's cancel, if it is being
+cancelled, before it is answered INVALID_ARGUMENT (`_message`)."""
 
 
 def _cancelled_code(context: Context) -> grpc.StatusCode:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
 import sys
+import time
 from typing import Any, NoReturn
 
 from gunicorn.arbiter import Arbiter
@@ -55,6 +57,24 @@ class Server(_Server):
         self.grpc: Any = None
         self.grpc_failed = False
         self.quick = False
+        self.last_notified = math.inf  # uvicorn's own heartbeat (wall clock) never fires: on_tick
+        self.beaten = -math.inf
+        """time.monotonic() of the last heartbeat: the first tick beats, as uvicorn's did."""
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's, with the heartbeat (`callback_notify`, gunicorn's notify) every
+        `timeout_notify` s of the monotonic clock, on which gunicorn's master judges it. uvicorn
+        beats when time.time() has moved that far past its last beat: a wall clock stepped back
+        (an NTP step, a VM's clock corrected) stopped every worker's heartbeat for the length
+        of the step, and the master killed them all as hung 30 s later, their requests with
+        them (`WORKER TIMEOUT` twice at once after a 1-hour step back)."""
+        notify = self.config.callback_notify
+        if notify is not None and counter % 10 == 0:
+            now = time.monotonic()
+            if now - self.beaten > self.config.timeout_notify:
+                self.beaten = now
+                await notify()
+        return await super().on_tick(counter)
 
     async def _start(self, sockets: list[socket.socket] | None) -> None:
         # gunicorn's sockets are served by app.server.acceptor's acceptors, not by uvloop's servers
