@@ -192,6 +192,12 @@ def test_a_probe_is_answered_past_max_in_flight(monkeypatch: pytest.MonkeyPatch)
     assert counted == ["OK"] * 5
 
 
+async def no_message() -> AsyncIterator[bytes]:
+    """A client stream whose message never comes: it holds the client's side of a call open."""
+    await asyncio.Event().wait()
+    yield b""  # never reached
+
+
 async def stalled_calls(
     monkeypatch: pytest.MonkeyPatch, stalled: int, message_timeout: float, then_whole: bool
 ) -> tuple[list[grpc.StatusCode], list[str], list[str]]:
@@ -202,24 +208,20 @@ async def stalled_calls(
     monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
     servicer = Held(message_timeout)
     servicer.release.set()
-    async with serving(servicer.Held, "Held") as port:
-        never = asyncio.Event()
-
-        async def no_message() -> AsyncIterator[bytes]:
-            await never.wait()
-            yield b""  # never reached: the generator only holds the client's side open
-
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            pending = [
-                channel.stream_unary("/S/Held")(no_message(), timeout=10) for _ in range(stalled)
-            ]
-            for _ in range(200):  # until the server has started them
-                if servicer.in_flight >= min(stalled, servicer.max_in_flight):
-                    break
-                await asyncio.sleep(0.01)
-            if then_whole:
-                pending.append(channel.unary_unary("/S/Held")(b"", timeout=10))
-            outcomes = [await outcome(call) for call in pending]
+    async with (
+        serving(servicer.Held, "Held") as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        pending = [
+            channel.stream_unary("/S/Held")(no_message(), timeout=10) for _ in range(stalled)
+        ]
+        for _ in range(200):  # until the server has started them
+            if servicer.in_flight >= min(stalled, servicer.max_in_flight):
+                break
+            await asyncio.sleep(0.01)
+        if then_whole:
+            pending.append(channel.unary_unary("/S/Held")(b"", timeout=10))
+        outcomes = [await outcome(call) for call in pending]
     return [code for code, _ in outcomes], [detail for _, detail in outcomes], counted
 
 
@@ -266,11 +268,6 @@ def test_a_call_that_ends_before_its_message_is_counted_as_its_client_saw_it(
     async def call() -> tuple[grpc.StatusCode, str]:
         servicer = Held()
         servicer.release.set()
-        never = asyncio.Event()
-
-        async def no_message() -> AsyncIterator[bytes]:
-            await never.wait()
-            yield b""
 
         async with (
             serving(servicer.Held, "Held") as port,
@@ -425,11 +422,6 @@ def test_every_way_a_call_ends_gives_its_place_back(monkeypatch: pytest.MonkeyPa
     async def scenario() -> list[grpc.StatusCode]:
         servicer = Held(message_timeout=0.3)
         servicer.max_in_flight = 3
-        never = asyncio.Event()
-
-        async def no_message() -> AsyncIterator[bytes]:
-            await never.wait()
-            yield b""
 
         async with (
             serving(servicer.Held, "Held") as port,
