@@ -254,6 +254,39 @@ def test_workers_that_die_as_they_start_are_forked_again_after_a_growing_pause(
     assert len(master.log.said()) == 5  # one line a death that earned a pause
 
 
+def test_workers_the_master_stops_earn_no_pause_and_a_sighup_forks_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Young workers a SIGHUP storm stops are no failures to start; and the operator's SIGHUP
+    during a pause forks its workers at once, with the count started again."""
+    now = 0.0
+    monkeypatch.setattr(forks, "time", SimpleNamespace(monotonic=lambda: now))
+    master, _, _ = reloading_arbiter(monkeypatch, forks_allowed=100, graceful_timeout=0)
+
+    def dies(pid: int | None, told: bool) -> None:
+        nonlocal now
+        assert pid is not None, "the fork was held back"
+        if told:
+            master.kill_worker(pid, signal.SIGTERM)  # gunicorn's own calls go through it
+        del master.WORKERS[pid]  # reaped
+        now += 0.5
+
+    for _ in range(3):
+        dies(master.spawn_worker(), told=True)
+    for _ in range(2):
+        dies(master.spawn_worker(), told=False)
+    assert master.spawn_worker() is None  # the second unbidden death in a row: a pause
+    master.reload()  # gunicorn's
+    assert master.reloaded == [True]
+    newest = max(master.WORKERS)
+    dies(newest, told=False)
+    assert master.spawn_worker() is not None  # one death since the SIGHUP: no pause
+    first, second = master.spawn_worker(), master.spawn_worker()
+    del master.WORKERS[first], master.WORKERS[second]  # unbidden, seen by the SIGHUP's forks
+    master.reload()
+    assert master.reloaded == [True, True]  # its own forks are never held back
+
+
 def test_errors_other_than_the_systems_are_raised_as_before() -> None:
     master = arbiter()
 
