@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from app import cpus
 from app.descriptors import raise_limit, require_worker_descriptors
 from app.server.handoff import RUN_DIR_ENV
 from app.server.reload import forget_inherited_run
@@ -30,7 +31,7 @@ from app.server.run_dirs import (
     shared_metrics_dir,
     upgraded_from,
 )
-from app.settings import Settings
+from app.settings import Settings, max_workers
 
 
 def _cannot_start(error: Exception, log_format: str = "text") -> NoReturn:
@@ -184,6 +185,19 @@ def on_starting(server: Any) -> None:
                 f"METRICS_BIND={_SETTINGS.metrics_bind!r}: not among the addresses gunicorn "
                 f"listens on, {', '.join(server.cfg.bind)}: a --bind (in GUNICORN_CMD_ARGS or "
                 "the command) replaces BIND and METRICS_BIND; expected BIND instead"
+            ),
+            _SETTINGS.log_format,
+        )
+
+    # A --workers (GUNICORN_CMD_ARGS or the command) replaces `workers` above, past the bound
+    # WORKERS has: a mistyped count forked hundreds of workers on a 2-core host (app.settings).
+    most = max_workers(cpus.available())
+    if server.cfg.workers > most:
+        on_exit(server)
+        _cannot_start(
+            ValueError(
+                f"workers={server.cfg.workers} (gunicorn's --workers, in GUNICORN_CMD_ARGS or the "
+                f"command): expected at most {most}, as WORKERS; expected WORKERS instead"
             ),
             _SETTINGS.log_format,
         )

@@ -31,8 +31,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
+from app import cpus
 from app.observability.metrics import FLUSH_SECONDS
 from app.server.protocol import REFUSED_ROUTE
+from app.settings import max_workers
 from benchmarks.chaos import wait_for
 from tests.conftest import MODELS_DIR, PAYLOADS, ROOT, payload_request
 
@@ -845,6 +847,32 @@ def test_a_bind_in_gunicorn_cmd_args_that_drops_the_metrics_port_stops_start_up(
     ], log
     assert "Booting worker" not in log
     assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing left behind
+
+
+def test_workers_in_gunicorn_cmd_args_past_the_bound_stops_start_up(tmp_path: Path) -> None:
+    """GUNICORN_CMD_ARGS='--workers …' replaced WORKERS past the bound WORKERS has (found by an
+    operator probe): a mistyped count forked that many workers."""
+    most = max_workers(cpus.available())
+    log = failed_start(spawn(tmp_path / "run", GUNICORN_CMD_ARGS=f"--workers {most + 1}"))
+    lines = [line for line in log.splitlines() if "cannot start" in line]
+    assert lines == [
+        f"latam-delay: cannot start: workers={most + 1} (gunicorn's --workers, in "
+        f"GUNICORN_CMD_ARGS or the command): expected at most {most}, as WORKERS; expected "
+        "WORKERS instead"
+    ], log
+    assert "Booting worker" not in log
+    assert not list((tmp_path / "run").glob("latam-delay-*"))
+
+
+def test_workers_in_gunicorn_cmd_args_within_the_bound_are_gunicorns_to_set(
+    tmp_path: Path,
+) -> None:
+    server = spawn(tmp_path / "run", GUNICORN_CMD_ARGS="--workers 1")
+    try:
+        wait_until_ready(server, startups=1)
+        assert model_workers(scrape(server.url)) == {"delay-minimal": 1, "delay-full": 1}
+    finally:
+        stop(server)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching the workers' user needs root")
