@@ -763,6 +763,15 @@ def failed_start(failing: Server) -> str:
     return log
 
 
+def refused_in_the_master(run: Path, **env: str) -> list[str]:
+    """The `cannot start` lines of a server its master stopped before forking any worker, with
+    nothing left behind."""
+    log = failed_start(spawn(run, preexec=None, wrapper=(), **env))
+    assert "Booting worker" not in log, log
+    assert not list(run.glob("latam-delay-*")), log
+    return [line for line in log.splitlines() if "cannot start" in line]
+
+
 def directory_in_place(path: Path) -> None:
     path.unlink()
     path.mkdir()
@@ -836,32 +845,24 @@ def test_a_bind_in_gunicorn_cmd_args_that_drops_the_metrics_port_stops_start_up(
     METRICS_BIND alike: the server served, /metrics a 404 on the public port and nothing on
     METRICS_BIND's."""
     port, metrics = free_port(), f"{HOST}:{free_port()}"
-    log = failed_start(
-        spawn(tmp_path / "run", METRICS_BIND=metrics, GUNICORN_CMD_ARGS=f"--bind={HOST}:{port}")
-    )
-    lines = [line for line in log.splitlines() if "cannot start" in line]
-    assert lines == [
+    assert refused_in_the_master(
+        tmp_path / "run", METRICS_BIND=metrics, GUNICORN_CMD_ARGS=f"--bind={HOST}:{port}"
+    ) == [
         f"latam-delay: cannot start: METRICS_BIND={metrics!r}: not among the addresses gunicorn "
         f"listens on, {HOST}:{port}: a --bind (in GUNICORN_CMD_ARGS or the command) replaces "
         "BIND and METRICS_BIND; expected BIND instead"
-    ], log
-    assert "Booting worker" not in log
-    assert not list((tmp_path / "run").glob("latam-delay-*"))  # nothing left behind
+    ]
 
 
 def test_workers_in_gunicorn_cmd_args_past_the_bound_stops_start_up(tmp_path: Path) -> None:
     """GUNICORN_CMD_ARGS='--workers …' replaced WORKERS past the bound WORKERS has (found by an
     operator probe): a mistyped count forked that many workers."""
     most = max_workers(cpus.available())
-    log = failed_start(spawn(tmp_path / "run", GUNICORN_CMD_ARGS=f"--workers {most + 1}"))
-    lines = [line for line in log.splitlines() if "cannot start" in line]
-    assert lines == [
+    assert refused_in_the_master(tmp_path / "run", GUNICORN_CMD_ARGS=f"--workers {most + 1}") == [
         f"latam-delay: cannot start: workers={most + 1} (gunicorn's --workers, in "
         f"GUNICORN_CMD_ARGS or the command): expected at most {most}, as WORKERS; expected "
         "WORKERS instead"
-    ], log
-    assert "Booting worker" not in log
-    assert not list((tmp_path / "run").glob("latam-delay-*"))
+    ]
 
 
 def test_workers_in_gunicorn_cmd_args_within_the_bound_are_gunicorns_to_set(
@@ -880,15 +881,13 @@ def test_gunicorns_user_setting_stops_start_up_with_one_line(tmp_path: Path) -> 
     """`--user` (a root master, workers as another user: a classic systemd unit) left every
     worker unable to read the master's private model snapshot: a traceback each, then gunicorn
     halted ("Worker failed to boot")."""
-    log = failed_start(spawn(tmp_path / "run", GUNICORN_CMD_ARGS="--user 65534 --group 65534"))
-    lines = [line for line in log.splitlines() if "cannot start" in line]
-    assert lines == [
+    assert refused_in_the_master(
+        tmp_path / "run", GUNICORN_CMD_ARGS="--user 65534 --group 65534"
+    ) == [
         "latam-delay: cannot start: user=65534, group=65534 (gunicorn's --user and --group, in "
         "GUNICORN_CMD_ARGS or the command): expected none, the workers could not read the "
         "master's run directories; start gunicorn as that user (systemd's User=, USER)"
-    ], log
-    assert "Booting worker" not in log
-    assert not list((tmp_path / "run").glob("latam-delay-*"))
+    ]
 
 
 def test_a_descriptor_limit_too_low_for_a_worker_stops_start_up_with_one_line(
