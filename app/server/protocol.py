@@ -33,10 +33,10 @@ connection that never sends a byte open forever, and waits forever on a trickled
   answered 503 + Retry-After at once, without running the app
   (app.server.overload), counted in the metrics and, with ACCESS_LOG, in the access log; with
   `hold_early_retries`, a request sent on a connection before the Retry-After of its last 503
-  has elapsed (by the same client, when a proxy names one: overload.sender) is held instead: nothing more parsed, no app, not in flight, and answered 503
-  once the Retry-After has elapsed (one held answer per connection at most, and one chunk
-  kept unparsed; written at once, closing, on shutdown; dropped as soon as the connection is
-  lost);
+  has elapsed (by the same client, when a proxy names one: overload.sender) is held instead:
+  nothing more parsed, no app, not in flight, and answered 503 once the Retry-After has elapsed
+  (one held answer per connection at most, and one chunk kept unparsed; written at once,
+  closing, on shutdown; dropped as soon as the connection is lost);
 * a graceful drain: on shutdown an idle keep-alive connection, or one just accepted, is closed
   only once it has been quiet for `DRAIN_QUIET` and `DRAIN_IDLE_HOLD` has passed since its last
   answer (or, sooner, as uvicorn's graceful timeout nears), and a request arriving meanwhile is
