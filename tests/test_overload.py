@@ -21,6 +21,7 @@ from app.server.overload import (
     SHED_ROUTE,
     BatchThread,
     hold_until,
+    sender,
     shed_response,
 )
 from app.settings import Settings
@@ -60,6 +61,14 @@ def test_the_grace_is_a_clock_error_not_a_discount() -> None:
     assert hold_until(0.0, 0.9) is None
     assert hold_until(0.0, 0.85) == 1.0
     assert hold_until(0.0, 0.0) == 1.0
+
+
+def test_the_sender_is_the_client_a_proxy_names_first() -> None:
+    assert sender([(b"host", b"x"), (b"content-length", b"2")]) is None  # no proxy said
+    assert sender([(b"x-forwarded-for", b"203.0.113.1, 10.0.0.1")]) == b"203.0.113.1, 10.0.0.1"
+    assert sender([(b"x-real-ip", b"203.0.113.1"), (b"x-forwarded-for", b"b")]) == b"203.0.113.1"
+    assert sender([(b"forwarded", b"for=203.0.113.1")]) == b"for=203.0.113.1"
+    assert sender([(b"x-forwarded-host", b"a"), (b"via", b"1.1 p")]) is None  # not a client
 
 
 def test_shed_answers_are_counted_under_their_own_route() -> None:

@@ -213,7 +213,7 @@ def test_a_head_just_over_the_limit_completed_by_its_second_chunk_is_a_431() -> 
         protocol.data_received(data[1000:])
         await settle()
         assert transport.data.startswith(b"HTTP/1.1 431 ")
-        assert b"200" not in transport.data
+        assert b"HTTP/1.1 200" not in transport.data  # not "200" alone: a request ID may hold it
 
     run(scenario)
 
@@ -1233,12 +1233,15 @@ def shed_count() -> float:
     return counted(SHED_ROUTE, "503")
 
 
-async def shed_once(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> float:
+async def shed_once(
+    protocol: GuardedHttpToolsProtocol, transport: FakeTransport, extra: bytes = b""
+) -> float:
     """One request shed at once (a request of another connection in flight, bound 1), then that
-    request gone: the bound no longer sheds. Returns when the 503 was written (loop time)."""
+    request gone: the bound no longer sheds. Returns when the 503 was written (loop time).
+    `extra`: header lines of the shed request."""
     unfinished = asyncio.get_running_loop().create_future()
     protocol.tasks.add(unfinished)  # type: ignore[arg-type]
-    protocol.data_received(post(b"{}"))
+    protocol.data_received(post(b"{}", extra=extra))
     shed_at = asyncio.get_running_loop().time()
     await settle()
     assert transport.data.startswith(b"HTTP/1.1 503 ")  # the first: at once
@@ -1321,6 +1324,47 @@ def test_a_held_answer_given_once_the_worker_has_room_starts_no_new_hold() -> No
         await settle()
         assert transport.data.startswith(b"HTTP/1.1 200 ")
         assert not transport.closed
+
+    run(scenario, Limits(max_in_flight=1))
+
+
+@pytest.mark.parametrize(
+    "field", [b"X-Forwarded-For", b"X-Real-IP", b"Forwarded"], ids=["xff", "real-ip", "forwarded"]
+)
+def test_a_proxy_s_next_client_is_not_held_for_another_client_s_retry_after(field: bytes) -> None:
+    """Behind a proxy that reuses its connections (nginx's upstream keep-alive), the request
+    after a 503 on one is often another client's: served at once, not held for the Retry-After
+    of a 503 it never got. The client that got the 503, re-sending before its Retry-After has
+    elapsed, is still held."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        await shed_once(protocol, transport, extra=field + b": 203.0.113.1\r\n")
+        protocol.data_received(post(b"{}", extra=field + b": 203.0.113.2\r\n"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")  # another client: not held
+        transport.data = b""
+        protocol.data_received(post(b"{}", extra=field + b": 203.0.113.1\r\n"))
+        await settle()
+        assert transport.data == b""  # the same client, re-sent at once: held
+        assert protocol._held is protocol.cycle
+
+    run(scenario, Limits(max_in_flight=1))
+
+
+def test_a_request_a_proxy_forwards_after_a_direct_client_s_503_is_not_held() -> None:
+    """A 503 to a request no proxy named a sender for, then one a proxy forwards for a client
+    (or the other way round): two clients, not held."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        await shed_once(protocol, transport)
+        protocol.data_received(post(b"{}", extra=b"X-Forwarded-For: 203.0.113.2\r\n"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
+        transport.data = b""
+        await shed_once(protocol, transport, extra=b"X-Forwarded-For: 203.0.113.2\r\n")
+        protocol.data_received(post(b"{}"))
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 ")
 
     run(scenario, Limits(max_in_flight=1))
 

@@ -33,10 +33,10 @@ connection that never sends a byte open forever, and waits forever on a trickled
   answered 503 + Retry-After at once, without running the app
   (app.server.overload), counted in the metrics and, with ACCESS_LOG, in the access log; with
   `hold_early_retries`, a request sent on a connection before the Retry-After of its last 503
-  has elapsed is held instead: nothing more parsed, no app, not in flight, and answered 503
-  once the Retry-After has elapsed (one held answer per connection at most, and one chunk
-  kept unparsed; written at once, closing, on shutdown; dropped as soon as the connection is
-  lost);
+  has elapsed (by the same client, when a proxy names one: overload.sender) is held instead:
+  nothing more parsed, no app, not in flight, and answered 503 once the Retry-After has elapsed
+  (one held answer per connection at most, and one chunk kept unparsed; written at once,
+  closing, on shutdown; dropped as soon as the connection is lost);
 * a graceful drain: on shutdown an idle keep-alive connection, or one just accepted, is closed
   only once it has been quiet for `DRAIN_QUIET` and `DRAIN_IDLE_HOLD` has passed since its last
   answer (or, sooner, as uvicorn's graceful timeout nears), and a request arriving meanwhile is
@@ -86,7 +86,7 @@ from app.observability.metrics import (
     observe_latency,
 )
 from app.server.coalesce import CoalescingTransport
-from app.server.overload import SHED_ROUTE, UNSHED_PATHS, hold_until, shed_response
+from app.server.overload import SHED_ROUTE, UNSHED_PATHS, hold_until, sender, shed_response
 from app.server.upgrade import IgnoredUpgradeBody
 
 SWEEP_INTERVAL = 1.0
@@ -310,6 +310,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._receiving = _RECEIVING.setdefault(self.server_state, set())
         self._last_shed: float | None = None
         """When this connection's last 503 was written (loop time), for its Retry-After."""
+        self._shed_for: bytes | None = None
+        """The client a proxy named as the last 503's (overload.sender): only its requests are
+        held."""
         self._held: RequestResponseCycle | None = None
         """The request held until `_release` answers it (at most one: reading is paused)."""
         self._held_since = 0.0
@@ -688,8 +691,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(status, reason, message, scope=cycle.scope)
 
     def _held_or_shed(self, cycle: RequestResponseCycle) -> bool:
-        """Whether the request is held until its Retry-After (`_hold`) or shed at once."""
-        if self._last_shed is not None and self.limits.hold_early_retries and not self._draining:
+        """Whether the request is held until its Retry-After (`_hold`) or shed at once. Held only
+        if a proxy names the same client as the last 503's sender (or none for either)."""
+        if (
+            self._last_shed is not None
+            and self.limits.hold_early_retries
+            and not self._draining
+            and sender(cycle.scope["headers"]) == self._shed_for
+        ):
             now = self.loop.time()
             until = hold_until(self._last_shed, now)
             if until is not None:
@@ -793,6 +802,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         head_only = cycle.scope["method"] == "HEAD"
         self.transport.write(shed_response(request_id, not cycle.keep_alive, head_only))
         self._last_shed = self.loop.time()
+        self._shed_for = sender(cycle.scope["headers"])
         observe_latency(SHED_ROUTE, cycle.scope["method"], 503, waited)
         if self.log_shed:
             token = request_ids.REQUEST_ID.set(request_id)  # the line carries the answer's ID
