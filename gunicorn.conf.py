@@ -148,7 +148,7 @@ def on_starting(server: Any) -> None:
     workers is timed on the monotonic clock (app.server.clock)."""
     from app.errors import ModelLoadError
     from app.grpc.listeners import check_unclaimed
-    from app.observability.metrics import count_reload
+    from app.observability.metrics import count_lost_worker, count_reload
     from app.server.clock import steady_stop
     from app.server.forks import guard_forks
     from app.server.handoff import started
@@ -158,6 +158,7 @@ def on_starting(server: Any) -> None:
         server,
         successors=lambda workers: started(_RUN_DIR / "handoff", workers),
         reloaded=lambda workers_started: _count_reload(server, workers_started),
+        lost=lambda cause: _count_lost_worker(server, cause),
     )
     steady_stop(server)
 
@@ -217,6 +218,7 @@ def on_starting(server: Any) -> None:
     pin(release)
     server.pinned_release = release  # the arbiter outlives this file's re-execution on SIGHUP
     count_reload(None)
+    count_lost_worker(None)
     server.log.info("models checked: %s", release.describe())
 
 
@@ -250,6 +252,17 @@ def _count_reload(server: Any, workers_started: bool) -> None:
         count_reload(getattr(server, "reload_applied", False) and workers_started)
     except Exception as error:  # raised here, it would stop gunicorn's arbiter
         server.log.warning("reload outcome not counted in /metrics: %r", error)
+
+
+def _count_lost_worker(server: Any, cause: str) -> None:
+    """A worker lost without the operator's asking (workers_lost_total, by cause): the
+    LatamDelayWorkersLost alert's, for a crash loop the pod's readiness does not show."""
+    from app.observability.metrics import count_lost_worker
+
+    try:
+        count_lost_worker(cause)
+    except Exception as error:  # raised here, it would stop gunicorn's arbiter
+        server.log.warning("lost worker not counted in /metrics: %r", error)
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -10,7 +10,7 @@ import random
 import resource
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -287,6 +287,49 @@ def test_workers_the_master_stops_earn_no_pause_and_a_sighup_forks_at_once(
     assert master.reloaded == [True, True]  # its own forks are never held back
 
 
+def test_workers_lost_unbidden_or_hung_are_told_and_those_the_master_stops_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker killed (SIGKILL, an OOM kill) or hung was replaced without a trace in /metrics:
+    in a pod that stays ready, no alert could see a crash loop (found on a real Prometheus,
+    reports/reliability.md section 22). Each is told once, as the fork that replaces it runs;
+    the workers the master stops (a reload, a stop) are not."""
+    now = 0.0
+    monkeypatch.setattr(forks, "time", SimpleNamespace(monotonic=lambda: now))
+    master = arbiter()
+    sent: list[tuple[int, int]] = []
+    master.kill_worker = lambda pid, sig: sent.append((pid, sig))
+
+    pids = iter(range(1000, 2000))
+
+    def spawn_worker() -> int:
+        pid = next(pids)
+        master.WORKERS[pid] = SimpleNamespace(age=pid)
+        return pid
+
+    master.spawn_worker = spawn_worker
+    lost: list[str] = []
+    guard_forks(master, lost=lost.append)
+    master.manage_workers()
+    first, second = sorted(master.WORKERS)
+    now = 20.0  # past crash_loop.EARLY: no pause for what follows
+    master.kill_worker(first, signal.SIGTERM)  # told to stop: a reload's old worker
+    del master.WORKERS[first]
+    master.manage_workers()
+    assert lost == []
+    del master.WORKERS[second]  # died unbidden (SIGKILL), reaped by gunicorn
+    master.manage_workers()
+    assert lost == ["crashed"]
+    hung = max(master.WORKERS)
+    master.kill_worker(hung, signal.SIGABRT)  # gunicorn's murder_workers, after `timeout` s
+    assert lost == ["crashed", "timeout"]
+    del master.WORKERS[hung]
+    now = 40.0
+    master.manage_workers()
+    assert lost == ["crashed", "timeout"]  # its death is the timeout's, not counted again
+    assert len(master.WORKERS) == 2
+
+
 def test_errors_other_than_the_systems_are_raised_as_before() -> None:
     master = arbiter()
 
@@ -414,6 +457,35 @@ def test_the_real_server_stops_at_once_after_a_sighup_whose_workers_are_refused(
     # the new models loaded, but no worker serves them: the reload alert must see it
     assert "model_last_reload_successful 0.0" in metrics, metrics
     assert 'model_reloads_total{outcome="refused"} 1.0' in metrics, metrics
+
+
+@pytest.mark.server
+def test_the_real_server_counts_a_worker_killed_in_its_metrics(tmp_path: Path) -> None:
+    """A SIGKILLed worker, replaced by the master, is one `workers_lost_total{cause="crashed"}`
+    (shown from zero before it, so that `increase()` sees it); the workers a SIGHUP replaces
+    are not lost."""
+    server = spawn(tmp_path / "run")
+
+    def booted(count: int) -> Callable[[], bool]:
+        return lambda: server.log().count("Booting worker") == count
+
+    try:
+        wait_until_ready(server)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            before = client.get("/metrics").text
+            server.process.send_signal(signal.SIGHUP)
+            assert wait_for(booted(2 * WORKERS), timeout=30), server.log()
+            assert wait_for(lambda: len(workers_of(server)) == WORKERS, timeout=30)
+            os.kill(min(workers_of(server)), signal.SIGKILL)
+            assert wait_for(booted(2 * WORKERS + 1), timeout=30), server.log()
+            assert wait_for(lambda: len(workers_of(server)) == WORKERS, timeout=30)
+            after = client.get("/metrics").text
+    finally:
+        stop(server)
+    assert 'workers_lost_total{cause="crashed"} 0.0' in before, before
+    assert 'workers_lost_total{cause="timeout"} 0.0' in before, before
+    assert 'workers_lost_total{cause="crashed"} 1.0' in after, after
+    assert 'workers_lost_total{cause="timeout"} 0.0' in after, after
 
 
 @pytest.mark.server

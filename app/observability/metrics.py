@@ -108,6 +108,15 @@ LAST_RELOAD_SUCCESSFUL = Gauge(
     "serve), else 1: Prometheus's own prometheus_config_last_reload_successful, for the models",
     multiprocess_mode="livemostrecent",  # the master sets it; an upgrade's newer master wins
 )
+WORKERS_LOST = Counter(
+    "workers_lost_total",
+    "Workers the gunicorn master lost without the operator's asking, by cause: crashed (died "
+    "unbidden: a kill, the kernel's OOM killer, a crash, a failure to start), timeout (hung, no "
+    "heartbeat for `timeout` s, killed by the master); a reload's or a stop's are not counted",
+    ["cause"],
+)
+LOST_CAUSES = ("crashed", "timeout")
+"""The `cause` label's values (app.server.forks' `lost`)."""
 UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
 OTHER_METHOD = "OTHER"
@@ -207,6 +216,16 @@ def count_reload(applied: bool | None) -> None:
     if applied is not None:
         RELOADS.labels("applied" if applied else "refused").inc()
     LAST_RELOAD_SUCCESSFUL.set(0.0 if applied is False else 1.0)
+
+
+def count_lost_worker(cause: str | None) -> None:
+    """The master's record of a worker lost (None: at its start, so that both counts show from
+    zero and `rate()` sees the first loss). Written at once, as `count_reload`: in a pod that
+    stays ready, a worker dying in a loop was otherwise one log line a death."""
+    for known in LOST_CAUSES:
+        WORKERS_LOST.labels(known)
+    if cause is not None:
+        WORKERS_LOST.labels(cause).inc()
 
 
 def flush() -> None:

@@ -33,6 +33,8 @@ class StartFailures:
     told_to_stop: set[int] = field(default_factory=set)
     in_a_row: int = 0
     last_fork: float | None = None
+    crashed: int = 0
+    """Workers that died without being told to stop, starting or not, since the master started."""
 
     def forked(self, pid: int, now: float) -> None:
         self.forked_at[pid] = now
@@ -56,7 +58,9 @@ class StartFailures:
             del self.forked_at[pid]
             if pid in self.told_to_stop:
                 self.told_to_stop.discard(pid)
-            elif now - forked_at < EARLY:
+                continue
+            self.crashed += 1
+            if now - forked_at < EARLY:
                 self.in_a_row += 1
                 died_starting.append((pid, now - forked_at))
             else:

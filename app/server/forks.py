@@ -63,11 +63,15 @@ def guard_forks(
     arbiter: Any,
     successors: Callable[[int], None] = lambda workers: None,
     reloaded: Callable[[bool], None] = lambda started: None,
+    lost: Callable[[str], None] = lambda cause: None,
 ) -> None:
     """From now on, a worker or a new master that cannot be made is logged, not raised.
     At each fork a reload is refused, `successors` is told how many of its new workers can
     still start (app.server.handoff.started); once it has tried them all, `reloaded` is told
-    whether any started. Both before gunicorn tells any old worker to stop."""
+    whether any started. Both before gunicorn tells any old worker to stop. `lost` is told of
+    each worker lost without the operator's asking: one that died unbidden ("crashed", seen at
+    the fork that replaces it) and one gunicorn kills as hung ("timeout": SIGABRT, its
+    murder_workers'), so that a crash loop inside a pod that stays ready can be alerted on."""
     spawn: Callable[[], int] = arbiter.spawn_worker
     kill: Callable[[int, int], None] = arbiter.kill_worker
     reexec: Callable[[], None] = arbiter.reexec
@@ -82,7 +86,11 @@ def guard_forks(
             reloading.workers = arbiter.cfg.workers
         forks = reloading if reloading is not None and not reloading.forked else None
         now = time.monotonic()
-        for pid, lived in failures.reaped(arbiter.WORKERS, now):
+        crashed = failures.crashed
+        died_starting = failures.reaped(arbiter.WORKERS, now)
+        for _ in range(failures.crashed - crashed):
+            lost("crashed")
+        for pid, lived in died_starting:
             if failures.pause:
                 arbiter.log.error(
                     "worker %s died %.1f s after its fork, %d in a row: workers fail to start; "
@@ -134,6 +142,8 @@ def guard_forks(
     def kill_worker(pid: int, sig: int) -> None:
         if sig in STOPPING_SIGNALS:
             failures.told(pid)
+        if sig == signal.SIGABRT:  # gunicorn's murder_workers: no heartbeat for `timeout` s
+            lost("timeout")
         kill(pid, sig)
 
     def reload_or_keep_serving() -> None:
