@@ -152,6 +152,7 @@ def on_starting(server: Any) -> None:
     from app.server.clock import steady_stop
     from app.server.forks import guard_forks
     from app.server.handoff import started
+    from app.server.recycle import collect
     from app.server.reload import pin, take_snapshot
 
     guard_forks(
@@ -159,6 +160,7 @@ def on_starting(server: Any) -> None:
         successors=lambda workers: started(_RUN_DIR / "handoff", workers),
         reloaded=lambda workers_started: _count_reload(server, workers_started),
         lost=lambda cause: _count_lost_worker(server, cause),
+        recycled=lambda: collect(_RUN_DIR),
     )
     steady_stop(server)
 

@@ -70,6 +70,18 @@ def refused(*args: object) -> Any:
     raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
 
+def fork_in_place(master: Any) -> None:
+    """`master`'s spawn_worker registers a new worker (pids 1000, 1001, …) without forking."""
+    pids = iter(range(1000, 2000))
+
+    def spawn_worker() -> int:
+        pid = next(pids)
+        master.WORKERS[pid] = SimpleNamespace(age=pid)
+        return pid
+
+    master.spawn_worker = spawn_worker
+
+
 def test_a_refused_fork_is_logged_once_and_tried_again_by_gunicorns_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -300,14 +312,7 @@ def test_workers_lost_unbidden_or_hung_are_told_and_those_the_master_stops_are_n
     sent: list[tuple[int, int]] = []
     master.kill_worker = lambda pid, sig: sent.append((pid, sig))
 
-    pids = iter(range(1000, 2000))
-
-    def spawn_worker() -> int:
-        pid = next(pids)
-        master.WORKERS[pid] = SimpleNamespace(age=pid)
-        return pid
-
-    master.spawn_worker = spawn_worker
+    fork_in_place(master)
     lost: list[str] = []
     guard_forks(master, lost=lost.append)
     master.manage_workers()
@@ -328,6 +333,30 @@ def test_workers_lost_unbidden_or_hung_are_told_and_those_the_master_stops_are_n
     master.manage_workers()
     assert lost == ["crashed", "timeout"]  # its death is the timeout's, not counted again
     assert len(master.WORKERS) == 2
+
+
+def test_workers_that_left_at_their_request_cap_are_neither_lost_nor_held_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn's --max-requests: a worker leaves unasked at its cap, and every recycle counted as
+    a crash (`LatamDelayWorkersLost`), one under crash_loop.EARLY as a failure to start (the
+    next fork paused); its mark (app.server.recycle) says it was asked."""
+    now = 0.0
+    monkeypatch.setattr(forks, "time", SimpleNamespace(monotonic=lambda: now))
+    master = arbiter()
+    fork_in_place(master)
+    lost: list[str] = []
+    marked: list[int] = []
+    guard_forks(master, lost=lost.append, recycled=lambda: [marked.pop()] if marked else [])
+    master.manage_workers()
+    for _ in range(4):  # each a second after its fork: a crash loop, were they crashes
+        now += 1.0
+        recycled = min(master.WORKERS)
+        marked.append(recycled)
+        del master.WORKERS[recycled]
+        master.manage_workers()
+        assert len(master.WORKERS) == 2  # forked at once, no pause
+    assert lost == []
 
 
 def test_errors_other_than_the_systems_are_raised_as_before() -> None:
@@ -486,6 +515,28 @@ def test_the_real_server_counts_a_worker_killed_in_its_metrics(tmp_path: Path) -
     assert 'workers_lost_total{cause="timeout"} 0.0' in before, before
     assert 'workers_lost_total{cause="crashed"} 1.0' in after, after
     assert 'workers_lost_total{cause="timeout"} 0.0' in after, after
+
+
+@pytest.mark.server
+def test_the_real_server_counts_no_worker_recycled_at_its_request_cap_as_lost(
+    tmp_path: Path,
+) -> None:
+    server = spawn(tmp_path / "run", WORKERS="1", GUNICORN_CMD_ARGS="--max-requests 3")
+    try:
+        wait_until_ready(server, startups=1)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+
+            def recycled_twice() -> bool:
+                client.get("/health")  # each worker takes a few past its cap before it stops
+                return server.log().count("Booting worker") >= 3
+
+            assert wait_for(recycled_twice, timeout=30), server.log()
+            assert wait_for(lambda: len(workers_of(server)) == 1, timeout=30)
+            metrics = client.get("/metrics").text
+    finally:
+        stop(server)
+    assert 'workers_lost_total{cause="crashed"} 0.0' in metrics, metrics
+    assert "died" not in server.log()  # no crash-loop pause either
 
 
 @pytest.mark.server

@@ -28,7 +28,7 @@ from __future__ import annotations
 import errno
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,7 @@ def guard_forks(
     successors: Callable[[int], None] = lambda workers: None,
     reloaded: Callable[[bool], None] = lambda started: None,
     lost: Callable[[str], None] = lambda cause: None,
+    recycled: Callable[[], Iterable[int]] = lambda: (),
 ) -> None:
     """From now on, a worker or a new master that cannot be made is logged, not raised.
     At each fork a reload is refused, `successors` is told how many of its new workers can
@@ -71,7 +72,9 @@ def guard_forks(
     whether any started. Both before gunicorn tells any old worker to stop. `lost` is told of
     each worker lost without the operator's asking: one that died unbidden ("crashed", seen at
     the fork that replaces it) and one gunicorn kills as hung ("timeout": SIGABRT, its
-    murder_workers'), so that a crash loop inside a pod that stays ready can be alerted on."""
+    murder_workers'), so that a crash loop inside a pod that stays ready can be alerted on.
+    `recycled` gives the workers that left at their request cap (app.server.recycle): asked to,
+    as if the master had stopped them."""
     spawn: Callable[[], int] = arbiter.spawn_worker
     kill: Callable[[int, int], None] = arbiter.kill_worker
     reexec: Callable[[], None] = arbiter.reexec
@@ -86,6 +89,8 @@ def guard_forks(
             reloading.workers = arbiter.cfg.workers
         forks = reloading if reloading is not None and not reloading.forked else None
         now = time.monotonic()
+        for pid in recycled():
+            failures.told(pid)
         crashed = failures.crashed
         died_starting = failures.reaped(arbiter.WORKERS, now)
         for _ in range(failures.crashed - crashed):

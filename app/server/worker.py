@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any, NoReturn
 
 from gunicorn.arbiter import Arbiter
@@ -32,8 +33,9 @@ from app.dataplane import DataPlane
 from app.inference.microbatch import Scorer
 from app.observability import logs
 from app.observability.metrics import flush_or_log
+from app.server import recycle
 from app.server.acceptor import Acceptor
-from app.server.handoff import Handoff
+from app.server.handoff import RUN_DIR_ENV, Handoff
 from app.server.protocol import DRAIN_LINGER, Limits, begin_drain, guarded_protocol, in_flight
 from app.settings import Settings
 
@@ -226,11 +228,23 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         self.server = server = Server(self.config, self.settings, Handoff.from_env())
         asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, server.quit)
         await server.serve(sockets=self.sockets)
+        cap = self.config.limit_max_requests  # gunicorn's --max-requests
+        if cap is not None and server.server_state.total_requests >= cap:
+            self._mark_recycled()
         # Once stopped (its metrics flushed), a worker leaves without the interpreter's exit:
         # grpcio's threads, or onnxruntime's state forked from the master, kept that from
         # finishing (a worker hung after "Worker exiting", never replaced). One that did not
         # start leaves with the code that makes gunicorn halt.
         leave(0 if server.started and not server.grpc_failed else Arbiter.WORKER_BOOT_ERROR)
+
+    def _mark_recycled(self) -> None:
+        """Tells the master this worker left at its request cap, not lost (app.server.recycle)."""
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        if run_dir:
+            try:
+                recycle.mark(Path(run_dir))
+            except OSError as error:
+                logger.warning("recycled worker not marked (counted as lost): %r", error)
 
     async def callback_notify(self) -> None:
         """uvicorn's heartbeat, every `timeout / 2` s. gunicorn's own workers stop when their
