@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from app.inference.features import from_flights
+from app.inference.features import GROUPS, from_flights
 from train.candidates import (
     CANDIDATES,
     REPORTED_HALF_LIVES,
@@ -26,6 +26,8 @@ from train.evaluate import (
     _weighted_aucs,
     ages_after,
     bootstrap_means,
+    encode_fold,
+    fit_predict,
     fit_weighted,
     forward_folds,
     grouped_folds,
@@ -332,3 +334,33 @@ def test_real_forward_folds_never_test_a_month_they_trained_on(real_data: Path) 
     for fold in folds:
         assert departure[fold.train_rows].max() < departure[fold.test_rows].min()
         assert not set(months[fold.train_rows]) & set(months[fold.test_rows])
+
+
+def test_a_fold_sees_no_label_of_its_test_month_or_later(synthetic_csv: Path) -> None:
+    """Every fitted part of a fold (vocabularies ranked by delay rate, the hierarchy's rates and
+    their overall prior, the model) is blind to the labels of the month it scores and after:
+    flipping them all changes neither matrix nor a single prediction, while flipping the
+    training months' labels does (so the check can see a leak)."""
+    dataset = load(synthetic_csv)
+    departure = dataset.table["Fecha-I"].to_numpy().astype("datetime64[m]")
+    data = prepare(
+        from_flights(dataset.flights(True)), dataset.labels, chilean_holidays(), departure
+    )
+    fold = forward_folds(data.months)[-2]
+    later = np.flatnonzero(data.months >= fold.name)
+    recipe = Recipe("hgb", gradient_boosting, {"max_iter": 20}, tuple(GROUPS))
+
+    def run(labels: np.ndarray) -> tuple[Encoded, np.ndarray]:
+        split = encode_fold(data.columns, labels, fold, tuple(GROUPS), data.holidays)
+        return split, fit_predict(recipe, labels, split)[0]
+
+    split, predicted = run(data.labels)
+    flipped = data.labels.copy()
+    flipped[later] = 1 - flipped[later]
+    blind, blind_predicted = run(flipped)
+    np.testing.assert_array_equal(blind.train, split.train)
+    np.testing.assert_array_equal(blind.test, split.test)
+    np.testing.assert_array_equal(blind_predicted, predicted)
+    leaked = data.labels.copy()
+    leaked[fold.train_rows] = 1 - leaked[fold.train_rows]
+    assert not np.array_equal(run(leaked)[0].test, split.test)
