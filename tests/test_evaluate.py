@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from app.inference.features import from_flights
+from app.inference.features import GROUPS, from_flights
 from train.candidates import (
     CANDIDATES,
     REPORTED_HALF_LIVES,
@@ -20,11 +20,14 @@ from train.candidates import (
 )
 from train.data import DataError, chilean_holidays, load
 from train.evaluate import (
+    Encoded,
     Forward,
     Recipe,
     _weighted_aucs,
     ages_after,
     bootstrap_means,
+    encode_fold,
+    fit_predict,
     fit_weighted,
     forward_folds,
     grouped_folds,
@@ -34,6 +37,7 @@ from train.evaluate import (
     months_interval,
     next_month,
     recency_weights,
+    run_forward,
 )
 from train.metrics import Platt, alert_as_many_as_delayed
 from train.select import _blends, evaluate_contract, prepare
@@ -243,6 +247,39 @@ def test_bootstrap_is_paired_and_centred() -> None:
     assert np.percentile(draws[:, 0], 97.5) > forward.mean_auc(("select", "report"))
 
 
+def test_the_holdout_keeps_its_flights_and_has_a_day_bootstrap_interval() -> None:
+    """Before: the holdout kept only its scores, so its goal was judged on the single split's
+    ROC-AUC while the forward goals needed their intervals (an ML audit: the full model's
+    holdout, 0.6692, has the day interval [0.6496, 0.6883] around the goal 0.655)."""
+    rng = np.random.default_rng(3)
+    months = _months(8, rows=200)
+    hours = rng.integers(0, 24, len(months)).astype(float)
+    labels = (rng.random(len(months)) < 0.1 + 0.02 * (hours % 10)).astype(np.int64)
+    days = np.char.add(months, np.char.mod("-%02d", np.arange(len(months)) % 20 + 1))
+
+    def encoded(fold: Any) -> Encoded:
+        matrix = hours.reshape(-1, 1)
+        return Encoded(fold, matrix[fold.train_rows], matrix[fold.test_rows], ("hour",))
+
+    recipe = Recipe("logreg", CANDIDATES[1].build, {}, ("hour",))
+    holdout = holdout_fold(months)
+    forward = run_forward(
+        recipe, labels, days, [encoded(f) for f in forward_folds(months)], encoded(holdout)
+    )
+    assert forward.holdout is not None
+    assert forward.holdout_rows is not None
+    rows = forward.holdout_rows
+    np.testing.assert_array_equal(rows.labels, labels[holdout.test_rows])
+    np.testing.assert_array_equal(rows.days, days[holdout.test_rows])
+    assert roc_auc_score(rows.labels, rows.probabilities) == pytest.approx(forward.holdout.roc_auc)
+    bounds = forward.holdout_interval()
+    assert bounds is not None
+    low, high = bounds
+    assert low < forward.holdout.roc_auc < high
+    assert high - low > 0.02  # 400 flights on 40 days: far from a point
+    assert _forward().holdout_interval() is None  # no holdout, no interval
+
+
 def test_months_interval_takes_each_month_as_one_observation() -> None:
     """Three months 0.60, 0.62, 0.64: mean 0.62, sd 0.02, t(0.975, 2) = 4.3027."""
     mean, low, high = months_interval([0.60, 0.62, 0.64])
@@ -297,3 +334,33 @@ def test_real_forward_folds_never_test_a_month_they_trained_on(real_data: Path) 
     for fold in folds:
         assert departure[fold.train_rows].max() < departure[fold.test_rows].min()
         assert not set(months[fold.train_rows]) & set(months[fold.test_rows])
+
+
+def test_a_fold_sees_no_label_of_its_test_month_or_later(synthetic_csv: Path) -> None:
+    """Every fitted part of a fold (vocabularies ranked by delay rate, the hierarchy's rates and
+    their overall prior, the model) is blind to the labels of the month it scores and after:
+    flipping them all changes neither matrix nor a single prediction, while flipping the
+    training months' labels does (so the check can see a leak)."""
+    dataset = load(synthetic_csv)
+    departure = dataset.table["Fecha-I"].to_numpy().astype("datetime64[m]")
+    data = prepare(
+        from_flights(dataset.flights(True)), dataset.labels, chilean_holidays(), departure
+    )
+    fold = forward_folds(data.months)[-2]
+    later = np.flatnonzero(data.months >= fold.name)
+    recipe = Recipe("hgb", gradient_boosting, {"max_iter": 20}, tuple(GROUPS))
+
+    def run(labels: np.ndarray) -> tuple[Encoded, np.ndarray]:
+        split = encode_fold(data.columns, labels, fold, tuple(GROUPS), data.holidays)
+        return split, fit_predict(recipe, labels, split)[0]
+
+    split, predicted = run(data.labels)
+    flipped = data.labels.copy()
+    flipped[later] = 1 - flipped[later]
+    blind, blind_predicted = run(flipped)
+    np.testing.assert_array_equal(blind.train, split.train)
+    np.testing.assert_array_equal(blind.test, split.test)
+    np.testing.assert_array_equal(blind_predicted, predicted)
+    leaked = data.labels.copy()
+    leaked[fold.train_rows] = 1 - leaked[fold.train_rows]
+    assert not np.array_equal(run(leaked)[0].test, split.test)

@@ -244,6 +244,15 @@ class MonthScores:
     threshold: float
 
 
+@dataclass(frozen=True)
+class HoldoutRows:
+    """The holdout's flights: labels, raw probabilities, scheduled days (the bootstrap's unit)."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    days: np.ndarray
+
+
 @dataclass
 class Forward:
     """One recipe's forward predictions, month by month, and the holdout's."""
@@ -257,6 +266,8 @@ class Forward:
     fit_seconds: float
     holdout_months: str = ""
     """the holdout's first and last month, YYYY-MM..YYYY-MM"""
+    holdout_rows: HoldoutRows | None = None
+    """the holdout's labels, raw probabilities and days, for its interval"""
     months: list[MonthScores] = field(default_factory=list)
     calibrated: list[np.ndarray] = field(default_factory=list)
 
@@ -322,6 +333,17 @@ class Forward:
     def ece(self, roles: Sequence[str]) -> float:
         return expected_calibration_error(*self.pooled(roles))
 
+    def holdout_interval(self, replicates: int = BOOTSTRAP) -> tuple[float, float] | None:
+        """95 % interval of the holdout's ROC-AUC, its days resampled (as each forward month's
+        are): a goal on the holdout is judged on it, not on the single split's figure."""
+        if self.holdout_rows is None:
+            return None
+        rows = self.holdout_rows
+        draws = day_bootstrap_aucs(
+            rows.labels, rows.probabilities, rows.days, np.random.default_rng(SEED), replicates
+        )
+        return interval(draws)
+
 
 def run_forward(
     recipe: Recipe,
@@ -343,6 +365,7 @@ def run_forward(
         fold_days.append(days[split.fold.test_rows])
     folds = [split.fold for split in encoded]
     holdout_scores = None
+    holdout_rows = None
     if holdout is not None:
         log(f"  {recipe.label}: holdout {holdout.fold.name}")
         probabilities, _ = fit_predict(recipe, labels, holdout)
@@ -358,6 +381,9 @@ def run_forward(
             platt.apply(probabilities),
             float(platt.apply(np.array(threshold))),
         )
+        holdout_rows = HoldoutRows(
+            labels[holdout.fold.test_rows], probabilities, days[holdout.fold.test_rows]
+        )
     return Forward(
         recipe,
         folds,
@@ -367,6 +393,7 @@ def run_forward(
         holdout_scores,
         seconds / len(encoded),
         "" if holdout is None else holdout.fold.name,
+        holdout_rows,
     )
 
 
@@ -408,6 +435,20 @@ def bootstrap_means(
             totals[:, j] += _weighted_aucs(forward.labels[k], forward.probabilities[k], row_weights)
     means: np.ndarray = totals / len(chosen)
     return means
+
+
+def day_bootstrap_aucs(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    days: np.ndarray,
+    rng: np.random.Generator,
+    replicates: int = BOOTSTRAP,
+) -> np.ndarray:
+    """ROC-AUC of one set of flights under `replicates` resamplings of its days."""
+    unique_days, day_index = np.unique(days, return_inverse=True)
+    draws = rng.integers(0, len(unique_days), size=(replicates, len(unique_days)))
+    weights = np.stack([np.bincount(draw, minlength=len(unique_days)) for draw in draws])
+    return _weighted_aucs(labels, probabilities, weights[:, day_index])
 
 
 def interval(values: np.ndarray) -> tuple[float, float]:
