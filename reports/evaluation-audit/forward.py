@@ -6,16 +6,12 @@ the cards: monthly ROC-AUC, thresholds, Platt map, intervals, ECE, holdout and i
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+from cards import load_card, served_recipe
 from threadpoolctl import threadpool_limits
 
 from app.inference.features import GROUPS, MINIMAL_GROUPS, from_flights
-from train.candidates import CANDIDATES
 from train.data import chilean_holidays, data_location, load
 from train.evaluate import (
-    Recipe,
     bootstrap_means,
     encode_fold,
     forward_folds,
@@ -33,21 +29,14 @@ for name, schedule, groups in (
     ("delay-full", True, tuple(GROUPS)),
     ("delay-minimal", False, MINIMAL_GROUPS),
 ):
-    card = json.loads(Path(f"models/{name}.json").read_text())
+    card = load_card(name)
     data = prepare(
         from_flights(ds.flights(schedule)),
         labels,
         chilean_holidays() if schedule else None,
         departure,
     )
-    cand = next(c for c in CANDIDATES if c.name == card["model"]["estimator"])
-    recipe = Recipe(
-        cand.name,
-        cand.build,
-        card["model"]["params"],
-        tuple(card["encoder"]["groups"]),
-        card["model"]["half_life_months"],
-    )
+    recipe = served_recipe(card)
     with threadpool_limits(limits=1):
         enc = [
             encode_fold(data.columns, labels, f, groups, data.holidays)

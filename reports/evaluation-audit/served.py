@@ -6,34 +6,24 @@ row, with the card's Platt map? Compares onnxruntime with the refit on all 68,20
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
+from cards import load_card, served_recipe
 from threadpoolctl import threadpool_limits
 
 from app.inference.features import FeatureEncoder, from_flights
 from export.__main__ import fit_all
-from train.candidates import CANDIDATES
 from train.data import chilean_holidays, data_location, load
-from train.evaluate import Recipe, month_keys
+from train.evaluate import month_keys
 from train.metrics import Platt
 
 ds = load(data_location())
 labels = ds.labels
 months = month_keys(ds.table["Fecha-I"].to_numpy().astype("datetime64[m]"))
 for name, schedule in (("delay-full", True), ("delay-minimal", False)):
-    card = json.loads(Path(f"models/{name}.json").read_text())
+    card = load_card(name)
     columns = from_flights(ds.flights(schedule))
-    cand = next(c for c in CANDIDATES if c.name == card["model"]["estimator"])
-    recipe = Recipe(
-        cand.name,
-        cand.build,
-        card["model"]["params"],
-        tuple(card["encoder"]["groups"]),
-        card["model"]["half_life_months"],
-    )
+    recipe = served_recipe(card)
     with threadpool_limits(limits=1):
         fitted, encoder = fit_all(recipe, columns, labels, chilean_holidays(), months)
     matrix = encoder.encode_columns(columns)
