@@ -168,55 +168,50 @@ def on_starting(server: Any) -> None:
     # snapshot the master keeps to itself (mode 0700), each failed to boot with a traceback and
     # gunicorn halted ("Worker failed to boot").
     if (server.cfg.uid, server.cfg.gid) != (os.geteuid(), os.getegid()):
-        on_exit(server)
-        _cannot_start(
+        _refuse_start(
+            server,
             ValueError(
                 f"user={server.cfg.uid}, group={server.cfg.gid} (gunicorn's --user and --group, in "
                 "GUNICORN_CMD_ARGS or the command): expected none, the workers could not read the "
                 "master's run directories; start gunicorn as that user (systemd's User=, USER)"
             ),
-            _SETTINGS.log_format,
         )
 
     # A --bind (GUNICORN_CMD_ARGS, as platforms' guides set it, or the command line) replaces the
     # `bind` above: METRICS_BIND's listener went with it, and /metrics answered nowhere (the
     # public port answers it 404 while METRICS_BIND is set).
     if _SETTINGS.metrics_bind and _SETTINGS.metrics_bind not in server.cfg.bind:
-        on_exit(server)
-        _cannot_start(
+        _refuse_start(
+            server,
             ValueError(
                 f"METRICS_BIND={_SETTINGS.metrics_bind!r}: not among the addresses gunicorn "
                 f"listens on, {', '.join(server.cfg.bind)}: a --bind (in GUNICORN_CMD_ARGS or "
                 "the command) replaces BIND and METRICS_BIND; expected BIND instead"
             ),
-            _SETTINGS.log_format,
         )
 
     # A --workers (GUNICORN_CMD_ARGS or the command) replaces `workers` above, past the bound
     # WORKERS has: a mistyped count forked hundreds of workers on a 2-core host (app.settings).
     most = max_workers(cpus.available())
     if server.cfg.workers > most:
-        on_exit(server)
-        _cannot_start(
+        _refuse_start(
+            server,
             ValueError(
                 f"workers={server.cfg.workers} (gunicorn's --workers, in GUNICORN_CMD_ARGS or the "
                 f"command): expected at most {most}, as WORKERS; expected WORKERS instead"
             ),
-            _SETTINGS.log_format,
         )
 
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
         try:
             check_unclaimed(_SETTINGS.grpc_bind)
         except OSError as error:
-            on_exit(server)
-            _cannot_start(error, _SETTINGS.log_format)
+            _refuse_start(server, error)
 
     try:
         release = take_snapshot(_SETTINGS.models_dir, _RUN_DIR / "models", _SETTINGS.ort_threads)
     except ModelLoadError as error:
-        on_exit(server)  # sys.exit here skips gunicorn's own on_exit call
-        _cannot_start(error, _SETTINGS.log_format)
+        _refuse_start(server, error)
     pin(release)
     server.pinned_release = release  # the arbiter outlives this file's re-execution on SIGHUP
     count_reload(None)
@@ -242,6 +237,13 @@ def on_reload(server: Any) -> None:
     if release is not None:
         server.pinned_release = release
     server.reload_applied = release is not None
+
+
+def _refuse_start(server: Any, error: Exception) -> NoReturn:
+    """Stops start-up in the master with one line, its run directories removed first (the exit
+    skips gunicorn's own on_exit call)."""
+    on_exit(server)
+    _cannot_start(error, _SETTINGS.log_format)
 
 
 def _count_reload(server: Any, workers_started: bool) -> None:
