@@ -13,6 +13,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from app.server.run_dirs import private_directory
+
 MARKS = "recycled"
 """The run directory's folder of marks, one empty file per recycled worker's pid."""
 
@@ -20,8 +22,7 @@ MARKS = "recycled"
 def mark(run_dir: Path, pid: int | None = None) -> None:
     """This worker (or `pid`) leaves because it reached its request cap. An OSError is raised:
     the worker logs it and is counted lost, as before."""
-    marks = run_dir / MARKS
-    marks.mkdir(mode=0o700, exist_ok=True)
+    marks = private_directory(run_dir / MARKS)
     (marks / str(os.getpid() if pid is None else pid)).touch()
 
 
