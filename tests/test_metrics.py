@@ -397,3 +397,55 @@ def test_each_connection_closed_to_make_room_is_counted_by_kind() -> None:
     assert after["new"] - before["new"] == 2
     assert after["keep_alive"] - before["keep_alive"] == 1
     assert after["unanswered"] == before["unanswered"]
+
+
+def _loop_lag() -> dict[str, float]:
+    """event_loop_lag_seconds' count, sum and its 5 s and 10 s buckets in this process, flushed."""
+    from prometheus_client import REGISTRY
+
+    from app.observability.metrics import flush
+
+    flush()
+    samples: dict[str, tuple[str, dict[str, str]]] = {"count": ("_count", {}), "sum": ("_sum", {})}
+    samples |= {bound: ("_bucket", {"le": bound}) for bound in ("5.0", "10.0")}
+    return {
+        key: REGISTRY.get_sample_value(f"event_loop_lag_seconds{suffix}", labels) or 0.0
+        for key, (suffix, labels) in samples.items()
+    }
+
+
+def test_loop_lag_samples_are_flushed_into_the_histogram() -> None:
+    """Lags of 5 to 10 s, which no loop sampling meanwhile (a module's TestClient) observes."""
+    from app.observability.metrics import observe_loop_lag
+
+    before = _loop_lag()
+    observe_loop_lag(7.0)
+    observe_loop_lag(7.5)
+    after = _loop_lag()
+    assert (after["10.0"] - after["5.0"]) - (before["10.0"] - before["5.0"]) == 2
+    assert after["count"] - before["count"] >= 2
+    assert after["sum"] - before["sum"] >= 14.5
+
+
+def test_the_loop_that_flushes_samples_its_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """keep_flushing, which the first request (or the gRPC server) calls on a worker's loop,
+    also starts app.observability.loop_lag there: a stall of that loop is observed."""
+    from app.observability import metrics
+
+    observed: list[float] = []
+    monkeypatch.setattr(metrics, "_flushing_loop", None)
+    monkeypatch.setattr(metrics, "observe_loop_lag", observed.append)
+
+    async def a_worker_stalled_by_a_blocking_call() -> None:
+        metrics.keep_flushing()
+        await asyncio.sleep(0.05)
+        time.sleep(0.4)  # over the first sample, due 0.1 s after keep_flushing
+        await asyncio.sleep(0.25)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(a_worker_stalled_by_a_blocking_call())
+    finally:
+        loop.close()
+    assert len(observed) >= 2
+    assert max(observed) >= 0.3, observed

@@ -5,10 +5,13 @@ spoken to over real sockets. The drift stream is drawn from the real data."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from app.observability.drift import PSI_ALERT, PSI_WARN, SEASONAL_INPUTS
 from app.observability.metrics import FLUSH_SECONDS
 from benchmarks.drift_replay import alerting, replay
 from tests.conftest import MODELS_DIR, add_profiles
-from tests.test_server import HOST, Server, free_port, spawn, stop, wait_until_ready
+from tests.test_server import HOST, Server, free_port, spawn, stop, wait_until_ready, workers_of
 from train.data import DATA_ENV, data_location, load
 
 pytestmark = pytest.mark.server
@@ -158,6 +161,56 @@ def test_metrics_move_to_metrics_bind(observed: Observed) -> None:
     names = {family.name for family in text_string_to_metric_families(scraped.text)}
     assert {"predictions", "http_request_duration_seconds"} <= names
     assert httpx.get(metrics_url + "/predict").status_code == 404
+
+
+def waits_over(server: Observed, seconds: str) -> tuple[float, float]:
+    """(event-loop lag samples, /predict answers) over `seconds` (a bucket bound), every
+    worker's last second flushed."""
+    time.sleep(FLUSH_SECONDS + 0.5)
+    text = httpx.get(server.metrics_url + "/metrics").text
+    lag = predict = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sign = {"_count": 1, "_bucket": -1}.get(sample.name[len(family.name) :], 0)
+            if sample.name.endswith("_bucket") and sample.labels["le"] != seconds:
+                continue
+            if family.name == "event_loop_lag_seconds":
+                lag += sign * sample.value
+            elif family.name == "http_request_duration_seconds":
+                predict += sign * sample.value * (sample.labels["route"] == "/predict")
+    return lag, predict
+
+
+def test_a_stalled_worker_shows_in_the_loop_lag_not_in_the_request_latency(
+    observed: Observed,
+) -> None:
+    """A request that comes while its worker cannot run (a throttled CPU, a blocking call)
+    waits unread, and http_request_duration_seconds, which starts once it is read, never saw
+    that wait (app.observability.loop_lag)."""
+    fresh = httpx.Limits(max_keepalive_connections=0)  # new connections: both workers serve
+    with httpx.Client(base_url=observed.url, timeout=10, limits=fresh) as client:
+        for _ in range(20):  # each worker's loop samples from its first request on
+            assert client.post("/predict", json={"flights": [FLIGHT]}).status_code == 200
+    workers = workers_of(observed)
+    before = waits_over(observed, "0.25")
+    with ThreadPoolExecutor(1) as pool:
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            answer = pool.submit(
+                httpx.post, observed.url + "/predict", json={"flights": [FLIGHT]}, timeout=10
+            )
+            time.sleep(0.6)
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        assert answer.result().status_code == 200
+        waited = time.monotonic() - started
+    lag, predict = waits_over(observed, "0.25")
+    assert waited >= 0.5
+    assert lag - before[0] >= 1  # the stall, in the loop's lag
+    assert predict == before[1]  # not in the request's latency
 
 
 def stream(server: Server, flights: list[Flight]) -> None:

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.inference.flights import Columns
 from app.inference.model import OnnxModel, Prediction
-from app.observability import metric_files, metrics_archive
+from app.observability import loop_lag, metric_files, metrics_archive
 
 metric_files.install()  # before the first metric: a full disk must not SIGBUS a worker
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise for counters that only grow
@@ -79,6 +79,14 @@ MODEL_CALLS = Histogram(
     "observation per call (a merged call or a batch counts once; the table's answers never)",
     ["model"],
     buckets=CALL_BUCKETS,
+)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LOOP_LAG = Histogram(
+    "event_loop_lag_seconds",
+    "How late each worker's event loop ran a timer due every 0.1 s (app.observability.loop_lag): "
+    "what a request arriving then waited, unread, before its worker read it; not in "
+    "http_request_duration_seconds, which starts once it is read",
+    buckets=LAG_BUCKETS,
 )
 CONNECTIONS_CLOSED = Counter(
     "http_connections_closed_total",
@@ -140,6 +148,8 @@ _model_calls: dict[str, list[float]] = {}
 """model name → [sum of seconds, count in bucket 0, ..., count above the last]"""
 _closed: dict[str, int] = {}
 """CLOSED_KINDS value → connections closed"""
+_loop_lag: dict[None, list[float]] = {}
+"""None → [sum of seconds, count in bucket 0, ..., count above the last]"""
 
 
 class Derived(Protocol):
@@ -175,6 +185,11 @@ def _tally(
         tally = tallies[key] = [0.0] * (len(bounds) + 2)
     tally[0] += value
     tally[bisect_left(bounds, value) + 1] += 1  # a bucket holds values <= its bound
+
+
+def observe_loop_lag(seconds: float) -> None:
+    """One sample of app.observability.loop_lag."""
+    _tally(_loop_lag, None, LAG_BUCKETS, seconds)
 
 
 def count_closed_connection(kind: str) -> None:
@@ -231,13 +246,14 @@ def count_lost_worker(cause: str | None) -> None:
 def flush() -> None:
     """Adds this worker's tallies to the shared metrics and starts new ones (into its files
     written again first if they were removed: app.observability.metric_files)."""
-    global _latency, _predictions, _merged, _model_calls, _closed
+    global _latency, _predictions, _merged, _model_calls, _closed, _loop_lag
     metric_files.restore_removed()
     latency, _latency = _latency, {}
     predictions, _predictions = _predictions, {}
     merged, _merged = _merged, {}
     model_calls, _model_calls = _model_calls, {}
     closed, _closed = _closed, {}
+    loop_lags, _loop_lag = _loop_lag, {}
     for kind, count in closed.items():
         CONNECTIONS_CLOSED.labels(kind).inc(count)
     for (route, method, status), tally in latency.items():
@@ -245,6 +261,8 @@ def flush() -> None:
         REQUESTS.labels(route, method, str(status)).inc(sum(tally[1:]))
     for name, tally in merged.items():
         _add(MERGED.labels(name), tally)
+    for tally in loop_lags.values():
+        _add(LOOP_LAG, tally)
     for name, tally in model_calls.items():
         _add(MODEL_CALLS.labels(name), tally)
     for model, counts in predictions.items():
@@ -293,8 +311,8 @@ _flushing_loop: asyncio.AbstractEventLoop | None = None
 
 
 def keep_flushing() -> None:
-    """Flushes every second on the running loop from now on: once per loop, whether HTTP or
-    gRPC (app.grpc) asks first."""
+    """Flushes every second on the running loop from now on, and samples its lag
+    (app.observability.loop_lag): once per loop, whether HTTP or gRPC (app.grpc) asks first."""
     global _flushing_loop
     loop = asyncio.get_running_loop()
     if loop is not _flushing_loop:
@@ -302,6 +320,7 @@ def keep_flushing() -> None:
         for kind in CLOSED_KINDS:  # shown from zero, so that `rate()` sees the first ones
             CONNECTIONS_CLOSED.labels(kind)
         loop.call_later(FLUSH_SECONDS, _flush_every_second, loop)
+        loop_lag.sample_every(loop, observe_loop_lag)
 
 
 atexit.register(flush_or_log)  # a graceful worker exit keeps its last second
