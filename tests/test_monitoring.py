@@ -124,7 +124,7 @@ def test_promtool_checks_the_rules(promtool: str, tmp_path: Path) -> None:
         [promtool, "check", "rules", str(rule_groups(tmp_path))], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout
+    assert "SUCCESS: 14 rules found" in result.stdout
 
 
 def test_promtool_check_refuses_a_broken_expression(promtool: str, tmp_path: Path) -> None:
