@@ -69,9 +69,13 @@ class Server(_Server):
         beats when time.time() has moved that far past its last beat: a wall clock stepped back
         (an NTP step, a VM's clock corrected) stopped every worker's heartbeat for the length
         of the step, and the master killed them all as hung 30 s later, their requests with
-        them (`WORKER TIMEOUT` twice at once after a 1-hour step back)."""
+        them (`WORKER TIMEOUT` twice at once after a 1-hour step back). Looked at every tick
+        (0.1 s), not every tenth as uvicorn does: a worker starved of CPU (a node's cores
+        overcommitted) runs each tick late, and ten ticks 3 s late each are past gunicorn's
+        `timeout` of 30 s, so the master killed a worker that was serving as hung, with its
+        requests in flight (reports/reliability.md, section 25)."""
         notify = self.config.callback_notify
-        if notify is not None and counter % 10 == 0:
+        if notify is not None:
             now = time.monotonic()
             if now - self.beaten > self.config.timeout_notify:
                 self.beaten = now
