@@ -33,6 +33,7 @@ NOT_OURS = {"up", "kube_pod_status_ready"}
 """Prometheus's own and kube-state-metrics' series that the rules and the dashboard also read."""
 PROMQL_FUNCTIONS = {
     "sum", "max", "min", "avg", "rate", "histogram_quantile", "abs", "absent", "increase",
+    "last_over_time",
 }  # fmt: skip
 
 
