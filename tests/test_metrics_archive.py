@@ -341,3 +341,27 @@ def test_a_scrape_leaves_out_the_live_gauges_of_a_process_that_is_gone(tmp_path:
     kept.close()
     assert scraped(tmp_path)[("model_workers", (("version", "abc"),))] == 1.0
     assert scraped(tmp_path)[("peak", ())] == 7.0
+
+
+@pytest.mark.parametrize("kind", ["counter", "histogram", "gauge_livesum", "gauge_all"])
+def test_a_scrape_skips_a_file_a_starting_process_has_made_but_not_sized(
+    tmp_path: Path, kind: str
+) -> None:
+    """prometheus_client makes a process's file empty, then sizes it: a scrape between the two
+    (a reload's new workers making theirs) read no header, and /metrics answered 500 (once in a
+    full test run, a gRPC reload test's scrape). Nothing is in such a file yet."""
+    write_worker(tmp_path, DEAD, random.Random(3))
+    before = scraped(tmp_path)
+    (tmp_path / f"{kind}_{os.getpid()}.db").touch()
+    assert scraped(tmp_path) == before
+
+
+def test_a_compaction_folds_the_unsized_file_of_a_process_killed_as_it_made_it(
+    tmp_path: Path,
+) -> None:
+    write_worker(tmp_path, DEAD, random.Random(5))
+    before = scraped(tmp_path)
+    (tmp_path / f"histogram_{DEAD + 1}.db").touch()
+    assert compact(tmp_path) == 3
+    assert files(tmp_path) == {"counter_archive.db", "histogram_archive.db"}
+    assert scraped(tmp_path) == before

@@ -67,12 +67,25 @@ def collect(directory: Path) -> list[Metric]:
         absorbed = _absorbed(directory)
         for path in directory.glob("*.db"):
             kind, _, owner = path.name.partition("_")
+            if _unsized(path):
+                continue
             if kind not in SUMMED:
                 if not _dead_live_gauge(owner):
                     gauges.append(str(path))
             elif path not in absorbed:
                 _read_terms(path, owner == f"{ARCHIVE}.db", terms, types, kind)
     return [*MultiProcessCollector.merge(gauges), *_families(terms, types)]  # type: ignore[no-untyped-call]
+
+
+def _unsized(path: Path) -> bool:
+    """Whether `path` is a file a starting process has made but not sized yet: prometheus_client
+    opens it empty, then sizes it, and a read between the two found no header (a struct.error,
+    /metrics a 500 while a reload's new workers made theirs). Nothing is in it yet; a file only
+    grows, so one sized now reads whole."""
+    try:
+        return path.stat().st_size == 0
+    except FileNotFoundError:  # a gauge file its master removed as it reaped its process
+        return True
 
 
 def _dead_live_gauge(owner: str) -> bool:
@@ -132,7 +145,8 @@ def _write_archive(archive: Path, paths: list[Path]) -> None:
     if archive.exists():
         _read_terms(archive, True, terms, {}, "")
     for path in paths:
-        _read_terms(path, False, terms, {}, "")
+        if not _unsized(path):  # a process killed as it made its file: nothing in it
+            _read_terms(path, False, terms, {}, "")
     temporary = _temporary(archive)
     temporary.unlink(missing_ok=True)  # MmapedDict would add to a file left there
     written = AllocatedMmapedDict(str(temporary))  # a full disk: OSError, not the master's SIGBUS
