@@ -16,7 +16,7 @@ from gunicorn.glogging import Logger
 
 from app.observability.request_id import REQUEST_ID
 from app.server.protocol import GuardedHttpToolsProtocol, Limits
-from app.server.worker import SHUTDOWN_MARGIN, UvicornWorker
+from app.server.worker import SHUTDOWN_MARGIN, Server, UvicornWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,15 +172,11 @@ def test_the_scorer_is_told_the_servers_requests_in_flight() -> None:
     assert app.state.scorer.in_flight() == 1
 
 
-def test_the_heartbeat_keeps_its_pace_when_the_wall_clock_steps_back(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """gunicorn's master times a worker out on the monotonic clock: uvicorn's heartbeat, paced by
-    time.time(), stopped for an hour when the wall clock stepped back an hour (an NTP step), and
-    every worker was killed as hung 30 s later. Beats come every `timeout_notify` s of the
-    monotonic clock whatever the wall clock does, and the first tick beats."""
-    import asyncio
-    import time
+def _beating_server(
+    monkeypatch: pytest.MonkeyPatch, clock: dict[str, float]
+) -> tuple[Server, list[float]]:
+    """A worker's uvicorn Server whose heartbeat (`timeout_notify` 15 s, as under gunicorn's
+    `timeout` of 30) reads `clock["monotonic"]`, and the times it beat at."""
     from types import SimpleNamespace
 
     import uvicorn
@@ -189,7 +185,6 @@ def test_the_heartbeat_keeps_its_pace_when_the_wall_clock_steps_back(
     from app.server import worker
     from app.settings import Settings
 
-    clock = {"wall": time.time(), "monotonic": 1000.0}
     beats: list[float] = []
 
     async def beat() -> None:
@@ -199,10 +194,24 @@ def test_the_heartbeat_keeps_its_pace_when_the_wall_clock_steps_back(
         app=Starlette(), lifespan="off", log_config=None, timeout_notify=15, callback_notify=beat
     )
     config.load()
-    server = worker.Server(config, Settings.from_env({}))
-    monkeypatch.setattr(time, "time", lambda: clock["wall"])  # uvicorn's clock
     monotonic = SimpleNamespace(monotonic=lambda: clock["monotonic"])
     monkeypatch.setattr(worker, "time", monotonic, raising=False)
+    return Server(config, Settings.from_env({})), beats
+
+
+def test_the_heartbeat_keeps_its_pace_when_the_wall_clock_steps_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn's master times a worker out on the monotonic clock: uvicorn's heartbeat, paced by
+    time.time(), stopped for an hour when the wall clock stepped back an hour (an NTP step), and
+    every worker was killed as hung 30 s later. Beats come every `timeout_notify` s of the
+    monotonic clock whatever the wall clock does, and the first tick beats."""
+    import asyncio
+    import time
+
+    clock = {"wall": time.time(), "monotonic": 1000.0}
+    server, beats = _beating_server(monkeypatch, clock)
+    monkeypatch.setattr(time, "time", lambda: clock["wall"])  # uvicorn's clock
 
     async def ticks() -> None:
         for counter in range(0, 60, 10):  # uvicorn's main loop: 0.1 s a tick, a beat due every 10
@@ -224,26 +233,9 @@ def test_a_starved_worker_beats_within_the_masters_timeout(
     `timeout_notify`."""
     import asyncio
     import itertools
-    from types import SimpleNamespace
-
-    import uvicorn
-    from starlette.applications import Starlette
-
-    from app.server import worker
-    from app.settings import Settings
 
     clock = {"monotonic": 1000.0}
-    beats: list[float] = []
-
-    async def beat() -> None:
-        beats.append(clock["monotonic"])
-
-    config = uvicorn.Config(
-        app=Starlette(), lifespan="off", log_config=None, timeout_notify=15, callback_notify=beat
-    )
-    config.load()
-    server = worker.Server(config, Settings.from_env({}))
-    monkeypatch.setattr(worker, "time", SimpleNamespace(monotonic=lambda: clock["monotonic"]))
+    server, beats = _beating_server(monkeypatch, clock)
 
     async def starved_ticks() -> None:
         for counter in range(1, 200):
