@@ -163,22 +163,23 @@ def test_metrics_move_to_metrics_bind(observed: Observed) -> None:
     assert httpx.get(metrics_url + "/predict").status_code == 404
 
 
-def waits_over(server: Observed, seconds: str) -> tuple[float, float]:
-    """(event-loop lag samples, /predict answers) over `seconds` (a bucket bound), every
-    worker's last second flushed."""
+def waits_over(server: Observed, bound: str) -> tuple[float, float]:
+    """(event-loop lag samples, /predict answers) over `bound` (a bucket's `le`): each
+    histogram's count less that bucket, every worker's last second flushed."""
     time.sleep(FLUSH_SECONDS + 0.5)
     text = httpx.get(server.metrics_url + "/metrics").text
-    lag = predict = 0.0
+    over = {"event_loop_lag_seconds": 0.0, "http_request_duration_seconds": 0.0}
     for family in text_string_to_metric_families(text):
+        if family.name not in over:
+            continue
         for sample in family.samples:
-            sign = {"_count": 1, "_bucket": -1}.get(sample.name[len(family.name) :], 0)
-            if sample.name.endswith("_bucket") and sample.labels["le"] != seconds:
+            if sample.labels.get("route", "/predict") != "/predict":
                 continue
-            if family.name == "event_loop_lag_seconds":
-                lag += sign * sample.value
-            elif family.name == "http_request_duration_seconds":
-                predict += sign * sample.value * (sample.labels["route"] == "/predict")
-    return lag, predict
+            if sample.name == f"{family.name}_count":
+                over[family.name] += sample.value
+            elif sample.name == f"{family.name}_bucket" and sample.labels["le"] == bound:
+                over[family.name] -= sample.value
+    return over["event_loop_lag_seconds"], over["http_request_duration_seconds"]
 
 
 def test_a_stalled_worker_shows_in_the_loop_lag_not_in_the_request_latency(
