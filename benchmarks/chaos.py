@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -31,7 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import stress
 from benchmarks.stress import (
@@ -42,6 +43,9 @@ from benchmarks.stress import (
     machine,
 )
 from benchmarks.stress_report import WrkSummary, parse_summary
+
+if TYPE_CHECKING:
+    from asyncio import StreamReader, StreamWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -244,27 +248,39 @@ async def _client(
                 sent = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
                 writer.write(request)
                 try:
-                    await writer.drain()
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = 0
-                    for line in head.split(b"\r\n"):
-                        if line.lower().startswith(b"content-length:"):
-                            length = int(line.split(b":", 1)[1])
-                    await reader.readexactly(length)
+                    status, head = await read_answer(reader, writer)
                 except (OSError, asyncio.IncompleteReadError) as error:
                     tally.lost += 1
                     name = type(error).__name__
                     tally.lost_errors[name] = tally.lost_errors.get(name, 0) + 1
                     break
-                status = head.split(b" ", 2)[1].decode()
-                tally.answered[status] = tally.answered.get(status, 0) + 1
-                tally.timed.append((int(status), time.perf_counter() - sent))
-                if backoff and status == "503":
+                tally.answered[str(status)] = tally.answered.get(str(status), 0) + 1
+                tally.timed.append((status, time.perf_counter() - sent))
+                if backoff and status == 503:
                     await asyncio.sleep(min(retry_after(head), max(0, deadline - loop.time())))
                 if b"connection: close" in head.lower():
                     break  # the server said so: this is no failure, reconnect
         finally:
             writer.close()
+
+
+async def read_answer(reader: StreamReader, writer: StreamWriter) -> tuple[int, bytes]:
+    """Once what was written is sent, the next answer on the connection: its status and head
+    (its body, sized by Content-Length as this service's always are, read and dropped)."""
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1]), head
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """The nearest-rank percentile: a value that was measured, never interpolated."""
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def retry_after(head: bytes) -> int:

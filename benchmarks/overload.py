@@ -52,6 +52,7 @@ from benchmarks.chaos import (
     Wrk,
     accounting_load,
     established_connections,
+    percentile,
     served_by,
     worker_pids,
     wrk_figures,
@@ -151,8 +152,8 @@ def probe_figures(tally: Tally) -> dict[str, Any]:
         "requests": len(tally.timed),
         "statuses": tally.answered,
         "lost": tally.lost,
-        "ok_p50_ms": round(_percentile(ok, 50) * 1000, 2) if ok else None,
-        "ok_p99_ms": round(_percentile(ok, 99) * 1000, 2) if len(ok) >= P99_MIN_SAMPLES else None,
+        "ok_p50_ms": round(percentile(ok, 50) * 1000, 2) if ok else None,
+        "ok_p99_ms": round(percentile(ok, 99) * 1000, 2) if len(ok) >= P99_MIN_SAMPLES else None,
         "ok_max_ms": round(ok[-1] * 1000, 2) if ok else None,
     }
 
@@ -175,11 +176,6 @@ def idle_pool(port: int, connections: int) -> Iterator[list[http.client.HTTPConn
     finally:
         for connection in pool:
             connection.close()
-
-
-def _percentile(sorted_values: Sequence[float], p: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 def measure(

@@ -15,7 +15,7 @@ STRESS_MIN_REQUESTS ?= 50000
 STRESS_MIXES ?= minimal full
 STRESS_ARGS = --connections $(STRESS_CONNECTIONS) --threads $(STRESS_THREADS) --wrk $(WRK)
 
-.PHONY: bodies stress stress-smoke
+.PHONY: bodies stress stress-smoke open-loop
 bodies: $(WRK_DIR)/minimal.jsonl ## generate wrk bodies from the data
 
 # One run writes every body file (benchmarks.bodies.FILES); minimal.jsonl stands for them all.
@@ -38,3 +38,13 @@ stress-smoke: bodies ## a 5-second stress run of each body mix
 			--bodies $(WRK_DIR)/$$mix.jsonl --out build/stress-smoke/$$mix \
 			--min-requests 1000 || status=1; \
 	done; exit $$status
+
+# Open-loop latency below saturation (benchmarks/open_loop.py): one worker on the first CPU, the
+# client and wrk on the other, the no-op ceiling served beside the service at the same rates.
+OPEN_LOOP_LOADS ?= 0.2 0.35 0.5 0.65 0.8
+OPEN_LOOP_SECONDS ?= 12
+OPEN_LOOP_ROUNDS ?= 3
+open-loop: bodies ## latency at fixed Poisson arrival rates (fractions of wrk's saturation), service and no-op ceiling alternated: reports/open-loop.md (about 13 minutes)
+	$(BIN)/python -m benchmarks.open_loop --bodies $(WRK_DIR) --out $(REPORTS_DIR) \
+		--loads $(OPEN_LOOP_LOADS) --seconds $(OPEN_LOOP_SECONDS) --rounds $(OPEN_LOOP_ROUNDS) \
+		--wrk $(WRK)
