@@ -302,6 +302,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         raise StressError(f"{args.workers} worker(s) and this client need {args.workers + 1} CPUs")
     server_cpus, client_cpus = cpus[: args.workers], cpus[-1:]
     host, cpu_model, cores = machine()
+    measured = args.revision or revision()  # now: the tree may change while this runs
     bodies = {mix: read_requests(args.bodies / f"{mix}.jsonl") for mix in args.mixes}
     env = {**os.environ, "WORKERS": str(args.workers), "METRICS_BIND": ""}
     runs: list[dict[str, Any]] = []
@@ -333,7 +334,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         print(_line(runs[-1]), flush=True)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "revision": args.revision or revision(),
+        "revision": measured,
         "machine": {"uname": host, "cpu": cpu_model, "cores": cores},
         "load_average_after": load_average(),
         "server": {
