@@ -53,14 +53,13 @@ from benchmarks.stress import (
     revision,
     served,
 )
+from benchmarks.stress import MIXES as STRESS_MIXES
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
-MIXES = {
-    "minimal": "minimal single flights (the table path, as served by default)",
-    "full": "full-schedule single flights (onnxruntime full)",
-}
-"""Each body mix's file stem in --bodies, and what it measures (issue 10: name the path)."""
+MIXES = ("minimal", "full")
+"""The body mixes, by their file's stem in --bodies (benchmarks.stress.MIXES says what each
+measures: issue 10's every figure names its path)."""
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 SERVERS = {
     "service": APP,
@@ -429,7 +428,8 @@ def render(result: dict[str, Any]) -> str:
         "| --- | ---: | ---: |",
     ]
     for mix, saturated in result["saturation"].items():
-        lines.append(f"| {MIXES[mix]} | {saturated['requests_per_s']:,} | {saturated['p99_ms']} |")
+        description = STRESS_MIXES[f"{mix}.jsonl"]
+        lines.append(f"| {description} | {saturated['requests_per_s']:,} | {saturated['p99_ms']} |")
     lines += [
         "",
         "| body mix | load | server | req/s | u | s µs | p50 ms | p99 ms | p99.9 ms | max ms | plan p99 ms "
@@ -460,7 +460,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bodies", type=Path, default=ROOT / "build" / "wrk",
                         help="directory of make bodies' <mix>.jsonl files")  # fmt: skip
-    parser.add_argument("--mixes", nargs="+", choices=tuple(MIXES), default=list(MIXES))
+    parser.add_argument("--mixes", nargs="+", choices=MIXES, default=list(MIXES))
     parser.add_argument("--loads", nargs="+", type=_fraction, default=[0.25, 0.5, 0.7, 0.85, 0.95])
     parser.add_argument("--servers", nargs="+", choices=tuple(SERVERS), default=list(SERVERS))
     parser.add_argument("--workers", type=int, default=1)
