@@ -264,6 +264,14 @@ async def _client(
             writer.close()
 
 
+def post(body: bytes) -> bytes:
+    """A keep-alive `POST /predict` of a JSON body, as bytes to write."""
+    return (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+
+
 async def read_answer(reader: StreamReader, writer: StreamWriter) -> tuple[int, bytes]:
     """Once what was written is sent, the next answer on the connection: its status and head
     (its body, sized by Content-Length as this service's always are, read and dropped)."""
@@ -302,10 +310,7 @@ def accounting_load(
 
     import uvloop
 
-    request = (
-        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    ) + body
+    request = post(body)
     tally = Tally()
 
     async def clients() -> None:
@@ -594,11 +599,8 @@ def shutdown(args: argparse.Namespace, workdir: Path) -> Outcome:
 
 def _start_slow_request(port: int, body: bytes) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    head = (
-        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    )
-    sock.sendall(head + body[: len(body) // 2])
+    unsent = len(body) - len(body) // 2  # the body's second half
+    sock.sendall(post(body)[:-unsent])
     return sock
 
 

@@ -41,7 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.chaos import Wrk, percentile, read_answer, worker_pids
+import uvloop
+
+from benchmarks.chaos import Wrk, percentile, post, read_answer, worker_pids
 from benchmarks.stress import (
     APP,
     Server,
@@ -178,17 +180,8 @@ def open_loop(
 ) -> Timings:  # fmt: skip
     """`rate` requests a second for `seconds` over `connections` pooled connections to
     127.0.0.1:`port`, in this thread; the first `warmup` seconds' requests are not timed."""
-    import uvloop
-
     offsets = arrivals(rate, seconds, random.Random(seed))
     return uvloop.run(_run(port, requests, offsets, connections, warmup))
-
-
-def post(body: bytes) -> bytes:
-    return (
-        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    ) + body
 
 
 def read_requests(path: Path) -> list[bytes]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.chaos import percentile
+from benchmarks.chaos import percentile, post
 from benchmarks.open_loop import (
     CpuClock,
     Timings,
@@ -30,7 +30,6 @@ from benchmarks.open_loop import (
     figures,
     open_loop,
     plan_p99_ms,
-    post,
     render,
     summary,
 )
