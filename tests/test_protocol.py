@@ -1880,6 +1880,55 @@ def test_trailer_fields_are_dropped_and_a_chunks_data_is_no_trailer() -> None:
     run(scenario)
 
 
+@pytest.mark.parametrize(
+    "field", [b"Connection: close", b"connection: keep-alive, CLOSE", b"Proxy-Connection: close"]
+)
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "trailer-read-alone"])
+def test_a_connection_close_in_a_trailer_section_closes_with_the_answer(
+    field: bytes, split: bool
+) -> None:
+    """llhttp takes a trailer field closing the connection as the connection's, and then parses
+    nothing more (`lenient_data_after_close`); the answer, keep-alive by the head, left the
+    connection open and every request after it unanswered. Behind HAProxy (`http-reuse always`
+    passes trailers on) the next client's request sent on that pooled connection waited 60 s for
+    a 504. The answer now closes the connection, and says so."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        body = chunked_post([b"{}"]).removesuffix(b"\r\n")
+        trailer = field + b"\r\n\r\n" + GET_HEALTH
+        if split:
+            protocol.data_received(body)
+            await settle()
+            assert transport.data == b""
+            protocol.data_received(trailer)
+        else:
+            protocol.data_received(body + trailer)
+        for _ in range(4):
+            await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200"]
+        assert b"connection: close\r\n" in transport.data
+        assert transport.closed
+
+    run(scenario)
+
+
+def test_a_connection_close_in_a_trailer_section_after_the_answer_closes_at_once() -> None:
+    """Answered before its body was in (shed, keep-alive): the trailer closes the connection then,
+    its answer given."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(CHUNKED_HEAD + b"\r\n2\r\n{}\r\n")
+        await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"503"]
+        assert not transport.closed
+        protocol.data_received(b"0\r\nConnection: close\r\n\r\n" + GET_HEALTH)
+        await settle()
+        assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"503"]
+        assert transport.closed
+
+    run(scenario, Limits(max_in_flight=0, hold_early_retries=False))
+
+
 def test_an_upgrade_offers_head_is_held_to_the_head_limit() -> None:
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
         protocol.data_received(post(b"{}", extra=H2C + b"X-Big: " + b"a" * 2000 + b"\r\n"))

@@ -733,12 +733,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         """The started request's body is in (nothing later is parsed before it): it counts as
-        in flight from now on."""
+        in flight from now on. A chunked body's trailer section that closed the connection for
+        llhttp closes it with the answer (`_closed_by_trailer`)."""
         super().on_message_complete()
         self._receiving.discard(self)
         self._ended_in_chunk = True
+        if self._trailer is not None and not self.parser.should_keep_alive():
+            self._closed_by_trailer()
         self._trailer, self._trailer_fields = None, 0
         self._hosts = 0
+
+    def _closed_by_trailer(self) -> None:
+        """llhttp takes a `Connection` (or `Proxy-Connection`) trailer field saying `close` as
+        the connection's (RFC 9110 §6.5.1 lets no trailer field do so), and then parses nothing
+        more: the answer, keep-alive by the head, left the connection open and every request sent
+        after it unanswered (behind HAProxy, which passes trailers on, the next client's request
+        on that pooled connection waited 60 s for a 504). The answer closes it instead; one
+        already given (before the body was in) closes it now."""
+        cycle = self.cycle
+        cycle.keep_alive = False
+        if self._held is None and not self._answers_pending():
+            self.transport.close()
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
         """Sent before the Retry-After of this connection's last 503: answered 503 at `until`.
