@@ -69,7 +69,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar, cast
 
-import h11
 import httptools
 import orjson
 from uvicorn._types import ASGI3Application, HTTPScope
@@ -87,7 +86,7 @@ from app.observability.metrics import (
 )
 from app.server.coalesce import CoalescingTransport
 from app.server.overload import SHED_ROUTE, UNSHED_PATHS, hold_until, sender, shed_response
-from app.server.upgrade import IgnoredUpgradeBody
+from app.server.upgrade import AfterIgnoredUpgrade, framing_head
 
 SWEEP_INTERVAL = 1.0
 """Seconds between timeout sweeps: the timeouts' resolution."""
@@ -324,8 +323,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._ended_in_chunk = False
         """Whether a request ended in the chunk being parsed: a head that began after it holds
         only part of the chunk."""
-        self._upgrade_body: IgnoredUpgradeBody | None = None
-        """The body being read of a request whose `Upgrade` was ignored (app.server.upgrade)."""
         self._refusal: tuple[int, str, str] | None = None
         """The answer (status, reason, message) to bytes that are not HTTP, due once the
         requests before them are answered (`_refuse_in_turn`)."""
@@ -404,10 +401,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._unparsed += data
             self.flow.pause_reading()  # one chunk kept at most
             return
-        if self._upgrade_body is not None:
-            data = self._read_upgrade_body(self._upgrade_body, data)
-            if not data:
-                return
         self._unset_keepalive_if_required()
         self._received = len(data)
         self._ended_in_chunk = False
@@ -567,9 +560,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _ignore_upgrade(self) -> None:
         """httptools took the request as bodiless (its cycle complete with an empty body) and
-        stopped parsing: the cycle gets its body back, read by an IgnoredUpgradeBody, and a
-        fresh parser takes what follows. The app has not run: its task, made with the cycle
-        during this parse, starts on a later loop pass."""
+        stopped parsing: the cycle gets its body back, and a fresh parser, given a made-up head
+        of the request's framing fields first (app.server.upgrade), reads the body and what
+        follows. The app has not run: its task, made with the cycle during this parse, starts
+        on a later loop pass."""
         cycle = self.cycle
         if cycle is None:  # cannot be: httptools signals an upgrade after the head's callbacks
             self.transport.close()
@@ -579,27 +573,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.clear()
             if not self._queued(cycle):  # started
                 self._receiving.add(self)
-        self.parser = lenient(httptools.HttpRequestParser(self))
-        try:
-            self._upgrade_body = IgnoredUpgradeBody(cycle.scope["headers"])
-        except h11.RemoteProtocolError:  # a transfer coding other than chunked
+        self.parser = lenient(httptools.HttpRequestParser(AfterIgnoredUpgrade(self)))
+        try:  # fields httptools took in this request's head: no error expected
+            self.parser.feed_data(framing_head(cycle.scope["headers"], cycle.keep_alive))
+        except httptools.HttpParserError:
             self._refuse_body()
-
-    def _read_upgrade_body(self, body: IgnoredUpgradeBody, data: bytes) -> bytes:
-        """`data` to the body being read, through uvicorn's body callbacks (flow control and
-        all); returns what follows the body (b"" while it is incomplete)."""
-        try:
-            pieces, after = body.feed(data)
-        except h11.RemoteProtocolError:
-            self._refuse_body()
-            return b""
-        for piece in pieces:
-            self.on_body(piece)
-        if after is None:
-            return b""
-        self._upgrade_body = None
-        self.on_message_complete()
-        return after
 
     def _refuse_body(
         self, status: int = 400, reason: str = "Bad Request", message: str = NOT_FRAMED
@@ -610,7 +588,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         lost (the client's only answer a 400). If its app runs, the app reads a disconnect; if
         its answer has begun (or it was shed), the connection just closes: a second answer to
         one request would be taken for the next one's."""
-        self._upgrade_body = None
         cycle = self.cycle
         if cycle is not None and self._queued(cycle):
             cycle.more_body = False  # nothing more is read: the connection waits on the server
@@ -733,12 +710,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         """The started request's body is in (nothing later is parsed before it): it counts as
-        in flight from now on."""
+        in flight from now on. A chunked body's trailer section that closed the connection for
+        llhttp closes it with the answer (`_closed_by_trailer`)."""
         super().on_message_complete()
         self._receiving.discard(self)
         self._ended_in_chunk = True
+        if self._trailer is not None and not self.parser.should_keep_alive():
+            self._closed_by_trailer()
         self._trailer, self._trailer_fields = None, 0
         self._hosts = 0
+
+    def _closed_by_trailer(self) -> None:
+        """llhttp takes a `Connection` (or `Proxy-Connection`) trailer field saying `close` as
+        the connection's (RFC 9110 §6.5.1 lets no trailer field do so), and then parses nothing
+        more: the answer, keep-alive by the head, left the connection open and every request sent
+        after it unanswered (behind HAProxy, which passes trailers on, the next client's request
+        on that pooled connection waited 60 s for a 504). The answer closes it instead; one
+        already given (before the body was in) closes it now."""
+        cycle = self.cycle
+        cycle.keep_alive = False
+        if self._held is None and not self._answers_pending():
+            self.transport.close()
 
     def _hold(self, cycle: RequestResponseCycle, now: float, until: float) -> None:
         """Sent before the Retry-After of this connection's last 503: answered 503 at `until`.
