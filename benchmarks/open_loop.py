@@ -51,6 +51,7 @@ from benchmarks.stress import (
     free_port,
     load_average,
     machine,
+    machine_cpu_s,
     process_cpu_s,
     revision,
     served,
@@ -210,21 +211,8 @@ class CpuClock:
             except OSError:
                 continue
         own = resource.getrusage(resource.RUSAGE_SELF)
-        busy = cpus_busy_s(Path("/proc/stat").read_text(), cpus)
+        busy, _ = machine_cpu_s(Path("/proc/stat").read_text(), cpus)
         return cls(time.perf_counter(), workers, busy, own.ru_utime + own.ru_stime)
-
-
-def cpus_busy_s(proc_stat: str, cpus: Sequence[int]) -> float:
-    """Busy seconds (all but idle and iowait) since boot of the given CPUs, from /proc/stat."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    wanted = {f"cpu{cpu}" for cpu in cpus}
-    busy = 0
-    for line in proc_stat.splitlines():
-        name, *values = line.split()
-        if name in wanted:
-            counts = [int(value) for value in values[:8]]
-            busy += sum(counts) - counts[3] - counts[4]
-    return busy / ticks
 
 
 def figures(
@@ -317,9 +305,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for round_ in range(args.rounds):
             for mix, requests in bodies.items():
                 for load in args.loads:
-                    rate = load * saturated[mix]["requests_per_s"]
-                    for name, server in servers.items():
-                        seed = args.seed + round_
+                    rate, seed = load * saturated[mix]["requests_per_s"], args.seed + round_
+                    for name, server in servers.items():  # the same arrivals for each
                         figures_ = measure(args, server, server_cpus, requests, rate, seed)
                         runs.append({"round": round_ + 1, "server": name, "mix": mix,
                                      "load": load, **figures_})  # fmt: skip

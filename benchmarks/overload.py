@@ -58,11 +58,11 @@ from benchmarks.chaos import (
     wrk_figures,
 )
 from benchmarks.stress import (
-    CLOCK_TICKS,
     Server,
     commit,
     load_average,
     machine,
+    machine_cpu_s,
     process_cpu_s,
 )
 from benchmarks.stress_report import WrkSummary
@@ -87,14 +87,6 @@ of the rounds' median). With clients re-sending at once the hold keeps serving t
 it serves, and a probe whose 8 connections all ended up shed got only its first requests' 200s,
 made while wrk's 1,016 connections were still being accepted: the p99 of 85 such 200s is
 their maximum, 226 ms in one development run (reports/reliability.md §10)."""
-
-
-def machine_cpu_s(proc_stat: str) -> tuple[float, float]:
-    """(busy, all) CPU seconds of every core since boot, from /proc/stat's `cpu` line: all is
-    user .. steal; busy is all but idle and iowait."""
-    ticks = [int(value) for value in proc_stat.split("\n", 1)[0].split()[1:9]]
-    idle = ticks[3] + ticks[4]
-    return (sum(ticks) - idle) / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -226,6 +226,21 @@ def process_cpu_s(stat: str) -> float:
     name, in parentheses, may itself hold spaces and parentheses: fields count from its end."""
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+
+
+def machine_cpu_s(proc_stat: str, cpus: Iterable[int] | None = None) -> tuple[float, float]:
+    """(busy, all) CPU seconds since boot, from /proc/stat: of every core (its `cpu` line) or of
+    the `cpus` named (their `cpu<N>` lines); all is user .. steal, busy all but idle and
+    iowait."""
+    names = {"cpu"} if cpus is None else {f"cpu{cpu}" for cpu in cpus}
+    busy = total = 0
+    for line in proc_stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] in names:
+            ticks = [int(value) for value in fields[1:9]]
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy / CLOCK_TICKS, total / CLOCK_TICKS
 
 
 def load_average() -> str:

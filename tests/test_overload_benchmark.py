@@ -20,12 +20,11 @@ from benchmarks.overload import (
     cpu_split,
     cpu_table,
     idle_pool,
-    machine_cpu_s,
     probe_figures,
     table,
     verdicts,
 )
-from benchmarks.stress import CLOCK_TICKS, process_cpu_s
+from benchmarks.stress import CLOCK_TICKS, machine_cpu_s, process_cpu_s
 
 NO_ERRORS = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
 
