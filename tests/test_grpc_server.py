@@ -655,6 +655,39 @@ def test_calls_are_counted_by_method_and_status_code(
     assert samples(http)[("http_request_duration_seconds_count", duration)] >= 5
 
 
+def in_flight(http: httpx.Client) -> dict[str, float]:
+    """requests_in_flight by transport, as a scrape on the REST port reads it."""
+    return {
+        dict(labels)["transport"]: value
+        for (name, labels), value in samples(http).items()
+        if name == "requests_in_flight"
+    }
+
+
+def test_a_call_waiting_for_its_message_is_in_flight_and_the_scrape_is_not(
+    served: GrpcServer, http: httpx.Client
+) -> None:
+    """A call whose message never comes holds a place of MAX_IN_FLIGHT until BODY_TIMEOUT: the
+    gauge shows it, summed over both workers, and not the scrape that reads it."""
+    release = threading.Event()
+
+    def no_message() -> Iterator[bytes]:
+        release.wait(20)
+        yield from ()
+
+    with grpc.insecure_channel(served.target) as channel:
+        call = channel.stream_unary(SERVICE + "ModelInfer")
+        waiting = call.future(no_message(), timeout=20)
+        try:
+            assert wait_for(lambda: in_flight(http) == {"rest": 0.0, "grpc": 1.0}, timeout=10), (
+                in_flight(http)
+            )
+        finally:
+            release.set()
+            waiting.cancel()
+    assert wait_for(lambda: in_flight(http) == {"rest": 0.0, "grpc": 0.0}, timeout=10)
+
+
 # --- reload --------------------------------------------------------------------------------------
 
 

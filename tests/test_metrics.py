@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -300,7 +301,7 @@ def test_the_prometheus_client_internals_the_metrics_archive_relies_on_are_there
         for value in vars(module).values()
         if isinstance(value, Gauge)
     ]
-    assert len(gauges) == 5
+    assert len(gauges) == 6
     assert {gauge._multiprocess_mode for gauge in gauges} == {"livesum", "livemostrecent"}
     assert {"livesum", "livemostrecent"} <= _LIVE_GAUGE_MULTIPROCESS_MODES  # mark_process_dead's
 
@@ -314,7 +315,7 @@ def test_the_flush_keeps_its_schedule_when_one_flush_raises(
 
     calls = []
 
-    def failing() -> None:
+    def failing(scrapes: int = 0) -> None:
         calls.append(time.monotonic())
         if len(calls) <= 2:
             raise IndexError("list index out of range")
@@ -339,7 +340,7 @@ def test_a_scrape_answers_when_its_flush_fails(monkeypatch: pytest.MonkeyPatch) 
     made the scrape itself fail; the files already written are still read."""
     from app.observability import metrics
 
-    def failing() -> None:
+    def failing(scrapes: int = 0) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(metrics, "flush", failing)
@@ -449,3 +450,33 @@ def test_the_loop_that_flushes_samples_its_lag(monkeypatch: pytest.MonkeyPatch) 
         loop.close()
     assert len(observed) >= 2
     assert max(observed) >= 0.3, observed
+
+
+def test_requests_in_flight_are_sampled_at_each_flush_less_the_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each transport's count is read when the worker flushes (once a second), not on every
+    request; a scrape, itself a REST request in flight, leaves itself out."""
+    from prometheus_client import REGISTRY
+
+    from app.observability import metrics
+
+    monkeypatch.setattr(metrics, "_in_flight", {})
+    counts = {"rest": 3, "grpc": 2}
+
+    def shown() -> dict[str, float | None]:
+        return {
+            transport: REGISTRY.get_sample_value("requests_in_flight", {"transport": transport})
+            for transport in metrics.TRANSPORTS
+        }
+
+    for transport in metrics.TRANSPORTS:
+        metrics.sample_in_flight(transport, functools.partial(counts.__getitem__, transport))
+    assert shown() == {"rest": 3.0, "grpc": 2.0}
+    counts.update(rest=5, grpc=0)
+    assert shown() == {"rest": 3.0, "grpc": 2.0}  # until the next flush
+    metrics.flush()
+    assert shown() == {"rest": 5.0, "grpc": 0.0}
+    scraped = _scraped()
+    assert _value(scraped, "requests_in_flight", transport="rest") == 4.0
+    assert _value(scraped, "requests_in_flight", transport="grpc") == 0.0

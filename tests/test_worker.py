@@ -147,18 +147,23 @@ def test_shutdown_marks_the_server_draining_before_uvicorn_closes_its_listener(
     assert drains == [(protocol.DRAIN_LINGER, 18 - DRAIN_HOLD_MARGIN), (0.0, 0.0)]
 
 
-def test_the_scorer_is_told_the_servers_requests_in_flight() -> None:
-    """So that app.inference.microbatch scores a request alone in its worker at once."""
+def test_the_scorer_and_the_metrics_are_told_the_servers_requests_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """So that app.inference.microbatch scores a request alone in its worker at once, and
+    requests_in_flight shows what the in-flight bound counts."""
     import asyncio
 
     import uvicorn
     from starlette.applications import Starlette
 
     from app.inference.microbatch import Scorer
+    from app.observability import metrics
     from app.server.overload import BatchThread
     from app.server.worker import Server
     from app.settings import Settings
 
+    monkeypatch.setattr(metrics, "_in_flight", {})
     app = Starlette()
     app.state.scorer = Scorer(BatchThread(256), merge=True)
     config = uvicorn.Config(app=app, lifespan="off", log_config=None)
@@ -170,6 +175,7 @@ def test_the_scorer_is_told_the_servers_requests_in_flight() -> None:
     assert app.state.scorer.in_flight() == 0
     server.server_state.tasks.add(object())  # type: ignore[arg-type]
     assert app.state.scorer.in_flight() == 1
+    assert metrics._in_flight["rest"]() == 1  # the metric requests_in_flight reads the same count
 
 
 def _beating_server(

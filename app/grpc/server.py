@@ -31,7 +31,7 @@ from app.dataplane import DataPlane
 from app.grpc.health import HealthServicer, health_handler
 from app.grpc.listeners import close_listeners
 from app.grpc.servicer import InferenceServicer, generic_handler
-from app.observability.metrics import keep_flushing
+from app.observability.metrics import keep_flushing, sample_in_flight
 from app.settings import Settings
 
 HANDOVER_SECONDS = 0.2
@@ -90,4 +90,5 @@ async def start(settings: Settings, dataplane: DataPlane) -> GrpcServer:
     port = server.add_insecure_port(settings.grpc_bind)
     await server.start()
     keep_flushing()
+    sample_in_flight("grpc", lambda: servicer.in_flight)
     return GrpcServer(server, servicer, port)

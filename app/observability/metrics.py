@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -125,6 +125,17 @@ WORKERS_LOST = Counter(
 )
 LOST_CAUSES = ("crashed", "timeout")
 """The `cause` label's values (app.server.forks' `lost`)."""
+IN_FLIGHT = Gauge(
+    "requests_in_flight",
+    "Requests begun and not yet answered, by transport, as each worker's in-flight bound counts "
+    "them (REST: bodies received; gRPC: calls started, answers not yet sent), sampled once a "
+    "second and at a scrape (not counting the scrape), summed over live workers: past "
+    "MAX_IN_FLIGHT in one worker it sheds (503, UNAVAILABLE)",
+    ["transport"],
+    multiprocess_mode="livesum",  # a worker's share leaves with it, as model_workers'
+)
+TRANSPORTS = ("rest", "grpc")
+"""The `transport` label's values (`sample_in_flight`)."""
 UNMATCHED_ROUTE = "<unmatched>"
 """One label for every path no route knows, so scanners cannot explode the label space."""
 OTHER_METHOD = "OTHER"
@@ -150,6 +161,8 @@ _closed: dict[str, int] = {}
 """CLOSED_KINDS value → connections closed"""
 _loop_lag: dict[None, list[float]] = {}
 """None → [sum of seconds, count in bucket 0, ..., count above the last]"""
+_in_flight: dict[str, Callable[[], int]] = {}
+"""TRANSPORTS value → this worker's count of its requests in flight on it"""
 
 
 class Derived(Protocol):
@@ -222,6 +235,14 @@ def expect_models(models: Iterable[OnnxModel], derived: Derived | None) -> None:
     _derived = derived
 
 
+def sample_in_flight(transport: str, count: Callable[[], int]) -> None:
+    """From now on `requests_in_flight` shows `count()` for this worker's `transport` (one of
+    TRANSPORTS), read at each flush: read on every request, it would cost the hot path a write
+    to shared memory twice a request."""
+    _in_flight[transport] = count
+    IN_FLIGHT.labels(transport).set(count())
+
+
 def count_reload(applied: bool | None) -> None:
     """The master's record of a SIGHUP reload's outcome (None: its start, whose check of
     MODELS_DIR passed, so both counts show from zero). Written at once: the master answers no
@@ -243,9 +264,10 @@ def count_lost_worker(cause: str | None) -> None:
         WORKERS_LOST.labels(cause).inc()
 
 
-def flush() -> None:
+def flush(scrapes: int = 0) -> None:
     """Adds this worker's tallies to the shared metrics and starts new ones (into its files
-    written again first if they were removed: app.observability.metric_files)."""
+    written again first if they were removed: app.observability.metric_files), and samples its
+    requests in flight, less the `scrapes` (REST requests) it is flushing for."""
     global _latency, _predictions, _merged, _model_calls, _closed, _loop_lag
     metric_files.restore_removed()
     latency, _latency = _latency, {}
@@ -254,6 +276,8 @@ def flush() -> None:
     model_calls, _model_calls = _model_calls, {}
     closed, _closed = _closed, {}
     loop_lags, _loop_lag = _loop_lag, {}
+    for transport, in_flight in _in_flight.items():
+        IN_FLIGHT.labels(transport).set(in_flight() - (scrapes if transport == "rest" else 0))
     for kind, count in closed.items():
         CONNECTIONS_CLOSED.labels(kind).inc(count)
     for (route, method, status), tally in latency.items():
@@ -285,13 +309,13 @@ def _add(child: Histogram, tally: list[float]) -> None:
 _flush_failed = False
 
 
-def flush_or_log() -> None:
-    """Flushes; a failure (a full disk refusing a new series: app.observability.metric_files)
+def flush_or_log(scrapes: int = 0) -> None:
+    """Flushes (`flush`'s `scrapes`); a failure (a full disk refusing a new series: app.observability.metric_files)
     loses that flush's tallies and is logged, the first time only, rather than raised into the
     loop's timer or a scrape."""
     global _flush_failed
     try:
-        flush()
+        flush(scrapes)
     except Exception:
         if not _flush_failed:
             _flush_failed = True
@@ -328,8 +352,9 @@ atexit.register(flush_or_log)  # a graceful worker exit keeps its last second
 
 def exposition() -> tuple[bytes, str]:
     """Every worker's metrics under gunicorn (app.observability.metrics_archive reads their
-    files), this process's otherwise: a flush that fails still lets the scrape read the files."""
-    flush_or_log()
+    files), this process's otherwise: a flush that fails still lets the scrape read the files.
+    Called by a REST request, the scrape: not itself in the requests in flight it shows."""
+    flush_or_log(scrapes=1)
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     families = metrics_archive.collect(Path(directory)) if directory else list(REGISTRY.collect())
     if _derived is not None:

@@ -32,7 +32,7 @@ from uvicorn_worker import UvicornWorker as _UvicornWorker
 from app.dataplane import DataPlane
 from app.inference.microbatch import Scorer
 from app.observability import logs
-from app.observability.metrics import flush_or_log
+from app.observability.metrics import flush_or_log, sample_in_flight
 from app.server import recycle
 from app.server.acceptor import Acceptor
 from app.server.handoff import RUN_DIR_ENV, Handoff
@@ -99,11 +99,13 @@ class Server(_Server):
             share = 2 * self.settings.workers
             acceptors = [Acceptor(loop, listener, protocol, share) for listener in sockets]
             self.servers.extend(acceptors)  # type: ignore[arg-type]  # closed by uvicorn's shutdown
+        requests_in_flight = in_flight(self.server_state)
+        sample_in_flight("rest", requests_in_flight)  # the metric requests_in_flight
         # a /predict request alone in this worker is scored at once, not merged
         # (app.inference.microbatch)
         scorer: Scorer | None = getattr(getattr(self.config.app, "state", None), "scorer", None)
         if scorer is not None:
-            scorer.in_flight = in_flight(self.server_state)
+            scorer.in_flight = requests_in_flight
         bind = self.settings.grpc_bind
         # the service's app has a data plane; an app without one (a benchmark's) serves no gRPC
         dataplane: DataPlane | None = getattr(
