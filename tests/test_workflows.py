@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,27 @@ def test_the_image_is_built_only_after_the_tests_pass() -> None:
     needs = jobs["image"]["needs"]
     assert "test" in ([needs] if isinstance(needs, str) else needs)
     assert any("make test" in line for line in run_lines({"jobs": {"test": jobs["test"]}}))
+
+
+def test_the_lower_bounds_and_each_later_python_are_tested_beside_the_tests() -> None:
+    """`make test-lowest` and `make test-python` are too slow for `.ci/run`: GitHub runs what
+    they check in jobs of their own, on every Python the classifiers name past 3.11, and none of
+    those jobs holds back the image."""
+    jobs = load(CI)["jobs"]
+    assert "make test-lowest" in run_lines({"jobs": {"lowest": jobs["lowest"]}})
+    later = jobs["later-python"]
+    assert "make test" in run_lines({"jobs": {"later-python": later}})
+    setup = step_using(later, "actions/setup-python")
+    assert setup["with"]["python-version"] == "${{ matrix.python }}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    named = {
+        classifier.rsplit(" :: ", 1)[1]
+        for classifier in project["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", classifier)
+    }
+    assert "3.11" in named
+    assert set(later["strategy"]["matrix"]["python"]) == named - {"3.11"}
+    assert jobs["image"]["needs"] in ("test", ["test"])
 
 
 def test_the_buildx_cache_goes_through_the_action_that_hands_it_the_cache_token() -> None:
