@@ -36,6 +36,10 @@ from benchmarks.stress import load_average, machine, revision
 DEAD = 500
 FIRST_DEAD = 5_000_000
 """Over Linux's PID_MAX_LIMIT (2**22): no process has these pids."""
+LIVE_GAUGES = "gauge_live"
+"""The gauge files prometheus_client's mark_process_dead removes (every `live…` mode): a dead
+worker leaves none. The worker's files hold a `livemostrecent` one since 7146bb4
+(model_last_reload_successful), which a dead copy kept, never archived: the check below failed."""
 
 
 def write_worker(directory: Path) -> None:
@@ -94,8 +98,18 @@ def _template(scratch: Path) -> tuple[Path, str]:
 
 def _copy(template: Path, pid: str, into: Path, as_pid: int, live: bool) -> None:
     for path in template.glob(f"*_{pid}.db"):
-        if live or not path.name.startswith("gauge_livesum_"):  # mark_process_dead's part
+        if live or not path.name.startswith(LIVE_GAUGES):  # mark_process_dead's part
             shutil.copy(path, into / path.name.replace(f"_{pid}.db", f"_{as_pid}.db"))
+
+
+def dead_files(directory: Path) -> list[str]:
+    """The metric files of the dead workers (pids from FIRST_DEAD) left in `directory`: none once
+    the master has archived them. Not `*_5*.db`, which a live worker's pid of 5… matched too."""
+    return sorted(
+        path.name
+        for path in directory.glob("*.db")
+        if (pid := path.stem.rpartition("_")[2]).isdigit() and int(pid) >= FIRST_DEAD
+    )
 
 
 def _used(path: Path) -> int:
@@ -144,7 +158,7 @@ def main() -> None:
             for dead in range(FIRST_DEAD, FIRST_DEAD + arguments.dead):
                 _copy(template, pid, directory, dead, live=False)
         compact(after)
-        assert [path.name for path in after.glob("*_5*.db")] == []
+        assert dead_files(after) == []
 
         def old_scrape() -> bytes:
             registry = CollectorRegistry()

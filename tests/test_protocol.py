@@ -1216,8 +1216,9 @@ def test_in_flight_counts_what_the_bound_counts() -> None:
     run(scenario)
 
 
-def counted(route: str, status: str) -> float:
-    """The answers counted under `route` with `status` so far (this process's metrics)."""
+def counted(route: str, status: str, method: str | None = None) -> float:
+    """The answers counted under `route` with `status` (and `method`, if given) so far (this
+    process's metrics)."""
     return sum(
         sample.value
         for family in text_string_to_metric_families(exposition()[0].decode())
@@ -1225,6 +1226,7 @@ def counted(route: str, status: str) -> float:
         if sample.name == "http_requests_total"
         and sample.labels.get("route") == route
         and sample.labels.get("status") == status
+        and method in (None, sample.labels.get("method"))
     )
 
 
@@ -1804,6 +1806,31 @@ def test_a_misframed_body_refused_in_its_turn_is_not_timed_out_meanwhile() -> No
         GATE[0].set()
         await settle()
         assert re.findall(rb"HTTP/1.1 (\d{3}) ", transport.data) == [b"200", b"400"]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("head", "method"),
+    [
+        (b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", "-"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "-"),
+        (b"GET / HTTP/1.1\r\n\r\n", "GET"),
+    ],
+    ids=["unknown-method", "bad-transfer-encoding", "no-host"],
+)
+def test_a_refused_head_is_counted_with_its_method_or_a_dash_if_it_was_not_parsed(
+    head: bytes, method: str
+) -> None:
+    """README, Counting: a head the parser refuses is counted under route <refused> with
+    method `-`; one that parsed (an HTTP/1.1 request without Host) with its own method."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        before = counted(REFUSED_ROUTE, "400", method)
+        protocol.data_received(head)
+        await settle()
+        assert_last_answer(transport, b"400")
+        assert counted(REFUSED_ROUTE, "400", method) == before + 1
 
     run(scenario)
 

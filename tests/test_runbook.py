@@ -2,7 +2,7 @@
 order, each alert's `runbook_url` pointing at its section; every metric, label value, setting and
 log message the runbook names exists in what the service exports or in its code (a runbook that
 sends an operator grepping for a line the code never writes is worse than none). Each check is
-also run on a misspelt copy, which it must refuse."""
+also run on a misspelt copy, which it must refuse. Its PromQL queries parse (promtool)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tests.test_monitoring import (
     MONITORING,
     NOT_OURS,
     PROMQL_FUNCTIONS,
+    PROMTOOL,
     exported_names,
     kustomize,
     load,
@@ -210,6 +212,38 @@ def test_the_runbook_quotes_only_real_log_messages() -> None:
     assert "model reload refused" in quotes
     assert any(quote.startswith("WORKER TIMEOUT") for quote in quotes)
     assert unknown_logs(text) == set()
+
+
+def runbook_rules(text: str, path: Path) -> Path:
+    """The runbook's PromQL queries as recording rules, for `promtool check rules` to parse."""
+    rules = [
+        {"record": f"runbook:query_{i}", "expr": query} for i, query in enumerate(promql(text))
+    ]
+    path.write_text(yaml.safe_dump({"groups": [{"name": "runbook", "rules": rules}]}))
+    return path
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian's prometheus)")
+def test_the_runbooks_queries_parse(tmp_path: Path) -> None:
+    """Each query an operator pastes into Prometheus is valid PromQL (the checks above read its
+    series names only; a query that does not parse names real series all the same)."""
+    assert PROMTOOL is not None
+    promtool, text = PROMTOOL, RUNBOOK.read_text()
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(runbook_rules(text, tmp_path / "runbook.yaml"))],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(promql(text))} rules found" in checked.stdout
+    broken = text.replace("(rate(http_requests_total{", "(rate((http_requests_total{", 1)
+    assert broken != text
+    refused = subprocess.run(
+        [promtool, "check", "rules", str(runbook_rules(broken, tmp_path / "broken.yaml"))],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0
 
 
 @pytest.mark.parametrize(

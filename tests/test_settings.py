@@ -74,6 +74,40 @@ def test_the_defaults_are_the_readmes() -> None:
             assert value == default, name
 
 
+SETTINGS_TABLE = "| variable | default | meaning |\n"
+"""The head of each of README.md's settings tables (serving, gRPC, observability)."""
+READ_ELSEWHERE = {
+    "ORT_DISABLE_TELEMETRY",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+}
+"""Variables of the tables that are no Settings field of their own name (read by app/__init__.py,
+gunicorn.conf.py, and Settings.otel_endpoint)."""
+
+
+def documented_variables(readme: str) -> set[str]:
+    """The variables README.md's settings tables have a row for."""
+    rows = [table.split("\n\n", 1)[0] for table in readme.split(SETTINGS_TABLE)[1:]]
+    return {name for table in rows for name, _ in README_DEFAULT.findall(table)}
+
+
+def test_the_readmes_tables_have_a_row_for_every_setting_and_only_for_real_variables() -> None:
+    """A setting added without its row, or a row naming a variable nothing reads (misspelt, or
+    left after its setting went), fails here: the defaults' check above skips such a row."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    sources = "\n".join(
+        (root / path).read_text(encoding="utf-8")
+        for path in ("app/__init__.py", "app/settings.py", "gunicorn.conf.py")
+    )
+    assert readme.count(SETTINGS_TABLE) == 3
+    fields_ = {field.name.upper() for field in fields(Settings)} - {"OTEL_ENDPOINT"}
+    assert all(f'"{name}"' in sources for name in READ_ELSEWHERE)
+    assert documented_variables(readme) == fields_ | READ_ELSEWHERE
+    misspelt = readme.replace("| `MAX_IN_FLIGHT` |", "| `MAX_INFLIGHT` |")
+    assert documented_variables(misspelt) != fields_ | READ_ELSEWHERE
+
+
 def test_the_in_flight_bound_and_the_hold_have_one_documented_default() -> None:
     """app.server.protocol's Limits and the settings agree, and the README states those values."""
     default = Settings().max_in_flight
