@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"`DRIFT_WINDOW={arguments.window}`, the committed models. Each month of "
         f"`{arguments.data.name}`: {arguments.count:,} of its flights drawn with replacement "
         "(half without their schedule, for the minimal model), sent to `/predict` in batches of "
-        f"{BATCH}, then `/metrics` scraped. The workers' windows hold at most "
+        f"{BATCH}, then `/metrics` scraped. The server's windows hold at most "
         f"{held:,.0f} flights per model, so each month's gauges are of that month alone"
         f"{alone}.\n"
         f"- Command: `python -m benchmarks.drift_replay {' '.join(argv or sys.argv[1:])}`"
