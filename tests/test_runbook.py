@@ -30,6 +30,7 @@ from tests.test_monitoring import (
     exported_names,
     kustomize,
     load,
+    server_error_statuses,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,3 +295,15 @@ def test_the_kustomization_sets_the_runbook_base_and_keeps_each_anchor(tmp_path:
     assert len(rules) == len(alerts())
     for rule in rules:
         assert rule["annotations"]["runbook_url"] == f"{elsewhere}#{rule['alert'].lower()}"
+
+
+def test_the_one_pod_grep_of_server_errors_selects_what_the_alert_counts() -> None:
+    """Found by the docs audit: the 5xx section's grep took `5..`, the client's `505` too, which
+    the rule leaves out."""
+    (pattern,) = re.findall(
+        r"grep -E '\^http_requests_total\.\*status=\"([^']*)\"'", RUNBOOK.read_text()
+    )
+    failure = server_error_statuses()
+    statuses = [str(code) for code in range(400, 600)] + [code.name for code in grpc.StatusCode]
+    for status in statuses:
+        assert bool(re.fullmatch(pattern, status)) is failure.fullmatch(status), status
