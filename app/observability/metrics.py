@@ -310,9 +310,9 @@ _flush_failed = False
 
 
 def flush_or_log(scrapes: int = 0) -> None:
-    """Flushes (`flush`'s `scrapes`); a failure (a full disk refusing a new series: app.observability.metric_files)
-    loses that flush's tallies and is logged, the first time only, rather than raised into the
-    loop's timer or a scrape."""
+    """Flushes (`flush`'s `scrapes`); a failure (a full disk refusing a new series:
+    app.observability.metric_files) loses that flush's tallies and is logged, the first time
+    only, rather than raised into the loop's timer or a scrape."""
     global _flush_failed
     try:
         flush(scrapes)
