@@ -254,6 +254,36 @@ def test_a_starved_worker_beats_within_the_masters_timeout(
     assert max(gaps) <= 15 + 3.5 < 30
 
 
+def test_a_single_stall_shorter_than_the_masters_timeout_leaves_the_heartbeat_fresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker's loop stalled once for 20 s (a paused VM, a frozen cgroup, a stalled disk)
+    just before a beat was due: beating every `timeout_notify` (15) s as uvicorn does, its
+    heartbeat was then 35 s old, past gunicorn's `timeout` of 30, and the master killed it as
+    hung. Beating every second, it is about 21 s old."""
+    import asyncio
+    import itertools
+
+    from app.server.worker import HEARTBEAT_SECONDS
+
+    clock = {"monotonic": 1000.0}
+    server, beats = _beating_server(monkeypatch, clock)
+
+    async def ticks_then_a_stall() -> None:
+        for counter in range(1, 150):  # 14.9 s of uvicorn's 0.1-s ticks
+            await server.on_tick(counter)
+            clock["monotonic"] += 0.1
+        clock["monotonic"] += 20
+        await server.on_tick(150)
+
+    asyncio.run(ticks_then_a_stall())
+    stalled = beats[-1] - beats[-2]
+    assert stalled <= 20 + HEARTBEAT_SECONDS + 0.1 < 30
+    gaps = [later - earlier for earlier, later in itertools.pairwise(beats[:-1])]
+    assert len(gaps) >= 13
+    assert max(gaps) <= HEARTBEAT_SECONDS + 0.1 + 1e-9
+
+
 def test_a_reloads_old_worker_serves_until_the_handoff_then_drains_in_what_is_left(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -44,6 +44,8 @@ SHUTDOWN_MARGIN = 2
 DRAIN_HOLD_MARGIN = 1
 """Seconds between the last close of an idle connection held open by the drain
 (app.server.protocol.DRAIN_IDLE_HOLD) and uvicorn's own shutdown deadline."""
+HEARTBEAT_SECONDS = 1.0
+"""Seconds between a worker's heartbeats (Server.on_tick)."""
 logger = logging.getLogger("app")
 
 
@@ -65,7 +67,12 @@ class Server(_Server):
 
     async def on_tick(self, counter: int) -> bool:
         """uvicorn's, with the heartbeat (`callback_notify`, gunicorn's notify) every
-        `timeout_notify` s of the monotonic clock, on which gunicorn's master judges it. uvicorn
+        HEARTBEAT_SECONDS of the monotonic clock, on which gunicorn's master judges it (at most
+        every `timeout_notify` s). uvicorn beats every `timeout_notify` (15) s: a single tick
+        late by more than that (a paused VM, a frozen cgroup, a stalled disk) left the heartbeat
+        past gunicorn's `timeout` of 30 s, and the master killed a worker that had stalled half
+        that long; a beat a second, as gunicorn's own gthread workers beat, leaves it `timeout`
+        less a second (a syscall a second, `os.utime`). uvicorn
         beats when time.time() has moved that far past its last beat: a wall clock stepped back
         (an NTP step, a VM's clock corrected) stopped every worker's heartbeat for the length
         of the step, and the master killed them all as hung 30 s later, their requests with
@@ -77,7 +84,7 @@ class Server(_Server):
         notify = self.config.callback_notify
         if notify is not None:
             now = time.monotonic()
-            if now - self.beaten > self.config.timeout_notify:
+            if now - self.beaten >= min(HEARTBEAT_SECONDS, self.config.timeout_notify):
                 self.beaten = now
                 await notify()
         return await super().on_tick(counter)
