@@ -260,9 +260,9 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
                 logger.warning("recycled worker not marked (counted as lost): %r", error)
 
     async def callback_notify(self) -> None:
-        """uvicorn's heartbeat, every `timeout / 2` s. gunicorn's own workers stop when their
-        master is gone (killed: SIGKILL, OOM); uvicorn_worker's kept serving, orphans holding
-        the ports, so the next start could not bind them."""
+        """The heartbeat, every HEARTBEAT_SECONDS (Server.on_tick). gunicorn's own workers stop
+        when their master is gone (killed: SIGKILL, OOM); uvicorn_worker's kept serving, orphans
+        holding the ports, so the next start could not bind them."""
         self.notify()
         if os.getppid() != self.ppid and not self.server.should_exit:
             logger.warning("master %s is gone: shutting down", self.ppid)
