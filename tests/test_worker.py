@@ -447,7 +447,7 @@ def test_sigquit_stops_a_worker_at_once_and_it_is_replaced(tmp_path: Path) -> No
 def test_workers_leave_when_their_master_is_killed(tmp_path: Path) -> None:
     """gunicorn's own workers stop when their master is gone; uvicorn_worker's served on as
     orphans holding the ports, so the next start could not bind them. A heartbeat (every
-    timeout / 2 s: 1 s here) notices."""
+    second) notices."""
     import signal
 
     from tests.test_server import spawn, stop, wait_until_ready
