@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks import stress
 from benchmarks.stress import (
+    GUNICORN,
     Server,
     StressError,
     free_port,
@@ -86,7 +87,7 @@ def served(
     workdir: Path, models_dir: Path, workers: int = 2, worker_class: str = "", **env: str
 ) -> AbstractContextManager[Server]:
     """gunicorn as deployed, in its own session; SIGTERM and a bounded wait on exit."""
-    return served_by(Path(sys.executable).parent / "gunicorn", workdir, models_dir, workers,
+    return served_by(GUNICORN, workdir, models_dir, workers,
                      worker_class, env)  # fmt: skip
 
 
@@ -637,11 +638,10 @@ def as_unprivileged(workdir: Path) -> Path:
     """A gunicorn launcher that drops root (setpriv) before exec: the arbiter and its workers
     then run as nobody, as the container's uid 10001 would."""
     launcher = workdir / "gunicorn-as-nobody"
-    gunicorn = Path(sys.executable).parent / "gunicorn"
     launcher.write_text(
         "#!/bin/sh\n"
         f"exec setpriv --reuid={UNPRIVILEGED} --regid={UNPRIVILEGED} --clear-groups "
-        f'--inh-caps=-all {gunicorn} "$@"\n'
+        f'--inh-caps=-all {GUNICORN} "$@"\n'
     )
     launcher.chmod(0o755)
     workdir.chmod(0o777)  # the server's TMPDIR: its run, metrics and snapshot directories

@@ -44,6 +44,7 @@ from benchmarks.compare_report import (
 )
 from benchmarks.stress import (
     CLOCK_TICKS,
+    GUNICORN,
     Server,
     StressError,
     _display,
@@ -372,7 +373,7 @@ def run_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--ready-timeout", type=float, default=60, help="seconds")
     parser.add_argument("--wrk", default="wrk", help="the wrk executable")
     parser.add_argument(
-        "--gunicorn", type=Path, default=Path(sys.executable).parent / "gunicorn",
+        "--gunicorn", type=Path, default=GUNICORN,
         help="the project's .venv/bin/gunicorn",
     )  # fmt: skip
     return parser

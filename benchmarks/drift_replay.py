@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.inference.flights import Flight
 from app.observability.drift import PSI_ALERT, SEASONAL_INPUTS
 from app.observability.metrics import FLUSH_SECONDS
-from benchmarks.stress import free_port, load_average, machine, revision, served
+from benchmarks.stress import GUNICORN, free_port, load_average, machine, revision, served
 from train.data import data_location, load
 
 ALERT_RATE = "alert_rate"
@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     try:
         with served(
-            Path(sys.executable).parent / "gunicorn", free_port(), 60, scratch / "server.log",
+            GUNICORN, free_port(), 60, scratch / "server.log",
             env={**os.environ, **env},
         ) as server:  # fmt: skip
             months = replay(server.url, server.url, flights, arguments.count)

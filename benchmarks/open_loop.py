@@ -46,6 +46,7 @@ import uvloop
 from benchmarks.chaos import Wrk, percentile, post, read_answer, worker_pids
 from benchmarks.stress import (
     APP,
+    GUNICORN,
     Server,
     StressError,
     free_port,
@@ -59,7 +60,6 @@ from benchmarks.stress import (
 from benchmarks.stress import MIXES as STRESS_MIXES
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 MIXES = ("minimal", "full")
 """The body mixes, by their file's stem in --bodies (benchmarks.stress.MIXES says what each
 measures: issue 10's every figure names its path)."""

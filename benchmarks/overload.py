@@ -58,6 +58,7 @@ from benchmarks.chaos import (
     wrk_figures,
 )
 from benchmarks.stress import (
+    GUNICORN,
     Server,
     commit,
     load_average,
@@ -68,7 +69,6 @@ from benchmarks.stress import (
 from benchmarks.stress_report import WrkSummary
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 PROBE_CONNECTIONS = 8
 STARVATION_PROBES = 4
 CONNECTIONS = (16, 64, 256, 1024)

@@ -38,6 +38,8 @@ from benchmarks.stress_report import (
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "app.main:create_app()"
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+"""This interpreter's gunicorn: the one the benchmarks serve with."""
 READY_PATH = "/v2/health/ready"
 MIXES = {
     "minimal.jsonl": "minimal single flights: the table path, as served by default",
@@ -314,7 +316,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "otherwise make the tree look changed to the second",
     )
     parser.add_argument(
-        "--gunicorn", type=Path, default=Path(sys.executable).parent / "gunicorn",
+        "--gunicorn", type=Path, default=GUNICORN,
         help="the project's .venv/bin/gunicorn",
     )  # fmt: skip
     args = parser.parse_args(argv)
