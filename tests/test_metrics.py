@@ -456,11 +456,22 @@ def test_requests_in_flight_are_sampled_at_each_flush_less_the_scrape(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each transport's count is read when the worker flushes (once a second), not on every
-    request; a scrape, itself a REST request in flight, leaves itself out."""
+    request; a scrape, itself a REST request in flight, leaves itself out. The once-a-second
+    flushes of the loops other tests' clients left running (in their own threads) are held off
+    meanwhile: one read the counts between two of the test's steps."""
+    import threading
+
     from prometheus_client import REGISTRY
 
     from app.observability import metrics
 
+    test_thread, flush_or_log = threading.get_ident(), metrics.flush_or_log
+
+    def flush_in_this_thread_only(scrapes: int = 0) -> None:
+        if threading.get_ident() == test_thread:
+            flush_or_log(scrapes)
+
+    monkeypatch.setattr(metrics, "flush_or_log", flush_in_this_thread_only)
     monkeypatch.setattr(metrics, "_in_flight", {})
     counts = {"rest": 3, "grpc": 2}
 
