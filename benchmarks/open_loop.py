@@ -17,7 +17,9 @@ reports the CPU utilisation of the workers (what the HPA sees), the worker CPU a
 p50/p90/p99/p99.9/max latency, how late this process wrote its requests (its own share of the
 latency: a wait for a free connection, its event loop's millisecond timers), what else ran on
 the server's CPUs, statuses and lost requests; and deploy/README.md's queueing estimate of the
-p99 beside the measured one.
+p99 beside the measured one. The service's `requests_in_flight{transport="rest"}` is scraped
+once a second as Prometheus would (each scrape samples it): the HPA signal it might be beside
+the CPU utilisation, which deploy/README.md's capacity plan reads.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.chaos import Wrk, percentile, post, read_answer, worker_pids
 from benchmarks.stress import (
@@ -70,6 +75,10 @@ SERVERS = {
 }
 """The served app, and the framework ceiling (reads the body, answers a constant) at the same
 arrival rates: what of each latency and CPU is the service's own."""
+SETTINGS = (
+    "seconds", "warmup", "connections", "rounds", "seed", "saturation_seconds", "scrape_every"
+)  # fmt: skip
+"""The arguments a report records."""
 DRAIN_S = 10.0
 """Seconds the last requests may take once arrivals stop, before they count as lost."""
 
@@ -91,6 +100,54 @@ class Timings:
     """Requests due in the measured window (after the warm-up)."""
     answered_all: int = 0
     """Requests answered, the warm-up's included: what the workers' CPU was spent on."""
+    in_flight: list[float] = field(default_factory=list)
+    """The server's `requests_in_flight{transport="rest"}`, scraped in the measured window
+    (empty: not scraped)."""
+
+
+def rest_in_flight(exposition: str) -> float:
+    """`requests_in_flight{transport="rest"}` in a /metrics answer."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "requests_in_flight" and sample.labels.get("transport") == "rest":
+                return sample.value
+    raise StressError('the /metrics answer has no requests_in_flight{transport="rest"}')
+
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""An opener that reaches 127.0.0.1 whatever proxy the environment names."""
+
+
+class InFlightScraper(threading.Thread):
+    """Scrapes `url`'s /metrics every `every` seconds while perf_counter() is in
+    [`measured_from`, `measured_until`), into `samples`, until stopped: a scrape on its own
+    connection, as Prometheus's (not after the arrivals end, while the last ones drain)."""
+
+    def __init__(self, url: str, every: float, measured_from: float, measured_until: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every = f"{url}/metrics", every
+        self.measured_from, self.measured_until = measured_from, measured_until
+        self.samples: list[float] = []
+        self.error: Exception | None = None
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.every):
+            if not self.measured_from <= time.perf_counter() < self.measured_until:
+                continue
+            try:
+                with NO_PROXY.open(self.url, timeout=5) as answer:
+                    self.samples.append(rest_in_flight(answer.read().decode()))
+            except (OSError, StressError) as error:
+                self.error = error
+                return
+
+    def stop(self) -> list[float]:
+        self._stopped.set()
+        self.join()
+        if self.error is not None:
+            raise StressError(f"scraping {self.url}: {self.error}")
+        return self.samples
 
 
 def arrivals(rate: float, seconds: float, rng: random.Random) -> list[float]:
@@ -177,12 +234,25 @@ async def _run(
 
 def open_loop(
     port: int, requests: Sequence[bytes], rate: float, seconds: float, connections: int,
-    warmup: float, seed: int,
+    warmup: float, seed: int, scrape_every: float = 0.0,
 ) -> Timings:  # fmt: skip
     """`rate` requests a second for `seconds` over `connections` pooled connections to
-    127.0.0.1:`port`, in this thread; the first `warmup` seconds' requests are not timed."""
+    127.0.0.1:`port`, in this thread; the first `warmup` seconds' requests are not timed, nor
+    scraped for `requests_in_flight` (every `scrape_every` seconds; 0: not scraped)."""
     offsets = arrivals(rate, seconds, random.Random(seed))
-    return uvloop.run(_run(port, requests, offsets, connections, warmup))
+    if not scrape_every:
+        return uvloop.run(_run(port, requests, offsets, connections, warmup))
+    start = time.perf_counter() + 0.05  # as _run's
+    scraper = InFlightScraper(
+        f"http://127.0.0.1:{port}", scrape_every, start + warmup, start + seconds
+    )
+    scraper.start()
+    try:
+        timings = uvloop.run(_run(port, requests, offsets, connections, warmup))
+    finally:
+        samples = scraper.stop()
+    timings.in_flight = samples
+    return timings
 
 
 def read_requests(path: Path) -> list[bytes]:
@@ -244,6 +314,23 @@ def figures(
         "statuses": {str(status): count for status, count in sorted(timings.statuses.items())},
         "lost": dict(timings.lost),
         "due": timings.due,
+        "in_flight": _in_flight(timings, window),
+    }
+
+
+def _in_flight(timings: Timings, window: float) -> dict[str, Any] | None:
+    """The scraped `requests_in_flight`: its mean, one scrape's standard deviation, and what
+    Little's law gives from this client's timings (answered a second x mean seconds from the
+    write, which includes loopback and this client's read)."""
+    if not timings.in_flight:
+        return None
+    samples = timings.in_flight
+    little = len(timings.from_write) / window * statistics.fmean(timings.from_write or [0.0])
+    return {
+        "mean": round(statistics.fmean(samples), 2),
+        "sd": round(statistics.pstdev(samples), 2),
+        "samples": len(samples),
+        "little": round(little, 2),
     }
 
 
@@ -256,11 +343,13 @@ def plan_p99_ms(service_ms: float, utilisation: float) -> float | None:
 
 def measure(
     args: argparse.Namespace, server: Server, server_cpus: list[int], requests: Sequence[bytes],
-    rate: float, seed: int,
+    rate: float, seed: int, scrape_every: float,
 ) -> dict[str, Any]:  # fmt: skip
     port, master = int(server.url.rsplit(":", 1)[1]), server.process.pid
     before = CpuClock.read(master, server_cpus)
-    timings = open_loop(port, requests, rate, args.seconds, args.connections, args.warmup, seed)
+    timings = open_loop(
+        port, requests, rate, args.seconds, args.connections, args.warmup, seed, scrape_every
+    )
     after = CpuClock.read(master, server_cpus)
     return figures(timings, before, after, args.workers, rate, args.seconds - args.warmup)
 
@@ -307,11 +396,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 for load in args.loads:
                     rate, seed = load * saturated[mix]["requests_per_s"], args.seed + round_
                     for name, server in servers.items():  # the same arrivals for each
-                        figures_ = measure(args, server, server_cpus, requests, rate, seed)
+                        scrape = args.scrape_every if name == "service" else 0.0  # no-op: none
+                        figures_ = measure(args, server, server_cpus, requests, rate, seed, scrape)
                         runs.append({"round": round_ + 1, "server": name, "mix": mix,
                                      "load": load, **figures_})  # fmt: skip
                         print(_line(runs[-1]), flush=True)
     return {
+        "command": args.command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "revision": measured,
         "machine": {"uname": host, "cpu": cpu_model, "cores": cores},
@@ -322,10 +413,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "client_cpus": client_cpus,
             "ready_s": {name: round(server.ready_s, 2) for name, server in servers.items()},
         },
-        "settings": {
-            key: getattr(args, key)
-            for key in ("seconds", "warmup", "connections", "rounds", "seed", "saturation_seconds")
-        },
+        "settings": {key: getattr(args, key) for key in SETTINGS},
         "saturation": saturated,
         "runs": runs,
     }
@@ -369,8 +457,21 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
             "client_cpu": statistics.median(run["client_cpu"] for run in runs),
             "non_200": sum(n for run in runs for s, n in run["statuses"].items() if s != "200"),
             "lost": sum(sum(run["lost"].values()) for run in runs),
+            "in_flight": _median_in_flight(runs),
         })  # fmt: skip
     return rows
+
+
+def _median_in_flight(runs: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The rounds' medians of the scraped in-flight mean, of one scrape's standard deviation
+    and of Little's estimate (None: not scraped)."""
+    scraped = [run["in_flight"] for run in runs if run.get("in_flight")]
+    if not scraped:
+        return None
+    return {
+        key: round(statistics.median(figures[key] for figures in scraped), 2)
+        for key in ("mean", "sd", "little")
+    }
 
 
 def _rounded(value: float | None) -> float | None:
@@ -379,16 +480,20 @@ def _rounded(value: float | None) -> float | None:
 
 def render(result: dict[str, Any]) -> str:
     settings, server = result["settings"], result["server"]
+    ceiling = (
+        "; `noop`: the framework ceiling (benchmarks/noop_app.py, reads the body and answers a "
+        "constant) served the same way, at the same rates, alternated with it"
+        if "noop" in server.get("ready_s", SERVERS)
+        else " (the service alone: no framework ceiling beside it)"
+    )
     lines = [
-        "# Latency at a fixed arrival rate (`make open-loop`)",
+        f"# Latency at a fixed arrival rate (`{result.get('command', 'make open-loop')}`)",
         "",
         f"- Date: {result['date']}; code: {result['revision']}",
         f"- Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores "
         f"(`{result['machine']['uname']}`); load average after: {result['load_average_after']}",
         f"- Server: gunicorn as `make serve`, WORKERS={server['workers']} on CPU "
-        f"{','.join(map(str, server['cpus']))}; `noop`: the framework ceiling "
-        "(benchmarks/noop_app.py, reads the body and answers a constant) served the same way, "
-        "at the same rates, alternated with it; this client (Python, uvloop) and wrk on CPU "
+        f"{','.join(map(str, server['cpus']))}{ceiling}; this client (Python, uvloop) and wrk on CPU "
         f"{','.join(map(str, server['client_cpus']))}, 127.0.0.1. The machine is shared: "
         "`others` is the share of the server's CPUs that other processes took.",
         f"- Saturation: the service under wrk's closed loop, 1 thread, "
@@ -403,6 +508,11 @@ def render(result: dict[str, Any]) -> str:
         "- `u`: the workers' CPU / wall time / workers, what the HPA's CPU target reads; `s`: the "
         "workers' CPU a request. `plan p99` is deploy/README.md's estimate for one worker's "
         "queue, `s / (1 - u) x ln(100 u)`.",
+        f'- `in flight`: the service\'s `requests_in_flight{{transport="rest"}}` scraped every '
+        f"{settings.get('scrape_every', 0)} s of the timed window (each scrape samples it, as "
+        "Prometheus's would), the mean of a run's scrapes; `a scrape's sd`: how far one scrape "
+        "strays from it; `λW`: Little's law from this client's timings (answered a second x "
+        "mean seconds from the write). What an HPA on that gauge would read, beside `u`.",
         "",
         "| body mix | saturation req/s (wrk) | wrk p99 ms |",
         "| --- | ---: | ---: |",
@@ -413,20 +523,55 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         "| body mix | load | server | req/s | u | s µs | p50 ms | p99 ms | p99.9 ms | max ms | plan p99 ms "
-        "| send lag p99 ms | written p99 ms | others | client CPU | non-200 | lost |",
+        "| send lag p99 ms | written p99 ms | others | client CPU | non-200 | lost "
+        "| in flight | a scrape's sd | λW |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-        "---: | ---: | ---: | ---: | ---: |",
+        "---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary(result):
         low, high = row["p99_range"]
+        scraped = row["in_flight"] or {}
         lines.append(
             f"| {row['mix']} | {row['load']:.2f} | {row['server']} | {row['answered_per_s']:,.0f} | "
             f"{row['utilisation']:.2f} | {row['service_us']} | {row['p50']} | "
             f"**{row['p99']}** [{low}-{high}] | {row['p99.9']} | {row['max']} | "
             f"{row['plan_p99']} | {row['send_lag_p99']} | {row['written_p99']} | "
-            f"{row['others']:.0%} | {row['client_cpu']:.0%} | {row['non_200']} | {row['lost']} |"
+            f"{row['others']:.0%} | {row['client_cpu']:.0%} | {row['non_200']} | {row['lost']} | "
+            f"{scraped.get('mean', '')} | {scraped.get('sd', '')} | {scraped.get('little', '')} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + signals(result)) + "\n"
+
+
+def signals(result: dict[str, Any]) -> list[str]:
+    """What each candidate HPA signal reads at each load, as a multiple of what it read at the
+    mix's lowest load, beside the multiple of the requests/s: an HPA sizes a step as
+    `ceil(current x metric / target)`, right only for a metric proportional to the load."""
+    rows = [row for row in summary(result) if row["in_flight"]]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Candidate HPA signals, each as a multiple of its value at the mix's lowest load (the "
+        "service's rows): a signal proportional to the load reads what the req/s column does.",
+        "",
+        "| body mix | load | req/s | u | in flight | λW |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lowest: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda row: (row["mix"], row["load"])):
+        base = lowest.setdefault(row["mix"], row)
+
+        def times(value: float, of: float) -> str:
+            return f"{value / of:.2f}" if of else ""
+
+        lines.append(
+            f"| {row['mix']} | {row['load']:.2f} | "
+            f"{times(row['answered_per_s'], base['answered_per_s'])} | "
+            f"{times(row['utilisation'], base['utilisation'])} | "
+            f"{times(row['in_flight']['mean'], base['in_flight']['mean'])} | "
+            f"{times(row['in_flight']['little'], base['in_flight']['little'])} |"
+        )
+    return lines
 
 
 def _fraction(raw: str) -> float:
@@ -451,7 +596,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--saturation-seconds", type=int, default=10)
     parser.add_argument("--wrk", default="wrk")
     parser.add_argument("--seed", type=int, default=2017)
+    parser.add_argument("--scrape-every", type=float, default=1.0,
+                        help="seconds between scrapes of the service's requests_in_flight "
+                        "(0: none)")  # fmt: skip
     parser.add_argument("--revision", help="the revision to name (default: git's)")
+    parser.add_argument("--command", default="make open-loop",
+                        help="the command the report's title names")  # fmt: skip
     parser.add_argument("--out", type=Path, help="write open-loop.json and open-loop.md here")
     return parser.parse_args(argv)
 

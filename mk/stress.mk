@@ -15,7 +15,7 @@ STRESS_MIN_REQUESTS ?= 50000
 STRESS_MIXES ?= minimal full
 STRESS_ARGS = --connections $(STRESS_CONNECTIONS) --threads $(STRESS_THREADS) --wrk $(WRK)
 
-.PHONY: bodies stress stress-smoke open-loop
+.PHONY: bodies stress stress-smoke open-loop hpa-signal
 bodies: $(WRK_DIR)/minimal.jsonl ## generate wrk bodies from the data
 
 # One run writes every body file (benchmarks.bodies.FILES); minimal.jsonl stands for them all.
@@ -48,3 +48,12 @@ open-loop: bodies ## latency at fixed Poisson arrival rates (fractions of wrk's 
 	$(BIN)/python -m benchmarks.open_loop --bodies $(WRK_DIR) --out $(REPORTS_DIR) \
 		--loads $(OPEN_LOOP_LOADS) --seconds $(OPEN_LOOP_SECONDS) --rounds $(OPEN_LOOP_ROUNDS) \
 		--wrk $(WRK)
+
+# Candidate HPA signals (benchmarks/open_loop.py, the service alone, as open-loop): the workers'
+# CPU utilisation and the scraped requests_in_flight against the arrival rate, up to 0.9 of
+# saturation, where a queue forms.
+HPA_SIGNAL_LOADS ?= 0.2 0.35 0.5 0.65 0.8 0.9
+hpa-signal: bodies ## CPU utilisation and requests_in_flight (scraped each second) against fixed arrival rates, as an HPA would read them: reports/hpa-signal/open-loop.md (about 9 minutes)
+	$(BIN)/python -m benchmarks.open_loop --bodies $(WRK_DIR) --out $(REPORTS_DIR)/hpa-signal \
+		--servers service --loads $(HPA_SIGNAL_LOADS) --seconds $(OPEN_LOOP_SECONDS) \
+		--rounds $(OPEN_LOOP_ROUNDS) --wrk $(WRK) --command "make hpa-signal"

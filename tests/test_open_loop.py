@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,18 @@ import pytest
 from benchmarks.chaos import percentile, post
 from benchmarks.open_loop import (
     CpuClock,
+    InFlightScraper,
     Timings,
     arrivals,
     figures,
     open_loop,
     plan_p99_ms,
     render,
+    rest_in_flight,
+    signals,
     summary,
 )
-from benchmarks.stress import CLOCK_TICKS, machine_cpu_s
+from benchmarks.stress import CLOCK_TICKS, StressError, machine_cpu_s
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
@@ -157,6 +161,82 @@ def test_figures_from_timings_and_cpu_clocks() -> None:
     assert result["client_cpu"] == 0.2
 
 
+EXPOSITION = """\
+# HELP requests_in_flight Requests a worker holds.
+# TYPE requests_in_flight gauge
+requests_in_flight{transport="grpc"} 7.0
+requests_in_flight{transport="rest"} COUNT
+# HELP model_workers Workers serving a model.
+# TYPE model_workers gauge
+model_workers{model="delay-full",version="abc"} 1.0
+"""
+
+
+def test_the_rest_in_flight_count_is_read_from_an_exposition() -> None:
+    assert rest_in_flight(EXPOSITION.replace("COUNT", "3.0")) == 3.0
+    with pytest.raises(StressError, match="no requests_in_flight"):
+        rest_in_flight(EXPOSITION.replace('"rest"', '"other"').replace("COUNT", "3.0"))
+
+
+@contextmanager
+def metrics_server(status: int = 200) -> Iterator[tuple[str, list[float]]]:
+    """A loopback /metrics whose REST in-flight count is 1, 2, 3… one more each scrape (the
+    times of the scrapes in the list it yields with its URL), or answers `status`."""
+    scraped: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            scraped.append(time.perf_counter())
+            body = EXPOSITION.replace("COUNT", f"{len(scraped)}.0").encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", scraped
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def test_the_scraper_samples_inside_the_measured_window_only() -> None:
+    with metrics_server() as (url, scraped):
+        start = time.perf_counter()
+        scraper = InFlightScraper(url, 0.05, start + 0.3, start + 0.6)
+        scraper.start()
+        time.sleep(0.9)
+        samples = scraper.stop()
+    assert samples == [float(n) for n in range(1, len(scraped) + 1)]
+    assert 3 <= len(samples) <= 7  # every 0.05 s for 0.3 s, on a loaded machine fewer
+    assert all(start + 0.3 <= at < start + 0.6 + 0.05 for at in scraped)
+
+
+def test_a_failed_scrape_stops_the_run() -> None:
+    with metrics_server(status=404) as (url, _):
+        start = time.perf_counter()
+        scraper = InFlightScraper(url, 0.02, start, start + 1)
+        scraper.start()
+        time.sleep(0.2)
+        with pytest.raises(StressError, match="404"):
+            scraper.stop()
+
+
+def test_the_in_flight_figures_and_littles_estimate() -> None:
+    timings = Timings(from_write=[0.002] * 1000, in_flight=[1.0, 3.0, 2.0, 2.0])
+    result = figures(timings, CpuClock(0, 0, 0, 0), CpuClock(1, 0, 0, 0), 1, 1000, window=1.0)
+    assert result["in_flight"] == {"mean": 2.0, "sd": 0.71, "samples": 4, "little": 2.0}
+    assert figures(Timings(), CpuClock(0, 0, 0, 0), CpuClock(1, 0, 0, 0), 1, 1, 1.0)[
+        "in_flight"
+    ] is None  # fmt: skip
+
+
 def test_the_plan_estimate_is_deploy_readmes() -> None:
     """deploy/README.md: s = 0.06 ms at u = 0.6 gives about 0.6 ms."""
     assert plan_p99_ms(0.06, 0.6) == pytest.approx(0.6, abs=0.02)
@@ -197,6 +277,33 @@ def _result() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def test_the_signals_table_sets_each_signal_against_the_lowest_load() -> None:
+    result = _result()
+    assert signals(result) == []  # nothing scraped: no table
+    for run in result["runs"]:
+        if run["server"] == "service":
+            run["in_flight"] = {"mean": 2.0, "sd": 1.0, "samples": 10, "little": 2.5}
+    higher = [dict(run, load=0.8, answered_per_s=1600, utilisation=0.45,
+                   in_flight={"mean": 6.0, "sd": 2.0, "samples": 10, "little": 5.0})
+              for run in result["runs"] if run["server"] == "service"]  # fmt: skip
+    result["runs"] += higher
+    table = signals(result)
+    assert "| minimal | 0.50 | 1.00 | 1.00 | 1.00 | 1.00 |" in table
+    assert "| minimal | 0.80 | 1.60 | 1.45 | 3.00 | 2.00 |" in table  # u: 0.45 / 0.31
+    assert "| 2.0 | 1.0 | 2.5 |" in render(result)  # the service's row: mean, sd, λW
+
+
+def test_a_run_of_the_service_alone_names_its_command_and_no_ceiling() -> None:
+    result = _result()
+    assert render(result).startswith("# Latency at a fixed arrival rate (`make open-loop`)")
+    assert "`noop`: the framework ceiling" in render(result)
+    result["command"], result["server"]["ready_s"] = "make hpa-signal", {"service": 0.3}
+    report = render(result)
+    assert report.startswith("# Latency at a fixed arrival rate (`make hpa-signal`)")
+    assert "the service alone: no framework ceiling" in report
+    assert "`noop`" not in report.split("\n\n")[0]
+
+
 def test_each_server_load_and_mix_is_one_row_of_medians() -> None:
     rows = summary(_result())
     assert [(row["server"], row["p99"], row["p99_range"]) for row in rows] == [
@@ -232,6 +339,10 @@ def test_a_short_run_against_the_real_service_and_the_ceiling(tmp_path: Path) ->
         assert run["statuses"] == {"200": run["due"]}
         assert not run["lost"]
         assert 0 < run["utilisation"] < 1
+    service, noop = result["runs"]
+    assert service["in_flight"]["samples"] >= 1  # scraped once a second of the 1.5 s timed
+    assert service["in_flight"]["mean"] >= 0
+    assert noop["in_flight"] is None  # the ceiling has no metrics
     report = (tmp_path / "out" / "open-loop.md").read_text()
     assert "code: abc1234" in report
     assert "| minimal | 0.20 | noop |" in report
