@@ -130,7 +130,8 @@ IN_FLIGHT = Gauge(
     "Requests begun and not yet answered, by transport, as each worker's in-flight bound counts "
     "them (REST: bodies received; gRPC: calls started, answers not yet sent), sampled once a "
     "second and at a scrape (not counting the scrape), summed over live workers: past "
-    "MAX_IN_FLIGHT in one worker it sheds (503, UNAVAILABLE)",
+    "MAX_IN_FLIGHT in one worker it sheds (503, UNAVAILABLE). Requests not yet read by their "
+    "worker are not counted: a queue in the sockets shows in event_loop_lag_seconds",
     ["transport"],
     multiprocess_mode="livesum",  # a worker's share leaves with it, as model_workers'
 )
