@@ -40,7 +40,7 @@ def test_defaults() -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS_DOCUMENTS = ("README.md", "docs/grpc.md")
+SETTINGS_DOCUMENTS = ("README.md", "docs/serving.md", "docs/grpc.md")
 """The documents that hold the settings tables (serving, gRPC, observability)."""
 SETTINGS_TABLE = "| variable | default | meaning |\n"
 """The head of each settings table."""
@@ -233,7 +233,7 @@ def test_the_bounds_are_the_documented_numbers() -> None:
     assert ctypes.c_int(INT_MAX + 1).value != INT_MAX + 1  # ...the next one overflows
     assert ctypes.c_int(MAX_GRPC_SECONDS * 1000).value == MAX_GRPC_SECONDS * 1000
     assert ctypes.c_int((MAX_GRPC_SECONDS + 1) * 1000).value != (MAX_GRPC_SECONDS + 1) * 1000
-    # README: WORKERS "at most 4 per CPU, or 8 on a smaller host"
+    # docs/serving.md: WORKERS "at most 4 per CPU, or 8 on a smaller host"
     assert (WORKERS_PER_CPU, WORKERS_FLOOR, ORT_THREADS_FLOOR) == (4, 8, 4)
 
 
