@@ -83,7 +83,7 @@ def test_single_flight_answers_from_the_table_equal_onnxruntime(
         assert body == {"predict": [int(label)], "proba": [float(str(probability))]}, flight
 
 
-EXAMPLE_DOCUMENTS = ("README.md", "docs/api.md")
+EXAMPLE_DOCUMENTS = ("README.md", "docs/api.md", "docs/observability.md")
 """The documents that show `$ curl` examples with their answers: README.md's summary and the
 topic documents moved out of it."""
 

@@ -40,7 +40,7 @@ def test_defaults() -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS_DOCUMENTS = ("README.md", "docs/serving.md", "docs/grpc.md")
+SETTINGS_DOCUMENTS = ("docs/serving.md", "docs/grpc.md", "docs/observability.md")
 """The documents that hold the settings tables (serving, gRPC, observability)."""
 SETTINGS_TABLE = "| variable | default | meaning |\n"
 """The head of each settings table."""
