@@ -24,8 +24,8 @@ compare: compare-grpc
 # `make grpc-reload`: what a gRPC client meets across model reloads (app.server.handoff): calls on
 # new connections from GRPC_RELOAD_CLIENTS threads while GRPC_RELOADS SIGHUPs follow one another;
 # fails if any call fails. Writes $(REPORTS_DIR)/$(GRPC_RELOAD_NAME).md. Without
-# net.ipv4.tcp_migrate_req=1 it can fail on a connection reset as a listener closes (README's gRPC
-# section).
+# net.ipv4.tcp_migrate_req=1 it can fail on a connection reset as a listener closes
+# (docs/grpc.md, Reloads).
 GRPC_RELOADS ?= 10
 GRPC_RELOAD_CLIENTS ?= 2
 GRPC_RELOAD_KEPT_CLIENTS ?= 4
@@ -39,7 +39,7 @@ grpc-reload: | $(DEV_STAMP) ## gRPC calls on new connections across $(GRPC_RELOA
 # `make grpc-reload-kept`: the same with each client thread keeping one connection for all its
 # calls (a long-lived client's), into $(REPORTS_DIR)/grpc-reload-kept.md; fails if any call fails.
 # Known to fail now and then: grpcio cancels a call that reaches a worker as its server stops
-# (grpc/grpc#41785), README's gRPC section.
+# (grpc/grpc#41785), docs/grpc.md.
 .PHONY: grpc-reload-kept
 grpc-reload-kept: | $(DEV_STAMP) ## gRPC calls on kept connections across $(GRPC_RELOADS) SIGHUP reloads (reports/grpc-reload-kept.md)
 	$(BIN)/python -m benchmarks.grpc_reload --reloads $(GRPC_RELOADS) --kept-connections \

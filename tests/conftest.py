@@ -221,8 +221,9 @@ def synthetic_export(tmp_path_factory: pytest.TempPathFactory, synthetic_csv: Pa
 
 def challenge_models(models_dir: Path = MODELS_DIR) -> bool:
     """Whether every card in `models_dir` was exported from the challenge's 2017 file (CSV_SHA256):
-    facts of the committed models (README's answers, the minimal model's holdout gap) hold only
-    for them, not for the models the retrain workflow exports from newer data into models/."""
+    facts of the committed models (the documents' curl answers, the minimal model's holdout gap)
+    hold only for them, not for the models the retrain workflow exports from newer data into
+    models/."""
     cards = [models_dir / f"{name}.json" for name in ("delay-minimal", "delay-full")]
     return all(json.loads(card.read_bytes())["data"]["csv_sha256"] == CSV_SHA256 for card in cards)
 

@@ -719,7 +719,7 @@ def fresh_answers(server: Server, target: str, model: str, times: int) -> set[st
 
 def test_a_sighup_reload_reaches_grpc(tmp_path: Path) -> None:
     """A reload has completed everywhere when /metrics counts only the new version's workers
-    (README, Serving): from then on every new connection of either transport gets it."""
+    (docs/serving.md): from then on every new connection of either transport gets it."""
     releases = tmp_path / "releases"
     current = tmp_path / "current"
     current.symlink_to(MODELS_DIR)

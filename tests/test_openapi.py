@@ -244,10 +244,10 @@ _TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def test_the_servers_answers_are_declared(client: TestClient) -> None:
-    """The README's examples and wrong requests to every operation, JSON and binary tensor data:
-    each answer is one its operation declares (a generated client parses only those; found by a
-    client generated from the document, whose binary infer answer was undeclared). Every request
-    carries a valid traceparent, which the answers echo."""
+    """The API's examples (docs/api.md) and wrong requests to every operation, JSON and binary
+    tensor data: each answer is one its operation declares (a generated client parses only those;
+    found by a client generated from the document, whose binary infer answer was undeclared).
+    Every request carries a valid traceparent, which the answers echo."""
     document = _document(client)
     minimal = {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}
     tensors = [

@@ -81,7 +81,7 @@ def test_shed_answers_are_counted_under_their_own_route() -> None:
         for s in family.samples
     }
     assert samples[("http_requests_total", SHED_ROUTE, "503")] >= 1
-    assert SHED_ROUTE == "<shed>"  # the label README.md tells dashboards to query
+    assert SHED_ROUTE == "<shed>"  # the label docs/serving.md tells dashboards to query
 
 
 def test_batches_from_the_size_on_run_in_the_batch_thread() -> None:

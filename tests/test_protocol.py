@@ -1822,7 +1822,7 @@ def test_a_misframed_body_refused_in_its_turn_is_not_timed_out_meanwhile() -> No
 def test_a_refused_head_is_counted_with_its_method_or_a_dash_if_it_was_not_parsed(
     head: bytes, method: str
 ) -> None:
-    """README, Counting: a head the parser refuses is counted under route <refused> with
+    """docs/serving.md, Counting: a head the parser refuses is counted under route <refused> with
     method `-`; one that parsed (an HTTP/1.1 request without Host) with its own method."""
 
     async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:

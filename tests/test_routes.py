@@ -83,10 +83,23 @@ def test_single_flight_answers_from_the_table_equal_onnxruntime(
         assert body == {"predict": [int(label)], "proba": [float(str(probability))]}, flight
 
 
-def readme_examples() -> list[Any]:
-    """Each `$ curl` of README.md's console blocks with the output shown under it (those piped
-    into grep show a filtered server-wide view and are left out)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+EXAMPLE_DOCUMENTS = ("README.md", "docs/api.md", "docs/observability.md")
+"""The documents that show `$ curl` examples with their answers: README.md's summary and the
+topic documents moved out of it."""
+
+
+def readme_examples(document: str | None = None) -> list[Any]:
+    """Each `$ curl` of the console blocks of EXAMPLE_DOCUMENTS (or of `document` alone) with the
+    output shown under it (those piped into grep show a filtered server-wide view and are left
+    out)."""
+    examples = []
+    for name in EXAMPLE_DOCUMENTS if document is None else (document,):
+        examples += document_examples(name)
+    return examples
+
+
+def document_examples(name: str) -> list[Any]:
+    text = (ROOT / name).read_text(encoding="utf-8")
     examples = []
     for block in re.findall(r"```console\n(.*?)```", text, re.DOTALL):
         command: str | None = None
@@ -97,7 +110,9 @@ def readme_examples() -> list[Any]:
                     command = command[:-1] + " " + line.strip()
                     continue
                 if command is not None and "|" not in shlex.split(command):
-                    examples.append(pytest.param(command, "\n".join(output), id=command[:60]))
+                    examples.append(
+                        pytest.param(command, "\n".join(output), id=f"{name}: {command[:60]}")
+                    )
                 command, output = line[2:], []
             else:
                 output.append(line)
@@ -109,16 +124,18 @@ README_EXAMPLES = readme_examples()
 
 def test_the_readme_shows_examples() -> None:
     assert len(README_EXAMPLES) >= 5
+    for name in EXAMPLE_DOCUMENTS:  # each document listed shows at least one
+        assert readme_examples(name), name
 
 
 @pytest.mark.parametrize(("command", "shown"), README_EXAMPLES)
 def test_readme_example_answers_as_shown(client: TestClient, command: str, shown: str) -> None:
-    """The README's curl examples, run in-process: the answer is the README's, byte for byte,
-    so that neither the README nor the behaviour can drift from the other. The README shows the
-    answers of the models exported from the challenge's file: models/ exported from newer data
-    (the retrain workflow's) answer otherwise, until the README is updated with them."""
+    """The curl examples of the README and the docs, run in-process: the answer is the one shown,
+    byte for byte, so that neither the documents nor the behaviour can drift from the other. They
+    show the answers of the models exported from the challenge's file: models/ exported from
+    newer data (the retrain workflow's) answer otherwise, until the documents are updated."""
     if not challenge_models():
-        pytest.skip("models/ are not the challenge data's models whose answers the README shows")
+        pytest.skip("models/ are not the challenge data's models whose answers the docs show")
     arguments = shlex.split(command)
     assert arguments[0] == "curl"
     method, headers, data, url = "GET", {}, None, ""

@@ -39,8 +39,26 @@ def test_defaults() -> None:
     assert settings.ort_threads == 1
 
 
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_DOCUMENTS = ("docs/serving.md", "docs/grpc.md", "docs/observability.md")
+"""The documents that hold the settings tables (serving, gRPC, observability)."""
+SETTINGS_TABLE = "| variable | default | meaning |\n"
+"""The head of each settings table."""
 README_DEFAULT = re.compile(r"^\| `([A-Z_]+)` \| ([^|]+?) \|", re.MULTILINE)
-"""A row of README.md's settings tables: the variable and its documented default."""
+"""A row of the settings tables: the variable and its documented default."""
+
+
+def settings_documents() -> str:
+    """The text of SETTINGS_DOCUMENTS, each of which holds a settings table, joined."""
+    texts = [(ROOT / name).read_text(encoding="utf-8") for name in SETTINGS_DOCUMENTS]
+    assert [
+        name
+        for name, text in zip(SETTINGS_DOCUMENTS, texts, strict=True)
+        if SETTINGS_TABLE not in text
+    ] == []
+    return "\n\n".join(texts)
+
+
 README_TEXT_DEFAULTS = {
     "WORKERS",
     "MODELS_DIR",
@@ -48,13 +66,13 @@ README_TEXT_DEFAULTS = {
     "MAX_CONNECTIONS",
     "GRPC_MAX_CONNECTIONS",
 }
-"""Defaults the README says in words (app.cpus, the checkout's models/, a directory per run,
+"""Defaults the tables say in words (app.cpus, the checkout's models/, a directory per run,
 app.descriptors)."""
 
 
 def test_the_defaults_are_the_readmes() -> None:
-    """Every setting the README's tables give a default of has that default (or none, `off`)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    """Every setting the settings tables give a default of has that default (or none, `off`)."""
+    readme = settings_documents()
     documented = {
         name: default.strip("`")
         for name, default in README_DEFAULT.findall(readme)
@@ -74,8 +92,6 @@ def test_the_defaults_are_the_readmes() -> None:
             assert value == default, name
 
 
-SETTINGS_TABLE = "| variable | default | meaning |\n"
-"""The head of each of README.md's settings tables (serving, gRPC, observability)."""
 READ_ELSEWHERE = {
     "ORT_DISABLE_TELEMETRY",
     "PROMETHEUS_MULTIPROC_DIR",
@@ -86,7 +102,7 @@ gunicorn.conf.py, and Settings.otel_endpoint)."""
 
 
 def documented_variables(readme: str) -> set[str]:
-    """The variables README.md's settings tables have a row for."""
+    """The variables the settings tables in `readme` have a row for."""
     rows = [table.split("\n\n", 1)[0] for table in readme.split(SETTINGS_TABLE)[1:]]
     return {name for table in rows for name, _ in README_DEFAULT.findall(table)}
 
@@ -94,10 +110,9 @@ def documented_variables(readme: str) -> set[str]:
 def test_the_readmes_tables_have_a_row_for_every_setting_and_only_for_real_variables() -> None:
     """A setting added without its row, or a row naming a variable nothing reads (misspelt, or
     left after its setting went), fails here: the defaults' check above skips such a row."""
-    root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    readme = settings_documents()
     sources = "\n".join(
-        (root / path).read_text(encoding="utf-8")
+        (ROOT / path).read_text(encoding="utf-8")
         for path in ("app/__init__.py", "app/settings.py", "gunicorn.conf.py")
     )
     assert readme.count(SETTINGS_TABLE) == 3
@@ -109,11 +124,11 @@ def test_the_readmes_tables_have_a_row_for_every_setting_and_only_for_real_varia
 
 
 def test_the_in_flight_bound_and_the_hold_have_one_documented_default() -> None:
-    """app.server.protocol's Limits and the settings agree, and the README states those values."""
+    """app.server.protocol's Limits and the settings agree, and the tables state those values."""
     default = Settings().max_in_flight
     assert Limits().max_in_flight == default
     assert Limits().hold_early_retries is Settings().hold_early_retries is True
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = settings_documents()
     assert f"| `MAX_IN_FLIGHT` | {default} |" in readme
     assert "| `HOLD_EARLY_RETRIES` | 1 |" in readme
     assert Settings.from_env({"HOLD_EARLY_RETRIES": "off"}).hold_early_retries is False
@@ -126,7 +141,7 @@ def test_the_crowded_bound_has_one_documented_default() -> None:
         settings.crowded_in_flight,
         settings.crowded_window,
     )
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = settings_documents()
     assert f"| `CROWDED_CONNECTIONS` | {settings.crowded_connections} |" in readme
     assert f"| `CROWDED_IN_FLIGHT` | {settings.crowded_in_flight} |" in readme
     assert f"| `CROWDED_WINDOW` | {settings.crowded_window} |" in readme
@@ -218,7 +233,7 @@ def test_the_bounds_are_the_documented_numbers() -> None:
     assert ctypes.c_int(INT_MAX + 1).value != INT_MAX + 1  # ...the next one overflows
     assert ctypes.c_int(MAX_GRPC_SECONDS * 1000).value == MAX_GRPC_SECONDS * 1000
     assert ctypes.c_int((MAX_GRPC_SECONDS + 1) * 1000).value != (MAX_GRPC_SECONDS + 1) * 1000
-    # README: WORKERS "at most 4 per CPU, or 8 on a smaller host"
+    # docs/serving.md: WORKERS "at most 4 per CPU, or 8 on a smaller host"
     assert (WORKERS_PER_CPU, WORKERS_FLOOR, ORT_THREADS_FLOOR) == (4, 8, 4)
 
 

@@ -1,8 +1,8 @@
 """`python -m app.inference.check_models DIR`: is this model directory fit to go live?
 
-Run before models are served: by `make check-models MODELS_DIR=...` ahead of a reload (README),
-by the image build on the models it ships, and by the retrain workflow on the models it
-proposes. It runs in the serving image, which has onnxruntime but no scikit-learn:
+Run before models are served: by `make check-models MODELS_DIR=...` ahead of a reload
+(docs/serving.md), by the image build on the models it ships, and by the retrain workflow on the
+models it proposes. It runs in the serving image, which has onnxruntime but no scikit-learn:
 
 - the directory passes what start-up and a SIGHUP reload do, by the same code
   (app.server.reload.take_snapshot): a directory holding the cards, each card and its ONNX file

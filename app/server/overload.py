@@ -42,7 +42,7 @@ of up to a hundred milliseconds for a hostile 1-MiB body of tiny elements (rows 
 `[[0],[0],...]`), however few flights the limits then admit. On the loop it held every other
 request of the worker for as long: single flights' p99 beside two connections sending such
 bodies back to back was 109 ms, 20 ms decoded here (medians of 5 rounds, WORKERS=1, 127.0.0.1,
-2026-12-05; README). In the batch thread only the C calls (the JSON parse itself, protobuf's)
+2026-12-05; docs/api.md). In the batch thread only the C calls (the JSON parse itself, protobuf's)
 still hold the loop, since they keep the GIL.
 """
 
