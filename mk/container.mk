@@ -13,3 +13,7 @@ image: ## build the container image with buildah (IMAGE=, BASE_IMAGE=)
 .PHONY: image-test
 image-test: ## build the image and serve /predict from it (slow)
 	IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) deploy/container/test-image.sh
+
+.PHONY: image-report
+image-report: ## image-test, writing the image's size and time to ready to reports/image.md (slow)
+	REPORT=$(REPORTS_DIR)/image.md IMAGE=$(IMAGE) BASE_IMAGE=$(BASE_IMAGE) deploy/container/test-image.sh

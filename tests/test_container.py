@@ -117,7 +117,9 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
 
 
 @pytest.mark.slow
-def test_image_builds_and_serves_predictions() -> None:
+def test_image_builds_and_serves_predictions(tmp_path: Path) -> None:
+    """The script builds, serves and checks the image, and writes its report where REPORT says
+    (`make image-report`'s reports/image.md)."""
     if shutil.which("buildah") is None:
         pytest.skip("buildah is not installed (apt-get install -y buildah debootstrap)")
     if os.geteuid() != 0:
@@ -126,6 +128,7 @@ def test_image_builds_and_serves_predictions() -> None:
     with subprocess.Popen(
         ["bash", str(TEST_IMAGE)],
         cwd=ROOT,
+        env={**os.environ, "REPORT": str(tmp_path / "image.md")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -139,6 +142,14 @@ def test_image_builds_and_serves_predictions() -> None:
     assert process.returncode == 0, output
     assert "POST /predict -> 200" in output, output
     assert re.search(r"SUMMARY image=\S+ size=.+ cold_start=[\d.]+s", output), output
+    report = (tmp_path / "image.md").read_text()
+    assert report.startswith("# The container image (`make image-report`)")
+    assert re.search(r"^- Date: \S+; code: [0-9a-f]{7,}", report, re.MULTILINE), report
+    row = report.rstrip().splitlines()[-1]
+    assert re.fullmatch(
+        r"\| \d[\d.]* [kMG]?B \| \d+ s \| [\d.]+ s \| 200 `\{.+\}` \| 3, all uid 10001 \| passes \|",
+        row,
+    ), row
 
 
 def test_docker_build_defaults_to_the_public_slim_base_and_buildah_passes_its_own() -> None:
@@ -146,7 +157,9 @@ def test_docker_build_defaults_to_the_public_slim_base_and_buildah_passes_its_ow
     assert args == ["python:3.11-slim"], "`docker build .` pulls a public base"
     container_mk = (ROOT / "mk" / "container.mk").read_text()
     assert re.search(r"^BASE_IMAGE \?= localhost/", container_mk, re.MULTILINE)
-    assert container_mk.count("BASE_IMAGE=$(BASE_IMAGE) deploy/container/test-image.sh") == 2
+    assert (
+        container_mk.count("BASE_IMAGE=$(BASE_IMAGE) deploy/container/test-image.sh") == 3
+    )  # image, image-test, image-report
     assert '--build-arg "BASE_IMAGE=$BASE_IMAGE"' in TEST_IMAGE.read_text()
 
 

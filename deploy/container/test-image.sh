@@ -11,6 +11,9 @@
 #                    reaches PyPI through a TLS-intercepting proxy; never copied into the image.
 #                    Default: this machine's /etc/ssl/certs/ca-certificates.crt; empty: none.
 #   READY_TIMEOUT    seconds to wait for /v2/health/ready (default 90)
+#   REPORT           a Markdown file to write the run's figures to (image size, build time, time
+#                    to ready) with the date, the revision and the machine (default: none;
+#                    `make image-report` writes reports/image.md)
 #
 # The server runs with `buildah run --isolation chroot`, on the host network, bound to 127.0.0.1.
 set -euo pipefail
@@ -46,7 +49,8 @@ if ! buildah build "${build_args[@]}" . >"$build_log" 2>&1; then
 fi
 rm -f "$build_log"
 size=$(buildah images --format '{{.Size}}' "$IMAGE" | head -n1)
-echo "built $IMAGE in $((SECONDS - build_start))s: $size"
+build_seconds=$((SECONDS - build_start))
+echo "built $IMAGE in ${build_seconds}s: $size"
 [[ $BUILD_ONLY == 1 ]] && exit 0
 
 # ---- the image's own configuration ----
@@ -216,3 +220,26 @@ buildah run --isolation chroot "$ctr" -- python -c \
     || fail "training libraries in the image"
 
 echo "SUMMARY image=$IMAGE size=$size cold_start=${cold_start}s"
+
+# ---- the report ----
+if [[ -n ${REPORT:-} ]]; then
+    revision=$(git rev-parse --short HEAD)
+    [[ -z $(git status --porcelain --untracked-files=no) ]] || revision="$revision + uncommitted changes"
+    cat >"$REPORT" <<REPORT_END
+# The container image (\`make image-report\`)
+
+- Date: $(date -u +%Y-%m-%dT%H:%M:%S+00:00); code: $revision
+- Machine: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores (\`$(uname -srvm)\`); load average after: $(cut -d' ' -f1-3 /proc/loadavg)
+- Image: \`$IMAGE\` from \`$BASE_IMAGE\`, built by \`buildah build --isolation chroot --layers\`: layers
+  an earlier build made from the same inputs are reused, so the build time is that of the layers
+  that changed.
+- Run: \`buildah run --isolation chroot\` on the host's network, WORKERS=2, the image's CMD;
+  ready: from the launch to the first \`200\` of \`/v2/health/ready\` (polled every 0.1 s),
+  buildah's own start-up included.
+
+| image size | build | ready after launch | \`POST /predict\` | server processes | HEALTHCHECK |
+| ---: | ---: | ---: | --- | --- | --- |
+| $size | $build_seconds s | $cold_start s | 200 \`$answer\` | ${#uids[@]}, all uid 10001 | passes |
+REPORT_END
+    echo "wrote $REPORT"
+fi
