@@ -17,9 +17,10 @@ reports the CPU utilisation of the workers (what the HPA sees), the worker CPU a
 p50/p90/p99/p99.9/max latency, how late this process wrote its requests (its own share of the
 latency: a wait for a free connection, its event loop's millisecond timers), what else ran on
 the server's CPUs, statuses and lost requests; and deploy/README.md's queueing estimate of the
-p99 beside the measured one. The service's `requests_in_flight{transport="rest"}` is scraped
-once a second as Prometheus would (each scrape samples it): the HPA signal it might be beside
-the CPU utilisation, which deploy/README.md's capacity plan reads.
+p99 beside the measured one. The service's `/metrics` is scraped once a second as Prometheus
+would: `requests_in_flight{transport="rest"}` (each scrape samples it) and the mean of
+`event_loop_lag_seconds` over the run, the signals an HPA might read beside the CPU utilisation,
+which deploy/README.md's capacity plan reads.
 """
 
 from __future__ import annotations
@@ -100,25 +101,49 @@ class Timings:
     """Requests due in the measured window (after the warm-up)."""
     answered_all: int = 0
     """Requests answered, the warm-up's included: what the workers' CPU was spent on."""
-    in_flight: list[float] = field(default_factory=list)
-    """The server's `requests_in_flight{transport="rest"}`, scraped in the measured window
-    (empty: not scraped)."""
+    scrapes: list[Scrape] = field(default_factory=list)
+    """The server's /metrics, scraped in the measured window (empty: not scraped)."""
 
 
-def rest_in_flight(exposition: str) -> float:
-    """`requests_in_flight{transport="rest"}` in a /metrics answer."""
+@dataclass(frozen=True)
+class Scrape:
+    """What one scrape of the service's /metrics read."""
+
+    in_flight: float
+    """`requests_in_flight{transport="rest"}`."""
+    lag_sum: float
+    """`event_loop_lag_seconds_sum`: seconds late, summed over every sample so far."""
+    lag_count: float
+    """`event_loop_lag_seconds_count`: the samples so far."""
+
+
+SCRAPED = {
+    ("requests_in_flight", "rest"): "in_flight",
+    ("event_loop_lag_seconds_sum", None): "lag_sum",
+    ("event_loop_lag_seconds_count", None): "lag_count",
+}
+"""(sample name, its `transport` label) → the Scrape field it fills."""
+
+
+def read_scrape(exposition: str) -> Scrape:
+    """The figures a Scrape holds, from a /metrics answer."""
+    found: dict[str, float] = {}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
-            if sample.name == "requests_in_flight" and sample.labels.get("transport") == "rest":
-                return sample.value
-    raise StressError('the /metrics answer has no requests_in_flight{transport="rest"}')
+            field_name = SCRAPED.get((sample.name, sample.labels.get("transport")))
+            if field_name is not None:
+                found[field_name] = sample.value
+    missing = [name for (name, _), field_name in SCRAPED.items() if field_name not in found]
+    if missing:
+        raise StressError(f"the /metrics answer has no {', '.join(missing)}")
+    return Scrape(**found)
 
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """An opener that reaches 127.0.0.1 whatever proxy the environment names."""
 
 
-class InFlightScraper(threading.Thread):
+class MetricsScraper(threading.Thread):
     """Scrapes `url`'s /metrics every `every` seconds while perf_counter() is in
     [`measured_from`, `measured_until`), into `samples`, until stopped: a scrape on its own
     connection, as Prometheus's (not after the arrivals end, while the last ones drain)."""
@@ -127,7 +152,7 @@ class InFlightScraper(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.every = f"{url}/metrics", every
         self.measured_from, self.measured_until = measured_from, measured_until
-        self.samples: list[float] = []
+        self.samples: list[Scrape] = []
         self.error: Exception | None = None
         self._stopped = threading.Event()
 
@@ -137,12 +162,12 @@ class InFlightScraper(threading.Thread):
                 continue
             try:
                 with NO_PROXY.open(self.url, timeout=5) as answer:
-                    self.samples.append(rest_in_flight(answer.read().decode()))
+                    self.samples.append(read_scrape(answer.read().decode()))
             except (OSError, StressError) as error:
                 self.error = error
                 return
 
-    def stop(self) -> list[float]:
+    def stop(self) -> list[Scrape]:
         self._stopped.set()
         self.join()
         if self.error is not None:
@@ -238,12 +263,12 @@ def open_loop(
 ) -> Timings:  # fmt: skip
     """`rate` requests a second for `seconds` over `connections` pooled connections to
     127.0.0.1:`port`, in this thread; the first `warmup` seconds' requests are not timed, nor
-    scraped for `requests_in_flight` (every `scrape_every` seconds; 0: not scraped)."""
+    scraped (its /metrics every `scrape_every` seconds; 0: not scraped)."""
     offsets = arrivals(rate, seconds, random.Random(seed))
     if not scrape_every:
         return uvloop.run(_run(port, requests, offsets, connections, warmup))
     start = time.perf_counter() + 0.05  # as _run's
-    scraper = InFlightScraper(
+    scraper = MetricsScraper(
         f"http://127.0.0.1:{port}", scrape_every, start + warmup, start + seconds
     )
     scraper.start()
@@ -251,7 +276,7 @@ def open_loop(
         timings = uvloop.run(_run(port, requests, offsets, connections, warmup))
     finally:
         samples = scraper.stop()
-    timings.in_flight = samples
+    timings.scrapes = samples
     return timings
 
 
@@ -321,16 +346,20 @@ def figures(
 def _in_flight(timings: Timings, window: float) -> dict[str, Any] | None:
     """The scraped `requests_in_flight`: its mean, one scrape's standard deviation, and what
     Little's law gives from this client's timings (answered a second x mean seconds from the
-    write, which includes loopback and this client's read)."""
-    if not timings.in_flight:
+    write, which includes loopback and this client's read); and the mean event-loop lag between
+    the first scrape and the last (None with fewer than two)."""
+    if not timings.scrapes:
         return None
-    samples = timings.in_flight
+    samples = [scrape.in_flight for scrape in timings.scrapes]
     little = len(timings.from_write) / window * statistics.fmean(timings.from_write or [0.0])
+    first, last = timings.scrapes[0], timings.scrapes[-1]
+    lags = last.lag_count - first.lag_count
     return {
         "mean": round(statistics.fmean(samples), 2),
         "sd": round(statistics.pstdev(samples), 2),
         "samples": len(samples),
         "little": round(little, 2),
+        "loop_lag_ms": round((last.lag_sum - first.lag_sum) / lags * 1e3, 3) if lags else None,
     }
 
 
@@ -463,15 +492,17 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _median_in_flight(runs: list[dict[str, Any]]) -> dict[str, float] | None:
-    """The rounds' medians of the scraped in-flight mean, of one scrape's standard deviation
-    and of Little's estimate (None: not scraped)."""
+    """The rounds' medians of the scraped in-flight mean, of one scrape's standard deviation,
+    of Little's estimate and of the mean loop lag (None: not scraped)."""
     scraped = [run["in_flight"] for run in runs if run.get("in_flight")]
     if not scraped:
         return None
-    return {
-        key: round(statistics.median(figures[key] for figures in scraped), 2)
-        for key in ("mean", "sd", "little")
-    }
+    medians: dict[str, float] = {}
+    for key, digits in (("mean", 2), ("sd", 2), ("little", 2), ("loop_lag_ms", 3)):
+        values = [figures[key] for figures in scraped if figures.get(key) is not None]
+        if values:
+            medians[key] = round(statistics.median(values), digits)
+    return medians
 
 
 def _rounded(value: float | None) -> float | None:
@@ -512,7 +543,10 @@ def render(result: dict[str, Any]) -> str:
         f"{settings.get('scrape_every', 0)} s of the timed window (each scrape samples it, as "
         "Prometheus's would), the mean of a run's scrapes; `a scrape's sd`: how far one scrape "
         "strays from it; `λW`: Little's law from this client's timings (answered a second x "
-        "mean seconds from the write). What an HPA on that gauge would read, beside `u`.",
+        "mean seconds from the write). What an HPA on that gauge would read, beside `u`. "
+        "`loop lag ms`: the mean of `event_loop_lag_seconds` between a run's first scrape and "
+        "its last (how late the worker's loop ran a timer due every 0.1 s: the wait of a "
+        "request arriving then, unread).",
         "",
         "| body mix | saturation req/s (wrk) | wrk p99 ms |",
         "| --- | ---: | ---: |",
@@ -524,9 +558,9 @@ def render(result: dict[str, Any]) -> str:
         "",
         "| body mix | load | server | req/s | u | s µs | p50 ms | p99 ms | p99.9 ms | max ms | plan p99 ms "
         "| send lag p99 ms | written p99 ms | others | client CPU | non-200 | lost "
-        "| in flight | a scrape's sd | λW |",
+        "| in flight | a scrape's sd | λW | loop lag ms |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-        "---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary(result):
         low, high = row["p99_range"]
@@ -537,7 +571,8 @@ def render(result: dict[str, Any]) -> str:
             f"**{row['p99']}** [{low}-{high}] | {row['p99.9']} | {row['max']} | "
             f"{row['plan_p99']} | {row['send_lag_p99']} | {row['written_p99']} | "
             f"{row['others']:.0%} | {row['client_cpu']:.0%} | {row['non_200']} | {row['lost']} | "
-            f"{scraped.get('mean', '')} | {scraped.get('sd', '')} | {scraped.get('little', '')} |"
+            f"{scraped.get('mean', '')} | {scraped.get('sd', '')} | {scraped.get('little', '')} | "
+            f"{scraped.get('loop_lag_ms', '')} |"
         )
     return "\n".join(lines + signals(result)) + "\n"
 
@@ -554,22 +589,23 @@ def signals(result: dict[str, Any]) -> list[str]:
         "Candidate HPA signals, each as a multiple of its value at the mix's lowest load (the "
         "service's rows): a signal proportional to the load reads what the req/s column does.",
         "",
-        "| body mix | load | req/s | u | in flight | λW |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| body mix | load | req/s | u | in flight | λW | loop lag |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lowest: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda row: (row["mix"], row["load"])):
         base = lowest.setdefault(row["mix"], row)
 
-        def times(value: float, of: float) -> str:
-            return f"{value / of:.2f}" if of else ""
+        def times(value: float | None, of: float | None) -> str:
+            return f"{value / of:.2f}" if value is not None and of else ""
 
         lines.append(
             f"| {row['mix']} | {row['load']:.2f} | "
             f"{times(row['answered_per_s'], base['answered_per_s'])} | "
             f"{times(row['utilisation'], base['utilisation'])} | "
             f"{times(row['in_flight']['mean'], base['in_flight']['mean'])} | "
-            f"{times(row['in_flight']['little'], base['in_flight']['little'])} |"
+            f"{times(row['in_flight']['little'], base['in_flight']['little'])} | "
+            f"{times(row['in_flight'].get('loop_lag_ms'), base['in_flight'].get('loop_lag_ms'))} |"
         )
     return lines
 

@@ -26,14 +26,15 @@ import pytest
 from benchmarks.chaos import percentile, post
 from benchmarks.open_loop import (
     CpuClock,
-    InFlightScraper,
+    MetricsScraper,
+    Scrape,
     Timings,
     arrivals,
     figures,
     open_loop,
     plan_p99_ms,
+    read_scrape,
     render,
-    rest_in_flight,
     signals,
     summary,
 )
@@ -166,16 +167,24 @@ EXPOSITION = """\
 # TYPE requests_in_flight gauge
 requests_in_flight{transport="grpc"} 7.0
 requests_in_flight{transport="rest"} COUNT
+# HELP event_loop_lag_seconds How late the loop ran a timer.
+# TYPE event_loop_lag_seconds histogram
+event_loop_lag_seconds_bucket{le="0.001"} 90.0
+event_loop_lag_seconds_bucket{le="+Inf"} 100.0
+event_loop_lag_seconds_count 100.0
+event_loop_lag_seconds_sum 0.25
 # HELP model_workers Workers serving a model.
 # TYPE model_workers gauge
 model_workers{model="delay-full",version="abc"} 1.0
 """
 
 
-def test_the_rest_in_flight_count_is_read_from_an_exposition() -> None:
-    assert rest_in_flight(EXPOSITION.replace("COUNT", "3.0")) == 3.0
-    with pytest.raises(StressError, match="no requests_in_flight"):
-        rest_in_flight(EXPOSITION.replace('"rest"', '"other"').replace("COUNT", "3.0"))
+def test_a_scrape_reads_the_rest_in_flight_count_and_the_loop_lag() -> None:
+    assert read_scrape(EXPOSITION.replace("COUNT", "3.0")) == Scrape(3.0, 0.25, 100.0)
+    with pytest.raises(StressError, match=r"no requests_in_flight$"):
+        read_scrape(EXPOSITION.replace('"rest"', '"other"').replace("COUNT", "3.0"))
+    with pytest.raises(StressError, match="no event_loop_lag_seconds_sum"):
+        read_scrape(EXPOSITION.replace("_sum", "_total").replace("COUNT", "3.0"))
 
 
 @contextmanager
@@ -209,11 +218,13 @@ def metrics_server(status: int = 200) -> Iterator[tuple[str, list[float]]]:
 def test_the_scraper_samples_inside_the_measured_window_only() -> None:
     with metrics_server() as (url, scraped):
         start = time.perf_counter()
-        scraper = InFlightScraper(url, 0.05, start + 0.3, start + 0.6)
+        scraper = MetricsScraper(url, 0.05, start + 0.3, start + 0.6)
         scraper.start()
         time.sleep(0.9)
         samples = scraper.stop()
-    assert samples == [float(n) for n in range(1, len(scraped) + 1)]
+    assert [sample.in_flight for sample in samples] == [
+        float(n) for n in range(1, len(scraped) + 1)
+    ]
     assert 3 <= len(samples) <= 7  # every 0.05 s for 0.3 s, on a loaded machine fewer
     assert all(start + 0.3 <= at < start + 0.6 + 0.05 for at in scraped)
 
@@ -221,17 +232,24 @@ def test_the_scraper_samples_inside_the_measured_window_only() -> None:
 def test_a_failed_scrape_stops_the_run() -> None:
     with metrics_server(status=404) as (url, _):
         start = time.perf_counter()
-        scraper = InFlightScraper(url, 0.02, start, start + 1)
+        scraper = MetricsScraper(url, 0.02, start, start + 1)
         scraper.start()
         time.sleep(0.2)
         with pytest.raises(StressError, match="404"):
             scraper.stop()
 
 
-def test_the_in_flight_figures_and_littles_estimate() -> None:
-    timings = Timings(from_write=[0.002] * 1000, in_flight=[1.0, 3.0, 2.0, 2.0])
+def test_the_in_flight_figures_littles_estimate_and_the_loop_lag_between_scrapes() -> None:
+    scrapes = [Scrape(1.0, 1.0, 100), Scrape(3.0, 1.2, 110), Scrape(2.0, 1.3, 120),
+               Scrape(2.0, 1.6, 140)]  # fmt: skip
+    timings = Timings(from_write=[0.002] * 1000, scrapes=scrapes)
     result = figures(timings, CpuClock(0, 0, 0, 0), CpuClock(1, 0, 0, 0), 1, 1000, window=1.0)
-    assert result["in_flight"] == {"mean": 2.0, "sd": 0.71, "samples": 4, "little": 2.0}
+    assert result["in_flight"] == {
+        "mean": 2.0, "sd": 0.71, "samples": 4, "little": 2.0,
+        "loop_lag_ms": 15.0,  # 0.6 s late over 40 samples
+    }  # fmt: skip
+    one = figures(Timings(scrapes=scrapes[:1]), CpuClock(0, 0, 0, 0), CpuClock(1, 0, 0, 0), 1, 1, 1)
+    assert one["in_flight"]["loop_lag_ms"] is None
     assert figures(Timings(), CpuClock(0, 0, 0, 0), CpuClock(1, 0, 0, 0), 1, 1, 1.0)[
         "in_flight"
     ] is None  # fmt: skip
@@ -282,15 +300,17 @@ def test_the_signals_table_sets_each_signal_against_the_lowest_load() -> None:
     assert signals(result) == []  # nothing scraped: no table
     for run in result["runs"]:
         if run["server"] == "service":
-            run["in_flight"] = {"mean": 2.0, "sd": 1.0, "samples": 10, "little": 2.5}
+            run["in_flight"] = {"mean": 2.0, "sd": 1.0, "samples": 10, "little": 2.5,
+                                "loop_lag_ms": 0.5}  # fmt: skip
     higher = [dict(run, load=0.8, answered_per_s=1600, utilisation=0.45,
-                   in_flight={"mean": 6.0, "sd": 2.0, "samples": 10, "little": 5.0})
+                   in_flight={"mean": 6.0, "sd": 2.0, "samples": 10, "little": 5.0,
+                              "loop_lag_ms": 2.0})
               for run in result["runs"] if run["server"] == "service"]  # fmt: skip
     result["runs"] += higher
     table = signals(result)
-    assert "| minimal | 0.50 | 1.00 | 1.00 | 1.00 | 1.00 |" in table
-    assert "| minimal | 0.80 | 1.60 | 1.45 | 3.00 | 2.00 |" in table  # u: 0.45 / 0.31
-    assert "| 2.0 | 1.0 | 2.5 |" in render(result)  # the service's row: mean, sd, λW
+    assert "| minimal | 0.50 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 |" in table
+    assert "| minimal | 0.80 | 1.60 | 1.45 | 3.00 | 2.00 | 4.00 |" in table  # u: 0.45 / 0.31
+    assert "| 2.0 | 1.0 | 2.5 | 0.5 |" in render(result)  # the service's row: mean, sd, λW, lag
 
 
 def test_a_run_of_the_service_alone_names_its_command_and_no_ceiling() -> None:
@@ -342,6 +362,7 @@ def test_a_short_run_against_the_real_service_and_the_ceiling(tmp_path: Path) ->
     service, noop = result["runs"]
     assert service["in_flight"]["samples"] >= 1  # scraped once a second of the 1.5 s timed
     assert service["in_flight"]["mean"] >= 0
+    assert service["in_flight"]["loop_lag_ms"] is None or service["in_flight"]["loop_lag_ms"] >= 0
     assert noop["in_flight"] is None  # the ceiling has no metrics
     report = (tmp_path / "out" / "open-loop.md").read_text()
     assert "code: abc1234" in report
