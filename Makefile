@@ -71,6 +71,10 @@ $(MODELS_DIR)/delay-full.onnx: $(SCL_DATA) $(TRAINING_CODE) | $(DEV_STAMP)
 check-models: $(SERVE_STAMP) ## check a model directory before it goes live (MODELS_DIR=...)
 	$(BIN)/python -m app.inference.check_models $(MODELS_DIR)
 
+.PHONY: openapi
+openapi: $(SERVE_STAMP) ## write docs/openapi.json, the published API contract, for the models in MODELS_DIR (after a change to it, or a retrain)
+	$(BIN)/python -m app.rest.openapi $(MODELS_DIR) > docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
+
 .PHONY: lint
 lint: $(DEV_STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -11,7 +12,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from app.inference.flights import ALLOWED_FIELDS, INVALID_EXAMPLE, SCHEDULE_FIELDS_DECLARED
+from app.main import create_app
+from app.rest.openapi import main, published, render
 from app.rest.routes import ROUTES
+from app.settings import Settings
+from tests.conftest import MODELS_DIR, ROOT
+
+PUBLISHED = ROOT / "docs" / "openapi.json"
 
 
 def _document(client: TestClient) -> dict[str, Any]:
@@ -329,3 +336,22 @@ def test_the_servers_answers_are_declared(client: TestClient) -> None:
         _answer_is_declared(document, method, path, response)
         seen.add((path, response.headers["content-type"].split(";")[0]))
     assert (infer, "application/octet-stream") in seen
+
+
+def test_the_published_contract_is_what_a_default_server_serves() -> None:
+    """docs/openapi.json, which clients generate code from, is the document `make serve` serves
+    for the committed models: a change to the contract fails here until `make openapi` writes
+    it again, so that it shows in review as a diff of that file."""
+    with TestClient(create_app(Settings(models_dir=MODELS_DIR))) as default_server:
+        served = _document(default_server)
+    published_file = orjson.loads(PUBLISHED.read_bytes())
+    assert published_file == served, "the API contract changed: run `make openapi`, review the diff"
+    assert PUBLISHED.read_bytes() == render(published(MODELS_DIR)), "run `make openapi`"
+
+
+def test_the_published_contract_names_the_models_operators_and_years(tmp_path: Path) -> None:
+    document = published(MODELS_DIR)
+    flight = document["components"]["schemas"]["Flight"]
+    assert "Grupo LATAM" in flight["properties"]["OPERA"]["enum"]
+    assert "2016" in flight["properties"]["Fecha-I"]["description"]
+    assert main([str(tmp_path / "no-models")]) == 1

@@ -5,16 +5,25 @@ The `/predict` request (`PredictRequest`, `Flight`) is not written here: its sch
 from the same msgspec declaration that decodes and validates it (`app.inference.flights.Field`), and
 its 400 example is the error the validator gives for `app.inference.flights.INVALID_EXAMPLE`. The
 rest of the document (responses, the inference protocol's shapes) is written by hand.
+
+`python -m app.rest.openapi [MODELS_DIR]` prints the document a server with the default settings
+serves for those models: `make openapi` writes it to docs/openapi.json, the published contract
+that client code is generated from, which tests/test_openapi.py holds to the served one.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import orjson
 
-from app.errors import ServiceError
+from app.errors import ModelLoadError, ServiceError
 from app.inference.flights import FULL_EXAMPLE, INVALID_EXAMPLE, MINIMAL_EXAMPLE, FlightValidator
+from app.inference.model import ModelSet
 from app.observability.request_id import MAX_LENGTH
 from app.server.overload import RETRY_AFTER, SHED_ERROR, UNSHED_PATHS
 from app.settings import Settings
@@ -533,3 +542,31 @@ def openapi_document(
             },
         },
     }
+
+
+def published(models_dir: Path) -> dict[str, Any]:
+    """The document a server with the default settings serves for the models in `models_dir`
+    (their operators and calendar years; /metrics on the public port)."""
+    models = ModelSet.load(models_dir.resolve(), tabulate_minimal=False)
+    validator = FlightValidator(models.operators, Settings.max_flights, models.departure_years)
+    return openapi_document(validator)
+
+
+def render(document: dict[str, Any]) -> bytes:
+    """The published file's bytes: sorted keys, two-space indents, a final newline."""
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    models_dir = Path(args[0]) if args else Settings.models_dir
+    try:
+        sys.stdout.buffer.write(render(published(models_dir)))
+    except ModelLoadError as error:
+        print(f"openapi: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
