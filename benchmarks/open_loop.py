@@ -17,10 +17,11 @@ reports the CPU utilisation of the workers (what the HPA sees), the worker CPU a
 p50/p90/p99/p99.9/max latency, how late this process wrote its requests (its own share of the
 latency: a wait for a free connection, its event loop's millisecond timers), what else ran on
 the server's CPUs, statuses and lost requests; and deploy/README.md's queueing estimate of the
-p99 beside the measured one. The service's `/metrics` is scraped once a second as Prometheus
-would: `requests_in_flight{transport="rest"}` (each scrape samples it) and the mean of
-`event_loop_lag_seconds` over the run, the signals an HPA might read beside the CPU utilisation,
-which deploy/README.md's capacity plan reads.
+p99 beside the measured one. With `--scrape-every` (`make hpa-signal`: every second) the
+service's `/metrics` is scraped as Prometheus would: `requests_in_flight{transport="rest"}`
+(each scrape samples it) and the mean of `event_loop_lag_seconds` over the run, the signals an
+HPA might read beside the CPU utilisation; off by default, since the no-op ceiling, which has no
+metrics, would not pay for the scrapes.
 """
 
 from __future__ import annotations
@@ -539,14 +540,7 @@ def render(result: dict[str, Any]) -> str:
         "- `u`: the workers' CPU / wall time / workers, what the HPA's CPU target reads; `s`: the "
         "workers' CPU a request. `plan p99` is deploy/README.md's estimate for one worker's "
         "queue, `s / (1 - u) x ln(100 u)`.",
-        f'- `in flight`: the service\'s `requests_in_flight{{transport="rest"}}` scraped every '
-        f"{settings.get('scrape_every', 0)} s of the timed window (each scrape samples it, as "
-        "Prometheus's would), the mean of a run's scrapes; `a scrape's sd`: how far one scrape "
-        "strays from it; `λW`: Little's law from this client's timings (answered a second x "
-        "mean seconds from the write). What an HPA on that gauge would read, beside `u`. "
-        "`loop lag ms`: the mean of `event_loop_lag_seconds` between a run's first scrape and "
-        "its last (how late the worker's loop ran a timer due every 0.1 s: the wait of a "
-        "request arriving then, unread).",
+        _scraped_bullet(settings.get("scrape_every", 0)),
         "",
         "| body mix | saturation req/s (wrk) | wrk p99 ms |",
         "| --- | ---: | ---: |",
@@ -575,6 +569,23 @@ def render(result: dict[str, Any]) -> str:
             f"{scraped.get('loop_lag_ms', '')} |"
         )
     return "\n".join(lines + signals(result)) + "\n"
+
+
+def _scraped_bullet(every: float) -> str:
+    if not every:
+        return (
+            "- `in flight`, `a scrape's sd`, `λW`, `loop lag ms`: the service's /metrics was not "
+            "scraped in this run (`--scrape-every`, as `make hpa-signal` runs it)."
+        )
+    return (
+        f'- `in flight`: the service\'s `requests_in_flight{{transport="rest"}}` scraped every '
+        f"{every} s of the timed window (each scrape samples it, as Prometheus's would), the "
+        "mean of a run's scrapes; `a scrape's sd`: how far one scrape strays from it; `λW`: "
+        "Little's law from this client's timings (answered a second x mean seconds from the "
+        "write). What an HPA on that gauge would read, beside `u`. `loop lag ms`: the mean of "
+        "`event_loop_lag_seconds` between a run's first scrape and its last (how late the "
+        "worker's loop ran a timer due every 0.1 s: the wait of a request arriving then, unread)."
+    )
 
 
 def signals(result: dict[str, Any]) -> list[str]:
@@ -632,7 +643,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--saturation-seconds", type=int, default=10)
     parser.add_argument("--wrk", default="wrk")
     parser.add_argument("--seed", type=int, default=2017)
-    parser.add_argument("--scrape-every", type=float, default=1.0,
+    parser.add_argument("--scrape-every", type=float, default=0.0,
                         help="seconds between scrapes of the service's requests_in_flight "
                         "(0: none)")  # fmt: skip
     parser.add_argument("--revision", help="the revision to name (default: git's)")

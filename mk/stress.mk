@@ -56,4 +56,4 @@ HPA_SIGNAL_LOADS ?= 0.2 0.35 0.5 0.65 0.8 0.9
 hpa-signal: bodies ## CPU utilisation and requests_in_flight (scraped each second) against fixed arrival rates, as an HPA would read them: reports/hpa-signal/open-loop.md (about 9 minutes)
 	$(BIN)/python -m benchmarks.open_loop --bodies $(WRK_DIR) --out $(REPORTS_DIR)/hpa-signal \
 		--servers service --loads $(HPA_SIGNAL_LOADS) --seconds $(OPEN_LOOP_SECONDS) \
-		--rounds $(OPEN_LOOP_ROUNDS) --wrk $(WRK) --command "make hpa-signal"
+		--rounds $(OPEN_LOOP_ROUNDS) --wrk $(WRK) --scrape-every 1 --command "make hpa-signal"

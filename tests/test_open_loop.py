@@ -311,6 +311,9 @@ def test_the_signals_table_sets_each_signal_against_the_lowest_load() -> None:
     assert "| minimal | 0.50 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 |" in table
     assert "| minimal | 0.80 | 1.60 | 1.45 | 3.00 | 2.00 | 4.00 |" in table  # u: 0.45 / 0.31
     assert "| 2.0 | 1.0 | 2.5 | 0.5 |" in render(result)  # the service's row: mean, sd, λW, lag
+    assert "was not scraped in this run" in render(result)  # _result's settings: no scrape_every
+    result["settings"]["scrape_every"] = 1.0
+    assert "scraped every 1.0 s of the timed window" in render(result)
 
 
 def test_a_run_of_the_service_alone_names_its_command_and_no_ceiling() -> None:
@@ -350,6 +353,7 @@ def test_a_short_run_against_the_real_service_and_the_ceiling(tmp_path: Path) ->
         sys.executable, "-m", "benchmarks.open_loop", "--bodies", str(bodies), "--mixes",
         "minimal", "--loads", "0.2", "--seconds", "2", "--warmup", "0.5", "--rounds", "1",
         "--saturation-seconds", "1", "--out", str(tmp_path / "out"), "--revision", "abc1234",
+        "--scrape-every", "1",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
