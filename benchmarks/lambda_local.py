@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.chaos import percentile
-from benchmarks.stress import StressError, load_average, machine, revision
+from benchmarks.stress import StressError, load_average, machine, publish, revision
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = ROOT / "tests" / "payloads" / "apigw_v2_predict.json"
@@ -165,12 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summarise(runs),
         "runs": [{key: run[key] for key in ("import_s", "cold_start_s")} for run in runs],
     }
-    report = render(result)
-    print(report)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "lambda-local.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "lambda-local.md").write_text(report)
+    publish(result, render(result), args.out, "lambda-local")
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import random
@@ -61,6 +60,7 @@ from benchmarks.stress import (
     machine,
     machine_cpu_s,
     process_cpu_s,
+    publish,
     revision,
     served,
 )
@@ -661,12 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StressError as error:
         print(f"open-loop: {error}", file=sys.stderr)
         return 1
-    report = render(result)
-    print(report)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "open-loop.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "open-loop.md").write_text(report)
+    publish(result, render(result), args.out, "open-loop")
     return 0
 
 

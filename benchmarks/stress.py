@@ -9,6 +9,7 @@ until it is ready, runs wrk with `wrk/predict.lua`, stops the server, then write
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from app.settings import Settings
 from benchmarks.stress_report import (
@@ -273,6 +275,16 @@ def revision() -> str:
         return "unknown"
     head, dirty = state
     return f"{head} + uncommitted changes" if dirty else head
+
+
+def publish(result: dict[str, Any], report: str, out: Path | None, name: str) -> None:
+    """Prints a benchmark's Markdown report and, given `out`, writes it there as `name`.md
+    beside its figures as `name`.json."""
+    print(report)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / f"{name}.md").write_text(report)
 
 
 def machine() -> tuple[str, str, int]:
