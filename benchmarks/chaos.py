@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -54,7 +53,6 @@ UNBOUNDED = "1000000"
 """`MAX_IN_FLIGHT` for a server whose in-flight bound never sheds in these experiments."""
 APP = "app.main:create_app()"
 MODEL = "delay-minimal"
-_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ACCOUNTING_CONNECTIONS = 16
 _SERVICE_ENV = ("BIND", "WORKERS", "MODELS_DIR", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS")
 
@@ -156,7 +154,7 @@ def log_lines(server: Server, *needles: str) -> list[str]:
 
 
 def get_json(url: str, timeout: float = 5) -> Any:
-    with _LOOPBACK.open(url, timeout=timeout) as answer:
+    with stress.LOOPBACK.open(url, timeout=timeout) as answer:
         return json.loads(answer.read())
 
 

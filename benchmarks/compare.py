@@ -19,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -54,6 +53,7 @@ from benchmarks.stress import (
     process_cpu_s,
     revision,
     run_wrk,
+    scrape,
 )
 from benchmarks.stress_report import parse_summary
 
@@ -324,13 +324,6 @@ def measure(
         wrk=json.loads(raw),
         merged=merged,
     )
-
-
-def scrape(url: str) -> str:
-    """The server's /metrics (Prometheus text)."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        text: str = response.read().decode("utf-8")
-        return text
 
 
 def requests_total(url: str) -> dict[tuple[str, str, str], float]:

@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -62,6 +61,7 @@ from benchmarks.stress import (
     process_cpu_s,
     publish,
     revision,
+    scrape,
     served,
 )
 from benchmarks.stress import MIXES as STRESS_MIXES
@@ -140,10 +140,6 @@ def read_scrape(exposition: str) -> Scrape:
     return Scrape(**found)
 
 
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""An opener that reaches 127.0.0.1 whatever proxy the environment names."""
-
-
 class MetricsScraper(threading.Thread):
     """Scrapes `url`'s /metrics every `every` seconds while perf_counter() is in
     [`measured_from`, `measured_until`), into `samples`, until stopped: a scrape on its own
@@ -151,7 +147,7 @@ class MetricsScraper(threading.Thread):
 
     def __init__(self, url: str, every: float, measured_from: float, measured_until: float) -> None:
         super().__init__(daemon=True)
-        self.url, self.every = f"{url}/metrics", every
+        self.url, self.every = url, every
         self.measured_from, self.measured_until = measured_from, measured_until
         self.samples: list[Scrape] = []
         self.error: Exception | None = None
@@ -162,8 +158,7 @@ class MetricsScraper(threading.Thread):
             if not self.measured_from <= time.perf_counter() < self.measured_until:
                 continue
             try:
-                with NO_PROXY.open(self.url, timeout=5) as answer:
-                    self.samples.append(read_scrape(answer.read().decode()))
+                self.samples.append(read_scrape(scrape(self.url, timeout=5)))
             except (OSError, StressError) as error:
                 self.error = error
                 return
@@ -172,7 +167,7 @@ class MetricsScraper(threading.Thread):
         self._stopped.set()
         self.join()
         if self.error is not None:
-            raise StressError(f"scraping {self.url}: {self.error}")
+            raise StressError(f"scraping {self.url}/metrics: {self.error}")
         return self.samples
 
 

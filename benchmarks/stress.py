@@ -149,13 +149,21 @@ def wait_ready(
     return ready_s
 
 
-# No proxy from the environment: the readiness probe, like wrk, only talks to 127.0.0.1.
-_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""An opener that uses no proxy from the environment: the benchmarks' probes and scrapes, like
+wrk, only talk to the servers they start on 127.0.0.1."""
+
+
+def scrape(url: str, timeout: float = 10) -> str:
+    """The server's /metrics (Prometheus text)."""
+    with LOOPBACK.open(f"{url}/metrics", timeout=timeout) as answer:
+        text: str = answer.read().decode("utf-8")
+        return text
 
 
 def _ready(url: str) -> bool:
     try:
-        with _LOOPBACK.open(url, timeout=2) as answer:
+        with LOOPBACK.open(url, timeout=2) as answer:
             status: int = answer.status
             return status == 200
     except (urllib.error.URLError, OSError):
