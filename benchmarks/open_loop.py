@@ -223,11 +223,11 @@ async def _send(
 
 async def _run(
     port: int, requests: Sequence[bytes], offsets: Sequence[float], connections: int,
-    warmup: float,
+    start: float, warmup: float,
 ) -> Timings:  # fmt: skip
+    """Each request due at `start` + its offset (perf_counter seconds)."""
     queue: asyncio.Queue[tuple[float, int] | None] = asyncio.Queue()
     timings = Timings()
-    start = time.perf_counter() + 0.05
     measured_from = start + warmup
     senders = [
         asyncio.create_task(_send(port, requests, queue, timings, measured_from))
@@ -261,15 +261,16 @@ def open_loop(
     127.0.0.1:`port`, in this thread; the first `warmup` seconds' requests are not timed, nor
     scraped (its /metrics every `scrape_every` seconds; 0: not scraped)."""
     offsets = arrivals(rate, seconds, random.Random(seed))
+    start = time.perf_counter() + 0.05  # time for the loop and its senders to start
+    run = _run(port, requests, offsets, connections, start, warmup)
     if not scrape_every:
-        return uvloop.run(_run(port, requests, offsets, connections, warmup))
-    start = time.perf_counter() + 0.05  # as _run's
+        return uvloop.run(run)
     scraper = MetricsScraper(
         f"http://127.0.0.1:{port}", scrape_every, start + warmup, start + seconds
     )
     scraper.start()
     try:
-        timings = uvloop.run(_run(port, requests, offsets, connections, warmup))
+        timings = uvloop.run(run)
     finally:
         samples = scraper.stop()
     timings.scrapes = samples
