@@ -14,7 +14,6 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp
 
 from app.dataplane import DataPlane
-from app.inference.flights import FlightValidator
 from app.inference.microbatch import Scorer
 from app.inference.model import ModelSet
 from app.observability import metrics_port, tracing
@@ -93,9 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Batches scored in the batch thread tell their observers on the event loop, like every
         # other request: the tallies and drift windows are never touched by two threads.
         models.observe = on_event_loop(models.observe, asyncio.get_running_loop())
-        app.state.validator = FlightValidator(
-            models.operators, settings.max_flights, models.departure_years
-        )
+        app.state.validator = models.validator(settings.max_flights)
         app.state.models = models
         logger.info(
             "models ready: %s",

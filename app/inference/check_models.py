@@ -50,7 +50,7 @@ def check(models_dir: Path, threads: int = 1) -> tuple[list[str], list[str]]:
             return [], [str(error)]
     passed: list[str] = []
     failed: list[str] = []
-    validator = FlightValidator(models.operators, 1_000, models.departure_years)
+    validator = models.validator(1_000)
     for expected, model in zip(MODEL_NAMES, (models.minimal, models.full), strict=True):
         problems = _sample_problems(models, model, validator)
         if problems:

@@ -30,7 +30,14 @@ import orjson
 
 from app.errors import ModelLoadError
 from app.inference.features import ROWS_BELOW, FeatureEncoder
-from app.inference.flights import FLIGHT_TYPES, MINIMAL_FIELDS, SCHEDULE_FIELDS, Batch, Columns
+from app.inference.flights import (
+    FLIGHT_TYPES,
+    MINIMAL_FIELDS,
+    SCHEDULE_FIELDS,
+    Batch,
+    Columns,
+    FlightValidator,
+)
 from app.observability.drift import Profile
 
 MINIMAL_MODEL = "delay-minimal"
@@ -456,6 +463,11 @@ class ModelSet:
             (False, True): named[full],
             (True, True): named[minimal] + b", " + named[full],
         }
+
+    def validator(self, max_flights: int) -> FlightValidator:
+        """The request contract these models serve: their operators and the years their
+        calendar encodes, at most `max_flights` flights a request."""
+        return FlightValidator(self.operators, max_flights, self.departure_years)
 
     @classmethod
     def load(

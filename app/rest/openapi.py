@@ -548,8 +548,7 @@ def published(models_dir: Path) -> dict[str, Any]:
     """The document a server with the default settings serves for the models in `models_dir`
     (their operators and calendar years; /metrics on the public port)."""
     models = ModelSet.load(models_dir.resolve(), tabulate_minimal=False)
-    validator = FlightValidator(models.operators, Settings.max_flights, models.departure_years)
-    return openapi_document(validator)
+    return openapi_document(models.validator(Settings.max_flights))
 
 
 def render(document: dict[str, Any]) -> bytes:
