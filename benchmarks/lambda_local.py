@@ -26,20 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.inference.flights import FULL_EXAMPLE, MINIMAL_EXAMPLE
 from benchmarks.chaos import percentile
 from benchmarks.stress import StressError, load_average, machine, publish, revision
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = ROOT / "tests" / "payloads" / "apigw_v2_predict.json"
 MODELS = ROOT / "models"
-BODIES = {
-    "minimal": {"flights": [{"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3}]},
-    "full": {"flights": [{"OPERA": "Grupo LATAM", "TIPOVUELO": "I", "MES": 1,
-                          "Fecha-I": "2017-01-01 23:30:00", "Des-I": "KMIA", "Emp-I": "LAN",
-                          "Vlo-I": "226"}]},
-}  # fmt: skip
-"""The body of each timed event, by path: the table path's flight (the event file's own) and a
-full-schedule one (the README's)."""
+BODIES = {"minimal": {"flights": [MINIMAL_EXAMPLE]}, "full": {"flights": [FULL_EXAMPLE]}}
+"""The body of each timed event, by path: the documented examples (app.inference.flights), a
+flight for the table path and one with its schedule."""
 PATHS = {"minimal": "minimal flight (table)", "full": "full-schedule flight (onnxruntime full)"}
 """How the report names each body's path."""
 
