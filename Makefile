@@ -67,6 +67,10 @@ export: $(MODELS_DIR)/delay-full.onnx ## train, select and export the models (SC
 $(MODELS_DIR)/delay-full.onnx: $(SCL_DATA) $(TRAINING_CODE) | $(DEV_STAMP)
 	nice $(BIN)/python -m export --data $(SCL_DATA) --models-dir $(MODELS_DIR) --reports-dir $(REPORTS_DIR) $(if $(GATE),--gate)
 
+.PHONY: export-time
+export-time: $(DEV_STAMP) ## time one export of $(SCL_DATA) to a scratch directory: wall, CPU, memory, models rebuilt or not (reports/export-time.md; about 5 minutes)
+	$(BIN)/python -m benchmarks.export_time --data $(SCL_DATA) --out $(REPORTS_DIR)
+
 .PHONY: check-models
 check-models: $(SERVE_STAMP) ## check a model directory before it goes live (MODELS_DIR=...)
 	$(BIN)/python -m app.inference.check_models $(MODELS_DIR)
