@@ -67,6 +67,10 @@ export: $(MODELS_DIR)/delay-full.onnx ## train, select and export the models (SC
 $(MODELS_DIR)/delay-full.onnx: $(SCL_DATA) $(TRAINING_CODE) | $(DEV_STAMP)
 	nice $(BIN)/python -m export --data $(SCL_DATA) --models-dir $(MODELS_DIR) --reports-dir $(REPORTS_DIR) $(if $(GATE),--gate)
 
+.PHONY: model-slices
+model-slices: $(DEV_STAMP) ## the models' forward figures by airline and flight type, against the baseline (reports/model-slices.md; about 30 s)
+	$(BIN)/python -m train.slices --data $(SCL_DATA) --models-dir $(MODELS_DIR) --out $(REPORTS_DIR)
+
 .PHONY: export-time
 export-time: $(DEV_STAMP) ## time one export of $(SCL_DATA) to a scratch directory: wall, CPU, memory, models rebuilt or not (reports/export-time.md; about 5 minutes)
 	$(BIN)/python -m benchmarks.export_time --data $(SCL_DATA) --out $(REPORTS_DIR)

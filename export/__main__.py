@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 from threadpoolctl import threadpool_limits
 
-from app.inference.features import FeatureEncoder, from_flights
+from app.inference.features import FeatureEncoder
 from app.inference.flights import Columns
 from app.inference.model import FULL_MODEL, MINIMAL_MODEL
 from export.card import METRICS_FILE, build_card, metrics_summary, with_profile, with_samples
@@ -31,7 +31,13 @@ from train.data import DEFAULT_DATA, DataError, Dataset, chilean_holidays, load
 from train.evaluate import Recipe, ages_after, inner_folds
 from train.metrics import Platt
 from train.report import write_report
-from train.select import FORWARD, ContractEvaluation, evaluate_contract, prepare
+from train.select import (
+    FORWARD,
+    ContractEvaluation,
+    contract_rows,
+    evaluate_contract,
+    recipe_from_card,
+)
 
 CONTRACT_MODELS = {"minimal": MINIMAL_MODEL, "full": FULL_MODEL}
 
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = load(args.data)
         champions = {
-            contract: champion_recipe(args.models_dir / f"{name}.json")
+            contract: recipe_from_card(args.models_dir / f"{name}.json")
             for contract, name in CONTRACT_MODELS.items()
         }
         evaluations, staged = train_and_convert(
@@ -102,30 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.process_time():.0f} s of CPU)"
     )
     return 0
-
-
-def champion_recipe(card_path: Path) -> tuple[Recipe | None, str]:
-    """The recipe of the model now in MODELS_DIR, refitted on the same folds as the challenger
-    (the exported model itself has seen every month, so only its recipe can be judged forward)."""
-    if not card_path.is_file():
-        return None, f"no model at {card_path}"
-    card = orjson.loads(card_path.read_bytes())
-    groups = card.get("encoder", {}).get("groups")
-    candidate = next((c for c in CANDIDATES if c.name == card["model"]["estimator"]), None)
-    if groups is None or candidate is None:
-        return None, (
-            f"{card_path.name} {card.get('version')} predates feature groups: its recipe "
-            "cannot be refitted by this code"
-        )
-    model = card["model"]
-    recipe = Recipe(
-        candidate.name,
-        candidate.build,
-        dict(model["params"]),
-        tuple(groups),
-        model.get("half_life_months"),
-    )
-    return recipe, f"{card_path.name} {card['version']}"
 
 
 def gate_refusal(evaluation: ContractEvaluation) -> str | None:
@@ -188,11 +170,8 @@ def _export_contract(
     data: dict[str, Any],
 ) -> tuple[ContractEvaluation, Staged]:
     labels = dataset.labels
-    departure = dataset.table["Fecha-I"].to_numpy().astype("datetime64[m]")
-    schedule = contract == "full"
-    flights = dataset.flights(schedule)
-    columns = from_flights(flights)
-    prepared = prepare(columns, labels, holidays if schedule else None, departure)
+    flights, prepared = contract_rows(dataset, contract, holidays)
+    columns = prepared.columns
     champion, note = champions.get(contract, (None, "no champion given"))
 
     def cost(recipes: Sequence[Recipe]) -> list[tuple[float, float]]:

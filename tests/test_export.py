@@ -362,38 +362,6 @@ def test_gate_keeps_the_models_in_place(
     assert not (tmp_path / "r").exists()
 
 
-def test_champion_recipe_is_read_from_the_card(synthetic_export: Path, tmp_path: Path) -> None:
-    recipe, note = export_main.champion_recipe(synthetic_export / "models" / "delay-full.json")
-    card = orjson.loads((synthetic_export / "models" / "delay-full.json").read_bytes())
-    assert recipe is not None
-    assert recipe.groups == tuple(card["encoder"]["groups"])
-    assert recipe.params == card["model"]["params"]
-    assert card["version"] in note
-    blend = tmp_path / "blend.json"
-    params = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 7}}
-    blend_card = card | {"model": {"estimator": "blend", "params": params}}
-    blend.write_bytes(orjson.dumps(blend_card))
-    blended = export_main.champion_recipe(blend)[0]
-    assert blended is not None
-    assert blended.params == params
-    assert blended.build(blended.groups, blended.params).estimators[1][1].max_iter == 7
-    # an unweighted model's card names no half-life; a weighted one's is refitted weighted
-    assert "half_life_months" not in card["model"]
-    assert recipe.half_life is None
-    weighted = tmp_path / "weighted.json"
-    weighted_model = card["model"] | {"half_life_months": 3.0}
-    weighted.write_bytes(orjson.dumps(card | {"model": weighted_model}))
-    refitted = export_main.champion_recipe(weighted)[0]
-    assert refitted == replace(recipe, half_life=3.0)
-    old = tmp_path / "old.json"
-    old.write_bytes(orjson.dumps({"version": "x", "model": {"estimator": "hgb"}, "encoder": {}}))
-    assert export_main.champion_recipe(old)[0] is None
-    assert export_main.champion_recipe(tmp_path / "none.json") == (
-        None,
-        f"no model at {tmp_path / 'none.json'}",
-    )
-
-
 def test_a_weighted_recipe_is_served_fitted_on_rows_weighted_for_the_month_after_the_data(
     synthetic_csv: Path,
 ) -> None:

@@ -18,7 +18,7 @@ import export.lean as lean
 from app.inference.features import HOLIDAY_HORIZON, Calendar, FeatureEncoder, from_flights
 from app.inference.flights import Columns
 from app.inference.model import ONNX_INPUT, ONNX_PROBABILITIES
-from export.__main__ import champion_recipe, fit_all
+from export.__main__ import fit_all
 from export.lean import TREE_MODELS, LeanGraphError, lean_onnx, served_onnx
 from export.onnx import Calibrated, check_parity, convert, onnx_probabilities, with_platt
 from tests.conftest import MODELS_DIR, challenge_models
@@ -31,7 +31,7 @@ from train.candidates import (
 )
 from train.data import chilean_holidays, data_location, load
 from train.metrics import Platt
-from train.select import prepare
+from train.select import prepare, recipe_from_card
 
 EXACT = 1e-6
 """Largest |dproba| between the lean graph and skl2onnx's (float32 sums in another order)."""
@@ -322,7 +322,7 @@ def served_recipes() -> dict[str, tuple[Any, FeatureEncoder, np.ndarray, Platt]]
     for name in ("delay-minimal", "delay-full"):
         card_path = MODELS_DIR / f"{name}.json"
         card = orjson.loads(card_path.read_bytes())
-        recipe, _ = champion_recipe(card_path)
+        recipe, _ = recipe_from_card(card_path)
         assert recipe is not None
         schedule = card["contract"] == "full"
         columns = from_flights(dataset.flights(schedule))

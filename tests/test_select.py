@@ -4,13 +4,22 @@ the best, and the feature groups an ablation keeps."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from train.evaluate import Encoded, Fold, Forward, Recipe
-from train.select import ContractEvaluation, _ablation, _cheapest_within_noise, best_on_select
+from train.select import (
+    ContractEvaluation,
+    _ablation,
+    _cheapest_within_noise,
+    best_on_select,
+    recipe_from_card,
+)
 
 ROLES = ("warm-up", "select", "select", "report", "report")
 NO_ROWS = np.array([], dtype=np.int64)
@@ -174,3 +183,35 @@ def test_the_report_gives_means_and_gaps_on_the_months_of_a_role() -> None:
     gap, low, high = evaluation.difference(strong, weak, ("report",))
     assert gap == pytest.approx(sum(report) / 2)
     assert 0 < low < gap < high
+
+
+def test_a_served_recipe_is_read_from_its_card(synthetic_export: Path, tmp_path: Path) -> None:
+    recipe, note = recipe_from_card(synthetic_export / "models" / "delay-full.json")
+    card = orjson.loads((synthetic_export / "models" / "delay-full.json").read_bytes())
+    assert recipe is not None
+    assert recipe.groups == tuple(card["encoder"]["groups"])
+    assert recipe.params == card["model"]["params"]
+    assert card["version"] in note
+    blend = tmp_path / "blend.json"
+    params = {"logreg": {"C": 0.1}, "hgb": {"max_iter": 7}}
+    blend_card = card | {"model": {"estimator": "blend", "params": params}}
+    blend.write_bytes(orjson.dumps(blend_card))
+    blended = recipe_from_card(blend)[0]
+    assert blended is not None
+    assert blended.params == params
+    assert blended.build(blended.groups, blended.params).estimators[1][1].max_iter == 7
+    # an unweighted model's card names no half-life; a weighted one's is refitted weighted
+    assert "half_life_months" not in card["model"]
+    assert recipe.half_life is None
+    weighted = tmp_path / "weighted.json"
+    weighted_model = card["model"] | {"half_life_months": 3.0}
+    weighted.write_bytes(orjson.dumps(card | {"model": weighted_model}))
+    refitted = recipe_from_card(weighted)[0]
+    assert refitted == replace(recipe, half_life=3.0)
+    old = tmp_path / "old.json"
+    old.write_bytes(orjson.dumps({"version": "x", "model": {"estimator": "hgb"}, "encoder": {}}))
+    assert recipe_from_card(old)[0] is None
+    assert recipe_from_card(tmp_path / "none.json") == (
+        None,
+        f"no model at {tmp_path / 'none.json'}",
+    )

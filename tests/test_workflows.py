@@ -362,3 +362,23 @@ def test_retrain_pull_request_carries_every_output_of_the_export() -> None:
     for out in [*outs, "dvc.lock"]:
         candidates = [out, f"{out}/figure.png"]
         assert any(fnmatchcase(c, pattern) for c in candidates for pattern in add_paths), out
+
+
+@pytest.mark.parametrize(
+    ("command", "writes"),
+    [
+        ("make openapi", ["docs/openapi.json"]),
+        ("make model-slices", ["reports/model-slices.md", "reports/model-slices.json"]),
+    ],
+)
+def test_retrain_pull_request_carries_what_its_other_steps_rewrite(
+    command: str, writes: list[str]
+) -> None:
+    """Each file a step rewrites for the new models goes into the pull request: left out, main
+    would keep the old models' contract or figures beside the new models."""
+    workflow = load(RETRAIN)
+    step_running(workflow["jobs"]["retrain"], command)
+    create = step_using(workflow["jobs"]["retrain"], "peter-evans/create-pull-request")
+    add_paths = create["with"]["add-paths"].split()
+    for path in writes:
+        assert any(fnmatchcase(path, pattern) for pattern in add_paths), path

@@ -22,14 +22,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
-from app.inference.features import GROUPS, MINIMAL_GROUPS
-from app.inference.flights import Columns
+from app.inference.features import GROUPS, MINIMAL_GROUPS, from_flights
+from app.inference.flights import Columns, Flight
 from train.candidates import CANDIDATES, REPORTED_HALF_LIVES, Candidate
 from train.ceiling import Ceiling, cell_ceiling
+from train.data import Dataset
 from train.evaluate import (
     Encoded,
     Forward,
@@ -151,6 +154,43 @@ def prepare(
     )
 
 
+def contract_rows(
+    dataset: Dataset, contract: str, holidays: np.ndarray
+) -> tuple[list[Flight], Data]:
+    """A contract's rows as the service will see them (through its validator), prepared for the
+    folds: the minimal contract's without their schedule, so without holidays."""
+    schedule = contract == "full"
+    flights = dataset.flights(schedule)
+    departure = dataset.table["Fecha-I"].to_numpy().astype("datetime64[m]")
+    holidays_known = holidays if schedule else None
+    return flights, prepare(from_flights(flights), dataset.labels, holidays_known, departure)
+
+
+def recipe_from_card(card_path: Path) -> tuple[Recipe | None, str]:
+    """The recipe of a served model, read from its card, to be refitted on any folds (the
+    exported model itself has seen every month, so only its recipe can be judged forward), and
+    how to name it; None, saying why, where the card cannot give one."""
+    if not card_path.is_file():
+        return None, f"no model at {card_path}"
+    card = orjson.loads(card_path.read_bytes())
+    groups = card.get("encoder", {}).get("groups")
+    candidate = next((c for c in CANDIDATES if c.name == card["model"]["estimator"]), None)
+    if groups is None or candidate is None:
+        return None, (
+            f"{card_path.name} {card.get('version')} predates feature groups: its recipe "
+            "cannot be refitted by this code"
+        )
+    model = card["model"]
+    recipe = Recipe(
+        candidate.name,
+        candidate.build,
+        dict(model["params"]),
+        tuple(groups),
+        model.get("half_life_months"),
+    )
+    return recipe, f"{card_path.name} {card['version']}"
+
+
 def evaluate_contract(
     contract: str,
     data: Data,
@@ -244,6 +284,11 @@ def evaluate_contract(
         say("cell rates of the earlier months and of the month itself (reported only)")
         evaluation.ceiling = cell_ceiling(data.labels, data.days, encoded)
     return evaluation
+
+
+def baseline_recipe(contract: str) -> Recipe:
+    """The data scientist's model on a contract's feature groups: the first of CANDIDATES."""
+    return _recipe(CANDIDATES[0], {}, CONTRACT_GROUPS[contract])
 
 
 def _recipe(candidate: Candidate, params: Mapping[str, Any], groups: tuple[str, ...]) -> Recipe:
