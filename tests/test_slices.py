@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
+from tests.conftest import MODELS_DIR, ROOT
 from train.candidates import CANDIDATES
 from train.evaluate import Forward, Recipe, forward_folds
 from train.slices import (
@@ -129,3 +130,13 @@ def test_a_card_without_a_recipe_is_one_line(
 def test_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(tmp_path / "none.csv.gz")]) == 1
     assert capsys.readouterr().err.startswith("model-slices: data file not found")
+
+
+def test_the_committed_report_is_of_the_committed_models_and_code() -> None:
+    """`make model-slices` reruns after every export (the retrain workflow's step); a report of
+    other models, or of uncommitted code, would describe what is not served."""
+    result = json.loads((ROOT / "reports" / "model-slices.json").read_text())
+    assert "uncommitted" not in result["revision"]
+    for contract, name in (("minimal", "delay-minimal"), ("full", "delay-full")):
+        card = orjson.loads((MODELS_DIR / f"{name}.json").read_bytes())
+        assert result["contracts"][contract]["version"] == card["version"], contract
