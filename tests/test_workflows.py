@@ -329,7 +329,8 @@ def test_retrain_attaches_the_report_diff_to_its_pull_request() -> None:
     workflow = load(RETRAIN)
     job = workflow["jobs"]["retrain"]
     report = step_running(job, "dvc metrics diff")
-    assert "git diff -- reports/model.md" in report["run"]
+    assert 'reports="model model-slices"' in report["run"]
+    assert 'git diff -- "reports/$name.md"' in report["run"]
     assert "dvc plots diff" in report["run"]
     assert 'echo "PR_BODY=$body" >> "$GITHUB_ENV"' in report["run"]
     create = step_using(job, "peter-evans/create-pull-request")
