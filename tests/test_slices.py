@@ -139,4 +139,6 @@ def test_the_committed_report_is_of_the_committed_models_and_code() -> None:
     assert "uncommitted" not in result["revision"]
     for contract, name in (("minimal", "delay-minimal"), ("full", "delay-full")):
         card = orjson.loads((MODELS_DIR / f"{name}.json").read_bytes())
-        assert result["contracts"][contract]["version"] == card["version"], contract
+        assert result["contracts"][contract]["version"] == card["version"], (
+            f"reports/model-slices.md is of another {contract} model: run `make model-slices`"
+        )
