@@ -9,14 +9,16 @@ import numpy as np
 import orjson
 import pytest
 
+from app.inference.flights import Columns
 from tests.conftest import MODELS_DIR, ROOT
 from train.candidates import CANDIDATES
-from train.evaluate import Forward, Recipe, forward_folds
+from train.evaluate import Fold, Forward, Recipe, forward_folds
 from train.slices import (
     MIN_FLIGHTS,
     OTHER_AIRLINES,
     Pooled,
     main,
+    novelty,
     pooled,
     render,
     slice_figures,
@@ -72,6 +74,25 @@ def test_a_slice_of_one_outcome_has_no_ranking_and_no_precision() -> None:
     assert figures.delay_rate == 0.0
 
 
+def test_a_flight_number_or_route_is_new_when_its_fold_never_trained_on_it() -> None:
+    months = np.array(["2017-01", "2017-01", "2017-02", "2017-02", "2017-02"])
+    columns = Columns(
+        ["A"] * 5, ["N"] * 5, [1, 1, 2, 2, 2],
+        np.array(["2017-01-01T10:00"] * 5, dtype="datetime64[m]"),
+        ["SCEL", "SAEZ", "SCEL", "SAEZ", "KMIA"],
+        ["LAN"] * 5,
+        ["1", "2", "1", "3", "4"],
+    )  # fmt: skip
+    test = np.flatnonzero(months == "2017-02")
+    fold = Fold("2017-02", np.flatnonzero(months == "2017-01"), test, "report", np.ones(2))
+    flags = novelty(columns, [fold])
+    new_flight = flags["flight number new (scored by its route or airline)"]
+    assert new_flight[test].tolist() == [False, True, True]  # LAN 1 seen; LAN 3, LAN 4 not
+    assert flags["route new (scored by its airline)"][test].tolist() == [False, False, True]
+    assert (flags["flight number seen in earlier months"] == ~new_flight).all()
+    assert novelty(Columns(["A"], ["N"], [1]), [fold]) == {}
+
+
 def test_pooling_keeps_the_forward_months_with_their_own_thresholds() -> None:
     rng = np.random.default_rng(3)
     months = np.repeat([f"2017-{m:02d}" for m in range(1, 9)], 100)
@@ -108,8 +129,19 @@ def test_main_slices_a_real_export(
         everything = rows["all flights"]["flights"]
         kinds = [row for name, row in rows.items() if name.startswith("TIPOVUELO")]
         assert sum(row["flights"] for row in kinds) == everything
-        airlines = [row for name, row in rows.items() if name != "all flights" and row not in kinds]
+        novel = {name: row for name, row in rows.items() if "new" in name or "seen" in name}
+        airlines = [
+            row
+            for name, row in rows.items()
+            if name != "all flights" and row not in kinds and name not in novel
+        ]
         assert sum(row["flights"] for row in airlines) == everything
+        if contract == "minimal":
+            assert not novel  # no schedule, no flight numbers
+        else:
+            seen = novel["flight number seen in earlier months"]["flights"]
+            new = novel.get("flight number new (scored by its route or airline)", {"flights": 0})
+            assert seen + new["flights"] == everything
     report = (tmp_path / "model-slices.md").read_text()
     assert "## full contract: delay-full.json" in report
     assert "- Ranks better than the baseline" in report
