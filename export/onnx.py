@@ -158,10 +158,16 @@ def costs_per_row(
     models: Sequence[tuple[bytes, np.ndarray]], rounds: int = 15
 ) -> list[tuple[float, float]]:
     """onnxruntime microseconds per row of each model at 1 and at 1,000 rows (one thread, as
-    served), timed in alternating rounds (A B C A B C ...) and the median round taken: the
-    choice compares these costs, and timing the models one after another let a slow stretch of
-    the machine land on one of them (a fresh-clone export once priced the HGB at 0.49 x the
-    blend that other exports priced at 0.83-0.87 x, and so served another model)."""
+    served): its fastest call, the models called in alternating rounds (A B C A B C ...).
+
+    The choice compares these costs, so they must not move with the machine's load. Interference
+    only ever adds time: a call the scheduler interrupts for a tick (about 1 ms, as long as a
+    1,000-row call) costs about twice its work, and under contention the longer of two models'
+    calls is interrupted more often. The median round, used until the forty-fourth session, let
+    that price the HGB at 0.49 x the blend it costs about 0.87 x of in one fresh-clone export,
+    and at 0.5 x or less in another (each beside other slow tests; both then served the HGB);
+    the fastest call gave 0.86-0.87 x quiet, beside two CPU-bound and beside two memory-bound
+    processes (development runs)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     sessions = [
@@ -174,15 +180,15 @@ def costs_per_row(
             {ONNX_INPUT: np.ascontiguousarray(np.resize(features, (rows, features.shape[1])))}
             for _, features in models
         ]
-        rounds_taken: list[list[float]] = [[] for _ in models]
+        fastest = [float("inf")] * len(models)
         for _ in range(rounds):
-            for session, batch, taken in zip(sessions, batches, rounds_taken, strict=True):
-                start = time.perf_counter()
+            for index, (session, batch) in enumerate(zip(sessions, batches, strict=True)):
                 for _ in range(calls):
+                    start = time.perf_counter()
                     session.run([ONNX_PROBABILITIES], batch)
-                taken.append((time.perf_counter() - start) / calls)
-        for cost, taken in zip(costs, rounds_taken, strict=True):
-            cost.append(float(np.median(taken)) * 1e6 / rows)
+                    fastest[index] = min(fastest[index], time.perf_counter() - start)
+        for cost, seconds in zip(costs, fastest, strict=True):
+            cost.append(seconds * 1e6 / rows)
     return [(cost[0], cost[1]) for cost in costs]
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,6 +77,32 @@ def test_costs_are_priced_together_one_pair_per_model_in_order() -> None:
     assert len(costs) == 3
     assert all(0 < c < 1e6 for pair in costs for c in pair)
     assert costs[0][1] > 3 * max(costs[1][1], costs[2][1])
+
+
+def test_a_cost_is_the_fastest_call_however_many_calls_are_slowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interference only adds time: a model whose calls are nearly all interrupted (here 19 in
+    20 slowed by 5 ms) is priced by one that was not, so a loaded machine cannot make it look
+    cheaper or dearer than another."""
+    work_s, interrupted_s = 0.001, 0.005
+
+    class Session:
+        calls = 0
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def run(self, *args: object) -> None:
+            Session.calls += 1
+            time.sleep(work_s if Session.calls % 20 == 10 else work_s + interrupted_s)
+
+    monkeypatch.setattr("export.onnx.ort.InferenceSession", Session)
+    features = np.zeros((2, 3), dtype=np.float32)
+    # 5 rounds: 5 x 20 calls at one row, then 5 x 4 at 1,000 rows, one in 20 uninterrupted
+    ((one_row_us, thousand_rows_us),) = costs_per_row([(b"", features)], rounds=5)
+    assert work_s * 1e6 <= one_row_us < (work_s + interrupted_s / 2) * 1e6
+    assert work_s * 1e3 <= thousand_rows_us < (work_s + interrupted_s / 2) * 1e3
 
 
 def test_lightgbm_converts_through_onnxmltools() -> None:

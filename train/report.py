@@ -259,7 +259,8 @@ def _markdown(
         "TreeEnsembleRegressor; the Platt map folded in; the served graph checked against "
         "skl2onnx's, the Platt map appended, at every export). The cost columns time the graph "
         "each model would be served as (one onnxruntime thread, all finalists in alternating "
-        "rounds, median round); onnxruntime's cost for a few rows is mostly per node.",
+        "rounds, each model's fastest call: interference only adds time); onnxruntime's cost "
+        "for a few rows is mostly per node.",
         "- **Recency weighting** (airline and route delay rates drift): a hyperparameter of "
         "the search for logistic regression and HistGradientBoosting: training rows weighted "
         "0.5^((age - 1) / half-life), age in months before the month scored (the served model: "
