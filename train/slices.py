@@ -1,4 +1,5 @@
-"""Who the served models serve well: their forward predictions by airline and by flight type.
+"""Who the served models serve well: their forward predictions by airline, flight type and
+whether a flight is new.
 
     python -m train.slices --data ../shared/data/dataset_SCL.csv.gz --models-dir models --out reports
 
@@ -11,7 +12,8 @@ months: ROC-AUC with a day-bootstrap 95 % interval, the served model's gain over
 (paired: the same resampled days), the delay rate beside the mean predicted probability, and the
 alert rate, precision and recall at each month's threshold (fitted on the months before it).
 Flights whose flight number, or route, no earlier month held show how the fallback of unseen
-values scores forward. Reported, never chosen on: a choice made per slice after reading this would be a forking path.
+values scores forward. Reported, never chosen on: a choice made per slice after reading this
+would be a forking path.
 """
 
 from __future__ import annotations
