@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -1120,10 +1121,12 @@ def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
 ) -> None:
     """One worker that may hold one request: while it scores large batches pipelined on one
     connection (one in flight at a time, the next started as the last is answered: the worker
-    stays full for as long as they last), another request gets the shed answer at once, and the
-    batches still complete. The shed client, re-sending at once on its kept-alive connection,
-    gets its next 503 only once the Retry-After has elapsed; a request it re-sends and then
-    leaves is neither shed nor counted as shed. (A request whose body is still to come does not
+    stays full for as long as they come), another request gets the shed answer at once, and the
+    batches still complete. They come until the two requests shed at once have been: a fixed
+    eight (about 0.2 s of scoring) were once all answered before the first probe on a loaded
+    machine, and every probe got its 200 for 30 s. The shed client, re-sending at once on its
+    kept-alive connection, gets its next 503 only once the Retry-After has elapsed; a request it
+    re-sends and then leaves is neither shed nor counted as shed. (A request whose body is still to come does not
     count against the bound: tests/test_protocol.py.)"""
     running = spawn(tmp_path / "run", WORKERS="1", MAX_IN_FLIGHT="1")
 
@@ -1136,7 +1139,22 @@ def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
     body = json.dumps({"flights": [MINIMAL_FLIGHTS[0]]}).encode()
     request = post(body)
     batch = json.dumps({"flights": FULL_FLIGHTS * (5_000 // len(FULL_FLIGHTS))}).encode()
-    batches = 8
+    shed_twice = threading.Event()
+
+    def keep_full(busy: socket.socket) -> tuple[int, bytes]:
+        """Two batches pipelined at a time on `busy` (the second read while the first is
+        scored), their answers read, until `shed_twice`: the batches sent, the answers read."""
+        sent, answers = 0, b""
+        while not shed_twice.is_set():
+            busy.sendall(post(batch) * 2)
+            sent += 2
+            while answers.count(b"HTTP/1.1 ") < sent:
+                received = busy.recv(1 << 20)
+                if not received:
+                    return sent, answers
+                answers += received
+        return sent, answers
+
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while "Application startup complete" not in running.log():
@@ -1147,34 +1165,32 @@ def test_past_the_in_flight_bound_the_real_server_answers_503_with_retry_after(
             socket.create_connection((HOST, running.port), timeout=30) as busy,
             ThreadPoolExecutor(1) as sender,
         ):
-            sending = sender.submit(busy.sendall, post(batch) * batches)  # read as they are scored
+            sending = sender.submit(keep_full, busy)
             deadline = time.monotonic() + STARTUP_TIMEOUT
-            while True:  # the worker is full once it has read the first batch's head
-                shed = httpx.post(running.url + "/predict", content=body, timeout=30,
-                                  headers={"content-type": "application/json"})  # fmt: skip
-                if shed.status_code == 503 or time.monotonic() > deadline:
-                    break
-            while True:
-                client = socket.create_connection((HOST, running.port), timeout=30)
-                client.sendall(request)
-                first = client.recv(65536)  # this connection's first shed request: at once
-                if first.startswith(b"HTTP/1.1 503 ") or time.monotonic() > deadline:
-                    break
-                # admitted between two batches (the next one's body still arriving: not in
-                # flight), as on a loaded machine: a new connection tries again
-                client.close()
+            try:
+                while True:  # the worker is full once it has read the first batch's head
+                    shed = httpx.post(running.url + "/predict", content=body, timeout=30,
+                                      headers={"content-type": "application/json"})  # fmt: skip
+                    if shed.status_code == 503 or time.monotonic() > deadline:
+                        break
+                while True:
+                    client = socket.create_connection((HOST, running.port), timeout=30)
+                    client.sendall(request)
+                    first = client.recv(65536)  # this connection's first shed request: at once
+                    if first.startswith(b"HTTP/1.1 503 ") or time.monotonic() > deadline:
+                        break
+                    # admitted between two batches (the next one's body still arriving: not in
+                    # flight), as on a loaded machine: a new connection tries again
+                    client.close()
+            finally:
+                shed_twice.set()  # the batches sent finish well before the Retry-After's release
             with client:
                 shed_at = time.monotonic()
                 client.sendall(request)  # re-sent at once
                 again = client.recv(65536)
                 waited = time.monotonic() - shed_at
                 client.sendall(request)  # re-sent at once again, then the client leaves
-            answers = b""
-            while answers.count(b"HTTP/1.1 ") < batches:
-                received = busy.recv(1 << 20)
-                assert received, answers[-300:]
-                answers += received
-            sending.result()
+            batches, answers = sending.result()
         assert shed.status_code == 503, shed.text
         assert shed.headers["retry-after"] == "1"
         assert shed.headers["x-request-id"]
