@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from app.inference.model import FULL_MODEL, MINIMAL_MODEL
+from app.inference.model import MODEL_NAMES
 from benchmarks.stress import StressError, load_average, machine, machine_cpu_s, publish, revision
 from train.data import csv_sha256
 
@@ -90,7 +90,7 @@ def compare(built: Path, committed: Path = COMMITTED) -> dict[str, str]:
     differ the top-level fields that differ (a rerun rewrites the last digits of a few floats),
     or `differs` / `missing`."""
     outcome: dict[str, str] = {}
-    for name in (MINIMAL_MODEL, FULL_MODEL):
+    for name in MODEL_NAMES:
         for suffix in (".onnx", ".json"):
             ours, theirs = committed / f"{name}{suffix}", built / f"{name}{suffix}"
             key = f"models/{name}{suffix}"
@@ -107,9 +107,14 @@ def compare(built: Path, committed: Path = COMMITTED) -> dict[str, str]:
     return outcome
 
 
+def others_share(timing: dict[str, Any]) -> float:
+    """The other processes' CPU during the run, in cores on average."""
+    return float(timing["others_cpu_s"] / timing["wall_s"]) if timing["wall_s"] else 0.0
+
+
 def verdict(timing: dict[str, Any]) -> str:
     met = "met" if timing["wall_s"] <= GOAL_S else "**missed**"
-    share = timing["others_cpu_s"] / timing["wall_s"] if timing["wall_s"] else 0.0
+    share = others_share(timing)
     if share > QUIET_SHARE:
         return f"{met}, on cores not quiet (other processes: {share:.0%} of a core)"
     return met
@@ -117,7 +122,7 @@ def verdict(timing: dict[str, Any]) -> str:
 
 def render(result: dict[str, Any]) -> str:
     timing, data = result["timing"], result["data"]
-    share = timing["others_cpu_s"] / timing["wall_s"] if timing["wall_s"] else 0.0
+    share = others_share(timing)
     return "\n".join([
         "# The export's time (`make export-time`)",
         "",

@@ -22,7 +22,6 @@ from threadpoolctl import threadpool_limits
 
 from app.inference.features import FeatureEncoder
 from app.inference.flights import Columns
-from app.inference.model import FULL_MODEL, MINIMAL_MODEL
 from export.card import METRICS_FILE, build_card, metrics_summary, with_profile, with_samples
 from export.lean import LeanGraphError, served_onnx
 from export.onnx import Calibrated, ParityError, check_parity, costs_per_row
@@ -32,14 +31,13 @@ from train.evaluate import Recipe, ages_after, inner_folds
 from train.metrics import Platt
 from train.report import write_report
 from train.select import (
+    CONTRACT_MODELS,
     FORWARD,
     ContractEvaluation,
     contract_rows,
     evaluate_contract,
     recipe_from_card,
 )
-
-CONTRACT_MODELS = {"minimal": MINIMAL_MODEL, "full": FULL_MODEL}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import orjson
 
 from app.inference.features import GROUPS, MINIMAL_GROUPS, from_flights
 from app.inference.flights import Columns, Flight
+from app.inference.model import FULL_MODEL, MINIMAL_MODEL
 from train.candidates import CANDIDATES, REPORTED_HALF_LIVES, Candidate
 from train.ceiling import Ceiling, cell_ceiling
 from train.data import Dataset
@@ -52,6 +53,8 @@ from train.evaluate import (
 from train.metrics import Scores
 
 CONTRACT_GROUPS = {"minimal": MINIMAL_GROUPS, "full": tuple(GROUPS)}
+CONTRACT_MODELS = {"minimal": MINIMAL_MODEL, "full": FULL_MODEL}
+"""The model each contract is served as."""
 SELECT = ("select",)
 REPORT = ("report",)
 FORWARD = ("select", "report")

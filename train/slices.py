@@ -33,7 +33,6 @@ from threadpoolctl import threadpool_limits
 
 from app.inference.features import hierarchy_keys
 from app.inference.flights import Columns
-from app.inference.model import FULL_MODEL, MINIMAL_MODEL
 from train.data import DEFAULT_DATA, DataError, Dataset, chilean_holidays, load
 from train.evaluate import (
     BOOTSTRAP,
@@ -49,13 +48,13 @@ from train.evaluate import (
 from train.report import code_revision
 from train.select import (
     CONTRACT_GROUPS,
+    CONTRACT_MODELS,
     FORWARD,
     baseline_recipe,
     contract_rows,
     recipe_from_card,
 )
 
-CONTRACT_MODELS = {"minimal": MINIMAL_MODEL, "full": FULL_MODEL}
 MIN_FLIGHTS = 1000
 """An airline with fewer forward flights is pooled into `other airlines`: a few hundred flights
 over a few dozen days give a ROC-AUC interval too wide to say anything."""
