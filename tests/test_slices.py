@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -17,6 +18,7 @@ from train.slices import (
     MIN_FLIGHTS,
     OTHER_AIRLINES,
     Pooled,
+    _verdicts,
     main,
     novelty,
     pooled,
@@ -61,6 +63,33 @@ def test_a_slice_ranked_perfectly_gains_over_a_baseline_that_ranks_by_chance() -
     assert figures.gain_interval is not None
     assert figures.gain_interval[0] > 0.3
     assert figures.roc_auc_interval == (1.0, 1.0)
+
+
+def test_the_gain_is_paired_a_model_against_itself_gains_exactly_nothing() -> None:
+    """Both models' ROC-AUCs are taken on the same resampled days: unpaired, a model against
+    itself would show a gain interval around 0 as wide as its own noise."""
+    rng = np.random.default_rng(1)
+    labels = (rng.random(400) < 0.3).astype(np.int64)
+    served = _pooled(labels, rng.random(400) + 0.3 * labels, np.zeros(400, bool))
+    figures = slice_figures("all", served, served, np.ones(400, bool))
+    assert figures.gain_interval == (0.0, 0.0)
+    assert figures.roc_auc_interval is not None
+    assert figures.roc_auc_interval[0] < figures.roc_auc_interval[1]
+
+
+def test_the_verdicts_sort_slices_by_where_the_gain_interval_lies() -> None:
+    rows: list[dict[str, Any]] = [
+        {"slice": "up", "gain_interval": (0.01, 0.05)},
+        {"slice": "down", "gain_interval": (-0.05, -0.01)},
+        {"slice": "either", "gain_interval": (-0.01, 0.01)},
+        {"slice": "one outcome", "gain_interval": None},
+    ]
+    assert _verdicts(rows) == [
+        "- Ranks better than the baseline (the gain's interval above 0): up.",
+        "- Ranks worse than the baseline (the gain's interval below 0): down.",
+        "- Ranks not shown better or worse (the interval contains 0): either.",
+    ]
+    assert _verdicts(rows[2:])[0].endswith("above 0): none.")
 
 
 def test_a_slice_of_one_outcome_has_no_ranking_and_no_precision() -> None:
