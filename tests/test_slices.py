@@ -104,20 +104,22 @@ def test_a_slice_of_one_outcome_has_no_ranking_and_no_precision() -> None:
 
 
 def test_a_flight_number_or_route_is_new_when_its_fold_never_trained_on_it() -> None:
-    months = np.array(["2017-01", "2017-01", "2017-02", "2017-02", "2017-02"])
+    months = np.array(["2017-01", "2017-01", "2017-02", "2017-02", "2017-02", "2017-02"])
     columns = Columns(
-        ["A"] * 5, ["N"] * 5, [1, 1, 2, 2, 2],
-        np.array(["2017-01-01T10:00"] * 5, dtype="datetime64[m]"),
-        ["SCEL", "SAEZ", "SCEL", "SAEZ", "KMIA"],
-        ["LAN"] * 5,
-        ["1", "2", "1", "3", "4"],
+        ["A"] * 6, ["N"] * 6, [1, 1, 2, 2, 2, 2],
+        np.array(["2017-01-01T10:00"] * 6, dtype="datetime64[m]"),
+        ["SCEL", "SAEZ", "SCEL", "SAEZ", "KMIA", "KMIA"],
+        ["LAN"] * 6,
+        ["1", "2", "1", "3", "4", "1"],
     )  # fmt: skip
     test = np.flatnonzero(months == "2017-02")
     fold = Fold("2017-02", np.flatnonzero(months == "2017-01"), test, "report", np.ones(2))
     flags = novelty(columns, [fold])
     new_flight = flags["flight number new (scored by its route or airline)"]
-    assert new_flight[test].tolist() == [False, True, True]  # LAN 1 seen; LAN 3, LAN 4 not
-    assert flags["route new (scored by its airline)"][test].tolist() == [False, False, True]
+    # LAN 1 seen (to SCEL, and to KMIA a new route, still scored by LAN 1's rate); LAN 3, 4 not
+    assert new_flight[test].tolist() == [False, True, True, False]
+    by_airline = flags["flight number and route new (scored by its airline)"]
+    assert by_airline[test].tolist() == [False, False, True, False]
     assert (flags["flight number seen in earlier months"] == ~new_flight).all()
     assert novelty(Columns(["A"], ["N"], [1]), [fold]) == {}
 
