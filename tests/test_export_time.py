@@ -53,6 +53,10 @@ def test_the_comparison_names_what_differs(tmp_path: Path) -> None:
     assert outcome["models/delay-minimal.onnx"] == "missing"
     assert outcome["models/delay-minimal.json"] == "identical"
 
+    card = orjson.loads((tmp_path / "delay-minimal.json").read_bytes())
+    (tmp_path / "delay-minimal.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
+    assert compare(tmp_path)["models/delay-minimal.json"] == "differs in its layout only"
+
 
 @pytest.mark.parametrize(
     ("wall_s", "others_cpu_s", "expected"),
