@@ -13,12 +13,14 @@ import pytest
 from app.inference.flights import Columns
 from tests.conftest import MODELS_DIR, ROOT
 from train.candidates import CANDIDATES
-from train.evaluate import Fold, Forward, Recipe, forward_folds
+from train.data import load
+from train.evaluate import Fold, Forward, Recipe, forward_folds, run_forward
 from train.slices import (
     MIN_FLIGHTS,
     OTHER_AIRLINES,
     Pooled,
     _verdicts,
+    contract_slices,
     main,
     novelty,
     pooled,
@@ -176,6 +178,26 @@ def test_main_slices_a_real_export(
     report = (tmp_path / "model-slices.md").read_text()
     assert "## full contract: delay-full.json" in report
     assert "- Ranks better than the baseline" in report
+
+
+def test_the_version_reported_is_that_of_the_card_whose_recipe_was_refitted(
+    synthetic_csv: Path, synthetic_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export that replaces the card while its recipe is being refitted (seconds) must
+    not lend its version to figures of the recipe read before it."""
+    for path in (synthetic_export / "models").iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    card_path = tmp_path / "delay-full.json"
+    card = orjson.loads(card_path.read_bytes())
+
+    def refit_while_replaced(*args: Any, **kwargs: Any) -> Forward:
+        card_path.write_bytes(orjson.dumps(card | {"version": "replaced meanwhile"}))
+        return run_forward(*args, **kwargs)
+
+    monkeypatch.setattr("train.slices.run_forward", refit_while_replaced)
+    result = contract_slices(load(synthetic_csv), "full", card_path)
+    assert result["version"] == card["version"]
+    assert result["model"] == f"delay-full.json {card['version']}"
 
 
 def test_a_card_without_a_recipe_is_one_line(

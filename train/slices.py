@@ -51,8 +51,8 @@ from train.select import (
     CONTRACT_MODELS,
     FORWARD,
     baseline_recipe,
+    card_recipe,
     contract_rows,
-    recipe_from_card,
 )
 
 MIN_FLIGHTS = 1000
@@ -177,7 +177,10 @@ def novelty(columns: Columns, folds: Sequence[Fold]) -> dict[str, np.ndarray]:
 
 def contract_slices(dataset: Dataset, contract: str, card: Path) -> dict[str, Any]:
     """The served recipe of `card` and the contract's baseline, refitted forward, sliced."""
-    recipe, note = recipe_from_card(card)
+    if not card.is_file():
+        raise DataError(f"no model at {card}")
+    card_json = orjson.loads(card.read_bytes())
+    recipe, note = card_recipe(card_json, card.name)
     if recipe is None:
         raise DataError(note)
     _, data = contract_rows(dataset, contract, chilean_holidays())
@@ -198,7 +201,6 @@ def contract_slices(dataset: Dataset, contract: str, card: Path) -> dict[str, An
         dataset.table["OPERA"].to_numpy(), dataset.table["TIPOVUELO"].to_numpy(), served.rows
     )
     masks |= {name: rows[served.rows] for name, rows in novelty(data.columns, folds).items()}
-    card_json = orjson.loads(card.read_bytes())
     return {
         "model": note,
         "recipe": recipe.label,
