@@ -214,7 +214,9 @@ def test_a_card_without_a_recipe_is_one_line(
 
 def test_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(tmp_path / "none.csv.gz")]) == 1
-    assert capsys.readouterr().err.startswith("model-slices: data file not found")
+    err = capsys.readouterr().err
+    assert err.startswith("model-slices: data file not found")
+    assert "(--data, or make's SCL_DATA=)" in err  # not DATA=, which make ignores
 
 
 def test_the_committed_report_is_of_the_committed_models_and_code() -> None:
