@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -12,11 +13,14 @@ import pytest
 from app.inference.flights import Columns
 from tests.conftest import MODELS_DIR, ROOT
 from train.candidates import CANDIDATES
-from train.evaluate import Fold, Forward, Recipe, forward_folds
+from train.data import load
+from train.evaluate import Fold, Forward, Recipe, forward_folds, run_forward
 from train.slices import (
     MIN_FLIGHTS,
     OTHER_AIRLINES,
     Pooled,
+    _verdicts,
+    contract_slices,
     main,
     novelty,
     pooled,
@@ -63,6 +67,33 @@ def test_a_slice_ranked_perfectly_gains_over_a_baseline_that_ranks_by_chance() -
     assert figures.roc_auc_interval == (1.0, 1.0)
 
 
+def test_the_gain_is_paired_a_model_against_itself_gains_exactly_nothing() -> None:
+    """Both models' ROC-AUCs are taken on the same resampled days: unpaired, a model against
+    itself would show a gain interval around 0 as wide as its own noise."""
+    rng = np.random.default_rng(1)
+    labels = (rng.random(400) < 0.3).astype(np.int64)
+    served = _pooled(labels, rng.random(400) + 0.3 * labels, np.zeros(400, bool))
+    figures = slice_figures("all", served, served, np.ones(400, bool))
+    assert figures.gain_interval == (0.0, 0.0)
+    assert figures.roc_auc_interval is not None
+    assert figures.roc_auc_interval[0] < figures.roc_auc_interval[1]
+
+
+def test_the_verdicts_sort_slices_by_where_the_gain_interval_lies() -> None:
+    rows: list[dict[str, Any]] = [
+        {"slice": "up", "gain_interval": (0.01, 0.05)},
+        {"slice": "down", "gain_interval": (-0.05, -0.01)},
+        {"slice": "either", "gain_interval": (-0.01, 0.01)},
+        {"slice": "one outcome", "gain_interval": None},
+    ]
+    assert _verdicts(rows) == [
+        "- Ranks better than the baseline (the gain's interval above 0): up.",
+        "- Ranks worse than the baseline (the gain's interval below 0): down.",
+        "- Ranks not shown better or worse (the interval contains 0): either.",
+    ]
+    assert _verdicts(rows[2:])[0].endswith("above 0): none.")
+
+
 def test_a_slice_of_one_outcome_has_no_ranking_and_no_precision() -> None:
     labels = np.zeros(50, dtype=np.int64)
     served = _pooled(labels, np.linspace(0, 1, 50), np.zeros(50, bool))
@@ -75,20 +106,22 @@ def test_a_slice_of_one_outcome_has_no_ranking_and_no_precision() -> None:
 
 
 def test_a_flight_number_or_route_is_new_when_its_fold_never_trained_on_it() -> None:
-    months = np.array(["2017-01", "2017-01", "2017-02", "2017-02", "2017-02"])
+    months = np.array(["2017-01", "2017-01", "2017-02", "2017-02", "2017-02", "2017-02"])
     columns = Columns(
-        ["A"] * 5, ["N"] * 5, [1, 1, 2, 2, 2],
-        np.array(["2017-01-01T10:00"] * 5, dtype="datetime64[m]"),
-        ["SCEL", "SAEZ", "SCEL", "SAEZ", "KMIA"],
-        ["LAN"] * 5,
-        ["1", "2", "1", "3", "4"],
+        ["A"] * 6, ["N"] * 6, [1, 1, 2, 2, 2, 2],
+        np.array(["2017-01-01T10:00"] * 6, dtype="datetime64[m]"),
+        ["SCEL", "SAEZ", "SCEL", "SAEZ", "KMIA", "KMIA"],
+        ["LAN"] * 6,
+        ["1", "2", "1", "3", "4", "1"],
     )  # fmt: skip
     test = np.flatnonzero(months == "2017-02")
     fold = Fold("2017-02", np.flatnonzero(months == "2017-01"), test, "report", np.ones(2))
     flags = novelty(columns, [fold])
     new_flight = flags["flight number new (scored by its route or airline)"]
-    assert new_flight[test].tolist() == [False, True, True]  # LAN 1 seen; LAN 3, LAN 4 not
-    assert flags["route new (scored by its airline)"][test].tolist() == [False, False, True]
+    # LAN 1 seen (to SCEL, and to KMIA a new route, still scored by LAN 1's rate); LAN 3, 4 not
+    assert new_flight[test].tolist() == [False, True, True, False]
+    by_airline = flags["flight number and route new (scored by its airline)"]
+    assert by_airline[test].tolist() == [False, False, True, False]
     assert (flags["flight number seen in earlier months"] == ~new_flight).all()
     assert novelty(Columns(["A"], ["N"], [1]), [fold]) == {}
 
@@ -147,6 +180,26 @@ def test_main_slices_a_real_export(
     assert "- Ranks better than the baseline" in report
 
 
+def test_the_version_reported_is_that_of_the_card_whose_recipe_was_refitted(
+    synthetic_csv: Path, synthetic_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export that replaces the card while its recipe is being refitted (seconds) must
+    not lend its version to figures of the recipe read before it."""
+    for path in (synthetic_export / "models").iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    card_path = tmp_path / "delay-full.json"
+    card = orjson.loads(card_path.read_bytes())
+
+    def refit_while_replaced(*args: Any, **kwargs: Any) -> Forward:
+        card_path.write_bytes(orjson.dumps(card | {"version": "replaced meanwhile"}))
+        return run_forward(*args, **kwargs)
+
+    monkeypatch.setattr("train.slices.run_forward", refit_while_replaced)
+    result = contract_slices(load(synthetic_csv), "full", card_path)
+    assert result["version"] == card["version"]
+    assert result["model"] == f"delay-full.json {card['version']}"
+
+
 def test_a_card_without_a_recipe_is_one_line(
     synthetic_csv: Path, synthetic_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -161,7 +214,9 @@ def test_a_card_without_a_recipe_is_one_line(
 
 def test_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(tmp_path / "none.csv.gz")]) == 1
-    assert capsys.readouterr().err.startswith("model-slices: data file not found")
+    err = capsys.readouterr().err
+    assert err.startswith("model-slices: data file not found")
+    assert "(--data, or make's SCL_DATA=)" in err  # not DATA=, which make ignores
 
 
 def test_the_committed_report_is_of_the_committed_models_and_code() -> None:

@@ -118,7 +118,7 @@ def load(path: Path) -> Dataset:
     if not path.is_file():
         raise DataError(
             f"data file not found: {path}. Put the SCL 2017 flights file (dataset_SCL.csv or .csv.gz, "
-            f"CSV sha256 {CSV_SHA256}) there, or pass DATA=/path/to/dataset_SCL.csv.gz"
+            f"CSV sha256 {CSV_SHA256}) there, or give its path (--data, or make's SCL_DATA=)"
         )
     raw = csv_bytes(path)
     table = _read_csv(raw, path)

@@ -175,12 +175,17 @@ def recipe_from_card(card_path: Path) -> tuple[Recipe | None, str]:
     how to name it; None, saying why, where the card cannot give one."""
     if not card_path.is_file():
         return None, f"no model at {card_path}"
-    card = orjson.loads(card_path.read_bytes())
+    return card_recipe(orjson.loads(card_path.read_bytes()), card_path.name)
+
+
+def card_recipe(card: Mapping[str, Any], name: str) -> tuple[Recipe | None, str]:
+    """`recipe_from_card` of a card already read: a caller that also quotes the card's version
+    reads the file once, so the two cannot come from different exports."""
     groups = card.get("encoder", {}).get("groups")
     candidate = next((c for c in CANDIDATES if c.name == card["model"]["estimator"]), None)
     if groups is None or candidate is None:
         return None, (
-            f"{card_path.name} {card.get('version')} predates feature groups: its recipe "
+            f"{name} {card.get('version')} predates feature groups: its recipe "
             "cannot be refitted by this code"
         )
     model = card["model"]
@@ -191,7 +196,7 @@ def recipe_from_card(card_path: Path) -> tuple[Recipe | None, str]:
         tuple(groups),
         model.get("half_life_months"),
     )
-    return recipe, f"{card_path.name} {card['version']}"
+    return recipe, f"{name} {card['version']}"
 
 
 def evaluate_contract(

@@ -11,7 +11,7 @@ refitted on the forward folds `make export` judges them on, and each slice pools
 months: ROC-AUC with a day-bootstrap 95 % interval, the served model's gain over the baseline
 (paired: the same resampled days), the delay rate beside the mean predicted probability, and the
 alert rate, precision and recall at each month's threshold (fitted on the months before it).
-Flights whose flight number, or route, no earlier month held show how the fallback of unseen
+Flights whose flight number (and route) no earlier month held show how the fallback of unseen
 values scores forward. Reported, never chosen on: a choice made per slice after reading this
 would be a forking path.
 """
@@ -51,8 +51,8 @@ from train.select import (
     CONTRACT_MODELS,
     FORWARD,
     baseline_recipe,
+    card_recipe,
     contract_rows,
-    recipe_from_card,
 )
 
 MIN_FLIGHTS = 1000
@@ -154,10 +154,11 @@ def slices(
 
 
 def novelty(columns: Columns, folds: Sequence[Fold]) -> dict[str, np.ndarray]:
-    """Per row of the data: whether its flight number, or its route, was absent from the
-    training months of the fold that tests it, so the model scored it through the fallback
-    (flight number -> route -> airline) rather than by its own delay rate. Nothing for flights
-    without a schedule."""
+    """Per row of the data: whether the training months of the fold that tests it lacked its
+    flight number, so the model scored it through the fallback (flight number -> route ->
+    airline) rather than by its own delay rate, and whether they lacked its route too, so it
+    was scored by its airline (a new route under a flight number seen before is scored by that
+    number). Nothing for flights without a schedule."""
     if columns.departure is None:
         return {}
     flight, route, _ = (np.asarray(keys) for keys in hierarchy_keys(columns))
@@ -170,13 +171,16 @@ def novelty(columns: Columns, folds: Sequence[Fold]) -> dict[str, np.ndarray]:
     return {
         "flight number seen in earlier months": ~new_flight,
         "flight number new (scored by its route or airline)": new_flight,
-        "route new (scored by its airline)": new_route,
+        "flight number and route new (scored by its airline)": new_flight & new_route,
     }
 
 
 def contract_slices(dataset: Dataset, contract: str, card: Path) -> dict[str, Any]:
     """The served recipe of `card` and the contract's baseline, refitted forward, sliced."""
-    recipe, note = recipe_from_card(card)
+    if not card.is_file():
+        raise DataError(f"no model at {card}")
+    card_json = orjson.loads(card.read_bytes())
+    recipe, note = card_recipe(card_json, card.name)
     if recipe is None:
         raise DataError(note)
     _, data = contract_rows(dataset, contract, chilean_holidays())
@@ -197,7 +201,6 @@ def contract_slices(dataset: Dataset, contract: str, card: Path) -> dict[str, An
         dataset.table["OPERA"].to_numpy(), dataset.table["TIPOVUELO"].to_numpy(), served.rows
     )
     masks |= {name: rows[served.rows] for name, rows in novelty(data.columns, folds).items()}
-    card_json = orjson.loads(card.read_bytes())
     return {
         "model": note,
         "recipe": recipe.label,
@@ -296,10 +299,11 @@ def render(result: dict[str, Any]) -> str:
         "at each month's threshold fitted on the months before it. Intervals: 95 %, days "
         f"resampled ({BOOTSTRAP} replicates), the gain paired (both models on the same "
         f"resampled days). Airlines with fewer than {MIN_FLIGHTS:,} forward flights are pooled "
-        f"as `{OTHER_AIRLINES}`. With the schedule, `flight number new` and `route new` are "
-        "flights whose flight number (airline and `Vlo-I`) or route (airline and `Des-I`) no "
-        "training month of their fold held: scored through the fallback, by their route's or "
-        "airline's delay rate. Reported, never chosen on.",
+        f"as `{OTHER_AIRLINES}`. With the schedule, `flight number new` are flights whose "
+        "flight number (airline and `Vlo-I`) no training month of their fold held, scored "
+        "through the fallback by their route's (airline and `Des-I`) or, where the route is "
+        "new too (`flight number and route new`), their airline's delay rate. Reported, never "
+        "chosen on.",
         "",
         *(line for contract, figures in result["contracts"].items()
           for line in render_contract(contract, figures)),
