@@ -34,6 +34,7 @@ from tritonclient.utils import InferenceServerException
 
 from app import cpus
 from app.observability.metrics import FLUSH_SECONDS
+from app.server.coalesce import LINGER
 from app.server.protocol import REFUSED_ROUTE
 from app.settings import max_workers
 from benchmarks.chaos import wait_for
@@ -401,6 +402,28 @@ def test_an_answer_that_closes_is_read_whatever_the_client_sends_after_it(
     parts = (head, body) if trailing is None else (head + body, trailing)
     answers = [read_after_sending(server, *parts)[:12] for _ in range(20)]
     assert answers == [b"HTTP/1.1 " + status] * 20
+
+
+def test_a_connection_closed_in_stages_is_closed_after_linger_whatever_its_client_does(
+    server: Server,
+) -> None:
+    """The staged close ends LINGER s (and up to a sweep) after the answer even if the client
+    neither closes nor stops sending: a half-closed connection is not held for ever."""
+    with socket.create_connection((HOST, server.port), timeout=10) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):  # to the server's half-close
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        start, error = time.monotonic(), None
+        while error is None and time.monotonic() - start < LINGER + 3:
+            try:
+                connection.sendall(b"x")  # read and dropped until the close; then reset
+            except (BrokenPipeError, ConnectionResetError) as reset:
+                error = reset
+            time.sleep(0.05)
+        assert error is not None
+        assert time.monotonic() - start >= LINGER - 0.2
 
 
 def test_health_routes(http: httpx.Client) -> None:

@@ -21,8 +21,11 @@ pipelined one queued behind it writes on a closed transport when the connection 
 (found by a raw-socket fuzz, 2026-12-04; stock uvicorn on uvloop does the same).
 
 A close, the cycle's or the protocol's after its own answer, is staged (`LINGER`): the sending
-side at once, the whole connection once the client has closed its side or `LINGER` s later; the
-connection is closing from the first stage on, so nothing more is written or parsed on it.
+side at once, the whole connection once the client has closed its side or `LINGER` s later (the
+protocol's once-a-second sweep: a timer for each connection cost clients that make a connection
+per request 7 % and 14 % of their requests/s at 16 and 64 connections, medians of 4 alternating
+rounds, where the sweep's cost was within the noise); the connection is closing from the first
+stage on, so nothing more is written or parsed on it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 LINGER = 2.0
 """Seconds a connection is still read after the answer that closes it, what comes dropped, unless
-its client closes first (RFC 9112 §9.6's staged close). Closed at once, bytes the client sent after
+its client closes first (RFC 9112 §9.6's staged close; up to a second more: the sweep closes it). Closed at once, bytes the client sent after
 its request (the rest of a body answered early, as a `413`; a stray CRLF after a POST body) made
 the kernel reset the connection, and the client lost the answer it had not read yet: 165 of 200
 `Connection: close` uploads over MAX_BODY_BYTES read a reset instead of their `413`, and 230 of
@@ -98,8 +101,7 @@ class CoalescingTransport(asyncio.Transport):
         if not transport.can_write_eof():
             transport.close()
             return
-        transport.write_eof()
-        asyncio.get_running_loop().call_later(LINGER, transport.close)
+        transport.write_eof()  # the rest: app.server.protocol's sweep, once LINGER s have passed
 
     def is_closing(self) -> bool:
         return self._closed or self._transport.is_closing()

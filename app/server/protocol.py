@@ -84,7 +84,7 @@ from app.observability.metrics import (
     count_closed_connection,
     observe_latency,
 )
-from app.server.coalesce import CoalescingTransport
+from app.server.coalesce import LINGER, CoalescingTransport
 from app.server.overload import SHED_ROUTE, UNSHED_PATHS, hold_until, sender, shed_response
 from app.server.upgrade import AfterIgnoredUpgrade, framing_head
 
@@ -342,6 +342,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deferred = False
         """Whether the next request waits for the client to read its answers (`resume_writing`)."""
         self._unanswered, self._answered_ones = _WAITING.setdefault(self.server_state, ({}, {}))
+        self._linger_since: float | None = None
+        """When the sweep first saw the connection half-closed after its last answer."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -837,10 +839,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return "idle"
 
     def sweep(self, now: float) -> None:
-        """Once a second: the read timeouts, and the end of a refused connection's busy window
-        (`_BUSY`). A (request, phase) pair seen again began at its first sighting, so each
+        """Once a second: the read timeouts, the end of a refused connection's busy window
+        (`_BUSY`), and of a staged close (`_end_linger`). A (request, phase) pair seen again began at its first sighting, so each
         timeout is honoured to within one sweep."""
-        if self._unread(now) or self._writer.is_closing():
+        if self._unread(now):
+            return
+        if self._writer.is_closing():
+            self._end_linger(now)
             return
         if self in self._busy and self._rests(now):
             self._busy.discard(self)
@@ -861,6 +866,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
             else:
                 self._refuse(408, "Request Timeout", "request body not received in time", waited)
+
+    def _end_linger(self, now: float) -> None:
+        """Closes a connection left half-closed after its last answer (app.server.coalesce's
+        staged close) once the sweep has seen it so for LINGER s, if its client has not closed
+        it first."""
+        if self.transport.is_closing():
+            return
+        if self._linger_since is None:
+            self._linger_since = now
+        elif now - self._linger_since >= LINGER:
+            self.transport.close()
 
     def _unread(self, now: float) -> bool:
         """Whether the answers wait for the client to read them: writing paused (the app's next
