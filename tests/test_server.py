@@ -391,7 +391,7 @@ def test_an_answer_that_closes_is_read_whatever_the_client_sends_after_it(
     """Closed at once after its answer, a connection the client still sent on was reset by the
     kernel, and the client lost the answer it had not read: a 413 given before a body over
     MAX_BODY_BYTES was in (165 of 200 uploads read a reset), an answer followed by a stray CRLF
-    (230 of 2,000). It closes in stages now (app.server.protocol.LINGER)."""
+    (230 of 2,000). It closes in stages now (app.server.coalesce.LINGER)."""
     body = b'{"flights":[{"OPERA":"Grupo LATAM","TIPOVUELO":"N","MES":3}]}'
     if trailing is None:  # over the limit: answered 413 from its length, before it is read
         body = b'{"flights": [' + b" " * 1_100_000 + b"]}"
