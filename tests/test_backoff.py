@@ -1,6 +1,8 @@
 """The clients `make overload` measures with: wrk/backoff.lua and the probe of benchmarks.chaos
 with `backoff` wait a 503's Retry-After before their next request; wrk/predict.lua and the
-probe without it re-send at once. Against a stub that sheds every request (Retry-After: 1)."""
+probe without it re-send at once. Against a stub that sheds every request (Retry-After: 1); and
+the wrk scripts send the headers wrk's `-H` names (`Connection: close`, for clients that make a
+connection per request)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class SheddingStub:
 
     def __init__(self) -> None:
         self.requests = 0
+        self.heads: list[bytes] = []
         self.loop = asyncio.new_event_loop()
         self.server = self.loop.run_until_complete(asyncio.start_server(self.serve, "127.0.0.1", 0))
         self.port: int = self.server.sockets[0].getsockname()[1]
@@ -37,6 +40,7 @@ class SheddingStub:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         await reader.readexactly(int(line.split(b":", 1)[1]))
@@ -66,16 +70,14 @@ def test_retry_after_reads_the_delta_seconds_of_a_head() -> None:
     assert retry_after(b"HTTP/1.1 503 x\r\nretry-after: Wed, 21 Oct 2026 07:28:00 GMT\r\n\r\n") == 0
 
 
-@pytest.mark.parametrize(("script", "seconds"), [("backoff.lua", 2), ("predict.lua", 1)])
-def test_wrk_backs_off_only_with_the_backoff_script(
-    stub: SheddingStub, tmp_path: Path, script: str, seconds: int
-) -> None:
+def _wrk(stub: SheddingStub, tmp_path: Path, script: str, seconds: int, *options: str) -> None:
+    """Runs wrk with `script` of wrk/ against the stub for `seconds`."""
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not on PATH (apt-get install wrk)")
     bodies = tmp_path / "bodies.jsonl"
     bodies.write_text('{"flights":[]}\n')
     command = [
-        "wrk", "--threads=1", f"--connections={CONNECTIONS}", f"--duration={seconds}s",
+        "wrk", "--threads=1", f"--connections={CONNECTIONS}", f"--duration={seconds}s", *options,
         f"--script={ROOT / 'wrk' / script}", f"http://127.0.0.1:{stub.port}",
     ]  # fmt: skip
     run = subprocess.run(
@@ -83,11 +85,32 @@ def test_wrk_backs_off_only_with_the_backoff_script(
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize(("script", "seconds"), [("backoff.lua", 2), ("predict.lua", 1)])
+def test_wrk_backs_off_only_with_the_backoff_script(
+    stub: SheddingStub, tmp_path: Path, script: str, seconds: int
+) -> None:
+    _wrk(stub, tmp_path, script, seconds)
     if script == "backoff.lua":
         # a request at 0 s, one after each 1-s wait: at most 3 per connection in 2 s
         assert 0 < stub.requests <= 3 * CONNECTIONS, stub.requests
     else:
         assert stub.requests > 10 * CONNECTIONS, stub.requests
+
+
+@pytest.mark.parametrize("script", ["predict.lua", "batch.lua", "backoff.lua"])
+def test_the_wrk_scripts_send_the_headers_of_wrk_options(
+    stub: SheddingStub, tmp_path: Path, script: str
+) -> None:
+    """wrk.format adds no -H header to the headers a script gives it: a `-H "Connection: close"`
+    run measured keep-alive connections, saying nothing."""
+    _wrk(stub, tmp_path, script, 1, "--header=Connection: close", "--header=X-Probe: 1")
+    assert stub.heads
+    for head in stub.heads:
+        assert b"\r\nConnection: close\r\n" in head, head
+        assert b"\r\nX-Probe: 1\r\n" in head, head
+        assert b"\r\nContent-Type: application/json\r\n" in head, head
 
 
 @pytest.mark.parametrize(("backoff", "seconds"), [(True, 2.0), (False, 1.0)])

@@ -102,6 +102,11 @@ class FakeTransport(asyncio.Transport):
     def close(self) -> None:
         self.closed = True
 
+    def can_write_eof(self) -> bool:
+        """No half-close: an answer closing its connection closes it at once (as over TLS);
+        the staged close is tested over real sockets (tests/test_server.py)."""
+        return False
+
     def pause_reading(self) -> None:
         self.reading = False
 

@@ -65,10 +65,18 @@ function M.install(name, default_path, target, marker)
 
   local requests, position
 
+  -- wrk.format adds none of wrk.headers (the -H options) to a table it is given: without them a
+  -- `-H "Connection: close"` run sent keep-alive requests, silently.
+  local function headers()
+    local fields = { ["Content-Type"] = "application/json" }
+    for name, value in pairs(wrk.headers) do fields[name] = value end
+    return fields
+  end
+
   function init(args)
     requests = {}
     for i, body in ipairs(load_bodies(path)) do
-      requests[i] = wrk.format("POST", target, { ["Content-Type"] = "application/json" }, body)
+      requests[i] = wrk.format("POST", target, headers(), body)
     end
     statuses = {}
     bad_bodies = 0

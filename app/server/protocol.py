@@ -84,7 +84,7 @@ from app.observability.metrics import (
     count_closed_connection,
     observe_latency,
 )
-from app.server.coalesce import CoalescingTransport
+from app.server.coalesce import LINGER, CoalescingTransport
 from app.server.overload import SHED_ROUTE, UNSHED_PATHS, hold_until, sender, shed_response
 from app.server.upgrade import AfterIgnoredUpgrade, framing_head
 
@@ -342,6 +342,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deferred = False
         """Whether the next request waits for the client to read its answers (`resume_writing`)."""
         self._unanswered, self._answered_ones = _WAITING.setdefault(self.server_state, ({}, {}))
+        self._linger_since: float | None = None
+        """When the sweep first saw the connection half-closed after its last answer."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -350,7 +352,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._unanswered[self] = None
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
-        if self.server_state in _DRAINING and not self.transport.is_closing():
+        if self.server_state in _DRAINING and not self._writer.is_closing():
             self.shutdown()
 
     def _make_room(self) -> None:
@@ -387,7 +389,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._held is None
             and self._refusal is None
             and not self._answers_pending()
-            and not self.transport.is_closing()
+            and not self._writer.is_closing()
             and not self.transport.get_write_buffer_size()
         )
 
@@ -395,7 +397,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's (0.55), and then the head limit; but a request whose `Upgrade` uvicorn
         does not take (`h2c`) is served with its body, and the connection parses on
         (app.server.upgrade), where httptools dropped both."""
-        if self._refusal is not None:  # nothing after bytes that are not HTTP is read
+        # nothing is parsed after bytes that are not HTTP, nor after an answer that closes
+        if self._refusal is not None or self._writer.is_closing():
             return
         if self._held is not None:  # parsed once the held answer is written (`_release`)
             self._unparsed += data
@@ -427,7 +430,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             head_end = upgrade.args[0]
             self._ignore_upgrade()
             self._limit_head(data[:head_end])
-            if data[head_end:] and not self.transport.is_closing():
+            if data[head_end:] and not self._writer.is_closing():
                 self.data_received(data[head_end:])
         else:
             self._limit_head(data)
@@ -436,7 +439,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _limit_head(self, data: bytes) -> None:
         """The head limit, counted over the chunks `data` of the head being received."""
-        if self.transport.is_closing():
+        if self._writer.is_closing():
             return
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
@@ -467,7 +470,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._trailer = reads = cast(int, self._trailer) + read
         self._trailer_fields = fields = self._trailer_fields + field
         limit = self.limits.max_head_bytes
-        if max(reads, fields) > limit and not self.transport.is_closing():
+        if max(reads, fields) > limit and not self._writer.is_closing():
             message = f"request trailer section over the {limit}-byte limit"
             self._refuse_body(431, "Request Header Fields Too Large", message)
 
@@ -501,7 +504,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_if_due(self) -> None:
         """The refusal `_refuse_in_turn` put off, once every request before it is answered
         (unless the last answer closed the connection)."""
-        if self._refusal is None or self._answers_pending() or self.transport.is_closing():
+        if self._refusal is None or self._answers_pending() or self._writer.is_closing():
             return
         refusal, self._refusal = self._refusal, None
         self._refuse(*refusal)
@@ -602,7 +605,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(status, reason, message)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        if self.transport.is_closing():
+        if self._writer.is_closing():
             # Behind a request refused (or shed, closing) in the same chunk, which the parser
             # goes on with: its app ran on the closed connection, and its answer, never sent,
             # was counted and access-logged.
@@ -641,7 +644,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         has read down to uvicorn's low-water mark: the send timeout's clock starts again."""
         super().resume_writing()
         self._unread_since = None
-        if self._deferred and self.pipeline and not self.transport.is_closing():
+        if self._deferred and self.pipeline and not self._writer.is_closing():
             self._deferred = False
             self._start_asgi_task(*self.pipeline.pop())
 
@@ -750,7 +753,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         request. Restarted every time, a client sending steadily on a kept-alive connection (a
         pool, a proxy) got nothing but held 503s long after the overload had passed."""
         cycle, self._held, self._release_timer = self._held, None, None
-        if cycle is None or self.transport.is_closing():
+        if cycle is None or self._writer.is_closing():
             return
         if self._closes():
             cycle.keep_alive = False
@@ -759,7 +762,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not overloaded:
             self._last_shed = None
         unparsed, self._unparsed = self._unparsed, b""
-        if unparsed and not self.transport.is_closing():
+        if unparsed and not self._writer.is_closing():
             self.data_received(unparsed)
 
     def on_response_complete(self) -> None:
@@ -802,7 +805,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             request_ids.REQUEST_ID.reset(token)
         cycle.response_started = cycle.response_complete = True
         if not cycle.keep_alive:
-            self.transport.close()
+            self._writer.close()  # in stages: see app.server.coalesce.LINGER
         self._wait_for_request()
         super().on_response_complete()
         self._refuse_if_due()
@@ -836,10 +839,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return "idle"
 
     def sweep(self, now: float) -> None:
-        """Once a second: the read timeouts, and the end of a refused connection's busy window
-        (`_BUSY`). A (request, phase) pair seen again began at its first sighting, so each
+        """Once a second: the read timeouts, the end of a refused connection's busy window
+        (`_BUSY`), and of a staged close (`_end_linger`). A (request, phase) pair seen again began at its first sighting, so each
         timeout is honoured to within one sweep."""
-        if self._unread(now) or self.transport.is_closing():
+        if self._unread(now):
+            return
+        if self._writer.is_closing():
+            self._end_linger(now)
             return
         if self in self._busy and self._rests(now):
             self._busy.discard(self)
@@ -861,6 +867,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._refuse(408, "Request Timeout", "request body not received in time", waited)
 
+    def _end_linger(self, now: float) -> None:
+        """Closes a connection left half-closed after its last answer (app.server.coalesce's
+        staged close) once the sweep has seen it so for LINGER s, if its client has not closed
+        it first."""
+        if self.transport.is_closing():
+            return
+        if self._linger_since is None:
+            self._linger_since = now
+        elif now - self._linger_since >= LINGER:
+            self.transport.close()
+
     def _unread(self, now: float) -> bool:
         """Whether the answers wait for the client to read them: writing paused (the app's next
         send waits), or a close waiting for the write buffer to empty. Dropped (abort: the
@@ -869,7 +886,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         close, since the buffer last shrank."""
         transport = self.transport
         paused = self.flow.write_paused
-        waiting = paused or transport.is_closing()
+        waiting = paused or self._writer.is_closing()
         buffered = transport.get_write_buffer_size() if waiting else 0
         if not buffered:
             self._unread_since = None
@@ -958,7 +975,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def _drain(self) -> None:
-        if self.transport.is_closing():
+        if self._writer.is_closing():
             return
         if not self._closes():  # kept alive for the linger: nothing closes yet
             self.loop.call_later(DRAIN_INTERVAL, self._drain)
@@ -1005,7 +1022,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(
             _response(status, reason, message, request_id, head_only, default_headers)
         )
-        self.transport.close()
+        self._writer.close()  # in stages: see app.server.coalesce.LINGER
         self._count_refused(status, waited, scope)
 
     def _count_refused(self, status: int, waited: float, scope: HTTPScope | None) -> None:
