@@ -215,3 +215,45 @@ def test_a_served_recipe_is_read_from_its_card(synthetic_export: Path, tmp_path:
         None,
         f"no model at {tmp_path / 'none.json'}",
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"version": "x", "model": {"estim', "not a model card: unexpected end of data"),
+        (b"[1, 2]", "not a model card: a JSON list"),
+        (b'{"model": {"estimator": "hgb"}}', "not a model card: no version"),
+        (b'{"version": "x", "model": "hgb"}', "not a model card: no version"),
+        (b'{"version": "x", "model": {}, "encoder": []}', "not a model card: no version"),
+        (
+            b'{"version": "x", "model": {"estimator": "hgb", "params": 3}, '
+            b'"encoder": {"groups": ["hour"]}}',
+            "not a model card: model.params is not an object",
+        ),
+        (
+            b'{"version": "x", "model": {"estimator": "hgb", "params": {}}, '
+            b'"encoder": {"groups": 7}}',
+            "encoder.groups not a list",
+        ),
+    ],
+    ids=[
+        "cut-short",
+        "not-an-object",
+        "no-version",
+        "model-not-an-object",
+        "encoder-not-an-object",
+        "params-not-an-object",
+        "groups-not-a-list",
+    ],
+)
+def test_a_card_that_is_not_one_is_refused_saying_why(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    """The export's gate and `make model-slices` read the served models' cards: a release cut
+    short or a wrong file there was a traceback (JSONDecodeError, KeyError, TypeError)."""
+    card = tmp_path / "delay-full.json"
+    card.write_bytes(content)
+    recipe, note = recipe_from_card(card)
+    assert recipe is None
+    assert says in note
+    assert "\n" not in note

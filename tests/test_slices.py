@@ -212,6 +212,18 @@ def test_a_card_without_a_recipe_is_one_line(
     assert capsys.readouterr().err.strip().endswith("its recipe cannot be refitted by this code")
 
 
+def test_a_card_cut_short_is_one_line(
+    synthetic_csv: Path, synthetic_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for path in (synthetic_export / "models").iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    card = tmp_path / "delay-full.json"
+    card.write_bytes(card.read_bytes()[:100])
+    assert main(["--data", str(synthetic_csv), "--models-dir", str(tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{card}: not a model card: " in line
+
+
 def test_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data", str(tmp_path / "none.csv.gz")]) == 1
     err = capsys.readouterr().err

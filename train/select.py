@@ -33,7 +33,7 @@ from app.inference.flights import Columns, Flight
 from app.inference.model import FULL_MODEL, MINIMAL_MODEL
 from train.candidates import CANDIDATES, REPORTED_HALF_LIVES, Candidate
 from train.ceiling import Ceiling, cell_ceiling
-from train.data import Dataset
+from train.data import DataError, Dataset
 from train.evaluate import (
     Encoded,
     Forward,
@@ -173,22 +173,45 @@ def recipe_from_card(card_path: Path) -> tuple[Recipe | None, str]:
     """The recipe of a served model, read from its card, to be refitted on any folds (the
     exported model itself has seen every month, so only its recipe can be judged forward), and
     how to name it; None, saying why, where the card cannot give one."""
+    try:
+        card = read_card(card_path)
+    except DataError as error:
+        return None, str(error)
+    return card_recipe(card, card_path.name)
+
+
+def read_card(card_path: Path) -> Mapping[str, Any]:
+    """A model card's JSON object. A file that is missing, or not a JSON object (a release cut
+    short, a wrong file in the models directory), is a one-line DataError naming it."""
     if not card_path.is_file():
-        return None, f"no model at {card_path}"
-    return card_recipe(orjson.loads(card_path.read_bytes()), card_path.name)
+        raise DataError(f"no model at {card_path}")
+    try:
+        card = orjson.loads(card_path.read_bytes())
+    except orjson.JSONDecodeError as error:
+        raise DataError(f"{card_path}: not a model card: {error}") from None
+    if not isinstance(card, dict):
+        raise DataError(f"{card_path}: not a model card: a JSON {type(card).__name__}")
+    return card
 
 
 def card_recipe(card: Mapping[str, Any], name: str) -> tuple[Recipe | None, str]:
     """`recipe_from_card` of a card already read: a caller that also quotes the card's version
     reads the file once, so the two cannot come from different exports."""
-    groups = card.get("encoder", {}).get("groups")
-    candidate = next((c for c in CANDIDATES if c.name == card["model"]["estimator"]), None)
+    model, encoder = card.get("model"), card.get("encoder")
+    if not (isinstance(model, dict) and isinstance(encoder, dict | None) and "version" in card):
+        return None, f"{name}: not a model card: no version, or no model or encoder object"
+    groups = (encoder or {}).get("groups")
+    candidate = next((c for c in CANDIDATES if c.name == model.get("estimator")), None)
     if groups is None or candidate is None:
         return None, (
-            f"{name} {card.get('version')} predates feature groups: its recipe "
+            f"{name} {card['version']} predates feature groups: its recipe "
             "cannot be refitted by this code"
         )
-    model = card["model"]
+    if not (isinstance(model.get("params"), dict) and isinstance(groups, list)):
+        return None, (
+            f"{name} {card['version']}: not a model card: model.params is not an object, or "
+            "encoder.groups not a list"
+        )
     recipe = Recipe(
         candidate.name,
         candidate.build,

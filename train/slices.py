@@ -53,6 +53,7 @@ from train.select import (
     baseline_recipe,
     card_recipe,
     contract_rows,
+    read_card,
 )
 
 MIN_FLIGHTS = 1000
@@ -177,9 +178,7 @@ def novelty(columns: Columns, folds: Sequence[Fold]) -> dict[str, np.ndarray]:
 
 def contract_slices(dataset: Dataset, contract: str, card: Path) -> dict[str, Any]:
     """The served recipe of `card` and the contract's baseline, refitted forward, sliced."""
-    if not card.is_file():
-        raise DataError(f"no model at {card}")
-    card_json = orjson.loads(card.read_bytes())
+    card_json = read_card(card)
     recipe, note = card_recipe(card_json, card.name)
     if recipe is None:
         raise DataError(note)
