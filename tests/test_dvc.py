@@ -178,6 +178,27 @@ def test_the_lock_records_the_stages_dependencies_and_the_committed_outputs() ->
             assert digest == out["md5"], f"dvc.lock's md5 of {out['path']} is stale"
 
 
+def test_the_lock_records_the_code_as_it_is_now() -> None:
+    """A change of the code the stages run (train/, export/, the app modules the export imports)
+    leaves the lock naming the old code: `dvc repro` on a clean clone would rerun the export for
+    nothing, and the lock would no longer say which code made the committed models. After such a
+    change, `dvc commit --force export` (`make test-slow` shows the export still makes the
+    committed models byte for byte). Only the data, which a clone need not hold, may differ."""
+    status = run([*DVC, "status", "--json"], cwd=ROOT).stdout
+    data_path = params()["data"]["path"]
+    made = [out for stage in dvc_yaml()["stages"].values() for out in stage["outs"]]
+    absent_here = {data_path} | {out if isinstance(out, str) else next(iter(out)) for out in made}
+    stale = {
+        f"{stage}: {path} {state}"
+        for stage, changes in json.loads(status or "{}").items()
+        for change in changes
+        if isinstance(change, dict)
+        for path, state in change.get("changed deps", {}).items()
+        if path not in absent_here
+    }
+    assert not stale, f"dvc.lock is stale ({sorted(stale)}): run `dvc commit --force export`"
+
+
 def test_remote_is_configured_but_analytics_are_off() -> None:
     config = (ROOT / ".dvc" / "config").read_text()
     assert "analytics = false" in config
