@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -12,6 +14,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.wrappers_pb2 import BytesValue
 
 from app.grpc import calls
+from app.server.overload import RETRY_AFTER
 
 
 @contextlib.asynccontextmanager
@@ -182,6 +185,67 @@ def test_calls_past_max_in_flight_are_unavailable_at_once_and_counted(
     assert sorted(code.name for code in codes) == ["OK", "OK"] + ["UNAVAILABLE"] * 3
     assert details.startswith("overloaded: too many requests in flight")
     assert sorted(counted) == ["OK", "OK"] + ["UNAVAILABLE"] * 3
+
+
+RETRYING = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "S"}],
+                "retryPolicy": {
+                    "maxAttempts": 2,
+                    "initialBackoff": "0.01s",
+                    "maxBackoff": "0.01s",
+                    "backoffMultiplier": 1,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+"""A client's service config that retries an UNAVAILABLE call once, after 10 ms of its own."""
+
+
+async def shed_call_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[grpc.StatusCode, float, list[str]]:
+    """A call made, by a client that retries UNAVAILABLE (RETRYING), while `Held`'s bound is
+    full: its final status, the seconds it took, and what the server counted."""
+    counted: list[str] = []
+    monkeypatch.setattr(calls, "observe_latency", lambda *args: counted.append(args[2]))
+    servicer = Held()
+    async with (
+        serving(servicer.Held, "Held") as port,
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.service_config", RETRYING)]
+        ) as channel,
+    ):
+        method = channel.unary_unary("/S/Held")
+        holding = [method(Empty().SerializeToString(), timeout=10) for _ in range(2)]
+        for _ in range(200):
+            if servicer.in_flight >= servicer.max_in_flight:
+                break
+            await asyncio.sleep(0.01)
+        start = time.perf_counter()
+        code, _ = await outcome(method(Empty().SerializeToString(), timeout=10))
+        took = time.perf_counter() - start
+        servicer.release.set()
+        for call in holding:
+            await outcome(call)
+    return code, took, counted
+
+
+def test_a_shed_call_tells_retrying_clients_to_wait_as_rests_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """REST's shed 503 says `Retry-After: 1`; the shed UNAVAILABLE said nothing, so a gRPC client
+    whose retry policy takes UNAVAILABLE came back after its own backoff (10 ms here), into the
+    same full worker. It now carries `grpc-retry-pushback-ms` (gRPC's retry design, A6), which
+    grpcio's retries wait for."""
+    code, took, counted = asyncio.run(shed_call_retried(monkeypatch))
+    assert code == grpc.StatusCode.UNAVAILABLE  # retried once, shed again
+    assert counted.count("UNAVAILABLE") == 2
+    assert took >= RETRY_AFTER * 0.9, f"retried after {took:.3f} s"
 
 
 def test_a_probe_is_answered_past_max_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:

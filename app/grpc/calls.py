@@ -12,7 +12,8 @@ grpcio cancels is counted DEADLINE_EXCEEDED if its deadline has passed (or is wi
 DEADLINE_SLACK), CANCELLED otherwise.
 
 A call that arrives while its servicer's `max_in_flight` calls are unanswered is UNAVAILABLE at
-once, its message not read: REST's in-flight bound (app.server.overload), which gRPC lacked.
+once, its message not read, with REST's Retry-After as `grpc-retry-pushback-ms`: REST's
+in-flight bound (app.server.overload), which gRPC lacked.
 grpcio hands every call to its handler as soon as its message is in (GRPC_MAX_STREAMS bounds a
 connection, nothing the connections), and each waiting call holds its decoded tensors: 5
 connections keeping 90 10,000-flight calls each in flight took a worker from 88 MB to 2 GB.
@@ -48,7 +49,7 @@ from app.errors import BadRequest, Overloaded, RequestTimeout, ServiceError
 from app.grpc.status import details_of, status_of
 from app.observability.metrics import observe_latency
 from app.observability.request_id import HEADER, REQUEST_ID, caller_id
-from app.server.overload import SHED_ERROR
+from app.server.overload import RETRY_AFTER, SHED_ERROR
 
 SERVICE = "inference.GRPCInferenceService"
 METHOD_LABEL = "GRPC"
@@ -58,6 +59,11 @@ MESSAGE_BYTES: ContextVar[int] = ContextVar("MESSAGE_BYTES", default=0)
 """The size of the call's message, as it came: ModelInfer decodes a large one's tensors off the
 event loop (app.dataplane), and a parsed message's ByteSize would cost the loop a serialisation
 (1.5 ms for a 1-MiB one of empty strings)."""
+
+PUSHBACK = (("grpc-retry-pushback-ms", str(RETRY_AFTER * 1000)),)
+"""A shed call's trailer beside its request ID: REST's `Retry-After` in gRPC's terms (its retry
+design, A6), which a client whose retry policy takes UNAVAILABLE waits for, rather than coming
+back into the same full worker after its own backoff of a few ms."""
 
 Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response", bound=Message)
@@ -98,7 +104,8 @@ def rpc(
                 return await method(self, _parse(request_type, data), context)
             except ServiceError as error:
                 code = status_of(error)
-                await _abort(context, code, details_of(error), trailer)
+                pushback = PUSHBACK if isinstance(error, Overloaded) else ()
+                await _abort(context, code, details_of(error), trailer + pushback)
             except asyncio.CancelledError:
                 code = _cancelled_code(context)
                 raise
