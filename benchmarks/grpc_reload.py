@@ -40,11 +40,24 @@ EXITED = "Finished server process"
 """uvicorn's line as a worker exits"""
 FRESH_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 """A channel's own subchannel pool: each channel opens its own connection."""
+SERVICE_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "grpc" / "service-config.json"
+"""The client configuration docs/grpc.md advises: ModelInfer (and every method of the service)
+retried on UNAVAILABLE and CANCELLED, which it has no side effect to make unsafe."""
 SETTLE_S = 0.5
-MAKE_TARGET = {False: "grpc-reload", True: "grpc-reload-kept"}
+MAKE_TARGET = {
+    (False, False): "grpc-reload",
+    (True, False): "grpc-reload-kept",
+    (True, True): "grpc-reload-kept-retrying",
+}
+"""By (kept connections, retrying clients); a run no target makes is titled by its command."""
 CONNECTIONS = {
     False: "each call on a new connection (a channel of its own)",
     True: "each thread on one connection it keeps for all its calls, back to back",
+}
+RETRIES = {
+    False: "a failed call not retried",
+    True: "retrying as `deploy/grpc/service-config.json` says (the client configuration "
+    "docs/grpc.md advises: `UNAVAILABLE` and `CANCELLED`, 3 attempts in all)",
 }
 CALL_TIMEOUT_S = 5
 SHOWN_FAILURES = 10
@@ -78,6 +91,8 @@ class Outcome:
     """The first failed calls' codes and details."""
     kept_connections: bool = False
     """Each client thread keeps one connection (else: a new connection per call)."""
+    retrying: bool = False
+    """The clients retry as SERVICE_CONFIG says (else: a failed call is not retried)."""
 
     @property
     def failed(self) -> int:
@@ -92,9 +107,14 @@ class Callers:
     """Threads calling ServerLive, each call on a new connection (or each thread on one it keeps),
     counting the status codes."""
 
-    def __init__(self, target: str, clients: int, kept_connections: bool = False) -> None:
+    def __init__(
+        self, target: str, clients: int, kept_connections: bool = False, retrying: bool = False
+    ) -> None:
         self._target = target
         self._kept = kept_connections
+        self._options: list[tuple[str, str | int]] = list(FRESH_CONNECTION)
+        if retrying:
+            self._options.append(("grpc.service_config", SERVICE_CONFIG.read_text()))
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
         self.failures: list[str] = []
@@ -117,13 +137,13 @@ class Callers:
 
     def _call(self) -> None:
         if self._kept:
-            with grpc.insecure_channel(self._target, options=FRESH_CONNECTION) as channel:
+            with grpc.insecure_channel(self._target, options=self._options) as channel:
                 live = channel.unary_unary(LIVE)
                 while not self._done.is_set():
                     self._count(live)
             return
         while not self._done.is_set():
-            with grpc.insecure_channel(self._target, options=FRESH_CONNECTION) as channel:
+            with grpc.insecure_channel(self._target, options=self._options) as channel:
                 self._count(channel.unary_unary(LIVE))
 
     def _count(self, live: grpc.UnaryUnaryMultiCallable) -> None:
@@ -145,9 +165,10 @@ def measure(args: argparse.Namespace, scratch: Path) -> Outcome:
         revision(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), cpu, nproc,
         load_average(), " ".join(["python -m benchmarks.grpc_reload", *sys.argv[1:]]),
         args.workers, args.clients, kept_connections=args.kept_connections,
+        retrying=args.retrying,
     )  # fmt: skip
     with served(args, scratch, "grpc-reload", args.workers) as (server, target):
-        with Callers(target, args.clients, args.kept_connections) as callers:
+        with Callers(target, args.clients, args.kept_connections, args.retrying) as callers:
             time.sleep(SETTLE_S)
             for reload in range(1, args.reloads + 1):
                 before, exited = callers.counts(), log_text(server).count(EXITED)
@@ -185,14 +206,14 @@ def render(outcome: Outcome) -> str:
     seconds = sorted(reload.seconds for reload in outcome.reloads)
     verdict = "PASS: no call failed" if outcome.failed == 0 else f"FAIL: {outcome.failed:,} failed"
     lines = [
-        f"# gRPC across model reloads (`make {MAKE_TARGET[outcome.kept_connections]}`)",
+        f"# gRPC across model reloads (`{_made_by(outcome)}`)",
         "",
         f"- Code: {outcome.revision}; {outcome.date}",
         f"- CPU: {outcome.cpu}, {outcome.nproc} cores; load average before: "
         f"{outcome.load_average}. The client threads run on the same cores as the server.",
         f"- {outcome.workers} workers, gRPC on a loopback port; {outcome.clients} client threads "
         f"call `ServerLive`, {CONNECTIONS[outcome.kept_connections]}, without "
-        f"`wait_for_ready`; {len(outcome.reloads)} SIGHUPs one after another, each once the "
+        f"`wait_for_ready`, {RETRIES[outcome.retrying]}; {len(outcome.reloads)} SIGHUPs one after another, each once the "
         "previous reload completed (the new workers serve gRPC, the old ones have exited); a "
         f"reload's calls are those finished from its SIGHUP to {SETTLE_S} s after it completed.",
         f"- Command: `{outcome.command}`",
@@ -216,6 +237,11 @@ def render(outcome: Outcome) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _made_by(outcome: Outcome) -> str:
+    target = MAKE_TARGET.get((outcome.kept_connections, outcome.retrying))
+    return f"make {target}" if target else outcome.command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc_reload", description=__doc__)
     parser.add_argument("--reloads", type=int, default=10)
@@ -223,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--kept-connections", action="store_true", help="each client thread keeps one connection"
+    )
+    parser.add_argument(
+        "--retrying", action="store_true", help="clients retry as deploy/grpc/service-config.json"
     )
     parser.add_argument("--gunicorn", type=Path, default=Path(".venv/bin/gunicorn"))
     parser.add_argument("--ready-timeout", type=float, default=60)

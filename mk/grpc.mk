@@ -44,3 +44,12 @@ grpc-reload: | $(DEV_STAMP) ## gRPC calls on new connections across $(GRPC_RELOA
 grpc-reload-kept: | $(DEV_STAMP) ## gRPC calls on kept connections across $(GRPC_RELOADS) SIGHUP reloads (reports/grpc-reload-kept.md)
 	$(BIN)/python -m benchmarks.grpc_reload --reloads $(GRPC_RELOADS) --kept-connections \
 		--clients $(GRPC_RELOAD_KEPT_CLIENTS) --out $(REPORTS_DIR) --name grpc-reload-kept
+
+# `make grpc-reload-kept-retrying`: the same, the clients configured as docs/grpc.md advises
+# (deploy/grpc/service-config.json: UNAVAILABLE and CANCELLED retried), into
+# $(REPORTS_DIR)/grpc-reload-kept-retrying.md; fails if any call fails after its retries.
+.PHONY: grpc-reload-kept-retrying
+grpc-reload-kept-retrying: | $(DEV_STAMP) ## grpc-reload-kept with clients that retry as deploy/grpc/service-config.json says (reports/grpc-reload-kept-retrying.md)
+	$(BIN)/python -m benchmarks.grpc_reload --reloads $(GRPC_RELOADS) --kept-connections \
+		--retrying --clients $(GRPC_RELOAD_KEPT_CLIENTS) --out $(REPORTS_DIR) \
+		--name grpc-reload-kept-retrying

@@ -37,3 +37,16 @@ def test_the_report_says_how_the_clients_connect() -> None:
     kept.kept_connections = True
     assert "each thread on one connection it keeps for all its calls" in render(kept)
     assert render(kept).startswith("# gRPC across model reloads (`make grpc-reload-kept`)")
+
+
+def test_the_report_says_whether_the_clients_retry() -> None:
+    plain = outcome(Reload(0.6, {"OK": 10}))
+    assert "a failed call not retried" in render(plain)
+    retrying = outcome(Reload(0.6, {"OK": 10}))
+    retrying.kept_connections = retrying.retrying = True
+    assert "retrying as `deploy/grpc/service-config.json` says" in render(retrying)
+    assert render(retrying).startswith(
+        "# gRPC across model reloads (`make grpc-reload-kept-retrying`)"
+    )
+    retrying.kept_connections = False  # no target runs it: its command names it
+    assert render(retrying).startswith("# gRPC across model reloads (`cmd`)")
