@@ -420,9 +420,15 @@ def goal_lines(goals: Sequence[Goal], runs: Sequence[RunResult]) -> list[str]:
         bound = "≤" if goal.at_most else "≥"
         lines.append(
             f"| {goal.name} | `{goal.variant}`{against} | {shown[0]} {goal.unit} | {shown[1]} | "
-            f"{bound} {goal.target:,} {goal.unit} | {goal.verdict(values)} |"
+            f"{bound} {_target(goal.target)} {goal.unit} | {goal.verdict(values)} |"
         )
     return [*lines, ""]
+
+
+def _target(value: float) -> str:
+    """A goal's target as written (0.9, 200,000), or to 3 decimals where it has more (1/0.90):
+    the shown figure only; the verdict compares the exact one."""
+    return f"{value:,}" if value == round(value, 2) else f"{value:,.3f}"
 
 
 def other_load(runs: Sequence[RunResult], nproc: int) -> tuple[float, float, float] | None:

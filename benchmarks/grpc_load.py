@@ -48,7 +48,7 @@ from benchmarks import compare, stress
 from benchmarks.chaos import wait_for
 from benchmarks.compare_report import Variant
 from benchmarks.stress import Server, StressError, free_port, load_average, machine
-from benchmarks.stress_report import parse_summary
+from benchmarks.stress_report import WrkSummary, parse_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "delay-minimal"
@@ -220,13 +220,19 @@ class H2loadRun:
     requests: int
     """Calls answered with HTTP 200 in the measured window (whatever their gRPC status)."""
     failures: int
-    """h2load's failed, errored and timed-out requests, and answers other than 200."""
+    """h2load's failed requests (its errored and timed-out ones among them) and the answers it
+    counts as succeeded with a status other than 200."""
     latencies_us: list[int]
 
 
 def parse_h2load(output: str, log: Path) -> H2loadRun:
     """h2load's summary line `requests: N total, N started, N done, N succeeded, F failed, E
-    errored, T timeout`, and the latencies of its --log-file (start µs, HTTP status, µs)."""
+    errored, T timeout`, and the latencies of its --log-file (start µs, HTTP status or -1, µs).
+
+    The counts nest (man h2load): `failed` holds every request not answered 2xx or 3xx,
+    `errored` those of them that got no answer at all, `timeout` those of them that timed out;
+    the log has a line for each request done, failed or not. So `failed` is every failure but
+    a 2xx or 3xx other than 200, which h2load counts as succeeded."""
     match = re.search(
         r"^requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
         r"(\d+) errored, (\d+) timeout",
@@ -235,15 +241,15 @@ def parse_h2load(output: str, log: Path) -> H2loadRun:
     )
     if match is None:
         raise StressError(f"no summary in h2load's output:\n{output[-2000:]}")
-    succeeded, failed, errored, timeout = (int(group) for group in match.groups())
-    latencies, other = [], 0
+    succeeded, failed, _errored, _timeout = (int(group) for group in match.groups())
+    latencies, other_success = [], 0
     for line in log.read_text(encoding="utf-8").splitlines():
         _start, status, micros = line.split("\t")[:3]
         if status == "200":
             latencies.append(int(micros))
-        else:
-            other += 1
-    return H2loadRun(succeeded, failed + errored + timeout + other, latencies)
+        elif status[:1] in ("2", "3"):
+            other_success += 1
+    return H2loadRun(succeeded - other_success, failed + other_success, latencies)
 
 
 def grpc_counts(url: str) -> dict[str, float]:
@@ -337,8 +343,7 @@ def measure(row: Row, round_: int, args: argparse.Namespace, scratch: Path) -> R
             summary = parse_summary(output)
             requests, seconds = summary.requests, summary.duration_s
             p50, p99 = summary.latency.p50 / 1000, summary.latency.p99 / 1000
-            errors = summary.errors.socket + summary.errors.timeout + summary.non_2xx
-            errors += summary.bad_bodies
+            errors = rest_errors(summary)
             notes: list[str] = []
         else:
             check_answer(server.url, target, scratch, row)
@@ -354,6 +359,12 @@ def measure(row: Row, round_: int, args: argparse.Namespace, scratch: Path) -> R
     return Result(row.name, round_, requests, seconds, requests / seconds,
                   requests * row.flights_per_request / seconds, p50, p99, errors,
                   cpu, load, notes)  # fmt: skip
+
+
+def rest_errors(summary: WrkSummary) -> int:
+    """A REST row's failed calls, as compare_report.RunResult.errors counts them: wrk's socket
+    errors (its timeouts among them: not added again), non-2xx answers, 200s without outputs."""
+    return summary.errors.socket + summary.non_2xx + summary.bad_bodies
 
 
 def run_h2load(

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     flights = len(BODIES[args.body]["flights"])
     body = json.dumps(BODIES[args.body])
     paths = {revision: worktree(revision) for revision in args.revisions}
+    # Before the first round: read after the last, they were the load the rounds made.
+    started, load = datetime.now(UTC), load_average()
     results: dict[str, list[float]] = {revision: [] for revision in paths}
     for round_number in range(1, args.rounds + 1):
         for revision in round_order(list(paths), round_number):
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"### `{args.body}` body ({flights:,} flight{'s' if flights > 1 else ''}): in-process "
         f"`/predict`, median of {args.rounds} alternating rounds",
         "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average before: {load_average()}; "
+        f"{started:%Y-%m-%d %H:%M} UTC, load average before: {load}; "
         f"`python -m benchmarks.revisions {' '.join(args.revisions)} --rounds {args.rounds} "
         f"--body {args.body}`",
         "",

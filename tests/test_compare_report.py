@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.compare import GOALS
 from benchmarks.compare_report import (
     CALL_METRIC,
     MERGE_METRIC,
@@ -19,6 +20,7 @@ from benchmarks.compare_report import (
     Variant,
     failing,
     flagged,
+    goal_lines,
     merged_between,
     other_load,
     plot,
@@ -265,6 +267,26 @@ def test_goals_are_judged_on_every_round_not_only_the_median() -> None:
     assert "missed" in ceiling.verdict(ceiling.values(runs))
     absent = Goal("g", "service-full", _rps, "x", 0.7, against="noop")
     assert absent.verdict(absent.values(runs)) == "not measured"
+
+
+def test_a_cpu_goal_is_the_req_s_goal_it_stands_for_not_a_rounding_of_it() -> None:
+    """0.70 x the ceiling's req/s is at most 1/0.70 = 1.4286 x its CPU per request: 1.429 x
+    misses it (a target of 1.43 called it met); 1.111 x is within 1/0.90 = 1.1111 x (a target of
+    1.11 called it missed)."""
+    goals = {goal.name: goal for goal in GOALS}
+    full = goals["onnxruntime full, server CPU per request / the ceiling's"]
+    table = goals["table path, server CPU per request / the ceiling's"]
+    runs = [
+        run(variant, round_, 2000, server_cpu_s=2.0 * ratio)
+        for round_ in (1, 2, 3)
+        for variant, ratio in (("noop", 1.0), ("service", 1.111), ("service-full", 1.429))
+    ]
+    assert full.values(runs) == pytest.approx([1.429] * 3)
+    assert full.verdict(full.values(runs)) == "**missed**"
+    assert table.verdict(table.values(runs)) == "met"
+    text = goal_lines([full, table], runs)
+    assert "| 1.43 x | 1.43 to 1.43 | ≤ 1.429 x | **missed** |" in "\n".join(text)
+    assert "| 1.11 x | 1.11 to 1.11 | ≤ 1.111 x | met |" in "\n".join(text)
 
 
 def test_the_report_has_a_goals_table_when_given_goals() -> None:

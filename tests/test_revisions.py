@@ -1,9 +1,13 @@
-"""benchmarks.revisions: the order in which a round measures the revisions."""
+"""benchmarks.revisions: the order in which a round measures the revisions, and what its report
+records (no worktree, no timing: both are replaced here)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from benchmarks import revisions
 from benchmarks.revisions import round_order
 
 
@@ -18,3 +22,25 @@ def test_each_revision_takes_each_position_once_over_as_many_rounds() -> None:
 @pytest.mark.parametrize("number", [1, 2, 7])
 def test_every_round_measures_every_revision_once(number: int) -> None:
     assert sorted(round_order(["x", "y"], number)) == ["x", "y"]
+
+
+def test_the_load_average_before_and_the_date_are_read_before_the_first_round(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The report says "load average before": a reading taken once every round has run is the
+    load the benchmark itself made, not the one it started in."""
+    measured: list[str] = []
+
+    def measure(path: Path, body: str, flights: int) -> float:
+        measured.append(path.name)
+        return 40.0
+
+    monkeypatch.setattr(
+        revisions, "load_average", lambda: "9.90 9.80 9.70" if measured else "0.10 0.20 0.30"
+    )
+    monkeypatch.setattr(revisions, "worktree", lambda revision: tmp_path / revision)
+    monkeypatch.setattr(revisions, "measure", measure)
+    out = tmp_path / "report.md"
+    assert revisions.main(["aaa", "bbb", "--rounds", "2", "--out", str(out)]) == 0
+    assert measured == ["aaa", "bbb", "bbb", "aaa"]
+    assert "load average before: 0.10 0.20 0.30;" in out.read_text(encoding="utf-8")

@@ -1,0 +1,70 @@
+"""benchmarks.compare's servers start from an environment cleared of every setting the service
+reads: no server, the environment it would be started with is captured instead."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+from benchmarks import compare, stress
+from benchmarks.compare_report import Variant
+
+
+class Reading(Mapping[str, str]):
+    """An empty environment that notes every name read from it."""
+
+    def __init__(self) -> None:
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.read.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def settings_read() -> set[str]:
+    """The variables app.settings reads (with WORKERS unset: WEB_CONCURRENCY too)."""
+    reading = Reading()
+    Settings.from_env(reading)
+    return reading.read
+
+
+def test_every_setting_the_service_reads_is_cleared(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A shell with WEB_CONCURRENCY (a platform's worker count), MAX_IN_FLIGHT,
+    OTEL_EXPORTER_OTLP_ENDPOINT or GUNICORN_CMD_ARGS set must not change what a variant
+    measures: the report says each differs from the README's defaults by its row alone."""
+    names = settings_read() | {"GUNICORN_CMD_ARGS", "PROMETHEUS_MULTIPROC_DIR"}
+    assert {"WEB_CONCURRENCY", "MAX_IN_FLIGHT", "OTEL_EXPORTER_OTLP_ENDPOINT"} <= names
+    for name in names:
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("LATAM_DELAY_ANYTHING", "1")
+    monkeypatch.setenv("HOME", "/home/someone")
+    started: list[Mapping[str, str]] = []
+
+    @contextmanager
+    def served(*given: Any) -> Iterator[None]:
+        started.append(given[5])
+        yield None
+
+    monkeypatch.setattr(stress, "served", served)
+    args = argparse.Namespace(gunicorn=Path("gunicorn"), ready_timeout=1.0)
+    variant = Variant("v", "", compare.SERVICE, env={"MICROBATCH": "0"})
+    with compare.served(variant, args, tmp_path):
+        pass
+    (env,) = started
+    assert sorted(name for name in names - {"BIND"} if name in env) == ["MICROBATCH"]
+    assert "LATAM_DELAY_ANYTHING" not in env
+    assert env["HOME"] == "/home/someone"
