@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -26,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from app.inference.flights import FULL_EXAMPLE, FlightValidator
 from app.inference.model import ModelSet
 from app.main import create_app
-from app.server.protocol import GuardedHttpToolsProtocol
+from app.server.protocol import GuardedHttpToolsProtocol, begin_drain
 from app.settings import Settings
 from benchmarks.peers.bodies import infer_body
 from tests.conftest import MODELS_DIR, PAYLOADS
@@ -348,6 +349,42 @@ def test_a_connection_close_answer_is_one_write_then_the_close() -> None:
         assert len(WRITES) == 1
 
     serve(toy, scenario)
+
+
+@pytest.mark.parametrize(("hold", "grace"), [(0.0, 1), (0.5, 3)], ids=["quick-stop", "stop"])
+def test_a_lingering_connection_is_closed_within_the_drains_budget(
+    hold: float, grace: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection closed in stages (app.server.coalesce.LINGER) whose client read its answer
+    but has not closed yet is closed by the drain once the drain's budget is spent (`begin_drain`'s
+    `hold`), as an idle one is. Left to the sweep's 2-3 s, it held a stopping worker past that
+    budget: a quick stop (1 s) ran out its grace, logging "timeout graceful shutdown exceeded"
+    as an error, where the connection had been closed at once before the staged close."""
+
+    async def main() -> None:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(
+            toy, http=RecordedProtocol, log_config=None, timeout_graceful_shutdown=grace
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        client = Connection(*await asyncio.open_connection(*listener.getsockname()))
+        response, _ = await client.request("GET", "/json", headers=(("connection", "close"),))
+        assert (b"connection", b"close") in response.headers
+        assert await client.rest() == b""  # the server's half of the connection closed
+        started = time.monotonic()
+        begin_drain(server.server_state, 0.0, hold)  # as app.server.worker stops
+        server.should_exit = True
+        await serving
+        assert time.monotonic() - started < hold + 0.8
+        client.writer.close()
+
+    with caplog.at_level("INFO"), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+    assert "timeout graceful shutdown exceeded" not in caplog.text
 
 
 def test_an_app_failing_before_its_response_gets_a_500_in_one_write() -> None:
