@@ -945,7 +945,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """uvicorn's, and a held request is dropped: nothing is left to answer it later."""
+        """uvicorn's, and a held request is dropped: nothing is left to answer it later. The
+        keep-alive timer is cancelled however the connection ended: uvicorn cancels it only on a
+        clean close, so a connection its client reset stayed referenced by the timer for
+        gunicorn's keepalive s (75), a closing answer's too since the staged close arms it
+        (app.server.coalesce.LINGER)."""
+        self._unset_keepalive_if_required()
         self._busy.discard(self)
         self._receiving.discard(self)
         self._unanswered.pop(self, None)
