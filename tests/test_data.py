@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -255,6 +256,39 @@ def test_a_malformed_or_non_utf8_file_is_a_one_line_data_error(tmp_path: Path) -
     latin1.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8 text"):
         load(latin1)
+
+
+def test_a_gzip_cut_short_or_corrupt_is_a_one_line_data_error(tmp_path: Path) -> None:
+    """A download cut short (or bytes flipped in it) was an EOFError or zlib.error traceback out
+    of `make export`, `make model-slices` and the pipeline's prepare stage."""
+    whole = write_csv(tmp_path / "whole.csv.gz", synthetic_rows(500)).read_bytes()
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"^cannot read .*cut\.csv\.gz: .*end-of-stream"):
+        load(cut)
+    corrupt = tmp_path / "corrupt.csv.gz"
+    corrupt.write_bytes(whole[:20] + bytes(b ^ 0xFF for b in whole[20:40]) + whole[40:])
+    with pytest.raises(DataError, match=r"^cannot read .*corrupt\.csv\.gz: "):
+        load(corrupt)
+
+
+@pytest.mark.parametrize("refused", ["stat", "read_bytes"])
+def test_a_data_file_that_cannot_be_read_is_a_one_line_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """Its permissions (or its directory's) refusing the look-up or the read: a PermissionError
+    traceback before. chmod 000 does not stop root, who runs the tests: simulated."""
+    path = write_csv(tmp_path / "f.csv.gz", synthetic_rows(5))
+    real = getattr(Path, refused)
+
+    def refusing(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, refused, refusing)
+    with pytest.raises(DataError, match=r"^cannot read .*f\.csv\.gz: Permission denied$"):
+        load(path)
 
 
 def test_bom_crlf_column_order_and_extra_columns_give_the_same_flights(tmp_path: Path) -> None:

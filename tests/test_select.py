@@ -12,12 +12,14 @@ import numpy as np
 import orjson
 import pytest
 
+from train.data import DataError
 from train.evaluate import Encoded, Fold, Forward, Recipe
 from train.select import (
     ContractEvaluation,
     _ablation,
     _cheapest_within_noise,
     best_on_select,
+    read_card,
     recipe_from_card,
 )
 
@@ -257,3 +259,25 @@ def test_a_card_that_is_not_one_is_refused_saying_why(
     assert recipe is None
     assert says in note
     assert "\n" not in note
+
+
+@pytest.mark.parametrize("refused", ["stat", "read_bytes"])
+def test_a_card_that_cannot_be_read_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """An unreadable card (its permissions, its directory's) was a PermissionError traceback out
+    of the export's gate and `make model-slices`. chmod 000 does not stop root, who runs the
+    tests: the refusal is simulated, of the look-up (`is_file`'s stat) or of the read."""
+    card = tmp_path / "delay-full.json"
+    card.write_bytes(b'{"version": "x"}')
+    real = getattr(Path, refused)
+
+    def refusing(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path == card:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, refused, refusing)
+    with pytest.raises(DataError, match=r"^cannot read .*delay-full\.json: Permission denied$"):
+        read_card(card)
+    assert recipe_from_card(card) == (None, f"cannot read {card}: Permission denied")

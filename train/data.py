@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,9 +106,14 @@ def chilean_holidays(years: tuple[int, int] = HOLIDAY_YEARS) -> np.ndarray:
 
 def csv_bytes(path: Path) -> bytes:
     """The CSV a data file holds, plain or gzip (which CSV_SHA256 and the cards' `csv_sha256`
-    hash: the same data either way)."""
-    raw = path.read_bytes()
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    hash: the same data either way). One that cannot be read (its permissions, a gzip cut short
+    or corrupt) is a one-line DataError naming it."""
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        reason = getattr(error, "strerror", None) or error
+        raise DataError(f"cannot read {path}: {reason}") from None
 
 
 def csv_sha256(path: Path) -> str:
@@ -115,7 +121,11 @@ def csv_sha256(path: Path) -> str:
 
 
 def load(path: Path) -> Dataset:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as error:  # its directory's permissions refuse the look-up
+        raise DataError(f"cannot read {path}: {error.strerror or error}") from None
+    if not found:
         raise DataError(
             f"data file not found: {path}. Put the SCL 2017 flights file (dataset_SCL.csv or .csv.gz, "
             f"CSV sha256 {CSV_SHA256}) there, or give its path (--data, or make's SCL_DATA=)"

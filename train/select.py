@@ -181,12 +181,17 @@ def recipe_from_card(card_path: Path) -> tuple[Recipe | None, str]:
 
 
 def read_card(card_path: Path) -> Mapping[str, Any]:
-    """A model card's JSON object. A file that is missing, or not a JSON object (a release cut
-    short, a wrong file in the models directory), is a one-line DataError naming it."""
-    if not card_path.is_file():
-        raise DataError(f"no model at {card_path}")
+    """A model card's JSON object. A file that is missing, unreadable (its permissions, its
+    directory's), or not a JSON object (a release cut short, a wrong file in the models
+    directory), is a one-line DataError naming it."""
     try:
-        card = orjson.loads(card_path.read_bytes())
+        if not card_path.is_file():
+            raise DataError(f"no model at {card_path}")
+        raw = card_path.read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read {card_path}: {error.strerror or error}") from None
+    try:
+        card = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise DataError(f"{card_path}: not a model card: {error}") from None
     if not isinstance(card, dict):

@@ -24,8 +24,9 @@ A close, the cycle's or the protocol's after its own answer, is staged (`LINGER`
 side at once, the whole connection once the client has closed its side or `LINGER` s later (the
 protocol's once-a-second sweep: a timer for each connection cost clients that make a connection
 per request 7 % and 14 % of their requests/s at 16 and 64 connections, medians of 4 alternating
-rounds, where the sweep's cost was within the noise); the connection is closing from the first
-stage on, so nothing more is written or parsed on it.
+rounds, where the sweep's cost was within the noise), or, on a stop, once the drain's budget is
+spent (app.server.protocol's `_drain_linger`); the connection is closing from the first stage on,
+so nothing more is written or parsed on it.
 """
 
 from __future__ import annotations

@@ -945,7 +945,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """uvicorn's, and a held request is dropped: nothing is left to answer it later."""
+        """uvicorn's, and a held request is dropped: nothing is left to answer it later. The
+        keep-alive timer is cancelled however the connection ended: uvicorn cancels it only on a
+        clean close, so a connection its client reset stayed referenced by the timer for
+        gunicorn's keepalive s (75), a closing answer's too since the staged close arms it
+        (app.server.coalesce.LINGER)."""
+        self._unset_keepalive_if_required()
         self._busy.discard(self)
         self._receiving.discard(self)
         self._unanswered.pop(self, None)
@@ -975,7 +980,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def _drain(self) -> None:
+        if self.transport.is_closing():
+            return
         if self._writer.is_closing():
+            self._drain_linger()
             return
         if not self._closes():  # kept alive for the linger: nothing closes yet
             self.loop.call_later(DRAIN_INTERVAL, self._drain)
@@ -999,6 +1007,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
                 return
         self.loop.call_later(DRAIN_INTERVAL, self._drain)
+
+    def _drain_linger(self) -> None:
+        """A connection closed in stages (app.server.coalesce.LINGER) is left to its client or
+        the sweep only within the drain's budget (`_Drain.closing_by`, as an idle one): the
+        sweep's 2-3 s held a stopping worker past it, and a quick stop (1 s) ran out its grace,
+        logging an error."""
+        drain = _DRAINING.get(self.server_state)
+        if drain is None or self.loop.time() >= drain.closing_by:
+            self.transport.close()
+        else:
+            self.loop.call_later(DRAIN_INTERVAL, self._drain)
 
     def _refuse(
         self,
