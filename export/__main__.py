@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export: {error}", file=sys.stderr)
         return 1
     refusals = [gate_refusal(evaluation) for evaluation in evaluations.values()]
+    if args.gate:
+        for notice in filter(None, map(gate_notice, evaluations.values())):
+            print(f"export: gate: {notice}", file=sys.stderr)
     if args.gate and any(refusals):
         for refusal in filter(None, refusals):
             print(f"export: gate: {refusal}", file=sys.stderr)
@@ -106,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.process_time():.0f} s of CPU)"
     )
     return 0
+
+
+def gate_notice(evaluation: ContractEvaluation) -> str | None:
+    """The gate lets a challenger through when it has no champion to compare it with (no model
+    yet, or a card it cannot read or refit): said where the operator who asked for the gate
+    looks, not only in the report."""
+    if evaluation.champion is not None:
+        return None
+    return (
+        f"{evaluation.contract}: no champion to compare the challenger with "
+        f"({evaluation.champion_note}): it passes unchecked"
+    )
 
 
 def gate_refusal(evaluation: ContractEvaluation) -> str | None:

@@ -359,6 +359,19 @@ def test_gate_refuses_a_challenger_worse_beyond_the_interval() -> None:
     assert export_main.gate_refusal(evaluation) is None
 
 
+def test_a_gate_without_a_champion_says_the_challenger_passes_unchecked() -> None:
+    challenger = _forward_of(signal=1.0)
+    evaluation = ContractEvaluation("full", challenger, [challenger], challenger, [], [], "")
+    evaluation.champion_note = "delay-full: not a model card: no version, or no model"
+    notice = export_main.gate_notice(evaluation)
+    assert notice == (
+        "full: no champion to compare the challenger with (delay-full: not a model card: no "
+        "version, or no model): it passes unchecked"
+    )
+    evaluation.champion = _forward_of(signal=1.0, seed=1)
+    assert export_main.gate_notice(evaluation) is None
+
+
 def _forward_of(signal: float, seed: int = 0) -> Forward:
     rng = np.random.default_rng(seed)
     months = np.array([f"2017-{m:02d}" for m in range(1, 9) for _ in range(400)])
@@ -379,12 +392,16 @@ def test_gate_keeps_the_models_in_place(
 ) -> None:
     models = tmp_path / "models"
     shutil.copytree(synthetic_export / "models", models)
+    (models / "delay-minimal.json").write_text("{")  # a champion the gate cannot read
     before = {path.name: path.read_bytes() for path in models.iterdir()}
     monkeypatch.setattr(export_main, "gate_refusal", lambda evaluation: "worse, say")
     arguments = ["--data", str(synthetic_csv), "--models-dir", str(models)]
     arguments += ["--reports-dir", str(tmp_path / "r"), "--search", "first"]
     assert export_main.main([*arguments, "--gate"]) == 1
-    assert "gate: worse, say" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "gate: worse, say" in said
+    assert "gate: minimal: no champion to compare the challenger with (" in said
+    assert "gate: full: no champion" not in said
     assert {path.name: path.read_bytes() for path in models.iterdir()} == before
     assert not (tmp_path / "r").exists()
 
