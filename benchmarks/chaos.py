@@ -54,7 +54,6 @@ UNBOUNDED = "1000000"
 APP = "app.main:create_app()"
 MODEL = "delay-minimal"
 ACCOUNTING_CONNECTIONS = 16
-_SERVICE_ENV = ("BIND", "WORKERS", "MODELS_DIR", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS")
 
 
 @dataclass
@@ -100,14 +99,15 @@ def served_by(
 ) -> Iterator[Server]:
     """`served`, started by `gunicorn` (a launcher that drops privileges, say)."""
     port = free_port()
-    environment = {k: v for k, v in os.environ.items() if k not in _SERVICE_ENV}
-    environment |= {
-        "BIND": f"127.0.0.1:{port}",
-        "WORKERS": str(workers),
-        "MODELS_DIR": str(models_dir),
-        "TMPDIR": str(workdir),
-        **(env or {}),
-    }
+    environment = stress.defaults_environment(
+        {
+            "BIND": f"127.0.0.1:{port}",
+            "WORKERS": str(workers),
+            "MODELS_DIR": str(models_dir),
+            "TMPDIR": str(workdir),
+            **(env or {}),
+        }
+    )
     extra_args = ("-k", worker_class) if worker_class else ()
     with stress.served(
         gunicorn, port, 60, workdir / "server.log", env=environment, extra_args=extra_args

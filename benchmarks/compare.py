@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shlex
 import shutil
@@ -59,21 +58,6 @@ from benchmarks.stress_report import parse_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "app.main:create_app()"
-SERVICE_KNOBS = (
-    "WORKERS", "WEB_CONCURRENCY", "TABULATE_MINIMAL", "ORT_THREADS", "ACCESS_LOG", "LOG_LEVEL",
-    "LOG_FORMAT", "MODELS_DIR", "MAX_BODY_BYTES", "MAX_FLIGHTS", "MAX_HEAD_BYTES", "HEAD_TIMEOUT",
-    "BODY_TIMEOUT", "MAX_IN_FLIGHT", "HOLD_EARLY_RETRIES", "CROWDED_CONNECTIONS",
-    "CROWDED_IN_FLIGHT", "CROWDED_WINDOW", "MAX_CONNECTIONS", "OFFLOAD_FLIGHTS", "OFFLOAD_BYTES",
-    "PROMETHEUS_MULTIPROC_DIR", "REFERENCE_MODEL", "MICROBATCH", "METRICS_BIND", "PORT",
-    "GRPC_BIND", "GRPC_MAX_STREAMS", "GRPC_MAX_CONNECTIONS", "GRPC_IDLE_SECONDS",
-    "GRPC_MAX_AGE_SECONDS", "OTEL_EXPORTER_OTLP_ENDPOINT", "DRIFT", "DRIFT_WINDOW",
-    "GUNICORN_CMD_ARGS",
-)  # fmt: skip
-"""Cleared from the inherited environment, with every LATAM_DELAY_* variable: the baseline is
-the README's defaults, whatever the shell running `make compare` has set. Every variable
-app.settings reads (tests/test_compare_environment.py), and gunicorn's own GUNICORN_CMD_ARGS:
-a shell's WEB_CONCURRENCY, MAX_IN_FLIGHT or OTEL_EXPORTER_OTLP_ENDPOINT changed what was
-measured."""
 
 
 def variants(reference_model: str) -> tuple[Variant, ...]:
@@ -166,14 +150,9 @@ GOALS = (
 def served(variant: Variant, args: argparse.Namespace, log_dir: Path) -> Iterator[Server]:
     """The variant's gunicorn on a free loopback port, from an environment cleared of the
     service's own settings, so that a variant differs from the README's defaults by its row."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in SERVICE_KNOBS and not key.startswith("LATAM_DELAY_")
-    }
     with stress.served(
         args.gunicorn, free_port(), args.ready_timeout, log_dir / f"{variant.name}.log",
-        variant.app, {**env, **variant.env}, variant.gunicorn_args,
+        variant.app, stress.defaults_environment(variant.env), variant.gunicorn_args,
     ) as server:  # fmt: skip
         yield server
 

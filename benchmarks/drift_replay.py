@@ -11,7 +11,6 @@ out (app.observability.drift.SEASONAL_INPUTS), or it would fire all year round.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import sys
@@ -28,7 +27,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.inference.flights import Flight
 from app.observability.drift import PSI_ALERT, SEASONAL_INPUTS
 from app.observability.metrics import FLUSH_SECONDS
-from benchmarks.stress import GUNICORN, free_port, load_average, machine, revision, served
+from benchmarks.stress import (
+    GUNICORN,
+    defaults_environment,
+    free_port,
+    load_average,
+    machine,
+    revision,
+    served,
+)
 from train.data import data_location, load
 
 ALERT_RATE = "alert_rate"
@@ -198,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with served(
             GUNICORN, free_port(), 60, scratch / "server.log",
-            env={**os.environ, **env},
+            env=defaults_environment(env),
         ) as server:  # fmt: skip
             months = replay(server.url, server.url, flights, arguments.count)
     finally:

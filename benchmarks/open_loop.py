@@ -54,6 +54,7 @@ from benchmarks.stress import (
     GUNICORN,
     Server,
     StressError,
+    defaults_environment,
     free_port,
     load_average,
     machine,
@@ -399,7 +400,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     host, cpu_model, cores = machine()
     measured = args.revision or revision()  # now: the tree may change while this runs
     bodies = {mix: read_requests(args.bodies / f"{mix}.jsonl") for mix in args.mixes}
-    env = {**os.environ, "WORKERS": str(args.workers), "METRICS_BIND": ""}
+    env = defaults_environment({"WORKERS": str(args.workers), "METRICS_BIND": ""})
     runs: list[dict[str, Any]] = []
     saturated: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:

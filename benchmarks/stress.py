@@ -48,6 +48,33 @@ MIXES = {
     "full.jsonl": "full-schedule single flights: onnxruntime full",
 }
 """What each body file measures, for the report's title (issue 10: every figure names its path)."""
+SERVICE_SETTINGS = (
+    "WORKERS", "WEB_CONCURRENCY", "TABULATE_MINIMAL", "ORT_THREADS", "ACCESS_LOG", "LOG_LEVEL",
+    "LOG_FORMAT", "MODELS_DIR", "MAX_BODY_BYTES", "MAX_FLIGHTS", "MAX_HEAD_BYTES", "HEAD_TIMEOUT",
+    "BODY_TIMEOUT", "MAX_IN_FLIGHT", "HOLD_EARLY_RETRIES", "CROWDED_CONNECTIONS",
+    "CROWDED_IN_FLIGHT", "CROWDED_WINDOW", "MAX_CONNECTIONS", "OFFLOAD_FLIGHTS", "OFFLOAD_BYTES",
+    "PROMETHEUS_MULTIPROC_DIR", "REFERENCE_MODEL", "MICROBATCH", "METRICS_BIND", "PORT", "BIND",
+    "GRPC_BIND", "GRPC_MAX_STREAMS", "GRPC_MAX_CONNECTIONS", "GRPC_IDLE_SECONDS",
+    "GRPC_MAX_AGE_SECONDS", "OTEL_EXPORTER_OTLP_ENDPOINT", "DRIFT", "DRIFT_WINDOW",
+    "GUNICORN_CMD_ARGS",
+)  # fmt: skip
+"""Every variable app.settings reads (tests/test_stress.py holds the list to it), and gunicorn's
+own GUNICORN_CMD_ARGS: a shell's WEB_CONCURRENCY, MAX_IN_FLIGHT or OTEL_EXPORTER_OTLP_ENDPOINT
+changed what a benchmark measured while its report said the README's defaults."""
+
+
+def defaults_environment(settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment cleared of the service's settings (SERVICE_SETTINGS and every
+    LATAM_DELAY_* variable), then `settings`: a server started from it differs from the
+    README's defaults by `settings` alone, whatever the shell running the benchmark has set."""
+    kept = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SERVICE_SETTINGS and not key.startswith("LATAM_DELAY_")
+    }
+    return kept | dict(settings or {})
+
+
 WORKER_STARTED = "Application startup complete"
 """uvicorn's line once a worker's lifespan (model loading) is done: one per worker."""
 

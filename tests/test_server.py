@@ -38,6 +38,7 @@ from app.server.coalesce import LINGER
 from app.server.protocol import REFUSED_ROUTE
 from app.settings import max_workers
 from benchmarks.chaos import wait_for
+from benchmarks.stress import defaults_environment
 from tests.conftest import MODELS_DIR, PAYLOADS, ROOT, payload_request
 
 pytestmark = pytest.mark.server
@@ -52,21 +53,6 @@ FAILURE_TIMEOUT = 20.0
 SHUTDOWN_TIMEOUT = 30.0
 """Over gunicorn.conf.py's graceful_timeout (20 s)."""
 
-# Settings a developer's shell may carry that would change the server under test.
-_SERVICE_ENV = (
-    "BIND",
-    "WORKERS",
-    "MODELS_DIR",
-    "MAX_BODY_BYTES",
-    "MAX_FLIGHTS",
-    "ORT_THREADS",
-    "ACCESS_LOG",
-    "LOG_LEVEL",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "GUNICORN_CMD_ARGS",
-    "GRPC_BIND",
-    "GRPC_MAX_STREAMS",
-)
 
 MINIMAL_FLIGHTS: list[dict[str, Any]] = [
     {"OPERA": "Aerolineas Argentinas", "TIPOVUELO": "N", "MES": 3},
@@ -163,7 +149,7 @@ def spawn(
     an operator's command names; `wrapper`, a command that ends by executing the one it is
     given (a namespace with a mount of its own, say)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    environment = {name: value for name, value in os.environ.items() if name not in _SERVICE_ENV}
+    environment = defaults_environment()  # none of the settings a developer's shell may carry
     port = free_port()
     environment |= {
         "BIND": f"{HOST}:{port}",

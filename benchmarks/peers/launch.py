@@ -21,8 +21,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.compare import SERVICE_KNOBS
-from benchmarks.stress import ROOT, Server, StressError, _ready, free_port, stop
+from benchmarks.stress import (
+    ROOT,
+    Server,
+    StressError,
+    _ready,
+    defaults_environment,
+    free_port,
+    stop,
+)
 
 PEERS_DIR = ROOT / "build" / "peers"
 WORKERS = 2
@@ -158,13 +165,9 @@ LAUNCHERS = {
 
 
 def environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """compare.served's cleared environment, the project importable, the committed models
-    unless `extra` names others."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in SERVICE_KNOBS and not key.startswith("LATAM_DELAY_")
-    }
+    """The environment of the README's defaults (stress.defaults_environment), the project
+    importable, the committed models unless `extra` names others."""
+    env = defaults_environment()
     env["PYTHONPATH"] = str(ROOT)
     env["MODELS_DIR"] = str(ROOT / "models")
     library = env.get("LD_LIBRARY_PATH")

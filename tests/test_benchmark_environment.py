@@ -1,5 +1,6 @@
-"""benchmarks.compare's servers start from an environment cleared of every setting the service
-reads: no server, the environment it would be started with is captured instead."""
+"""The benchmarks' servers (compare's, chaos's and so overload's) start from an environment cleared
+of every setting the service reads (benchmarks.stress.defaults_environment): no server, the
+environment each would be started with is captured instead."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from app.settings import Settings
-from benchmarks import compare, stress
+from benchmarks import chaos, compare, stress
 from benchmarks.compare_report import Variant
 
 
@@ -68,3 +69,34 @@ def test_every_setting_the_service_reads_is_cleared(
     assert sorted(name for name in names - {"BIND"} if name in env) == ["MICROBATCH"]
     assert "LATAM_DELAY_ANYTHING" not in env
     assert env["HOME"] == "/home/someone"
+
+
+def test_chaos_and_overload_servers_differ_from_the_defaults_by_their_own_settings_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """chaos.served_by (make chaos, make overload) cleared only BIND, WORKERS, MODELS_DIR and
+    two more: a shell's MAX_IN_FLIGHT made `make overload`'s "default" bound another."""
+    names = settings_read() | set(stress.SERVICE_SETTINGS)
+    for name in names:
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("HOME", "/home/someone")
+    started: list[Mapping[str, str]] = []
+
+    @contextmanager
+    def served(*given: Any, **options: Any) -> Iterator[None]:
+        started.append(options["env"])
+        yield None
+
+    monkeypatch.setattr(stress, "served", served)
+    with chaos.served_by(Path("gunicorn"), tmp_path, tmp_path, env={"MAX_IN_FLIGHT": "8"}):
+        pass
+    (env,) = started
+    assert sorted(name for name in names if name in env) == [
+        "BIND", "MAX_IN_FLIGHT", "MODELS_DIR", "WORKERS"
+    ]  # fmt: skip
+    assert env["MAX_IN_FLIGHT"] == "8"
+    assert env["HOME"] == "/home/someone"
+
+
+def test_the_settings_cleared_are_every_one_the_service_reads() -> None:
+    assert settings_read() <= set(stress.SERVICE_SETTINGS)
