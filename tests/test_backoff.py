@@ -113,6 +113,18 @@ def test_the_wrk_scripts_send_the_headers_of_wrk_options(
         assert b"\r\nContent-Type: application/json\r\n" in head, head
 
 
+def test_a_header_of_wrk_options_replaces_the_scripts_own_whatever_its_case(
+    stub: SheddingStub, tmp_path: Path
+) -> None:
+    """A lowercase `-H "content-type: ..."` was sent beside the script's Content-Type: two
+    Content-Type headers, which a server may refuse or read either of."""
+    _wrk(stub, tmp_path, "predict.lua", 1, "--header=content-type: application/json; charset=utf-8")
+    assert stub.heads
+    for head in stub.heads:
+        assert head.lower().count(b"\r\ncontent-type:") == 1, head
+        assert b"\r\ncontent-type: application/json; charset=utf-8\r\n" in head, head
+
+
 @pytest.mark.parametrize(("backoff", "seconds"), [(True, 2.0), (False, 1.0)])
 def test_the_probe_backs_off_only_when_asked(
     stub: SheddingStub, backoff: bool, seconds: float

@@ -66,10 +66,17 @@ function M.install(name, default_path, target, marker)
   local requests, position
 
   -- wrk.format adds none of wrk.headers (the -H options) to a table it is given: without them a
-  -- `-H "Connection: close"` run sent keep-alive requests, silently.
+  -- `-H "Connection: close"` run sent keep-alive requests, silently. A -H header replaces the
+  -- script's own of the same name in any case (header names are case-insensitive), not sent
+  -- beside it.
   local function headers()
     local fields = { ["Content-Type"] = "application/json" }
-    for name, value in pairs(wrk.headers) do fields[name] = value end
+    for name, value in pairs(wrk.headers) do
+      for existing in pairs(fields) do
+        if existing:lower() == name:lower() then fields[existing] = nil end
+      end
+      fields[name] = value
+    end
     return fields
   end
 
