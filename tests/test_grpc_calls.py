@@ -16,6 +16,7 @@ from google.protobuf.wrappers_pb2 import BytesValue
 from app.errors import BadRequest, NotReady, ServiceError
 from app.grpc import calls
 from app.server.overload import RETRY_AFTER
+from tests.conftest import ROOT
 
 
 @contextlib.asynccontextmanager
@@ -296,6 +297,31 @@ def test_only_a_shed_call_carries_the_pushback(
     assert status == code
     assert trailer.get("grpc-retry-pushback-ms") == pushback
     assert "x-request-id" in trailer
+
+
+async def shed_under_the_advised_configuration(timeout: float) -> tuple[grpc.StatusCode, float]:
+    """A call every attempt of which is shed, by a client given deploy/grpc/service-config.json
+    (its service renamed to the test's): its status and the seconds it took."""
+    config = json.loads((ROOT / "deploy" / "grpc" / "service-config.json").read_text())
+    config["methodConfig"][0]["name"] = [{"service": "S"}]
+    servicer = Failing(BadRequest("never raised"), max_in_flight=0)
+    options = [("grpc.service_config", json.dumps(config))]
+    async with (
+        serving(servicer.Fail, "Fail") as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel,
+    ):
+        start = time.perf_counter()
+        code, _ = await outcome(channel.unary_unary("/S/Fail")(b"", timeout=timeout))
+    return code, time.perf_counter() - start
+
+
+def test_a_shed_call_with_a_deadline_under_the_pushback_ends_at_its_deadline() -> None:
+    """docs/grpc.md: a client given the advised configuration waits the pushback before its
+    retry, so a shed call whose deadline comes sooner is DEADLINE_EXCEEDED at that deadline, not
+    UNAVAILABLE at once."""
+    code, took = asyncio.run(shed_under_the_advised_configuration(0.3))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.25 <= took < RETRY_AFTER, f"{took:.3f} s"
 
 
 def test_a_probe_is_answered_past_max_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
