@@ -386,7 +386,11 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
     with (
         tempfile.TemporaryDirectory(prefix="stress-") as scratch,
         served(
-            args.gunicorn, free_port(), args.ready_timeout, Path(scratch) / "server.log"
+            args.gunicorn,
+            free_port(),
+            args.ready_timeout,
+            Path(scratch) / "server.log",
+            env=defaults_environment(),  # the README's serve command, as the report names it
         ) as server,
     ):
         output = run_wrk(wrk_command(args, str(script), server.url), bodies, args.duration)

@@ -5,6 +5,8 @@ environment each would be started with is captured instead."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +97,39 @@ def test_chaos_and_overload_servers_differ_from_the_defaults_by_their_own_settin
         "BIND", "MAX_IN_FLIGHT", "MODELS_DIR", "WORKERS"
     ]  # fmt: skip
     assert env["MAX_IN_FLIGHT"] == "8"
+    assert env["HOME"] == "/home/someone"
+
+
+def test_stress_servers_differ_from_the_defaults_by_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """stress.run (make stress, make stress-smoke) served with the process's environment: a
+    shell's MAX_IN_FLIGHT or WEB_CONCURRENCY changed the server its report names as the README's
+    serve command."""
+    names = settings_read() | set(stress.SERVICE_SETTINGS)
+    for name in names:
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("HOME", "/home/someone")
+    started: list[Mapping[str, str]] = []
+
+    class Started(Exception):
+        """The server's environment is captured: nothing more to run."""
+
+    @contextmanager
+    def served(*given: Any, **options: Any) -> Iterator[None]:
+        started.append(options.get("env") or dict(os.environ))  # stress.served's default
+        raise Started
+        yield None  # a generator, as the real one
+
+    monkeypatch.setattr(stress, "served", served)
+    monkeypatch.setattr(shutil, "which", lambda name: name)
+    bodies = tmp_path / "bodies.jsonl"
+    bodies.write_text("{}\n")
+    args = stress.parse_args(["--bodies", str(bodies), "--revision", "r"])
+    with pytest.raises(Started):
+        stress.run(args, "cmd")
+    (env,) = started
+    assert sorted(name for name in names if name in env) == []
     assert env["HOME"] == "/home/someone"
 
 

@@ -46,13 +46,17 @@ PROJECT_FILES = [
 MODEL_FILES = ["delay-minimal.onnx", "delay-minimal.json", "delay-full.onnx", "delay-full.json"]
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], cwd: Path, check: bool = True, site_cache: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`args` in `cwd`, DVC's site cache beside it (a temporary repository's) or at `site_cache`:
+    beside the project itself it would be a directory outside the checkout."""
     env = {
         **os.environ,
         # `python` in dvc.yaml's commands is this virtualenv's
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "DVC_NO_ANALYTICS": "1",
-        "DVC_SITE_CACHE_DIR": str(cwd.parent / "dvc-site-cache"),
+        "DVC_SITE_CACHE_DIR": str(site_cache or cwd.parent / "dvc-site-cache"),
         "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@example.com",
         "GIT_COMMITTER_NAME": "test",
@@ -178,13 +182,14 @@ def test_the_lock_records_the_stages_dependencies_and_the_committed_outputs() ->
             assert digest == out["md5"], f"dvc.lock's md5 of {out['path']} is stale"
 
 
-def test_the_lock_records_the_code_as_it_is_now() -> None:
+def test_the_lock_records_the_code_as_it_is_now(tmp_path: Path) -> None:
     """A change of the code the stages run (train/, export/, the app modules the export imports)
     leaves the lock naming the old code: `dvc repro` on a clean clone would rerun the export for
     nothing, and the lock would no longer say which code made the committed models. After such a
     change, `dvc commit --force export` (`make test-slow` shows the export still makes the
     committed models byte for byte). Only the data, which a clone need not hold, may differ."""
-    status = run([*DVC, "status", "--json"], cwd=ROOT).stdout
+    site_cache = tmp_path / "dvc-site-cache"  # not ROOT.parent's: nothing outside the checkout
+    status = run([*DVC, "status", "--json"], cwd=ROOT, site_cache=site_cache).stdout
     data_path = params()["data"]["path"]
     made = [out for stage in dvc_yaml()["stages"].values() for out in stage["outs"]]
     absent_here = {data_path} | {out if isinstance(out, str) else next(iter(out)) for out in made}
@@ -197,6 +202,23 @@ def test_the_lock_records_the_code_as_it_is_now() -> None:
         if path not in absent_here
     }
     assert not stale, f"dvc.lock is stale ({sorted(stale)}): run `dvc commit --force export`"
+
+
+def test_the_lock_check_writes_nothing_beside_the_checkout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`dvc status` in the project kept DVC's site cache in ROOT.parent / "dvc-site-cache": every
+    run of the suite made or wrote a directory beside the checkout (in CI, beside the workspace)."""
+    site_caches: list[Path] = []
+
+    def status(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        site_caches.append(Path(kwargs["env"]["DVC_SITE_CACHE_DIR"]))
+        return subprocess.CompletedProcess(args, 0, "{}", "")
+
+    monkeypatch.setattr(subprocess, "run", status)
+    test_the_lock_records_the_code_as_it_is_now(tmp_path)
+    assert site_caches, "dvc status was not run"
+    assert all(path.is_relative_to(tmp_path) for path in site_caches), site_caches
 
 
 def test_remote_is_configured_but_analytics_are_off() -> None:

@@ -13,8 +13,10 @@ import pytest
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.wrappers_pb2 import BytesValue
 
+from app.errors import BadRequest, NotReady, ServiceError
 from app.grpc import calls
 from app.server.overload import RETRY_AFTER
+from tests.conftest import ROOT
 
 
 @contextlib.asynccontextmanager
@@ -246,6 +248,80 @@ def test_a_shed_call_tells_retrying_clients_to_wait_as_rests_retry_after(
     assert code == grpc.StatusCode.UNAVAILABLE  # retried once, shed again
     assert counted.count("UNAVAILABLE") == 2
     assert took >= RETRY_AFTER * 0.9, f"retried after {took:.3f} s"
+
+
+class Failing:
+    """One method wrapped as the service's are, that fails with `error` (every call shed if
+    `max_in_flight` is 0)."""
+
+    in_flight = 0
+    message_timeout = 30.0
+
+    def __init__(self, error: ServiceError, max_in_flight: int = 64) -> None:
+        self.error = error
+        self.max_in_flight = max_in_flight
+
+    @calls.rpc(Empty)
+    async def Fail(self, request: Empty, context: calls.Context) -> Empty:  # noqa: N802
+        raise self.error
+
+
+async def trailer_of(servicer: Failing) -> tuple[grpc.StatusCode, dict[str, str]]:
+    """A call's status and trailing metadata."""
+    async with (
+        serving(servicer.Fail, "Fail") as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        try:
+            await channel.unary_unary("/S/Fail")(Empty().SerializeToString(), timeout=10)
+        except grpc.aio.AioRpcError as error:
+            return error.code(), {key: str(value) for key, value in error.trailing_metadata()}
+    raise AssertionError("the call did not fail")
+
+
+@pytest.mark.parametrize(
+    ("servicer", "code", "pushback"),
+    [
+        (Failing(BadRequest("no"), max_in_flight=0), grpc.StatusCode.UNAVAILABLE, "1000"),
+        (Failing(NotReady("models not loaded")), grpc.StatusCode.UNAVAILABLE, None),
+        (Failing(BadRequest("no")), grpc.StatusCode.INVALID_ARGUMENT, None),
+    ],
+    ids=["shed", "not-ready", "bad-request"],
+)
+def test_only_a_shed_call_carries_the_pushback(
+    servicer: Failing, code: grpc.StatusCode, pushback: str | None
+) -> None:
+    """A6's pushback, in milliseconds, in the trailer: on the shed UNAVAILABLE only. Another
+    UNAVAILABLE (a worker not ready) is retried after the client's own backoff, as before."""
+    status, trailer = asyncio.run(trailer_of(servicer))
+    assert status == code
+    assert trailer.get("grpc-retry-pushback-ms") == pushback
+    assert "x-request-id" in trailer
+
+
+async def shed_under_the_advised_configuration(timeout: float) -> tuple[grpc.StatusCode, float]:
+    """A call every attempt of which is shed, by a client given deploy/grpc/service-config.json
+    (its service renamed to the test's): its status and the seconds it took."""
+    config = json.loads((ROOT / "deploy" / "grpc" / "service-config.json").read_text())
+    config["methodConfig"][0]["name"] = [{"service": "S"}]
+    servicer = Failing(BadRequest("never raised"), max_in_flight=0)
+    options = [("grpc.service_config", json.dumps(config))]
+    async with (
+        serving(servicer.Fail, "Fail") as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel,
+    ):
+        start = time.perf_counter()
+        code, _ = await outcome(channel.unary_unary("/S/Fail")(b"", timeout=timeout))
+    return code, time.perf_counter() - start
+
+
+def test_a_shed_call_with_a_deadline_under_the_pushback_ends_at_its_deadline() -> None:
+    """docs/grpc.md: a client given the advised configuration waits the pushback before its
+    retry, so a shed call whose deadline comes sooner is DEADLINE_EXCEEDED at that deadline, not
+    UNAVAILABLE at once."""
+    code, took = asyncio.run(shed_under_the_advised_configuration(0.3))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.25 <= took < RETRY_AFTER, f"{took:.3f} s"
 
 
 def test_a_probe_is_answered_past_max_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
