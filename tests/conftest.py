@@ -321,6 +321,20 @@ def columns_of(flights: list[Flight]) -> Columns:
     )
 
 
+def refuse_access(monkeypatch: pytest.MonkeyPatch, refused: Path, method: str) -> None:
+    """`refused`'s Path `method` (stat, read_bytes, ...) raises PermissionError, as for a file
+    its permissions (or its directory's) refuse: chmod 000 does not stop root, who runs the
+    tests."""
+    real = getattr(Path, method)
+
+    def refusing(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path == refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, method, refusing)
+
+
 def fifo_in_place(path: Path) -> Path:
     """Replaces the file `path` by a named pipe, as `mkfifo` on a release does."""
     path.unlink()

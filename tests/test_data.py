@@ -3,13 +3,19 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import COLUMNS, ROOT, challenge_data, synthetic_rows, write_csv
+from tests.conftest import (
+    COLUMNS,
+    ROOT,
+    challenge_data,
+    refuse_access,
+    synthetic_rows,
+    write_csv,
+)
 from train.data import (
     CSV_SHA256,
     DATA_ENV,
@@ -277,16 +283,9 @@ def test_a_data_file_that_cannot_be_read_is_a_one_line_data_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
 ) -> None:
     """Its permissions (or its directory's) refusing the look-up or the read: a PermissionError
-    traceback before. chmod 000 does not stop root, who runs the tests: simulated."""
+    traceback before."""
     path = write_csv(tmp_path / "f.csv.gz", synthetic_rows(5))
-    real = getattr(Path, refused)
-
-    def refusing(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, refused, refusing)
+    refuse_access(monkeypatch, path, refused)
     with pytest.raises(DataError, match=r"^cannot read .*f\.csv\.gz: Permission denied$"):
         load(path)
 

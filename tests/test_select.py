@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
+from tests.conftest import refuse_access
 from train.data import DataError
 from train.evaluate import Encoded, Fold, Forward, Recipe
 from train.select import (
@@ -266,18 +267,10 @@ def test_a_card_that_cannot_be_read_is_refused_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
 ) -> None:
     """An unreadable card (its permissions, its directory's) was a PermissionError traceback out
-    of the export's gate and `make model-slices`. chmod 000 does not stop root, who runs the
-    tests: the refusal is simulated, of the look-up (`is_file`'s stat) or of the read."""
+    of the export's gate and `make model-slices`: the look-up (`is_file`'s stat) or the read."""
     card = tmp_path / "delay-full.json"
     card.write_bytes(b'{"version": "x"}')
-    real = getattr(Path, refused)
-
-    def refusing(path: Path, *args: Any, **kwargs: Any) -> Any:
-        if path == card:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, refused, refusing)
+    refuse_access(monkeypatch, card, refused)
     with pytest.raises(DataError, match=r"^cannot read .*delay-full\.json: Permission denied$"):
         read_card(card)
     assert recipe_from_card(card) == (None, f"cannot read {card}: Permission denied")
