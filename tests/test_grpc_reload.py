@@ -1,9 +1,17 @@
-"""benchmarks.grpc_reload's verdict and report, on outcomes made here (the real server's
-reloads are tests/test_grpc_server.py's)."""
+"""benchmarks.grpc_reload's verdict and report, on outcomes made here, and its callers against a
+stub server (the real server's reloads are tests/test_grpc_server.py's)."""
 
 from __future__ import annotations
 
-from benchmarks.grpc_reload import Outcome, Reload, render
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from benchmarks.grpc_reload import LIVE, Callers, Outcome, Reload, render
 
 
 def outcome(*reloads: Reload) -> Outcome:
@@ -50,3 +58,47 @@ def test_the_report_says_whether_the_clients_retry() -> None:
     )
     retrying.kept_connections = False  # no target runs it: its command names it
     assert render(retrying).startswith("# gRPC across model reloads (`cmd`)")
+
+
+@pytest.fixture
+def cancelling_first_attempts() -> Iterator[str]:
+    """A server whose ServerLive cancels every other call it receives (a reload's CANCELLED):
+    a retried call's second attempt is answered. Its address."""
+    received = 0
+    lock = threading.Lock()
+
+    def live(request: bytes, context: grpc.ServicerContext) -> bytes:
+        nonlocal received
+        with lock:
+            received += 1
+            first = received % 2 == 1
+        if first:
+            context.abort(grpc.StatusCode.CANCELLED, "cancelled on purpose")
+        return b""
+
+    service, method = LIVE.strip("/").split("/")
+    server = grpc.server(ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                service, {method: grpc.unary_unary_rpc_method_handler(live)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+@pytest.mark.parametrize("retrying", [False, True])
+def test_retrying_callers_use_the_advised_configuration(
+    cancelling_first_attempts: str, retrying: bool
+) -> None:
+    """--retrying's clients are given deploy/grpc/service-config.json: each CANCELLED first
+    attempt is retried and answered; without it, half the calls fail."""
+    with Callers(cancelling_first_attempts, 1, kept_connections=True, retrying=retrying) as callers:
+        time.sleep(0.3)
+    counts = callers.counts()
+    assert counts["OK"] > 0
+    assert (counts["CANCELLED"] == 0) is retrying, counts
