@@ -647,7 +647,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--command", default="make open-loop",
                         help="the command the report's title names")  # fmt: skip
     parser.add_argument("--out", type=Path, help="write open-loop.json and open-loop.md here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.warmup < args.seconds:
+        # the timed window is seconds - warmup: none, and every rate was a division by it
+        parser.error(f"--warmup must be at least 0 and less than --seconds ({args.seconds:g})")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from benchmarks.open_loop import (
     arrivals,
     figures,
     open_loop,
+    parse_args,
     plan_p99_ms,
     read_scrape,
     render,
@@ -371,3 +372,15 @@ def test_a_short_run_against_the_real_service_and_the_ceiling(tmp_path: Path) ->
     report = (tmp_path / "out" / "open-loop.md").read_text()
     assert "code: abc1234" in report
     assert "| minimal | 0.20 | noop |" in report
+
+
+@pytest.mark.parametrize(("seconds", "warmup"), [("2", "2"), ("2", "3"), ("2", "-1")])
+def test_a_warmup_that_leaves_no_timed_window_is_refused(
+    seconds: str, warmup: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The timed window is --seconds less --warmup: --warmup 2 --seconds 2 divided every rate by
+    0 s, after a whole run; a longer or negative warm-up by a window it does not have."""
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--seconds", seconds, "--warmup", warmup])
+    assert stopped.value.code == 2
+    assert "--warmup must be at least 0 and less than --seconds (2)" in capsys.readouterr().err
