@@ -49,6 +49,12 @@ class DataError(Exception):
     """The data file is missing or not the SCL flights file: the message says how."""
 
 
+def unreadable(path: Path, error: BaseException) -> DataError:
+    """A file `path` that cannot be read (its permissions, its directory's; a gzip cut short or
+    corrupt), in one line naming it: the OS's reason where it gives one."""
+    return DataError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}")
+
+
 @dataclass(frozen=True)
 class Dataset:
     table: pd.DataFrame
@@ -112,8 +118,7 @@ def csv_bytes(path: Path) -> bytes:
         raw = path.read_bytes()
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-        reason = getattr(error, "strerror", None) or error
-        raise DataError(f"cannot read {path}: {reason}") from None
+        raise unreadable(path, error) from None
 
 
 def csv_sha256(path: Path) -> str:
@@ -124,7 +129,7 @@ def load(path: Path) -> Dataset:
     try:
         found = path.is_file()
     except OSError as error:  # its directory's permissions refuse the look-up
-        raise DataError(f"cannot read {path}: {error.strerror or error}") from None
+        raise unreadable(path, error) from None
     if not found:
         raise DataError(
             f"data file not found: {path}. Put the SCL 2017 flights file (dataset_SCL.csv or .csv.gz, "

@@ -33,7 +33,7 @@ from app.inference.flights import Columns, Flight
 from app.inference.model import FULL_MODEL, MINIMAL_MODEL
 from train.candidates import CANDIDATES, REPORTED_HALF_LIVES, Candidate
 from train.ceiling import Ceiling, cell_ceiling
-from train.data import DataError, Dataset
+from train.data import DataError, Dataset, unreadable
 from train.evaluate import (
     Encoded,
     Forward,
@@ -189,7 +189,7 @@ def read_card(card_path: Path) -> Mapping[str, Any]:
             raise DataError(f"no model at {card_path}")
         raw = card_path.read_bytes()
     except OSError as error:
-        raise DataError(f"cannot read {card_path}: {error.strerror or error}") from None
+        raise unreadable(card_path, error) from None
     try:
         card = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
