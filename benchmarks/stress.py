@@ -58,9 +58,10 @@ SERVICE_SETTINGS = (
     "GRPC_MAX_AGE_SECONDS", "OTEL_EXPORTER_OTLP_ENDPOINT", "DRIFT", "DRIFT_WINDOW",
     "GUNICORN_CMD_ARGS",
 )  # fmt: skip
-"""Every variable app.settings reads (tests/test_stress.py holds the list to it), and gunicorn's
-own GUNICORN_CMD_ARGS: a shell's WEB_CONCURRENCY, MAX_IN_FLIGHT or OTEL_EXPORTER_OTLP_ENDPOINT
-changed what a benchmark measured while its report said the README's defaults."""
+"""Every variable app.settings reads (tests/test_benchmark_environment.py holds the list to it),
+and gunicorn's own GUNICORN_CMD_ARGS: a shell's WEB_CONCURRENCY, MAX_IN_FLIGHT or
+OTEL_EXPORTER_OTLP_ENDPOINT changed what a benchmark measured while its report said the README's
+defaults."""
 
 
 def defaults_environment(settings: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -37,11 +37,12 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 LINGER = 2.0
 """Seconds a connection is still read after the answer that closes it, what comes dropped, unless
-its client closes first (RFC 9112 §9.6's staged close; up to a second more: the sweep closes it). Closed at once, bytes the client sent after
-its request (the rest of a body answered early, as a `413`; a stray CRLF after a POST body) made
-the kernel reset the connection, and the client lost the answer it had not read yet: 165 of 200
-`Connection: close` uploads over MAX_BODY_BYTES read a reset instead of their `413`, and 230 of
-2,000 requests followed by a CRLF 1 ms later (reports/reliability.md §28)."""
+its client closes first (RFC 9112 §9.6's staged close; up to a second more: the sweep closes
+it). Closed at once, bytes the client sent after its request (the rest of a body answered early,
+as a `413`; a stray CRLF after a POST body) made the kernel reset the connection, and the
+client lost the answer it had not read yet: 165 of 200 `Connection: close` uploads over
+MAX_BODY_BYTES read a reset instead of their `413`, and 230 of 2,000 requests followed by a CRLF
+1 ms later (reports/reliability.md §28)."""
 
 
 class CoalescingTransport(asyncio.Transport):

@@ -840,8 +840,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def sweep(self, now: float) -> None:
         """Once a second: the read timeouts, the end of a refused connection's busy window
-        (`_BUSY`), and of a staged close (`_end_linger`). A (request, phase) pair seen again began at its first sighting, so each
-        timeout is honoured to within one sweep."""
+        (`_BUSY`), and of a staged close (`_end_linger`). A (request, phase) pair seen again
+        began at its first sighting, so each timeout is honoured to within one sweep."""
         if self._unread(now):
             return
         if self._writer.is_closing():
