@@ -214,7 +214,8 @@ def render(outcome: Outcome) -> str:
         f"- {outcome.workers} workers, gRPC on a loopback port; {outcome.clients} client threads "
         f"call `ServerLive`, {CONNECTIONS[outcome.kept_connections]}, without "
         f"`wait_for_ready`, {RETRIES[outcome.retrying]}; {len(outcome.reloads)} SIGHUPs one "
-        "after another, each once the previous reload completed (the new workers serve gRPC, the old ones have exited); a "
+        "after another, each once the previous reload completed (the new workers serve gRPC, the "
+        "old ones have exited); a "
         f"reload's calls are those finished from its SIGHUP to {SETTLE_S} s after it completed.",
         f"- Command: `{outcome.command}`",
         "",
