@@ -34,15 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks import stress
-from benchmarks.stress import (
-    GUNICORN,
-    Server,
-    StressError,
-    free_port,
-    load_average,
-    machine,
-)
+from benchmarks.stress import GUNICORN, Server, StressError, free_port, load_average
 from benchmarks.stress_report import WrkSummary, parse_summary
+from train.provenance import machine
 
 if TYPE_CHECKING:
     from asyncio import StreamReader, StreamWriter

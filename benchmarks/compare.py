@@ -48,13 +48,13 @@ from benchmarks.stress import (
     _display,
     free_port,
     load_average,
-    machine,
     process_cpu_s,
     revision,
     run_wrk,
     scrape,
 )
 from benchmarks.stress_report import parse_summary
+from train.provenance import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "app.main:create_app()"

@@ -32,11 +32,11 @@ from benchmarks.stress import (
     defaults_environment,
     free_port,
     load_average,
-    machine,
     revision,
     served,
 )
 from train.data import data_location, load
+from train.provenance import machine
 
 ALERT_RATE = "alert_rate"
 """Beside the inputs' PSIs in a model's gauges: `drift_alert_rate`, the share labelled delayed."""

@@ -26,8 +26,9 @@ from typing import Any
 import orjson
 
 from app.inference.model import MODEL_NAMES
-from benchmarks.stress import StressError, load_average, machine, machine_cpu_s, publish, revision
+from benchmarks.stress import StressError, load_average, machine_cpu_s, publish, revision
 from train.data import csv_sha256
+from train.provenance import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "models"

@@ -47,8 +47,9 @@ from typing import Any
 from benchmarks import compare, stress
 from benchmarks.chaos import wait_for
 from benchmarks.compare_report import Variant
-from benchmarks.stress import Server, StressError, free_port, load_average, machine
+from benchmarks.stress import Server, StressError, free_port, load_average
 from benchmarks.stress_report import WrkSummary, parse_summary
+from train.provenance import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "delay-minimal"

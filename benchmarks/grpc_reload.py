@@ -33,7 +33,8 @@ import grpc
 
 from benchmarks.chaos import wait_for
 from benchmarks.grpc_load import GRPC_SERVING, log_text, served
-from benchmarks.stress import Server, StressError, load_average, machine, revision
+from benchmarks.stress import Server, StressError, load_average, revision
+from train.provenance import machine
 
 LIVE = "/inference.GRPCInferenceService/ServerLive"
 EXITED = "Finished server process"

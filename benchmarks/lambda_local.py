@@ -28,7 +28,8 @@ from typing import Any
 
 from app.inference.flights import FULL_EXAMPLE, MINIMAL_EXAMPLE
 from benchmarks.chaos import percentile
-from benchmarks.stress import StressError, load_average, machine, publish, revision
+from benchmarks.stress import StressError, load_average, publish, revision
+from train.provenance import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = ROOT / "tests" / "payloads" / "apigw_v2_predict.json"

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.stress import load_average, machine, revision
+from benchmarks.stress import load_average, revision
+from train.provenance import machine
 
 DEAD = 500
 FIRST_DEAD = 5_000_000

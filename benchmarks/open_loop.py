@@ -57,7 +57,6 @@ from benchmarks.stress import (
     defaults_environment,
     free_port,
     load_average,
-    machine,
     machine_cpu_s,
     process_cpu_s,
     publish,
@@ -66,6 +65,7 @@ from benchmarks.stress import (
     served,
 )
 from benchmarks.stress import MIXES as STRESS_MIXES
+from train.provenance import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 MIXES = ("minimal", "full")

@@ -30,7 +30,8 @@ import onnxruntime as ort
 from app.inference.flights import FlightValidator
 from app.inference.model import MODEL_NAMES, ONNX_INPUT, ONNX_PROBABILITIES, OnnxModel
 from benchmarks.conftest import MODELS_DIR, make_flights
-from benchmarks.stress import load_average, machine, revision
+from benchmarks.stress import load_average, revision
+from train.provenance import machine
 
 LEVELS = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -57,16 +57,9 @@ from benchmarks.chaos import (
     worker_pids,
     wrk_figures,
 )
-from benchmarks.stress import (
-    GUNICORN,
-    Server,
-    commit,
-    load_average,
-    machine,
-    machine_cpu_s,
-    process_cpu_s,
-)
+from benchmarks.stress import GUNICORN, Server, commit, load_average, machine_cpu_s, process_cpu_s
 from benchmarks.stress_report import WrkSummary
+from train.provenance import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE_CONNECTIONS = 8

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -37,6 +36,7 @@ from benchmarks.stress_report import (
     plot_latency,
     render_markdown,
 )
+from train.provenance import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "app.main:create_app()"
@@ -321,20 +321,6 @@ def publish(result: dict[str, Any], report: str, out: Path | None, name: str) ->
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (out / f"{name}.md").write_text(report)
-
-
-def machine() -> tuple[str, str, int]:
-    """`uname -a`, the CPU model from /proc/cpuinfo and `nproc`."""
-    uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=False)
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return uname.stdout.strip() or platform.platform(), model, len(os.sched_getaffinity(0))
 
 
 def _display(path: Path | str) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from train.evaluate import (
     month_keys,
 )
 from train.metrics import Platt
+from train.provenance import machine
 from train.report import FIGURES
 from train.select import ContractEvaluation
 
@@ -237,6 +239,11 @@ def test_export_writes_models_cards_and_report(synthetic_export: Path, synthetic
         ["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     assert f"at code revision `{head}`" in report
+    _, cpu, cores = machine()
+    assert re.search(
+        rf"`{head}`[^,]*, \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, on {cores} cores of ", report
+    )
+    assert f"cores of {cpu}; every number below comes from that run (the timings" in report
     for figure in FIGURES:
         assert (synthetic_export / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
 

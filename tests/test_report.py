@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,7 +13,6 @@ from train.report import (
     _ece_goal,
     _goals,
     _verdict,
-    code_revision,
     months_met_again,
 )
 from train.select import ContractEvaluation
@@ -151,28 +147,3 @@ def test_the_ece_goal_says_how_many_months_miss_it(
     assert line.split(" — ")[1].startswith(verdict)
     if verdict == "met":
         assert line.endswith("— met")
-
-
-def test_a_revision_is_uncommitted_for_changed_code_not_for_the_pipeline_outputs(
-    tmp_path: Path,
-) -> None:
-    """The retrain workflow's `dvc commit` and `make openapi` rewrite dvc.lock and
-    docs/openapi.json before `make model-slices`: its report must still name clean code."""
-
-    def git(*arguments: str) -> None:
-        subprocess.run(["git", "-C", str(tmp_path), *arguments], check=True, capture_output=True)
-
-    files = ["train/code.py", "dvc.lock", "docs/openapi.json", "models/m.json", "reports/r.md"]
-    for name in files:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("before\n")
-    git("init", "-q")
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
-    for name in files[1:]:
-        (tmp_path / name).write_text("after\n")
-    clean = code_revision(tmp_path)
-    assert clean.startswith("`")
-    assert "uncommitted" not in clean
-    (tmp_path / "train" / "code.py").write_text("after\n")
-    assert code_revision(tmp_path) == f"{clean} with uncommitted changes"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from train.report import PIPELINE_OUTPUTS
+from train.provenance import PIPELINE_OUTPUTS
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 CI = WORKFLOWS / "ci.yml"

@@ -45,7 +45,7 @@ from train.evaluate import (
     interval,
     run_forward,
 )
-from train.report import code_revision
+from train.provenance import code_revision
 from train.select import (
     CONTRACT_GROUPS,
     CONTRACT_MODELS,
