@@ -78,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ParityError, LeanGraphError) as error:
         print(f"export: {error}", file=sys.stderr)
         return 1
-    refusals = [gate_refusal(evaluation) for evaluation in evaluations.values()]
     if args.gate:
         for notice in filter(None, map(gate_notice, evaluations.values())):
             print(f"export: gate: {notice}", file=sys.stderr)
-    if args.gate and any(refusals):
-        for refusal in filter(None, refusals):
+        refusals = list(filter(None, map(gate_refusal, evaluations.values())))
+        for refusal in refusals:
             print(f"export: gate: {refusal}", file=sys.stderr)
-        return 1
+        if refusals:
+            return 1
     args.models_dir.mkdir(parents=True, exist_ok=True)
     for name, item in staged.items():
         _write_atomically(args.models_dir / f"{name}.onnx", item.onnx)
