@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.stress import load_average
+from train.provenance import run_stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKTREES = ROOT / "build" / "revisions"
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         f"### `{args.body}` body ({flights:,} flight{'s' if flights > 1 else ''}): in-process "
         f"`/predict`, median of {args.rounds} alternating rounds",
         "",
-        f"{started:%Y-%m-%d %H:%M} UTC, load average before: {load}; "
+        f"{run_stamp(started)}, load average before: {load}; "
         f"`python -m benchmarks.revisions {' '.join(args.revisions)} --rounds {args.rounds} "
         f"--body {args.body}`",
         "",

@@ -3,12 +3,14 @@ records (no worktree, no timing: both are replaced here)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from benchmarks import revisions
 from benchmarks.revisions import round_order
+from train import provenance
 
 
 def test_each_revision_takes_each_position_once_over_as_many_rounds() -> None:
@@ -44,3 +46,16 @@ def test_the_load_average_before_and_the_date_are_read_before_the_first_round(
     assert revisions.main(["aaa", "bbb", "--rounds", "2", "--out", str(out)]) == 0
     assert measured == ["aaa", "bbb", "bbb", "aaa"]
     assert "load average before: 0.10 0.20 0.30;" in out.read_text(encoding="utf-8")
+
+
+def test_the_report_names_the_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Timings of two revisions are comparable with each other, not with another machine's: the
+    report says which CPU they ran on (it named none until the forty-seventh session)."""
+    monkeypatch.setattr(provenance, "machine", lambda: ("Linux vm", "AMD EPYC", 2))
+    monkeypatch.setattr(revisions, "worktree", lambda revision: tmp_path / revision)
+    monkeypatch.setattr(revisions, "measure", lambda path, body, flights: 40.0)
+    out = tmp_path / "report.md"
+    assert revisions.main(["aaa", "bbb", "--rounds", "1", "--out", str(out)]) == 0
+    assert re.search(
+        r"\d\d:\d\d UTC, on 2 cores of AMD EPYC, load average before: ", out.read_text()
+    )
