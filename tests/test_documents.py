@@ -1,11 +1,16 @@
 """README.md's Layout table against the tree it describes: a module or a document added without
-its line there was found by hand (the runbook, six modules of app/server and app/observability)."""
+its line there was found by hand (the runbook, six modules of app/server and app/observability);
+and every relative link of the documents, to a file and to a heading in it."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
+from tests.test_makefile import DOCUMENTS
 
 LISTED_PACKAGES = ("", "inference", "rest", "server", "observability")
 """app/ and the subpackages whose modules the `app/` row names one by one (`grpc/` is named as a
@@ -41,3 +46,60 @@ def test_the_layout_links_every_document_of_docs() -> None:
     documents = sorted(path.name for path in (ROOT / "docs").glob("*.md"))
     assert "runbook.md" in documents
     assert [name for name in documents if f"(docs/{name})" not in row] == []
+
+
+LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
+"""A Markdown link's or image's target (the documents write no link titles)."""
+FENCED = re.compile(r"```.*?```", re.DOTALL)
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
+
+
+def headings(document: Path) -> set[str]:
+    """The anchors GitHub gives `document`'s headings: lowercased, punctuation dropped, spaces
+    as hyphens, a repeated one suffixed -1, -2, ..."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    text = FENCED.sub("", document.read_text(encoding="utf-8"))  # a heading's `code` counts
+    for title in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, re.MULTILINE):
+        anchor = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        anchors.add(anchor if count == 0 else f"{anchor}-{count}")
+    return anchors
+
+
+def broken_links(document: Path) -> list[str]:
+    """The relative links of `document` (outside code) to no file, or to no heading of one."""
+    broken = []
+    for target in LINK.findall(CODE.sub("", document.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists() or (
+            anchor and linked.suffix == ".md" and anchor not in headings(linked)
+        ):
+            broken.append(target)
+    return broken
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_relative_link_resolves(document: Path) -> None:
+    assert broken_links(document) == []
+
+
+def test_a_link_to_no_file_or_no_heading_is_found(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text(
+        "# Other\n\n## A section, with `code`\n\n## Twice\n## Twice\n"
+    )
+    document = tmp_path / "doc.md"
+    links = [
+        "[ok](other.md)", "[ok](other.md#a-section-with-code)", "[ok](other.md#twice-1)",
+        "[ok](#doc)", "[ok](https://example.com/missing)", "`[code](missing.md)`",
+        "[gone](missing.md)", "[no heading](other.md#nowhere)", "[twice](other.md#twice-2)",
+        "![figure](missing.png)",
+    ]  # fmt: skip
+    document.write_text("# Doc\n\n" + "\n".join(links) + "\n")
+    assert broken_links(document) == [
+        "missing.md", "other.md#nowhere", "other.md#twice-2", "missing.png"
+    ]  # fmt: skip
