@@ -103,3 +103,46 @@ def test_a_link_to_no_file_or_no_heading_is_found(tmp_path: Path) -> None:
     assert broken_links(document) == [
         "missing.md", "other.md#nowhere", "other.md#twice-2", "missing.png"
     ]  # fmt: skip
+
+
+DELIMITER = re.compile(r"^\|?( *:?-{3,}:? *\|)* *:?-{3,}:? *\|? *$")
+CELL_EDGE = re.compile(r"(?<!\\)\|")
+
+
+def broken_tables(document: Path) -> list[int]:
+    """The first line of each table of `document` (outside code blocks) that does not render as
+    one: rows without a delimiter row under the first (a row split off its table by a blank line
+    or a paragraph renders as text), or a row with another number of cells than the header."""
+    lines = FENCED.sub(
+        lambda block: "\n" * block.group().count("\n"), document.read_text(encoding="utf-8")
+    ).split("\n")
+    broken = []
+    start = 0
+    while start < len(lines):
+        if not lines[start].startswith("|"):
+            start += 1
+            continue
+        end = start
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        rows = [len(CELL_EDGE.findall(re.sub(r"`[^`]*`", "x", row))) for row in lines[start:end]]
+        if len(rows) < 2 or not DELIMITER.match(lines[start + 1]) or len(set(rows)) > 1:
+            broken.append(start + 1)
+        start = end
+    return broken
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_table_renders_as_one(document: Path) -> None:
+    assert broken_tables(document) == []
+
+
+def test_a_row_split_off_its_table_or_of_another_width_is_found(tmp_path: Path) -> None:
+    document = tmp_path / "doc.md"
+    document.write_text(
+        "| a | b |\n| --- | ---: |\n| 1 | `x | y` |\n| 2 | 3 \\| 4 |\n\n"  # fine
+        "| split off | by a blank line |\n\n"  # line 6
+        "| c | d |\n| --- | --- |\n| 1 | 2 | 3 |\n\n"  # line 8: a row too wide
+        "```\n| in code |\n```\n"
+    )
+    assert broken_tables(document) == [6, 8]
