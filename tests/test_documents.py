@@ -48,8 +48,9 @@ def test_the_layout_links_every_document_of_docs() -> None:
     assert [name for name in documents if f"(docs/{name})" not in row] == []
 
 
-LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
-"""A Markdown link's or image's target (the documents write no link titles)."""
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+"""A Markdown link's or image's target, its text wrapped over lines or not (the documents write
+no link titles)."""
 FENCED = re.compile(r"```.*?```", re.DOTALL)
 CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
 
@@ -97,11 +98,11 @@ def test_a_link_to_no_file_or_no_heading_is_found(tmp_path: Path) -> None:
         "[ok](other.md)", "[ok](other.md#a-section-with-code)", "[ok](other.md#twice-1)",
         "[ok](#doc)", "[ok](https://example.com/missing)", "`[code](missing.md)`",
         "[gone](missing.md)", "[no heading](other.md#nowhere)", "[twice](other.md#twice-2)",
-        "![figure](missing.png)",
+        "![figure](missing.png)", "[text wrapped\nover two lines](wrapped.md)",
     ]  # fmt: skip
     document.write_text("# Doc\n\n" + "\n".join(links) + "\n")
     assert broken_links(document) == [
-        "missing.md", "other.md#nowhere", "other.md#twice-2", "missing.png"
+        "missing.md", "other.md#nowhere", "other.md#twice-2", "missing.png", "wrapped.md"
     ]  # fmt: skip
 
 
@@ -110,9 +111,11 @@ CELL_EDGE = re.compile(r"(?<!\\)\|")
 
 
 def broken_tables(document: Path) -> list[int]:
-    """The first line of each table of `document` (outside code blocks) that does not render as
-    one: rows without a delimiter row under the first (a row split off its table by a blank line
-    or a paragraph renders as text), or a row with another number of cells than the header."""
+    """The first line of each table of `document` (outside code blocks) that GitHub does not
+    render as written: rows without a delimiter row under the first (a row split off its table
+    by a blank line or a paragraph renders as text), a row with another number of cells than the
+    header (cells past the header's are dropped), or a text line right after the last row
+    (rendered as one more row). A `|` splits a cell inside a code span too, unless escaped."""
     lines = FENCED.sub(
         lambda block: "\n" * block.group().count("\n"), document.read_text(encoding="utf-8")
     ).split("\n")
@@ -125,8 +128,9 @@ def broken_tables(document: Path) -> list[int]:
         end = start
         while end < len(lines) and lines[end].startswith("|"):
             end += 1
-        rows = [len(CELL_EDGE.findall(re.sub(r"`[^`]*`", "x", row))) for row in lines[start:end]]
-        if len(rows) < 2 or not DELIMITER.match(lines[start + 1]) or len(set(rows)) > 1:
+        rows = [len(CELL_EDGE.findall(row)) for row in lines[start:end]]
+        followed = end < len(lines) and lines[end].strip() != ""
+        if len(rows) < 2 or not DELIMITER.match(lines[start + 1]) or len(set(rows)) > 1 or followed:
             broken.append(start + 1)
         start = end
     return broken
@@ -137,12 +141,15 @@ def test_every_table_renders_as_one(document: Path) -> None:
     assert broken_tables(document) == []
 
 
-def test_a_row_split_off_its_table_or_of_another_width_is_found(tmp_path: Path) -> None:
+def test_a_row_split_off_its_table_of_another_width_or_text_after_it_is_found(
+    tmp_path: Path,
+) -> None:
     document = tmp_path / "doc.md"
     document.write_text(
-        "| a | b |\n| --- | ---: |\n| 1 | `x | y` |\n| 2 | 3 \\| 4 |\n\n"  # fine
+        "| a | b |\n| --- | ---: |\n| 1 | `x \\| y` |\n| 2 | 3 \\| 4 |\n\n"  # fine
         "| split off | by a blank line |\n\n"  # line 6
-        "| c | d |\n| --- | --- |\n| 1 | 2 | 3 |\n\n"  # line 8: a row too wide
+        "| c | d |\n| --- | --- |\n| 1 | `x | y` |\n\n"  # line 8: a row too wide
+        "| e | f |\n| --- | --- |\n| 1 | 2 |\nand text right after\n\n"  # line 12
         "```\n| in code |\n```\n"
     )
-    assert broken_tables(document) == [6, 8]
+    assert broken_tables(document) == [6, 8, 12]

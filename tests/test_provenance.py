@@ -41,8 +41,8 @@ def test_a_revision_is_uncommitted_for_changed_code_not_for_the_pipeline_outputs
 def test_the_machine_is_this_one() -> None:
     uname, cpu, cores = machine()
     assert uname.startswith("Linux")
-    assert cpu not in ("", "unknown")
-    assert 1 <= cores == len(os.sched_getaffinity(0))
+    assert cpu
+    assert 1 <= cores <= (os.cpu_count() or 1)
 
 
 def test_a_run_stamp_names_the_date_in_utc_and_the_machine(

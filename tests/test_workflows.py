@@ -388,7 +388,7 @@ def test_retrain_pull_request_carries_what_its_other_steps_rewrite(
 
 def test_what_the_retrain_pull_request_carries_is_not_counted_as_uncommitted_code() -> None:
     """The workflow's steps rewrite these before `make model-slices`, whose report a test
-    requires to be of committed code (train.report.code_revision leaves PIPELINE_OUTPUTS out)."""
+    requires to be of committed code (train.provenance.code_revision leaves PIPELINE_OUTPUTS out)."""
     create = step_using(load(RETRAIN)["jobs"]["retrain"], "peter-evans/create-pull-request")
     for pattern in create["with"]["add-paths"].split():
         assert any(
