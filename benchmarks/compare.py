@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shlex
 import shutil
 import sys
@@ -20,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,14 +40,14 @@ from benchmarks.compare_report import (
     write_all,
 )
 from benchmarks.stress import (
-    CLOCK_TICKS,
     GUNICORN,
     Server,
     StressError,
     _display,
+    clocks,
     free_port,
     load_average,
-    process_cpu_s,
+    process_tree,
     revision,
     run_wrk,
     scrape,
@@ -157,43 +156,6 @@ def served(variant: Variant, args: argparse.Namespace, log_dir: Path) -> Iterato
         yield server
 
 
-def process_tree(master: int) -> list[int]:
-    """The master and every process under it (workers, and the helpers a peer framework
-    spawns), from /proc: each thread's children, since a process started by a thread other
-    than the main one is listed under that thread."""
-    found = [master]
-    for pid in found:  # grows while it is walked: breadth first
-        found.extend(_children(pid))
-    return found
-
-
-def _children(pid: int) -> list[int]:
-    listed = list(Path(f"/proc/{pid}/task").glob("*/children"))
-    if listed:
-        children: list[int] = []
-        for path in listed:
-            try:
-                children.extend(int(child) for child in path.read_text().split())
-            except OSError:  # the thread ended meanwhile
-                continue
-        return children
-    # no CONFIG_PROC_CHILDREN: scan every process's parent
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """utime + stime of each process itself (not of its reaped children), summed."""
-    return sum(process_cpu_s(Path(f"/proc/{pid}/stat").read_text()) for pid in pids)
-
-
 def memory_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, Pss) in MB; 0 where the file is missing."""
     return _kb(f"/proc/{pid}/status", "VmRSS:") / 1024, _kb(
@@ -222,30 +184,6 @@ def wrk_command(args: argparse.Namespace, variant: Variant, seconds: int, url: s
         f"--script={ROOT / variant.script}",
         url,
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class Clocks:
-    """CPU-seconds used so far, read at one instant."""
-
-    server: float | None
-    """The gunicorn master and workers; None if one of them is gone."""
-    children: float
-    """This process's waited-for children: wrk, once run_wrk has returned."""
-    machine: float
-    """Every core's busy time (/proc/stat): the server, wrk and everyone else."""
-
-
-def clocks(pids: Sequence[int]) -> Clocks:
-    try:
-        server: float | None = cpu_seconds(pids)
-    except (OSError, IndexError, ValueError):
-        server = None
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()
-    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[1:8])
-    busy = (user + nice + system + irq + softirq) / CLOCK_TICKS
-    return Clocks(server, usage.ru_utime + usage.ru_stime, busy)
 
 
 Serve = Callable[[Variant, argparse.Namespace, Path], AbstractContextManager[Server]]

@@ -325,7 +325,7 @@ def log_text(server: Server) -> str:
 def measure(row: Row, round_: int, args: argparse.Namespace, scratch: Path) -> Result:
     with served(args, scratch, row.name) as (server, target):
         load = float(load_average().split()[0])
-        pids = compare.process_tree(server.process.pid)
+        pids = stress.process_tree(server.process.pid)
         if row.transport == "rest":
             variant = Variant(row.name, row.description, compare.SERVICE,
                               bodies=row.name + ".oip.json", script=OIP_SCRIPT,
@@ -337,10 +337,10 @@ def measure(row: Row, round_: int, args: argparse.Namespace, scratch: Path) -> R
             if args.warmup > 0:
                 run_wrk_with(compare.wrk_command(args, variant, args.warmup, url), bodies,
                              args.warmup, env_target)  # fmt: skip
-            before = compare.clocks(pids)
+            before = stress.clocks(pids)
             output = run_wrk_with(compare.wrk_command(args, variant, args.duration, url), bodies,
                                   args.duration, env_target)  # fmt: skip
-            after = compare.clocks(pids)
+            after = stress.clocks(pids)
             summary = parse_summary(output)
             requests, seconds = summary.requests, summary.duration_s
             p50, p99 = summary.latency.p50 / 1000, summary.latency.p99 / 1000
@@ -370,7 +370,7 @@ def rest_errors(summary: WrkSummary) -> int:
 
 def run_h2load(
     args: argparse.Namespace, row: Row, server: Server, target: str, pids: list[int], scratch: Path
-) -> tuple[H2loadRun, compare.Clocks, compare.Clocks, list[str]]:
+) -> tuple[H2loadRun, stress.Clocks, stress.Clocks, list[str]]:
     """h2load's run, the server's clocks around its measured window, and what the server's
     counters say went wrong (`unexpected`)."""
     log = scratch / f"{row.name}.h2load.log"
@@ -379,9 +379,9 @@ def run_h2load(
     process = subprocess.Popen(command, cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     time.sleep(args.warmup)  # h2load's own warm-up: its measured window starts now
-    before = compare.clocks(pids)
+    before = stress.clocks(pids)
     time.sleep(args.duration)
-    after = compare.clocks(pids)
+    after = stress.clocks(pids)
     try:
         output = process.communicate(timeout=60)[0].decode("utf-8", errors="replace")
     except subprocess.TimeoutExpired:

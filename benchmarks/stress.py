@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -30,6 +31,7 @@ from typing import Any
 
 from app.settings import Settings
 from benchmarks.stress_report import (
+    CpuUse,
     RunInfo,
     failures,
     parse_summary,
@@ -283,6 +285,79 @@ def machine_cpu_s(proc_stat: str, cpus: Iterable[int] | None = None) -> tuple[fl
     return busy / CLOCK_TICKS, total / CLOCK_TICKS
 
 
+def process_tree(master: int) -> list[int]:
+    """The master and every process under it (workers, and the helpers a peer framework
+    spawns), from /proc: each thread's children, since a process started by a thread other
+    than the main one is listed under that thread."""
+    found = [master]
+    for pid in found:  # grows while it is walked: breadth first
+        found.extend(_children(pid))
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    listed = list(Path(f"/proc/{pid}/task").glob("*/children"))
+    if listed:
+        children: list[int] = []
+        for path in listed:
+            try:
+                children.extend(int(child) for child in path.read_text().split())
+            except OSError:  # the thread ended meanwhile
+                continue
+        return children
+    # no CONFIG_PROC_CHILDREN: scan every process's parent
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of each process itself (not of its reaped children), summed."""
+    return sum(process_cpu_s(Path(f"/proc/{pid}/stat").read_text()) for pid in pids)
+
+
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """CPU-seconds used so far, read at one instant."""
+
+    server: float | None
+    """The gunicorn master and workers; None if one of them is gone."""
+    children: float
+    """This process's waited-for children: wrk, once run_wrk has returned."""
+    machine: float
+    """Every core's busy time (/proc/stat): the server, wrk and everyone else."""
+
+
+def clocks(pids: Sequence[int]) -> Clocks:
+    try:
+        server: float | None = cpu_seconds(pids)
+    except (OSError, IndexError, ValueError):
+        server = None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[1:8])
+    busy = (user + nice + system + irq + softirq) / CLOCK_TICKS
+    return Clocks(server, usage.ru_utime + usage.ru_stime, busy)
+
+
+def cpu_use(before: Clocks, after: Clocks, same_workers: bool) -> CpuUse:
+    """What the server, wrk (this process's waited-for child) and the rest of the machine spent
+    between two readings; the server's is unknown when its processes changed between them."""
+    server = (
+        after.server - before.server
+        if same_workers and before.server is not None and after.server is not None
+        else None
+    )
+    wrk = after.children - before.children
+    return CpuUse(server, wrk, after.machine - before.machine - wrk - (server or 0.0))
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -380,10 +455,14 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
             env=defaults_environment(),  # the README's serve command, as the report names it
         ) as server,
     ):
+        pids = process_tree(server.process.pid)
+        before = clocks(pids)
         output = run_wrk(wrk_command(args, str(script), server.url), bodies, args.duration)
+        after = clocks(pids)
         died = server.process.poll()
         if died is not None:
             raise StressError(f"the server died during the run ({died}):\n{server.log_tail()}")
+        spent = cpu_use(before, after, same_workers=process_tree(server.process.pid) == pids)
     summary = parse_summary(output)
     uname, cpu, nproc = machine()
     shown_wrk = wrk_command(args, _display(script), "http://127.0.0.1:<free port>")
@@ -402,6 +481,7 @@ def run(args: argparse.Namespace, command: str) -> list[str]:
         connections=args.connections,
         mix=MIXES.get(bodies.name, bodies.name),
         revision=measured,
+        cpu=spent,
         wrk_output="\n".join(
             line for line in output.splitlines() if not line.startswith('{"tool":"wrk"')
         ),

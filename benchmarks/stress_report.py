@@ -74,6 +74,18 @@ class WrkRunInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuUse:
+    """CPU-seconds spent while wrk ran, as `make compare` counts them (benchmarks.stress.clocks):
+    a run's requests/s alone cannot say whether the server got slower or the machine busier."""
+
+    server_s: float | None
+    """The gunicorn master and workers; None when a worker was replaced during the run."""
+    wrk_s: float
+    other_s: float
+    """Every core's busy time minus the server's and wrk's: the rest of the machine."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunInfo(WrkRunInfo):
     """A stress run's record."""
 
@@ -84,6 +96,7 @@ class RunInfo(WrkRunInfo):
     """What the bodies are and which path serves them."""
     revision: str = ""
     """The commit measured (and whether the work tree differed from it)."""
+    cpu: CpuUse | None = None
 
 
 def parse_summary(output: str) -> WrkSummary:
@@ -186,6 +199,7 @@ def render_markdown(summary: WrkSummary, run: RunInfo, min_requests: int) -> str
         f"| non-2xx responses | {summary.non_2xx:,} |",
         f"| socket errors: connect / read / write / timeout | "
         f"{e.connect} / {e.read} / {e.write} / {e.timeout} |",
+        *_cpu_rows(run, summary),
         "",
         "![latency distribution](latency.png)",
         "",
@@ -208,6 +222,25 @@ def render_markdown(summary: WrkSummary, run: RunInfo, min_requests: int) -> str
         "",
     ]
     return "\n".join(lines)
+
+
+def _cpu_rows(run: RunInfo, summary: WrkSummary) -> list[str]:
+    """The server's CPU a request, wrk's, and the share of the machine other work took."""
+    if run.cpu is None:
+        return []
+    cpu = run.cpu
+    if cpu.server_s is None:
+        server = "n/a: a worker was replaced during the run"
+    else:
+        per_request = cpu.server_s * 1e6 / summary.requests if summary.requests else 0.0
+        server = f"{cpu.server_s:,.1f} s, {per_request:,.1f} µs a request"
+    capacity = summary.duration_s * run.nproc
+    share = max(cpu.other_s, 0.0) / capacity if capacity > 0 else 0.0
+    return [
+        f"| server CPU (master and workers) | {server} |",
+        f"| wrk's CPU | {cpu.wrk_s:,.1f} s |",
+        f"| other work on the machine | {max(cpu.other_s, 0.0):,.1f} s, {share:.0%} of its CPU |",
+    ]
 
 
 def _workers(workers: int | None) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.stress_report import (
+    CpuUse,
     RunInfo,
     failures,
     parse_summary,
@@ -143,3 +144,18 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     path = tmp_path / "stress" / "latency.png"
     plot_latency(parse_summary(output()), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cpu_spent_is_shown_per_request_beside_the_rest_of_the_machine() -> None:
+    """52,345 requests in 45.01 s on 2 cores: 7.5 s of server CPU is 143.3 µs a request, and
+    9 s of other work 10 % of the machine's 90.02 CPU-seconds."""
+    run = replace(RUN, cpu=CpuUse(server_s=7.5, wrk_s=20.25, other_s=9.0))
+    text = render_markdown(parse_summary(output()), run, min_requests=50_000)
+    assert "| server CPU (master and workers) | 7.5 s, 143.3 µs a request |" in text
+    assert "| wrk's CPU | 20.2 s |" in text
+    assert "| other work on the machine | 9.0 s, 10% of its CPU |" in text
+    replaced = replace(RUN, cpu=CpuUse(server_s=None, wrk_s=20.0, other_s=-0.4))
+    text = render_markdown(parse_summary(output()), replaced, min_requests=50_000)
+    assert "| server CPU (master and workers) | n/a: a worker was replaced during the run |" in text
+    assert "| other work on the machine | 0.0 s, 0% of its CPU |" in text  # clock skew, not work
+    assert "server CPU" not in render_markdown(parse_summary(output()), RUN, 50_000)

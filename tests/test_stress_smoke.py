@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ def test_a_short_stress_run_passes_and_writes_its_report(wrk_bodies: Path, tmp_p
     report = (out / "README.md").read_text(encoding="utf-8")
     assert "**PASS**" in report
     assert "- Code: abc1234 (as given)" in report  # make stress's label, taken before its runs
+    assert re.search(
+        r"\| server CPU \(master and workers\) \| [\d.]+ s, [\d.,]+ µs a request \|", report
+    )
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
