@@ -45,6 +45,7 @@ from benchmarks.stress import (
     StressError,
     _display,
     clocks,
+    cpu_use,
     free_port,
     load_average,
     process_tree,
@@ -217,13 +218,10 @@ def measure(
             )
         now = process_tree(server.process.pid)
         memory = [memory_mb(pid) for pid in now[1:]]
+    spent = cpu_use(before, after, same_workers=now == pids)
     notes = []
-    cpu_s = None
-    if now != pids or before.server is None or after.server is None:
+    if spent.server_s is None:
         notes.append(f"worker processes changed during the run ({pids[1:]} -> {now[1:]})")
-    else:
-        cpu_s = after.server - before.server
-    wrk_cpu = after.children - before.children
     summary = parse_summary(output)
     raw = next(line for line in reversed(output.splitlines()) if line.startswith('{"tool":"wrk"'))
     return RunResult(
@@ -239,13 +237,13 @@ def measure(
         timeouts=summary.errors.timeout,
         non_2xx=summary.non_2xx,
         bad_bodies=summary.bad_bodies,
-        server_cpu_s=cpu_s,
-        wrk_cpu_s=wrk_cpu,
+        server_cpu_s=spent.server_s,
+        wrk_cpu_s=spent.wrk_s,
         rss_mb=tuple(rss for rss, _ in memory),
         pss_mb=tuple(pss for _, pss in memory),
         ready_s=server.ready_s,
         load_before=load,
-        other_cpu_s=after.machine - before.machine - wrk_cpu - (cpu_s or 0.0),
+        other_cpu_s=spent.other_s,
         notes=tuple(notes),
         wrk=json.loads(raw),
         merged=merged,

@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.stress_report import WrkRunInfo
+from benchmarks.stress_report import WrkRunInfo, other_share
 
 SETTLE_S = 1.5
 """Seconds between wrk and the measured run's start, and after its end: every worker has added
@@ -434,7 +434,7 @@ def _target(value: float) -> str:
 def other_load(runs: Sequence[RunResult], nproc: int) -> tuple[float, float, float] | None:
     """Median, min and max share of the machine's CPU that other work took during the runs."""
     shares = [
-        max(run.other_cpu_s, 0.0) / (run.duration_s * nproc)
+        other_share(run.other_cpu_s, run.duration_s, nproc)
         for run in runs
         if run.other_cpu_s is not None and run.duration_s > 0
     ]

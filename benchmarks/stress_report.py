@@ -85,6 +85,12 @@ class CpuUse:
     """Every core's busy time minus the server's and wrk's: the rest of the machine."""
 
 
+def other_share(other_s: float, duration_s: float, nproc: int) -> float:
+    """The share of the machine's CPU that other work took over a run: none where the readings'
+    rounding makes it negative."""
+    return max(other_s, 0.0) / (duration_s * nproc)
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo(WrkRunInfo):
     """A stress run's record."""
@@ -234,8 +240,7 @@ def _cpu_rows(run: RunInfo, summary: WrkSummary) -> list[str]:
     else:
         per_request = cpu.server_s * 1e6 / summary.requests if summary.requests else 0.0
         server = f"{cpu.server_s:,.1f} s, {per_request:,.1f} µs a request"
-    capacity = summary.duration_s * run.nproc
-    share = max(cpu.other_s, 0.0) / capacity if capacity > 0 else 0.0
+    share = other_share(cpu.other_s, summary.duration_s, run.nproc) if summary.duration_s else 0.0
     return [
         f"| server CPU (master and workers) | {server} |",
         f"| wrk's CPU | {cpu.wrk_s:,.1f} s |",
