@@ -3,10 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.inference.flights import Columns
 from train.candidates import CANDIDATES
 from train.evaluate import Forward, HoldoutRows, Recipe, forward_folds
 from train.metrics import score
 from train.report import (
+    CV_LABELS,
     GOAL_FULL_HOLDOUT,
     _both,
     _discussion,
@@ -15,7 +17,7 @@ from train.report import (
     _verdict,
     months_met_again,
 )
-from train.select import ContractEvaluation
+from train.select import ContractEvaluation, prepare
 
 NOISE = "inside the noise: not shown reached"
 
@@ -147,3 +149,18 @@ def test_the_ece_goal_says_how_many_months_miss_it(
     assert line.split(" — ")[1].startswith(verdict)
     if verdict == "met":
         assert line.endswith("— met")
+
+
+def test_the_week_grouped_cv_is_named_by_the_weeks_it_groups() -> None:
+    """select.prepare's weeks (numpy's datetime64[W]) run from Thursday to Wednesday: the
+    report's label must say so, not call them ISO weeks (Monday to Sunday)."""
+    days = np.arange(np.datetime64("2017-01-02"), np.datetime64("2017-01-23"))  # Mon 2 .. Sun 22
+    departure = days.astype("datetime64[m]")
+    columns = Columns(["Grupo LATAM"] * len(days), ["N"] * len(days), [1] * len(days))
+    weeks = prepare(columns, np.zeros(len(days), dtype=np.int64), None, departure).weeks
+    starts = [days[np.flatnonzero(weeks == week)[0]] for week in np.unique(weeks)[1:]]
+    first_weekdays = {str(np.datetime_as_string(day)) for day in starts}
+    assert first_weekdays == {"2017-01-05", "2017-01-12", "2017-01-19"}  # Thursdays
+    label = CV_LABELS["week"]
+    assert "ISO" not in label
+    assert "Thursday to Wednesday" in label

@@ -37,7 +37,11 @@ MIN_MONTHS = 4
 FIRST_TEST_MONTH = 6
 """The first forward test month is the 6th month present (earlier with less data)."""
 INNER_FOLDS = 5
-"""Out-of-fold rate encoding of training rows: folds of whole weeks."""
+"""Out-of-fold rate encoding of training rows: folds of whole weeks (WEEKS)."""
+WEEKS = "weeks of Thursday to Wednesday"
+"""The weeks numpy's datetime64[W] makes, which the inner folds and the week-grouped CV keep
+together: numpy counts them from 1970-01-01, a Thursday, so they are not ISO weeks (Monday to
+Sunday)."""
 CV_FOLDS = 5
 BOOTSTRAP = 300
 SEED = 0
@@ -179,7 +183,7 @@ def encode_fold(
 
 
 def inner_folds(columns: Columns) -> np.ndarray:
-    """Fold id per row by calendar week (rows of a week share weather), or by row if unscheduled."""
+    """Fold id per row by week (WEEKS; rows of a week share weather), or by row if unscheduled."""
     if columns.departure is None:
         return np.arange(len(columns)) % INNER_FOLDS
     weeks = columns.departure.astype("datetime64[W]").astype(np.int64)

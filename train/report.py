@@ -15,7 +15,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
 from train.candidates import REPORTED_HALF_LIVES, SEARCHED_HALF_LIVES
-from train.evaluate import BOOTSTRAP, Forward
+from train.evaluate import BOOTSTRAP, WEEKS, Forward
 from train.metrics import CALIBRATION_BINS
 from train.provenance import code_revision, run_stamp
 from train.select import (
@@ -34,6 +34,9 @@ _PNG_METADATA = {"Software": None}  # no library version in the file: reruns giv
 GOAL_FULL_FORWARD = 0.665
 GOAL_FULL_HOLDOUT = 0.655
 GOAL_ECE = 0.03
+CV_LABELS = {"week": f"week, {WEEKS} (optimistic)", "date": "calendar date (optimistic)"}
+"""The grouped CVs' rows (ContractEvaluation.cv's keys), named as they group: numpy's weeks,
+not ISO weeks (train.evaluate.WEEKS)."""
 
 
 def write_report(
@@ -224,7 +227,7 @@ def _markdown(
         "two; threshold from the forward months before them. Those two months are also the "
         "last two report months: the holdout scores the same flights with more training "
         "months, and does not confirm the forward figures independently.",
-        "- **Grouped CVs** (5 folds grouped by ISO week, and by date): reported only, and "
+        f"- **Grouped CVs** (5 folds grouped by week, {WEEKS}, and by date): reported only, and "
         "both **optimistic**: each trains on later months than it tests, which a served model "
         "never can; the date-grouped one also keeps a held-out day's neighbouring days, and "
         "their weather, in training.",
@@ -487,7 +490,7 @@ def _contract_section(
         "| grouping | served ROC-AUC | served ECE | baseline ROC-AUC |",
         "|---|---|---|---|",
     ]
-    for kind, label in (("week", "ISO week (optimistic)"), ("date", "calendar date (optimistic)")):
+    for kind, label in CV_LABELS.items():
         scores = evaluation.cv[kind]
         lines.append(
             f"| {label} | {scores['chosen'].roc_auc:.4f} | {scores['chosen'].ece:.4f} | "
