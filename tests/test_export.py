@@ -229,6 +229,7 @@ def test_export_writes_models_cards_and_report(synthetic_export: Path, synthetic
     assert "## minimal contract" in report
     assert "## full contract" in report
     assert "Nested rule" in report
+    assert "One decision does read the report months" in report  # the GATE=1 veto
     assert "Champion/challenger" in report
     assert "at other recency weightings (reported only" in report
     assert "| blend(logreg(C=" in report  # a finalist in both contracts' tables

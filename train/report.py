@@ -206,9 +206,12 @@ def _markdown(
         "the first month's threshold.",
         f"- **Nested rule**: hyperparameters, feature groups and the candidate are chosen on the "
         f"*select* months ({', '.join(select)}) and nothing else; the *report* months "
-        f"({', '.join(report)}), the holdout and the grouped CVs never influence a choice. "
-        "Figures headed *report months* are therefore free of the code's selection, not of "
-        "their authors' (the Disclosure below).",
+        f"({', '.join(report)}), the holdout and the grouped CVs never influence a choice "
+        "among candidates. Figures headed *report months* are therefore free of the code's "
+        "selection, not of their authors' (the Disclosure below). One decision does read the "
+        "report months: a retrain's `make export GATE=1` keeps the served model when the "
+        "challenger is worse on *all* forward months beyond the interval (Champion/challenger "
+        "below), a veto that can keep an old model, never pick a new one.",
         "- **Choice**: the finalist (each candidate's best configuration of the search, on "
         "the kept feature groups) with the best select-months mean is served, unless a "
         "finalist within noise of it (the paired interval of the gap contains 0) is at least "
