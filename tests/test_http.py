@@ -192,3 +192,23 @@ def test_an_unexpected_error_is_logged_on_the_app_logger(caplog: pytest.LogCaptu
     assert [(r.name, r.getMessage()) for r in caplog.records] == [
         ("app", "unhandled error on GET /x")
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "offset"),
+    [
+        (b'{"flights": [{"OPERA": "Aerol\xedneas"}]}', 29),  # Latin-1, sent undeclared
+        (b'{"flights": [{"OPERA": "\xed\xa0\x80"}]}', 24),  # a surrogate, UTF-8 encoded
+        (b'{"flights": []}\xff', 15),
+    ],
+)
+def test_a_body_that_is_not_utf8_is_a_400_naming_the_byte_and_its_offset(
+    body: bytes, offset: int
+) -> None:
+    """orjson called every such body 'str is not valid UTF-8: surrogates not allowed: line 1
+    column 1 (char 0)': a position with nothing wrong, surrogates that were not there."""
+    with pytest.raises(BadRequest) as refused:
+        parse_json(body)
+    assert refused.value.message == (
+        f"the body is not UTF-8: byte {body[offset]:#04x} at offset {offset} (JSON is UTF-8)"
+    )

@@ -222,10 +222,24 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise BadRequest(f"malformed JSON: {error}") from None
+        raise BadRequest(_not_utf8(body) or f"malformed JSON: {error}") from None
     finally:
         if collecting:
             gc.enable()
+
+
+def _not_utf8(body: bytes) -> str | None:
+    """Where a body orjson refused is not UTF-8, if it is not: orjson says of any such body
+    'str is not valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)', a position
+    with nothing wrong and surrogates that are not there (a Latin-1 'é' sent undeclared)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return (
+            f"the body is not UTF-8: byte {body[error.start]:#04x} at offset {error.start} "
+            "(JSON is UTF-8)"
+        )
+    return None
 
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:
