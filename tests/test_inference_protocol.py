@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 import orjson
@@ -166,6 +167,29 @@ def test_malformed_json_requests_are_refused(mutate: object, message: str) -> No
     mutate(header)  # type: ignore[operator]
     with pytest.raises(BadRequest, match=message.replace("[", r"\[")):
         decode_request(orjson.dumps(header), None, INPUTS)
+
+
+@pytest.mark.parametrize("value", [[], 0, False, ""])
+@pytest.mark.parametrize("where", ["request", "input", "output"])
+def test_parameters_that_are_no_object_are_refused_even_when_falsy(value: Any, where: str) -> None:
+    """`parameters: []` (or 0, false, "") passed as no parameters, while `[1]` was refused as
+    no object: the same mistake, answered two ways. Absent or null is still none."""
+    header: dict[str, Any] = {
+        "inputs": [
+            {"name": "OPERA", "datatype": "BYTES", "shape": [1], "data": ["A"]},
+            {"name": "TIPOVUELO", "datatype": "BYTES", "shape": [1], "data": ["N"]},
+            {"name": "MES", "datatype": "INT64", "shape": [1], "data": [1]},
+        ],
+        "outputs": [{"name": "label"}],
+    }
+    holder = {"request": header, "input": header["inputs"][0], "output": header["outputs"][0]}
+    prefix = {"request": "", "input": "input 'OPERA': ", "output": "output 'label': "}[where]
+    holder[where]["parameters"] = None
+    decode_request(orjson.dumps(header), None, INPUTS)
+    holder[where]["parameters"] = value
+    with pytest.raises(BadRequest) as refused:
+        decode_request(orjson.dumps(header), None, INPUTS)
+    assert refused.value.message == f"{prefix}'parameters' must be an object, not {value!r}"
 
 
 def test_a_request_that_is_no_json_object_is_refused() -> None:

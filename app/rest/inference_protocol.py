@@ -101,9 +101,7 @@ def _input(tensor: Any, columns: InputColumns, binary: bytes, offset: int) -> in
         raise BadRequest("each input must be a JSON object")
     datatype: str = tensor.get("datatype", "")
     name, shape, count = columns.expect(tensor.get("name"), datatype, tensor.get("shape"))
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest(f"input {name!r}: 'parameters' must be an object")
+    parameters = _parameters(tensor, f"input {name!r}: ")
     size = parameters.get("binary_data_size")
     if size is not None:
         if "data" in tensor:  # as gRPC refuses contents beside raw_input_contents
@@ -153,9 +151,7 @@ def _flatten(name: str, data: Any, shape: list[int]) -> list[Any]:
 
 
 def _requested_outputs(header: dict[str, Any]) -> dict[str, bool]:
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest("'parameters' must be an object")
+    parameters = _parameters(header, "")
     default_binary = _flag(parameters, "binary_data_output", False, "")
     requested = header.get("outputs")
     if requested is None or requested == []:  # gRPC cannot tell an empty list from none
@@ -167,13 +163,22 @@ def _requested_outputs(header: dict[str, Any]) -> dict[str, bool]:
     )
     outputs: dict[str, bool] = {}
     for name, item in zip(names, requested, strict=True):
-        output_parameters = item.get("parameters") or {}
-        if not isinstance(output_parameters, dict):
-            raise BadRequest(f"output {name!r}: 'parameters' must be an object")
+        output_parameters = _parameters(item, f"output {name!r}: ")
         outputs[name] = _flag(
             output_parameters, "binary_data", default_binary, f"output {name!r}: "
         )
     return outputs
+
+
+def _parameters(holder: dict[str, Any], where: str) -> dict[str, Any]:
+    """A request's, an input's or an output's `parameters`: an object, or none (absent or
+    null). `[]`, `0`, `false` and `""` passed as none while `[1]` or `"x"` were refused."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise BadRequest(f"{where}'parameters' must be an object, not {quoted(parameters)}")
+    return parameters
 
 
 def _flag(parameters: dict[str, Any], name: str, default: bool, where: str) -> bool:
