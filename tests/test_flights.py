@@ -509,6 +509,33 @@ def test_more_arrays_and_objects_than_the_flights_allow_are_refused_unparsed(
         assert refused.value.detail == {"limit": 3}
 
 
+def test_brackets_in_strings_are_not_counted_as_arrays_and_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a hostile-client probe: one flight whose OPERA held 20,000 `[` was a 413 of
+    '20,003 JSON arrays and objects in one request' rather than the 400 naming its OPERA; a
+    bracket in a string counted as one opened. Escaped quotes and backslashes do not end or
+    start a string; brackets outside strings still make the 413, unparsed (VALIDATOR takes 3
+    flights)."""
+    for opera in ("[" * 20, "{[" * 10, '\\"[[[[[[[[[[', "\\\\[[[[[[[[[["):
+        body = b'{"flights": [{"OPERA": "%s", "TIPOVUELO": "N", "MES": 3}]}' % opera.encode()
+        with pytest.raises(BadRequest) as named:
+            VALIDATOR.decode(body)
+        assert named.value.detail["field"] == "OPERA", body
+
+    def unparsed(body: bytes) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(flights_module, "parse_json", unparsed)
+    for body in (
+        b'{"flights": [[], [], [], ["a"]]}',
+        b'{"flights": [{"OPERA": "[[[\\\\"}, {}, {}, {}]}',  # a string ending in a backslash
+    ):
+        with pytest.raises(PayloadTooLarge) as refused:
+            VALIDATOR.decode(body)
+        assert refused.value.message.startswith("6 JSON arrays and objects"), body
+
+
 def test_unknown_top_level_fields_are_quoted_short_whatever_the_body() -> None:
     """Found by a hostile-client probe: every unknown name was listed whole, so a 1-MiB body of
     95,000 of them got a 950-KB error (and one 1-MB name, all of it)."""

@@ -449,12 +449,15 @@ class FlightValidator:
         and its list. A body msgspec refused is parsed again to name its first wrong flight,
         field and value, and orjson's parse spends its time on arrays and objects, with the
         collection after it: 1 MiB of empty lists held the event loop about 29 ms; counted by
-        their opening brackets, 0.6 ms. A bracket in a string counts too: only a body already
-        found wrong comes here."""
+        their opening brackets, 0.6 ms. Brackets in strings are not counted (`_opened`): one
+        flight whose OPERA held 20,000 `[` was a 413 of '20,003 JSON arrays and objects'
+        instead of the 400 naming its OPERA."""
         most = self.max_flights + 2
         if len(body) <= most:
             return
         containers = body.count(b"[") + body.count(b"{")
+        if containers > most and b'"' in body:  # only then can a bracket be in a string
+            containers = _opened(body)
         if containers > most:
             raise PayloadTooLarge(
                 f"{containers:,} JSON arrays and objects in one request; the limit is "
@@ -634,6 +637,18 @@ _AN_OBJECT = (
 )
 """What a flight must be: an error's `allowed`."""
 _UNSCHEDULED = (msgspec.UNSET,) * 4
+
+
+def _opened(body: bytes) -> int:
+    """The arrays and objects a JSON body opens: its `[` and `{` outside strings, a string being
+    what lies between an even and an odd double quote once the escapes that hide a quote or a
+    backslash (`\\"`, `\\\\`) are dropped. Vectorised: about 7 ms for a hostile 1-MiB body, where
+    a loop over its bytes would take hundreds (and orjson's parse of 1 MiB of lists 29)."""
+    text = np.frombuffer(body.replace(b"\\\\", b"").replace(b'\\"', b""), dtype=np.uint8)
+    # the parity of the quotes up to each byte: 256 is even, so uint8's wrap-around keeps it
+    in_string = np.cumsum(text == ord('"'), dtype=np.uint8) & 1
+    opening = (text == ord("[")) | (text == ord("{"))
+    return int(np.count_nonzero(opening & (in_string == 0)))
 
 
 def _minimal_columns(flights: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
