@@ -210,6 +210,37 @@ def test_a_header_length_of_the_whole_body_is_a_json_only_request() -> None:
     assert decode_request(header, str(len(header)), INPUTS) == decode_request(header, None, INPUTS)
 
 
+@pytest.mark.parametrize("off_by", [-1, 1, 5])
+def test_a_header_length_that_lies_is_named_in_the_json_error(off_by: int) -> None:
+    """A lying Inference-Header-Content-Length cuts the JSON header short or runs it into the
+    tensors' bytes: the 400 said only 'malformed JSON: unexpected end of data' (or 'unexpected
+    content after document'), which sent the client looking for a JSON mistake."""
+    raws = [_bytes_tensor(["A"]), _bytes_tensor(["N"]), struct.pack("<q", 1)]
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+                for (name, datatype), raw in zip(INPUTS.items(), raws, strict=True)
+            ]
+        }
+    )
+    body = header + b"".join(raws)
+    assert decode_request(body, str(len(header)), INPUTS).columns["OPERA"] == ["A"]
+    length = len(header) + off_by
+    with pytest.raises(BadRequest) as refused:
+        decode_request(body, str(length), INPUTS)
+    assert refused.value.message.startswith("malformed JSON: ")
+    assert refused.value.message.endswith(
+        f", in the JSON header: the body's first {length} bytes, as "
+        "Inference-Header-Content-Length says; is that the JSON's length?"
+    )
+
+
 def test_an_empty_outputs_list_asks_for_every_output_as_grpc_reads_it() -> None:
     """A protobuf message cannot tell `outputs: []` from no `outputs`, and gRPC answers both with
     every output; REST answered `[]` with none (and still scored the flights)."""

@@ -32,7 +32,17 @@ def decode_request(
 ) -> InferenceRequest:
     """`inputs` maps each input the model takes to its datatype (BYTES or INT64)."""
     header_bytes, binary = _split(body, header_length)
-    header = parse_json(header_bytes)
+    try:
+        header = parse_json(header_bytes)
+    except BadRequest as error:
+        if header_length is None:
+            raise
+        # a header length that lies cuts the JSON short or runs it into the tensors' bytes:
+        # orjson's 'unexpected end of data' alone sent the client looking for a JSON mistake
+        raise BadRequest(
+            f"{error.message}, in the JSON header: the body's first {len(header_bytes)} bytes, as "
+            "Inference-Header-Content-Length says; is that the JSON's length?"
+        ) from None
     if not isinstance(header, dict):
         raise BadRequest("the inference request must be a JSON object")
     tensors = header.get("inputs")
