@@ -2294,3 +2294,33 @@ def test_an_http_10_request_expecting_100_continue_gets_its_answer_alone(
         assert transport.data.endswith(b"2")
 
     run(scenario)
+
+
+_TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("fields", "echoed"),
+    [
+        (b"traceparent: " + _TRACEPARENT + b"\r\n", True),
+        (b"traceparent: 00-" + b"0" * 32 + b"-b7ad6b7169203331-01\r\n", False),  # invalid
+        (b"traceparent: " + _TRACEPARENT + b"\r\ntraceparent: " + _TRACEPARENT + b"\r\n", False),
+    ],
+    ids=["valid", "invalid", "two"],
+)
+def test_an_answer_of_the_http_layer_echoes_a_valid_traceparent_as_the_app_does(
+    fields: bytes, echoed: bool
+) -> None:
+    """Found by a hostile-client probe: the app's answers echo a valid traceparent (README,
+    docs/observability.md, the OpenAPI document's response headers), the HTTP layer's 400s and
+    431s did not; an invalid one, or two, is still ignored."""
+
+    async def scenario(protocol: GuardedHttpToolsProtocol, transport: FakeTransport) -> None:
+        protocol.data_received(b"GET /health HTTP/1.1\r\n" + fields + b"\r\n")  # no Host: a 400
+        await settle()
+        assert_last_answer(transport, b"400", b"\r\nx-request-id: ")
+        head = transport.data.split(b"\r\n\r\n", 1)[0]
+        assert (b"\r\ntraceparent: " + _TRACEPARENT + b"\r\n" in head + b"\r\n") is echoed
+        assert head.count(b"\r\ntraceparent: ") == int(echoed)
+
+    run(scenario)

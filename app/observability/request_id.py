@@ -83,6 +83,19 @@ def caller_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return new_id()
 
 
+def caller_traceparent(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The caller's `traceparent` if it sent one, once, and valid, as the middleware echoes it;
+    else None (two are ignored, as one bad). For the answers of the HTTP layer, made without the
+    middleware (app.server.protocol)."""
+    found: bytes | None = None
+    for name, value in headers:
+        if name == TRACEPARENT:
+            if found is not None:
+                return None
+            found = bytes(value)
+    return found if found is not None and trace_id(found) else None
+
+
 def trace_id(traceparent: bytes) -> bytes:
     """The trace ID of a valid `traceparent`, else b"": lowercase hex only; version `ff` is
     invalid; version `00` has exactly four fields; a later version may append fields after a

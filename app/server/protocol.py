@@ -1032,12 +1032,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         are the answer's."""
         if scope is None:
             scope = self.scope
-        request_id = request_ids.caller_id(scope["headers"] if scope is not None else ())
+        headers = scope["headers"] if scope is not None else ()
+        request_id = request_ids.caller_id(headers)
+        # echoed as the app's answers echo it: a 400 or 431 here went without it
+        traceparent = request_ids.caller_traceparent(headers)
         token = request_ids.REQUEST_ID.set(request_id)  # the warning carries the answer's ID
+        trace = request_ids.TRACE_ID.set(request_ids.trace_id(traceparent or b""))
         self.logger.warning("%s %s (client %s)", status, message, self.client)
+        request_ids.TRACE_ID.reset(trace)
         request_ids.REQUEST_ID.reset(token)
         head_only = scope is not None and scope.get("method") == "HEAD"
         default_headers = self.server_state.default_headers
+        if traceparent is not None:
+            default_headers = [*default_headers, (request_ids.TRACEPARENT, traceparent)]
         self.transport.write(
             _response(status, reason, message, request_id, head_only, default_headers)
         )
