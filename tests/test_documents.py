@@ -4,7 +4,9 @@ and every relative link of the documents, to a file and to a heading in it."""
 
 from __future__ import annotations
 
+import json
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,43 @@ def test_a_row_split_off_its_table_of_another_width_or_text_after_it_is_found(
         "```\n| in code |\n```\n"
     )
     assert broken_tables(document) == [6, 8, 12]
+
+
+RATIO_DOCUMENTS = ("README.md", "docs/performance.md")
+"""The documents whose `make compare-http` table quotes reports/benchmarks.md's ratios to the
+framework ceiling (the table whose header starts `| variant | path, bodies | req/s |`)."""
+DASH = "\u2013"
+"""The en dash the documents print a range with."""
+CEILING_VARIANTS = ("service", "service-no-table", "service-full", "service-full-unbatched")
+
+
+def ceiling_ratios(variant: str) -> list[str]:
+    """`median (lowest-highest)`, an en dash between, over rounds of `variant`'s req/s and server CPU a request to the
+    no-op's in the same round, from the committed reports/benchmarks.json, as the tables print
+    them."""
+    runs = json.loads((ROOT / "reports" / "benchmarks.json").read_text(encoding="utf-8"))["runs"]
+    by = {(run["variant"], run["round"]): run for run in runs}
+    rounds = sorted({run["round"] for run in runs})
+    cells = []
+    for key in ("requests_per_s", "cpu_s_per_1k"):
+        ratios = [by[variant, r][key] / by["noop", r][key] for r in rounds]
+        cells.append(f"{statistics.median(ratios):.2f} ({min(ratios):.2f}{DASH}{max(ratios):.2f})")
+    return cells
+
+
+@pytest.mark.parametrize("document", RATIO_DOCUMENTS)
+def test_the_compare_tables_ratios_are_the_reports(document: str) -> None:
+    """Each path's req/s and CPU a request against the ceiling, median and rounds' range, as
+    reports/benchmarks.json gives them (a range once came from the report's rounded columns)."""
+    text = (ROOT / document).read_text(encoding="utf-8")
+    table = text.split("\n| variant | path, bodies | req/s |", 1)[1].split("\n\n", 1)[0]
+    for variant in CEILING_VARIANTS:
+        row = re.search(rf"^\| `{re.escape(variant)}` \|.*$", table, re.MULTILINE)
+        assert row, (document, variant)
+        quoted = [
+            f"{median} ({low}{DASH}{high})"
+            for median, low, high in re.findall(
+                r"(?:\*\*)?(\d+\.\d\d)(?:\*\*)? \((\d+\.\d\d)\u2013(\d+\.\d\d)\)", row.group(0)
+            )
+        ]
+        assert quoted == ceiling_ratios(variant), (document, variant)
