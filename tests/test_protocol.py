@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from app.observability import log_budget
 from app.observability import request_id as request_ids
 from app.observability.logs import access_logger
 from app.observability.metrics import ANSWERED_BY_SERVER, CLOSED_KINDS, exposition
@@ -1012,6 +1013,31 @@ def test_the_log_says_how_many_were_closed_at_most_once_a_second(
         ]
 
     on_worker(scenario, BOUNDED)
+
+
+def test_a_flood_of_refusals_logs_a_bounded_number_of_lines_and_one_summary(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each answer of the HTTP layer had its warning line: one client's malformed requests
+    wrote thousands a second. Past the budget they are summed up, a window later."""
+    monkeypatch.setattr(protocol_module, "REFUSALS_LOGGED_PER_SECOND", 3)
+    monkeypatch.setattr(log_budget, "WINDOW", 0.05)
+
+    async def scenario(worker: Worker) -> None:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(10):
+                assert await worker.send(worker.connect(), b"GARBAGE\r\n\r\n") == (
+                    b"HTTP/1.1 400 Bad Request"
+                )
+            await asyncio.sleep(0.1)
+
+    on_worker(scenario)
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("400 ")]
+    assert len(refusals) == 3
+    assert [r.getMessage() for r in caplog.records if "one by one" in r.getMessage()] == [
+        "7 more answers of the HTTP layer within 0.05 s not logged one by one (400: 7); "
+        "/metrics counts each"
+    ]
 
 
 def test_requests_waiting_for_their_body_are_not_in_flight() -> None:
