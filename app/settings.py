@@ -350,8 +350,11 @@ def _host_port(env: Mapping[str, str], name: str) -> str:
     raw = env.get(name, "").strip()
     if not raw:
         return ""
-    host, _, port = raw.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # BIND's and GRPC_BIND's HOST:PORT: a host with a colon (unix:PATH:PORT) or a space was
+    # taken, gunicorn listened on a socket file or retried the name, and /metrics answered nowhere
+    match = _GRPC_BIND.fullmatch(raw)
+    host = raw.rpartition(":")[0]
+    if match is None or not host or not 0 < int(match.group(1)) < 65536:
         raise ValueError(f"{name}={raw!r}: expected HOST:PORT (port 1-65535)")
     return raw
 

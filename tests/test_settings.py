@@ -451,7 +451,19 @@ def test_the_ports_accepted_end_where_the_messages_say(
     assert str(error.value).startswith(f"{name}='127.0.0.2:{port}': expected HOST:PORT (port ")
 
 
-@pytest.mark.parametrize("raw", ["9100", ":9100", "127.0.0.1:", "127.0.0.1:x"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "9100",
+        ":9100",
+        "127.0.0.1:",
+        "127.0.0.1:x",
+        # a unix socket with a colon in its path: gunicorn listened on the socket, and /metrics
+        # answered on no address (neither it nor the public port, which leaves it to METRICS_BIND)
+        "unix:/run/metrics.sock:9100",
+        "metrics host:9100",  # gunicorn retried the name five times, then stopped
+    ],
+)
 def test_a_bad_metrics_bind_names_the_variable_and_what_it_accepts(raw: str) -> None:
     with pytest.raises(ValueError, match=r"^METRICS_BIND=") as error:
         Settings.from_env({"METRICS_BIND": raw})
