@@ -202,6 +202,19 @@ def on_starting(server: Any) -> None:
             ),
         )
 
+    # A --preload (GUNICORN_CMD_ARGS or the command) makes the app in the master before this
+    # hook pins the checked snapshot: every worker then loaded the operator's MODELS_DIR itself,
+    # and with a broken release there the next worker started halted gunicorn.
+    if server.cfg.preload_app:
+        _refuse_start(
+            server,
+            ValueError(
+                "preload_app=True (gunicorn's --preload, in GUNICORN_CMD_ARGS or the command): "
+                "expected it off, the workers would load MODELS_DIR itself rather than the "
+                "release the master checked"
+            ),
+        )
+
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
         try:
             check_unclaimed(_SETTINGS.grpc_bind)

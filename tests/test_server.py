@@ -919,6 +919,18 @@ def test_workers_in_gunicorn_cmd_args_past_the_bound_stops_start_up(tmp_path: Pa
     ]
 
 
+def test_preload_in_gunicorn_cmd_args_stops_start_up(tmp_path: Path) -> None:
+    """GUNICORN_CMD_ARGS=--preload (found by an operator probe) made the app in the master before
+    on_starting pinned the checked snapshot: every worker loaded the operator's MODELS_DIR itself.
+    With a broken release there, the next worker started (a crash, a timeout, a SIGHUP) failed to
+    boot with a traceback and gunicorn halted the whole server."""
+    assert refused_in_the_master(tmp_path / "run", GUNICORN_CMD_ARGS="--preload") == [
+        "latam-delay: cannot start: preload_app=True (gunicorn's --preload, in GUNICORN_CMD_ARGS "
+        "or the command): expected it off, the workers would load MODELS_DIR itself rather than "
+        "the release the master checked"
+    ]
+
+
 def test_workers_in_gunicorn_cmd_args_within_the_bound_are_gunicorns_to_set(
     tmp_path: Path,
 ) -> None:
