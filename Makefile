@@ -58,7 +58,7 @@ install: $(DEV_STAMP) ## install the service, training and test tools into .venv
 
 .PHONY: serve
 serve: $(SERVE_STAMP) ## serve the committed models on $(BIND) (WORKERS= sets the worker count)
-	MODELS_DIR=$(MODELS_DIR) $(BIN)/gunicorn -c gunicorn.conf.py 'app.main:create_app()'
+	MODELS_DIR='$(MODELS_DIR)' $(BIN)/gunicorn -c gunicorn.conf.py 'app.main:create_app()'
 
 .PHONY: export
 export: $(MODELS_DIR)/delay-full.onnx ## train, select and export the models (SCL_DATA=..., MODELS_DIR=..., GATE=1: keep the current models if the new ones score worse forward)
@@ -77,7 +77,7 @@ export-time: $(DEV_STAMP) ## time one export of $(SCL_DATA) to a scratch directo
 
 .PHONY: check-models
 check-models: $(SERVE_STAMP) ## check a model directory before it goes live (MODELS_DIR=...)
-	$(BIN)/python -m app.inference.check_models $(MODELS_DIR)
+	$(BIN)/python -m app.inference.check_models '$(MODELS_DIR)'
 
 .PHONY: openapi
 openapi: $(SERVE_STAMP) ## write docs/openapi.json, the published API contract, for the models in MODELS_DIR (after a change to it, or a retrain)

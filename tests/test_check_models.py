@@ -244,6 +244,21 @@ def test_make_check_models_runs_it_on_the_directory_given(release: Path) -> None
     assert f"{release}: NOT fit to serve" in result.stdout
 
 
+def test_make_check_models_takes_a_directory_whose_path_has_a_space(tmp_path: Path) -> None:
+    """`make check-models MODELS_DIR="/srv/model releases/v2"` passed the path unquoted: the
+    check got two arguments and stopped at argparse's usage line (an operator probe)."""
+    release = Path(shutil.copytree(MODELS_DIR, tmp_path / "model releases" / "v2"))
+    result = subprocess.run(
+        ["make", "--no-print-directory", "check-models", f"MODELS_DIR={release}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(f"{release}: fit to serve\n")
+
+
 def test_it_needs_no_training_library() -> None:
     """It runs in the serving image: importing it loads neither scikit-learn nor pandas."""
     code = "import sys, app.inference.check_models; print(sorted({'sklearn', 'pandas'} & set(sys.modules)))"
