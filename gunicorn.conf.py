@@ -215,6 +215,20 @@ def on_starting(server: Any) -> None:
             ),
         )
 
+    # A --worker-class of gunicorn's own (sync, gthread, gevent, eventlet, tornado) serves WSGI:
+    # the server started and answered every request of this ASGI app, readiness included, with
+    # a 500 and a TypeError traceback. uvicorn's workers, and the benchmarks' variants of the
+    # service's, stay allowed.
+    if server.cfg.worker_class.__module__.startswith("gunicorn.workers."):
+        _refuse_start(
+            server,
+            ValueError(
+                f"worker_class={server.cfg.worker_class_str} (gunicorn's --worker-class, in "
+                "GUNICORN_CMD_ARGS or the command): a WSGI worker, this app is ASGI; expected "
+                f"none ({worker_class}) or another uvicorn worker"
+            ),
+        )
+
     if _SETTINGS.grpc_bind and not _UPGRADED:  # the old master's workers share it, as they should
         try:
             check_unclaimed(_SETTINGS.grpc_bind)

@@ -931,6 +931,21 @@ def test_preload_in_gunicorn_cmd_args_stops_start_up(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_a_wsgi_worker_class_in_gunicorn_cmd_args_stops_start_up(
+    tmp_path: Path, worker_class: str
+) -> None:
+    """GUNICORN_CMD_ARGS=--worker-class sync (found by an operator probe) started a server that
+    answered every request, readiness included, with a 500 and a TypeError traceback."""
+    assert refused_in_the_master(
+        tmp_path / "run", GUNICORN_CMD_ARGS=f"--worker-class {worker_class}"
+    ) == [
+        f"latam-delay: cannot start: worker_class={worker_class} (gunicorn's --worker-class, in "
+        "GUNICORN_CMD_ARGS or the command): a WSGI worker, this app is ASGI; expected none "
+        "(app.server.worker.UvicornWorker) or another uvicorn worker"
+    ]
+
+
 def test_workers_in_gunicorn_cmd_args_within_the_bound_are_gunicorns_to_set(
     tmp_path: Path,
 ) -> None:
