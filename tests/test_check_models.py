@@ -231,15 +231,19 @@ def test_the_command_exits_non_zero_on_an_unfit_release(
     assert out.endswith(f"{release}: NOT fit to serve (1 problems)\n")
 
 
-def test_make_check_models_runs_it_on_the_directory_given(release: Path) -> None:
-    stale_version(release)
-    result = subprocess.run(
+def make_check_models(release: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["make", "--no-print-directory", "check-models", f"MODELS_DIR={release}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_make_check_models_runs_it_on_the_directory_given(release: Path) -> None:
+    stale_version(release)
+    result = make_check_models(release)
     assert result.returncode != 0
     assert f"{release}: NOT fit to serve" in result.stdout
 
@@ -248,13 +252,7 @@ def test_make_check_models_takes_a_directory_whose_path_has_a_space(tmp_path: Pa
     """`make check-models MODELS_DIR="/srv/model releases/v2"` passed the path unquoted: the
     check got two arguments and stopped at argparse's usage line (an operator probe)."""
     release = Path(shutil.copytree(MODELS_DIR, tmp_path / "model releases" / "v2"))
-    result = subprocess.run(
-        ["make", "--no-print-directory", "check-models", f"MODELS_DIR={release}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = make_check_models(release)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(f"{release}: fit to serve\n")
 
