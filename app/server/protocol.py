@@ -185,10 +185,10 @@ _WAITING: weakref.WeakKeyDictionary[ServerState, tuple[_Queue, _Queue]] = (
 ones, in the order their last answers completed (`_make_room` closes them in that order). One
 whose request began since may still be in them (`_make_room` passes it by)."""
 _MADE_ROOM: weakref.WeakKeyDictionary[ServerState, list[float]] = weakref.WeakKeyDictionary()
-_REFUSALS_LOGGED: weakref.WeakKeyDictionary[ServerState, LogBudget] = weakref.WeakKeyDictionary()
-"""Per server: the budget of `_refuse`'s warning lines."""
 """Per server: [when the last `_make_room` line was logged (loop time), connections closed to
 make room since]."""
+_REFUSALS_LOGGED: weakref.WeakKeyDictionary[ServerState, LogBudget] = weakref.WeakKeyDictionary()
+"""Per server: the budget of `_refuse`'s warning lines."""
 _RECEIVING: weakref.WeakKeyDictionary[ServerState, set[GuardedHttpToolsProtocol]] = (
     weakref.WeakKeyDictionary()
 )
