@@ -23,7 +23,8 @@ LOG_FORMATS = ("text", "json")
 OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.instrumentation.asgi")
 _HOST_PORT = r"(?:\[[0-9a-fA-F:.]+\]|[^\s:\[\]]*):(\d{1,5})"
 _BIND = re.compile(rf"unix:.+|{_HOST_PORT}")
-_GRPC_BIND = re.compile(_HOST_PORT)
+_TCP_BIND = re.compile(_HOST_PORT)
+"""HOST:PORT only, no unix:PATH: GRPC_BIND's and METRICS_BIND's form."""
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 """Hosts that listen on every address: a port on one of them is taken on every host too."""
 INT_MAX = 2**31 - 1
@@ -302,7 +303,7 @@ def _grpc_bind(env: Mapping[str, str]) -> str:
     raw = raw.strip()
     if not raw:
         return ""
-    match = _GRPC_BIND.fullmatch(raw)
+    match = _TCP_BIND.fullmatch(raw)
     if match is None or not 0 < int(match.group(1)) < 65536:
         raise ValueError(
             f"GRPC_BIND={raw!r}: expected HOST:PORT (port 1-65535, no unix:PATH), or empty: no gRPC"
@@ -352,7 +353,7 @@ def _host_port(env: Mapping[str, str], name: str) -> str:
         return ""
     # BIND's and GRPC_BIND's HOST:PORT: a host with a colon (unix:PATH:PORT) or a space was
     # taken, gunicorn listened on a socket file or retried the name, and /metrics answered nowhere
-    match = _GRPC_BIND.fullmatch(raw)
+    match = _TCP_BIND.fullmatch(raw)
     host = raw.rpartition(":")[0]
     if match is None or not host or not 0 < int(match.group(1)) < 65536:
         raise ValueError(f"{name}={raw!r}: expected HOST:PORT (port 1-65535)")
